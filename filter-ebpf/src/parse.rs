@@ -1,0 +1,205 @@
+//! Header walk from Ethernet to the TCP flags, bounded and verifier-friendly: every read is
+//! checked against the end of the packet, every variable offset is clamped, every loop has
+//! a fixed bound. Anything the walk does not understand is *not* subject to screening.
+
+use core::mem::size_of;
+
+const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+/// 802.1ad (QinQ) plus 802.1Q: the outer and inner tag.
+const MAX_VLAN_TAGS: usize = 2;
+
+const IPPROTO_TCP: u8 = 6;
+const IPV6_HOPOPTS: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_FRAGMENT: u8 = 44;
+const IPV6_AH: u8 = 51;
+const IPV6_DSTOPTS: u8 = 60;
+/// Extension headers walked before giving up (RFC 8200 allows each at most once or twice).
+const MAX_IPV6_EXT: usize = 6;
+/// No header chain we screen ends beyond this offset. Keeps every variable offset bounded for
+/// the verifier; a SYN buried deeper is counted as malformed and passed.
+const MAX_L4_OFFSET: usize = 1024;
+
+const TCP_FLAG_SYN: u8 = 0x02;
+const TCP_FLAG_ACK: u8 = 0x10;
+/// Bytes of TCP header we read: ports (0..4) up to the flags byte (13).
+const TCP_MIN_READ: usize = 14;
+
+/// Source address of a subject SYN.
+#[derive(Clone, Copy)]
+pub enum Source {
+    V4([u8; 4]),
+    V6([u8; 16]),
+}
+
+/// What the walk found.
+pub enum Parsed {
+    /// A TCP segment with SYN set and ACK clear; the port is checked against the config later.
+    Syn { src: Source, dst_port: u16 },
+    /// Well-formed, but not a TCP SYN (other protocol, SYN-ACK, established traffic...).
+    Other,
+    /// An IPv4 or IPv6 fragment.
+    Fragment,
+    /// Truncated or invalid headers, or a header chain too long to walk.
+    Malformed,
+}
+
+/// Bounds-checked view of the packet between `data` and `data_end`.
+pub struct Packet {
+    data: usize,
+    end: usize,
+}
+
+impl Packet {
+    #[inline(always)]
+    pub fn new(data: usize, end: usize) -> Self {
+        Self { data, end }
+    }
+
+    #[inline(always)]
+    fn read<T: Copy>(&self, off: usize) -> Option<T> {
+        if off > MAX_L4_OFFSET + 64 {
+            return None;
+        }
+        let start = self.data + off;
+        if start + size_of::<T>() > self.end {
+            return None;
+        }
+        // SAFETY: [start, start + size_of::<T>()) lies inside the packet (checked above).
+        Some(unsafe { core::ptr::read_unaligned(start as *const T) })
+    }
+
+    #[inline(always)]
+    fn u8_at(&self, off: usize) -> Option<u8> {
+        self.read::<u8>(off)
+    }
+
+    #[inline(always)]
+    fn be16_at(&self, off: usize) -> Option<u16> {
+        self.read::<[u8; 2]>(off).map(u16::from_be_bytes)
+    }
+}
+
+/// Walks Ethernet → (VLAN tags) → IPv4/IPv6 (→ extension headers) → TCP.
+#[inline(always)]
+pub fn parse(pkt: &Packet) -> Parsed {
+    let Some(mut proto) = pkt.be16_at(12) else {
+        return Parsed::Malformed;
+    };
+    let mut off = ETH_HLEN;
+    for _ in 0..MAX_VLAN_TAGS {
+        if proto != ETH_P_8021Q && proto != ETH_P_8021AD {
+            break;
+        }
+        // A tag is TCI (2 bytes) then the encapsulated ethertype.
+        let Some(inner) = pkt.be16_at(off + 2) else {
+            return Parsed::Malformed;
+        };
+        proto = inner;
+        off += 4;
+    }
+    match proto {
+        ETH_P_IP => parse_ipv4(pkt, off),
+        ETH_P_IPV6 => parse_ipv6(pkt, off),
+        // ARP, a third VLAN tag, MPLS, ...: not ours to judge.
+        _ => Parsed::Other,
+    }
+}
+
+#[inline(always)]
+fn parse_ipv4(pkt: &Packet, off: usize) -> Parsed {
+    let Some(ver_ihl) = pkt.u8_at(off) else {
+        return Parsed::Malformed;
+    };
+    let ihl = ((ver_ihl & 0x0f) as usize) * 4;
+    if ver_ihl >> 4 != 4 || ihl < 20 {
+        return Parsed::Malformed;
+    }
+    let (Some(frag), Some(l4proto), Some(src)) = (
+        pkt.be16_at(off + 6),
+        pkt.u8_at(off + 9),
+        pkt.read::<[u8; 4]>(off + 12),
+    ) else {
+        return Parsed::Malformed;
+    };
+    // MF set or a non-zero offset: a fragment. Only the first carries the TCP header, and
+    // the stack reassembles before TCP sees anything, so fragments are passed and counted.
+    if frag & 0x3fff != 0 {
+        return Parsed::Fragment;
+    }
+    // The whole IPv4 header, options included, must be present.
+    if pkt.u8_at(off + ihl - 1).is_none() {
+        return Parsed::Malformed;
+    }
+    if l4proto != IPPROTO_TCP {
+        return Parsed::Other;
+    }
+    parse_tcp(pkt, off + ihl, Source::V4(src))
+}
+
+#[inline(always)]
+fn parse_ipv6(pkt: &Packet, off: usize) -> Parsed {
+    let (Some(ver), Some(mut next), Some(src)) = (
+        pkt.u8_at(off),
+        pkt.u8_at(off + 6),
+        pkt.read::<[u8; 16]>(off + 8),
+    ) else {
+        return Parsed::Malformed;
+    };
+    if ver >> 4 != 6 {
+        return Parsed::Malformed;
+    }
+    // The rest of the fixed header (bytes 24..40: destination address) must be there too.
+    if pkt.u8_at(off + 39).is_none() {
+        return Parsed::Malformed;
+    }
+    let mut l4 = off + 40;
+    for _ in 0..MAX_IPV6_EXT {
+        match next {
+            IPPROTO_TCP => return parse_tcp(pkt, l4, Source::V6(src)),
+            IPV6_FRAGMENT => return Parsed::Fragment,
+            IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS | IPV6_AH => {
+                let (Some(nh), Some(len)) = (pkt.u8_at(l4), pkt.u8_at(l4 + 1)) else {
+                    return Parsed::Malformed;
+                };
+                // AH counts its length in 4-octet units minus 2; the others in 8-octet
+                // units not counting the first 8 octets.
+                let hdr_len = if next == IPV6_AH {
+                    (len as usize + 2) * 4
+                } else {
+                    (len as usize + 1) * 8
+                };
+                next = nh;
+                l4 += hdr_len;
+                if l4 > MAX_L4_OFFSET {
+                    return Parsed::Malformed;
+                }
+            }
+            // ICMPv6, UDP, ESP, no-next-header, ...
+            _ => return Parsed::Other,
+        }
+    }
+    if next == IPPROTO_TCP {
+        return parse_tcp(pkt, l4, Source::V6(src));
+    }
+    Parsed::Malformed
+}
+
+#[inline(always)]
+fn parse_tcp(pkt: &Packet, l4: usize, src: Source) -> Parsed {
+    if l4 > MAX_L4_OFFSET {
+        return Parsed::Malformed;
+    }
+    let (Some(dst_port), Some(flags)) = (pkt.be16_at(l4 + 2), pkt.u8_at(l4 + TCP_MIN_READ - 1))
+    else {
+        return Parsed::Malformed;
+    };
+    if flags & TCP_FLAG_SYN == 0 || flags & TCP_FLAG_ACK != 0 {
+        return Parsed::Other;
+    }
+    Parsed::Syn { src, dst_port }
+}

@@ -1,0 +1,1 @@
+//! Loading, attaching and talking to the eBPF datapath.

@@ -1,0 +1,4 @@
+//! mxscreen userspace: loader for the datapath, reputation engine, daemon and CLI.
+
+pub mod datapath;
+pub mod reputation;
