@@ -26,7 +26,7 @@ const MAX_L4_OFFSET: usize = 1024;
 
 const TCP_FLAG_SYN: u8 = 0x02;
 const TCP_FLAG_ACK: u8 = 0x10;
-/// Bytes of TCP header we read: ports (0..4) up to the flags byte (13).
+/// Bytes of TCP header read at once: ports (0..4) up to the flags byte (13).
 const TCP_MIN_READ: usize = 14;
 
 /// Source address of a subject SYN.
@@ -112,20 +112,16 @@ pub fn parse(pkt: &Packet) -> Parsed {
 
 #[inline(always)]
 fn parse_ipv4(pkt: &Packet, off: usize) -> Parsed {
-    let Some(ver_ihl) = pkt.u8_at(off) else {
+    // One bounds check per header: LLVM merges adjacent checks anyway, and the verifier only
+    // follows a check to the pointer it was made on, so several small reads can fail to verify.
+    let Some(h) = pkt.read::<[u8; 20]>(off) else {
         return Parsed::Malformed;
     };
-    let ihl = ((ver_ihl & 0x0f) as usize) * 4;
-    if ver_ihl >> 4 != 4 || ihl < 20 {
+    let ihl = ((h[0] & 0x0f) as usize) * 4;
+    if h[0] >> 4 != 4 || ihl < 20 {
         return Parsed::Malformed;
     }
-    let (Some(frag), Some(l4proto), Some(src)) = (
-        pkt.be16_at(off + 6),
-        pkt.u8_at(off + 9),
-        pkt.read::<[u8; 4]>(off + 12),
-    ) else {
-        return Parsed::Malformed;
-    };
+    let frag = u16::from_be_bytes([h[6], h[7]]);
     // MF set or a non-zero offset: a fragment. Only the first carries the TCP header, and
     // the stack reassembles before TCP sees anything, so fragments are passed and counted.
     if frag & 0x3fff != 0 {
@@ -135,35 +131,30 @@ fn parse_ipv4(pkt: &Packet, off: usize) -> Parsed {
     if pkt.u8_at(off + ihl - 1).is_none() {
         return Parsed::Malformed;
     }
-    if l4proto != IPPROTO_TCP {
+    if h[9] != IPPROTO_TCP {
         return Parsed::Other;
     }
-    parse_tcp(pkt, off + ihl, Source::V4(src))
+    parse_tcp(pkt, off + ihl, Source::V4([h[12], h[13], h[14], h[15]]))
 }
 
 #[inline(always)]
 fn parse_ipv6(pkt: &Packet, off: usize) -> Parsed {
-    let (Some(ver), Some(mut next), Some(src)) = (
-        pkt.u8_at(off),
-        pkt.u8_at(off + 6),
-        pkt.read::<[u8; 16]>(off + 8),
-    ) else {
+    let Some(h) = pkt.read::<[u8; 40]>(off) else {
         return Parsed::Malformed;
     };
-    if ver >> 4 != 6 {
+    if h[0] >> 4 != 6 {
         return Parsed::Malformed;
     }
-    // The rest of the fixed header (bytes 24..40: destination address) must be there too.
-    if pkt.u8_at(off + 39).is_none() {
-        return Parsed::Malformed;
-    }
+    let mut src = [0u8; 16];
+    src.copy_from_slice(&h[8..24]);
+    let mut next = h[6];
     let mut l4 = off + 40;
     for _ in 0..MAX_IPV6_EXT {
         match next {
             IPPROTO_TCP => return parse_tcp(pkt, l4, Source::V6(src)),
             IPV6_FRAGMENT => return Parsed::Fragment,
             IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS | IPV6_AH => {
-                let (Some(nh), Some(len)) = (pkt.u8_at(l4), pkt.u8_at(l4 + 1)) else {
+                let Some([nh, len]) = pkt.read::<[u8; 2]>(l4) else {
                     return Parsed::Malformed;
                 };
                 // AH counts its length in 4-octet units minus 2; the others in 8-octet
@@ -194,12 +185,18 @@ fn parse_tcp(pkt: &Packet, l4: usize, src: Source) -> Parsed {
     if l4 > MAX_L4_OFFSET {
         return Parsed::Malformed;
     }
-    let (Some(dst_port), Some(flags)) = (pkt.be16_at(l4 + 2), pkt.u8_at(l4 + TCP_MIN_READ - 1))
-    else {
+    let Some(h) = pkt.read::<[u8; TCP_MIN_READ]>(l4) else {
         return Parsed::Malformed;
     };
+    // The whole TCP header (data offset, options included) must be present: a segment cut
+    // short is not a SYN the stack would answer, so it is malformed, never dropped.
+    let doff = ((h[12] >> 4) as usize) * 4;
+    if doff < 20 || pkt.u8_at(l4 + doff - 1).is_none() {
+        return Parsed::Malformed;
+    }
+    let flags = h[13];
     if flags & TCP_FLAG_SYN == 0 || flags & TCP_FLAG_ACK != 0 {
         return Parsed::Other;
     }
-    Parsed::Syn { src, dst_port }
+    Parsed::Syn { src, dst_port: u16::from_be_bytes([h[2], h[3]]) }
 }

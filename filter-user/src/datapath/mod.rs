@@ -1,1 +1,17 @@
 //! Loading, attaching and talking to the eBPF datapath.
+//!
+//! - [`load`]: the embedded object, map sizing and pinning.
+//! - [`attach`]: XDP/tc attach modes with fallback and readable errors.
+//! - [`maps`]: typed access to every map (config, lists, verdicts, counters).
+//! - [`bpffs`]: making sure the BPF filesystem is mounted for pins.
+//! - [`clock`]: the boot clock the datapath compares expiries against.
+
+pub mod attach;
+pub mod bpffs;
+pub mod clock;
+pub mod load;
+pub mod maps;
+
+pub use attach::{AttachMode, Attached, attach};
+pub use load::{LoadOptions, MapSizes, load};
+pub use maps::{DatapathMaps, ListKind};

@@ -1,0 +1,177 @@
+//! Attaching the datapath to interfaces: native XDP, generic XDP or tc (tcx on kernels that
+//! have it), with `auto` trying them in that order and saying which it got.
+
+use std::{fmt, io};
+
+use anyhow::{Result, anyhow};
+use aya::{
+    Ebpf,
+    programs::{
+        ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
+        tc::{SchedClassifierLinkId, qdisc_add_clsact},
+        xdp::XdpLinkId,
+    },
+};
+use filter_common::program_names;
+use serde::{Deserialize, Serialize};
+
+/// What the operator asks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttachMode {
+    /// Native XDP, else generic XDP, else tc.
+    #[default]
+    Auto,
+    /// Native (driver) XDP only: fastest, drops before any skb is allocated.
+    Xdp,
+    /// Generic (skb) XDP: works on any interface, after skb allocation.
+    XdpGeneric,
+    /// tc ingress (tcx link on kernels >= 6.6, clsact otherwise).
+    Tc,
+}
+
+/// What an interface actually got.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AttachedMode {
+    XdpNative,
+    XdpGeneric,
+    Tc,
+}
+
+impl fmt::Display for AttachedMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::XdpNative => "xdp (native)",
+            Self::XdpGeneric => "xdp (generic)",
+            Self::Tc => "tc",
+        })
+    }
+}
+
+enum Link {
+    Xdp(XdpLinkId),
+    Tc(SchedClassifierLinkId),
+}
+
+/// One attachment. Links are file-descriptor based (bpf_link / tcx), so they go away with the
+/// process even on `kill -9`: the datapath can never outlive the daemon and block mail with
+/// nobody managing it. Call [`Attached::detach`] for an orderly exit.
+pub struct Attached {
+    pub iface: String,
+    pub mode: AttachedMode,
+    link: Link,
+}
+
+impl Attached {
+    pub fn detach(self, ebpf: &mut Ebpf) -> Result<()> {
+        match self.link {
+            Link::Xdp(id) => xdp(ebpf)?.detach(id)?,
+            Link::Tc(id) => tc(ebpf)?.detach(id)?,
+        }
+        Ok(())
+    }
+}
+
+fn xdp(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
+    let p = ebpf.program_mut(program_names::XDP).ok_or_else(|| anyhow!("XDP program missing"))?;
+    Ok(p.try_into()?)
+}
+
+fn tc(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier> {
+    let p = ebpf.program_mut(program_names::TC).ok_or_else(|| anyhow!("tc program missing"))?;
+    Ok(p.try_into()?)
+}
+
+/// Attaches to `iface` in `mode` (see [`AttachMode`]).
+pub fn attach(ebpf: &mut Ebpf, iface: &str, mode: AttachMode) -> Result<Attached> {
+    let attached = |mode, link| Attached { iface: iface.to_owned(), mode, link };
+    match mode {
+        AttachMode::Xdp => attach_xdp(ebpf, iface, XdpMode::Driver).map(|l| attached(AttachedMode::XdpNative, l)),
+        AttachMode::XdpGeneric => {
+            attach_xdp(ebpf, iface, XdpMode::Skb).map(|l| attached(AttachedMode::XdpGeneric, l))
+        }
+        AttachMode::Tc => attach_tc(ebpf, iface).map(|l| attached(AttachedMode::Tc, l)),
+        AttachMode::Auto => {
+            let native = match attach_xdp(ebpf, iface, XdpMode::Driver) {
+                Ok(l) => return Ok(attached(AttachedMode::XdpNative, l)),
+                Err(e) => e,
+            };
+            // A missing interface or privilege will not get better with another mode.
+            if is_final(&native) {
+                return Err(native);
+            }
+            tracing::info!(iface, reason = %native, "native XDP unavailable; trying generic XDP");
+            let generic = match attach_xdp(ebpf, iface, XdpMode::Skb) {
+                Ok(l) => return Ok(attached(AttachedMode::XdpGeneric, l)),
+                Err(e) => e,
+            };
+            tracing::info!(iface, reason = %generic, "generic XDP unavailable; trying tc");
+            attach_tc(ebpf, iface).map(|l| attached(AttachedMode::Tc, l)).map_err(|tc| {
+                anyhow!("{iface}: no attach mode worked: native XDP: {native:#}; generic XDP: {generic:#}; tc: {tc:#}")
+            })
+        }
+    }
+}
+
+fn attach_xdp(ebpf: &mut Ebpf, iface: &str, mode: XdpMode) -> Result<Link> {
+    let what = if mode == XdpMode::Driver { "native XDP" } else { "generic XDP" };
+    xdp(ebpf)?.attach(iface, mode).map(Link::Xdp).map_err(|e| explain(iface, what, e))
+}
+
+fn attach_tc(ebpf: &mut Ebpf, iface: &str) -> Result<Link> {
+    let prog = tc(ebpf)?;
+    match prog.attach(iface, TcAttachType::Ingress) {
+        Ok(id) => Ok(Link::Tc(id)),
+        // Before tcx (kernel < 6.6) the classifier needs a clsact qdisc; add it and retry.
+        Err(first) => {
+            if qdisc_add_clsact(iface).is_ok() {
+                if let Ok(id) = prog.attach(iface, TcAttachType::Ingress) {
+                    return Ok(Link::Tc(id));
+                }
+            }
+            Err(explain(iface, "tc", first))
+        }
+    }
+}
+
+fn errno(e: &ProgramError) -> Option<i32> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            return io.raw_os_error();
+        }
+        source = err.source();
+    }
+    None
+}
+
+/// The error tagged with `AttachError` so `auto` knows not to fall back.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct FinalAttachError(String);
+
+fn is_final(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<FinalAttachError>().is_some()
+}
+
+/// Turns the kernel's answer into a sentence naming the interface and what to do.
+fn explain(iface: &str, what: &str, e: ProgramError) -> anyhow::Error {
+    if let ProgramError::UnknownInterface { .. } = e {
+        return FinalAttachError(format!("{iface}: no such interface (see `ip link`)")).into();
+    }
+    match errno(&e) {
+        Some(libc::EPERM) | Some(libc::EACCES) => FinalAttachError(format!(
+            "{iface}: {what}: permission denied: run as root (CAP_BPF and CAP_NET_ADMIN)"
+        ))
+        .into(),
+        Some(libc::EBUSY) | Some(libc::EEXIST) => anyhow!(
+            "{iface}: {what}: another program is already attached (see `bpftool net show dev {iface}`)"
+        ),
+        Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) => {
+            anyhow!("{iface}: {what}: not supported by this interface or driver ({e})")
+        }
+        Some(libc::ENODEV) => FinalAttachError(format!("{iface}: no such interface")).into(),
+        _ => anyhow!("{iface}: {what}: {e}"),
+    }
+}

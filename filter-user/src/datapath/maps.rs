@@ -1,0 +1,211 @@
+//! Typed access to the datapath's maps, by address family, so the rest of userspace deals in
+//! `IpAddr`/`IpNet` and never in raw keys.
+
+use std::net::IpAddr;
+
+use anyhow::{Context as _, Result, anyhow};
+use aya::{
+    Ebpf,
+    maps::{
+        Array, HashMap, MapData, MapError, PerCpuArray, RingBuf,
+        lpm_trie::{Key, LpmTrie},
+    },
+};
+use filter_common::{Counter, DatapathConfig, ListEntry, Seen, Verdict, map_names as m};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+/// Which prefix list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListKind {
+    Allow,
+    Deny,
+}
+
+struct PerFamily<K4, K6> {
+    v4: K4,
+    v6: K6,
+}
+
+type Trie<K> = LpmTrie<MapData, K, ListEntry>;
+
+/// Every map except the event ring, owned by one handle.
+pub struct DatapathMaps {
+    config: Array<MapData, DatapathConfig>,
+    counters: PerCpuArray<MapData, u64>,
+    allow: PerFamily<Trie<[u8; 4]>, Trie<[u8; 16]>>,
+    deny: PerFamily<Trie<[u8; 4]>, Trie<[u8; 16]>>,
+    verdicts: PerFamily<HashMap<MapData, [u8; 4], Verdict>, HashMap<MapData, [u8; 16], Verdict>>,
+    seen: PerFamily<HashMap<MapData, [u8; 4], Seen>, HashMap<MapData, [u8; 16], Seen>>,
+}
+
+fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(ebpf: &mut Ebpf, name: &str) -> Result<T> {
+    let map = ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))?;
+    T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
+}
+
+/// Takes the new-peer event ring out of a loaded object (the daemon reads it).
+pub fn take_events(ebpf: &mut Ebpf) -> Result<RingBuf<MapData>> {
+    take(ebpf, m::EVENTS)
+}
+
+/// `Ok(false)` for a missing key, the error otherwise.
+fn removed(r: Result<(), MapError>) -> Result<bool> {
+    match r {
+        Ok(()) => Ok(true),
+        Err(MapError::KeyNotFound) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn found<V>(r: Result<V, MapError>) -> Result<Option<V>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(MapError::KeyNotFound) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn key4(net: Ipv4Net) -> Key<[u8; 4]> {
+    Key::new(u32::from(net.prefix_len()), net.network().octets())
+}
+
+fn key6(net: Ipv6Net) -> Key<[u8; 16]> {
+    Key::new(u32::from(net.prefix_len()), net.network().octets())
+}
+
+impl DatapathMaps {
+    /// Takes ownership of the maps of a loaded object.
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
+        Ok(Self {
+            config: take(ebpf, m::CONFIG)?,
+            counters: take(ebpf, m::COUNTERS)?,
+            allow: PerFamily { v4: take(ebpf, m::ALLOW_V4)?, v6: take(ebpf, m::ALLOW_V6)? },
+            deny: PerFamily { v4: take(ebpf, m::DENY_V4)?, v6: take(ebpf, m::DENY_V6)? },
+            verdicts: PerFamily { v4: take(ebpf, m::VERDICTS_V4)?, v6: take(ebpf, m::VERDICTS_V6)? },
+            seen: PerFamily { v4: take(ebpf, m::SEEN_V4)?, v6: take(ebpf, m::SEEN_V6)? },
+        })
+    }
+
+    pub fn set_config(&mut self, cfg: &DatapathConfig) -> Result<()> {
+        self.config.set(0, cfg, 0).context("writing the datapath config")
+    }
+
+    pub fn config(&self) -> Result<DatapathConfig> {
+        self.config.get(&0, 0).context("reading the datapath config")
+    }
+
+    /// Every counter summed over CPUs, indexed by [`Counter`].
+    pub fn counters(&self) -> Result<[u64; Counter::COUNT as usize]> {
+        let mut out = [0u64; Counter::COUNT as usize];
+        for c in Counter::ALL {
+            let per_cpu = self.counters.get(&(c as u32), 0).context("reading counters")?;
+            out[c as usize] = per_cpu.iter().sum();
+        }
+        Ok(out)
+    }
+
+    fn trie_pair(&mut self, kind: ListKind) -> &mut PerFamily<Trie<[u8; 4]>, Trie<[u8; 16]>> {
+        match kind {
+            ListKind::Allow => &mut self.allow,
+            ListKind::Deny => &mut self.deny,
+        }
+    }
+
+    /// Adds or replaces a prefix (host bits are ignored).
+    pub fn list_insert(&mut self, kind: ListKind, net: IpNet, entry: ListEntry) -> Result<()> {
+        let t = self.trie_pair(kind);
+        match net {
+            IpNet::V4(n) => t.v4.insert(&key4(n), entry, 0),
+            IpNet::V6(n) => t.v6.insert(&key6(n), entry, 0),
+        }
+        .with_context(|| format!("adding {net} to the {kind:?} list (is the map full?)"))
+    }
+
+    /// Removes exactly this prefix; `false` if it was not there.
+    pub fn list_remove(&mut self, kind: ListKind, net: IpNet) -> Result<bool> {
+        let t = self.trie_pair(kind);
+        removed(match net {
+            IpNet::V4(n) => t.v4.remove(&key4(n)),
+            IpNet::V6(n) => t.v6.remove(&key6(n)),
+        })
+    }
+
+    /// The longest prefix in the list that covers `ip`, as the datapath would find it.
+    pub fn list_match(&mut self, kind: ListKind, ip: IpAddr) -> Result<Option<ListEntry>> {
+        let t = self.trie_pair(kind);
+        found(match ip {
+            IpAddr::V4(a) => t.v4.get(&Key::new(32, a.octets()), 0),
+            IpAddr::V6(a) => t.v6.get(&Key::new(128, a.octets()), 0),
+        })
+    }
+
+    /// Every prefix in a list.
+    pub fn list_entries(&mut self, kind: ListKind) -> Result<Vec<(IpNet, ListEntry)>> {
+        let t = self.trie_pair(kind);
+        let mut out = Vec::new();
+        for item in t.v4.iter() {
+            let (k, v) = item?;
+            let net = Ipv4Net::new(k.data().into(), k.prefix_len() as u8)?;
+            out.push((IpNet::V4(net), v));
+        }
+        for item in t.v6.iter() {
+            let (k, v) = item?;
+            let net = Ipv6Net::new(k.data().into(), k.prefix_len() as u8)?;
+            out.push((IpNet::V6(net), v));
+        }
+        Ok(out)
+    }
+
+    pub fn verdict_set(&mut self, ip: IpAddr, v: Verdict) -> Result<()> {
+        match ip {
+            IpAddr::V4(a) => self.verdicts.v4.insert(a.octets(), v, 0),
+            IpAddr::V6(a) => self.verdicts.v6.insert(a.octets(), v, 0),
+        }
+        .with_context(|| format!("writing the verdict for {ip}"))
+    }
+
+    pub fn verdict_get(&self, ip: IpAddr) -> Result<Option<Verdict>> {
+        found(match ip {
+            IpAddr::V4(a) => self.verdicts.v4.get(&a.octets(), 0),
+            IpAddr::V6(a) => self.verdicts.v6.get(&a.octets(), 0),
+        })
+    }
+
+    pub fn verdict_remove(&mut self, ip: IpAddr) -> Result<bool> {
+        removed(match ip {
+            IpAddr::V4(a) => self.verdicts.v4.remove(&a.octets()),
+            IpAddr::V6(a) => self.verdicts.v6.remove(&a.octets()),
+        })
+    }
+
+    /// Every cached verdict.
+    pub fn verdicts(&self) -> Result<Vec<(IpAddr, Verdict)>> {
+        let mut out = Vec::new();
+        for item in self.verdicts.v4.iter() {
+            let (k, v) = item?;
+            out.push((IpAddr::from(k), v));
+        }
+        for item in self.verdicts.v6.iter() {
+            let (k, v) = item?;
+            out.push((IpAddr::from(k), v));
+        }
+        Ok(out)
+    }
+
+    /// Forgets that a peer was reported, so its next SYN is reported again at once (used when
+    /// a verdict is removed by hand or expires, and by the tests).
+    pub fn forget_seen(&mut self, ip: IpAddr) -> Result<bool> {
+        removed(match ip {
+            IpAddr::V4(a) => self.seen.v4.remove(&a.octets()),
+            IpAddr::V6(a) => self.seen.v6.remove(&a.octets()),
+        })
+    }
+
+    pub fn seen_get(&self, ip: IpAddr) -> Result<Option<Seen>> {
+        found(match ip {
+            IpAddr::V4(a) => self.seen.v4.get(&a.octets(), 0),
+            IpAddr::V6(a) => self.seen.v6.get(&a.octets(), 0),
+        })
+    }
+}

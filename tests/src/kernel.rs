@@ -1,0 +1,138 @@
+//! A private datapath instance (no pins) for BPF_PROG_TEST_RUN tests and benchmarks.
+
+use std::io;
+
+use aya::{
+    Ebpf,
+    maps::{MapData, RingBuf},
+    programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions, Xdp},
+};
+use filter_common::{Counter, DatapathConfig, NewPeerEvent, program_names};
+use mxscreen::datapath::{self, DatapathMaps, LoadOptions, MapSizes};
+
+/// Which entry point runs the frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    Xdp,
+    Tc,
+}
+
+pub const ENTRIES: [Entry; 2] = [Entry::Xdp, Entry::Tc];
+
+/// What the program did with a frame, from its return code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Pass,
+    Drop,
+}
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+/// tc: TC_ACT_UNSPEC / TCX_NEXT ("continue") as u32, and TC_ACT_SHOT.
+const TC_NEXT: u32 = u32::MAX;
+const TC_ACT_SHOT: u32 = 2;
+
+pub struct TestDatapath {
+    pub ebpf: Ebpf,
+    pub maps: DatapathMaps,
+    pub events: RingBuf<MapData>,
+}
+
+impl TestDatapath {
+    /// Loads a private instance with small maps, screening port 25.
+    pub fn new() -> Self {
+        Self::with_sizes(MapSizes::small())
+    }
+
+    pub fn with_sizes(sizes: MapSizes) -> Self {
+        let mut ebpf = datapath::load(&LoadOptions { sizes, pin_dir: None })
+            .unwrap_or_else(|e| panic!("loading the datapath (are we root?): {e:#}"));
+        let maps = DatapathMaps::take(&mut ebpf).expect("taking maps");
+        let events = datapath::maps::take_events(&mut ebpf).expect("taking the event ring");
+        let mut dp = Self { ebpf, maps, events };
+        dp.configure(|c| {
+            c.set_ports(&[25]);
+            c.dedup_window_ns = 60_000_000_000;
+        });
+        dp
+    }
+
+    /// Edits the runtime config in place.
+    pub fn configure(&mut self, edit: impl FnOnce(&mut DatapathConfig)) {
+        let mut cfg = self.maps.config().expect("config");
+        edit(&mut cfg);
+        self.maps.set_config(&cfg).expect("set config");
+    }
+
+    /// Runs one frame; `Err` only when the kernel refuses the input (never the program).
+    pub fn try_run(&self, entry: Entry, frame: &[u8], repeat: u32) -> Result<(Outcome, std::time::Duration), ProgramError> {
+        let opts = TestRunOptions { data_in: Some(frame), repeat, ..Default::default() };
+        let result = match entry {
+            Entry::Xdp => {
+                let p: &Xdp = self.ebpf.program(program_names::XDP).unwrap().try_into().unwrap();
+                p.test_run(opts)?
+            }
+            Entry::Tc => {
+                let p: &SchedClassifier = self.ebpf.program(program_names::TC).unwrap().try_into().unwrap();
+                p.test_run(opts)?
+            }
+        };
+        let outcome = match (entry, result.return_value) {
+            (Entry::Xdp, XDP_PASS) | (Entry::Tc, TC_NEXT) => Outcome::Pass,
+            (Entry::Xdp, XDP_DROP) | (Entry::Tc, TC_ACT_SHOT) => Outcome::Drop,
+            (e, rc) => panic!("{e:?} program returned unexpected code {rc}"),
+        };
+        Ok((outcome, result.duration))
+    }
+
+    /// Runs one frame once and returns what the program did.
+    pub fn run(&self, entry: Entry, frame: &[u8]) -> Outcome {
+        self.try_run(entry, frame, 1).unwrap_or_else(|e| panic!("test_run {entry:?}: {e}")).0
+    }
+
+    pub fn counters(&self) -> [u64; Counter::COUNT as usize] {
+        self.maps.counters().expect("counters")
+    }
+
+    /// Every new-peer event waiting in the ring.
+    pub fn drain_events(&mut self) -> Vec<NewPeerEvent> {
+        let mut out = Vec::new();
+        while let Some(item) = self.events.next() {
+            assert_eq!(item.len(), size_of::<NewPeerEvent>(), "event size");
+            // SAFETY: the datapath writes exactly one NewPeerEvent per record (checked above).
+            out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<NewPeerEvent>()) });
+        }
+        out
+    }
+}
+
+impl Default for TestDatapath {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Counter deltas between two snapshots, as (name, delta) for the non-zero ones: easy to
+/// compare against an expected list in one assert.
+pub fn delta(before: &[u64], after: &[u64]) -> Vec<(&'static str, u64)> {
+    Counter::ALL
+        .iter()
+        .filter_map(|c| {
+            let d = after[*c as usize] - before[*c as usize];
+            (d != 0).then_some((c.name(), d))
+        })
+        .collect()
+}
+
+/// Whether an error is the kernel refusing the test input (EINVAL), e.g. a frame shorter
+/// than an Ethernet header, which no driver would ever hand to the program.
+pub fn is_einval(e: &ProgramError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<io::Error>() {
+            return io.raw_os_error() == Some(libc::EINVAL);
+        }
+        source = err.source();
+    }
+    false
+}
