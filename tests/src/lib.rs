@@ -1,1 +1,4 @@
-//! Helpers shared by the test suites.
+//! Helpers shared by the test suites and benchmarks.
+
+pub mod kernel;
+pub mod packets;
