@@ -1,0 +1,111 @@
+//! Network namespaces owned by RAII guards, so a failing test still removes its hosts.
+
+use std::{
+    fs::File,
+    net::{IpAddr, SocketAddr},
+    os::fd::AsFd,
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
+};
+
+use nix::sched::{CloneFlags, setns};
+use socket2::{Domain, Socket, Type};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A named network namespace (`ip netns add`), deleted on drop.
+pub struct NetNs {
+    pub name: String,
+}
+
+/// Runs a command and panics with its stderr if it fails.
+pub fn run(cmd: &str, args: &[&str]) {
+    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e} (run `cargo xtask setup`)"));
+    assert!(
+        out.status.success(),
+        "{cmd} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+}
+
+impl NetNs {
+    /// A fresh namespace named `mxs-<tag>-<pid>-<n>` with loopback up.
+    pub fn new(tag: &str) -> Self {
+        let name = format!("mxs-{tag}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        run("ip", &["netns", "add", &name]);
+        let ns = Self { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n NAME ARGS...`
+    pub fn ip(&self, args: &[&str]) {
+        let mut all = vec!["-n", &self.name];
+        all.extend_from_slice(args);
+        run("ip", &all);
+    }
+
+    /// Runs `f` with this thread inside the namespace (only the network namespace: pins and
+    /// /sys stay the host's), then returns the thread to where it was. Sockets created in
+    /// `f` stay in this namespace; attachments made in `f` target its interfaces.
+    pub fn enter<R>(&self, f: impl FnOnce() -> R) -> R {
+        let home = File::open("/proc/thread-self/ns/net").expect("own netns");
+        let target = File::open(format!("/run/netns/{}", self.name)).expect("netns file");
+        setns(target.as_fd(), CloneFlags::CLONE_NEWNET).expect("setns into test namespace");
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+        setns(home.as_fd(), CloneFlags::CLONE_NEWNET).expect("setns back home");
+        result.unwrap_or_else(|p| std::panic::resume_unwind(p))
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// Two hosts joined by a veth pair: `client` (interface `vc`) and `server` (interface `vs`).
+/// IPv4 192.0.2.0/24 and IPv6 2001:db8:1::/64, documentation ranges only. The client holds
+/// several addresses so tests can pick the source; IPv6 addresses skip DAD.
+pub struct Wire {
+    pub client: NetNs,
+    pub server: NetNs,
+}
+
+pub const SERVER_V4: &str = "192.0.2.2";
+pub const SERVER_V6: &str = "2001:db8:1::2";
+pub const SERVER_IFACE: &str = "vs";
+pub const CLIENT_V4: [&str; 2] = ["192.0.2.1", "192.0.2.3"];
+pub const CLIENT_V6: [&str; 2] = ["2001:db8:1::1", "2001:db8:1::3"];
+
+impl Wire {
+    pub fn new(tag: &str) -> Self {
+        let client = NetNs::new(&format!("{tag}c"));
+        let server = NetNs::new(&format!("{tag}s"));
+        client.ip(&["link", "add", "vc", "type", "veth", "peer", "name", SERVER_IFACE, "netns", &server.name]);
+        for a in CLIENT_V4 {
+            client.ip(&["addr", "add", &format!("{a}/24"), "dev", "vc"]);
+        }
+        for a in CLIENT_V6 {
+            client.ip(&["addr", "add", &format!("{a}/64"), "dev", "vc", "nodad"]);
+        }
+        server.ip(&["addr", "add", &format!("{SERVER_V4}/24"), "dev", SERVER_IFACE]);
+        server.ip(&["addr", "add", &format!("{SERVER_V6}/64"), "dev", SERVER_IFACE, "nodad"]);
+        client.ip(&["link", "set", "vc", "up"]);
+        server.ip(&["link", "set", SERVER_IFACE, "up"]);
+        Self { client, server }
+    }
+
+    /// Opens a TCP connection from `src` (one of the client's addresses) to `dst` within
+    /// `timeout`; `Ok` once the handshake completed, i.e. the server's kernel saw the SYN.
+    pub fn connect(&self, src: &str, dst: SocketAddr, timeout: Duration) -> std::io::Result<()> {
+        let src: IpAddr = src.parse().expect("source address");
+        self.client.enter(|| {
+            let sock = Socket::new(Domain::for_address(dst), Type::STREAM, None)?;
+            sock.bind(&SocketAddr::new(src, 0).into())?;
+            sock.connect_timeout(&dst.into(), timeout)
+        })
+    }
+}
