@@ -59,7 +59,9 @@ pub mod program_names {
 /// these are what the object declares and what the tests load with.
 pub mod default_sizes {
     pub const VERDICTS: u32 = 256 * 1024;
-    pub const SEEN: u32 = 256 * 1024;
+    /// Peers reported within one dedup window (30 s by default): 64k new peers in 30 s is a
+    /// flood; beyond it the oldest are forgotten and merely reported again.
+    pub const SEEN: u32 = 64 * 1024;
     pub const BUCKETS: u32 = 64 * 1024;
     pub const DENY: u32 = 1024 * 1024;
     pub const ALLOW: u32 = 64 * 1024;

@@ -1,4 +1,5 @@
 //! mxscreen userspace: loader for the datapath, reputation engine, daemon and CLI.
 
 pub mod datapath;
+pub mod logging;
 pub mod reputation;

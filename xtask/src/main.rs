@@ -1,1 +1,69 @@
-fn main() {}
+//! `cargo xtask`: what cargo alone cannot do for mxscreen — bootstrap a fresh machine, run the
+//! daemon as root, run every test suite, run the benchmarks.
+
+mod bench;
+mod setup;
+mod test;
+mod util;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Build, run, test and benchmark mxscreen")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what a fresh Debian/Ubuntu machine lacks (idempotent): rust-src for the nightly
+    /// toolchain, bpf-linker built against nightly's own LLVM, and (as root) the Debian
+    /// packages the tests use.
+    Setup,
+    /// Build the eBPF object and the `mxscreen` binary.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Set up, build (release) and run `mxscreen ARGS` as root.
+    ///
+    /// Example: `cargo xtask run -- run` attaches with built-in defaults to the
+    /// default-route interface.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, then run every test suite (unit, in-kernel, namespaces, DNS, end-to-end) and
+    /// report all failures together.
+    Test {
+        /// Only the suites whose names contain this (e.g. `datapath`, `unit`).
+        filter: Option<String>,
+    },
+    /// Run a benchmark and print its table: `datapath` or `resolve`.
+    Bench {
+        #[arg(value_parser = ["datapath", "resolve"])]
+        name: String,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Setup => setup::setup().map(|_| ()),
+        Command::Build { release } => util::build(release),
+        Command::Run { args } => {
+            setup::setup()?;
+            util::build(true)?;
+            util::run_as_root(&util::workspace_root().join("target/release/mxscreen"), &args)
+        }
+        Command::Test { filter } => {
+            setup::setup()?;
+            test::run(filter.as_deref())
+        }
+        Command::Bench { name } => {
+            setup::setup()?;
+            bench::run(&name)
+        }
+    }
+}

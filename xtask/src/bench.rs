@@ -1,0 +1,10 @@
+//! `cargo xtask bench NAME`: benchmarks are binaries of the tests crate (release build),
+//! printing their tables; results and commands are recorded in BENCHMARKS.md.
+
+use anyhow::Result;
+
+use crate::util::{cargo, status};
+
+pub fn run(name: &str) -> Result<()> {
+    status(cargo().args(["run", "--release", "--quiet", "-p", "mxscreen-tests", "--bin", &format!("bench_{name}")]))
+}

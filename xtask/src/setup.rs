@@ -1,0 +1,179 @@
+//! `cargo xtask setup`: everything a fresh Debian/Ubuntu machine needs, installed only when
+//! missing, so a second run does nothing and says so.
+
+use std::{fs, os::unix::fs::symlink, path::PathBuf, process::Command};
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::util::{cargo, is_root, status, succeeds};
+
+/// Debian packages the build and the test suites use, each for a reason:
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[
+    ("iproute2", "ip netns / veth for the namespace tests"),
+    ("bpftool", "map memory figures in the datapath benchmark"),
+    ("rbldnsd", "DNSBL/DNSWL zones for the reputation tests"),
+    ("nsd", "authoritative reverse/forward zones for the rDNS tests"),
+    ("unbound", "a real recursive resolver between mxscreen and the zones"),
+    ("exim4-daemon-light", "the MTA of the end-to-end testbed"),
+    ("swaks", "real SMTP clients in the end-to-end testbed"),
+    ("dnsutils", "dig, to wait for DNS servers to answer"),
+    ("zlib1g-dev", "bpf-linker links against zlib"),
+    ("gcc", "building bpf-linker and C-backed crates"),
+];
+
+/// bpf-linker must be built against the very LLVM the nightly rustc uses.
+const BPF_LINKER: &str = "bpf-linker@0.13.0";
+const BPF_LINKER_VERSION: &str = "bpf-linker 0.13.0";
+const LLVM_FEATURE: &str = "llvm-22";
+const NIGHTLY: &str = "nightly";
+
+/// Runs every step; returns whether anything was installed.
+pub fn setup() -> Result<bool> {
+    let mut did = Vec::new();
+    if debian_packages()? {
+        did.push("Debian packages");
+    }
+    if rust_src()? {
+        did.push("rust-src for nightly");
+    }
+    if bpf_linker()? {
+        did.push("bpf-linker");
+    }
+    if did.is_empty() {
+        eprintln!("setup: nothing to do (Debian packages, nightly rust-src and bpf-linker are in place)");
+    } else {
+        eprintln!("setup: installed {}", did.join(", "));
+    }
+    Ok(!did.is_empty())
+}
+
+fn debian_packages() -> Result<bool> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .map(|(p, _)| *p)
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .is_ok_and(|o| o.status.success() && o.stdout.starts_with(b"install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(false);
+    }
+    if !is_root() {
+        bail!(
+            "missing Debian packages: {} — run `sudo cargo xtask setup` or `sudo apt-get install {}`",
+            missing.join(" "),
+            missing.join(" ")
+        );
+    }
+    for (p, why) in DEBIAN_PACKAGES.iter().filter(|(p, _)| missing.contains(p)) {
+        eprintln!("setup: installing {p} ({why})");
+    }
+    // Installing a daemon package must not start the daemon: the tests run their own copies
+    // on addresses they choose. policy-rc.d answering 101 is Debian's way to say so.
+    let policy = PathBuf::from("/usr/sbin/policy-rc.d");
+    let own_policy = !policy.exists();
+    if own_policy {
+        fs::write(&policy, "#!/bin/sh\n# written by cargo xtask setup for the duration of apt-get\nexit 101\n")?;
+        fs::set_permissions(&policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    }
+    let result = (|| {
+        status(Command::new("apt-get").args(["update", "-q"]))?;
+        status(
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+    })();
+    if own_policy {
+        let _ = fs::remove_file(&policy);
+    }
+    result?;
+    Ok(true)
+}
+
+fn rustup() -> Command {
+    Command::new("rustup")
+}
+
+fn rust_src() -> Result<bool> {
+    if !succeeds(rustup().args(["run", NIGHTLY, "rustc", "--version"])) {
+        bail!("the `{NIGHTLY}` toolchain is missing (the eBPF object is built with it): `rustup toolchain install {NIGHTLY}`");
+    }
+    let installed = rustup()
+        .args(["component", "list", "--installed", "--toolchain", NIGHTLY])
+        .output()
+        .context("rustup component list")?;
+    if String::from_utf8_lossy(&installed.stdout).lines().any(|l| l.starts_with("rust-src")) {
+        return Ok(false);
+    }
+    eprintln!("setup: adding rust-src to the {NIGHTLY} toolchain (build-std=core for the bpf target)");
+    status(rustup().args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))?;
+    Ok(true)
+}
+
+/// The nightly toolchain's sysroot.
+fn nightly_sysroot() -> Result<PathBuf> {
+    let out = rustup().args(["run", NIGHTLY, "rustc", "--print", "sysroot"]).output()?;
+    if !out.status.success() {
+        bail!("cannot ask the {NIGHTLY} rustc for its sysroot");
+    }
+    Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()))
+}
+
+/// A directory shaped like an LLVM install (`lib/libLLVM.so` and friends) made of links to
+/// the libLLVM that ships inside the nightly toolchain. bpf-linker is built against it and
+/// keeps it as its library search path (RUNPATH), so it lives beside cargo's own files.
+fn llvm_prefix() -> Result<PathBuf> {
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .context("neither CARGO_HOME nor HOME is set")?;
+    Ok(cargo_home.join("mxscreen-llvm-prefix"))
+}
+
+fn bpf_linker() -> Result<bool> {
+    let works = Command::new("rustup")
+        .args(["run", NIGHTLY, "bpf-linker", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == BPF_LINKER_VERSION);
+    if works {
+        return Ok(false);
+    }
+    let sysroot = nightly_sysroot()?;
+    let prefix = llvm_prefix()?;
+    let lib = prefix.join("lib");
+    fs::create_dir_all(&lib).with_context(|| format!("creating {}", lib.display()))?;
+    let mut versioned = None;
+    for entry in fs::read_dir(sysroot.join("lib"))? {
+        let path = entry?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        if name.starts_with("libLLVM") && name.contains(".so") {
+            link(&path, &lib.join(&name))?;
+            if name.starts_with("libLLVM.so.") {
+                versioned = Some(name);
+            }
+        }
+    }
+    let versioned = versioned.with_context(|| format!("no libLLVM.so.* in {}/lib", sysroot.display()))?;
+    link(&lib.join(&versioned), &lib.join("libLLVM.so"))?;
+    eprintln!(
+        "setup: building {BPF_LINKER} against the {NIGHTLY} toolchain's LLVM ({versioned}); about a minute"
+    );
+    status(
+        cargo()
+            .args(["install", BPF_LINKER, "--locked", "--no-default-features", "--features", LLVM_FEATURE])
+            .env("LLVM_PREFIX", &prefix),
+    )?;
+    Ok(true)
+}
+
+fn link(target: &std::path::Path, at: &std::path::Path) -> Result<()> {
+    if at.symlink_metadata().is_ok() {
+        fs::remove_file(at)?;
+    }
+    symlink(target, at).with_context(|| format!("linking {} -> {}", at.display(), target.display()))
+}

@@ -1,0 +1,125 @@
+//! `cargo xtask test`: builds once, then runs every suite — unit tests, then the suites that
+//! touch the kernel, DNS servers and the MTA, one at a time — and reports every failure
+//! together at the end instead of stopping at the first.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    process::Stdio,
+};
+
+use anyhow::{Result, bail};
+
+use crate::util::{cargo, is_root, status};
+
+/// One suite: a name for filtering and reporting, and the cargo test arguments.
+struct Suite {
+    name: &'static str,
+    args: &'static [&'static str],
+    /// Whether the tests in it may run in parallel (kernel/namespace suites do not).
+    parallel: bool,
+}
+
+const SUITES: &[Suite] = &[
+    Suite {
+        name: "unit",
+        args: &["-p", "filter-common", "-p", "filter-user", "-p", "xtask"],
+        parallel: true,
+    },
+    Suite { name: "datapath", args: &["-p", "mxscreen-tests", "--test", "datapath"], parallel: true },
+    Suite { name: "netns", args: &["-p", "mxscreen-tests", "--test", "netns"], parallel: false },
+    Suite { name: "reputation", args: &["-p", "mxscreen-tests", "--test", "reputation"], parallel: false },
+];
+
+#[derive(Default)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+/// Parses cargo's `test result: ok. 3 passed; 0 failed; 1 ignored; ...` line.
+fn tally_line(line: &str, t: &mut Tally) {
+    let Some(rest) = line.strip_prefix("test result: ") else { return };
+    for part in rest.split(['.', ';']) {
+        let mut words = part.split_whitespace();
+        if let (Some(n), Some(what)) = (words.next(), words.next()) {
+            if let Ok(n) = n.parse::<u64>() {
+                match what {
+                    "passed" => t.passed += n,
+                    "failed" => t.failed += n,
+                    "ignored" => t.ignored += n,
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+pub fn run(filter: Option<&str>) -> Result<()> {
+    if !is_root() {
+        bail!("the kernel, namespace and end-to-end suites need root: run `sudo -E cargo xtask test`");
+    }
+    let suites: Vec<&Suite> = SUITES.iter().filter(|s| filter.is_none_or(|f| s.name.contains(f))).collect();
+    if suites.is_empty() {
+        bail!("no suite matches {filter:?}; suites: {}", SUITES.iter().map(|s| s.name).collect::<Vec<_>>().join(", "));
+    }
+    // Build everything once up front so a compile error is reported once, not per suite.
+    // (The default members: the eBPF crate is built by filter-user's build.rs.)
+    status(cargo().args(["test", "--no-run"]))?;
+
+    let mut total = Tally::default();
+    let mut failed_suites = Vec::new();
+    for suite in &suites {
+        eprintln!("\n=== suite {} ===", suite.name);
+        let mut cmd = cargo();
+        cmd.arg("test").args(suite.args).arg("--");
+        if !suite.parallel {
+            cmd.arg("--test-threads=1");
+        }
+        let mut child = cmd.stdout(Stdio::piped()).spawn()?;
+        let mut t = Tally::default();
+        for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+            let line = line?;
+            println!("{line}");
+            tally_line(&line, &mut t);
+        }
+        let ok = child.wait()?.success();
+        if !ok || t.failed > 0 {
+            failed_suites.push(suite.name);
+        }
+        // A skipped test is a test that cannot fail: in CI it counts as a failure.
+        if t.ignored > 0 && std::env::var_os("CI").is_some() {
+            eprintln!("suite {}: {} ignored test(s) — not allowed in CI", suite.name, t.ignored);
+            failed_suites.push(suite.name);
+        }
+        total.passed += t.passed;
+        total.failed += t.failed;
+        total.ignored += t.ignored;
+    }
+    eprintln!();
+    if !failed_suites.is_empty() {
+        println!("failed suites: {}", failed_suites.join(", "));
+    }
+    println!("tests: {} passed, {} failed, {} skipped", total.passed, total.failed, total.ignored);
+    if !failed_suites.is_empty() {
+        bail!("{} suite(s) failed", failed_suites.len());
+    }
+    if total.passed == 0 {
+        bail!("no test ran");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tallies_cargo_result_lines() {
+        let mut t = Tally::default();
+        tally_line("test result: ok. 14 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 1.9s", &mut t);
+        tally_line("test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured", &mut t);
+        tally_line("running 3 tests", &mut t);
+        assert_eq!((t.passed, t.failed, t.ignored), (17, 1, 2));
+    }
+}
