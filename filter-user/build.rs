@@ -11,6 +11,10 @@ fn main() -> anyhow::Result<()> {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
     let root_dir = manifest_dir.join("../filter-ebpf");
     let root_dir = root_dir.to_str().expect("workspace path is UTF-8");
-    let package = Package { name: "filter-ebpf", root_dir, ..Default::default() };
+    let package = Package {
+        name: "filter-ebpf",
+        root_dir,
+        ..Default::default()
+    };
     aya_build::build_ebpf([package], Toolchain::default())
 }

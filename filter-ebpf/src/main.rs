@@ -5,7 +5,10 @@
 #![no_main]
 // atomic_xadd for the shared hit counters (see screen::bump).
 #![feature(core_intrinsics)]
-#![expect(internal_features, reason = "core_intrinsics: the bpf target lacks AtomicU64::fetch_add")]
+#![expect(
+    internal_features,
+    reason = "core_intrinsics: the bpf target lacks AtomicU64::fetch_add"
+)]
 
 mod maps;
 mod parse;

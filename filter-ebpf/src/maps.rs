@@ -22,14 +22,16 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(default_sizes::EVENTS_BYTES
 // Allow and deny lists are LPM tries so one entry can cover a CIDR; they are allocated on
 // use (BPF_F_NO_PREALLOC, which the trie type requires), so a large max costs nothing idle.
 #[map(name = "ALLOW_V4")]
-pub static ALLOW_V4: LpmTrie<[u8; 4], ListEntry> = LpmTrie::with_max_entries(default_sizes::ALLOW, 0);
+pub static ALLOW_V4: LpmTrie<[u8; 4], ListEntry> =
+    LpmTrie::with_max_entries(default_sizes::ALLOW, 0);
 #[map(name = "ALLOW_V6")]
 pub static ALLOW_V6: LpmTrie<[u8; 16], ListEntry> =
     LpmTrie::with_max_entries(default_sizes::ALLOW, 0);
 #[map(name = "DENY_V4")]
 pub static DENY_V4: LpmTrie<[u8; 4], ListEntry> = LpmTrie::with_max_entries(default_sizes::DENY, 0);
 #[map(name = "DENY_V6")]
-pub static DENY_V6: LpmTrie<[u8; 16], ListEntry> = LpmTrie::with_max_entries(default_sizes::DENY, 0);
+pub static DENY_V6: LpmTrie<[u8; 16], ListEntry> =
+    LpmTrie::with_max_entries(default_sizes::DENY, 0);
 
 // Verdicts, seen-peers and token buckets are LRU hashes: under a flood of new sources the
 // oldest entries are evicted instead of inserts failing. Losing a verdict only costs a
@@ -41,7 +43,8 @@ pub static VERDICTS_V4: LruHashMap<[u8; 4], Verdict> =
 pub static VERDICTS_V6: LruHashMap<[u8; 16], Verdict> =
     LruHashMap::with_max_entries(default_sizes::VERDICTS, 0);
 #[map(name = "SEEN_V4")]
-pub static SEEN_V4: LruHashMap<[u8; 4], Seen> = LruHashMap::with_max_entries(default_sizes::SEEN, 0);
+pub static SEEN_V4: LruHashMap<[u8; 4], Seen> =
+    LruHashMap::with_max_entries(default_sizes::SEEN, 0);
 #[map(name = "SEEN_V6")]
 pub static SEEN_V6: LruHashMap<[u8; 16], Seen> =
     LruHashMap::with_max_entries(default_sizes::SEEN, 0);

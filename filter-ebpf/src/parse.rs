@@ -198,5 +198,8 @@ fn parse_tcp(pkt: &Packet, l4: usize, src: Source) -> Parsed {
     if flags & TCP_FLAG_SYN == 0 || flags & TCP_FLAG_ACK != 0 {
         return Parsed::Other;
     }
-    Parsed::Syn { src, dst_port: u16::from_be_bytes([h[2], h[3]]) }
+    Parsed::Syn {
+        src,
+        dst_port: u16::from_be_bytes([h[2], h[3]]),
+    }
 }

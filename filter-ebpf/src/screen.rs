@@ -121,7 +121,10 @@ fn bump(hits: *mut u64) {
 }
 
 #[inline(always)]
-#[expect(clippy::too_many_arguments, reason = "inlined into one body; a struct would only be copied")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "inlined into one body; a struct would only be copied"
+)]
 fn decide<K: Copy + 'static>(
     fam: &FamilyMaps<K>,
     addr: K,
@@ -190,7 +193,10 @@ fn limit<K: Copy + 'static>(
 /// No verdict yet: tell userspace (once per dedup window) and pass, or hold (drop) the SYN
 /// while the hold window runs so that the retransmitted SYN finds the verdict.
 #[inline(always)]
-#[expect(clippy::too_many_arguments, reason = "inlined into one body; a struct would only be copied")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "inlined into one body; a struct would only be copied"
+)]
 fn unknown<K: Copy + 'static>(
     fam: &FamilyMaps<K>,
     addr: K,
@@ -205,7 +211,10 @@ fn unknown<K: Copy + 'static>(
         // SAFETY: pointer into a live map value.
         Some(p) => {
             let seen = unsafe { *p };
-            (seen.first_seen_ns, now.saturating_sub(seen.last_event_ns) >= cfg.dedup_window_ns)
+            (
+                seen.first_seen_ns,
+                now.saturating_sub(seen.last_event_ns) >= cfg.dedup_window_ns,
+            )
         }
         None => (now, true),
     };
@@ -213,7 +222,14 @@ fn unknown<K: Copy + 'static>(
     if report {
         reported = emit(wide, family, dst_port, ifindex, now);
         if reported {
-            let _ = fam.seen.insert(&addr, &Seen { first_seen_ns, last_event_ns: now }, 0);
+            let _ = fam.seen.insert(
+                &addr,
+                &Seen {
+                    first_seen_ns,
+                    last_event_ns: now,
+                },
+                0,
+            );
         }
     }
     // Hold only while userspace has actually been told: if the ring is full (the daemon is
@@ -229,7 +245,14 @@ fn unknown<K: Copy + 'static>(
 fn emit(addr: [u8; 16], family: u8, dst_port: u16, ifindex: u32, now: u64) -> bool {
     match maps::EVENTS.reserve::<NewPeerEvent>(0) {
         Some(mut slot) => {
-            slot.write(NewPeerEvent { addr, family, _pad: 0, dst_port, ifindex, ts_ns: now });
+            slot.write(NewPeerEvent {
+                addr,
+                family,
+                _pad: 0,
+                dst_port,
+                ifindex,
+                ts_ns: now,
+            });
             slot.submit(0);
             count(Counter::EventsEmitted);
             true

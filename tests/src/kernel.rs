@@ -45,8 +45,11 @@ impl TestDatapath {
     }
 
     pub fn with_sizes(sizes: MapSizes) -> Self {
-        let mut ebpf = datapath::load(&LoadOptions { sizes, pin_dir: None })
-            .unwrap_or_else(|e| panic!("loading the datapath (are we root?): {e:#}"));
+        let mut ebpf = datapath::load(&LoadOptions {
+            sizes,
+            pin_dir: None,
+        })
+        .unwrap_or_else(|e| panic!("loading the datapath (are we root?): {e:#}"));
         let maps = DatapathMaps::take(&mut ebpf).expect("taking maps");
         let events = datapath::maps::take_events(&mut ebpf).expect("taking the event ring");
         let mut dp = Self { ebpf, maps, events };
@@ -65,15 +68,34 @@ impl TestDatapath {
     }
 
     /// Runs one frame; `Err` only when the kernel refuses the input (never the program).
-    pub fn try_run(&self, entry: Entry, frame: &[u8], repeat: u32) -> Result<(Outcome, std::time::Duration), ProgramError> {
-        let opts = TestRunOptions { data_in: Some(frame), repeat, ..Default::default() };
+    pub fn try_run(
+        &self,
+        entry: Entry,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(Outcome, std::time::Duration), ProgramError> {
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..Default::default()
+        };
         let result = match entry {
             Entry::Xdp => {
-                let p: &Xdp = self.ebpf.program(program_names::XDP).unwrap().try_into().unwrap();
+                let p: &Xdp = self
+                    .ebpf
+                    .program(program_names::XDP)
+                    .unwrap()
+                    .try_into()
+                    .unwrap();
                 p.test_run(opts)?
             }
             Entry::Tc => {
-                let p: &SchedClassifier = self.ebpf.program(program_names::TC).unwrap().try_into().unwrap();
+                let p: &SchedClassifier = self
+                    .ebpf
+                    .program(program_names::TC)
+                    .unwrap()
+                    .try_into()
+                    .unwrap();
                 p.test_run(opts)?
             }
         };
@@ -87,7 +109,9 @@ impl TestDatapath {
 
     /// Runs one frame once and returns what the program did.
     pub fn run(&self, entry: Entry, frame: &[u8]) -> Outcome {
-        self.try_run(entry, frame, 1).unwrap_or_else(|e| panic!("test_run {entry:?}: {e}")).0
+        self.try_run(entry, frame, 1)
+            .unwrap_or_else(|e| panic!("test_run {entry:?}: {e}"))
+            .0
     }
 
     pub fn counters(&self) -> [u64; Counter::COUNT as usize] {

@@ -21,7 +21,10 @@ pub struct NetNs {
 
 /// Runs a command and panics with its stderr if it fails.
 pub fn run(cmd: &str, args: &[&str]) {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("{cmd}: {e} (run `cargo xtask setup`)"));
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e} (run `cargo xtask setup`)"));
     assert!(
         out.status.success(),
         "{cmd} {}: {}",
@@ -33,7 +36,11 @@ pub fn run(cmd: &str, args: &[&str]) {
 impl NetNs {
     /// A fresh namespace named `mxs-<tag>-<pid>-<n>` with loopback up.
     pub fn new(tag: &str) -> Self {
-        let name = format!("mxs-{tag}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "mxs-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
         run("ip", &["netns", "add", &name]);
         let ns = Self { name };
         ns.ip(&["link", "set", "lo", "up"]);
@@ -62,7 +69,9 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -84,15 +93,39 @@ impl Wire {
     pub fn new(tag: &str) -> Self {
         let client = NetNs::new(&format!("{tag}c"));
         let server = NetNs::new(&format!("{tag}s"));
-        client.ip(&["link", "add", "vc", "type", "veth", "peer", "name", SERVER_IFACE, "netns", &server.name]);
+        client.ip(&[
+            "link",
+            "add",
+            "vc",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            SERVER_IFACE,
+            "netns",
+            &server.name,
+        ]);
         for a in CLIENT_V4 {
             client.ip(&["addr", "add", &format!("{a}/24"), "dev", "vc"]);
         }
         for a in CLIENT_V6 {
             client.ip(&["addr", "add", &format!("{a}/64"), "dev", "vc", "nodad"]);
         }
-        server.ip(&["addr", "add", &format!("{SERVER_V4}/24"), "dev", SERVER_IFACE]);
-        server.ip(&["addr", "add", &format!("{SERVER_V6}/64"), "dev", SERVER_IFACE, "nodad"]);
+        server.ip(&[
+            "addr",
+            "add",
+            &format!("{SERVER_V4}/24"),
+            "dev",
+            SERVER_IFACE,
+        ]);
+        server.ip(&[
+            "addr",
+            "add",
+            &format!("{SERVER_V6}/64"),
+            "dev",
+            SERVER_IFACE,
+            "nodad",
+        ]);
         client.ip(&["link", "set", "vc", "up"]);
         server.ip(&["link", "set", SERVER_IFACE, "up"]);
         Self { client, server }

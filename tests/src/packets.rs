@@ -12,7 +12,9 @@ const SRC_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
 const DST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
 /// Destination of every test frame: documentation addresses only.
 pub const DST_V4: [u8; 4] = [192, 0, 2, 254];
-pub const DST_V6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xfe];
+pub const DST_V6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xfe,
+];
 
 /// TCP flags of a test segment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,7 +53,13 @@ impl Frame {
     }
 
     pub fn tcp(src: IpAddr, dst_port: u16, flags: Tcp) -> Self {
-        Self { src, l4: L4::Tcp { dst_port, flags }, vlans: 0, options: false, fragment: false }
+        Self {
+            src,
+            l4: L4::Tcp { dst_port, flags },
+            vlans: 0,
+            options: false,
+            fragment: false,
+        }
     }
 
     pub fn vlans(mut self, n: u8) -> Self {
@@ -76,14 +84,19 @@ impl Frame {
             0 => eth.ip(ip),
             1 => eth.single_vlan(VlanId::try_new(100).unwrap()).ip(ip),
             2 => eth
-                .vlan(etherparse::VlanHeader::Double(etherparse::DoubleVlanHeader {
-                    outer: SingleVlanHeader {
-                        vlan_id: VlanId::try_new(200).unwrap(),
-                        ether_type: etherparse::EtherType::VLAN_TAGGED_FRAME,
-                        ..Default::default()
+                .vlan(etherparse::VlanHeader::Double(
+                    etherparse::DoubleVlanHeader {
+                        outer: SingleVlanHeader {
+                            vlan_id: VlanId::try_new(200).unwrap(),
+                            ether_type: etherparse::EtherType::VLAN_TAGGED_FRAME,
+                            ..Default::default()
+                        },
+                        inner: SingleVlanHeader {
+                            vlan_id: VlanId::try_new(100).unwrap(),
+                            ..Default::default()
+                        },
                     },
-                    inner: SingleVlanHeader { vlan_id: VlanId::try_new(100).unwrap(), ..Default::default() },
-                }))
+                ))
                 .ip(ip),
             n => panic!("{n} VLAN tags not supported by the test builder"),
         };
@@ -98,10 +111,19 @@ impl Frame {
                 };
                 tcp.write(&mut out, &[]).unwrap();
             }
-            L4::Udp { dst_port } => ip_step.udp(40000, dst_port).write(&mut out, &[0; 8]).unwrap(),
+            L4::Udp { dst_port } => ip_step
+                .udp(40000, dst_port)
+                .write(&mut out, &[0; 8])
+                .unwrap(),
             L4::Icmp => match self.src {
-                IpAddr::V4(_) => ip_step.icmpv4_echo_request(1, 1).write(&mut out, &[0; 8]).unwrap(),
-                IpAddr::V6(_) => ip_step.icmpv6_echo_request(1, 1).write(&mut out, &[0; 8]).unwrap(),
+                IpAddr::V4(_) => ip_step
+                    .icmpv4_echo_request(1, 1)
+                    .write(&mut out, &[0; 8])
+                    .unwrap(),
+                IpAddr::V6(_) => ip_step
+                    .icmpv6_echo_request(1, 1)
+                    .write(&mut out, &[0; 8])
+                    .unwrap(),
             },
         }
         if self.vlans == 2 {
@@ -146,7 +168,9 @@ impl Frame {
                     ext.hop_by_hop_options = Some(Ipv6RawExtHeader::new_raw(proto, &pad).unwrap());
                     ext.routing = Some(Ipv6RoutingExtensions {
                         routing: Ipv6RawExtHeader::new_raw(proto, &[0, 0, 0, 0, 0, 0]).unwrap(),
-                        final_destination_options: Some(Ipv6RawExtHeader::new_raw(proto, &pad).unwrap()),
+                        final_destination_options: Some(
+                            Ipv6RawExtHeader::new_raw(proto, &pad).unwrap(),
+                        ),
                     });
                     ext.destination_options = Some(Ipv6RawExtHeader::new_raw(proto, &pad).unwrap());
                 }

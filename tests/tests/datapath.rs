@@ -29,11 +29,22 @@ fn host(ip: IpAddr) -> IpNet {
 }
 
 fn list_entry(expires_ns: u64) -> ListEntry {
-    ListEntry { reason: Reason::Manual as u8, _pad: [0; 7], expires_ns, hits: 0 }
+    ListEntry {
+        reason: Reason::Manual as u8,
+        _pad: [0; 7],
+        expires_ns,
+        hits: 0,
+    }
 }
 
 fn verdict(action: Action, expires_ns: u64) -> Verdict {
-    Verdict { action: action as u8, reason: Reason::Reputation as u8, _pad: [0; 6], expires_ns, hits: 0 }
+    Verdict {
+        action: action as u8,
+        reason: Reason::Reputation as u8,
+        _pad: [0; 6],
+        expires_ns,
+        hits: 0,
+    }
 }
 
 /// Runs `frame` through `entry` and checks both the outcome and the exact counter deltas.
@@ -52,14 +63,24 @@ fn unknown_syn_passes_and_reports_the_peer_once() {
         for src in SOURCES {
             let mut dp = TestDatapath::new();
             let syn = Frame::syn(src).build();
-            expect(&dp, entry, &syn, Outcome::Pass, &[("unknown", 1), ("events_emitted", 1)]);
+            expect(
+                &dp,
+                entry,
+                &syn,
+                Outcome::Pass,
+                &[("unknown", 1), ("events_emitted", 1)],
+            );
             // Within the dedup window: passed again, not reported again.
             expect(&dp, entry, &syn, Outcome::Pass, &[("unknown", 1)]);
             let events = dp.drain_events();
             assert_eq!(events.len(), 1, "{entry:?} {src}");
             let ev = events[0];
             let (family, addr) = match src {
-                IpAddr::V4(a) => (FAMILY_V4, { let mut w = [0; 16]; w[..4].copy_from_slice(&a.octets()); w }),
+                IpAddr::V4(a) => (FAMILY_V4, {
+                    let mut w = [0; 16];
+                    w[..4].copy_from_slice(&a.octets());
+                    w
+                }),
                 IpAddr::V6(a) => (FAMILY_V6, a.octets()),
             };
             assert_eq!((ev.family, ev.addr, ev.dst_port), (family, addr, 25));
@@ -68,7 +89,13 @@ fn unknown_syn_passes_and_reports_the_peer_once() {
             assert_eq!(seen.last_event_ns, ev.ts_ns);
             // After the dedup window the peer is reported again.
             dp.configure(|c| c.dedup_window_ns = 0);
-            expect(&dp, entry, &syn, Outcome::Pass, &[("unknown", 1), ("events_emitted", 1)]);
+            expect(
+                &dp,
+                entry,
+                &syn,
+                Outcome::Pass,
+                &[("unknown", 1), ("events_emitted", 1)],
+            );
         }
     }
 }
@@ -82,12 +109,21 @@ fn allow_list_wins_over_deny_list_and_verdicts() {
                 IpAddr::V4(_) => net("198.51.100.0/24"),
                 IpAddr::V6(_) => net("2001:db8::/32"),
             };
-            dp.maps.list_insert(ListKind::Deny, wide, list_entry(0)).unwrap();
+            dp.maps
+                .list_insert(ListKind::Deny, wide, list_entry(0))
+                .unwrap();
             dp.maps.verdict_set(src, verdict(Action::Drop, 0)).unwrap();
-            dp.maps.list_insert(ListKind::Allow, host(src), list_entry(0)).unwrap();
+            dp.maps
+                .list_insert(ListKind::Allow, host(src), list_entry(0))
+                .unwrap();
             let syn = Frame::syn(src).build();
             expect(&dp, entry, &syn, Outcome::Pass, &[("passed_allow", 1)]);
-            let hits = dp.maps.list_match(ListKind::Allow, src).unwrap().unwrap().hits;
+            let hits = dp
+                .maps
+                .list_match(ListKind::Allow, src)
+                .unwrap()
+                .unwrap()
+                .hits;
             assert_eq!(hits, 1, "allow entry counts its hits");
         }
     }
@@ -96,15 +132,45 @@ fn allow_list_wins_over_deny_list_and_verdicts() {
 #[test]
 fn deny_list_drops_whole_prefixes_and_counts_hits() {
     for entry in ENTRIES {
-        for (src, other, prefix) in [(V4, V4_OTHER, "198.51.100.0/24"), (V6, V6_OTHER, "2001:db8:0:1::/64")] {
+        for (src, other, prefix) in [
+            (V4, V4_OTHER, "198.51.100.0/24"),
+            (V6, V6_OTHER, "2001:db8:0:1::/64"),
+        ] {
             let mut dp = TestDatapath::new();
-            dp.maps.list_insert(ListKind::Deny, net(prefix), list_entry(0)).unwrap();
-            expect(&dp, entry, &Frame::syn(src).build(), Outcome::Drop, &[("dropped_deny", 1)]);
-            expect(&dp, entry, &Frame::syn(other).build(), Outcome::Drop, &[("dropped_deny", 1)]);
-            assert_eq!(dp.maps.list_match(ListKind::Deny, src).unwrap().unwrap().hits, 2);
+            dp.maps
+                .list_insert(ListKind::Deny, net(prefix), list_entry(0))
+                .unwrap();
+            expect(
+                &dp,
+                entry,
+                &Frame::syn(src).build(),
+                Outcome::Drop,
+                &[("dropped_deny", 1)],
+            );
+            expect(
+                &dp,
+                entry,
+                &Frame::syn(other).build(),
+                Outcome::Drop,
+                &[("dropped_deny", 1)],
+            );
+            assert_eq!(
+                dp.maps
+                    .list_match(ListKind::Deny, src)
+                    .unwrap()
+                    .unwrap()
+                    .hits,
+                2
+            );
             // Removing the prefix restores the peer (now unknown: passed and reported).
             assert!(dp.maps.list_remove(ListKind::Deny, net(prefix)).unwrap());
-            expect(&dp, entry, &Frame::syn(src).build(), Outcome::Pass, &[("unknown", 1), ("events_emitted", 1)]);
+            expect(
+                &dp,
+                entry,
+                &Frame::syn(src).build(),
+                Outcome::Pass,
+                &[("unknown", 1), ("events_emitted", 1)],
+            );
         }
     }
 }
@@ -115,15 +181,41 @@ fn expired_list_entries_and_verdicts_count_as_unknown() {
         for src in SOURCES {
             let mut dp = TestDatapath::new();
             let past = clock::boot_ns() - 1;
-            dp.maps.list_insert(ListKind::Deny, host(src), list_entry(past)).unwrap();
-            dp.maps.verdict_set(src, verdict(Action::Drop, past)).unwrap();
-            expect(&dp, entry, &Frame::syn(src).build(), Outcome::Pass, &[("unknown", 1), ("events_emitted", 1)]);
+            dp.maps
+                .list_insert(ListKind::Deny, host(src), list_entry(past))
+                .unwrap();
+            dp.maps
+                .verdict_set(src, verdict(Action::Drop, past))
+                .unwrap();
+            expect(
+                &dp,
+                entry,
+                &Frame::syn(src).build(),
+                Outcome::Pass,
+                &[("unknown", 1), ("events_emitted", 1)],
+            );
             // The same entries with a future expiry apply.
             let future = clock::boot_ns() + 60_000_000_000;
-            dp.maps.verdict_set(src, verdict(Action::Drop, future)).unwrap();
-            expect(&dp, entry, &Frame::syn(src).build(), Outcome::Drop, &[("dropped_verdict", 1)]);
-            dp.maps.list_insert(ListKind::Deny, host(src), list_entry(future)).unwrap();
-            expect(&dp, entry, &Frame::syn(src).build(), Outcome::Drop, &[("dropped_deny", 1)]);
+            dp.maps
+                .verdict_set(src, verdict(Action::Drop, future))
+                .unwrap();
+            expect(
+                &dp,
+                entry,
+                &Frame::syn(src).build(),
+                Outcome::Drop,
+                &[("dropped_verdict", 1)],
+            );
+            dp.maps
+                .list_insert(ListKind::Deny, host(src), list_entry(future))
+                .unwrap();
+            expect(
+                &dp,
+                entry,
+                &Frame::syn(src).build(),
+                Outcome::Drop,
+                &[("dropped_deny", 1)],
+            );
         }
     }
 }
@@ -138,7 +230,11 @@ fn verdicts_pass_drop_and_unknown_actions_fail_open() {
             expect(&dp, entry, &syn, Outcome::Pass, &[("passed_verdict", 1)]);
             dp.maps.verdict_set(src, verdict(Action::Drop, 0)).unwrap();
             expect(&dp, entry, &syn, Outcome::Drop, &[("dropped_verdict", 1)]);
-            assert_eq!(dp.maps.verdict_get(src).unwrap().unwrap().hits, 1, "hit counter");
+            assert_eq!(
+                dp.maps.verdict_get(src).unwrap().unwrap().hits,
+                1,
+                "hit counter"
+            );
             // A value this build does not know (a newer daemon?) must not drop.
             let mut odd = verdict(Action::Pass, 0);
             odd.action = 77;
@@ -157,7 +253,9 @@ fn limit_verdict_is_a_token_bucket_per_source() {
             // 1 SYN per minute, bursts of 3: three pass at once, the fourth is limited.
             dp.configure(|c| c.set_limit(1, 3));
             dp.maps.verdict_set(src, verdict(Action::Limit, 0)).unwrap();
-            dp.maps.verdict_set(other, verdict(Action::Limit, 0)).unwrap();
+            dp.maps
+                .verdict_set(other, verdict(Action::Limit, 0))
+                .unwrap();
             let syn = Frame::syn(src).build();
             for _ in 0..3 {
                 expect(&dp, entry, &syn, Outcome::Pass, &[("passed_limit", 1)]);
@@ -165,7 +263,13 @@ fn limit_verdict_is_a_token_bucket_per_source() {
             expect(&dp, entry, &syn, Outcome::Drop, &[("limited", 1)]);
             expect(&dp, entry, &syn, Outcome::Drop, &[("limited", 1)]);
             // Another source has its own bucket.
-            expect(&dp, entry, &Frame::syn(other).build(), Outcome::Pass, &[("passed_limit", 1)]);
+            expect(
+                &dp,
+                entry,
+                &Frame::syn(other).build(),
+                Outcome::Pass,
+                &[("passed_limit", 1)],
+            );
             // A faster rate refills: at 60000/min (one per ms) the bucket is back quickly.
             dp.configure(|c| c.set_limit(60_000, 1));
             std::thread::sleep(std::time::Duration::from_millis(5));
@@ -185,7 +289,13 @@ fn hold_drops_first_contact_only_while_reported_and_within_the_window() {
                 c.hold_window_ns = 60_000_000_000;
             });
             let syn = Frame::syn(src).build();
-            expect(&dp, entry, &syn, Outcome::Drop, &[("held", 1), ("events_emitted", 1)]);
+            expect(
+                &dp,
+                entry,
+                &syn,
+                Outcome::Drop,
+                &[("held", 1), ("events_emitted", 1)],
+            );
             // The retransmitted SYN is held too, without a second event.
             expect(&dp, entry, &syn, Outcome::Drop, &[("held", 1)]);
             // The daemon answers: the next retransmit meets the verdict.
@@ -210,22 +320,37 @@ fn hold_fails_open_when_the_event_ring_is_full() {
     // Nobody reads the ring (as when the daemon is stuck): fill it with distinct peers.
     let mut lost = false;
     for i in 0..100_000u32 {
-        let src = IpAddr::V6(Ipv6Addr::from(0x2001_0db8_0002_0000_0000_0000_0000_0000u128 + u128::from(i)));
+        let src = IpAddr::V6(Ipv6Addr::from(
+            0x2001_0db8_0002_0000_0000_0000_0000_0000u128 + u128::from(i),
+        ));
         let before = dp.counters();
         let got = dp.run(Entry::Xdp, &Frame::syn(src).build());
         let d = delta(&before, &dp.counters());
         if d.contains(&("events_lost", 1)) {
-            assert_eq!(got, Outcome::Pass, "a peer nobody will judge must not be held");
+            assert_eq!(
+                got,
+                Outcome::Pass,
+                "a peer nobody will judge must not be held"
+            );
             assert_eq!(d, [("unknown", 1), ("events_lost", 1)]);
             lost = true;
             break;
         }
-        assert_eq!((got, d), (Outcome::Drop, vec![("held", 1), ("events_emitted", 1)]));
+        assert_eq!(
+            (got, d),
+            (Outcome::Drop, vec![("held", 1), ("events_emitted", 1)])
+        );
     }
     assert!(lost, "the 256 KiB ring never filled");
     // Once userspace drains the ring, holding resumes for new peers.
     assert!(dp.drain_events().len() > 1000);
-    expect(&dp, Entry::Xdp, &Frame::syn(V4).build(), Outcome::Drop, &[("held", 1), ("events_emitted", 1)]);
+    expect(
+        &dp,
+        Entry::Xdp,
+        &Frame::syn(V4).build(),
+        Outcome::Drop,
+        &[("held", 1), ("events_emitted", 1)],
+    );
 }
 
 #[test]
@@ -239,14 +364,40 @@ fn observe_mode_decides_and_counts_but_never_drops() {
                 c.set_limit(1, 1);
             });
             let syn = Frame::syn(src).build();
-            expect(&dp, entry, &syn, Outcome::Pass, &[("held", 1), ("events_emitted", 1), ("observe_passed", 1)]);
+            expect(
+                &dp,
+                entry,
+                &syn,
+                Outcome::Pass,
+                &[("held", 1), ("events_emitted", 1), ("observe_passed", 1)],
+            );
             dp.maps.verdict_set(src, verdict(Action::Limit, 0)).unwrap();
             expect(&dp, entry, &syn, Outcome::Pass, &[("passed_limit", 1)]);
-            expect(&dp, entry, &syn, Outcome::Pass, &[("limited", 1), ("observe_passed", 1)]);
+            expect(
+                &dp,
+                entry,
+                &syn,
+                Outcome::Pass,
+                &[("limited", 1), ("observe_passed", 1)],
+            );
             dp.maps.verdict_set(src, verdict(Action::Drop, 0)).unwrap();
-            expect(&dp, entry, &syn, Outcome::Pass, &[("dropped_verdict", 1), ("observe_passed", 1)]);
-            dp.maps.list_insert(ListKind::Deny, host(src), list_entry(0)).unwrap();
-            expect(&dp, entry, &syn, Outcome::Pass, &[("dropped_deny", 1), ("observe_passed", 1)]);
+            expect(
+                &dp,
+                entry,
+                &syn,
+                Outcome::Pass,
+                &[("dropped_verdict", 1), ("observe_passed", 1)],
+            );
+            dp.maps
+                .list_insert(ListKind::Deny, host(src), list_entry(0))
+                .unwrap();
+            expect(
+                &dp,
+                entry,
+                &syn,
+                Outcome::Pass,
+                &[("dropped_deny", 1), ("observe_passed", 1)],
+            );
         }
     }
 }
@@ -256,15 +407,23 @@ fn only_syns_to_screened_ports_are_subject() {
     for entry in ENTRIES {
         for src in SOURCES {
             let mut dp = TestDatapath::new();
-            dp.maps.list_insert(ListKind::Deny, host(src), list_entry(0)).unwrap();
+            dp.maps
+                .list_insert(ListKind::Deny, host(src), list_entry(0))
+                .unwrap();
             let not_subject = [("passed_not_subject", 1)];
             for frame in [
                 Frame::tcp(src, 22, Tcp::Syn),
                 Frame::tcp(src, 587, Tcp::Syn),
                 Frame::tcp(src, 25, Tcp::SynAck),
                 Frame::tcp(src, 25, Tcp::Ack),
-                Frame { l4: L4::Udp { dst_port: 25 }, ..Frame::syn(src) },
-                Frame { l4: L4::Icmp, ..Frame::syn(src) },
+                Frame {
+                    l4: L4::Udp { dst_port: 25 },
+                    ..Frame::syn(src)
+                },
+                Frame {
+                    l4: L4::Icmp,
+                    ..Frame::syn(src)
+                },
             ] {
                 expect(&dp, entry, &frame.build(), Outcome::Pass, &not_subject);
             }
@@ -273,12 +432,24 @@ fn only_syns_to_screened_ports_are_subject() {
             dp.configure(|c| {
                 c.set_ports(&[25, 587]);
             });
-            expect(&dp, entry, &Frame::tcp(src, 587, Tcp::Syn).build(), Outcome::Drop, &[("dropped_deny", 1)]);
+            expect(
+                &dp,
+                entry,
+                &Frame::tcp(src, 587, Tcp::Syn).build(),
+                Outcome::Drop,
+                &[("dropped_deny", 1)],
+            );
             // An empty port list (the state of a fresh map) screens nothing: fail open.
             dp.configure(|c| {
                 c.set_ports(&[]);
             });
-            expect(&dp, entry, &Frame::syn(src).build(), Outcome::Pass, &not_subject);
+            expect(
+                &dp,
+                entry,
+                &Frame::syn(src).build(),
+                Outcome::Pass,
+                &not_subject,
+            );
         }
     }
 }
@@ -288,7 +459,9 @@ fn vlan_tags_ip_options_and_extension_headers_are_walked() {
     for entry in ENTRIES {
         for src in SOURCES {
             let mut dp = TestDatapath::new();
-            dp.maps.list_insert(ListKind::Deny, host(src), list_entry(0)).unwrap();
+            dp.maps
+                .list_insert(ListKind::Deny, host(src), list_entry(0))
+                .unwrap();
             for frame in [
                 Frame::syn(src).vlans(1),
                 Frame::syn(src).vlans(2),
@@ -313,9 +486,23 @@ fn fragments_pass_and_are_counted() {
     for entry in ENTRIES {
         for src in SOURCES {
             let mut dp = TestDatapath::new();
-            dp.maps.list_insert(ListKind::Deny, host(src), list_entry(0)).unwrap();
-            expect(&dp, entry, &Frame::syn(src).fragment().build(), Outcome::Pass, &[("fragment", 1)]);
-            expect(&dp, entry, &Frame::syn(src).fragment().vlans(1).build(), Outcome::Pass, &[("fragment", 1)]);
+            dp.maps
+                .list_insert(ListKind::Deny, host(src), list_entry(0))
+                .unwrap();
+            expect(
+                &dp,
+                entry,
+                &Frame::syn(src).fragment().build(),
+                Outcome::Pass,
+                &[("fragment", 1)],
+            );
+            expect(
+                &dp,
+                entry,
+                &Frame::syn(src).fragment().vlans(1).build(),
+                Outcome::Pass,
+                &[("fragment", 1)],
+            );
         }
     }
 }
@@ -324,7 +511,9 @@ fn fragments_pass_and_are_counted() {
 fn malformed_headers_pass_and_are_counted() {
     for entry in ENTRIES {
         let mut dp = TestDatapath::new();
-        dp.maps.list_insert(ListKind::Deny, net("198.51.100.0/24"), list_entry(0)).unwrap();
+        dp.maps
+            .list_insert(ListKind::Deny, net("198.51.100.0/24"), list_entry(0))
+            .unwrap();
         let good = Frame::syn(V4).build();
         // IPv4 version 5, and IHL 4 (below the minimum of 5 words).
         for (byte, value) in [(14, 0x55u8), (14, 0x44)] {
@@ -350,15 +539,24 @@ fn truncated_frames_never_drop() {
         for src in SOURCES {
             for frame in [Frame::syn(src), Frame::syn(src).vlans(2).options()] {
                 let mut dp = TestDatapath::new();
-                dp.maps.list_insert(ListKind::Deny, host(src), list_entry(0)).unwrap();
+                dp.maps
+                    .list_insert(ListKind::Deny, host(src), list_entry(0))
+                    .unwrap();
                 let full = frame.build();
                 let mut ran = 0;
                 for len in 0..full.len() {
-                    for cut in [full[..len].to_vec(), packets::truncate_consistently(&full, len)] {
+                    for cut in [
+                        full[..len].to_vec(),
+                        packets::truncate_consistently(&full, len),
+                    ] {
                         match dp.try_run(entry, &cut, 1) {
                             Ok((outcome, _)) => {
                                 ran += 1;
-                                assert_eq!(outcome, Outcome::Pass, "{entry:?} {frame:?} cut at {len}")
+                                assert_eq!(
+                                    outcome,
+                                    Outcome::Pass,
+                                    "{entry:?} {frame:?} cut at {len}"
+                                )
                             }
                             Err(e) if is_einval(&e) && (len <= 14 || entry == Entry::Tc) => {}
                             Err(e) => panic!("{entry:?} cut at {len}: {e:?}"),
@@ -366,11 +564,21 @@ fn truncated_frames_never_drop() {
                     }
                 }
                 // Most cuts must actually have run, for both entry points.
-                assert!(ran >= full.len() / 2, "{entry:?}: only {ran} cuts reached the program");
+                assert!(
+                    ran >= full.len() / 2,
+                    "{entry:?}: only {ran} cuts reached the program"
+                );
                 let c = dp.counters();
-                assert!(c[Counter::Malformed as usize] > 0, "truncations are counted as malformed");
+                assert!(
+                    c[Counter::Malformed as usize] > 0,
+                    "truncations are counted as malformed"
+                );
                 assert_eq!(c[Counter::DroppedDeny as usize], 0);
-                assert_eq!(dp.run(entry, &full), Outcome::Drop, "the whole frame is dropped");
+                assert_eq!(
+                    dp.run(entry, &full),
+                    Outcome::Drop,
+                    "the whole frame is dropped"
+                );
             }
         }
     }

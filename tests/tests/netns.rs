@@ -9,7 +9,9 @@ use std::{
 
 use filter_common::{ListEntry, Reason};
 use ipnet::IpNet;
-use mxscreen::datapath::{self, AttachMode, DatapathMaps, ListKind, LoadOptions, MapSizes, attach::AttachedMode};
+use mxscreen::datapath::{
+    self, AttachMode, DatapathMaps, ListKind, LoadOptions, MapSizes, attach::AttachedMode,
+};
 use mxscreen_tests::netns::{CLIENT_V4, CLIENT_V6, SERVER_IFACE, SERVER_V4, SERVER_V6, Wire};
 
 /// Long enough for a handshake on a veth, short enough that a dropped SYN (first retransmit
@@ -18,7 +20,12 @@ const REFUSED_WITHIN: Duration = Duration::from_millis(800);
 const CONNECTS_WITHIN: Duration = Duration::from_secs(5);
 
 fn manual() -> ListEntry {
-    ListEntry { reason: Reason::Manual as u8, _pad: [0; 7], expires_ns: 0, hits: 0 }
+    ListEntry {
+        reason: Reason::Manual as u8,
+        _pad: [0; 7],
+        expires_ns: 0,
+        hits: 0,
+    }
 }
 
 fn host(s: &str) -> IpNet {
@@ -53,11 +60,17 @@ fn scenario(mode: AttachMode, want: AttachedMode) {
     let smtp6: SocketAddr = format!("[{SERVER_V6}]:25").parse().unwrap();
     let other6: SocketAddr = format!("[{SERVER_V6}]:2525").parse().unwrap();
     let _listeners: Vec<TcpListener> = wire.server.enter(|| {
-        [smtp4, other4, smtp6, other6].iter().map(|a| TcpListener::bind(a).expect("listen")).collect()
+        [smtp4, other4, smtp6, other6]
+            .iter()
+            .map(|a| TcpListener::bind(a).expect("listen"))
+            .collect()
     });
 
-    let mut ebpf = datapath::load(&LoadOptions { sizes: MapSizes::small(), pin_dir: None })
-        .unwrap_or_else(|e| panic!("load: {e:#}"));
+    let mut ebpf = datapath::load(&LoadOptions {
+        sizes: MapSizes::small(),
+        pin_dir: None,
+    })
+    .unwrap_or_else(|e| panic!("load: {e:#}"));
     let mut maps = DatapathMaps::take(&mut ebpf).unwrap();
     let mut cfg = maps.config().unwrap();
     cfg.set_ports(&[25]);
@@ -74,8 +87,10 @@ fn scenario(mode: AttachMode, want: AttachedMode) {
     assert_connects(&wire, blocked4, smtp4);
     assert_connects(&wire, blocked6, smtp6);
 
-    maps.list_insert(ListKind::Deny, host(blocked4), manual()).unwrap();
-    maps.list_insert(ListKind::Deny, host(blocked6), manual()).unwrap();
+    maps.list_insert(ListKind::Deny, host(blocked4), manual())
+        .unwrap();
+    maps.list_insert(ListKind::Deny, host(blocked6), manual())
+        .unwrap();
     assert_refused(&wire, blocked4, smtp4);
     assert_refused(&wire, blocked6, smtp6);
     // The blocked source still reaches every other port.
@@ -85,7 +100,8 @@ fn scenario(mode: AttachMode, want: AttachedMode) {
     assert_connects(&wire, clean4, smtp4);
     assert_connects(&wire, clean6, smtp6);
     // Allow beats deny.
-    maps.list_insert(ListKind::Allow, host(blocked4), manual()).unwrap();
+    maps.list_insert(ListKind::Allow, host(blocked4), manual())
+        .unwrap();
     assert_connects(&wire, blocked4, smtp4);
     assert!(maps.list_remove(ListKind::Allow, host(blocked4)).unwrap());
     assert_refused(&wire, blocked4, smtp4);
@@ -96,7 +112,8 @@ fn scenario(mode: AttachMode, want: AttachedMode) {
     assert_connects(&wire, blocked6, smtp6);
 
     // Detached, a block no longer applies (nothing of ours is left on the interface).
-    maps.list_insert(ListKind::Deny, host(blocked4), manual()).unwrap();
+    maps.list_insert(ListKind::Deny, host(blocked4), manual())
+        .unwrap();
     attached.detach(&mut ebpf).unwrap();
     assert_connects(&wire, blocked4, smtp4);
 }
@@ -124,13 +141,38 @@ fn auto_mode_picks_native_xdp_on_veth() {
 #[test]
 fn attach_errors_name_the_interface_and_the_reason() {
     let wire = Wire::new("er");
-    let mut ebpf = datapath::load(&LoadOptions { sizes: MapSizes::small(), pin_dir: None }).unwrap();
-    let err = wire.server.enter(|| datapath::attach(&mut ebpf, "nosuch0", AttachMode::Auto)).err().expect("must fail");
-    assert_eq!(format!("{err:#}"), "nosuch0: no such interface (see `ip link`)");
+    let mut ebpf = datapath::load(&LoadOptions {
+        sizes: MapSizes::small(),
+        pin_dir: None,
+    })
+    .unwrap();
+    let err = wire
+        .server
+        .enter(|| datapath::attach(&mut ebpf, "nosuch0", AttachMode::Auto))
+        .err()
+        .expect("must fail");
+    assert_eq!(
+        format!("{err:#}"),
+        "nosuch0: no such interface (see `ip link`)"
+    );
     // A second native XDP program on the same interface is refused with the reason.
-    let mut other = datapath::load(&LoadOptions { sizes: MapSizes::small(), pin_dir: None }).unwrap();
-    let _first = wire.server.enter(|| datapath::attach(&mut ebpf, SERVER_IFACE, AttachMode::Xdp)).unwrap();
-    let err = wire.server.enter(|| datapath::attach(&mut other, SERVER_IFACE, AttachMode::Xdp)).err().expect("must fail");
+    let mut other = datapath::load(&LoadOptions {
+        sizes: MapSizes::small(),
+        pin_dir: None,
+    })
+    .unwrap();
+    let _first = wire
+        .server
+        .enter(|| datapath::attach(&mut ebpf, SERVER_IFACE, AttachMode::Xdp))
+        .unwrap();
+    let err = wire
+        .server
+        .enter(|| datapath::attach(&mut other, SERVER_IFACE, AttachMode::Xdp))
+        .err()
+        .expect("must fail");
     let msg = format!("{err:#}");
-    assert!(msg.starts_with("vs: native XDP: another program is already attached"), "{msg}");
+    assert!(
+        msg.starts_with("vs: native XDP: another program is already attached"),
+        "{msg}"
+    );
 }

@@ -6,5 +6,13 @@ use anyhow::Result;
 use crate::util::{cargo, status};
 
 pub fn run(name: &str) -> Result<()> {
-    status(cargo().args(["run", "--release", "--quiet", "-p", "mxscreen-tests", "--bin", &format!("bench_{name}")]))
+    status(cargo().args([
+        "run",
+        "--release",
+        "--quiet",
+        "-p",
+        "mxscreen-tests",
+        "--bin",
+        &format!("bench_{name}"),
+    ]))
 }

@@ -55,7 +55,10 @@ fn main() -> Result<()> {
         Command::Run { args } => {
             setup::setup()?;
             util::build(true)?;
-            util::run_as_root(&util::workspace_root().join("target/release/mxscreen"), &args)
+            util::run_as_root(
+                &util::workspace_root().join("target/release/mxscreen"),
+                &args,
+            )
         }
         Command::Test { filter } => {
             setup::setup()?;

@@ -12,8 +12,14 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "ip netns / veth for the namespace tests"),
     ("bpftool", "map memory figures in the datapath benchmark"),
     ("rbldnsd", "DNSBL/DNSWL zones for the reputation tests"),
-    ("nsd", "authoritative reverse/forward zones for the rDNS tests"),
-    ("unbound", "a real recursive resolver between mxscreen and the zones"),
+    (
+        "nsd",
+        "authoritative reverse/forward zones for the rDNS tests",
+    ),
+    (
+        "unbound",
+        "a real recursive resolver between mxscreen and the zones",
+    ),
     ("exim4-daemon-light", "the MTA of the end-to-end testbed"),
     ("swaks", "real SMTP clients in the end-to-end testbed"),
     ("dnsutils", "dig, to wait for DNS servers to answer"),
@@ -40,7 +46,9 @@ pub fn setup() -> Result<bool> {
         did.push("bpf-linker");
     }
     if did.is_empty() {
-        eprintln!("setup: nothing to do (Debian packages, nightly rust-src and bpf-linker are in place)");
+        eprintln!(
+            "setup: nothing to do (Debian packages, nightly rust-src and bpf-linker are in place)"
+        );
     } else {
         eprintln!("setup: installed {}", did.join(", "));
     }
@@ -76,7 +84,10 @@ fn debian_packages() -> Result<bool> {
     let policy = PathBuf::from("/usr/sbin/policy-rc.d");
     let own_policy = !policy.exists();
     if own_policy {
-        fs::write(&policy, "#!/bin/sh\n# written by cargo xtask setup for the duration of apt-get\nexit 101\n")?;
+        fs::write(
+            &policy,
+            "#!/bin/sh\n# written by cargo xtask setup for the duration of apt-get\nexit 101\n",
+        )?;
         fs::set_permissions(&policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
     }
     let result = (|| {
@@ -101,23 +112,32 @@ fn rustup() -> Command {
 
 fn rust_src() -> Result<bool> {
     if !succeeds(rustup().args(["run", NIGHTLY, "rustc", "--version"])) {
-        bail!("the `{NIGHTLY}` toolchain is missing (the eBPF object is built with it): `rustup toolchain install {NIGHTLY}`");
+        bail!(
+            "the `{NIGHTLY}` toolchain is missing (the eBPF object is built with it): `rustup toolchain install {NIGHTLY}`"
+        );
     }
     let installed = rustup()
         .args(["component", "list", "--installed", "--toolchain", NIGHTLY])
         .output()
         .context("rustup component list")?;
-    if String::from_utf8_lossy(&installed.stdout).lines().any(|l| l.starts_with("rust-src")) {
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|l| l.starts_with("rust-src"))
+    {
         return Ok(false);
     }
-    eprintln!("setup: adding rust-src to the {NIGHTLY} toolchain (build-std=core for the bpf target)");
+    eprintln!(
+        "setup: adding rust-src to the {NIGHTLY} toolchain (build-std=core for the bpf target)"
+    );
     status(rustup().args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))?;
     Ok(true)
 }
 
 /// The nightly toolchain's sysroot.
 fn nightly_sysroot() -> Result<PathBuf> {
-    let out = rustup().args(["run", NIGHTLY, "rustc", "--print", "sysroot"]).output()?;
+    let out = rustup()
+        .args(["run", NIGHTLY, "rustc", "--print", "sysroot"])
+        .output()?;
     if !out.status.success() {
         bail!("cannot ask the {NIGHTLY} rustc for its sysroot");
     }
@@ -139,7 +159,9 @@ fn bpf_linker() -> Result<bool> {
     let works = Command::new("rustup")
         .args(["run", NIGHTLY, "bpf-linker", "--version"])
         .output()
-        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == BPF_LINKER_VERSION);
+        .is_ok_and(|o| {
+            o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == BPF_LINKER_VERSION
+        });
     if works {
         return Ok(false);
     }
@@ -150,7 +172,11 @@ fn bpf_linker() -> Result<bool> {
     let mut versioned = None;
     for entry in fs::read_dir(sysroot.join("lib"))? {
         let path = entry?.path();
-        let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let name = path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
         if name.starts_with("libLLVM") && name.contains(".so") {
             link(&path, &lib.join(&name))?;
             if name.starts_with("libLLVM.so.") {
@@ -158,14 +184,22 @@ fn bpf_linker() -> Result<bool> {
             }
         }
     }
-    let versioned = versioned.with_context(|| format!("no libLLVM.so.* in {}/lib", sysroot.display()))?;
+    let versioned =
+        versioned.with_context(|| format!("no libLLVM.so.* in {}/lib", sysroot.display()))?;
     link(&lib.join(&versioned), &lib.join("libLLVM.so"))?;
     eprintln!(
         "setup: building {BPF_LINKER} against the {NIGHTLY} toolchain's LLVM ({versioned}); about a minute"
     );
     status(
         cargo()
-            .args(["install", BPF_LINKER, "--locked", "--no-default-features", "--features", LLVM_FEATURE])
+            .args([
+                "install",
+                BPF_LINKER,
+                "--locked",
+                "--no-default-features",
+                "--features",
+                LLVM_FEATURE,
+            ])
             .env("LLVM_PREFIX", &prefix),
     )?;
     Ok(true)

@@ -25,9 +25,21 @@ const SUITES: &[Suite] = &[
         args: &["-p", "filter-common", "-p", "filter-user", "-p", "xtask"],
         parallel: true,
     },
-    Suite { name: "datapath", args: &["-p", "mxscreen-tests", "--test", "datapath"], parallel: true },
-    Suite { name: "netns", args: &["-p", "mxscreen-tests", "--test", "netns"], parallel: false },
-    Suite { name: "reputation", args: &["-p", "mxscreen-tests", "--test", "reputation"], parallel: false },
+    Suite {
+        name: "datapath",
+        args: &["-p", "mxscreen-tests", "--test", "datapath"],
+        parallel: true,
+    },
+    Suite {
+        name: "netns",
+        args: &["-p", "mxscreen-tests", "--test", "netns"],
+        parallel: false,
+    },
+    Suite {
+        name: "reputation",
+        args: &["-p", "mxscreen-tests", "--test", "reputation"],
+        parallel: false,
+    },
 ];
 
 #[derive(Default)]
@@ -39,17 +51,19 @@ struct Tally {
 
 /// Parses cargo's `test result: ok. 3 passed; 0 failed; 1 ignored; ...` line.
 fn tally_line(line: &str, t: &mut Tally) {
-    let Some(rest) = line.strip_prefix("test result: ") else { return };
+    let Some(rest) = line.strip_prefix("test result: ") else {
+        return;
+    };
     for part in rest.split(['.', ';']) {
         let mut words = part.split_whitespace();
-        if let (Some(n), Some(what)) = (words.next(), words.next()) {
-            if let Ok(n) = n.parse::<u64>() {
-                match what {
-                    "passed" => t.passed += n,
-                    "failed" => t.failed += n,
-                    "ignored" => t.ignored += n,
-                    _ => {}
-                }
+        if let (Some(n), Some(what)) = (words.next(), words.next())
+            && let Ok(n) = n.parse::<u64>()
+        {
+            match what {
+                "passed" => t.passed += n,
+                "failed" => t.failed += n,
+                "ignored" => t.ignored += n,
+                _ => {}
             }
         }
     }
@@ -57,11 +71,19 @@ fn tally_line(line: &str, t: &mut Tally) {
 
 pub fn run(filter: Option<&str>) -> Result<()> {
     if !is_root() {
-        bail!("the kernel, namespace and end-to-end suites need root: run `sudo -E cargo xtask test`");
+        bail!(
+            "the kernel, namespace and end-to-end suites need root: run `sudo -E cargo xtask test`"
+        );
     }
-    let suites: Vec<&Suite> = SUITES.iter().filter(|s| filter.is_none_or(|f| s.name.contains(f))).collect();
+    let suites: Vec<&Suite> = SUITES
+        .iter()
+        .filter(|s| filter.is_none_or(|f| s.name.contains(f)))
+        .collect();
     if suites.is_empty() {
-        bail!("no suite matches {filter:?}; suites: {}", SUITES.iter().map(|s| s.name).collect::<Vec<_>>().join(", "));
+        bail!(
+            "no suite matches {filter:?}; suites: {}",
+            SUITES.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+        );
     }
     // Build everything once up front so a compile error is reported once, not per suite.
     // (The default members: the eBPF crate is built by filter-user's build.rs.)
@@ -89,7 +111,10 @@ pub fn run(filter: Option<&str>) -> Result<()> {
         }
         // A skipped test is a test that cannot fail: in CI it counts as a failure.
         if t.ignored > 0 && std::env::var_os("CI").is_some() {
-            eprintln!("suite {}: {} ignored test(s) — not allowed in CI", suite.name, t.ignored);
+            eprintln!(
+                "suite {}: {} ignored test(s) — not allowed in CI",
+                suite.name, t.ignored
+            );
             failed_suites.push(suite.name);
         }
         total.passed += t.passed;
@@ -100,7 +125,10 @@ pub fn run(filter: Option<&str>) -> Result<()> {
     if !failed_suites.is_empty() {
         println!("failed suites: {}", failed_suites.join(", "));
     }
-    println!("tests: {} passed, {} failed, {} skipped", total.passed, total.failed, total.ignored);
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        total.passed, total.failed, total.ignored
+    );
     if !failed_suites.is_empty() {
         bail!("{} suite(s) failed", failed_suites.len());
     }
@@ -117,8 +145,14 @@ mod tests {
     #[test]
     fn tallies_cargo_result_lines() {
         let mut t = Tally::default();
-        tally_line("test result: ok. 14 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 1.9s", &mut t);
-        tally_line("test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured", &mut t);
+        tally_line(
+            "test result: ok. 14 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 1.9s",
+            &mut t,
+        );
+        tally_line(
+            "test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured",
+            &mut t,
+        );
         tally_line("running 3 tests", &mut t);
         assert_eq!((t.passed, t.failed, t.ignored), (17, 1, 2));
     }

@@ -9,7 +9,10 @@ use anyhow::{Context as _, Result, bail};
 
 /// The workspace root (xtask lives one level below it).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask has a parent")
+        .to_path_buf()
 }
 
 /// A `cargo` command run from the workspace root, with the same cargo that runs us.
@@ -66,6 +69,8 @@ pub fn run_as_root(bin: &Path, args: &[String]) -> Result<()> {
         c
     };
     cmd.args(args);
-    let st = cmd.status().with_context(|| format!("starting {}", bin.display()))?;
+    let st = cmd
+        .status()
+        .with_context(|| format!("starting {}", bin.display()))?;
     std::process::exit(st.code().unwrap_or(1));
 }

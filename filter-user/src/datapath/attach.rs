@@ -74,20 +74,30 @@ impl Attached {
 }
 
 fn xdp(ebpf: &mut Ebpf) -> Result<&mut Xdp> {
-    let p = ebpf.program_mut(program_names::XDP).ok_or_else(|| anyhow!("XDP program missing"))?;
+    let p = ebpf
+        .program_mut(program_names::XDP)
+        .ok_or_else(|| anyhow!("XDP program missing"))?;
     Ok(p.try_into()?)
 }
 
 fn tc(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier> {
-    let p = ebpf.program_mut(program_names::TC).ok_or_else(|| anyhow!("tc program missing"))?;
+    let p = ebpf
+        .program_mut(program_names::TC)
+        .ok_or_else(|| anyhow!("tc program missing"))?;
     Ok(p.try_into()?)
 }
 
 /// Attaches to `iface` in `mode` (see [`AttachMode`]).
 pub fn attach(ebpf: &mut Ebpf, iface: &str, mode: AttachMode) -> Result<Attached> {
-    let attached = |mode, link| Attached { iface: iface.to_owned(), mode, link };
+    let attached = |mode, link| Attached {
+        iface: iface.to_owned(),
+        mode,
+        link,
+    };
     match mode {
-        AttachMode::Xdp => attach_xdp(ebpf, iface, XdpMode::Driver).map(|l| attached(AttachedMode::XdpNative, l)),
+        AttachMode::Xdp => {
+            attach_xdp(ebpf, iface, XdpMode::Driver).map(|l| attached(AttachedMode::XdpNative, l))
+        }
         AttachMode::XdpGeneric => {
             attach_xdp(ebpf, iface, XdpMode::Skb).map(|l| attached(AttachedMode::XdpGeneric, l))
         }
@@ -115,8 +125,15 @@ pub fn attach(ebpf: &mut Ebpf, iface: &str, mode: AttachMode) -> Result<Attached
 }
 
 fn attach_xdp(ebpf: &mut Ebpf, iface: &str, mode: XdpMode) -> Result<Link> {
-    let what = if mode == XdpMode::Driver { "native XDP" } else { "generic XDP" };
-    xdp(ebpf)?.attach(iface, mode).map(Link::Xdp).map_err(|e| explain(iface, what, e))
+    let what = if mode == XdpMode::Driver {
+        "native XDP"
+    } else {
+        "generic XDP"
+    };
+    xdp(ebpf)?
+        .attach(iface, mode)
+        .map(Link::Xdp)
+        .map_err(|e| explain(iface, what, e))
 }
 
 fn attach_tc(ebpf: &mut Ebpf, iface: &str) -> Result<Link> {
@@ -125,10 +142,10 @@ fn attach_tc(ebpf: &mut Ebpf, iface: &str) -> Result<Link> {
         Ok(id) => Ok(Link::Tc(id)),
         // Before tcx (kernel < 6.6) the classifier needs a clsact qdisc; add it and retry.
         Err(first) => {
-            if qdisc_add_clsact(iface).is_ok() {
-                if let Ok(id) = prog.attach(iface, TcAttachType::Ingress) {
-                    return Ok(Link::Tc(id));
-                }
+            if qdisc_add_clsact(iface).is_ok()
+                && let Ok(id) = prog.attach(iface, TcAttachType::Ingress)
+            {
+                return Ok(Link::Tc(id));
             }
             Err(explain(iface, "tc", first))
         }

@@ -18,8 +18,18 @@ pub fn ensure_mounted(root: &Path) -> Result<bool> {
         return Ok(false);
     }
     std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
-    mount(Some("bpffs"), root, Some("bpf"), MsFlags::empty(), None::<&str>).with_context(|| {
-        format!("mounting the BPF filesystem at {} (needs CAP_SYS_ADMIN)", root.display())
+    mount(
+        Some("bpffs"),
+        root,
+        Some("bpf"),
+        MsFlags::empty(),
+        None::<&str>,
+    )
+    .with_context(|| {
+        format!(
+            "mounting the BPF filesystem at {} (needs CAP_SYS_ADMIN)",
+            root.display()
+        )
     })?;
     tracing::info!(path = %root.display(), "mounted the BPF filesystem (it was not mounted)");
     Ok(true)

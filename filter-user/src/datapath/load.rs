@@ -13,8 +13,7 @@ use aya::{
     programs::{SchedClassifier, Xdp},
 };
 use filter_common::{
-    Counter, DatapathConfig, ListEntry, Seen, Verdict, default_sizes, map_names as m,
-    program_names,
+    Counter, DatapathConfig, ListEntry, Seen, Verdict, default_sizes, map_names as m, program_names,
 };
 use serde::{Deserialize, Serialize};
 
@@ -58,7 +57,13 @@ impl Default for MapSizes {
 impl MapSizes {
     /// Small maps for tests and tools that load many instances.
     pub const fn small() -> Self {
-        Self { verdicts: 4096, seen: 4096, buckets: 1024, deny: 4096, allow: 1024 }
+        Self {
+            verdicts: 4096,
+            seen: 4096,
+            buckets: 1024,
+            deny: 4096,
+            allow: 1024,
+        }
     }
 }
 
@@ -75,7 +80,12 @@ struct Shape {
 fn shapes(sizes: &MapSizes) -> [Shape; 12] {
     const LPM4: usize = 4 + 4;
     const LPM16: usize = 4 + 16;
-    let s = |name, key_size, value_size, max_entries| Shape { name, key_size, value_size, max_entries };
+    let s = |name, key_size, value_size, max_entries| Shape {
+        name,
+        key_size,
+        value_size,
+        max_entries,
+    };
     [
         s(m::CONFIG, 4, size_of::<DatapathConfig>(), 1),
         s(m::COUNTERS, 4, size_of::<u64>(), Counter::COUNT),
@@ -113,7 +123,8 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf> {
         if dir.starts_with(bpffs::BPFFS_ROOT) {
             bpffs::ensure_mounted(Path::new(bpffs::BPFFS_ROOT))?;
         }
-        std::fs::create_dir_all(dir).with_context(|| format!("creating pin directory {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating pin directory {}", dir.display()))?;
         for shape in &shapes {
             let path = dir.join(shape.name);
             remove_incompatible_pin(&path, shape)?;
@@ -132,7 +143,8 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf> {
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
-    ebpf.program_mut(name).with_context(|| format!("program {name} missing from the eBPF object"))
+    ebpf.program_mut(name)
+        .with_context(|| format!("program {name} missing from the eBPF object"))
 }
 
 /// A pinned map whose shape differs (another mxscreen version, or changed sizes) cannot be
@@ -152,7 +164,8 @@ fn remove_incompatible_pin(path: &Path, want: &Shape) -> Result<()> {
     };
     if stale {
         tracing::warn!(pin = %path.display(), "pinned map has another shape (new version or sizes); starting it afresh");
-        std::fs::remove_file(path).with_context(|| format!("removing stale pin {}", path.display()))?;
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing stale pin {}", path.display()))?;
     }
     Ok(())
 }
@@ -181,9 +194,15 @@ mod tests {
 
     #[test]
     fn shapes_cover_every_pinned_map() {
-        let names: Vec<&str> = shapes(&MapSizes::default()).iter().map(|s| s.name).collect();
+        let names: Vec<&str> = shapes(&MapSizes::default())
+            .iter()
+            .map(|s| s.name)
+            .collect();
         for name in m::ALL {
-            assert!(name == m::EVENTS || names.contains(&name), "{name} has no shape");
+            assert!(
+                name == m::EVENTS || names.contains(&name),
+                "{name} has no shape"
+            );
         }
     }
 }

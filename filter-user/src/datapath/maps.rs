@@ -28,6 +28,7 @@ struct PerFamily<K4, K6> {
 }
 
 type Trie<K> = LpmTrie<MapData, K, ListEntry>;
+type Hash<K, V> = HashMap<MapData, K, V>;
 
 /// Every map except the event ring, owned by one handle.
 pub struct DatapathMaps {
@@ -35,12 +36,14 @@ pub struct DatapathMaps {
     counters: PerCpuArray<MapData, u64>,
     allow: PerFamily<Trie<[u8; 4]>, Trie<[u8; 16]>>,
     deny: PerFamily<Trie<[u8; 4]>, Trie<[u8; 16]>>,
-    verdicts: PerFamily<HashMap<MapData, [u8; 4], Verdict>, HashMap<MapData, [u8; 16], Verdict>>,
-    seen: PerFamily<HashMap<MapData, [u8; 4], Seen>, HashMap<MapData, [u8; 16], Seen>>,
+    verdicts: PerFamily<Hash<[u8; 4], Verdict>, Hash<[u8; 16], Verdict>>,
+    seen: PerFamily<Hash<[u8; 4], Seen>, Hash<[u8; 16], Seen>>,
 }
 
 fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(ebpf: &mut Ebpf, name: &str) -> Result<T> {
-    let map = ebpf.take_map(name).ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))?;
+    let map = ebpf
+        .take_map(name)
+        .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))?;
     T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
 }
 
@@ -80,26 +83,45 @@ impl DatapathMaps {
         Ok(Self {
             config: take(ebpf, m::CONFIG)?,
             counters: take(ebpf, m::COUNTERS)?,
-            allow: PerFamily { v4: take(ebpf, m::ALLOW_V4)?, v6: take(ebpf, m::ALLOW_V6)? },
-            deny: PerFamily { v4: take(ebpf, m::DENY_V4)?, v6: take(ebpf, m::DENY_V6)? },
-            verdicts: PerFamily { v4: take(ebpf, m::VERDICTS_V4)?, v6: take(ebpf, m::VERDICTS_V6)? },
-            seen: PerFamily { v4: take(ebpf, m::SEEN_V4)?, v6: take(ebpf, m::SEEN_V6)? },
+            allow: PerFamily {
+                v4: take(ebpf, m::ALLOW_V4)?,
+                v6: take(ebpf, m::ALLOW_V6)?,
+            },
+            deny: PerFamily {
+                v4: take(ebpf, m::DENY_V4)?,
+                v6: take(ebpf, m::DENY_V6)?,
+            },
+            verdicts: PerFamily {
+                v4: take(ebpf, m::VERDICTS_V4)?,
+                v6: take(ebpf, m::VERDICTS_V6)?,
+            },
+            seen: PerFamily {
+                v4: take(ebpf, m::SEEN_V4)?,
+                v6: take(ebpf, m::SEEN_V6)?,
+            },
         })
     }
 
     pub fn set_config(&mut self, cfg: &DatapathConfig) -> Result<()> {
-        self.config.set(0, cfg, 0).context("writing the datapath config")
+        self.config
+            .set(0, cfg, 0)
+            .context("writing the datapath config")
     }
 
     pub fn config(&self) -> Result<DatapathConfig> {
-        self.config.get(&0, 0).context("reading the datapath config")
+        self.config
+            .get(&0, 0)
+            .context("reading the datapath config")
     }
 
     /// Every counter summed over CPUs, indexed by [`Counter`].
     pub fn counters(&self) -> Result<[u64; Counter::COUNT as usize]> {
         let mut out = [0u64; Counter::COUNT as usize];
         for c in Counter::ALL {
-            let per_cpu = self.counters.get(&(c as u32), 0).context("reading counters")?;
+            let per_cpu = self
+                .counters
+                .get(&(c as u32), 0)
+                .context("reading counters")?;
             out[c as usize] = per_cpu.iter().sum();
         }
         Ok(out)

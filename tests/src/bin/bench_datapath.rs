@@ -6,7 +6,7 @@
 use std::{
     collections::BTreeSet,
     net::{IpAddr, Ipv4Addr},
-    os::fd::{FromRawFd as _, OwnedFd, AsRawFd as _},
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     process::Command,
 };
 
@@ -27,32 +27,76 @@ fn main() {
     let floor_ns = median(|| floor.run_ns(&Frame::syn(v4(1)).build()));
     let mut rows: Vec<(String, f64)> = vec![("empty XDP_PASS program (floor)".into(), floor_ns)];
 
-    let mut dp = TestDatapath::with_sizes(MapSizes { verdicts: 1 << 20, deny: 1 << 17, ..MapSizes::small() });
-    let icmp = Frame { l4: L4::Icmp, ..Frame::syn(v4(1)) }.build();
+    let mut dp = TestDatapath::with_sizes(MapSizes {
+        verdicts: 1 << 20,
+        deny: 1 << 17,
+        ..MapSizes::small()
+    });
+    let icmp = Frame {
+        l4: L4::Icmp,
+        ..Frame::syn(v4(1))
+    }
+    .build();
     rows.push(("non-TCP (ICMP echo)".into(), measure(&dp, &icmp)));
-    rows.push(("TCP SYN to port 22".into(), measure(&dp, &Frame::tcp(v4(1), 22, Tcp::Syn).build())));
-    rows.push(("TCP ACK to port 25 (established)".into(), measure(&dp, &Frame::tcp(v4(1), 25, Tcp::Ack).build())));
+    rows.push((
+        "TCP SYN to port 22".into(),
+        measure(&dp, &Frame::tcp(v4(1), 22, Tcp::Syn).build()),
+    ));
+    rows.push((
+        "TCP ACK to port 25 (established)".into(),
+        measure(&dp, &Frame::tcp(v4(1), 25, Tcp::Ack).build()),
+    ));
     // Steady state of an unknown peer: reported once, then passed within the dedup window.
-    rows.push(("unknown SYN (already reported)".into(), measure(&dp, &Frame::syn(v4(2)).build())));
+    rows.push((
+        "unknown SYN (already reported)".into(),
+        measure(&dp, &Frame::syn(v4(2)).build()),
+    ));
 
-    let pass = Verdict { action: Action::Pass as u8, reason: Reason::Reputation as u8, _pad: [0; 6], expires_ns: 0, hits: 0 };
+    let pass = Verdict {
+        action: Action::Pass as u8,
+        reason: Reason::Reputation as u8,
+        _pad: [0; 6],
+        expires_ns: 0,
+        hits: 0,
+    };
     fill_verdicts(&mut dp, 1_000, pass);
-    rows.push(("verdict hit, 1k verdicts".into(), measure(&dp, &Frame::syn(v4(10_000 + 500)).build())));
+    rows.push((
+        "verdict hit, 1k verdicts".into(),
+        measure(&dp, &Frame::syn(v4(10_000 + 500)).build()),
+    ));
     fill_verdicts(&mut dp, 1_000_000, pass);
-    rows.push(("verdict hit, 1M verdicts".into(), measure(&dp, &Frame::syn(v4(10_000 + 765_432)).build())));
+    rows.push((
+        "verdict hit, 1M verdicts".into(),
+        measure(&dp, &Frame::syn(v4(10_000 + 765_432)).build()),
+    ));
 
-    let entry = ListEntry { reason: Reason::Feed as u8, _pad: [0; 7], expires_ns: 0, hits: 0 };
+    let entry = ListEntry {
+        reason: Reason::Feed as u8,
+        _pad: [0; 7],
+        expires_ns: 0,
+        hits: 0,
+    };
     for i in 0..100_000u32 {
         // 100k distinct /24s spread over 203.x.y.0 and 198.x.y.0 style space.
         let net = Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + (i << 8)), 24).unwrap();
-        dp.maps.list_insert(ListKind::Deny, IpNet::V4(net), entry).unwrap();
+        dp.maps
+            .list_insert(ListKind::Deny, IpNet::V4(net), entry)
+            .unwrap();
     }
     let hit = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + (54_321 << 8) + 7));
-    rows.push(("deny-trie hit, 100k prefixes".into(), measure(&dp, &Frame::syn(hit).build())));
-    rows.push(("deny-trie miss, 100k prefixes, verdict hit".into(), measure(&dp, &Frame::syn(v4(10_000 + 42)).build())));
+    rows.push((
+        "deny-trie hit, 100k prefixes".into(),
+        measure(&dp, &Frame::syn(hit).build()),
+    ));
+    rows.push((
+        "deny-trie miss, 100k prefixes, verdict hit".into(),
+        measure(&dp, &Frame::syn(v4(10_000 + 42)).build()),
+    ));
     drop(dp);
 
-    println!("Datapath cost per packet, BPF_PROG_TEST_RUN (XDP entry point), median of {ROUNDS} x {REPEAT} runs");
+    println!(
+        "Datapath cost per packet, BPF_PROG_TEST_RUN (XDP entry point), median of {ROUNDS} x {REPEAT} runs"
+    );
     println!("| case | ns/packet | x floor |");
     println!("|---|---:|---:|");
     for (name, ns) in &rows {
@@ -74,7 +118,12 @@ fn fill_verdicts(dp: &mut TestDatapath, n: u32, v: Verdict) {
 }
 
 fn measure(dp: &TestDatapath, frame: &[u8]) -> f64 {
-    median(|| dp.try_run(Entry::Xdp, frame, REPEAT).expect("test_run").1.as_nanos() as f64)
+    median(|| {
+        dp.try_run(Entry::Xdp, frame, REPEAT)
+            .expect("test_run")
+            .1
+            .as_nanos() as f64
+    })
 }
 
 fn median(mut f: impl FnMut() -> f64) -> f64 {
@@ -104,10 +153,17 @@ impl Floor {
         attr[8..16].copy_from_slice(&(insns.as_ptr() as u64).to_ne_bytes());
         attr[16..24].copy_from_slice(&(license.as_ptr() as u64).to_ne_bytes());
         // SAFETY: attr is a zeroed bpf_attr with the prog-load fields set; pointers are live.
-        let fd = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, attr.as_mut_ptr(), attr.len()) };
-        assert!(fd >= 0, "loading the floor program: {}", std::io::Error::last_os_error());
+        let fd =
+            unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_LOAD, attr.as_mut_ptr(), attr.len()) };
+        assert!(
+            fd >= 0,
+            "loading the floor program: {}",
+            std::io::Error::last_os_error()
+        );
         // SAFETY: the kernel just returned this descriptor to us.
-        Self { fd: unsafe { OwnedFd::from_raw_fd(fd as i32) } }
+        Self {
+            fd: unsafe { OwnedFd::from_raw_fd(fd as i32) },
+        }
     }
 
     fn run_ns(&self, frame: &[u8]) -> f64 {
@@ -117,7 +173,14 @@ impl Floor {
         attr[16..24].copy_from_slice(&(frame.as_ptr() as u64).to_ne_bytes());
         attr[32..36].copy_from_slice(&REPEAT.to_ne_bytes());
         // SAFETY: attr is a zeroed bpf_attr with the test-run fields set; pointers are live.
-        let rc = unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_TEST_RUN, attr.as_mut_ptr(), attr.len()) };
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_TEST_RUN,
+                attr.as_mut_ptr(),
+                attr.len(),
+            )
+        };
         assert_eq!(rc, 0, "floor test run: {}", std::io::Error::last_os_error());
         let retval = u32::from_ne_bytes(attr[4..8].try_into().unwrap());
         assert_eq!(retval, 2, "floor returns XDP_PASS");
@@ -129,10 +192,15 @@ impl Floor {
 fn memlock_at_default_sizes() {
     let before = map_ids();
     let dp = TestDatapath::with_sizes(MapSizes::default());
-    let out = Command::new("bpftool").args(["-j", "map", "show"]).output().expect("bpftool (cargo xtask setup)");
+    let out = Command::new("bpftool")
+        .args(["-j", "map", "show"])
+        .output()
+        .expect("bpftool (cargo xtask setup)");
     assert!(out.status.success(), "bpftool map show failed");
     let maps: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
-    println!("Map memory at default sizes (bpftool bytes_memlock; tries allocate on use, so empty)");
+    println!(
+        "Map memory at default sizes (bpftool bytes_memlock; tries allocate on use, so empty)"
+    );
     println!("| map | max entries | memlock |");
     println!("|---|---:|---:|");
     let mut total = 0u64;
@@ -150,7 +218,10 @@ fn memlock_at_default_sizes() {
 }
 
 fn map_ids() -> BTreeSet<u64> {
-    let out = Command::new("bpftool").args(["-j", "map", "show"]).output().expect("bpftool");
+    let out = Command::new("bpftool")
+        .args(["-j", "map", "show"])
+        .output()
+        .expect("bpftool");
     let maps: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap_or_default();
     maps.iter().filter_map(|m| m["id"].as_u64()).collect()
 }
