@@ -1,0 +1,364 @@
+//! The engine: one evaluation ([`Engine::evaluate`]) and the budgeted front the daemon feeds
+//! new peers into ([`Engine::spawn`], [`Engine::submit`]).
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    sync::{Arc, Mutex, RwLock},
+    time::Instant,
+};
+
+use filter_common::{Action, Reason};
+use futures::future::join_all;
+use tokio::{
+    sync::{Semaphore, mpsc},
+    task::JoinHandle,
+};
+use tracing::{debug, warn};
+
+use super::{
+    budget::{Queue, Submit, TokenBucket, take_token},
+    config::ReputationConfig,
+    dnsbl::{self, Zone},
+    names::canonical,
+    policy, rdns,
+    resolver::{Dns, ResolverError},
+    stats::{Counters, Stats, ZoneCounters},
+    verdict::{Evidence, Finding, Verdict},
+};
+
+/// The engine could not be built from a config.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Resolver(#[from] ResolverError),
+    #[error("invalid config: {0}")]
+    Config(#[from] super::config::InvalidKey),
+}
+
+/// Everything one evaluation needs; replaced as a whole on reload.
+struct Evaluator {
+    cfg: ReputationConfig,
+    dns: Dns,
+    zones: Vec<Zone>,
+}
+
+struct Shared {
+    evaluator: RwLock<Arc<Evaluator>>,
+    counters: Arc<Counters>,
+    zone_counters: Mutex<BTreeMap<String, Arc<ZoneCounters>>>,
+    warnings: RwLock<Vec<String>>,
+    queue: Queue,
+    bucket: Mutex<TokenBucket>,
+    inflight: Arc<Semaphore>,
+    /// The permits `inflight` was created or last resized with.
+    inflight_limit: Mutex<usize>,
+}
+
+/// Aborts the dispatcher when the last [`Engine`] clone goes away.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The reputation engine. Cheap to clone; all clones share one budget and one set of counters.
+///
+/// ```no_run
+/// # async fn demo(cfg: mxscreen::reputation::ReputationConfig) -> anyhow::Result<()> {
+/// use mxscreen::reputation::{Engine, Submit};
+/// // `check`: one evaluation, no queue.
+/// let engine = Engine::new(cfg.clone())?;
+/// let verdict = engine.evaluate("192.0.2.1".parse()?).await;
+/// // The daemon: a dispatcher task, verdicts on a channel.
+/// let (engine, mut verdicts) = Engine::spawn(cfg)?;
+/// if engine.submit("192.0.2.1".parse()?) == Submit::Rejected { /* counted; stays unknown */ }
+/// while let Some(v) = verdicts.recv().await { /* write v into the maps */ }
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+    _dispatcher: Option<Arc<AbortOnDrop>>,
+}
+
+impl Engine {
+    /// Builds an engine from a config (validated again here). Logs a warning, and keeps it
+    /// for [`Engine::warnings`], when the resolvers in use are public ones. Starts no task:
+    /// [`Engine::evaluate`] works, [`Engine::submit`] queues but nothing drains the queue.
+    pub fn new(cfg: ReputationConfig) -> Result<Self, EngineError> {
+        cfg.validate()?;
+        let counters = Arc::new(Counters::default());
+        let zone_counters = Mutex::new(BTreeMap::new());
+        let (evaluator, warnings) = build(cfg, &counters, &zone_counters)?;
+        let r = &evaluator.cfg.resolver;
+        let shared = Shared {
+            inflight: Arc::new(Semaphore::new(r.max_inflight)),
+            inflight_limit: Mutex::new(r.max_inflight),
+            queue: Queue::new(r.queue_len),
+            bucket: Mutex::new(TokenBucket::new(r.max_lookups_per_sec)),
+            zone_counters,
+            warnings: RwLock::new(warnings),
+            evaluator: RwLock::new(Arc::new(evaluator)),
+            counters,
+        };
+        Ok(Engine {
+            shared: Arc::new(shared),
+            _dispatcher: None,
+        })
+    }
+
+    /// [`Engine::new`] plus the dispatcher task that drains the queue within the budget;
+    /// verdicts of submitted peers arrive on the returned channel. Must be called inside a
+    /// tokio runtime. The task ends when the last clone of the engine is dropped.
+    pub fn spawn(cfg: ReputationConfig) -> Result<(Self, mpsc::Receiver<Verdict>), EngineError> {
+        let capacity = cfg.resolver.queue_len.max(16);
+        let mut engine = Self::new(cfg)?;
+        let (tx, rx) = mpsc::channel(capacity);
+        let task = tokio::spawn(dispatch(engine.shared.clone(), tx));
+        engine._dispatcher = Some(Arc::new(AbortOnDrop(task)));
+        Ok((engine, rx))
+    }
+
+    /// Replaces the config (SIGHUP): a new resolver and lists for the next evaluations, the
+    /// budget resized in place. Running evaluations finish with the old config; queued
+    /// peers, counters and the verdict channel are kept. On error nothing changes.
+    pub fn reload(&self, cfg: ReputationConfig) -> Result<(), EngineError> {
+        cfg.validate()?;
+        let s = &self.shared;
+        let (evaluator, warnings) = build(cfg, &s.counters, &s.zone_counters)?;
+        let r = &evaluator.cfg.resolver;
+        s.queue.set_capacity(r.queue_len);
+        s.bucket
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set_rate(r.max_lookups_per_sec);
+        self.resize_inflight(r.max_inflight);
+        *s.warnings.write().unwrap_or_else(|e| e.into_inner()) = warnings;
+        *s.evaluator.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(evaluator);
+        Ok(())
+    }
+
+    fn resize_inflight(&self, new: usize) {
+        let mut limit = self
+            .shared
+            .inflight_limit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if new > *limit {
+            self.shared.inflight.add_permits(new - *limit);
+        } else if new < *limit {
+            // Forget what is free now; the rest is taken back as running evaluations end.
+            let excess = *limit - new;
+            let forgotten = self.shared.inflight.forget_permits(excess);
+            if forgotten < excess {
+                let sem = self.shared.inflight.clone();
+                let rest = u32::try_from(excess - forgotten).unwrap_or(u32::MAX);
+                tokio::spawn(async move {
+                    if let Ok(p) = sem.acquire_many(rest).await {
+                        p.forget();
+                    }
+                });
+            }
+        }
+        *limit = new;
+    }
+
+    /// The config in use.
+    pub fn config(&self) -> ReputationConfig {
+        self.evaluator().cfg.clone()
+    }
+
+    /// Warnings about the setup (public resolvers), also logged when found.
+    pub fn warnings(&self) -> Vec<String> {
+        self.shared
+            .warnings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn evaluator(&self) -> Arc<Evaluator> {
+        self.shared
+            .evaluator
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Evaluates one address now, outside the budget (for `check` and tests).
+    pub async fn evaluate(&self, ip: IpAddr) -> Verdict {
+        evaluate(&self.evaluator(), &self.shared.counters, ip).await
+    }
+
+    /// Hands a new peer to the budgeted queue; returns at once. See [`Submit`].
+    pub fn submit(&self, ip: IpAddr) -> Submit {
+        let c = &self.shared.counters;
+        c.submitted.inc();
+        let result = self.shared.queue.submit(canonical(ip));
+        match result {
+            Submit::Queued => c.queued.inc(),
+            Submit::Coalesced => c.coalesced.inc(),
+            Submit::Rejected => c.rejected_queue_full.inc(),
+        }
+        result
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> Stats {
+        let (queued, pending) = self.shared.queue.depth();
+        let zones = self
+            .shared
+            .zone_counters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        self.shared
+            .counters
+            .snapshot(&zones, queued as u64, (pending - queued) as u64)
+    }
+}
+
+/// Builds the resolver and zones for `cfg`, with the warnings about its setup.
+fn build(
+    cfg: ReputationConfig,
+    counters: &Arc<Counters>,
+    zone_counters: &Mutex<BTreeMap<String, Arc<ZoneCounters>>>,
+) -> Result<(Evaluator, Vec<String>), EngineError> {
+    let dns = Dns::new(&cfg.resolver, counters.clone())?;
+    let mut warnings = Vec::new();
+    let public = dns.public_servers();
+    if !public.is_empty() {
+        let list = public
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let msg = format!(
+            "resolver {list} is a public resolver: DNSBLs such as Spamhaus and DNSWL refuse \
+             queries from public resolvers, so their answers will be error codes or nothing; \
+             run a recursive resolver of your own (e.g. unbound on this host) and set \
+             resolver.nameservers"
+        );
+        warn!("{msg}");
+        warnings.push(msg);
+    }
+    let zones = {
+        let mut zc = zone_counters.lock().unwrap_or_else(|e| e.into_inner());
+        cfg.dnsbl
+            .iter()
+            .map(|z| {
+                let name = z.zone.trim_end_matches('.').to_ascii_lowercase();
+                let counters = zc.entry(name).or_default().clone();
+                Zone::new(z.clone(), counters)
+            })
+            .collect()
+    };
+    Ok((Evaluator { cfg, dns, zones }, warnings))
+}
+
+/// Drains the queue: one token and one in-flight permit per evaluation.
+async fn dispatch(shared: Arc<Shared>, tx: mpsc::Sender<Verdict>) {
+    loop {
+        shared.queue.wait_nonempty().await;
+        take_token(&shared.bucket).await;
+        let Ok(permit) = shared.inflight.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(ip) = shared.queue.pop() else {
+            continue;
+        };
+        let evaluator = shared
+            .evaluator
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let shared = shared.clone();
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let verdict = evaluate(&evaluator, &shared.counters, ip).await;
+            shared.queue.done(ip);
+            // Waiting here (channel full) holds the permit: a slow consumer slows intake
+            // instead of growing a backlog.
+            let _ = tx.send(verdict).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn evaluate(ev: &Evaluator, counters: &Counters, ip: IpAddr) -> Verdict {
+    let started = Instant::now();
+    let ip = canonical(ip);
+    let cfg = &ev.cfg;
+    let policy = &cfg.policy;
+    counters.evaluations.inc();
+    let static_hit = if let Some(net) = cfg.lists.allow.iter().find(|n| n.contains(&ip)) {
+        counters.static_allow.inc();
+        Some((
+            Action::Pass,
+            Evidence::new("lists", Finding::StaticAllow, 0).detail(format!("lists.allow {net}")),
+        ))
+    } else if let Some(net) = cfg.lists.deny.iter().find(|n| n.contains(&ip)) {
+        counters.static_deny.inc();
+        Some((
+            Action::Drop,
+            Evidence::new("lists", Finding::StaticDeny, 0).detail(format!("lists.deny {net}")),
+        ))
+    } else {
+        None
+    };
+    let verdict = if let Some((action, evidence)) = static_hit {
+        Verdict {
+            ip,
+            action,
+            reason: Reason::Config,
+            score: 0,
+            ttl: policy.ttl_max,
+            evidence: vec![evidence],
+            warnings: Vec::new(),
+            elapsed: started.elapsed(),
+        }
+    } else {
+        let rdns = async {
+            if cfg.rdns.enabled {
+                rdns::check(&ev.dns, ip, &cfg.rdns, counters).await
+            } else {
+                Vec::new()
+            }
+        };
+        let zones = join_all(ev.zones.iter().map(|z| dnsbl::check(&ev.dns, ip, z)));
+        let (mut evidence, zone_results) = futures::join!(rdns, zones);
+        let mut warnings = Vec::new();
+        for r in zone_results {
+            evidence.extend(r.evidence);
+            warnings.extend(r.warnings);
+        }
+        let d = policy::decide(&evidence, policy);
+        Verdict {
+            ip,
+            action: d.action,
+            reason: d.reason,
+            score: d.score,
+            ttl: d.ttl,
+            evidence,
+            warnings,
+            elapsed: started.elapsed(),
+        }
+    };
+    match verdict.action {
+        Action::Pass => counters.verdict_pass.inc(),
+        Action::Limit => counters.verdict_limit.inc(),
+        Action::Drop => counters.verdict_drop.inc(),
+    }
+    if verdict.reason == Reason::Tempfail {
+        counters.verdict_tempfail.inc();
+    }
+    debug!(
+        %ip,
+        action = super::verdict::action_name(verdict.action),
+        score = verdict.score,
+        ttl_secs = verdict.ttl.as_secs(),
+        "verdict"
+    );
+    verdict
+}

@@ -1,0 +1,214 @@
+//! The DNS client: hickory-resolver set up for screening, and its results sorted into what
+//! the engine has to tell apart (an answer, a definite "no such record", and "we don't know").
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    sync::Arc,
+    time::Duration,
+};
+
+use hickory_resolver::{
+    Resolver, TokioResolver,
+    config::{
+        ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig as HickoryConfig,
+        ResolverOpts,
+    },
+    net::{DnsError, NetError, NoRecords, runtime::TokioRuntimeProvider},
+    proto::{
+        op::ResponseCode,
+        rr::{Name, RData, RecordType},
+    },
+};
+
+use super::{
+    config::{ResolverConfig, public_resolvers},
+    stats::Counters,
+};
+
+/// What one query came back with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome<T> {
+    /// Records of the asked type (never empty), and the smallest TTL among them.
+    Answer(Vec<T>, Duration),
+    /// NXDOMAIN, or NOERROR with no record of the type. A definite negative; the TTL is the
+    /// SOA's negative TTL when the server sent one.
+    Negative {
+        nxdomain: bool,
+        ttl: Option<Duration>,
+    },
+    /// SERVFAIL, REFUSED, timeout, network error: the question is still open.
+    TempFail(String),
+}
+
+/// The engine's resolver.
+pub struct Dns {
+    resolver: TokioResolver,
+    /// The nameservers in use (from config or resolv.conf), for logs and warnings.
+    pub servers: Vec<IpAddr>,
+    counters: Arc<Counters>,
+}
+
+/// Could not set up the resolver.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot set up the DNS resolver: {0} (set resolver.nameservers in the config, or fix /etc/resolv.conf)"
+)]
+pub struct ResolverError(String);
+
+impl Dns {
+    /// Builds the resolver: `cfg.nameservers` or else `/etc/resolv.conf`, with the timeouts
+    /// and cache size of `cfg`. Needs no runtime until the first query.
+    pub fn new(cfg: &ResolverConfig, counters: Arc<Counters>) -> Result<Self, ResolverError> {
+        let (hconfig, mut opts) = if cfg.nameservers.is_empty() {
+            hickory_resolver::system_conf::read_system_conf()
+                .map_err(|e| ResolverError(e.to_string()))?
+        } else {
+            let servers = cfg
+                .nameservers
+                .iter()
+                .map(|ns| {
+                    let mut udp = ConnectionConfig::udp();
+                    udp.port = ns.0.port();
+                    let mut tcp = ConnectionConfig::tcp();
+                    tcp.port = ns.0.port();
+                    NameServerConfig::new(ns.0.ip(), true, vec![udp, tcp])
+                })
+                .collect();
+            (
+                HickoryConfig::from_parts(None, Vec::new(), servers),
+                ResolverOpts::default(),
+            )
+        };
+        if hconfig.name_servers().is_empty() {
+            return Err(ResolverError("no nameserver configured".to_owned()));
+        }
+        opts.timeout = cfg.timeout;
+        opts.attempts = cfg.attempts;
+        opts.cache_size = cfg.cache_size;
+        // One server at a time: asking two in parallel doubles the load on the lists.
+        opts.num_concurrent_reqs = 1;
+        // Everything we ask is a fully qualified name; /etc/hosts must not answer PTRs.
+        opts.ndots = 0;
+        opts.use_hosts_file = ResolveHosts::Never;
+        opts.preserve_intermediates = false;
+        // Our own in-flight cap bounds concurrency; hickory's per-connection cap (32) would
+        // otherwise turn a burst into spurious "busy" failures.
+        opts.max_active_requests = opts.max_active_requests.max(1024);
+        let servers = hconfig.name_servers().iter().map(|s| s.ip).collect();
+        let resolver = Resolver::builder_with_config(hconfig, TokioRuntimeProvider::default())
+            .with_options(opts)
+            .build()
+            .map_err(|e| ResolverError(e.to_string()))?;
+        Ok(Self {
+            resolver,
+            servers,
+            counters,
+        })
+    }
+
+    /// The well-known public resolvers among the servers in use.
+    pub fn public_servers(&self) -> Vec<IpAddr> {
+        public_resolvers(self.servers.iter().copied())
+    }
+
+    async fn lookup(&self, name: &str, rtype: RecordType) -> Outcome<(RData, u32)> {
+        let name = match Name::from_ascii(name) {
+            Ok(n) => n,
+            Err(e) => return Outcome::TempFail(format!("invalid name {name}: {e}")),
+        };
+        self.counters.queries_sent.inc();
+        match self.resolver.lookup(name, rtype).await {
+            Ok(lookup) => {
+                let records: Vec<_> = lookup
+                    .answers()
+                    .iter()
+                    .filter(|r| r.record_type() == rtype)
+                    .map(|r| (r.data.clone(), r.ttl))
+                    .collect();
+                match records.iter().map(|r| r.1).min() {
+                    Some(ttl) => Outcome::Answer(records, Duration::from_secs(ttl.into())),
+                    None => Outcome::Negative {
+                        nxdomain: false,
+                        ttl: None,
+                    },
+                }
+            }
+            Err(e) => classify_error(e),
+        }
+    }
+
+    /// PTR names of `ip` (already in reverse-name form: `name`).
+    pub async fn ptr(&self, name: &str) -> Outcome<Name> {
+        map(self.lookup(name, RecordType::PTR).await, |d| match d {
+            RData::PTR(p) => Some(p.0),
+            _ => None,
+        })
+    }
+
+    pub async fn a(&self, name: &str) -> Outcome<Ipv4Addr> {
+        map(self.lookup(name, RecordType::A).await, |d| match d {
+            RData::A(a) => Some(a.0),
+            _ => None,
+        })
+    }
+
+    pub async fn aaaa(&self, name: &str) -> Outcome<Ipv6Addr> {
+        map(self.lookup(name, RecordType::AAAA).await, |d| match d {
+            RData::AAAA(a) => Some(a.0),
+            _ => None,
+        })
+    }
+
+    /// TXT strings, each record's character-strings joined.
+    pub async fn txt(&self, name: &str) -> Outcome<String> {
+        map(self.lookup(name, RecordType::TXT).await, |d| match d {
+            RData::TXT(t) => Some(
+                t.txt_data
+                    .iter()
+                    .map(|s| String::from_utf8_lossy(s))
+                    .collect::<String>(),
+            ),
+            _ => None,
+        })
+    }
+}
+
+fn map<T>(o: Outcome<(RData, u32)>, f: impl Fn(RData) -> Option<T>) -> Outcome<T> {
+    match o {
+        Outcome::Answer(records, ttl) => {
+            let items: Vec<T> = records.into_iter().filter_map(|(d, _)| f(d)).collect();
+            if items.is_empty() {
+                Outcome::Negative {
+                    nxdomain: false,
+                    ttl: None,
+                }
+            } else {
+                Outcome::Answer(items, ttl)
+            }
+        }
+        Outcome::Negative { nxdomain, ttl } => Outcome::Negative { nxdomain, ttl },
+        Outcome::TempFail(e) => Outcome::TempFail(e),
+    }
+}
+
+/// NXDOMAIN and NODATA are answers; everything else leaves the question open.
+fn classify_error(e: NetError) -> Outcome<(RData, u32)> {
+    match e {
+        NetError::Dns(DnsError::NoRecordsFound(NoRecords {
+            response_code,
+            negative_ttl,
+            ..
+        })) if matches!(
+            response_code,
+            ResponseCode::NXDomain | ResponseCode::NoError
+        ) =>
+        {
+            Outcome::Negative {
+                nxdomain: response_code == ResponseCode::NXDomain,
+                ttl: negative_ttl.map(|t| Duration::from_secs(t.into())),
+            }
+        }
+        NetError::Dns(DnsError::ResponseCode(code)) => Outcome::TempFail(code.to_string()),
+        NetError::Timeout => Outcome::TempFail("timeout".to_owned()),
+        other => Outcome::TempFail(other.to_string()),
+    }
+}

@@ -1,0 +1,185 @@
+//! Counters the daemon's `status` reads: budget decisions, verdicts, DNS answers by class, and
+//! per zone the error codes that mean a list is refusing us.
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Mutex,
+        atomic::{AtomicU64, Ordering::Relaxed},
+    },
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+
+/// A relaxed atomic counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Relaxed);
+    }
+
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
+/// Engine-wide counters (kept across reloads).
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub submitted: Counter,
+    pub queued: Counter,
+    pub coalesced: Counter,
+    pub rejected_queue_full: Counter,
+    pub evaluations: Counter,
+    pub verdict_pass: Counter,
+    pub verdict_limit: Counter,
+    pub verdict_drop: Counter,
+    pub verdict_tempfail: Counter,
+    pub static_allow: Counter,
+    pub static_deny: Counter,
+    pub ptr_found: Counter,
+    pub no_ptr: Counter,
+    pub fcrdns_ok: Counter,
+    pub fcrdns_mismatch: Counter,
+    pub rdns_tempfail: Counter,
+    /// DNS lookups issued (one per question; hickory's retransmissions are not counted).
+    pub queries_sent: Counter,
+}
+
+/// Per-zone counters.
+#[derive(Debug, Default)]
+pub struct ZoneCounters {
+    pub queries: Counter,
+    pub listed: Counter,
+    pub not_listed: Counter,
+    pub code_ignored: Counter,
+    pub tempfail: Counter,
+    pub error_codes: Counter,
+    pub outside_loopback: Counter,
+    /// Error-code warnings not logged because one was logged less than a minute ago.
+    pub warnings_suppressed: Counter,
+    last_warning: Mutex<Option<Instant>>,
+}
+
+/// At most one warning per zone per this interval.
+pub const WARNING_INTERVAL: Duration = Duration::from_secs(60);
+
+impl ZoneCounters {
+    /// Whether a warning may be logged now; otherwise counts it as suppressed.
+    pub fn may_warn(&self) -> bool {
+        let mut last = self.last_warning.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if last.is_some_and(|t| now.duration_since(t) < WARNING_INTERVAL) {
+            self.warnings_suppressed.inc();
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+
+    fn snapshot(&self) -> ZoneStats {
+        ZoneStats {
+            queries: self.queries.get(),
+            listed: self.listed.get(),
+            not_listed: self.not_listed.get(),
+            code_ignored: self.code_ignored.get(),
+            tempfail: self.tempfail.get(),
+            error_codes: self.error_codes.get(),
+            outside_loopback: self.outside_loopback.get(),
+            warnings_suppressed: self.warnings_suppressed.get(),
+        }
+    }
+}
+
+/// A snapshot of the engine's counters, for `status` (serializes to JSON as is).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    /// Peers handed to [`Engine::submit`](super::Engine::submit).
+    pub submitted: u64,
+    /// ... of which queued for an evaluation,
+    pub queued: u64,
+    /// ... joined an evaluation already queued or running for the same address,
+    pub coalesced: u64,
+    /// ... or were turned away because the queue was full (they stay unknown and pass).
+    pub rejected_queue_full: u64,
+    /// Peers waiting for a slot now.
+    pub queue_depth: u64,
+    /// Evaluations running now.
+    pub in_flight: u64,
+    /// Evaluations completed (queued ones and direct `evaluate` calls).
+    pub evaluations: u64,
+    pub verdict_pass: u64,
+    pub verdict_limit: u64,
+    pub verdict_drop: u64,
+    /// Verdicts shortened (and made lenient) because a lookup failed.
+    pub verdict_tempfail: u64,
+    pub static_allow: u64,
+    pub static_deny: u64,
+    /// DNS lookups issued (PTR, A/AAAA, DNSBL A and TXT).
+    pub queries_sent: u64,
+    pub ptr_found: u64,
+    pub no_ptr: u64,
+    pub fcrdns_ok: u64,
+    pub fcrdns_mismatch: u64,
+    pub rdns_tempfail: u64,
+    /// Per DNSBL zone (zones removed by a reload keep their counts).
+    pub zones: BTreeMap<String, ZoneStats>,
+}
+
+/// Per-zone part of [`Stats`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ZoneStats {
+    pub queries: u64,
+    pub listed: u64,
+    pub not_listed: u64,
+    /// Answers its `codes` filter excluded.
+    pub code_ignored: u64,
+    pub tempfail: u64,
+    /// 127.255.255.x answers (and the zone's own error codes): the list refused to answer.
+    /// Non-zero means fix the resolver setup or the query volume.
+    pub error_codes: u64,
+    /// Answers outside 127/8 (a resolver rewriting NXDOMAIN).
+    pub outside_loopback: u64,
+    pub warnings_suppressed: u64,
+}
+
+impl Counters {
+    pub(crate) fn snapshot(
+        &self,
+        zones: &BTreeMap<String, std::sync::Arc<ZoneCounters>>,
+        queue_depth: u64,
+        in_flight: u64,
+    ) -> Stats {
+        Stats {
+            submitted: self.submitted.get(),
+            queued: self.queued.get(),
+            coalesced: self.coalesced.get(),
+            rejected_queue_full: self.rejected_queue_full.get(),
+            queue_depth,
+            in_flight,
+            evaluations: self.evaluations.get(),
+            verdict_pass: self.verdict_pass.get(),
+            verdict_limit: self.verdict_limit.get(),
+            verdict_drop: self.verdict_drop.get(),
+            verdict_tempfail: self.verdict_tempfail.get(),
+            static_allow: self.static_allow.get(),
+            static_deny: self.static_deny.get(),
+            queries_sent: self.queries_sent.get(),
+            ptr_found: self.ptr_found.get(),
+            no_ptr: self.no_ptr.get(),
+            fcrdns_ok: self.fcrdns_ok.get(),
+            fcrdns_mismatch: self.fcrdns_mismatch.get(),
+            rdns_tempfail: self.rdns_tempfail.get(),
+            zones: zones
+                .iter()
+                .map(|(k, v)| (k.clone(), v.snapshot()))
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! What the engine concludes about a peer: a [`Verdict`] and the [`Evidence`] behind it.
+use std::{net::IpAddr, time::Duration};
+
+use filter_common::{Action, Reason};
+use serde::{Serialize, Serializer};
+
+/// The engine's decision about one peer.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Verdict {
+    pub ip: IpAddr,
+    #[serde(serialize_with = "ser_action")]
+    pub action: Action,
+    /// Why, in the datapath's terms: `Config` (static lists), `Reputation` (the score) or
+    /// `Tempfail` (DNS trouble left the verdict uncertain: a short-lived, lenient verdict).
+    #[serde(serialize_with = "ser_reason")]
+    pub reason: Reason,
+    /// Sum of the evidence weights.
+    pub score: i32,
+    /// How long the verdict holds; the daemon turns it into the map entry's expiry.
+    #[serde(rename = "ttl_secs", serialize_with = "ser_secs")]
+    pub ttl: Duration,
+    pub evidence: Vec<Evidence>,
+    /// Things the operator should fix (a list refusing our queries), for logs and `check`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// Time the evaluation took.
+    #[serde(rename = "elapsed_ms", serialize_with = "ser_millis")]
+    pub elapsed: Duration,
+}
+
+/// One lookup (or static decision) and what it contributed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Evidence {
+    /// `lists`, `rdns`, `fcrdns`, or `dnsbl:<zone>`.
+    pub source: String,
+    pub result: Finding,
+    /// Points added to the score (negative for allowlists; 0 for anything that is not a
+    /// definite answer).
+    pub weight: i32,
+    /// The DNS question asked (`2.2.0.192.zen.spamhaus.org. A`), empty for static lists.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub query: String,
+    /// The answer or error, readable: codes, class labels, TXT reason, PTR names.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+    /// TTL of the answer (or of the negative answer, from the SOA), when known.
+    #[serde(
+        rename = "ttl_secs",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_opt_secs"
+    )]
+    pub ttl: Option<Duration>,
+    /// For a lookup that failed: the lowest and highest weight a real answer could have
+    /// added. The policy uses it to keep a failure from ever making a verdict harsher.
+    #[serde(skip)]
+    pub(crate) unknown_range: Option<(i32, i32)>,
+}
+
+/// What a lookup found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Finding {
+    /// In `lists.allow`.
+    StaticAllow,
+    /// In `lists.deny`.
+    StaticDeny,
+    /// The address has PTR names.
+    Ptr,
+    /// NXDOMAIN or no PTR record: a definite "no reverse DNS".
+    NoPtr,
+    /// A PTR name resolves back to the address.
+    FcrdnsMatch,
+    /// No PTR name (among those checked) resolves back to the address.
+    FcrdnsMismatch,
+    /// SERVFAIL, timeout, refused...: we do not know. Never adds weight.
+    DnsTempfail,
+    /// The zone lists the address with a code that counts.
+    Listed,
+    /// NXDOMAIN (or no A record) from the zone.
+    NotListed,
+    /// The zone answered with a code that its `codes` filter excludes.
+    CodeIgnored,
+    /// The zone answered 127.255.255.x (or one of its `error_codes`): it refused the query.
+    ErrorCode,
+    /// The zone answered an address outside 127.0.0.0/8: not a DNSBL answer.
+    OutsideLoopback,
+}
+
+impl Finding {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Finding::StaticAllow => "static_allow",
+            Finding::StaticDeny => "static_deny",
+            Finding::Ptr => "ptr",
+            Finding::NoPtr => "no_ptr",
+            Finding::FcrdnsMatch => "fcrdns_match",
+            Finding::FcrdnsMismatch => "fcrdns_mismatch",
+            Finding::DnsTempfail => "dns_tempfail",
+            Finding::Listed => "listed",
+            Finding::NotListed => "not_listed",
+            Finding::CodeIgnored => "code_ignored",
+            Finding::ErrorCode => "error_code",
+            Finding::OutsideLoopback => "outside_loopback",
+        }
+    }
+
+    /// Whether the lookup behind it gave no usable answer.
+    pub const fn is_unknown(self) -> bool {
+        matches!(
+            self,
+            Finding::DnsTempfail | Finding::ErrorCode | Finding::OutsideLoopback
+        )
+    }
+}
+
+impl Evidence {
+    pub(crate) fn new(source: impl Into<String>, result: Finding, weight: i32) -> Self {
+        Self {
+            source: source.into(),
+            result,
+            weight,
+            query: String::new(),
+            detail: String::new(),
+            ttl: None,
+            unknown_range: None,
+        }
+    }
+
+    pub(crate) fn query(mut self, q: impl Into<String>) -> Self {
+        self.query = q.into();
+        self
+    }
+
+    pub(crate) fn detail(mut self, d: impl Into<String>) -> Self {
+        self.detail = d.into();
+        self
+    }
+
+    pub(crate) fn ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    pub(crate) fn unknown(mut self, lo: i32, hi: i32) -> Self {
+        self.unknown_range = Some((lo.min(0), hi.max(0)));
+        self
+    }
+}
+
+/// `pass`, `limit` or `drop`.
+pub const fn action_name(a: Action) -> &'static str {
+    match a {
+        Action::Pass => "pass",
+        Action::Limit => "limit",
+        Action::Drop => "drop",
+    }
+}
+
+/// `config`, `reputation`, `tempfail`...
+pub const fn reason_name(r: Reason) -> &'static str {
+    match r {
+        Reason::Unspecified => "unspecified",
+        Reason::Manual => "manual",
+        Reason::Config => "config",
+        Reason::Reputation => "reputation",
+        Reason::Tempfail => "tempfail",
+        Reason::Feed => "feed",
+    }
+}
+
+fn ser_action<S: Serializer>(a: &Action, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(action_name(*a))
+}
+
+fn ser_reason<S: Serializer>(r: &Reason, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(reason_name(*r))
+}
+
+fn ser_secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_secs())
+}
+
+fn ser_millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn ser_opt_secs<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_u64(d.as_secs()),
+        None => s.serialize_none(),
+    }
+}
