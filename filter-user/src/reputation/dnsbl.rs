@@ -191,7 +191,7 @@ pub async fn check(dns: &Dns, ip: IpAddr, zone: &Zone) -> ZoneResult {
         c.listed.inc();
         // The TXT reason is for people (logs, `check`); its failure changes nothing.
         let txt = match dns.txt(&qname).await {
-            Outcome::Answer(txts, _) => txts.join(" | "),
+            Outcome::Answer(txts, _) => printable(&txts.join(" | "), 300),
             _ => String::new(),
         };
         for (class, codes) in listed {
@@ -219,4 +219,33 @@ pub async fn check(dns: &Dns, ip: IpAddr, zone: &Zone) -> ZoneResult {
         }
     }
     ZoneResult { evidence, warnings }
+}
+
+/// TXT data comes from the list's servers: keep it to one printable line of bounded length
+/// before it reaches logs and reports.
+fn printable(s: &str, max_chars: usize) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .take(max_chars)
+        .collect();
+    if s.chars().count() > max_chars {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn txt_is_one_bounded_printable_line() {
+        assert_eq!(
+            printable("listed\nFAKE LOG LINE\x1b[31m", 100),
+            "listed?FAKE LOG LINE?[31m"
+        );
+        assert_eq!(printable("abcdef", 3), "abc…");
+        assert_eq!(printable("abc", 3), "abc");
+    }
 }

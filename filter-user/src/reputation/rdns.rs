@@ -57,7 +57,13 @@ pub async fn check(dns: &Dns, ip: IpAddr, cfg: &RdnsConfig, counters: &Counters)
         }
     };
     let (ptr_ev, mut names) = names;
+    let total = names.len();
     names.truncate(cfg.max_ptr_names);
+    let checked = if total > names.len() {
+        format!(" (checked {} of {total} PTR names)", names.len())
+    } else {
+        String::new()
+    };
     let checks = names
         .iter()
         .map(|name| forward_matches(dns, ip, name.to_string()));
@@ -108,7 +114,7 @@ pub async fn check(dns: &Dns, ip: IpAddr, cfg: &RdnsConfig, counters: &Counters)
             cfg.fcrdns_mismatch_weight,
         )
         .query(format!("{listed} {rtype}"))
-        .detail(format!("no name resolves back to {ip}"))
+        .detail(format!("no name resolves back to {ip}{checked}"))
         .ttl(min_ttl)
     };
     vec![ptr_ev, fc]

@@ -207,8 +207,25 @@ fn classify_error(e: NetError) -> Outcome<(RData, u32)> {
                 ttl: negative_ttl.map(|t| Duration::from_secs(t.into())),
             }
         }
-        NetError::Dns(DnsError::ResponseCode(code)) => Outcome::TempFail(code.to_string()),
+        NetError::Dns(DnsError::ResponseCode(code)) => Outcome::TempFail(rcode_name(code)),
+        NetError::Dns(DnsError::NoRecordsFound(NoRecords { response_code, .. })) => {
+            Outcome::TempFail(rcode_name(response_code))
+        }
         NetError::Timeout => Outcome::TempFail("timeout".to_owned()),
         other => Outcome::TempFail(other.to_string()),
     }
+}
+
+/// The mnemonic operators know from dig (`SERVFAIL`), with hickory's description.
+fn rcode_name(code: ResponseCode) -> String {
+    let mnemonic = match code {
+        ResponseCode::FormErr => "FORMERR",
+        ResponseCode::ServFail => "SERVFAIL",
+        ResponseCode::NXDomain => "NXDOMAIN",
+        ResponseCode::NotImp => "NOTIMP",
+        ResponseCode::Refused => "REFUSED",
+        ResponseCode::NotAuth => "NOTAUTH",
+        _ => return format!("rcode {}", u16::from(code)),
+    };
+    format!("{mnemonic} ({code})")
 }

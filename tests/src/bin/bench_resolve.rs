@@ -10,9 +10,10 @@ use std::{
 };
 
 use mxscreen::reputation::{
-    DnsblConfig, Engine, ListsConfig, Nameserver, RdnsConfig, ReputationConfig, ResolverConfig, Submit,
+    DnsblConfig, Engine, ListsConfig, Nameserver, RdnsConfig, ReputationConfig, ResolverConfig,
+    Submit,
 };
-use mxscreen_tests::dns::{Listing, Rbldnsd, RblZone};
+use mxscreen_tests::dns::{Listing, RblZone, Rbldnsd};
 
 const ADDRESSES: u32 = 10_000;
 const ZONES: usize = 4;
@@ -29,14 +30,25 @@ fn main() {
         .map(|z| {
             // Zone z lists every tenth address, offset by z, so 40% of peers are listed once.
             let listings = (0..ADDRESSES)
-                .filter(|i| (i + z as u32) % 10 == 0)
-                .map(|i| Listing { ip: IpAddr::V4(addr(i)), code: Ipv4Addr::new(127, 0, 0, 2), txt: "bench".into() })
+                .filter(|i| (i + z as u32).is_multiple_of(10))
+                .map(|i| Listing {
+                    ip: IpAddr::V4(addr(i)),
+                    code: Ipv4Addr::new(127, 0, 0, 2),
+                    txt: "bench".into(),
+                })
                 .collect();
-            RblZone::new(&format!("bl{z}.bench.test"), Duration::from_secs(900), listings)
+            RblZone::new(
+                &format!("bl{z}.bench.test"),
+                Duration::from_secs(900),
+                listings,
+            )
         })
         .collect();
     let rbl = Rbldnsd::start(&zones);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let runs: Vec<Run> = MAX_INFLIGHT
         .iter()
         .map(|&inflight| {
@@ -58,8 +70,14 @@ fn main() {
                         error_codes: Vec::new(),
                     })
                     .collect(),
-                rdns: RdnsConfig { enabled: false, ..RdnsConfig::default() },
-                lists: ListsConfig { allow: Vec::new(), deny: Vec::new() },
+                rdns: RdnsConfig {
+                    enabled: false,
+                    ..RdnsConfig::default()
+                },
+                lists: ListsConfig {
+                    allow: Vec::new(),
+                    deny: Vec::new(),
+                },
                 ..ReputationConfig::default()
             };
             rt.block_on(run(cfg))
@@ -71,20 +89,54 @@ fn main() {
         let cells: Vec<String> = runs.iter().map(f).collect();
         println!("| {name} | {} |", cells.join(" | "));
     };
-    let heads: Vec<String> = MAX_INFLIGHT.iter().map(|i| format!("max_inflight {i}")).collect();
-    println!("{ADDRESSES} distinct addresses submitted at once, {ZONES} rbldnsd zones, rate cap lifted\n");
+    let heads: Vec<String> = MAX_INFLIGHT
+        .iter()
+        .map(|i| format!("max_inflight {i}"))
+        .collect();
+    println!(
+        "{ADDRESSES} distinct addresses submitted at once, {ZONES} rbldnsd zones, rate cap lifted\n"
+    );
     println!("| measure | {} |", heads.join(" | "));
     println!("|---|{}", "---:|".repeat(runs.len()));
-    row("wall time", &|r| format!("{:.2} s", r.elapsed.as_secs_f64()));
-    row("lookups/s (addresses evaluated per second)", &|r| format!("{:.0}", n / r.elapsed.as_secs_f64()));
-    row("DNS queries/s", &|r| format!("{:.0}", r.queries as f64 / r.elapsed.as_secs_f64()));
-    row("queries sent per address", &|r| format!("{:.2}", r.queries as f64 / n));
-    row("evaluation time p50 / p99", &|r| format!("{} / {}", ms(pct(&r.eval_times, 50)), ms(pct(&r.eval_times, 99))));
-    row("verdict latency p50 / p99 (submit → verdict, incl. queueing)", &|r| {
-        format!("{} / {}", ms(pct(&r.latencies, 50)), ms(pct(&r.latencies, 99)))
+    row("wall time", &|r| {
+        format!("{:.2} s", r.elapsed.as_secs_f64())
     });
-    row("evaluations slower than 1 s", &|r| r.eval_times.iter().filter(|t| **t > Duration::from_secs(1)).count().to_string());
-    row("verdicts pass / drop", &|r| format!("{} / {}", r.pass, r.drop));
+    row("lookups/s (addresses evaluated per second)", &|r| {
+        format!("{:.0}", n / r.elapsed.as_secs_f64())
+    });
+    row("DNS queries/s", &|r| {
+        format!("{:.0}", r.queries as f64 / r.elapsed.as_secs_f64())
+    });
+    row("queries sent per address", &|r| {
+        format!("{:.2}", r.queries as f64 / n)
+    });
+    row("evaluation time p50 / p99", &|r| {
+        format!(
+            "{} / {}",
+            ms(pct(&r.eval_times, 50)),
+            ms(pct(&r.eval_times, 99))
+        )
+    });
+    row(
+        "verdict latency p50 / p99 (submit → verdict, incl. queueing)",
+        &|r| {
+            format!(
+                "{} / {}",
+                ms(pct(&r.latencies, 50)),
+                ms(pct(&r.latencies, 99))
+            )
+        },
+    );
+    row("evaluations slower than 1 s", &|r| {
+        r.eval_times
+            .iter()
+            .filter(|t| **t > Duration::from_secs(1))
+            .count()
+            .to_string()
+    });
+    row("verdicts pass / drop", &|r| {
+        format!("{} / {}", r.pass, r.drop)
+    });
     row("peak RSS (VmHWM) after the run", &|r| r.vm_hwm.clone());
 }
 
@@ -105,7 +157,11 @@ async fn run(cfg: ReputationConfig) -> Run {
     for i in 0..ADDRESSES {
         let ip = IpAddr::V4(addr(i));
         submitted.insert(ip, Instant::now());
-        assert_eq!(engine.submit(ip), Submit::Queued, "queue sized for every address");
+        assert_eq!(
+            engine.submit(ip),
+            Submit::Queued,
+            "queue sized for every address"
+        );
     }
     let mut latencies = Vec::with_capacity(ADDRESSES as usize);
     let mut eval_times = Vec::with_capacity(ADDRESSES as usize);
@@ -120,7 +176,10 @@ async fn run(cfg: ReputationConfig) -> Run {
         tempfails += usize::from(v.reason == filter_common::Reason::Tempfail);
     }
     let elapsed = start.elapsed();
-    assert_eq!(tempfails, 0, "DNS failures during the benchmark: the numbers would lie");
+    assert_eq!(
+        tempfails, 0,
+        "DNS failures during the benchmark: the numbers would lie"
+    );
     let stats = engine.stats();
     Run {
         elapsed,
@@ -147,7 +206,14 @@ fn ms(d: Duration) -> String {
 /// in its own process).
 fn vm_hwm() -> String {
     let status = std::fs::read_to_string("/proc/self/status").expect("read /proc/self/status");
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM in /proc/self/status");
-    let kib: f64 = line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).expect("VmHWM value");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .expect("VmHWM in /proc/self/status");
+    let kib: f64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM value");
     format!("{:.1} MiB", kib / 1024.0)
 }
