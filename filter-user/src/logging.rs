@@ -1,14 +1,22 @@
-//! Log output: `tracing` to stderr, filtered by `RUST_LOG` (default `info`).
+//! Log output: `tracing` to stderr, filtered by `RUST_LOG` (default `info`), as plain
+//! `key=value` lines or one JSON object per line.
 
 use std::io::IsTerminal as _;
 
 use tracing_subscriber::EnvFilter;
 
-pub fn init() {
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Plain,
+    Json,
+}
+
+pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Plain => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
 }

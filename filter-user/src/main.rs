@@ -1,1 +1,5 @@
-fn main() {}
+//! The `mxscreen` binary: everything lives in the library; see `mxscreen --help`.
+
+fn main() -> std::process::ExitCode {
+    mxscreen::cli::main()
+}

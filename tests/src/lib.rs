@@ -4,3 +4,4 @@ pub mod kernel;
 pub mod packets;
 pub mod netns;
 pub mod dns;
+pub mod daemon;

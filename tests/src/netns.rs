@@ -131,6 +131,15 @@ impl Wire {
         Self { client, server }
     }
 
+    /// Gives the client one more source address (IPv4 /24 or IPv6 /64 of the wire).
+    pub fn add_client_addr(&self, addr: &str) {
+        if addr.contains(':') {
+            self.client.ip(&["addr", "add", &format!("{addr}/64"), "dev", "vc", "nodad"]);
+        } else {
+            self.client.ip(&["addr", "add", &format!("{addr}/24"), "dev", "vc"]);
+        }
+    }
+
     /// Opens a TCP connection from `src` (one of the client's addresses) to `dst` within
     /// `timeout`; `Ok` once the handshake completed, i.e. the server's kernel saw the SYN.
     pub fn connect(&self, src: &str, dst: SocketAddr, timeout: Duration) -> std::io::Result<()> {

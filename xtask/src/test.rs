@@ -88,6 +88,8 @@ pub fn run(filter: Option<&str>) -> Result<()> {
     // Build everything once up front so a compile error is reported once, not per suite.
     // (The default members: the eBPF crate is built by filter-user's build.rs.)
     status(cargo().args(["test", "--no-run"]))?;
+    // The daemon and end-to-end suites run the real binary.
+    status(cargo().args(["build", "-p", "filter-user", "--bin", "mxscreen"]))?;
 
     let mut total = Tally::default();
     let mut failed_suites = Vec::new();

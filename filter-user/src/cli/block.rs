@@ -1,0 +1,69 @@
+//! `mxscreen block` / `mxscreen unblock`.
+
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use ipnet::IpNet;
+
+use super::{connect::Connect, parse_duration, parse_net};
+use crate::control::protocol::{Body, Request, ttl_secs};
+
+/// Drop SYNs to the screened ports from an address or prefix, now and across restarts.
+///
+/// Takes effect in the datapath before the command returns. Loopback, the host's own
+/// addresses and lists.allow can never be blocked; prefixes wider than
+/// control.widest_block_v4/v6 need --force.
+///
+/// Examples:
+///   mxscreen block 203.0.113.7 --for 24h --reason "dictionary attack"
+///   mxscreen block 198.51.100.0/24
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct BlockArgs {
+    /// Address or CIDR prefix.
+    #[arg(value_parser = parse_net)]
+    net: IpNet,
+    /// How long (e.g. 90s, 10m, 24h, 7d); default: until unblocked.
+    #[arg(long = "for", value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Free text kept with the entry and shown by `list`.
+    #[arg(long)]
+    reason: Option<String>,
+    /// Accept a prefix wider than the configured limit.
+    #[arg(long)]
+    force: bool,
+    #[command(flatten)]
+    connect: Connect,
+}
+
+/// Remove a manual block.
+///
+/// Example:
+///   mxscreen unblock 203.0.113.7
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct UnblockArgs {
+    /// Address or CIDR prefix, exactly as blocked.
+    #[arg(value_parser = parse_net)]
+    net: IpNet,
+    #[command(flatten)]
+    connect: Connect,
+}
+
+pub fn done(body: Body) -> Result<()> {
+    match body {
+        Body::Done { message } => {
+            println!("{message}");
+            Ok(())
+        }
+        other => bail!("unexpected reply from the daemon: {other:?}"),
+    }
+}
+
+pub fn block(a: BlockArgs) -> Result<()> {
+    done(a.connect.request(Request::Block { net: a.net, ttl_secs: ttl_secs(a.duration), reason: a.reason, force: a.force })?)
+}
+
+pub fn unblock(a: UnblockArgs) -> Result<()> {
+    done(a.connect.request(Request::Unblock { net: a.net })?)
+}

@@ -1,0 +1,37 @@
+//! How a CLI command finds the daemon: `--socket`, else `control.socket` from the config
+//! file (`--config`, else the default path if it exists), else the default socket.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::{
+    config::Config,
+    control::{client, protocol::{Body, Request}},
+};
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct Connect {
+    /// Control socket of the daemon (default: control.socket from the config).
+    #[arg(long, global = true)]
+    pub socket: Option<PathBuf>,
+    /// Config file to read control.socket from (default: /etc/mxscreen/mxscreen.toml).
+    #[arg(long, short, global = true)]
+    pub config: Option<PathBuf>,
+}
+
+impl Connect {
+    pub fn socket_path(&self) -> Result<PathBuf> {
+        if let Some(s) = &self.socket {
+            return Ok(s.clone());
+        }
+        Ok(Config::resolve(self.config.as_deref())?.0.control.socket)
+    }
+
+    /// Sends one request and returns the daemon's answer.
+    pub fn request(&self, req: Request) -> Result<Body> {
+        let path = self.socket_path()?;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        Ok(rt.block_on(client::request(&path, &req))?)
+    }
+}

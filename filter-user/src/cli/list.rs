@@ -1,0 +1,84 @@
+//! `mxscreen list`.
+
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+
+use super::connect::Connect;
+use crate::{
+    control::protocol::{Body, ListWhat, ListedEntry, Request},
+    reputation::duration,
+    state::unix_now,
+};
+
+/// Show blocked and allowed prefixes and cached verdicts, with source, reason, expiry and hits.
+///
+/// Examples:
+///   mxscreen list
+///   mxscreen list --blocked
+///   mxscreen list --verdicts --json
+#[derive(clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Only the deny list.
+    #[arg(long, group = "what")]
+    blocked: bool,
+    /// Only the allow list.
+    #[arg(long, group = "what")]
+    allowed: bool,
+    /// Only cached verdicts.
+    #[arg(long, group = "what")]
+    verdicts: bool,
+    /// One JSON array instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    connect: Connect,
+}
+
+/// `in 23h59m`, `never`, `expired`.
+pub fn expiry(expires: Option<u64>) -> String {
+    match expires {
+        None => "never".into(),
+        Some(t) if t <= unix_now() => "expired".into(),
+        Some(t) => format!("in {}", duration::format(Duration::from_secs(t - unix_now()))),
+    }
+}
+
+pub fn row(e: &ListedEntry) -> String {
+    format!(
+        "{:<8} {:<40} {:<6} {:<11} {:<14} {:>8}  {}",
+        e.list,
+        e.net.to_string(),
+        e.action,
+        e.source,
+        expiry(e.expires),
+        e.hits,
+        e.reason.as_deref().unwrap_or("")
+    )
+}
+
+pub fn main(a: Args) -> Result<()> {
+    let what = if a.blocked {
+        ListWhat::Blocked
+    } else if a.allowed {
+        ListWhat::Allowed
+    } else if a.verdicts {
+        ListWhat::Verdicts
+    } else {
+        ListWhat::All
+    };
+    let Body::List { mut entries } = a.connect.request(Request::List { what })? else {
+        bail!("unexpected reply from the daemon");
+    };
+    entries.sort_by(|x, y| (&x.list, x.net).cmp(&(&y.list, y.net)));
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+        return Ok(());
+    }
+    println!("{:<8} {:<40} {:<6} {:<11} {:<14} {:>8}  REASON", "LIST", "PREFIX", "ACTION", "SOURCE", "EXPIRES", "HITS");
+    for e in &entries {
+        println!("{}", row(e));
+    }
+    Ok(())
+}

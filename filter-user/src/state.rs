@@ -1,0 +1,187 @@
+//! The state file: manual blocks and allows (with reason, creation and expiry), the one
+//! thing an operator typed that must survive anything. Written atomically on every change
+//! (temp file, fsync, rename, fsync of the directory), reloaded at start. A file that cannot
+//! be parsed is moved aside and reported — never silently discarded, never crashed on.
+
+use std::{
+    fs::{self, File},
+    io::Write as _,
+    path::{Path, PathBuf},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, Result};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::datapath::ListKind;
+
+/// Default path (`state.file`).
+pub const DEFAULT_STATE_FILE: &str = "/var/lib/mxscreen/state.json";
+const VERSION: u32 = 1;
+
+/// One manual entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManualEntry {
+    pub list: ListKind,
+    pub net: IpNet,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Unix seconds.
+    pub created: u64,
+    /// Unix seconds; absent = until removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<u64>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OnDisk {
+    version: u32,
+    entries: Vec<ManualEntry>,
+}
+
+/// The manual entries and the file they live in.
+#[derive(Debug)]
+pub struct State {
+    path: PathBuf,
+    entries: Vec<ManualEntry>,
+}
+
+/// Now, in Unix seconds.
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl State {
+    /// Loads `path`. Missing: empty state. Unparsable: the file is renamed to
+    /// `<path>.corrupt-<unix time>` and an error is logged naming both paths; the daemon starts
+    /// with no manual entries rather than not at all (mail must flow), and the operator can
+    /// restore from the moved file. Unreadable (I/O, permissions): an error, since moving it
+    /// aside could fail the same way and writing over it would lose it.
+    pub fn load(path: &Path) -> Result<Self> {
+        let mut state = Self { path: path.to_path_buf(), entries: Vec::new() };
+        let text = match fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(state),
+            Err(e) => return Err(e).with_context(|| format!("reading state file {}", path.display())),
+        };
+        match serde_json::from_str::<OnDisk>(&text) {
+            Ok(d) if d.version == VERSION => state.entries = d.entries,
+            parsed => {
+                let why = match parsed {
+                    Ok(d) => format!("unknown version {}", d.version),
+                    Err(e) => e.to_string(),
+                };
+                let aside = path.with_extension(format!("json.corrupt-{}", unix_now()));
+                fs::rename(path, &aside).with_context(|| {
+                    format!("state file {} is corrupt ({why}) and could not be moved aside", path.display())
+                })?;
+                tracing::error!(
+                    file = %path.display(), moved_to = %aside.display(), error = %why,
+                    "state file is corrupt; moved aside, starting without manual entries"
+                );
+            }
+        }
+        Ok(state)
+    }
+
+    pub fn entries(&self) -> &[ManualEntry] {
+        &self.entries
+    }
+
+    pub fn get(&self, list: ListKind, net: IpNet) -> Option<&ManualEntry> {
+        self.entries.iter().find(|e| e.list == list && e.net == net)
+    }
+
+    /// Adds or replaces an entry, then saves.
+    pub fn upsert(&mut self, entry: ManualEntry) -> Result<()> {
+        self.entries.retain(|e| !(e.list == entry.list && e.net == entry.net));
+        self.entries.push(entry);
+        self.save()
+    }
+
+    /// Removes an entry (saving if it existed).
+    pub fn remove(&mut self, list: ListKind, net: IpNet) -> Result<Option<ManualEntry>> {
+        let Some(i) = self.entries.iter().position(|e| e.list == list && e.net == net) else {
+            return Ok(None);
+        };
+        let gone = self.entries.remove(i);
+        self.save()?;
+        Ok(Some(gone))
+    }
+
+    /// Removes and returns the entries expired at `now` (Unix seconds), saving if any.
+    pub fn take_expired(&mut self, now: u64) -> Result<Vec<ManualEntry>> {
+        let (gone, keep): (Vec<_>, Vec<_>) = self.entries.drain(..).partition(|e| e.expires.is_some_and(|x| x <= now));
+        self.entries = keep;
+        if !gone.is_empty() {
+            self.save()?;
+        }
+        Ok(gone)
+    }
+
+    /// Writes the whole state atomically.
+    fn save(&self) -> Result<()> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let tmp = self.path.with_extension(format!("json.tmp-{}", std::process::id()));
+        let body = serde_json::to_vec_pretty(&OnDisk { version: VERSION, entries: self.entries.clone() })?;
+        let write = || -> std::io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            f.write_all(&body)?;
+            f.write_all(b"\n")?;
+            f.sync_all()?;
+            fs::rename(&tmp, &self.path)?;
+            // The rename is durable only once the directory is synced too.
+            File::open(dir)?.sync_all()
+        };
+        write().map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            e
+        })
+        .with_context(|| format!("writing state file {}", self.path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(net: &str, expires: Option<u64>) -> ManualEntry {
+        ManualEntry { list: ListKind::Deny, net: net.parse().unwrap(), reason: Some("r".into()), created: 1, expires }
+    }
+
+    #[test]
+    fn round_trips_and_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/state.json");
+        let mut s = State::load(&path).unwrap();
+        s.upsert(entry("192.0.2.1/32", None)).unwrap();
+        s.upsert(entry("198.51.100.0/24", Some(100))).unwrap();
+        s.upsert(entry("192.0.2.1/32", Some(5000))).unwrap(); // replaces
+        let s2 = State::load(&path).unwrap();
+        assert_eq!(s2.entries().len(), 2);
+        assert_eq!(s2.get(ListKind::Deny, "192.0.2.1/32".parse().unwrap()).unwrap().expires, Some(5000));
+        let mut s2 = s2;
+        let gone = s2.take_expired(200).unwrap();
+        assert_eq!(gone.len(), 1);
+        assert_eq!(State::load(&path).unwrap().entries().len(), 1);
+        // No temp files are left behind.
+        let names: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["state.json"]);
+    }
+
+    #[test]
+    fn corrupt_file_is_moved_aside_not_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        fs::write(&path, "{ this is not json").unwrap();
+        let s = State::load(&path).unwrap();
+        assert!(s.entries().is_empty());
+        let moved: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        assert_eq!(moved.len(), 1);
+        assert!(moved[0].starts_with("state.json.corrupt-"), "{moved:?}");
+        assert_eq!(fs::read_to_string(dir.path().join(&moved[0])).unwrap(), "{ this is not json");
+    }
+}

@@ -1,0 +1,238 @@
+//! The real `mxscreen` binary run as a daemon inside a test namespace, with its own config,
+//! socket, state file and pin directory, all removed when the guard drops (even on panic).
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use crate::netns::NetNs;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// The `mxscreen` binary of this build (target/<profile>/mxscreen, beside the test's deps/).
+pub fn mxscreen_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let bin = profile_dir.join("mxscreen");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build -p filter-user` (cargo xtask test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// What to run: lines for `[datapath]` (interfaces, pin_dir, socket and state are set by
+/// the harness), the other sections verbatim, and extra `mxscreen run` flags.
+#[derive(Clone, Debug, Default)]
+pub struct Spec {
+    pub datapath: String,
+    pub sections: String,
+    pub args: Vec<String>,
+}
+
+pub struct MxDaemon {
+    child: Option<Child>,
+    ns_file: PathBuf,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub socket: PathBuf,
+    pub state: PathBuf,
+    pub log: PathBuf,
+    pub pin_dir: PathBuf,
+    iface: String,
+    spec: Spec,
+}
+
+impl MxDaemon {
+    /// Writes the config and starts `mxscreen run` in `ns` on `iface`; returns once its
+    /// control socket answers.
+    pub fn start(ns: &NetNs, iface: &str, spec: Spec) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/mxs-test-{}-{n}", std::process::id()));
+        let mut d = Self {
+            child: None,
+            ns_file: PathBuf::from(format!("/run/netns/{}", ns.name)),
+            config: dir.path().join("mxscreen.toml"),
+            socket: dir.path().join("control.sock"),
+            state: dir.path().join("state.json"),
+            log: dir.path().join("daemon.log"),
+            dir,
+            pin_dir,
+            iface: iface.to_owned(),
+            spec,
+        };
+        d.write_config(&d.spec.sections.clone());
+        d.launch();
+        d
+    }
+
+    /// Rewrites the config's other sections (e.g. before a SIGHUP).
+    pub fn write_config(&self, sections: &str) {
+        let text = format!(
+            "[datapath]\ninterfaces = [{:?}]\npin_dir = {:?}\n{}\n\n[control]\nsocket = {:?}\n\n[state]\nfile = {:?}\n\n{}\n",
+            self.iface,
+            self.pin_dir.display().to_string(),
+            self.spec.datapath,
+            self.socket.display().to_string(),
+            self.state.display().to_string(),
+            sections
+        );
+        fs::write(&self.config, text).expect("write config");
+    }
+
+    fn launch(&mut self) {
+        let log = fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+        // nsenter joins only the network namespace, so the pins stay on the host's bpffs.
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", self.ns_file.display()))
+            .arg(mxscreen_bin())
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .args(&self.spec.args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        self.child = Some(cmd.spawn().expect("spawn mxscreen run"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("mxscreen run exited early ({status}):\n{}", self.log_text());
+            }
+            if self.cli(&["status"]).status.success() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "mxscreen run did not become ready:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops with SIGTERM and asserts a clean exit (code 0).
+    pub fn stop(&mut self) {
+        let mut child = self.child.take().expect("running");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+        let status = wait_timeout(&mut child, Duration::from_secs(15));
+        assert_eq!(status.code(), Some(0), "exit after SIGTERM:\n{}", self.log_text());
+    }
+
+    /// `kill -9`: no cleanup at all.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        let _ = child.wait();
+    }
+
+    /// Starts again with the same config, state, socket and pins.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill first");
+        self.launch();
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        let pid = self.child.as_ref().expect("running").id() as i32;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap();
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle` (after `from` bytes), or panics with the log.
+    pub fn wait_log(&self, needle: &str, from: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.log_text().get(from..).is_some_and(|t| t.contains(needle)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("log never showed {needle:?}:\n{}", self.log_text());
+    }
+
+    /// Runs `mxscreen ARGS --socket <ours>` (as root, from the host namespace).
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(mxscreen_bin()).args(args).arg("--socket").arg(&self.socket).output().expect("run mxscreen")
+    }
+
+    /// Like [`MxDaemon::cli`], asserting success; returns stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "mxscreen {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// The daemon's cached verdict action for `ip` (`pass`/`limit`/`drop`), if any.
+    pub fn verdict(&self, ip: &str) -> Option<String> {
+        let list: serde_json::Value = serde_json::from_str(&self.cli_ok(&["list", "--verdicts", "--json"])).unwrap();
+        let host = if ip.contains(':') { format!("{ip}/128") } else { format!("{ip}/32") };
+        list.as_array()?.iter().find(|e| e["net"] == host.as_str()).map(|e| e["action"].as_str().unwrap().to_owned())
+    }
+
+    /// Waits for a verdict for `ip` and returns its action.
+    pub fn wait_verdict(&self, ip: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(a) = self.verdict(ip) {
+                return a;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no verdict for {ip} within {timeout:?}:\n{}", self.log_text());
+    }
+
+    /// A datapath counter from `mxscreen stats --json`.
+    pub fn counter(&self, name: &str) -> u64 {
+        let s: serde_json::Value = serde_json::from_str(&self.cli_ok(&["stats", "--json"])).unwrap();
+        s["datapath"].as_array().unwrap().iter().find(|p| p[0] == name).map(|p| p[1].as_u64().unwrap()).unwrap_or_else(|| panic!("no counter {name}"))
+    }
+}
+
+fn wait_timeout(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for MxDaemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = fs::remove_dir_all(&self.pin_dir);
+    }
+}
+
+/// Runs a command as an unprivileged user (nobody), for permission tests.
+pub fn as_nobody(bin: &Path, args: &[&str]) -> Output {
+    Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"])
+        .arg(bin)
+        .args(args)
+        .output()
+        .expect("setpriv (util-linux)")
+}
+
+/// `Output` as text for assertion messages.
+pub fn text(out: &Output) -> String {
+    format!("status {}: {}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
