@@ -40,6 +40,11 @@ const SUITES: &[Suite] = &[
         args: &["-p", "mxscreen-tests", "--test", "reputation"],
         parallel: false,
     },
+    Suite {
+        name: "daemon",
+        args: &["-p", "mxscreen-tests", "--test", "daemon"],
+        parallel: false,
+    },
 ];
 
 #[derive(Default)]
