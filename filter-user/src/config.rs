@@ -13,7 +13,7 @@ use crate::{
     reputation::{
         config::{
             ConfigError, DnsblConfig, ListsConfig, PolicyConfig, RdnsConfig, ResolverConfig,
-            default_dnsbls, parse_toml,
+            default_dnsbls, parse_toml, read_file,
         },
         duration,
     },
@@ -118,14 +118,6 @@ pub struct DatapathSection {
     /// An unknown peer is reported to the daemon at most once per this window. Default `30s`.
     #[serde(with = "duration")]
     pub dedup_window: Duration,
-    /// Limit action: SYNs per minute per source. Default `6`: one connection every ten
-    /// seconds, the kernel form of the connect-time delays Exim operators use against bots.
-    pub limit_rate: u32,
-    /// Limit action: SYNs allowed in a burst. Default `3`: a real MTA retrying a queue of a
-    /// few messages gets through.
-    pub limit_burst: u32,
-    /// Decide and count, never drop. Default `false`.
-    pub observe: bool,
     /// Map capacities.
     pub maps: MapSizes,
     /// Where maps are pinned so they survive restarts. Default `/sys/fs/bpf/mxscreen`.
@@ -141,9 +133,6 @@ impl Default for DatapathSection {
             first_contact: FirstContact::Pass,
             hold_max: Duration::from_secs(3),
             dedup_window: Duration::from_secs(30),
-            limit_rate: 6,
-            limit_burst: 3,
-            observe: false,
             maps: MapSizes::default(),
             pin_dir: crate::datapath::load::DEFAULT_PIN_DIR.into(),
         }
@@ -151,22 +140,6 @@ impl Default for DatapathSection {
 }
 
 impl DatapathSection {
-    /// The runtime config the kernel program reads.
-    pub fn to_kernel(&self) -> DatapathConfig {
-        let mut c = DatapathConfig::empty();
-        let ok = c.set_ports(&self.ports);
-        debug_assert!(ok, "validated");
-        c.set_limit(self.limit_rate, self.limit_burst);
-        c.dedup_window_ns = self.dedup_window.as_nanos() as u64;
-        c.hold_window_ns = self.hold_max.as_nanos() as u64;
-        if self.first_contact == FirstContact::Hold {
-            c.flags |= FLAG_HOLD;
-        }
-        if self.observe {
-            c.flags |= FLAG_OBSERVE;
-        }
-        c
-    }
 
     fn validate(&self) -> Result<(), (String, String)> {
         let bad = |k: &str, m: String| Err((format!("datapath.{k}"), m));
@@ -175,12 +148,6 @@ impl DatapathSection {
         }
         if self.ports.contains(&0) {
             return bad("ports", "port 0 is not a port".into());
-        }
-        if self.limit_rate == 0 {
-            return bad("limit_rate", "must be at least 1 (SYNs per minute)".into());
-        }
-        if self.limit_burst == 0 {
-            return bad("limit_burst", "must be at least 1".into());
         }
         if self.hold_max > Duration::from_secs(30) {
             return bad(
@@ -202,11 +169,7 @@ impl Config {
 
     /// Reads a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::from_toml_str(&text, &path.display().to_string())
+        Self::from_toml_str(&read_file(path)?, &path.display().to_string())
     }
 
     /// `path` if given; else the default path if it exists; else the built-in defaults.
@@ -240,6 +203,25 @@ impl Config {
         self.reputation().validate().map_err(|e| e.at(origin))
     }
 
+    /// The runtime config the kernel program reads: `[datapath]` and the datapath side of
+    /// `[policy]` (limit rate and burst, observe).
+    pub fn kernel(&self) -> DatapathConfig {
+        let d = &self.datapath;
+        let mut c = DatapathConfig::empty();
+        let ok = c.set_ports(&d.ports);
+        debug_assert!(ok, "validated");
+        c.set_limit(self.policy.limit_rate, self.policy.limit_burst);
+        c.dedup_window_ns = d.dedup_window.as_nanos() as u64;
+        c.hold_window_ns = d.hold_max.as_nanos() as u64;
+        if d.first_contact == FirstContact::Hold {
+            c.flags |= FLAG_HOLD;
+        }
+        if self.policy.observe {
+            c.flags |= FLAG_OBSERVE;
+        }
+        c
+    }
+
     /// The sections the reputation engine reads.
     pub fn reputation(&self) -> crate::reputation::config::ReputationConfig {
         crate::reputation::config::ReputationConfig {
@@ -259,7 +241,7 @@ mod tests {
     #[test]
     fn empty_file_is_the_defaults() {
         assert_eq!(Config::from_toml_str("", "t").unwrap(), Config::default());
-        let k = Config::default().datapath.to_kernel();
+        let k = Config::default().kernel();
         assert_eq!((k.port_count, k.ports[0], k.flags), (1, 25, 0));
         assert_eq!(k.limit_interval_ns, 10_000_000_000);
     }
@@ -267,12 +249,13 @@ mod tests {
     #[test]
     fn datapath_keys_reach_the_kernel_config() {
         let c = Config::from_toml_str(
-            "[datapath]\nports = [25, 2525]\nfirst_contact = \"hold\"\nhold_max = \"2s\"\nobserve = true\nmode = \"tc\"\n",
+            "[datapath]\nports = [25, 2525]\nfirst_contact = \"hold\"\nhold_max = \"2s\"\nmode = \"tc\"\n[policy]\nobserve = true\nlimit_rate = 60\n",
             "t",
         )
         .unwrap();
         assert_eq!(c.datapath.mode, AttachMode::Tc);
-        let k = c.datapath.to_kernel();
+        let k = c.kernel();
+        assert_eq!(k.limit_interval_ns, 1_000_000_000);
         assert_eq!((k.port_count, k.ports[1]), (2, 2525));
         assert_eq!(k.flags, FLAG_HOLD | FLAG_OBSERVE);
         assert_eq!(k.hold_window_ns, 2_000_000_000);
@@ -346,9 +329,6 @@ pub const KEY_DOCS: &[(&str, &str)] = &[
     ("datapath.first_contact", "pass: unknown peers pass while resolved; hold: their SYNs are dropped until the verdict (at most hold_max)."),
     ("datapath.hold_max", "Longest hold of an unknown peer with first_contact = \"hold\"."),
     ("datapath.dedup_window", "An unknown peer is reported to the daemon at most once per window."),
-    ("datapath.limit_rate", "Limit verdict: SYNs per minute per source."),
-    ("datapath.limit_burst", "Limit verdict: SYNs allowed in a burst."),
-    ("datapath.observe", "Decide, log and count, but never drop or limit."),
     ("datapath.pin_dir", "Where the maps are pinned so they survive restarts."),
     ("datapath.maps", "Map capacities (per address family); changing them recreates the maps."),
     ("datapath.maps.verdicts", "Cached verdicts (LRU, preallocated)."),
@@ -376,6 +356,9 @@ pub const KEY_DOCS: &[(&str, &str)] = &[
     ("policy.ttl_max", "Longest life of a limit/drop verdict."),
     ("policy.pass_ttl", "Life of a pass verdict."),
     ("policy.tempfail_ttl", "Life of a verdict made while DNS was failing."),
+    ("policy.limit_rate", "What a limit verdict means in the datapath: SYNs per minute per source."),
+    ("policy.limit_burst", "... with bursts of up to this many SYNs."),
+    ("policy.observe", "Decide, log and count, but never drop or limit (also `mxscreen run --observe`)."),
     ("lists", "Static decisions, before and instead of any lookup; allow wins over deny."),
     ("lists.allow", "Always pass (and never drop) these prefixes."),
     ("lists.deny", "Always drop these prefixes."),

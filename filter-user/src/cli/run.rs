@@ -32,7 +32,7 @@ pub struct Args {
     /// Attach mode; overrides datapath.mode.
     #[arg(long, value_enum)]
     mode: Option<AttachMode>,
-    /// Decide, log and count, but never drop or limit (also datapath.observe).
+    /// Decide, log and count, but never drop or limit (also policy.observe).
     #[arg(long)]
     observe: bool,
     /// Log format.

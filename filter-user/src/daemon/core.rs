@@ -73,7 +73,7 @@ impl Daemon {
     /// this daemon owns (manual and config) that are no longer wanted are removed, wanted
     /// ones (re)inserted. Called at start (pinned tries may hold an older truth) and on reload.
     pub fn apply(&mut self) -> Result<()> {
-        self.maps.set_config(&self.cfg.datapath.to_kernel())?;
+        self.maps.set_config(&self.cfg.kernel())?;
         self.protected = protect::protected_set(&self.cfg.lists.allow);
         let mut want: Vec<(ListKind, IpNet, ListEntry)> = Vec::new();
         for p in &self.protected {
@@ -126,7 +126,7 @@ impl Daemon {
             reasons = %reasons(v),
             ttl = v.ttl.as_secs(),
             source = reason_source(v.reason as u8),
-            observe = self.cfg.datapath.observe,
+            observe = self.cfg.policy.observe,
             "mxscreen-verdict"
         );
     }
@@ -343,7 +343,7 @@ impl Daemon {
             version: env!("CARGO_PKG_VERSION").into(),
             uptime_secs: self.started.elapsed().as_secs(),
             config_file: self.config_path.as_ref().map(|p| p.display().to_string()),
-            observe: self.cfg.datapath.observe,
+            observe: self.cfg.policy.observe,
             first_contact: format!("{:?}", self.cfg.datapath.first_contact).to_lowercase(),
             ports: self.cfg.datapath.ports.clone(),
             interfaces: self.attached.iter().map(|a| InterfaceStatus { name: a.iface.clone(), mode: a.mode.to_string() }).collect(),

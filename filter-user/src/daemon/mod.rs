@@ -48,7 +48,7 @@ fn read_config(opts: &RunOptions) -> Result<(Config, Option<PathBuf>)> {
     if let Some(mode) = opts.mode {
         cfg.datapath.mode = mode;
     }
-    cfg.datapath.observe |= opts.observe;
+    cfg.policy.observe |= opts.observe;
     Ok((cfg, origin))
 }
 
@@ -86,7 +86,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     for iface in &ifaces {
         match datapath::attach(&mut d.ebpf, iface, d.cfg.datapath.mode) {
             Ok(a) => {
-                tracing::info!(iface = %a.iface, mode = %a.mode, ports = ?d.cfg.datapath.ports, observe = d.cfg.datapath.observe, first_contact = ?d.cfg.datapath.first_contact, "attached");
+                tracing::info!(iface = %a.iface, mode = %a.mode, ports = ?d.cfg.datapath.ports, observe = d.cfg.policy.observe, first_contact = ?d.cfg.datapath.first_contact, "attached");
                 d.attached.push(a);
             }
             Err(e) => {
@@ -179,7 +179,7 @@ fn reload(d: &mut Daemon, opts: &RunOptions) {
     d.cfg.control.socket = old.control.socket.clone();
     d.cfg.state.file = old.state.file.clone();
     match d.apply() {
-        Ok(()) => tracing::info!(zones = d.cfg.dnsbl.len(), ports = ?d.cfg.datapath.ports, observe = d.cfg.datapath.observe, "config reloaded"),
+        Ok(()) => tracing::info!(zones = d.cfg.dnsbl.len(), ports = ?d.cfg.datapath.ports, observe = d.cfg.policy.observe, "config reloaded"),
         Err(e) => tracing::error!(error = %format!("{e:#}"), "applying the reloaded config failed"),
     }
     if !restart.is_empty() {

@@ -293,6 +293,17 @@ pub struct PolicyConfig {
     /// again soon, but long enough that a resolver outage is not hammered by every SYN.
     #[serde(with = "duration")]
     pub tempfail_ttl: Duration,
+    /// What `limit` means in the datapath: SYNs per minute per source. Default `6`: one
+    /// connection every ten seconds, the kernel form of the connect-time delays Exim
+    /// operators use against bots (real MTAs retry; bots move on).
+    pub limit_rate: u32,
+    /// ... with bursts of up to this many SYNs. Default `3`: a real MTA delivering a few
+    /// queued messages gets through at once.
+    pub limit_burst: u32,
+    /// Decide, resolve, log and count, but never drop or limit (also `mxscreen run
+    /// --observe`). Default `false`. The way to try a policy first, as Exim admins use
+    /// `warn` before `deny`.
+    pub observe: bool,
 }
 
 impl Default for PolicyConfig {
@@ -304,6 +315,9 @@ impl Default for PolicyConfig {
             ttl_max: Duration::from_secs(6 * 3600),
             pass_ttl: Duration::from_secs(3600),
             tempfail_ttl: Duration::from_secs(120),
+            limit_rate: 6,
+            limit_burst: 3,
+            observe: false,
         }
     }
 }
@@ -372,13 +386,22 @@ pub const PUBLIC_RESOLVERS: &[IpAddr] = &[
     IpAddr::V6(Ipv6Addr::new(0x2620, 0x119, 0x53, 0, 0, 0, 0, 0x53)),
 ];
 
+/// Reads a config file's text, naming the file in the error.
+pub fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+        path: path.display().to_string(),
+        error,
+    })
+}
+
 /// A config that cannot be used; the message names the file and line or the key.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
+    // Not `source`: the io error is part of this one-line message, not a cause to print again.
+    #[error("cannot read config {path}: {error}")]
     Read {
         path: String,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{origin}:{line}:{column}: {message}")]
     Parse {
@@ -429,11 +452,7 @@ impl ReputationConfig {
 
     /// Reads, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
-        Self::from_toml_str(&text, &path.display().to_string())
+        Self::from_toml_str(&read_file(path)?, &path.display().to_string())
     }
 
     /// Checks what serde cannot: ranges, thresholds, duplicate zones.
@@ -565,6 +584,12 @@ impl RdnsConfig {
 
 impl PolicyConfig {
     pub fn validate(&self) -> Result<(), InvalidKey> {
+        if self.limit_rate == 0 {
+            return Err(InvalidKey::new("policy.limit_rate", "must be at least 1 (SYNs per minute)"));
+        }
+        if self.limit_burst == 0 {
+            return Err(InvalidKey::new("policy.limit_burst", "must be at least 1"));
+        }
         if self.limit_threshold <= 0 {
             return Err(InvalidKey::new(
                 "policy.limit_threshold",
