@@ -13,10 +13,12 @@ use crate::netns::NetNs;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// The `mxscreen` binary of this build (target/<profile>/mxscreen, beside the test's deps/).
+/// The `mxscreen` binary of this build: target/<profile>/mxscreen, beside a benchmark binary
+/// or one level above a test's deps/ directory.
 pub fn mxscreen_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let dir = exe.parent().expect("executable directory");
+    let profile_dir = if dir.ends_with("deps") { dir.parent().expect("target/<profile>") } else { dir };
     let bin = profile_dir.join("mxscreen");
     assert!(
         bin.is_file(),

@@ -41,9 +41,9 @@ enum Command {
         /// Only the suites whose names contain this (e.g. `datapath`, `unit`).
         filter: Option<String>,
     },
-    /// Run a benchmark and print its table: `datapath` or `resolve`.
+    /// Run a benchmark and print its table: `datapath`, `resolve` or `daemon`.
     Bench {
-        #[arg(value_parser = ["datapath", "resolve"])]
+        #[arg(value_parser = ["datapath", "resolve", "daemon"])]
         name: String,
     },
 }

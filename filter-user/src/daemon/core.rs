@@ -138,12 +138,9 @@ impl Daemon {
             tracing::info!(list = ?e.list, net = %e.net, "manual entry expired");
         }
         let now = clock::boot_ns();
-        let mut removed = 0usize;
-        for (ip, v) in self.maps.verdicts()? {
-            if v.expires_ns != 0 && v.expires_ns <= now && self.maps.verdict_remove(ip)? {
-                removed += 1;
-            }
-        }
+        let expired: Vec<IpAddr> =
+            self.maps.verdicts()?.into_iter().filter(|(_, v)| v.expires_ns != 0 && v.expires_ns <= now).map(|(ip, _)| ip).collect();
+        let removed = self.maps.verdicts_remove(&expired)?;
         if removed > 0 {
             tracing::debug!(removed, "expired verdicts removed");
         }

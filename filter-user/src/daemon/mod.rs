@@ -28,7 +28,7 @@ use crate::{
 
 /// How often expired manual entries and verdicts are swept from the maps. The datapath
 /// already ignores expired entries; the sweep only keeps `list` and memory tidy.
-const SWEEP_EVERY: Duration = Duration::from_secs(15);
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// Command-line overrides of the config file.
 #[derive(Clone, Debug, Default)]

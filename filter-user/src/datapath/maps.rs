@@ -4,14 +4,19 @@
 use std::net::IpAddr;
 
 use anyhow::{Context as _, Result, anyhow};
+use std::os::fd::AsFd as _;
+
 use aya::{
-    Ebpf,
+    Ebpf, Pod,
     maps::{
+        IterableMap as _,
         Array, HashMap, MapData, MapError, PerCpuArray, RingBuf,
         lpm_trie::{Key, LpmTrie},
     },
 };
 use filter_common::{Counter, DatapathConfig, ListEntry, Seen, Verdict, map_names as m};
+
+use super::batch;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 /// Which prefix list.
@@ -75,6 +80,30 @@ fn key4(net: Ipv4Net) -> Key<[u8; 4]> {
 
 fn key6(net: Ipv6Net) -> Key<[u8; 16]> {
     Key::new(u32::from(net.prefix_len()), net.network().octets())
+}
+
+/// Every entry of a hash map: batched, or key by key where the kernel lacks batch commands.
+fn all<K: Pod, V: Pod>(map: &Hash<K, V>) -> Result<Vec<(K, V)>> {
+    match batch::lookup_all::<K, V>(map.map().fd().as_fd()) {
+        Ok(r) => Ok(r.context("reading a map in batches")?),
+        Err(batch::Unsupported) => map.iter().map(|r| r.map_err(Into::into)).collect(),
+    }
+}
+
+fn remove_all<K: Pod, V: Pod>(map: &mut Hash<K, V>, keys: &[K]) -> Result<usize> {
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    match batch::delete::<K>(map.map().fd().as_fd(), keys) {
+        Ok(r) => Ok(r.context("deleting map entries in batches")?),
+        Err(batch::Unsupported) => {
+            let mut n = 0;
+            for k in keys {
+                n += usize::from(removed(map.remove(k))?);
+            }
+            Ok(n)
+        }
+    }
 }
 
 impl DatapathMaps {
@@ -201,18 +230,18 @@ impl DatapathMaps {
         })
     }
 
-    /// Every cached verdict.
+    /// Every cached verdict (expired ones included), read in batches where the kernel can.
     pub fn verdicts(&self) -> Result<Vec<(IpAddr, Verdict)>> {
-        let mut out = Vec::new();
-        for item in self.verdicts.v4.iter() {
-            let (k, v) = item?;
-            out.push((IpAddr::from(k), v));
-        }
-        for item in self.verdicts.v6.iter() {
-            let (k, v) = item?;
-            out.push((IpAddr::from(k), v));
-        }
+        let mut out: Vec<(IpAddr, Verdict)> = all(&self.verdicts.v4)?.into_iter().map(|(k, v)| (IpAddr::from(k), v)).collect();
+        out.extend(all(&self.verdicts.v6)?.into_iter().map(|(k, v)| (IpAddr::from(k), v)));
         Ok(out)
+    }
+
+    /// Removes these verdicts (missing ones are skipped); returns how many went.
+    pub fn verdicts_remove(&mut self, ips: &[IpAddr]) -> Result<usize> {
+        let v4: Vec<[u8; 4]> = ips.iter().filter_map(|ip| match ip { IpAddr::V4(a) => Some(a.octets()), _ => None }).collect();
+        let v6: Vec<[u8; 16]> = ips.iter().filter_map(|ip| match ip { IpAddr::V6(a) => Some(a.octets()), _ => None }).collect();
+        Ok(remove_all(&mut self.verdicts.v4, &v4)? + remove_all(&mut self.verdicts.v6, &v6)?)
     }
 
     /// Forgets that a peer was reported, so its next SYN is reported again at once (used when

@@ -2,11 +2,13 @@
 //!
 //! - [`load`]: the embedded object, map sizing and pinning.
 //! - [`attach`]: XDP/tc attach modes with fallback and readable errors.
+//! - [`batch`]: whole-map reads and bulk deletes in few syscalls.
 //! - [`maps`]: typed access to every map (config, lists, verdicts, counters).
 //! - [`bpffs`]: making sure the BPF filesystem is mounted for pins.
 //! - [`clock`]: the boot clock the datapath compares expiries against.
 
 pub mod attach;
+pub mod batch;
 pub mod bpffs;
 pub mod clock;
 pub mod load;
