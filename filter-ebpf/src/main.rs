@@ -51,7 +51,7 @@ pub fn mxscreen_tc(ctx: TcContext) -> i32 {
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     match screen(ctx.data(), ctx.data_end(), ifindex) {
         Decision::Pass => TC_NEXT,
-        Decision::Drop => TC_ACT_SHOT as i32,
+        Decision::Drop => TC_ACT_SHOT,
     }
 }
 

@@ -73,9 +73,23 @@ pub fn screen(data: usize, data_end: usize, ifindex: u32) -> Decision {
         Source::V4(addr) => {
             let mut wide = [0u8; 16];
             wide[..4].copy_from_slice(&addr);
-            decide(&V4, addr, wide, FAMILY_V4, dst_port, ifindex, cfg, now)
+            let origin = Origin {
+                addr: wide,
+                family: FAMILY_V4,
+                dst_port,
+                ifindex,
+            };
+            decide(&V4, addr, &origin, cfg, now)
         }
-        Source::V6(addr) => decide(&V6, addr, addr, FAMILY_V6, dst_port, ifindex, cfg, now),
+        Source::V6(addr) => {
+            let origin = Origin {
+                addr,
+                family: FAMILY_V6,
+                dst_port,
+                ifindex,
+            };
+            decide(&V6, addr, &origin, cfg, now)
+        }
     };
     count(counter);
     if decision == Decision::Drop && cfg.flags & FLAG_OBSERVE != 0 {
@@ -120,35 +134,41 @@ fn bump(hits: *mut u64) {
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(hits, 1) };
 }
 
-#[inline(always)]
-#[expect(
-    clippy::too_many_arguments,
-    reason = "inlined into one body; a struct would only be copied"
-)]
-fn decide<K: Copy + 'static>(
-    fam: &FamilyMaps<K>,
-    addr: K,
-    wide: [u8; 16],
+/// What the new-peer event will say about this SYN, carried to where it is written.
+#[derive(Clone, Copy)]
+struct Origin {
+    /// Source address; IPv4 in the first four bytes.
+    addr: [u8; 16],
     family: u8,
     dst_port: u16,
     ifindex: u32,
+}
+
+#[inline(always)]
+fn decide<K: Copy + 'static>(
+    fam: &FamilyMaps<K>,
+    addr: K,
+    origin: &Origin,
     cfg: &DatapathConfig,
     now: u64,
 ) -> (Decision, Counter) {
     let key = Key::new(fam.prefix_bits, addr);
-    if let Some(entry) = fam.allow.get(&key) {
-        if live(entry.expires_ns, now) {
-            bump(&entry.hits as *const u64 as *mut u64);
-            return (Decision::Pass, Counter::PassedAllow);
-        }
+    // aya-ebpf hands trie values out as shared references, but they are the kernel's mutable
+    // map memory (bpf_map_lookup_elem returns a plain pointer); the hit counter is bumped
+    // through it with an atomic add, exactly as C programs do.
+    if let Some(entry) = fam.allow.get(&key)
+        && live(entry.expires_ns, now)
+    {
+        bump(core::ptr::from_ref(&entry.hits).cast_mut());
+        return (Decision::Pass, Counter::PassedAllow);
     }
-    if let Some(entry) = fam.deny.get(&key) {
-        if live(entry.expires_ns, now) {
-            bump(&entry.hits as *const u64 as *mut u64);
-            return (Decision::Drop, Counter::DroppedDeny);
-        }
+    if let Some(entry) = fam.deny.get(&key)
+        && live(entry.expires_ns, now)
+    {
+        bump(core::ptr::from_ref(&entry.hits).cast_mut());
+        return (Decision::Drop, Counter::DroppedDeny);
     }
-    if let Some(v) = fam.verdicts.get_ptr_mut(&addr) {
+    if let Some(v) = fam.verdicts.get_ptr_mut(addr) {
         // SAFETY: a pointer into the map value, valid for this program run.
         let v = unsafe { &mut *v };
         if live(v.expires_ns, now) {
@@ -162,7 +182,7 @@ fn decide<K: Copy + 'static>(
         }
         // Expired: treated as unknown below (userspace removes it and re-resolves).
     }
-    unknown(fam, addr, wide, family, dst_port, ifindex, cfg, now)
+    unknown(fam, addr, origin, cfg, now)
 }
 
 /// Limit action as GCRA: one timestamp per source (the theoretical arrival time, TAT).
@@ -176,7 +196,7 @@ fn limit<K: Copy + 'static>(
     cfg: &DatapathConfig,
     now: u64,
 ) -> (Decision, Counter) {
-    let tat = match fam.buckets.get_ptr(&addr) {
+    let tat = match fam.buckets.get_ptr(addr) {
         // SAFETY: pointer into a live map value.
         Some(p) => unsafe { *p },
         None => now,
@@ -186,28 +206,21 @@ fn limit<K: Copy + 'static>(
         return (Decision::Drop, Counter::Limited);
     }
     // If the insert fails (map full of busy entries), the SYN still passes: fail open.
-    let _ = fam.buckets.insert(&addr, &(tat + cfg.limit_interval_ns), 0);
+    let _ = fam.buckets.insert(addr, tat + cfg.limit_interval_ns, 0);
     (Decision::Pass, Counter::PassedLimit)
 }
 
 /// No verdict yet: tell userspace (once per dedup window) and pass, or hold (drop) the SYN
 /// while the hold window runs so that the retransmitted SYN finds the verdict.
 #[inline(always)]
-#[expect(
-    clippy::too_many_arguments,
-    reason = "inlined into one body; a struct would only be copied"
-)]
 fn unknown<K: Copy + 'static>(
     fam: &FamilyMaps<K>,
     addr: K,
-    wide: [u8; 16],
-    family: u8,
-    dst_port: u16,
-    ifindex: u32,
+    origin: &Origin,
     cfg: &DatapathConfig,
     now: u64,
 ) -> (Decision, Counter) {
-    let (first_seen_ns, report) = match fam.seen.get_ptr(&addr) {
+    let (first_seen_ns, report) = match fam.seen.get_ptr(addr) {
         // SAFETY: pointer into a live map value.
         Some(p) => {
             let seen = unsafe { *p };
@@ -220,16 +233,13 @@ fn unknown<K: Copy + 'static>(
     };
     let mut reported = !report;
     if report {
-        reported = emit(wide, family, dst_port, ifindex, now);
+        reported = emit(origin, now);
         if reported {
-            let _ = fam.seen.insert(
-                &addr,
-                &Seen {
-                    first_seen_ns,
-                    last_event_ns: now,
-                },
-                0,
-            );
+            let seen = Seen {
+                first_seen_ns,
+                last_event_ns: now,
+            };
+            let _ = fam.seen.insert(addr, seen, 0);
         }
     }
     // Hold only while userspace has actually been told: if the ring is full (the daemon is
@@ -242,15 +252,15 @@ fn unknown<K: Copy + 'static>(
 
 /// Writes a new-peer event; returns false (and counts it) when the ring buffer is full.
 #[inline(always)]
-fn emit(addr: [u8; 16], family: u8, dst_port: u16, ifindex: u32, now: u64) -> bool {
+fn emit(origin: &Origin, now: u64) -> bool {
     match maps::EVENTS.reserve::<NewPeerEvent>(0) {
         Some(mut slot) => {
             slot.write(NewPeerEvent {
-                addr,
-                family,
+                addr: origin.addr,
+                family: origin.family,
                 _pad: 0,
-                dst_port,
-                ifindex,
+                dst_port: origin.dst_port,
+                ifindex: origin.ifindex,
                 ts_ns: now,
             });
             slot.submit(0);

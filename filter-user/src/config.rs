@@ -52,7 +52,11 @@ pub struct ControlSection {
 
 impl Default for ControlSection {
     fn default() -> Self {
-        Self { socket: crate::control::DEFAULT_SOCKET.into(), widest_block_v4: 16, widest_block_v6: 32 }
+        Self {
+            socket: crate::control::DEFAULT_SOCKET.into(),
+            widest_block_v4: 16,
+            widest_block_v6: 32,
+        }
     }
 }
 
@@ -66,7 +70,9 @@ pub struct StateSection {
 
 impl Default for StateSection {
     fn default() -> Self {
-        Self { file: crate::state::DEFAULT_STATE_FILE.into() }
+        Self {
+            file: crate::state::DEFAULT_STATE_FILE.into(),
+        }
     }
 }
 
@@ -140,7 +146,6 @@ impl Default for DatapathSection {
 }
 
 impl DatapathSection {
-
     fn validate(&self) -> Result<(), (String, String)> {
         let bad = |k: &str, m: String| Err((format!("datapath.{k}"), m));
         if self.ports.is_empty() || self.ports.len() > MAX_PORTS {
@@ -323,57 +328,165 @@ fn doc_for(key: &str) -> Option<&'static str> {
 /// The reasons behind each default are in the doc comments of the config structs.
 pub const KEY_DOCS: &[(&str, &str)] = &[
     ("datapath", "Where and how the kernel program screens."),
-    ("datapath.interfaces", "Interfaces to attach to; empty = the default-route interface."),
-    ("datapath.mode", "auto (native XDP, else generic XDP, else tc), xdp, xdp-generic or tc."),
+    (
+        "datapath.interfaces",
+        "Interfaces to attach to; empty = the default-route interface.",
+    ),
+    (
+        "datapath.mode",
+        "auto (native XDP, else generic XDP, else tc), xdp, xdp-generic or tc.",
+    ),
     ("datapath.ports", "Destination ports screened (1 to 64)."),
-    ("datapath.first_contact", "pass: unknown peers pass while resolved; hold: their SYNs are dropped until the verdict (at most hold_max)."),
-    ("datapath.hold_max", "Longest hold of an unknown peer with first_contact = \"hold\"."),
-    ("datapath.dedup_window", "An unknown peer is reported to the daemon at most once per window."),
-    ("datapath.pin_dir", "Where the maps are pinned so they survive restarts."),
-    ("datapath.maps", "Map capacities (per address family); changing them recreates the maps."),
-    ("datapath.maps.verdicts", "Cached verdicts (LRU, preallocated)."),
-    ("datapath.maps.seen", "Recently reported unknown peers (LRU, preallocated)."),
-    ("datapath.maps.buckets", "Token buckets of limited sources (LRU, preallocated)."),
+    (
+        "datapath.first_contact",
+        "pass: unknown peers pass while resolved; hold: their SYNs are dropped until the verdict (at most hold_max).",
+    ),
+    (
+        "datapath.hold_max",
+        "Longest hold of an unknown peer with first_contact = \"hold\".",
+    ),
+    (
+        "datapath.dedup_window",
+        "An unknown peer is reported to the daemon at most once per window.",
+    ),
+    (
+        "datapath.pin_dir",
+        "Where the maps are pinned so they survive restarts.",
+    ),
+    (
+        "datapath.maps",
+        "Map capacities (per address family); changing them recreates the maps.",
+    ),
+    (
+        "datapath.maps.verdicts",
+        "Cached verdicts (LRU, preallocated).",
+    ),
+    (
+        "datapath.maps.seen",
+        "Recently reported unknown peers (LRU, preallocated).",
+    ),
+    (
+        "datapath.maps.buckets",
+        "Token buckets of limited sources (LRU, preallocated).",
+    ),
     ("datapath.maps.deny", "Deny prefixes (allocated on use)."),
     ("datapath.maps.allow", "Allow prefixes (allocated on use)."),
-    ("resolver", "How the reputation engine talks DNS, and how much of it it may do."),
-    ("resolver.nameservers", "Recursive resolvers, \"ip\" or \"ip:port\"; empty = /etc/resolv.conf. Use your own (unbound on the MX): DNSBLs refuse public resolvers."),
+    (
+        "resolver",
+        "How the reputation engine talks DNS, and how much of it it may do.",
+    ),
+    (
+        "resolver.nameservers",
+        "Recursive resolvers, \"ip\" or \"ip:port\"; empty = /etc/resolv.conf. Use your own (unbound on the MX): DNSBLs refuse public resolvers.",
+    ),
     ("resolver.timeout", "How long one query may take."),
     ("resolver.attempts", "Retries after a failed attempt."),
     ("resolver.max_inflight", "Peers being resolved at once."),
-    ("resolver.max_lookups_per_sec", "New evaluations started per second; beyond it peers stay unknown (and pass)."),
-    ("resolver.queue_len", "Peers waiting for an evaluation; beyond it peers stay unknown (and pass)."),
-    ("resolver.cache_size", "The resolver's own answer cache (verdicts are cached in the maps already)."),
-    ("rdns", "Reverse DNS: a missing PTR vs a DNS failure are different things."),
+    (
+        "resolver.max_lookups_per_sec",
+        "New evaluations started per second; beyond it peers stay unknown (and pass).",
+    ),
+    (
+        "resolver.queue_len",
+        "Peers waiting for an evaluation; beyond it peers stay unknown (and pass).",
+    ),
+    (
+        "resolver.cache_size",
+        "The resolver's own answer cache (verdicts are cached in the maps already).",
+    ),
+    (
+        "rdns",
+        "Reverse DNS: a missing PTR vs a DNS failure are different things.",
+    ),
     ("rdns.enabled", "Look up PTR and forward-confirm it."),
-    ("rdns.missing_ptr_weight", "Score added when the address has no PTR (NXDOMAIN or no record)."),
-    ("rdns.fcrdns_mismatch_weight", "Score added when no PTR name resolves back to the address."),
+    (
+        "rdns.missing_ptr_weight",
+        "Score added when the address has no PTR (NXDOMAIN or no record).",
+    ),
+    (
+        "rdns.fcrdns_mismatch_weight",
+        "Score added when no PTR name resolves back to the address.",
+    ),
     ("rdns.max_ptr_names", "PTR names forward-checked at most."),
-    ("policy", "From a score to a verdict, and how long it lasts."),
-    ("policy.limit_threshold", "Score at or above which the peer is rate-limited."),
-    ("policy.drop_threshold", "Score at or above which the peer is dropped."),
-    ("policy.ttl_min", "Shortest life of a limit/drop verdict (answers' TTLs are clamped to ttl_min..ttl_max)."),
+    (
+        "policy",
+        "From a score to a verdict, and how long it lasts.",
+    ),
+    (
+        "policy.limit_threshold",
+        "Score at or above which the peer is rate-limited.",
+    ),
+    (
+        "policy.drop_threshold",
+        "Score at or above which the peer is dropped.",
+    ),
+    (
+        "policy.ttl_min",
+        "Shortest life of a limit/drop verdict (answers' TTLs are clamped to ttl_min..ttl_max).",
+    ),
     ("policy.ttl_max", "Longest life of a limit/drop verdict."),
     ("policy.pass_ttl", "Life of a pass verdict."),
-    ("policy.tempfail_ttl", "Life of a verdict made while DNS was failing."),
-    ("policy.limit_rate", "What a limit verdict means in the datapath: SYNs per minute per source."),
-    ("policy.limit_burst", "... with bursts of up to this many SYNs."),
-    ("policy.observe", "Decide, log and count, but never drop or limit (also `mxscreen run --observe`)."),
-    ("lists", "Static decisions, before and instead of any lookup; allow wins over deny."),
-    ("lists.allow", "Always pass (and never drop) these prefixes."),
+    (
+        "policy.tempfail_ttl",
+        "Life of a verdict made while DNS was failing.",
+    ),
+    (
+        "policy.limit_rate",
+        "What a limit verdict means in the datapath: SYNs per minute per source.",
+    ),
+    (
+        "policy.limit_burst",
+        "... with bursts of up to this many SYNs.",
+    ),
+    (
+        "policy.observe",
+        "Decide, log and count, but never drop or limit (also `mxscreen run --observe`).",
+    ),
+    (
+        "lists",
+        "Static decisions, before and instead of any lookup; allow wins over deny.",
+    ),
+    (
+        "lists.allow",
+        "Always pass (and never drop) these prefixes.",
+    ),
     ("lists.deny", "Always drop these prefixes."),
     ("control", "The operator's control socket."),
-    ("control.socket", "Unix socket of the daemon (mode 0600, root only)."),
-    ("control.widest_block_v4", "Widest IPv4 prefix `block` accepts without --force."),
-    ("control.widest_block_v6", "Widest IPv6 prefix `block` accepts without --force."),
+    (
+        "control.socket",
+        "Unix socket of the daemon (mode 0600, root only).",
+    ),
+    (
+        "control.widest_block_v4",
+        "Widest IPv4 prefix `block` accepts without --force.",
+    ),
+    (
+        "control.widest_block_v6",
+        "Widest IPv6 prefix `block` accepts without --force.",
+    ),
     ("state", "Where manual blocks and allows are kept."),
     ("state.file", "JSON, written atomically on every change."),
-    ("dnsbl", "A DNSBL or DNS allowlist zone (RFC 5782). Writing any [[dnsbl]] replaces the defaults."),
+    (
+        "dnsbl",
+        "A DNSBL or DNS allowlist zone (RFC 5782). Writing any [[dnsbl]] replaces the defaults.",
+    ),
     ("dnsbl.zone", "The zone queried."),
-    ("dnsbl.weight", "Score added by a listing (negative for allowlists)."),
-    ("dnsbl.codes", "Answer codes that count (addresses, CIDRs or a-b ranges); empty = all of 127.0.0.0/8 but 127.255.255.0/24."),
-    ("dnsbl.error_codes", "Answer codes that mean the zone refused the query (never a listing)."),
-    ("dnsbl.code_weights", "Per-code weights overriding `weight`, e.g. SBL vs PBL."),
+    (
+        "dnsbl.weight",
+        "Score added by a listing (negative for allowlists).",
+    ),
+    (
+        "dnsbl.codes",
+        "Answer codes that count (addresses, CIDRs or a-b ranges); empty = all of 127.0.0.0/8 but 127.255.255.0/24.",
+    ),
+    (
+        "dnsbl.error_codes",
+        "Answer codes that mean the zone refused the query (never a listing).",
+    ),
+    (
+        "dnsbl.code_weights",
+        "Per-code weights overriding `weight`, e.g. SBL vs PBL.",
+    ),
 ];
 
 #[cfg(test)]
@@ -384,7 +497,11 @@ mod default_doc_tests {
     #[test]
     fn default_toml_parses_back_to_the_defaults() {
         let text = default_toml();
-        assert_eq!(Config::from_toml_str(&text, "default").unwrap(), Config::default(), "{text}");
+        assert_eq!(
+            Config::from_toml_str(&text, "default").unwrap(),
+            Config::default(),
+            "{text}"
+        );
         assert!(text.contains("# Destination ports screened"), "{text}");
     }
 }

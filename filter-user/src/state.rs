@@ -50,7 +50,9 @@ pub struct State {
 
 /// Now, in Unix seconds.
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl State {
@@ -60,11 +62,16 @@ impl State {
     /// restore from the moved file. Unreadable (I/O, permissions): an error, since moving it
     /// aside could fail the same way and writing over it would lose it.
     pub fn load(path: &Path) -> Result<Self> {
-        let mut state = Self { path: path.to_path_buf(), entries: Vec::new() };
+        let mut state = Self {
+            path: path.to_path_buf(),
+            entries: Vec::new(),
+        };
         let text = match fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(state),
-            Err(e) => return Err(e).with_context(|| format!("reading state file {}", path.display())),
+            Err(e) => {
+                return Err(e).with_context(|| format!("reading state file {}", path.display()));
+            }
         };
         match serde_json::from_str::<OnDisk>(&text) {
             Ok(d) if d.version == VERSION => state.entries = d.entries,
@@ -75,7 +82,10 @@ impl State {
                 };
                 let aside = path.with_extension(format!("json.corrupt-{}", unix_now()));
                 fs::rename(path, &aside).with_context(|| {
-                    format!("state file {} is corrupt ({why}) and could not be moved aside", path.display())
+                    format!(
+                        "state file {} is corrupt ({why}) and could not be moved aside",
+                        path.display()
+                    )
                 })?;
                 tracing::error!(
                     file = %path.display(), moved_to = %aside.display(), error = %why,
@@ -96,14 +106,19 @@ impl State {
 
     /// Adds or replaces an entry, then saves.
     pub fn upsert(&mut self, entry: ManualEntry) -> Result<()> {
-        self.entries.retain(|e| !(e.list == entry.list && e.net == entry.net));
+        self.entries
+            .retain(|e| !(e.list == entry.list && e.net == entry.net));
         self.entries.push(entry);
         self.save()
     }
 
     /// Removes an entry (saving if it existed).
     pub fn remove(&mut self, list: ListKind, net: IpNet) -> Result<Option<ManualEntry>> {
-        let Some(i) = self.entries.iter().position(|e| e.list == list && e.net == net) else {
+        let Some(i) = self
+            .entries
+            .iter()
+            .position(|e| e.list == list && e.net == net)
+        else {
             return Ok(None);
         };
         let gone = self.entries.remove(i);
@@ -113,7 +128,10 @@ impl State {
 
     /// Removes and returns the entries expired at `now` (Unix seconds), saving if any.
     pub fn take_expired(&mut self, now: u64) -> Result<Vec<ManualEntry>> {
-        let (gone, keep): (Vec<_>, Vec<_>) = self.entries.drain(..).partition(|e| e.expires.is_some_and(|x| x <= now));
+        let (gone, keep): (Vec<_>, Vec<_>) = self
+            .entries
+            .drain(..)
+            .partition(|e| e.expires.is_some_and(|x| x <= now));
         self.entries = keep;
         if !gone.is_empty() {
             self.save()?;
@@ -125,8 +143,13 @@ impl State {
     fn save(&self) -> Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let tmp = self.path.with_extension(format!("json.tmp-{}", std::process::id()));
-        let body = serde_json::to_vec_pretty(&OnDisk { version: VERSION, entries: self.entries.clone() })?;
+        let tmp = self
+            .path
+            .with_extension(format!("json.tmp-{}", std::process::id()));
+        let body = serde_json::to_vec_pretty(&OnDisk {
+            version: VERSION,
+            entries: self.entries.clone(),
+        })?;
         let write = || -> std::io::Result<()> {
             let mut f = File::create(&tmp)?;
             f.write_all(&body)?;
@@ -136,11 +159,11 @@ impl State {
             // The rename is durable only once the directory is synced too.
             File::open(dir)?.sync_all()
         };
-        write().map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            e
-        })
-        .with_context(|| format!("writing state file {}", self.path.display()))
+        write()
+            .inspect_err(|_| {
+                let _ = fs::remove_file(&tmp);
+            })
+            .with_context(|| format!("writing state file {}", self.path.display()))
     }
 }
 
@@ -149,7 +172,13 @@ mod tests {
     use super::*;
 
     fn entry(net: &str, expires: Option<u64>) -> ManualEntry {
-        ManualEntry { list: ListKind::Deny, net: net.parse().unwrap(), reason: Some("r".into()), created: 1, expires }
+        ManualEntry {
+            list: ListKind::Deny,
+            net: net.parse().unwrap(),
+            reason: Some("r".into()),
+            created: 1,
+            expires,
+        }
     }
 
     #[test]
@@ -162,13 +191,21 @@ mod tests {
         s.upsert(entry("192.0.2.1/32", Some(5000))).unwrap(); // replaces
         let s2 = State::load(&path).unwrap();
         assert_eq!(s2.entries().len(), 2);
-        assert_eq!(s2.get(ListKind::Deny, "192.0.2.1/32".parse().unwrap()).unwrap().expires, Some(5000));
+        assert_eq!(
+            s2.get(ListKind::Deny, "192.0.2.1/32".parse().unwrap())
+                .unwrap()
+                .expires,
+            Some(5000)
+        );
         let mut s2 = s2;
         let gone = s2.take_expired(200).unwrap();
         assert_eq!(gone.len(), 1);
         assert_eq!(State::load(&path).unwrap().entries().len(), 1);
         // No temp files are left behind.
-        let names: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, ["state.json"]);
     }
 
@@ -179,9 +216,15 @@ mod tests {
         fs::write(&path, "{ this is not json").unwrap();
         let s = State::load(&path).unwrap();
         assert!(s.entries().is_empty());
-        let moved: Vec<_> = fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let moved: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
         assert_eq!(moved.len(), 1);
         assert!(moved[0].starts_with("state.json.corrupt-"), "{moved:?}");
-        assert_eq!(fs::read_to_string(dir.path().join(&moved[0])).unwrap(), "{ this is not json");
+        assert_eq!(
+            fs::read_to_string(dir.path().join(&moved[0])).unwrap(),
+            "{ this is not json"
+        );
     }
 }

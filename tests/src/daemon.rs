@@ -18,7 +18,11 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 pub fn mxscreen_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let dir = exe.parent().expect("executable directory");
-    let profile_dir = if dir.ends_with("deps") { dir.parent().expect("target/<profile>") } else { dir };
+    let profile_dir = if dir.ends_with("deps") {
+        dir.parent().expect("target/<profile>")
+    } else {
+        dir
+    };
     let bin = profile_dir.join("mxscreen");
     assert!(
         bin.is_file(),
@@ -89,7 +93,11 @@ impl MxDaemon {
     }
 
     fn launch(&mut self) {
-        let log = fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("log file");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
         // nsenter joins only the network namespace, so the pins stay on the host's bpffs.
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net={}", self.ns_file.display()))
@@ -110,7 +118,11 @@ impl MxDaemon {
             if self.cli(&["status"]).status.success() {
                 return;
             }
-            assert!(Instant::now() < deadline, "mxscreen run did not become ready:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "mxscreen run did not become ready:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -118,9 +130,18 @@ impl MxDaemon {
     /// Stops with SIGTERM and asserts a clean exit (code 0).
     pub fn stop(&mut self) {
         let mut child = self.child.take().expect("running");
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
         let status = wait_timeout(&mut child, Duration::from_secs(15));
-        assert_eq!(status.code(), Some(0), "exit after SIGTERM:\n{}", self.log_text());
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "exit after SIGTERM:\n{}",
+            self.log_text()
+        );
     }
 
     /// `kill -9`: no cleanup at all.
@@ -149,7 +170,11 @@ impl MxDaemon {
     pub fn wait_log(&self, needle: &str, from: usize, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            if self.log_text().get(from..).is_some_and(|t| t.contains(needle)) {
+            if self
+                .log_text()
+                .get(from..)
+                .is_some_and(|t| t.contains(needle))
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -159,7 +184,12 @@ impl MxDaemon {
 
     /// Runs `mxscreen ARGS --socket <ours>` (as root, from the host namespace).
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(mxscreen_bin()).args(args).arg("--socket").arg(&self.socket).output().expect("run mxscreen")
+        Command::new(mxscreen_bin())
+            .args(args)
+            .arg("--socket")
+            .arg(&self.socket)
+            .output()
+            .expect("run mxscreen")
     }
 
     /// Like [`MxDaemon::cli`], asserting success; returns stdout.
@@ -176,9 +206,17 @@ impl MxDaemon {
 
     /// The daemon's cached verdict action for `ip` (`pass`/`limit`/`drop`), if any.
     pub fn verdict(&self, ip: &str) -> Option<String> {
-        let list: serde_json::Value = serde_json::from_str(&self.cli_ok(&["list", "--verdicts", "--json"])).unwrap();
-        let host = if ip.contains(':') { format!("{ip}/128") } else { format!("{ip}/32") };
-        list.as_array()?.iter().find(|e| e["net"] == host.as_str()).map(|e| e["action"].as_str().unwrap().to_owned())
+        let list: serde_json::Value =
+            serde_json::from_str(&self.cli_ok(&["list", "--verdicts", "--json"])).unwrap();
+        let host = if ip.contains(':') {
+            format!("{ip}/128")
+        } else {
+            format!("{ip}/32")
+        };
+        list.as_array()?
+            .iter()
+            .find(|e| e["net"] == host.as_str())
+            .map(|e| e["action"].as_str().unwrap().to_owned())
     }
 
     /// Waits for a verdict for `ip` and returns its action.
@@ -190,13 +228,23 @@ impl MxDaemon {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("no verdict for {ip} within {timeout:?}:\n{}", self.log_text());
+        panic!(
+            "no verdict for {ip} within {timeout:?}:\n{}",
+            self.log_text()
+        );
     }
 
     /// A datapath counter from `mxscreen stats --json`.
     pub fn counter(&self, name: &str) -> u64 {
-        let s: serde_json::Value = serde_json::from_str(&self.cli_ok(&["stats", "--json"])).unwrap();
-        s["datapath"].as_array().unwrap().iter().find(|p| p[0] == name).map(|p| p[1].as_u64().unwrap()).unwrap_or_else(|| panic!("no counter {name}"))
+        let s: serde_json::Value =
+            serde_json::from_str(&self.cli_ok(&["stats", "--json"])).unwrap();
+        s["datapath"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p[0] == name)
+            .map(|p| p[1].as_u64().unwrap())
+            .unwrap_or_else(|| panic!("no counter {name}"))
     }
 }
 
@@ -236,5 +284,10 @@ pub fn as_nobody(bin: &Path, args: &[&str]) -> Output {
 
 /// `Output` as text for assertion messages.
 pub fn text(out: &Output) -> String {
-    format!("status {}: {}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+    format!(
+        "status {}: {}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
 }

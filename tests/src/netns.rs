@@ -134,9 +134,11 @@ impl Wire {
     /// Gives the client one more source address (IPv4 /24 or IPv6 /64 of the wire).
     pub fn add_client_addr(&self, addr: &str) {
         if addr.contains(':') {
-            self.client.ip(&["addr", "add", &format!("{addr}/64"), "dev", "vc", "nodad"]);
+            self.client
+                .ip(&["addr", "add", &format!("{addr}/64"), "dev", "vc", "nodad"]);
         } else {
-            self.client.ip(&["addr", "add", &format!("{addr}/24"), "dev", "vc"]);
+            self.client
+                .ip(&["addr", "add", &format!("{addr}/24"), "dev", "vc"]);
         }
     }
 

@@ -3,7 +3,7 @@
 //! talking to it over the control socket. Needs root; run by `cargo xtask test`.
 
 use std::{
-    net::SocketAddr,
+    net::{SocketAddr, TcpListener},
     time::Duration,
 };
 
@@ -12,7 +12,6 @@ use mxscreen_tests::{
     dns::{RblZone, Rbldnsd, listing},
     netns::{SERVER_IFACE, SERVER_V4, SERVER_V6, Wire},
 };
-use std::net::TcpListener;
 
 const LISTED: &str = "192.0.2.20";
 const LISTED_V6: &str = "2001:db8:1::20";
@@ -49,13 +48,32 @@ fn bed(tag: &str) -> Bed {
     }
     let (rbl, listeners) = wire.server.enter(|| {
         let rbl = Rbldnsd::start(&[
-            RblZone::new("bl.test", Duration::from_secs(900), vec![listing(LISTED, "127.0.0.2", "listed for testing"), listing(LISTED_V6, "127.0.0.2", "listed v6")]),
-            RblZone::new("later.test", Duration::from_secs(900), vec![listing(LATER_LISTED, "127.0.0.2", "listed later")]),
+            RblZone::new(
+                "bl.test",
+                Duration::from_secs(900),
+                vec![
+                    listing(LISTED, "127.0.0.2", "listed for testing"),
+                    listing(LISTED_V6, "127.0.0.2", "listed v6"),
+                ],
+            ),
+            RblZone::new(
+                "later.test",
+                Duration::from_secs(900),
+                vec![listing(LATER_LISTED, "127.0.0.2", "listed later")],
+            ),
         ]);
-        let listeners = [smtp4(), other4(), smtp6()].iter().map(|a| TcpListener::bind(a).expect("listen")).collect();
+        let listeners = [smtp4(), other4(), smtp6()]
+            .iter()
+            .map(|a| TcpListener::bind(a).expect("listen"))
+            .collect();
         (rbl, listeners)
     });
-    Bed { rbl_addr: rbl.addr, wire, _rbl: rbl, _listeners: listeners }
+    Bed {
+        rbl_addr: rbl.addr,
+        wire,
+        _rbl: rbl,
+        _listeners: listeners,
+    }
 }
 
 /// Reputation sections: one DNSBL zone, no rDNS (no reverse zones here), nothing
@@ -67,7 +85,10 @@ fn sections(rbl: SocketAddr, zone: &str) -> String {
 }
 
 fn spec(b: &Bed, zone: &str) -> Spec {
-    Spec { sections: sections(b.rbl_addr, zone), ..Default::default() }
+    Spec {
+        sections: sections(b.rbl_addr, zone),
+        ..Default::default()
+    }
 }
 
 #[track_caller]
@@ -104,14 +125,25 @@ fn new_peers_are_resolved_into_verdicts_the_datapath_enforces() {
     connects(&b, CLEAN, smtp4());
     // One log line per verdict, fixed tag, key=value fields.
     let log = d.log_text();
-    let line = log.lines().find(|l| l.contains("mxscreen-verdict") && l.contains(&format!("ip={LISTED}"))).unwrap_or_else(|| panic!("no verdict line:\n{log}"));
-    for field in ["action=\"drop\"", "score=10", "dnsbl:bl.test=listed", "ttl="] {
+    let line = log
+        .lines()
+        .find(|l| l.contains("mxscreen-verdict") && l.contains(&format!("ip={LISTED}")))
+        .unwrap_or_else(|| panic!("no verdict line:\n{log}"));
+    for field in [
+        "action=\"drop\"",
+        "score=10",
+        "dnsbl:bl.test=listed",
+        "ttl=",
+    ] {
         assert!(line.contains(field), "{field} missing in {line}");
     }
     assert!(d.counter("dropped_verdict") >= 2);
     // `check` shows what the daemon holds.
     let out = d.cli_ok(&["check", LISTED, "--config", d.config.to_str().unwrap()]);
-    assert!(out.contains("daemon holds:") && out.contains("verdict"), "{out}");
+    assert!(
+        out.contains("daemon holds:") && out.contains("verdict"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -120,11 +152,19 @@ fn manual_block_unblock_allow_round_trip_and_survive_restart() {
     let mut d = MxDaemon::start(&b.wire.server, SERVER_IFACE, spec(&b, "bl.test"));
     connects(&b, CLEAN, smtp4());
     let out = d.cli_ok(&["block", CLEAN, "--for", "1h", "--reason", "testing"]);
-    assert!(out.starts_with(&format!("blocked {CLEAN}/32 for 1h (testing)")), "{out}");
+    assert!(
+        out.starts_with(&format!("blocked {CLEAN}/32 for 1h (testing)")),
+        "{out}"
+    );
     refused(&b, CLEAN, smtp4());
     connects(&b, CLEAN, other4());
     let list = d.cli_ok(&["list", "--blocked"]);
-    assert!(list.contains(&format!("{CLEAN}/32")) && list.contains("manual") && list.contains("testing"), "{list}");
+    assert!(
+        list.contains(&format!("{CLEAN}/32"))
+            && list.contains("manual")
+            && list.contains("testing"),
+        "{list}"
+    );
 
     // Restart (SIGTERM, then start): the block is back before any SYN.
     d.stop();
@@ -138,11 +178,18 @@ fn manual_block_unblock_allow_round_trip_and_survive_restart() {
     d.restart();
     refused(&b, CLEAN, smtp4());
 
-    assert!(d.cli_ok(&["unblock", CLEAN]).starts_with(&format!("unblocked {CLEAN}/32")));
+    assert!(
+        d.cli_ok(&["unblock", CLEAN])
+            .starts_with(&format!("unblocked {CLEAN}/32"))
+    );
     connects(&b, CLEAN, smtp4());
     let out = d.cli(&["unblock", CLEAN]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("is not blocked by hand"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not blocked by hand"),
+        "{}",
+        text(&out)
+    );
 
     // Allow beats a DNSBL drop verdict.
     connects(&b, LISTED, smtp4());
@@ -155,11 +202,24 @@ fn manual_block_unblock_allow_round_trip_and_survive_restart() {
 
     // Guard rails: protected and over-wide blocks are refused with the reason.
     let out = d.cli(&["block", "127.0.0.1"]);
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("protected (loopback"), "{}", text(&out));
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("protected (loopback"),
+        "{}",
+        text(&out)
+    );
     let out = d.cli(&["block", "0.0.0.0/0"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("wider than /16"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("wider than /16"),
+        "{}",
+        text(&out)
+    );
     let out = d.cli(&["block", SERVER_V4]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("protected (self"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("protected (self"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -172,7 +232,11 @@ fn corrupt_state_file_is_moved_aside_and_reported() {
     d.restart();
     let log = d.log_text();
     assert!(log.contains("state file is corrupt; moved aside"), "{log}");
-    let moved: Vec<String> = std::fs::read_dir(d.dir.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).filter(|n| n.starts_with("state.json.corrupt-")).collect();
+    let moved: Vec<String> = std::fs::read_dir(d.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("state.json.corrupt-"))
+        .collect();
     assert_eq!(moved.len(), 1, "{moved:?}");
     // Without the state file the manual block is gone (the operator restores it from the
     // moved file); the daemon runs and enforces the rest.
@@ -183,15 +247,29 @@ fn corrupt_state_file_is_moved_aside_and_reported() {
 fn control_socket_is_root_only() {
     let b = bed("dr");
     let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, spec(&b, "bl.test"));
-    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&d.socket).unwrap().permissions());
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&d.socket).unwrap().permissions(),
+    );
     assert_eq!(mode & 0o777, 0o600);
     // The tempdir is 0700: let nobody reach the socket file itself, so the socket's own
     // mode is what refuses.
-    std::fs::set_permissions(d.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let out = as_nobody(&mxscreen_bin(), &["list", "--socket", d.socket.to_str().unwrap()]);
+    std::fs::set_permissions(
+        d.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let out = as_nobody(
+        &mxscreen_bin(),
+        &["list", "--socket", d.socket.to_str().unwrap()],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.starts_with("mxscreen: permission denied") && err.contains("root only") && err.lines().count() == 1, "{err}");
+    assert!(
+        err.starts_with("mxscreen: permission denied")
+            && err.contains("root only")
+            && err.lines().count() == 1,
+        "{err}"
+    );
 }
 
 #[test]
@@ -217,7 +295,11 @@ fn sighup_applies_a_changed_zone() {
     std::fs::write(&d.config, "[datapath]\nports = []\n").unwrap();
     let from = d.log_text().len();
     d.signal(nix::sys::signal::Signal::SIGHUP);
-    d.wait_log("reload failed; keeping the running config", from, Duration::from_secs(10));
+    d.wait_log(
+        "reload failed; keeping the running config",
+        from,
+        Duration::from_secs(10),
+    );
     refused(&b, CLEAN, smtp4());
     refused(&b, LATER_LISTED, smtp4());
 }
@@ -225,7 +307,10 @@ fn sighup_applies_a_changed_zone() {
 #[test]
 fn observe_mode_resolves_and_counts_but_never_drops() {
     let b = bed("do");
-    let s = Spec { args: vec!["--observe".into()], ..spec(&b, "bl.test") };
+    let s = Spec {
+        args: vec!["--observe".into()],
+        ..spec(&b, "bl.test")
+    };
     let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, s);
     connects(&b, LISTED, smtp4());
     assert_eq!(d.wait_verdict(LISTED, VERDICT_WITHIN), "drop");
@@ -246,10 +331,19 @@ fn cli_without_a_daemon_and_bad_input_say_so_in_one_line() {
     let bin = mxscreen_bin();
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("none.sock");
-    let out = std::process::Command::new(&bin).args(["list", "--socket"]).arg(&sock).output().unwrap();
+    let out = std::process::Command::new(&bin)
+        .args(["list", "--socket"])
+        .arg(&sock)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("daemon is not running") && err.contains("mxscreen run") && err.lines().count() == 1, "{err}");
+    assert!(
+        err.contains("daemon is not running")
+            && err.contains("mxscreen run")
+            && err.lines().count() == 1,
+        "{err}"
+    );
     for args in [
         &["block", "203.0.113.300"][..],
         &["block", "203.0.113.3", "--for", "soon"],
@@ -257,7 +351,10 @@ fn cli_without_a_daemon_and_bad_input_say_so_in_one_line() {
         &["check", "example.org"],
         &["list", "--blocked", "--allowed"],
     ] {
-        let out = std::process::Command::new(&bin).args(args).output().unwrap();
+        let out = std::process::Command::new(&bin)
+            .args(args)
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", text(&out));
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
@@ -265,9 +362,20 @@ fn cli_without_a_daemon_and_bad_input_say_so_in_one_line() {
     }
     // A bad config file: one line naming file, line and key; exit 1.
     let cfg = dir.path().join("bad.toml");
-    std::fs::write(&cfg, "[datapath]\nports = [25]\nfirst_contact = \"sometimes\"\n").unwrap();
-    let out = std::process::Command::new(&bin).args(["config", "check"]).arg(&cfg).output().unwrap();
+    std::fs::write(
+        &cfg,
+        "[datapath]\nports = [25]\nfirst_contact = \"sometimes\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(&bin)
+        .args(["config", "check"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.toml:3:") && err.lines().count() == 1, "{err}");
+    assert!(
+        err.contains("bad.toml:3:") && err.lines().count() == 1,
+        "{err}"
+    );
 }

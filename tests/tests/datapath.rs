@@ -588,24 +588,40 @@ fn truncated_frames_never_drop() {
 /// across many chunks, and skip keys that are already gone.
 #[test]
 fn verdicts_are_read_and_removed_in_bulk() {
-    let mut dp = TestDatapath::with_sizes(mxscreen::datapath::MapSizes { verdicts: 20_000, ..mxscreen::datapath::MapSizes::small() });
+    let mut dp = TestDatapath::with_sizes(mxscreen::datapath::MapSizes {
+        verdicts: 20_000,
+        ..mxscreen::datapath::MapSizes::small()
+    });
     let ips: Vec<IpAddr> = (0..10_000u32)
         .map(|i| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)))
-        .chain((0..1_000u128).map(|i| IpAddr::V6(Ipv6Addr::from(0x2001_0db8_0000_0000_0000_0000_0000_0000u128 + i))))
+        .chain((0..1_000u128).map(|i| {
+            IpAddr::V6(Ipv6Addr::from(
+                0x2001_0db8_0000_0000_0000_0000_0000_0000u128 + i,
+            ))
+        }))
         .collect();
     for (n, ip) in ips.iter().enumerate() {
-        dp.maps.verdict_set(*ip, verdict(Action::Pass, n as u64 + 1)).unwrap();
+        dp.maps
+            .verdict_set(*ip, verdict(Action::Pass, n as u64 + 1))
+            .unwrap();
     }
     let mut got = dp.maps.verdicts().unwrap();
     got.sort_by_key(|(ip, _)| *ip);
-    let mut want: Vec<(IpAddr, Verdict)> = ips.iter().enumerate().map(|(n, ip)| (*ip, verdict(Action::Pass, n as u64 + 1))).collect();
+    let mut want: Vec<(IpAddr, Verdict)> = ips
+        .iter()
+        .enumerate()
+        .map(|(n, ip)| (*ip, verdict(Action::Pass, n as u64 + 1)))
+        .collect();
     want.sort_by_key(|(ip, _)| *ip);
     assert_eq!(got, want);
     // Remove every other one, plus keys that were never there.
     let mut doomed: Vec<IpAddr> = ips.iter().step_by(2).copied().collect();
     doomed.insert(100, IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1)));
     doomed.push(IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 9, 9, 9, 9, 9, 9)));
-    assert_eq!(dp.maps.verdicts_remove(&doomed).unwrap(), ips.len().div_ceil(2));
+    assert_eq!(
+        dp.maps.verdicts_remove(&doomed).unwrap(),
+        ips.len().div_ceil(2)
+    );
     let left = dp.maps.verdicts().unwrap();
     assert_eq!(left.len(), ips.len() / 2);
     assert!(left.iter().all(|(ip, _)| !doomed.contains(ip)));

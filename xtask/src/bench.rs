@@ -7,7 +7,15 @@ use crate::util::{cargo, status};
 
 pub fn run(name: &str) -> Result<()> {
     // The daemon benchmark runs the real release binary.
-    status(cargo().args(["build", "--release", "--quiet", "-p", "filter-user", "--bin", "mxscreen"]))?;
+    status(cargo().args([
+        "build",
+        "--release",
+        "--quiet",
+        "-p",
+        "filter-user",
+        "--bin",
+        "mxscreen",
+    ]))?;
     status(cargo().args([
         "run",
         "--release",

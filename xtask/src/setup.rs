@@ -22,6 +22,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
     ),
     ("exim4-daemon-light", "the MTA of the end-to-end testbed"),
     ("swaks", "real SMTP clients in the end-to-end testbed"),
+    (
+        "libio-socket-inet6-perl",
+        "swaks needs it to send over IPv6 (the end-to-end testbed)",
+    ),
     ("dnsutils", "dig, to wait for DNS servers to answer"),
     ("zlib1g-dev", "bpf-linker links against zlib"),
     ("gcc", "building bpf-linker and C-backed crates"),

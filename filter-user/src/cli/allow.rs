@@ -1,11 +1,13 @@
 //! `mxscreen allow` / `mxscreen unallow`.
 
-use std::time::Duration;
-
 use anyhow::Result;
 use ipnet::IpNet;
 
-use super::{block::done, connect::Connect, parse_duration, parse_net};
+use super::{
+    block::{EntryArgs, done},
+    connect::Connect,
+    parse_net,
+};
 use crate::control::protocol::{Request, ttl_secs};
 
 /// Always pass an address or prefix, whatever the lists, DNSBLs or verdicts say.
@@ -18,15 +20,8 @@ use crate::control::protocol::{Request, ttl_secs};
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct AllowArgs {
-    /// Address or CIDR prefix.
-    #[arg(value_parser = parse_net)]
-    net: IpNet,
-    /// How long (e.g. 90s, 10m, 24h, 7d); default: until unallowed.
-    #[arg(long = "for", value_parser = parse_duration)]
-    duration: Option<Duration>,
-    /// Free text kept with the entry and shown by `list`.
-    #[arg(long)]
-    reason: Option<String>,
+    #[command(flatten)]
+    entry: EntryArgs,
     #[command(flatten)]
     connect: Connect,
 }
@@ -46,7 +41,12 @@ pub struct UnallowArgs {
 }
 
 pub fn allow(a: AllowArgs) -> Result<()> {
-    done(a.connect.request(Request::Allow { net: a.net, ttl_secs: ttl_secs(a.duration), reason: a.reason })?)
+    let e = a.entry;
+    done(a.connect.request(Request::Allow {
+        net: e.net,
+        ttl_secs: ttl_secs(e.duration),
+        reason: e.reason,
+    })?)
 }
 
 pub fn unallow(a: UnallowArgs) -> Result<()> {

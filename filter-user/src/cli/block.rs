@@ -20,15 +20,8 @@ use crate::control::protocol::{Body, Request, ttl_secs};
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct BlockArgs {
-    /// Address or CIDR prefix.
-    #[arg(value_parser = parse_net)]
-    net: IpNet,
-    /// How long (e.g. 90s, 10m, 24h, 7d); default: until unblocked.
-    #[arg(long = "for", value_parser = parse_duration)]
-    duration: Option<Duration>,
-    /// Free text kept with the entry and shown by `list`.
-    #[arg(long)]
-    reason: Option<String>,
+    #[command(flatten)]
+    entry: EntryArgs,
     /// Accept a prefix wider than the configured limit.
     #[arg(long)]
     force: bool,
@@ -50,6 +43,20 @@ pub struct UnblockArgs {
     connect: Connect,
 }
 
+/// What `block` and `allow` take: the prefix, how long, and why.
+#[derive(clap::Args)]
+pub struct EntryArgs {
+    /// Address or CIDR prefix.
+    #[arg(value_parser = parse_net)]
+    pub net: IpNet,
+    /// How long (e.g. 90s, 10m, 24h, 7d); default: until removed.
+    #[arg(long = "for", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Free text kept with the entry and shown by `list`.
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
 pub fn done(body: Body) -> Result<()> {
     match body {
         Body::Done { message } => {
@@ -61,7 +68,13 @@ pub fn done(body: Body) -> Result<()> {
 }
 
 pub fn block(a: BlockArgs) -> Result<()> {
-    done(a.connect.request(Request::Block { net: a.net, ttl_secs: ttl_secs(a.duration), reason: a.reason, force: a.force })?)
+    let e = a.entry;
+    done(a.connect.request(Request::Block {
+        net: e.net,
+        ttl_secs: ttl_secs(e.duration),
+        reason: e.reason,
+        force: a.force,
+    })?)
 }
 
 pub fn unblock(a: UnblockArgs) -> Result<()> {

@@ -7,7 +7,10 @@ use anyhow::Result;
 use super::connect::Connect;
 use crate::{
     config::Config,
-    control::{client::ClientError, protocol::{Body, LookupReply, Request}},
+    control::{
+        client::ClientError,
+        protocol::{Body, LookupReply, Request},
+    },
     reputation,
 };
 
@@ -38,9 +41,14 @@ pub struct Args {
 
 pub fn main(a: Args) -> Result<()> {
     let (cfg, _) = Config::resolve(a.config.as_deref())?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let report = rt.block_on(reputation::check(cfg.reputation(), a.ip))?;
-    let connect = Connect { socket: a.socket.or_else(|| Some(cfg.control.socket.clone())), config: None };
+    let connect = Connect {
+        socket: a.socket.or_else(|| Some(cfg.control.socket.clone())),
+        config: None,
+    };
     let daemon: Result<LookupReply, String> = match connect.request(Request::Lookup { ip: a.ip }) {
         Ok(Body::Lookup(l)) => Ok(l),
         Ok(_) => Err("unexpected reply".into()),
@@ -61,9 +69,16 @@ pub fn main(a: Args) -> Result<()> {
     print!("{}", report.to_text());
     match daemon {
         Ok(l) => {
-            let rows: Vec<String> = [l.allowed, l.blocked, l.verdict].iter().flatten().map(super::list::row).collect();
+            let rows: Vec<String> = [l.allowed, l.blocked, l.verdict]
+                .iter()
+                .flatten()
+                .map(super::list::row)
+                .collect();
             if rows.is_empty() {
-                println!("daemon: holds nothing for {} (unknown: passes, resolved on its next SYN)", a.ip);
+                println!(
+                    "daemon: holds nothing for {} (unknown: passes, resolved on its next SYN)",
+                    a.ip
+                );
             } else {
                 println!("daemon holds:");
                 for r in rows {

@@ -14,9 +14,7 @@ pub enum Command {
     /// Example:
     ///   mxscreen config check /etc/mxscreen/mxscreen.toml
     #[command(verbatim_doc_comment)]
-    Check {
-        file: Option<PathBuf>,
-    },
+    Check { file: Option<PathBuf> },
     /// Print the complete default config, every key commented: a starting point for
     /// /etc/mxscreen/mxscreen.toml.
     ///

@@ -7,7 +7,10 @@ use anyhow::Result;
 
 use crate::{
     config::Config,
-    control::{client, protocol::{Body, Request}},
+    control::{
+        client,
+        protocol::{Body, Request},
+    },
 };
 
 #[derive(clap::Args, Clone, Debug)]
@@ -31,7 +34,9 @@ impl Connect {
     /// Sends one request and returns the daemon's answer.
     pub fn request(&self, req: Request) -> Result<Body> {
         let path = self.socket_path()?;
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         Ok(rt.block_on(client::request(&path, &req))?)
     }
 }

@@ -41,7 +41,10 @@ pub fn expiry(expires: Option<u64>) -> String {
     match expires {
         None => "never".into(),
         Some(t) if t <= unix_now() => "expired".into(),
-        Some(t) => format!("in {}", duration::format(Duration::from_secs(t - unix_now()))),
+        Some(t) => format!(
+            "in {}",
+            duration::format(Duration::from_secs(t - unix_now()))
+        ),
     }
 }
 
@@ -76,7 +79,10 @@ pub fn main(a: Args) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&entries)?);
         return Ok(());
     }
-    println!("{:<8} {:<40} {:<6} {:<11} {:<14} {:>8}  REASON", "LIST", "PREFIX", "ACTION", "SOURCE", "EXPIRES", "HITS");
+    println!(
+        "{:<8} {:<40} {:<6} {:<11} {:<14} {:>8}  REASON",
+        "LIST", "PREFIX", "ACTION", "SOURCE", "EXPIRES", "HITS"
+    );
     for e in &entries {
         println!("{}", row(e));
     }

@@ -44,9 +44,20 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) =>
+        {
             let _ = e.print();
-            return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
         Err(e) => {
             eprintln!("mxscreen: {}", one_line(&e.to_string()));
@@ -85,7 +96,8 @@ pub fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
     if let Ok(ip) = s.parse::<std::net::IpAddr>() {
         return Ok(ipnet::IpNet::from(ip));
     }
-    s.parse::<ipnet::IpNet>().map_err(|_| format!("not an IP address or CIDR prefix: {s:?}"))
+    s.parse::<ipnet::IpNet>()
+        .map_err(|_| format!("not an IP address or CIDR prefix: {s:?}"))
 }
 
 /// A duration such as `90s`, `10m`, `24h`, `7d` for clap.
@@ -114,14 +126,22 @@ mod tests {
             let line = one_line(&e.to_string());
             assert!(!line.contains('\n') && !line.is_empty(), "{args:?}: {line}");
         }
-        let e = Cli::try_parse_from(["mxscreen", "block", "300.1.1.1"]).err().unwrap();
-        assert!(one_line(&e.to_string()).contains("not an IP address or CIDR prefix"), "{e}");
+        let e = Cli::try_parse_from(["mxscreen", "block", "300.1.1.1"])
+            .err()
+            .unwrap();
+        assert!(
+            one_line(&e.to_string()).contains("not an IP address or CIDR prefix"),
+            "{e}"
+        );
     }
 
     #[test]
     fn nets_and_durations() {
         assert_eq!(parse_net("192.0.2.7").unwrap().to_string(), "192.0.2.7/32");
-        assert_eq!(parse_net("2001:db8::/32").unwrap().to_string(), "2001:db8::/32");
+        assert_eq!(
+            parse_net("2001:db8::/32").unwrap().to_string(),
+            "2001:db8::/32"
+        );
         assert!(parse_net("192.0.2.0/33").is_err());
         assert_eq!(parse_duration("10m").unwrap().as_secs(), 600);
         assert!(parse_duration("0s").is_err());

@@ -42,7 +42,9 @@ pub struct Args {
 
 pub fn main(args: Args) -> Result<()> {
     crate::logging::init(args.log_format);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     rt.block_on(daemon::run(RunOptions {
         config: args.config,
         interfaces: args.interfaces,

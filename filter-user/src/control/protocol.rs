@@ -18,16 +18,33 @@ pub const MAX_REPLY: u32 = 1 << 30;
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
     /// Add to the deny list (manual). `ttl_secs: None` = until unblocked.
-    Block { net: IpNet, ttl_secs: Option<u64>, reason: Option<String>, force: bool },
-    Unblock { net: IpNet },
+    Block {
+        net: IpNet,
+        ttl_secs: Option<u64>,
+        reason: Option<String>,
+        force: bool,
+    },
+    Unblock {
+        net: IpNet,
+    },
     /// Add to the allow list (manual).
-    Allow { net: IpNet, ttl_secs: Option<u64>, reason: Option<String> },
-    Unallow { net: IpNet },
-    List { what: ListWhat },
+    Allow {
+        net: IpNet,
+        ttl_secs: Option<u64>,
+        reason: Option<String>,
+    },
+    Unallow {
+        net: IpNet,
+    },
+    List {
+        what: ListWhat,
+    },
     Stats,
     Status,
     /// What the daemon holds for one address (allow/deny match, cached verdict).
-    Lookup { ip: IpAddr },
+    Lookup {
+        ip: IpAddr,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -42,6 +59,10 @@ pub enum ListWhat {
 /// The daemon's answer: `Ok` with a body, or an error sentence for the operator.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one short-lived reply per request; boxing buys nothing"
+)]
 pub enum Reply {
     Ok { body: Body },
     Error { message: String },
@@ -49,10 +70,18 @@ pub enum Reply {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one short-lived reply per request; boxing buys nothing"
+)]
 pub enum Body {
     /// A change was applied (to the maps and the state file) before this reply was sent.
-    Done { message: String },
-    List { entries: Vec<ListedEntry> },
+    Done {
+        message: String,
+    },
+    List {
+        entries: Vec<ListedEntry>,
+    },
     Stats(StatsReply),
     Status(StatusReply),
     Lookup(LookupReply),
@@ -139,7 +168,10 @@ pub enum FrameError {
 }
 
 /// Writes one message as a frame.
-pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(w: &mut W, msg: &T) -> Result<(), FrameError> {
+pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
+    w: &mut W,
+    msg: &T,
+) -> Result<(), FrameError> {
     let bytes = serde_json::to_vec(msg)?;
     let len = u32::try_from(bytes.len()).map_err(|_| FrameError::TooLarge(u32::MAX, u32::MAX))?;
     w.write_all(&len.to_be_bytes()).await?;
@@ -149,7 +181,10 @@ pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(w: &mut W, msg: &T
 }
 
 /// Reads one frame of at most `max` bytes and parses it.
-pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(r: &mut R, max: u32) -> Result<T, FrameError> {
+pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
+    r: &mut R,
+    max: u32,
+) -> Result<T, FrameError> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}
@@ -176,19 +211,32 @@ mod tests {
 
     #[tokio::test]
     async fn frames_round_trip_and_are_bounded() {
-        let req = Request::Block { net: "192.0.2.0/24".parse().unwrap(), ttl_secs: Some(60), reason: Some("bot".into()), force: false };
+        let req = Request::Block {
+            net: "192.0.2.0/24".parse().unwrap(),
+            ttl_secs: Some(60),
+            reason: Some("bot".into()),
+            force: false,
+        };
         let mut buf = Vec::new();
         write_frame(&mut buf, &req).await.unwrap();
         let back: Request = read_frame(&mut buf.as_slice(), MAX_REQUEST).await.unwrap();
         assert_eq!(back, req);
         // A length over the bound is refused before anything is allocated.
         let huge = [0xff, 0xff, 0xff, 0xff];
-        let err = read_frame::<_, Request>(&mut huge.as_slice(), MAX_REQUEST).await.unwrap_err();
+        let err = read_frame::<_, Request>(&mut huge.as_slice(), MAX_REQUEST)
+            .await
+            .unwrap_err();
         assert!(matches!(err, FrameError::TooLarge(u32::MAX, MAX_REQUEST)));
         // Garbage JSON is an error, not a panic.
         let mut bad = 3u32.to_be_bytes().to_vec();
         bad.extend_from_slice(b"{x}");
-        assert!(matches!(read_frame::<_, Request>(&mut bad.as_slice(), MAX_REQUEST).await, Err(FrameError::Json(_))));
-        assert!(matches!(read_frame::<_, Request>(&mut [].as_slice(), MAX_REQUEST).await, Err(FrameError::Closed)));
+        assert!(matches!(
+            read_frame::<_, Request>(&mut bad.as_slice(), MAX_REQUEST).await,
+            Err(FrameError::Json(_))
+        ));
+        assert!(matches!(
+            read_frame::<_, Request>(&mut [].as_slice(), MAX_REQUEST).await,
+            Err(FrameError::Closed)
+        ));
     }
 }

@@ -34,14 +34,22 @@ impl ControlSocket {
         }
         if path.exists() {
             if UnixStream::connect(path).await.is_ok() {
-                bail!("another mxscreen daemon is already running (its control socket {} answers)", path.display());
+                bail!(
+                    "another mxscreen daemon is already running (its control socket {} answers)",
+                    path.display()
+                );
             }
-            std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))?;
+            std::fs::remove_file(path)
+                .with_context(|| format!("removing stale socket {}", path.display()))?;
         }
-        let listener = UnixListener::bind(path).with_context(|| format!("binding control socket {}", path.display()))?;
+        let listener = UnixListener::bind(path)
+            .with_context(|| format!("binding control socket {}", path.display()))?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .with_context(|| format!("chmod 0600 {}", path.display()))?;
-        Ok(Self { path: path.to_path_buf(), listener: Some(listener) })
+        Ok(Self {
+            path: path.to_path_buf(),
+            listener: Some(listener),
+        })
     }
 
     /// Starts accepting; each request is sent to `calls` and its reply written back.
@@ -83,7 +91,13 @@ async fn connection(mut stream: UnixStream, calls: mpsc::Sender<Call>) {
             Ok(r) => r,
             Err(super::protocol::FrameError::Closed) => return,
             Err(e) => {
-                let _ = write_frame(&mut stream, &Reply::Error { message: format!("bad request: {e}") }).await;
+                let _ = write_frame(
+                    &mut stream,
+                    &Reply::Error {
+                        message: format!("bad request: {e}"),
+                    },
+                )
+                .await;
                 return;
             }
         };
@@ -91,7 +105,9 @@ async fn connection(mut stream: UnixStream, calls: mpsc::Sender<Call>) {
         if calls.send((req, tx)).await.is_err() {
             return; // daemon shutting down
         }
-        let reply = rx.await.unwrap_or(Reply::Error { message: "the daemon is shutting down".into() });
+        let reply = rx.await.unwrap_or(Reply::Error {
+            message: "the daemon is shutting down".into(),
+        });
         if write_frame(&mut stream, &reply).await.is_err() {
             return;
         }

@@ -2,7 +2,11 @@
 //! keeping the lists in line with the config and the state file, writing verdicts, sweeping
 //! expired entries and answering control requests. One owner (the main loop) — no locks.
 
-use std::{net::IpAddr, path::PathBuf, time::{Duration, Instant}};
+use std::{
+    net::IpAddr,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use anyhow::Result;
 use aya::Ebpf;
@@ -13,7 +17,8 @@ use super::protect::{self, Protected};
 use crate::{
     config::Config,
     control::protocol::{
-        Body, InterfaceStatus, ListWhat, ListedEntry, LookupReply, MapFill, Reply, Request, StatsReply, StatusReply,
+        Body, InterfaceStatus, ListWhat, ListedEntry, LookupReply, MapFill, Reply, Request,
+        StatsReply, StatusReply,
     },
     datapath::{Attached, DatapathMaps, ListKind, clock},
     reputation::{Engine, duration, verdict::Verdict},
@@ -33,7 +38,12 @@ pub struct Daemon {
 }
 
 fn list_entry(reason: Reason, expires_ns: u64) -> ListEntry {
-    ListEntry { reason: reason as u8, _pad: [0; 7], expires_ns, hits: 0 }
+    ListEntry {
+        reason: reason as u8,
+        _pad: [0; 7],
+        expires_ns,
+        hits: 0,
+    }
 }
 
 /// Boot-clock expiry for a wall-clock one (Unix seconds); 0 = never.
@@ -83,11 +93,18 @@ impl Daemon {
             want.push((ListKind::Deny, net.trunc(), list_entry(Reason::Config, 0)));
         }
         for e in self.state.entries() {
-            want.push((e.list, e.net.trunc(), list_entry(Reason::Manual, boot_expiry(e.expires))));
+            want.push((
+                e.list,
+                e.net.trunc(),
+                list_entry(Reason::Manual, boot_expiry(e.expires)),
+            ));
         }
         for kind in [ListKind::Allow, ListKind::Deny] {
             for (net, entry) in self.maps.list_entries(kind)? {
-                let ours = matches!(Reason::from_u8(entry.reason), Reason::Manual | Reason::Config);
+                let ours = matches!(
+                    Reason::from_u8(entry.reason),
+                    Reason::Manual | Reason::Config
+                );
                 if ours && !want.iter().any(|(k, n, _)| *k == kind && *n == net) {
                     self.maps.list_remove(kind, net)?;
                 }
@@ -138,8 +155,13 @@ impl Daemon {
             tracing::info!(list = ?e.list, net = %e.net, "manual entry expired");
         }
         let now = clock::boot_ns();
-        let expired: Vec<IpAddr> =
-            self.maps.verdicts()?.into_iter().filter(|(_, v)| v.expires_ns != 0 && v.expires_ns <= now).map(|(ip, _)| ip).collect();
+        let expired: Vec<IpAddr> = self
+            .maps
+            .verdicts()?
+            .into_iter()
+            .filter(|(_, v)| v.expires_ns != 0 && v.expires_ns <= now)
+            .map(|(ip, _)| ip)
+            .collect();
         let removed = self.maps.verdicts_remove(&expired)?;
         if removed > 0 {
             tracing::debug!(removed, "expired verdicts removed");
@@ -151,9 +173,18 @@ impl Daemon {
     /// reply is sent, so a `block` has taken effect when the command returns.
     pub fn handle(&mut self, req: Request) -> Reply {
         let result = match req {
-            Request::Block { net, ttl_secs, reason, force } => self.block(net, ttl_secs, reason, force),
+            Request::Block {
+                net,
+                ttl_secs,
+                reason,
+                force,
+            } => self.block(net, ttl_secs, reason, force),
             Request::Unblock { net } => self.unlist(ListKind::Deny, net),
-            Request::Allow { net, ttl_secs, reason } => self.allow(net, ttl_secs, reason),
+            Request::Allow {
+                net,
+                ttl_secs,
+                reason,
+            } => self.allow(net, ttl_secs, reason),
             Request::Unallow { net } => self.unlist(ListKind::Allow, net),
             Request::List { what } => self.list(what).map(|entries| Body::List { entries }),
             Request::Stats => self.stats().map(Body::Stats),
@@ -162,29 +193,69 @@ impl Daemon {
         };
         match result {
             Ok(body) => Reply::Ok { body },
-            Err(e) => Reply::Error { message: format!("{e:#}") },
+            Err(e) => Reply::Error {
+                message: format!("{e:#}"),
+            },
         }
     }
 
-    fn manual(&mut self, list: ListKind, net: IpNet, ttl_secs: Option<u64>, reason: Option<String>) -> Result<String> {
+    fn manual(
+        &mut self,
+        list: ListKind,
+        net: IpNet,
+        ttl_secs: Option<u64>,
+        reason: Option<String>,
+    ) -> Result<String> {
         let now = unix_now();
-        let entry = ManualEntry { list, net, reason: reason.clone(), created: now, expires: ttl_secs.map(|t| now + t) };
+        let entry = ManualEntry {
+            list,
+            net,
+            reason: reason.clone(),
+            created: now,
+            expires: ttl_secs.map(|t| now + t),
+        };
         // State file first: if the map write then fails, a restart still applies the entry;
         // the other way round, an entry could be enforced but forgotten.
         self.state.upsert(entry)?;
-        self.maps.list_insert(list, net, list_entry(Reason::Manual, boot_expiry(ttl_secs.map(|t| now + t))))?;
-        let verb = if list == ListKind::Deny { "blocked" } else { "allowed" };
-        let span = ttl_secs.map_or("until removed".to_owned(), |t| format!("for {}", duration::format(Duration::from_secs(t))));
+        self.maps.list_insert(
+            list,
+            net,
+            list_entry(Reason::Manual, boot_expiry(ttl_secs.map(|t| now + t))),
+        )?;
+        let verb = if list == ListKind::Deny {
+            "blocked"
+        } else {
+            "allowed"
+        };
+        let span = ttl_secs.map_or("until removed".to_owned(), |t| {
+            format!("for {}", duration::format(Duration::from_secs(t)))
+        });
         tracing::info!(list = ?list, %net, ttl = ?ttl_secs, reason = reason.as_deref().unwrap_or(""), "manual entry added");
-        Ok(format!("{verb} {net} {span}{}", reason.map(|r| format!(" ({r})")).unwrap_or_default()))
+        Ok(format!(
+            "{verb} {net} {span}{}",
+            reason.map(|r| format!(" ({r})")).unwrap_or_default()
+        ))
     }
 
-    fn block(&mut self, net: IpNet, ttl_secs: Option<u64>, reason: Option<String>, force: bool) -> Result<Body> {
+    fn block(
+        &mut self,
+        net: IpNet,
+        ttl_secs: Option<u64>,
+        reason: Option<String>,
+        force: bool,
+    ) -> Result<Body> {
         let net = net.trunc();
         if let Some(p) = protect::fully_protected(&self.protected, &net) {
-            anyhow::bail!("{net} is protected ({}: {}) and can never be blocked", p.why, p.net);
+            anyhow::bail!(
+                "{net} is protected ({}: {}) and can never be blocked",
+                p.why,
+                p.net
+            );
         }
-        let (w4, w6) = (self.cfg.control.widest_block_v4, self.cfg.control.widest_block_v6);
+        let (w4, w6) = (
+            self.cfg.control.widest_block_v4,
+            self.cfg.control.widest_block_v6,
+        );
         if !force && protect::too_wide(&net, w4, w6) {
             anyhow::bail!(
                 "{net} is wider than /{} (control.widest_block_{}); add --force if you mean it",
@@ -193,7 +264,10 @@ impl Daemon {
             );
         }
         let mut message = self.manual(ListKind::Deny, net, ttl_secs, reason)?;
-        let kept: Vec<String> = protect::carve_outs(&self.protected, &net).iter().map(|p| format!("{} ({})", p.net, p.why)).collect();
+        let kept: Vec<String> = protect::carve_outs(&self.protected, &net)
+            .iter()
+            .map(|p| format!("{} ({})", p.net, p.why))
+            .collect();
         if !kept.is_empty() {
             message.push_str(&format!("; still allowed inside it: {}", kept.join(", ")));
         }
@@ -201,28 +275,46 @@ impl Daemon {
     }
 
     fn allow(&mut self, net: IpNet, ttl_secs: Option<u64>, reason: Option<String>) -> Result<Body> {
-        Ok(Body::Done { message: self.manual(ListKind::Allow, net.trunc(), ttl_secs, reason)? })
+        Ok(Body::Done {
+            message: self.manual(ListKind::Allow, net.trunc(), ttl_secs, reason)?,
+        })
     }
 
     fn unlist(&mut self, list: ListKind, net: IpNet) -> Result<Body> {
         let net = net.trunc();
-        let (verb, cmd) = if list == ListKind::Deny { ("blocked", "unblock") } else { ("allowed", "unallow") };
+        let (verb, cmd) = if list == ListKind::Deny {
+            ("blocked", "unblock")
+        } else {
+            ("allowed", "unallow")
+        };
         if self.state.get(list, net).is_none() {
             let by_config = match list {
                 ListKind::Deny => self.cfg.lists.deny.iter().any(|n| n.trunc() == net),
                 ListKind::Allow => self.protected.iter().any(|p| p.net == net),
             };
             if by_config {
-                anyhow::bail!("{net} is {verb} by the config (or is the host's own address), not by hand: change the config and reload (SIGHUP)");
+                anyhow::bail!(
+                    "{net} is {verb} by the config (or is the host's own address), not by hand: change the config and reload (SIGHUP)"
+                );
             }
             let hint = match net.addr() {
-                ip if net.prefix_len() == net.max_prefix_len() => match self.maps.list_match(list, ip)? {
-                    Some(_) => {
-                        let covering = self.state.entries().iter().find(|e| e.list == list && e.net.contains(&ip)).map(|e| e.net.to_string());
-                        format!(" (it is covered by {}; `mxscreen {cmd}` that prefix)", covering.unwrap_or_else(|| "a wider prefix".into()))
+                ip if net.prefix_len() == net.max_prefix_len() => {
+                    match self.maps.list_match(list, ip)? {
+                        Some(_) => {
+                            let covering = self
+                                .state
+                                .entries()
+                                .iter()
+                                .find(|e| e.list == list && e.net.contains(&ip))
+                                .map(|e| e.net.to_string());
+                            format!(
+                                " (it is covered by {}; `mxscreen {cmd}` that prefix)",
+                                covering.unwrap_or_else(|| "a wider prefix".into())
+                            )
+                        }
+                        None => String::new(),
                     }
-                    None => String::new(),
-                },
+                }
                 _ => String::new(),
             };
             anyhow::bail!("{net} is not {verb} by hand{hint}");
@@ -230,8 +322,13 @@ impl Daemon {
         self.state.remove(list, net)?;
         self.maps.list_remove(list, net)?;
         tracing::info!(list = ?list, %net, "manual entry removed");
-        let mut message = if list == ListKind::Deny { format!("unblocked {net}") } else { format!("removed {net} from the allow list") };
-        if list == ListKind::Deny && net.prefix_len() == net.max_prefix_len()
+        let mut message = if list == ListKind::Deny {
+            format!("unblocked {net}")
+        } else {
+            format!("removed {net} from the allow list")
+        };
+        if list == ListKind::Deny
+            && net.prefix_len() == net.max_prefix_len()
             && let Some(v) = self.maps.verdict_get(net.addr())?
             && Action::from_u8(v.action) != Some(Action::Pass)
             && clock::remaining(v.expires_ns).is_none_or(|d| !d.is_zero())
@@ -249,17 +346,33 @@ impl Daemon {
     fn listed(&self, list: ListKind, net: IpNet, e: &ListEntry) -> ListedEntry {
         let manual = self.state.get(list, net);
         let source = match Reason::from_u8(e.reason) {
-            Reason::Config => self.protected.iter().find(|p| p.net == net).map_or("config", |p| p.why),
+            Reason::Config => self
+                .protected
+                .iter()
+                .find(|p| p.net == net)
+                .map_or("config", |p| p.why),
             r => reason_source(r as u8),
         };
         ListedEntry {
-            list: if list == ListKind::Deny { "blocked" } else { "allowed" }.into(),
+            list: if list == ListKind::Deny {
+                "blocked"
+            } else {
+                "allowed"
+            }
+            .into(),
             net,
-            action: if list == ListKind::Deny { "drop" } else { "pass" }.into(),
+            action: if list == ListKind::Deny {
+                "drop"
+            } else {
+                "pass"
+            }
+            .into(),
             source: source.into(),
             reason: manual.and_then(|m| m.reason.clone()),
             created: manual.map(|m| m.created),
-            expires: manual.and_then(|m| m.expires).or_else(|| unix_expiry(e.expires_ns)),
+            expires: manual
+                .and_then(|m| m.expires)
+                .or_else(|| unix_expiry(e.expires_ns)),
             hits: e.hits,
         }
     }
@@ -279,7 +392,10 @@ impl Daemon {
 
     fn list(&mut self, what: ListWhat) -> Result<Vec<ListedEntry>> {
         let mut out = Vec::new();
-        for (kind, wanted) in [(ListKind::Deny, ListWhat::Blocked), (ListKind::Allow, ListWhat::Allowed)] {
+        for (kind, wanted) in [
+            (ListKind::Deny, ListWhat::Blocked),
+            (ListKind::Allow, ListWhat::Allowed),
+        ] {
             if what == wanted || what == ListWhat::All {
                 for (net, e) in self.maps.list_entries(kind)? {
                     out.push(self.listed(kind, net, &e));
@@ -299,7 +415,10 @@ impl Daemon {
 
     fn stats(&self) -> Result<StatsReply> {
         let counters = self.maps.counters()?;
-        let datapath = Counter::ALL.iter().map(|c| (c.name().to_owned(), counters[*c as usize])).collect();
+        let datapath = Counter::ALL
+            .iter()
+            .map(|c| (c.name().to_owned(), counters[*c as usize]))
+            .collect();
         let mut by_action = [0u64; 3];
         let mut by_reason = std::collections::BTreeMap::<&str, u64>::new();
         let now = clock::boot_ns();
@@ -312,8 +431,15 @@ impl Daemon {
         }
         Ok(StatsReply {
             datapath,
-            verdicts_by_action: ["pass", "limit", "drop"].iter().zip(by_action).map(|(n, c)| ((*n).to_owned(), c)).collect(),
-            verdicts_by_reason: by_reason.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            verdicts_by_action: ["pass", "limit", "drop"]
+                .iter()
+                .zip(by_action)
+                .map(|(n, c)| ((*n).to_owned(), c))
+                .collect(),
+            verdicts_by_reason: by_reason
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
             engine: serde_json::to_value(self.engine.stats())?,
         })
     }
@@ -331,9 +457,21 @@ impl Daemon {
         let deny = self.maps.list_entries(ListKind::Deny)?.len() as u64;
         let verdicts = self.maps.verdicts()?.len() as u64;
         let maps = vec![
-            MapFill { name: "allow (v4+v6)".into(), entries: allow, max_entries: sizes.allow.saturating_mul(2) },
-            MapFill { name: "deny (v4+v6)".into(), entries: deny, max_entries: sizes.deny.saturating_mul(2) },
-            MapFill { name: "verdicts (v4+v6)".into(), entries: verdicts, max_entries: sizes.verdicts.saturating_mul(2) },
+            MapFill {
+                name: "allow (v4+v6)".into(),
+                entries: allow,
+                max_entries: sizes.allow.saturating_mul(2),
+            },
+            MapFill {
+                name: "deny (v4+v6)".into(),
+                entries: deny,
+                max_entries: sizes.deny.saturating_mul(2),
+            },
+            MapFill {
+                name: "verdicts (v4+v6)".into(),
+                entries: verdicts,
+                max_entries: sizes.verdicts.saturating_mul(2),
+            },
         ];
         let stats = self.engine.stats();
         Ok(StatusReply {
@@ -343,7 +481,14 @@ impl Daemon {
             observe: self.cfg.policy.observe,
             first_contact: format!("{:?}", self.cfg.datapath.first_contact).to_lowercase(),
             ports: self.cfg.datapath.ports.clone(),
-            interfaces: self.attached.iter().map(|a| InterfaceStatus { name: a.iface.clone(), mode: a.mode.to_string() }).collect(),
+            interfaces: self
+                .attached
+                .iter()
+                .map(|a| InterfaceStatus {
+                    name: a.iface.clone(),
+                    mode: a.mode.to_string(),
+                })
+                .collect(),
             programs,
             maps,
             resolver: serde_json::json!({
@@ -353,17 +498,46 @@ impl Daemon {
                 "queue_depth": stats.queue_depth,
                 "rejected_queue_full": stats.rejected_queue_full,
                 "verdict_tempfail": stats.verdict_tempfail,
+                // Per zone: a non-zero error_codes means the list refuses our queries
+                // (public resolver, over quota): fix the resolver setup, not the policy.
+                "zones": stats.zones.iter().map(|(zone, z)| (zone.clone(), serde_json::json!({
+                    "queries": z.queries, "listed": z.listed, "tempfail": z.tempfail,
+                    "error_codes": z.error_codes, "outside_loopback": z.outside_loopback,
+                }))).collect::<serde_json::Map<_, _>>(),
             }),
-            warnings: self.engine.warnings(),
+            warnings: self.status_warnings(&stats),
         })
     }
 
+    /// Setup warnings plus a line per zone that has answered with refusal codes.
+    fn status_warnings(&self, stats: &crate::reputation::Stats) -> Vec<String> {
+        let mut w = self.engine.warnings();
+        for (zone, z) in &stats.zones {
+            if z.error_codes > 0 {
+                w.push(format!(
+                    "{zone} refused {} queries with error codes (127.255.255.x): those peers were not screened by it; check resolver.nameservers",
+                    z.error_codes
+                ));
+            }
+        }
+        w
+    }
+
     fn lookup(&mut self, ip: IpAddr) -> Result<LookupReply> {
-        let mut reply = LookupReply { ip: Some(ip), ..Default::default() };
+        let mut reply = LookupReply {
+            ip: Some(ip),
+            ..Default::default()
+        };
         for kind in [ListKind::Allow, ListKind::Deny] {
             if let Some(e) = self.maps.list_match(kind, ip)? {
                 // The trie returns the value, not the prefix: name the longest listed prefix.
-                let net = self.maps.list_entries(kind)?.into_iter().filter(|(n, _)| n.contains(&ip)).max_by_key(|(n, _)| n.prefix_len()).map_or(IpNet::from(ip), |(n, _)| n);
+                let net = self
+                    .maps
+                    .list_entries(kind)?
+                    .into_iter()
+                    .filter(|(n, _)| n.contains(&ip))
+                    .max_by_key(|(n, _)| n.prefix_len())
+                    .map_or(IpNet::from(ip), |(n, _)| n);
                 let entry = Some(self.listed(kind, net, &e));
                 match kind {
                     ListKind::Allow => reply.allowed = entry,
@@ -371,10 +545,10 @@ impl Daemon {
                 }
             }
         }
-        if let Some(v) = self.maps.verdict_get(ip)? {
-            if v.expires_ns == 0 || v.expires_ns > clock::boot_ns() {
-                reply.verdict = Some(self.verdict_entry(ip, &v));
-            }
+        if let Some(v) = self.maps.verdict_get(ip)?
+            && (v.expires_ns == 0 || v.expires_ns > clock::boot_ns())
+        {
+            reply.verdict = Some(self.verdict_entry(ip, &v));
         }
         Ok(reply)
     }
@@ -395,9 +569,23 @@ pub fn reasons(v: &Verdict) -> String {
     let mut parts = Vec::new();
     for e in &v.evidence {
         if e.weight != 0 || e.result.is_unknown() {
-            let detail = if e.detail.is_empty() { String::new() } else { format!("[{}]", e.detail) };
-            parts.push(format!("{}={}{}({:+})", e.source, e.result.name(), detail, e.weight));
+            let detail = if e.detail.is_empty() {
+                String::new()
+            } else {
+                format!("[{}]", e.detail)
+            };
+            parts.push(format!(
+                "{}={}{}({:+})",
+                e.source,
+                e.result.name(),
+                detail,
+                e.weight
+            ));
         }
     }
-    if parts.is_empty() { "none".into() } else { parts.join(" ") }
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(" ")
+    }
 }

@@ -6,7 +6,10 @@ mod core;
 pub mod interfaces;
 pub mod protect;
 
-use std::{path::PathBuf, time::{Duration, Instant}};
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, Result};
 use filter_common::{FAMILY_V4, NewPeerEvent};
@@ -16,8 +19,8 @@ use tokio::{
     sync::mpsc,
 };
 
-pub use self::core::reasons;
 use self::core::Daemon;
+pub use self::core::reasons;
 use crate::{
     config::Config,
     control::server::ControlSocket,
@@ -69,10 +72,14 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     // Bind the socket before touching the kernel: a second daemon stops here, harmlessly.
     let mut socket = ControlSocket::bind(&cfg.control.socket).await?;
 
-    let mut ebpf = datapath::load(&LoadOptions { sizes: cfg.datapath.maps, pin_dir: Some(cfg.datapath.pin_dir.clone()) })?;
+    let mut ebpf = datapath::load(&LoadOptions {
+        sizes: cfg.datapath.maps,
+        pin_dir: Some(cfg.datapath.pin_dir.clone()),
+    })?;
     let maps = DatapathMaps::take(&mut ebpf)?;
     let events = datapath::maps::take_events(&mut ebpf)?;
-    let (engine, mut verdicts) = Engine::spawn(cfg.reputation()).context("starting the reputation engine")?;
+    let (engine, mut verdicts) =
+        Engine::spawn(cfg.reputation()).context("starting the reputation engine")?;
     let mut d = Daemon {
         cfg,
         config_path: origin,
@@ -150,7 +157,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
 /// thresholds, resolver and lists live. What needs a restart (interfaces, mode, map sizes,
 /// pin directory, socket, state file) is named in a warning. A bad config changes nothing.
 fn reload(d: &mut Daemon, opts: &RunOptions) {
-    let opts = RunOptions { config: opts.config.clone().or_else(|| d.config_path.clone()), ..opts.clone() };
+    let opts = RunOptions {
+        config: opts.config.clone().or_else(|| d.config_path.clone()),
+        ..opts.clone()
+    };
     let (new, _) = match read_config(&opts) {
         Ok(c) => c,
         Err(e) => {
@@ -164,7 +174,9 @@ fn reload(d: &mut Daemon, opts: &RunOptions) {
     }
     let old = std::mem::replace(&mut d.cfg, new);
     let mut restart = Vec::new();
-    if old.datapath.interfaces != d.cfg.datapath.interfaces || old.datapath.mode != d.cfg.datapath.mode {
+    if old.datapath.interfaces != d.cfg.datapath.interfaces
+        || old.datapath.mode != d.cfg.datapath.mode
+    {
         restart.push("datapath.interfaces/mode");
     }
     if old.datapath.maps != d.cfg.datapath.maps || old.datapath.pin_dir != d.cfg.datapath.pin_dir {
@@ -181,7 +193,9 @@ fn reload(d: &mut Daemon, opts: &RunOptions) {
     d.cfg.control.socket = old.control.socket.clone();
     d.cfg.state.file = old.state.file.clone();
     match d.apply() {
-        Ok(()) => tracing::info!(zones = d.cfg.dnsbl.len(), ports = ?d.cfg.datapath.ports, observe = d.cfg.policy.observe, "config reloaded"),
+        Ok(()) => {
+            tracing::info!(zones = d.cfg.dnsbl.len(), ports = ?d.cfg.datapath.ports, observe = d.cfg.policy.observe, "config reloaded")
+        }
         Err(e) => tracing::error!(error = %format!("{e:#}"), "applying the reloaded config failed"),
     }
     if !restart.is_empty() {
@@ -193,7 +207,10 @@ fn reload(d: &mut Daemon, opts: &RunOptions) {
 /// would mean a datapath from another build.
 pub fn parse_event(bytes: &[u8]) -> Option<NewPeerEvent> {
     if bytes.len() != size_of::<NewPeerEvent>() {
-        tracing::warn!(len = bytes.len(), "ignoring a new-peer event of unexpected size");
+        tracing::warn!(
+            len = bytes.len(),
+            "ignoring a new-peer event of unexpected size"
+        );
         return None;
     }
     // SAFETY: length checked; NewPeerEvent is plain old data, valid for any bytes.

@@ -18,8 +18,14 @@ pub struct Protected {
 /// `allow` from the config.
 pub fn protected_set(config_allow: &[IpNet]) -> Vec<Protected> {
     let mut out = vec![
-        Protected { net: "127.0.0.0/8".parse().expect("literal"), why: "loopback" },
-        Protected { net: "::1/128".parse().expect("literal"), why: "loopback" },
+        Protected {
+            net: "127.0.0.0/8".parse().expect("literal"),
+            why: "loopback",
+        },
+        Protected {
+            net: "::1/128".parse().expect("literal"),
+            why: "loopback",
+        },
     ];
     for ip in own_addresses() {
         let net = IpNet::from(ip);
@@ -28,14 +34,19 @@ pub fn protected_set(config_allow: &[IpNet]) -> Vec<Protected> {
         }
     }
     for net in config_allow {
-        out.push(Protected { net: net.trunc(), why: "config" });
+        out.push(Protected {
+            net: net.trunc(),
+            why: "config",
+        });
     }
     out
 }
 
 /// Every address configured on any interface of this host (this network namespace).
 pub fn own_addresses() -> Vec<IpAddr> {
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return Vec::new() };
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
     addrs
         .filter_map(|a| a.address)
         .filter_map(|sa| {
@@ -56,7 +67,9 @@ pub fn fully_protected<'a>(set: &'a [Protected], net: &IpNet) -> Option<&'a Prot
 
 /// Protected prefixes inside `net`: they stay reachable although `net` is blocked.
 pub fn carve_outs<'a>(set: &'a [Protected], net: &IpNet) -> Vec<&'a Protected> {
-    set.iter().filter(|p| net.contains(&p.net) && p.net != *net).collect()
+    set.iter()
+        .filter(|p| net.contains(&p.net) && p.net != *net)
+        .collect()
 }
 
 /// Whether `net` is wider than the configured limit (`/widest_v4`, `/widest_v6`).
@@ -75,9 +88,18 @@ mod tests {
     fn loopback_and_config_are_protected() {
         let set = protected_set(&["198.51.100.0/24".parse().unwrap()]);
         let n = |s: &str| s.parse::<IpNet>().unwrap();
-        assert_eq!(fully_protected(&set, &n("127.0.0.1/32")).unwrap().why, "loopback");
-        assert_eq!(fully_protected(&set, &n("::1/128")).unwrap().why, "loopback");
-        assert_eq!(fully_protected(&set, &n("198.51.100.7/32")).unwrap().why, "config");
+        assert_eq!(
+            fully_protected(&set, &n("127.0.0.1/32")).unwrap().why,
+            "loopback"
+        );
+        assert_eq!(
+            fully_protected(&set, &n("::1/128")).unwrap().why,
+            "loopback"
+        );
+        assert_eq!(
+            fully_protected(&set, &n("198.51.100.7/32")).unwrap().why,
+            "config"
+        );
         assert!(fully_protected(&set, &n("203.0.113.7/32")).is_none());
         assert_eq!(carve_outs(&set, &n("198.51.0.0/16")).len(), 1);
         assert!(too_wide(&n("0.0.0.0/0"), 16, 32));

@@ -4,7 +4,11 @@
 //! call moves thousands of entries at once. Callers fall back to the iterator on kernels
 //! that lack the commands ([`Unsupported`]).
 
-use std::{io, mem::size_of, os::fd::{AsRawFd as _, BorrowedFd}};
+use std::{
+    io,
+    mem::size_of,
+    os::fd::{AsRawFd as _, BorrowedFd},
+};
 
 use aya::Pod;
 
@@ -36,16 +40,32 @@ struct BatchAttr {
 fn bpf(cmd: libc::c_long, attr: &mut BatchAttr) -> io::Result<()> {
     // SAFETY: attr is a valid bpf_attr prefix for the batch commands; every pointer in it
     // points into live buffers of the advertised sizes.
-    let rc = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr as *mut BatchAttr, size_of::<BatchAttr>()) };
-    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut BatchAttr,
+            size_of::<BatchAttr>(),
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 fn unsupported(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) | Some(ENOTSUPP))
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) | Some(ENOTSUPP)
+    )
 }
 
 /// Every (key, value) of a (non-per-CPU) hash map.
-pub fn lookup_all<K: Pod, V: Pod>(fd: BorrowedFd<'_>) -> Result<io::Result<Vec<(K, V)>>, Unsupported> {
+pub fn lookup_all<K: Pod, V: Pod>(
+    fd: BorrowedFd<'_>,
+) -> Result<io::Result<Vec<(K, V)>>, Unsupported> {
     let mut out = Vec::new();
     let mut keys = vec![0u8; CHUNK * size_of::<K>()];
     let mut values = vec![0u8; CHUNK * size_of::<V>()];
@@ -73,8 +93,12 @@ pub fn lookup_all<K: Pod, V: Pod>(fd: BorrowedFd<'_>) -> Result<io::Result<Vec<(
         for i in 0..attr.count as usize {
             // SAFETY: the kernel wrote `count` keys and values of these sizes; K and V are
             // plain old data, valid for any bytes.
-            let k = unsafe { std::ptr::read_unaligned(keys.as_ptr().add(i * size_of::<K>()).cast::<K>()) };
-            let v = unsafe { std::ptr::read_unaligned(values.as_ptr().add(i * size_of::<V>()).cast::<V>()) };
+            let k = unsafe {
+                std::ptr::read_unaligned(keys.as_ptr().add(i * size_of::<K>()).cast::<K>())
+            };
+            let v = unsafe {
+                std::ptr::read_unaligned(values.as_ptr().add(i * size_of::<V>()).cast::<V>())
+            };
             out.push((k, v));
         }
         if done {

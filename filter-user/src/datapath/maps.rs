@@ -1,23 +1,20 @@
 //! Typed access to the datapath's maps, by address family, so the rest of userspace deals in
 //! `IpAddr`/`IpNet` and never in raw keys.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, os::fd::AsFd as _};
 
 use anyhow::{Context as _, Result, anyhow};
-use std::os::fd::AsFd as _;
-
 use aya::{
     Ebpf, Pod,
     maps::{
-        IterableMap as _,
-        Array, HashMap, MapData, MapError, PerCpuArray, RingBuf,
+        Array, HashMap, IterableMap as _, MapData, MapError, PerCpuArray, RingBuf,
         lpm_trie::{Key, LpmTrie},
     },
 };
 use filter_common::{Counter, DatapathConfig, ListEntry, Seen, Verdict, map_names as m};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::batch;
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 /// Which prefix list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -232,15 +229,34 @@ impl DatapathMaps {
 
     /// Every cached verdict (expired ones included), read in batches where the kernel can.
     pub fn verdicts(&self) -> Result<Vec<(IpAddr, Verdict)>> {
-        let mut out: Vec<(IpAddr, Verdict)> = all(&self.verdicts.v4)?.into_iter().map(|(k, v)| (IpAddr::from(k), v)).collect();
-        out.extend(all(&self.verdicts.v6)?.into_iter().map(|(k, v)| (IpAddr::from(k), v)));
+        let mut out: Vec<(IpAddr, Verdict)> = all(&self.verdicts.v4)?
+            .into_iter()
+            .map(|(k, v)| (IpAddr::from(k), v))
+            .collect();
+        out.extend(
+            all(&self.verdicts.v6)?
+                .into_iter()
+                .map(|(k, v)| (IpAddr::from(k), v)),
+        );
         Ok(out)
     }
 
     /// Removes these verdicts (missing ones are skipped); returns how many went.
     pub fn verdicts_remove(&mut self, ips: &[IpAddr]) -> Result<usize> {
-        let v4: Vec<[u8; 4]> = ips.iter().filter_map(|ip| match ip { IpAddr::V4(a) => Some(a.octets()), _ => None }).collect();
-        let v6: Vec<[u8; 16]> = ips.iter().filter_map(|ip| match ip { IpAddr::V6(a) => Some(a.octets()), _ => None }).collect();
+        let v4: Vec<[u8; 4]> = ips
+            .iter()
+            .filter_map(|ip| match ip {
+                IpAddr::V4(a) => Some(a.octets()),
+                _ => None,
+            })
+            .collect();
+        let v6: Vec<[u8; 16]> = ips
+            .iter()
+            .filter_map(|ip| match ip {
+                IpAddr::V6(a) => Some(a.octets()),
+                _ => None,
+            })
+            .collect();
         Ok(remove_all(&mut self.verdicts.v4, &v4)? + remove_all(&mut self.verdicts.v6, &v6)?)
     }
 

@@ -399,10 +399,7 @@ pub fn read_file(path: &Path) -> Result<String, ConfigError> {
 pub enum ConfigError {
     // Not `source`: the io error is part of this one-line message, not a cause to print again.
     #[error("cannot read config {path}: {error}")]
-    Read {
-        path: String,
-        error: std::io::Error,
-    },
+    Read { path: String, error: std::io::Error },
     #[error("{origin}:{line}:{column}: {message}")]
     Parse {
         origin: String,
@@ -585,7 +582,10 @@ impl RdnsConfig {
 impl PolicyConfig {
     pub fn validate(&self) -> Result<(), InvalidKey> {
         if self.limit_rate == 0 {
-            return Err(InvalidKey::new("policy.limit_rate", "must be at least 1 (SYNs per minute)"));
+            return Err(InvalidKey::new(
+                "policy.limit_rate",
+                "must be at least 1 (SYNs per minute)",
+            ));
         }
         if self.limit_burst == 0 {
             return Err(InvalidKey::new("policy.limit_burst", "must be at least 1"));

@@ -24,15 +24,33 @@ const FILL: u32 = 1_000_000;
 fn main() {
     let wire = Wire::new("bd");
     // Client sources 198.51.100.0/22-ish: added in one `ip -batch` call.
-    let batch: String = (0..PEERS).map(|i| format!("addr add {}/16 dev vc\n", peer(i))).collect();
+    let batch: String = (0..PEERS)
+        .map(|i| format!("addr add {}/16 dev vc\n", peer(i)))
+        .collect();
     let batch_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(batch_file.path(), batch).unwrap();
-    mxscreen_tests::netns::run("ip", &["-n", &wire.client.name, "-batch", batch_file.path().to_str().unwrap()]);
-    wire.server.ip(&["addr", "add", "198.51.0.1/16", "dev", SERVER_IFACE]);
+    mxscreen_tests::netns::run(
+        "ip",
+        &[
+            "-n",
+            &wire.client.name,
+            "-batch",
+            batch_file.path().to_str().unwrap(),
+        ],
+    );
+    wire.server
+        .ip(&["addr", "add", "198.51.0.1/16", "dev", SERVER_IFACE]);
     // Every 4th peer is listed, so both pass and drop verdicts are timed.
-    let listings = (0..PEERS).step_by(4).map(|i| listing(&peer(i).to_string(), "127.0.0.2", "bench")).collect();
-    let rbl = wire.server.enter(|| Rbldnsd::start(&[RblZone::new("bl.bench", Duration::from_secs(900), listings)]));
-    let _listener = wire.server.enter(|| std::net::TcpListener::bind(format!("{SERVER_V4}:25")).unwrap());
+    let listings = (0..PEERS)
+        .step_by(4)
+        .map(|i| listing(&peer(i).to_string(), "127.0.0.2", "bench"))
+        .collect();
+    let rbl = wire
+        .server
+        .enter(|| Rbldnsd::start(&[RblZone::new("bl.bench", Duration::from_secs(900), listings)]));
+    let _listener = wire
+        .server
+        .enter(|| std::net::TcpListener::bind(format!("{SERVER_V4}:25")).unwrap());
     let spec = Spec {
         datapath: "[datapath.maps]\nverdicts = 1100000\n".into(),
         sections: format!(
@@ -48,7 +66,8 @@ fn main() {
 
     let verdicts_path = d.pin_dir.join("VERDICTS_V4");
     let map = MapData::from_pin(&verdicts_path).expect("pinned verdict map");
-    let verdicts: HashMap<MapData, [u8; 4], Verdict> = HashMap::try_from(Map::LruHashMap(map)).unwrap();
+    let verdicts: HashMap<MapData, [u8; 4], Verdict> =
+        HashMap::try_from(Map::LruHashMap(map)).unwrap();
 
     // First SYN to verdict in the map.
     let mut lat = Vec::new();
@@ -62,7 +81,11 @@ fn main() {
                 lat.push(t0.elapsed());
                 break;
             }
-            assert!(Instant::now() < deadline, "no verdict for {src}:\n{}", d.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "no verdict for {src}:\n{}",
+                d.log_text()
+            );
             std::thread::sleep(Duration::from_micros(200));
         }
     }
@@ -71,16 +94,25 @@ fn main() {
 
     // 1M verdicts, written straight into the pinned map as the daemon would have.
     let mut verdicts = verdicts;
-    let v = Verdict { action: Action::Pass as u8, reason: Reason::Reputation as u8, _pad: [0; 6], expires_ns: clock::expiry_after(Duration::from_secs(3600)), hits: 0 };
+    let v = Verdict {
+        action: Action::Pass as u8,
+        reason: Reason::Reputation as u8,
+        _pad: [0; 6],
+        expires_ns: clock::expiry_after(Duration::from_secs(3600)),
+        hits: 0,
+    };
     let t = Instant::now();
     for i in 0..FILL {
-        verdicts.insert(Ipv4Addr::from(0x0a00_0000 + i).octets(), v, 0).unwrap();
+        verdicts
+            .insert(Ipv4Addr::from(0x0a00_0000 + i).octets(), v, 0)
+            .unwrap();
     }
     let fill = t.elapsed();
     let cpu0 = cpu_ticks(pid);
     let t = Instant::now();
     std::thread::sleep(Duration::from_secs(60));
-    let cpu_per_min = (cpu_ticks(pid) - cpu0) as f64 / ticks_per_sec() / t.elapsed().as_secs_f64() * 60.0;
+    let cpu_per_min =
+        (cpu_ticks(pid) - cpu0) as f64 / ticks_per_sec() / t.elapsed().as_secs_f64() * 60.0;
     let full = rss_kib(pid);
     let t = Instant::now();
     d.cli_ok(&["stats", "--json"]);
@@ -93,16 +125,44 @@ fn main() {
     println!("Daemon, measured in one run (`cargo xtask bench daemon`)");
     println!("| measure | value |");
     println!("|---|---:|");
-    println!("| RSS idle (after start, default zones replaced by one local zone) | {:.1} MiB |", idle as f64 / 1024.0);
-    println!("| first SYN → verdict in the map, p50 ({PEERS} new peers, one at a time) | {:.2} ms |", ms(pct(0.50)));
-    println!("| first SYN → verdict in the map, p99 | {:.2} ms |", ms(pct(0.99)));
-    println!("| first SYN → verdict in the map, max | {:.2} ms |", ms(*lat.last().unwrap()));
-    println!("| writing 1M verdicts into the pinned map (from another process) | {:.1} s |", fill.as_secs_f64());
-    println!("| RSS with 1M verdicts cached (after a minute of sweeps) | {:.1} MiB |", full as f64 / 1024.0);
+    println!(
+        "| RSS idle (after start, default zones replaced by one local zone) | {:.1} MiB |",
+        idle as f64 / 1024.0
+    );
+    println!(
+        "| first SYN → verdict in the map, p50 ({PEERS} new peers, one at a time) | {:.2} ms |",
+        ms(pct(0.50))
+    );
+    println!(
+        "| first SYN → verdict in the map, p99 | {:.2} ms |",
+        ms(pct(0.99))
+    );
+    println!(
+        "| first SYN → verdict in the map, max | {:.2} ms |",
+        ms(*lat.last().unwrap())
+    );
+    println!(
+        "| writing 1M verdicts into the pinned map (from another process) | {:.1} s |",
+        fill.as_secs_f64()
+    );
+    println!(
+        "| RSS with 1M verdicts cached (after a minute of sweeps) | {:.1} MiB |",
+        full as f64 / 1024.0
+    );
     println!("| daemon CPU per minute holding 1M verdicts (sweeps) | {cpu_per_min:.2} s |");
-    println!("| `mxscreen stats --json` with 1M verdicts | {:.2} s |", stats_time.as_secs_f64());
-    println!("| `mxscreen list --verdicts --json` with 1M verdicts ({} MiB of JSON) | {:.2} s |", listed.len() >> 20, list_time.as_secs_f64());
-    println!("| daemon peak RSS (VmHWM) over the run | {:.1} MiB |", hwm as f64 / 1024.0);
+    println!(
+        "| `mxscreen stats --json` with 1M verdicts | {:.2} s |",
+        stats_time.as_secs_f64()
+    );
+    println!(
+        "| `mxscreen list --verdicts --json` with 1M verdicts ({} MiB of JSON) | {:.2} s |",
+        listed.len() >> 20,
+        list_time.as_secs_f64()
+    );
+    println!(
+        "| daemon peak RSS (VmHWM) over the run | {:.1} MiB |",
+        hwm as f64 / 1024.0
+    );
 }
 
 fn peer(i: u32) -> Ipv4Addr {
@@ -130,7 +190,9 @@ fn daemon_pid(d: &MxDaemon) -> i32 {
     let _: serde_json::Value = serde_json::from_str(&out).unwrap();
     // The daemon is the process holding our socket: find it by its config path.
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
         let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         if String::from_utf8_lossy(&cmd).contains(d.config.to_str().unwrap()) {
             return pid;
@@ -141,7 +203,11 @@ fn daemon_pid(d: &MxDaemon) -> i32 {
 
 fn status_field(pid: i32, field: &str) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap()
+    s.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
 }
 
 fn rss_kib(pid: i32) -> u64 {
