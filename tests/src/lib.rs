@@ -5,3 +5,5 @@ pub mod packets;
 pub mod netns;
 pub mod dns;
 pub mod daemon;
+pub mod mta;
+pub mod testbed;

@@ -1,0 +1,455 @@
+//! The MTA host of the end-to-end testbed: a real Exim (Debian's exim4 binary) with its own
+//! config, spool and logs in a tempdir, the host's own recursive resolver (a real unbound on
+//! 127.0.0.1:53 of the MTA namespace, as operators are advised to run), and swaks as the
+//! sending side.
+//!
+//! Every process is started in its own process group and killed as a group when its guard
+//! drops, also when a test panics, so no Exim child (a connection handler, a delivery)
+//! outlives the test.
+//!
+//! **How Exim gets the namespace's resolver.** Only the network namespace is switched for the
+//! test, so Exim would read the host's `/etc/resolv.conf`, which cannot even name a port.
+//! Exim's rDNS (`host_lookup`) and its `dnslists` go through the libc resolver, so the harness
+//! (1) runs unbound on port 53 of the MTA namespace's own loopback (a port the namespace owns
+//! alone), and (2) starts Exim under `unshare --mount`, which gives it a private mount
+//! namespace, and bind-mounts a resolv.conf naming `127.0.0.1` over `/etc/resolv.conf` there.
+//! The host's file is never touched and the mount disappears with Exim. This is what
+//! `ip netns exec` does with `/etc/netns/<name>/resolv.conf`, without writing to `/etc`.
+use std::{
+    fmt::Write as _,
+    fs,
+    io::ErrorKind,
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
+    os::unix::{fs::PermissionsExt, process::CommandExt},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use hickory_proto::{op::ResponseCode, rr::RecordType};
+
+use crate::{
+    dns::{self, require_binary},
+    netns::NetNs,
+};
+
+/// Where the MTA host's resolver listens (port 53 of the namespace's own loopback).
+pub const RESOLVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 53);
+
+/// How long a server gets to come up.
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A process started in its own process group; the whole group gets SIGKILL on drop.
+pub struct Proc {
+    name: &'static str,
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    /// Spawns `cmd` (in the calling thread's network namespace) with its output in `log`.
+    /// Also asks for SIGKILL if the test process dies first; Exim, being set-user-ID, drops
+    /// that request on exec, which is why the group is killed explicitly on drop.
+    pub fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Self {
+        let out = fs::File::create(&log).expect("create process log");
+        let err = out.try_clone().expect("clone log handle");
+        cmd.stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0);
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e} (run `cargo xtask setup`)"));
+        Self { name, child, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Panics with the log if the process has exited.
+    fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().expect("poll child") {
+            panic!("{} exited ({status}):\n{}", self.name, self.log_text());
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        // The group id is the child's pid (process_group(0)).
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The MTA host's recursive resolver: unbound on [`RESOLVER`], stubbing each zone to the
+/// server that holds it and refusing everything else, so no query leaves the namespace.
+/// Start it inside the MTA namespace (`ns.enter(|| LocalResolver::start(..))`).
+pub struct LocalResolver {
+    proc: Proc,
+    _dir: tempfile::TempDir,
+}
+
+impl LocalResolver {
+    pub fn start(stubs: &[(&str, SocketAddr)]) -> Self {
+        let bin = require_binary("unbound");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().display();
+        let mut conf = format!(
+            "server:\n  interface: 127.0.0.1@53\n  port: 53\n  username: \"\"\n  chroot: \"\"\n  \
+             directory: \"{d}\"\n  pidfile: \"{d}/unbound.pid\"\n  do-daemonize: no\n  \
+             use-syslog: no\n  logfile: \"\"\n  verbosity: 1\n  num-threads: 1\n  \
+             so-reuseport: no\n  do-ip6: no\n  access-control: 127.0.0.0/8 allow\n  \
+             do-not-query-localhost: no\n  module-config: \"iterator\"\n  \
+             qname-minimisation: no\n  minimal-responses: yes\n  outgoing-range: 64\n  \
+             local-zone: \".\" refuse\n"
+        );
+        // A local-zone of the same name replaces unbound's built-in ones (it answers the
+        // documentation reverse zones and `test.` itself) and lets the stub answer.
+        for (zone, _) in stubs {
+            let _ = writeln!(
+                conf,
+                "  local-zone: \"{}.\" transparent",
+                zone.trim_end_matches('.')
+            );
+        }
+        conf.push_str("remote-control:\n  control-enable: no\n");
+        for (zone, server) in stubs {
+            let _ = write!(
+                conf,
+                "stub-zone:\n  name: \"{}.\"\n  stub-addr: {}@{}\n",
+                zone.trim_end_matches('.'),
+                server.ip(),
+                server.port()
+            );
+        }
+        let conf_path = dir.path().join("unbound.conf");
+        fs::write(&conf_path, conf).expect("write unbound.conf");
+        let mut cmd = Command::new(bin);
+        cmd.arg("-d").arg("-c").arg(&conf_path);
+        let mut proc = Proc::spawn("unbound", cmd, dir.path().join("unbound.log"));
+        let probe = stubs.first().map_or_else(
+            || "probe.invalid.".to_owned(),
+            |(z, _)| format!("{}.", z.trim_end_matches('.')),
+        );
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            proc.assert_running();
+            if dns::query(
+                RESOLVER,
+                &probe,
+                RecordType::SOA,
+                Duration::from_millis(200),
+            )
+            .is_some_and(|m| m.metadata.response_code == ResponseCode::NoError)
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "unbound did not answer {probe} on {RESOLVER}:\n{}",
+                proc.log_text()
+            );
+        }
+        Self { proc, _dir: dir }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.proc.log_text()
+    }
+}
+
+/// Tags the test Exim's ACLs write into its main log, so a test can prove a message went
+/// through the MTA's own ACL chain after mxscreen let the connection through.
+pub const TAG_ACL: &str = "E2E-ACL-PASSED";
+pub const TAG_DNSBL: &str = "E2E-DNSBL-WARN";
+pub const TAG_RDNS: &str = "E2E-RDNS-WARN";
+
+/// What the test Exim is told.
+#[derive(Clone, Debug)]
+pub struct EximSpec {
+    /// `primary_hostname`.
+    pub hostname: String,
+    /// The domain it accepts mail for (delivered to `:blackhole:`).
+    pub local_domain: String,
+    /// The DNSBL its own ACL checks with a `warn` (as operators keep doing behind mxscreen).
+    pub dnsbl: String,
+    /// Listening ports (all addresses, IPv4 and IPv6).
+    pub ports: Vec<u16>,
+}
+
+/// A running Exim daemon in the MTA namespace.
+pub struct Exim {
+    proc: Proc,
+    dir: tempfile::TempDir,
+    pub spec: EximSpec,
+}
+
+impl Exim {
+    /// Writes the config, spool and log dirs and starts `exim4 -bdf -C <conf>` inside `ns`
+    /// (with the resolv.conf of the module comment); returns once every port accepts.
+    pub fn start(ns: &NetNs, spec: EximSpec) -> Self {
+        let bin = require_binary("exim4");
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Exim gives up root for `-C` configs before it delivers and re-reads the config as
+        // Debian-exim: the directory must be traversable and the files readable by it.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod tempdir");
+        for sub in ["log", "spool"] {
+            let p = dir.path().join(sub);
+            fs::create_dir(&p).expect("create exim dir");
+            crate::netns::run("chown", &["Debian-exim:Debian-exim", p.to_str().unwrap()]);
+        }
+        let conf = dir.path().join("exim.conf");
+        fs::write(&conf, exim_config(&spec, dir.path())).expect("write exim.conf");
+        let resolv = dir.path().join("resolv.conf");
+        // One try of one second: a lookup that times out (the DNS-timeout scenario) costs
+        // Exim about a second, not the libc default of 5 s × 2.
+        fs::write(
+            &resolv,
+            "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+        )
+        .expect("write resolv.conf");
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg("mount --bind \"$1\" /etc/resolv.conf && exec \"$2\" -bdf -C \"$3\"")
+            .arg("sh")
+            .arg(&resolv)
+            .arg(&bin)
+            .arg(&conf);
+        let proc = ns.enter(|| Proc::spawn("exim", cmd, dir.path().join("exim.out")));
+        let mut exim = Self { proc, dir, spec };
+        exim.wait_listening(ns);
+        exim
+    }
+
+    fn wait_listening(&mut self, ns: &NetNs) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        for port in self.spec.ports.clone() {
+            for ip in [IpAddr::V4(Ipv4Addr::LOCALHOST), "::1".parse().unwrap()] {
+                let addr = SocketAddr::new(ip, port);
+                loop {
+                    self.proc.assert_running();
+                    match ns.enter(|| TcpStream::connect_timeout(&addr, Duration::from_millis(200)))
+                    {
+                        Ok(_) => break,
+                        Err(e)
+                            if e.kind() == ErrorKind::ConnectionRefused
+                                || e.kind() == ErrorKind::TimedOut => {}
+                        Err(e) => panic!("connecting to exim on {addr}: {e}"),
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "exim is not listening on {addr}:\n{}\n{}",
+                        self.proc.log_text(),
+                        self.mainlog()
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The main log (every connection, message and ACL `warn` tag).
+    pub fn mainlog(&self) -> String {
+        fs::read_to_string(self.dir.path().join("log/mainlog")).unwrap_or_default()
+    }
+
+    /// The reject log.
+    pub fn rejectlog(&self) -> String {
+        fs::read_to_string(self.dir.path().join("log/rejectlog")).unwrap_or_default()
+    }
+
+    /// A mark in the main log: [`Exim::lines_since`] shows what came after it.
+    pub fn mark(&self) -> usize {
+        self.mainlog().len()
+    }
+
+    /// Main log lines after `mark` that mention `ip` (as Exim writes it, in brackets).
+    pub fn lines_since(&self, mark: usize, ip: &str) -> Vec<String> {
+        let needle = format!("[{ip}]");
+        self.mainlog()
+            .get(mark..)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// How many connections from `ip` Exim accepted after `mark` (its `+smtp_connection`
+    /// line, written when the connection arrives: "SMTP connection from [ip] ... (TCP/IP
+    /// connection count = N)").
+    pub fn connections_since(&self, mark: usize, ip: &str) -> usize {
+        self.lines_since(mark, ip)
+            .iter()
+            .filter(|l| l.contains("SMTP connection from") && l.contains("connection count"))
+            .count()
+    }
+
+    /// Waits until the main log after `mark` has a line mentioning `ip` and containing
+    /// `needle`; returns it, or panics with the log.
+    pub fn wait_line(&self, mark: usize, ip: &str, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self
+                .lines_since(mark, ip)
+                .into_iter()
+                .find(|l| l.contains(needle))
+            {
+                return l;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "exim never logged {needle:?} for [{ip}] within {timeout:?}; main log:\n{}",
+                self.mainlog()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// The test Exim's configuration: an Exim of the kind the background write-ups describe,
+/// reduced to what the tests need. Its own rDNS and DNSBL checks stay in the RCPT ACL as
+/// `warn` verbs that tag the main log; mail for the local domain is accepted and discarded.
+fn exim_config(spec: &EximSpec, dir: &Path) -> String {
+    let d = dir.display();
+    let ports = spec
+        .ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(" : ");
+    format!(
+        r#"# Written by mxscreen's end-to-end tests.
+primary_hostname = {host}
+daemon_smtp_ports = {ports}
+local_interfaces = <; 0.0.0.0 ; ::0
+log_file_path = {d}/log/%slog
+spool_directory = {d}/spool
+exim_user = Debian-exim
+exim_group = Debian-exim
+never_users =
+keep_environment =
+tls_advertise_hosts =
+rfc1413_hosts =
+# Exim's own reverse lookup for every client ($sender_host_name, $host_lookup_failed).
+host_lookup = *
+dns_retrans = 1s
+dns_retry = 1
+# Log every connection, so "Exim never saw it" is a statement about the log.
+log_selector = +smtp_connection +smtp_no_mail +incoming_interface
+smtp_accept_max = 200
+smtp_accept_max_per_host = 100
+domainlist local_domains = {domain}
+acl_smtp_rcpt = acl_check_rcpt
+
+begin acl
+
+acl_check_rcpt:
+  deny    !domains = +local_domains
+          message = relay not permitted
+  warn    dnslists = {dnsbl}
+          log_message = {TAG_DNSBL} $dnslist_domain=$dnslist_value
+  warn    condition = ${{if eq{{$host_lookup_failed}}{{1}}}}
+          log_message = {TAG_RDNS} no forward-confirmed rDNS
+  warn    log_message = {TAG_ACL} rdns=${{if def:sender_host_name{{$sender_host_name}}{{none}}}}
+  accept
+
+begin routers
+
+discard:
+  driver = redirect
+  domains = +local_domains
+  data = :blackhole:
+
+begin transports
+"#,
+        host = spec.hostname,
+        domain = spec.local_domain,
+        dnsbl = spec.dnsbl,
+    )
+}
+
+/// The outcome of one swaks run.
+#[derive(Debug)]
+pub struct Smtp {
+    /// swaks exited 0: the message was accepted (250 after DATA).
+    pub accepted: bool,
+    /// swaks' exit code (2: could not connect; 2x: an SMTP stage failed).
+    pub code: Option<i32>,
+    pub transcript: String,
+    pub elapsed: Duration,
+}
+
+impl Smtp {
+    /// swaks could not open the TCP connection at all.
+    pub fn connect_failed(&self) -> bool {
+        self.code == Some(2) && !self.transcript.contains("Connected to")
+    }
+}
+
+/// Sends one message with swaks from `client`, source address `src`, to `server`:`port`,
+/// giving up the connection attempt after `timeout`. `tag` goes into the subject and the
+/// Message-Id, so the message can be found in Exim's log.
+pub fn swaks(
+    client: &NetNs,
+    src: &str,
+    server: IpAddr,
+    port: u16,
+    to: &str,
+    tag: &str,
+    timeout: Duration,
+) -> Smtp {
+    let bin = require_binary("swaks");
+    let start = Instant::now();
+    let out = client.enter(|| {
+        Command::new(&bin)
+            .args(["--server", &format!("{server}/{port}")])
+            .args(["--local-interface", src])
+            .args([
+                "--to",
+                to,
+                "--from",
+                "e2e@clients.test",
+                "--helo",
+                "client.clients.test",
+            ])
+            .args(["--timeout", &format!("{}s", timeout.as_secs().max(1))])
+            .args([
+                "--header",
+                &format!("Subject: {tag}"),
+                "--header",
+                &format!("Message-Id: <{tag}@clients.test>"),
+            ])
+            .args(["--body", "mxscreen end-to-end test"])
+            .output()
+            .unwrap_or_else(|e| panic!("swaks: {e} (run `cargo xtask setup`)"))
+    });
+    let transcript = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Smtp {
+        accepted: out.status.success(),
+        code: out.status.code(),
+        transcript,
+        elapsed: start.elapsed(),
+    }
+}

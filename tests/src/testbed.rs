@@ -1,0 +1,327 @@
+//! The end-to-end testbed: an MTA host and a crowd of senders, wired the way an operator
+//! deploys mxscreen.
+//!
+//! ```text
+//!  clients namespace (vc)                         MTA host namespace (vs)
+//!  192.0.2.10 clean         ┌──────────── veth ──────────►  mxscreen (XDP or tc on vs)
+//!  192.0.2.20 SBL-listed    │                                  │ verdicts          ▲ new peers
+//!  192.0.2.30 PBL-listed    │                                  ▼                   │
+//!  ... (IPv4 and IPv6)  ────┘                            exim4 :25 :587 (own ACLs, logs)
+//!      swaks --local-interface                           listener :22 (a non-SMTP service)
+//!                                                        unbound 127.0.0.1:53 ─┬─► rbldnsd: zen.test, dnswl.test
+//!                                                        (mxscreen and exim)   ├─► nsd: clients.test, reverse zones
+//!                                                                              └─► a server that never answers
+//! ```
+//!
+//! The DNS servers run on loopback addresses of the MTA namespace, so nothing leaves the
+//! namespaces the bed creates. Everything is owned by guards: dropping the bed (also on a
+//! panic) kills the processes, then deletes the namespaces.
+use std::{
+    net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener},
+    time::Duration,
+};
+
+use crate::{
+    daemon::{MxDaemon, Spec},
+    dns::{AuthZone, Forwarder, Mode, Nsd, RblZone, Rbldnsd, listing},
+    mta::{Exim, EximSpec, LocalResolver, RESOLVER, Smtp, swaks},
+    netns::{SERVER_IFACE, SERVER_V4, SERVER_V6, Wire},
+};
+
+/// FCrDNS-clean, on no list.
+pub const CLEAN: &str = "192.0.2.10";
+pub const CLEAN6: &str = "2001:db8:1::10";
+/// Another clean sender (PTR and forward record agree).
+pub const CLEAN_B: &str = "192.0.2.11";
+/// On the DNSBL with an SBL-like code (127.0.0.2), no PTR.
+pub const SBL: &str = "192.0.2.20";
+/// On the DNSBL with an XBL-like code (127.0.0.4), no PTR; and its IPv6 twin.
+pub const XBL: &str = "192.0.2.21";
+pub const XBL6: &str = "2001:db8:1::21";
+/// On the DNSBL with a PBL-like code (127.0.0.10): the limit class. Good rDNS.
+pub const PBL: &str = "192.0.2.30";
+/// No PTR at all: the limit class by `rdns.missing_ptr_weight`.
+pub const NO_PTR: &str = "192.0.2.40";
+/// A PTR whose name resolves elsewhere: `rdns.fcrdns_mismatch_weight`, below the limit.
+pub const BAD_FCRDNS: &str = "192.0.2.41";
+/// XBL-listed but on the DNSWL with high trust: accepted.
+pub const WHITELISTED: &str = "192.0.2.50";
+/// The DNSBL answers 127.255.255.254 ("query via public resolver"): an error, not a listing.
+pub const ERROR_CODE: &str = "192.0.2.60";
+/// Its reverse zone is served by a server that never answers.
+pub const SLOW_DNS: &str = "192.0.2.77";
+
+pub const ALL_CLIENTS: &[&str] = &[
+    CLEAN,
+    CLEAN6,
+    CLEAN_B,
+    SBL,
+    XBL,
+    XBL6,
+    PBL,
+    NO_PTR,
+    BAD_FCRDNS,
+    WHITELISTED,
+    ERROR_CODE,
+    SLOW_DNS,
+];
+
+pub const DNSBL_ZONE: &str = "zen.test";
+pub const DNSWL_ZONE: &str = "dnswl.test";
+pub const FORWARD_ZONE: &str = "clients.test";
+pub const REVERSE_V4: &str = "2.0.192.in-addr.arpa";
+/// The reverse zone of 2001:db8:1::/64.
+pub const REVERSE_V6: &str = "0.0.0.0.1.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa";
+/// The domain Exim accepts mail for.
+pub const MAIL_DOMAIN: &str = "e2e.test";
+/// Not screened, not SMTP: a stand-in for ssh on the MTA host.
+pub const OTHER_PORT: u16 = 22;
+/// Submission, served by the same Exim but not screened (the README's advice).
+pub const SUBMISSION_PORT: u16 = 587;
+
+/// How the daemon attaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attach {
+    /// Native (driver) XDP on the veth.
+    Xdp,
+    /// tc (tcx or clsact).
+    Tc,
+}
+
+impl Attach {
+    fn config(self) -> &'static str {
+        match self {
+            Attach::Xdp => "mode = \"xdp\"",
+            Attach::Tc => "mode = \"tc\"",
+        }
+    }
+}
+
+/// Extra daemon configuration for one scenario.
+#[derive(Clone, Debug, Default)]
+pub struct Tweaks {
+    /// Lines for `[datapath]` (e.g. `first_contact = "hold"`).
+    pub datapath: String,
+    /// Lines for `[policy]` (e.g. `limit_rate = 60`).
+    pub policy: String,
+    /// Extra `mxscreen run` flags (e.g. `--observe`).
+    pub args: Vec<String>,
+}
+
+pub struct Testbed {
+    pub attach: Attach,
+    pub exim: Exim,
+    _other: Vec<TcpListener>,
+    pub resolver: LocalResolver,
+    pub silent: Forwarder,
+    pub nsd: Nsd,
+    _rbl: Rbldnsd,
+    /// Last, so the namespaces go after every process in them.
+    pub wire: Wire,
+}
+
+fn ip6_arpa(ip: &str) -> String {
+    let ip: Ipv6Addr = ip.parse().expect("IPv6 address");
+    let mut s = String::new();
+    for b in ip.octets().iter().rev() {
+        s.push_str(&format!("{:x}.{:x}.", b & 0xf, b >> 4));
+    }
+    s + "ip6.arpa."
+}
+
+fn last_octet(ip: &str) -> &str {
+    ip.rsplit('.').next().expect("IPv4 address")
+}
+
+fn dnsbl_zones() -> Vec<RblZone> {
+    let ttl = Duration::from_secs(900);
+    vec![
+        RblZone::new(
+            DNSBL_ZONE,
+            ttl,
+            vec![
+                listing(SBL, "127.0.0.2", "SBL-like: spam source"),
+                listing(XBL, "127.0.0.4", "XBL-like: infected host"),
+                listing(XBL6, "127.0.0.4", "XBL-like: infected host"),
+                listing(PBL, "127.0.0.10", "PBL-like: end-user range"),
+                listing(WHITELISTED, "127.0.0.4", "XBL-like: shared provider IP"),
+                listing(ERROR_CODE, "127.255.255.254", "query via public resolver"),
+            ],
+        ),
+        RblZone::new(
+            DNSWL_ZONE,
+            ttl,
+            vec![listing(WHITELISTED, "127.0.15.3", "high trust")],
+        ),
+    ]
+}
+
+fn dns_zones() -> Vec<AuthZone> {
+    // name, address, forward address of the PTR name (differs for BAD_FCRDNS).
+    let hosts = [
+        ("mail10", CLEAN, CLEAN),
+        ("mail11", CLEAN_B, CLEAN_B),
+        ("dyn30", PBL, PBL),
+        ("stale41", BAD_FCRDNS, "192.0.2.99"),
+        ("relay50", WHITELISTED, WHITELISTED),
+        ("mail60", ERROR_CODE, ERROR_CODE),
+    ];
+    let mut reverse4 = Vec::new();
+    let mut forward = Vec::new();
+    for (name, ip, fwd) in hosts {
+        reverse4.push(format!("{} IN PTR {name}.{FORWARD_ZONE}.", last_octet(ip)));
+        forward.push(format!("{name} IN A {fwd}"));
+    }
+    forward.push(format!("mail10 IN AAAA {CLEAN6}"));
+    let reverse6 = vec![format!(
+        "{} IN PTR mail10.{FORWARD_ZONE}.",
+        ip6_arpa(CLEAN6)
+    )];
+    fn refs(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    vec![
+        AuthZone::new(FORWARD_ZONE, &refs(&forward)),
+        AuthZone::new(REVERSE_V4, &refs(&reverse4)),
+        AuthZone::new(REVERSE_V6, &refs(&reverse6)),
+    ]
+}
+
+impl Testbed {
+    /// Builds the namespaces, the DNS side, the MTA's resolver and Exim. The daemon is
+    /// started by each scenario ([`Testbed::daemon`]) with its own tweaks.
+    pub fn new(tag: &str, attach: Attach) -> Self {
+        let wire = Wire::new(tag);
+        for a in ALL_CLIENTS {
+            wire.add_client_addr(a);
+        }
+        let (rbl, nsd, silent, resolver, other) = wire.server.enter(|| {
+            let rbl = Rbldnsd::start(&dnsbl_zones());
+            let nsd = Nsd::start(&dns_zones());
+            let silent = Forwarder::start(Mode::Blackhole);
+            let slow_zone = format!("{}.{REVERSE_V4}", last_octet(SLOW_DNS));
+            let resolver = LocalResolver::start(&[
+                (DNSBL_ZONE, rbl.addr),
+                (DNSWL_ZONE, rbl.addr),
+                (FORWARD_ZONE, nsd.addr),
+                (REVERSE_V4, nsd.addr),
+                (REVERSE_V6, nsd.addr),
+                // The closest stub wins: only SLOW_DNS's PTR goes to the silent server.
+                (&slow_zone, silent.addr),
+            ]);
+            let other = [SERVER_V4, SERVER_V6]
+                .iter()
+                .map(|ip| {
+                    TcpListener::bind(SocketAddr::new(ip.parse().unwrap(), OTHER_PORT))
+                        .expect("listen on the other port")
+                })
+                .collect::<Vec<_>>();
+            (rbl, nsd, silent, resolver, other)
+        });
+        let exim = Exim::start(
+            &wire.server,
+            EximSpec {
+                hostname: "mx.e2e.test".into(),
+                local_domain: MAIL_DOMAIN.into(),
+                dnsbl: DNSBL_ZONE.into(),
+                ports: vec![25, SUBMISSION_PORT],
+            },
+        );
+        Self {
+            attach,
+            exim,
+            _other: other,
+            resolver,
+            silent,
+            nsd,
+            _rbl: rbl,
+            wire,
+        }
+    }
+
+    /// The reputation sections an operator would write for this host: the local unbound,
+    /// the built-in zen/dnswl weights on the test zones, default rDNS, policy and lists.
+    pub fn sections(policy: &str) -> String {
+        let class = |codes: &str, weight: i32, label: &str| {
+            format!(
+                "[[dnsbl.code_weights]]\ncodes = [{codes}]\nweight = {weight}\nlabel = \"{label}\"\n\n"
+            )
+        };
+        let mut s = format!(
+            "[resolver]\nnameservers = [\"{RESOLVER}\"]\ntimeout = \"1s\"\n\n[policy]\n{policy}\n\n"
+        );
+        s += &format!(
+            "[[dnsbl]]\nzone = \"{DNSBL_ZONE}\"\nweight = 10\ncodes = [\"127.0.0.2-127.0.0.11\"]\n\n"
+        );
+        s += &class("\"127.0.0.2\"", 10, "SBL");
+        s += &class("\"127.0.0.3\"", 10, "CSS");
+        s += &class("\"127.0.0.4-127.0.0.7\"", 10, "XBL");
+        s += &class("\"127.0.0.9\"", 10, "DROP");
+        s += &class("\"127.0.0.10-127.0.0.11\"", 5, "PBL");
+        s += &format!(
+            "[[dnsbl]]\nzone = \"{DNSWL_ZONE}\"\nweight = 0\ncodes = [\"127.0.0.0/16\"]\nerror_codes = [\"127.0.0.255\"]\n\n"
+        );
+        s += &class("\"127.0.*.3\"", -15, "DNSWL-high");
+        s += &class("\"127.0.*.2\"", -10, "DNSWL-med");
+        s += &class("\"127.0.*.1\"", -5, "DNSWL-low");
+        s += &class("\"127.0.*.0\"", 0, "DNSWL-none");
+        s
+    }
+
+    /// Starts `mxscreen run` on the MTA host's interface in this bed's attach mode.
+    pub fn daemon(&self, t: Tweaks) -> MxDaemon {
+        let spec = Spec {
+            datapath: format!("{}\n{}", self.attach.config(), t.datapath),
+            sections: Self::sections(&t.policy),
+            args: t.args,
+        };
+        let d = MxDaemon::start(&self.wire.server, SERVER_IFACE, spec);
+        // `status` says what the interface actually got (auto mode could fall back).
+        let want = match self.attach {
+            Attach::Xdp => format!("{SERVER_IFACE} (xdp (native))"),
+            Attach::Tc => format!("{SERVER_IFACE} (tc)"),
+        };
+        let status = d.cli_ok(&["status"]);
+        assert!(
+            status
+                .lines()
+                .any(|l| l.starts_with("interface:") && l.ends_with(&want)),
+            "not attached as {want}:\n{status}"
+        );
+        d
+    }
+
+    /// The MTA's address in `src`'s family.
+    pub fn server_for(src: &str) -> IpAddr {
+        if src.contains(':') {
+            SERVER_V6
+        } else {
+            SERVER_V4
+        }
+        .parse()
+        .unwrap()
+    }
+
+    /// One message from `src` to the MTA's port 25, giving up the connection after `timeout`.
+    pub fn mail_within(&self, src: &str, tag: &str, timeout: Duration) -> Smtp {
+        self.mail_to_port(src, 25, tag, timeout)
+    }
+
+    pub fn mail_to_port(&self, src: &str, port: u16, tag: &str, timeout: Duration) -> Smtp {
+        swaks(
+            &self.wire.client,
+            src,
+            Self::server_for(src),
+            port,
+            &format!("postmaster@{MAIL_DOMAIN}"),
+            tag,
+            timeout,
+        )
+    }
+
+    /// A TCP handshake from `src` to the MTA's `port` within `timeout`.
+    pub fn connect(&self, src: &str, port: u16, timeout: Duration) -> std::io::Result<()> {
+        self.wire
+            .connect(src, SocketAddr::new(Self::server_for(src), port), timeout)
+    }
+}

@@ -1,0 +1,518 @@
+//! End to end, the way an operator sees it: a real Exim with its own ACLs on an MTA host, real
+//! rbldnsd/nsd behind a real unbound, senders using swaks from many addresses, and the real
+//! `mxscreen run` on the MTA host's interface, once in native XDP and once in tc mode (every
+//! scenario runs in both). Each scenario asserts on what the sender saw (swaks' result, or a
+//! TCP handshake) and on what Exim logged (or never logged). See `mxscreen_tests::testbed`
+//! for the layout. Needs root; run by `cargo xtask test e2e`.
+
+use std::time::{Duration, Instant};
+
+use mxscreen_tests::{
+    daemon::MxDaemon,
+    mta::{Smtp, TAG_ACL, TAG_DNSBL, TAG_RDNS},
+    testbed::*,
+};
+
+/// A verdict is in the map this soon after first contact (4 lookups against loopback
+/// servers; the DNS-timeout scenario waits out a 1 s resolver timeout and one retry).
+const VERDICT_WITHIN: Duration = Duration::from_secs(10);
+/// A dropped SYN: the handshake must not complete before TCP's first retransmit (1 s).
+const REFUSED_WITHIN: Duration = Duration::from_millis(800);
+/// swaks' connect timeout where the connection must fail: covers the first two SYN
+/// retransmits (1 s, 3 s), so a refusal is not just one lost packet.
+const SWAKS_REFUSED: Duration = Duration::from_secs(4);
+/// swaks' timeout where the message must get through.
+const SWAKS_OK: Duration = Duration::from_secs(8);
+/// Exim writes a line this soon after the event that causes it.
+const LOG_WITHIN: Duration = Duration::from_secs(5);
+
+fn bed(tag: &str, attach: Attach) -> Testbed {
+    Testbed::new(tag, attach)
+}
+
+/// Sends a message from `src` that must be accepted; returns the transcript.
+#[track_caller]
+fn accepted(b: &Testbed, src: &str, tag: &str) -> Smtp {
+    let r = b.mail_within(src, tag, SWAKS_OK);
+    assert!(
+        r.accepted,
+        "{src}: message {tag} should be accepted:\n{}\nexim main log:\n{}",
+        r.transcript,
+        b.exim.mainlog()
+    );
+    r
+}
+
+/// Sends a message from `src` whose TCP connection must never be established.
+#[track_caller]
+fn refused_smtp(b: &Testbed, src: &str, tag: &str) -> Smtp {
+    let r = b.mail_within(src, tag, SWAKS_REFUSED);
+    assert!(
+        r.connect_failed(),
+        "{src}: the connection for {tag} should fail at SYN:\n{}",
+        r.transcript
+    );
+    r
+}
+
+/// A TCP handshake from `src` to the MTA's port 25 that must complete.
+#[track_caller]
+fn connects(b: &Testbed, src: &str, port: u16) {
+    if let Err(e) = b.connect(src, port, Duration::from_secs(5)) {
+        panic!("{src} -> port {port} should connect: {e}");
+    }
+}
+
+/// A TCP handshake from `src` to port 25 whose SYN must be dropped.
+#[track_caller]
+fn refused(b: &Testbed, src: &str) {
+    match b.connect(src, 25, REFUSED_WITHIN) {
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+        other => panic!("{src} -> port 25: expected the SYN to be dropped, got {other:?}"),
+    }
+}
+
+/// The daemon's verdict log line for `ip` (`mxscreen-verdict ... ip=<ip> ...`).
+#[track_caller]
+fn verdict_line(d: &MxDaemon, ip: &str) -> String {
+    let log = d.log_text();
+    let needle = format!("ip={ip} ");
+    log.lines()
+        .rev()
+        .find(|l| l.contains("mxscreen-verdict") && l.contains(&needle))
+        .unwrap_or_else(|| panic!("no verdict line for {ip}:\n{log}"))
+        .to_owned()
+}
+
+#[track_caller]
+fn assert_has(line: &str, fields: &[&str]) {
+    for f in fields {
+        assert!(line.contains(f), "{f:?} missing in: {line}");
+    }
+}
+
+/// The `list --verdicts --json` entry for `ip`.
+fn verdict_entry(d: &MxDaemon, ip: &str) -> serde_json::Value {
+    let list: serde_json::Value =
+        serde_json::from_str(&d.cli_ok(&["list", "--verdicts", "--json"])).unwrap();
+    let host = if ip.contains(':') {
+        format!("{ip}/128")
+    } else {
+        format!("{ip}/32")
+    };
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["net"] == host.as_str())
+        .cloned()
+        .unwrap_or_else(|| panic!("no verdict for {ip} in {list:#}"))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Listed senders (SBL- and XBL-like, IPv4 and IPv6): once the verdict is in, their TCP
+/// connections fail and Exim never hears of them. The first contact passes (first_contact =
+/// pass) and Exim's own DNSBL `warn` agrees it is listed.
+fn listed_senders_never_reach_exim(attach: Attach) {
+    let b = bed("el", attach);
+    let d = b.daemon(Tweaks::default());
+    for ip in [SBL, XBL, XBL6] {
+        let first = b.exim.mark();
+        accepted(&b, ip, &format!("first-contact-{}", ip.replace(':', "-")));
+        b.exim.wait_line(first, ip, TAG_DNSBL, LOG_WITHIN);
+        assert_eq!(d.wait_verdict(ip, VERDICT_WITHIN), "drop", "{ip}");
+        let mark = b.exim.mark();
+        refused(&b, ip);
+        refused_smtp(&b, ip, &format!("listed-{}", ip.replace(':', "-")));
+        assert_eq!(
+            b.exim.lines_since(mark, ip),
+            Vec::<String>::new(),
+            "Exim saw a dropped sender {ip}"
+        );
+        // No PTR either (+5): bots rarely have one; the listing alone is the drop class.
+        let class = if ip == SBL { "(SBL)" } else { "(XBL)" };
+        assert_has(
+            &verdict_line(&d, ip),
+            &[
+                "action=\"drop\"",
+                "score=15",
+                "dnsbl:zen.test=listed",
+                class,
+                "(+10)",
+                "source=\"reputation\"",
+            ],
+        );
+    }
+    assert!(
+        d.counter("dropped_verdict") >= 6,
+        "{}",
+        d.cli_ok(&["stats"])
+    );
+}
+
+/// Clean senders (FCrDNS, on no list; IPv4 and IPv6) are untouched: accepted before and
+/// after their verdict, and each message went through Exim's whole RCPT ACL.
+fn clean_senders_are_untouched_and_meet_exims_acls(attach: Attach) {
+    let b = bed("ec", attach);
+    let d = b.daemon(Tweaks::default());
+    for ip in [CLEAN, CLEAN6, CLEAN_B] {
+        let mark = b.exim.mark();
+        let t = ip.replace(':', "-");
+        accepted(&b, ip, &format!("clean-first-{t}"));
+        assert_eq!(d.wait_verdict(ip, VERDICT_WITHIN), "pass", "{ip}");
+        accepted(&b, ip, &format!("clean-second-{t}"));
+        let acl = b.exim.wait_line(mark, ip, TAG_ACL, LOG_WITHIN);
+        assert!(
+            acl.contains(".clients.test"),
+            "Exim did not verify {ip}'s rDNS: {acl}"
+        );
+        for id in [
+            format!("clean-first-{t}@clients.test"),
+            format!("clean-second-{t}@clients.test"),
+        ] {
+            b.exim.wait_line(mark, ip, &format!("id={id}"), LOG_WITHIN);
+        }
+        let lines = b.exim.lines_since(mark, ip);
+        assert!(
+            !lines
+                .iter()
+                .any(|l| l.contains(TAG_DNSBL) || l.contains(TAG_RDNS)),
+            "{lines:#?}"
+        );
+        assert_eq!(
+            lines.iter().filter(|l| l.contains(TAG_ACL)).count(),
+            2,
+            "{lines:#?}"
+        );
+        assert_has(
+            &verdict_line(&d, ip),
+            &["action=\"pass\"", "score=0", "ttl=3600"],
+        );
+    }
+    assert_eq!(b.exim.rejectlog(), "", "Exim rejected something");
+}
+
+/// rDNS evidence by its weights: no PTR (5) is the limit class; a PTR that does not
+/// forward-confirm (3) stays below it and passes. Exim's own rDNS `warn` agrees on both.
+fn reverse_dns_counts_by_its_weights(attach: Attach) {
+    let b = bed("er", attach);
+    let d = b.daemon(Tweaks::default());
+    let mark = b.exim.mark();
+    accepted(&b, NO_PTR, "no-ptr-first");
+    assert_eq!(d.wait_verdict(NO_PTR, VERDICT_WITHIN), "limit");
+    assert_has(
+        &verdict_line(&d, NO_PTR),
+        &["action=\"limit\"", "score=5", "rdns=no_ptr[NXDOMAIN](+5)"],
+    );
+    b.exim.wait_line(mark, NO_PTR, TAG_RDNS, LOG_WITHIN);
+    // Limited, not refused: the next message (within the burst) is accepted.
+    accepted(&b, NO_PTR, "no-ptr-second");
+
+    accepted(&b, BAD_FCRDNS, "fcrdns-first");
+    assert_eq!(d.wait_verdict(BAD_FCRDNS, VERDICT_WITHIN), "pass");
+    assert_has(
+        &verdict_line(&d, BAD_FCRDNS),
+        &["action=\"pass\"", "score=3", "fcrdns=fcrdns_mismatch"],
+    );
+    accepted(&b, BAD_FCRDNS, "fcrdns-second");
+    let tagged = b
+        .exim
+        .lines_since(mark, BAD_FCRDNS)
+        .iter()
+        .filter(|l| l.contains(TAG_RDNS))
+        .count();
+    assert_eq!(
+        tagged,
+        2,
+        "Exim's rDNS warn should tag both messages:\n{}",
+        b.exim.mainlog()
+    );
+}
+
+/// A sender on the DNSBL and, with high trust, on the DNSWL passes; Exim's own DNSBL `warn`
+/// still sees the listing (what stays in the MTA's ACLs is the MTA's business).
+fn dnswl_listing_outweighs_a_dnsbl_listing(attach: Attach) {
+    let b = bed("ew", attach);
+    let d = b.daemon(Tweaks::default());
+    let mark = b.exim.mark();
+    accepted(&b, WHITELISTED, "dnswl-first");
+    assert_eq!(d.wait_verdict(WHITELISTED, VERDICT_WITHIN), "pass");
+    assert_has(
+        &verdict_line(&d, WHITELISTED),
+        &[
+            "action=\"pass\"",
+            "score=-5",
+            "dnsbl:zen.test=listed",
+            "dnsbl:dnswl.test=listed",
+        ],
+    );
+    accepted(&b, WHITELISTED, "dnswl-second");
+    let tags = b
+        .exim
+        .lines_since(mark, WHITELISTED)
+        .iter()
+        .filter(|l| l.contains(TAG_DNSBL))
+        .count();
+    assert_eq!(tags, 2, "{}", b.exim.mainlog());
+}
+
+/// A DNSBL answering 127.255.255.254 ("you query through a public resolver") has not
+/// listed anyone: the sender passes and mxscreen warns the operator.
+fn dnsbl_error_code_is_not_a_listing(attach: Attach) {
+    let b = bed("ee", attach);
+    let d = b.daemon(Tweaks::default());
+    accepted(&b, ERROR_CODE, "errcode-first");
+    assert_eq!(d.wait_verdict(ERROR_CODE, VERDICT_WITHIN), "pass");
+    accepted(&b, ERROR_CODE, "errcode-second");
+    let log = d.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("WARN") && l.contains("127.255.255.254") && l.contains("zen.test")),
+        "no warning about the error code:\n{log}"
+    );
+    assert_has(
+        &verdict_line(&d, ERROR_CODE),
+        &["action=\"pass\"", "error_code"],
+    );
+}
+
+/// A DNS server that never answers: the sender is accepted (fail-open) and its verdict is
+/// short-lived (tempfail_ttl, 2 min, instead of the pass_ttl hour).
+fn dns_timeout_fails_open_with_a_short_verdict(attach: Attach) {
+    let b = bed("et", attach);
+    let d = b.daemon(Tweaks::default());
+    accepted(&b, SLOW_DNS, "slow-first");
+    assert_eq!(d.wait_verdict(SLOW_DNS, VERDICT_WITHIN), "pass");
+    let e = verdict_entry(&d, SLOW_DNS);
+    assert_eq!(e["source"], "tempfail", "{e:#}");
+    let left = e["expires"].as_u64().unwrap().saturating_sub(unix_now());
+    assert!(
+        left <= 120,
+        "a tempfail verdict should live at most 2 minutes, not {left}s: {e:#}"
+    );
+    assert_has(
+        &verdict_line(&d, SLOW_DNS),
+        &["action=\"pass\"", "dns_tempfail", "ttl=120"],
+    );
+    assert!(
+        b.silent.count(&format!("{}.", ptr_name(SLOW_DNS))) >= 1,
+        "the silent server was never asked"
+    );
+    accepted(&b, SLOW_DNS, "slow-second");
+}
+
+fn ptr_name(ip: &str) -> String {
+    let o: Vec<&str> = ip.split('.').rev().collect();
+    format!("{}.in-addr.arpa", o.join("."))
+}
+
+/// The limit class (PBL-like): the first connections get through, a burst beyond the bucket
+/// is refused at SYN (Exim never sees those), and a later retry — TCP's own SYN retransmit —
+/// gets through. 60 SYNs a minute with bursts of 3, so "later" is about a second.
+fn limit_class_is_rate_limited_at_syn(attach: Attach) {
+    let b = bed("ep", attach);
+    let d = b.daemon(Tweaks {
+        policy: "limit_rate = 60\nlimit_burst = 3".into(),
+        ..Default::default()
+    });
+    accepted(&b, PBL, "pbl-first");
+    assert_eq!(d.wait_verdict(PBL, VERDICT_WITHIN), "limit");
+    assert_has(
+        &verdict_line(&d, PBL),
+        &["action=\"limit\"", "score=5", "dnsbl:zen.test=listed"],
+    );
+    let mark = b.exim.mark();
+    let (mut through, mut refusals) = (0, 0);
+    for _ in 0..10 {
+        match b.connect(PBL, 25, Duration::from_millis(300)) {
+            Ok(()) => through += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                refusals += 1;
+                break;
+            }
+            Err(e) => panic!("connect: {e}"),
+        }
+    }
+    assert!(
+        (1..=4).contains(&through) && refusals == 1,
+        "a burst of 10: {through} through, {refusals} refused"
+    );
+    assert!(d.counter("limited") >= 1);
+    // Exim logged exactly the connections that got through.
+    let deadline = Instant::now() + LOG_WITHIN;
+    while b.exim.connections_since(mark, PBL) < through && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        b.exim.connections_since(mark, PBL),
+        through,
+        "{}",
+        b.exim.mainlog()
+    );
+    // A real MTA retries: swaks' SYN is retransmitted after 1 s and meets a fresh token.
+    let r = accepted(&b, PBL, "pbl-retry");
+    assert!(r.elapsed < SWAKS_OK, "{r:?}");
+}
+
+/// The operator's commands, live: `block` of a clean sender refuses it within a second (it
+/// still reaches the MTA host's other ports), `unblock` lets it back in, `allow` lets a listed
+/// sender in, `unallow` undoes that.
+fn operator_commands_act_within_a_second(attach: Attach) {
+    let b = bed("eo", attach);
+    let d = b.daemon(Tweaks::default());
+    accepted(&b, CLEAN, "before-block");
+    assert_eq!(d.wait_verdict(CLEAN, VERDICT_WITHIN), "pass");
+
+    // The block is in the map when the command returns: the very next SYN is dropped.
+    let t0 = Instant::now();
+    let out = d.cli_ok(&["block", CLEAN, "--reason", "e2e"]);
+    let took = t0.elapsed();
+    assert!(out.starts_with(&format!("blocked {CLEAN}/32")), "{out}");
+    assert!(
+        took < Duration::from_secs(1),
+        "`mxscreen block` took {took:?}"
+    );
+    let mark = b.exim.mark();
+    refused(&b, CLEAN);
+    refused_smtp(&b, CLEAN, "while-blocked");
+    assert_eq!(b.exim.lines_since(mark, CLEAN), Vec::<String>::new());
+    // Only the screened port: ssh (a plain listener) and submission (the same Exim) answer.
+    connects(&b, CLEAN, OTHER_PORT);
+    let r = b.mail_to_port(CLEAN, SUBMISSION_PORT, "blocked-on-587", SWAKS_OK);
+    assert!(r.accepted, "{}", r.transcript);
+    b.exim
+        .wait_line(mark, CLEAN, &format!(":{SUBMISSION_PORT}"), LOG_WITHIN);
+    assert!(d.counter("dropped_deny") >= 2);
+
+    let out = d.cli_ok(&["unblock", CLEAN]);
+    assert!(out.starts_with(&format!("unblocked {CLEAN}/32")), "{out}");
+    let mark = b.exim.mark();
+    accepted(&b, CLEAN, "after-unblock");
+    b.exim.wait_line(mark, CLEAN, TAG_ACL, LOG_WITHIN);
+
+    // allow beats a DNSBL drop verdict; Exim's own DNSBL warn still tags the message.
+    connects(&b, SBL, 25);
+    assert_eq!(d.wait_verdict(SBL, VERDICT_WITHIN), "drop");
+    refused(&b, SBL);
+    d.cli_ok(&["allow", SBL, "--reason", "partner"]);
+    let mark = b.exim.mark();
+    accepted(&b, SBL, "allowed-listed");
+    b.exim.wait_line(mark, SBL, TAG_DNSBL, LOG_WITHIN);
+    d.cli_ok(&["unallow", SBL]);
+    refused(&b, SBL);
+}
+
+/// `kill -9` of the daemon: the kernel detaches the program with it, so clean mail still
+/// flows (everything does: fail-open). Restart: the pinned verdicts and the state file's
+/// blocks are enforced again before any new lookup.
+fn kill9_fails_open_and_restart_restores_blocks(attach: Attach) {
+    let b = bed("ek", attach);
+    let mut d = b.daemon(Tweaks::default());
+    connects(&b, SBL, 25);
+    assert_eq!(d.wait_verdict(SBL, VERDICT_WITHIN), "drop");
+    d.cli_ok(&["block", CLEAN_B]);
+    refused(&b, SBL);
+    refused(&b, CLEAN_B);
+
+    d.kill9();
+    let mark = b.exim.mark();
+    accepted(&b, CLEAN, "during-outage");
+    accepted(&b, CLEAN_B, "blocked-during-outage");
+    connects(&b, SBL, 25);
+    b.exim.wait_line(mark, CLEAN, TAG_ACL, LOG_WITHIN);
+
+    d.restart();
+    refused(&b, SBL);
+    refused(&b, CLEAN_B);
+    let mark = b.exim.mark();
+    refused_smtp(&b, SBL, "after-restart");
+    assert_eq!(b.exim.lines_since(mark, SBL), Vec::<String>::new());
+    accepted(&b, CLEAN, "after-restart-clean");
+}
+
+/// `--observe`: every decision is made, logged and counted, nothing is refused.
+fn observe_mode_refuses_nothing_and_logs_verdicts(attach: Attach) {
+    let b = bed("eb", attach);
+    let d = b.daemon(Tweaks {
+        args: vec!["--observe".into()],
+        ..Default::default()
+    });
+    accepted(&b, SBL, "observe-first");
+    assert_eq!(d.wait_verdict(SBL, VERDICT_WITHIN), "drop");
+    d.cli_ok(&["block", CLEAN]);
+    let mark = b.exim.mark();
+    for i in 0..2 {
+        accepted(&b, SBL, &format!("observe-listed-{i}"));
+        accepted(&b, CLEAN, &format!("observe-blocked-{i}"));
+    }
+    assert_eq!(
+        b.exim
+            .lines_since(mark, SBL)
+            .iter()
+            .filter(|l| l.contains(TAG_DNSBL))
+            .count(),
+        2
+    );
+    assert_has(&verdict_line(&d, SBL), &["action=\"drop\"", "observe=true"]);
+    assert!(d.counter("observe_passed") >= 4, "{}", d.cli_ok(&["stats"]));
+    assert!(d.cli_ok(&["status"]).contains("observe (never drops)"));
+}
+
+/// `first_contact = "hold"`: a listed sender's very first connection is refused (Exim never
+/// logs it at all), a clean sender's first message arrives within a few seconds (its SYN is
+/// held until the verdict; TCP retransmits it after a second).
+fn hold_refuses_first_contact_of_listed_senders(attach: Attach) {
+    let b = bed("eh", attach);
+    let d = b.daemon(Tweaks {
+        datapath: "first_contact = \"hold\"".into(),
+        ..Default::default()
+    });
+    for ip in [SBL, XBL6] {
+        refused_smtp(&b, ip, &format!("hold-listed-{}", ip.replace(':', "-")));
+        assert_eq!(d.verdict(ip).as_deref(), Some("drop"));
+        assert_eq!(
+            b.exim.lines_since(0, ip),
+            Vec::<String>::new(),
+            "Exim saw {ip}"
+        );
+    }
+    for ip in [CLEAN, CLEAN6] {
+        let r = accepted(&b, ip, &format!("hold-clean-{}", ip.replace(':', "-")));
+        assert!(
+            r.elapsed < Duration::from_secs(4),
+            "{ip}: first message took {:?}",
+            r.elapsed
+        );
+    }
+    assert!(d.counter("held") >= 2, "{}", d.cli_ok(&["stats"]));
+}
+
+macro_rules! in_both_modes {
+    ($($scenario:ident),* $(,)?) => {
+        mod xdp {
+            $( #[test] fn $scenario() { super::$scenario(super::Attach::Xdp) } )*
+        }
+        mod tc {
+            $( #[test] fn $scenario() { super::$scenario(super::Attach::Tc) } )*
+        }
+    };
+}
+
+in_both_modes!(
+    listed_senders_never_reach_exim,
+    clean_senders_are_untouched_and_meet_exims_acls,
+    reverse_dns_counts_by_its_weights,
+    dnswl_listing_outweighs_a_dnsbl_listing,
+    dnsbl_error_code_is_not_a_listing,
+    dns_timeout_fails_open_with_a_short_verdict,
+    limit_class_is_rate_limited_at_syn,
+    operator_commands_act_within_a_second,
+    kill9_fails_open_and_restart_restores_blocks,
+    observe_mode_refuses_nothing_and_logs_verdicts,
+    hold_refuses_first_contact_of_listed_senders,
+);
