@@ -104,6 +104,15 @@ pub enum FirstContact {
     Hold,
 }
 
+impl FirstContact {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Hold => "hold",
+        }
+    }
+}
+
 /// `[datapath]`: where and how the kernel program screens.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -479,7 +479,7 @@ impl Daemon {
             uptime_secs: self.started.elapsed().as_secs(),
             config_file: self.config_path.as_ref().map(|p| p.display().to_string()),
             observe: self.cfg.policy.observe,
-            first_contact: format!("{:?}", self.cfg.datapath.first_contact).to_lowercase(),
+            first_contact: self.cfg.datapath.first_contact.name().into(),
             ports: self.cfg.datapath.ports.clone(),
             interfaces: self
                 .attached

@@ -95,7 +95,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     for iface in &ifaces {
         match datapath::attach(&mut d.ebpf, iface, d.cfg.datapath.mode) {
             Ok(a) => {
-                tracing::info!(iface = %a.iface, mode = %a.mode, ports = ?d.cfg.datapath.ports, observe = d.cfg.policy.observe, first_contact = ?d.cfg.datapath.first_contact, "attached");
+                tracing::info!(iface = %a.iface, mode = %a.mode, ports = ?d.cfg.datapath.ports, observe = d.cfg.policy.observe, first_contact = %d.cfg.datapath.first_contact.name(), "attached");
                 d.attached.push(a);
             }
             Err(e) => {

@@ -186,9 +186,22 @@ fn explain(iface: &str, what: &str, e: ProgramError) -> anyhow::Error {
             "{iface}: {what}: another program is already attached (see `bpftool net show dev {iface}`)"
         ),
         Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) => {
-            anyhow!("{iface}: {what}: not supported by this interface or driver ({e})")
+            anyhow!("{iface}: {what}: not supported by this interface or driver ({})", chain(&e))
         }
         Some(libc::ENODEV) => FinalAttachError(format!("{iface}: no such interface")).into(),
-        _ => anyhow!("{iface}: {what}: {e}"),
+        _ => anyhow!("{iface}: {what}: {}", chain(&e)),
     }
+}
+
+/// The error and its causes on one line: aya's syscall errors keep the kernel's errno in the
+/// source, which is the part the operator needs.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
