@@ -19,6 +19,13 @@ const V4_OTHER: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 8));
 const V6: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 7));
 const V6_OTHER: IpAddr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, 8));
 const SOURCES: [IpAddr; 2] = [V4, V6];
+/// Untagged, 802.1Q, and QinQ (802.1ad outer + 802.1Q inner).
+const TAGS: [u8; 3] = [0, 1, 2];
+
+/// Every source family with every tagging: each decision path is walked for all of them.
+fn cases() -> impl Iterator<Item = (IpAddr, u8)> {
+    SOURCES.into_iter().flat_map(|src| TAGS.map(|t| (src, t)))
+}
 
 fn net(s: &str) -> IpNet {
     s.parse().unwrap()
@@ -60,9 +67,9 @@ fn expect(dp: &TestDatapath, entry: Entry, frame: &[u8], want: Outcome, counters
 #[test]
 fn unknown_syn_passes_and_reports_the_peer_once() {
     for entry in ENTRIES {
-        for src in SOURCES {
+        for (src, tags) in cases() {
             let mut dp = TestDatapath::new();
-            let syn = Frame::syn(src).build();
+            let syn = Frame::syn(src).vlans(tags).build();
             expect(
                 &dp,
                 entry,
@@ -103,7 +110,7 @@ fn unknown_syn_passes_and_reports_the_peer_once() {
 #[test]
 fn allow_list_wins_over_deny_list_and_verdicts() {
     for entry in ENTRIES {
-        for src in SOURCES {
+        for (src, tags) in cases() {
             let mut dp = TestDatapath::new();
             let wide = match src {
                 IpAddr::V4(_) => net("198.51.100.0/24"),
@@ -116,7 +123,7 @@ fn allow_list_wins_over_deny_list_and_verdicts() {
             dp.maps
                 .list_insert(ListKind::Allow, host(src), list_entry(0))
                 .unwrap();
-            let syn = Frame::syn(src).build();
+            let syn = Frame::syn(src).vlans(tags).build();
             expect(&dp, entry, &syn, Outcome::Pass, &[("passed_allow", 1)]);
             let hits = dp
                 .maps
@@ -132,10 +139,12 @@ fn allow_list_wins_over_deny_list_and_verdicts() {
 #[test]
 fn deny_list_drops_whole_prefixes_and_counts_hits() {
     for entry in ENTRIES {
-        for (src, other, prefix) in [
+        let prefixes = [
             (V4, V4_OTHER, "198.51.100.0/24"),
             (V6, V6_OTHER, "2001:db8:0:1::/64"),
-        ] {
+        ];
+        for ((src, other, prefix), tags) in prefixes.into_iter().flat_map(|c| TAGS.map(|t| (c, t)))
+        {
             let mut dp = TestDatapath::new();
             dp.maps
                 .list_insert(ListKind::Deny, net(prefix), list_entry(0))
@@ -143,14 +152,14 @@ fn deny_list_drops_whole_prefixes_and_counts_hits() {
             expect(
                 &dp,
                 entry,
-                &Frame::syn(src).build(),
+                &Frame::syn(src).vlans(tags).build(),
                 Outcome::Drop,
                 &[("dropped_deny", 1)],
             );
             expect(
                 &dp,
                 entry,
-                &Frame::syn(other).build(),
+                &Frame::syn(other).vlans(tags).build(),
                 Outcome::Drop,
                 &[("dropped_deny", 1)],
             );
@@ -167,7 +176,7 @@ fn deny_list_drops_whole_prefixes_and_counts_hits() {
             expect(
                 &dp,
                 entry,
-                &Frame::syn(src).build(),
+                &Frame::syn(src).vlans(tags).build(),
                 Outcome::Pass,
                 &[("unknown", 1), ("events_emitted", 1)],
             );
@@ -178,7 +187,7 @@ fn deny_list_drops_whole_prefixes_and_counts_hits() {
 #[test]
 fn expired_list_entries_and_verdicts_count_as_unknown() {
     for entry in ENTRIES {
-        for src in SOURCES {
+        for (src, tags) in cases() {
             let mut dp = TestDatapath::new();
             let past = clock::boot_ns() - 1;
             dp.maps
@@ -190,7 +199,7 @@ fn expired_list_entries_and_verdicts_count_as_unknown() {
             expect(
                 &dp,
                 entry,
-                &Frame::syn(src).build(),
+                &Frame::syn(src).vlans(tags).build(),
                 Outcome::Pass,
                 &[("unknown", 1), ("events_emitted", 1)],
             );
@@ -202,7 +211,7 @@ fn expired_list_entries_and_verdicts_count_as_unknown() {
             expect(
                 &dp,
                 entry,
-                &Frame::syn(src).build(),
+                &Frame::syn(src).vlans(tags).build(),
                 Outcome::Drop,
                 &[("dropped_verdict", 1)],
             );
@@ -212,7 +221,7 @@ fn expired_list_entries_and_verdicts_count_as_unknown() {
             expect(
                 &dp,
                 entry,
-                &Frame::syn(src).build(),
+                &Frame::syn(src).vlans(tags).build(),
                 Outcome::Drop,
                 &[("dropped_deny", 1)],
             );
@@ -223,9 +232,9 @@ fn expired_list_entries_and_verdicts_count_as_unknown() {
 #[test]
 fn verdicts_pass_drop_and_unknown_actions_fail_open() {
     for entry in ENTRIES {
-        for src in SOURCES {
+        for (src, tags) in cases() {
             let mut dp = TestDatapath::new();
-            let syn = Frame::syn(src).build();
+            let syn = Frame::syn(src).vlans(tags).build();
             dp.maps.verdict_set(src, verdict(Action::Pass, 0)).unwrap();
             expect(&dp, entry, &syn, Outcome::Pass, &[("passed_verdict", 1)]);
             dp.maps.verdict_set(src, verdict(Action::Drop, 0)).unwrap();
@@ -248,7 +257,10 @@ fn verdicts_pass_drop_and_unknown_actions_fail_open() {
 #[test]
 fn limit_verdict_is_a_token_bucket_per_source() {
     for entry in ENTRIES {
-        for (src, other) in [(V4, V4_OTHER), (V6, V6_OTHER)] {
+        for ((src, other), tags) in [(V4, V4_OTHER), (V6, V6_OTHER)]
+            .into_iter()
+            .flat_map(|c| TAGS.map(|t| (c, t)))
+        {
             let mut dp = TestDatapath::new();
             // 1 SYN per minute, bursts of 3: three pass at once, the fourth is limited.
             dp.configure(|c| c.set_limit(1, 3));
@@ -256,7 +268,7 @@ fn limit_verdict_is_a_token_bucket_per_source() {
             dp.maps
                 .verdict_set(other, verdict(Action::Limit, 0))
                 .unwrap();
-            let syn = Frame::syn(src).build();
+            let syn = Frame::syn(src).vlans(tags).build();
             for _ in 0..3 {
                 expect(&dp, entry, &syn, Outcome::Pass, &[("passed_limit", 1)]);
             }
@@ -266,7 +278,7 @@ fn limit_verdict_is_a_token_bucket_per_source() {
             expect(
                 &dp,
                 entry,
-                &Frame::syn(other).build(),
+                &Frame::syn(other).vlans(tags).build(),
                 Outcome::Pass,
                 &[("passed_limit", 1)],
             );
@@ -282,13 +294,13 @@ fn limit_verdict_is_a_token_bucket_per_source() {
 #[test]
 fn hold_drops_first_contact_only_while_reported_and_within_the_window() {
     for entry in ENTRIES {
-        for src in SOURCES {
+        for (src, tags) in cases() {
             let mut dp = TestDatapath::new();
             dp.configure(|c| {
                 c.flags |= FLAG_HOLD;
                 c.hold_window_ns = 60_000_000_000;
             });
-            let syn = Frame::syn(src).build();
+            let syn = Frame::syn(src).vlans(tags).build();
             expect(
                 &dp,
                 entry,
@@ -356,14 +368,14 @@ fn hold_fails_open_when_the_event_ring_is_full() {
 #[test]
 fn observe_mode_decides_and_counts_but_never_drops() {
     for entry in ENTRIES {
-        for src in SOURCES {
+        for (src, tags) in cases() {
             let mut dp = TestDatapath::new();
             dp.configure(|c| {
                 c.flags |= FLAG_OBSERVE | FLAG_HOLD;
                 c.hold_window_ns = 60_000_000_000;
                 c.set_limit(1, 1);
             });
-            let syn = Frame::syn(src).build();
+            let syn = Frame::syn(src).vlans(tags).build();
             expect(
                 &dp,
                 entry,
@@ -405,24 +417,24 @@ fn observe_mode_decides_and_counts_but_never_drops() {
 #[test]
 fn only_syns_to_screened_ports_are_subject() {
     for entry in ENTRIES {
-        for src in SOURCES {
+        for (src, tags) in cases() {
             let mut dp = TestDatapath::new();
             dp.maps
                 .list_insert(ListKind::Deny, host(src), list_entry(0))
                 .unwrap();
             let not_subject = [("passed_not_subject", 1)];
             for frame in [
-                Frame::tcp(src, 22, Tcp::Syn),
-                Frame::tcp(src, 587, Tcp::Syn),
-                Frame::tcp(src, 25, Tcp::SynAck),
-                Frame::tcp(src, 25, Tcp::Ack),
+                Frame::tcp(src, 22, Tcp::Syn).vlans(tags),
+                Frame::tcp(src, 587, Tcp::Syn).vlans(tags),
+                Frame::tcp(src, 25, Tcp::SynAck).vlans(tags),
+                Frame::tcp(src, 25, Tcp::Ack).vlans(tags),
                 Frame {
                     l4: L4::Udp { dst_port: 25 },
-                    ..Frame::syn(src)
+                    ..Frame::syn(src).vlans(tags)
                 },
                 Frame {
                     l4: L4::Icmp,
-                    ..Frame::syn(src)
+                    ..Frame::syn(src).vlans(tags)
                 },
             ] {
                 expect(&dp, entry, &frame.build(), Outcome::Pass, &not_subject);
@@ -435,7 +447,7 @@ fn only_syns_to_screened_ports_are_subject() {
             expect(
                 &dp,
                 entry,
-                &Frame::tcp(src, 587, Tcp::Syn).build(),
+                &Frame::tcp(src, 587, Tcp::Syn).vlans(tags).build(),
                 Outcome::Drop,
                 &[("dropped_deny", 1)],
             );
@@ -446,7 +458,7 @@ fn only_syns_to_screened_ports_are_subject() {
             expect(
                 &dp,
                 entry,
-                &Frame::syn(src).build(),
+                &Frame::syn(src).vlans(tags).build(),
                 Outcome::Pass,
                 &not_subject,
             );
