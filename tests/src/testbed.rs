@@ -18,6 +18,8 @@
 //! panic) kills the processes, then deletes the namespaces.
 use std::{
     net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener},
+    path::Path,
+    process::Command,
     time::Duration,
 };
 
@@ -187,11 +189,73 @@ fn dns_zones() -> Vec<AuthZone> {
     ]
 }
 
+/// Every testbed namespace is named `mxs-e2<tag><c|s>-<pid>-<n>` (see [`NetNs::new`]).
+const STALE_PREFIX: &str = "e2";
+
+/// Removes what an earlier run left behind when its test process was killed outright (Ctrl-C,
+/// SIGKILL) before its guards could run: testbed namespaces whose test process is gone, the
+/// processes still inside them (that run's Exim, rbldnsd and daemon: Exim is set-user-ID and
+/// rbldnsd changes user, which clears their parent-death signal, and the daemon has none), and
+/// map pins of daemons whose test process is gone. Anything whose process id is alive
+/// (possibly reused) is left alone.
+fn sweep_stale() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let mut parts = name.split('-');
+        let (Some("mxs"), Some(tag), Some(pid)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if !tag.starts_with(STALE_PREFIX) || Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        if let Ok(pids) = Command::new("ip").args(["netns", "pids", name]).output() {
+            for p in String::from_utf8_lossy(&pids.stdout)
+                .split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+            {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        let _ = Command::new("ip").args(["netns", "del", name]).status();
+        eprintln!("testbed: removed {name}, left behind by a killed run (pid {pid})");
+    }
+    // The daemon harness pins each daemon's maps under /sys/fs/bpf/mxs-test-<pid>-<n>.
+    for entry in std::fs::read_dir("/sys/fs/bpf")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("mxs-test-")
+            .and_then(|r| r.split('-').next())
+        else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 impl Testbed {
     /// Builds the namespaces, the DNS side, the MTA's resolver and Exim. The daemon is
     /// started by each scenario ([`Testbed::daemon`]) with its own tweaks.
     pub fn new(tag: &str, attach: Attach) -> Self {
-        let wire = Wire::new(tag);
+        static SWEEP: std::sync::Once = std::sync::Once::new();
+        SWEEP.call_once(sweep_stale);
+        let wire = Wire::new(&format!("{STALE_PREFIX}{tag}"));
         for a in ALL_CLIENTS {
             wire.add_client_addr(a);
         }

@@ -277,8 +277,11 @@ fn dnsbl_error_code_is_not_a_listing(attach: Attach) {
     );
     assert_has(
         &verdict_line(&d, ERROR_CODE),
-        &["action=\"pass\"", "error_code"],
+        &["action=\"pass\"", "error_code", "source=\"tempfail\""],
     );
+    // `status` names the zone that refuses us, where an operator looks first.
+    let status = d.cli_ok(&["status"]);
+    assert!(status.contains("zen.test refused 1 queries"), "{status}");
 }
 
 /// A DNS server that never answers: the sender is accepted (fail-open) and its verdict is
