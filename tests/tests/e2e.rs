@@ -462,8 +462,47 @@ fn observe_mode_refuses_nothing_and_logs_verdicts(attach: Attach) {
         2
     );
     assert_has(&verdict_line(&d, SBL), &["action=\"drop\"", "observe=true"]);
-    assert!(d.counter("observe_passed") >= 4, "{}", d.cli_ok(&["stats"]));
+    // The limit class is not limited either: a burst well beyond limit_burst gets through.
+    accepted(&b, PBL, "observe-pbl");
+    assert_eq!(d.wait_verdict(PBL, VERDICT_WITHIN), "limit");
+    for _ in 0..8 {
+        connects(&b, PBL, 25);
+    }
+    assert!(
+        d.counter("observe_passed") >= 4 + 5,
+        "{}",
+        d.cli_ok(&["stats"])
+    );
+    // What would have been refused is still counted as such (that is what observe is for).
+    assert!(
+        d.counter("dropped_verdict") >= 2 && d.counter("dropped_deny") >= 2,
+        "{}",
+        d.cli_ok(&["stats"])
+    );
     assert!(d.cli_ok(&["status"]).contains("observe (never drops)"));
+}
+
+/// The README's way in: observe from the config first, then `observe = false` and SIGHUP —
+/// the running daemon enforces the verdicts it already holds, without a restart.
+fn observe_then_enforce_with_sighup(attach: Attach) {
+    let b = bed("ei", attach);
+    let d = b.daemon(Tweaks {
+        policy: "observe = true".into(),
+        ..Default::default()
+    });
+    accepted(&b, SBL, "observed-first");
+    assert_eq!(d.wait_verdict(SBL, VERDICT_WITHIN), "drop");
+    accepted(&b, SBL, "observed-second");
+    d.write_config(&Testbed::sections("observe = false"));
+    let from = d.log_text().len();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    d.wait_log("config reloaded", from, Duration::from_secs(10));
+    let mark = b.exim.mark();
+    refused(&b, SBL);
+    refused_smtp(&b, SBL, "enforced");
+    assert_eq!(b.exim.lines_since(mark, SBL), Vec::<String>::new());
+    accepted(&b, CLEAN, "enforced-clean");
+    assert!(d.cli_ok(&["status"]).contains("enforcing"));
 }
 
 /// `first_contact = "hold"`: a listed sender's very first connection is refused (Exim never
@@ -493,6 +532,11 @@ fn hold_refuses_first_contact_of_listed_senders(attach: Attach) {
         );
     }
     assert!(d.counter("held") >= 2, "{}", d.cli_ok(&["stats"]));
+    // DNS that never answers: the hold ends (at the latest after hold_max, 3 s) and the
+    // sender gets in on a SYN retransmit: hold never turns a DNS outage into refused mail.
+    let r = accepted(&b, SLOW_DNS, "hold-slow-dns");
+    assert!(r.elapsed < Duration::from_secs(8), "first message took {:?}", r.elapsed);
+    assert_eq!(verdict_entry(&d, SLOW_DNS)["source"], "tempfail");
 }
 
 macro_rules! in_both_modes {
@@ -517,5 +561,6 @@ in_both_modes!(
     operator_commands_act_within_a_second,
     kill9_fails_open_and_restart_restores_blocks,
     observe_mode_refuses_nothing_and_logs_verdicts,
+    observe_then_enforce_with_sighup,
     hold_refuses_first_contact_of_listed_senders,
 );
