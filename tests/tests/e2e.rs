@@ -30,7 +30,7 @@ fn bed(tag: &str, attach: Attach) -> Testbed {
     Testbed::new(tag, attach)
 }
 
-/// Sends a message from `src` that must be accepted; returns the transcript.
+/// Sends a message from `src` to port 25 that must be accepted; returns swaks' outcome.
 #[track_caller]
 fn accepted(b: &Testbed, src: &str, tag: &str) -> Smtp {
     let r = b.mail_within(src, tag, SWAKS_OK);
@@ -55,7 +55,7 @@ fn refused_smtp(b: &Testbed, src: &str, tag: &str) -> Smtp {
     r
 }
 
-/// A TCP handshake from `src` to the MTA's port 25 that must complete.
+/// A TCP handshake from `src` to the MTA's `port` that must complete.
 #[track_caller]
 fn connects(b: &Testbed, src: &str, port: u16) {
     if let Err(e) = b.connect(src, port, Duration::from_secs(5)) {
