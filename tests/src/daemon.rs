@@ -109,6 +109,15 @@ impl MxDaemon {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
+        // If the test process is killed outright, take the daemon (and its attachment) with
+        // it rather than leave it screening an orphaned namespace.
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
         self.child = Some(cmd.spawn().expect("spawn mxscreen run"));
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {

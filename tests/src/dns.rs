@@ -103,7 +103,8 @@ fn rand_id() -> u16 {
     (NEXT.fetch_add(7919, Ordering::Relaxed) ^ std::process::id()) as u16
 }
 
-/// A server process, killed (and reaped) on drop.
+/// A server process in its own process group; the whole group is killed (and the child
+/// reaped) on drop.
 pub struct Daemon {
     name: &'static str,
     child: Child,
@@ -111,12 +112,17 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Spawns `cmd` with stdout/stderr into `log`. The child also gets SIGKILL if the thread
-    /// that spawned it dies without dropping the guard (the test process was killed).
-    fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Self {
+    /// Spawns `cmd` (in the calling thread's network namespace) with stdout/stderr into
+    /// `log`. The child also gets SIGKILL if the thread that spawned it dies without dropping
+    /// the guard (the test process was killed); a set-user-ID program (Exim) drops that
+    /// request on exec, which is why the group is killed explicitly on drop.
+    pub fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Self {
         let out = fs::File::create(&log).expect("create server log");
         let err = out.try_clone().expect("clone log handle");
-        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        cmd.stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0);
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
         unsafe {
             cmd.pre_exec(|| {
@@ -132,6 +138,13 @@ impl Daemon {
 
     pub fn log(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Panics with the log if the process has exited.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.child.try_wait().expect("poll child") {
+            panic!("{} exited ({status}):\n{}", self.name, self.log());
+        }
     }
 
     /// Polls `server` with `name`/`rtype` until `ok` accepts the response; panics with the
@@ -169,6 +182,11 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // The group id is the child's pid (process_group(0)).
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -367,11 +385,16 @@ pub struct Unbound {
 }
 
 impl Unbound {
+    /// On a fresh loopback address and port.
     pub fn start(stubs: &[(&str, SocketAddr)]) -> Self {
+        Self::start_on(free_addr(), stubs)
+    }
+
+    /// On `addr` (e.g. 127.0.0.1:53 of a namespace, where resolv.conf can point).
+    pub fn start_on(addr: SocketAddr, stubs: &[(&str, SocketAddr)]) -> Self {
         let bin = require_binary("unbound");
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path().display();
-        let addr = free_addr();
         let mut conf = format!(
             "server:\n  interface: {ip}@{port}\n  port: {port}\n  username: \"\"\n  chroot: \"\"\n  \
              directory: \"{d}\"\n  pidfile: \"{d}/unbound.pid\"\n  do-daemonize: no\n  \

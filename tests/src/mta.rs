@@ -16,20 +16,17 @@
 //! The host's file is never touched and the mount disappears with Exim. This is what
 //! `ip netns exec` does with `/etc/netns/<name>/resolv.conf`, without writing to `/etc`.
 use std::{
-    fmt::Write as _,
     fs,
     io::ErrorKind,
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
-    os::unix::{fs::PermissionsExt, process::CommandExt},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    os::unix::fs::PermissionsExt,
+    path::Path,
+    process::Command,
     time::{Duration, Instant},
 };
 
-use hickory_proto::{op::ResponseCode, rr::RecordType};
-
 use crate::{
-    dns::{self, require_binary},
+    dns::{Daemon, Unbound, require_binary},
     netns::NetNs,
 };
 
@@ -39,136 +36,11 @@ pub const RESOLVER: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST)
 /// How long a server gets to come up.
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// A process started in its own process group; the whole group gets SIGKILL on drop.
-pub struct Proc {
-    name: &'static str,
-    child: Child,
-    pub log: PathBuf,
-}
-
-impl Proc {
-    /// Spawns `cmd` (in the calling thread's network namespace) with its output in `log`.
-    /// Also asks for SIGKILL if the test process dies first; Exim, being set-user-ID, drops
-    /// that request on exec, which is why the group is killed explicitly on drop.
-    pub fn spawn(name: &'static str, mut cmd: Command, log: PathBuf) -> Self {
-        let out = fs::File::create(&log).expect("create process log");
-        let err = out.try_clone().expect("clone log handle");
-        cmd.stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0);
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e} (run `cargo xtask setup`)"));
-        Self { name, child, log }
-    }
-
-    pub fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Panics with the log if the process has exited.
-    fn assert_running(&mut self) {
-        if let Some(status) = self.child.try_wait().expect("poll child") {
-            panic!("{} exited ({status}):\n{}", self.name, self.log_text());
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // The group id is the child's pid (process_group(0)).
-        let _ = nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The MTA host's recursive resolver: unbound on [`RESOLVER`], stubbing each zone to the
 /// server that holds it and refusing everything else, so no query leaves the namespace.
-/// Start it inside the MTA namespace (`ns.enter(|| LocalResolver::start(..))`).
-pub struct LocalResolver {
-    proc: Proc,
-    _dir: tempfile::TempDir,
-}
-
-impl LocalResolver {
-    pub fn start(stubs: &[(&str, SocketAddr)]) -> Self {
-        let bin = require_binary("unbound");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let d = dir.path().display();
-        let mut conf = format!(
-            "server:\n  interface: 127.0.0.1@53\n  port: 53\n  username: \"\"\n  chroot: \"\"\n  \
-             directory: \"{d}\"\n  pidfile: \"{d}/unbound.pid\"\n  do-daemonize: no\n  \
-             use-syslog: no\n  logfile: \"\"\n  verbosity: 1\n  num-threads: 1\n  \
-             so-reuseport: no\n  do-ip6: no\n  access-control: 127.0.0.0/8 allow\n  \
-             do-not-query-localhost: no\n  module-config: \"iterator\"\n  \
-             qname-minimisation: no\n  minimal-responses: yes\n  outgoing-range: 64\n  \
-             local-zone: \".\" refuse\n"
-        );
-        // A local-zone of the same name replaces unbound's built-in ones (it answers the
-        // documentation reverse zones and `test.` itself) and lets the stub answer.
-        for (zone, _) in stubs {
-            let _ = writeln!(
-                conf,
-                "  local-zone: \"{}.\" transparent",
-                zone.trim_end_matches('.')
-            );
-        }
-        conf.push_str("remote-control:\n  control-enable: no\n");
-        for (zone, server) in stubs {
-            let _ = write!(
-                conf,
-                "stub-zone:\n  name: \"{}.\"\n  stub-addr: {}@{}\n",
-                zone.trim_end_matches('.'),
-                server.ip(),
-                server.port()
-            );
-        }
-        let conf_path = dir.path().join("unbound.conf");
-        fs::write(&conf_path, conf).expect("write unbound.conf");
-        let mut cmd = Command::new(bin);
-        cmd.arg("-d").arg("-c").arg(&conf_path);
-        let mut proc = Proc::spawn("unbound", cmd, dir.path().join("unbound.log"));
-        let probe = stubs.first().map_or_else(
-            || "probe.invalid.".to_owned(),
-            |(z, _)| format!("{}.", z.trim_end_matches('.')),
-        );
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            proc.assert_running();
-            if dns::query(
-                RESOLVER,
-                &probe,
-                RecordType::SOA,
-                Duration::from_millis(200),
-            )
-            .is_some_and(|m| m.metadata.response_code == ResponseCode::NoError)
-            {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "unbound did not answer {probe} on {RESOLVER}:\n{}",
-                proc.log_text()
-            );
-        }
-        Self { proc, _dir: dir }
-    }
-
-    pub fn log_text(&self) -> String {
-        self.proc.log_text()
-    }
+/// Start it inside the MTA namespace (`ns.enter(|| local_resolver(..))`).
+pub fn local_resolver(stubs: &[(&str, SocketAddr)]) -> Unbound {
+    Unbound::start_on(RESOLVER, stubs)
 }
 
 /// Tags the test Exim's ACLs write into its main log, so a test can prove a message went
@@ -192,7 +64,7 @@ pub struct EximSpec {
 
 /// A running Exim daemon in the MTA namespace.
 pub struct Exim {
-    proc: Proc,
+    proc: Daemon,
     dir: tempfile::TempDir,
     pub spec: EximSpec,
 }
@@ -228,7 +100,7 @@ impl Exim {
             .arg(&resolv)
             .arg(&bin)
             .arg(&conf);
-        let proc = ns.enter(|| Proc::spawn("exim", cmd, dir.path().join("exim.out")));
+        let proc = ns.enter(|| Daemon::spawn("exim", cmd, dir.path().join("exim.out")));
         let mut exim = Self { proc, dir, spec };
         exim.wait_listening(ns);
         exim
@@ -252,7 +124,7 @@ impl Exim {
                     assert!(
                         Instant::now() < deadline,
                         "exim is not listening on {addr}:\n{}\n{}",
-                        self.proc.log_text(),
+                        self.proc.log(),
                         self.mainlog()
                     );
                     std::thread::sleep(Duration::from_millis(50));

@@ -25,8 +25,8 @@ use std::{
 
 use crate::{
     daemon::{MxDaemon, Spec},
-    dns::{AuthZone, Forwarder, Mode, Nsd, RblZone, Rbldnsd, listing},
-    mta::{Exim, EximSpec, LocalResolver, RESOLVER, Smtp, swaks},
+    dns::{AuthZone, Forwarder, Mode, Nsd, RblZone, Rbldnsd, Unbound, listing},
+    mta::{Exim, EximSpec, RESOLVER, Smtp, local_resolver, swaks},
     netns::{SERVER_IFACE, SERVER_V4, SERVER_V6, Wire},
 };
 
@@ -114,7 +114,7 @@ pub struct Testbed {
     pub attach: Attach,
     pub exim: Exim,
     _other: Vec<TcpListener>,
-    pub resolver: LocalResolver,
+    pub resolver: Unbound,
     pub silent: Forwarder,
     pub nsd: Nsd,
     _rbl: Rbldnsd,
@@ -264,7 +264,7 @@ impl Testbed {
             let nsd = Nsd::start(&dns_zones());
             let silent = Forwarder::start(Mode::Blackhole);
             let slow_zone = format!("{}.{REVERSE_V4}", last_octet(SLOW_DNS));
-            let resolver = LocalResolver::start(&[
+            let resolver = local_resolver(&[
                 (DNSBL_ZONE, rbl.addr),
                 (DNSWL_ZONE, rbl.addr),
                 (FORWARD_ZONE, nsd.addr),

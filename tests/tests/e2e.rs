@@ -535,7 +535,11 @@ fn hold_refuses_first_contact_of_listed_senders(attach: Attach) {
     // DNS that never answers: the hold ends (at the latest after hold_max, 3 s) and the
     // sender gets in on a SYN retransmit: hold never turns a DNS outage into refused mail.
     let r = accepted(&b, SLOW_DNS, "hold-slow-dns");
-    assert!(r.elapsed < Duration::from_secs(8), "first message took {:?}", r.elapsed);
+    assert!(
+        r.elapsed < Duration::from_secs(8),
+        "first message took {:?}",
+        r.elapsed
+    );
     assert_eq!(verdict_entry(&d, SLOW_DNS)["source"], "tempfail");
 }
 
