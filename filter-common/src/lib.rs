@@ -130,8 +130,7 @@ pub struct Verdict {
     /// A [`Reason`] as u8.
     pub reason: u8,
     pub _pad: [u8; 6],
-    /// CLOCK_BOOTTIME nanoseconds after which the verdict no longer counts; 0 = never.
-    /// The boot clock keeps running across suspend, so a verdict cannot outlive its TTL.
+    /// CLOCK_MONOTONIC_COARSE nanoseconds after which the verdict no longer counts; 0 = never.
     pub expires_ns: u64,
     /// SYNs this verdict decided (bumped atomically by the datapath, read by `list`).
     pub hits: u64,
@@ -144,7 +143,7 @@ pub struct ListEntry {
     /// A [`Reason`] as u8.
     pub reason: u8,
     pub _pad: [u8; 7],
-    /// CLOCK_BOOTTIME nanoseconds after which the entry is ignored; 0 = never. The datapath
+    /// CLOCK_MONOTONIC_COARSE nanoseconds after which the entry is ignored; 0 = never. The datapath
     /// honours it itself, so a timed block ends on time even if the daemon is busy.
     pub expires_ns: u64,
     /// SYNs this entry decided.
@@ -238,7 +237,7 @@ pub struct NewPeerEvent {
     pub dst_port: u16,
     /// Interface the SYN arrived on.
     pub ifindex: u32,
-    /// CLOCK_BOOTTIME nanoseconds of the SYN.
+    /// CLOCK_MONOTONIC_COARSE nanoseconds of the SYN.
     pub ts_ns: u64,
 }
 

@@ -5,7 +5,7 @@
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
-    helpers::bpf_ktime_get_boot_ns,
+    helpers::bpf_ktime_get_coarse_ns,
     maps::{LpmTrie, LruHashMap, lpm_trie::Key},
 };
 use filter_common::{
@@ -68,7 +68,8 @@ pub fn screen(data: usize, data_end: usize, ifindex: u32) -> Decision {
     if !is_screened_port(cfg, dst_port) {
         return pass(Counter::PassedNotSubject);
     }
-    let now = unsafe { bpf_ktime_get_boot_ns() };
+    // The coarse clock: see filter-user's datapath::clock for why it is precise enough.
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let (decision, counter) = match src {
         Source::V4(addr) => {
             let mut wide = [0u8; 16];
@@ -119,7 +120,7 @@ fn is_screened_port(cfg: &DatapathConfig, port: u16) -> bool {
     false
 }
 
-/// An entry counts while its expiry (CLOCK_BOOTTIME ns, 0 = never) lies in the future.
+/// An entry counts while its expiry (CLOCK_MONOTONIC_COARSE ns, 0 = never) lies in the future.
 #[inline(always)]
 fn live(expires_ns: u64, now: u64) -> bool {
     expires_ns == 0 || expires_ns > now

@@ -91,7 +91,7 @@ fn unknown_syn_passes_and_reports_the_peer_once() {
                 IpAddr::V6(a) => (FAMILY_V6, a.octets()),
             };
             assert_eq!((ev.family, ev.addr, ev.dst_port), (family, addr, 25));
-            assert!(ev.ts_ns > 0 && ev.ts_ns <= clock::boot_ns());
+            assert!(ev.ts_ns > 0 && ev.ts_ns <= clock::now_ns());
             let seen = dp.maps.seen_get(src).unwrap().expect("seen entry");
             assert_eq!(seen.last_event_ns, ev.ts_ns);
             // After the dedup window the peer is reported again.
@@ -189,7 +189,7 @@ fn expired_list_entries_and_verdicts_count_as_unknown() {
     for entry in ENTRIES {
         for (src, tags) in cases() {
             let mut dp = TestDatapath::new();
-            let past = clock::boot_ns() - 1;
+            let past = clock::now_ns() - 1;
             dp.maps
                 .list_insert(ListKind::Deny, host(src), list_entry(past))
                 .unwrap();
@@ -204,7 +204,7 @@ fn expired_list_entries_and_verdicts_count_as_unknown() {
                 &[("unknown", 1), ("events_emitted", 1)],
             );
             // The same entries with a future expiry apply.
-            let future = clock::boot_ns() + 60_000_000_000;
+            let future = clock::now_ns() + 60_000_000_000;
             dp.maps
                 .verdict_set(src, verdict(Action::Drop, future))
                 .unwrap();
@@ -316,6 +316,16 @@ fn hold_drops_first_contact_only_while_reported_and_within_the_window() {
             // Past the hold window an unknown peer passes even in hold mode.
             dp.maps.verdict_remove(src).unwrap();
             dp.configure(|c| c.hold_window_ns = 1);
+            // The datapath's clock ticks coarsely: wait until it has moved past first contact.
+            let first = dp.maps.seen_get(src).unwrap().expect("seen").first_seen_ns;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+            while clock::now_ns() <= first {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the coarse clock did not tick"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
             expect(&dp, entry, &syn, Outcome::Pass, &[("unknown", 1)]);
             assert_eq!(dp.drain_events().len(), 1);
         }

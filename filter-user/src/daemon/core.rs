@@ -54,7 +54,7 @@ fn boot_expiry(expires_unix: Option<u64>) -> u64 {
     }
 }
 
-/// Wall-clock expiry (Unix seconds) of a boot-clock one; `None` = never.
+/// Wall-clock expiry (Unix seconds) of a datapath-clock one; `None` = never.
 fn unix_expiry(expires_ns: u64) -> Option<u64> {
     clock::remaining(expires_ns).map(|left| unix_now() + left.as_secs())
 }
@@ -154,7 +154,7 @@ impl Daemon {
             self.maps.list_remove(e.list, e.net)?;
             tracing::info!(list = ?e.list, net = %e.net, "manual entry expired");
         }
-        let now = clock::boot_ns();
+        let now = clock::now_ns();
         let expired: Vec<IpAddr> = self
             .maps
             .verdicts()?
@@ -403,7 +403,7 @@ impl Daemon {
             }
         }
         if matches!(what, ListWhat::Verdicts | ListWhat::All) {
-            let now = clock::boot_ns();
+            let now = clock::now_ns();
             for (ip, v) in self.maps.verdicts()? {
                 if v.expires_ns == 0 || v.expires_ns > now {
                     out.push(self.verdict_entry(ip, &v));
@@ -421,7 +421,7 @@ impl Daemon {
             .collect();
         let mut by_action = [0u64; 3];
         let mut by_reason = std::collections::BTreeMap::<&str, u64>::new();
-        let now = clock::boot_ns();
+        let now = clock::now_ns();
         for (_, v) in self.maps.verdicts()? {
             if v.expires_ns != 0 && v.expires_ns <= now {
                 continue;
@@ -546,7 +546,7 @@ impl Daemon {
             }
         }
         if let Some(v) = self.maps.verdict_get(ip)?
-            && (v.expires_ns == 0 || v.expires_ns > clock::boot_ns())
+            && (v.expires_ns == 0 || v.expires_ns > clock::now_ns())
         {
             reply.verdict = Some(self.verdict_entry(ip, &v));
         }

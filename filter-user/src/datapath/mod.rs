@@ -5,7 +5,7 @@
 //! - [`batch`]: whole-map reads and bulk deletes in few syscalls.
 //! - [`maps`]: typed access to every map (config, lists, verdicts, counters).
 //! - [`bpffs`]: making sure the BPF filesystem is mounted for pins.
-//! - [`clock`]: the boot clock the datapath compares expiries against.
+//! - [`clock`]: the clock the datapath compares expiries against.
 
 pub mod attach;
 pub mod batch;
