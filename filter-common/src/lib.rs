@@ -80,6 +80,23 @@ pub enum Action {
 }
 
 impl Action {
+    /// Stable lower-case name for logs, `list` and JSON.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::Limit => "limit",
+            Self::Drop => "drop",
+        }
+    }
+
+    /// The action the datapath applies for a stored byte: an unknown value passes.
+    pub const fn from_u8_or_pass(v: u8) -> Self {
+        match Self::from_u8(v) {
+            Some(a) => a,
+            None => Self::Pass,
+        }
+    }
+
     pub const fn from_u8(v: u8) -> Option<Self> {
         match v {
             0 => Some(Self::Pass),
@@ -109,6 +126,18 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Stable lower-case name for logs, `list` and JSON.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Unspecified => "unspecified",
+            Self::Manual => "manual",
+            Self::Config => "config",
+            Self::Reputation => "reputation",
+            Self::Tempfail => "tempfail",
+            Self::Feed => "feed",
+        }
+    }
+
     pub const fn from_u8(v: u8) -> Self {
         match v {
             1 => Self::Manual,

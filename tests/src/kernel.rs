@@ -122,9 +122,8 @@ impl TestDatapath {
     pub fn drain_events(&mut self) -> Vec<NewPeerEvent> {
         let mut out = Vec::new();
         while let Some(item) = self.events.next() {
-            assert_eq!(item.len(), size_of::<NewPeerEvent>(), "event size");
-            // SAFETY: the datapath writes exactly one NewPeerEvent per record (checked above).
-            out.push(unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<NewPeerEvent>()) });
+            // The daemon's own reader, so the tests check what it would see.
+            out.push(mxscreen::daemon::parse_event(&item).expect("an event of the expected size"));
         }
         out
     }

@@ -59,23 +59,14 @@ fn unix_expiry(expires_ns: u64) -> Option<u64> {
     clock::remaining(expires_ns).map(|left| unix_now() + left.as_secs())
 }
 
+/// Name of a stored action byte, as the datapath reads it (an unknown value passes).
 fn action_name(a: u8) -> &'static str {
-    match Action::from_u8(a) {
-        Some(Action::Pass) | None => "pass",
-        Some(Action::Limit) => "limit",
-        Some(Action::Drop) => "drop",
-    }
+    Action::from_u8_or_pass(a).name()
 }
 
+/// Name of a stored reason byte (`manual`, `config`, `reputation`...).
 fn reason_source(r: u8) -> &'static str {
-    match Reason::from_u8(r) {
-        Reason::Manual => "manual",
-        Reason::Config => "config",
-        Reason::Reputation => "reputation",
-        Reason::Tempfail => "tempfail",
-        Reason::Feed => "feed",
-        Reason::Unspecified => "unknown",
-    }
+    Reason::from_u8(r).name()
 }
 
 impl Daemon {

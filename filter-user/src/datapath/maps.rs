@@ -260,15 +260,7 @@ impl DatapathMaps {
         Ok(remove_all(&mut self.verdicts.v4, &v4)? + remove_all(&mut self.verdicts.v6, &v6)?)
     }
 
-    /// Forgets that a peer was reported, so its next SYN is reported again at once (used when
-    /// a verdict is removed by hand or expires, and by the tests).
-    pub fn forget_seen(&mut self, ip: IpAddr) -> Result<bool> {
-        removed(match ip {
-            IpAddr::V4(a) => self.seen.v4.remove(&a.octets()),
-            IpAddr::V6(a) => self.seen.v6.remove(&a.octets()),
-        })
-    }
-
+    /// The "seen" entry of an unknown peer (first contact, last report).
     pub fn seen_get(&self, ip: IpAddr) -> Result<Option<Seen>> {
         found(match ip {
             IpAddr::V4(a) => self.seen.v4.get(&a.octets(), 0),

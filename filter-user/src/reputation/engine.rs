@@ -355,7 +355,7 @@ async fn evaluate(ev: &Evaluator, counters: &Counters, ip: IpAddr) -> Verdict {
     }
     debug!(
         %ip,
-        action = super::verdict::action_name(verdict.action),
+        action = verdict.action.name(),
         score = verdict.score,
         ttl_secs = verdict.ttl.as_secs(),
         "verdict"

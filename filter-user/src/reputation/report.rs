@@ -7,7 +7,7 @@ use super::{
     config::ReputationConfig,
     duration,
     engine::{Engine, EngineError},
-    verdict::{Verdict, action_name, reason_name},
+    verdict::Verdict,
 };
 
 /// The result of [`check`]: the verdict and every warning about the setup or the answers.
@@ -47,10 +47,10 @@ impl CheckReport {
             out,
             "{}: {}, score {}, expires in {} (reason: {}; {} ms)",
             v.ip,
-            action_name(v.action),
+            v.action.name(),
             v.score,
             duration::format(v.ttl),
-            reason_name(v.reason),
+            v.reason.name(),
             v.elapsed.as_millis()
         );
         let src_w = v

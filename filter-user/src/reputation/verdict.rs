@@ -147,33 +147,12 @@ impl Evidence {
     }
 }
 
-/// `pass`, `limit` or `drop`.
-pub const fn action_name(a: Action) -> &'static str {
-    match a {
-        Action::Pass => "pass",
-        Action::Limit => "limit",
-        Action::Drop => "drop",
-    }
-}
-
-/// `config`, `reputation`, `tempfail`...
-pub const fn reason_name(r: Reason) -> &'static str {
-    match r {
-        Reason::Unspecified => "unspecified",
-        Reason::Manual => "manual",
-        Reason::Config => "config",
-        Reason::Reputation => "reputation",
-        Reason::Tempfail => "tempfail",
-        Reason::Feed => "feed",
-    }
-}
-
 fn ser_action<S: Serializer>(a: &Action, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(action_name(*a))
+    s.serialize_str(a.name())
 }
 
 fn ser_reason<S: Serializer>(r: &Reason, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(reason_name(*r))
+    s.serialize_str(r.name())
 }
 
 fn ser_secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
