@@ -71,7 +71,7 @@ pub mod default_sizes {
 
 /// What the datapath does with a subject SYN whose source has a verdict.
 #[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Action {
     Pass = 0,
     /// Token bucket per source: SYNs within rate and burst pass, the rest are dropped.
@@ -80,6 +80,13 @@ pub enum Action {
 }
 
 impl Action {
+    pub const ALL: [Action; 3] = [Action::Pass, Action::Limit, Action::Drop];
+
+    /// The action called `name` (the inverse of [`Action::name`]).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.name() == name)
+    }
+
     /// Stable lower-case name for logs, `list` and JSON.
     pub const fn name(self) -> &'static str {
         match self {
@@ -110,7 +117,7 @@ impl Action {
 /// Why an entry is in a map. The datapath never looks at it; it is stored so that
 /// `list`, `check` and the logs can say where a decision came from.
 #[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Reason {
     Unspecified = 0,
     /// An operator's `block` / `allow` command.
@@ -126,6 +133,20 @@ pub enum Reason {
 }
 
 impl Reason {
+    pub const ALL: [Reason; 6] = [
+        Reason::Unspecified,
+        Reason::Manual,
+        Reason::Config,
+        Reason::Reputation,
+        Reason::Tempfail,
+        Reason::Feed,
+    ];
+
+    /// The reason called `name` (the inverse of [`Reason::name`]).
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.name() == name)
+    }
+
     /// Stable lower-case name for logs, `list` and JSON.
     pub const fn name(self) -> &'static str {
         match self {
@@ -165,6 +186,29 @@ pub struct Verdict {
     pub hits: u64,
 }
 
+impl Verdict {
+    /// A fresh verdict (no hits yet) expiring at `expires_ns` (0 = never).
+    pub const fn new(action: Action, reason: Reason, expires_ns: u64) -> Self {
+        Self {
+            action: action as u8,
+            reason: reason as u8,
+            _pad: [0; 6],
+            expires_ns,
+            hits: 0,
+        }
+    }
+
+    /// The stored action as the datapath applies it (an unknown byte passes).
+    pub const fn action(&self) -> Action {
+        Action::from_u8_or_pass(self.action)
+    }
+
+    /// The stored reason.
+    pub const fn reason(&self) -> Reason {
+        Reason::from_u8(self.reason)
+    }
+}
+
 /// Value of the allow/deny LPM tries (`ALLOW_*`, `DENY_*`), keyed by prefix.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,6 +221,23 @@ pub struct ListEntry {
     pub expires_ns: u64,
     /// SYNs this entry decided.
     pub hits: u64,
+}
+
+impl ListEntry {
+    /// A fresh entry (no hits yet) expiring at `expires_ns` (0 = never).
+    pub const fn new(reason: Reason, expires_ns: u64) -> Self {
+        Self {
+            reason: reason as u8,
+            _pad: [0; 7],
+            expires_ns,
+            hits: 0,
+        }
+    }
+
+    /// The stored reason.
+    pub const fn reason(&self) -> Reason {
+        Reason::from_u8(self.reason)
+    }
 }
 
 /// Value of the "seen" LRU maps: which unknown peers were already reported to userspace.
@@ -270,6 +331,21 @@ pub struct NewPeerEvent {
     pub ts_ns: u64,
 }
 
+impl NewPeerEvent {
+    /// An event for a source address in the datapath's 16-byte form (IPv4 in the first four
+    /// bytes, `family` saying which).
+    pub const fn new(addr: [u8; 16], family: u8, dst_port: u16, ifindex: u32, ts_ns: u64) -> Self {
+        Self {
+            addr,
+            family,
+            _pad: 0,
+            dst_port,
+            ifindex,
+            ts_ns,
+        }
+    }
+}
+
 /// Indexes of the per-CPU `COUNTERS` array: one per outcome, so every exit path of the
 /// datapath is counted exactly once (plus the event counters, which come on top).
 #[repr(u32)]
@@ -358,6 +434,60 @@ mod pod {
     unsafe impl aya::Pod for super::NewPeerEvent {}
 }
 
+/// [`Action`] and [`Reason`] travel by their names (`"drop"`, `"manual"`), as `list --json`,
+/// the logs and the control protocol show them.
+#[cfg(feature = "user")]
+mod names_serde {
+    use core::{fmt, marker::PhantomData};
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
+
+    use super::{Action, Reason};
+
+    /// Reads a name into `T` through `from_name`, whether the string is borrowed or not.
+    struct ByName<T>(fn(&str) -> Option<T>, &'static str, PhantomData<T>);
+
+    impl<T> de::Visitor<'_> for ByName<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.1)
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+            (self.0)(v).ok_or_else(|| E::invalid_value(de::Unexpected::Str(v), &self))
+        }
+    }
+
+    impl Serialize for Action {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_str(self.name())
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Action {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_str(ByName(
+                Action::from_name,
+                "pass, limit or drop",
+                PhantomData,
+            ))
+        }
+    }
+
+    impl Serialize for Reason {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_str(self.name())
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Reason {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_str(ByName(Reason::from_name, "a reason name", PhantomData))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -380,6 +510,26 @@ mod tests {
                 assert_ne!(c.name(), other.name());
             }
         }
+    }
+
+    #[test]
+    fn names_round_trip() {
+        for a in Action::ALL {
+            assert_eq!(Action::from_name(a.name()), Some(a));
+            assert_eq!(Action::from_u8(a as u8), Some(a));
+        }
+        for r in Reason::ALL {
+            assert_eq!(Reason::from_name(r.name()), Some(r));
+            assert_eq!(Reason::from_u8(r as u8), r);
+        }
+        // An unknown action byte passes, as the datapath treats it.
+        assert_eq!(
+            Verdict::new(Action::Drop, Reason::Manual, 0).action(),
+            Action::Drop
+        );
+        let mut v = Verdict::new(Action::Drop, Reason::Manual, 0);
+        v.action = 77;
+        assert_eq!(v.action(), Action::Pass);
     }
 
     #[test]

@@ -256,14 +256,13 @@ fn unknown<K: Copy + 'static>(
 fn emit(origin: &Origin, now: u64) -> bool {
     match maps::EVENTS.reserve::<NewPeerEvent>(0) {
         Some(mut slot) => {
-            slot.write(NewPeerEvent {
-                addr: origin.addr,
-                family: origin.family,
-                _pad: 0,
-                dst_port: origin.dst_port,
-                ifindex: origin.ifindex,
-                ts_ns: now,
-            });
+            slot.write(NewPeerEvent::new(
+                origin.addr,
+                origin.family,
+                origin.dst_port,
+                origin.ifindex,
+                now,
+            ));
             slot.submit(0);
             count(Counter::EventsEmitted);
             true

@@ -4,11 +4,10 @@ use std::io;
 
 use aya::{
     Ebpf,
-    maps::{MapData, RingBuf},
     programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
-use filter_common::{Counter, DatapathConfig, NewPeerEvent, program_names};
-use mxscreen::datapath::{self, DatapathMaps, LoadOptions, MapSizes};
+use filter_common::{Counter, DatapathConfig, program_names};
+use mxscreen::datapath::{self, DatapathMaps, Events, LoadOptions, MapSizes, NewPeer};
 
 /// Which entry point runs the frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,7 +34,7 @@ const TC_ACT_SHOT: u32 = 2;
 pub struct TestDatapath {
     pub ebpf: Ebpf,
     pub maps: DatapathMaps,
-    pub events: RingBuf<MapData>,
+    pub events: Events,
 }
 
 impl TestDatapath {
@@ -51,7 +50,7 @@ impl TestDatapath {
         })
         .unwrap_or_else(|e| panic!("loading the datapath (are we root?): {e:#}"));
         let maps = DatapathMaps::take(&mut ebpf).expect("taking maps");
-        let events = datapath::maps::take_events(&mut ebpf).expect("taking the event ring");
+        let events = Events::take(&mut ebpf).expect("taking the event ring");
         let mut dp = Self { ebpf, maps, events };
         dp.configure(|c| {
             c.set_ports(&[25]);
@@ -118,14 +117,9 @@ impl TestDatapath {
         self.maps.counters().expect("counters")
     }
 
-    /// Every new-peer event waiting in the ring.
-    pub fn drain_events(&mut self) -> Vec<NewPeerEvent> {
-        let mut out = Vec::new();
-        while let Some(item) = self.events.next() {
-            // The daemon's own reader, so the tests check what it would see.
-            out.push(mxscreen::daemon::parse_event(&item).expect("an event of the expected size"));
-        }
-        out
+    /// Every new-peer event waiting in the ring, read as the daemon reads them.
+    pub fn drain_events(&mut self) -> Vec<NewPeer> {
+        self.events.drain()
     }
 }
 

@@ -1,9 +1,9 @@
 //! Helpers shared by the test suites and benchmarks.
 
-pub mod kernel;
-pub mod packets;
-pub mod netns;
-pub mod dns;
 pub mod daemon;
+pub mod dns;
+pub mod kernel;
 pub mod mta;
+pub mod netns;
+pub mod packets;
 pub mod testbed;

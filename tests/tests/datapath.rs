@@ -4,9 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use filter_common::{
-    Action, Counter, FAMILY_V4, FAMILY_V6, FLAG_HOLD, FLAG_OBSERVE, ListEntry, Reason, Verdict,
-};
+use filter_common::{Action, Counter, FLAG_HOLD, FLAG_OBSERVE, ListEntry, Reason, Verdict};
 use ipnet::IpNet;
 use mxscreen::datapath::{ListKind, clock};
 use mxscreen_tests::{
@@ -36,22 +34,11 @@ fn host(ip: IpAddr) -> IpNet {
 }
 
 fn list_entry(expires_ns: u64) -> ListEntry {
-    ListEntry {
-        reason: Reason::Manual as u8,
-        _pad: [0; 7],
-        expires_ns,
-        hits: 0,
-    }
+    ListEntry::new(Reason::Manual, expires_ns)
 }
 
 fn verdict(action: Action, expires_ns: u64) -> Verdict {
-    Verdict {
-        action: action as u8,
-        reason: Reason::Reputation as u8,
-        _pad: [0; 6],
-        expires_ns,
-        hits: 0,
-    }
+    Verdict::new(action, Reason::Reputation, expires_ns)
 }
 
 /// Runs `frame` through `entry` and checks both the outcome and the exact counter deltas.
@@ -82,18 +69,10 @@ fn unknown_syn_passes_and_reports_the_peer_once() {
             let events = dp.drain_events();
             assert_eq!(events.len(), 1, "{entry:?} {src}");
             let ev = events[0];
-            let (family, addr) = match src {
-                IpAddr::V4(a) => (FAMILY_V4, {
-                    let mut w = [0; 16];
-                    w[..4].copy_from_slice(&a.octets());
-                    w
-                }),
-                IpAddr::V6(a) => (FAMILY_V6, a.octets()),
-            };
-            assert_eq!((ev.family, ev.addr, ev.dst_port), (family, addr, 25));
-            assert!(ev.ts_ns > 0 && ev.ts_ns <= clock::now_ns());
+            assert_eq!((ev.ip, ev.dst_port), (src, 25));
+            assert!(ev.at_ns > 0 && ev.at_ns <= clock::now_ns());
             let seen = dp.maps.seen_get(src).unwrap().expect("seen entry");
-            assert_eq!(seen.last_event_ns, ev.ts_ns);
+            assert_eq!(seen.last_event_ns, ev.at_ns);
             // After the dedup window the peer is reported again.
             dp.configure(|c| c.dedup_window_ns = 0);
             expect(

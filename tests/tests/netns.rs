@@ -20,12 +20,7 @@ const REFUSED_WITHIN: Duration = Duration::from_millis(800);
 const CONNECTS_WITHIN: Duration = Duration::from_secs(5);
 
 fn manual() -> ListEntry {
-    ListEntry {
-        reason: Reason::Manual as u8,
-        _pad: [0; 7],
-        expires_ns: 0,
-        hits: 0,
-    }
+    ListEntry::new(Reason::Manual, 0)
 }
 
 fn host(s: &str) -> IpNet {

@@ -2,6 +2,7 @@
 //! daemon as root, run every test suite, run the benchmarks.
 
 mod bench;
+mod lint;
 mod setup;
 mod test;
 mod util;
@@ -35,8 +36,11 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Set up, then run every test suite (unit, in-kernel, namespaces, DNS, end-to-end) and
-    /// report all failures together.
+    /// Check formatting, clippy (host crates and the eBPF crate, warnings denied) and that no
+    /// source file passes 400 lines of code. `test` runs it first.
+    Lint,
+    /// Set up, lint, then run every test suite (unit, in-kernel, namespaces, DNS,
+    /// end-to-end) and report all failures together.
     Test {
         /// Only the suites whose names contain this (e.g. `datapath`, `unit`).
         filter: Option<String>,
@@ -60,8 +64,13 @@ fn main() -> Result<()> {
                 &args,
             )
         }
+        Command::Lint => {
+            setup::setup()?;
+            lint::run()
+        }
         Command::Test { filter } => {
             setup::setup()?;
+            lint::run()?;
             test::run(filter.as_deref())
         }
         Command::Bench { name } => {

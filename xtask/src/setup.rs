@@ -44,14 +44,14 @@ pub fn setup() -> Result<bool> {
         did.push("Debian packages");
     }
     if rust_src()? {
-        did.push("rust-src for nightly");
+        did.push("nightly components");
     }
     if bpf_linker()? {
         did.push("bpf-linker");
     }
     if did.is_empty() {
         eprintln!(
-            "setup: nothing to do (Debian packages, nightly rust-src and bpf-linker are in place)"
+            "setup: nothing to do (Debian packages, nightly components and bpf-linker are in place)"
         );
     } else {
         eprintln!("setup: installed {}", did.join(", "));
@@ -114,6 +114,16 @@ fn rustup() -> Command {
     Command::new("rustup")
 }
 
+/// Components the nightly toolchain needs, each for a reason.
+const NIGHTLY_COMPONENTS: &[(&str, &str)] = &[
+    ("rust-src", "build-std=core for the bpf target"),
+    (
+        "rustfmt",
+        "`cargo xtask lint`: the import grouping is a nightly rustfmt option",
+    ),
+    ("clippy", "`cargo xtask lint` of the eBPF crate"),
+];
+
 fn rust_src() -> Result<bool> {
     if !succeeds(rustup().args(["run", NIGHTLY, "rustc", "--version"])) {
         bail!(
@@ -124,17 +134,25 @@ fn rust_src() -> Result<bool> {
         .args(["component", "list", "--installed", "--toolchain", NIGHTLY])
         .output()
         .context("rustup component list")?;
-    if String::from_utf8_lossy(&installed.stdout)
-        .lines()
-        .any(|l| l.starts_with("rust-src"))
-    {
-        return Ok(false);
+    let installed = String::from_utf8_lossy(&installed.stdout);
+    let mut added = false;
+    for (component, why) in NIGHTLY_COMPONENTS {
+        if installed.lines().any(|l| l.starts_with(component)) {
+            continue;
+        }
+        eprintln!("setup: adding {component} to the {NIGHTLY} toolchain ({why})");
+        status(rustup().args(["component", "add", component, "--toolchain", NIGHTLY]))?;
+        added = true;
     }
-    eprintln!(
-        "setup: adding rust-src to the {NIGHTLY} toolchain (build-std=core for the bpf target)"
-    );
-    status(rustup().args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))?;
-    Ok(true)
+    Ok(added)
+}
+
+/// `cargo` of the nightly toolchain, run from the workspace root.
+pub fn nightly_cargo() -> Command {
+    let mut cmd = rustup();
+    cmd.args(["run", NIGHTLY, "cargo"])
+        .current_dir(crate::util::workspace_root());
+    cmd
 }
 
 /// The nightly toolchain's sysroot.

@@ -45,7 +45,11 @@ const SUITES: &[Suite] = &[
         args: &["-p", "mxscreen-tests", "--test", "daemon"],
         parallel: false,
     },
-    Suite { name: "e2e", args: &["-p", "mxscreen-tests", "--test", "e2e"], parallel: false },
+    Suite {
+        name: "e2e",
+        args: &["-p", "mxscreen-tests", "--test", "e2e"],
+        parallel: false,
+    },
 ];
 
 #[derive(Default)]

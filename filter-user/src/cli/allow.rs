@@ -3,12 +3,8 @@
 use anyhow::Result;
 use ipnet::IpNet;
 
-use super::{
-    block::{EntryArgs, done},
-    connect::Connect,
-    parse_net,
-};
-use crate::control::protocol::{Request, ttl_secs};
+use super::{block::EntryArgs, connect::Connect};
+use crate::{control::protocol::ttl_secs, net::parse_net};
 
 /// Always pass an address or prefix, whatever the lists, DNSBLs or verdicts say.
 ///
@@ -42,13 +38,12 @@ pub struct UnallowArgs {
 
 pub fn allow(a: AllowArgs) -> Result<()> {
     let e = a.entry;
-    done(a.connect.request(Request::Allow {
-        net: e.net,
-        ttl_secs: ttl_secs(e.duration),
-        reason: e.reason,
-    })?)
+    let ttl = ttl_secs(e.duration);
+    println!("{}", a.connect.call(|c| c.allow(e.net, ttl, e.reason))?);
+    Ok(())
 }
 
 pub fn unallow(a: UnallowArgs) -> Result<()> {
-    done(a.connect.request(Request::Unallow { net: a.net })?)
+    println!("{}", a.connect.call(|c| c.unallow(a.net))?);
+    Ok(())
 }

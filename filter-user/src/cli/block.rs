@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use ipnet::IpNet;
 
-use super::{connect::Connect, parse_duration, parse_net};
-use crate::control::protocol::{Body, Request, ttl_secs};
+use super::{connect::Connect, parse_duration};
+use crate::{control::protocol::ttl_secs, net::parse_net};
 
 /// Drop SYNs to the screened ports from an address or prefix, now and across restarts.
 ///
@@ -57,26 +57,17 @@ pub struct EntryArgs {
     pub reason: Option<String>,
 }
 
-pub fn done(body: Body) -> Result<()> {
-    match body {
-        Body::Done { message } => {
-            println!("{message}");
-            Ok(())
-        }
-        other => bail!("unexpected reply from the daemon: {other:?}"),
-    }
-}
-
 pub fn block(a: BlockArgs) -> Result<()> {
     let e = a.entry;
-    done(a.connect.request(Request::Block {
-        net: e.net,
-        ttl_secs: ttl_secs(e.duration),
-        reason: e.reason,
-        force: a.force,
-    })?)
+    let (ttl, force) = (ttl_secs(e.duration), a.force);
+    println!(
+        "{}",
+        a.connect.call(|c| c.block(e.net, ttl, e.reason, force))?
+    );
+    Ok(())
 }
 
 pub fn unblock(a: UnblockArgs) -> Result<()> {
-    done(a.connect.request(Request::Unblock { net: a.net })?)
+    println!("{}", a.connect.call(|c| c.unblock(a.net))?);
+    Ok(())
 }

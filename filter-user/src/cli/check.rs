@@ -7,10 +7,7 @@ use anyhow::Result;
 use super::connect::Connect;
 use crate::{
     config::Config,
-    control::{
-        client::ClientError,
-        protocol::{Body, LookupReply, Request},
-    },
+    control::{client::ClientError, protocol::LookupReply},
     reputation,
 };
 
@@ -49,14 +46,13 @@ pub fn main(a: Args) -> Result<()> {
         socket: a.socket.or_else(|| Some(cfg.control.socket.clone())),
         config: None,
     };
-    let daemon: Result<LookupReply, String> = match connect.request(Request::Lookup { ip: a.ip }) {
-        Ok(Body::Lookup(l)) => Ok(l),
-        Ok(_) => Err("unexpected reply".into()),
-        Err(e) => Err(match e.downcast_ref::<ClientError>() {
-            Some(ClientError::NotRunning(_) | ClientError::Refused(_)) => "not running".into(),
-            _ => format!("{e:#}"),
-        }),
-    };
+    let daemon: Result<LookupReply, String> =
+        connect
+            .call(|c| c.lookup(a.ip))
+            .map_err(|e| match e.downcast_ref::<ClientError>() {
+                Some(c) if c.is_not_running() => "not running".into(),
+                _ => format!("{e:#}"),
+            });
     if a.json {
         let mut v = report.to_json();
         v["daemon"] = match &daemon {

@@ -7,10 +7,7 @@ use anyhow::Result;
 
 use crate::{
     config::Config,
-    control::{
-        client,
-        protocol::{Body, Request},
-    },
+    control::client::{Client, ClientError},
 };
 
 #[derive(clap::Args, Clone, Debug)]
@@ -31,12 +28,15 @@ impl Connect {
         Ok(Config::resolve(self.config.as_deref())?.0.control.socket)
     }
 
-    /// Sends one request and returns the daemon's answer.
-    pub fn request(&self, req: Request) -> Result<Body> {
-        let path = self.socket_path()?;
+    /// Runs one client call to completion, e.g. `connect.call(Client::status)`.
+    pub fn call<T, F>(&self, request: impl FnOnce(Client) -> F) -> Result<T>
+    where
+        F: Future<Output = Result<T, ClientError>>,
+    {
+        let client = Client::new(self.socket_path()?);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        Ok(rt.block_on(client::request(&path, &req))?)
+        Ok(rt.block_on(request(client))?)
     }
 }

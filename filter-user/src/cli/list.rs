@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 use super::connect::Connect;
 use crate::{
-    control::protocol::{Body, ListWhat, ListedEntry, Request},
-    reputation::duration,
+    control::protocol::{ListWhat, ListedEntry},
+    duration,
     state::unix_now,
 };
 
@@ -51,10 +51,10 @@ pub fn expiry(expires: Option<u64>) -> String {
 pub fn row(e: &ListedEntry) -> String {
     format!(
         "{:<8} {:<40} {:<6} {:<11} {:<14} {:>8}  {}",
-        e.list,
+        e.list.name(),
         e.net.to_string(),
-        e.action,
-        e.source,
+        e.action.name(),
+        e.source.name(),
         expiry(e.expires),
         e.hits,
         e.reason.as_deref().unwrap_or("")
@@ -71,10 +71,8 @@ pub fn main(a: Args) -> Result<()> {
     } else {
         ListWhat::All
     };
-    let Body::List { mut entries } = a.connect.request(Request::List { what })? else {
-        bail!("unexpected reply from the daemon");
-    };
-    entries.sort_by(|x, y| (&x.list, x.net).cmp(&(&y.list, y.net)));
+    let mut entries = a.connect.call(|c| c.list(what))?;
+    entries.sort_by_key(|e| (e.list, e.net));
     if a.json {
         println!("{}", serde_json::to_string_pretty(&entries)?);
         return Ok(());

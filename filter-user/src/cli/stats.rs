@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 use super::connect::Connect;
-use crate::control::protocol::{Body, Request, StatsReply};
+use crate::control::{client::Client, protocol::StatsReply};
 
 /// Datapath counters (summed over CPUs), verdicts by action and reason, and the reputation
 /// engine's lookups, budget drops and DNSBL error-code answers.
@@ -27,13 +27,6 @@ pub struct Args {
     connect: Connect,
 }
 
-fn fetch(c: &Connect) -> Result<StatsReply> {
-    match c.request(Request::Stats)? {
-        Body::Stats(s) => Ok(s),
-        _ => bail!("unexpected reply from the daemon"),
-    }
-}
-
 fn print(s: &StatsReply, prev: Option<&StatsReply>, secs: f64) {
     println!("datapath (SYN screening; counters since the maps were created):");
     for (name, v) in &s.datapath {
@@ -44,31 +37,27 @@ fn print(s: &StatsReply, prev: Option<&StatsReply>, secs: f64) {
         println!("  {name:<20} {v:>14}{rate}");
     }
     println!("verdicts cached, by action:");
-    for (name, v) in &s.verdicts_by_action {
-        println!("  {name:<20} {v:>14}");
+    for (action, v) in &s.verdicts_by_action {
+        println!("  {:<20} {v:>14}", action.name());
     }
     println!("verdicts cached, by source:");
-    for (name, v) in &s.verdicts_by_reason {
-        println!("  {name:<20} {v:>14}");
+    for (source, v) in &s.verdicts_by_reason {
+        println!("  {:<20} {v:>14}", source.name());
     }
     println!("reputation engine:");
-    if let Some(obj) = s.engine.as_object() {
-        for (k, v) in obj {
-            if k == "zones" {
-                continue;
-            }
-            println!("  {k:<20} {v:>14}");
-        }
-        if let Some(zones) = obj.get("zones").and_then(|z| z.as_object()) {
-            for (zone, z) in zones {
-                println!("  zone {zone}: {z}");
-            }
+    for (name, v) in s.engine.rows() {
+        println!("  {name:<20} {v:>14}");
+    }
+    for (zone, z) in &s.engine.zones {
+        println!("  zone {zone}:");
+        for (name, v) in z.rows() {
+            println!("    {name:<18} {v:>14}");
         }
     }
 }
 
 pub fn main(a: Args) -> Result<()> {
-    let s = fetch(&a.connect)?;
+    let s = a.connect.call(Client::stats)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());
@@ -78,7 +67,7 @@ pub fn main(a: Args) -> Result<()> {
         let mut prev = s;
         loop {
             std::thread::sleep(Duration::from_secs(2));
-            let s = fetch(&a.connect)?;
+            let s = a.connect.call(Client::stats)?;
             println!();
             print(&s, Some(&prev), 2.0);
             prev = s;

@@ -1,11 +1,14 @@
 //! `mxscreen status`.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 use super::connect::Connect;
 use crate::{
-    control::protocol::{Body, Request},
-    reputation::duration,
+    control::{
+        client::Client,
+        protocol::{ResolverStatus, StatusReply},
+    },
+    duration,
 };
 
 /// What the daemon is doing: interfaces and attach modes, program ids, map fill levels,
@@ -25,47 +28,109 @@ pub struct Args {
 }
 
 pub fn main(a: Args) -> Result<()> {
-    let Body::Status(s) = a.connect.request(Request::Status)? else {
-        bail!("unexpected reply from the daemon");
-    };
+    let s = a.connect.call(Client::status)?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&s)?);
-        return Ok(());
-    }
-    println!(
-        "mxscreen {} running for {}",
-        s.version,
-        duration::format(std::time::Duration::from_secs(s.uptime_secs.max(1)))
-    );
-    println!(
-        "config:        {}",
-        s.config_file.as_deref().unwrap_or("built-in defaults")
-    );
-    println!(
-        "mode:          {}{}",
-        if s.observe {
-            "observe (never drops)"
-        } else {
-            "enforcing"
-        },
-        format_args!(", first contact: {}", s.first_contact)
-    );
-    println!("ports:         {:?}", s.ports);
-    for i in &s.interfaces {
-        println!("interface:     {} ({})", i.name, i.mode);
-    }
-    for (name, id) in &s.programs {
-        println!("program:       {name} id {id}");
-    }
-    for m in &s.maps {
-        println!(
-            "map:           {:<18} {:>9} / {}",
-            m.name, m.entries, m.max_entries
-        );
-    }
-    println!("resolver:      {}", s.resolver);
-    for w in &s.warnings {
-        println!("warning:       {w}");
+    } else {
+        print!("{}", text(&s));
     }
     Ok(())
+}
+
+/// The status as aligned text, a label column and a value column.
+fn text(s: &StatusReply) -> String {
+    let mut out = String::new();
+    let mut line = |label: &str, value: String| {
+        out.push_str(&format!("{:<15}{value}\n", format!("{label}:")));
+    };
+    line(
+        &format!("mxscreen {}", s.version),
+        format!(
+            "running for {}",
+            duration::format(std::time::Duration::from_secs(s.uptime_secs.max(1)))
+        ),
+    );
+    line(
+        "config",
+        s.config_file
+            .as_deref()
+            .unwrap_or("built-in defaults")
+            .into(),
+    );
+    let mode = if s.observe {
+        "observe (never drops)"
+    } else {
+        "enforcing"
+    };
+    line(
+        "mode",
+        format!("{mode}, first contact: {}", s.first_contact.name()),
+    );
+    line("ports", format!("{:?}", s.ports));
+    for i in &s.interfaces {
+        line("interface", format!("{} ({})", i.name, i.mode));
+    }
+    for p in &s.programs {
+        line("program", format!("{} id {}", p.name, p.id));
+    }
+    for m in &s.maps {
+        line(
+            "map",
+            format!("{:<18} {:>9} / {}", m.name, m.entries, m.max_entries),
+        );
+    }
+    resolver(&s.resolver, &mut line);
+    for w in &s.warnings {
+        line("warning", w.clone());
+    }
+    out
+}
+
+fn resolver(r: &ResolverStatus, line: &mut impl FnMut(&str, String)) {
+    let servers = if r.nameservers.is_empty() {
+        "system (/etc/resolv.conf)".to_owned()
+    } else {
+        let names: Vec<String> = r.nameservers.iter().map(ToString::to_string).collect();
+        names.join(", ")
+    };
+    line("resolver", servers);
+    let e = &r.engine;
+    line(
+        "lookups",
+        format!(
+            "{} queries sent, {} in flight, {} queued, {} turned away (queue full), {} tempfail verdicts",
+            e.queries_sent, e.in_flight, e.queue_depth, e.rejected_queue_full, e.verdict_tempfail
+        ),
+    );
+    for (zone, z) in &e.zones {
+        line(
+            "zone",
+            format!(
+                "{zone}: {} queries, {} listed, {} tempfail, {} error codes, {} outside 127/8",
+                z.queries, z.listed, z.tempfail, z.error_codes, z.outside_loopback
+            ),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `status` prints text, never a JSON blob.
+    #[test]
+    fn status_text_has_no_json() {
+        let mut s = StatusReply::default();
+        s.resolver
+            .engine
+            .zones
+            .insert("bl.test".into(), Default::default());
+        let t = text(&s);
+        assert!(!t.contains('{') && !t.contains('}'), "{t}");
+        assert!(
+            t.contains("resolver:      system (/etc/resolv.conf)"),
+            "{t}"
+        );
+        assert!(t.contains("zone:          bl.test: 0 queries"), "{t}");
+    }
 }

@@ -1,10 +1,12 @@
 //! The control socket: the one channel between the operator's CLI and the running daemon.
 //!
-//! - [`protocol`]: the messages and their framing (length-prefixed JSON, bounded).
+//! - [`protocol`]: the requests and replies, every field typed.
+//! - [`frame`]: how they travel (length-prefixed JSON, bounded before allocating).
 //! - [`server`]: the daemon side (socket mode 0600, root peers only, removed on shutdown).
-//! - [`client`]: the CLI side (checks the socket before connecting, says what to do).
+//! - [`client`]: the CLI side (one method per request; checks the socket before connecting).
 
 pub mod client;
+pub mod frame;
 pub mod protocol;
 pub mod server;
 

@@ -1,17 +1,16 @@
-//! Requests, replies and framing of the control socket. A frame is a 4-byte big-endian length
-//! followed by that many bytes of JSON; the reader checks the length against a bound before it
-//! allocates, so a confused or hostile peer cannot make either side allocate gigabytes.
+//! The messages of the control socket: what the CLI asks ([`Request`]) and what the daemon
+//! answers ([`Reply`]), every field typed. Framing is in [`super::frame`].
 
-use std::{net::IpAddr, time::Duration};
+use std::{fmt, net::IpAddr, time::Duration};
 
+use filter_common::{Action, Reason};
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use serde::{Deserialize, Serialize};
 
-/// Largest request the daemon reads (requests are a few hundred bytes).
-pub const MAX_REQUEST: u32 = 64 * 1024;
-/// Largest reply the CLI reads (a full verdict listing of millions of entries).
-pub const MAX_REPLY: u32 = 1 << 30;
+use crate::{
+    datapath::{FirstContact, attach::AttachedMode},
+    reputation::{Nameserver, Stats},
+};
 
 /// What the CLI asks.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -47,6 +46,7 @@ pub enum Request {
     },
 }
 
+/// Which entries `list` shows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum ListWhat {
@@ -68,12 +68,9 @@ pub enum Reply {
     Error { message: String },
 }
 
+/// The answer to each request; the client turns it back into the request's own type.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "one short-lived reply per request; boxing buys nothing"
-)]
 pub enum Body {
     /// A change was applied (to the maps and the state file) before this reply was sent.
     Done {
@@ -87,16 +84,90 @@ pub enum Body {
     Lookup(LookupReply),
 }
 
+/// Which table an entry of `list` is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListName {
+    Blocked,
+    Allowed,
+    Verdict,
+}
+
+impl ListName {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Blocked => "blocked",
+            Self::Allowed => "allowed",
+            Self::Verdict => "verdict",
+        }
+    }
+}
+
+/// Where an entry comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// An operator's `block` / `allow`.
+    Manual,
+    /// `lists.allow` / `lists.deny`.
+    Config,
+    /// One of the host's own addresses.
+    #[serde(rename = "self")]
+    Host,
+    /// The loopback ranges.
+    Loopback,
+    /// The reputation engine's score.
+    Reputation,
+    /// A lenient, short-lived verdict made while DNS was failing.
+    Tempfail,
+    /// A blocklist feed file.
+    Feed,
+    /// A map entry whose reason mxscreen never writes.
+    Unspecified,
+}
+
+impl Source {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Manual => "manual",
+            Self::Config => "config",
+            Self::Host => "self",
+            Self::Loopback => "loopback",
+            Self::Reputation => "reputation",
+            Self::Tempfail => "tempfail",
+            Self::Feed => "feed",
+            Self::Unspecified => "unspecified",
+        }
+    }
+}
+
+impl From<Reason> for Source {
+    fn from(r: Reason) -> Self {
+        match r {
+            Reason::Unspecified => Self::Unspecified,
+            Reason::Manual => Self::Manual,
+            Reason::Config => Self::Config,
+            Reason::Reputation => Self::Reputation,
+            Reason::Tempfail => Self::Tempfail,
+            Reason::Feed => Self::Feed,
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One line of `mxscreen list`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ListedEntry {
-    /// `blocked`, `allowed` or `verdict`.
-    pub list: String,
+    pub list: ListName,
     pub net: IpNet,
     /// `pass`/`limit`/`drop` for verdicts; `drop`/`pass` for the lists.
-    pub action: String,
-    /// `manual`, `config`, `self` (the host's own addresses), `reputation`, `tempfail`, `feed`.
-    pub source: String,
+    pub action: Action,
+    pub source: Source,
     pub reason: Option<String>,
     /// Unix seconds, when known (manual entries).
     pub created: Option<u64>,
@@ -106,37 +177,46 @@ pub struct ListedEntry {
     pub hits: u64,
 }
 
+/// `mxscreen stats`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StatsReply {
-    /// Datapath counters summed over CPUs, by name.
+    /// Datapath counters summed over CPUs, by name (`filter_common::Counter::name`).
     pub datapath: Vec<(String, u64)>,
     /// Cached verdicts by action.
-    pub verdicts_by_action: Vec<(String, u64)>,
-    /// Cached verdicts by reason.
-    pub verdicts_by_reason: Vec<(String, u64)>,
+    pub verdicts_by_action: Vec<(Action, u64)>,
+    /// Cached verdicts by where they came from.
+    pub verdicts_by_reason: Vec<(Source, u64)>,
     /// The reputation engine's counters (lookups, answers, budget drops, error codes...).
-    pub engine: serde_json::Value,
+    pub engine: Stats,
 }
 
+/// `mxscreen status`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StatusReply {
     pub version: String,
     pub uptime_secs: u64,
     pub config_file: Option<String>,
     pub observe: bool,
-    pub first_contact: String,
+    pub first_contact: FirstContact,
     pub ports: Vec<u16>,
     pub interfaces: Vec<InterfaceStatus>,
-    pub programs: Vec<(String, u32)>,
+    pub programs: Vec<ProgramStatus>,
     pub maps: Vec<MapFill>,
-    pub resolver: serde_json::Value,
+    pub resolver: ResolverStatus,
     pub warnings: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InterfaceStatus {
     pub name: String,
-    pub mode: String,
+    pub mode: AttachedMode,
+}
+
+/// A loaded program and its kernel id (for `bpftool prog show id N`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProgramStatus {
+    pub name: String,
+    pub id: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -146,6 +226,18 @@ pub struct MapFill {
     pub max_entries: u32,
 }
 
+/// The resolver the engine uses and how it is doing.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResolverStatus {
+    /// Empty: the system's resolvers (/etc/resolv.conf).
+    pub nameservers: Vec<Nameserver>,
+    /// The engine's counters; per zone, a non-zero `error_codes` means the list refuses our
+    /// queries (public resolver, over quota): fix the resolver setup, not the policy.
+    #[serde(flatten)]
+    pub engine: Stats,
+}
+
+/// `mxscreen check`: what the daemon holds for one address.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct LookupReply {
     pub ip: Option<IpAddr>,
@@ -154,89 +246,58 @@ pub struct LookupReply {
     pub verdict: Option<ListedEntry>,
 }
 
-/// Errors of the framing layer.
-#[derive(Debug, thiserror::Error)]
-pub enum FrameError {
-    #[error("connection closed")]
-    Closed,
-    #[error("frame of {0} bytes is over the limit of {1}")]
-    TooLarge(u32, u32),
-    #[error("malformed message: {0}")]
-    Json(#[from] serde_json::Error),
-    #[error(transparent)]
-    Io(#[from] std::io::Error),
+/// A reply of a known shape, taken out of a [`Body`]; `None` if the body is another kind.
+pub trait FromBody: Sized {
+    fn from_body(body: Body) -> Option<Self>;
 }
 
-/// Writes one message as a frame.
-pub async fn write_frame<W: AsyncWrite + Unpin, T: Serialize>(
-    w: &mut W,
-    msg: &T,
-) -> Result<(), FrameError> {
-    let bytes = serde_json::to_vec(msg)?;
-    let len = u32::try_from(bytes.len()).map_err(|_| FrameError::TooLarge(u32::MAX, u32::MAX))?;
-    w.write_all(&len.to_be_bytes()).await?;
-    w.write_all(&bytes).await?;
-    w.flush().await?;
-    Ok(())
+/// `Done`: the daemon's sentence about what it changed.
+impl FromBody for String {
+    fn from_body(body: Body) -> Option<Self> {
+        match body {
+            Body::Done { message } => Some(message),
+            _ => None,
+        }
+    }
 }
 
-/// Reads one frame of at most `max` bytes and parses it.
-pub async fn read_frame<R: AsyncRead + Unpin, T: DeserializeOwned>(
-    r: &mut R,
-    max: u32,
-) -> Result<T, FrameError> {
-    let mut len = [0u8; 4];
-    match r.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(FrameError::Closed),
-        Err(e) => return Err(e.into()),
+impl FromBody for Vec<ListedEntry> {
+    fn from_body(body: Body) -> Option<Self> {
+        match body {
+            Body::List { entries } => Some(entries),
+            _ => None,
+        }
     }
-    let len = u32::from_be_bytes(len);
-    if len > max {
-        return Err(FrameError::TooLarge(len, max));
+}
+
+impl FromBody for StatsReply {
+    fn from_body(body: Body) -> Option<Self> {
+        match body {
+            Body::Stats(s) => Some(s),
+            _ => None,
+        }
     }
-    let mut buf = vec![0u8; len as usize];
-    r.read_exact(&mut buf).await?;
-    Ok(serde_json::from_slice(&buf)?)
+}
+
+impl FromBody for StatusReply {
+    fn from_body(body: Body) -> Option<Self> {
+        match body {
+            Body::Status(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl FromBody for LookupReply {
+    fn from_body(body: Body) -> Option<Self> {
+        match body {
+            Body::Lookup(l) => Some(l),
+            _ => None,
+        }
+    }
 }
 
 /// A TTL as the protocol carries it.
 pub fn ttl_secs(d: Option<Duration>) -> Option<u64> {
     d.map(|d| d.as_secs().max(1))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn frames_round_trip_and_are_bounded() {
-        let req = Request::Block {
-            net: "192.0.2.0/24".parse().unwrap(),
-            ttl_secs: Some(60),
-            reason: Some("bot".into()),
-            force: false,
-        };
-        let mut buf = Vec::new();
-        write_frame(&mut buf, &req).await.unwrap();
-        let back: Request = read_frame(&mut buf.as_slice(), MAX_REQUEST).await.unwrap();
-        assert_eq!(back, req);
-        // A length over the bound is refused before anything is allocated.
-        let huge = [0xff, 0xff, 0xff, 0xff];
-        let err = read_frame::<_, Request>(&mut huge.as_slice(), MAX_REQUEST)
-            .await
-            .unwrap_err();
-        assert!(matches!(err, FrameError::TooLarge(u32::MAX, MAX_REQUEST)));
-        // Garbage JSON is an error, not a panic.
-        let mut bad = 3u32.to_be_bytes().to_vec();
-        bad.extend_from_slice(b"{x}");
-        assert!(matches!(
-            read_frame::<_, Request>(&mut bad.as_slice(), MAX_REQUEST).await,
-            Err(FrameError::Json(_))
-        ));
-        assert!(matches!(
-            read_frame::<_, Request>(&mut [].as_slice(), MAX_REQUEST).await,
-            Err(FrameError::Closed)
-        ));
-    }
 }

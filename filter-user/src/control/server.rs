@@ -14,7 +14,10 @@ use tokio::{
     task::JoinHandle,
 };
 
-use super::protocol::{MAX_REQUEST, Reply, Request, read_frame, write_frame};
+use super::{
+    frame::{FrameError, MAX_REQUEST, read_frame, write_frame},
+    protocol::{Reply, Request},
+};
 
 /// A request and where its reply goes.
 pub type Call = (Request, oneshot::Sender<Reply>);
@@ -89,7 +92,7 @@ async fn connection(mut stream: UnixStream, calls: mpsc::Sender<Call>) {
     loop {
         let req: Request = match read_frame(&mut stream, MAX_REQUEST).await {
             Ok(r) => r,
-            Err(super::protocol::FrameError::Closed) => return,
+            Err(FrameError::Closed) => return,
             Err(e) => {
                 let _ = write_frame(
                     &mut stream,

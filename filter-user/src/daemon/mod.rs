@@ -1,10 +1,19 @@
 //! `mxscreen run`: loads and attaches the datapath, resolves the peers it reports through the
 //! reputation engine, writes their verdicts, serves the control socket, and on SIGINT/SIGTERM
 //! detaches and exits 0. SIGHUP re-reads the config and applies what can change live.
+//!
+//! - this file: start-up and the main loop, which owns the [`Daemon`] (no locks);
+//! - [`reactor`]: what the daemon does on its own — list reconciliation, new peers,
+//!   verdicts into the maps, the sweep of expired entries;
+//! - [`requests`]: the answers to the operator's control requests;
+//! - [`reload`]: what SIGHUP does;
+//! - [`protect`]: addresses that can never be dropped; [`interfaces`]: where to attach.
 
-mod core;
 pub mod interfaces;
 pub mod protect;
+mod reactor;
+mod reload;
+mod requests;
 
 use std::{
     path::PathBuf,
@@ -12,19 +21,17 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use filter_common::{FAMILY_V4, NewPeerEvent};
+use aya::Ebpf;
 use tokio::{
-    io::{Interest, unix::AsyncFd},
     signal::unix::{SignalKind, signal},
     sync::mpsc,
 };
 
-use self::core::Daemon;
-pub use self::core::reasons;
+use self::protect::Protected;
 use crate::{
     config::Config,
     control::server::ControlSocket,
-    datapath::{self, AttachMode, DatapathMaps, LoadOptions},
+    datapath::{self, AttachMode, Attached, DatapathMaps, Events, LoadOptions},
     reputation::Engine,
     state::State,
 };
@@ -42,6 +49,19 @@ pub struct RunOptions {
     pub interfaces: Vec<String>,
     pub mode: Option<AttachMode>,
     pub observe: bool,
+}
+
+/// Everything the running daemon holds. Owned by the main loop alone.
+pub struct Daemon {
+    pub cfg: Config,
+    pub config_path: Option<PathBuf>,
+    pub ebpf: Ebpf,
+    pub maps: DatapathMaps,
+    pub attached: Vec<Attached>,
+    pub state: State,
+    pub engine: Engine,
+    pub protected: Vec<Protected>,
+    pub started: Instant,
 }
 
 /// Reads the config (file or defaults) and applies the command-line overrides.
@@ -77,7 +97,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         pin_dir: Some(cfg.datapath.pin_dir.clone()),
     })?;
     let maps = DatapathMaps::take(&mut ebpf)?;
-    let events = datapath::maps::take_events(&mut ebpf)?;
+    let mut events = Events::take(&mut ebpf)?
+        .into_async()
+        .context("polling the event ring")?;
     let (engine, mut verdicts) =
         Engine::spawn(cfg.reputation()).context("starting the reputation engine")?;
     let mut d = Daemon {
@@ -92,23 +114,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         started: Instant::now(),
     };
     d.apply()?;
-    for iface in &ifaces {
-        match datapath::attach(&mut d.ebpf, iface, d.cfg.datapath.mode) {
-            Ok(a) => {
-                tracing::info!(iface = %a.iface, mode = %a.mode, ports = ?d.cfg.datapath.ports, observe = d.cfg.policy.observe, first_contact = %d.cfg.datapath.first_contact.name(), "attached");
-                d.attached.push(a);
-            }
-            Err(e) => {
-                d.detach_all();
-                return Err(e);
-            }
-        }
-    }
+    d.attach_all(&ifaces)?;
 
-    // SAFETY: the ring owns its map fd, which stays open and unchanged while the AsyncFd
-    // owns the ring.
-    let mut events = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
-        .map_err(|e| anyhow::anyhow!("polling the event ring: {e}"))?;
     let (calls_tx, mut calls) = mpsc::channel(64);
     let server = socket.serve(calls_tx);
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -119,17 +126,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
 
     loop {
         tokio::select! {
-            guard = events.readable_mut() => {
-                let mut guard = guard?;
-                let mut peers = Vec::new();
-                while let Some(item) = guard.get_inner_mut().next() {
-                    if let Some(ev) = parse_event(&item) {
-                        peers.push(event_ip(&ev));
-                    }
-                }
-                guard.clear_ready();
-                for ip in peers {
-                    d.on_new_peer(ip);
+            batch = events.next_batch() => {
+                for peer in batch? {
+                    d.on_new_peer(peer.ip);
                 }
             }
             Some(v) = verdicts.recv() => d.on_verdict(&v),
@@ -141,7 +140,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                     tracing::warn!(error = %format!("{e:#}"), "sweeping expired entries failed");
                 }
             }
-            _ = sighup.recv() => reload(&mut d, &opts),
+            _ = sighup.recv() => reload::reload(&mut d, &opts),
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
@@ -153,75 +152,31 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     Ok(())
 }
 
-/// SIGHUP: re-read the config; apply ports, limits, first contact, observe, zones, weights,
-/// thresholds, resolver and lists live. What needs a restart (interfaces, mode, map sizes,
-/// pin directory, socket, state file) is named in a warning. A bad config changes nothing.
-fn reload(d: &mut Daemon, opts: &RunOptions) {
-    let opts = RunOptions {
-        config: opts.config.clone().or_else(|| d.config_path.clone()),
-        ..opts.clone()
-    };
-    let (new, _) = match read_config(&opts) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "reload failed; keeping the running config");
-            return;
+impl Daemon {
+    /// Attaches to every interface, or to none: on a failure the ones done are detached.
+    fn attach_all(&mut self, ifaces: &[String]) -> Result<()> {
+        for iface in ifaces {
+            match datapath::attach(&mut self.ebpf, iface, self.cfg.datapath.mode) {
+                Ok(a) => {
+                    tracing::info!(iface = %a.iface, mode = %a.mode, ports = ?self.cfg.datapath.ports, observe = self.cfg.policy.observe, first_contact = %self.cfg.datapath.first_contact.name(), "attached");
+                    self.attached.push(a);
+                }
+                Err(e) => {
+                    self.detach_all();
+                    return Err(e);
+                }
+            }
         }
-    };
-    if let Err(e) = d.engine.reload(new.reputation()) {
-        tracing::error!(error = %e, "reload failed; keeping the running config");
-        return;
+        Ok(())
     }
-    let old = std::mem::replace(&mut d.cfg, new);
-    let mut restart = Vec::new();
-    if old.datapath.interfaces != d.cfg.datapath.interfaces
-        || old.datapath.mode != d.cfg.datapath.mode
-    {
-        restart.push("datapath.interfaces/mode");
-    }
-    if old.datapath.maps != d.cfg.datapath.maps || old.datapath.pin_dir != d.cfg.datapath.pin_dir {
-        restart.push("datapath.maps/pin_dir");
-    }
-    if old.control.socket != d.cfg.control.socket || old.state.file != d.cfg.state.file {
-        restart.push("control.socket/state.file");
-    }
-    // Keep what cannot change live as it runs, so status tells the truth.
-    d.cfg.datapath.interfaces = old.datapath.interfaces.clone();
-    d.cfg.datapath.mode = old.datapath.mode;
-    d.cfg.datapath.maps = old.datapath.maps;
-    d.cfg.datapath.pin_dir = old.datapath.pin_dir.clone();
-    d.cfg.control.socket = old.control.socket.clone();
-    d.cfg.state.file = old.state.file.clone();
-    match d.apply() {
-        Ok(()) => {
-            tracing::info!(zones = d.cfg.dnsbl.len(), ports = ?d.cfg.datapath.ports, observe = d.cfg.policy.observe, "config reloaded")
+
+    /// Detaches every interface (in reverse order of attachment).
+    pub fn detach_all(&mut self) {
+        while let Some(a) = self.attached.pop() {
+            let iface = a.iface.clone();
+            if let Err(e) = a.detach(&mut self.ebpf) {
+                tracing::warn!(%iface, error = %e, "detach failed (the link goes away with the process anyway)");
+            }
         }
-        Err(e) => tracing::error!(error = %format!("{e:#}"), "applying the reloaded config failed"),
-    }
-    if !restart.is_empty() {
-        tracing::warn!(keys = %restart.join(", "), "changed in the config but only applied at restart");
-    }
-}
-
-/// A ring record as an event; `None` (and a warning) for a record of the wrong size, which
-/// would mean a datapath from another build.
-pub fn parse_event(bytes: &[u8]) -> Option<NewPeerEvent> {
-    if bytes.len() != size_of::<NewPeerEvent>() {
-        tracing::warn!(
-            len = bytes.len(),
-            "ignoring a new-peer event of unexpected size"
-        );
-        return None;
-    }
-    // SAFETY: length checked; NewPeerEvent is plain old data, valid for any bytes.
-    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<NewPeerEvent>()) })
-}
-
-/// The source address of an event.
-pub fn event_ip(ev: &NewPeerEvent) -> std::net::IpAddr {
-    if ev.family == FAMILY_V4 {
-        std::net::IpAddr::from([ev.addr[0], ev.addr[1], ev.addr[2], ev.addr[3]])
-    } else {
-        std::net::IpAddr::from(ev.addr)
     }
 }

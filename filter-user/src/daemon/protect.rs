@@ -6,12 +6,14 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
+use crate::control::protocol::Source;
+
 /// A protected prefix and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Protected {
     pub net: IpNet,
-    /// `loopback`, `self` or `config`.
-    pub why: &'static str,
+    /// [`Source::Loopback`], [`Source::Host`] or [`Source::Config`].
+    pub why: Source,
 }
 
 /// Loopback, the host's own addresses (all interfaces, at the time of the call) and
@@ -20,23 +22,26 @@ pub fn protected_set(config_allow: &[IpNet]) -> Vec<Protected> {
     let mut out = vec![
         Protected {
             net: "127.0.0.0/8".parse().expect("literal"),
-            why: "loopback",
+            why: Source::Loopback,
         },
         Protected {
             net: "::1/128".parse().expect("literal"),
-            why: "loopback",
+            why: Source::Loopback,
         },
     ];
     for ip in own_addresses() {
         let net = IpNet::from(ip);
         if !out.iter().any(|p| p.net.contains(&net)) {
-            out.push(Protected { net, why: "self" });
+            out.push(Protected {
+                net,
+                why: Source::Host,
+            });
         }
     }
     for net in config_allow {
         out.push(Protected {
             net: net.trunc(),
-            why: "config",
+            why: Source::Config,
         });
     }
     out
@@ -90,15 +95,15 @@ mod tests {
         let n = |s: &str| s.parse::<IpNet>().unwrap();
         assert_eq!(
             fully_protected(&set, &n("127.0.0.1/32")).unwrap().why,
-            "loopback"
+            Source::Loopback
         );
         assert_eq!(
             fully_protected(&set, &n("::1/128")).unwrap().why,
-            "loopback"
+            Source::Loopback
         );
         assert_eq!(
             fully_protected(&set, &n("198.51.100.7/32")).unwrap().why,
-            "config"
+            Source::Config
         );
         assert!(fully_protected(&set, &n("203.0.113.7/32")).is_none());
         assert_eq!(carve_outs(&set, &n("198.51.0.0/16")).len(), 1);

@@ -186,7 +186,10 @@ fn explain(iface: &str, what: &str, e: ProgramError) -> anyhow::Error {
             "{iface}: {what}: another program is already attached (see `bpftool net show dev {iface}`)"
         ),
         Some(libc::EOPNOTSUPP) | Some(libc::EINVAL) => {
-            anyhow!("{iface}: {what}: not supported by this interface or driver ({})", chain(&e))
+            anyhow!(
+                "{iface}: {what}: not supported by this interface or driver ({})",
+                chain(&e)
+            )
         }
         Some(libc::ENODEV) => FinalAttachError(format!("{iface}: no such interface")).into(),
         _ => anyhow!("{iface}: {what}: {}", chain(&e)),

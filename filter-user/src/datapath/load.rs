@@ -13,59 +13,16 @@ use aya::{
     programs::{SchedClassifier, Xdp},
 };
 use filter_common::{
-    Counter, DatapathConfig, ListEntry, Seen, Verdict, default_sizes, map_names as m, program_names,
+    Counter, DatapathConfig, ListEntry, Seen, Verdict, map_names as m, program_names,
 };
-use serde::{Deserialize, Serialize};
 
-use super::bpffs;
+use super::{bpffs, sizes::MapSizes};
 
 /// The datapath object, built by build.rs from the filter-ebpf crate.
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/filter-ebpf"));
 
 /// Default pin directory: maps here survive daemon restarts and are readable by tools.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/mxscreen";
-
-/// Map capacities, chosen at load time. The defaults suit a busy MX; LRU maps are
-/// preallocated by the kernel (memory is paid up front), the tries allocate on use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct MapSizes {
-    /// Cached verdicts per address family (LRU: the oldest go first when full).
-    pub verdicts: u32,
-    /// Recently reported unknown peers per family (LRU), for event dedup and the hold window.
-    pub seen: u32,
-    /// Token buckets of limited sources per family (LRU).
-    pub buckets: u32,
-    /// Deny-list prefixes per family.
-    pub deny: u32,
-    /// Allow-list prefixes per family.
-    pub allow: u32,
-}
-
-impl Default for MapSizes {
-    fn default() -> Self {
-        Self {
-            verdicts: default_sizes::VERDICTS,
-            seen: default_sizes::SEEN,
-            buckets: default_sizes::BUCKETS,
-            deny: default_sizes::DENY,
-            allow: default_sizes::ALLOW,
-        }
-    }
-}
-
-impl MapSizes {
-    /// Small maps for tests and tools that load many instances.
-    pub const fn small() -> Self {
-        Self {
-            verdicts: 4096,
-            seen: 4096,
-            buckets: 1024,
-            deny: 4096,
-            allow: 1024,
-        }
-    }
-}
 
 /// Expected shape of one map, to detect a pin left by an incompatible build or size.
 struct Shape {

@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf, Pod,
     maps::{
-        Array, HashMap, IterableMap as _, MapData, MapError, PerCpuArray, RingBuf,
+        Array, HashMap, IterableMap as _, MapData, MapError, PerCpuArray,
         lpm_trie::{Key, LpmTrie},
     },
 };
@@ -42,16 +42,15 @@ pub struct DatapathMaps {
     seen: PerFamily<Hash<[u8; 4], Seen>, Hash<[u8; 16], Seen>>,
 }
 
-fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(ebpf: &mut Ebpf, name: &str) -> Result<T> {
+/// Takes one map out of a loaded object, typed.
+pub(super) fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(
+    ebpf: &mut Ebpf,
+    name: &str,
+) -> Result<T> {
     let map = ebpf
         .take_map(name)
         .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))?;
     T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
-}
-
-/// Takes the new-peer event ring out of a loaded object (the daemon reads it).
-pub fn take_events(ebpf: &mut Ebpf) -> Result<RingBuf<MapData>> {
-    take(ebpf, m::EVENTS)
 }
 
 /// `Ok(false)` for a missing key, the error otherwise.

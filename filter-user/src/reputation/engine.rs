@@ -32,7 +32,7 @@ pub enum EngineError {
     #[error(transparent)]
     Resolver(#[from] ResolverError),
     #[error("invalid config: {0}")]
-    Config(#[from] super::config::InvalidKey),
+    Config(#[from] crate::invalid_key::InvalidKey),
 }
 
 /// Everything one evaluation needs; replaced as a whole on reload.

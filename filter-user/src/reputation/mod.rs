@@ -13,12 +13,11 @@
 //!   rate cap and an in-flight cap, so a flood of new peers never becomes a flood of queries.
 //!
 //! Entry points: [`Engine`] (daemon), [`check`] and [`CheckReport`] (`mxscreen check`),
-//! [`ReputationConfig`] and its sections (config), [`duration`] (serde helper for durations).
+//! [`ReputationConfig`] and its sections (config).
 pub mod budget;
 pub mod codes;
 pub mod config;
 pub mod dnsbl;
-pub mod duration;
 pub mod engine;
 pub mod names;
 pub mod policy;
@@ -30,8 +29,8 @@ pub mod verdict;
 
 pub use budget::Submit;
 pub use config::{
-    CodeWeight, ConfigError, DnsblConfig, ListsConfig, Nameserver, PolicyConfig, RdnsConfig,
-    ReputationConfig, ResolverConfig,
+    CodeWeight, DnsblConfig, ListsConfig, Nameserver, PolicyConfig, RdnsConfig, ReputationConfig,
+    ResolverConfig,
 };
 pub use engine::{Engine, EngineError};
 pub use report::{CheckReport, check};

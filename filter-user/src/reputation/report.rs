@@ -5,10 +5,10 @@ use serde::Serialize;
 
 use super::{
     config::ReputationConfig,
-    duration,
     engine::{Engine, EngineError},
     verdict::Verdict,
 };
+use crate::duration;
 
 /// The result of [`check`]: the verdict and every warning about the setup or the answers.
 #[derive(Clone, Debug, Serialize)]

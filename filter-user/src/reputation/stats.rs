@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A relaxed atomic counter.
 #[derive(Debug, Default)]
@@ -98,7 +98,7 @@ impl ZoneCounters {
 }
 
 /// A snapshot of the engine's counters, for `status` (serializes to JSON as is).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats {
     /// Peers handed to [`Engine::submit`](super::Engine::submit).
     pub submitted: u64,
@@ -133,7 +133,7 @@ pub struct Stats {
 }
 
 /// Per-zone part of [`Stats`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ZoneStats {
     pub queries: u64,
     pub listed: u64,
@@ -147,6 +147,50 @@ pub struct ZoneStats {
     /// Answers outside 127/8 (a resolver rewriting NXDOMAIN).
     pub outside_loopback: u64,
     pub warnings_suppressed: u64,
+}
+
+impl Stats {
+    /// Every counter but the zones, by name, in declaration order: what `stats` prints and
+    /// the metrics export.
+    pub fn rows(&self) -> [(&'static str, u64); 19] {
+        [
+            ("submitted", self.submitted),
+            ("queued", self.queued),
+            ("coalesced", self.coalesced),
+            ("rejected_queue_full", self.rejected_queue_full),
+            ("queue_depth", self.queue_depth),
+            ("in_flight", self.in_flight),
+            ("evaluations", self.evaluations),
+            ("verdict_pass", self.verdict_pass),
+            ("verdict_limit", self.verdict_limit),
+            ("verdict_drop", self.verdict_drop),
+            ("verdict_tempfail", self.verdict_tempfail),
+            ("static_allow", self.static_allow),
+            ("static_deny", self.static_deny),
+            ("queries_sent", self.queries_sent),
+            ("ptr_found", self.ptr_found),
+            ("no_ptr", self.no_ptr),
+            ("fcrdns_ok", self.fcrdns_ok),
+            ("fcrdns_mismatch", self.fcrdns_mismatch),
+            ("rdns_tempfail", self.rdns_tempfail),
+        ]
+    }
+}
+
+impl ZoneStats {
+    /// Every counter by name, in declaration order.
+    pub fn rows(&self) -> [(&'static str, u64); 8] {
+        [
+            ("queries", self.queries),
+            ("listed", self.listed),
+            ("not_listed", self.not_listed),
+            ("code_ignored", self.code_ignored),
+            ("tempfail", self.tempfail),
+            ("error_codes", self.error_codes),
+            ("outside_loopback", self.outside_loopback),
+            ("warnings_suppressed", self.warnings_suppressed),
+        ]
+    }
 }
 
 impl Counters {
@@ -181,5 +225,34 @@ impl Counters {
                 .map(|(k, v)| (k.clone(), v.snapshot()))
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `rows` names every counter, as serde does: nothing is left out of `stats` or metrics.
+    #[test]
+    fn rows_cover_every_field() {
+        let names = |v: serde_json::Value| -> Vec<String> {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        let mut rows: Vec<String> = Stats::default().rows().iter().map(|r| r.0.into()).collect();
+        rows.push("zones".into());
+        rows.sort();
+        assert_eq!(rows, names(serde_json::to_value(Stats::default()).unwrap()));
+        let mut rows: Vec<String> = ZoneStats::default()
+            .rows()
+            .iter()
+            .map(|r| r.0.into())
+            .collect();
+        rows.sort();
+        assert_eq!(
+            rows,
+            names(serde_json::to_value(ZoneStats::default()).unwrap())
+        );
     }
 }

@@ -8,11 +8,9 @@ use serde::{Serialize, Serializer};
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Verdict {
     pub ip: IpAddr,
-    #[serde(serialize_with = "ser_action")]
     pub action: Action,
     /// Why, in the datapath's terms: `Config` (static lists), `Reputation` (the score) or
     /// `Tempfail` (DNS trouble left the verdict uncertain: a short-lived, lenient verdict).
-    #[serde(serialize_with = "ser_reason")]
     pub reason: Reason,
     /// Sum of the evidence weights.
     pub score: i32,
@@ -113,6 +111,31 @@ impl Finding {
     }
 }
 
+impl Verdict {
+    /// The evidence that moved the score (or could not be had), for the verdict log line:
+    /// `source=result[detail](+w)` items separated by spaces, or `none`.
+    pub fn reasons(&self) -> String {
+        let parts: Vec<String> = self
+            .evidence
+            .iter()
+            .filter(|e| e.weight != 0 || e.result.is_unknown())
+            .map(|e| {
+                let detail = if e.detail.is_empty() {
+                    String::new()
+                } else {
+                    format!("[{}]", e.detail)
+                };
+                format!("{}={}{}({:+})", e.source, e.result.name(), detail, e.weight)
+            })
+            .collect();
+        if parts.is_empty() {
+            "none".into()
+        } else {
+            parts.join(" ")
+        }
+    }
+}
+
 impl Evidence {
     pub(crate) fn new(source: impl Into<String>, result: Finding, weight: i32) -> Self {
         Self {
@@ -145,14 +168,6 @@ impl Evidence {
         self.unknown_range = Some((lo.min(0), hi.max(0)));
         self
     }
-}
-
-fn ser_action<S: Serializer>(a: &Action, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(a.name())
-}
-
-fn ser_reason<S: Serializer>(r: &Reason, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(r.name())
 }
 
 fn ser_secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

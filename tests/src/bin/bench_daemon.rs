@@ -94,13 +94,11 @@ fn main() {
 
     // 1M verdicts, written straight into the pinned map as the daemon would have.
     let mut verdicts = verdicts;
-    let v = Verdict {
-        action: Action::Pass as u8,
-        reason: Reason::Reputation as u8,
-        _pad: [0; 6],
-        expires_ns: clock::expiry_after(Duration::from_secs(3600)),
-        hits: 0,
-    };
+    let v = Verdict::new(
+        Action::Pass,
+        Reason::Reputation,
+        clock::expiry_after(Duration::from_secs(3600)),
+    );
     let t = Instant::now();
     for i in 0..FILL {
         verdicts

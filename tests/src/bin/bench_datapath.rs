@@ -52,13 +52,7 @@ fn main() {
         measure(&dp, &Frame::syn(v4(2)).build()),
     ));
 
-    let pass = Verdict {
-        action: Action::Pass as u8,
-        reason: Reason::Reputation as u8,
-        _pad: [0; 6],
-        expires_ns: 0,
-        hits: 0,
-    };
+    let pass = Verdict::new(Action::Pass, Reason::Reputation, 0);
     fill_verdicts(&mut dp, 1_000, pass);
     rows.push((
         "verdict hit, 1k verdicts".into(),
@@ -70,12 +64,7 @@ fn main() {
         measure(&dp, &Frame::syn(v4(10_000 + 765_432)).build()),
     ));
 
-    let entry = ListEntry {
-        reason: Reason::Feed as u8,
-        _pad: [0; 7],
-        expires_ns: 0,
-        hits: 0,
-    };
+    let entry = ListEntry::new(Reason::Feed, 0);
     for i in 0..100_000u32 {
         // 100k distinct /24s spread over 203.x.y.0 and 198.x.y.0 style space.
         let net = Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + (i << 8)), 24).unwrap();

@@ -78,7 +78,7 @@ fn main() {
                     allow: Vec::new(),
                     deny: Vec::new(),
                 },
-                ..ReputationConfig::default()
+                ..mxscreen::config::Config::default().reputation()
             };
             rt.block_on(run(cfg))
         })

@@ -1,7 +1,7 @@
 //! Durations in config files as short human strings: `"90s"`, `"10m"`, `"24h"`, `"7d"`, and
 //! sums of them such as `"1h30m"` or `"1h 30m"`. Units: `ms`, `s`, `m`, `h`, `d`, `w`.
 //!
-//! Use it on any `Duration` field with `#[serde(with = "mxscreen::reputation::duration")]`.
+//! Use it on any `Duration` field with `#[serde(with = "mxscreen::duration")]`.
 //! A bare number is refused on purpose: `ttl = 300` could mean seconds or minutes, and a
 //! config that guesses wrong keeps a verdict for hours.
 use std::{fmt, time::Duration};

@@ -1,0 +1,206 @@
+//! The daemon's own sections: `[datapath]`, `[control]` and `[state]`. (The reputation
+//! engine's sections live with the engine, in [`crate::reputation::config`].)
+//!
+//! A field's doc comment is what `mxscreen config default` prints above the key, so it is
+//! written for the operator: what the key does, its default and why.
+
+use std::{path::PathBuf, time::Duration};
+
+use documented::DocumentedFields;
+use filter_common::MAX_PORTS;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    datapath::{AttachMode, FirstContact, MapSizes},
+    duration,
+    invalid_key::InvalidKey,
+};
+
+/// `[datapath]`: where and how the kernel program screens.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, DocumentedFields)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatapathSection {
+    /// Interfaces to attach to. Default: empty, meaning the interface of the default route.
+    pub interfaces: Vec<String>,
+    /// auto (native XDP, else generic XDP, else tc), xdp, xdp-generic or tc. Default auto.
+    pub mode: AttachMode,
+    /// Destination ports screened, 1 to 64 of them. Default [25]: the MX port. Submission
+    /// ports (587, 465) carry authenticated users and are better left to the MTA.
+    pub ports: Vec<u16>,
+    /// What an unknown peer meets before its verdict exists. "pass" (default): its SYNs pass
+    /// while it is resolved, so no mail is ever delayed. "hold": its SYNs are dropped for at
+    /// most hold_max, so the retransmitted SYN (1 s later) meets the verdict and even a
+    /// listed bot's first connection is refused, at the cost of about a second on a clean
+    /// sender's first connection.
+    pub first_contact: FirstContact,
+    /// Longest hold of an unknown peer with first_contact = "hold", at most 30s. Default 3s:
+    /// covers TCP's first SYN retransmit (1 s) and a slow DNSBL answer, and never more.
+    #[serde(with = "duration")]
+    pub hold_max: Duration,
+    /// An unknown peer is reported to the daemon at most once per this window. Default 30s.
+    #[serde(with = "duration")]
+    pub dedup_window: Duration,
+    /// Map capacities (per address family). Changing them recreates the maps, losing the
+    /// cached verdicts (lists are rebuilt from the config and the state file).
+    pub maps: MapSizes,
+    /// Where the maps are pinned (on the BPF filesystem) so verdicts survive restarts.
+    /// Default /sys/fs/bpf/mxscreen.
+    pub pin_dir: PathBuf,
+}
+
+impl Default for DatapathSection {
+    fn default() -> Self {
+        Self {
+            interfaces: Vec::new(),
+            mode: AttachMode::Auto,
+            ports: vec![25],
+            first_contact: FirstContact::Pass,
+            hold_max: Duration::from_secs(3),
+            dedup_window: Duration::from_secs(30),
+            maps: MapSizes::default(),
+            pin_dir: crate::datapath::load::DEFAULT_PIN_DIR.into(),
+        }
+    }
+}
+
+impl DatapathSection {
+    pub fn validate(&self) -> Result<(), InvalidKey> {
+        let bad = |k: &str, m: String| Err(InvalidKey::new(format!("datapath.{k}"), m));
+        for (i, name) in self.interfaces.iter().enumerate() {
+            if let Err(why) = check_ifname(name) {
+                return bad(&format!("interfaces[{i}]"), format!("{name:?} {why}"));
+            }
+        }
+        if self.ports.is_empty() || self.ports.len() > MAX_PORTS {
+            return bad(
+                "ports",
+                format!(
+                    "{} ports given; 1 to {MAX_PORTS} are allowed",
+                    self.ports.len()
+                ),
+            );
+        }
+        for (i, p) in self.ports.iter().enumerate() {
+            if *p == 0 {
+                return bad("ports", "port 0 is not a port; use 1 to 65535".into());
+            }
+            if self.ports[..i].contains(p) {
+                return bad("ports", format!("port {p} is listed twice"));
+            }
+        }
+        if self.hold_max > Duration::from_secs(30) {
+            return bad(
+                "hold_max",
+                "more than 30s would make clean senders give up; use at most 30s".into(),
+            );
+        }
+        if self.dedup_window.is_zero() {
+            return bad(
+                "dedup_window",
+                "must be above 0s, or every SYN of an unknown peer is reported".into(),
+            );
+        }
+        self.maps.validate()?;
+        if !self.pin_dir.is_absolute() {
+            return bad(
+                "pin_dir",
+                format!(
+                    "{:?} is relative; use an absolute path on the BPF filesystem",
+                    self.pin_dir
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Linux interface names: 1 to 15 bytes, no `/`, no whitespace, not `.` or `..`.
+fn check_ifname(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 15 {
+        return Err("is not an interface name: 1 to 15 characters are allowed");
+    }
+    if name == "."
+        || name == ".."
+        || name.contains(['/', ':'])
+        || name.contains(char::is_whitespace)
+    {
+        return Err("is not an interface name: no '/', ':' or spaces, not '.' or '..'");
+    }
+    Ok(())
+}
+
+/// `[control]`: the operator's socket and the guard rails on what it may do.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, DocumentedFields)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlSection {
+    /// Unix socket of the daemon (mode 0600, root only). Default /run/mxscreen/control.sock.
+    pub socket: PathBuf,
+    /// Widest IPv4 prefix `block` accepts without --force. Default 16: a /16 is already
+    /// 65 536 addresses; a typo like `block 0.0.0.0/0` must not shut the MX.
+    pub widest_block_v4: u8,
+    /// Widest IPv6 prefix `block` accepts without --force. Default 32 (one allocation).
+    pub widest_block_v6: u8,
+}
+
+impl Default for ControlSection {
+    fn default() -> Self {
+        Self {
+            socket: crate::control::DEFAULT_SOCKET.into(),
+            widest_block_v4: 16,
+            widest_block_v6: 32,
+        }
+    }
+}
+
+impl ControlSection {
+    pub fn validate(&self) -> Result<(), InvalidKey> {
+        if self.socket.as_os_str().is_empty() {
+            return Err(InvalidKey::new(
+                "control.socket",
+                "must not be empty; the default is /run/mxscreen/control.sock",
+            ));
+        }
+        if self.widest_block_v4 > 32 {
+            return Err(InvalidKey::new(
+                "control.widest_block_v4",
+                "an IPv4 prefix length is 0 to 32",
+            ));
+        }
+        if self.widest_block_v6 > 128 {
+            return Err(InvalidKey::new(
+                "control.widest_block_v6",
+                "an IPv6 prefix length is 0 to 128",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `[state]`: where manual blocks and allows are kept.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, DocumentedFields)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateSection {
+    /// JSON file of the manual blocks and allows, written atomically on every change.
+    /// Default /var/lib/mxscreen/state.json.
+    pub file: PathBuf,
+}
+
+impl Default for StateSection {
+    fn default() -> Self {
+        Self {
+            file: crate::state::DEFAULT_STATE_FILE.into(),
+        }
+    }
+}
+
+impl StateSection {
+    pub fn validate(&self) -> Result<(), InvalidKey> {
+        if self.file.as_os_str().is_empty() {
+            return Err(InvalidKey::new(
+                "state.file",
+                "must not be empty; the default is /var/lib/mxscreen/state.json",
+            ));
+        }
+        Ok(())
+    }
+}

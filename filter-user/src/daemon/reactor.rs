@@ -1,0 +1,113 @@
+//! What the daemon does on its own: keeps the lists in the maps equal to config + state,
+//! hands new peers to the engine, writes verdicts into the maps (with one log line each) and
+//! sweeps expired entries.
+
+use std::{net::IpAddr, time::Duration};
+
+use anyhow::Result;
+use filter_common::{ListEntry, Reason, Verdict as MapVerdict};
+use ipnet::IpNet;
+
+use super::{Daemon, protect};
+use crate::{
+    datapath::{ListKind, clock},
+    reputation::Verdict,
+    state::unix_now,
+};
+
+/// Datapath-clock expiry for a wall-clock one (Unix seconds); 0 = never.
+pub(super) fn boot_expiry(expires_unix: Option<u64>) -> u64 {
+    match expires_unix {
+        None => 0,
+        Some(t) => clock::expiry_after(Duration::from_secs(t.saturating_sub(unix_now()))),
+    }
+}
+
+/// Wall-clock expiry (Unix seconds) of a datapath-clock one; `None` = never.
+pub(super) fn unix_expiry(expires_ns: u64) -> Option<u64> {
+    clock::remaining(expires_ns).map(|left| unix_now() + left.as_secs())
+}
+
+impl Daemon {
+    /// Writes the runtime config and makes the tries match config + state exactly: entries
+    /// this daemon owns (manual and config) that are no longer wanted are removed, wanted
+    /// ones (re)inserted. Called at start (pinned tries may hold an older truth) and on reload.
+    pub fn apply(&mut self) -> Result<()> {
+        self.maps.set_config(&self.cfg.kernel())?;
+        self.protected = protect::protected_set(&self.cfg.lists.allow);
+        let mut want: Vec<(ListKind, IpNet, ListEntry)> = Vec::new();
+        for p in &self.protected {
+            want.push((ListKind::Allow, p.net, ListEntry::new(Reason::Config, 0)));
+        }
+        for net in &self.cfg.lists.deny {
+            want.push((
+                ListKind::Deny,
+                net.trunc(),
+                ListEntry::new(Reason::Config, 0),
+            ));
+        }
+        for e in self.state.entries() {
+            let entry = ListEntry::new(Reason::Manual, boot_expiry(e.expires));
+            want.push((e.list, e.net.trunc(), entry));
+        }
+        for kind in [ListKind::Allow, ListKind::Deny] {
+            for (net, entry) in self.maps.list_entries(kind)? {
+                let ours = matches!(entry.reason(), Reason::Manual | Reason::Config);
+                if ours && !want.iter().any(|(k, n, _)| *k == kind && *n == net) {
+                    self.maps.list_remove(kind, net)?;
+                }
+            }
+        }
+        for (kind, net, entry) in want {
+            self.maps.list_insert(kind, net, entry)?;
+        }
+        Ok(())
+    }
+
+    /// A new peer from the datapath: hand it to the engine's budgeted queue.
+    pub fn on_new_peer(&mut self, ip: IpAddr) {
+        let outcome = self.engine.submit(ip);
+        tracing::debug!(%ip, ?outcome, "new peer");
+    }
+
+    /// A verdict from the engine: into the map, and one log line for humans and parsers.
+    pub fn on_verdict(&mut self, v: &Verdict) {
+        let entry = MapVerdict::new(v.action, v.reason, clock::expiry_after(v.ttl));
+        if let Err(e) = self.maps.verdict_set(v.ip, entry) {
+            tracing::warn!(ip = %v.ip, error = %e, "could not store verdict");
+            return;
+        }
+        tracing::info!(
+            target: "mxscreen::verdict",
+            action = v.action.name(),
+            ip = %v.ip,
+            score = v.score,
+            reasons = %v.reasons(),
+            ttl = v.ttl.as_secs(),
+            source = v.reason.name(),
+            observe = self.cfg.policy.observe,
+            "mxscreen-verdict"
+        );
+    }
+
+    /// Removes expired manual entries (state file and tries) and expired verdicts.
+    pub fn sweep(&mut self) -> Result<()> {
+        for e in self.state.take_expired(unix_now())? {
+            self.maps.list_remove(e.list, e.net)?;
+            tracing::info!(list = ?e.list, net = %e.net, "manual entry expired");
+        }
+        let now = clock::now_ns();
+        let expired: Vec<IpAddr> = self
+            .maps
+            .verdicts()?
+            .into_iter()
+            .filter(|(_, v)| v.expires_ns != 0 && v.expires_ns <= now)
+            .map(|(ip, _)| ip)
+            .collect();
+        let removed = self.maps.verdicts_remove(&expired)?;
+        if removed > 0 {
+            tracing::debug!(removed, "expired verdicts removed");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,138 @@
+//! New-peer events: the datapath reports each unknown source on the `EVENTS` ring buffer;
+//! this module reads the raw records and hands out typed [`NewPeer`]s, to the daemon and to
+//! the kernel tests alike.
+
+use std::{io, net::IpAddr};
+
+use anyhow::Result;
+use aya::{
+    Ebpf,
+    maps::{MapData, RingBuf},
+};
+use filter_common::{FAMILY_V4, NewPeerEvent, map_names};
+use tokio::io::{Interest, unix::AsyncFd};
+
+/// A source the datapath has no decision for, as it saw it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewPeer {
+    pub ip: IpAddr,
+    /// Destination port of its SYN.
+    pub dst_port: u16,
+    /// Interface the SYN arrived on.
+    pub ifindex: u32,
+    /// When, on the datapath's clock ([`super::clock`]).
+    pub at_ns: u64,
+}
+
+impl NewPeer {
+    /// A ring record as an event; `None` (and a warning) for a record of the wrong size,
+    /// which would mean a datapath from another build.
+    pub fn from_record(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != size_of::<NewPeerEvent>() {
+            tracing::warn!(
+                len = bytes.len(),
+                "ignoring a new-peer event of unexpected size"
+            );
+            return None;
+        }
+        // SAFETY: length checked; NewPeerEvent is plain old data, valid for any bytes.
+        let ev = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<NewPeerEvent>()) };
+        let a = ev.addr;
+        let ip = if ev.family == FAMILY_V4 {
+            IpAddr::from([a[0], a[1], a[2], a[3]])
+        } else {
+            IpAddr::from(a)
+        };
+        Some(Self {
+            ip,
+            dst_port: ev.dst_port,
+            ifindex: ev.ifindex,
+            at_ns: ev.ts_ns,
+        })
+    }
+}
+
+/// The event ring of a loaded object.
+pub struct Events {
+    ring: RingBuf<MapData>,
+}
+
+impl Events {
+    /// Takes the ring out of a loaded object.
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
+        Ok(Self {
+            ring: super::maps::take(ebpf, map_names::EVENTS)?,
+        })
+    }
+
+    /// Every event waiting now.
+    pub fn drain(&mut self) -> Vec<NewPeer> {
+        let mut out = Vec::new();
+        while let Some(record) = self.ring.next() {
+            out.extend(NewPeer::from_record(&record));
+        }
+        out
+    }
+
+    /// The ring as an async source: [`AsyncEvents::next_batch`] waits for the kernel's wakeup.
+    pub fn into_async(self) -> io::Result<AsyncEvents> {
+        // SAFETY: the ring owns its map fd, which stays open and unchanged while the AsyncFd
+        // owns the ring.
+        let fd = unsafe { AsyncFd::register_with_interest(self, Interest::READABLE) }?;
+        Ok(AsyncEvents(fd))
+    }
+}
+
+impl std::os::fd::AsRawFd for Events {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.ring.as_raw_fd()
+    }
+}
+
+/// The event ring, polled by tokio.
+pub struct AsyncEvents(AsyncFd<Events>);
+
+impl AsyncEvents {
+    /// Waits until events arrive and returns all of them (never an empty batch twice in a
+    /// row without a wakeup in between).
+    pub async fn next_batch(&mut self) -> io::Result<Vec<NewPeer>> {
+        let mut guard = self.0.readable_mut().await?;
+        let batch = guard.get_inner_mut().drain();
+        guard.clear_ready();
+        Ok(batch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_become_typed_events() {
+        let mut addr = [0u8; 16];
+        addr[..4].copy_from_slice(&[192, 0, 2, 7]);
+        let ev = NewPeerEvent::new(addr, FAMILY_V4, 25, 3, 99);
+        // SAFETY: a plain-old-data struct viewed as its bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&raw const ev).cast::<u8>(), size_of::<NewPeerEvent>())
+        };
+        let peer = NewPeer::from_record(bytes).unwrap();
+        assert_eq!(
+            peer,
+            NewPeer {
+                ip: "192.0.2.7".parse().unwrap(),
+                dst_port: 25,
+                ifindex: 3,
+                at_ns: 99
+            }
+        );
+        let v6: std::net::Ipv6Addr = "2001:db8::7".parse().unwrap();
+        let ev = NewPeerEvent::new(v6.octets(), filter_common::FAMILY_V6, 2525, 1, 5);
+        // SAFETY: as above.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((&raw const ev).cast::<u8>(), size_of::<NewPeerEvent>())
+        };
+        assert_eq!(NewPeer::from_record(bytes).unwrap().ip, IpAddr::V6(v6));
+        assert!(NewPeer::from_record(&bytes[1..]).is_none());
+    }
+}

@@ -1,0 +1,195 @@
+//! `[rdns]`, `[policy]` and `[lists]`: how reverse DNS weighs, how a score becomes a verdict
+//! and for how long, and the static lists.
+
+use std::time::Duration;
+
+use documented::DocumentedFields;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::{duration, invalid_key::InvalidKey};
+
+/// `[rdns]`: reverse DNS and forward-confirmed reverse DNS (FCrDNS).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, DocumentedFields)]
+#[serde(default, deny_unknown_fields)]
+pub struct RdnsConfig {
+    /// Look up the peer's PTR at all. Default `true`.
+    pub enabled: bool,
+    /// Points when the address has no PTR (NXDOMAIN or no PTR record; never on a DNS
+    /// failure). Default `5`, the limit threshold: every large receiver requires a PTR of
+    /// sending servers, and hosts without one are overwhelmingly bots, but a legitimate
+    /// misconfigured server should be slowed, not refused, on this alone.
+    pub missing_ptr_weight: i32,
+    /// Points when none of the PTR names resolves back to the address. Default `3`, below
+    /// the limit threshold: generic or stale PTRs are common on legitimate servers, so this
+    /// only adds to other evidence.
+    pub fcrdns_mismatch_weight: i32,
+    /// PTR names forward-resolved for FCrDNS. Default `3`: real servers have one; a peer
+    /// with dozens of PTRs must not make us send dozens of queries.
+    pub max_ptr_names: usize,
+}
+
+impl Default for RdnsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            missing_ptr_weight: 5,
+            fcrdns_mismatch_weight: 3,
+            max_ptr_names: 3,
+        }
+    }
+}
+
+/// `[policy]`: from a score to a verdict, and how long the verdict lasts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, DocumentedFields)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Score at or above which the peer is limited. Default `5`: one soft signal (PBL,
+    /// missing PTR) slows a peer down.
+    pub limit_threshold: i32,
+    /// Score at or above which the peer is dropped. Default `10`: one hard listing (SBL, XBL,
+    /// CSS, DROP) or two soft signals together.
+    pub drop_threshold: i32,
+    /// Shortest life of a limit/drop verdict. Default `10m`: repeat connections from a listed
+    /// host within that time cost no query, which keeps a busy MX within free-use quotas.
+    #[serde(with = "duration")]
+    pub ttl_min: Duration,
+    /// Longest life of a limit/drop verdict, whatever the answers' TTLs say. Default `6h`: a
+    /// host that gets delisted is screened again the same working day.
+    #[serde(with = "duration")]
+    pub ttl_max: Duration,
+    /// Life of a pass verdict. Default `1h`: a clean peer is not looked up on every
+    /// connection, but one that gets listed is noticed within the hour.
+    #[serde(with = "duration")]
+    pub pass_ttl: Duration,
+    /// Life of a verdict made while DNS was failing. Default `2m`: short, so the peer is asked
+    /// again soon, but long enough that a resolver outage is not hammered by every SYN.
+    #[serde(with = "duration")]
+    pub tempfail_ttl: Duration,
+    /// What `limit` means in the datapath: SYNs per minute per source. Default `6`: one
+    /// connection every ten seconds, the kernel form of the connect-time delays Exim
+    /// operators use against bots (real MTAs retry; bots move on).
+    pub limit_rate: u32,
+    /// ... with bursts of up to this many SYNs. Default `3`: a real MTA delivering a few
+    /// queued messages gets through at once.
+    pub limit_burst: u32,
+    /// Decide, resolve, log and count, but never drop or limit (also `mxscreen run
+    /// --observe`). Default `false`. The way to try a policy first, as Exim admins use
+    /// `warn` before `deny`.
+    pub observe: bool,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        Self {
+            limit_threshold: 5,
+            drop_threshold: 10,
+            ttl_min: Duration::from_secs(10 * 60),
+            ttl_max: Duration::from_secs(6 * 3600),
+            pass_ttl: Duration::from_secs(3600),
+            tempfail_ttl: Duration::from_secs(120),
+            limit_rate: 6,
+            limit_burst: 3,
+            observe: false,
+        }
+    }
+}
+
+/// `[lists]`: static decisions made before, and instead of, any lookup. Allow wins over deny.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, DocumentedFields)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListsConfig {
+    /// Always pass. Default: loopback, RFC 1918, CGNAT (100.64.0.0/10), link-local and IPv6
+    /// ULA. DNSBLs never list them and their reverse zones are answered NXDOMAIN locally, so
+    /// evaluating them would only produce a false "no PTR"; they are the operator's own
+    /// relays and clients. Set `allow = []` to screen them too.
+    #[serde(deserialize_with = "crate::net::deserialize_nets")]
+    pub allow: Vec<IpNet>,
+    /// Always drop. Default: empty.
+    #[serde(deserialize_with = "crate::net::deserialize_nets")]
+    pub deny: Vec<IpNet>,
+}
+
+impl Default for ListsConfig {
+    fn default() -> Self {
+        let allow = [
+            "127.0.0.0/8",
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "100.64.0.0/10",
+            "169.254.0.0/16",
+            "::1/128",
+            "fc00::/7",
+            "fe80::/10",
+        ];
+        Self {
+            allow: allow
+                .iter()
+                .map(|s| s.parse().expect("built-in CIDR"))
+                .collect(),
+            deny: Vec::new(),
+        }
+    }
+}
+
+impl RdnsConfig {
+    pub fn validate(&self) -> Result<(), InvalidKey> {
+        if !(1..=10).contains(&self.max_ptr_names) {
+            return Err(InvalidKey::new(
+                "rdns.max_ptr_names",
+                "must be between 1 and 10",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl PolicyConfig {
+    pub fn validate(&self) -> Result<(), InvalidKey> {
+        if self.limit_rate == 0 {
+            return Err(InvalidKey::new(
+                "policy.limit_rate",
+                "must be at least 1 (SYNs per minute)",
+            ));
+        }
+        if self.limit_burst == 0 {
+            return Err(InvalidKey::new("policy.limit_burst", "must be at least 1"));
+        }
+        if self.limit_threshold <= 0 {
+            return Err(InvalidKey::new(
+                "policy.limit_threshold",
+                "must be above 0, or a peer with no evidence at all would be limited",
+            ));
+        }
+        if self.drop_threshold < self.limit_threshold {
+            return Err(InvalidKey::new(
+                "policy.drop_threshold",
+                format!(
+                    "{} is below policy.limit_threshold ({})",
+                    self.drop_threshold, self.limit_threshold
+                ),
+            ));
+        }
+        for (key, d) in [
+            ("policy.ttl_min", self.ttl_min),
+            ("policy.pass_ttl", self.pass_ttl),
+            ("policy.tempfail_ttl", self.tempfail_ttl),
+        ] {
+            if d < Duration::from_secs(1) {
+                return Err(InvalidKey::new(key, "must be at least 1s"));
+            }
+        }
+        if self.ttl_max < self.ttl_min {
+            return Err(InvalidKey::new(
+                "policy.ttl_max",
+                format!(
+                    "{} is below policy.ttl_min ({})",
+                    duration::format(self.ttl_max),
+                    duration::format(self.ttl_min)
+                ),
+            ));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,173 @@
+//! `[resolver]`: which recursive resolvers the engine asks, and how much DNS it may do.
+
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    str::FromStr,
+    time::Duration,
+};
+
+use documented::DocumentedFields;
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
+
+use crate::{duration, invalid_key::InvalidKey};
+
+/// `[resolver]`: how the engine talks DNS, and how much of it it may do.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, DocumentedFields)]
+#[serde(default, deny_unknown_fields)]
+pub struct ResolverConfig {
+    /// Recursive resolvers to ask, as `"ip"` or `"ip:port"` (`"[v6]:port"`), UDP with TCP
+    /// for truncated answers. Default: empty, meaning the system's `/etc/resolv.conf`.
+    /// Point this at a recursive resolver of your own (unbound on the MX): DNSBLs refuse
+    /// queries that arrive through public resolvers such as 8.8.8.8 (the engine warns).
+    pub nameservers: Vec<Nameserver>,
+    /// How long one query may take. Default `2s`: DNSBL mirrors and a local resolver answer in
+    /// milliseconds; a peer's SYN is retransmitted after 1 s and 3 s, so a verdict that takes
+    /// longer than that is late anyway, and it becomes a short-lived tempfail pass.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// Retries after a failed attempt (timeout, SERVFAIL). Default `1`: rides over a lost UDP
+    /// packet without tripling the query load while a resolver is down.
+    pub attempts: usize,
+    /// Evaluations (peers) being resolved at once. Default `64`: each evaluation is at most
+    /// `1 + rdns.max_ptr_names + 2 × zones` queries, so a few hundred queries in flight to a
+    /// local resolver, well within what unbound serves, and memory stays small.
+    pub max_inflight: usize,
+    /// New evaluations started per second (token bucket with one second of burst).
+    /// Default `20`: about 100 queries/s with the default lists, so a flood of new peers
+    /// cannot become a flood of DNS queries; Spamhaus' free use allows roughly 100k
+    /// queries a day, so a busier site needs a Data Query Service key or local rsync mirror.
+    pub max_lookups_per_sec: u32,
+    /// Peers waiting for an evaluation slot; when full, new peers are rejected (they stay
+    /// unknown, which passes, and are counted). Default `256`: at 20/s that is ~13 s of
+    /// backlog, about as long as a sender keeps retransmitting its first SYN.
+    pub queue_len: usize,
+    /// Entries in hickory's own answer cache. Default `0`: verdicts are cached by the daemon
+    /// (with their expiry) in the datapath's maps, so a second cache would only hold memory
+    /// and serve stale listings.
+    pub cache_size: u64,
+}
+
+impl Default for ResolverConfig {
+    fn default() -> Self {
+        Self {
+            nameservers: Vec::new(),
+            timeout: Duration::from_secs(2),
+            attempts: 1,
+            max_inflight: 64,
+            max_lookups_per_sec: 20,
+            queue_len: 256,
+            cache_size: 0,
+        }
+    }
+}
+
+/// A nameserver address: an IP with an optional port (default 53).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Nameserver(pub SocketAddr);
+
+impl FromStr for Nameserver {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Ok(ip) = s.parse::<IpAddr>() {
+            return Ok(Nameserver(SocketAddr::new(ip, 53)));
+        }
+        s.parse::<SocketAddr>().map(Nameserver).map_err(|_| {
+            format!("invalid nameserver {s:?}: write \"ip\", \"ip:port\" or \"[ipv6]:port\"")
+        })
+    }
+}
+
+impl fmt::Display for Nameserver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.port() == 53 {
+            write!(f, "{}", self.0.ip())
+        } else {
+            write!(f, "{}", self.0)
+        }
+    }
+}
+
+impl Serialize for Nameserver {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Nameserver {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(de::Error::custom)
+    }
+}
+
+/// Well-known public resolvers. DNSBLs (Spamhaus, DNSWL, ...) answer queries arriving from
+/// them with an error code or not at all, so using them silently disables the lists.
+pub const PUBLIC_RESOLVERS: &[IpAddr] = &[
+    IpAddr::V4(Ipv4Addr::new(8, 8, 8, 8)),
+    IpAddr::V4(Ipv4Addr::new(8, 8, 4, 4)),
+    IpAddr::V4(Ipv4Addr::new(1, 1, 1, 1)),
+    IpAddr::V4(Ipv4Addr::new(1, 0, 0, 1)),
+    IpAddr::V4(Ipv4Addr::new(9, 9, 9, 9)),
+    IpAddr::V4(Ipv4Addr::new(149, 112, 112, 112)),
+    IpAddr::V4(Ipv4Addr::new(208, 67, 222, 222)),
+    IpAddr::V4(Ipv4Addr::new(208, 67, 220, 220)),
+    IpAddr::V4(Ipv4Addr::new(64, 6, 64, 6)),
+    IpAddr::V4(Ipv4Addr::new(64, 6, 65, 6)),
+    IpAddr::V4(Ipv4Addr::new(94, 140, 14, 14)),
+    IpAddr::V4(Ipv4Addr::new(94, 140, 15, 15)),
+    IpAddr::V4(Ipv4Addr::new(185, 228, 168, 9)),
+    IpAddr::V4(Ipv4Addr::new(76, 76, 2, 0)),
+    IpAddr::V4(Ipv4Addr::new(76, 76, 10, 0)),
+    IpAddr::V6(Ipv6Addr::new(0x2001, 0x4860, 0x4860, 0, 0, 0, 0, 0x8888)),
+    IpAddr::V6(Ipv6Addr::new(0x2001, 0x4860, 0x4860, 0, 0, 0, 0, 0x8844)),
+    IpAddr::V6(Ipv6Addr::new(0x2606, 0x4700, 0x4700, 0, 0, 0, 0, 0x1111)),
+    IpAddr::V6(Ipv6Addr::new(0x2606, 0x4700, 0x4700, 0, 0, 0, 0, 0x1001)),
+    IpAddr::V6(Ipv6Addr::new(0x2620, 0xfe, 0, 0, 0, 0, 0, 0xfe)),
+    IpAddr::V6(Ipv6Addr::new(0x2620, 0xfe, 0, 0, 0, 0, 0, 0x9)),
+    IpAddr::V6(Ipv6Addr::new(0x2620, 0x119, 0x35, 0, 0, 0, 0, 0x35)),
+    IpAddr::V6(Ipv6Addr::new(0x2620, 0x119, 0x53, 0, 0, 0, 0, 0x53)),
+];
+
+/// The public resolvers among `ips`.
+pub fn public_resolvers(ips: impl IntoIterator<Item = IpAddr>) -> Vec<IpAddr> {
+    ips.into_iter()
+        .filter(|ip| PUBLIC_RESOLVERS.contains(ip))
+        .collect()
+}
+
+impl ResolverConfig {
+    pub fn validate(&self) -> Result<(), InvalidKey> {
+        if self.timeout.is_zero() || self.timeout > Duration::from_secs(30) {
+            return Err(InvalidKey::new(
+                "resolver.timeout",
+                "must be between 1ms and 30s",
+            ));
+        }
+        if self.attempts > 5 {
+            return Err(InvalidKey::new("resolver.attempts", "at most 5 retries"));
+        }
+        if self.max_inflight == 0 || self.max_inflight > 4096 {
+            return Err(InvalidKey::new(
+                "resolver.max_inflight",
+                "must be between 1 and 4096",
+            ));
+        }
+        if self.max_lookups_per_sec == 0 {
+            return Err(InvalidKey::new(
+                "resolver.max_lookups_per_sec",
+                "must be at least 1",
+            ));
+        }
+        if self.queue_len == 0 || self.queue_len > 1 << 20 {
+            return Err(InvalidKey::new(
+                "resolver.queue_len",
+                "must be between 1 and 1048576",
+            ));
+        }
+        if self.cache_size > 1 << 20 {
+            return Err(InvalidKey::new("resolver.cache_size", "at most 1048576"));
+        }
+        Ok(())
+    }
+}
