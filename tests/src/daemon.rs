@@ -39,6 +39,8 @@ pub struct Spec {
     pub datapath: String,
     pub sections: String,
     pub args: Vec<String>,
+    /// Extra environment for `mxscreen run`.
+    pub env: Vec<(String, String)>,
 }
 
 pub struct MxDaemon {
@@ -105,6 +107,7 @@ impl MxDaemon {
             .args(["run", "--config"])
             .arg(&self.config)
             .args(&self.spec.args)
+            .envs(self.spec.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())

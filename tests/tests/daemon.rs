@@ -4,7 +4,7 @@
 
 use std::{
     net::{SocketAddr, TcpListener},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use mxscreen_tests::{
@@ -77,10 +77,11 @@ fn bed(tag: &str) -> Bed {
 }
 
 /// Reputation sections: one DNSBL zone, no rDNS (no reverse zones here), nothing
-/// pre-allowed (the test addresses are documentation ranges anyway).
+/// pre-allowed (the test addresses are documentation ranges anyway), and no explained
+/// refusals (no MTA here asks mxscreen: a dropped peer is refused at every SYN).
 fn sections(rbl: SocketAddr, zone: &str) -> String {
     format!(
-        "[resolver]\nnameservers = [\"{rbl}\"]\ntimeout = \"1s\"\n\n[rdns]\nenabled = false\n\n[lists]\nallow = []\n\n[[dnsbl]]\nzone = \"{zone}\"\nweight = 10\n"
+        "[resolver]\nnameservers = [\"{rbl}\"]\ntimeout = \"1s\"\n\n[rdns]\nenabled = false\n\n[policy]\nexplain_every = \"0s\"\n\n[lists]\nallow = []\n\n[[dnsbl]]\nzone = \"{zone}\"\nweight = 10\n"
     )
 }
 
@@ -220,6 +221,55 @@ fn manual_block_unblock_allow_round_trip_and_survive_restart() {
         "{}",
         text(&out)
     );
+}
+
+/// Kernels before 6.6 attach tc through netlink, a filter that outlives the daemon: killed
+/// with -9, the daemon leaves it attached. The heartbeat in the config map makes it pass
+/// every SYN within seconds (forced here with the legacy path on this kernel).
+#[test]
+fn legacy_tc_filter_fails_open_when_the_daemon_dies() {
+    let b = bed("dl");
+    let mut s = spec(&b, "bl.test");
+    s.datapath = "mode = \"tc\"".into();
+    s.env = vec![("MXSCREEN_TC_NETLINK".into(), "1".into())];
+    let mut d = MxDaemon::start(&b.wire.server, SERVER_IFACE, s);
+    d.cli_ok(&["block", CLEAN]);
+    refused(&b, CLEAN, smtp4());
+    let filters = || {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &b.wire.server.name, "tc", "filter", "show"])
+            .args(["dev", SERVER_IFACE, "ingress"])
+            .output()
+            .expect("tc");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        filters().contains("mxscreen_tc"),
+        "netlink filter: {}",
+        filters()
+    );
+    d.kill9();
+    let killed = Instant::now();
+    // The filter is still there, the daemon is not: within the stale window, mail flows.
+    assert!(
+        filters().contains("mxscreen_tc"),
+        "filter gone: {}",
+        filters()
+    );
+    while b.wire.connect(CLEAN, smtp4(), REFUSED_WITHIN).is_err() {
+        assert!(
+            killed.elapsed() < Duration::from_secs(10),
+            "still refused 10 s after the daemon died"
+        );
+    }
+    assert!(
+        killed.elapsed() >= Duration::from_secs(4),
+        "passed before the heartbeat went stale"
+    );
+    connects(&b, CLEAN, other4());
+    // Started again, it screens again at once.
+    d.restart();
+    refused(&b, CLEAN, smtp4());
 }
 
 #[test]

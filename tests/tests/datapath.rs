@@ -403,6 +403,111 @@ fn observe_mode_decides_and_counts_but_never_drops() {
     }
 }
 
+/// A reputation `drop` lets the first SYN after the verdict, then one per explain window,
+/// through to the MTA (counted `explained`); every other SYN of the window is dropped. Drops
+/// of other origins (manual, config, feed verdicts, the deny list) are never explained.
+#[test]
+fn reputation_drops_are_explained_once_per_window() {
+    const WINDOW: u64 = 200_000_000;
+    for entry in ENTRIES {
+        for (src, tags) in cases() {
+            let mut dp = TestDatapath::new();
+            dp.configure(|c| c.explain_window_ns = WINDOW);
+            let syn = Frame::syn(src).vlans(tags).build();
+            dp.maps.verdict_set(src, verdict(Action::Drop, 0)).unwrap();
+            expect(&dp, entry, &syn, Outcome::Pass, &[("explained", 1)]);
+            let next = dp.maps.verdict_get(src).unwrap().unwrap().explain_at_ns;
+            assert!(
+                next > clock::now_ns(),
+                "the next explanation lies one window ahead"
+            );
+            for _ in 0..3 {
+                expect(&dp, entry, &syn, Outcome::Drop, &[("dropped_verdict", 1)]);
+            }
+            // The window over, one more SYN goes through, then drops again.
+            while clock::now_ns() < next {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            expect(&dp, entry, &syn, Outcome::Pass, &[("explained", 1)]);
+            expect(&dp, entry, &syn, Outcome::Drop, &[("dropped_verdict", 1)]);
+            // A new verdict (a re-evaluation) is explained again at its first SYN.
+            dp.maps.verdict_set(src, verdict(Action::Drop, 0)).unwrap();
+            expect(&dp, entry, &syn, Outcome::Pass, &[("explained", 1)]);
+            // The operator's word is never explained.
+            for reason in [
+                Reason::Manual,
+                Reason::Config,
+                Reason::Feed,
+                Reason::Tempfail,
+            ] {
+                dp.maps
+                    .verdict_set(src, Verdict::new(Action::Drop, reason, 0))
+                    .unwrap();
+                expect(&dp, entry, &syn, Outcome::Drop, &[("dropped_verdict", 1)]);
+            }
+            dp.maps.verdict_set(src, verdict(Action::Drop, 0)).unwrap();
+            dp.maps
+                .list_insert(ListKind::Deny, host(src), list_entry(0))
+                .unwrap();
+            expect(&dp, entry, &syn, Outcome::Drop, &[("dropped_deny", 1)]);
+            // Window 0 turns explanations off.
+            dp.maps.list_remove(ListKind::Deny, host(src)).unwrap();
+            dp.configure(|c| c.explain_window_ns = 0);
+            expect(&dp, entry, &syn, Outcome::Drop, &[("dropped_verdict", 1)]);
+        }
+    }
+}
+
+/// Once the daemon's heartbeat is older than `stale_after_ns`, every subject SYN passes
+/// undecided (counted `passed_stale`): deny entries, drop verdicts and hold included. Other
+/// traffic is counted as before. A fresh heartbeat restores screening.
+#[test]
+fn a_stale_heartbeat_fails_open() {
+    for entry in ENTRIES {
+        for (src, tags) in cases() {
+            let mut dp = TestDatapath::new();
+            dp.configure(|c| {
+                c.alive_ns = clock::now_ns();
+                c.stale_after_ns = 5_000_000_000;
+            });
+            let syn = Frame::syn(src).vlans(tags).build();
+            dp.maps.verdict_set(src, verdict(Action::Drop, 0)).unwrap();
+            expect(&dp, entry, &syn, Outcome::Drop, &[("dropped_verdict", 1)]);
+            // The daemon last beat 6 s ago.
+            dp.configure(|c| c.alive_ns = clock::now_ns().saturating_sub(6_000_000_000));
+            expect(&dp, entry, &syn, Outcome::Pass, &[("passed_stale", 1)]);
+            dp.maps
+                .list_insert(ListKind::Deny, host(src), list_entry(0))
+                .unwrap();
+            expect(&dp, entry, &syn, Outcome::Pass, &[("passed_stale", 1)]);
+            expect(
+                &dp,
+                entry,
+                &Frame::tcp(src, 2525, Tcp::Syn).vlans(tags).build(),
+                Outcome::Pass,
+                &[("passed_not_subject", 1)],
+            );
+            // An unknown peer under hold is not held either, and not reported.
+            dp.configure(|c| {
+                c.flags |= FLAG_HOLD;
+                c.hold_window_ns = 60_000_000_000;
+            });
+            let other = if src.is_ipv4() { V4_OTHER } else { V6_OTHER };
+            expect(
+                &dp,
+                entry,
+                &Frame::syn(other).vlans(tags).build(),
+                Outcome::Pass,
+                &[("passed_stale", 1)],
+            );
+            assert!(dp.drain_events().is_empty());
+            // The daemon is back.
+            dp.configure(|c| c.alive_ns = clock::now_ns());
+            expect(&dp, entry, &syn, Outcome::Drop, &[("dropped_deny", 1)]);
+        }
+    }
+}
+
 #[test]
 fn only_syns_to_screened_ports_are_subject() {
     for entry in ENTRIES {

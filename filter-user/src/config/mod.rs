@@ -123,6 +123,7 @@ impl Config {
         c.set_limit(self.policy.limit_rate, self.policy.limit_burst);
         c.dedup_window_ns = d.dedup_window.as_nanos() as u64;
         c.hold_window_ns = d.hold_max.as_nanos() as u64;
+        c.explain_window_ns = self.policy.explain_every.as_nanos() as u64;
         if d.first_contact == FirstContact::Hold {
             c.flags |= FLAG_HOLD;
         }

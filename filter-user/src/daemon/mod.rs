@@ -122,6 +122,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    let mut beat = tokio::time::interval(reactor::BEAT_EVERY);
     tracing::info!(socket = %d.cfg.control.socket.display(), state = %d.cfg.state.file.display(), "ready");
 
     loop {
@@ -134,6 +135,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             Some(v) = verdicts.recv() => d.on_verdict(&v),
             Some((req, reply)) = calls.recv() => {
                 let _ = reply.send(d.handle(req));
+            }
+            _ = beat.tick() => {
+                if let Err(e) = d.beat() {
+                    tracing::warn!(error = %format!("{e:#}"), "heartbeat to the datapath failed");
+                }
             }
             _ = sweep.tick() => {
                 if let Err(e) = d.sweep() {

@@ -15,6 +15,13 @@ use crate::{
     state::unix_now,
 };
 
+/// How often the main loop refreshes the heartbeat in the datapath's config.
+pub(super) const BEAT_EVERY: Duration = Duration::from_secs(1);
+/// How old the heartbeat may get before the datapath fails open: a few missed beats, so a
+/// busy moment (a reload, a big sweep) does not open the gate, a dead daemon does within
+/// seconds.
+pub(super) const STALE_AFTER: Duration = Duration::from_secs(5);
+
 /// Datapath-clock expiry for a wall-clock one (Unix seconds); 0 = never.
 pub(super) fn boot_expiry(expires_unix: Option<u64>) -> u64 {
     match expires_unix {
@@ -33,7 +40,7 @@ impl Daemon {
     /// this daemon owns (manual and config) that are no longer wanted are removed, wanted
     /// ones (re)inserted. Called at start (pinned tries may hold an older truth) and on reload.
     pub fn apply(&mut self) -> Result<()> {
-        self.maps.set_config(&self.cfg.kernel())?;
+        self.beat()?;
         self.protected = protect::protected_set(&self.cfg.lists.allow);
         let mut want: Vec<(ListKind, IpNet, ListEntry)> = Vec::new();
         for p in &self.protected {
@@ -62,6 +69,16 @@ impl Daemon {
             self.maps.list_insert(kind, net, entry)?;
         }
         Ok(())
+    }
+
+    /// Writes the runtime config with a fresh heartbeat. The datapath stops screening (passes
+    /// everything) once the heartbeat is older than [`STALE_AFTER`]: a dead or hung daemon
+    /// never keeps dropping, whatever the attach path.
+    pub fn beat(&mut self) -> Result<()> {
+        let mut k = self.cfg.kernel();
+        k.alive_ns = clock::now_ns();
+        k.stale_after_ns = STALE_AFTER.as_nanos() as u64;
+        self.maps.set_config(&k)
     }
 
     /// A new peer from the datapath: hand it to the engine's budgeted queue.

@@ -57,7 +57,7 @@ fn main() {
             "[resolver]\nnameservers = [\"{}\"]\nmax_lookups_per_sec = 1000\n\n[rdns]\nenabled = false\n\n[lists]\nallow = []\n\n[[dnsbl]]\nzone = \"bl.bench\"\nweight = 10\n",
             rbl.addr
         ),
-        args: vec![],
+        ..Default::default()
     };
     let d = MxDaemon::start(&wire.server, SERVER_IFACE, spec);
     let pid = daemon_pid(&d);
