@@ -9,5 +9,8 @@ pub mod duration;
 pub mod invalid_key;
 pub mod logging;
 pub mod net;
+pub mod policy_service;
+pub mod query;
 pub mod reputation;
+pub mod socket_file;
 pub mod state;

@@ -41,6 +41,9 @@ pub struct Spec {
     pub args: Vec<String>,
     /// Extra environment for `mxscreen run`.
     pub env: Vec<(String, String)>,
+    /// Directory of the MTA's sockets (`query.sock`; the test's `[policy_service]` may put
+    /// `policy.sock` there too). Default: the daemon's own temporary directory.
+    pub run_dir: Option<PathBuf>,
 }
 
 pub struct MxDaemon {
@@ -52,6 +55,8 @@ pub struct MxDaemon {
     pub state: PathBuf,
     pub log: PathBuf,
     pub pin_dir: PathBuf,
+    /// The MTA's query socket (`[query] socket`).
+    pub query_socket: PathBuf,
     iface: String,
     spec: Spec,
 }
@@ -70,6 +75,11 @@ impl MxDaemon {
             socket: dir.path().join("control.sock"),
             state: dir.path().join("state.json"),
             log: dir.path().join("daemon.log"),
+            query_socket: spec
+                .run_dir
+                .clone()
+                .unwrap_or_else(|| dir.path().to_path_buf())
+                .join("query.sock"),
             dir,
             pin_dir,
             iface: iface.to_owned(),
@@ -83,12 +93,13 @@ impl MxDaemon {
     /// Rewrites the config's other sections (e.g. before a SIGHUP).
     pub fn write_config(&self, sections: &str) {
         let text = format!(
-            "[datapath]\ninterfaces = [{:?}]\npin_dir = {:?}\n{}\n\n[control]\nsocket = {:?}\n\n[state]\nfile = {:?}\n\n{}\n",
+            "[datapath]\ninterfaces = [{:?}]\npin_dir = {:?}\n{}\n\n[control]\nsocket = {:?}\n\n[state]\nfile = {:?}\n\n[query]\nsocket = {:?}\n\n{}\n",
             self.iface,
             self.pin_dir.display().to_string(),
             self.spec.datapath,
             self.socket.display().to_string(),
             self.state.display().to_string(),
+            self.query_socket.display().to_string(),
             sections
         );
         fs::write(&self.config, text).expect("write config");
@@ -246,6 +257,12 @@ impl MxDaemon {
         );
     }
 
+    /// Asks the query socket about `ip` as Exim's readsocket does (one line in, one line
+    /// out, then EOF); returns the answer line without its newline.
+    pub fn query(&self, ip: &str) -> String {
+        query_socket(&self.query_socket, format!("{ip}\n").as_bytes())
+    }
+
     /// A datapath counter from `mxscreen stats --json`.
     pub fn counter(&self, name: &str) -> u64 {
         let s: serde_json::Value =
@@ -258,6 +275,23 @@ impl MxDaemon {
             .map(|p| p[1].as_u64().unwrap())
             .unwrap_or_else(|| panic!("no counter {name}"))
     }
+}
+
+/// Sends `request` to a query socket, half-closes, and reads the answer until EOF.
+pub fn query_socket(path: &Path, request: &[u8]) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::os::unix::net::UnixStream::connect(path)
+        .unwrap_or_else(|e| panic!("connecting to {}: {e}", path.display()));
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request).unwrap();
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("reading the answer");
+    assert!(
+        out.ends_with('\n') && out.matches('\n').count() == 1,
+        "not one line: {out:?}"
+    );
+    out.trim_end().to_owned()
 }
 
 fn wait_timeout(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {

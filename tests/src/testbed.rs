@@ -347,6 +347,7 @@ impl Testbed {
             sections: Self::sections(&t.policy),
             args: t.args,
             env: Vec::new(),
+            run_dir: None,
         };
         let d = MxDaemon::start(&self.wire.server, SERVER_IFACE, spec);
         // `status` says what the interface actually got (auto mode could fall back).

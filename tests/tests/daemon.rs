@@ -372,8 +372,179 @@ fn observe_mode_resolves_and_counts_but_never_drops() {
     assert!(d.counter("observe_passed") >= 6);
     assert!(d.counter("dropped_verdict") >= 3 && d.counter("dropped_deny") >= 3);
     assert!(d.log_text().contains("observe=true"));
+    // The MTA is told what is enforced (nothing), and what would have been.
+    let a = d.query(LISTED);
+    assert!(
+        a.starts_with("action=pass score=10 ") && a.ends_with(" observed=drop"),
+        "{a}"
+    );
+    assert!(!a.contains("explain_in"), "{a}");
+    assert_eq!(d.query(CLEAN), "action=pass source=manual observed=block");
     let status = d.cli_ok(&["status"]);
     assert!(status.contains("observe (never drops)"), "{status}");
+}
+
+/// Sections for the MTA tests: explained refusals on (an hour), a labelled class (with a
+/// space, so it is quoted), and the Postfix policy service on a Unix socket in `run`.
+fn mta_sections(rbl: SocketAddr, run: &std::path::Path) -> String {
+    sections(rbl, "bl.test").replace("explain_every = \"0s\"", "explain_every = \"1h\"")
+        + &format!(
+            "[[dnsbl.code_weights]]\ncodes = [\"127.0.0.2\"]\nweight = 10\nlabel = \"SBL test\"\n\n[policy_service]\nlisten = \"unix:{}/policy.sock\"\n",
+            run.display()
+        )
+}
+
+/// What Exim's `${extract{KEY}{${readsocket{...}}}}` makes of the answer for `ip`: the real
+/// exim4 binary expanding the README's kind of expression (`exim4 -be`).
+fn exim_extract(socket: &std::path::Path, ip: &str, key: &str) -> String {
+    let expr = format!(
+        "${{extract{{{key}}}{{${{readsocket{{{}}}{{{ip}\\n}}{{2s}}{{}}{{action=unreachable}}}}}}}}",
+        socket.display()
+    );
+    let out = std::process::Command::new(mxscreen_tests::dns::require_binary("exim4"))
+        .arg("-be")
+        .arg(&expr)
+        .output()
+        .expect("exim4 -be");
+    assert!(out.status.success(), "exim4 -be {expr}: {}", text(&out));
+    String::from_utf8(out.stdout).unwrap().trim_end().to_owned()
+}
+
+/// One policy request on a (reused) connection; `None` when the service closed it.
+fn policy_request(s: &mut std::os::unix::net::UnixStream, attrs: &str) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    s.write_all(attrs.as_bytes()).unwrap();
+    let mut reply = Vec::new();
+    let mut byte = [0u8; 1];
+    while !reply.ends_with(b"\n\n") {
+        match s.read(&mut byte).unwrap() {
+            0 => return None,
+            _ => reply.push(byte[0]),
+        }
+    }
+    Some(String::from_utf8(reply).unwrap())
+}
+
+/// The MTA's query socket against the real daemon: mode and group; an address never seen
+/// answers `unknown` and is evaluated at once; a listed one gets every field, readable by
+/// Exim's own `extract`, and says when its next explained connection is due; lists answer
+/// `allow`/`block`; bad input gets one line and the daemon carries on.
+#[test]
+fn query_socket_answers_the_mta_in_one_line() {
+    let b = bed("dq");
+    let run = tempfile::tempdir().unwrap();
+    let s = Spec {
+        sections: mta_sections(b.rbl_addr, run.path()),
+        run_dir: Some(run.path().to_path_buf()),
+        ..Default::default()
+    };
+    let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, s);
+    let meta = std::fs::metadata(&d.query_socket).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o660
+    );
+    let exim_gid = nix::unistd::Group::from_name("Debian-exim")
+        .unwrap()
+        .unwrap()
+        .gid;
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::gid(&meta),
+        exim_gid.as_raw()
+    );
+
+    // Never seen: unknown, and the question alone starts its evaluation.
+    assert_eq!(d.query(LISTED), "action=unknown");
+    assert_eq!(d.wait_verdict(LISTED, VERDICT_WITHIN), "drop");
+    let a = d.query(LISTED);
+    assert!(a.starts_with("action=drop score=10 ttl="), "{a}");
+    assert!(
+        a.ends_with(" source=reputation zone=bl.test code=127.0.0.2 label=\"SBL test\" text=\"listed for testing\" explain_in=0"),
+        "{a}"
+    );
+    for (key, want) in [
+        ("action", "drop"),
+        ("zone", "bl.test"),
+        ("code", "127.0.0.2"),
+        ("label", "SBL test"),
+        ("text", "listed for testing"),
+        ("explain_in", "0"),
+    ] {
+        assert_eq!(exim_extract(&d.query_socket, LISTED, key), want, "{key}");
+    }
+    // The first SYN after the verdict reaches the MTA (to be refused with the reason), the
+    // next is dropped in the kernel, and the answer says when the next explained one is due.
+    connects(&b, LISTED, smtp4());
+    assert_eq!(d.counter("explained"), 1);
+    refused(&b, LISTED, smtp4());
+    let due: u64 = exim_extract(&d.query_socket, LISTED, "explain_in")
+        .parse()
+        .unwrap();
+    assert!((3500..=3600).contains(&due), "{due}");
+    let check = d.cli_ok(&["check", LISTED, "--config", d.config.to_str().unwrap()]);
+    assert!(
+        check.contains("next explained connection: in 59m"),
+        "{check}"
+    );
+
+    connects(&b, CLEAN, smtp4());
+    assert_eq!(d.wait_verdict(CLEAN, VERDICT_WITHIN), "pass");
+    let a = d.query(CLEAN);
+    assert!(
+        a.starts_with("action=pass score=0 ttl=") && a.ends_with(" source=reputation"),
+        "{a}"
+    );
+    d.cli_ok(&["block", LATER_LISTED, "--for", "1h"]);
+    let a = d.query(LATER_LISTED);
+    assert!(
+        a.starts_with("action=block ttl=") && a.ends_with(" source=manual"),
+        "{a}"
+    );
+    d.cli_ok(&["allow", LATER_LISTED]);
+    assert_eq!(d.query(LATER_LISTED), "action=allow source=manual");
+
+    // Bad input: one line each, never a crash.
+    for (bad, why) in [
+        (&b"hello\n"[..], "not an IP address"),
+        (b"192.0.2.0/24\n", "not an IP address"),
+        (b"", "not an IP address"),
+        (&[b'7'; 5000], "line too long"),
+    ] {
+        let a = mxscreen_tests::daemon::query_socket(&d.query_socket, bad);
+        assert!(
+            a.starts_with("action=unknown error=\"") && a.contains(why),
+            "{a}"
+        );
+    }
+    assert_eq!(d.query(&format!("::ffff:{CLEAN}")), d.query(CLEAN));
+
+    // The policy service: the same answers as Postfix actions, on one reused connection.
+    let mut p = std::os::unix::net::UnixStream::connect(run.path().join("policy.sock")).unwrap();
+    p.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let req = |ip: &str| {
+        format!(
+            "request=smtpd_access_policy\nprotocol_state=CONNECT\nclient_address={ip}\nclient_name=unknown\n\n"
+        )
+    };
+    assert_eq!(
+        policy_request(&mut p, &req(LISTED)).as_deref(),
+        Some(&*format!(
+            "action=554 5.7.1 Service unavailable; Client host [{LISTED}] blocked using bl.test, code 127.0.0.2 (SBL test); listed for testing\n\n"
+        ))
+    );
+    assert_eq!(
+        policy_request(&mut p, &req(CLEAN)).as_deref(),
+        Some("action=DUNNO\n\n")
+    );
+    assert_eq!(
+        policy_request(&mut p, &req(LATER_LISTED)).as_deref(),
+        Some("action=DUNNO\n\n")
+    );
+    // Malformed: logged and closed.
+    let from = d.log_text().len();
+    assert_eq!(policy_request(&mut p, "garbage\n\n"), None);
+    d.wait_log("malformed policy request", from, Duration::from_secs(5));
+    d.cli_ok(&["status"]);
 }
 
 #[test]

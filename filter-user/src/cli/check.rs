@@ -8,7 +8,7 @@ use super::connect::Connect;
 use crate::{
     config::Config,
     control::{client::ClientError, protocol::LookupReply},
-    reputation,
+    duration, reputation,
 };
 
 /// Explain what mxscreen thinks of an address: every lookup (PTR, FCrDNS, each DNSBL/DNSWL
@@ -81,8 +81,34 @@ pub fn main(a: Args) -> Result<()> {
                     println!("  {r}");
                 }
             }
+            if let Some(at) = l.explain_next {
+                println!("  {}", explained_line(at, crate::state::unix_now()));
+            }
         }
         Err(e) => println!("daemon: {e}"),
     }
     Ok(())
+}
+
+/// When the dropped peer's next connection is let through to be told why.
+fn explained_line(at: u64, now: u64) -> String {
+    if at <= now {
+        "next explained connection: its next one (the MTA asks mxscreen and refuses it with the reason)".into()
+    } else {
+        format!(
+            "next explained connection: in {} (until then every SYN is dropped in the kernel)",
+            duration::format(std::time::Duration::from_secs(at - now))
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn says_when_the_next_explained_connection_is_due() {
+        assert!(explained_line(100, 100).contains("its next one"));
+        assert!(explained_line(100 + 3 * 3600 + 59 * 60, 100).contains("in 3h59m"));
+    }
 }

@@ -5,7 +5,9 @@
 
 use documented::{DocumentedFields, Error};
 
-use super::{Config, ControlSection, DatapathSection, StateSection};
+use super::{
+    Config, ControlSection, DatapathSection, PolicyServiceSection, QuerySection, StateSection,
+};
 use crate::{
     datapath::MapSizes,
     reputation::config::{
@@ -98,6 +100,8 @@ pub fn doc_for(path: &str) -> Option<&'static str> {
         "lists" => ListsConfig::get_field_docs(key),
         "control" => ControlSection::get_field_docs(key),
         "state" => StateSection::get_field_docs(key),
+        "query" => QuerySection::get_field_docs(key),
+        "policy_service" => PolicyServiceSection::get_field_docs(key),
         _ => return None,
     };
     docs.ok().filter(|d| !d.trim().is_empty())
@@ -151,6 +155,10 @@ mod tests {
             "dnsbl.code_weights.label",
             "datapath.maps.verdicts",
             "policy.observe",
+            "query.socket",
+            "query.group",
+            "policy_service.listen",
+            "policy_service.limit_action",
         ] {
             assert!(seen.iter().any(|s| s == key), "{key} not printed:\n{text}");
         }

@@ -10,6 +10,7 @@
 
 mod docs;
 mod error;
+pub mod mta;
 pub mod sections;
 
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 pub use self::{
     docs::default_toml,
     error::{ConfigError, Located, read_file},
+    mta::{PolicyServiceSection, QuerySection},
     sections::{ControlSection, DatapathSection, StateSection},
 };
 use crate::{
@@ -59,6 +61,10 @@ pub struct Config {
     pub control: ControlSection,
     /// Where manual blocks and allows are kept.
     pub state: StateSection,
+    /// The socket the MTA (Exim's readsocket) asks about a connecting peer; on by default.
+    pub query: QuerySection,
+    /// The Postfix policy service (check_policy_service); off by default.
+    pub policy_service: PolicyServiceSection,
 }
 
 impl Default for Config {
@@ -72,6 +78,8 @@ impl Default for Config {
             lists: ListsConfig::default(),
             control: ControlSection::default(),
             state: StateSection::default(),
+            query: QuerySection::default(),
+            policy_service: PolicyServiceSection::default(),
         }
     }
 }
@@ -110,7 +118,9 @@ impl Config {
         self.rdns.validate()?;
         self.policy.validate()?;
         self.control.validate()?;
-        self.state.validate()
+        self.state.validate()?;
+        self.query.validate()?;
+        self.policy_service.validate()
     }
 
     /// The runtime config the kernel program reads: `[datapath]` and the datapath side of
@@ -342,6 +352,18 @@ mod tests {
             ),
             ("\n[control]\nsocket = \"\"\n", 3, "control.socket"),
             ("[state]\nfile = \"\"\n", 2, "state.file"),
+            ("[query]\nsocket = \"q.sock\"\n", 2, "query.socket"),
+            ("[query]\ngroup = \"a b\"\n", 2, "query.group"),
+            (
+                "[policy_service]\nlisten = \"inet:192.0.2.1:10040\"\n",
+                2,
+                "policy_service.listen",
+            ),
+            (
+                "[policy_service]\nlimit_action = \"\"\n",
+                2,
+                "policy_service.limit_action",
+            ),
         ];
         for (text, line, key) in cases {
             let msg = err(text);

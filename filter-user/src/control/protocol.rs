@@ -244,6 +244,11 @@ pub struct LookupReply {
     pub allowed: Option<ListedEntry>,
     pub blocked: Option<ListedEntry>,
     pub verdict: Option<ListedEntry>,
+    /// For a reputation `drop` with explained refusals on: Unix seconds from which the
+    /// datapath lets the peer's next connection through to the MTA to be refused with the
+    /// reason (now or earlier: its very next connection). `None`: never explained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explain_next: Option<u64>,
 }
 
 /// A reply of a known shape, taken out of a [`Body`]; `None` if the body is another kind.

@@ -2,12 +2,9 @@
 //! is handed to the daemon's main loop (which owns the maps and the state file) and answered
 //! from there, so requests never race each other or the verdict writer.
 
-use std::{
-    os::unix::fs::PermissionsExt as _,
-    path::{Path, PathBuf},
-};
+use std::path::Path;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 use tokio::{
     net::{UnixListener, UnixStream},
     sync::{mpsc, oneshot},
@@ -18,13 +15,14 @@ use super::{
     frame::{FrameError, MAX_REQUEST, read_frame, write_frame},
     protocol::{Reply, Request},
 };
+use crate::socket_file::{self, SocketFile};
 
 /// A request and where its reply goes.
 pub type Call = (Request, oneshot::Sender<Reply>);
 
 /// The bound socket; the socket file is removed when this is dropped.
 pub struct ControlSocket {
-    path: PathBuf,
+    _file: SocketFile,
     listener: Option<UnixListener>,
 }
 
@@ -32,25 +30,11 @@ impl ControlSocket {
     /// Binds `path` with mode 0600. A socket file nobody answers on (left by a crash) is
     /// replaced; one that answers means another daemon runs, which is an error.
     pub async fn bind(path: &Path) -> Result<Self> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        if path.exists() {
-            if UnixStream::connect(path).await.is_ok() {
-                bail!(
-                    "another mxscreen daemon is already running (its control socket {} answers)",
-                    path.display()
-                );
-            }
-            std::fs::remove_file(path)
-                .with_context(|| format!("removing stale socket {}", path.display()))?;
-        }
-        let listener = UnixListener::bind(path)
-            .with_context(|| format!("binding control socket {}", path.display()))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("chmod 0600 {}", path.display()))?;
+        let (listener, file) = socket_file::bind(path, 0o600, None, "control socket")?;
+        let listener =
+            UnixListener::from_std(listener).context("registering the control socket")?;
         Ok(Self {
-            path: path.to_path_buf(),
+            _file: file,
             listener: Some(listener),
         })
     }
@@ -71,12 +55,6 @@ impl ControlSocket {
                 }
             }
         })
-    }
-}
-
-impl Drop for ControlSocket {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
     }
 }
 

@@ -7,9 +7,11 @@
 //!   verdicts into the maps, the sweep of expired entries;
 //! - [`requests`]: the answers to the operator's control requests;
 //! - [`reload`]: what SIGHUP does;
-//! - [`protect`]: addresses that can never be dropped; [`interfaces`]: where to attach.
+//! - [`protect`]: addresses that can never be dropped; [`interfaces`]: where to attach;
+//! - [`mta`]: the MTA's query socket and policy service, on a thread of their own.
 
 pub mod interfaces;
+mod mta;
 pub mod protect;
 mod reactor;
 mod reload;
@@ -17,6 +19,7 @@ mod requests;
 
 use std::{
     path::PathBuf,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -32,6 +35,7 @@ use crate::{
     config::Config,
     control::server::ControlSocket,
     datapath::{self, AttachMode, Attached, DatapathMaps, Events, LoadOptions},
+    query::EvidenceCache,
     reputation::Engine,
     state::State,
 };
@@ -62,6 +66,8 @@ pub struct Daemon {
     pub engine: Engine,
     pub protected: Vec<Protected>,
     pub started: Instant,
+    /// The last evaluations' evidence, for the MTA's answers (shared with their thread).
+    pub evidence: Arc<EvidenceCache>,
 }
 
 /// Reads the config (file or defaults) and applies the command-line overrides.
@@ -102,6 +108,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         .context("polling the event ring")?;
     let (engine, mut verdicts) =
         Engine::spawn(cfg.reputation()).context("starting the reputation engine")?;
+    let evidence = Arc::new(EvidenceCache::for_verdict_map(cfg.datapath.maps.verdicts));
     let mut d = Daemon {
         cfg,
         config_path: origin,
@@ -112,8 +119,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         engine,
         protected: Vec::new(),
         started: Instant::now(),
+        evidence,
     };
     d.apply()?;
+    let mta_door = mta::start(&d.cfg, &d.maps, d.evidence.clone(), d.engine.clone())?;
     d.attach_all(&ifaces)?;
 
     let (calls_tx, mut calls) = mpsc::channel(64);
@@ -152,6 +161,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         }
     }
     server.abort();
+    drop(mta_door);
     d.detach_all();
     drop(socket);
     tracing::info!("detached; exiting");

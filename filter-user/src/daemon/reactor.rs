@@ -94,6 +94,7 @@ impl Daemon {
             tracing::warn!(ip = %v.ip, error = %e, "could not store verdict");
             return;
         }
+        self.evidence.record(v);
         tracing::info!(
             target: "mxscreen::verdict",
             action = v.action.name(),

@@ -34,6 +34,9 @@ pub fn reload(d: &mut Daemon, opts: &RunOptions) {
     if old.control.socket != d.cfg.control.socket || old.state.file != d.cfg.state.file {
         restart.push("control.socket/state.file");
     }
+    if old.query != d.cfg.query || old.policy_service != d.cfg.policy_service {
+        restart.push("query/policy_service");
+    }
     // Keep what cannot change live as it runs, so status tells the truth.
     d.cfg.datapath.interfaces = old.datapath.interfaces.clone();
     d.cfg.datapath.mode = old.datapath.mode;
@@ -41,6 +44,8 @@ pub fn reload(d: &mut Daemon, opts: &RunOptions) {
     d.cfg.datapath.pin_dir = old.datapath.pin_dir.clone();
     d.cfg.control.socket = old.control.socket.clone();
     d.cfg.state.file = old.state.file.clone();
+    d.cfg.query = old.query.clone();
+    d.cfg.policy_service = old.policy_service.clone();
     match d.apply() {
         Ok(()) => {
             tracing::info!(zones = d.cfg.dnsbl.len(), ports = ?d.cfg.datapath.ports, observe = d.cfg.policy.observe, "config reloaded")

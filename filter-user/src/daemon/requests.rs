@@ -17,7 +17,7 @@ use crate::{
         Body, InterfaceStatus, ListName, ListWhat, ListedEntry, LookupReply, MapFill,
         ProgramStatus, Reply, Request, ResolverStatus, Source, StatsReply, StatusReply,
     },
-    datapath::{ListKind, clock},
+    datapath::{ListKind, clock, explain::next_explained},
     duration,
     reputation::Stats,
     state::{ManualEntry, unix_now},
@@ -384,6 +384,8 @@ impl Daemon {
             && (v.expires_ns == 0 || v.expires_ns > clock::now_ns())
         {
             reply.verdict = Some(Self::verdict_entry(ip, &v));
+            reply.explain_next =
+                next_explained(&v, &self.maps.config()?).map(|d| unix_now() + d.as_secs());
         }
         Ok(reply)
     }

@@ -8,6 +8,7 @@
 //! - [`bpffs`]: making sure the BPF filesystem is mounted for pins.
 //! - [`clock`]: the clock the datapath compares expiries against.
 //! - [`events`]: the new-peer events the datapath reports, typed.
+//! - [`explain`]: when a dropped peer's next SYN is let through to be explained.
 //! - [`first_contact`]: pass or hold a peer with no verdict yet.
 
 pub mod attach;
@@ -15,6 +16,7 @@ pub mod batch;
 pub mod bpffs;
 pub mod clock;
 pub mod events;
+pub mod explain;
 pub mod first_contact;
 pub mod load;
 pub mod maps;

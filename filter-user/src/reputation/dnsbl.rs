@@ -10,7 +10,7 @@ use super::{
     names::dnsbl_name,
     resolver::{Dns, Outcome},
     stats::ZoneCounters,
-    verdict::{Evidence, Finding},
+    verdict::{Evidence, Finding, Listing},
 };
 
 /// A `[[dnsbl]]` entry ready to query.
@@ -79,6 +79,14 @@ impl Zone {
                 (cw.weight, label)
             }
             Class::Zone => (self.cfg.weight, String::new()),
+        }
+    }
+
+    /// The class's configured label (`SBL`), empty for the zone's own class or none set.
+    fn class_label(&self, class: Class) -> &str {
+        match class {
+            Class::Entry(i) => &self.cfg.code_weights[i].label,
+            Class::Zone => "",
         }
     }
 }
@@ -196,6 +204,12 @@ pub async fn check(dns: &Dns, ip: IpAddr, zone: &Zone) -> ZoneResult {
         };
         for (class, codes) in listed {
             let (weight, label) = zone.class_weight(class);
+            let listing = Listing {
+                zone: zone.name.clone(),
+                code: codes[0],
+                label: zone.class_label(class).to_owned(),
+                text: txt.clone(),
+            };
             let codes = codes
                 .iter()
                 .map(ToString::to_string)
@@ -214,7 +228,8 @@ pub async fn check(dns: &Dns, ip: IpAddr, zone: &Zone) -> ZoneResult {
                 Evidence::new(zone.source(), Finding::Listed, weight)
                     .query(query.clone())
                     .detail(detail)
-                    .ttl(Some(ttl)),
+                    .ttl(Some(ttl))
+                    .listing(listing),
             );
         }
     }

@@ -35,4 +35,4 @@ pub use config::{
 pub use engine::{Engine, EngineError};
 pub use report::{CheckReport, check};
 pub use stats::{Stats, ZoneStats};
-pub use verdict::{Evidence, Finding, Verdict};
+pub use verdict::{Evidence, Finding, Listing, Verdict};

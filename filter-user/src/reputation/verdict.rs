@@ -1,5 +1,8 @@
 //! What the engine concludes about a peer: a [`Verdict`] and the [`Evidence`] behind it.
-use std::{net::IpAddr, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    time::Duration,
+};
 
 use filter_common::{Action, Reason};
 use serde::{Serialize, Serializer};
@@ -52,6 +55,23 @@ pub struct Evidence {
     /// added. The policy uses it to keep a failure from ever making a verdict harsher.
     #[serde(skip)]
     pub(crate) unknown_range: Option<(i32, i32)>,
+    /// For a zone's listing: its parts one by one, for the MTA (`detail` has them as prose).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listing: Option<Listing>,
+}
+
+/// A DNSBL/DNSWL listing taken apart, so the MTA can name the list, the code, its label and
+/// the list's own reason when it refuses a sender (`554 ... listed in zen.spamhaus.org`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Listing {
+    /// The zone, lower-case, without the trailing dot.
+    pub zone: String,
+    /// The first answer code of the listing's weight class.
+    pub code: Ipv4Addr,
+    /// The class's `label` from `[[dnsbl.code_weights]]` (`SBL`), empty if it has none.
+    pub label: String,
+    /// The zone's TXT record for the address (one printable line, bounded), empty if none.
+    pub text: String,
 }
 
 /// What a lookup found.
@@ -112,6 +132,20 @@ impl Finding {
 }
 
 impl Verdict {
+    /// The listing that weighed most towards this verdict (a blocklist's, never an
+    /// allowlist's), if any: what the MTA names when it refuses the sender.
+    pub fn strongest_listing(&self) -> Option<&Listing> {
+        self.evidence
+            .iter()
+            .filter(|e| e.weight > 0)
+            .filter_map(|e| e.listing.as_ref().map(|l| (e.weight, l)))
+            .fold(None, |best: Option<(i32, &Listing)>, (w, l)| match best {
+                Some((bw, _)) if bw >= w => best,
+                _ => Some((w, l)),
+            })
+            .map(|(_, l)| l)
+    }
+
     /// The evidence that moved the score (or could not be had), for the verdict log line:
     /// `source=result[detail](+w)` items separated by spaces, or `none`.
     pub fn reasons(&self) -> String {
@@ -146,7 +180,13 @@ impl Evidence {
             detail: String::new(),
             ttl: None,
             unknown_range: None,
+            listing: None,
         }
+    }
+
+    pub(crate) fn listing(mut self, l: Listing) -> Self {
+        self.listing = Some(l);
+        self
     }
 
     pub(crate) fn query(mut self, q: impl Into<String>) -> Self {
