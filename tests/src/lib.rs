@@ -6,4 +6,6 @@ pub mod kernel;
 pub mod mta;
 pub mod netns;
 pub mod packets;
+pub mod postfix;
+pub mod readme;
 pub mod testbed;

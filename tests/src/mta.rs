@@ -20,7 +20,7 @@ use std::{
     io::ErrorKind,
     net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
     os::unix::fs::PermissionsExt,
-    path::Path,
+    path::{Path, PathBuf},
     process::Command,
     time::{Duration, Instant},
 };
@@ -60,6 +60,9 @@ pub struct EximSpec {
     pub dnsbl: String,
     /// Listening ports (all addresses, IPv4 and IPv6).
     pub ports: Vec<u16>,
+    /// Ask mxscreen at connect time with the README's snippets, its sockets in this
+    /// directory (seen by Exim as `/run/mxscreen`, the path the snippets name).
+    pub asks_mxscreen: Option<PathBuf>,
 }
 
 /// A running Exim daemon in the MTA namespace.
@@ -85,21 +88,8 @@ impl Exim {
         }
         let conf = dir.path().join("exim.conf");
         fs::write(&conf, exim_config(&spec, dir.path())).expect("write exim.conf");
-        let resolv = dir.path().join("resolv.conf");
-        // One try of one second: a lookup that times out (the DNS-timeout scenario) costs
-        // Exim about a second, not the libc default of 5 s × 2.
-        fs::write(
-            &resolv,
-            "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
-        )
-        .expect("write resolv.conf");
-        let mut cmd = Command::new("unshare");
-        cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-            .arg("mount --bind \"$1\" /etc/resolv.conf && exec \"$2\" -bdf -C \"$3\"")
-            .arg("sh")
-            .arg(&resolv)
-            .arg(&bin)
-            .arg(&conf);
+        let mut cmd = private_mounts(dir.path(), spec.asks_mxscreen.as_deref());
+        cmd.arg(&bin).arg("-bdf").arg("-C").arg(&conf);
         let proc = ns.enter(|| Daemon::spawn("exim", cmd, dir.path().join("exim.out")));
         let mut exim = Self { proc, dir, spec };
         exim.wait_listening(ns);
@@ -196,10 +186,49 @@ impl Exim {
     }
 }
 
+/// Where the README's snippets expect mxscreen's sockets.
+pub const MXSCREEN_RUN: &str = "/run/mxscreen";
+
+/// A command line that runs a program (its path and arguments appended by the caller) in a
+/// private mount namespace where `/etc/resolv.conf` names the MTA host's own resolver (a
+/// file written into `dir`) and, with `run`, `/run/mxscreen` is that directory: the MTA then
+/// reaches the test daemon's sockets at the paths the README names, and the host's files
+/// are never touched (only `/run/mxscreen` is created if missing, as a mount point).
+pub fn private_mounts(dir: &Path, run: Option<&Path>) -> Command {
+    let resolv = dir.join("resolv.conf");
+    // One try of one second: a lookup that times out (the DNS-timeout scenario) costs the
+    // MTA about a second, not the libc default of 5 s × 2.
+    fs::write(
+        &resolv,
+        "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+    )
+    .expect("write resolv.conf");
+    if run.is_some() {
+        fs::create_dir_all(MXSCREEN_RUN).expect("create the /run/mxscreen mount point");
+    }
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+        .arg(format!(
+            "mount --bind \"$1\" /etc/resolv.conf && {{ [ -z \"$2\" ] || mount --bind \"$2\" {MXSCREEN_RUN}; }} && shift 2 && exec \"$@\""
+        ))
+        .arg("sh")
+        .arg(&resolv)
+        .arg(run.unwrap_or(Path::new("")));
+    cmd
+}
+
 /// The test Exim's configuration: an Exim of the kind the background write-ups describe,
 /// reduced to what the tests need. Its own rDNS and DNSBL checks stay in the RCPT ACL as
 /// `warn` verbs that tag the main log; mail for the local domain is accepted and discarded.
+/// With `asks_mxscreen`, the README's connect ACL is added, word for word.
 fn exim_config(spec: &EximSpec, dir: &Path) -> String {
+    let (asks_main, asks_acl) = match spec.asks_mxscreen {
+        Some(_) => (
+            crate::readme::snippet("exim-main"),
+            crate::readme::snippet("exim-acl"),
+        ),
+        None => (String::new(), String::new()),
+    };
     let d = dir.display();
     let ports = spec
         .ports
@@ -230,7 +259,7 @@ smtp_accept_max = 200
 smtp_accept_max_per_host = 100
 domainlist local_domains = {domain}
 acl_smtp_rcpt = acl_check_rcpt
-
+{asks_main}
 begin acl
 
 acl_check_rcpt:
@@ -243,6 +272,7 @@ acl_check_rcpt:
   warn    log_message = {TAG_ACL} rdns=${{if def:sender_host_name{{$sender_host_name}}{{none}}}}
   accept
 
+{asks_acl}
 begin routers
 
 discard:

@@ -7,7 +7,8 @@
 //!  192.0.2.20 SBL-listed    │                                  │ verdicts          ▲ new peers
 //!  192.0.2.30 PBL-listed    │                                  ▼                   │
 //!  ... (IPv4 and IPv6)  ────┘                            exim4 :25 :587 (own ACLs, logs)
-//!      swaks --local-interface                           listener :22 (a non-SMTP service)
+//!      swaks --local-interface                           postfix :2526 (the asking bed only)
+//!                                                        listener :22 (a non-SMTP service)
 //!                                                        unbound 127.0.0.1:53 ─┬─► rbldnsd: zen.test, dnswl.test
 //!                                                        (mxscreen and exim)   ├─► nsd: clients.test, reverse zones
 //!                                                                              └─► a server that never answers
@@ -18,6 +19,7 @@
 //! panic) kills the processes, then deletes the namespaces.
 use std::{
     net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener},
+    os::unix::fs::PermissionsExt as _,
     path::Path,
     process::Command,
     time::Duration,
@@ -28,6 +30,7 @@ use crate::{
     dns::{AuthZone, Forwarder, Mode, Nsd, RblZone, Rbldnsd, Unbound, listing},
     mta::{Exim, EximSpec, RESOLVER, Smtp, local_resolver, swaks},
     netns::{SERVER_IFACE, SERVER_V4, SERVER_V6, Wire},
+    postfix::{MAIL_OWNER, Postfix},
 };
 
 /// FCrDNS-clean, on no list.
@@ -80,6 +83,8 @@ pub const MAIL_DOMAIN: &str = "e2e.test";
 pub const OTHER_PORT: u16 = 22;
 /// Submission, served by the same Exim but not screened (the README's advice).
 pub const SUBMISSION_PORT: u16 = 587;
+/// Postfix's SMTP port in the asking bed (screened there beside 25).
+pub const POSTFIX_PORT: u16 = 2526;
 
 /// How the daemon attaches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,6 +118,10 @@ pub struct Tweaks {
 pub struct Testbed {
     pub attach: Attach,
     pub exim: Exim,
+    /// The asking bed's Postfix ([`Testbed::asking`]).
+    pub postfix: Option<Postfix>,
+    /// The asking bed's directory of mxscreen's sockets, seen by the MTAs as /run/mxscreen.
+    pub run_dir: Option<tempfile::TempDir>,
     _other: Vec<TcpListener>,
     pub resolver: Unbound,
     pub silent: Forwarder,
@@ -253,6 +262,17 @@ impl Testbed {
     /// Builds the namespaces, the DNS side, the MTA's resolver and Exim. The daemon is
     /// started by each scenario ([`Testbed::daemon`]) with its own tweaks.
     pub fn new(tag: &str, attach: Attach) -> Self {
+        Self::build(tag, attach, false)
+    }
+
+    /// [`Testbed::new`] where the MTAs ask mxscreen, with the README's snippets: Exim on 25
+    /// queries the query socket at connect, and a Postfix on [`POSTFIX_PORT`] asks the
+    /// policy service. The daemon then serves both and screens both ports.
+    pub fn asking(tag: &str, attach: Attach) -> Self {
+        Self::build(tag, attach, true)
+    }
+
+    fn build(tag: &str, attach: Attach, asking: bool) -> Self {
         static SWEEP: std::sync::Once = std::sync::Once::new();
         SWEEP.call_once(sweep_stale);
         let wire = Wire::new(&format!("{STALE_PREFIX}{tag}"));
@@ -282,6 +302,12 @@ impl Testbed {
                 .collect::<Vec<_>>();
             (rbl, nsd, silent, resolver, other)
         });
+        let run_dir = asking.then(|| {
+            let d = tempfile::tempdir().expect("tempdir");
+            std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755))
+                .expect("chmod run dir");
+            d
+        });
         let exim = Exim::start(
             &wire.server,
             EximSpec {
@@ -289,11 +315,17 @@ impl Testbed {
                 local_domain: MAIL_DOMAIN.into(),
                 dnsbl: DNSBL_ZONE.into(),
                 ports: vec![25, SUBMISSION_PORT],
+                asks_mxscreen: run_dir.as_ref().map(|d| d.path().to_path_buf()),
             },
         );
+        let postfix = run_dir
+            .as_ref()
+            .map(|d| Postfix::start(&wire.server, POSTFIX_PORT, MAIL_DOMAIN, d.path()));
         Self {
             attach,
             exim,
+            postfix,
+            run_dir,
             _other: other,
             resolver,
             silent,
@@ -342,12 +374,21 @@ impl Testbed {
 
     /// Starts `mxscreen run` on the MTA host's interface in this bed's attach mode.
     pub fn daemon(&self, t: Tweaks) -> MxDaemon {
+        let mut datapath = format!("{}\n{}", self.attach.config(), t.datapath);
+        let mut sections = Self::sections(&t.policy);
+        if let Some(run) = &self.run_dir {
+            datapath += &format!("\nports = [25, {POSTFIX_PORT}]\n");
+            sections += &format!(
+                "[policy_service]\nlisten = \"unix:{}/policy.sock\"\ngroup = \"{MAIL_OWNER}\"\n\n",
+                run.path().display()
+            );
+        }
         let spec = Spec {
-            datapath: format!("{}\n{}", self.attach.config(), t.datapath),
-            sections: Self::sections(&t.policy),
+            datapath,
+            sections,
             args: t.args,
             env: Vec::new(),
-            run_dir: None,
+            run_dir: self.run_dir.as_ref().map(|d| d.path().to_path_buf()),
         };
         let d = MxDaemon::start(&self.wire.server, SERVER_IFACE, spec);
         // `status` says what the interface actually got (auto mode could fall back).
@@ -379,6 +420,11 @@ impl Testbed {
     /// One message from `src` to the MTA's port 25, giving up the connection after `timeout`.
     pub fn mail_within(&self, src: &str, tag: &str, timeout: Duration) -> Smtp {
         self.mail_to_port(src, 25, tag, timeout)
+    }
+
+    /// One message from `src` to Postfix (the asking bed's [`POSTFIX_PORT`]).
+    pub fn mail_postfix(&self, src: &str, tag: &str, timeout: Duration) -> Smtp {
+        self.mail_to_port(src, POSTFIX_PORT, tag, timeout)
     }
 
     pub fn mail_to_port(&self, src: &str, port: u16, tag: &str, timeout: Duration) -> Smtp {

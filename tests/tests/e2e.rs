@@ -543,6 +543,176 @@ fn hold_refuses_first_contact_of_listed_senders(attach: Attach) {
     assert_eq!(verdict_entry(&d, SLOW_DNS)["source"], "tempfail");
 }
 
+/// The explain window of the asking scenarios: long enough to prove the SYNs inside it are
+/// dropped (two refusals take ~5 s), short enough to wait out.
+const EXPLAIN: Duration = Duration::from_secs(8);
+/// The README's Exim snippet `delay`s the limit class this long before its greeting.
+const EXIM_LIMIT_DELAY: Duration = Duration::from_secs(10);
+
+/// First contact through the MTA's question alone: the query socket answers `unknown` and
+/// the evaluation starts (no SYN needed), then the verdict is there. (A first SYN would race
+/// its own verdict: Exim asks after its rDNS lookup, by when the verdict is often in.)
+#[track_caller]
+fn asked_first(d: &MxDaemon, ip: &str, want: &str) {
+    assert_eq!(d.query(ip), "action=unknown");
+    assert_eq!(d.wait_verdict(ip, VERDICT_WITHIN), want, "{ip}");
+}
+
+fn explain_tweaks() -> Tweaks {
+    Tweaks {
+        policy: format!("explain_every = \"{}s\"", EXPLAIN.as_secs()),
+        ..Default::default()
+    }
+}
+
+/// Waits until the query socket says `ip`'s next connection is the explained one.
+#[track_caller]
+fn wait_explain_due(d: &MxDaemon, ip: &str) {
+    let deadline = Instant::now() + EXPLAIN + Duration::from_secs(5);
+    loop {
+        let a = d.query(ip);
+        if a.ends_with(" explain_in=0") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never due again: {a}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The server's error reply as one line: swaks shows it as `<** 554-...` continuation lines
+/// (Exim wraps long messages and repeats the codes on each line), joined here as one
+/// `554 5.7.1 ...` with the later lines' codes left out.
+fn error_reply(transcript: &str) -> String {
+    let parts: Vec<(&str, &str)> = transcript
+        .lines()
+        .filter_map(|l| l.strip_prefix("<** "))
+        .filter_map(|l| Some((l.get(..3)?, l.get(4..)?)))
+        .collect();
+    let Some((code, first)) = parts.first() else {
+        return String::new();
+    };
+    let enhanced = first.split_whitespace().next().unwrap_or("");
+    let mut out = format!("{code} {first}");
+    for (_, t) in &parts[1..] {
+        out.push(' ');
+        out.push_str(t.strip_prefix(enhanced).map_or(*t, str::trim_start));
+    }
+    out
+}
+
+/// An explained connection through Exim: the sender sees the 554 naming zone, code and
+/// text; Exim logs the refusal.
+#[track_caller]
+fn exim_explains(b: &Testbed, ip: &str, tag: &str) {
+    let mark = b.exim.mark();
+    let r = b.mail_within(ip, tag, SWAKS_OK);
+    assert!(
+        !r.accepted,
+        "{ip}: {tag} should be refused:\n{}",
+        r.transcript
+    );
+    let reply = error_reply(&r.transcript);
+    assert!(
+        reply.starts_with(&format!("554 5.7.1 Service unavailable; client [{ip}] listed in zen.test (127.0.0.2): SBL-like: spam source")),
+        "{ip}: {tag}: no explanation: {reply}\n{}",
+        r.transcript
+    );
+    let line = b.exim.wait_line(
+        mark,
+        ip,
+        "rejected connection in \"connect\" ACL",
+        LOG_WITHIN,
+    );
+    assert!(
+        line.contains("mxscreen: listed in zen.test (127.0.0.2 SBL)"),
+        "{line}"
+    );
+}
+
+/// Explained refusals with the README's Exim snippet, word for word: a listed sender's first
+/// connection after its verdict reaches Exim, which asks mxscreen and refuses it with a 554
+/// naming the list; within the window its connections are dropped at SYN (Exim logs
+/// nothing); after the window it is explained again. The limit class meets Exim's `delay`,
+/// a clean sender goes straight in, and with mxscreen stopped the fail string lets mail in.
+fn exim_asks_mxscreen_and_explains_refusals(attach: Attach) {
+    let b = Testbed::asking("ex", attach);
+    let mut d = b.daemon(explain_tweaks());
+    asked_first(&d, SBL, "drop");
+    exim_explains(&b, SBL, "ask-explained-1");
+    assert_eq!(d.counter("explained"), 1, "{}", d.cli_ok(&["stats"]));
+    let mark = b.exim.mark();
+    refused(&b, SBL);
+    refused_smtp(&b, SBL, "ask-within-window");
+    assert_eq!(b.exim.lines_since(mark, SBL), Vec::<String>::new());
+    wait_explain_due(&d, SBL);
+    exim_explains(&b, SBL, "ask-explained-2");
+    assert_eq!(d.counter("explained"), 2);
+
+    asked_first(&d, PBL, "limit");
+    let r = b.mail_within(PBL, "ask-limit-delayed", EXIM_LIMIT_DELAY * 2);
+    assert!(r.accepted, "{}", r.transcript);
+    assert!(r.elapsed >= EXIM_LIMIT_DELAY, "no delay: {:?}", r.elapsed);
+
+    asked_first(&d, CLEAN, "pass");
+    let r = accepted(&b, CLEAN, "ask-clean");
+    assert!(r.elapsed < EXIM_LIMIT_DELAY, "{:?}", r.elapsed);
+
+    d.stop();
+    let mark = b.exim.mark();
+    accepted(&b, SBL, "ask-mxscreen-stopped");
+    b.exim.wait_line(mark, SBL, TAG_ACL, LOG_WITHIN);
+}
+
+/// A real Postfix with the README's `check_policy_service` snippet: the explained connection
+/// of a listed sender is refused with a 554 naming zone and code (the client sees it,
+/// Postfix logs it), the next one is dropped at SYN; the limit class and a clean sender get
+/// DUNNO and are accepted; with mxscreen stopped, `default_action=DUNNO` lets mail in.
+fn postfix_asks_the_policy_service(attach: Attach) {
+    let b = Testbed::asking("ef", attach);
+    let mut d = b.daemon(explain_tweaks());
+    let pf = b.postfix.as_ref().unwrap();
+    let via_postfix = |ip: &str, tag: &str| {
+        let r = b.mail_postfix(ip, tag, SWAKS_OK);
+        assert!(
+            r.accepted,
+            "{ip}: {tag}:\n{}\n{}",
+            r.transcript,
+            pf.maillog()
+        );
+        r
+    };
+    let mark = pf.mark();
+    asked_first(&d, SBL, "drop");
+    let r = b.mail_postfix(SBL, "pf-explained", SWAKS_OK);
+    let why = "blocked using zen.test, code 127.0.0.2 (SBL); SBL-like: spam source";
+    assert!(
+        !r.accepted && r.transcript.contains("554 5.7.1") && r.transcript.contains(why),
+        "{}",
+        r.transcript
+    );
+    let line = pf.wait_line(mark, SBL, "reject: CONNECT from", LOG_WITHIN);
+    assert!(line.contains(why), "{line}");
+    let mark = pf.mark();
+    let r = b.mail_postfix(SBL, "pf-within-window", SWAKS_REFUSED);
+    assert!(r.connect_failed(), "{}", r.transcript);
+    assert_eq!(pf.lines_since(mark, SBL), Vec::<String>::new());
+
+    asked_first(&d, PBL, "limit");
+    via_postfix(PBL, "pf-limit");
+    asked_first(&d, CLEAN, "pass");
+    via_postfix(CLEAN, "pf-clean");
+    let log = pf.maillog();
+    for ip in [PBL, CLEAN] {
+        assert!(
+            !pf.lines_since(0, ip).iter().any(|l| l.contains("reject")),
+            "{log}"
+        );
+    }
+
+    d.stop();
+    via_postfix(SBL, "pf-mxscreen-stopped");
+}
+
 macro_rules! in_both_modes {
     ($($scenario:ident),* $(,)?) => {
         mod xdp {
@@ -567,4 +737,6 @@ in_both_modes!(
     observe_mode_refuses_nothing_and_logs_verdicts,
     observe_then_enforce_with_sighup,
     hold_refuses_first_contact_of_listed_senders,
+    exim_asks_mxscreen_and_explains_refusals,
+    postfix_asks_the_policy_service,
 );

@@ -3,6 +3,7 @@
 
 mod bench;
 mod lint;
+mod postfix;
 mod setup;
 mod test;
 mod util;

@@ -49,9 +49,12 @@ pub fn setup() -> Result<bool> {
     if bpf_linker()? {
         did.push("bpf-linker");
     }
+    if crate::postfix::unpack()? {
+        did.push("Postfix (unpacked)");
+    }
     if did.is_empty() {
         eprintln!(
-            "setup: nothing to do (Debian packages, nightly components and bpf-linker are in place)"
+            "setup: nothing to do (Debian packages, nightly components, bpf-linker and the unpacked Postfix are in place)"
         );
     } else {
         eprintln!("setup: installed {}", did.join(", "));
@@ -60,28 +63,40 @@ pub fn setup() -> Result<bool> {
 }
 
 fn debian_packages() -> Result<bool> {
-    let missing: Vec<&str> = DEBIAN_PACKAGES
+    let wanted: Vec<&str> = DEBIAN_PACKAGES.iter().map(|(p, _)| *p).collect();
+    let missing = missing_packages(&wanted);
+    if missing.is_empty() {
+        return Ok(false);
+    }
+    for (p, why) in DEBIAN_PACKAGES.iter().filter(|(p, _)| missing.contains(p)) {
+        eprintln!("setup: installing {p} ({why})");
+    }
+    apt_install(&missing)?;
+    Ok(true)
+}
+
+/// Those of `packages` that dpkg does not have installed.
+pub fn missing_packages<'a>(packages: &[&'a str]) -> Vec<&'a str> {
+    packages
         .iter()
-        .map(|(p, _)| *p)
+        .copied()
         .filter(|p| {
             !Command::new("dpkg-query")
                 .args(["-W", "-f=${Status}", p])
                 .output()
                 .is_ok_and(|o| o.status.success() && o.stdout.starts_with(b"install ok installed"))
         })
-        .collect();
-    if missing.is_empty() {
-        return Ok(false);
-    }
+        .collect()
+}
+
+/// `apt-get install` of `missing`, as root, without starting any packaged daemon.
+pub fn apt_install(missing: &[&str]) -> Result<()> {
     if !is_root() {
         bail!(
             "missing Debian packages: {} — run `sudo cargo xtask setup` or `sudo apt-get install {}`",
             missing.join(" "),
             missing.join(" ")
         );
-    }
-    for (p, why) in DEBIAN_PACKAGES.iter().filter(|(p, _)| missing.contains(p)) {
-        eprintln!("setup: installing {p} ({why})");
     }
     // Installing a daemon package must not start the daemon: the tests run their own copies
     // on addresses they choose. policy-rc.d answering 101 is Debian's way to say so.
@@ -99,15 +114,14 @@ fn debian_packages() -> Result<bool> {
         status(
             Command::new("apt-get")
                 .args(["install", "-y", "-q", "--no-install-recommends"])
-                .args(&missing)
+                .args(missing)
                 .env("DEBIAN_FRONTEND", "noninteractive"),
         )
     })();
     if own_policy {
         let _ = fs::remove_file(&policy);
     }
-    result?;
-    Ok(true)
+    result
 }
 
 fn rustup() -> Command {
