@@ -483,7 +483,12 @@ pub struct Forwarder {
 
 impl Forwarder {
     pub fn start(mode: Mode) -> Self {
-        let sock = Arc::new(UdpSocket::bind((fresh_ip(), 0)).expect("bind forwarder"));
+        Self::start_on(SocketAddr::new(IpAddr::V4(fresh_ip()), 0), mode)
+    }
+
+    /// [`Forwarder::start`] on a chosen address (e.g. port 53, where a libc resolver asks).
+    pub fn start_on(addr: SocketAddr, mode: Mode) -> Self {
+        let sock = Arc::new(UdpSocket::bind(addr).expect("bind forwarder"));
         sock.set_read_timeout(Some(Duration::from_millis(50)))
             .expect("set timeout");
         let addr = sock.local_addr().expect("forwarder address");

@@ -63,6 +63,8 @@ pub struct EximSpec {
     /// Ask mxscreen at connect time with the README's snippets, its sockets in this
     /// directory (seen by Exim as `/run/mxscreen`, the path the snippets name).
     pub asks_mxscreen: Option<PathBuf>,
+    /// Otherwise, lines for the main section and ACLs of its own (a benchmark's connect ACL).
+    pub own_acl: Option<(String, String)>,
 }
 
 /// A running Exim daemon in the MTA namespace.
@@ -222,12 +224,13 @@ pub fn private_mounts(dir: &Path, run: Option<&Path>) -> Command {
 /// `warn` verbs that tag the main log; mail for the local domain is accepted and discarded.
 /// With `asks_mxscreen`, the README's connect ACL is added, word for word.
 fn exim_config(spec: &EximSpec, dir: &Path) -> String {
-    let (asks_main, asks_acl) = match spec.asks_mxscreen {
-        Some(_) => (
+    let (asks_main, asks_acl) = match (&spec.asks_mxscreen, &spec.own_acl) {
+        (Some(_), _) => (
             crate::readme::snippet("exim-main"),
             crate::readme::snippet("exim-acl"),
         ),
-        None => (String::new(), String::new()),
+        (None, Some(own)) => own.clone(),
+        (None, None) => (String::new(), String::new()),
     };
     let d = dir.display();
     let ports = spec

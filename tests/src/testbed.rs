@@ -316,6 +316,7 @@ impl Testbed {
                 dnsbl: DNSBL_ZONE.into(),
                 ports: vec![25, SUBMISSION_PORT],
                 asks_mxscreen: run_dir.as_ref().map(|d| d.path().to_path_buf()),
+                own_acl: None,
             },
         );
         let postfix = run_dir

@@ -23,6 +23,7 @@ pub fn run(name: &str) -> Result<()> {
         "-p",
         "mxscreen-tests",
         "--bin",
-        &format!("bench_{name}"),
+        // `mta-dns` is the binary bench_mta_dns.
+        &format!("bench_{}", name.replace('-', "_")),
     ]))
 }

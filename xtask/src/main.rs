@@ -46,9 +46,9 @@ enum Command {
         /// Only the suites whose names contain this (e.g. `datapath`, `unit`).
         filter: Option<String>,
     },
-    /// Run a benchmark and print its table: `datapath`, `resolve` or `daemon`.
+    /// Run a benchmark and print its table: `datapath`, `resolve`, `daemon` or `mta-dns`.
     Bench {
-        #[arg(value_parser = ["datapath", "resolve", "daemon"])]
+        #[arg(value_parser = ["datapath", "resolve", "daemon", "mta-dns"])]
         name: String,
     },
 }
