@@ -252,10 +252,8 @@ fn query_load(d: &MxDaemon, pid: i32) -> QueryLoad {
         } else {
             Ipv4Addr::from(0x0a00_0000 + (i as u32 * 7919) % FILL)
         };
-        let answer = mxscreen_tests::daemon::query_socket(
-            &d.query_socket,
-            format!("{ip}\n").as_bytes(),
-        );
+        let answer =
+            mxscreen_tests::daemon::query_socket(&d.query_socket, format!("{ip}\n").as_bytes());
         assert!(answer.starts_with("action="), "{answer}");
         let took = due.elapsed();
         lat.push(took);

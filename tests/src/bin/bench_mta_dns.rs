@@ -5,11 +5,7 @@
 //! stubs the DNSBL zone to rbldnsd); mxscreen asks unbound directly, so only the MTA's own
 //! queries are counted. Prints a table; results go into BENCHMARKS.md.
 
-use std::{
-    net::IpAddr,
-    os::unix::fs::PermissionsExt as _,
-    time::Duration,
-};
+use std::{net::IpAddr, os::unix::fs::PermissionsExt as _, time::Duration};
 
 use mxscreen_tests::{
     daemon::{MxDaemon, Spec},
