@@ -130,8 +130,15 @@ impl Exim {
     }
 
     /// The main log (every connection, message and ACL `warn` tag).
+    pub fn log(&self) -> MtaLog {
+        MtaLog {
+            path: self.dir.path().join("log/mainlog"),
+            mta: "exim",
+        }
+    }
+
     pub fn mainlog(&self) -> String {
-        fs::read_to_string(self.dir.path().join("log/mainlog")).unwrap_or_default()
+        self.log().text()
     }
 
     /// The reject log.
@@ -141,19 +148,12 @@ impl Exim {
 
     /// A mark in the main log: [`Exim::lines_since`] shows what came after it.
     pub fn mark(&self) -> usize {
-        self.mainlog().len()
+        self.log().mark()
     }
 
     /// Main log lines after `mark` that mention `ip` (as Exim writes it, in brackets).
     pub fn lines_since(&self, mark: usize, ip: &str) -> Vec<String> {
-        let needle = format!("[{ip}]");
-        self.mainlog()
-            .get(mark..)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains(&needle))
-            .map(str::to_owned)
-            .collect()
+        self.log().lines_since(mark, ip)
     }
 
     /// How many connections from `ip` Exim accepted after `mark` (its `+smtp_connection`
@@ -169,6 +169,43 @@ impl Exim {
     /// Waits until the main log after `mark` has a line mentioning `ip` and containing
     /// `needle`; returns it, or panics with the log.
     pub fn wait_line(&self, mark: usize, ip: &str, needle: &str, timeout: Duration) -> String {
+        self.log().wait_line(mark, ip, needle, timeout)
+    }
+}
+
+/// An MTA's log file, read the way the tests ask about it: marks, lines about one client
+/// address (which both Exim and Postfix write in brackets), waiting for a line.
+pub struct MtaLog {
+    pub path: PathBuf,
+    /// Names the MTA in failure messages.
+    pub mta: &'static str,
+}
+
+impl MtaLog {
+    pub fn text(&self) -> String {
+        fs::read_to_string(&self.path).unwrap_or_default()
+    }
+
+    /// A mark: [`MtaLog::lines_since`] shows what came after it.
+    pub fn mark(&self) -> usize {
+        self.text().len()
+    }
+
+    /// Lines after `mark` that mention `ip` in brackets.
+    pub fn lines_since(&self, mark: usize, ip: &str) -> Vec<String> {
+        let needle = format!("[{ip}]");
+        self.text()
+            .get(mark..)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Waits until a line after `mark` mentions `ip` and contains `needle`; returns it, or
+    /// panics with the log.
+    pub fn wait_line(&self, mark: usize, ip: &str, needle: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(l) = self
@@ -180,8 +217,9 @@ impl Exim {
             }
             assert!(
                 Instant::now() < deadline,
-                "exim never logged {needle:?} for [{ip}] within {timeout:?}; main log:\n{}",
-                self.mainlog()
+                "{} never logged {needle:?} for [{ip}] within {timeout:?}; log:\n{}",
+                self.mta,
+                self.text()
             );
             std::thread::sleep(Duration::from_millis(50));
         }

@@ -19,7 +19,7 @@ use std::{
 
 use crate::{
     dns::Daemon,
-    mta::private_mounts,
+    mta::{MtaLog, private_mounts},
     netns::{NetNs, run},
 };
 
@@ -113,45 +113,15 @@ impl Postfix {
     }
 
     /// Postfix's log (`maillog_file`).
-    pub fn maillog(&self) -> String {
-        fs::read_to_string(self.dir.path().join("log/maillog")).unwrap_or_default()
-    }
-
-    /// A mark in the log: [`Postfix::lines_since`] shows what came after it.
-    pub fn mark(&self) -> usize {
-        self.maillog().len()
-    }
-
-    /// Log lines after `mark` that mention `ip` (as Postfix writes it, in brackets).
-    pub fn lines_since(&self, mark: usize, ip: &str) -> Vec<String> {
-        let needle = format!("[{ip}]");
-        self.maillog()
-            .get(mark..)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains(&needle))
-            .map(str::to_owned)
-            .collect()
-    }
-
-    /// Waits until the log after `mark` has a line mentioning `ip` and containing `needle`.
-    pub fn wait_line(&self, mark: usize, ip: &str, needle: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(l) = self
-                .lines_since(mark, ip)
-                .into_iter()
-                .find(|l| l.contains(needle))
-            {
-                return l;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "postfix never logged {needle:?} for [{ip}] within {timeout:?}; log:\n{}",
-                self.maillog()
-            );
-            std::thread::sleep(Duration::from_millis(50));
+    pub fn log(&self) -> MtaLog {
+        MtaLog {
+            path: self.dir.path().join("log/maillog"),
+            mta: "postfix",
         }
+    }
+
+    pub fn maillog(&self) -> String {
+        self.log().text()
     }
 }
 

@@ -670,15 +670,10 @@ fn exim_asks_mxscreen_and_explains_refusals(attach: Attach) {
 fn postfix_asks_the_policy_service(attach: Attach) {
     let b = Testbed::asking("ef", attach);
     let mut d = b.daemon(explain_tweaks());
-    let pf = b.postfix.as_ref().unwrap();
+    let pf = b.postfix.as_ref().unwrap().log();
     let via_postfix = |ip: &str, tag: &str| {
         let r = b.mail_postfix(ip, tag, SWAKS_OK);
-        assert!(
-            r.accepted,
-            "{ip}: {tag}:\n{}\n{}",
-            r.transcript,
-            pf.maillog()
-        );
+        assert!(r.accepted, "{ip}: {tag}:\n{}\n{}", r.transcript, pf.text());
         r
     };
     let mark = pf.mark();
@@ -701,7 +696,7 @@ fn postfix_asks_the_policy_service(attach: Attach) {
     via_postfix(PBL, "pf-limit");
     asked_first(&d, CLEAN, "pass");
     via_postfix(CLEAN, "pf-clean");
-    let log = pf.maillog();
+    let log = pf.text();
     for ip in [PBL, CLEAN] {
         assert!(
             !pf.lines_since(0, ip).iter().any(|l| l.contains("reject")),
