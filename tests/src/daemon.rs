@@ -41,6 +41,8 @@ pub struct Spec {
     pub args: Vec<String>,
     /// Extra environment for `mxscreen run`.
     pub env: Vec<(String, String)>,
+    /// Where the state file goes (default: the daemon's temp dir).
+    pub state: Option<PathBuf>,
 }
 
 pub struct MxDaemon {
@@ -68,7 +70,10 @@ impl MxDaemon {
             ns_file: PathBuf::from(format!("/run/netns/{}", ns.name)),
             config: dir.path().join("mxscreen.toml"),
             socket: dir.path().join("control.sock"),
-            state: dir.path().join("state.json"),
+            state: spec
+                .state
+                .clone()
+                .unwrap_or_else(|| dir.path().join("state.json")),
             log: dir.path().join("daemon.log"),
             dir,
             pin_dir,

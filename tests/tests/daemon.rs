@@ -272,6 +272,160 @@ fn legacy_tc_filter_fails_open_when_the_daemon_dies() {
     refused(&b, CLEAN, smtp4());
 }
 
+/// A tmpfs of its own for the state file, unmounted on drop.
+struct SmallFs(tempfile::TempDir);
+
+impl SmallFs {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        mxscreen_tests::netns::run(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                "size=64k",
+                "mxs-test",
+                dir.path().to_str().unwrap(),
+            ],
+        );
+        Self(dir)
+    }
+
+    /// Fills the filesystem to the last byte.
+    fn fill(&self) {
+        let _ = std::process::Command::new("dd")
+            .args(["if=/dev/zero", "bs=4k"])
+            .arg(format!("of={}", self.0.path().join("filler").display()))
+            .output();
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.0.path().join("filler")).unwrap();
+    }
+
+    fn remount(&self, how: &str) {
+        mxscreen_tests::netns::run(
+            "mount",
+            &[
+                "-o",
+                &format!("remount,{how}"),
+                self.0.path().to_str().unwrap(),
+            ],
+        );
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// Every command is all-or-nothing. A state write that fails (full disk, read-only mount)
+/// changes nothing: the command fails in one line, the maps and the daemon's memory are as
+/// before, the next successful write does not carry the failed change, and a restart shows
+/// the same.
+#[test]
+fn failed_state_writes_change_nothing() {
+    const FAILS: &str = "192.0.2.31";
+    const STAYS: &str = "192.0.2.32";
+    const LATER: &str = "192.0.2.33";
+    let b = bed("ds");
+    for a in [FAILS, STAYS, LATER] {
+        b.wire.add_client_addr(a);
+    }
+    let fs = SmallFs::new();
+    let mut s = spec(&b, "bl.test");
+    s.state = Some(fs.0.path().join("state.json"));
+    let mut d = MxDaemon::start(&b.wire.server, SERVER_IFACE, s);
+    let failed = |out: std::process::Output| {
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("nothing changed") && err.lines().count() == 1,
+            "{}",
+            text(&out)
+        );
+    };
+    d.cli_ok(&["block", STAYS]);
+    let on_disk = || std::fs::read_to_string(&d.state).unwrap();
+
+    // Full disk: block and unblock fail and change nothing.
+    fs.fill();
+    failed(d.cli(&["block", FAILS]));
+    connects(&b, FAILS, smtp4());
+    failed(d.cli(&["unblock", STAYS]));
+    refused(&b, STAYS, smtp4());
+    assert!(d.cli_ok(&["list", "--blocked"]).contains(STAYS));
+    fs.free();
+    d.cli_ok(&["block", LATER]);
+    assert!(!on_disk().contains(FAILS) && on_disk().contains(STAYS) && on_disk().contains(LATER));
+    connects(&b, FAILS, smtp4());
+
+    // Read-only mount: the same.
+    fs.remount("ro");
+    failed(d.cli(&["block", FAILS]));
+    failed(d.cli(&["unblock", LATER]));
+    failed(d.cli(&["allow", LATER]));
+    refused(&b, LATER, smtp4());
+    connects(&b, FAILS, smtp4());
+    fs.remount("rw");
+
+    // A restart shows what the operator was told.
+    d.stop();
+    d.restart();
+    refused(&b, STAYS, smtp4());
+    refused(&b, LATER, smtp4());
+    connects(&b, FAILS, smtp4());
+    let list = d.cli_ok(&["list", "--blocked"]);
+    assert!(
+        !list.contains(FAILS) && list.contains(STAYS) && list.contains(LATER),
+        "{list}"
+    );
+}
+
+/// A FIFO (or any non-regular file) as the state file is refused in one line at start
+/// instead of blocking the daemon forever.
+#[test]
+fn a_fifo_state_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("state.json");
+    mxscreen_tests::netns::run("mkfifo", &[fifo.to_str().unwrap()]);
+    let config = dir.path().join("mxscreen.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[datapath]\ninterfaces = [\"lo\"]\n[state]\nfile = {:?}\n[control]\nsocket = {:?}\n",
+            fifo.display().to_string(),
+            dir.path().join("c.sock").display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(mxscreen_bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("mxscreen run blocked on a FIFO state file");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.contains("is not a regular file"), "{err}");
+}
+
 #[test]
 fn corrupt_state_file_is_moved_aside_and_reported() {
     let b = bed("dc");

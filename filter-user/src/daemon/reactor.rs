@@ -42,6 +42,24 @@ impl Daemon {
     pub fn apply(&mut self) -> Result<()> {
         self.beat()?;
         self.protected = protect::protected_set(&self.cfg.lists.allow);
+        let want = self.wanted();
+        for kind in [ListKind::Allow, ListKind::Deny] {
+            for (net, entry) in self.maps.list_entries(kind)? {
+                let ours = matches!(entry.reason(), Reason::Manual | Reason::Config);
+                if ours && !want.iter().any(|(k, n, _)| *k == kind && *n == net) {
+                    self.maps.list_remove(kind, net)?;
+                }
+            }
+        }
+        for (kind, net, entry) in want {
+            self.maps.list_insert(kind, net, entry)?;
+        }
+        Ok(())
+    }
+
+    /// Every list entry the config, the host and the state file call for, in the order they
+    /// are written (a manual entry replaces a config entry for the same prefix).
+    fn wanted(&self) -> Vec<(ListKind, IpNet, ListEntry)> {
         let mut want: Vec<(ListKind, IpNet, ListEntry)> = Vec::new();
         for p in &self.protected {
             want.push((ListKind::Allow, p.net, ListEntry::new(Reason::Config, 0)));
@@ -57,18 +75,20 @@ impl Daemon {
             let entry = ListEntry::new(Reason::Manual, boot_expiry(e.expires));
             want.push((e.list, e.net.trunc(), entry));
         }
-        for kind in [ListKind::Allow, ListKind::Deny] {
-            for (net, entry) in self.maps.list_entries(kind)? {
-                let ours = matches!(entry.reason(), Reason::Manual | Reason::Config);
-                if ours && !want.iter().any(|(k, n, _)| *k == kind && *n == net) {
-                    self.maps.list_remove(kind, net)?;
-                }
-            }
+        want
+    }
+
+    /// Puts back in the map what the config, the host and the state file call for at one
+    /// prefix: the undo of a map change whose state write failed.
+    pub(super) fn restore(&mut self, kind: ListKind, net: IpNet) -> Result<()> {
+        let want = self
+            .wanted()
+            .into_iter()
+            .rfind(|(k, n, _)| *k == kind && *n == net);
+        match want {
+            Some((_, _, entry)) => self.maps.list_insert(kind, net, entry),
+            None => self.maps.list_remove(kind, net).map(|_| ()),
         }
-        for (kind, net, entry) in want {
-            self.maps.list_insert(kind, net, entry)?;
-        }
-        Ok(())
     }
 
     /// Writes the runtime config with a fresh heartbeat. The datapath stops screening (passes
@@ -107,7 +127,9 @@ impl Daemon {
         );
     }
 
-    /// Removes expired manual entries (state file and tries) and expired verdicts.
+    /// Removes expired manual entries (state file, then tries: if the file cannot be written
+    /// they stay in both, where the datapath ignores them, until a later sweep) and expired
+    /// verdicts.
     pub fn sweep(&mut self) -> Result<()> {
         for e in self.state.take_expired(unix_now())? {
             self.maps.list_remove(e.list, e.net)?;

@@ -79,14 +79,18 @@ impl Daemon {
             created: now,
             expires,
         };
-        // State file first: if the map write then fails, a restart still applies the entry;
-        // the other way round, an entry could be enforced but forgotten.
-        self.state.upsert(entry)?;
+        // All or nothing: the map first (a full map fails here, before anything else
+        // changed), then the state file; if that write fails the map is put back as the
+        // config and the unchanged state call for, so file, memory and map still agree.
         self.maps.list_insert(
             list,
             net,
             ListEntry::new(Reason::Manual, boot_expiry(expires)),
         )?;
+        if let Err(e) = self.state.upsert(entry) {
+            self.undo(list, net);
+            return Err(e.context("nothing changed"));
+        }
         let verb = match list {
             ListKind::Deny => "blocked",
             ListKind::Allow => "allowed",
@@ -171,8 +175,12 @@ impl Daemon {
             }
             bail!("{net} is not {verb} by hand{hint}");
         }
-        self.state.remove(list, net)?;
+        // As in `manual`: map, then file, the map put back if the file cannot be written.
         self.maps.list_remove(list, net)?;
+        if let Err(e) = self.state.remove(list, net) {
+            self.undo(list, net);
+            return Err(e.context("nothing changed"));
+        }
         tracing::info!(list = ?list, %net, "manual entry removed");
         let mut message = match list {
             ListKind::Deny => format!("unblocked {net}"),
@@ -192,6 +200,14 @@ impl Daemon {
             ));
         }
         Ok(message)
+    }
+
+    /// Undoes a map change whose state write failed (logged if even that fails: the next
+    /// reload or restart rebuilds the lists from the file).
+    fn undo(&mut self, list: ListKind, net: IpNet) {
+        if let Err(e) = self.restore(list, net) {
+            tracing::error!(%net, error = %format!("{e:#}"), "could not undo a map change; a reload (SIGHUP) rebuilds the lists");
+        }
     }
 
     fn listed(&self, list: ListKind, net: IpNet, e: &ListEntry) -> ListedEntry {
