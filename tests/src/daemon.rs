@@ -174,6 +174,11 @@ impl MxDaemon {
         self.launch();
     }
 
+    /// The daemon's process id (nsenter execs it in place).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
         let pid = self.child.as_ref().expect("running").id() as i32;
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap();
@@ -223,17 +228,20 @@ impl MxDaemon {
 
     /// The daemon's cached verdict action for `ip` (`pass`/`limit`/`drop`), if any.
     pub fn verdict(&self, ip: &str) -> Option<String> {
-        let list: serde_json::Value =
-            serde_json::from_str(&self.cli_ok(&["list", "--verdicts", "--json"])).unwrap();
+        self.verdict_entry(ip)
+            .map(|e| e["action"].as_str().unwrap().to_owned())
+    }
+
+    /// The `list --verdicts --json` entry (one JSON object per line) for `ip`, if any.
+    pub fn verdict_entry(&self, ip: &str) -> Option<serde_json::Value> {
         let host = if ip.contains(':') {
             format!("{ip}/128")
         } else {
             format!("{ip}/32")
         };
-        list.as_array()?
-            .iter()
+        ndjson(&self.cli_ok(&["list", "--verdicts", "--json"]))
+            .into_iter()
             .find(|e| e["net"] == host.as_str())
-            .map(|e| e["action"].as_str().unwrap().to_owned())
     }
 
     /// Waits for a verdict for `ip` and returns its action.
@@ -307,4 +315,12 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// `--json` output of `list`: one JSON object per line.
+pub fn ndjson(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
 }

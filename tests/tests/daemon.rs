@@ -17,6 +17,9 @@ const LISTED: &str = "192.0.2.20";
 const LISTED_V6: &str = "2001:db8:1::20";
 const CLEAN: &str = "192.0.2.21";
 const LATER_LISTED: &str = "192.0.2.22";
+/// Listed by forge.test with a TXT record that tries to read as log fields of its own.
+const FORGER: &str = "192.0.2.23";
+const FORGED_TXT: &str = "spam x\" action=\"pass\" ip=6.6.6.6 y=\"";
 const VERDICT_WITHIN: Duration = Duration::from_secs(10);
 const REFUSED_WITHIN: Duration = Duration::from_millis(800);
 const CONNECTS_WITHIN: Duration = Duration::from_secs(5);
@@ -43,7 +46,7 @@ fn other4() -> SocketAddr {
 /// the server namespace, where the daemon will run.
 fn bed(tag: &str) -> Bed {
     let wire = Wire::new(tag);
-    for a in [LISTED, CLEAN, LATER_LISTED, LISTED_V6] {
+    for a in [LISTED, CLEAN, LATER_LISTED, LISTED_V6, FORGER] {
         wire.add_client_addr(a);
     }
     let (rbl, listeners) = wire.server.enter(|| {
@@ -60,6 +63,11 @@ fn bed(tag: &str) -> Bed {
                 "later.test",
                 Duration::from_secs(900),
                 vec![listing(LATER_LISTED, "127.0.0.2", "listed later")],
+            ),
+            RblZone::new(
+                "forge.test",
+                Duration::from_secs(900),
+                vec![listing(FORGER, "127.0.0.2", FORGED_TXT)],
             ),
         ]);
         let listeners = [smtp4(), other4(), smtp6()]
@@ -474,6 +482,209 @@ fn control_socket_is_root_only() {
             && err.lines().count() == 1,
         "{err}"
     );
+    // With the file mode opened up, the daemon's own check of the peer's credentials is
+    // what refuses (its sentence, not the client's).
+    std::fs::set_permissions(
+        &d.socket,
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
+    let out = as_nobody(
+        &mxscreen_bin(),
+        &[
+            "block",
+            "192.0.2.99",
+            "--socket",
+            d.socket.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "mxscreen: permission denied: the mxscreen control socket is for root only",
+    );
+    assert!(!d.cli_ok(&["list", "--blocked"]).contains("192.0.2.99"));
+}
+
+/// A closed stdout (`list | head -1`, `status | true`) ends every command quietly: exit 0,
+/// nothing on stderr. The reader is gone before the command writes, so the write must fail.
+#[test]
+fn a_closed_stdout_ends_commands_quietly() {
+    let b = bed("dp");
+    let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, spec(&b, "bl.test"));
+    d.cli_ok(&["block", LISTED]);
+    let socket = d.socket.to_str().unwrap();
+    for args in [
+        vec!["list", "--socket", socket],
+        vec!["list", "--json", "--socket", socket],
+        vec!["stats", "--socket", socket],
+        vec!["stats", "--watch", "--socket", socket],
+        vec!["status", "--socket", socket],
+        vec!["status", "--json", "--socket", socket],
+        vec!["config", "default"],
+        vec!["check", LISTED, "--config", d.config.to_str().unwrap()],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut child = std::process::Command::new(mxscreen_bin())
+            .args(&args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "{args:?} did not end"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out));
+        assert!(out.stderr.is_empty(), "{args:?}: {}", text(&out));
+    }
+}
+
+/// Control connections are bounded and idle ones time out: 500 clients that connect and
+/// say nothing hold no more than the bound of descriptors, are closed after the idle timeout,
+/// and `status` answers again within it.
+#[test]
+fn idle_control_connections_are_bounded_and_time_out() {
+    let b = bed("di");
+    let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, spec(&b, "bl.test"));
+    let pid = d.pid();
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let before = fds();
+    let idle: Vec<std::os::unix::net::UnixStream> = (0..500)
+        .map(|_| std::os::unix::net::UnixStream::connect(&d.socket).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        fds() < before + 64,
+        "the daemon holds {} descriptors for 500 idle clients (had {before})",
+        fds()
+    );
+    let started = Instant::now();
+    while !d.cli(&["status"]).status.success() {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "status never answered"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Every idle client has been closed by now (EOF, or an error reply then EOF).
+    for mut s in idle {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut s, &mut buf).expect("closed by the daemon");
+    }
+    assert!(
+        fds() <= before + 2,
+        "descriptors left: {} (had {before})",
+        fds()
+    );
+}
+
+/// `block` of a prefix wider than control.widest_block_v4/v6 fails (exit 1) unless --force.
+#[test]
+fn too_wide_blocks_need_force() {
+    let b = bed("dw");
+    let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, spec(&b, "bl.test"));
+    for net in ["198.50.0.0/15", "2001:db8::/31"] {
+        let out = d.cli(&["block", net]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("add --force"),
+            "{}",
+            text(&out)
+        );
+        assert!(!d.cli_ok(&["list", "--blocked"]).contains(net));
+        let out = d.cli_ok(&["block", net, "--force"]);
+        assert!(out.starts_with(&format!("blocked {net}")), "{out}");
+        assert!(d.cli_ok(&["list", "--blocked"]).contains(net));
+    }
+    // The client's own /24 is not inside either.
+    connects(&b, CLEAN, smtp4());
+}
+
+/// A reload that fails is shown by `status` (when, and why) until one succeeds.
+#[test]
+fn status_shows_a_failed_reload() {
+    let b = bed("df");
+    let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, spec(&b, "bl.test"));
+    let good = std::fs::read_to_string(&d.config).unwrap();
+    let bad = good.replace("[policy]\n", "[policy]\nlimit_rate = 0\n");
+    assert_ne!(bad, good);
+    std::fs::write(&d.config, bad).unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    let started = Instant::now();
+    let status = loop {
+        let s = d.cli_ok(&["status"]);
+        if s.contains("reload") {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{s}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        status.contains("the last reload")
+            && status.contains("failed")
+            && status.contains("limit_rate"),
+        "{status}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&d.cli_ok(&["status", "--json"])).unwrap();
+    assert_eq!(json["reload"]["failed"], 1, "{json:#}");
+    assert!(
+        json["reload"]["error"].as_str().unwrap().contains(":"),
+        "{json:#}"
+    );
+    std::fs::write(&d.config, good).unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    let started = Instant::now();
+    loop {
+        let json: serde_json::Value =
+            serde_json::from_str(&d.cli_ok(&["status", "--json"])).unwrap();
+        if json["reload"]["ok"] == 1 {
+            assert!(json["reload"]["error"].is_null(), "{json:#}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{json:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!d.cli_ok(&["status"]).contains("the last reload"));
+}
+
+/// A DNSBL cannot forge the verdict log line: a TXT record written to read as more fields
+/// stays inside the quoted `reasons` value, and the line parses back (logfmt) to exactly one
+/// action and one address.
+#[test]
+fn a_dnsbl_txt_record_cannot_forge_log_fields() {
+    let b = bed("dx");
+    let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, spec(&b, "forge.test"));
+    connects(&b, FORGER, smtp4());
+    assert_eq!(d.wait_verdict(FORGER, VERDICT_WITHIN), "drop");
+    let log = d.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("mxscreen-verdict") && l.contains(FORGER))
+        .unwrap_or_else(|| panic!("no verdict line:\n{log}"));
+    let fields = mxscreen_tests::logfmt::parse(line);
+    let all = |k: &str| -> Vec<&str> {
+        fields
+            .iter()
+            .filter(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_eq!(all("action"), ["drop"], "{line}");
+    assert_eq!(all("ip"), [FORGER], "{line}");
+    assert!(all("reasons")[0].contains(FORGED_TXT), "{line}");
+    assert!(all("y").is_empty(), "{line}");
 }
 
 #[test]

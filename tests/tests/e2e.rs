@@ -93,19 +93,12 @@ fn assert_has(line: &str, fields: &[&str]) {
 
 /// The `list --verdicts --json` entry for `ip`.
 fn verdict_entry(d: &MxDaemon, ip: &str) -> serde_json::Value {
-    let list: serde_json::Value =
-        serde_json::from_str(&d.cli_ok(&["list", "--verdicts", "--json"])).unwrap();
-    let host = if ip.contains(':') {
-        format!("{ip}/128")
-    } else {
-        format!("{ip}/32")
-    };
-    list.as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["net"] == host.as_str())
-        .cloned()
-        .unwrap_or_else(|| panic!("no verdict for {ip} in {list:#}"))
+    d.verdict_entry(ip).unwrap_or_else(|| {
+        panic!(
+            "no verdict for {ip} in {}",
+            d.cli_ok(&["list", "--verdicts", "--json"])
+        )
+    })
 }
 
 fn unix_now() -> u64 {

@@ -246,6 +246,8 @@ mod tests {
         );
         let msg = err("[[dnsbl]]\nzone = \"a.example\"\nweight = 1\nwieght = 2\n");
         assert!(msg.starts_with("test.toml:4:1: dnsbl[0].wieght: "), "{msg}");
+        let msg = err("[policy]\nobserve = true\n[policy]\n");
+        assert!(msg.starts_with("test.toml:3:2: policy: duplicate"), "{msg}");
         let msg = err("[datapath]\nportz = [25]\n");
         assert!(msg.starts_with("test.toml:2:1: datapath.portz: "), "{msg}");
     }

@@ -5,15 +5,18 @@
 //! - this file: start-up and the main loop, which owns the [`Daemon`] (no locks);
 //! - [`reactor`]: what the daemon does on its own — list reconciliation, new peers,
 //!   verdicts into the maps, the sweep of expired entries;
-//! - [`requests`]: the answers to the operator's control requests;
+//! - [`requests`]: the answers to the operator's control requests that change something;
+//! - [`listing`]: `list` (streamed) and lookups; [`status`]: `stats` and `status`;
 //! - [`reload`]: what SIGHUP does;
 //! - [`protect`]: addresses that can never be dropped; [`interfaces`]: where to attach.
 
 pub mod interfaces;
+mod listing;
 pub mod protect;
 mod reactor;
 mod reload;
 mod requests;
+mod status;
 
 use std::{
     path::PathBuf,
@@ -30,7 +33,7 @@ use tokio::{
 use self::protect::Protected;
 use crate::{
     config::Config,
-    control::server::ControlSocket,
+    control::{protocol::ReloadStatus, server::ControlSocket},
     datapath::{self, AttachMode, Attached, DatapathMaps, Events, LoadOptions},
     reputation::Engine,
     state::State,
@@ -62,6 +65,8 @@ pub struct Daemon {
     pub engine: Engine,
     pub protected: Vec<Protected>,
     pub started: Instant,
+    /// How SIGHUP reloads went (for `status`).
+    pub reloads: Option<ReloadStatus>,
 }
 
 /// Reads the config (file or defaults) and applies the command-line overrides.
@@ -112,6 +117,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         engine,
         protected: Vec::new(),
         started: Instant::now(),
+        reloads: None,
     };
     d.apply()?;
     d.attach_all(&ifaces)?;

@@ -119,7 +119,9 @@ impl Daemon {
             action = v.action.name(),
             ip = %v.ip,
             score = v.score,
-            reasons = %v.reasons(),
+            // Debug-formatted: quoted and escaped (logfmt), because the evidence carries a
+            // DNSBL's TXT text, which must never read as fields of its own.
+            reasons = ?v.reasons(),
             ttl = v.ttl.as_secs(),
             source = v.reason.name(),
             observe = self.cfg.policy.observe,
@@ -136,13 +138,16 @@ impl Daemon {
             tracing::info!(list = ?e.list, net = %e.net, "manual entry expired");
         }
         let now = clock::now_ns();
-        let expired: Vec<IpAddr> = self
-            .maps
-            .verdicts()?
-            .into_iter()
-            .filter(|(_, v)| v.expires_ns != 0 && v.expires_ns <= now)
-            .map(|(ip, _)| ip)
-            .collect();
+        let mut expired: Vec<IpAddr> = Vec::new();
+        self.maps.for_each_verdict_chunk(|chunk| {
+            expired.extend(
+                chunk
+                    .iter()
+                    .filter(|(_, v)| v.expires_ns != 0 && v.expires_ns <= now)
+                    .map(|(ip, _)| *ip),
+            );
+            true
+        })?;
         let removed = self.maps.verdicts_remove(&expired)?;
         if removed > 0 {
             tracing::debug!(removed, "expired verdicts removed");

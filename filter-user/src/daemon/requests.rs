@@ -1,39 +1,27 @@
 //! The daemon's answers to the operator's control requests. Changes reach the maps (and the
 //! state file) before the reply is sent, so a `block` has taken effect when the command
-//! returns.
+//! returns; each change is all-or-nothing (see `manual`).
 
-use std::{net::IpAddr, time::Duration};
+use std::time::Duration;
 
 use anyhow::{Result, bail};
-use filter_common::{Action, Counter, ListEntry, Reason, Verdict as MapVerdict, program_names};
+use filter_common::{Action, ListEntry, Reason};
 use ipnet::IpNet;
 
-use super::{
-    Daemon, protect,
-    reactor::{boot_expiry, unix_expiry},
-};
+use super::{Daemon, protect, reactor::boot_expiry};
 use crate::{
-    control::protocol::{
-        Body, InterfaceStatus, ListName, ListWhat, ListedEntry, LookupReply, MapFill,
-        ProgramStatus, Reply, Request, ResolverStatus, Source, StatsReply, StatusReply,
+    control::{
+        protocol::{Body, Reply, Request},
+        server::Answer,
     },
     datapath::{ListKind, clock},
     duration,
-    reputation::Stats,
     state::{ManualEntry, unix_now},
 };
 
-/// What `list` calls each list.
-const fn list_name(kind: ListKind) -> ListName {
-    match kind {
-        ListKind::Deny => ListName::Blocked,
-        ListKind::Allow => ListName::Allowed,
-    }
-}
-
 impl Daemon {
     /// Answers one control request.
-    pub fn handle(&mut self, req: Request) -> Reply {
+    pub fn handle(&mut self, req: Request) -> Answer {
         let result = match req {
             Request::Block {
                 net,
@@ -50,17 +38,23 @@ impl Daemon {
                 .manual(ListKind::Allow, net.trunc(), ttl_secs, reason)
                 .map(done),
             Request::Unallow { net } => self.unlist(ListKind::Allow, net).map(done),
-            Request::List { what } => self.list(what).map(|entries| Body::List { entries }),
+            Request::List { what } => {
+                return self.list(what).unwrap_or_else(|e| {
+                    Answer::One(Reply::Error {
+                        message: format!("{e:#}"),
+                    })
+                });
+            }
             Request::Stats => self.stats().map(Body::Stats),
             Request::Status => self.status().map(Body::Status),
             Request::Lookup { ip } => self.lookup(ip).map(Body::Lookup),
         };
-        match result {
+        Answer::One(match result {
             Ok(body) => Reply::Ok { body },
             Err(e) => Reply::Error {
                 message: format!("{e:#}"),
             },
-        }
+        })
     }
 
     fn manual(
@@ -208,200 +202,6 @@ impl Daemon {
         if let Err(e) = self.restore(list, net) {
             tracing::error!(%net, error = %format!("{e:#}"), "could not undo a map change; a reload (SIGHUP) rebuilds the lists");
         }
-    }
-
-    fn listed(&self, list: ListKind, net: IpNet, e: &ListEntry) -> ListedEntry {
-        let manual = self.state.get(list, net);
-        let source = match e.reason() {
-            Reason::Config => self
-                .protected
-                .iter()
-                .find(|p| p.net == net)
-                .map_or(Source::Config, |p| p.why),
-            r => Source::from(r),
-        };
-        ListedEntry {
-            list: list_name(list),
-            net,
-            action: match list {
-                ListKind::Deny => Action::Drop,
-                ListKind::Allow => Action::Pass,
-            },
-            source,
-            reason: manual.and_then(|m| m.reason.clone()),
-            created: manual.map(|m| m.created),
-            expires: manual
-                .and_then(|m| m.expires)
-                .or_else(|| unix_expiry(e.expires_ns)),
-            hits: e.hits,
-        }
-    }
-
-    fn verdict_entry(ip: IpAddr, v: &MapVerdict) -> ListedEntry {
-        ListedEntry {
-            list: ListName::Verdict,
-            net: IpNet::from(ip),
-            action: v.action(),
-            source: Source::from(v.reason()),
-            reason: None,
-            created: None,
-            expires: unix_expiry(v.expires_ns),
-            hits: v.hits,
-        }
-    }
-
-    fn list(&mut self, what: ListWhat) -> Result<Vec<ListedEntry>> {
-        let mut out = Vec::new();
-        for (kind, wanted) in [
-            (ListKind::Deny, ListWhat::Blocked),
-            (ListKind::Allow, ListWhat::Allowed),
-        ] {
-            if what == wanted || what == ListWhat::All {
-                for (net, e) in self.maps.list_entries(kind)? {
-                    out.push(self.listed(kind, net, &e));
-                }
-            }
-        }
-        if matches!(what, ListWhat::Verdicts | ListWhat::All) {
-            let now = clock::now_ns();
-            for (ip, v) in self.maps.verdicts()? {
-                if v.expires_ns == 0 || v.expires_ns > now {
-                    out.push(Self::verdict_entry(ip, &v));
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    fn stats(&self) -> Result<StatsReply> {
-        let counters = self.maps.counters()?;
-        let datapath = Counter::ALL
-            .iter()
-            .map(|c| (c.name().to_owned(), counters[*c as usize]))
-            .collect();
-        let mut by_action: Vec<(Action, u64)> = Action::ALL.iter().map(|a| (*a, 0)).collect();
-        let mut by_source = std::collections::BTreeMap::<Source, u64>::new();
-        let now = clock::now_ns();
-        for (_, v) in self.maps.verdicts()? {
-            if v.expires_ns != 0 && v.expires_ns <= now {
-                continue;
-            }
-            // The action the datapath applies: an unknown byte passes, here as there.
-            if let Some(slot) = by_action.iter_mut().find(|(a, _)| *a == v.action()) {
-                slot.1 += 1;
-            }
-            *by_source.entry(Source::from(v.reason())).or_default() += 1;
-        }
-        Ok(StatsReply {
-            datapath,
-            verdicts_by_action: by_action,
-            verdicts_by_reason: by_source.into_iter().collect(),
-            engine: self.engine.stats(),
-        })
-    }
-
-    fn status(&mut self) -> Result<StatusReply> {
-        let mut programs = Vec::new();
-        for name in [program_names::XDP, program_names::TC] {
-            if let Some(p) = self.ebpf.program(name) {
-                let id = p.info().map(|i| i.id()).unwrap_or(0);
-                programs.push(ProgramStatus {
-                    name: name.to_owned(),
-                    id,
-                });
-            }
-        }
-        let sizes = self.cfg.datapath.maps;
-        let fill = |name: &str, entries: usize, per_family: u32| MapFill {
-            name: name.into(),
-            entries: entries as u64,
-            max_entries: per_family.saturating_mul(2),
-        };
-        let maps = vec![
-            fill(
-                "allow (v4+v6)",
-                self.maps.list_entries(ListKind::Allow)?.len(),
-                sizes.allow,
-            ),
-            fill(
-                "deny (v4+v6)",
-                self.maps.list_entries(ListKind::Deny)?.len(),
-                sizes.deny,
-            ),
-            fill(
-                "verdicts (v4+v6)",
-                self.maps.verdicts()?.len(),
-                sizes.verdicts,
-            ),
-        ];
-        let engine = self.engine.stats();
-        Ok(StatusReply {
-            version: env!("CARGO_PKG_VERSION").into(),
-            uptime_secs: self.started.elapsed().as_secs(),
-            config_file: self.config_path.as_ref().map(|p| p.display().to_string()),
-            observe: self.cfg.policy.observe,
-            first_contact: self.cfg.datapath.first_contact,
-            ports: self.cfg.datapath.ports.clone(),
-            interfaces: self
-                .attached
-                .iter()
-                .map(|a| InterfaceStatus {
-                    name: a.iface.clone(),
-                    mode: a.mode,
-                })
-                .collect(),
-            programs,
-            maps,
-            warnings: self.status_warnings(&engine),
-            resolver: ResolverStatus {
-                nameservers: self.cfg.resolver.nameservers.clone(),
-                engine,
-            },
-        })
-    }
-
-    /// Setup warnings plus a line per zone that has answered with refusal codes.
-    fn status_warnings(&self, stats: &Stats) -> Vec<String> {
-        let mut w = self.engine.warnings();
-        for (zone, z) in &stats.zones {
-            if z.error_codes > 0 {
-                w.push(format!(
-                    "{zone} refused {} queries with error codes (127.255.255.x): those peers were not screened by it; check resolver.nameservers",
-                    z.error_codes
-                ));
-            }
-        }
-        w
-    }
-
-    fn lookup(&mut self, ip: IpAddr) -> Result<LookupReply> {
-        let mut reply = LookupReply {
-            ip: Some(ip),
-            ..Default::default()
-        };
-        for kind in [ListKind::Allow, ListKind::Deny] {
-            if let Some(e) = self.maps.list_match(kind, ip)? {
-                // The trie returns the value, not the prefix: name the longest listed prefix.
-                let net = self
-                    .maps
-                    .list_entries(kind)?
-                    .into_iter()
-                    .filter(|(n, _)| n.contains(&ip))
-                    .max_by_key(|(n, _)| n.prefix_len())
-                    .map_or(IpNet::from(ip), |(n, _)| n);
-                let entry = Some(self.listed(kind, net, &e));
-                match kind {
-                    ListKind::Allow => reply.allowed = entry,
-                    ListKind::Deny => reply.blocked = entry,
-                }
-            }
-        }
-        if let Some(v) = self.maps.verdict_get(ip)?
-            && (v.expires_ns == 0 || v.expires_ns > clock::now_ns())
-        {
-            reply.verdict = Some(Self::verdict_entry(ip, &v));
-        }
-        Ok(reply)
     }
 }
 
