@@ -61,7 +61,7 @@ impl Daemon {
         for (kind, net, entry) in want {
             self.maps.list_insert(kind, net, entry)?;
         }
-        Ok(())
+        self.recount_lists()
     }
 
     /// A new peer from the datapath: hand it to the engine's budgeted queue.
@@ -73,10 +73,14 @@ impl Daemon {
     /// A verdict from the engine: into the map, and one log line for humans and parsers.
     pub fn on_verdict(&mut self, v: &Verdict) {
         let entry = MapVerdict::new(v.action, v.reason, clock::expiry_after(v.ttl));
+        // What it replaces, for the census (a failed read only makes the count approximate
+        // until the next sweep).
+        let previous = self.maps.verdict_get(v.ip).ok().flatten();
         if let Err(e) = self.maps.verdict_set(v.ip, entry) {
             tracing::warn!(ip = %v.ip, error = %e, "could not store verdict");
             return;
         }
+        self.count_verdict(previous.as_ref(), &entry);
         tracing::info!(
             target: "mxscreen::verdict",
             action = v.action.name(),
@@ -90,24 +94,13 @@ impl Daemon {
         );
     }
 
-    /// Removes expired manual entries (state file and tries) and expired verdicts.
+    /// Removes expired manual entries (state file and tries) and expired verdicts, and
+    /// counts what is left (the census).
     pub fn sweep(&mut self) -> Result<()> {
         for e in self.state.take_expired(unix_now())? {
             self.maps.list_remove(e.list, e.net)?;
             tracing::info!(list = ?e.list, net = %e.net, "manual entry expired");
         }
-        let now = clock::now_ns();
-        let expired: Vec<IpAddr> = self
-            .maps
-            .verdicts()?
-            .into_iter()
-            .filter(|(_, v)| v.expires_ns != 0 && v.expires_ns <= now)
-            .map(|(ip, _)| ip)
-            .collect();
-        let removed = self.maps.verdicts_remove(&expired)?;
-        if removed > 0 {
-            tracing::debug!(removed, "expired verdicts removed");
-        }
-        Ok(())
+        self.take_census()
     }
 }

@@ -4,8 +4,9 @@ use super::{Daemon, RunOptions, read_config};
 
 /// SIGHUP: re-read the config; apply ports, limits, first contact, observe, zones, weights,
 /// thresholds, resolver and lists live. What needs a restart (interfaces, mode, map sizes,
-/// pin directory, socket, state file) is named in a warning. A bad config changes nothing.
-pub fn reload(d: &mut Daemon, opts: &RunOptions) {
+/// pin directory, socket, state file, metrics endpoint) is named in a warning. A bad config
+/// changes nothing. Returns whether the new config was applied.
+pub fn reload(d: &mut Daemon, opts: &RunOptions) -> bool {
     let opts = RunOptions {
         config: opts.config.clone().or_else(|| d.config_path.clone()),
         ..opts.clone()
@@ -14,12 +15,12 @@ pub fn reload(d: &mut Daemon, opts: &RunOptions) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "reload failed; keeping the running config");
-            return;
+            return false;
         }
     };
     if let Err(e) = d.engine.reload(new.reputation()) {
         tracing::error!(error = %e, "reload failed; keeping the running config");
-        return;
+        return false;
     }
     let old = std::mem::replace(&mut d.cfg, new);
     let mut restart = Vec::new();
@@ -34,6 +35,9 @@ pub fn reload(d: &mut Daemon, opts: &RunOptions) {
     if old.control.socket != d.cfg.control.socket || old.state.file != d.cfg.state.file {
         restart.push("control.socket/state.file");
     }
+    if old.metrics != d.cfg.metrics {
+        restart.push("metrics.listen");
+    }
     // Keep what cannot change live as it runs, so status tells the truth.
     d.cfg.datapath.interfaces = old.datapath.interfaces.clone();
     d.cfg.datapath.mode = old.datapath.mode;
@@ -41,13 +45,19 @@ pub fn reload(d: &mut Daemon, opts: &RunOptions) {
     d.cfg.datapath.pin_dir = old.datapath.pin_dir.clone();
     d.cfg.control.socket = old.control.socket.clone();
     d.cfg.state.file = old.state.file.clone();
-    match d.apply() {
+    d.cfg.metrics = old.metrics.clone();
+    let applied = match d.apply() {
         Ok(()) => {
-            tracing::info!(zones = d.cfg.dnsbl.len(), ports = ?d.cfg.datapath.ports, observe = d.cfg.policy.observe, "config reloaded")
+            tracing::info!(zones = d.cfg.dnsbl.len(), ports = ?d.cfg.datapath.ports, observe = d.cfg.policy.observe, "config reloaded");
+            true
         }
-        Err(e) => tracing::error!(error = %format!("{e:#}"), "applying the reloaded config failed"),
-    }
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "applying the reloaded config failed");
+            false
+        }
+    };
     if !restart.is_empty() {
         tracing::warn!(keys = %restart.join(", "), "changed in the config but only applied at restart");
     }
+    applied
 }

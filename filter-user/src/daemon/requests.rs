@@ -87,6 +87,7 @@ impl Daemon {
             net,
             ListEntry::new(Reason::Manual, boot_expiry(expires)),
         )?;
+        self.recount_lists()?;
         let verb = match list {
             ListKind::Deny => "blocked",
             ListKind::Allow => "allowed",
@@ -173,6 +174,7 @@ impl Daemon {
         }
         self.state.remove(list, net)?;
         self.maps.list_remove(list, net)?;
+        self.recount_lists()?;
         tracing::info!(list = ?list, %net, "manual entry removed");
         let mut message = match list {
             ListKind::Deny => format!("unblocked {net}"),
@@ -257,28 +259,23 @@ impl Daemon {
         Ok(out)
     }
 
-    fn stats(&self) -> Result<StatsReply> {
+    /// From a fresh census (which the metrics endpoint then serves too).
+    fn stats(&mut self) -> Result<StatsReply> {
+        self.take_census()?;
         let counters = self.maps.counters()?;
         let datapath = Counter::ALL
             .iter()
             .map(|c| (c.name().to_owned(), counters[*c as usize]))
             .collect();
-        let mut by_action: Vec<(Action, u64)> = Action::ALL.iter().map(|a| (*a, 0)).collect();
-        let mut by_source = std::collections::BTreeMap::<Source, u64>::new();
-        let now = clock::now_ns();
-        for (_, v) in self.maps.verdicts()? {
-            if v.expires_ns != 0 && v.expires_ns <= now {
-                continue;
-            }
-            // The action the datapath applies: an unknown byte passes, here as there.
-            if let Some(slot) = by_action.iter_mut().find(|(a, _)| *a == v.action()) {
-                slot.1 += 1;
-            }
-            *by_source.entry(Source::from(v.reason())).or_default() += 1;
-        }
+        let by_source: std::collections::BTreeMap<Source, u64> = self
+            .census
+            .verdicts_by_reason()
+            .filter(|(_, n)| *n > 0)
+            .map(|(r, n)| (Source::from(r), n))
+            .collect();
         Ok(StatsReply {
             datapath,
-            verdicts_by_action: by_action,
+            verdicts_by_action: self.census.verdicts_by_action().collect(),
             verdicts_by_reason: by_source.into_iter().collect(),
             engine: self.engine.stats(),
         })
@@ -295,28 +292,17 @@ impl Daemon {
                 });
             }
         }
+        self.take_census()?;
         let sizes = self.cfg.datapath.maps;
-        let fill = |name: &str, entries: usize, per_family: u32| MapFill {
+        let fill = |name: &str, entries: u64, per_family: u32| MapFill {
             name: name.into(),
-            entries: entries as u64,
+            entries,
             max_entries: per_family.saturating_mul(2),
         };
         let maps = vec![
-            fill(
-                "allow (v4+v6)",
-                self.maps.list_entries(ListKind::Allow)?.len(),
-                sizes.allow,
-            ),
-            fill(
-                "deny (v4+v6)",
-                self.maps.list_entries(ListKind::Deny)?.len(),
-                sizes.deny,
-            ),
-            fill(
-                "verdicts (v4+v6)",
-                self.maps.verdicts()?.len(),
-                sizes.verdicts,
-            ),
+            fill("allow (v4+v6)", self.census.allow, sizes.allow),
+            fill("deny (v4+v6)", self.census.deny, sizes.deny),
+            fill("verdicts (v4+v6)", self.census.verdicts(), sizes.verdicts),
         ];
         let engine = self.engine.stats();
         Ok(StatusReply {
