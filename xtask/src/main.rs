@@ -2,6 +2,7 @@
 //! daemon as root, run every test suite, run the benchmarks.
 
 mod bench;
+mod deb;
 mod lint;
 mod setup;
 mod test;
@@ -45,6 +46,9 @@ enum Command {
         /// Only the suites whose names contain this (e.g. `datapath`, `unit`).
         filter: Option<String>,
     },
+    /// Build the Debian package (target/debian/mxscreen_<version>-<rev>_amd64.deb) with
+    /// cargo-deb, with generated man pages, completions and config, and print its path.
+    Deb,
     /// Run a benchmark and print its table: `datapath`, `resolve` or `daemon`.
     Bench {
         #[arg(value_parser = ["datapath", "resolve", "daemon"])]
@@ -72,6 +76,11 @@ fn main() -> Result<()> {
             setup::setup()?;
             lint::run()?;
             test::run(filter.as_deref())
+        }
+        Command::Deb => {
+            setup::setup()?;
+            println!("{}", deb::build()?.display());
+            Ok(())
         }
         Command::Bench { name } => {
             setup::setup()?;
