@@ -39,6 +39,8 @@ pub struct Spec {
     pub datapath: String,
     pub sections: String,
     pub args: Vec<String>,
+    /// A command `mxscreen` runs under, e.g. `setpriv --bounding-set=... --`.
+    pub wrapper: Vec<String>,
 }
 
 pub struct MxDaemon {
@@ -101,6 +103,7 @@ impl MxDaemon {
         // nsenter joins only the network namespace, so the pins stay on the host's bpffs.
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net={}", self.ns_file.display()))
+            .args(&self.spec.wrapper)
             .arg(mxscreen_bin())
             .args(["run", "--config"])
             .arg(&self.config)
@@ -164,6 +167,11 @@ impl MxDaemon {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill first");
         self.launch();
+    }
+
+    /// The daemon's process id (nsenter execs it, so it is the child's).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
     }
 
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
