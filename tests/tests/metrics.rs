@@ -31,14 +31,22 @@ fn promtool(text: &str) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .expect("promtool (Debian's prometheus package; `cargo xtask setup` installs it)");
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     let said = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success() || !said.is_empty(), "promtool failed silently");
+    assert!(
+        out.status.success() || !said.is_empty(),
+        "promtool failed silently"
+    );
     said
 }
 
@@ -92,7 +100,10 @@ fn metrics_match_stats_and_status_and_pass_promtool() {
     let after = samples(&text);
 
     let problems = promtool(&text);
-    assert!(problems.trim().is_empty(), "promtool check metrics: {problems}\n{text}");
+    assert!(
+        problems.trim().is_empty(),
+        "promtool check metrics: {problems}\n{text}"
+    );
 
     let counter = |series: &str, from_stats: u64| {
         let (lo, hi) = (value(&before, series), value(&after, series));
@@ -108,19 +119,38 @@ fn metrics_match_stats_and_status_and_pass_promtool() {
             v,
         );
     }
-    assert!(value(&after, "mxscreen_datapath_packets_total{outcome=\"dropped_verdict\"}") >= 1.0);
+    assert!(
+        value(
+            &after,
+            "mxscreen_datapath_packets_total{outcome=\"dropped_verdict\"}"
+        ) >= 1.0
+    );
     for pair in stats["verdicts_by_action"].as_array().unwrap() {
         let series = format!("mxscreen_verdicts_cached{{action={}}}", pair[0]);
-        assert_eq!(value(&after, &series), pair[1].as_f64().unwrap(), "{series}");
+        assert_eq!(
+            value(&after, &series),
+            pair[1].as_f64().unwrap(),
+            "{series}"
+        );
     }
-    assert_eq!(value(&after, "mxscreen_verdicts_cached{action=\"drop\"}"), 1.0);
+    assert_eq!(
+        value(&after, "mxscreen_verdicts_cached{action=\"drop\"}"),
+        1.0
+    );
     let by_source: BTreeMap<String, f64> = stats["verdicts_by_reason"]
         .as_array()
         .unwrap()
         .iter()
         .map(|p| (p[0].as_str().unwrap().to_owned(), p[1].as_f64().unwrap()))
         .collect();
-    for source in ["manual", "config", "reputation", "tempfail", "feed", "unspecified"] {
+    for source in [
+        "manual",
+        "config",
+        "reputation",
+        "tempfail",
+        "feed",
+        "unspecified",
+    ] {
         let series = format!("mxscreen_verdicts_cached_by_source{{source=\"{source}\"}}");
         assert_eq!(
             value(&after, &series),
@@ -132,11 +162,23 @@ fn metrics_match_stats_and_status_and_pass_promtool() {
     for (row, series) in [
         ("submitted", "mxscreen_engine_peers_submitted_total"),
         ("queued", "mxscreen_engine_peers_total{outcome=\"queued\"}"),
-        ("rejected_queue_full", "mxscreen_engine_budget_rejections_total"),
+        (
+            "rejected_queue_full",
+            "mxscreen_engine_budget_rejections_total",
+        ),
         ("evaluations", "mxscreen_engine_evaluations_total"),
-        ("verdict_drop", "mxscreen_engine_verdicts_total{action=\"drop\"}"),
-        ("verdict_pass", "mxscreen_engine_verdicts_total{action=\"pass\"}"),
-        ("verdict_tempfail", "mxscreen_engine_tempfail_verdicts_total"),
+        (
+            "verdict_drop",
+            "mxscreen_engine_verdicts_total{action=\"drop\"}",
+        ),
+        (
+            "verdict_pass",
+            "mxscreen_engine_verdicts_total{action=\"pass\"}",
+        ),
+        (
+            "verdict_tempfail",
+            "mxscreen_engine_tempfail_verdicts_total",
+        ),
         ("queries_sent", "mxscreen_dns_queries_sent_total"),
     ] {
         counter(series, e[row].as_u64().unwrap());
@@ -159,8 +201,10 @@ fn metrics_match_stats_and_status_and_pass_promtool() {
     );
     // One A query per peer, timed: the histogram saw them (and the listed peer's TXT).
     assert!(
-        value(&after, "mxscreen_dns_lookup_duration_seconds_count{zone=\"bl.test\"}")
-            >= zone["queries"].as_f64().unwrap()
+        value(
+            &after,
+            "mxscreen_dns_lookup_duration_seconds_count{zone=\"bl.test\"}"
+        ) >= zone["queries"].as_f64().unwrap()
     );
     for m in status["maps"].as_array().unwrap() {
         let map = m["name"].as_str().unwrap().split(' ').next().unwrap();
@@ -170,7 +214,10 @@ fn metrics_match_stats_and_status_and_pass_promtool() {
             "{map}"
         );
         assert_eq!(
-            value(&after, &format!("mxscreen_map_capacity_entries{{map=\"{map}\"}}")),
+            value(
+                &after,
+                &format!("mxscreen_map_capacity_entries{{map=\"{map}\"}}")
+            ),
             m["max_entries"].as_f64().unwrap(),
             "{map}"
         );
@@ -187,7 +234,10 @@ fn metrics_match_stats_and_status_and_pass_promtool() {
     assert_eq!(value(&after, "mxscreen_observe_mode"), 0.0);
     let version = status["version"].as_str().unwrap();
     assert_eq!(
-        value(&after, &format!("mxscreen_build_info{{version=\"{version}\"}}")),
+        value(
+            &after,
+            &format!("mxscreen_build_info{{version=\"{version}\"}}")
+        ),
         1.0
     );
 
@@ -200,12 +250,21 @@ fn metrics_match_stats_and_status_and_pass_promtool() {
     d.signal(nix::sys::signal::Signal::SIGHUP);
     d.wait_log("reload failed", from, Duration::from_secs(10));
     let m = samples(&scrape(&wire.server, metrics_addr()));
-    assert_eq!(value(&m, "mxscreen_config_reloads_total{result=\"success\"}"), 1.0);
-    assert_eq!(value(&m, "mxscreen_config_reloads_total{result=\"failure\"}"), 1.0);
+    assert_eq!(
+        value(&m, "mxscreen_config_reloads_total{result=\"success\"}"),
+        1.0
+    );
+    assert_eq!(
+        value(&m, "mxscreen_config_reloads_total{result=\"failure\"}"),
+        1.0
+    );
     assert_eq!(value(&m, "mxscreen_config_last_reload_successful"), 0.0);
 
     // Only GET /metrics.
     assert_eq!(http(&wire.server, metrics_addr(), "GET", "/").0, 404);
-    assert_eq!(http(&wire.server, metrics_addr(), "POST", "/metrics").0, 405);
+    assert_eq!(
+        http(&wire.server, metrics_addr(), "POST", "/metrics").0,
+        405
+    );
     d.stop();
 }

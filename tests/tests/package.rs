@@ -42,7 +42,10 @@ fn ok(cmd: &mut Command) -> String {
 /// The package unpacked into a temporary root.
 fn unpacked() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    ok(Command::new("dpkg-deb").arg("-x").arg(deb()).arg(dir.path()));
+    ok(Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(deb())
+        .arg(dir.path()));
     dir
 }
 
@@ -69,7 +72,10 @@ fn package_ships_binary_unit_conffile_docs_man_pages_and_completions() {
     // A man page for every subcommand (and sub-subcommand), named as `man` finds it.
     let cli = mxscreen::cli::Cli::command();
     for sub in cli.get_subcommands().filter(|s| s.get_name() != "help") {
-        want.push(format!("./usr/share/man/man8/mxscreen-{}.8.gz", sub.get_name()));
+        want.push(format!(
+            "./usr/share/man/man8/mxscreen-{}.8.gz",
+            sub.get_name()
+        ));
         for inner in sub.get_subcommands().filter(|s| s.get_name() != "help") {
             want.push(format!(
                 "./usr/share/man/man8/mxscreen-{}-{}.8.gz",
@@ -90,9 +96,14 @@ fn package_ships_binary_unit_conffile_docs_man_pages_and_completions() {
     assert!(info.contains("Package: mxscreen"), "{info}");
     assert!(info.contains("procps"), "ExecReload's /bin/kill: {info}");
     let ctrl = tempfile::tempdir().unwrap();
-    ok(Command::new("dpkg-deb").arg("-e").arg(deb()).arg(ctrl.path()));
+    ok(Command::new("dpkg-deb")
+        .arg("-e")
+        .arg(deb())
+        .arg(ctrl.path()));
     assert_eq!(
-        std::fs::read_to_string(ctrl.path().join("conffiles")).unwrap().trim(),
+        std::fs::read_to_string(ctrl.path().join("conffiles"))
+            .unwrap()
+            .trim(),
         "/etc/mxscreen/mxscreen.toml"
     );
     let postrm = std::fs::read_to_string(ctrl.path().join("postrm")).unwrap();
@@ -114,7 +125,9 @@ fn package_ships_binary_unit_conffile_docs_man_pages_and_completions() {
     defaults.policy.observe = true;
     defaults.metrics.listen = Some("127.0.0.1:9725".parse().unwrap());
     assert_eq!(cfg, defaults);
-    let out = ok(Command::new(mxscreen_bin()).args(["config", "check"]).arg(&config));
+    let out = ok(Command::new(mxscreen_bin())
+        .args(["config", "check"])
+        .arg(&config));
     assert!(out.trim().ends_with(": ok"), "{out}");
 
     // Man pages render; completions name the subcommands.
@@ -122,7 +135,10 @@ fn package_ships_binary_unit_conffile_docs_man_pages_and_completions() {
         .args(["-l", "-P", "cat"])
         .arg(root.path().join("usr/share/man/man8/mxscreen-block.8.gz"))
         .env("MANWIDTH", "100"));
-    assert!(page.contains("mxscreen-block") && page.contains("--force"), "{page}");
+    assert!(
+        page.contains("mxscreen-block") && page.contains("--force"),
+        "{page}"
+    );
     let bash = std::fs::read_to_string(
         root.path()
             .join("usr/share/bash-completion/completions/mxscreen"),
@@ -149,7 +165,10 @@ fn unit_is_hardened_to_at_most_3_0() {
     let report = String::from_utf8_lossy(&out.stdout);
     let score: f64 = report
         .lines()
-        .find_map(|l| l.split("Overall exposure level for mxscreen.service: ").nth(1))
+        .find_map(|l| {
+            l.split("Overall exposure level for mxscreen.service: ")
+                .nth(1)
+        })
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no overall exposure in:\n{report}{}", text(&out)));
@@ -175,7 +194,10 @@ fn unit_capabilities() -> Vec<String> {
     let unit = std::fs::read_to_string(root.path().join(UNIT)).unwrap();
     let caps = unit_values(&unit, "CapabilityBoundingSet");
     assert_eq!(caps.len(), 1, "one CapabilityBoundingSet line: {caps:?}");
-    assert_eq!(unit_values(&unit, "AmbientCapabilities"), vec![String::new()]);
+    assert_eq!(
+        unit_values(&unit, "AmbientCapabilities"),
+        vec![String::new()]
+    );
     caps[0]
         .split_whitespace()
         .map(|c| c.trim_start_matches("CAP_").to_ascii_lowercase())
@@ -244,7 +266,8 @@ fn daemon_works_with_exactly_the_units_capabilities_and_needs_each() {
     wire.connect(peer, smtp, Duration::from_secs(5)).unwrap();
     d.cli_ok(&["block", peer, "--reason", "capability test"]);
     assert!(
-        wire.connect(peer, smtp, Duration::from_millis(800)).is_err(),
+        wire.connect(peer, smtp, Duration::from_millis(800))
+            .is_err(),
         "blocked under the unit's capabilities"
     );
     d.cli_ok(&["unblock", peer]);
@@ -366,7 +389,11 @@ impl Container {
             if ["running", "degraded"].contains(&state.as_str()) {
                 break;
             }
-            assert!(Instant::now() < deadline, "container boot: {state} {}", text(&out));
+            assert!(
+                Instant::now() < deadline,
+                "container boot: {state} {}",
+                text(&out)
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
         c
@@ -418,7 +445,8 @@ impl Drop for Container {
 
 /// Whether an XDP program is attached to the container's interface (seen from the host).
 fn attached(wire: &Wire) -> bool {
-    let out = run(Command::new("ip").args(["-n", &wire.server.name, "-d", "link", "show", SERVER_IFACE]));
+    let out =
+        run(Command::new("ip").args(["-n", &wire.server.name, "-d", "link", "show", SERVER_IFACE]));
     String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
 }
 
@@ -450,9 +478,15 @@ fn install_reload_upgrade_stop_and_purge_in_a_debian_container() {
         "journalctl -u mxscreen -o json --no-pager MXSCREEN_IFACE={SERVER_IFACE}"
     ));
     let entry: serde_json::Value = serde_json::from_str(started.lines().next().unwrap()).unwrap();
-    assert!(entry["MESSAGE"].as_str().unwrap().starts_with("attached"), "{entry}");
+    assert!(
+        entry["MESSAGE"].as_str().unwrap().starts_with("attached"),
+        "{entry}"
+    );
     assert_eq!(entry["PRIORITY"], "6");
-    assert_eq!(entry["MXSCREEN_OBSERVE"], "true", "the packaged config observes");
+    assert_eq!(
+        entry["MXSCREEN_OBSERVE"], "true",
+        "the packaged config observes"
+    );
 
     // A new peer becomes a verdict (observe mode; no resolver reachable here, so a
     // tempfail one), logged with its fields.
@@ -464,10 +498,22 @@ fn install_reload_upgrade_stop_and_purge_in_a_debian_container() {
         Duration::from_secs(20),
     );
     let v: serde_json::Value = serde_json::from_str(verdict.lines().next().unwrap()).unwrap();
-    assert!(v["MESSAGE"].as_str().unwrap().starts_with("mxscreen-verdict"), "{v}");
-    let action = v["MXSCREEN_ACTION"].as_str().expect("MXSCREEN_ACTION").to_owned();
+    assert!(
+        v["MESSAGE"]
+            .as_str()
+            .unwrap()
+            .starts_with("mxscreen-verdict"),
+        "{v}"
+    );
+    let action = v["MXSCREEN_ACTION"]
+        .as_str()
+        .expect("MXSCREEN_ACTION")
+        .to_owned();
     assert!(["pass", "limit", "drop"].contains(&action.as_str()), "{v}");
-    assert!(v["MXSCREEN_SCORE"].is_string() && v["MXSCREEN_SOURCE"].is_string(), "{v}");
+    assert!(
+        v["MXSCREEN_SCORE"].is_string() && v["MXSCREEN_SOURCE"].is_string(),
+        "{v}"
+    );
     let by_action = c.sh(&format!(
         "journalctl -u mxscreen --no-pager -o cat MXSCREEN_ACTION={action}"
     ));
@@ -490,9 +536,16 @@ fn install_reload_upgrade_stop_and_purge_in_a_debian_container() {
     let pid = c.sh("systemctl show -p MainPID --value mxscreen");
     c.sh("DEBIAN_FRONTEND=noninteractive dpkg -i /root/mxscreen.deb");
     c.wait("systemctl is-active mxscreen", Duration::from_secs(20));
-    assert_ne!(c.sh("systemctl show -p MainPID --value mxscreen"), pid, "restarted");
+    assert_ne!(
+        c.sh("systemctl show -p MainPID --value mxscreen"),
+        pid,
+        "restarted"
+    );
     let listed = c.sh("mxscreen list --json");
-    assert!(listed.contains(&format!("\"{peer}/32\"")), "verdict kept: {listed}");
+    assert!(
+        listed.contains(&format!("\"{peer}/32\"")),
+        "verdict kept: {listed}"
+    );
     assert!(listed.contains("198.51.100.7/32"), "block kept: {listed}");
 
     // Stop detaches; start attaches again.

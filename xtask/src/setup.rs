@@ -252,10 +252,9 @@ fn bpf_linker() -> Result<bool> {
 }
 
 fn cargo_deb() -> Result<bool> {
-    let works = cargo()
-        .args(["deb", "--version"])
-        .output()
-        .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(CARGO_DEB_VERSION));
+    let works = cargo().args(["deb", "--version"]).output().is_ok_and(|o| {
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains(CARGO_DEB_VERSION)
+    });
     if works {
         return Ok(false);
     }

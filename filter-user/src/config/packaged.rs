@@ -62,7 +62,10 @@ mod tests {
         expected.metrics.listen = Some("127.0.0.1:9725".parse().unwrap());
         assert_eq!(cfg, expected);
         assert!(
-            text.lines().next().unwrap().starts_with("# mxscreen configuration")
+            text.lines()
+                .next()
+                .unwrap()
+                .starts_with("# mxscreen configuration")
                 && text.contains("policy.observe = true: a fresh install screens nothing"),
             "{text}"
         );
@@ -77,15 +80,21 @@ mod tests {
     fn every_other_key_is_there_commented_with_its_default() {
         let text = packaged_toml();
         let written_out = format!("{HEADER}\n{}", annotated_toml(&packaged(), &|_| true));
-        let (lines, full): (Vec<&str>, Vec<&str>) = (text.lines().collect(), written_out.lines().collect());
+        let (lines, full): (Vec<&str>, Vec<&str>) =
+            (text.lines().collect(), written_out.lines().collect());
         assert_eq!(lines.len(), full.len());
         for (l, f) in lines.iter().zip(&full) {
             assert!(*l == *f || l.strip_prefix('#') == Some(f), "{l:?} vs {f:?}");
             let set = *l == *f && (f.contains(" = ") || f.starts_with('[')) && !f.starts_with('#');
             assert_eq!(
                 set,
-                ["[policy]", "observe = true", "[metrics]", "listen = \"127.0.0.1:9725\""]
-                    .contains(f),
+                [
+                    "[policy]",
+                    "observe = true",
+                    "[metrics]",
+                    "listen = \"127.0.0.1:9725\""
+                ]
+                .contains(f),
                 "only observe and listen (and their sections) are set: {f}"
             );
         }

@@ -5,16 +5,11 @@
 //! between by the daemon's own writes (verdicts, list changes). `stats` answers from a fresh
 //! walk and a scrape from the latest census, so right after a `stats` both say the same.
 
-use std::time::SystemTime;
-
 use anyhow::Result;
 use filter_common::Verdict as MapVerdict;
 
 use super::Daemon;
-use crate::{
-    datapath::clock,
-    metrics::{Facts, daemon::Reloads},
-};
+use crate::datapath::clock;
 
 impl Daemon {
     /// Walks the verdicts: removes the expired ones and counts the rest; counts the lists.
@@ -63,18 +58,5 @@ impl Daemon {
             .iter()
             .map(|a| (a.iface.clone(), a.mode))
             .collect();
-    }
-}
-
-/// The facts of a daemon starting now.
-pub(super) fn initial_facts() -> Facts {
-    let now = SystemTime::now();
-    Facts {
-        census: Default::default(),
-        capacity: Default::default(),
-        observe: false,
-        interfaces: Vec::new(),
-        reloads: Reloads::new(now),
-        started: now,
     }
 }

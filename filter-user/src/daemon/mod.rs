@@ -22,7 +22,7 @@ mod systemd;
 use std::{
     path::PathBuf,
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Context as _, Result};
@@ -37,7 +37,9 @@ use crate::{
     config::Config,
     control::server::ControlSocket,
     datapath::{self, AttachMode, Attached, Census, DatapathMaps, Events, LoadOptions},
-    metrics::{self, DaemonFamilies, DatapathFamilies, EngineFamilies, Families, SharedFacts},
+    metrics::{
+        self, DaemonFamilies, DatapathFamilies, EngineFamilies, Facts, Families, SharedFacts,
+    },
     reputation::Engine,
     state::State,
 };
@@ -123,7 +125,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         protected: Vec::new(),
         started: Instant::now(),
         census: Census::default(),
-        facts: Arc::new(Mutex::new(census::initial_facts())),
+        facts: Arc::new(Mutex::new(Facts::new(SystemTime::now()))),
     };
     // Bound before attaching, like the control socket: a taken port stops the start here.
     let _metrics = match d.cfg.metrics.listen {
@@ -198,7 +200,11 @@ impl Daemon {
             "screening ports {:?} on {}{}",
             self.cfg.datapath.ports,
             ifaces.join(", "),
-            if self.cfg.policy.observe { "; observe mode: nothing is dropped" } else { "" }
+            if self.cfg.policy.observe {
+                "; observe mode: nothing is dropped"
+            } else {
+                ""
+            }
         )
     }
 

@@ -79,12 +79,18 @@ impl Census {
 
     /// `(action, count)` for every action.
     pub fn verdicts_by_action(&self) -> impl Iterator<Item = (Action, u64)> + '_ {
-        Action::ALL.iter().copied().zip(self.by_action.iter().copied())
+        Action::ALL
+            .iter()
+            .copied()
+            .zip(self.by_action.iter().copied())
     }
 
     /// `(reason, count)` for every reason.
     pub fn verdicts_by_reason(&self) -> impl Iterator<Item = (Reason, u64)> + '_ {
-        Reason::ALL.iter().copied().zip(self.by_reason.iter().copied())
+        Reason::ALL
+            .iter()
+            .copied()
+            .zip(self.by_reason.iter().copied())
     }
 }
 

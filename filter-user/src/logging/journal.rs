@@ -105,7 +105,11 @@ impl<S: Subscriber> Layer<S> for JournalLayer {
         }
         if let Err(e) = journal_send(priority(meta.level()), &message, vars.into_iter()) {
             // The journal went away: keep the line on stderr, which systemd also collects.
-            eprintln!("{} {}: {message} (journal: {e})", meta.level(), meta.target());
+            eprintln!(
+                "{} {}: {message} (journal: {e})",
+                meta.level(),
+                meta.target()
+            );
         }
     }
 }

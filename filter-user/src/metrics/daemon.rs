@@ -6,9 +6,9 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
+use ::metrics::{Unit, counter, describe_counter, describe_gauge, gauge};
 use anyhow::Result;
 use filter_common::Reason;
-use ::metrics::{Unit, counter, describe_counter, describe_gauge, gauge};
 
 use super::Families;
 use crate::{
@@ -37,6 +37,20 @@ pub struct Facts {
     pub interfaces: Vec<(String, AttachedMode)>,
     pub reloads: Reloads,
     pub started: SystemTime,
+}
+
+impl Facts {
+    /// A daemon starting at `started`, before it has counted or attached anything.
+    pub fn new(started: SystemTime) -> Self {
+        Self {
+            census: Census::default(),
+            capacity: MapSizes::default(),
+            observe: false,
+            interfaces: Vec::new(),
+            reloads: Reloads::new(started),
+            started,
+        }
+    }
 }
 
 /// SIGHUP outcomes.
@@ -76,7 +90,9 @@ pub type SharedFacts = Arc<Mutex<Facts>>;
 pub struct DaemonFamilies(pub SharedFacts);
 
 fn unix_secs(t: SystemTime) -> f64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+    t.duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
 }
 
 /// What `status` calls each map (verdicts, allow, deny), with its entries and capacity
@@ -92,17 +108,53 @@ fn maps(f: &Facts) -> [(&'static str, u64, u64); 3] {
 
 impl Families for DaemonFamilies {
     fn describe(&self) {
-        describe_gauge!(VERDICTS, Unit::Count, "Verdicts cached in the datapath's map, by action (`mxscreen stats`).");
-        describe_gauge!(VERDICTS_BY_SOURCE, Unit::Count, "Verdicts cached in the datapath's map, by where they came from (`mxscreen stats`).");
-        describe_gauge!(MAP_ENTRIES, Unit::Count, "Entries in the verdict, allow and deny maps, both address families (`mxscreen status`).");
-        describe_gauge!(MAP_CAPACITY, Unit::Count, "Capacity of the verdict, allow and deny maps, both address families ([datapath.maps]).");
-        describe_gauge!(OBSERVE, "1 while observe mode is on: decisions are counted, nothing is dropped or limited.");
-        describe_gauge!(ATTACHED, "1 per interface the program is attached to, with its attach mode (`mxscreen status`).");
-        describe_counter!(RELOADS, Unit::Count, "Config reloads (SIGHUP), by result: a failed one changed nothing.");
-        describe_gauge!(LAST_RELOAD_OK, "1 if the last config reload succeeded (or none was asked), 0 if it failed.");
-        describe_gauge!(LAST_RELOAD_SUCCESS, Unit::Seconds, "Unix time the running config was applied: the start, then each successful reload.");
+        describe_gauge!(
+            VERDICTS,
+            Unit::Count,
+            "Verdicts cached in the datapath's map, by action (`mxscreen stats`)."
+        );
+        describe_gauge!(
+            VERDICTS_BY_SOURCE,
+            Unit::Count,
+            "Verdicts cached in the datapath's map, by where they came from (`mxscreen stats`)."
+        );
+        describe_gauge!(
+            MAP_ENTRIES,
+            Unit::Count,
+            "Entries in the verdict, allow and deny maps, both address families (`mxscreen status`)."
+        );
+        describe_gauge!(
+            MAP_CAPACITY,
+            Unit::Count,
+            "Capacity of the verdict, allow and deny maps, both address families ([datapath.maps])."
+        );
+        describe_gauge!(
+            OBSERVE,
+            "1 while observe mode is on: decisions are counted, nothing is dropped or limited."
+        );
+        describe_gauge!(
+            ATTACHED,
+            "1 per interface the program is attached to, with its attach mode (`mxscreen status`)."
+        );
+        describe_counter!(
+            RELOADS,
+            Unit::Count,
+            "Config reloads (SIGHUP), by result: a failed one changed nothing."
+        );
+        describe_gauge!(
+            LAST_RELOAD_OK,
+            "1 if the last config reload succeeded (or none was asked), 0 if it failed."
+        );
+        describe_gauge!(
+            LAST_RELOAD_SUCCESS,
+            Unit::Seconds,
+            "Unix time the running config was applied: the start, then each successful reload."
+        );
         describe_gauge!(START_TIME, Unit::Seconds, "Unix time the daemon started.");
-        describe_gauge!(BUILD_INFO, "Always 1; the labels name the running mxscreen.");
+        describe_gauge!(
+            BUILD_INFO,
+            "Always 1; the labels name the running mxscreen."
+        );
     }
 
     fn update(&self) -> Result<()> {
@@ -134,4 +186,37 @@ impl Families for DaemonFamilies {
 /// The name `stats` gives a verdict's reason.
 fn source_name(r: Reason) -> &'static str {
     Source::from(r).name()
+}
+
+#[cfg(test)]
+mod tests {
+    use filter_common::{Action, Verdict};
+
+    use super::*;
+    use crate::metrics::testing::render;
+
+    /// The census and facts render as the families a dashboard reads, with help and types.
+    #[test]
+    fn facts_render_as_families() {
+        let mut facts = Facts::new(SystemTime::now());
+        facts
+            .census
+            .replace(None, &Verdict::new(Action::Drop, Reason::Manual, 0));
+        facts.interfaces = vec![("eth0".into(), AttachedMode::Tc)];
+        let text = render(&[&DaemonFamilies(Arc::new(Mutex::new(facts)))]);
+        for line in [
+            "# TYPE mxscreen_verdicts_cached gauge",
+            "mxscreen_verdicts_cached{action=\"drop\"} 1",
+            "mxscreen_verdicts_cached{action=\"pass\"} 0",
+            "mxscreen_verdicts_cached_by_source{source=\"manual\"} 1",
+            "mxscreen_map_capacity_entries{map=\"verdicts\"} 524288",
+            "mxscreen_attached_info{interface=\"eth0\",mode=\"tc\"} 1",
+            "# TYPE mxscreen_config_reloads_total counter",
+            "mxscreen_config_reloads_total{result=\"failure\"} 0",
+            "mxscreen_config_last_reload_successful 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+        assert!(text.contains("# HELP mxscreen_map_entries "), "{text}");
+    }
 }

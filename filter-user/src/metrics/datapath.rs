@@ -1,8 +1,8 @@
 //! The kernel program's counters: one family, one label value per outcome.
 
+use ::metrics::{Unit, counter, describe_counter};
 use anyhow::Result;
 use filter_common::Counter;
-use ::metrics::{Unit, counter, describe_counter};
 
 use super::Families;
 use crate::datapath::CounterReader;

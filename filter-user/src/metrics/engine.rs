@@ -2,8 +2,8 @@
 //! evaluations, verdicts, rDNS results and, per DNSBL zone, queries by answer; plus the DNS
 //! latency histogram the engine records itself.
 
-use anyhow::Result;
 use ::metrics::{Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge};
+use anyhow::Result;
 
 use super::Families;
 use crate::reputation::{Engine, stats::DNS_LOOKUP_SECONDS};
@@ -80,7 +80,11 @@ const ZONE_ROWS: &[Row] = &[
     row("queries", ZONE_QUERIES, None),
     row("listed", ZONE_ANSWERS, Some(("result", "listed"))),
     row("not_listed", ZONE_ANSWERS, Some(("result", "not_listed"))),
-    row("code_ignored", ZONE_ANSWERS, Some(("result", "code_ignored"))),
+    row(
+        "code_ignored",
+        ZONE_ANSWERS,
+        Some(("result", "code_ignored")),
+    ),
     row("tempfail", ZONE_ANSWERS, Some(("result", "tempfail"))),
     row("error_codes", ZONE_ANSWERS, Some(("result", "error_code"))),
     row(
@@ -93,22 +97,55 @@ const ZONE_ROWS: &[Row] = &[
 
 /// Help text of every family above.
 const HELP: &[(&str, &str)] = &[
-    (SUBMITTED, "New peers the datapath reported and the daemon handed to the engine."),
-    (PEERS, "Submitted peers by what the budget did: queued for an evaluation, or coalesced with one already queued or running."),
-    (BUDGET_REJECTIONS, "Peers turned away because the engine's queue was full (resolver.queue_len): they stay unknown and pass."),
+    (
+        SUBMITTED,
+        "New peers the datapath reported and the daemon handed to the engine.",
+    ),
+    (
+        PEERS,
+        "Submitted peers by what the budget did: queued for an evaluation, or coalesced with one already queued or running.",
+    ),
+    (
+        BUDGET_REJECTIONS,
+        "Peers turned away because the engine's queue was full (resolver.queue_len): they stay unknown and pass.",
+    ),
     (QUEUE_DEPTH, "Peers waiting for an evaluation slot."),
-    (IN_FLIGHT, "Evaluations running now (at most resolver.max_inflight)."),
+    (
+        IN_FLIGHT,
+        "Evaluations running now (at most resolver.max_inflight).",
+    ),
     (EVALUATIONS, "Evaluations completed."),
     (VERDICTS, "Verdicts the engine decided, by action."),
-    (TEMPFAIL_VERDICTS, "Verdicts made lenient and short-lived because a lookup failed."),
-    (STATIC, "Evaluations decided by lists.allow / lists.deny without a lookup."),
-    (QUERIES_SENT, "DNS questions the engine asked its resolver (PTR, A/AAAA, DNSBL A and TXT)."),
-    (RDNS, "Reverse DNS lookups by result: a PTR found, none (NXDOMAIN/no record), or a DNS failure."),
+    (
+        TEMPFAIL_VERDICTS,
+        "Verdicts made lenient and short-lived because a lookup failed.",
+    ),
+    (
+        STATIC,
+        "Evaluations decided by lists.allow / lists.deny without a lookup.",
+    ),
+    (
+        QUERIES_SENT,
+        "DNS questions the engine asked its resolver (PTR, A/AAAA, DNSBL A and TXT).",
+    ),
+    (
+        RDNS,
+        "Reverse DNS lookups by result: a PTR found, none (NXDOMAIN/no record), or a DNS failure.",
+    ),
     (FCRDNS, "Forward confirmations of PTR names, by result."),
     (ZONE_QUERIES, "DNSBL/DNSWL queries, per zone."),
-    (ZONE_ANSWERS, "DNSBL/DNSWL answers per zone, by result; error_code (127.255.255.x: the list refused us) means fix the resolver setup."),
-    (ZONE_WARNINGS_SUPPRESSED, "Refusal warnings not logged because one was logged less than a minute before, per zone."),
-    (SETUP_WARNINGS, "Warnings about the engine's setup (public resolvers), as listed by `mxscreen status`."),
+    (
+        ZONE_ANSWERS,
+        "DNSBL/DNSWL answers per zone, by result; error_code (127.255.255.x: the list refused us) means fix the resolver setup.",
+    ),
+    (
+        ZONE_WARNINGS_SUPPRESSED,
+        "Refusal warnings not logged because one was logged less than a minute before, per zone.",
+    ),
+    (
+        SETUP_WARNINGS,
+        "Warnings about the engine's setup (public resolvers), as listed by `mxscreen status`.",
+    ),
 ];
 
 fn help(family: &str) -> &'static str {

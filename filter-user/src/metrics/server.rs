@@ -110,10 +110,7 @@ fn respond(scraper: &Scraper, req: &Request<Incoming>) -> Response<Full<Bytes>> 
         );
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut r = text(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "GET /metrics only\n".into(),
-        );
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "GET /metrics only\n".into());
         r.headers_mut()
             .insert(ALLOW, hyper::header::HeaderValue::from_static("GET, HEAD"));
         return r;

@@ -144,10 +144,13 @@ impl Dns {
     /// PTR names of `ip` (already in reverse-name form: `name`). `zone` labels the
     /// lookup's time in the latency histogram (a DNSBL zone, or `rdns`), here and below.
     pub async fn ptr(&self, zone: &str, name: &str) -> Outcome<Name> {
-        map(self.lookup(zone, name, RecordType::PTR).await, |d| match d {
-            RData::PTR(p) => Some(p.0),
-            _ => None,
-        })
+        map(
+            self.lookup(zone, name, RecordType::PTR).await,
+            |d| match d {
+                RData::PTR(p) => Some(p.0),
+                _ => None,
+            },
+        )
     }
 
     pub async fn a(&self, zone: &str, name: &str) -> Outcome<Ipv4Addr> {
@@ -158,23 +161,29 @@ impl Dns {
     }
 
     pub async fn aaaa(&self, zone: &str, name: &str) -> Outcome<Ipv6Addr> {
-        map(self.lookup(zone, name, RecordType::AAAA).await, |d| match d {
-            RData::AAAA(a) => Some(a.0),
-            _ => None,
-        })
+        map(
+            self.lookup(zone, name, RecordType::AAAA).await,
+            |d| match d {
+                RData::AAAA(a) => Some(a.0),
+                _ => None,
+            },
+        )
     }
 
     /// TXT strings, each record's character-strings joined.
     pub async fn txt(&self, zone: &str, name: &str) -> Outcome<String> {
-        map(self.lookup(zone, name, RecordType::TXT).await, |d| match d {
-            RData::TXT(t) => Some(
-                t.txt_data
-                    .iter()
-                    .map(|s| String::from_utf8_lossy(s))
-                    .collect::<String>(),
-            ),
-            _ => None,
-        })
+        map(
+            self.lookup(zone, name, RecordType::TXT).await,
+            |d| match d {
+                RData::TXT(t) => Some(
+                    t.txt_data
+                        .iter()
+                        .map(|s| String::from_utf8_lossy(s))
+                        .collect::<String>(),
+                ),
+                _ => None,
+            },
+        )
     }
 }
 

@@ -128,7 +128,10 @@ fn main() {
         .filter(|(k, _)| k.starts_with("mxscreen_verdicts_cached{"))
         .map(|(_, v)| v)
         .sum();
-    assert!(cached >= f64::from(FILL), "a scrape counts {cached} verdicts");
+    assert!(
+        cached >= f64::from(FILL),
+        "a scrape counts {cached} verdicts"
+    );
     let mut scrapes: Vec<Duration> = (0..SCRAPES)
         .map(|_| {
             let t = Instant::now();
