@@ -32,7 +32,8 @@ fn main() -> Result<()> {
         out.join("mxscreen.toml"),
         mxscreen::config::packaged::packaged_toml(),
     )?;
-    println!(
+    // stderr: `cargo xtask deb`'s stdout is the package's path alone.
+    eprintln!(
         "wrote {} man pages, 3 completions and mxscreen.toml to {}",
         pages,
         out.display()
