@@ -8,6 +8,7 @@ pub mod datapath;
 pub mod duration;
 pub mod invalid_key;
 pub mod logging;
+pub mod metrics;
 pub mod net;
 pub mod reputation;
 pub mod state;

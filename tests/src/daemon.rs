@@ -43,6 +43,8 @@ pub struct Spec {
     pub env: Vec<(String, String)>,
     /// Where the state file goes (default: the daemon's temp dir).
     pub state: Option<PathBuf>,
+    /// A command `mxscreen` runs under, e.g. `setpriv --bounding-set=... --`.
+    pub wrapper: Vec<String>,
 }
 
 pub struct MxDaemon {
@@ -108,6 +110,7 @@ impl MxDaemon {
         // nsenter joins only the network namespace, so the pins stay on the host's bpffs.
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net={}", self.ns_file.display()))
+            .args(&self.spec.wrapper)
             .arg(mxscreen_bin())
             .args(["run", "--config"])
             .arg(&self.config)

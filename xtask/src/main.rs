@@ -2,6 +2,7 @@
 //! daemon as root, run every test suite, run the benchmarks.
 
 mod bench;
+mod deb;
 mod lint;
 mod setup;
 mod test;
@@ -49,6 +50,9 @@ enum Command {
         #[arg(long)]
         allow_skips: bool,
     },
+    /// Build the Debian package (target/debian/mxscreen_<version>-<rev>_amd64.deb) with
+    /// cargo-deb, with generated man pages, completions and config, and print its path.
+    Deb,
     /// Run a benchmark and print its table: `datapath`, `resolve` or `daemon`.
     Bench {
         #[arg(value_parser = ["datapath", "resolve", "daemon"])]
@@ -79,6 +83,11 @@ fn main() -> Result<()> {
             setup::setup()?;
             lint::run()?;
             test::run(filter.as_deref(), allow_skips)
+        }
+        Command::Deb => {
+            setup::setup()?;
+            println!("{}", deb::build()?.display());
+            Ok(())
         }
         Command::Bench { name } => {
             setup::setup()?;

@@ -17,6 +17,8 @@ struct Suite {
     args: &'static [&'static str],
     /// Whether the tests in it may run in parallel (kernel/namespace suites do not).
     parallel: bool,
+    /// Whether it tests the Debian package: built first, its path in `MXSCREEN_DEB`.
+    deb: bool,
 }
 
 const SUITES: &[Suite] = &[
@@ -24,31 +26,49 @@ const SUITES: &[Suite] = &[
         name: "unit",
         args: &["-p", "filter-common", "-p", "filter-user", "-p", "xtask"],
         parallel: true,
+        deb: false,
     },
     Suite {
         name: "datapath",
         args: &["-p", "mxscreen-tests", "--test", "datapath"],
         parallel: true,
+        deb: false,
     },
     Suite {
         name: "netns",
         args: &["-p", "mxscreen-tests", "--test", "netns"],
         parallel: false,
+        deb: false,
     },
     Suite {
         name: "reputation",
         args: &["-p", "mxscreen-tests", "--test", "reputation"],
         parallel: false,
+        deb: false,
     },
     Suite {
         name: "daemon",
         args: &["-p", "mxscreen-tests", "--test", "daemon"],
         parallel: false,
+        deb: false,
+    },
+    Suite {
+        name: "metrics",
+        args: &["-p", "mxscreen-tests", "--test", "metrics"],
+        parallel: false,
+        deb: false,
     },
     Suite {
         name: "e2e",
         args: &["-p", "mxscreen-tests", "--test", "e2e"],
         parallel: false,
+        deb: false,
+    },
+    Suite {
+        name: "package",
+        args: &["-p", "mxscreen-tests", "--test", "package"],
+        parallel: false,
+        deb: true,
     },
 ];
 
@@ -100,6 +120,11 @@ pub fn run(filter: Option<&str>, allow_skips: bool) -> Result<()> {
     status(cargo().args(["test", "--no-run"]))?;
     // The daemon and end-to-end suites run the real binary.
     status(cargo().args(["build", "-p", "filter-user", "--bin", "mxscreen"]))?;
+    let deb = if suites.iter().any(|s| s.deb) {
+        Some(crate::deb::build()?)
+    } else {
+        None
+    };
 
     let mut total = Tally::default();
     let mut failed_suites = Vec::new();
@@ -109,6 +134,9 @@ pub fn run(filter: Option<&str>, allow_skips: bool) -> Result<()> {
         cmd.arg("test").args(suite.args).arg("--");
         if !suite.parallel {
             cmd.arg("--test-threads=1");
+        }
+        if let (true, Some(deb)) = (suite.deb, &deb) {
+            cmd.env("MXSCREEN_DEB", deb);
         }
         let mut child = cmd.stdout(Stdio::piped()).spawn()?;
         let mut t = Tally::default();

@@ -2,14 +2,15 @@
 //! every section. It owns reading the file, its errors (each one line naming file, line,
 //! column and key) and the key documentation `mxscreen config default` prints.
 //!
-//! The sections themselves live with the code that reads them: `[datapath]`, `[control]`
-//! and `[state]` in [`sections`], the reputation engine's `[resolver]`, `[[dnsbl]]`, `[rdns]`,
+//! The sections themselves live with the code that reads them: `[datapath]`, `[control]`,
+//! `[state]` and `[metrics]` in [`sections`], the reputation engine's `[resolver]`, `[[dnsbl]]`, `[rdns]`,
 //! `[policy]` and `[lists]` in [`crate::reputation::config`]. Every section has a documented
 //! default, so no file at all is a valid, complete configuration. Unknown keys are errors.
 //! `config check` and `run` validate with the same code, before anything is touched.
 
 mod docs;
 mod error;
+pub mod packaged;
 pub mod sections;
 
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ use serde::{Deserialize, Serialize};
 pub use self::{
     docs::default_toml,
     error::{ConfigError, Located, read_file},
-    sections::{ControlSection, DatapathSection, StateSection},
+    sections::{ControlSection, DatapathSection, MetricsSection, StateSection},
 };
 use crate::{
     datapath::FirstContact,
@@ -59,6 +60,8 @@ pub struct Config {
     pub control: ControlSection,
     /// Where manual blocks and allows are kept.
     pub state: StateSection,
+    /// The Prometheus endpoint (off unless `listen` is set).
+    pub metrics: MetricsSection,
 }
 
 impl Default for Config {
@@ -72,6 +75,7 @@ impl Default for Config {
             lists: ListsConfig::default(),
             control: ControlSection::default(),
             state: StateSection::default(),
+            metrics: MetricsSection::default(),
         }
     }
 }

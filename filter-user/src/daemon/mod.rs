@@ -8,8 +8,11 @@
 //! - [`requests`]: the answers to the operator's control requests that change something;
 //! - [`listing`]: `list` (streamed) and lookups; [`status`]: `stats` and `status`;
 //! - [`reload`]: what SIGHUP does;
-//! - [`protect`]: addresses that can never be dropped; [`interfaces`]: where to attach.
+//! - [`protect`]: addresses that can never be dropped; [`interfaces`]: where to attach;
+//! - [`census`]: the counts of what the maps hold, and the facts published for metrics;
+//! - [`systemd`]: readiness and reloads told to systemd (`Type=notify`).
 
+mod census;
 pub mod interfaces;
 mod listing;
 pub mod protect;
@@ -17,10 +20,12 @@ mod reactor;
 mod reload;
 mod requests;
 mod status;
+mod systemd;
 
 use std::{
     path::PathBuf,
-    time::{Duration, Instant},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Context as _, Result};
@@ -33,8 +38,11 @@ use tokio::{
 use self::protect::Protected;
 use crate::{
     config::Config,
-    control::{protocol::ReloadStatus, server::ControlSocket},
-    datapath::{self, AttachMode, Attached, DatapathMaps, Events, LoadOptions},
+    control::server::ControlSocket,
+    datapath::{self, AttachMode, Attached, Census, DatapathMaps, Events, LoadOptions},
+    metrics::{
+        self, DaemonFamilies, DatapathFamilies, EngineFamilies, Facts, Families, SharedFacts,
+    },
     reputation::Engine,
     state::State,
 };
@@ -65,8 +73,11 @@ pub struct Daemon {
     pub engine: Engine,
     pub protected: Vec<Protected>,
     pub started: Instant,
-    /// How SIGHUP reloads went (for `status`).
-    pub reloads: Option<ReloadStatus>,
+    /// What the maps hold, counted (see [`census`]).
+    pub census: Census,
+    /// What a metrics scrape reads, published by the main loop; also how SIGHUP reloads
+    /// went, which `status` reports.
+    pub facts: SharedFacts,
 }
 
 /// Reads the config (file or defaults) and applies the command-line overrides.
@@ -117,10 +128,17 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         engine,
         protected: Vec::new(),
         started: Instant::now(),
-        reloads: None,
+        census: Census::default(),
+        facts: Arc::new(Mutex::new(Facts::new(SystemTime::now()))),
+    };
+    // Bound before attaching, like the control socket: a taken port stops the start here.
+    let _metrics = match d.cfg.metrics.listen {
+        Some(addr) => Some(metrics::start(addr, d.metric_families()?).await?),
+        None => None,
     };
     d.apply()?;
     d.attach_all(&ifaces)?;
+    d.take_census()?;
 
     let (calls_tx, mut calls) = mpsc::channel(64);
     let server = socket.serve(calls_tx);
@@ -130,6 +148,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     let mut beat = tokio::time::interval(reactor::BEAT_EVERY);
     tracing::info!(socket = %d.cfg.control.socket.display(), state = %d.cfg.state.file.display(), "ready");
+    systemd::ready(&d.status_line());
 
     loop {
         tokio::select! {
@@ -152,11 +171,16 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                     tracing::warn!(error = %format!("{e:#}"), "sweeping expired entries failed");
                 }
             }
-            _ = sighup.recv() => reload::reload(&mut d, &opts),
+            _ = sighup.recv() => {
+                systemd::reloading();
+                reload::reload(&mut d, &opts);
+                systemd::ready(&d.status_line());
+            }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
     }
+    systemd::stopping();
     server.abort();
     d.detach_all();
     drop(socket);
@@ -165,6 +189,34 @@ pub async fn run(opts: RunOptions) -> Result<()> {
 }
 
 impl Daemon {
+    /// The sources a metrics scrape reads; another source is one more line here.
+    fn metric_families(&self) -> Result<Vec<Box<dyn Families>>> {
+        Ok(vec![
+            Box::new(DatapathFamilies(self.maps.counter_reader()?)),
+            Box::new(DaemonFamilies(self.facts.clone())),
+            Box::new(EngineFamilies(self.engine.clone())),
+        ])
+    }
+
+    /// One line for `systemctl status`.
+    fn status_line(&self) -> String {
+        let ifaces: Vec<String> = self
+            .attached
+            .iter()
+            .map(|a| format!("{} ({})", a.iface, a.mode))
+            .collect();
+        format!(
+            "screening ports {:?} on {}{}",
+            self.cfg.datapath.ports,
+            ifaces.join(", "),
+            if self.cfg.policy.observe {
+                "; observe mode: nothing is dropped"
+            } else {
+                ""
+            }
+        )
+    }
+
     /// Attaches to every interface, or to none: on a failure the ones done are detached.
     fn attach_all(&mut self, ifaces: &[String]) -> Result<()> {
         for iface in ifaces {

@@ -54,7 +54,7 @@ impl Daemon {
         for (kind, net, entry) in want {
             self.maps.list_insert(kind, net, entry)?;
         }
-        Ok(())
+        self.recount_lists()
     }
 
     /// Every list entry the config, the host and the state file call for, in the order they
@@ -110,18 +110,23 @@ impl Daemon {
     /// A verdict from the engine: into the map, and one log line for humans and parsers.
     pub fn on_verdict(&mut self, v: &Verdict) {
         let entry = MapVerdict::new(v.action, v.reason, clock::expiry_after(v.ttl));
+        // What it replaces, for the census (a failed read only makes the count approximate
+        // until the next sweep).
+        let previous = self.maps.verdict_get(v.ip).ok().flatten();
         if let Err(e) = self.maps.verdict_set(v.ip, entry) {
             tracing::warn!(ip = %v.ip, error = %e, "could not store verdict");
             return;
         }
+        self.count_verdict(previous.as_ref(), &entry);
         tracing::info!(
             target: "mxscreen::verdict",
             action = v.action.name(),
             ip = %v.ip,
             score = v.score,
-            // Debug-formatted: quoted and escaped (logfmt), because the evidence carries a
-            // DNSBL's TXT text, which must never read as fields of its own.
-            reasons = ?v.reasons(),
+            // A string value: the plain format quotes and escapes it (logfmt), because the
+            // evidence carries a DNSBL's TXT text, which must never read as fields of its
+            // own; the journal gets it bare.
+            reasons = v.reasons().as_str(),
             ttl = v.ttl.as_secs(),
             source = v.reason.name(),
             observe = self.cfg.policy.observe,
@@ -131,27 +136,12 @@ impl Daemon {
 
     /// Removes expired manual entries (state file, then tries: if the file cannot be written
     /// they stay in both, where the datapath ignores them, until a later sweep) and expired
-    /// verdicts.
+    /// verdicts, and counts what is left (the census).
     pub fn sweep(&mut self) -> Result<()> {
         for e in self.state.take_expired(unix_now())? {
             self.maps.list_remove(e.list, e.net)?;
             tracing::info!(list = ?e.list, net = %e.net, "manual entry expired");
         }
-        let now = clock::now_ns();
-        let mut expired: Vec<IpAddr> = Vec::new();
-        self.maps.for_each_verdict_chunk(|chunk| {
-            expired.extend(
-                chunk
-                    .iter()
-                    .filter(|(_, v)| v.expires_ns != 0 && v.expires_ns <= now)
-                    .map(|(ip, _)| *ip),
-            );
-            true
-        })?;
-        let removed = self.maps.verdicts_remove(&expired)?;
-        if removed > 0 {
-            tracing::debug!(removed, "expired verdicts removed");
-        }
-        Ok(())
+        self.take_census()
     }
 }

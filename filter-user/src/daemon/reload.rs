@@ -5,27 +5,18 @@
 use anyhow::{Result, anyhow};
 
 use super::{Daemon, RunOptions, read_config};
-use crate::{control::protocol::ReloadStatus, state::unix_now};
 
 /// SIGHUP: re-read the config; apply ports, limits, first contact, observe, zones, weights,
 /// thresholds, resolver and lists live. What needs a restart (interfaces, mode, map sizes,
-/// pin directory, socket, state file) is named in a warning. A bad config changes nothing.
+/// pin directory, socket, state file, metrics endpoint) is named in a warning. A bad config
+/// changes nothing. The outcome is recorded for `status` and the metrics.
 pub fn reload(d: &mut Daemon, opts: &RunOptions) {
-    let result = try_reload(d, opts);
-    let r = d.reloads.get_or_insert_with(ReloadStatus::default);
-    r.at = unix_now();
-    match result {
-        Ok(()) => {
-            r.ok += 1;
-            r.error = None;
-        }
-        Err(e) => {
-            let error = format!("{e:#}");
-            tracing::error!(%error, "reload failed; keeping the running config");
-            r.failed += 1;
-            r.error = Some(error);
-        }
-    }
+    let result = try_reload(d, opts).map_err(|e| {
+        let error = format!("{e:#}");
+        tracing::error!(%error, "reload failed; keeping the running config");
+        error
+    });
+    d.count_reload(result);
 }
 
 fn try_reload(d: &mut Daemon, opts: &RunOptions) -> Result<()> {
@@ -48,6 +39,12 @@ fn try_reload(d: &mut Daemon, opts: &RunOptions) -> Result<()> {
     if old.control.socket != d.cfg.control.socket || old.state.file != d.cfg.state.file {
         restart.push("control.socket/state.file");
     }
+    if old.metrics != d.cfg.metrics {
+        restart.push("metrics.listen");
+    }
+    if old.metrics != d.cfg.metrics {
+        restart.push("metrics.listen");
+    }
     // Keep what cannot change live as it runs, so status tells the truth.
     d.cfg.datapath.interfaces = old.datapath.interfaces.clone();
     d.cfg.datapath.mode = old.datapath.mode;
@@ -55,6 +52,7 @@ fn try_reload(d: &mut Daemon, opts: &RunOptions) -> Result<()> {
     d.cfg.datapath.pin_dir = old.datapath.pin_dir.clone();
     d.cfg.control.socket = old.control.socket.clone();
     d.cfg.state.file = old.state.file.clone();
+    d.cfg.metrics = old.metrics.clone();
     if !restart.is_empty() {
         tracing::warn!(keys = %restart.join(", "), "changed in the config but only applied at restart");
     }

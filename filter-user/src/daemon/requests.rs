@@ -85,6 +85,7 @@ impl Daemon {
             self.undo(list, net);
             return Err(e.context("nothing changed"));
         }
+        self.recount_lists()?;
         let verb = match list {
             ListKind::Deny => "blocked",
             ListKind::Allow => "allowed",
@@ -175,6 +176,7 @@ impl Daemon {
             self.undo(list, net);
             return Err(e.context("nothing changed"));
         }
+        self.recount_lists()?;
         tracing::info!(list = ?list, %net, "manual entry removed");
         let mut message = match list {
             ListKind::Deny => format!("unblocked {net}"),

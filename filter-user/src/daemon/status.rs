@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use filter_common::{Action, Counter, program_names};
+use filter_common::{Counter, program_names};
 
 use super::Daemon;
 use crate::{
@@ -11,38 +11,29 @@ use crate::{
         InterfaceStatus, MapFill, ProgramStatus, ReloadStatus, ResolverStatus, Source, StatsReply,
         StatusReply,
     },
-    datapath::{ListKind, clock},
     duration,
     reputation::Stats,
     state::unix_now,
 };
 
 impl Daemon {
-    pub(super) fn stats(&self) -> Result<StatsReply> {
+    /// From a fresh census (which the metrics endpoint then serves too).
+    pub(super) fn stats(&mut self) -> Result<StatsReply> {
+        self.take_census()?;
         let counters = self.maps.counters()?;
         let datapath = Counter::ALL
             .iter()
             .map(|c| (c.name().to_owned(), counters[*c as usize]))
             .collect();
-        let mut by_action: Vec<(Action, u64)> = Action::ALL.iter().map(|a| (*a, 0)).collect();
-        let mut by_source = std::collections::BTreeMap::<Source, u64>::new();
-        let now = clock::now_ns();
-        self.maps.for_each_verdict_chunk(|chunk| {
-            for (_, v) in chunk
-                .iter()
-                .filter(|(_, v)| v.expires_ns == 0 || v.expires_ns > now)
-            {
-                // The action the datapath applies: an unknown byte passes, here as there.
-                if let Some(slot) = by_action.iter_mut().find(|(a, _)| *a == v.action()) {
-                    slot.1 += 1;
-                }
-                *by_source.entry(Source::from(v.reason())).or_default() += 1;
-            }
-            true
-        })?;
+        let by_source: std::collections::BTreeMap<Source, u64> = self
+            .census
+            .verdicts_by_reason()
+            .filter(|(_, n)| *n > 0)
+            .map(|(r, n)| (Source::from(r), n))
+            .collect();
         Ok(StatsReply {
             datapath,
-            verdicts_by_action: by_action,
+            verdicts_by_action: self.census.verdicts_by_action().collect(),
             verdicts_by_reason: by_source.into_iter().collect(),
             engine: self.engine.stats(),
         })
@@ -59,24 +50,17 @@ impl Daemon {
                 });
             }
         }
+        self.take_census()?;
         let sizes = self.cfg.datapath.maps;
-        let fill = |name: &str, entries: usize, per_family: u32| MapFill {
+        let fill = |name: &str, entries: u64, per_family: u32| MapFill {
             name: name.into(),
-            entries: entries as u64,
+            entries,
             max_entries: per_family.saturating_mul(2),
         };
         let maps = vec![
-            fill(
-                "allow (v4+v6)",
-                self.maps.list_entries(ListKind::Allow)?.len(),
-                sizes.allow,
-            ),
-            fill(
-                "deny (v4+v6)",
-                self.maps.list_entries(ListKind::Deny)?.len(),
-                sizes.deny,
-            ),
-            fill("verdicts (v4+v6)", self.verdict_count()?, sizes.verdicts),
+            fill("allow (v4+v6)", self.census.allow, sizes.allow),
+            fill("deny (v4+v6)", self.census.deny, sizes.deny),
+            fill("verdicts (v4+v6)", self.census.verdicts(), sizes.verdicts),
         ];
         let engine = self.engine.stats();
         Ok(StatusReply {
@@ -97,7 +81,7 @@ impl Daemon {
             programs,
             maps,
             warnings: self.status_warnings(&engine),
-            reload: self.reloads.clone(),
+            reload: self.reload_status(),
             resolver: ResolverStatus {
                 nameservers: self.cfg.resolver.nameservers.clone(),
                 engine,
@@ -112,7 +96,7 @@ impl Daemon {
             at,
             error: Some(error),
             ..
-        }) = &self.reloads
+        }) = &self.reload_status()
         {
             let ago = duration::format(Duration::from_secs(unix_now().saturating_sub(*at)));
             w.push(format!(
@@ -130,13 +114,18 @@ impl Daemon {
         w
     }
 
-    /// Cached verdicts (expired ones included: they hold their slot until swept).
-    fn verdict_count(&self) -> Result<usize> {
-        let mut n = 0;
-        self.maps.for_each_verdict_chunk(|c| {
-            n += c.len();
-            true
-        })?;
-        Ok(n)
+    /// How SIGHUP reloads went (kept with the facts the metrics read); `None` before the
+    /// first.
+    fn reload_status(&self) -> Option<ReloadStatus> {
+        let f = self.facts.lock().unwrap_or_else(|e| e.into_inner());
+        let r = &f.reloads;
+        r.last_at.map(|at| ReloadStatus {
+            at: at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            ok: r.succeeded,
+            failed: r.failed,
+            error: r.error.clone(),
+        })
     }
 }

@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf, Pod,
     maps::{
-        Array, HashMap, IterableMap as _, MapData, MapError, PerCpuArray,
+        Array, HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray,
         lpm_trie::{Key, LpmTrie},
     },
 };
@@ -43,10 +43,7 @@ pub struct DatapathMaps {
 }
 
 /// Takes one map out of a loaded object, typed.
-pub(super) fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(
-    ebpf: &mut Ebpf,
-    name: &str,
-) -> Result<T> {
+pub(super) fn take<T: TryFrom<Map, Error = MapError>>(ebpf: &mut Ebpf, name: &str) -> Result<T> {
     let map = ebpf
         .take_map(name)
         .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))?;
@@ -102,7 +99,7 @@ fn chunks<K: Pod, V: Pod>(
 fn duplicate<K: Pod, V: Pod>(map: &Hash<K, V>) -> Result<Hash<K, V>> {
     let fd = map.map().fd().as_fd().try_clone_to_owned()?;
     let data = MapData::from_fd(fd)?;
-    Ok(Hash::try_from(aya::maps::Map::LruHashMap(data))?)
+    Ok(Hash::try_from(Map::LruHashMap(data))?)
 }
 
 /// The verdict maps on handles of their own, for reading them outside the daemon's main loop
@@ -154,6 +151,25 @@ fn remove_all<K: Pod, V: Pod>(map: &mut Hash<K, V>, keys: &[K]) -> Result<usize>
     }
 }
 
+/// The datapath's counters, read-only (see [`DatapathMaps::counter_reader`]).
+pub struct CounterReader(PerCpuArray<MapData, u64>);
+
+impl CounterReader {
+    /// Every counter summed over CPUs, indexed by [`Counter`].
+    pub fn read(&self) -> Result<[u64; Counter::COUNT as usize]> {
+        sum_counters(&self.0)
+    }
+}
+
+fn sum_counters(map: &PerCpuArray<MapData, u64>) -> Result<[u64; Counter::COUNT as usize]> {
+    let mut out = [0u64; Counter::COUNT as usize];
+    for c in Counter::ALL {
+        let per_cpu = map.get(&(c as u32), 0).context("reading counters")?;
+        out[c as usize] = per_cpu.iter().sum();
+    }
+    Ok(out)
+}
+
 impl DatapathMaps {
     /// Takes ownership of the maps of a loaded object.
     pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
@@ -193,15 +209,21 @@ impl DatapathMaps {
 
     /// Every counter summed over CPUs, indexed by [`Counter`].
     pub fn counters(&self) -> Result<[u64; Counter::COUNT as usize]> {
-        let mut out = [0u64; Counter::COUNT as usize];
-        for c in Counter::ALL {
-            let per_cpu = self
-                .counters
-                .get(&(c as u32), 0)
-                .context("reading counters")?;
-            out[c as usize] = per_cpu.iter().sum();
-        }
-        Ok(out)
+        sum_counters(&self.counters)
+    }
+
+    /// A handle of its own on the counters, for a reader outside the daemon's main loop (the
+    /// metrics endpoint), so reading them never waits for the loop.
+    pub fn counter_reader(&self) -> Result<CounterReader> {
+        let fd = self
+            .counters
+            .map()
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("duplicating the counters map descriptor")?;
+        let map = Map::PerCpuArray(MapData::from_fd(fd)?);
+        Ok(CounterReader(PerCpuArray::try_from(map)?))
     }
 
     fn trie_pair(&mut self, kind: ListKind) -> &mut PerFamily<Trie<[u8; 4]>, Trie<[u8; 16]>> {
