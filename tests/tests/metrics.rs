@@ -72,7 +72,7 @@ fn metrics_match_stats_and_status_and_pass_promtool() {
     });
     let spec = Spec {
         sections: format!(
-            "[resolver]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\n\n[rdns]\nenabled = false\n\n[lists]\nallow = []\n\n[[dnsbl]]\nzone = \"bl.test\"\nweight = 10\n\n[metrics]\nlisten = \"{METRICS}\"\n",
+            "[resolver]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\n\n[rdns]\nenabled = false\n\n[policy]\nexplain_every = \"0s\"\n\n[lists]\nallow = []\n\n[[dnsbl]]\nzone = \"bl.test\"\nweight = 10\n\n[metrics]\nlisten = \"{METRICS}\"\n",
             rbl.addr
         ),
         ..Default::default()
