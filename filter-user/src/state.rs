@@ -32,6 +32,9 @@ pub struct ManualEntry {
     /// Unix seconds; absent = until removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<u64>,
+    /// The fleet host the entry was made on, when another one (`[fleet]`); absent = here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -126,6 +129,28 @@ impl State {
         Ok(Some(gone))
     }
 
+    /// Applies many changes (from the fleet) with one save: `upserts` added or replacing,
+    /// `removals` removed. Returns whether anything changed (nothing is saved otherwise).
+    pub fn merge(
+        &mut self,
+        upserts: Vec<ManualEntry>,
+        removals: &[(ListKind, IpNet)],
+    ) -> Result<bool> {
+        let before = self.entries.clone();
+        for entry in upserts {
+            self.entries
+                .retain(|e| !(e.list == entry.list && e.net == entry.net));
+            self.entries.push(entry);
+        }
+        self.entries
+            .retain(|e| !removals.iter().any(|(l, n)| e.list == *l && e.net == *n));
+        if self.entries == before {
+            return Ok(false);
+        }
+        self.save()?;
+        Ok(true)
+    }
+
     /// Removes and returns the entries expired at `now` (Unix seconds), saving if any.
     pub fn take_expired(&mut self, now: u64) -> Result<Vec<ManualEntry>> {
         let (gone, keep): (Vec<_>, Vec<_>) = self
@@ -178,6 +203,7 @@ mod tests {
             reason: Some("r".into()),
             created: 1,
             expires,
+            origin: None,
         }
     }
 
@@ -207,6 +233,26 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["state.json"]);
+    }
+
+    #[test]
+    fn merges_save_once_and_old_files_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        // A file written before entries had an origin.
+        fs::write(
+            &path,
+            r#"{"version":1,"entries":[{"list":"deny","net":"192.0.2.1/32","created":1}]}"#,
+        )
+        .unwrap();
+        let mut s = State::load(&path).unwrap();
+        assert_eq!(s.entries()[0].origin, None);
+        let mut shared = entry("198.51.100.0/24", None);
+        shared.origin = Some("mx2".into());
+        let gone = (ListKind::Deny, "192.0.2.1/32".parse().unwrap());
+        assert!(s.merge(vec![shared.clone()], &[gone]).unwrap());
+        assert!(!s.merge(vec![shared.clone()], &[gone]).unwrap());
+        assert_eq!(State::load(&path).unwrap().entries(), [shared]);
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 mod docs;
 mod error;
+pub mod fleet;
 pub mod sections;
 
 use std::path::{Path, PathBuf};
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 pub use self::{
     docs::default_toml,
     error::{ConfigError, Located, read_file},
+    fleet::FleetSection,
     sections::{ControlSection, DatapathSection, StateSection},
 };
 use crate::{
@@ -59,6 +61,10 @@ pub struct Config {
     pub control: ControlSection,
     /// Where manual blocks and allows are kept.
     pub state: StateSection,
+    /// Sharing verdicts and manual blocks and allows with the other MX hosts of a fleet
+    /// through Redis or Valkey. Off unless redis is set. Each host keeps its own config
+    /// lists and screens alone whenever the bus is down.
+    pub fleet: FleetSection,
 }
 
 impl Default for Config {
@@ -72,6 +78,7 @@ impl Default for Config {
             lists: ListsConfig::default(),
             control: ControlSection::default(),
             state: StateSection::default(),
+            fleet: FleetSection::default(),
         }
     }
 }
@@ -110,7 +117,8 @@ impl Config {
         self.rdns.validate()?;
         self.policy.validate()?;
         self.control.validate()?;
-        self.state.validate()
+        self.state.validate()?;
+        self.fleet.validate()
     }
 
     /// The runtime config the kernel program reads: `[datapath]` and the datapath side of
@@ -341,6 +349,13 @@ mod tests {
             ),
             ("\n[control]\nsocket = \"\"\n", 3, "control.socket"),
             ("[state]\nfile = \"\"\n", 2, "state.file"),
+            ("[fleet]\nredis = \"http://h\"\n", 2, "fleet.redis"),
+            ("[fleet]\nname = \"\"\n", 2, "fleet.name"),
+            (
+                "[fleet]\npassword_file = \"pw\"\n",
+                2,
+                "fleet.password_file",
+            ),
         ];
         for (text, line, key) in cases {
             let msg = err(text);

@@ -7,6 +7,7 @@
 //!   verdicts into the maps, the sweep of expired entries;
 //! - [`requests`]: the answers to the operator's control requests;
 //! - [`reload`]: what SIGHUP does;
+//! - [`shared`]: what the fleet sends (shared entries and verdicts, peers to evaluate);
 //! - [`protect`]: addresses that can never be dropped; [`interfaces`]: where to attach.
 
 pub mod interfaces;
@@ -14,6 +15,7 @@ pub mod protect;
 mod reactor;
 mod reload;
 mod requests;
+mod shared;
 
 use std::{
     path::PathBuf,
@@ -32,6 +34,7 @@ use crate::{
     config::Config,
     control::server::ControlSocket,
     datapath::{self, AttachMode, Attached, DatapathMaps, Events, LoadOptions},
+    fleet::Fleet,
     reputation::Engine,
     state::State,
 };
@@ -62,6 +65,12 @@ pub struct Daemon {
     pub engine: Engine,
     pub protected: Vec<Protected>,
     pub started: Instant,
+    /// The fleet handle (inert when `[fleet]` is off).
+    pub fleet: Fleet,
+    /// Which fleet host made each verdict taken from the fleet.
+    pub shared_origins: shared::SharedOrigins,
+    /// Shared entries refused by this host's checks.
+    pub fleet_refused: u64,
 }
 
 /// Reads the config (file or defaults) and applies the command-line overrides.
@@ -102,6 +111,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         .context("polling the event ring")?;
     let (engine, mut verdicts) =
         Engine::spawn(cfg.reputation()).context("starting the reputation engine")?;
+    let (fleet, mut fleet_events) = Fleet::start(&cfg.fleet, state.entries())?;
     let mut d = Daemon {
         cfg,
         config_path: origin,
@@ -112,8 +122,13 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         engine,
         protected: Vec::new(),
         started: Instant::now(),
+        fleet,
+        shared_origins: Default::default(),
+        fleet_refused: 0,
     };
     d.apply()?;
+    // The fleet's shared entries are in the maps before the program attaches.
+    d.join_fleet(&mut fleet_events).await;
     d.attach_all(&ifaces)?;
 
     let (calls_tx, mut calls) = mpsc::channel(64);
@@ -132,6 +147,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 }
             }
             Some(v) = verdicts.recv() => d.on_verdict(&v),
+            Some(ev) = fleet_events.recv() => d.on_fleet(ev),
             Some((req, reply)) = calls.recv() => {
                 let _ = reply.send(d.handle(req));
             }

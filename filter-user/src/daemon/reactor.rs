@@ -64,8 +64,14 @@ impl Daemon {
         Ok(())
     }
 
-    /// A new peer from the datapath: hand it to the engine's budgeted queue.
+    /// A new peer from the datapath: claimed for the fleet (which answers with another
+    /// host's verdict or [`FleetEvent::Evaluate`](crate::fleet::FleetEvent)), or handed to
+    /// the engine's budgeted queue.
     pub fn on_new_peer(&mut self, ip: IpAddr) {
+        if self.fleet.claim(ip) {
+            tracing::debug!(%ip, "new peer; claiming it for the fleet");
+            return;
+        }
         let outcome = self.engine.submit(ip);
         tracing::debug!(%ip, ?outcome, "new peer");
     }
@@ -77,6 +83,8 @@ impl Daemon {
             tracing::warn!(ip = %v.ip, error = %e, "could not store verdict");
             return;
         }
+        self.shared_origins.forget(v.ip);
+        self.fleet.verdict_made(v);
         tracing::info!(
             target: "mxscreen::verdict",
             action = v.action.name(),
@@ -105,6 +113,7 @@ impl Daemon {
             .map(|(ip, _)| ip)
             .collect();
         let removed = self.maps.verdicts_remove(&expired)?;
+        self.shared_origins.prune(crate::fleet::wire::now_ms());
         if removed > 0 {
             tracing::debug!(removed, "expired verdicts removed");
         }

@@ -47,7 +47,7 @@ impl Daemon {
                 ttl_secs,
                 reason,
             } => self
-                .manual(ListKind::Allow, net.trunc(), ttl_secs, reason)
+                .manual(ListKind::Allow, net.trunc(), ttl_secs, reason, false)
                 .map(done),
             Request::Unallow { net } => self.unlist(ListKind::Allow, net).map(done),
             Request::List { what } => self.list(what).map(|entries| Body::List { entries }),
@@ -69,6 +69,7 @@ impl Daemon {
         net: IpNet,
         ttl_secs: Option<u64>,
         reason: Option<String>,
+        force: bool,
     ) -> Result<String> {
         let now = unix_now();
         let expires = ttl_secs.map(|t| now + t);
@@ -78,10 +79,11 @@ impl Daemon {
             reason: reason.clone(),
             created: now,
             expires,
+            origin: None,
         };
         // State file first: if the map write then fails, a restart still applies the entry;
         // the other way round, an entry could be enforced but forgotten.
-        self.state.upsert(entry)?;
+        self.state.upsert(entry.clone())?;
         self.maps.list_insert(
             list,
             net,
@@ -94,6 +96,7 @@ impl Daemon {
         let span = ttl_secs.map_or("until removed".to_owned(), |t| {
             format!("for {}", duration::format(Duration::from_secs(t)))
         });
+        self.fleet.manual_set(&entry, force);
         tracing::info!(list = ?list, %net, ttl = ?ttl_secs, reason = reason.as_deref().unwrap_or(""), "manual entry added");
         Ok(format!(
             "{verb} {net} {span}{}",
@@ -101,14 +104,10 @@ impl Daemon {
         ))
     }
 
-    fn block(
-        &mut self,
-        net: IpNet,
-        ttl_secs: Option<u64>,
-        reason: Option<String>,
-        force: bool,
-    ) -> Result<String> {
-        let net = net.trunc();
+    /// Whether this host may block `net`: never a protected prefix (loopback, its own
+    /// addresses, `lists.allow`), and nothing wider than `control.widest_block_*` unless
+    /// forced. Local blocks and the fleet's shared ones go through here alike.
+    pub(super) fn check_block(&self, net: IpNet, force: bool) -> Result<()> {
         if let Some(p) = protect::fully_protected(&self.protected, &net) {
             bail!(
                 "{net} is protected ({}: {}) and can never be blocked",
@@ -130,7 +129,19 @@ impl Daemon {
                 "{net} is wider than /{widest} (control.widest_block_{family}); add --force if you mean it"
             );
         }
-        let mut message = self.manual(ListKind::Deny, net, ttl_secs, reason)?;
+        Ok(())
+    }
+
+    fn block(
+        &mut self,
+        net: IpNet,
+        ttl_secs: Option<u64>,
+        reason: Option<String>,
+        force: bool,
+    ) -> Result<String> {
+        let net = net.trunc();
+        self.check_block(net, force)?;
+        let mut message = self.manual(ListKind::Deny, net, ttl_secs, reason, force)?;
         let kept: Vec<String> = protect::carve_outs(&self.protected, &net)
             .iter()
             .map(|p| format!("{} ({})", p.net, p.why))
@@ -171,7 +182,9 @@ impl Daemon {
             }
             bail!("{net} is not {verb} by hand{hint}");
         }
-        self.state.remove(list, net)?;
+        if let Some(gone) = self.state.remove(list, net)? {
+            self.fleet.manual_removed(&gone);
+        }
         self.maps.list_remove(list, net)?;
         tracing::info!(list = ?list, %net, "manual entry removed");
         let mut message = match list {
@@ -218,10 +231,16 @@ impl Daemon {
                 .and_then(|m| m.expires)
                 .or_else(|| unix_expiry(e.expires_ns)),
             hits: e.hits,
+            origin: manual.and_then(|m| m.origin.clone().or_else(|| self.host())),
         }
     }
 
-    fn verdict_entry(ip: IpAddr, v: &MapVerdict) -> ListedEntry {
+    /// This host's fleet name, for what it made itself (`None` when the fleet is off).
+    fn host(&self) -> Option<String> {
+        self.fleet.name().map(str::to_owned)
+    }
+
+    fn verdict_entry(&self, ip: IpAddr, v: &MapVerdict) -> ListedEntry {
         ListedEntry {
             list: ListName::Verdict,
             net: IpNet::from(ip),
@@ -231,6 +250,11 @@ impl Daemon {
             created: None,
             expires: unix_expiry(v.expires_ns),
             hits: v.hits,
+            origin: self
+                .shared_origins
+                .host(ip)
+                .map(str::to_owned)
+                .or_else(|| self.host()),
         }
     }
 
@@ -250,7 +274,7 @@ impl Daemon {
             let now = clock::now_ns();
             for (ip, v) in self.maps.verdicts()? {
                 if v.expires_ns == 0 || v.expires_ns > now {
-                    out.push(Self::verdict_entry(ip, &v));
+                    out.push(self.verdict_entry(ip, &v));
                 }
             }
         }
@@ -341,6 +365,10 @@ impl Daemon {
                 nameservers: self.cfg.resolver.nameservers.clone(),
                 engine,
             },
+            fleet: self.fleet.status().map(|mut f| {
+                f.refused = self.fleet_refused;
+                f
+            }),
         })
     }
 
@@ -383,7 +411,7 @@ impl Daemon {
         if let Some(v) = self.maps.verdict_get(ip)?
             && (v.expires_ns == 0 || v.expires_ns > clock::now_ns())
         {
-            reply.verdict = Some(Self::verdict_entry(ip, &v));
+            reply.verdict = Some(self.verdict_entry(ip, &v));
         }
         Ok(reply)
     }
