@@ -46,6 +46,11 @@ const SUITES: &[Suite] = &[
         parallel: false,
     },
     Suite {
+        name: "fleet",
+        args: &["-p", "mxscreen-tests", "--test", "fleet"],
+        parallel: false,
+    },
+    Suite {
         name: "e2e",
         args: &["-p", "mxscreen-tests", "--test", "e2e"],
         parallel: false,

@@ -68,7 +68,7 @@ pub fn main(a: Args) -> Result<()> {
             let rows: Vec<String> = [l.allowed, l.blocked, l.verdict]
                 .iter()
                 .flatten()
-                .map(super::list::row)
+                .map(|e| super::list::row(e, e.origin.is_some()))
                 .collect();
             if rows.is_empty() {
                 println!(

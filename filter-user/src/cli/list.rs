@@ -48,9 +48,16 @@ pub fn expiry(expires: Option<u64>) -> String {
     }
 }
 
-pub fn row(e: &ListedEntry) -> String {
+/// One line of the table. `hosts`: with the HOST column (the fleet is on), which names
+/// the fleet host an entry was made on.
+pub fn row(e: &ListedEntry, hosts: bool) -> String {
+    let host = if hosts {
+        format!("{:<16} ", e.origin.as_deref().unwrap_or("-"))
+    } else {
+        String::new()
+    };
     format!(
-        "{:<8} {:<40} {:<6} {:<11} {:<14} {:>8}  {}",
+        "{:<8} {:<40} {:<6} {:<11} {:<14} {:>8}  {host}{}",
         e.list.name(),
         e.net.to_string(),
         e.action.name(),
@@ -77,12 +84,23 @@ pub fn main(a: Args) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&entries)?);
         return Ok(());
     }
+    let hosts = entries.iter().any(|e| e.origin.is_some());
     println!(
-        "{:<8} {:<40} {:<6} {:<11} {:<14} {:>8}  REASON",
-        "LIST", "PREFIX", "ACTION", "SOURCE", "EXPIRES", "HITS"
+        "{:<8} {:<40} {:<6} {:<11} {:<14} {:>8}  {}REASON",
+        "LIST",
+        "PREFIX",
+        "ACTION",
+        "SOURCE",
+        "EXPIRES",
+        "HITS",
+        if hosts {
+            format!("{:<16} ", "HOST")
+        } else {
+            String::new()
+        }
     );
     for e in &entries {
-        println!("{}", row(e));
+        println!("{}", row(e, hosts));
     }
     Ok(())
 }
