@@ -15,11 +15,16 @@ use crate::{
 
 /// Where the server listens, inside its namespace.
 pub const REDIS_PORT: u16 = 6379;
+/// Where [`RedisServer::start_sentinel`]'s Sentinel listens.
+pub const SENTINEL_PORT: u16 = 26379;
+/// The name the Sentinel knows the server by.
+pub const MASTER_NAME: &str = "mxprimary";
 
 pub struct RedisServer {
     ns: String,
     dir: tempfile::TempDir,
     server: Option<Daemon>,
+    sentinel: Option<Daemon>,
     /// Times the server was started (names each log file).
     starts: u32,
 }
@@ -31,6 +36,7 @@ impl RedisServer {
             ns: ns.name.clone(),
             dir: tempfile::tempdir().expect("tempdir"),
             server: None,
+            sentinel: None,
             starts: 0,
         };
         r.launch(ns);
@@ -64,6 +70,38 @@ impl RedisServer {
         }
     }
 
+    /// Starts a Sentinel (`redis-server --sentinel`) monitoring this server as
+    /// [`MASTER_NAME`]; returns once it names the primary. The URL for `[fleet] redis`.
+    pub fn start_sentinel(&mut self, ns: &NetNs) -> String {
+        let conf = self.dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {SENTINEL_PORT}\nbind 127.0.0.1\nprotected-mode no\nsentinel monitor {MASTER_NAME} 127.0.0.1 {REDIS_PORT} 1\n"
+            ),
+        )
+        .expect("write sentinel.conf");
+        let mut cmd = Command::new(require_binary("redis-server"));
+        cmd.arg(&conf).arg("--sentinel");
+        let log = self.dir.path().join("sentinel.log");
+        self.sentinel = Some(ns.enter(|| Daemon::spawn("redis-sentinel", cmd, log)));
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let port = SENTINEL_PORT.to_string();
+        loop {
+            let out = self.cli_at(&port, &["SENTINEL", "get-master-addr-by-name", MASTER_NAME]);
+            if out.contains(&REDIS_PORT.to_string()) {
+                return format!("redis+sentinel://127.0.0.1:{SENTINEL_PORT}/{MASTER_NAME}/0");
+            }
+            self.sentinel.as_mut().unwrap().assert_running();
+            assert!(
+                Instant::now() < deadline,
+                "the Sentinel does not name the primary: {out:?}\n{}",
+                self.sentinel.as_ref().unwrap().log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Kills the server outright (SIGKILL): the fleet's bus is gone.
     pub fn kill(&mut self) {
         self.server = None;
@@ -86,10 +124,14 @@ impl RedisServer {
 
     /// `redis-cli ARGS` against the server, from inside its namespace; stdout.
     pub fn cli(&self, args: &[&str]) -> String {
+        self.cli_at(&REDIS_PORT.to_string(), args)
+    }
+
+    fn cli_at(&self, port: &str, args: &[&str]) -> String {
         let out = Command::new("ip")
             .args(["netns", "exec", &self.ns])
             .arg(cli_bin())
-            .args(["-h", "127.0.0.1", "-p", &REDIS_PORT.to_string()])
+            .args(["-h", "127.0.0.1", "-p", port])
             .args(args)
             .output()
             .expect("ip netns exec redis-cli");

@@ -70,15 +70,19 @@ fn bed(tag: &str) -> Bed {
 
 /// One fleet host: `name`, attached in `mode` (xdp or tc) to the MTA host's interface.
 fn host(b: &Bed, name: &str, mode: &str) -> MxDaemon {
+    host_at(b, name, mode, &b.redis.url())
+}
+
+/// [`host`] with another `fleet.redis`.
+fn host_at(b: &Bed, name: &str, mode: &str, url: &str) -> MxDaemon {
     MxDaemon::start(
         &b.wire.server,
         SERVER_IFACE,
         Spec {
             datapath: format!("mode = {mode:?}"),
             sections: format!(
-                "[resolver]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\n\n[rdns]\nenabled = false\n\n[lists]\nallow = []\n\n[[dnsbl]]\nzone = \"bl.test\"\nweight = 10\n\n[fleet]\nredis = {:?}\nname = {name:?}\n",
+                "[resolver]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\n\n[rdns]\nenabled = false\n\n[lists]\nallow = []\n\n[[dnsbl]]\nzone = \"bl.test\"\nweight = 10\n\n[fleet]\nredis = {url:?}\nname = {name:?}\n",
                 b.rbl_addr,
-                b.redis.url()
             ),
             ..Default::default()
         },
@@ -392,4 +396,17 @@ fn malformed_and_unsafe_shared_entries_are_logged_and_ignored() {
     assert!(fleet_status(&d)["malformed"].as_u64().unwrap() >= 1);
     d.cli_ok(&["block", OTHER]);
     b.wire.assert_refused(OTHER, smtp());
+}
+
+#[test]
+fn a_host_finds_the_primary_through_sentinel() {
+    let mut b = bed("fs");
+    let url = b.redis.start_sentinel(&b.wire.server);
+    let via_sentinel = host_at(&b, "mx-a", "xdp", &url);
+    let direct = host(&b, "mx-b", "tc");
+    assert_eq!(fleet_status(&via_sentinel)["link"], "up");
+    via_sentinel.cli_ok(&["block", CLEAN, "--reason", "through sentinel"]);
+    within(SHARED_WITHIN, "block reaches mx-b", || {
+        blocked(&direct, CLEAN).is_some_and(|e| e["origin"] == "mx-a")
+    });
 }
