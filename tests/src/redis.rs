@@ -138,6 +138,44 @@ impl RedisServer {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Writes many keys at once: `SET KEY VALUE PX TTL_MS` for each, through
+    /// `redis-cli --pipe` (the Redis protocol, so values may hold anything).
+    pub fn load(&self, entries: &[(String, String)], ttl_ms: u64) {
+        let mut resp = Vec::new();
+        let ttl = ttl_ms.to_string();
+        for (k, v) in entries {
+            resp.extend_from_slice(b"*5\r\n");
+            for part in ["SET", k, v, "PX", &ttl] {
+                resp.extend_from_slice(format!("${}\r\n", part.len()).as_bytes());
+                resp.extend_from_slice(part.as_bytes());
+                resp.extend_from_slice(b"\r\n");
+            }
+        }
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(file.path(), resp).expect("write commands");
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.ns])
+            .arg(cli_bin())
+            .args(["-h", "127.0.0.1", "-p", &REDIS_PORT.to_string(), "--pipe"])
+            .stdin(std::fs::File::open(file.path()).unwrap())
+            .output()
+            .expect("redis-cli --pipe");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && text.contains("errors: 0"),
+            "redis-cli --pipe: {text}"
+        );
+    }
+
+    /// `used_memory` from `INFO memory`, in bytes.
+    pub fn used_memory(&self) -> u64 {
+        let info = self.cli(&["INFO", "memory"]);
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no used_memory in {info}"))
+    }
+
     /// `MEMORY USAGE KEY` in bytes.
     pub fn memory_usage(&self, key: &str) -> u64 {
         let out = self.cli(&["MEMORY", "USAGE", key]);

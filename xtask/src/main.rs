@@ -45,9 +45,9 @@ enum Command {
         /// Only the suites whose names contain this (e.g. `datapath`, `unit`).
         filter: Option<String>,
     },
-    /// Run a benchmark and print its table: `datapath`, `resolve` or `daemon`.
+    /// Run a benchmark and print its table: `datapath`, `resolve`, `daemon` or `fleet`.
     Bench {
-        #[arg(value_parser = ["datapath", "resolve", "daemon"])]
+        #[arg(value_parser = ["datapath", "resolve", "daemon", "fleet"])]
         name: String,
     },
 }
