@@ -127,9 +127,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         fleet_refused: 0,
     };
     d.apply()?;
-    // The fleet's shared entries are in the maps before the program attaches.
-    d.join_fleet(&mut fleet_events).await;
     d.attach_all(&ifaces)?;
+    // The fleet's shared state is loaded before "ready" (bounded: a bus that cannot be
+    // reached is given up on within seconds). The program is attached first, so the
+    // host screens with its pinned verdicts and its own lists meanwhile.
+    d.join_fleet(&mut fleet_events).await;
 
     let (calls_tx, mut calls) = mpsc::channel(64);
     let server = socket.serve(calls_tx);

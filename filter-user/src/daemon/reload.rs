@@ -4,7 +4,7 @@ use super::{Daemon, RunOptions, read_config};
 
 /// SIGHUP: re-read the config; apply ports, limits, first contact, observe, zones, weights,
 /// thresholds, resolver and lists live. What needs a restart (interfaces, mode, map sizes,
-/// pin directory, socket, state file) is named in a warning. A bad config changes nothing.
+/// pin directory, socket, state file, fleet) is named in a warning. A bad config changes nothing.
 pub fn reload(d: &mut Daemon, opts: &RunOptions) {
     let opts = RunOptions {
         config: opts.config.clone().or_else(|| d.config_path.clone()),
@@ -34,6 +34,9 @@ pub fn reload(d: &mut Daemon, opts: &RunOptions) {
     if old.control.socket != d.cfg.control.socket || old.state.file != d.cfg.state.file {
         restart.push("control.socket/state.file");
     }
+    if old.fleet != d.cfg.fleet {
+        restart.push("fleet");
+    }
     // Keep what cannot change live as it runs, so status tells the truth.
     d.cfg.datapath.interfaces = old.datapath.interfaces.clone();
     d.cfg.datapath.mode = old.datapath.mode;
@@ -41,6 +44,7 @@ pub fn reload(d: &mut Daemon, opts: &RunOptions) {
     d.cfg.datapath.pin_dir = old.datapath.pin_dir.clone();
     d.cfg.control.socket = old.control.socket.clone();
     d.cfg.state.file = old.state.file.clone();
+    d.cfg.fleet = old.fleet.clone();
     match d.apply() {
         Ok(()) => {
             tracing::info!(zones = d.cfg.dnsbl.len(), ports = ?d.cfg.datapath.ports, observe = d.cfg.policy.observe, "config reloaded")

@@ -5,7 +5,8 @@
 //!    filled again);
 //! 2. push the verdicts made while apart;
 //! 3. load every shared entry and tell the daemon what it does not hold yet: manual
-//!    changes later than its own, verdicts of other hosts.
+//!    changes later than its own, and every verdict (its own too: a host may come back
+//!    with empty maps).
 //!
 //! The subscription is already open, so a change published meanwhile arrives afterwards and
 //! meets the same rule.
@@ -61,9 +62,8 @@ pub(super) async fn join(
                 for (key, value) in keys.iter().zip(values) {
                     match value.and_then(|b| link.checked(&b, key)) {
                         Some(Record::Manual(m)) if link.mirror.offer(&m) => manual.push(m),
-                        Some(Record::Verdict(v))
-                            if v.host != link.me && !Record::Verdict(v.clone()).expired(now) =>
-                        {
+                        // This host's own verdicts too: its maps may have been lost.
+                        Some(Record::Verdict(v)) if !Record::Verdict(v.clone()).expired(now) => {
                             verdicts.push(v)
                         }
                         _ => {}
