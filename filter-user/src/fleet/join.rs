@@ -17,7 +17,7 @@ use redis::aio::MultiplexedConnection;
 
 use super::{
     FleetEvent,
-    link::{Link, LinkError, query, set_if_newer},
+    link::{Link, LinkError, answer, set_if_newer},
     wire::{Record, SharedManual, SharedVerdict, now_ms},
 };
 
@@ -46,19 +46,19 @@ pub(super) async fn join(
     for pattern in link.keys.patterns() {
         let mut cursor: u64 = 0;
         loop {
-            let (next, keys): (u64, Vec<String>) = query(
-                conn,
+            let (next, keys): (u64, Vec<String>) = answer(
                 redis::cmd("SCAN")
                     .arg(cursor)
                     .arg("MATCH")
                     .arg(&pattern)
                     .arg("COUNT")
-                    .arg(BATCH),
+                    .arg(BATCH)
+                    .query_async(conn),
             )
             .await?;
             if !keys.is_empty() {
                 let values: Vec<Option<Vec<u8>>> =
-                    query(conn, redis::cmd("MGET").arg(&keys)).await?;
+                    answer(redis::cmd("MGET").arg(&keys).query_async(conn)).await?;
                 for (key, value) in keys.iter().zip(values) {
                     match value.and_then(|b| link.checked(&b, key)) {
                         Some(Record::Manual(m)) if link.mirror.offer(&m) => manual.push(m),

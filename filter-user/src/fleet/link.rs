@@ -66,23 +66,12 @@ pub(super) fn err(e: impl std::fmt::Display) -> LinkError {
     e.to_string()
 }
 
-/// Runs one command with the response timeout.
-pub(super) async fn query<T: redis::FromRedisValue>(
-    conn: &mut MultiplexedConnection,
-    cmd: &redis::Cmd,
+/// Awaits Redis's answer to a command or pipeline (`cmd.query_async(conn)`), at most
+/// [`RESPONSE_TIMEOUT`].
+pub(super) async fn answer<T>(
+    reply: impl Future<Output = redis::RedisResult<T>>,
 ) -> Result<T, LinkError> {
-    timeout(RESPONSE_TIMEOUT, cmd.query_async(conn))
-        .await
-        .map_err(|_| "Redis did not answer in time".to_owned())?
-        .map_err(err)
-}
-
-/// Runs a pipeline with the response timeout.
-pub(super) async fn query_pipe<T: redis::FromRedisValue>(
-    conn: &mut MultiplexedConnection,
-    pipe: &redis::Pipeline,
-) -> Result<T, LinkError> {
-    timeout(RESPONSE_TIMEOUT, pipe.query_async(conn))
+    timeout(RESPONSE_TIMEOUT, reply)
         .await
         .map_err(|_| "Redis did not answer in time".to_owned())?
         .map_err(err)
@@ -234,7 +223,7 @@ impl Link {
                     }
                 }
                 _ = ping.tick() => {
-                    query::<String>(&mut s.conn, &redis::cmd("PING")).await?;
+                    answer::<String>(redis::cmd("PING").query_async(&mut s.conn)).await?;
                     self.mirror.prune(now_ms());
                 }
             }
@@ -294,7 +283,14 @@ impl Link {
                     .cmd("GET")
                     .arg(self.keys.verdict(ip));
                 let (won, held): (Option<String>, Option<Vec<u8>>) =
-                    query_pipe(conn, &pipe).await?;
+                    match answer(pipe.query_async(conn)).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            // The link fails under this peer: it is evaluated here.
+                            self.send(FleetEvent::Evaluate(ip)).await;
+                            return Err(e);
+                        }
+                    };
                 let held = held.and_then(|b| match self.checked(&b, &self.keys.verdict(ip)) {
                     Some(Record::Verdict(v)) => Some(v),
                     _ => None,
@@ -339,7 +335,7 @@ impl Link {
             .arg(self.keys.channel())
             .arg(&body)
             .ignore();
-        query_pipe::<()>(conn, &pipe).await?;
+        answer::<()>(pipe.query_async(conn)).await?;
         self.status.send_modify(|st| st.verdicts_sent += 1);
         Ok(())
     }
@@ -429,6 +425,6 @@ pub(super) async fn set_if_newer(
             .arg(&m.host)
             .arg(ttl);
     }
-    let stored: Vec<i64> = query_pipe(conn, &pipe).await?;
+    let stored: Vec<i64> = answer(pipe.query_async(conn)).await?;
     Ok(stored.iter().filter(|s| **s == 1).count() as u64)
 }
