@@ -316,7 +316,8 @@ fn hosts_screen_alone_while_redis_is_down_and_reconcile_when_it_returns() {
     assert_eq!(xdp.wait_verdict(LISTED[2], VERDICT_WITHIN), "drop");
     assert_eq!(tc.wait_verdict(LISTED[2], VERDICT_WITHIN), "drop");
     xdp.cli_ok(&["block", CLEAN, "--reason", "while apart"]);
-    // Conflicting changes made apart: the later change of each key wins everywhere.
+    // Conflicting changes made apart: the later change of each key wins everywhere. (The
+    // pauses only keep the changes in distinct milliseconds: their order is the point.)
     xdp.cli_ok(&["unblock", KEPT]);
     std::thread::sleep(Duration::from_millis(20));
     tc.cli_ok(&["block", KEPT, "--reason", "again from mx-b"]);
