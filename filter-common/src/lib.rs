@@ -184,6 +184,11 @@ pub struct Verdict {
     pub expires_ns: u64,
     /// SYNs this verdict decided (bumped atomically by the datapath, read by `list`).
     pub hits: u64,
+    /// For a reputation `drop`: CLOCK_MONOTONIC_COARSE ns from which the next SYN is let
+    /// through to the MTA so it can explain the refusal (see
+    /// [`DatapathConfig::explain_window_ns`]); 0 = the next SYN. The datapath moves it one
+    /// window ahead each time it lets one through.
+    pub explain_at_ns: u64,
 }
 
 impl Verdict {
@@ -195,7 +200,15 @@ impl Verdict {
             _pad: [0; 6],
             expires_ns,
             hits: 0,
+            explain_at_ns: 0,
         }
+    }
+
+    /// Whether the datapath lets one SYN per explain window through to the MTA: only a
+    /// reputation `drop` is explained. Manual blocks, lists and feeds are the operator's
+    /// word and are never explained.
+    pub const fn is_explained(&self) -> bool {
+        self.action == Action::Drop as u8 && self.reason == Reason::Reputation as u8
     }
 
     /// The stored action as the datapath applies it (an unknown byte passes).
@@ -272,6 +285,15 @@ pub struct DatapathConfig {
     /// With `FLAG_HOLD`, an unknown peer's SYNs are dropped for at most this long after its
     /// first SYN, so that TCP's retransmitted SYN meets the verdict.
     pub hold_window_ns: u64,
+    /// A reputation `drop` lets one SYN through per this window (the first after the verdict,
+    /// then one per window), so the MTA can tell the sender why it is refused. 0 = never.
+    pub explain_window_ns: u64,
+    /// CLOCK_MONOTONIC_COARSE ns of the daemon's last heartbeat.
+    pub alive_ns: u64,
+    /// Fail-open guard: when non-zero and the heartbeat is older than this, every subject SYN
+    /// passes (counted as `passed_stale`). Covers a dead or hung daemon whatever the attach
+    /// path, including a netlink tc filter that outlives its process. 0 = no guard (tests).
+    pub stale_after_ns: u64,
 }
 
 /// Decide and count, but never drop or limit.
@@ -290,6 +312,9 @@ impl DatapathConfig {
             limit_tolerance_ns: 0,
             dedup_window_ns: 0,
             hold_window_ns: 0,
+            explain_window_ns: 0,
+            alive_ns: 0,
+            stale_after_ns: 0,
         }
     }
 
@@ -379,11 +404,16 @@ pub enum Counter {
     Fragment = 12,
     /// Would have been dropped or limited, passed because observe mode is on.
     ObservePassed = 13,
+    /// Subject SYN passed without a decision: the daemon's heartbeat is stale (fail-open).
+    PassedStale = 14,
+    /// A reputation-dropped source's SYN let through (once per explain window) so the MTA
+    /// can explain the refusal.
+    Explained = 15,
 }
 
 impl Counter {
     /// Number of counters (size of the `COUNTERS` array).
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 16;
 
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::PassedNotSubject,
@@ -400,6 +430,8 @@ impl Counter {
         Counter::Malformed,
         Counter::Fragment,
         Counter::ObservePassed,
+        Counter::PassedStale,
+        Counter::Explained,
     ];
 
     /// Stable snake_case name for stats output and metrics.
@@ -419,6 +451,8 @@ impl Counter {
             Counter::Malformed => "malformed",
             Counter::Fragment => "fragment",
             Counter::ObservePassed => "observe_passed",
+            Counter::PassedStale => "passed_stale",
+            Counter::Explained => "explained",
         }
     }
 }
@@ -495,10 +529,10 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         use core::mem::size_of;
-        assert_eq!(size_of::<Verdict>(), 1 + 1 + 6 + 8 + 8);
+        assert_eq!(size_of::<Verdict>(), 1 + 1 + 6 + 8 + 8 + 8);
         assert_eq!(size_of::<ListEntry>(), 1 + 7 + 8 + 8);
         assert_eq!(size_of::<Seen>(), 16);
-        assert_eq!(size_of::<DatapathConfig>(), 2 * MAX_PORTS + 4 + 4 + 4 * 8);
+        assert_eq!(size_of::<DatapathConfig>(), 2 * MAX_PORTS + 4 + 4 + 7 * 8);
         assert_eq!(size_of::<NewPeerEvent>(), 16 + 1 + 1 + 2 + 4 + 8);
     }
 

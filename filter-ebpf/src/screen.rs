@@ -70,6 +70,11 @@ pub fn screen(data: usize, data_end: usize, ifindex: u32) -> Decision {
     }
     // The coarse clock: see filter-user's datapath::clock for why it is precise enough.
     let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // The daemon stopped beating (dead, hung, or gone while a netlink tc filter stays
+    // attached): decide nothing, pass everything. Mail flows unscreened rather than not at all.
+    if cfg.stale_after_ns != 0 && now.saturating_sub(cfg.alive_ns) > cfg.stale_after_ns {
+        return pass(Counter::PassedStale);
+    }
     let (decision, counter) = match src {
         Source::V4(addr) => {
             let mut wide = [0u8; 16];
@@ -175,6 +180,9 @@ fn decide<K: Copy + 'static>(
         if live(v.expires_ns, now) {
             bump(&mut v.hits);
             return match Action::from_u8(v.action) {
+                Some(Action::Drop) if explain_now(v, cfg, now) => {
+                    (Decision::Pass, Counter::Explained)
+                }
                 Some(Action::Drop) => (Decision::Drop, Counter::DroppedVerdict),
                 Some(Action::Limit) => limit(fam, addr, cfg, now),
                 // Pass, or a value this program does not know: fail open.
@@ -184,6 +192,18 @@ fn decide<K: Copy + 'static>(
         // Expired: treated as unknown below (userspace removes it and re-resolves).
     }
     unknown(fam, addr, origin, cfg, now)
+}
+
+/// Whether this SYN of a dropped source goes through so the MTA can explain the refusal: the
+/// first SYN after a reputation verdict, then one per explain window. Two CPUs may both let
+/// a SYN through at the window's turn; one extra explained connection is harmless.
+#[inline(always)]
+fn explain_now(v: &mut Verdict, cfg: &DatapathConfig, now: u64) -> bool {
+    if cfg.explain_window_ns == 0 || !v.is_explained() || now < v.explain_at_ns {
+        return false;
+    }
+    v.explain_at_ns = now + cfg.explain_window_ns;
+    true
 }
 
 /// Limit action as GCRA: one timestamp per source (the theoretical arrival time, TAT).

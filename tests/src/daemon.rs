@@ -39,6 +39,10 @@ pub struct Spec {
     pub datapath: String,
     pub sections: String,
     pub args: Vec<String>,
+    /// Extra environment for `mxscreen run`.
+    pub env: Vec<(String, String)>,
+    /// Where the state file goes (default: the daemon's temp dir).
+    pub state: Option<PathBuf>,
 }
 
 pub struct MxDaemon {
@@ -66,7 +70,10 @@ impl MxDaemon {
             ns_file: PathBuf::from(format!("/run/netns/{}", ns.name)),
             config: dir.path().join("mxscreen.toml"),
             socket: dir.path().join("control.sock"),
-            state: dir.path().join("state.json"),
+            state: spec
+                .state
+                .clone()
+                .unwrap_or_else(|| dir.path().join("state.json")),
             log: dir.path().join("daemon.log"),
             dir,
             pin_dir,
@@ -105,6 +112,7 @@ impl MxDaemon {
             .args(["run", "--config"])
             .arg(&self.config)
             .args(&self.spec.args)
+            .envs(self.spec.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -166,6 +174,11 @@ impl MxDaemon {
         self.launch();
     }
 
+    /// The daemon's process id (nsenter execs it in place).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
         let pid = self.child.as_ref().expect("running").id() as i32;
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap();
@@ -215,17 +228,20 @@ impl MxDaemon {
 
     /// The daemon's cached verdict action for `ip` (`pass`/`limit`/`drop`), if any.
     pub fn verdict(&self, ip: &str) -> Option<String> {
-        let list: serde_json::Value =
-            serde_json::from_str(&self.cli_ok(&["list", "--verdicts", "--json"])).unwrap();
+        self.verdict_entry(ip)
+            .map(|e| e["action"].as_str().unwrap().to_owned())
+    }
+
+    /// The `list --verdicts --json` entry (one JSON object per line) for `ip`, if any.
+    pub fn verdict_entry(&self, ip: &str) -> Option<serde_json::Value> {
         let host = if ip.contains(':') {
             format!("{ip}/128")
         } else {
             format!("{ip}/32")
         };
-        list.as_array()?
-            .iter()
+        ndjson(&self.cli_ok(&["list", "--verdicts", "--json"]))
+            .into_iter()
             .find(|e| e["net"] == host.as_str())
-            .map(|e| e["action"].as_str().unwrap().to_owned())
     }
 
     /// Waits for a verdict for `ip` and returns its action.
@@ -299,4 +315,12 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// `--json` output of `list`: one JSON object per line.
+pub fn ndjson(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
 }

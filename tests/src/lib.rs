@@ -3,6 +3,7 @@
 pub mod daemon;
 pub mod dns;
 pub mod kernel;
+pub mod logfmt;
 pub mod mta;
 pub mod netns;
 pub mod packets;

@@ -311,8 +311,16 @@ impl Testbed {
                 "[[dnsbl.code_weights]]\ncodes = [{codes}]\nweight = {weight}\nlabel = \"{label}\"\n\n"
             )
         };
+        // Explained refusals let a dropped sender's first SYN after its verdict through to
+        // the MTA; scenarios that assert refusal at SYN without an MTA that asks mxscreen
+        // turn them off, the explain scenarios set their own window.
+        let explain = if policy.contains("explain_every") {
+            ""
+        } else {
+            "explain_every = \"0s\"\n"
+        };
         let mut s = format!(
-            "[resolver]\nnameservers = [\"{RESOLVER}\"]\ntimeout = \"1s\"\n\n[policy]\n{policy}\n\n"
+            "[resolver]\nnameservers = [\"{RESOLVER}\"]\ntimeout = \"1s\"\n\n[policy]\n{explain}{policy}\n\n"
         );
         s += &format!(
             "[[dnsbl]]\nzone = \"{DNSBL_ZONE}\"\nweight = 10\ncodes = [\"127.0.0.2-127.0.0.11\"]\n\n"
@@ -338,6 +346,7 @@ impl Testbed {
             datapath: format!("{}\n{}", self.attach.config(), t.datapath),
             sections: Self::sections(&t.policy),
             args: t.args,
+            ..Default::default()
         };
         let d = MxDaemon::start(&self.wire.server, SERVER_IFACE, spec);
         // `status` says what the interface actually got (auto mode could fall back).

@@ -44,6 +44,10 @@ enum Command {
     Test {
         /// Only the suites whose names contain this (e.g. `datapath`, `unit`).
         filter: Option<String>,
+        /// Let ignored (skipped) tests pass; by default a skipped test fails the run, locally
+        /// as in CI, since a test that does not run proves nothing.
+        #[arg(long)]
+        allow_skips: bool,
     },
     /// Run a benchmark and print its table: `datapath`, `resolve`, `daemon` or `fleet`.
     Bench {
@@ -68,10 +72,13 @@ fn main() -> Result<()> {
             setup::setup()?;
             lint::run()
         }
-        Command::Test { filter } => {
+        Command::Test {
+            filter,
+            allow_skips,
+        } => {
             setup::setup()?;
             lint::run()?;
-            test::run(filter.as_deref())
+            test::run(filter.as_deref(), allow_skips)
         }
         Command::Bench { name } => {
             setup::setup()?;

@@ -2,7 +2,10 @@
 
 use anyhow::Result;
 
-use super::connect::Connect;
+use super::{
+    connect::Connect,
+    out::{out, outln},
+};
 use crate::{
     control::{
         client::Client,
@@ -31,26 +34,23 @@ pub struct Args {
 pub fn main(a: Args) -> Result<()> {
     let s = a.connect.call(Client::status)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        outln!("{}", serde_json::to_string_pretty(&s)?)?;
     } else {
-        print!("{}", text(&s));
+        out!("{}", text(&s))?;
     }
     Ok(())
 }
 
 /// The status as aligned text, a label column and a value column.
 fn text(s: &StatusReply) -> String {
-    let mut out = String::new();
+    let mut out = format!(
+        "mxscreen {} running for {}\n",
+        s.version,
+        duration::format(std::time::Duration::from_secs(s.uptime_secs.max(1)))
+    );
     let mut line = |label: &str, value: String| {
         out.push_str(&format!("{:<15}{value}\n", format!("{label}:")));
     };
-    line(
-        &format!("mxscreen {}", s.version),
-        format!(
-            "running for {}",
-            duration::format(std::time::Duration::from_secs(s.uptime_secs.max(1)))
-        ),
-    );
     line(
         "config",
         s.config_file
@@ -81,6 +81,23 @@ fn text(s: &StatusReply) -> String {
         );
     }
     resolver(&s.resolver, &mut line);
+    if let Some(r) = &s.reload {
+        let ago = duration::format(std::time::Duration::from_secs(
+            crate::state::unix_now().saturating_sub(r.at).max(1),
+        ));
+        let last = if r.error.is_some() {
+            "failed"
+        } else {
+            "applied"
+        };
+        line(
+            "reload",
+            format!(
+                "last {ago} ago, {last} ({} applied, {} failed)",
+                r.ok, r.failed
+            ),
+        );
+    }
     if let Some(f) = &s.fleet {
         fleet(f, &mut line);
     }

@@ -131,6 +131,7 @@ impl Config {
         c.set_limit(self.policy.limit_rate, self.policy.limit_burst);
         c.dedup_window_ns = d.dedup_window.as_nanos() as u64;
         c.hold_window_ns = d.hold_max.as_nanos() as u64;
+        c.explain_window_ns = self.policy.explain_every.as_nanos() as u64;
         if d.first_contact == FirstContact::Hold {
             c.flags |= FLAG_HOLD;
         }
@@ -253,6 +254,8 @@ mod tests {
         );
         let msg = err("[[dnsbl]]\nzone = \"a.example\"\nweight = 1\nwieght = 2\n");
         assert!(msg.starts_with("test.toml:4:1: dnsbl[0].wieght: "), "{msg}");
+        let msg = err("[policy]\nobserve = true\n[policy]\n");
+        assert!(msg.starts_with("test.toml:3:2: policy: duplicate"), "{msg}");
         let msg = err("[datapath]\nportz = [25]\n");
         assert!(msg.starts_with("test.toml:2:1: datapath.portz: "), "{msg}");
     }

@@ -76,8 +76,11 @@ pub enum Body {
     Done {
         message: String,
     },
+    /// One frame of a `list` answer; frames follow while `more` is set.
     List {
         entries: Vec<ListedEntry>,
+        #[serde(default)]
+        more: bool,
     },
     Stats(StatsReply),
     Status(StatusReply),
@@ -208,10 +211,13 @@ pub struct StatusReply {
     pub programs: Vec<ProgramStatus>,
     pub maps: Vec<MapFill>,
     pub resolver: ResolverStatus,
+    /// SIGHUP reloads so far; `None` before the first.
+    pub reload: Option<ReloadStatus>,
     pub warnings: Vec<String>,
-    /// The link to the fleet's Redis; `None` when `[fleet]` is off.
+    /// The link to the fleet's Redis; `None` when `[fleet]` is off. (Boxed: replies
+    /// stay small when the fleet is off.)
     #[serde(default)]
-    pub fleet: Option<FleetStatus>,
+    pub fleet: Option<Box<FleetStatus>>,
 }
 
 /// Whether the fleet bus is reachable.
@@ -254,6 +260,19 @@ pub struct FleetStatus {
     /// Shared entries this host refused (a block covering a protected address, a block
     /// wider than `control.widest_block_*` made without --force).
     pub refused: u64,
+}
+
+/// How SIGHUP reloads went.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReloadStatus {
+    /// Unix seconds of the last reload.
+    pub at: u64,
+    /// Reloads applied.
+    pub ok: u64,
+    /// Reloads refused (the running config stayed).
+    pub failed: u64,
+    /// Why the last reload failed; `None` if it succeeded.
+    pub error: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -311,10 +330,17 @@ impl FromBody for String {
     }
 }
 
-impl FromBody for Vec<ListedEntry> {
+/// One frame of a `list` answer.
+pub struct ListChunk {
+    pub entries: Vec<ListedEntry>,
+    /// More frames follow.
+    pub more: bool,
+}
+
+impl FromBody for ListChunk {
     fn from_body(body: Body) -> Option<Self> {
         match body {
-            Body::List { entries } => Some(entries),
+            Body::List { entries, more } => Some(Self { entries, more }),
             _ => None,
         }
     }

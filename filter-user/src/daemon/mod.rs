@@ -5,17 +5,20 @@
 //! - this file: start-up and the main loop, which owns the [`Daemon`] (no locks);
 //! - [`reactor`]: what the daemon does on its own — list reconciliation, new peers,
 //!   verdicts into the maps, the sweep of expired entries;
-//! - [`requests`]: the answers to the operator's control requests;
+//! - [`requests`]: the answers to the operator's control requests that change something;
+//! - [`listing`]: `list` (streamed) and lookups; [`status`]: `stats` and `status`;
 //! - [`reload`]: what SIGHUP does;
 //! - [`shared`]: what the fleet sends (shared entries and verdicts, peers to evaluate);
 //! - [`protect`]: addresses that can never be dropped; [`interfaces`]: where to attach.
 
 pub mod interfaces;
+mod listing;
 pub mod protect;
 mod reactor;
 mod reload;
 mod requests;
 mod shared;
+mod status;
 
 use std::{
     path::PathBuf,
@@ -32,7 +35,7 @@ use tokio::{
 use self::protect::Protected;
 use crate::{
     config::Config,
-    control::server::ControlSocket,
+    control::{protocol::ReloadStatus, server::ControlSocket},
     datapath::{self, AttachMode, Attached, DatapathMaps, Events, LoadOptions},
     fleet::Fleet,
     reputation::Engine,
@@ -65,10 +68,13 @@ pub struct Daemon {
     pub engine: Engine,
     pub protected: Vec<Protected>,
     pub started: Instant,
+    /// How SIGHUP reloads went (for `status`).
+    pub reloads: Option<ReloadStatus>,
     /// The fleet handle (inert when `[fleet]` is off).
     pub fleet: Fleet,
-    /// Which fleet host made each verdict taken from the fleet.
-    pub shared_origins: shared::SharedOrigins,
+    /// Which fleet host made each verdict taken from the fleet (shared with a running
+    /// `list`, copied on write).
+    pub shared_origins: std::sync::Arc<shared::SharedOrigins>,
     /// Shared entries refused by this host's checks.
     pub fleet_refused: u64,
 }
@@ -122,6 +128,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         engine,
         protected: Vec::new(),
         started: Instant::now(),
+        reloads: None,
         fleet,
         shared_origins: Default::default(),
         fleet_refused: 0,
@@ -139,6 +146,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    let mut beat = tokio::time::interval(reactor::BEAT_EVERY);
     tracing::info!(socket = %d.cfg.control.socket.display(), state = %d.cfg.state.file.display(), "ready");
 
     loop {
@@ -152,6 +160,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             Some(ev) = fleet_events.recv() => d.on_fleet(ev),
             Some((req, reply)) = calls.recv() => {
                 let _ = reply.send(d.handle(req));
+            }
+            _ = beat.tick() => {
+                if let Err(e) = d.beat() {
+                    tracing::warn!(error = %format!("{e:#}"), "heartbeat to the datapath failed");
+                }
             }
             _ = sweep.tick() => {
                 if let Err(e) = d.sweep() {

@@ -15,6 +15,13 @@ use crate::{
     state::unix_now,
 };
 
+/// How often the main loop refreshes the heartbeat in the datapath's config.
+pub(super) const BEAT_EVERY: Duration = Duration::from_secs(1);
+/// How old the heartbeat may get before the datapath fails open: a few missed beats, so a
+/// busy moment (a reload, a big sweep) does not open the gate, a dead daemon does within
+/// seconds.
+pub(super) const STALE_AFTER: Duration = Duration::from_secs(5);
+
 /// Datapath-clock expiry for a wall-clock one (Unix seconds); 0 = never.
 pub(super) fn boot_expiry(expires_unix: Option<u64>) -> u64 {
     match expires_unix {
@@ -33,8 +40,26 @@ impl Daemon {
     /// this daemon owns (manual and config) that are no longer wanted are removed, wanted
     /// ones (re)inserted. Called at start (pinned tries may hold an older truth) and on reload.
     pub fn apply(&mut self) -> Result<()> {
-        self.maps.set_config(&self.cfg.kernel())?;
+        self.beat()?;
         self.protected = protect::protected_set(&self.cfg.lists.allow);
+        let want = self.wanted();
+        for kind in [ListKind::Allow, ListKind::Deny] {
+            for (net, entry) in self.maps.list_entries(kind)? {
+                let ours = matches!(entry.reason(), Reason::Manual | Reason::Config);
+                if ours && !want.iter().any(|(k, n, _)| *k == kind && *n == net) {
+                    self.maps.list_remove(kind, net)?;
+                }
+            }
+        }
+        for (kind, net, entry) in want {
+            self.maps.list_insert(kind, net, entry)?;
+        }
+        Ok(())
+    }
+
+    /// Every list entry the config, the host and the state file call for, in the order they
+    /// are written (a manual entry replaces a config entry for the same prefix).
+    fn wanted(&self) -> Vec<(ListKind, IpNet, ListEntry)> {
         let mut want: Vec<(ListKind, IpNet, ListEntry)> = Vec::new();
         for p in &self.protected {
             want.push((ListKind::Allow, p.net, ListEntry::new(Reason::Config, 0)));
@@ -50,18 +75,30 @@ impl Daemon {
             let entry = ListEntry::new(Reason::Manual, boot_expiry(e.expires));
             want.push((e.list, e.net.trunc(), entry));
         }
-        for kind in [ListKind::Allow, ListKind::Deny] {
-            for (net, entry) in self.maps.list_entries(kind)? {
-                let ours = matches!(entry.reason(), Reason::Manual | Reason::Config);
-                if ours && !want.iter().any(|(k, n, _)| *k == kind && *n == net) {
-                    self.maps.list_remove(kind, net)?;
-                }
-            }
+        want
+    }
+
+    /// Puts back in the map what the config, the host and the state file call for at one
+    /// prefix: the undo of a map change whose state write failed.
+    pub(super) fn restore(&mut self, kind: ListKind, net: IpNet) -> Result<()> {
+        let want = self
+            .wanted()
+            .into_iter()
+            .rfind(|(k, n, _)| *k == kind && *n == net);
+        match want {
+            Some((_, _, entry)) => self.maps.list_insert(kind, net, entry),
+            None => self.maps.list_remove(kind, net).map(|_| ()),
         }
-        for (kind, net, entry) in want {
-            self.maps.list_insert(kind, net, entry)?;
-        }
-        Ok(())
+    }
+
+    /// Writes the runtime config with a fresh heartbeat. The datapath stops screening (passes
+    /// everything) once the heartbeat is older than [`STALE_AFTER`]: a dead or hung daemon
+    /// never keeps dropping, whatever the attach path.
+    pub fn beat(&mut self) -> Result<()> {
+        let mut k = self.cfg.kernel();
+        k.alive_ns = clock::now_ns();
+        k.stale_after_ns = STALE_AFTER.as_nanos() as u64;
+        self.maps.set_config(&k)
     }
 
     /// A new peer from the datapath: claimed for the fleet (which answers with another
@@ -83,14 +120,18 @@ impl Daemon {
             tracing::warn!(ip = %v.ip, error = %e, "could not store verdict");
             return;
         }
-        self.shared_origins.forget(v.ip);
+        if self.shared_origins.host(v.ip).is_some() {
+            std::sync::Arc::make_mut(&mut self.shared_origins).forget(v.ip);
+        }
         self.fleet.verdict_made(v);
         tracing::info!(
             target: "mxscreen::verdict",
             action = v.action.name(),
             ip = %v.ip,
             score = v.score,
-            reasons = %v.reasons(),
+            // Debug-formatted: quoted and escaped (logfmt), because the evidence carries a
+            // DNSBL's TXT text, which must never read as fields of its own.
+            reasons = ?v.reasons(),
             ttl = v.ttl.as_secs(),
             source = v.reason.name(),
             observe = self.cfg.policy.observe,
@@ -98,22 +139,27 @@ impl Daemon {
         );
     }
 
-    /// Removes expired manual entries (state file and tries) and expired verdicts.
+    /// Removes expired manual entries (state file, then tries: if the file cannot be written
+    /// they stay in both, where the datapath ignores them, until a later sweep) and expired
+    /// verdicts.
     pub fn sweep(&mut self) -> Result<()> {
         for e in self.state.take_expired(unix_now())? {
             self.maps.list_remove(e.list, e.net)?;
             tracing::info!(list = ?e.list, net = %e.net, "manual entry expired");
         }
         let now = clock::now_ns();
-        let expired: Vec<IpAddr> = self
-            .maps
-            .verdicts()?
-            .into_iter()
-            .filter(|(_, v)| v.expires_ns != 0 && v.expires_ns <= now)
-            .map(|(ip, _)| ip)
-            .collect();
+        let mut expired: Vec<IpAddr> = Vec::new();
+        self.maps.for_each_verdict_chunk(|chunk| {
+            expired.extend(
+                chunk
+                    .iter()
+                    .filter(|(_, v)| v.expires_ns != 0 && v.expires_ns <= now)
+                    .map(|(ip, _)| *ip),
+            );
+            true
+        })?;
         let removed = self.maps.verdicts_remove(&expired)?;
-        self.shared_origins.prune(crate::fleet::wire::now_ms());
+        std::sync::Arc::make_mut(&mut self.shared_origins).prune(crate::fleet::wire::now_ms());
         if removed > 0 {
             tracing::debug!(removed, "expired verdicts removed");
         }

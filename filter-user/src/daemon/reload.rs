@@ -1,26 +1,41 @@
-//! SIGHUP: re-read the config and apply what can change live.
+//! SIGHUP: re-read the config and apply what can change live, and remember how it went so
+//! `status` can say (a reload that failed leaves the old config running, which an operator
+//! who only sent the signal would otherwise never learn).
+
+use anyhow::{Result, anyhow};
 
 use super::{Daemon, RunOptions, read_config};
+use crate::{control::protocol::ReloadStatus, state::unix_now};
 
 /// SIGHUP: re-read the config; apply ports, limits, first contact, observe, zones, weights,
 /// thresholds, resolver and lists live. What needs a restart (interfaces, mode, map sizes,
-/// pin directory, socket, state file, fleet) is named in a warning. A bad config changes nothing.
+/// pin directory, socket, state file, fleet) is named in a warning. A bad config changes
+/// nothing.
 pub fn reload(d: &mut Daemon, opts: &RunOptions) {
+    let result = try_reload(d, opts);
+    let r = d.reloads.get_or_insert_with(ReloadStatus::default);
+    r.at = unix_now();
+    match result {
+        Ok(()) => {
+            r.ok += 1;
+            r.error = None;
+        }
+        Err(e) => {
+            let error = format!("{e:#}");
+            tracing::error!(%error, "reload failed; keeping the running config");
+            r.failed += 1;
+            r.error = Some(error);
+        }
+    }
+}
+
+fn try_reload(d: &mut Daemon, opts: &RunOptions) -> Result<()> {
     let opts = RunOptions {
         config: opts.config.clone().or_else(|| d.config_path.clone()),
         ..opts.clone()
     };
-    let (new, _) = match read_config(&opts) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "reload failed; keeping the running config");
-            return;
-        }
-    };
-    if let Err(e) = d.engine.reload(new.reputation()) {
-        tracing::error!(error = %e, "reload failed; keeping the running config");
-        return;
-    }
+    let (new, _) = read_config(&opts)?;
+    d.engine.reload(new.reputation()).map_err(|e| anyhow!(e))?;
     let old = std::mem::replace(&mut d.cfg, new);
     let mut restart = Vec::new();
     if old.datapath.interfaces != d.cfg.datapath.interfaces
@@ -45,13 +60,11 @@ pub fn reload(d: &mut Daemon, opts: &RunOptions) {
     d.cfg.control.socket = old.control.socket.clone();
     d.cfg.state.file = old.state.file.clone();
     d.cfg.fleet = old.fleet.clone();
-    match d.apply() {
-        Ok(()) => {
-            tracing::info!(zones = d.cfg.dnsbl.len(), ports = ?d.cfg.datapath.ports, observe = d.cfg.policy.observe, "config reloaded")
-        }
-        Err(e) => tracing::error!(error = %format!("{e:#}"), "applying the reloaded config failed"),
-    }
     if !restart.is_empty() {
         tracing::warn!(keys = %restart.join(", "), "changed in the config but only applied at restart");
     }
+    d.apply()
+        .map_err(|e| e.context("applying the reloaded config"))?;
+    tracing::info!(zones = d.cfg.dnsbl.len(), ports = ?d.cfg.datapath.ports, observe = d.cfg.policy.observe, "config reloaded");
+    Ok(())
 }

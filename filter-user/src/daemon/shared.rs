@@ -4,7 +4,7 @@
 //! `control.widest_block_*` unless it was forced) — and new peers the fleet says to
 //! evaluate here into the engine.
 
-use std::{collections::HashMap, net::IpAddr};
+use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
 use filter_common::{ListEntry, Reason, Verdict as MapVerdict};
 use ipnet::IpNet;
@@ -23,7 +23,7 @@ use crate::{
 /// Which host made each verdict this host took from the fleet (for `list`), by index into
 /// a short table of host names: a fleet has a handful of hosts and the map may hold a
 /// million verdicts.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct SharedOrigins {
     hosts: Vec<String>,
     by_ip: HashMap<IpAddr, (u16, u64)>,
@@ -68,11 +68,23 @@ impl Daemon {
         if self.fleet.name().is_none() {
             return;
         }
-        while let Some(ev) = events.recv().await {
-            let done = matches!(ev, FleetEvent::Synced | FleetEvent::Down);
-            self.on_fleet(ev);
-            if done {
-                return;
+        // The datapath fails open without heartbeats; a long join keeps it screening.
+        let mut beat = tokio::time::interval(super::reactor::BEAT_EVERY);
+        loop {
+            tokio::select! {
+                ev = events.recv() => {
+                    let Some(ev) = ev else { return };
+                    let done = matches!(ev, FleetEvent::Synced | FleetEvent::Down);
+                    self.on_fleet(ev);
+                    if done {
+                        return;
+                    }
+                }
+                _ = beat.tick() => {
+                    if let Err(e) = self.beat() {
+                        tracing::warn!(error = %format!("{e:#}"), "heartbeat to the datapath failed");
+                    }
+                }
             }
         }
     }
@@ -160,7 +172,7 @@ impl Daemon {
             tracing::warn!(ip = %v.ip, error = %e, "could not store a shared verdict");
             return;
         }
-        self.shared_origins.insert(v.ip, &v.host, v.expires_ms);
+        Arc::make_mut(&mut self.shared_origins).insert(v.ip, &v.host, v.expires_ms);
         tracing::debug!(
             target: "mxscreen::fleet",
             action = v.action.name(),

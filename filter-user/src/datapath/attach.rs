@@ -8,7 +8,7 @@ use aya::{
     Ebpf,
     programs::{
         ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
-        tc::{SchedClassifierLinkId, qdisc_add_clsact},
+        tc::{NlOptions, SchedClassifierLinkId, TcAttachOptions, qdisc_add_clsact},
         xdp::XdpLinkId,
     },
 };
@@ -55,8 +55,10 @@ enum Link {
 }
 
 /// One attachment. Links are file-descriptor based (bpf_link / tcx), so they go away with the
-/// process even on `kill -9`: the datapath can never outlive the daemon and block mail with
-/// nobody managing it. Call [`Attached::detach`] for an orderly exit.
+/// process even on `kill -9`. The tc path of kernels before 6.6 (netlink) outlives the
+/// process; there the daemon's heartbeat in the config map makes the datapath pass
+/// everything within seconds. Either way a dead daemon never keeps dropping mail. Call
+/// [`Attached::detach`] for an orderly exit.
 pub struct Attached {
     pub iface: String,
     pub mode: AttachedMode,
@@ -136,8 +138,25 @@ fn attach_xdp(ebpf: &mut Ebpf, iface: &str, mode: XdpMode) -> Result<Link> {
         .map_err(|e| explain(iface, what, e))
 }
 
+/// Set (to anything) to force the pre-6.6 tc path — a clsact qdisc and a netlink filter — on
+/// any kernel. Such a filter outlives the daemon's process, so the tests use this to prove
+/// that the heartbeat still fails open there (`datapath.stale_after`, see daemon::reactor).
+pub const FORCE_NETLINK_ENV: &str = "MXSCREEN_TC_NETLINK";
+
 fn attach_tc(ebpf: &mut Ebpf, iface: &str) -> Result<Link> {
     let prog = tc(ebpf)?;
+    if std::env::var_os(FORCE_NETLINK_ENV).is_some() {
+        // EEXIST when the qdisc is there already, which is what we want.
+        let _ = qdisc_add_clsact(iface);
+        return prog
+            .attach_with_options(
+                iface,
+                TcAttachType::Ingress,
+                TcAttachOptions::Netlink(NlOptions::default()),
+            )
+            .map(Link::Tc)
+            .map_err(|e| explain(iface, "tc (netlink)", e));
+    }
     match prog.attach(iface, TcAttachType::Ingress) {
         Ok(id) => Ok(Link::Tc(id)),
         // Before tcx (kernel < 6.6) the classifier needs a clsact qdisc; add it and retry.

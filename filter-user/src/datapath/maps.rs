@@ -78,12 +78,64 @@ fn key6(net: Ipv6Net) -> Key<[u8; 16]> {
     Key::new(u32::from(net.prefix_len()), net.network().octets())
 }
 
-/// Every entry of a hash map: batched, or key by key where the kernel lacks batch commands.
-fn all<K: Pod, V: Pod>(map: &Hash<K, V>) -> Result<Vec<(K, V)>> {
-    match batch::lookup_all::<K, V>(map.map().fd().as_fd()) {
+/// Every entry of a hash map, a chunk at a time while `each` says go on (see
+/// [`batch::lookup_chunks`]).
+fn chunks<K: Pod, V: Pod>(
+    map: &Hash<K, V>,
+    mut each: impl FnMut(Vec<(K, V)>) -> bool,
+) -> Result<()> {
+    match batch::lookup_chunks::<K, V>(map.map().fd().as_fd(), &mut each) {
         Ok(r) => Ok(r.context("reading a map in batches")?),
-        Err(batch::Unsupported) => map.iter().map(|r| r.map_err(Into::into)).collect(),
+        Err(batch::Unsupported) => {
+            let all: Vec<(K, V)> = map.iter().collect::<Result<_, _>>()?;
+            for c in all.chunks(4096) {
+                if !each(c.to_vec()) {
+                    break;
+                }
+            }
+            Ok(())
+        }
     }
+}
+
+/// A second handle on a hash map (a duplicate of its fd), usable from another thread.
+fn duplicate<K: Pod, V: Pod>(map: &Hash<K, V>) -> Result<Hash<K, V>> {
+    let fd = map.map().fd().as_fd().try_clone_to_owned()?;
+    let data = MapData::from_fd(fd)?;
+    Ok(Hash::try_from(aya::maps::Map::LruHashMap(data))?)
+}
+
+/// The verdict maps on handles of their own, for reading them outside the daemon's main loop
+/// (a `list --verdicts` streamed to a slow reader must not stall the daemon).
+pub struct VerdictReader {
+    v4: Hash<[u8; 4], Verdict>,
+    v6: Hash<[u8; 16], Verdict>,
+}
+
+impl VerdictReader {
+    /// Every cached verdict (expired ones included), a chunk at a time while `each` says go
+    /// on.
+    pub fn for_each_chunk(&self, each: impl FnMut(Vec<(IpAddr, Verdict)>) -> bool) -> Result<()> {
+        for_each_verdict_chunk(&self.v4, &self.v6, each)
+    }
+}
+
+fn for_each_verdict_chunk(
+    v4: &Hash<[u8; 4], Verdict>,
+    v6: &Hash<[u8; 16], Verdict>,
+    mut each: impl FnMut(Vec<(IpAddr, Verdict)>) -> bool,
+) -> Result<()> {
+    let mut go_on = true;
+    chunks(v4, |c| {
+        go_on = each(c.into_iter().map(|(k, v)| (IpAddr::from(k), v)).collect());
+        go_on
+    })?;
+    if !go_on {
+        return Ok(());
+    }
+    chunks(v6, |c| {
+        each(c.into_iter().map(|(k, v)| (IpAddr::from(k), v)).collect())
+    })
 }
 
 fn remove_all<K: Pod, V: Pod>(map: &mut Hash<K, V>, keys: &[K]) -> Result<usize> {
@@ -228,16 +280,29 @@ impl DatapathMaps {
 
     /// Every cached verdict (expired ones included), read in batches where the kernel can.
     pub fn verdicts(&self) -> Result<Vec<(IpAddr, Verdict)>> {
-        let mut out: Vec<(IpAddr, Verdict)> = all(&self.verdicts.v4)?
-            .into_iter()
-            .map(|(k, v)| (IpAddr::from(k), v))
-            .collect();
-        out.extend(
-            all(&self.verdicts.v6)?
-                .into_iter()
-                .map(|(k, v)| (IpAddr::from(k), v)),
-        );
+        let mut out = Vec::new();
+        self.for_each_verdict_chunk(|c| {
+            out.extend(c);
+            true
+        })?;
         Ok(out)
+    }
+
+    /// Every cached verdict (expired ones included), a chunk at a time: what a reader of a
+    /// million verdicts should use to stay small.
+    pub fn for_each_verdict_chunk(
+        &self,
+        each: impl FnMut(Vec<(IpAddr, Verdict)>) -> bool,
+    ) -> Result<()> {
+        for_each_verdict_chunk(&self.verdicts.v4, &self.verdicts.v6, each)
+    }
+
+    /// The verdict maps on handles of their own (see [`VerdictReader`]).
+    pub fn verdict_reader(&self) -> Result<VerdictReader> {
+        Ok(VerdictReader {
+            v4: duplicate(&self.verdicts.v4)?,
+            v6: duplicate(&self.verdicts.v6)?,
+        })
     }
 
     /// Removes these verdicts (missing ones are skipped); returns how many went.

@@ -57,7 +57,7 @@ fn main() {
             "[resolver]\nnameservers = [\"{}\"]\nmax_lookups_per_sec = 1000\n\n[rdns]\nenabled = false\n\n[lists]\nallow = []\n\n[[dnsbl]]\nzone = \"bl.bench\"\nweight = 10\n",
             rbl.addr
         ),
-        args: vec![],
+        ..Default::default()
     };
     let d = MxDaemon::start(&wire.server, SERVER_IFACE, spec);
     let pid = daemon_pid(&d);
@@ -115,6 +115,7 @@ fn main() {
     let t = Instant::now();
     d.cli_ok(&["stats", "--json"]);
     let stats_time = t.elapsed();
+    let hwm_before_list = hwm_kib(pid);
     let t = Instant::now();
     let listed = d.cli_ok(&["list", "--verdicts", "--json"]);
     let list_time = t.elapsed();
@@ -153,13 +154,19 @@ fn main() {
         stats_time.as_secs_f64()
     );
     println!(
-        "| `mxscreen list --verdicts --json` with 1M verdicts ({} MiB of JSON) | {:.2} s |",
+        "| `mxscreen list --verdicts --json` with 1M verdicts ({} rows, {} MiB of NDJSON, streamed) | {:.2} s |",
+        listed.lines().count(),
         listed.len() >> 20,
         list_time.as_secs_f64()
     );
     println!(
-        "| daemon peak RSS (VmHWM) over the run | {:.1} MiB |",
-        hwm as f64 / 1024.0
+        "| daemon peak RSS (VmHWM) before the listing | {:.1} MiB |",
+        hwm_before_list as f64 / 1024.0
+    );
+    println!(
+        "| daemon peak RSS (VmHWM) after streaming the listing | {:.1} MiB (+{:.1} MiB) |",
+        hwm as f64 / 1024.0,
+        hwm.saturating_sub(hwm_before_list) as f64 / 1024.0
     );
 }
 

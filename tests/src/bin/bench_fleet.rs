@@ -98,7 +98,7 @@ fn main() {
                 String::new()
             }
         ),
-        args: vec![],
+        ..Default::default()
     };
     let ready = |fleet: bool| {
         let t = Instant::now();

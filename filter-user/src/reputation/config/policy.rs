@@ -77,6 +77,14 @@ pub struct PolicyConfig {
     /// --observe`). Default `false`. The way to try a policy first, as Exim admins use
     /// `warn` before `deny`.
     pub observe: bool,
+    /// Explained refusals: a peer holding a reputation `drop` verdict gets its first SYN
+    /// after the verdict, and then one SYN per this window, through to the MTA, which asks
+    /// mxscreen and refuses that connection with a 5xx naming the list, code and text; every
+    /// other SYN of the window is dropped in the kernel. A wrongly listed sender's operator
+    /// learns why instead of retrying silently for days. Default "4h"; "0s" turns it off.
+    /// Manual blocks, deny lists and feeds are never explained.
+    #[serde(with = "duration")]
+    pub explain_every: Duration,
 }
 
 impl Default for PolicyConfig {
@@ -91,6 +99,7 @@ impl Default for PolicyConfig {
             limit_rate: 6,
             limit_burst: 3,
             observe: false,
+            explain_every: Duration::from_secs(4 * 3600),
         }
     }
 }
