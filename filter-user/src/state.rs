@@ -36,6 +36,9 @@ pub struct ManualEntry {
     /// Unix seconds; absent = until removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<u64>,
+    /// The fleet host the entry was made on, when another one (`[fleet]`); absent = here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -142,6 +145,27 @@ impl State {
         Ok(Some(gone))
     }
 
+    /// Applies many changes (from the fleet) with one save: `upserts` added or replacing,
+    /// `removals` removed. Returns whether anything changed (nothing is saved otherwise).
+    /// On error nothing changed.
+    pub fn merge(
+        &mut self,
+        upserts: Vec<ManualEntry>,
+        removals: &[(ListKind, IpNet)],
+    ) -> Result<bool> {
+        let mut next = self.entries.clone();
+        for entry in upserts {
+            next.retain(|e| !(e.list == entry.list && e.net == entry.net));
+            next.push(entry);
+        }
+        next.retain(|e| !removals.iter().any(|(l, n)| e.list == *l && e.net == *n));
+        if next == self.entries {
+            return Ok(false);
+        }
+        self.commit(next)?;
+        Ok(true)
+    }
+
     /// Removes and returns the entries expired at `now` (Unix seconds), saving if any. On
     /// error nothing changed (the datapath ignores expired entries meanwhile).
     pub fn take_expired(&mut self, now: u64) -> Result<Vec<ManualEntry>> {
@@ -202,6 +226,7 @@ mod tests {
             reason: Some("r".into()),
             created: 1,
             expires,
+            origin: None,
         }
     }
 
@@ -276,6 +301,26 @@ mod tests {
             e.contains("is not a regular file") && !e.contains('\n'),
             "{e}"
         );
+    }
+
+    #[test]
+    fn merges_save_once_and_old_files_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        // A file written before entries had an origin.
+        fs::write(
+            &path,
+            r#"{"version":1,"entries":[{"list":"deny","net":"192.0.2.1/32","created":1}]}"#,
+        )
+        .unwrap();
+        let mut s = State::load(&path).unwrap();
+        assert_eq!(s.entries()[0].origin, None);
+        let mut shared = entry("198.51.100.0/24", None);
+        shared.origin = Some("mx2".into());
+        let gone = (ListKind::Deny, "192.0.2.1/32".parse().unwrap());
+        assert!(s.merge(vec![shared.clone()], &[gone]).unwrap());
+        assert!(!s.merge(vec![shared.clone()], &[gone]).unwrap());
+        assert_eq!(State::load(&path).unwrap().entries(), [shared]);
     }
 
     #[test]

@@ -8,4 +8,5 @@ pub mod metrics;
 pub mod mta;
 pub mod netns;
 pub mod packets;
+pub mod redis;
 pub mod testbed;

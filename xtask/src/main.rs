@@ -53,9 +53,9 @@ enum Command {
     /// Build the Debian package (target/debian/mxscreen_<version>-<rev>_amd64.deb) with
     /// cargo-deb, with generated man pages, completions and config, and print its path.
     Deb,
-    /// Run a benchmark and print its table: `datapath`, `resolve` or `daemon`.
+    /// Run a benchmark and print its table: `datapath`, `resolve`, `daemon` or `fleet`.
     Bench {
-        #[arg(value_parser = ["datapath", "resolve", "daemon"])]
+        #[arg(value_parser = ["datapath", "resolve", "daemon", "fleet"])]
         name: String,
     },
 }

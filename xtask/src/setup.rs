@@ -27,6 +27,10 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "swaks needs it to send over IPv6 (the end-to-end testbed)",
     ),
     ("dnsutils", "dig, to wait for DNS servers to answer"),
+    (
+        "redis-server",
+        "the shared bus of the fleet tests (redis-server and redis-cli)",
+    ),
     ("zlib1g-dev", "bpf-linker links against zlib"),
     (
         "prometheus",

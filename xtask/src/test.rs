@@ -59,6 +59,12 @@ const SUITES: &[Suite] = &[
         deb: false,
     },
     Suite {
+        name: "fleet",
+        args: &["-p", "mxscreen-tests", "--test", "fleet"],
+        parallel: false,
+        deb: false,
+    },
+    Suite {
         name: "e2e",
         args: &["-p", "mxscreen-tests", "--test", "e2e"],
         parallel: false,

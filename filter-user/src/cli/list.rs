@@ -48,7 +48,14 @@ pub fn expiry(expires: Option<u64>) -> String {
     }
 }
 
+/// One line of the table. With `[fleet]` the reason ends with the host the entry (or
+/// verdict) was made on: `spam run (from mx2)`.
 pub fn row(e: &ListedEntry) -> String {
+    let origin = e.origin.as_deref().map(|h| format!("(from {h})"));
+    let last: Vec<&str> = [e.reason.as_deref(), origin.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
     format!(
         "{:<8} {:<40} {:<6} {:<11} {:<14} {:>8}  {}",
         e.list.name(),
@@ -57,7 +64,7 @@ pub fn row(e: &ListedEntry) -> String {
         e.source.name(),
         expiry(e.expires),
         e.hits,
-        e.reason.as_deref().unwrap_or("")
+        last.join(" ")
     )
 }
 

@@ -9,13 +9,14 @@ use super::{
 use crate::{
     control::{
         client::Client,
-        protocol::{ResolverStatus, StatusReply},
+        protocol::{FleetLink, FleetStatus, ResolverStatus, StatusReply},
     },
     duration,
 };
 
 /// What the daemon is doing: interfaces and attach modes, program ids, map fill levels,
-/// uptime, resolver health, the config file in use and any warnings.
+/// uptime, resolver health, the fleet link (up or down, since when), the config file in use
+/// and any warnings.
 ///
 /// Examples:
 ///   mxscreen status
@@ -97,10 +98,44 @@ fn text(s: &StatusReply) -> String {
             ),
         );
     }
+    if let Some(f) = &s.fleet {
+        fleet(f, &mut line);
+    }
     for w in &s.warnings {
         line("warning", w.clone());
     }
     out
+}
+
+fn fleet(f: &FleetStatus, line: &mut impl FnMut(&str, String)) {
+    let since = crate::state::unix_now().saturating_sub(f.since);
+    let since = duration::format(std::time::Duration::from_secs(since.max(1)));
+    let state = match f.link {
+        FleetLink::Up => format!("up for {since}"),
+        FleetLink::Down if f.since == 0 => "down (never connected yet)".to_owned(),
+        FleetLink::Down => format!("DOWN for {since}: screening alone"),
+    };
+    line("fleet", format!("{} as {}: {state}", f.redis, f.host));
+    if f.link == FleetLink::Down
+        && let Some(e) = &f.last_error
+    {
+        line("fleet error", e.clone());
+    }
+    line(
+        "fleet shared",
+        format!(
+            "verdicts {} sent, {} received; manual {} sent, {} received; claims {} won, {} lost ({} timed out); {} malformed, {} refused",
+            f.verdicts_sent,
+            f.verdicts_received,
+            f.manual_sent,
+            f.manual_received,
+            f.claims_won,
+            f.claims_lost,
+            f.claims_timed_out,
+            f.malformed,
+            f.refused
+        ),
+    );
 }
 
 fn resolver(r: &ResolverStatus, line: &mut impl FnMut(&str, String)) {

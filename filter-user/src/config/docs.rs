@@ -5,7 +5,9 @@
 
 use documented::{DocumentedFields, Error};
 
-use super::{Config, ControlSection, DatapathSection, MetricsSection, StateSection};
+use super::{
+    Config, ControlSection, DatapathSection, FleetSection, MetricsSection, StateSection, fleet,
+};
 use crate::{
     datapath::MapSizes,
     reputation::config::{
@@ -66,8 +68,26 @@ pub fn annotated_toml(cfg: &Config, active: &dyn Fn(&str) -> bool) -> String {
         }
         out.push_str(line);
         out.push('\n');
+        if let Some(Line::Header(s)) = key_path("", line) {
+            // Keys absent by default (serde writes no `None`) are shown commented out.
+            for (key, example) in optional_examples(&s) {
+                for l in doc_for(&format!("{s}.{key}")).unwrap_or("").lines() {
+                    out.push_str(format!("# {l}").trim_end());
+                    out.push('\n');
+                }
+                out.push_str(&format!("# {key} = {example}\n"));
+            }
+        }
     }
     out
+}
+
+/// Optional keys of a section and an example value for each.
+fn optional_examples(section: &str) -> &'static [(&'static str, &'static str)] {
+    match section {
+        "fleet" => fleet::OPTIONAL_EXAMPLES,
+        _ => &[],
+    }
 }
 
 enum Line {
@@ -115,6 +135,7 @@ pub fn doc_for(path: &str) -> Option<&'static str> {
         "control" => ControlSection::get_field_docs(key),
         "state" => StateSection::get_field_docs(key),
         "metrics" => MetricsSection::get_field_docs(key),
+        "fleet" => FleetSection::get_field_docs(key),
         _ => return None,
     };
     docs.ok().filter(|d| !d.trim().is_empty())
@@ -168,8 +189,18 @@ mod tests {
             "dnsbl.code_weights.label",
             "datapath.maps.verdicts",
             "policy.observe",
+            "fleet.prefix",
         ] {
             assert!(seen.iter().any(|s| s == key), "{key} not printed:\n{text}");
+        }
+        // Optional keys appear commented out, with their documentation.
+        for (key, example) in fleet::OPTIONAL_EXAMPLES {
+            let line = format!("# {key} = {example}");
+            let at = text
+                .find(&line)
+                .unwrap_or_else(|| panic!("{line}:\n{text}"));
+            assert!(doc_for(&format!("fleet.{key}")).is_some(), "{key}");
+            assert!(text[..at].ends_with("\n"), "{key}");
         }
     }
 }

@@ -10,6 +10,7 @@
 
 mod docs;
 mod error;
+pub mod fleet;
 pub mod packaged;
 pub mod sections;
 
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 pub use self::{
     docs::default_toml,
     error::{ConfigError, Located, read_file},
+    fleet::FleetSection,
     sections::{ControlSection, DatapathSection, MetricsSection, StateSection},
 };
 use crate::{
@@ -62,6 +64,10 @@ pub struct Config {
     pub state: StateSection,
     /// The Prometheus endpoint (off unless `listen` is set).
     pub metrics: MetricsSection,
+    /// Sharing verdicts and manual blocks and allows with the other MX hosts of a fleet
+    /// through Redis or Valkey. Off unless redis is set. Each host keeps its own config
+    /// lists and screens alone whenever the bus is down.
+    pub fleet: FleetSection,
 }
 
 impl Default for Config {
@@ -76,6 +82,7 @@ impl Default for Config {
             control: ControlSection::default(),
             state: StateSection::default(),
             metrics: MetricsSection::default(),
+            fleet: FleetSection::default(),
         }
     }
 }
@@ -114,7 +121,8 @@ impl Config {
         self.rdns.validate()?;
         self.policy.validate()?;
         self.control.validate()?;
-        self.state.validate()
+        self.state.validate()?;
+        self.fleet.validate()
     }
 
     /// The runtime config the kernel program reads: `[datapath]` and the datapath side of
@@ -348,6 +356,13 @@ mod tests {
             ),
             ("\n[control]\nsocket = \"\"\n", 3, "control.socket"),
             ("[state]\nfile = \"\"\n", 2, "state.file"),
+            ("[fleet]\nredis = \"http://h\"\n", 2, "fleet.redis"),
+            ("[fleet]\nname = \"\"\n", 2, "fleet.name"),
+            (
+                "[fleet]\npassword_file = \"pw\"\n",
+                2,
+                "fleet.password_file",
+            ),
         ];
         for (text, line, key) in cases {
             let msg = err(text);

@@ -53,6 +53,7 @@ impl Daemon {
         f.census = self.census;
         f.capacity = self.cfg.datapath.maps;
         f.observe = self.cfg.policy.observe;
+        f.fleet_refused = self.fleet_refused;
         f.interfaces = self
             .attached
             .iter()

@@ -2,14 +2,14 @@
 //! where they came from. A listing is streamed in chunks, the verdicts read outside the main
 //! loop, so a million of them neither stall the daemon nor sit whole in its memory.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc};
 
 use anyhow::Result;
 use filter_common::{Action, ListEntry, Reason, Verdict as MapVerdict};
 use ipnet::IpNet;
 use tokio::sync::mpsc;
 
-use super::{Daemon, reactor::unix_expiry};
+use super::{Daemon, reactor::unix_expiry, shared::SharedOrigins};
 use crate::{
     control::{
         protocol::{Body, ListName, ListWhat, ListedEntry, LookupReply, Reply, Source},
@@ -56,10 +56,22 @@ impl Daemon {
                 .and_then(|m| m.expires)
                 .or_else(|| unix_expiry(e.expires_ns)),
             hits: e.hits,
+            origin: manual.and_then(|m| {
+                m.origin
+                    .clone()
+                    .or_else(|| self.fleet.name().map(str::to_owned))
+            }),
         }
     }
 
-    pub(super) fn verdict_entry(ip: IpAddr, v: &MapVerdict) -> ListedEntry {
+    /// A verdict for `list` and `check`; with `[fleet]`, `origins` and this host's name
+    /// (`me`) say which host made it.
+    pub(super) fn verdict_entry(
+        ip: IpAddr,
+        v: &MapVerdict,
+        origins: &SharedOrigins,
+        me: Option<&str>,
+    ) -> ListedEntry {
         ListedEntry {
             list: ListName::Verdict,
             net: IpNet::from(ip),
@@ -69,6 +81,7 @@ impl Daemon {
             created: None,
             expires: unix_expiry(v.expires_ns),
             hits: v.hits,
+            origin: origins.host(ip).or(me).map(str::to_owned),
         }
     }
 
@@ -90,6 +103,10 @@ impl Daemon {
             .then(|| self.maps.verdict_reader())
             .transpose()?;
         let (tx, rx) = mpsc::channel(FRAMES_AHEAD);
+        // A snapshot for the task: the daemon copies the origins only if it changes them
+        // while the listing runs.
+        let origins = Arc::clone(&self.shared_origins);
+        let me = self.fleet.name().map(str::to_owned);
         tokio::task::spawn_blocking(move || {
             let frame = |entries: Vec<ListedEntry>| Reply::Ok {
                 body: Body::List {
@@ -108,7 +125,7 @@ impl Daemon {
                     let entries: Vec<ListedEntry> = chunk
                         .iter()
                         .filter(|(_, v)| v.expires_ns == 0 || v.expires_ns > now)
-                        .map(|(ip, v)| Self::verdict_entry(*ip, v))
+                        .map(|(ip, v)| Self::verdict_entry(*ip, v, &origins, me.as_deref()))
                         .collect();
                     entries.is_empty() || tx.blocking_send(frame(entries)).is_ok()
                 });
@@ -153,7 +170,12 @@ impl Daemon {
         if let Some(v) = self.maps.verdict_get(ip)?
             && (v.expires_ns == 0 || v.expires_ns > clock::now_ns())
         {
-            reply.verdict = Some(Self::verdict_entry(ip, &v));
+            reply.verdict = Some(Self::verdict_entry(
+                ip,
+                &v,
+                &self.shared_origins,
+                self.fleet.name(),
+            ));
         }
         Ok(reply)
     }

@@ -8,6 +8,7 @@
 //! - [`requests`]: the answers to the operator's control requests that change something;
 //! - [`listing`]: `list` (streamed) and lookups; [`status`]: `stats` and `status`;
 //! - [`reload`]: what SIGHUP does;
+//! - [`shared`]: what the fleet sends (shared entries and verdicts, peers to evaluate);
 //! - [`protect`]: addresses that can never be dropped; [`interfaces`]: where to attach;
 //! - [`census`]: the counts of what the maps hold, and the facts published for metrics;
 //! - [`systemd`]: readiness and reloads told to systemd (`Type=notify`).
@@ -19,6 +20,7 @@ pub mod protect;
 mod reactor;
 mod reload;
 mod requests;
+mod shared;
 mod status;
 mod systemd;
 
@@ -40,8 +42,10 @@ use crate::{
     config::Config,
     control::server::ControlSocket,
     datapath::{self, AttachMode, Attached, Census, DatapathMaps, Events, LoadOptions},
+    fleet::Fleet,
     metrics::{
-        self, DaemonFamilies, DatapathFamilies, EngineFamilies, Facts, Families, SharedFacts,
+        self, DaemonFamilies, DatapathFamilies, EngineFamilies, Facts, Families, FleetFamilies,
+        SharedFacts,
     },
     reputation::Engine,
     state::State,
@@ -78,6 +82,13 @@ pub struct Daemon {
     /// What a metrics scrape reads, published by the main loop; also how SIGHUP reloads
     /// went, which `status` reports.
     pub facts: SharedFacts,
+    /// The fleet handle (inert when `[fleet]` is off).
+    pub fleet: Fleet,
+    /// Which fleet host made each verdict taken from the fleet (shared with a running
+    /// `list`, copied on write).
+    pub shared_origins: Arc<shared::SharedOrigins>,
+    /// Shared entries refused by this host's checks.
+    pub fleet_refused: u64,
 }
 
 /// Reads the config (file or defaults) and applies the command-line overrides.
@@ -118,6 +129,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         .context("polling the event ring")?;
     let (engine, mut verdicts) =
         Engine::spawn(cfg.reputation()).context("starting the reputation engine")?;
+    let (fleet, mut fleet_events) = Fleet::start(&cfg.fleet, state.entries())?;
     let mut d = Daemon {
         cfg,
         config_path: origin,
@@ -130,6 +142,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         started: Instant::now(),
         census: Census::default(),
         facts: Arc::new(Mutex::new(Facts::new(SystemTime::now()))),
+        fleet,
+        shared_origins: Default::default(),
+        fleet_refused: 0,
     };
     // Bound before attaching, like the control socket: a taken port stops the start here.
     let _metrics = match d.cfg.metrics.listen {
@@ -138,6 +153,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     };
     d.apply()?;
     d.attach_all(&ifaces)?;
+    // The fleet's shared state is loaded before "ready" (bounded: a bus that cannot be
+    // reached is given up on within seconds). The program is attached first, so the
+    // host screens with its pinned verdicts and its own lists meanwhile.
+    d.join_fleet(&mut fleet_events).await;
     d.take_census()?;
 
     let (calls_tx, mut calls) = mpsc::channel(64);
@@ -158,6 +177,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 }
             }
             Some(v) = verdicts.recv() => d.on_verdict(&v),
+            Some(ev) = fleet_events.recv() => d.on_fleet(ev),
             Some((req, reply)) = calls.recv() => {
                 let _ = reply.send(d.handle(req));
             }
@@ -191,11 +211,18 @@ pub async fn run(opts: RunOptions) -> Result<()> {
 impl Daemon {
     /// The sources a metrics scrape reads; another source is one more line here.
     fn metric_families(&self) -> Result<Vec<Box<dyn Families>>> {
-        Ok(vec![
+        let mut families: Vec<Box<dyn Families>> = vec![
             Box::new(DatapathFamilies(self.maps.counter_reader()?)),
             Box::new(DaemonFamilies(self.facts.clone())),
             Box::new(EngineFamilies(self.engine.clone())),
-        ])
+        ];
+        if let Some(status) = self.fleet.status_watch() {
+            families.push(Box::new(FleetFamilies {
+                status,
+                facts: self.facts.clone(),
+            }));
+        }
+        Ok(families)
     }
 
     /// One line for `systemctl status`.

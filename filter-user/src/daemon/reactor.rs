@@ -101,8 +101,14 @@ impl Daemon {
         self.maps.set_config(&k)
     }
 
-    /// A new peer from the datapath: hand it to the engine's budgeted queue.
+    /// A new peer from the datapath: claimed for the fleet (which answers with another
+    /// host's verdict or [`FleetEvent::Evaluate`](crate::fleet::FleetEvent)), or handed to
+    /// the engine's budgeted queue.
     pub fn on_new_peer(&mut self, ip: IpAddr) {
+        if self.fleet.claim(ip) {
+            tracing::debug!(%ip, "new peer; claiming it for the fleet");
+            return;
+        }
         let outcome = self.engine.submit(ip);
         tracing::debug!(%ip, ?outcome, "new peer");
     }
@@ -118,6 +124,10 @@ impl Daemon {
             return;
         }
         self.count_verdict(previous.as_ref(), &entry);
+        if self.shared_origins.host(v.ip).is_some() {
+            std::sync::Arc::make_mut(&mut self.shared_origins).forget(v.ip);
+        }
+        self.fleet.verdict_made(v);
         tracing::info!(
             target: "mxscreen::verdict",
             action = v.action.name(),
@@ -142,6 +152,7 @@ impl Daemon {
             self.maps.list_remove(e.list, e.net)?;
             tracing::info!(list = ?e.list, net = %e.net, "manual entry expired");
         }
+        std::sync::Arc::make_mut(&mut self.shared_origins).prune(crate::fleet::wire::now_ms());
         self.take_census()
     }
 }

@@ -8,8 +8,8 @@ use super::{Daemon, RunOptions, read_config};
 
 /// SIGHUP: re-read the config; apply ports, limits, first contact, observe, zones, weights,
 /// thresholds, resolver and lists live. What needs a restart (interfaces, mode, map sizes,
-/// pin directory, socket, state file, metrics endpoint) is named in a warning. A bad config
-/// changes nothing. The outcome is recorded for `status` and the metrics.
+/// pin directory, socket, state file, metrics endpoint, fleet) is named in a warning. A bad
+/// config changes nothing. The outcome is recorded for `status` and the metrics.
 pub fn reload(d: &mut Daemon, opts: &RunOptions) {
     let result = try_reload(d, opts).map_err(|e| {
         let error = format!("{e:#}");
@@ -42,8 +42,8 @@ fn try_reload(d: &mut Daemon, opts: &RunOptions) -> Result<()> {
     if old.metrics != d.cfg.metrics {
         restart.push("metrics.listen");
     }
-    if old.metrics != d.cfg.metrics {
-        restart.push("metrics.listen");
+    if old.fleet != d.cfg.fleet {
+        restart.push("fleet");
     }
     // Keep what cannot change live as it runs, so status tells the truth.
     d.cfg.datapath.interfaces = old.datapath.interfaces.clone();
@@ -53,6 +53,7 @@ fn try_reload(d: &mut Daemon, opts: &RunOptions) -> Result<()> {
     d.cfg.control.socket = old.control.socket.clone();
     d.cfg.state.file = old.state.file.clone();
     d.cfg.metrics = old.metrics.clone();
+    d.cfg.fleet = old.fleet.clone();
     if !restart.is_empty() {
         tracing::warn!(keys = %restart.join(", "), "changed in the config but only applied at restart");
     }

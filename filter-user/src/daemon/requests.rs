@@ -35,7 +35,7 @@ impl Daemon {
                 ttl_secs,
                 reason,
             } => self
-                .manual(ListKind::Allow, net.trunc(), ttl_secs, reason)
+                .manual(ListKind::Allow, net.trunc(), ttl_secs, reason, false)
                 .map(done),
             Request::Unallow { net } => self.unlist(ListKind::Allow, net).map(done),
             Request::List { what } => {
@@ -63,6 +63,7 @@ impl Daemon {
         net: IpNet,
         ttl_secs: Option<u64>,
         reason: Option<String>,
+        force: bool,
     ) -> Result<String> {
         let now = unix_now();
         let expires = ttl_secs.map(|t| now + t);
@@ -72,6 +73,7 @@ impl Daemon {
             reason: reason.clone(),
             created: now,
             expires,
+            origin: None,
         };
         // All or nothing: the map first (a full map fails here, before anything else
         // changed), then the state file; if that write fails the map is put back as the
@@ -81,7 +83,7 @@ impl Daemon {
             net,
             ListEntry::new(Reason::Manual, boot_expiry(expires)),
         )?;
-        if let Err(e) = self.state.upsert(entry) {
+        if let Err(e) = self.state.upsert(entry.clone()) {
             self.undo(list, net);
             return Err(e.context("nothing changed"));
         }
@@ -93,6 +95,7 @@ impl Daemon {
         let span = ttl_secs.map_or("until removed".to_owned(), |t| {
             format!("for {}", duration::format(Duration::from_secs(t)))
         });
+        self.fleet.manual_set(&entry, force);
         tracing::info!(list = ?list, %net, ttl = ?ttl_secs, reason = reason.as_deref().unwrap_or(""), "manual entry added");
         Ok(format!(
             "{verb} {net} {span}{}",
@@ -100,14 +103,10 @@ impl Daemon {
         ))
     }
 
-    fn block(
-        &mut self,
-        net: IpNet,
-        ttl_secs: Option<u64>,
-        reason: Option<String>,
-        force: bool,
-    ) -> Result<String> {
-        let net = net.trunc();
+    /// Whether this host may block `net`: never a protected prefix (loopback, its own
+    /// addresses, `lists.allow`), and nothing wider than `control.widest_block_*` unless
+    /// forced. Local blocks and the fleet's shared ones go through here alike.
+    pub(super) fn check_block(&self, net: IpNet, force: bool) -> Result<()> {
         if let Some(p) = protect::fully_protected(&self.protected, &net) {
             bail!(
                 "{net} is protected ({}: {}) and can never be blocked",
@@ -129,7 +128,19 @@ impl Daemon {
                 "{net} is wider than /{widest} (control.widest_block_{family}); add --force if you mean it"
             );
         }
-        let mut message = self.manual(ListKind::Deny, net, ttl_secs, reason)?;
+        Ok(())
+    }
+
+    fn block(
+        &mut self,
+        net: IpNet,
+        ttl_secs: Option<u64>,
+        reason: Option<String>,
+        force: bool,
+    ) -> Result<String> {
+        let net = net.trunc();
+        self.check_block(net, force)?;
+        let mut message = self.manual(ListKind::Deny, net, ttl_secs, reason, force)?;
         let kept: Vec<String> = protect::carve_outs(&self.protected, &net)
             .iter()
             .map(|p| format!("{} ({})", p.net, p.why))
@@ -172,9 +183,13 @@ impl Daemon {
         }
         // As in `manual`: map, then file, the map put back if the file cannot be written.
         self.maps.list_remove(list, net)?;
-        if let Err(e) = self.state.remove(list, net) {
-            self.undo(list, net);
-            return Err(e.context("nothing changed"));
+        match self.state.remove(list, net) {
+            Err(e) => {
+                self.undo(list, net);
+                return Err(e.context("nothing changed"));
+            }
+            Ok(Some(gone)) => self.fleet.manual_removed(&gone),
+            Ok(None) => {}
         }
         self.recount_lists()?;
         tracing::info!(list = ?list, %net, "manual entry removed");

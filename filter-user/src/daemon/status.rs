@@ -86,6 +86,10 @@ impl Daemon {
                 nameservers: self.cfg.resolver.nameservers.clone(),
                 engine,
             },
+            fleet: self.fleet.status().map(|mut f| {
+                f.refused = self.fleet_refused;
+                Box::new(f)
+            }),
         })
     }
 

@@ -37,6 +37,8 @@ pub struct Facts {
     pub interfaces: Vec<(String, AttachedMode)>,
     pub reloads: Reloads,
     pub started: SystemTime,
+    /// Shared entries this host refused (the fleet's).
+    pub fleet_refused: u64,
 }
 
 impl Facts {
@@ -49,6 +51,7 @@ impl Facts {
             interfaces: Vec::new(),
             reloads: Reloads::new(started),
             started,
+            fleet_refused: 0,
         }
     }
 }

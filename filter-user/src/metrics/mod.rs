@@ -18,11 +18,13 @@
 //! - [`datapath`]: the kernel program's outcome counters;
 //! - [`daemon`]: what the daemon publishes: cached verdicts, map fill, reloads, build info;
 //! - [`engine`]: the reputation engine's budget, evaluations and DNS answers, per zone;
+//! - [`fleet`]: the fleet link, when `[fleet]` is on;
 //! - [`server`]: the HTTP endpoint.
 
 pub mod daemon;
 pub mod datapath;
 pub mod engine;
+pub mod fleet;
 mod server;
 
 use std::net::SocketAddr;
@@ -34,6 +36,7 @@ pub use self::{
     daemon::{DaemonFamilies, Facts, SharedFacts},
     datapath::DatapathFamilies,
     engine::EngineFamilies,
+    fleet::FleetFamilies,
     server::Endpoint,
 };
 use crate::reputation::stats::DNS_LOOKUP_SECONDS;
