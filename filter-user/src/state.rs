@@ -2,6 +2,10 @@
 //! thing an operator typed that must survive anything. Written atomically on every change
 //! (temp file, fsync, rename, fsync of the directory), reloaded at start. A file that cannot
 //! be parsed is moved aside and reported — never silently discarded, never crashed on.
+//!
+//! Every change is all-or-nothing: the new entries are written to disk first and only then
+//! become the entries in memory, so a failed write (full disk, read-only mount) changes
+//! nothing, and a later successful write never carries a change the operator was told failed.
 
 use std::{
     fs::{self, File},
@@ -32,13 +36,23 @@ pub struct ManualEntry {
     /// Unix seconds; absent = until removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<u64>,
+    /// The fleet host the entry was made on, when another one (`[fleet]`); absent = here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct OnDisk {
     version: u32,
     entries: Vec<ManualEntry>,
+}
+
+/// [`OnDisk`] as written, borrowing the entries.
+#[derive(Serialize)]
+struct OnDiskRef<'a> {
+    version: u32,
+    entries: &'a [ManualEntry],
 }
 
 /// The manual entries and the file they live in.
@@ -66,13 +80,17 @@ impl State {
             path: path.to_path_buf(),
             entries: Vec::new(),
         };
-        let text = match fs::read_to_string(path) {
-            Ok(t) => t,
+        match fs::metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(state),
-            Err(e) => {
-                return Err(e).with_context(|| format!("reading state file {}", path.display()));
-            }
-        };
+            // A FIFO would block the read forever, a device would feed us garbage.
+            Ok(m) if !m.is_file() => anyhow::bail!(
+                "state file {} is not a regular file; point state.file at a regular file (or a path that does not exist yet)",
+                path.display()
+            ),
+            _ => {}
+        }
+        let text = fs::read_to_string(path)
+            .with_context(|| format!("reading state file {}", path.display()))?;
         match serde_json::from_str::<OnDisk>(&text) {
             Ok(d) if d.version == VERSION => state.entries = d.entries,
             parsed => {
@@ -104,15 +122,15 @@ impl State {
         self.entries.iter().find(|e| e.list == list && e.net == net)
     }
 
-    /// Adds or replaces an entry, then saves.
+    /// Adds or replaces an entry. Saved before it counts: on error nothing changed.
     pub fn upsert(&mut self, entry: ManualEntry) -> Result<()> {
-        self.entries
-            .retain(|e| !(e.list == entry.list && e.net == entry.net));
-        self.entries.push(entry);
-        self.save()
+        let mut next = self.entries.clone();
+        next.retain(|e| !(e.list == entry.list && e.net == entry.net));
+        next.push(entry);
+        self.commit(next)
     }
 
-    /// Removes an entry (saving if it existed).
+    /// Removes an entry (saving if it existed). On error nothing changed.
     pub fn remove(&mut self, list: ListKind, net: IpNet) -> Result<Option<ManualEntry>> {
         let Some(i) = self
             .entries
@@ -121,34 +139,64 @@ impl State {
         else {
             return Ok(None);
         };
-        let gone = self.entries.remove(i);
-        self.save()?;
+        let mut next = self.entries.clone();
+        let gone = next.remove(i);
+        self.commit(next)?;
         Ok(Some(gone))
     }
 
-    /// Removes and returns the entries expired at `now` (Unix seconds), saving if any.
+    /// Applies many changes (from the fleet) with one save: `upserts` added or replacing,
+    /// `removals` removed. Returns whether anything changed (nothing is saved otherwise).
+    /// On error nothing changed.
+    pub fn merge(
+        &mut self,
+        upserts: Vec<ManualEntry>,
+        removals: &[(ListKind, IpNet)],
+    ) -> Result<bool> {
+        let mut next = self.entries.clone();
+        for entry in upserts {
+            next.retain(|e| !(e.list == entry.list && e.net == entry.net));
+            next.push(entry);
+        }
+        next.retain(|e| !removals.iter().any(|(l, n)| e.list == *l && e.net == *n));
+        if next == self.entries {
+            return Ok(false);
+        }
+        self.commit(next)?;
+        Ok(true)
+    }
+
+    /// Removes and returns the entries expired at `now` (Unix seconds), saving if any. On
+    /// error nothing changed (the datapath ignores expired entries meanwhile).
     pub fn take_expired(&mut self, now: u64) -> Result<Vec<ManualEntry>> {
         let (gone, keep): (Vec<_>, Vec<_>) = self
             .entries
-            .drain(..)
+            .iter()
+            .cloned()
             .partition(|e| e.expires.is_some_and(|x| x <= now));
-        self.entries = keep;
         if !gone.is_empty() {
-            self.save()?;
+            self.commit(keep)?;
         }
         Ok(gone)
     }
 
-    /// Writes the whole state atomically.
-    fn save(&self) -> Result<()> {
+    /// Writes `entries` to disk, then makes them the entries in memory.
+    fn commit(&mut self, entries: Vec<ManualEntry>) -> Result<()> {
+        self.save(&entries)?;
+        self.entries = entries;
+        Ok(())
+    }
+
+    /// Writes `entries` atomically as the whole state.
+    fn save(&self, entries: &[ManualEntry]) -> Result<()> {
         let dir = self.path.parent().unwrap_or(Path::new("."));
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         let tmp = self
             .path
             .with_extension(format!("json.tmp-{}", std::process::id()));
-        let body = serde_json::to_vec_pretty(&OnDisk {
+        let body = serde_json::to_vec_pretty(&OnDiskRef {
             version: VERSION,
-            entries: self.entries.clone(),
+            entries,
         })?;
         let write = || -> std::io::Result<()> {
             let mut f = File::create(&tmp)?;
@@ -178,6 +226,7 @@ mod tests {
             reason: Some("r".into()),
             created: 1,
             expires,
+            origin: None,
         }
     }
 
@@ -207,6 +256,71 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["state.json"]);
+    }
+
+    /// A failed write changes nothing, and the next successful write does not carry it.
+    #[test]
+    fn failed_writes_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let mut s = State::load(&path).unwrap();
+        s.upsert(entry("192.0.2.1/32", None)).unwrap();
+        // A path whose directory is a regular file: every write fails (ENOTDIR).
+        let blocker = dir.path().join("a-file");
+        fs::write(&blocker, "").unwrap();
+        let mut s2 = State::load(&path).unwrap();
+        s2.path = blocker.join("state.json");
+        assert!(s2.upsert(entry("192.0.2.2/32", None)).is_err());
+        assert!(
+            s2.remove(ListKind::Deny, "192.0.2.1/32".parse().unwrap())
+                .is_err()
+        );
+        assert_eq!(
+            s2.entries(),
+            s.entries(),
+            "memory unchanged after failed writes"
+        );
+        s2.path = path.clone();
+        s2.upsert(entry("192.0.2.3/32", None)).unwrap();
+        let nets: Vec<String> = State::load(&path)
+            .unwrap()
+            .entries()
+            .iter()
+            .map(|e| e.net.to_string())
+            .collect();
+        assert_eq!(nets, ["192.0.2.1/32", "192.0.2.3/32"]);
+    }
+
+    #[test]
+    fn a_fifo_is_refused_in_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let e = format!("{:#}", State::load(&path).unwrap_err());
+        assert!(
+            e.contains("is not a regular file") && !e.contains('\n'),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn merges_save_once_and_old_files_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        // A file written before entries had an origin.
+        fs::write(
+            &path,
+            r#"{"version":1,"entries":[{"list":"deny","net":"192.0.2.1/32","created":1}]}"#,
+        )
+        .unwrap();
+        let mut s = State::load(&path).unwrap();
+        assert_eq!(s.entries()[0].origin, None);
+        let mut shared = entry("198.51.100.0/24", None);
+        shared.origin = Some("mx2".into());
+        let gone = (ListKind::Deny, "192.0.2.1/32".parse().unwrap());
+        assert!(s.merge(vec![shared.clone()], &[gone]).unwrap());
+        assert!(!s.merge(vec![shared.clone()], &[gone]).unwrap());
+        assert_eq!(State::load(&path).unwrap().entries(), [shared]);
     }
 
     #[test]

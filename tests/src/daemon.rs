@@ -44,6 +44,10 @@ pub struct Spec {
     /// Directory of the MTA's sockets (`query.sock`; the test's `[policy_service]` may put
     /// `policy.sock` there too). Default: the daemon's own temporary directory.
     pub run_dir: Option<PathBuf>,
+    /// Where the state file goes (default: the daemon's temp dir).
+    pub state: Option<PathBuf>,
+    /// A command `mxscreen` runs under, e.g. `setpriv --bounding-set=... --`.
+    pub wrapper: Vec<String>,
 }
 
 pub struct MxDaemon {
@@ -73,7 +77,10 @@ impl MxDaemon {
             ns_file: PathBuf::from(format!("/run/netns/{}", ns.name)),
             config: dir.path().join("mxscreen.toml"),
             socket: dir.path().join("control.sock"),
-            state: dir.path().join("state.json"),
+            state: spec
+                .state
+                .clone()
+                .unwrap_or_else(|| dir.path().join("state.json")),
             log: dir.path().join("daemon.log"),
             query_socket: spec
                 .run_dir
@@ -114,6 +121,7 @@ impl MxDaemon {
         // nsenter joins only the network namespace, so the pins stay on the host's bpffs.
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net={}", self.ns_file.display()))
+            .args(&self.spec.wrapper)
             .arg(mxscreen_bin())
             .args(["run", "--config"])
             .arg(&self.config)
@@ -180,6 +188,11 @@ impl MxDaemon {
         self.launch();
     }
 
+    /// The daemon's process id (nsenter execs it in place).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
         let pid = self.child.as_ref().expect("running").id() as i32;
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig).unwrap();
@@ -229,17 +242,20 @@ impl MxDaemon {
 
     /// The daemon's cached verdict action for `ip` (`pass`/`limit`/`drop`), if any.
     pub fn verdict(&self, ip: &str) -> Option<String> {
-        let list: serde_json::Value =
-            serde_json::from_str(&self.cli_ok(&["list", "--verdicts", "--json"])).unwrap();
+        self.verdict_entry(ip)
+            .map(|e| e["action"].as_str().unwrap().to_owned())
+    }
+
+    /// The `list --verdicts --json` entry (one JSON object per line) for `ip`, if any.
+    pub fn verdict_entry(&self, ip: &str) -> Option<serde_json::Value> {
         let host = if ip.contains(':') {
             format!("{ip}/128")
         } else {
             format!("{ip}/32")
         };
-        list.as_array()?
-            .iter()
+        ndjson(&self.cli_ok(&["list", "--verdicts", "--json"]))
+            .into_iter()
             .find(|e| e["net"] == host.as_str())
-            .map(|e| e["action"].as_str().unwrap().to_owned())
     }
 
     /// Waits for a verdict for `ip` and returns its action.
@@ -336,4 +352,12 @@ pub fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// `--json` output of `list`: one JSON object per line.
+pub fn ndjson(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
 }

@@ -3,9 +3,12 @@
 pub mod daemon;
 pub mod dns;
 pub mod kernel;
+pub mod logfmt;
+pub mod metrics;
 pub mod mta;
 pub mod netns;
 pub mod packets;
 pub mod postfix;
 pub mod readme;
+pub mod redis;
 pub mod testbed;

@@ -152,4 +152,21 @@ impl Wire {
             sock.connect_timeout(&dst.into(), timeout)
         })
     }
+
+    /// Panics unless a TCP handshake from `src` to `dst` completes within 5 s.
+    #[track_caller]
+    pub fn assert_connects(&self, src: &str, dst: SocketAddr) {
+        if let Err(e) = self.connect(src, dst, Duration::from_secs(5)) {
+            panic!("{src} -> {dst} should connect: {e}");
+        }
+    }
+
+    /// Panics unless the SYN from `src` to `dst` goes unanswered (dropped) for 800 ms.
+    #[track_caller]
+    pub fn assert_refused(&self, src: &str, dst: SocketAddr) {
+        match self.connect(src, dst, Duration::from_millis(800)) {
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            other => panic!("{src} -> {dst}: expected the SYN to be dropped, got {other:?}"),
+        }
+    }
 }

@@ -388,8 +388,8 @@ impl Testbed {
             datapath,
             sections,
             args: t.args,
-            env: Vec::new(),
             run_dir: self.run_dir.as_ref().map(|d| d.path().to_path_buf()),
+            ..Default::default()
         };
         let d = MxDaemon::start(&self.wire.server, SERVER_IFACE, spec);
         // `status` says what the interface actually got (auto mode could fall back).

@@ -17,6 +17,9 @@ const LISTED: &str = "192.0.2.20";
 const LISTED_V6: &str = "2001:db8:1::20";
 const CLEAN: &str = "192.0.2.21";
 const LATER_LISTED: &str = "192.0.2.22";
+/// Listed by forge.test with a TXT record that tries to read as log fields of its own.
+const FORGER: &str = "192.0.2.23";
+const FORGED_TXT: &str = "spam x\" action=\"pass\" ip=6.6.6.6 y=\"";
 const VERDICT_WITHIN: Duration = Duration::from_secs(10);
 const REFUSED_WITHIN: Duration = Duration::from_millis(800);
 const CONNECTS_WITHIN: Duration = Duration::from_secs(5);
@@ -43,7 +46,7 @@ fn other4() -> SocketAddr {
 /// the server namespace, where the daemon will run.
 fn bed(tag: &str) -> Bed {
     let wire = Wire::new(tag);
-    for a in [LISTED, CLEAN, LATER_LISTED, LISTED_V6] {
+    for a in [LISTED, CLEAN, LATER_LISTED, LISTED_V6, FORGER] {
         wire.add_client_addr(a);
     }
     let (rbl, listeners) = wire.server.enter(|| {
@@ -60,6 +63,11 @@ fn bed(tag: &str) -> Bed {
                 "later.test",
                 Duration::from_secs(900),
                 vec![listing(LATER_LISTED, "127.0.0.2", "listed later")],
+            ),
+            RblZone::new(
+                "forge.test",
+                Duration::from_secs(900),
+                vec![listing(FORGER, "127.0.0.2", FORGED_TXT)],
             ),
         ]);
         let listeners = [smtp4(), other4(), smtp6()]
@@ -272,6 +280,160 @@ fn legacy_tc_filter_fails_open_when_the_daemon_dies() {
     refused(&b, CLEAN, smtp4());
 }
 
+/// A tmpfs of its own for the state file, unmounted on drop.
+struct SmallFs(tempfile::TempDir);
+
+impl SmallFs {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        mxscreen_tests::netns::run(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                "size=64k",
+                "mxs-test",
+                dir.path().to_str().unwrap(),
+            ],
+        );
+        Self(dir)
+    }
+
+    /// Fills the filesystem to the last byte.
+    fn fill(&self) {
+        let _ = std::process::Command::new("dd")
+            .args(["if=/dev/zero", "bs=4k"])
+            .arg(format!("of={}", self.0.path().join("filler").display()))
+            .output();
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.0.path().join("filler")).unwrap();
+    }
+
+    fn remount(&self, how: &str) {
+        mxscreen_tests::netns::run(
+            "mount",
+            &[
+                "-o",
+                &format!("remount,{how}"),
+                self.0.path().to_str().unwrap(),
+            ],
+        );
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(self.0.path())
+            .status();
+    }
+}
+
+/// Every command is all-or-nothing. A state write that fails (full disk, read-only mount)
+/// changes nothing: the command fails in one line, the maps and the daemon's memory are as
+/// before, the next successful write does not carry the failed change, and a restart shows
+/// the same.
+#[test]
+fn failed_state_writes_change_nothing() {
+    const FAILS: &str = "192.0.2.31";
+    const STAYS: &str = "192.0.2.32";
+    const LATER: &str = "192.0.2.33";
+    let b = bed("ds");
+    for a in [FAILS, STAYS, LATER] {
+        b.wire.add_client_addr(a);
+    }
+    let fs = SmallFs::new();
+    let mut s = spec(&b, "bl.test");
+    s.state = Some(fs.0.path().join("state.json"));
+    let mut d = MxDaemon::start(&b.wire.server, SERVER_IFACE, s);
+    let failed = |out: std::process::Output| {
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("nothing changed") && err.lines().count() == 1,
+            "{}",
+            text(&out)
+        );
+    };
+    d.cli_ok(&["block", STAYS]);
+    let on_disk = || std::fs::read_to_string(&d.state).unwrap();
+
+    // Full disk: block and unblock fail and change nothing.
+    fs.fill();
+    failed(d.cli(&["block", FAILS]));
+    connects(&b, FAILS, smtp4());
+    failed(d.cli(&["unblock", STAYS]));
+    refused(&b, STAYS, smtp4());
+    assert!(d.cli_ok(&["list", "--blocked"]).contains(STAYS));
+    fs.free();
+    d.cli_ok(&["block", LATER]);
+    assert!(!on_disk().contains(FAILS) && on_disk().contains(STAYS) && on_disk().contains(LATER));
+    connects(&b, FAILS, smtp4());
+
+    // Read-only mount: the same.
+    fs.remount("ro");
+    failed(d.cli(&["block", FAILS]));
+    failed(d.cli(&["unblock", LATER]));
+    failed(d.cli(&["allow", LATER]));
+    refused(&b, LATER, smtp4());
+    connects(&b, FAILS, smtp4());
+    fs.remount("rw");
+
+    // A restart shows what the operator was told.
+    d.stop();
+    d.restart();
+    refused(&b, STAYS, smtp4());
+    refused(&b, LATER, smtp4());
+    connects(&b, FAILS, smtp4());
+    let list = d.cli_ok(&["list", "--blocked"]);
+    assert!(
+        !list.contains(FAILS) && list.contains(STAYS) && list.contains(LATER),
+        "{list}"
+    );
+}
+
+/// A FIFO (or any non-regular file) as the state file is refused in one line at start
+/// instead of blocking the daemon forever.
+#[test]
+fn a_fifo_state_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("state.json");
+    mxscreen_tests::netns::run("mkfifo", &[fifo.to_str().unwrap()]);
+    let config = dir.path().join("mxscreen.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[datapath]\ninterfaces = [\"lo\"]\n[state]\nfile = {:?}\n[control]\nsocket = {:?}\n",
+            fifo.display().to_string(),
+            dir.path().join("c.sock").display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut child = std::process::Command::new(mxscreen_bin())
+        .args(["run", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("mxscreen run blocked on a FIFO state file");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.contains("is not a regular file"), "{err}");
+}
+
 #[test]
 fn corrupt_state_file_is_moved_aside_and_reported() {
     let b = bed("dc");
@@ -320,6 +482,209 @@ fn control_socket_is_root_only() {
             && err.lines().count() == 1,
         "{err}"
     );
+    // With the file mode opened up, the daemon's own check of the peer's credentials is
+    // what refuses (its sentence, not the client's).
+    std::fs::set_permissions(
+        &d.socket,
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
+    let out = as_nobody(
+        &mxscreen_bin(),
+        &[
+            "block",
+            "192.0.2.99",
+            "--socket",
+            d.socket.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "mxscreen: permission denied: the mxscreen control socket is for root only",
+    );
+    assert!(!d.cli_ok(&["list", "--blocked"]).contains("192.0.2.99"));
+}
+
+/// A closed stdout (`list | head -1`, `status | true`) ends every command quietly: exit 0,
+/// nothing on stderr. The reader is gone before the command writes, so the write must fail.
+#[test]
+fn a_closed_stdout_ends_commands_quietly() {
+    let b = bed("dp");
+    let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, spec(&b, "bl.test"));
+    d.cli_ok(&["block", LISTED]);
+    let socket = d.socket.to_str().unwrap();
+    for args in [
+        vec!["list", "--socket", socket],
+        vec!["list", "--json", "--socket", socket],
+        vec!["stats", "--socket", socket],
+        vec!["stats", "--watch", "--socket", socket],
+        vec!["status", "--socket", socket],
+        vec!["status", "--json", "--socket", socket],
+        vec!["config", "default"],
+        vec!["check", LISTED, "--config", d.config.to_str().unwrap()],
+    ] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut child = std::process::Command::new(mxscreen_bin())
+            .args(&args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "{args:?} did not end"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", text(&out));
+        assert!(out.stderr.is_empty(), "{args:?}: {}", text(&out));
+    }
+}
+
+/// Control connections are bounded and idle ones time out: 500 clients that connect and
+/// say nothing hold no more than the bound of descriptors, are closed after the idle timeout,
+/// and `status` answers again within it.
+#[test]
+fn idle_control_connections_are_bounded_and_time_out() {
+    let b = bed("di");
+    let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, spec(&b, "bl.test"));
+    let pid = d.pid();
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let before = fds();
+    let idle: Vec<std::os::unix::net::UnixStream> = (0..500)
+        .map(|_| std::os::unix::net::UnixStream::connect(&d.socket).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        fds() < before + 64,
+        "the daemon holds {} descriptors for 500 idle clients (had {before})",
+        fds()
+    );
+    let started = Instant::now();
+    while !d.cli(&["status"]).status.success() {
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "status never answered"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Every idle client has been closed by now (EOF, or an error reply then EOF).
+    for mut s in idle {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut s, &mut buf).expect("closed by the daemon");
+    }
+    assert!(
+        fds() <= before + 2,
+        "descriptors left: {} (had {before})",
+        fds()
+    );
+}
+
+/// `block` of a prefix wider than control.widest_block_v4/v6 fails (exit 1) unless --force.
+#[test]
+fn too_wide_blocks_need_force() {
+    let b = bed("dw");
+    let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, spec(&b, "bl.test"));
+    for net in ["198.50.0.0/15", "2001:db8::/31"] {
+        let out = d.cli(&["block", net]);
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("add --force"),
+            "{}",
+            text(&out)
+        );
+        assert!(!d.cli_ok(&["list", "--blocked"]).contains(net));
+        let out = d.cli_ok(&["block", net, "--force"]);
+        assert!(out.starts_with(&format!("blocked {net}")), "{out}");
+        assert!(d.cli_ok(&["list", "--blocked"]).contains(net));
+    }
+    // The client's own /24 is not inside either.
+    connects(&b, CLEAN, smtp4());
+}
+
+/// A reload that fails is shown by `status` (when, and why) until one succeeds.
+#[test]
+fn status_shows_a_failed_reload() {
+    let b = bed("df");
+    let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, spec(&b, "bl.test"));
+    let good = std::fs::read_to_string(&d.config).unwrap();
+    let bad = good.replace("[policy]\n", "[policy]\nlimit_rate = 0\n");
+    assert_ne!(bad, good);
+    std::fs::write(&d.config, bad).unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    let started = Instant::now();
+    let status = loop {
+        let s = d.cli_ok(&["status"]);
+        if s.contains("reload") {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{s}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        status.contains("the last reload")
+            && status.contains("failed")
+            && status.contains("limit_rate"),
+        "{status}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&d.cli_ok(&["status", "--json"])).unwrap();
+    assert_eq!(json["reload"]["failed"], 1, "{json:#}");
+    assert!(
+        json["reload"]["error"].as_str().unwrap().contains(":"),
+        "{json:#}"
+    );
+    std::fs::write(&d.config, good).unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    let started = Instant::now();
+    loop {
+        let json: serde_json::Value =
+            serde_json::from_str(&d.cli_ok(&["status", "--json"])).unwrap();
+        if json["reload"]["ok"] == 1 {
+            assert!(json["reload"]["error"].is_null(), "{json:#}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{json:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!d.cli_ok(&["status"]).contains("the last reload"));
+}
+
+/// A DNSBL cannot forge the verdict log line: a TXT record written to read as more fields
+/// stays inside the quoted `reasons` value, and the line parses back (logfmt) to exactly one
+/// action and one address.
+#[test]
+fn a_dnsbl_txt_record_cannot_forge_log_fields() {
+    let b = bed("dx");
+    let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, spec(&b, "forge.test"));
+    connects(&b, FORGER, smtp4());
+    assert_eq!(d.wait_verdict(FORGER, VERDICT_WITHIN), "drop");
+    let log = d.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("mxscreen-verdict") && l.contains(FORGER))
+        .unwrap_or_else(|| panic!("no verdict line:\n{log}"));
+    let fields = mxscreen_tests::logfmt::parse(line);
+    let all = |k: &str| -> Vec<&str> {
+        fields
+            .iter()
+            .filter(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    };
+    assert_eq!(all("action"), ["drop"], "{line}");
+    assert_eq!(all("ip"), [FORGER], "{line}");
+    assert!(all("reasons")[0].contains(FORGED_TXT), "{line}");
+    assert!(all("y").is_empty(), "{line}");
 }
 
 #[test]

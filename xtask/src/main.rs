@@ -2,6 +2,7 @@
 //! daemon as root, run every test suite, run the benchmarks.
 
 mod bench;
+mod deb;
 mod lint;
 mod postfix;
 mod setup;
@@ -45,10 +46,18 @@ enum Command {
     Test {
         /// Only the suites whose names contain this (e.g. `datapath`, `unit`).
         filter: Option<String>,
+        /// Let ignored (skipped) tests pass; by default a skipped test fails the run, locally
+        /// as in CI, since a test that does not run proves nothing.
+        #[arg(long)]
+        allow_skips: bool,
     },
-    /// Run a benchmark and print its table: `datapath`, `resolve`, `daemon` or `mta-dns`.
+    /// Build the Debian package (target/debian/mxscreen_<version>-<rev>_amd64.deb) with
+    /// cargo-deb, with generated man pages, completions and config, and print its path.
+    Deb,
+    /// Run a benchmark and print its table: `datapath`, `resolve`, `daemon`, `fleet` or
+    /// `mta-dns`.
     Bench {
-        #[arg(value_parser = ["datapath", "resolve", "daemon", "mta-dns"])]
+        #[arg(value_parser = ["datapath", "resolve", "daemon", "fleet", "mta-dns"])]
         name: String,
     },
 }
@@ -69,10 +78,18 @@ fn main() -> Result<()> {
             setup::setup()?;
             lint::run()
         }
-        Command::Test { filter } => {
+        Command::Test {
+            filter,
+            allow_skips,
+        } => {
             setup::setup()?;
             lint::run()?;
-            test::run(filter.as_deref())
+            test::run(filter.as_deref(), allow_skips)
+        }
+        Command::Deb => {
+            setup::setup()?;
+            println!("{}", deb::build()?.display());
+            Ok(())
         }
         Command::Bench { name } => {
             setup::setup()?;

@@ -27,9 +27,34 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "swaks needs it to send over IPv6 (the end-to-end testbed)",
     ),
     ("dnsutils", "dig, to wait for DNS servers to answer"),
+    (
+        "redis-server",
+        "the shared bus of the fleet tests (redis-server and redis-cli)",
+    ),
     ("zlib1g-dev", "bpf-linker links against zlib"),
+    (
+        "prometheus",
+        "promtool, to check the metrics endpoint's output (the package suite)",
+    ),
+    (
+        "systemd-container",
+        "systemd-nspawn, to boot a Debian container and install the .deb in it",
+    ),
+    (
+        "mmdebstrap",
+        "builds that container's root from Debian's packages",
+    ),
+    (
+        "libcap2-bin",
+        "capsh, to run the daemon with exactly the unit's capabilities",
+    ),
     ("gcc", "building bpf-linker and C-backed crates"),
 ];
+
+/// cargo-deb builds the Debian package (`cargo xtask deb`); a version that builds with the
+/// workspace's rust-version.
+const CARGO_DEB: &str = "cargo-deb@3.8.0";
+const CARGO_DEB_VERSION: &str = "3.8.0";
 
 /// bpf-linker must be built against the very LLVM the nightly rustc uses.
 const BPF_LINKER: &str = "bpf-linker@0.13.0";
@@ -52,9 +77,12 @@ pub fn setup() -> Result<bool> {
     if crate::postfix::unpack()? {
         did.push("Postfix (unpacked)");
     }
+    if cargo_deb()? {
+        did.push("cargo-deb");
+    }
     if did.is_empty() {
         eprintln!(
-            "setup: nothing to do (Debian packages, nightly components, bpf-linker and the unpacked Postfix are in place)"
+            "setup: nothing to do (Debian packages, nightly components, bpf-linker, the unpacked Postfix and cargo-deb are in place)"
         );
     } else {
         eprintln!("setup: installed {}", did.join(", "));
@@ -238,6 +266,18 @@ fn bpf_linker() -> Result<bool> {
             ])
             .env("LLVM_PREFIX", &prefix),
     )?;
+    Ok(true)
+}
+
+fn cargo_deb() -> Result<bool> {
+    let works = cargo().args(["deb", "--version"]).output().is_ok_and(|o| {
+        o.status.success() && String::from_utf8_lossy(&o.stdout).contains(CARGO_DEB_VERSION)
+    });
+    if works {
+        return Ok(false);
+    }
+    eprintln!("setup: building {CARGO_DEB} (packages mxscreen as a .deb); a few minutes");
+    status(cargo().args(["install", CARGO_DEB, "--locked"]))?;
     Ok(true)
 }
 

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use ipnet::IpNet;
 
-use super::{block::EntryArgs, connect::Connect};
+use super::{block::EntryArgs, connect::Connect, out::outln};
 use crate::{control::protocol::ttl_secs, net::parse_net};
 
 /// Always pass an address or prefix, whatever the lists, DNSBLs or verdicts say.
@@ -39,11 +39,11 @@ pub struct UnallowArgs {
 pub fn allow(a: AllowArgs) -> Result<()> {
     let e = a.entry;
     let ttl = ttl_secs(e.duration);
-    println!("{}", a.connect.call(|c| c.allow(e.net, ttl, e.reason))?);
+    outln!("{}", a.connect.call(|c| c.allow(e.net, ttl, e.reason))?)?;
     Ok(())
 }
 
 pub fn unallow(a: UnallowArgs) -> Result<()> {
-    println!("{}", a.connect.call(|c| c.unallow(a.net))?);
+    outln!("{}", a.connect.call(|c| c.unallow(a.net))?)?;
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Result;
 use ipnet::IpNet;
 
-use super::{connect::Connect, parse_duration};
+use super::{connect::Connect, out::outln, parse_duration};
 use crate::{control::protocol::ttl_secs, net::parse_net};
 
 /// Drop SYNs to the screened ports from an address or prefix, now and across restarts.
@@ -60,14 +60,12 @@ pub struct EntryArgs {
 pub fn block(a: BlockArgs) -> Result<()> {
     let e = a.entry;
     let (ttl, force) = (ttl_secs(e.duration), a.force);
-    println!(
-        "{}",
-        a.connect.call(|c| c.block(e.net, ttl, e.reason, force))?
-    );
+    let message = a.connect.call(|c| c.block(e.net, ttl, e.reason, force))?;
+    outln!("{message}")?;
     Ok(())
 }
 
 pub fn unblock(a: UnblockArgs) -> Result<()> {
-    println!("{}", a.connect.call(|c| c.unblock(a.net))?);
+    outln!("{}", a.connect.call(|c| c.unblock(a.net))?)?;
     Ok(())
 }

@@ -4,7 +4,10 @@ use std::{net::IpAddr, path::PathBuf};
 
 use anyhow::Result;
 
-use super::connect::Connect;
+use super::{
+    connect::Connect,
+    out::{out, outln},
+};
 use crate::{
     config::Config,
     control::{client::ClientError, protocol::LookupReply},
@@ -59,10 +62,10 @@ pub fn main(a: Args) -> Result<()> {
             Ok(l) => serde_json::to_value(l)?,
             Err(e) => serde_json::json!({ "error": e }),
         };
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?)?;
         return Ok(());
     }
-    print!("{}", report.to_text());
+    out!("{}", report.to_text())?;
     match daemon {
         Ok(l) => {
             let rows: Vec<String> = [l.allowed, l.blocked, l.verdict]
@@ -71,21 +74,21 @@ pub fn main(a: Args) -> Result<()> {
                 .map(super::list::row)
                 .collect();
             if rows.is_empty() {
-                println!(
+                outln!(
                     "daemon: holds nothing for {} (unknown: passes, resolved on its next SYN)",
                     a.ip
-                );
+                )?;
             } else {
-                println!("daemon holds:");
+                outln!("daemon holds:")?;
                 for r in rows {
-                    println!("  {r}");
+                    outln!("  {r}")?;
                 }
             }
             if let Some(at) = l.explain_next {
                 println!("  {}", explained_line(at, crate::state::unix_now()));
             }
         }
-        Err(e) => println!("daemon: {e}"),
+        Err(e) => outln!("daemon: {e}")?,
     }
     Ok(())
 }

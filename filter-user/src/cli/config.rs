@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
+use super::out::{out, outln};
 use crate::config::{Config, DEFAULT_CONFIG_PATH, default_toml};
 
 #[derive(clap::Subcommand)]
@@ -29,9 +30,9 @@ pub fn main(c: Command) -> Result<()> {
         Command::Check { file } => {
             let path = file.unwrap_or_else(|| DEFAULT_CONFIG_PATH.into());
             Config::load(&path)?;
-            println!("{}: ok", path.display());
+            outln!("{}: ok", path.display())?;
         }
-        Command::Default => print!("{}", default_toml()),
+        Command::Default => out!("{}", default_toml())?,
     }
     Ok(())
 }

@@ -5,10 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use crate::{
-    config::Config,
-    control::client::{Client, ClientError},
-};
+use crate::{config::Config, control::client::Client};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Connect {
@@ -29,14 +26,15 @@ impl Connect {
     }
 
     /// Runs one client call to completion, e.g. `connect.call(Client::status)`.
-    pub fn call<T, F>(&self, request: impl FnOnce(Client) -> F) -> Result<T>
+    pub fn call<T, E, F>(&self, request: impl FnOnce(Client) -> F) -> Result<T>
     where
-        F: Future<Output = Result<T, ClientError>>,
+        F: Future<Output = Result<T, E>>,
+        E: Into<anyhow::Error>,
     {
         let client = Client::new(self.socket_path()?);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        Ok(rt.block_on(request(client))?)
+        rt.block_on(request(client)).map_err(Into::into)
     }
 }

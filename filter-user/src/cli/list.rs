@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::connect::Connect;
+use super::{connect::Connect, out::outln};
 use crate::{
     control::protocol::{ListWhat, ListedEntry},
     duration,
@@ -29,7 +29,7 @@ pub struct Args {
     /// Only cached verdicts.
     #[arg(long, group = "what")]
     verdicts: bool,
-    /// One JSON array instead of a table.
+    /// One JSON object per line (NDJSON) instead of a table.
     #[arg(long)]
     json: bool,
     #[command(flatten)]
@@ -48,7 +48,14 @@ pub fn expiry(expires: Option<u64>) -> String {
     }
 }
 
+/// One line of the table. With `[fleet]` the reason ends with the host the entry (or
+/// verdict) was made on: `spam run (from mx2)`.
 pub fn row(e: &ListedEntry) -> String {
+    let origin = e.origin.as_deref().map(|h| format!("(from {h})"));
+    let last: Vec<&str> = [e.reason.as_deref(), origin.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
     format!(
         "{:<8} {:<40} {:<6} {:<11} {:<14} {:>8}  {}",
         e.list.name(),
@@ -57,7 +64,7 @@ pub fn row(e: &ListedEntry) -> String {
         e.source.name(),
         expiry(e.expires),
         e.hits,
-        e.reason.as_deref().unwrap_or("")
+        last.join(" ")
     )
 }
 
@@ -71,18 +78,31 @@ pub fn main(a: Args) -> Result<()> {
     } else {
         ListWhat::All
     };
-    let mut entries = a.connect.call(|c| c.list(what))?;
-    entries.sort_by_key(|e| (e.list, e.net));
-    if a.json {
-        println!("{}", serde_json::to_string_pretty(&entries)?);
-        return Ok(());
-    }
-    println!(
-        "{:<8} {:<40} {:<6} {:<11} {:<14} {:>8}  REASON",
-        "LIST", "PREFIX", "ACTION", "SOURCE", "EXPIRES", "HITS"
-    );
-    for e in &entries {
-        println!("{}", row(e));
-    }
-    Ok(())
+    let json = a.json;
+    // Rows are printed as the daemon streams them (blocked, allowed, then verdicts), so a
+    // listing of a million verdicts never sits whole in memory here or in the daemon.
+    a.connect.call(|c| async move {
+        let mut stream = c.list(what).await?;
+        if !json {
+            outln!(
+                "{:<8} {:<40} {:<6} {:<11} {:<14} {:>8}  REASON",
+                "LIST",
+                "PREFIX",
+                "ACTION",
+                "SOURCE",
+                "EXPIRES",
+                "HITS"
+            )?;
+        }
+        while let Some(chunk) = stream.next_chunk().await? {
+            for e in &chunk {
+                if json {
+                    outln!("{}", serde_json::to_string(e)?)?;
+                } else {
+                    outln!("{}", row(e))?;
+                }
+            }
+        }
+        anyhow::Ok(())
+    })
 }

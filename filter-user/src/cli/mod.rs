@@ -8,6 +8,7 @@ mod check;
 mod config;
 mod connect;
 mod list;
+mod out;
 mod run;
 mod stats;
 mod status;
@@ -79,6 +80,8 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // Whoever read our output has what they wanted (`list | head -1`): a quiet end.
+        Err(e) if out::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mxscreen: {}", one_line(&format!("{e:#}")));
             ExitCode::FAILURE

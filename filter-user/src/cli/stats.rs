@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::connect::Connect;
+use super::{connect::Connect, out::outln};
 use crate::control::{client::Client, protocol::StatsReply};
 
 /// Datapath counters (summed over CPUs), verdicts by action and reason, and the reputation
@@ -27,49 +27,50 @@ pub struct Args {
     connect: Connect,
 }
 
-fn print(s: &StatsReply, prev: Option<&StatsReply>, secs: f64) {
-    println!("datapath (SYN screening; counters since the maps were created):");
+fn print(s: &StatsReply, prev: Option<&StatsReply>, secs: f64) -> Result<()> {
+    outln!("datapath (SYN screening; counters since the maps were created):")?;
     for (name, v) in &s.datapath {
         let rate = prev
             .and_then(|p| p.datapath.iter().find(|(n, _)| n == name))
             .map(|(_, pv)| format!("  {:>10.1}/s", (v.saturating_sub(*pv)) as f64 / secs))
             .unwrap_or_default();
-        println!("  {name:<20} {v:>14}{rate}");
+        outln!("  {name:<20} {v:>14}{rate}")?;
     }
-    println!("verdicts cached, by action:");
+    outln!("verdicts cached, by action:")?;
     for (action, v) in &s.verdicts_by_action {
-        println!("  {:<20} {v:>14}", action.name());
+        outln!("  {:<20} {v:>14}", action.name())?;
     }
-    println!("verdicts cached, by source:");
+    outln!("verdicts cached, by source:")?;
     for (source, v) in &s.verdicts_by_reason {
-        println!("  {:<20} {v:>14}", source.name());
+        outln!("  {:<20} {v:>14}", source.name())?;
     }
-    println!("reputation engine:");
+    outln!("reputation engine:")?;
     for (name, v) in s.engine.rows() {
-        println!("  {name:<20} {v:>14}");
+        outln!("  {name:<20} {v:>14}")?;
     }
     for (zone, z) in &s.engine.zones {
-        println!("  zone {zone}:");
+        outln!("  zone {zone}:")?;
         for (name, v) in z.rows() {
-            println!("    {name:<18} {v:>14}");
+            outln!("    {name:<18} {v:>14}")?;
         }
     }
+    Ok(())
 }
 
 pub fn main(a: Args) -> Result<()> {
     let s = a.connect.call(Client::stats)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        outln!("{}", serde_json::to_string_pretty(&s)?)?;
         return Ok(());
     }
-    print(&s, None, 1.0);
+    print(&s, None, 1.0)?;
     if a.watch {
         let mut prev = s;
         loop {
             std::thread::sleep(Duration::from_secs(2));
             let s = a.connect.call(Client::stats)?;
-            println!();
-            print(&s, Some(&prev), 2.0);
+            outln!()?;
+            print(&s, Some(&prev), 2.0)?;
             prev = s;
         }
     }

@@ -2,17 +2,21 @@
 
 use anyhow::Result;
 
-use super::connect::Connect;
+use super::{
+    connect::Connect,
+    out::{out, outln},
+};
 use crate::{
     control::{
         client::Client,
-        protocol::{ResolverStatus, StatusReply},
+        protocol::{FleetLink, FleetStatus, ResolverStatus, StatusReply},
     },
     duration,
 };
 
 /// What the daemon is doing: interfaces and attach modes, program ids, map fill levels,
-/// uptime, resolver health, the config file in use and any warnings.
+/// uptime, resolver health, the fleet link (up or down, since when), the config file in use
+/// and any warnings.
 ///
 /// Examples:
 ///   mxscreen status
@@ -30,26 +34,23 @@ pub struct Args {
 pub fn main(a: Args) -> Result<()> {
     let s = a.connect.call(Client::status)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        outln!("{}", serde_json::to_string_pretty(&s)?)?;
     } else {
-        print!("{}", text(&s));
+        out!("{}", text(&s))?;
     }
     Ok(())
 }
 
 /// The status as aligned text, a label column and a value column.
 fn text(s: &StatusReply) -> String {
-    let mut out = String::new();
+    let mut out = format!(
+        "mxscreen {} running for {}\n",
+        s.version,
+        duration::format(std::time::Duration::from_secs(s.uptime_secs.max(1)))
+    );
     let mut line = |label: &str, value: String| {
         out.push_str(&format!("{:<15}{value}\n", format!("{label}:")));
     };
-    line(
-        &format!("mxscreen {}", s.version),
-        format!(
-            "running for {}",
-            duration::format(std::time::Duration::from_secs(s.uptime_secs.max(1)))
-        ),
-    );
     line(
         "config",
         s.config_file
@@ -80,10 +81,61 @@ fn text(s: &StatusReply) -> String {
         );
     }
     resolver(&s.resolver, &mut line);
+    if let Some(r) = &s.reload {
+        let ago = duration::format(std::time::Duration::from_secs(
+            crate::state::unix_now().saturating_sub(r.at).max(1),
+        ));
+        let last = if r.error.is_some() {
+            "failed"
+        } else {
+            "applied"
+        };
+        line(
+            "reload",
+            format!(
+                "last {ago} ago, {last} ({} applied, {} failed)",
+                r.ok, r.failed
+            ),
+        );
+    }
+    if let Some(f) = &s.fleet {
+        fleet(f, &mut line);
+    }
     for w in &s.warnings {
         line("warning", w.clone());
     }
     out
+}
+
+fn fleet(f: &FleetStatus, line: &mut impl FnMut(&str, String)) {
+    let since = crate::state::unix_now().saturating_sub(f.since);
+    let since = duration::format(std::time::Duration::from_secs(since.max(1)));
+    let state = match f.link {
+        FleetLink::Up => format!("up for {since}"),
+        FleetLink::Down if f.since == 0 => "down (never connected yet)".to_owned(),
+        FleetLink::Down => format!("DOWN for {since}: screening alone"),
+    };
+    line("fleet", format!("{} as {}: {state}", f.redis, f.host));
+    if f.link == FleetLink::Down
+        && let Some(e) = &f.last_error
+    {
+        line("fleet error", e.clone());
+    }
+    line(
+        "fleet shared",
+        format!(
+            "verdicts {} sent, {} received; manual {} sent, {} received; claims {} won, {} lost ({} timed out); {} malformed, {} refused",
+            f.verdicts_sent,
+            f.verdicts_received,
+            f.manual_sent,
+            f.manual_received,
+            f.claims_won,
+            f.claims_lost,
+            f.claims_timed_out,
+            f.malformed,
+            f.refused
+        ),
+    );
 }
 
 fn resolver(r: &ResolverStatus, line: &mut impl FnMut(&str, String)) {

@@ -6,7 +6,8 @@
 use documented::{DocumentedFields, Error};
 
 use super::{
-    Config, ControlSection, DatapathSection, PolicyServiceSection, QuerySection, StateSection,
+    Config, ControlSection, DatapathSection, FleetSection, MetricsSection, PolicyServiceSection,
+    QuerySection, StateSection, fleet,
 };
 use crate::{
     datapath::MapSizes,
@@ -22,13 +23,24 @@ pub fn default_toml() -> String {
 
 /// `cfg` as TOML with every section and key documented (each once, where it first appears).
 pub fn documented_toml(cfg: &Config) -> String {
-    let body = toml::to_string_pretty(cfg).expect("a config serializes");
     let mut out = String::from(
         "# mxscreen configuration: every key with its default. Delete what you do not change.\n\
          # Durations are written like \"90s\", \"10m\", \"24h\", \"7d\".\n",
     );
+    out.push('\n');
+    out.push_str(&annotated_toml(cfg, &|_| true));
+    out
+}
+
+/// `cfg` as TOML, every section and key preceded by its documentation (each once, where it
+/// first appears). Sections and keys whose dotted path `active` refuses are written commented
+/// out (`#key = value`), with the lines of their values, so the file still shows them.
+pub fn annotated_toml(cfg: &Config, active: &dyn Fn(&str) -> bool) -> String {
+    let body = toml::to_string_pretty(cfg).expect("a config serializes");
+    let mut out = String::new();
     let mut documented: Vec<String> = Vec::new();
     let mut section = String::new();
+    let mut commented = false;
     for line in body.lines() {
         let path = match key_path(&section, line) {
             Some(Line::Header(s)) => {
@@ -38,22 +50,45 @@ pub fn documented_toml(cfg: &Config) -> String {
             Some(Line::Key(p)) => Some(p),
             None => None,
         };
-        if let Some(path) = path
-            && !documented.contains(&path)
-        {
-            if line.starts_with('[') && !out.ends_with("\n\n") {
-                out.push('\n');
+        if let Some(path) = &path {
+            commented = !active(path);
+            if !documented.contains(path) {
+                if line.starts_with('[') && !out.is_empty() && !out.ends_with("\n\n") {
+                    out.push('\n');
+                }
+                for l in doc_for(path).unwrap_or("").lines() {
+                    out.push_str(format!("# {l}").trim_end());
+                    out.push('\n');
+                }
+                documented.push(path.clone());
             }
-            for l in doc_for(&path).unwrap_or("").lines() {
-                out.push_str(format!("# {l}").trim_end());
-                out.push('\n');
-            }
-            documented.push(path);
+        }
+        // Lines that are neither (array elements, closing brackets) belong to the key above.
+        if commented && !line.trim().is_empty() {
+            out.push('#');
         }
         out.push_str(line);
         out.push('\n');
+        if let Some(Line::Header(s)) = key_path("", line) {
+            // Keys absent by default (serde writes no `None`) are shown commented out.
+            for (key, example) in optional_examples(&s) {
+                for l in doc_for(&format!("{s}.{key}")).unwrap_or("").lines() {
+                    out.push_str(format!("# {l}").trim_end());
+                    out.push('\n');
+                }
+                out.push_str(&format!("# {key} = {example}\n"));
+            }
+        }
     }
     out
+}
+
+/// Optional keys of a section and an example value for each.
+fn optional_examples(section: &str) -> &'static [(&'static str, &'static str)] {
+    match section {
+        "fleet" => fleet::OPTIONAL_EXAMPLES,
+        _ => &[],
+    }
 }
 
 enum Line {
@@ -102,6 +137,8 @@ pub fn doc_for(path: &str) -> Option<&'static str> {
         "state" => StateSection::get_field_docs(key),
         "query" => QuerySection::get_field_docs(key),
         "policy_service" => PolicyServiceSection::get_field_docs(key),
+        "metrics" => MetricsSection::get_field_docs(key),
+        "fleet" => FleetSection::get_field_docs(key),
         _ => return None,
     };
     docs.ok().filter(|d| !d.trim().is_empty())
@@ -159,8 +196,18 @@ mod tests {
             "query.group",
             "policy_service.listen",
             "policy_service.limit_action",
+            "fleet.prefix",
         ] {
             assert!(seen.iter().any(|s| s == key), "{key} not printed:\n{text}");
+        }
+        // Optional keys appear commented out, with their documentation.
+        for (key, example) in fleet::OPTIONAL_EXAMPLES {
+            let line = format!("# {key} = {example}");
+            let at = text
+                .find(&line)
+                .unwrap_or_else(|| panic!("{line}:\n{text}"));
+            assert!(doc_for(&format!("fleet.{key}")).is_some(), "{key}");
+            assert!(text[..at].ends_with("\n"), "{key}");
         }
     }
 }

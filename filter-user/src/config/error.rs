@@ -74,7 +74,7 @@ pub fn parse<T: DeserializeOwned>(text: &str, origin: &str) -> Result<T, ConfigE
             origin: origin.to_owned(),
             line,
             column,
-            key: key_at(text, at).unwrap_or_default(),
+            key: key_at(text, at).unwrap_or_else(|| word_at(text, at)),
             message: e.message().trim().replace('\n', " "),
         })
     })
@@ -96,6 +96,15 @@ pub fn locate(text: &str, origin: &str, e: InvalidKey) -> ConfigError {
         key: e.key,
         message: e.message,
     })
+}
+
+/// The bare key or table name at byte `at` (where a document too broken to walk, e.g. one
+/// with a duplicate key, still names what is wrong).
+fn word_at(text: &str, at: usize) -> String {
+    let rest = text.get(at..).unwrap_or("");
+    rest.chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        .collect()
 }
 
 /// 1-based line and column of a byte offset.

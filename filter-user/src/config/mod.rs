@@ -2,15 +2,17 @@
 //! every section. It owns reading the file, its errors (each one line naming file, line,
 //! column and key) and the key documentation `mxscreen config default` prints.
 //!
-//! The sections themselves live with the code that reads them: `[datapath]`, `[control]`
-//! and `[state]` in [`sections`], the reputation engine's `[resolver]`, `[[dnsbl]]`, `[rdns]`,
+//! The sections themselves live with the code that reads them: `[datapath]`, `[control]`,
+//! `[state]` and `[metrics]` in [`sections`], the reputation engine's `[resolver]`, `[[dnsbl]]`, `[rdns]`,
 //! `[policy]` and `[lists]` in [`crate::reputation::config`]. Every section has a documented
 //! default, so no file at all is a valid, complete configuration. Unknown keys are errors.
 //! `config check` and `run` validate with the same code, before anything is touched.
 
 mod docs;
 mod error;
+pub mod fleet;
 pub mod mta;
+pub mod packaged;
 pub mod sections;
 
 use std::path::{Path, PathBuf};
@@ -22,8 +24,9 @@ use serde::{Deserialize, Serialize};
 pub use self::{
     docs::default_toml,
     error::{ConfigError, Located, read_file},
+    fleet::FleetSection,
     mta::{PolicyServiceSection, QuerySection},
-    sections::{ControlSection, DatapathSection, StateSection},
+    sections::{ControlSection, DatapathSection, MetricsSection, StateSection},
 };
 use crate::{
     datapath::FirstContact,
@@ -65,6 +68,12 @@ pub struct Config {
     pub query: QuerySection,
     /// The Postfix policy service (check_policy_service); off by default.
     pub policy_service: PolicyServiceSection,
+    /// The Prometheus endpoint (off unless `listen` is set).
+    pub metrics: MetricsSection,
+    /// Sharing verdicts and manual blocks and allows with the other MX hosts of a fleet
+    /// through Redis or Valkey. Off unless redis is set. Each host keeps its own config
+    /// lists and screens alone whenever the bus is down.
+    pub fleet: FleetSection,
 }
 
 impl Default for Config {
@@ -80,6 +89,8 @@ impl Default for Config {
             state: StateSection::default(),
             query: QuerySection::default(),
             policy_service: PolicyServiceSection::default(),
+            metrics: MetricsSection::default(),
+            fleet: FleetSection::default(),
         }
     }
 }
@@ -120,7 +131,8 @@ impl Config {
         self.control.validate()?;
         self.state.validate()?;
         self.query.validate()?;
-        self.policy_service.validate()
+        self.policy_service.validate()?;
+        self.fleet.validate()
     }
 
     /// The runtime config the kernel program reads: `[datapath]` and the datapath side of
@@ -256,6 +268,8 @@ mod tests {
         );
         let msg = err("[[dnsbl]]\nzone = \"a.example\"\nweight = 1\nwieght = 2\n");
         assert!(msg.starts_with("test.toml:4:1: dnsbl[0].wieght: "), "{msg}");
+        let msg = err("[policy]\nobserve = true\n[policy]\n");
+        assert!(msg.starts_with("test.toml:3:2: policy: duplicate"), "{msg}");
         let msg = err("[datapath]\nportz = [25]\n");
         assert!(msg.starts_with("test.toml:2:1: datapath.portz: "), "{msg}");
     }
@@ -363,6 +377,13 @@ mod tests {
                 "[policy_service]\nlimit_action = \"\"\n",
                 2,
                 "policy_service.limit_action",
+            ),
+            ("[fleet]\nredis = \"http://h\"\n", 2, "fleet.redis"),
+            ("[fleet]\nname = \"\"\n", 2, "fleet.name"),
+            (
+                "[fleet]\npassword_file = \"pw\"\n",
+                2,
+                "fleet.password_file",
             ),
         ];
         for (text, line, key) in cases {

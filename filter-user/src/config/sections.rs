@@ -1,10 +1,10 @@
-//! The daemon's own sections: `[datapath]`, `[control]` and `[state]`. (The reputation
+//! The daemon's own sections: `[datapath]`, `[control]`, `[state]` and `[metrics]`. (The reputation
 //! engine's sections live with the engine, in [`crate::reputation::config`].)
 //!
 //! A field's doc comment is what `mxscreen config default` prints above the key, so it is
 //! written for the operator: what the key does, its default and why.
 
-use std::{path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use documented::DocumentedFields;
 use filter_common::MAX_PORTS;
@@ -202,5 +202,39 @@ impl StateSection {
             ));
         }
         Ok(())
+    }
+}
+
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, DocumentedFields)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Address and port to serve `GET /metrics` on (Prometheus text format), e.g.
+    /// "127.0.0.1:9725" or "[::1]:9725". Default "" = off. The numbers are those of
+    /// `mxscreen stats` and `status`; keep it on loopback or a management network.
+    #[serde(with = "optional_addr")]
+    pub listen: Option<SocketAddr>,
+}
+
+/// `Option<SocketAddr>` as a string, `""` meaning none, so `config default` can print the key.
+mod optional_addr {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize as _, Deserializer, Serializer, de};
+
+    pub fn serialize<S: Serializer>(v: &Option<SocketAddr>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&v.map(|a| a.to_string()).unwrap_or_default())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.is_empty() {
+            return Ok(None);
+        }
+        text.parse().map(Some).map_err(|_| {
+            de::Error::custom(format!(
+                "{text:?} is not an address and port: write e.g. \"127.0.0.1:9725\" or \"[::1]:9725\", or \"\" for off"
+            ))
+        })
     }
 }

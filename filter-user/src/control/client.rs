@@ -15,7 +15,8 @@ use tokio::net::UnixStream;
 use super::{
     frame::{MAX_REPLY, read_frame, write_frame},
     protocol::{
-        FromBody, ListWhat, ListedEntry, LookupReply, Reply, Request, StatsReply, StatusReply,
+        FromBody, ListChunk, ListWhat, ListedEntry, LookupReply, Reply, Request, StatsReply,
+        StatusReply,
     },
 };
 
@@ -102,8 +103,14 @@ impl Client {
         self.call(Request::Unallow { net }).await
     }
 
-    pub async fn list(self, what: ListWhat) -> Result<Vec<ListedEntry>, ClientError> {
-        self.call(Request::List { what }).await
+    /// Asks for a listing; its entries arrive in chunks from [`ListStream::next_chunk`].
+    pub async fn list(self, what: ListWhat) -> Result<ListStream, ClientError> {
+        let mut stream = self.connect().await?;
+        self.send(&mut stream, &Request::List { what }).await?;
+        Ok(ListStream {
+            client: self,
+            stream: Some(stream),
+        })
     }
 
     pub async fn stats(self) -> Result<StatsReply, ClientError> {
@@ -120,20 +127,37 @@ impl Client {
 
     /// Sends `req` and takes the reply's body as `T`.
     async fn call<T: FromBody>(&self, req: Request) -> Result<T, ClientError> {
-        let p = self.path.display().to_string();
         let mut stream = self.connect().await?;
-        write_frame(&mut stream, &req)
+        self.send(&mut stream, &req).await?;
+        self.read(&mut stream).await
+    }
+
+    /// Writes the request. The daemon may answer and close before reading it (a refused
+    /// peer): then its answer, not our broken pipe, is what the operator needs to read.
+    async fn send(&self, stream: &mut UnixStream, req: &Request) -> Result<(), ClientError> {
+        match write_frame(stream, req).await {
+            Ok(()) => Ok(()),
+            Err(e) => match self.read::<String>(stream).await {
+                Err(refused @ ClientError::Daemon(_)) => Err(refused),
+                _ => Err(self.protocol(e)),
+            },
+        }
+    }
+
+    /// Reads one reply frame as `T`.
+    async fn read<T: FromBody>(&self, stream: &mut UnixStream) -> Result<T, ClientError> {
+        let reply: Reply = read_frame(stream, MAX_REPLY)
             .await
-            .map_err(|e| ClientError::Protocol(p.clone(), e.to_string()))?;
-        let reply: Reply = read_frame(&mut stream, MAX_REPLY)
-            .await
-            .map_err(|e| ClientError::Protocol(p.clone(), e.to_string()))?;
+            .map_err(|e| self.protocol(e))?;
         match reply {
-            Reply::Ok { body } => T::from_body(body).ok_or_else(|| {
-                ClientError::Protocol(p, "the reply does not answer the request".into())
-            }),
+            Reply::Ok { body } => T::from_body(body)
+                .ok_or_else(|| self.protocol("the reply does not answer the request")),
             Reply::Error { message } => Err(ClientError::Daemon(message)),
         }
+    }
+
+    fn protocol(&self, e: impl std::fmt::Display) -> ClientError {
+        ClientError::Protocol(self.path.display().to_string(), e.to_string())
     }
 
     async fn connect(&self) -> Result<UnixStream, ClientError> {
@@ -155,5 +179,35 @@ impl Client {
                 ErrorKind::NotFound => ClientError::NotRunning(p.clone()),
                 _ => ClientError::Protocol(p.clone(), e.to_string()),
             })
+    }
+}
+
+/// A listing arriving in chunks, as the daemon reads its maps: the reader holds one chunk at a
+/// time however many entries there are.
+pub struct ListStream {
+    client: Client,
+    stream: Option<UnixStream>,
+}
+
+impl ListStream {
+    /// The next chunk of entries; `None` once the listing is complete.
+    pub async fn next_chunk(&mut self) -> Result<Option<Vec<ListedEntry>>, ClientError> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Ok(None);
+        };
+        let chunk: ListChunk = self.client.read(stream).await?;
+        if !chunk.more {
+            self.stream = None;
+        }
+        Ok(Some(chunk.entries))
+    }
+
+    /// Every remaining entry (for callers that want them all, e.g. tests).
+    pub async fn collect(mut self) -> Result<Vec<ListedEntry>, ClientError> {
+        let mut all = Vec::new();
+        while let Some(chunk) = self.next_chunk().await? {
+            all.extend(chunk);
+        }
+        Ok(all)
     }
 }

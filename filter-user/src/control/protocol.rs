@@ -76,8 +76,11 @@ pub enum Body {
     Done {
         message: String,
     },
+    /// One frame of a `list` answer; frames follow while `more` is set.
     List {
         entries: Vec<ListedEntry>,
+        #[serde(default)]
+        more: bool,
     },
     Stats(StatsReply),
     Status(StatusReply),
@@ -175,6 +178,11 @@ pub struct ListedEntry {
     pub expires: Option<u64>,
     /// SYNs this entry decided.
     pub hits: u64,
+    /// The fleet host the entry was made on (manual entries and verdicts, when `[fleet]` is
+    /// on); `None` for what is this host's alone (config, loopback, its own addresses) or
+    /// when the fleet is off.
+    #[serde(default)]
+    pub origin: Option<String>,
 }
 
 /// `mxscreen stats`.
@@ -203,7 +211,68 @@ pub struct StatusReply {
     pub programs: Vec<ProgramStatus>,
     pub maps: Vec<MapFill>,
     pub resolver: ResolverStatus,
+    /// SIGHUP reloads so far; `None` before the first.
+    pub reload: Option<ReloadStatus>,
     pub warnings: Vec<String>,
+    /// The link to the fleet's Redis; `None` when `[fleet]` is off. (Boxed: replies
+    /// stay small when the fleet is off.)
+    #[serde(default)]
+    pub fleet: Option<Box<FleetStatus>>,
+}
+
+/// Whether the fleet bus is reachable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FleetLink {
+    /// Connected and in sync: changes travel both ways.
+    Up,
+    /// Not connected (never yet, or lost): this host screens alone and retries with backoff.
+    #[default]
+    Down,
+}
+
+/// The fleet link and what went over it (counters since the daemon started).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FleetStatus {
+    /// This host's name in the fleet.
+    pub host: String,
+    /// The Redis URL, without its password.
+    pub redis: String,
+    pub link: FleetLink,
+    /// Unix seconds since the link has been in its current state.
+    pub since: u64,
+    /// Why the link last went down or could not come up.
+    pub last_error: Option<String>,
+    /// Times the link came up (the first connection included).
+    pub connects: u64,
+    pub verdicts_sent: u64,
+    pub verdicts_received: u64,
+    pub manual_sent: u64,
+    pub manual_received: u64,
+    /// New peers this host evaluated after claiming them for the fleet,
+    pub claims_won: u64,
+    /// ... whose evaluation another host had claimed,
+    pub claims_lost: u64,
+    /// ... and of those, the ones evaluated here after all because no verdict came in time.
+    pub claims_timed_out: u64,
+    /// Entries read from the bus that did not parse or check out, logged and ignored.
+    pub malformed: u64,
+    /// Shared entries this host refused (a block covering a protected address, a block
+    /// wider than `control.widest_block_*` made without --force).
+    pub refused: u64,
+}
+
+/// How SIGHUP reloads went.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReloadStatus {
+    /// Unix seconds of the last reload.
+    pub at: u64,
+    /// Reloads applied.
+    pub ok: u64,
+    /// Reloads refused (the running config stayed).
+    pub failed: u64,
+    /// Why the last reload failed; `None` if it succeeded.
+    pub error: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -266,10 +335,17 @@ impl FromBody for String {
     }
 }
 
-impl FromBody for Vec<ListedEntry> {
+/// One frame of a `list` answer.
+pub struct ListChunk {
+    pub entries: Vec<ListedEntry>,
+    /// More frames follow.
+    pub more: bool,
+}
+
+impl FromBody for ListChunk {
     fn from_body(body: Body) -> Option<Self> {
         match body {
-            Body::List { entries } => Some(entries),
+            Body::List { entries, more } => Some(Self { entries, more }),
             _ => None,
         }
     }

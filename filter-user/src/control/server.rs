@@ -1,14 +1,24 @@
 //! Daemon side of the control socket. Connections are served concurrently, but every request
 //! is handed to the daemon's main loop (which owns the maps and the state file) and answered
-//! from there, so requests never race each other or the verdict writer.
+//! from there, so requests never race each other or the verdict writer. A long answer (`list`
+//! of a million verdicts) comes back as a stream of frames produced outside the main loop.
+//!
+//! The socket is root-only, but a stuck or careless client must still not wear the daemon
+//! down: connections are bounded in number, idle ones time out, and accept errors are logged
+//! at most once per [`ACCEPT_LOG_EVERY`].
 
-use std::path::Path;
+use std::{
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, Result};
 use tokio::{
     net::{UnixListener, UnixStream},
-    sync::{mpsc, oneshot},
+    sync::{Semaphore, mpsc, oneshot},
     task::JoinHandle,
+    time::timeout,
 };
 
 use super::{
@@ -17,8 +27,29 @@ use super::{
 };
 use crate::socket_file::{self, SocketFile};
 
-/// A request and where its reply goes.
-pub type Call = (Request, oneshot::Sender<Reply>);
+/// What the main loop answers: one reply, or a stream of replies (the last one ends it).
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one short-lived answer per request; boxing buys nothing"
+)]
+pub enum Answer {
+    One(Reply),
+    Stream(mpsc::Receiver<Reply>),
+}
+
+/// A request and where its answer goes.
+pub type Call = (Request, oneshot::Sender<Answer>);
+
+/// Connections served at once; more are told so and closed. Operators run a command or two
+/// at a time; monitoring polls one.
+pub const MAX_CONNECTIONS: usize = 32;
+/// How long a connection may sit without sending a request (also between requests).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one reply frame may take to be read by the client.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// At most one "accept failed" log line per this interval (at the fd limit accept fails in
+/// a tight loop).
+pub const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The bound socket; the socket file is removed when this is dropped.
 pub struct ControlSocket {
@@ -39,18 +70,25 @@ impl ControlSocket {
         })
     }
 
-    /// Starts accepting; each request is sent to `calls` and its reply written back.
+    /// Starts accepting; each request is sent to `calls` and its answer written back.
     pub fn serve(&mut self, calls: mpsc::Sender<Call>) -> JoinHandle<()> {
         let listener = self.listener.take().expect("serve is called once");
+        let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         tokio::spawn(async move {
+            let mut failures = RateLimitedLog::default();
             loop {
                 match listener.accept().await {
-                    Ok((stream, _)) => {
-                        tokio::spawn(connection(stream, calls.clone()));
-                    }
+                    Ok((stream, _)) => match slots.clone().try_acquire_owned() {
+                        Ok(slot) => {
+                            tokio::spawn(connection(stream, calls.clone(), slot));
+                        }
+                        Err(_) => {
+                            tokio::spawn(refuse(stream));
+                        }
+                    },
                     Err(e) => {
-                        tracing::warn!(error = %e, "control socket accept failed");
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        failures.warn(&e);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
                     }
                 }
             }
@@ -58,27 +96,55 @@ impl ControlSocket {
     }
 }
 
-async fn connection(mut stream: UnixStream, calls: mpsc::Sender<Call>) {
+/// "accept failed" at most once per [`ACCEPT_LOG_EVERY`], saying how many were not logged.
+#[derive(Default)]
+struct RateLimitedLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RateLimitedLog {
+    fn warn(&mut self, e: &std::io::Error) {
+        if self.last.is_some_and(|t| t.elapsed() < ACCEPT_LOG_EVERY) {
+            self.suppressed += 1;
+            return;
+        }
+        tracing::warn!(error = %e, suppressed = self.suppressed, "control socket accept failed");
+        self.last = Some(Instant::now());
+        self.suppressed = 0;
+    }
+}
+
+async fn refuse(mut stream: UnixStream) {
+    let msg =
+        format!("too many control connections (at most {MAX_CONNECTIONS}); try again in a moment");
+    let _ = timeout(
+        Duration::from_secs(1),
+        write_frame(&mut stream, &Reply::Error { message: msg }),
+    )
+    .await;
+}
+
+async fn connection(
+    mut stream: UnixStream,
+    calls: mpsc::Sender<Call>,
+    _slot: tokio::sync::OwnedSemaphorePermit,
+) {
     // The socket is mode 0600 already; checking the peer's credentials as well keeps the
     // rule "root only" even if someone loosens the file mode.
     let uid = stream.peer_cred().map(|c| c.uid()).ok();
     if uid != Some(0) {
         let msg = "permission denied: the mxscreen control socket is for root only".to_owned();
-        let _ = write_frame(&mut stream, &Reply::Error { message: msg }).await;
+        let _ = send(&mut stream, &Reply::Error { message: msg }).await;
         return;
     }
     loop {
-        let req: Request = match read_frame(&mut stream, MAX_REQUEST).await {
-            Ok(r) => r,
-            Err(FrameError::Closed) => return,
-            Err(e) => {
-                let _ = write_frame(
-                    &mut stream,
-                    &Reply::Error {
-                        message: format!("bad request: {e}"),
-                    },
-                )
-                .await;
+        let req: Request = match timeout(IDLE_TIMEOUT, read_frame(&mut stream, MAX_REQUEST)).await {
+            Err(_) | Ok(Err(FrameError::Closed)) => return,
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                let message = format!("bad request: {e}");
+                let _ = send(&mut stream, &Reply::Error { message }).await;
                 return;
             }
         };
@@ -86,11 +152,32 @@ async fn connection(mut stream: UnixStream, calls: mpsc::Sender<Call>) {
         if calls.send((req, tx)).await.is_err() {
             return; // daemon shutting down
         }
-        let reply = rx.await.unwrap_or(Reply::Error {
+        let answer = rx.await.unwrap_or(Answer::One(Reply::Error {
             message: "the daemon is shutting down".into(),
-        });
-        if write_frame(&mut stream, &reply).await.is_err() {
+        }));
+        let sent = match answer {
+            Answer::One(reply) => send(&mut stream, &reply).await,
+            Answer::Stream(mut frames) => {
+                let mut ok = true;
+                while let Some(reply) = frames.recv().await {
+                    if !send(&mut stream, &reply).await {
+                        ok = false;
+                        break;
+                    }
+                }
+                ok
+            }
+        };
+        if !sent {
             return;
         }
     }
+}
+
+/// Writes one frame within [`WRITE_TIMEOUT`]; `false` when the client is gone or stuck.
+async fn send(stream: &mut UnixStream, reply: &Reply) -> bool {
+    matches!(
+        timeout(WRITE_TIMEOUT, write_frame(stream, reply)).await,
+        Ok(Ok(()))
+    )
 }

@@ -5,22 +5,31 @@
 //! - this file: start-up and the main loop, which owns the [`Daemon`] (no locks);
 //! - [`reactor`]: what the daemon does on its own — list reconciliation, new peers,
 //!   verdicts into the maps, the sweep of expired entries;
-//! - [`requests`]: the answers to the operator's control requests;
+//! - [`requests`]: the answers to the operator's control requests that change something;
+//! - [`listing`]: `list` (streamed) and lookups; [`status`]: `stats` and `status`;
 //! - [`reload`]: what SIGHUP does;
+//! - [`shared`]: what the fleet sends (shared entries and verdicts, peers to evaluate);
 //! - [`protect`]: addresses that can never be dropped; [`interfaces`]: where to attach;
+//! - [`census`]: the counts of what the maps hold, and the facts published for metrics;
+//! - [`systemd`]: readiness and reloads told to systemd (`Type=notify`);
 //! - [`mta`]: the MTA's query socket and policy service, on a thread of their own.
 
+mod census;
 pub mod interfaces;
+mod listing;
 mod mta;
 pub mod protect;
 mod reactor;
 mod reload;
 mod requests;
+mod shared;
+mod status;
+mod systemd;
 
 use std::{
     path::PathBuf,
-    sync::Arc,
-    time::{Duration, Instant},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Context as _, Result};
@@ -34,7 +43,12 @@ use self::protect::Protected;
 use crate::{
     config::Config,
     control::server::ControlSocket,
-    datapath::{self, AttachMode, Attached, DatapathMaps, Events, LoadOptions},
+    datapath::{self, AttachMode, Attached, Census, DatapathMaps, Events, LoadOptions},
+    fleet::Fleet,
+    metrics::{
+        self, DaemonFamilies, DatapathFamilies, EngineFamilies, Facts, Families, FleetFamilies,
+        SharedFacts,
+    },
     query::EvidenceCache,
     reputation::Engine,
     state::State,
@@ -68,6 +82,18 @@ pub struct Daemon {
     pub started: Instant,
     /// The last evaluations' evidence, for the MTA's answers (shared with their thread).
     pub evidence: Arc<EvidenceCache>,
+    /// What the maps hold, counted (see [`census`]).
+    pub census: Census,
+    /// What a metrics scrape reads, published by the main loop; also how SIGHUP reloads
+    /// went, which `status` reports.
+    pub facts: SharedFacts,
+    /// The fleet handle (inert when `[fleet]` is off).
+    pub fleet: Fleet,
+    /// Which fleet host made each verdict taken from the fleet (shared with a running
+    /// `list`, copied on write).
+    pub shared_origins: Arc<shared::SharedOrigins>,
+    /// Shared entries refused by this host's checks.
+    pub fleet_refused: u64,
 }
 
 /// Reads the config (file or defaults) and applies the command-line overrides.
@@ -109,6 +135,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let (engine, mut verdicts) =
         Engine::spawn(cfg.reputation()).context("starting the reputation engine")?;
     let evidence = Arc::new(EvidenceCache::for_verdict_map(cfg.datapath.maps.verdicts));
+    let (fleet, mut fleet_events) = Fleet::start(&cfg.fleet, state.entries())?;
     let mut d = Daemon {
         cfg,
         config_path: origin,
@@ -120,10 +147,25 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         protected: Vec::new(),
         started: Instant::now(),
         evidence,
+        census: Census::default(),
+        facts: Arc::new(Mutex::new(Facts::new(SystemTime::now()))),
+        fleet,
+        shared_origins: Default::default(),
+        fleet_refused: 0,
+    };
+    // Bound before attaching, like the control socket: a taken port stops the start here.
+    let _metrics = match d.cfg.metrics.listen {
+        Some(addr) => Some(metrics::start(addr, d.metric_families()?).await?),
+        None => None,
     };
     d.apply()?;
     let mta_door = mta::start(&d.cfg, &d.maps, d.evidence.clone(), d.engine.clone())?;
     d.attach_all(&ifaces)?;
+    // The fleet's shared state is loaded before "ready" (bounded: a bus that cannot be
+    // reached is given up on within seconds). The program is attached first, so the
+    // host screens with its pinned verdicts and its own lists meanwhile.
+    d.join_fleet(&mut fleet_events).await;
+    d.take_census()?;
 
     let (calls_tx, mut calls) = mpsc::channel(64);
     let server = socket.serve(calls_tx);
@@ -133,6 +175,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     let mut beat = tokio::time::interval(reactor::BEAT_EVERY);
     tracing::info!(socket = %d.cfg.control.socket.display(), state = %d.cfg.state.file.display(), "ready");
+    systemd::ready(&d.status_line());
 
     loop {
         tokio::select! {
@@ -142,6 +185,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 }
             }
             Some(v) = verdicts.recv() => d.on_verdict(&v),
+            Some(ev) = fleet_events.recv() => d.on_fleet(ev),
             Some((req, reply)) = calls.recv() => {
                 let _ = reply.send(d.handle(req));
             }
@@ -155,11 +199,16 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                     tracing::warn!(error = %format!("{e:#}"), "sweeping expired entries failed");
                 }
             }
-            _ = sighup.recv() => reload::reload(&mut d, &opts),
+            _ = sighup.recv() => {
+                systemd::reloading();
+                reload::reload(&mut d, &opts);
+                systemd::ready(&d.status_line());
+            }
             _ = sigint.recv() => break,
             _ = sigterm.recv() => break,
         }
     }
+    systemd::stopping();
     server.abort();
     drop(mta_door);
     d.detach_all();
@@ -169,6 +218,41 @@ pub async fn run(opts: RunOptions) -> Result<()> {
 }
 
 impl Daemon {
+    /// The sources a metrics scrape reads; another source is one more line here.
+    fn metric_families(&self) -> Result<Vec<Box<dyn Families>>> {
+        let mut families: Vec<Box<dyn Families>> = vec![
+            Box::new(DatapathFamilies(self.maps.counter_reader()?)),
+            Box::new(DaemonFamilies(self.facts.clone())),
+            Box::new(EngineFamilies(self.engine.clone())),
+        ];
+        if let Some(status) = self.fleet.status_watch() {
+            families.push(Box::new(FleetFamilies {
+                status,
+                facts: self.facts.clone(),
+            }));
+        }
+        Ok(families)
+    }
+
+    /// One line for `systemctl status`.
+    fn status_line(&self) -> String {
+        let ifaces: Vec<String> = self
+            .attached
+            .iter()
+            .map(|a| format!("{} ({})", a.iface, a.mode))
+            .collect();
+        format!(
+            "screening ports {:?} on {}{}",
+            self.cfg.datapath.ports,
+            ifaces.join(", "),
+            if self.cfg.policy.observe {
+                "; observe mode: nothing is dropped"
+            } else {
+                ""
+            }
+        )
+    }
+
     /// Attaches to every interface, or to none: on a failure the ones done are detached.
     fn attach_all(&mut self, ifaces: &[String]) -> Result<()> {
         for iface in ifaces {

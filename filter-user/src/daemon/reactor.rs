@@ -42,6 +42,24 @@ impl Daemon {
     pub fn apply(&mut self) -> Result<()> {
         self.beat()?;
         self.protected = protect::protected_set(&self.cfg.lists.allow);
+        let want = self.wanted();
+        for kind in [ListKind::Allow, ListKind::Deny] {
+            for (net, entry) in self.maps.list_entries(kind)? {
+                let ours = matches!(entry.reason(), Reason::Manual | Reason::Config);
+                if ours && !want.iter().any(|(k, n, _)| *k == kind && *n == net) {
+                    self.maps.list_remove(kind, net)?;
+                }
+            }
+        }
+        for (kind, net, entry) in want {
+            self.maps.list_insert(kind, net, entry)?;
+        }
+        self.recount_lists()
+    }
+
+    /// Every list entry the config, the host and the state file call for, in the order they
+    /// are written (a manual entry replaces a config entry for the same prefix).
+    fn wanted(&self) -> Vec<(ListKind, IpNet, ListEntry)> {
         let mut want: Vec<(ListKind, IpNet, ListEntry)> = Vec::new();
         for p in &self.protected {
             want.push((ListKind::Allow, p.net, ListEntry::new(Reason::Config, 0)));
@@ -57,18 +75,20 @@ impl Daemon {
             let entry = ListEntry::new(Reason::Manual, boot_expiry(e.expires));
             want.push((e.list, e.net.trunc(), entry));
         }
-        for kind in [ListKind::Allow, ListKind::Deny] {
-            for (net, entry) in self.maps.list_entries(kind)? {
-                let ours = matches!(entry.reason(), Reason::Manual | Reason::Config);
-                if ours && !want.iter().any(|(k, n, _)| *k == kind && *n == net) {
-                    self.maps.list_remove(kind, net)?;
-                }
-            }
+        want
+    }
+
+    /// Puts back in the map what the config, the host and the state file call for at one
+    /// prefix: the undo of a map change whose state write failed.
+    pub(super) fn restore(&mut self, kind: ListKind, net: IpNet) -> Result<()> {
+        let want = self
+            .wanted()
+            .into_iter()
+            .rfind(|(k, n, _)| *k == kind && *n == net);
+        match want {
+            Some((_, _, entry)) => self.maps.list_insert(kind, net, entry),
+            None => self.maps.list_remove(kind, net).map(|_| ()),
         }
-        for (kind, net, entry) in want {
-            self.maps.list_insert(kind, net, entry)?;
-        }
-        Ok(())
     }
 
     /// Writes the runtime config with a fresh heartbeat. The datapath stops screening (passes
@@ -81,8 +101,14 @@ impl Daemon {
         self.maps.set_config(&k)
     }
 
-    /// A new peer from the datapath: hand it to the engine's budgeted queue.
+    /// A new peer from the datapath: claimed for the fleet (which answers with another
+    /// host's verdict or [`FleetEvent::Evaluate`](crate::fleet::FleetEvent)), or handed to
+    /// the engine's budgeted queue.
     pub fn on_new_peer(&mut self, ip: IpAddr) {
+        if self.fleet.claim(ip) {
+            tracing::debug!(%ip, "new peer; claiming it for the fleet");
+            return;
+        }
         let outcome = self.engine.submit(ip);
         tracing::debug!(%ip, ?outcome, "new peer");
     }
@@ -90,17 +116,28 @@ impl Daemon {
     /// A verdict from the engine: into the map, and one log line for humans and parsers.
     pub fn on_verdict(&mut self, v: &Verdict) {
         let entry = MapVerdict::new(v.action, v.reason, clock::expiry_after(v.ttl));
+        // What it replaces, for the census (a failed read only makes the count approximate
+        // until the next sweep).
+        let previous = self.maps.verdict_get(v.ip).ok().flatten();
         if let Err(e) = self.maps.verdict_set(v.ip, entry) {
             tracing::warn!(ip = %v.ip, error = %e, "could not store verdict");
             return;
         }
+        self.count_verdict(previous.as_ref(), &entry);
         self.evidence.record(v);
+        if self.shared_origins.host(v.ip).is_some() {
+            std::sync::Arc::make_mut(&mut self.shared_origins).forget(v.ip);
+        }
+        self.fleet.verdict_made(v);
         tracing::info!(
             target: "mxscreen::verdict",
             action = v.action.name(),
             ip = %v.ip,
             score = v.score,
-            reasons = %v.reasons(),
+            // A string value: the plain format quotes and escapes it (logfmt), because the
+            // evidence carries a DNSBL's TXT text, which must never read as fields of its
+            // own; the journal gets it bare.
+            reasons = v.reasons().as_str(),
             ttl = v.ttl.as_secs(),
             source = v.reason.name(),
             observe = self.cfg.policy.observe,
@@ -108,24 +145,15 @@ impl Daemon {
         );
     }
 
-    /// Removes expired manual entries (state file and tries) and expired verdicts.
+    /// Removes expired manual entries (state file, then tries: if the file cannot be written
+    /// they stay in both, where the datapath ignores them, until a later sweep) and expired
+    /// verdicts, and counts what is left (the census).
     pub fn sweep(&mut self) -> Result<()> {
         for e in self.state.take_expired(unix_now())? {
             self.maps.list_remove(e.list, e.net)?;
             tracing::info!(list = ?e.list, net = %e.net, "manual entry expired");
         }
-        let now = clock::now_ns();
-        let expired: Vec<IpAddr> = self
-            .maps
-            .verdicts()?
-            .into_iter()
-            .filter(|(_, v)| v.expires_ns != 0 && v.expires_ns <= now)
-            .map(|(ip, _)| ip)
-            .collect();
-        let removed = self.maps.verdicts_remove(&expired)?;
-        if removed > 0 {
-            tracing::debug!(removed, "expired verdicts removed");
-        }
-        Ok(())
+        std::sync::Arc::make_mut(&mut self.shared_origins).prune(crate::fleet::wire::now_ms());
+        self.take_census()
     }
 }

@@ -1,26 +1,31 @@
-//! SIGHUP: re-read the config and apply what can change live.
+//! SIGHUP: re-read the config and apply what can change live, and remember how it went so
+//! `status` can say (a reload that failed leaves the old config running, which an operator
+//! who only sent the signal would otherwise never learn).
+
+use anyhow::{Result, anyhow};
 
 use super::{Daemon, RunOptions, read_config};
 
 /// SIGHUP: re-read the config; apply ports, limits, first contact, observe, zones, weights,
 /// thresholds, resolver and lists live. What needs a restart (interfaces, mode, map sizes,
-/// pin directory, socket, state file) is named in a warning. A bad config changes nothing.
+/// pin directory, sockets, state file, metrics endpoint, fleet) is named in a warning. A bad
+/// config changes nothing. The outcome is recorded for `status` and the metrics.
 pub fn reload(d: &mut Daemon, opts: &RunOptions) {
+    let result = try_reload(d, opts).map_err(|e| {
+        let error = format!("{e:#}");
+        tracing::error!(%error, "reload failed; keeping the running config");
+        error
+    });
+    d.count_reload(result);
+}
+
+fn try_reload(d: &mut Daemon, opts: &RunOptions) -> Result<()> {
     let opts = RunOptions {
         config: opts.config.clone().or_else(|| d.config_path.clone()),
         ..opts.clone()
     };
-    let (new, _) = match read_config(&opts) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "reload failed; keeping the running config");
-            return;
-        }
-    };
-    if let Err(e) = d.engine.reload(new.reputation()) {
-        tracing::error!(error = %e, "reload failed; keeping the running config");
-        return;
-    }
+    let (new, _) = read_config(&opts)?;
+    d.engine.reload(new.reputation()).map_err(|e| anyhow!(e))?;
     let old = std::mem::replace(&mut d.cfg, new);
     let mut restart = Vec::new();
     if old.datapath.interfaces != d.cfg.datapath.interfaces
@@ -34,6 +39,12 @@ pub fn reload(d: &mut Daemon, opts: &RunOptions) {
     if old.control.socket != d.cfg.control.socket || old.state.file != d.cfg.state.file {
         restart.push("control.socket/state.file");
     }
+    if old.metrics != d.cfg.metrics {
+        restart.push("metrics.listen");
+    }
+    if old.fleet != d.cfg.fleet {
+        restart.push("fleet");
+    }
     if old.query != d.cfg.query || old.policy_service != d.cfg.policy_service {
         restart.push("query/policy_service");
     }
@@ -44,15 +55,15 @@ pub fn reload(d: &mut Daemon, opts: &RunOptions) {
     d.cfg.datapath.pin_dir = old.datapath.pin_dir.clone();
     d.cfg.control.socket = old.control.socket.clone();
     d.cfg.state.file = old.state.file.clone();
+    d.cfg.metrics = old.metrics.clone();
+    d.cfg.fleet = old.fleet.clone();
     d.cfg.query = old.query.clone();
     d.cfg.policy_service = old.policy_service.clone();
-    match d.apply() {
-        Ok(()) => {
-            tracing::info!(zones = d.cfg.dnsbl.len(), ports = ?d.cfg.datapath.ports, observe = d.cfg.policy.observe, "config reloaded")
-        }
-        Err(e) => tracing::error!(error = %format!("{e:#}"), "applying the reloaded config failed"),
-    }
     if !restart.is_empty() {
         tracing::warn!(keys = %restart.join(", "), "changed in the config but only applied at restart");
     }
+    d.apply()
+        .map_err(|e| e.context("applying the reloaded config"))?;
+    tracing::info!(zones = d.cfg.dnsbl.len(), ports = ?d.cfg.datapath.ports, observe = d.cfg.policy.observe, "config reloaded");
+    Ok(())
 }

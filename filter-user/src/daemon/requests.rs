@@ -1,39 +1,27 @@
 //! The daemon's answers to the operator's control requests. Changes reach the maps (and the
 //! state file) before the reply is sent, so a `block` has taken effect when the command
-//! returns.
+//! returns; each change is all-or-nothing (see `manual`).
 
-use std::{net::IpAddr, time::Duration};
+use std::time::Duration;
 
 use anyhow::{Result, bail};
-use filter_common::{Action, Counter, ListEntry, Reason, Verdict as MapVerdict, program_names};
+use filter_common::{Action, ListEntry, Reason};
 use ipnet::IpNet;
 
-use super::{
-    Daemon, protect,
-    reactor::{boot_expiry, unix_expiry},
-};
+use super::{Daemon, protect, reactor::boot_expiry};
 use crate::{
-    control::protocol::{
-        Body, InterfaceStatus, ListName, ListWhat, ListedEntry, LookupReply, MapFill,
-        ProgramStatus, Reply, Request, ResolverStatus, Source, StatsReply, StatusReply,
+    control::{
+        protocol::{Body, Reply, Request},
+        server::Answer,
     },
-    datapath::{ListKind, clock, explain::next_explained},
+    datapath::{ListKind, clock},
     duration,
-    reputation::Stats,
     state::{ManualEntry, unix_now},
 };
 
-/// What `list` calls each list.
-const fn list_name(kind: ListKind) -> ListName {
-    match kind {
-        ListKind::Deny => ListName::Blocked,
-        ListKind::Allow => ListName::Allowed,
-    }
-}
-
 impl Daemon {
     /// Answers one control request.
-    pub fn handle(&mut self, req: Request) -> Reply {
+    pub fn handle(&mut self, req: Request) -> Answer {
         let result = match req {
             Request::Block {
                 net,
@@ -47,20 +35,26 @@ impl Daemon {
                 ttl_secs,
                 reason,
             } => self
-                .manual(ListKind::Allow, net.trunc(), ttl_secs, reason)
+                .manual(ListKind::Allow, net.trunc(), ttl_secs, reason, false)
                 .map(done),
             Request::Unallow { net } => self.unlist(ListKind::Allow, net).map(done),
-            Request::List { what } => self.list(what).map(|entries| Body::List { entries }),
+            Request::List { what } => {
+                return self.list(what).unwrap_or_else(|e| {
+                    Answer::One(Reply::Error {
+                        message: format!("{e:#}"),
+                    })
+                });
+            }
             Request::Stats => self.stats().map(Body::Stats),
             Request::Status => self.status().map(Body::Status),
             Request::Lookup { ip } => self.lookup(ip).map(Body::Lookup),
         };
-        match result {
+        Answer::One(match result {
             Ok(body) => Reply::Ok { body },
             Err(e) => Reply::Error {
                 message: format!("{e:#}"),
             },
-        }
+        })
     }
 
     fn manual(
@@ -69,6 +63,7 @@ impl Daemon {
         net: IpNet,
         ttl_secs: Option<u64>,
         reason: Option<String>,
+        force: bool,
     ) -> Result<String> {
         let now = unix_now();
         let expires = ttl_secs.map(|t| now + t);
@@ -78,15 +73,21 @@ impl Daemon {
             reason: reason.clone(),
             created: now,
             expires,
+            origin: None,
         };
-        // State file first: if the map write then fails, a restart still applies the entry;
-        // the other way round, an entry could be enforced but forgotten.
-        self.state.upsert(entry)?;
+        // All or nothing: the map first (a full map fails here, before anything else
+        // changed), then the state file; if that write fails the map is put back as the
+        // config and the unchanged state call for, so file, memory and map still agree.
         self.maps.list_insert(
             list,
             net,
             ListEntry::new(Reason::Manual, boot_expiry(expires)),
         )?;
+        if let Err(e) = self.state.upsert(entry.clone()) {
+            self.undo(list, net);
+            return Err(e.context("nothing changed"));
+        }
+        self.recount_lists()?;
         let verb = match list {
             ListKind::Deny => "blocked",
             ListKind::Allow => "allowed",
@@ -94,6 +95,7 @@ impl Daemon {
         let span = ttl_secs.map_or("until removed".to_owned(), |t| {
             format!("for {}", duration::format(Duration::from_secs(t)))
         });
+        self.fleet.manual_set(&entry, force);
         tracing::info!(list = ?list, %net, ttl = ?ttl_secs, reason = reason.as_deref().unwrap_or(""), "manual entry added");
         Ok(format!(
             "{verb} {net} {span}{}",
@@ -101,14 +103,10 @@ impl Daemon {
         ))
     }
 
-    fn block(
-        &mut self,
-        net: IpNet,
-        ttl_secs: Option<u64>,
-        reason: Option<String>,
-        force: bool,
-    ) -> Result<String> {
-        let net = net.trunc();
+    /// Whether this host may block `net`: never a protected prefix (loopback, its own
+    /// addresses, `lists.allow`), and nothing wider than `control.widest_block_*` unless
+    /// forced. Local blocks and the fleet's shared ones go through here alike.
+    pub(super) fn check_block(&self, net: IpNet, force: bool) -> Result<()> {
         if let Some(p) = protect::fully_protected(&self.protected, &net) {
             bail!(
                 "{net} is protected ({}: {}) and can never be blocked",
@@ -130,7 +128,19 @@ impl Daemon {
                 "{net} is wider than /{widest} (control.widest_block_{family}); add --force if you mean it"
             );
         }
-        let mut message = self.manual(ListKind::Deny, net, ttl_secs, reason)?;
+        Ok(())
+    }
+
+    fn block(
+        &mut self,
+        net: IpNet,
+        ttl_secs: Option<u64>,
+        reason: Option<String>,
+        force: bool,
+    ) -> Result<String> {
+        let net = net.trunc();
+        self.check_block(net, force)?;
+        let mut message = self.manual(ListKind::Deny, net, ttl_secs, reason, force)?;
         let kept: Vec<String> = protect::carve_outs(&self.protected, &net)
             .iter()
             .map(|p| format!("{} ({})", p.net, p.why))
@@ -171,8 +181,17 @@ impl Daemon {
             }
             bail!("{net} is not {verb} by hand{hint}");
         }
-        self.state.remove(list, net)?;
+        // As in `manual`: map, then file, the map put back if the file cannot be written.
         self.maps.list_remove(list, net)?;
+        match self.state.remove(list, net) {
+            Err(e) => {
+                self.undo(list, net);
+                return Err(e.context("nothing changed"));
+            }
+            Ok(Some(gone)) => self.fleet.manual_removed(&gone),
+            Ok(None) => {}
+        }
+        self.recount_lists()?;
         tracing::info!(list = ?list, %net, "manual entry removed");
         let mut message = match list {
             ListKind::Deny => format!("unblocked {net}"),
@@ -194,200 +213,12 @@ impl Daemon {
         Ok(message)
     }
 
-    fn listed(&self, list: ListKind, net: IpNet, e: &ListEntry) -> ListedEntry {
-        let manual = self.state.get(list, net);
-        let source = match e.reason() {
-            Reason::Config => self
-                .protected
-                .iter()
-                .find(|p| p.net == net)
-                .map_or(Source::Config, |p| p.why),
-            r => Source::from(r),
-        };
-        ListedEntry {
-            list: list_name(list),
-            net,
-            action: match list {
-                ListKind::Deny => Action::Drop,
-                ListKind::Allow => Action::Pass,
-            },
-            source,
-            reason: manual.and_then(|m| m.reason.clone()),
-            created: manual.map(|m| m.created),
-            expires: manual
-                .and_then(|m| m.expires)
-                .or_else(|| unix_expiry(e.expires_ns)),
-            hits: e.hits,
+    /// Undoes a map change whose state write failed (logged if even that fails: the next
+    /// reload or restart rebuilds the lists from the file).
+    fn undo(&mut self, list: ListKind, net: IpNet) {
+        if let Err(e) = self.restore(list, net) {
+            tracing::error!(%net, error = %format!("{e:#}"), "could not undo a map change; a reload (SIGHUP) rebuilds the lists");
         }
-    }
-
-    fn verdict_entry(ip: IpAddr, v: &MapVerdict) -> ListedEntry {
-        ListedEntry {
-            list: ListName::Verdict,
-            net: IpNet::from(ip),
-            action: v.action(),
-            source: Source::from(v.reason()),
-            reason: None,
-            created: None,
-            expires: unix_expiry(v.expires_ns),
-            hits: v.hits,
-        }
-    }
-
-    fn list(&mut self, what: ListWhat) -> Result<Vec<ListedEntry>> {
-        let mut out = Vec::new();
-        for (kind, wanted) in [
-            (ListKind::Deny, ListWhat::Blocked),
-            (ListKind::Allow, ListWhat::Allowed),
-        ] {
-            if what == wanted || what == ListWhat::All {
-                for (net, e) in self.maps.list_entries(kind)? {
-                    out.push(self.listed(kind, net, &e));
-                }
-            }
-        }
-        if matches!(what, ListWhat::Verdicts | ListWhat::All) {
-            let now = clock::now_ns();
-            for (ip, v) in self.maps.verdicts()? {
-                if v.expires_ns == 0 || v.expires_ns > now {
-                    out.push(Self::verdict_entry(ip, &v));
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    fn stats(&self) -> Result<StatsReply> {
-        let counters = self.maps.counters()?;
-        let datapath = Counter::ALL
-            .iter()
-            .map(|c| (c.name().to_owned(), counters[*c as usize]))
-            .collect();
-        let mut by_action: Vec<(Action, u64)> = Action::ALL.iter().map(|a| (*a, 0)).collect();
-        let mut by_source = std::collections::BTreeMap::<Source, u64>::new();
-        let now = clock::now_ns();
-        for (_, v) in self.maps.verdicts()? {
-            if v.expires_ns != 0 && v.expires_ns <= now {
-                continue;
-            }
-            // The action the datapath applies: an unknown byte passes, here as there.
-            if let Some(slot) = by_action.iter_mut().find(|(a, _)| *a == v.action()) {
-                slot.1 += 1;
-            }
-            *by_source.entry(Source::from(v.reason())).or_default() += 1;
-        }
-        Ok(StatsReply {
-            datapath,
-            verdicts_by_action: by_action,
-            verdicts_by_reason: by_source.into_iter().collect(),
-            engine: self.engine.stats(),
-        })
-    }
-
-    fn status(&mut self) -> Result<StatusReply> {
-        let mut programs = Vec::new();
-        for name in [program_names::XDP, program_names::TC] {
-            if let Some(p) = self.ebpf.program(name) {
-                let id = p.info().map(|i| i.id()).unwrap_or(0);
-                programs.push(ProgramStatus {
-                    name: name.to_owned(),
-                    id,
-                });
-            }
-        }
-        let sizes = self.cfg.datapath.maps;
-        let fill = |name: &str, entries: usize, per_family: u32| MapFill {
-            name: name.into(),
-            entries: entries as u64,
-            max_entries: per_family.saturating_mul(2),
-        };
-        let maps = vec![
-            fill(
-                "allow (v4+v6)",
-                self.maps.list_entries(ListKind::Allow)?.len(),
-                sizes.allow,
-            ),
-            fill(
-                "deny (v4+v6)",
-                self.maps.list_entries(ListKind::Deny)?.len(),
-                sizes.deny,
-            ),
-            fill(
-                "verdicts (v4+v6)",
-                self.maps.verdicts()?.len(),
-                sizes.verdicts,
-            ),
-        ];
-        let engine = self.engine.stats();
-        Ok(StatusReply {
-            version: env!("CARGO_PKG_VERSION").into(),
-            uptime_secs: self.started.elapsed().as_secs(),
-            config_file: self.config_path.as_ref().map(|p| p.display().to_string()),
-            observe: self.cfg.policy.observe,
-            first_contact: self.cfg.datapath.first_contact,
-            ports: self.cfg.datapath.ports.clone(),
-            interfaces: self
-                .attached
-                .iter()
-                .map(|a| InterfaceStatus {
-                    name: a.iface.clone(),
-                    mode: a.mode,
-                })
-                .collect(),
-            programs,
-            maps,
-            warnings: self.status_warnings(&engine),
-            resolver: ResolverStatus {
-                nameservers: self.cfg.resolver.nameservers.clone(),
-                engine,
-            },
-        })
-    }
-
-    /// Setup warnings plus a line per zone that has answered with refusal codes.
-    fn status_warnings(&self, stats: &Stats) -> Vec<String> {
-        let mut w = self.engine.warnings();
-        for (zone, z) in &stats.zones {
-            if z.error_codes > 0 {
-                w.push(format!(
-                    "{zone} refused {} queries with error codes (127.255.255.x): those peers were not screened by it; check resolver.nameservers",
-                    z.error_codes
-                ));
-            }
-        }
-        w
-    }
-
-    fn lookup(&mut self, ip: IpAddr) -> Result<LookupReply> {
-        let mut reply = LookupReply {
-            ip: Some(ip),
-            ..Default::default()
-        };
-        for kind in [ListKind::Allow, ListKind::Deny] {
-            if let Some(e) = self.maps.list_match(kind, ip)? {
-                // The trie returns the value, not the prefix: name the longest listed prefix.
-                let net = self
-                    .maps
-                    .list_entries(kind)?
-                    .into_iter()
-                    .filter(|(n, _)| n.contains(&ip))
-                    .max_by_key(|(n, _)| n.prefix_len())
-                    .map_or(IpNet::from(ip), |(n, _)| n);
-                let entry = Some(self.listed(kind, net, &e));
-                match kind {
-                    ListKind::Allow => reply.allowed = entry,
-                    ListKind::Deny => reply.blocked = entry,
-                }
-            }
-        }
-        if let Some(v) = self.maps.verdict_get(ip)?
-            && (v.expires_ns == 0 || v.expires_ns > clock::now_ns())
-        {
-            reply.verdict = Some(Self::verdict_entry(ip, &v));
-            reply.explain_next =
-                next_explained(&v, &self.maps.config()?).map(|d| unix_now() + d.as_secs());
-        }
-        Ok(reply)
     }
 }
 

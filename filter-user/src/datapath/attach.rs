@@ -39,6 +39,17 @@ pub enum AttachedMode {
     Tc,
 }
 
+impl AttachedMode {
+    /// The name `status --json` and the metrics use (`xdp-native`, `xdp-generic`, `tc`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::XdpNative => "xdp-native",
+            Self::XdpGeneric => "xdp-generic",
+            Self::Tc => "tc",
+        }
+    }
+}
+
 impl fmt::Display for AttachedMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -226,4 +237,21 @@ fn chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One spelling of each mode: `name` is what serde writes in `status --json`.
+    #[test]
+    fn attached_mode_names_match_json() {
+        for m in [
+            AttachedMode::XdpNative,
+            AttachedMode::XdpGeneric,
+            AttachedMode::Tc,
+        ] {
+            assert_eq!(serde_json::to_value(m).unwrap(), m.name());
+        }
+    }
 }

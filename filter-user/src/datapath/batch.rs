@@ -67,6 +67,20 @@ pub fn lookup_all<K: Pod, V: Pod>(
     fd: BorrowedFd<'_>,
 ) -> Result<io::Result<Vec<(K, V)>>, Unsupported> {
     let mut out = Vec::new();
+    lookup_chunks(fd, |chunk| {
+        out.extend(chunk);
+        true
+    })
+    .map(|r| r.map(|()| out))
+}
+
+/// Every (key, value) of a (non-per-CPU) hash map, handed to `each` a chunk (up to a few
+/// thousand entries) at a time, so a reader of a million entries holds one chunk, not all.
+/// `each` returns whether to go on.
+pub fn lookup_chunks<K: Pod, V: Pod>(
+    fd: BorrowedFd<'_>,
+    mut each: impl FnMut(Vec<(K, V)>) -> bool,
+) -> Result<io::Result<()>, Unsupported> {
     let mut keys = vec![0u8; CHUNK * size_of::<K>()];
     let mut values = vec![0u8; CHUNK * size_of::<V>()];
     // The resume token is opaque (a bucket index for hash maps); give it room for any key.
@@ -90,19 +104,25 @@ pub fn lookup_all<K: Pod, V: Pod>(
             Err(e) if first && unsupported(e) => return Err(Unsupported),
             Err(_) => return Ok(Err(r.unwrap_err())),
         };
-        for i in 0..attr.count as usize {
-            // SAFETY: the kernel wrote `count` keys and values of these sizes; K and V are
-            // plain old data, valid for any bytes.
-            let k = unsafe {
-                std::ptr::read_unaligned(keys.as_ptr().add(i * size_of::<K>()).cast::<K>())
-            };
-            let v = unsafe {
-                std::ptr::read_unaligned(values.as_ptr().add(i * size_of::<V>()).cast::<V>())
-            };
-            out.push((k, v));
+        let chunk = (0..attr.count as usize)
+            .map(|i| {
+                // SAFETY: the kernel wrote `count` keys and values of these sizes; K and V
+                // are plain old data, valid for any bytes.
+                unsafe {
+                    (
+                        std::ptr::read_unaligned(keys.as_ptr().add(i * size_of::<K>()).cast::<K>()),
+                        std::ptr::read_unaligned(
+                            values.as_ptr().add(i * size_of::<V>()).cast::<V>(),
+                        ),
+                    )
+                }
+            })
+            .collect::<Vec<_>>();
+        if !chunk.is_empty() && !each(chunk) {
+            return Ok(Ok(()));
         }
         if done {
-            return Ok(Ok(out));
+            return Ok(Ok(()));
         }
         token_in = token_out;
         first = false;

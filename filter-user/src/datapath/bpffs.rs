@@ -35,6 +35,7 @@ pub fn ensure_mounted(root: &Path) -> Result<bool> {
     Ok(true)
 }
 
-fn is_bpffs(path: &Path) -> bool {
+/// Whether `path` lies on a BPF filesystem (pins can only live there).
+pub fn is_bpffs(path: &Path) -> bool {
     statfs(path).is_ok_and(|s| s.filesystem_type() == BPF_FS_MAGIC)
 }

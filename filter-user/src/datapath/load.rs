@@ -6,7 +6,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
     maps::MapInfo,
@@ -70,22 +70,27 @@ pub struct LoadOptions {
 
 /// Loads the object, sizes and pins its maps, and loads both programs into the kernel
 /// (running the verifier), ready for [`super::attach`].
+///
+/// A pinned map of the right shape is reused (the verdicts survive restarts). One of another
+/// shape (another version, changed sizes) is replaced — but only once everything else has
+/// loaded: until then it stays pinned, so a start that fails costs nothing.
 pub fn load(opts: &LoadOptions) -> Result<Ebpf> {
     let mut loader = EbpfLoader::new();
     let shapes = shapes(&opts.sizes);
     for shape in &shapes {
         loader.map_max_entries(shape.name, shape.max_entries);
     }
+    let mut replace = Vec::new();
     if let Some(dir) = &opts.pin_dir {
-        if dir.starts_with(bpffs::BPFFS_ROOT) {
-            bpffs::ensure_mounted(Path::new(bpffs::BPFFS_ROOT))?;
-        }
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("creating pin directory {}", dir.display()))?;
+        prepare_pin_dir(dir)?;
         for shape in &shapes {
             let path = dir.join(shape.name);
-            remove_incompatible_pin(&path, shape)?;
-            loader.map_pin_path(shape.name, Cow::Owned(path));
+            if is_incompatible_pin(&path, shape) {
+                // Created unpinned now, pinned in place of the old one after the load.
+                replace.push((shape.name, path));
+            } else {
+                loader.map_pin_path(shape.name, Cow::Owned(path));
+            }
         }
     }
     let mut ebpf = loader.load(OBJECT).context(
@@ -96,7 +101,35 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf> {
     xdp.load().context("verifier rejected the XDP program")?;
     let tc: &mut SchedClassifier = program(&mut ebpf, program_names::TC)?.try_into()?;
     tc.load().context("verifier rejected the tc program")?;
+    for (name, path) in replace {
+        tracing::warn!(pin = %path.display(), "pinned map has another shape (new version or sizes); replacing it with a fresh one");
+        std::fs::remove_file(&path)
+            .with_context(|| format!("removing stale pin {}", path.display()))?;
+        let map = ebpf
+            .map(name)
+            .with_context(|| format!("map {name} missing from the eBPF object"))?;
+        map.pin(&path)
+            .with_context(|| format!("pinning {}", path.display()))?;
+    }
     Ok(ebpf)
+}
+
+/// Creates the pin directory, mounting the BPF filesystem at its conventional place first
+/// if the system has not, and makes sure the directory is on a BPF filesystem.
+fn prepare_pin_dir(dir: &Path) -> Result<()> {
+    if dir.starts_with(bpffs::BPFFS_ROOT) {
+        bpffs::ensure_mounted(Path::new(bpffs::BPFFS_ROOT))?;
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("creating pin directory {}", dir.display()))?;
+    if !bpffs::is_bpffs(dir) {
+        bail!(
+            "datapath.pin_dir {} is not on a BPF filesystem; use a directory under {}",
+            dir.display(),
+            bpffs::BPFFS_ROOT
+        );
+    }
+    Ok(())
 }
 
 fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
@@ -104,27 +137,22 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::
         .with_context(|| format!("program {name} missing from the eBPF object"))
 }
 
-/// A pinned map whose shape differs (another mxscreen version, or changed sizes) cannot be
-/// reused. Pins are only a cache — verdicts are re-resolved, lists are rebuilt from the
-/// config and the state file — so an incompatible pin is removed, and the fact logged.
-fn remove_incompatible_pin(path: &Path, want: &Shape) -> Result<()> {
+/// Whether a pin exists at `path` that cannot be reused: its shape differs (another mxscreen
+/// version, or changed sizes) or it is not a map at all. Pins are only a cache — verdicts are
+/// re-resolved, lists are rebuilt from the config and the state file — so such a pin is
+/// replaced, and the fact logged.
+fn is_incompatible_pin(path: &Path, want: &Shape) -> bool {
     if !path.exists() {
-        return Ok(());
+        return false;
     }
-    let stale = match MapInfo::from_pin(path) {
+    match MapInfo::from_pin(path) {
         Ok(info) => {
             info.key_size() as usize != want.key_size
                 || info.value_size() as usize != want.value_size
                 || info.max_entries() != want.max_entries
         }
         Err(_) => true,
-    };
-    if stale {
-        tracing::warn!(pin = %path.display(), "pinned map has another shape (new version or sizes); starting it afresh");
-        std::fs::remove_file(path)
-            .with_context(|| format!("removing stale pin {}", path.display()))?;
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -147,6 +175,99 @@ mod tests {
         let mut names: Vec<String> = obj.maps.keys().cloned().collect();
         names.sort_unstable();
         names
+    }
+
+    fn data(map: &aya::maps::Map) -> &aya::maps::MapData {
+        use aya::maps::Map;
+        match map {
+            Map::Array(d)
+            | Map::PerCpuArray(d)
+            | Map::HashMap(d)
+            | Map::LruHashMap(d)
+            | Map::LpmTrie(d)
+            | Map::RingBuf(d) => d,
+            other => panic!("unexpected map type {other:?}"),
+        }
+    }
+
+    /// The shape table matches what the kernel reports for a freshly loaded object (needs
+    /// root: the unit suite runs as root in `cargo xtask test`).
+    #[test]
+    fn shapes_match_the_kernel() {
+        let sizes = MapSizes::small();
+        let ebpf = load(&LoadOptions {
+            sizes,
+            pin_dir: None,
+        })
+        .expect("loading the datapath (root?)");
+        for shape in shapes(&sizes) {
+            let info = data(ebpf.map(shape.name).expect(shape.name))
+                .info()
+                .unwrap();
+            assert_eq!(
+                (
+                    info.key_size() as usize,
+                    info.value_size() as usize,
+                    info.max_entries()
+                ),
+                (shape.key_size, shape.value_size, shape.max_entries),
+                "{}",
+                shape.name
+            );
+        }
+    }
+
+    /// A pin of another shape is replaced, and only after the new object loaded: a load that
+    /// fails leaves every old pin in place. Pins of the right shape are reused.
+    #[test]
+    fn incompatible_pins_are_replaced_only_after_a_good_load() {
+        let dir = PathBuf::from(format!(
+            "{}/mxs-unit-{}",
+            bpffs::BPFFS_ROOT,
+            std::process::id()
+        ));
+        let _cleanup = Cleanup(dir.clone());
+        let small = MapSizes::small();
+        let pinned = |sizes| LoadOptions {
+            sizes,
+            pin_dir: Some(dir.clone()),
+        };
+        let id = |name: &str| MapInfo::from_pin(dir.join(name)).unwrap().id();
+        drop(load(&pinned(small)).expect("first load"));
+        let (verdicts, seen) = (id(m::VERDICTS_V4), id(m::SEEN_V4));
+        // A start with a map the kernel refuses fails, and the old verdict pins stay.
+        let refused = MapSizes {
+            verdicts: small.verdicts * 2,
+            buckets: 0,
+            ..small
+        };
+        assert!(load(&pinned(refused)).is_err());
+        assert_eq!(id(m::VERDICTS_V4), verdicts, "pin removed by a failed load");
+        // A good load with other verdict sizes replaces those pins, keeps the others.
+        let bigger = MapSizes {
+            verdicts: small.verdicts * 2,
+            ..small
+        };
+        drop(load(&pinned(bigger)).expect("load with other sizes"));
+        assert_ne!(id(m::VERDICTS_V4), verdicts);
+        let info = MapInfo::from_pin(dir.join(m::VERDICTS_V4)).unwrap();
+        assert_eq!(info.max_entries(), bigger.verdicts);
+        assert_eq!(id(m::SEEN_V4), seen, "a compatible pin is reused");
+    }
+
+    #[test]
+    fn a_pin_dir_off_the_bpf_filesystem_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = format!("{:#}", prepare_pin_dir(dir.path()).unwrap_err());
+        assert!(e.contains("is not on a BPF filesystem"), "{e}");
+    }
+
+    struct Cleanup(PathBuf);
+
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 
     #[test]

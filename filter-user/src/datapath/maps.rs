@@ -86,12 +86,64 @@ fn key6(net: Ipv6Net) -> Key<[u8; 16]> {
     Key::new(u32::from(net.prefix_len()), net.network().octets())
 }
 
-/// Every entry of a hash map: batched, or key by key where the kernel lacks batch commands.
-fn all<K: Pod, V: Pod>(map: &Hash<K, V>) -> Result<Vec<(K, V)>> {
-    match batch::lookup_all::<K, V>(map.map().fd().as_fd()) {
+/// Every entry of a hash map, a chunk at a time while `each` says go on (see
+/// [`batch::lookup_chunks`]).
+fn chunks<K: Pod, V: Pod>(
+    map: &Hash<K, V>,
+    mut each: impl FnMut(Vec<(K, V)>) -> bool,
+) -> Result<()> {
+    match batch::lookup_chunks::<K, V>(map.map().fd().as_fd(), &mut each) {
         Ok(r) => Ok(r.context("reading a map in batches")?),
-        Err(batch::Unsupported) => map.iter().map(|r| r.map_err(Into::into)).collect(),
+        Err(batch::Unsupported) => {
+            let all: Vec<(K, V)> = map.iter().collect::<Result<_, _>>()?;
+            for c in all.chunks(4096) {
+                if !each(c.to_vec()) {
+                    break;
+                }
+            }
+            Ok(())
+        }
     }
+}
+
+/// A second handle on a hash map (a duplicate of its fd), usable from another thread.
+fn duplicate<K: Pod, V: Pod>(map: &Hash<K, V>) -> Result<Hash<K, V>> {
+    let fd = map.map().fd().as_fd().try_clone_to_owned()?;
+    let data = MapData::from_fd(fd)?;
+    Ok(Hash::try_from(Map::LruHashMap(data))?)
+}
+
+/// The verdict maps on handles of their own, for reading them outside the daemon's main loop
+/// (a `list --verdicts` streamed to a slow reader must not stall the daemon).
+pub struct VerdictReader {
+    v4: Hash<[u8; 4], Verdict>,
+    v6: Hash<[u8; 16], Verdict>,
+}
+
+impl VerdictReader {
+    /// Every cached verdict (expired ones included), a chunk at a time while `each` says go
+    /// on.
+    pub fn for_each_chunk(&self, each: impl FnMut(Vec<(IpAddr, Verdict)>) -> bool) -> Result<()> {
+        for_each_verdict_chunk(&self.v4, &self.v6, each)
+    }
+}
+
+fn for_each_verdict_chunk(
+    v4: &Hash<[u8; 4], Verdict>,
+    v6: &Hash<[u8; 16], Verdict>,
+    mut each: impl FnMut(Vec<(IpAddr, Verdict)>) -> bool,
+) -> Result<()> {
+    let mut go_on = true;
+    chunks(v4, |c| {
+        go_on = each(c.into_iter().map(|(k, v)| (IpAddr::from(k), v)).collect());
+        go_on
+    })?;
+    if !go_on {
+        return Ok(());
+    }
+    chunks(v6, |c| {
+        each(c.into_iter().map(|(k, v)| (IpAddr::from(k), v)).collect())
+    })
 }
 
 fn remove_all<K: Pod, V: Pod>(map: &mut Hash<K, V>, keys: &[K]) -> Result<usize> {
@@ -108,6 +160,25 @@ fn remove_all<K: Pod, V: Pod>(map: &mut Hash<K, V>, keys: &[K]) -> Result<usize>
             Ok(n)
         }
     }
+}
+
+/// The datapath's counters, read-only (see [`DatapathMaps::counter_reader`]).
+pub struct CounterReader(PerCpuArray<MapData, u64>);
+
+impl CounterReader {
+    /// Every counter summed over CPUs, indexed by [`Counter`].
+    pub fn read(&self) -> Result<[u64; Counter::COUNT as usize]> {
+        sum_counters(&self.0)
+    }
+}
+
+fn sum_counters(map: &PerCpuArray<MapData, u64>) -> Result<[u64; Counter::COUNT as usize]> {
+    let mut out = [0u64; Counter::COUNT as usize];
+    for c in Counter::ALL {
+        let per_cpu = map.get(&(c as u32), 0).context("reading counters")?;
+        out[c as usize] = per_cpu.iter().sum();
+    }
+    Ok(out)
 }
 
 impl DatapathMaps {
@@ -175,15 +246,21 @@ impl DatapathMaps {
 
     /// Every counter summed over CPUs, indexed by [`Counter`].
     pub fn counters(&self) -> Result<[u64; Counter::COUNT as usize]> {
-        let mut out = [0u64; Counter::COUNT as usize];
-        for c in Counter::ALL {
-            let per_cpu = self
-                .counters
-                .get(&(c as u32), 0)
-                .context("reading counters")?;
-            out[c as usize] = per_cpu.iter().sum();
-        }
-        Ok(out)
+        sum_counters(&self.counters)
+    }
+
+    /// A handle of its own on the counters, for a reader outside the daemon's main loop (the
+    /// metrics endpoint), so reading them never waits for the loop.
+    pub fn counter_reader(&self) -> Result<CounterReader> {
+        let fd = self
+            .counters
+            .map()
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("duplicating the counters map descriptor")?;
+        let map = Map::PerCpuArray(MapData::from_fd(fd)?);
+        Ok(CounterReader(PerCpuArray::try_from(map)?))
     }
 
     fn trie_pair(&mut self, kind: ListKind) -> &mut PerFamily<Trie<[u8; 4]>, Trie<[u8; 16]>> {
@@ -269,16 +346,29 @@ impl DatapathMaps {
 
     /// Every cached verdict (expired ones included), read in batches where the kernel can.
     pub fn verdicts(&self) -> Result<Vec<(IpAddr, Verdict)>> {
-        let mut out: Vec<(IpAddr, Verdict)> = all(&self.verdicts.v4)?
-            .into_iter()
-            .map(|(k, v)| (IpAddr::from(k), v))
-            .collect();
-        out.extend(
-            all(&self.verdicts.v6)?
-                .into_iter()
-                .map(|(k, v)| (IpAddr::from(k), v)),
-        );
+        let mut out = Vec::new();
+        self.for_each_verdict_chunk(|c| {
+            out.extend(c);
+            true
+        })?;
         Ok(out)
+    }
+
+    /// Every cached verdict (expired ones included), a chunk at a time: what a reader of a
+    /// million verdicts should use to stay small.
+    pub fn for_each_verdict_chunk(
+        &self,
+        each: impl FnMut(Vec<(IpAddr, Verdict)>) -> bool,
+    ) -> Result<()> {
+        for_each_verdict_chunk(&self.verdicts.v4, &self.verdicts.v6, each)
+    }
+
+    /// The verdict maps on handles of their own (see [`VerdictReader`]).
+    pub fn verdict_reader(&self) -> Result<VerdictReader> {
+        Ok(VerdictReader {
+            v4: duplicate(&self.verdicts.v4)?,
+            v6: duplicate(&self.verdicts.v6)?,
+        })
     }
 
     /// Removes these verdicts (missing ones are skipped); returns how many went.

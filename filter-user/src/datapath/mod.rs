@@ -5,6 +5,7 @@
 //! - [`attach`]: XDP/tc attach modes with fallback and readable errors.
 //! - [`batch`]: whole-map reads and bulk deletes in few syscalls.
 //! - [`maps`]: typed access to every map (config, lists, verdicts, counters).
+//! - [`census`]: what the maps hold, counted (verdicts by action and reason, list entries).
 //! - [`bpffs`]: making sure the BPF filesystem is mounted for pins.
 //! - [`clock`]: the clock the datapath compares expiries against.
 //! - [`events`]: the new-peer events the datapath reports, typed.
@@ -14,6 +15,7 @@
 pub mod attach;
 pub mod batch;
 pub mod bpffs;
+pub mod census;
 pub mod clock;
 pub mod events;
 pub mod explain;
@@ -23,8 +25,9 @@ pub mod maps;
 pub mod sizes;
 
 pub use attach::{AttachMode, Attached, attach};
+pub use census::Census;
 pub use events::{Events, NewPeer};
 pub use first_contact::FirstContact;
 pub use load::{LoadOptions, load};
-pub use maps::{DatapathMaps, ListKind};
+pub use maps::{CounterReader, DatapathMaps, ListKind};
 pub use sizes::MapSizes;

@@ -105,7 +105,7 @@ pub async fn check(dns: &Dns, ip: IpAddr, zone: &Zone) -> ZoneResult {
     let c = &zone.counters;
     c.queries.inc();
     let mut warnings = Vec::new();
-    let (codes, ttl) = match dns.a(&qname).await {
+    let (codes, ttl) = match dns.a(&zone.name, &qname).await {
         Outcome::Answer(codes, ttl) => (codes, ttl),
         Outcome::Negative { nxdomain, ttl } => {
             c.not_listed.inc();
@@ -198,7 +198,7 @@ pub async fn check(dns: &Dns, ip: IpAddr, zone: &Zone) -> ZoneResult {
     if !listed.is_empty() {
         c.listed.inc();
         // The TXT reason is for people (logs, `check`); its failure changes nothing.
-        let txt = match dns.txt(&qname).await {
+        let txt = match dns.txt(&zone.name, &qname).await {
             Outcome::Answer(txts, _) => printable(&txts.join(" | "), 300),
             _ => String::new(),
         };

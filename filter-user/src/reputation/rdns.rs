@@ -12,7 +12,7 @@ use super::{
     config::RdnsConfig,
     names::{is_v4, is_v6, ptr_name},
     resolver::{Dns, Outcome},
-    stats::Counters,
+    stats::{Counters, RDNS_ZONE},
     verdict::{Evidence, Finding},
 };
 
@@ -20,7 +20,7 @@ use super::{
 pub async fn check(dns: &Dns, ip: IpAddr, cfg: &RdnsConfig, counters: &Counters) -> Vec<Evidence> {
     let qname = ptr_name(ip);
     let query = format!("{qname} PTR");
-    let names = match dns.ptr(&qname).await {
+    let names = match dns.ptr(RDNS_ZONE, &qname).await {
         Outcome::Answer(names, ttl) => {
             counters.ptr_found.inc();
             let list = names
@@ -142,14 +142,14 @@ async fn forward_matches(
         format!("{name}.")
     };
     if let Some(v4) = is_v4(ip) {
-        match dns.a(&fqdn).await {
+        match dns.a(RDNS_ZONE, &fqdn).await {
             Outcome::Answer(addrs, ttl) => Ok((addrs.contains(&v4), Some(ttl))),
             Outcome::Negative { ttl, .. } => Ok((false, ttl)),
             Outcome::TempFail(e) => Err(e),
         }
     } else {
         let v6 = is_v6(ip).expect("not IPv4, so IPv6");
-        match dns.aaaa(&fqdn).await {
+        match dns.aaaa(RDNS_ZONE, &fqdn).await {
             Outcome::Answer(addrs, ttl) => Ok((addrs.contains(&v6), Some(ttl))),
             Outcome::Negative { ttl, .. } => Ok((false, ttl)),
             Outcome::TempFail(e) => Err(e),

@@ -3,7 +3,7 @@
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     sync::Arc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use hickory_resolver::{
@@ -21,7 +21,7 @@ use hickory_resolver::{
 
 use super::{
     config::{ResolverConfig, public_resolvers},
-    stats::Counters,
+    stats::{Counters, DNS_LOOKUP_SECONDS},
 };
 
 /// What one query came back with.
@@ -110,13 +110,18 @@ impl Dns {
         public_resolvers(self.servers.iter().copied())
     }
 
-    async fn lookup(&self, name: &str, rtype: RecordType) -> Outcome<(RData, u32)> {
+    /// One question; its time goes into the latency histogram under `zone`.
+    async fn lookup(&self, zone: &str, name: &str, rtype: RecordType) -> Outcome<(RData, u32)> {
         let name = match Name::from_ascii(name) {
             Ok(n) => n,
             Err(e) => return Outcome::TempFail(format!("invalid name {name}: {e}")),
         };
         self.counters.queries_sent.inc();
-        match self.resolver.lookup(name, rtype).await {
+        let started = Instant::now();
+        let result = self.resolver.lookup(name, rtype).await;
+        metrics::histogram!(DNS_LOOKUP_SECONDS, "zone" => zone.to_owned())
+            .record(started.elapsed().as_secs_f64());
+        match result {
             Ok(lookup) => {
                 let records: Vec<_> = lookup
                     .answers()
@@ -136,39 +141,49 @@ impl Dns {
         }
     }
 
-    /// PTR names of `ip` (already in reverse-name form: `name`).
-    pub async fn ptr(&self, name: &str) -> Outcome<Name> {
-        map(self.lookup(name, RecordType::PTR).await, |d| match d {
-            RData::PTR(p) => Some(p.0),
-            _ => None,
-        })
+    /// PTR names of `ip` (already in reverse-name form: `name`). `zone` labels the
+    /// lookup's time in the latency histogram (a DNSBL zone, or `rdns`), here and below.
+    pub async fn ptr(&self, zone: &str, name: &str) -> Outcome<Name> {
+        map(
+            self.lookup(zone, name, RecordType::PTR).await,
+            |d| match d {
+                RData::PTR(p) => Some(p.0),
+                _ => None,
+            },
+        )
     }
 
-    pub async fn a(&self, name: &str) -> Outcome<Ipv4Addr> {
-        map(self.lookup(name, RecordType::A).await, |d| match d {
+    pub async fn a(&self, zone: &str, name: &str) -> Outcome<Ipv4Addr> {
+        map(self.lookup(zone, name, RecordType::A).await, |d| match d {
             RData::A(a) => Some(a.0),
             _ => None,
         })
     }
 
-    pub async fn aaaa(&self, name: &str) -> Outcome<Ipv6Addr> {
-        map(self.lookup(name, RecordType::AAAA).await, |d| match d {
-            RData::AAAA(a) => Some(a.0),
-            _ => None,
-        })
+    pub async fn aaaa(&self, zone: &str, name: &str) -> Outcome<Ipv6Addr> {
+        map(
+            self.lookup(zone, name, RecordType::AAAA).await,
+            |d| match d {
+                RData::AAAA(a) => Some(a.0),
+                _ => None,
+            },
+        )
     }
 
     /// TXT strings, each record's character-strings joined.
-    pub async fn txt(&self, name: &str) -> Outcome<String> {
-        map(self.lookup(name, RecordType::TXT).await, |d| match d {
-            RData::TXT(t) => Some(
-                t.txt_data
-                    .iter()
-                    .map(|s| String::from_utf8_lossy(s))
-                    .collect::<String>(),
-            ),
-            _ => None,
-        })
+    pub async fn txt(&self, zone: &str, name: &str) -> Outcome<String> {
+        map(
+            self.lookup(zone, name, RecordType::TXT).await,
+            |d| match d {
+                RData::TXT(t) => Some(
+                    t.txt_data
+                        .iter()
+                        .map(|s| String::from_utf8_lossy(s))
+                        .collect::<String>(),
+                ),
+                _ => None,
+            },
+        )
     }
 }
 

@@ -11,6 +11,15 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+/// The DNS latency histogram: seconds from asking the resolver to its answer or failure, label
+/// `zone` (a DNSBL zone, or [`RDNS_ZONE`]). Recorded into the process's metrics recorder, a
+/// no-op where none is installed (`mxscreen check`, tests); the daemon's metrics endpoint
+/// describes and serves it.
+pub const DNS_LOOKUP_SECONDS: &str = "mxscreen_dns_lookup_duration_seconds";
+
+/// The `zone` of reverse-DNS lookups (PTR and forward confirmation) in [`DNS_LOOKUP_SECONDS`].
+pub const RDNS_ZONE: &str = "rdns";
+
 /// A relaxed atomic counter.
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);

@@ -1,0 +1,63 @@
+//! The daemon's census of its maps and the facts it publishes for the metrics endpoint.
+//!
+//! The census is made by one walk of the maps — at start, at the minute sweep (which removes
+//! the expired verdicts it finds) and for `stats` and `status` — and kept up to date in
+//! between by the daemon's own writes (verdicts, list changes). `stats` answers from a fresh
+//! walk and a scrape from the latest census, so right after a `stats` both say the same.
+
+use anyhow::Result;
+use filter_common::Verdict as MapVerdict;
+
+use super::Daemon;
+use crate::datapath::clock;
+
+impl Daemon {
+    /// Walks the verdicts: removes the expired ones and counts the rest; counts the lists.
+    pub(super) fn take_census(&mut self) -> Result<()> {
+        let expired = self.census.count_verdicts(&self.maps, clock::now_ns())?;
+        let removed = self.maps.verdicts_remove(&expired)?;
+        if removed > 0 {
+            tracing::debug!(removed, "expired verdicts removed");
+        }
+        self.census.count_lists(&mut self.maps)?;
+        self.publish();
+        Ok(())
+    }
+
+    /// After a change to the allow or deny list.
+    pub(super) fn recount_lists(&mut self) -> Result<()> {
+        self.census.count_lists(&mut self.maps)?;
+        self.publish();
+        Ok(())
+    }
+
+    /// After writing `new` over `previous` in the verdict map.
+    pub(super) fn count_verdict(&mut self, previous: Option<&MapVerdict>, new: &MapVerdict) {
+        self.census.replace(previous, new);
+        self.publish();
+    }
+
+    /// A config reload's outcome (`Err` with why it failed), for `status` and the metrics.
+    pub(super) fn count_reload(&mut self, outcome: Result<(), String>) {
+        self.facts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reloads
+            .record(outcome);
+        self.publish();
+    }
+
+    /// Copies what a scrape reads into the shared [`Facts`].
+    pub(super) fn publish(&self) {
+        let mut f = self.facts.lock().unwrap_or_else(|e| e.into_inner());
+        f.census = self.census;
+        f.capacity = self.cfg.datapath.maps;
+        f.observe = self.cfg.policy.observe;
+        f.fleet_refused = self.fleet_refused;
+        f.interfaces = self
+            .attached
+            .iter()
+            .map(|a| (a.iface.clone(), a.mode))
+            .collect();
+    }
+}

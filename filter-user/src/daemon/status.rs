@@ -1,0 +1,135 @@
+//! `stats` and `status`: counters and the daemon's own state, for the operator.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use filter_common::{Counter, program_names};
+
+use super::Daemon;
+use crate::{
+    control::protocol::{
+        InterfaceStatus, MapFill, ProgramStatus, ReloadStatus, ResolverStatus, Source, StatsReply,
+        StatusReply,
+    },
+    duration,
+    reputation::Stats,
+    state::unix_now,
+};
+
+impl Daemon {
+    /// From a fresh census (which the metrics endpoint then serves too).
+    pub(super) fn stats(&mut self) -> Result<StatsReply> {
+        self.take_census()?;
+        let counters = self.maps.counters()?;
+        let datapath = Counter::ALL
+            .iter()
+            .map(|c| (c.name().to_owned(), counters[*c as usize]))
+            .collect();
+        let by_source: std::collections::BTreeMap<Source, u64> = self
+            .census
+            .verdicts_by_reason()
+            .filter(|(_, n)| *n > 0)
+            .map(|(r, n)| (Source::from(r), n))
+            .collect();
+        Ok(StatsReply {
+            datapath,
+            verdicts_by_action: self.census.verdicts_by_action().collect(),
+            verdicts_by_reason: by_source.into_iter().collect(),
+            engine: self.engine.stats(),
+        })
+    }
+
+    pub(super) fn status(&mut self) -> Result<StatusReply> {
+        let mut programs = Vec::new();
+        for name in [program_names::XDP, program_names::TC] {
+            if let Some(p) = self.ebpf.program(name) {
+                let id = p.info().map(|i| i.id()).unwrap_or(0);
+                programs.push(ProgramStatus {
+                    name: name.to_owned(),
+                    id,
+                });
+            }
+        }
+        self.take_census()?;
+        let sizes = self.cfg.datapath.maps;
+        let fill = |name: &str, entries: u64, per_family: u32| MapFill {
+            name: name.into(),
+            entries,
+            max_entries: per_family.saturating_mul(2),
+        };
+        let maps = vec![
+            fill("allow (v4+v6)", self.census.allow, sizes.allow),
+            fill("deny (v4+v6)", self.census.deny, sizes.deny),
+            fill("verdicts (v4+v6)", self.census.verdicts(), sizes.verdicts),
+        ];
+        let engine = self.engine.stats();
+        Ok(StatusReply {
+            version: env!("CARGO_PKG_VERSION").into(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            config_file: self.config_path.as_ref().map(|p| p.display().to_string()),
+            observe: self.cfg.policy.observe,
+            first_contact: self.cfg.datapath.first_contact,
+            ports: self.cfg.datapath.ports.clone(),
+            interfaces: self
+                .attached
+                .iter()
+                .map(|a| InterfaceStatus {
+                    name: a.iface.clone(),
+                    mode: a.mode,
+                })
+                .collect(),
+            programs,
+            maps,
+            warnings: self.status_warnings(&engine),
+            reload: self.reload_status(),
+            resolver: ResolverStatus {
+                nameservers: self.cfg.resolver.nameservers.clone(),
+                engine,
+            },
+            fleet: self.fleet.status().map(|mut f| {
+                f.refused = self.fleet_refused;
+                Box::new(f)
+            }),
+        })
+    }
+
+    /// Setup warnings plus a line per zone that has answered with refusal codes.
+    fn status_warnings(&self, stats: &Stats) -> Vec<String> {
+        let mut w = self.engine.warnings();
+        if let Some(ReloadStatus {
+            at,
+            error: Some(error),
+            ..
+        }) = &self.reload_status()
+        {
+            let ago = duration::format(Duration::from_secs(unix_now().saturating_sub(*at)));
+            w.push(format!(
+                "the last reload ({ago} ago) failed and the previous config is still running: {error}"
+            ));
+        }
+        for (zone, z) in &stats.zones {
+            if z.error_codes > 0 {
+                w.push(format!(
+                    "{zone} refused {} queries with error codes (127.255.255.x): those peers were not screened by it; check resolver.nameservers",
+                    z.error_codes
+                ));
+            }
+        }
+        w
+    }
+
+    /// How SIGHUP reloads went (kept with the facts the metrics read); `None` before the
+    /// first.
+    fn reload_status(&self) -> Option<ReloadStatus> {
+        let f = self.facts.lock().unwrap_or_else(|e| e.into_inner());
+        let r = &f.reloads;
+        r.last_at.map(|at| ReloadStatus {
+            at: at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            ok: r.succeeded,
+            failed: r.failed,
+            error: r.error.clone(),
+        })
+    }
+}

@@ -1,0 +1,124 @@
+//! What the maps hold, counted: cached verdicts by action and by reason, and the entries of
+//! the allow and deny lists. One walk of the maps makes a [`Census`]; the daemon keeps it up
+//! to date between walks, so `stats`, `status` and a metrics scrape read numbers instead of
+//! walking a million verdicts each time.
+
+use std::net::IpAddr;
+
+use anyhow::Result;
+use filter_common::{Action, Reason, Verdict};
+
+use super::{DatapathMaps, ListKind};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Census {
+    /// Live cached verdicts, indexed like [`Action::ALL`].
+    pub by_action: [u64; Action::ALL.len()],
+    /// Live cached verdicts, indexed like [`Reason::ALL`].
+    pub by_reason: [u64; Reason::ALL.len()],
+    /// Allow-list prefixes (both families).
+    pub allow: u64,
+    /// Deny-list prefixes (both families).
+    pub deny: u64,
+}
+
+fn action_slot(a: Action) -> usize {
+    Action::ALL.iter().position(|x| *x == a).unwrap_or(0)
+}
+
+fn reason_slot(r: Reason) -> usize {
+    Reason::ALL.iter().position(|x| *x == r).unwrap_or(0)
+}
+
+impl Census {
+    /// Counts the verdicts that are live at `now_ns` and returns the expired ones beside.
+    /// (An unknown action byte counts as `pass`, the action the datapath applies.)
+    pub fn count_verdicts(&mut self, maps: &DatapathMaps, now_ns: u64) -> Result<Vec<IpAddr>> {
+        self.by_action = Default::default();
+        self.by_reason = Default::default();
+        let mut expired = Vec::new();
+        maps.for_each_verdict_chunk(|chunk| {
+            for (ip, v) in chunk {
+                if v.expires_ns != 0 && v.expires_ns <= now_ns {
+                    expired.push(ip);
+                } else {
+                    self.add(&v);
+                }
+            }
+            true
+        })?;
+        Ok(expired)
+    }
+
+    /// Counts the entries of both lists.
+    pub fn count_lists(&mut self, maps: &mut DatapathMaps) -> Result<()> {
+        self.allow = maps.list_entries(ListKind::Allow)?.len() as u64;
+        self.deny = maps.list_entries(ListKind::Deny)?.len() as u64;
+        Ok(())
+    }
+
+    /// A verdict written over `previous` (what the map held for that address, if anything).
+    /// Between two walks this keeps the counts exact except for what the kernel does on its
+    /// own: LRU evictions of a full map, and verdicts expiring (both settled by the next walk).
+    pub fn replace(&mut self, previous: Option<&Verdict>, new: &Verdict) {
+        if let Some(p) = previous {
+            let a = &mut self.by_action[action_slot(p.action())];
+            *a = a.saturating_sub(1);
+            let r = &mut self.by_reason[reason_slot(p.reason())];
+            *r = r.saturating_sub(1);
+        }
+        self.add(new);
+    }
+
+    fn add(&mut self, v: &Verdict) {
+        self.by_action[action_slot(v.action())] += 1;
+        self.by_reason[reason_slot(v.reason())] += 1;
+    }
+
+    /// Live cached verdicts.
+    pub fn verdicts(&self) -> u64 {
+        self.by_action.iter().sum()
+    }
+
+    /// `(action, count)` for every action.
+    pub fn verdicts_by_action(&self) -> impl Iterator<Item = (Action, u64)> + '_ {
+        Action::ALL
+            .iter()
+            .copied()
+            .zip(self.by_action.iter().copied())
+    }
+
+    /// `(reason, count)` for every reason.
+    pub fn verdicts_by_reason(&self) -> impl Iterator<Item = (Reason, u64)> + '_ {
+        Reason::ALL
+            .iter()
+            .copied()
+            .zip(self.by_reason.iter().copied())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replacing_a_verdict_moves_it_between_slots() {
+        let mut c = Census::default();
+        let limit = Verdict::new(Action::Limit, Reason::Reputation, 0);
+        let drop = Verdict::new(Action::Drop, Reason::Manual, 0);
+        c.replace(None, &limit);
+        assert_eq!(c.verdicts(), 1);
+        c.replace(Some(&limit), &drop);
+        assert_eq!(c.verdicts(), 1);
+        let by_action: Vec<_> = c.verdicts_by_action().collect();
+        assert_eq!(
+            by_action,
+            vec![(Action::Pass, 0), (Action::Limit, 0), (Action::Drop, 1)]
+        );
+        assert_eq!(c.by_reason[reason_slot(Reason::Manual)], 1);
+        assert_eq!(c.by_reason[reason_slot(Reason::Reputation)], 0);
+        // An entry the census never saw (written by another process) does not underflow.
+        c.replace(Some(&limit), &limit);
+        assert_eq!(c.by_action, [0, 1, 1]);
+    }
+}

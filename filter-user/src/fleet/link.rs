@@ -1,0 +1,430 @@
+//! The fleet task: one connection for commands and one subscribed to the change channel,
+//! re-made with backoff whenever either fails. While connected it pushes this host's
+//! changes and claims; on every (re)join it offers Redis what this host holds, loads what
+//! the fleet holds and reports it to the daemon before saying `Synced`. While apart it
+//! keeps the daemon screening alone: claims are answered "evaluate here" at once, verdicts
+//! wait in a bounded outbox, manual changes in the mirror.
+
+use std::{collections::VecDeque, time::Duration};
+
+use futures::StreamExt as _;
+use redis::{AsyncConnectionConfig, Client, aio::MultiplexedConnection};
+use tokio::{
+    sync::{mpsc, watch},
+    time::{Instant, sleep, sleep_until, timeout},
+};
+
+use super::{
+    Command, FleetEvent,
+    claims::{CLAIM_WAIT, Claims},
+    join,
+    reconcile::{Mirror, SET_IF_NEWER},
+    wire::{Keys, Record, SharedManual, SharedVerdict, decode, now_ms},
+};
+use crate::{
+    config::fleet::Endpoint,
+    control::protocol::{FleetLink, FleetStatus},
+};
+
+/// Connecting (TCP, TLS, AUTH, SUBSCRIBE) and each command must answer within these.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often an idle link is checked (a paused or half-dead Redis shows here).
+const PING_EVERY: Duration = Duration::from_secs(1);
+/// Reconnection backoff: doubling from the first to the last.
+const BACKOFF_FIRST: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Verdicts made while apart, pushed on rejoin; the oldest are dropped beyond this.
+const OUTBOX_MAX: usize = 10_000;
+
+pub(super) type LinkError = String;
+
+pub(super) struct Link {
+    pub endpoint: Endpoint,
+    pub password: Option<String>,
+    pub me: String,
+    pub keys: Keys,
+    pub mirror: Mirror,
+    pub outbox: VecDeque<SharedVerdict>,
+    pub claims: Claims,
+    pub events: mpsc::Sender<FleetEvent>,
+    pub status: watch::Sender<FleetStatus>,
+    pub cmds: mpsc::Receiver<Command>,
+    pub manual: mpsc::UnboundedReceiver<SharedManual>,
+    /// Whether the daemon has been told the link is down (once per outage).
+    pub told_down: bool,
+}
+
+/// A live link: the command connection and the subscription's messages.
+pub(super) struct Session {
+    pub conn: MultiplexedConnection,
+    messages: redis::aio::PubSubStream,
+}
+
+/// Maps any error (redis, timeout) to the one line the status shows.
+pub(super) fn err(e: impl std::fmt::Display) -> LinkError {
+    e.to_string()
+}
+
+/// Awaits Redis's answer to a command or pipeline (`cmd.query_async(conn)`), at most
+/// [`RESPONSE_TIMEOUT`].
+pub(super) async fn answer<T>(
+    reply: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, LinkError> {
+    timeout(RESPONSE_TIMEOUT, reply)
+        .await
+        .map_err(|_| "Redis did not answer in time".to_owned())?
+        .map_err(err)
+}
+
+/// The client for the primary: the URL's server, or the one the Sentinels name now.
+async fn client(endpoint: &Endpoint, password: Option<&str>) -> Result<Client, LinkError> {
+    match endpoint {
+        Endpoint::Direct(info) => {
+            let mut info = info.clone();
+            if let Some(pw) = password {
+                let settings = info.redis_settings().clone().set_password(pw);
+                info = info.set_redis_settings(settings);
+            }
+            Client::open(info).map_err(err)
+        }
+        Endpoint::Sentinel {
+            sentinels,
+            master,
+            db,
+            tls,
+            password: url_password,
+        } => {
+            use redis::sentinel::{SentinelClientBuilder, SentinelServerType};
+            let mut b = SentinelClientBuilder::new(
+                sentinels.clone(),
+                master.clone(),
+                SentinelServerType::Master,
+            )
+            .map_err(err)?
+            .set_client_to_redis_db(*db);
+            if let Some(pw) = password.or(url_password.as_deref()) {
+                b = b.set_client_to_redis_password(pw);
+            }
+            if *tls {
+                b = b
+                    .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+                    .set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
+            }
+            let mut sentinel = b.build().map_err(err)?;
+            sentinel.async_get_client().await.map_err(err)
+        }
+    }
+}
+
+/// Connects both connections and subscribes to the change channel (before anything is
+/// loaded, so no change published meanwhile is missed).
+async fn connect(
+    endpoint: Endpoint,
+    password: Option<String>,
+    channel: String,
+) -> Result<Session, LinkError> {
+    let work = async {
+        let client = client(&endpoint, password.as_deref()).await?;
+        let cfg = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(RESPONSE_TIMEOUT));
+        let conn = client
+            .get_multiplexed_async_connection_with_config(&cfg)
+            .await
+            .map_err(err)?;
+        let mut pubsub = client.get_async_pubsub().await.map_err(err)?;
+        pubsub.subscribe(&channel).await.map_err(err)?;
+        Ok(Session {
+            conn,
+            messages: pubsub.into_on_message(),
+        })
+    };
+    timeout(CONNECT_TIMEOUT, work)
+        .await
+        .map_err(|_| format!("no answer within {CONNECT_TIMEOUT:?}"))?
+}
+
+impl Link {
+    pub async fn run(mut self) {
+        let mut backoff = BACKOFF_FIRST;
+        loop {
+            let attempt = connect(
+                self.endpoint.clone(),
+                self.password.clone(),
+                self.keys.channel(),
+            );
+            tokio::pin!(attempt);
+            let connected = loop {
+                tokio::select! {
+                    r = &mut attempt => break r,
+                    c = self.cmds.recv() => match c {
+                        Some(c) => self.offline(c).await,
+                        None => return,
+                    },
+                    Some(m) = self.manual.recv() => { self.mirror.offer(&m); }
+                }
+            };
+            let why = match connected {
+                Ok(session) => match self.session(session, &mut backoff).await {
+                    Ok(()) => return, // the daemon is gone
+                    Err(e) => e,
+                },
+                Err(e) => e,
+            };
+            self.down(why).await;
+            let pause = sleep(backoff);
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+            tokio::pin!(pause);
+            loop {
+                tokio::select! {
+                    () = &mut pause => break,
+                    c = self.cmds.recv() => match c {
+                        Some(c) => self.offline(c).await,
+                        None => return,
+                    },
+                    Some(m) = self.manual.recv() => { self.mirror.offer(&m); }
+                }
+            }
+        }
+    }
+
+    /// Joins the fleet, then serves the link until it fails (`Err`) or the daemon goes
+    /// away (`Ok`).
+    async fn session(&mut self, mut s: Session, backoff: &mut Duration) -> Result<(), LinkError> {
+        join::join(self, &mut s.conn).await?;
+        *backoff = BACKOFF_FIRST;
+        self.told_down = false;
+        self.status.send_modify(|st| {
+            st.link = FleetLink::Up;
+            st.since = now_ms() / 1000;
+            st.connects += 1;
+        });
+        tracing::info!(host = %self.me, manual = self.mirror.len(), "fleet link up; shared state loaded");
+        self.send(FleetEvent::Synced).await;
+        let mut ping = tokio::time::interval(PING_EVERY);
+        loop {
+            let deadline = self.claims.next_deadline();
+            tokio::select! {
+                msg = s.messages.next() => match msg {
+                    Some(m) => self.on_message(m.get_payload_bytes()).await,
+                    None => return Err("the connection to Redis was closed".into()),
+                },
+                c = self.cmds.recv() => match c {
+                    Some(c) => self.online(&mut s.conn, c).await?,
+                    None => return Ok(()),
+                },
+                Some(m) = self.manual.recv() => self.push_manual(&mut s.conn, m).await?,
+                () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                    for ip in self.claims.due(Instant::now()) {
+                        self.status.send_modify(|st| st.claims_timed_out += 1);
+                        tracing::debug!(%ip, "no fleet verdict in time; evaluating here");
+                        self.send(FleetEvent::Evaluate(ip)).await;
+                    }
+                }
+                _ = ping.tick() => {
+                    answer::<String>(redis::cmd("PING").query_async(&mut s.conn)).await?;
+                    self.mirror.prune(now_ms());
+                }
+            }
+        }
+    }
+
+    /// The link is down: tell the daemon once per outage, and evaluate every peer that
+    /// was waiting for another host's verdict here.
+    async fn down(&mut self, why: LinkError) {
+        self.status.send_modify(|st| {
+            if st.link == FleetLink::Up || st.since == 0 {
+                st.since = now_ms() / 1000;
+            }
+            st.link = FleetLink::Down;
+            st.last_error = Some(why.clone());
+        });
+        if !self.told_down {
+            self.told_down = true;
+            tracing::warn!(error = %why, "fleet link down; screening alone, retrying with backoff");
+            self.send(FleetEvent::Down).await;
+        } else {
+            tracing::debug!(error = %why, "fleet link still down");
+        }
+        for ip in self.claims.drain() {
+            self.send(FleetEvent::Evaluate(ip)).await;
+        }
+    }
+
+    /// A command while apart.
+    async fn offline(&mut self, c: Command) {
+        match c {
+            Command::Claim(ip) => self.send(FleetEvent::Evaluate(ip)).await,
+            Command::Verdict(v) => {
+                if self.outbox.len() >= OUTBOX_MAX {
+                    self.outbox.pop_front();
+                }
+                self.outbox.push_back(v);
+            }
+        }
+    }
+
+    /// A command while connected.
+    async fn online(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        c: Command,
+    ) -> Result<(), LinkError> {
+        match c {
+            Command::Claim(ip) => {
+                let mut pipe = redis::pipe();
+                pipe.cmd("SET")
+                    .arg(self.keys.claim(ip))
+                    .arg(&self.me)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(CLAIM_WAIT.as_millis() as u64)
+                    .cmd("GET")
+                    .arg(self.keys.verdict(ip));
+                let (won, held): (Option<String>, Option<Vec<u8>>) =
+                    match answer(pipe.query_async(conn)).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            // The link fails under this peer: it is evaluated here.
+                            self.send(FleetEvent::Evaluate(ip)).await;
+                            return Err(e);
+                        }
+                    };
+                let held = held.and_then(|b| match self.checked(&b, &self.keys.verdict(ip)) {
+                    Some(Record::Verdict(v)) => Some(v),
+                    _ => None,
+                });
+                if let Some(v) = held {
+                    // Evaluated by the fleet already (this host lost it in a restart).
+                    self.send(FleetEvent::Verdicts(vec![v])).await;
+                } else if won.is_some() {
+                    self.status.send_modify(|st| st.claims_won += 1);
+                    self.send(FleetEvent::Evaluate(ip)).await;
+                } else {
+                    self.status.send_modify(|st| st.claims_lost += 1);
+                    if !self.claims.wait(ip, Instant::now()) {
+                        self.send(FleetEvent::Evaluate(ip)).await;
+                    }
+                }
+            }
+            Command::Verdict(v) => self.push_verdict(conn, v).await?,
+        }
+        Ok(())
+    }
+
+    /// Stores and publishes a verdict (unless it has expired meanwhile).
+    pub(super) async fn push_verdict(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        v: SharedVerdict,
+    ) -> Result<(), LinkError> {
+        let r = Record::Verdict(v);
+        let Some(ttl) = r.ttl(now_ms()).filter(|_| !r.expired(now_ms())) else {
+            return Ok(());
+        };
+        let body = r.encode();
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(self.keys.of(&r))
+            .arg(&body)
+            .arg("PX")
+            .arg(ttl.as_millis() as u64)
+            .ignore()
+            .cmd("PUBLISH")
+            .arg(self.keys.channel())
+            .arg(&body)
+            .ignore();
+        answer::<()>(pipe.query_async(conn)).await?;
+        self.status.send_modify(|st| st.verdicts_sent += 1);
+        Ok(())
+    }
+
+    /// A manual change made here: into the mirror, then into Redis unless Redis holds a
+    /// later change of the key.
+    async fn push_manual(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+        m: SharedManual,
+    ) -> Result<(), LinkError> {
+        self.mirror.offer(&m);
+        let stored = set_if_newer(conn, &self.keys, &[m]).await?;
+        self.status.send_modify(|st| st.manual_sent += stored);
+        Ok(())
+    }
+
+    /// A change published by another host.
+    async fn on_message(&mut self, payload: &[u8]) {
+        let Some(record) = self.checked(payload, "") else {
+            return;
+        };
+        match record {
+            Record::Verdict(v)
+                if v.host != self.me && !Record::Verdict(v.clone()).expired(now_ms()) =>
+            {
+                self.claims.settled(v.ip);
+                self.status.send_modify(|st| st.verdicts_received += 1);
+                self.send(FleetEvent::Verdicts(vec![v])).await;
+            }
+            Record::Manual(m) if m.host != self.me && self.mirror.offer(&m) => {
+                self.status.send_modify(|st| st.manual_received += 1);
+                self.send(FleetEvent::Manual(vec![m])).await;
+            }
+            _ => {}
+        }
+    }
+
+    /// Decodes a record from the bus; a malformed one (or one stored under another key
+    /// than its own, when `key` is given) is logged, counted and `None`.
+    pub(super) fn checked(&self, bytes: &[u8], key: &str) -> Option<Record> {
+        let result = decode(bytes).and_then(|r| {
+            if key.is_empty() || self.keys.of(&r) == key {
+                Ok(r)
+            } else {
+                Err(super::wire::Malformed(format!(
+                    "stored under {key}, not its own key"
+                )))
+            }
+        });
+        match result {
+            Ok(r) => Some(r),
+            Err(e) => {
+                self.status.send_modify(|st| st.malformed += 1);
+                let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(120)]).into_owned();
+                tracing::warn!(key, error = %e, record = %shown, "ignoring a malformed fleet entry");
+                None
+            }
+        }
+    }
+
+    pub(super) async fn send(&self, ev: FleetEvent) {
+        // The daemon gone means shutdown; the command channel closing ends this task.
+        let _ = self.events.send(ev).await;
+    }
+}
+
+/// Offers manual records to Redis with [`SET_IF_NEWER`] (pipelined); returns how many
+/// were stored (and published).
+pub(super) async fn set_if_newer(
+    conn: &mut MultiplexedConnection,
+    keys: &Keys,
+    records: &[SharedManual],
+) -> Result<u64, LinkError> {
+    let now = now_ms();
+    let mut pipe = redis::pipe();
+    for m in records {
+        let r = Record::Manual(m.clone());
+        let ttl = r.ttl(now).map_or(0, |t| t.as_millis() as u64);
+        pipe.cmd("EVAL")
+            .arg(SET_IF_NEWER)
+            .arg(2)
+            .arg(keys.of(&r))
+            .arg(keys.channel())
+            .arg(r.encode())
+            .arg(m.changed_ms)
+            .arg(&m.host)
+            .arg(ttl);
+    }
+    let stored: Vec<i64> = answer(pipe.query_async(conn)).await?;
+    Ok(stored.iter().filter(|s| **s == 1).count() as u64)
+}

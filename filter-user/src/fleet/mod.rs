@@ -1,0 +1,263 @@
+//! The fleet: MX hosts sharing reputation verdicts and manual blocks and allows through
+//! Redis or Valkey (`[fleet]`), so a peer is evaluated once per fleet and an operator's
+//! block applies on every host — while each host keeps screening alone when the bus is
+//! down.
+//!
+//! The daemon's main loop owns the maps and the state; this module never touches them. It
+//! runs one task ([`link`]) that talks to Redis, and the two talk through channels: the
+//! daemon hands it claims, verdicts and manual changes through the [`Fleet`] handle (never
+//! waiting), and receives [`FleetEvent`]s to apply.
+//!
+//! - [`wire`]: the records, their keys, and the checks on everything read from the bus;
+//! - [`reconcile`]: the rule for changes made while apart (latest change wins, tombstones);
+//! - [`claims`]: one evaluation per new peer per fleet;
+//! - [`join`]: what a (re)joining host exchanges; [`link`]: connection, backoff, the loop.
+
+pub mod claims;
+mod join;
+mod link;
+pub mod reconcile;
+pub mod wire;
+
+use std::{collections::VecDeque, net::IpAddr, time::Duration};
+
+use anyhow::{Context as _, Result, bail};
+use filter_common::Reason;
+use tokio::{
+    sync::{mpsc, watch},
+    task::JoinHandle,
+};
+
+use self::{
+    claims::Claims,
+    link::Link,
+    reconcile::Mirror,
+    wire::{Keys, SharedManual, SharedVerdict, now_ms},
+};
+use crate::{
+    config::{
+        FleetSection,
+        fleet::{check_name, redacted},
+    },
+    control::protocol::FleetStatus,
+    reputation::Verdict,
+    state::ManualEntry,
+};
+
+/// Claims and verdicts waiting for the fleet task; beyond, a claim is evaluated here at
+/// once and a verdict is not shared (a flood of new peers must not queue without bound).
+const COMMAND_QUEUE: usize = 4096;
+
+/// What the fleet tells the daemon. Entries are the winners already (see [`reconcile`]),
+/// but not yet checked against this host's protections: the daemon does that.
+#[derive(Debug)]
+pub enum FleetEvent {
+    /// Manual entries or removals (tombstones) from other hosts.
+    Manual(Vec<SharedManual>),
+    /// Verdicts other hosts made.
+    Verdicts(Vec<SharedVerdict>),
+    /// Evaluate this new peer here: this host claimed it, or the claimer's verdict did not
+    /// come in time, or the link is down.
+    Evaluate(IpAddr),
+    /// The shared state has been loaded (after every join).
+    Synced,
+    /// The link went down, or could not come up: screening alone.
+    Down,
+}
+
+/// What the daemon hands the fleet task (manual changes travel apart, unbounded: they are
+/// the operator's, never dropped).
+#[derive(Debug)]
+enum Command {
+    Claim(IpAddr),
+    Verdict(SharedVerdict),
+}
+
+/// Aborts the task when the handle goes away.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The daemon's handle on the fleet; inert when `[fleet]` is off.
+pub struct Fleet {
+    me: Option<String>,
+    cmds: Option<mpsc::Sender<Command>>,
+    manual: Option<mpsc::UnboundedSender<SharedManual>>,
+    status: Option<watch::Receiver<FleetStatus>>,
+    /// Keeps the event channel open when off, so the daemon's receiver just waits.
+    _events: Option<mpsc::Sender<FleetEvent>>,
+    _task: Option<AbortOnDrop>,
+}
+
+impl Fleet {
+    /// Starts the fleet task when `[fleet]` is on, seeded with this host's manual entries
+    /// (`local`, from the state file). Must be called inside a tokio runtime.
+    pub fn start(
+        cfg: &FleetSection,
+        local: &[ManualEntry],
+    ) -> Result<(Self, mpsc::Receiver<FleetEvent>)> {
+        let (events_tx, events) = mpsc::channel(1024);
+        let Some(endpoint) = cfg.endpoint() else {
+            let off = Self {
+                me: None,
+                cmds: None,
+                manual: None,
+                status: None,
+                _events: Some(events_tx),
+                _task: None,
+            };
+            return Ok((off, events));
+        };
+        let me = host_name(cfg)?;
+        let password = match &cfg.password_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("fleet.password_file: reading {}", p.display()))?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        // redis's rustls (rediss://) needs a crypto provider; another may be installed.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let keys = Keys::new(&cfg.prefix);
+        let mut mirror = Mirror::new(keys.clone());
+        for e in local {
+            mirror.offer(&SharedManual::from_entry(e, &me));
+        }
+        let (status_tx, status) = watch::channel(FleetStatus {
+            host: me.clone(),
+            redis: redacted(cfg.redis.as_deref().unwrap_or_default()),
+            ..Default::default()
+        });
+        let (cmds_tx, cmds) = mpsc::channel(COMMAND_QUEUE);
+        let (manual_tx, manual) = mpsc::unbounded_channel();
+        let link = Link {
+            endpoint,
+            password,
+            me: me.clone(),
+            keys,
+            mirror,
+            outbox: VecDeque::new(),
+            claims: Claims::default(),
+            events: events_tx,
+            status: status_tx,
+            cmds,
+            manual,
+            told_down: false,
+        };
+        let task = tokio::spawn(link.run());
+        tracing::info!(host = %me, redis = %redacted(cfg.redis.as_deref().unwrap_or_default()), "fleet: joining");
+        Ok((
+            Self {
+                me: Some(me),
+                cmds: Some(cmds_tx),
+                manual: Some(manual_tx),
+                status: Some(status),
+                _events: None,
+                _task: Some(AbortOnDrop(task)),
+            },
+            events,
+        ))
+    }
+
+    /// This host's name in the fleet; `None` when the fleet is off.
+    pub fn name(&self) -> Option<&str> {
+        self.me.as_deref()
+    }
+
+    /// The link's state and counters; `None` when the fleet is off.
+    pub fn status(&self) -> Option<FleetStatus> {
+        self.status.as_ref().map(|s| s.borrow().clone())
+    }
+
+    /// A watch on the link's state and counters (for the metrics); `None` when off.
+    pub fn status_watch(&self) -> Option<watch::Receiver<FleetStatus>> {
+        self.status.clone()
+    }
+
+    /// Hands a new peer to the fleet to claim; `false` (evaluate it here) when the fleet
+    /// is off or its queue is full. While the link is down the fleet answers
+    /// [`FleetEvent::Evaluate`] at once.
+    pub fn claim(&self, ip: IpAddr) -> bool {
+        self.cmds
+            .as_ref()
+            .is_some_and(|c| c.try_send(Command::Claim(ip)).is_ok())
+    }
+
+    /// Shares a verdict this host made (reputation and tempfail ones: config-list verdicts
+    /// are each host's own).
+    pub fn verdict_made(&self, v: &Verdict) {
+        let (Some(me), Some(cmds)) = (&self.me, &self.cmds) else {
+            return;
+        };
+        if !matches!(v.reason, Reason::Reputation | Reason::Tempfail) {
+            return;
+        }
+        let now = now_ms();
+        let shared = SharedVerdict {
+            ip: v.ip.to_canonical(),
+            action: v.action,
+            source: v.reason,
+            score: v.score,
+            evidence: v.reasons(),
+            expires_ms: now + u64::try_from(v.ttl.as_millis()).unwrap_or(u64::MAX / 2),
+            host: me.clone(),
+            made_ms: now,
+        };
+        if cmds.try_send(Command::Verdict(shared)).is_err() {
+            tracing::debug!(ip = %v.ip, "fleet queue full; verdict not shared");
+        }
+    }
+
+    /// Shares a manual entry made here (`force`: a block made with --force).
+    pub fn manual_set(&self, e: &ManualEntry, force: bool) {
+        self.manual_change(e, false, force);
+    }
+
+    /// Shares the removal of a manual entry made here.
+    pub fn manual_removed(&self, e: &ManualEntry) {
+        self.manual_change(e, true, false);
+    }
+
+    fn manual_change(&self, e: &ManualEntry, removed: bool, force: bool) {
+        let (Some(me), Some(tx)) = (&self.me, &self.manual) else {
+            return;
+        };
+        let m = SharedManual {
+            host: me.clone(),
+            changed_ms: now_ms(),
+            removed,
+            force,
+            ..SharedManual::from_entry(e, me)
+        };
+        let _ = tx.send(m);
+    }
+}
+
+/// `fleet.name`, else the hostname (which must then be a valid fleet name).
+fn host_name(cfg: &FleetSection) -> Result<String> {
+    if let Some(n) = &cfg.name {
+        return Ok(n.clone());
+    }
+    let host = nix::unistd::gethostname()
+        .context("fleet.name is not set and the hostname cannot be read")?
+        .to_string_lossy()
+        .into_owned();
+    if let Err(why) = check_name(&host) {
+        bail!("fleet.name is not set and the hostname {host:?} {why}; set fleet.name");
+    }
+    Ok(host)
+}
+
+/// How long a shared entry has left, from its expiry in Unix milliseconds.
+pub fn remaining(expires_ms: u64) -> Option<Duration> {
+    expires_ms
+        .checked_sub(now_ms())
+        .filter(|ms| *ms > 0)
+        .map(Duration::from_millis)
+}

@@ -1,0 +1,32 @@
+//! The kernel program's counters: one family, one label value per outcome.
+
+use ::metrics::{Unit, counter, describe_counter};
+use anyhow::Result;
+use filter_common::Counter;
+
+use super::Families;
+use crate::datapath::CounterReader;
+
+pub const PACKETS: &str = "mxscreen_datapath_packets_total";
+
+/// Reads the per-CPU counters through a handle of its own.
+pub struct DatapathFamilies(pub CounterReader);
+
+impl Families for DatapathFamilies {
+    fn describe(&self) {
+        describe_counter!(
+            PACKETS,
+            Unit::Count,
+            "Packets by the outcome the XDP/tc program counted, summed over CPUs, since the maps were created (`mxscreen stats`). events_emitted and events_lost count the packets that reported an unknown peer or found the event ring full."
+        );
+    }
+
+    fn update(&self) -> Result<()> {
+        let values = self.0.read()?;
+        // Every counter the datapath has, so one added there appears here with no change.
+        for c in Counter::ALL {
+            counter!(PACKETS, "outcome" => c.name()).absolute(values[c as usize]);
+        }
+        Ok(())
+    }
+}

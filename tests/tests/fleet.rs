@@ -1,0 +1,435 @@
+//! The fleet: two real `mxscreen run` daemons on one MTA host namespace — one attached in
+//! native XDP, one in tc on the same interface, each with its own socket, pins and state
+//! file — sharing one real redis-server; real TCP handshakes from a client namespace, a
+//! real rbldnsd as the DNSBL. The XDP daemon sees each SYN first, so a SYN it drops proves
+//! it enforced an entry it got from the other host. Needs root; run by `cargo xtask test`.
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use mxscreen_tests::{
+    daemon::{MxDaemon, Spec, ndjson},
+    dns::{RblZone, Rbldnsd, listing},
+    netns::{SERVER_IFACE, SERVER_V4, Wire},
+    redis::RedisServer,
+};
+use serde_json::Value;
+
+const LISTED: [&str; 3] = ["192.0.2.20", "192.0.2.23", "192.0.2.24"];
+const CLEAN: &str = "192.0.2.21";
+const OTHER: &str = "192.0.2.22";
+const KEPT: &str = "192.0.2.25";
+const DROPPED: &str = "192.0.2.26";
+/// The issue's promise: a change on one host is on every host within a second.
+const SHARED_WITHIN: Duration = Duration::from_secs(1);
+/// After redis-server returns: the reconnection backoff (at most 5 s) plus the join.
+const REJOIN_WITHIN: Duration = Duration::from_secs(8);
+const VERDICT_WITHIN: Duration = Duration::from_secs(10);
+
+struct Bed {
+    wire: Wire,
+    _rbl: Rbldnsd,
+    rbl_addr: SocketAddr,
+    _listener: TcpListener,
+    redis: RedisServer,
+}
+
+fn smtp() -> SocketAddr {
+    format!("{SERVER_V4}:25").parse().unwrap()
+}
+
+/// Client and MTA-host namespaces; rbldnsd (bl.test lists every LISTED address), a
+/// listener on :25 and redis-server in the host namespace.
+fn bed(tag: &str) -> Bed {
+    let wire = Wire::new(tag);
+    for a in LISTED.iter().chain(&[CLEAN, OTHER, KEPT, DROPPED]) {
+        wire.add_client_addr(a);
+    }
+    let (rbl, listener) = wire.server.enter(|| {
+        let rbl = Rbldnsd::start(&[RblZone::new(
+            "bl.test",
+            Duration::from_secs(900),
+            LISTED
+                .iter()
+                .map(|ip| listing(ip, "127.0.0.2", "listed for testing"))
+                .collect(),
+        )]);
+        (rbl, TcpListener::bind(smtp()).expect("listen on :25"))
+    });
+    let redis = RedisServer::start(&wire.server);
+    Bed {
+        rbl_addr: rbl.addr,
+        wire,
+        _rbl: rbl,
+        _listener: listener,
+        redis,
+    }
+}
+
+/// One fleet host: `name`, attached in `mode` (xdp or tc) to the MTA host's interface;
+/// no explained refusals (every SYN of a dropped peer is dropped).
+fn host(b: &Bed, name: &str, mode: &str) -> MxDaemon {
+    host_at(b, name, mode, &b.redis.url())
+}
+
+/// [`host`] with another `fleet.redis`.
+fn host_at(b: &Bed, name: &str, mode: &str, url: &str) -> MxDaemon {
+    host_with(b, name, mode, url, "")
+}
+
+/// Where [`host_with_metrics`] serves `GET /metrics` (in the server namespace).
+const METRICS: &str = "127.0.0.1:9735";
+
+/// [`host`] that also serves its metrics on [`METRICS`].
+fn host_with_metrics(b: &Bed, name: &str, mode: &str) -> MxDaemon {
+    let metrics = format!("\n[metrics]\nlisten = {METRICS:?}\n");
+    host_with(b, name, mode, &b.redis.url(), &metrics)
+}
+
+/// The fleet-link gauge a scrape of [`host_with_metrics`] shows.
+fn link_up_metric(b: &Bed) -> f64 {
+    let text = mxscreen_tests::metrics::scrape(&b.wire.server, METRICS.parse().unwrap());
+    mxscreen_tests::metrics::samples(&text)["mxscreen_fleet_link_up"]
+}
+
+fn host_with(b: &Bed, name: &str, mode: &str, url: &str, extra: &str) -> MxDaemon {
+    MxDaemon::start(
+        &b.wire.server,
+        SERVER_IFACE,
+        Spec {
+            datapath: format!("mode = {mode:?}"),
+            sections: format!(
+                "[resolver]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\n\n[rdns]\nenabled = false\n\n[policy]\nexplain_every = \"0s\"\n\n[lists]\nallow = []\n\n[[dnsbl]]\nzone = \"bl.test\"\nweight = 10\n\n[fleet]\nredis = {url:?}\nname = {name:?}\n{extra}",
+                b.rbl_addr,
+            ),
+            ..Default::default()
+        },
+    )
+}
+
+fn json(d: &MxDaemon, args: &[&str]) -> Value {
+    serde_json::from_str(&d.cli_ok(args)).unwrap()
+}
+
+/// The manual entry `d` holds for `ip` in `list` (`--blocked` / `--allowed`), if any.
+fn entry(d: &MxDaemon, list: &str, ip: &str) -> Option<Value> {
+    let net = format!("{ip}/32");
+    ndjson(&d.cli_ok(&["list", list, "--json"]))
+        .into_iter()
+        .find(|e| e["net"] == net.as_str() && e["source"] == "manual")
+}
+
+fn blocked(d: &MxDaemon, ip: &str) -> Option<Value> {
+    entry(d, "--blocked", ip)
+}
+
+/// Polls `cond` until it holds; returns how long that took, or panics after `within`.
+#[track_caller]
+fn within(within: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn fleet_status(d: &MxDaemon) -> Value {
+    json(d, &["status", "--json"])["fleet"].clone()
+}
+
+fn evaluations(d: &MxDaemon) -> u64 {
+    json(d, &["stats", "--json"])["engine"]["evaluations"]
+        .as_u64()
+        .unwrap()
+}
+
+fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+}
+
+#[test]
+fn blocks_and_allows_reach_the_other_host_within_a_second() {
+    let b = bed("fm");
+    let mut xdp = host(&b, "mx-a", "xdp");
+    let tc = host(&b, "mx-b", "tc");
+
+    // Blocked on the tc host; the XDP host holds it within a second and drops the SYN
+    // itself (it sees the SYN first).
+    tc.cli_ok(&["block", CLEAN, "--for", "1h", "--reason", "spam run"]);
+    within(SHARED_WITHIN, "block reaches mx-a", || {
+        blocked(&xdp, CLEAN).is_some()
+    });
+    let e = blocked(&xdp, CLEAN).unwrap();
+    assert_eq!(
+        (&e["origin"], &e["reason"]),
+        (&Value::from("mx-b"), &Value::from("spam run")),
+        "{e}"
+    );
+    assert_eq!(blocked(&tc, CLEAN).unwrap()["origin"], "mx-b");
+    let drops = xdp.counter("dropped_deny");
+    b.wire.assert_refused(CLEAN, smtp());
+    assert!(xdp.counter("dropped_deny") > drops, "mx-a dropped it");
+    // The Redis key lives as long as the entry.
+    let ttl: u64 = b
+        .redis
+        .cli(&["PTTL", &format!("mxscreen:block:{CLEAN}/32")])
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((3_590_000..=3_600_000).contains(&ttl), "PTTL {ttl}");
+    let table = xdp.cli_ok(&["list", "--blocked"]);
+    assert!(table.contains("spam run (from mx-b)"), "{table}");
+
+    tc.cli_ok(&["unblock", CLEAN]);
+    within(SHARED_WITHIN, "unblock reaches mx-a", || {
+        blocked(&xdp, CLEAN).is_none()
+    });
+    b.wire.assert_connects(CLEAN, smtp());
+
+    // Allow and unallow travel the same way.
+    xdp.cli_ok(&["allow", KEPT, "--reason", "partner"]);
+    within(SHARED_WITHIN, "allow reaches mx-b", || {
+        entry(&tc, "--allowed", KEPT).is_some_and(|e| e["origin"] == "mx-a")
+    });
+    xdp.cli_ok(&["unallow", KEPT]);
+    within(SHARED_WITHIN, "unallow reaches mx-b", || {
+        entry(&tc, "--allowed", KEPT).is_none()
+    });
+
+    // Blocked on the XDP host, which is then killed: the tc host enforces it alone.
+    xdp.cli_ok(&["block", OTHER]);
+    within(SHARED_WITHIN, "block reaches mx-b", || {
+        blocked(&tc, OTHER).is_some()
+    });
+    xdp.kill9();
+    let drops = tc.counter("dropped_deny");
+    b.wire.assert_refused(OTHER, smtp());
+    assert!(tc.counter("dropped_deny") > drops, "mx-b dropped it");
+    assert_eq!(
+        fleet_status(&tc)["link"],
+        "up",
+        "one host's death is no outage"
+    );
+
+    // Unblocked meanwhile: the XDP host comes back with the block in its state file and
+    // drops it before it is ready, because the fleet's removal is the later change.
+    tc.cli_ok(&["unblock", OTHER]);
+    b.wire.assert_connects(OTHER, smtp());
+    xdp.restart();
+    assert!(blocked(&xdp, OTHER).is_none(), "stale block came back");
+    b.wire.assert_connects(OTHER, smtp());
+    let log = xdp.log_text();
+    assert!(
+        log.contains("manual entry removed by the fleet") && log.contains("fleet link up"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_listed_peer_costs_one_evaluation_for_the_fleet() {
+    let b = bed("fe");
+    let mut xdp = host(&b, "mx-a", "xdp");
+    let mut tc = host(&b, "mx-b", "tc");
+    for ip in &LISTED[..2] {
+        // The first SYN passes both programs (first contact), each daemon hears of the
+        // peer at once; one claims it, the other takes its verdict.
+        b.wire.assert_connects(ip, smtp());
+        assert_eq!(xdp.wait_verdict(ip, VERDICT_WITHIN), "drop");
+        assert_eq!(tc.wait_verdict(ip, VERDICT_WITHIN), "drop");
+        b.wire.assert_refused(ip, smtp());
+    }
+    assert_eq!(
+        evaluations(&xdp) + evaluations(&tc),
+        2,
+        "one evaluation per peer for the whole fleet"
+    );
+    let (a, c) = (fleet_status(&xdp), fleet_status(&tc));
+    assert_eq!(
+        a["claims_won"].as_u64().unwrap() + c["claims_won"].as_u64().unwrap(),
+        2,
+        "{a}\n{c}"
+    );
+    // Redis holds the verdict with its evidence, the host that made it and its TTL.
+    let key = format!("mxscreen:verdict:{}", LISTED[0]);
+    let rec: Value = serde_json::from_str(&b.redis.cli(&["GET", &key])).unwrap();
+    assert_eq!(rec["action"], "drop", "{rec}");
+    assert!(
+        rec["evidence"]
+            .as_str()
+            .unwrap()
+            .contains("dnsbl:bl.test=listed"),
+        "{rec}"
+    );
+    let maker = rec["host"].as_str().unwrap().to_owned();
+    let ttl: u64 = b.redis.cli(&["PTTL", &key]).trim().parse().unwrap();
+    assert!(
+        ttl > 500_000,
+        "PTTL {ttl} (drop verdicts live ttl_min..ttl_max)"
+    );
+    let on_tc = tc.verdict_entry(LISTED[0]).unwrap();
+    assert_eq!(on_tc["origin"], maker.as_str(), "{on_tc}");
+    eprintln!(
+        "bytes per shared verdict (MEMORY USAGE {key}): {}",
+        b.redis.memory_usage(&key)
+    );
+
+    // The host that made the verdict, started again with empty maps, holds it (from the
+    // fleet) when it says ready, without evaluating it again.
+    let maker = if maker == "mx-a" { &mut xdp } else { &mut tc };
+    maker.kill9();
+    std::fs::remove_dir_all(&maker.pin_dir).unwrap();
+    maker.restart();
+    assert_eq!(maker.verdict(LISTED[0]).as_deref(), Some("drop"));
+    assert_eq!(evaluations(maker), 0);
+}
+
+#[test]
+fn hosts_screen_alone_while_redis_is_down_and_reconcile_when_it_returns() {
+    let mut b = bed("fd");
+    let xdp = host(&b, "mx-a", "xdp");
+    let tc = host_with_metrics(&b, "mx-b", "tc");
+    assert_eq!(link_up_metric(&b), 1.0);
+    xdp.cli_ok(&["block", KEPT]);
+    xdp.cli_ok(&["block", DROPPED]);
+    within(SHARED_WITHIN, "blocks reach mx-b", || {
+        blocked(&tc, KEPT).is_some() && blocked(&tc, DROPPED).is_some()
+    });
+
+    b.redis.kill();
+    for d in [&xdp, &tc] {
+        within(
+            Duration::from_secs(5),
+            "status says the link is down",
+            || {
+                let f = fleet_status(d);
+                f["link"] == "down"
+                    && f["since"].as_u64().unwrap() > 0
+                    && f["last_error"].is_string()
+            },
+        );
+    }
+    let text = tc.cli_ok(&["status"]);
+    assert!(
+        text.contains("DOWN for") && text.contains("screening alone"),
+        "{text}"
+    );
+    // The metrics say it too, and since when.
+    assert_eq!(link_up_metric(&b), 0.0);
+    let since = mxscreen_tests::metrics::samples(&mxscreen_tests::metrics::scrape(
+        &b.wire.server,
+        METRICS.parse().unwrap(),
+    ))["mxscreen_fleet_link_state_since_timestamp_seconds"];
+    assert_eq!(since, fleet_status(&tc)["since"].as_u64().unwrap() as f64);
+
+    // Screening alone: entries held, new peers evaluated by each host, manual commands work.
+    b.wire.assert_refused(KEPT, smtp());
+    b.wire.assert_connects(LISTED[2], smtp());
+    assert_eq!(xdp.wait_verdict(LISTED[2], VERDICT_WITHIN), "drop");
+    assert_eq!(tc.wait_verdict(LISTED[2], VERDICT_WITHIN), "drop");
+    xdp.cli_ok(&["block", CLEAN, "--reason", "while apart"]);
+    // Conflicting changes made apart: the later change of each key wins everywhere. (The
+    // pauses only keep the changes in distinct milliseconds: their order is the point.)
+    xdp.cli_ok(&["unblock", KEPT]);
+    std::thread::sleep(Duration::from_millis(20));
+    tc.cli_ok(&["block", KEPT, "--reason", "again from mx-b"]);
+    tc.cli_ok(&["block", DROPPED, "--reason", "refreshed on mx-b"]);
+    std::thread::sleep(Duration::from_millis(20));
+    xdp.cli_ok(&["unblock", DROPPED]);
+    assert!(blocked(&tc, CLEAN).is_none());
+
+    // redis-server returns empty (no persistence): the hosts fill it again.
+    b.redis.restart(&b.wire.server);
+    let took = within(REJOIN_WITHIN, "the block made apart reaches mx-b", || {
+        blocked(&tc, CLEAN).is_some_and(|e| e["origin"] == "mx-a")
+    });
+    eprintln!("block made while apart reached the other host {took:?} after redis-server returned");
+    for d in [&xdp, &tc] {
+        within(REJOIN_WITHIN, "the later re-block wins", || {
+            blocked(d, KEPT).is_some_and(|e| e["reason"] == "again from mx-b")
+        });
+        within(REJOIN_WITHIN, "the later unblock wins", || {
+            blocked(d, DROPPED).is_none()
+        });
+        within(REJOIN_WITHIN, "link up again", || {
+            fleet_status(d)["link"] == "up"
+        });
+    }
+    assert_eq!(link_up_metric(&b), 1.0);
+    b.wire.assert_refused(KEPT, smtp());
+    b.wire.assert_connects(DROPPED, smtp());
+}
+
+#[test]
+fn malformed_and_unsafe_shared_entries_are_logged_and_ignored() {
+    let b = bed("fx");
+    let mut d = host(&b, "mx-a", "xdp");
+    let channel = "mxscreen:changes";
+    let block = |net: &str, force: bool| {
+        format!(
+            r#"{{"kind":"manual","list":"deny","net":"{net}","reason":"from a bad host","created":1,"host":"mx-evil","changed_ms":{},"force":{force}}}"#,
+            now_ms()
+        )
+    };
+    b.redis
+        .cli(&["SET", "mxscreen:block:203.0.113.0/24", "not json at all"]);
+    for msg in [
+        "{\"kind\":\"manual\",\"list\":\"deny\",\"net\":\"bogus\"}".to_owned(),
+        "\u{1}\u{2}garbage".to_owned(),
+        "x".repeat(20_000),
+        block("127.0.0.0/8", true),
+        block(&format!("{SERVER_V4}/32"), true),
+        block("198.18.0.0/15", false),
+    ] {
+        b.redis.cli(&["PUBLISH", channel, &msg]);
+    }
+    within(Duration::from_secs(5), "every entry was judged", || {
+        let f = fleet_status(&d);
+        f["malformed"].as_u64().unwrap() >= 3 && f["refused"].as_u64().unwrap() >= 3
+    });
+    let log = d.log_text();
+    assert!(log.contains("ignoring a malformed fleet entry"), "{log}");
+    assert!(
+        log.contains("refusing a block shared by the fleet")
+            && log.contains("is protected (loopback")
+            && log.contains("is protected (self")
+            && log.contains("wider than /16"),
+        "{log}"
+    );
+    let blocked = d.cli_ok(&["list", "--blocked"]);
+    assert!(!blocked.contains("mx-evil"), "{blocked}");
+    b.wire.assert_connects(CLEAN, smtp());
+    // A forced block of a prefix that is not protected is accepted, as it would be here.
+    b.redis
+        .cli(&["PUBLISH", channel, &block("198.51.100.0/24", true)]);
+    within(SHARED_WITHIN, "forced block applied", || {
+        d.cli_ok(&["list", "--blocked"]).contains("mx-evil")
+    });
+    // A restart reads the garbage key with the rest: logged, ignored, the daemon runs.
+    d.stop();
+    d.restart();
+    assert_eq!(fleet_status(&d)["link"], "up");
+    assert!(fleet_status(&d)["malformed"].as_u64().unwrap() >= 1);
+    d.cli_ok(&["block", OTHER]);
+    b.wire.assert_refused(OTHER, smtp());
+}
+
+#[test]
+fn a_host_finds_the_primary_through_sentinel() {
+    let mut b = bed("fs");
+    let url = b.redis.start_sentinel(&b.wire.server);
+    let via_sentinel = host_at(&b, "mx-a", "xdp", &url);
+    let direct = host(&b, "mx-b", "tc");
+    assert_eq!(fleet_status(&via_sentinel)["link"], "up");
+    via_sentinel.cli_ok(&["block", CLEAN, "--reason", "through sentinel"]);
+    within(SHARED_WITHIN, "block reaches mx-b", || {
+        blocked(&direct, CLEAN).is_some_and(|e| e["origin"] == "mx-a")
+    });
+}

@@ -1,0 +1,270 @@
+//! The metrics endpoint of a live daemon: the real `mxscreen run` in a namespace with a real
+//! rbldnsd, real TCP handshakes making verdicts, then `GET /metrics` checked by Prometheus'
+//! own `promtool check metrics` and value by value against `mxscreen stats --json` and
+//! `status --json`. Needs root; run by `cargo xtask test metrics`.
+
+use std::{collections::BTreeMap, net::SocketAddr, process::Stdio, time::Duration};
+
+use mxscreen_tests::{
+    daemon::{MxDaemon, Spec},
+    dns::{RblZone, Rbldnsd, listing},
+    metrics::{http, samples, scrape},
+    netns::{SERVER_IFACE, SERVER_V4, Wire},
+};
+use serde_json::Value;
+
+const LISTED: &str = "192.0.2.20";
+const CLEAN: &str = "192.0.2.21";
+const METRICS: &str = "127.0.0.1:9725";
+
+fn metrics_addr() -> SocketAddr {
+    METRICS.parse().unwrap()
+}
+
+/// `promtool check metrics` on `text`: its complaints, empty when there are none.
+fn promtool(text: &str) -> String {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package; `cargo xtask setup` installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() || !said.is_empty(),
+        "promtool failed silently"
+    );
+    said
+}
+
+fn value(m: &BTreeMap<String, f64>, series: &str) -> f64 {
+    *m.get(series)
+        .unwrap_or_else(|| panic!("no series {series} in the scrape"))
+}
+
+#[test]
+fn metrics_match_stats_and_status_and_pass_promtool() {
+    let wire = Wire::new("mx");
+    for a in [LISTED, CLEAN] {
+        wire.add_client_addr(a);
+    }
+    let (rbl, _listener) = wire.server.enter(|| {
+        let rbl = Rbldnsd::start(&[RblZone::new(
+            "bl.test",
+            Duration::from_secs(900),
+            vec![listing(LISTED, "127.0.0.2", "listed for testing")],
+        )]);
+        let l = std::net::TcpListener::bind(format!("{SERVER_V4}:25")).unwrap();
+        (rbl, l)
+    });
+    let spec = Spec {
+        sections: format!(
+            "[resolver]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\n\n[rdns]\nenabled = false\n\n[policy]\nexplain_every = \"0s\"\n\n[lists]\nallow = []\n\n[[dnsbl]]\nzone = \"bl.test\"\nweight = 10\n\n[metrics]\nlisten = \"{METRICS}\"\n",
+            rbl.addr
+        ),
+        ..Default::default()
+    };
+    let mut d = MxDaemon::start(&wire.server, SERVER_IFACE, spec);
+    let smtp: SocketAddr = format!("{SERVER_V4}:25").parse().unwrap();
+    for src in [LISTED, CLEAN] {
+        wire.connect(src, smtp, Duration::from_secs(5)).unwrap();
+    }
+    assert_eq!(d.wait_verdict(LISTED, Duration::from_secs(10)), "drop");
+    assert_eq!(d.wait_verdict(CLEAN, Duration::from_secs(10)), "pass");
+    // The listed peer is now dropped in the kernel: one dropped_verdict at least.
+    assert!(
+        wire.connect(LISTED, smtp, Duration::from_millis(800))
+            .is_err()
+    );
+    d.cli_ok(&["block", "198.51.100.0/24", "--reason", "metrics test"]);
+
+    // Counters only grow: stats must lie between a scrape before and one after it. What
+    // the census counts (verdicts, map fill) is refreshed by `stats` and read by a scrape.
+    let before = samples(&scrape(&wire.server, metrics_addr()));
+    let stats: Value = serde_json::from_str(&d.cli_ok(&["stats", "--json"])).unwrap();
+    let status: Value = serde_json::from_str(&d.cli_ok(&["status", "--json"])).unwrap();
+    let text = scrape(&wire.server, metrics_addr());
+    let after = samples(&text);
+
+    let problems = promtool(&text);
+    assert!(
+        problems.trim().is_empty(),
+        "promtool check metrics: {problems}\n{text}"
+    );
+
+    let counter = |series: &str, from_stats: u64| {
+        let (lo, hi) = (value(&before, series), value(&after, series));
+        assert!(
+            lo <= from_stats as f64 && from_stats as f64 <= hi,
+            "{series}: stats says {from_stats}, scrapes {lo}..{hi}"
+        );
+    };
+    for pair in stats["datapath"].as_array().unwrap() {
+        let (name, v) = (pair[0].as_str().unwrap(), pair[1].as_u64().unwrap());
+        counter(
+            &format!("mxscreen_datapath_packets_total{{outcome=\"{name}\"}}"),
+            v,
+        );
+    }
+    assert!(
+        value(
+            &after,
+            "mxscreen_datapath_packets_total{outcome=\"dropped_verdict\"}"
+        ) >= 1.0
+    );
+    for pair in stats["verdicts_by_action"].as_array().unwrap() {
+        let series = format!("mxscreen_verdicts_cached{{action={}}}", pair[0]);
+        assert_eq!(
+            value(&after, &series),
+            pair[1].as_f64().unwrap(),
+            "{series}"
+        );
+    }
+    assert_eq!(
+        value(&after, "mxscreen_verdicts_cached{action=\"drop\"}"),
+        1.0
+    );
+    let by_source: BTreeMap<String, f64> = stats["verdicts_by_reason"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| (p[0].as_str().unwrap().to_owned(), p[1].as_f64().unwrap()))
+        .collect();
+    for source in [
+        "manual",
+        "config",
+        "reputation",
+        "tempfail",
+        "feed",
+        "unspecified",
+    ] {
+        let series = format!("mxscreen_verdicts_cached_by_source{{source=\"{source}\"}}");
+        assert_eq!(
+            value(&after, &series),
+            by_source.get(source).copied().unwrap_or(0.0),
+            "{series}"
+        );
+    }
+    let e = &stats["engine"];
+    for (row, series) in [
+        ("submitted", "mxscreen_engine_peers_submitted_total"),
+        ("queued", "mxscreen_engine_peers_total{outcome=\"queued\"}"),
+        (
+            "rejected_queue_full",
+            "mxscreen_engine_budget_rejections_total",
+        ),
+        ("evaluations", "mxscreen_engine_evaluations_total"),
+        (
+            "verdict_drop",
+            "mxscreen_engine_verdicts_total{action=\"drop\"}",
+        ),
+        (
+            "verdict_pass",
+            "mxscreen_engine_verdicts_total{action=\"pass\"}",
+        ),
+        (
+            "verdict_tempfail",
+            "mxscreen_engine_tempfail_verdicts_total",
+        ),
+        ("queries_sent", "mxscreen_dns_queries_sent_total"),
+    ] {
+        counter(series, e[row].as_u64().unwrap());
+    }
+    let zone = &e["zones"]["bl.test"];
+    for (row, result) in [
+        ("listed", "listed"),
+        ("not_listed", "not_listed"),
+        ("tempfail", "tempfail"),
+        ("error_codes", "error_code"),
+    ] {
+        counter(
+            &format!("mxscreen_dnsbl_answers_total{{zone=\"bl.test\",result=\"{result}\"}}"),
+            zone[row].as_u64().unwrap(),
+        );
+    }
+    counter(
+        "mxscreen_dnsbl_queries_total{zone=\"bl.test\"}",
+        zone["queries"].as_u64().unwrap(),
+    );
+    // One A query per peer, timed: the histogram saw them (and the listed peer's TXT).
+    assert!(
+        value(
+            &after,
+            "mxscreen_dns_lookup_duration_seconds_count{zone=\"bl.test\"}"
+        ) >= zone["queries"].as_f64().unwrap()
+    );
+    for m in status["maps"].as_array().unwrap() {
+        let map = m["name"].as_str().unwrap().split(' ').next().unwrap();
+        assert_eq!(
+            value(&after, &format!("mxscreen_map_entries{{map=\"{map}\"}}")),
+            m["entries"].as_f64().unwrap(),
+            "{map}"
+        );
+        assert_eq!(
+            value(
+                &after,
+                &format!("mxscreen_map_capacity_entries{{map=\"{map}\"}}")
+            ),
+            m["max_entries"].as_f64().unwrap(),
+            "{map}"
+        );
+    }
+    assert_eq!(value(&after, "mxscreen_map_entries{map=\"deny\"}"), 1.0);
+    let mode = status["interfaces"][0]["mode"].as_str().unwrap();
+    assert_eq!(
+        value(
+            &after,
+            &format!("mxscreen_attached_info{{interface=\"{SERVER_IFACE}\",mode=\"{mode}\"}}")
+        ),
+        1.0
+    );
+    assert_eq!(value(&after, "mxscreen_observe_mode"), 0.0);
+    let version = status["version"].as_str().unwrap();
+    assert_eq!(
+        value(
+            &after,
+            &format!("mxscreen_build_info{{version=\"{version}\"}}")
+        ),
+        1.0
+    );
+
+    // Reloads: one that works, one that does not.
+    let from = d.log_text().len();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    d.wait_log("config reloaded", from, Duration::from_secs(10));
+    std::fs::write(&d.config, "[policy]\ndrop_threshold = \"ten\"\n").unwrap();
+    let from = d.log_text().len();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    d.wait_log("reload failed", from, Duration::from_secs(10));
+    let m = samples(&scrape(&wire.server, metrics_addr()));
+    assert_eq!(
+        value(&m, "mxscreen_config_reloads_total{result=\"success\"}"),
+        1.0
+    );
+    assert_eq!(
+        value(&m, "mxscreen_config_reloads_total{result=\"failure\"}"),
+        1.0
+    );
+    assert_eq!(value(&m, "mxscreen_config_last_reload_successful"), 0.0);
+
+    // Only GET /metrics.
+    assert_eq!(http(&wire.server, metrics_addr(), "GET", "/").0, 404);
+    assert_eq!(
+        http(&wire.server, metrics_addr(), "POST", "/metrics").0,
+        405
+    );
+    d.stop();
+}
