@@ -6,4 +6,5 @@ pub mod kernel;
 pub mod mta;
 pub mod netns;
 pub mod packets;
+pub mod reference;
 pub mod testbed;

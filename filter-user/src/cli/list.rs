@@ -49,6 +49,12 @@ pub fn expiry(expires: Option<u64>) -> String {
 }
 
 pub fn row(e: &ListedEntry) -> String {
+    let reason = match (&e.reason, &e.feed) {
+        (Some(r), Some(f)) => format!("{r} (also feed {f})"),
+        (Some(r), None) => r.clone(),
+        (None, Some(f)) => format!("feed {f}"),
+        (None, None) => String::new(),
+    };
     format!(
         "{:<8} {:<40} {:<6} {:<11} {:<14} {:>8}  {}",
         e.list.name(),
@@ -57,7 +63,7 @@ pub fn row(e: &ListedEntry) -> String {
         e.source.name(),
         expiry(e.expires),
         e.hits,
-        e.reason.as_deref().unwrap_or("")
+        reason
     )
 }
 

@@ -6,13 +6,15 @@ use super::connect::Connect;
 use crate::{
     control::{
         client::Client,
-        protocol::{ResolverStatus, StatusReply},
+        protocol::{FeedStatus, ResolverStatus, StatusReply},
     },
     duration,
+    state::unix_now,
 };
 
 /// What the daemon is doing: interfaces and attach modes, program ids, map fill levels,
-/// uptime, resolver health, the config file in use and any warnings.
+/// uptime, feeds (entries, last load, lines skipped), resolver health, the config file in use
+/// and any warnings.
 ///
 /// Examples:
 ///   mxscreen status
@@ -79,9 +81,35 @@ fn text(s: &StatusReply) -> String {
             format!("{:<18} {:>9} / {}", m.name, m.entries, m.max_entries),
         );
     }
+    for f in &s.feeds {
+        line("feed", feed(f));
+    }
     resolver(&s.resolver, &mut line);
     for w in &s.warnings {
         line("warning", w.clone());
+    }
+    out
+}
+
+/// `drop-list: 1000000 entries (drop, cidr), loaded 2m ago, 3 lines skipped, 512 hits, /path`
+fn feed(f: &FeedStatus) -> String {
+    let loaded = match f.last_load {
+        Some(t) => format!(
+            "loaded {} ago",
+            duration::format(std::time::Duration::from_secs(
+                unix_now().saturating_sub(t).max(1)
+            ))
+        ),
+        None => "not loaded yet".into(),
+    };
+    let mut out = format!(
+        "{}: {} entries ({}, {}), {loaded}, {} lines skipped, {} hits, {}",
+        f.name, f.entries, f.action, f.format, f.errors, f.hits, f.path
+    );
+    if let Some(p) = &f.problem {
+        out.push_str(&format!(
+            "; last read failed: {p} (entries of the last load kept)"
+        ));
     }
     out
 }

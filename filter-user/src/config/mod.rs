@@ -109,6 +109,7 @@ impl Config {
         validate_dnsbls(&self.dnsbl)?;
         self.rdns.validate()?;
         self.policy.validate()?;
+        self.lists.validate()?;
         self.control.validate()?;
         self.state.validate()
     }

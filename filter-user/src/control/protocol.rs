@@ -91,6 +91,8 @@ pub enum ListName {
     Blocked,
     Allowed,
     Verdict,
+    /// A limit feed's entry: rate-limited like a `limit` verdict.
+    Limited,
 }
 
 impl ListName {
@@ -99,6 +101,7 @@ impl ListName {
             Self::Blocked => "blocked",
             Self::Allowed => "allowed",
             Self::Verdict => "verdict",
+            Self::Limited => "limited",
         }
     }
 }
@@ -173,8 +176,11 @@ pub struct ListedEntry {
     pub created: Option<u64>,
     /// Unix seconds; `None` = never.
     pub expires: Option<u64>,
-    /// SYNs this entry decided.
+    /// SYNs this entry decided (for a feed's entry: the whole feed's).
     pub hits: u64,
+    /// For a feed's entry: the feeds that list it (comma-separated, in load order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed: Option<String>,
 }
 
 /// `mxscreen stats`.
@@ -204,6 +210,31 @@ pub struct StatusReply {
     pub maps: Vec<MapFill>,
     pub resolver: ResolverStatus,
     pub warnings: Vec<String>,
+    /// The blocklist feeds, in config order.
+    #[serde(default)]
+    pub feeds: Vec<FeedStatus>,
+}
+
+/// One feed in `status`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FeedStatus {
+    pub name: String,
+    pub path: String,
+    /// `cidr`, `rbldnsd` or `spamhaus-drop`.
+    pub format: String,
+    /// `drop`, `limit` or `allow`.
+    pub action: String,
+    /// Prefixes in the datapath from its last load.
+    pub entries: u64,
+    /// Unix seconds of the last load; `None` = not loaded yet.
+    pub last_load: Option<u64>,
+    /// Lines skipped as malformed in the last load (each logged as file:line).
+    pub errors: u64,
+    /// Why the last read failed (the file missing, unreadable), the last load's entries
+    /// staying in force; `None` when it succeeded.
+    pub problem: Option<String>,
+    /// SYNs its entries decided.
+    pub hits: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -244,6 +275,13 @@ pub struct LookupReply {
     pub allowed: Option<ListedEntry>,
     pub blocked: Option<ListedEntry>,
     pub verdict: Option<ListedEntry>,
+    /// A limit feed's entry covering the address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limited: Option<ListedEntry>,
+    /// A verdict for the address's whole network (IPv6 rotation), when it has none of its
+    /// own or besides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_verdict: Option<ListedEntry>,
 }
 
 /// A reply of a known shape, taken out of a [`Body`]; `None` if the body is another kind.

@@ -4,16 +4,20 @@
 //!
 //! - this file: start-up and the main loop, which owns the [`Daemon`] (no locks);
 //! - [`reactor`]: what the daemon does on its own — list reconciliation, new peers,
-//!   verdicts into the maps, the sweep of expired entries;
-//! - [`requests`]: the answers to the operator's control requests;
+//!   verdicts into the maps, feeds loaded, the sweep of expired entries;
+//! - [`rotation`]: IPv6 networks whose addresses rotate get a verdict of their own;
+//! - [`requests`]: the answers to the operator's control requests, and [`listing`] what
+//!   `list` and `check` show;
 //! - [`reload`]: what SIGHUP does;
 //! - [`protect`]: addresses that can never be dropped; [`interfaces`]: where to attach.
 
 pub mod interfaces;
+mod listing;
 pub mod protect;
 mod reactor;
 mod reload;
 mod requests;
+pub mod rotation;
 
 use std::{
     path::PathBuf,
@@ -27,11 +31,12 @@ use tokio::{
     sync::mpsc,
 };
 
-use self::protect::Protected;
+use self::{protect::Protected, rotation::Rotation};
 use crate::{
     config::Config,
     control::server::ControlSocket,
     datapath::{self, AttachMode, Attached, DatapathMaps, Events, LoadOptions},
+    feeds::Feeds,
     reputation::Engine,
     state::State,
 };
@@ -61,6 +66,8 @@ pub struct Daemon {
     pub state: State,
     pub engine: Engine,
     pub protected: Vec<Protected>,
+    pub feeds: Feeds,
+    pub rotation: Rotation,
     pub started: Instant,
 }
 
@@ -102,6 +109,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         .context("polling the event ring")?;
     let (engine, mut verdicts) =
         Engine::spawn(cfg.reputation()).context("starting the reputation engine")?;
+    let rotation = Rotation::new(cfg.policy.v6_rotation_prefix, cfg.policy.v6_rotation_after);
     let mut d = Daemon {
         cfg,
         config_path: origin,
@@ -111,10 +119,16 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         state,
         engine,
         protected: Vec::new(),
+        feeds: Feeds::default(),
+        rotation,
         started: Instant::now(),
     };
     d.apply()?;
     d.attach_all(&ifaces)?;
+    // Feeds are read off the main loop and written as they arrive (within two seconds for a
+    // million lines); the config and manual entries are enforced from the first SYN.
+    d.feeds.configure(d.cfg.lists.feed.clone());
+    d.learn_rotation()?;
 
     let (calls_tx, mut calls) = mpsc::channel(64);
     let server = socket.serve(calls_tx);
@@ -133,6 +147,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
                 }
             }
             Some(v) = verdicts.recv() => d.on_verdict(&v),
+            read = d.feeds.next() => {
+                if let Err(e) = d.feeds.apply(&mut d.maps, read) {
+                    tracing::warn!(error = %format!("{e:#}"), "loading a feed into the datapath failed");
+                }
+            }
             Some((req, reply)) = calls.recv() => {
                 let _ = reply.send(d.handle(req));
             }

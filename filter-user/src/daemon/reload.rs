@@ -3,7 +3,8 @@
 use super::{Daemon, RunOptions, read_config};
 
 /// SIGHUP: re-read the config; apply ports, limits, first contact, observe, zones, weights,
-/// thresholds, resolver and lists live. What needs a restart (interfaces, mode, map sizes,
+/// thresholds, resolver, lists and feeds (each read again: an unchanged file writes nothing)
+/// live. What needs a restart (interfaces, mode, map sizes,
 /// pin directory, socket, state file) is named in a warning. A bad config changes nothing.
 pub fn reload(d: &mut Daemon, opts: &RunOptions) {
     let opts = RunOptions {
@@ -41,6 +42,20 @@ pub fn reload(d: &mut Daemon, opts: &RunOptions) {
     d.cfg.datapath.pin_dir = old.datapath.pin_dir.clone();
     d.cfg.control.socket = old.control.socket.clone();
     d.cfg.state.file = old.state.file.clone();
+    d.rotation.configure(
+        d.cfg.policy.v6_rotation_prefix,
+        d.cfg.policy.v6_rotation_after,
+    );
+    for name in d.feeds.configure(d.cfg.lists.feed.clone()) {
+        match d.maps.feed_drop(&name) {
+            Ok(change) => {
+                tracing::info!(feed = %name, removed = change.removed, "feed no longer configured; its entries are gone")
+            }
+            Err(e) => {
+                tracing::error!(feed = %name, error = %format!("{e:#}"), "removing a feed failed")
+            }
+        }
+    }
     match d.apply() {
         Ok(()) => {
             tracing::info!(zones = d.cfg.dnsbl.len(), ports = ?d.cfg.datapath.ports, observe = d.cfg.policy.observe, "config reloaded")

@@ -1,35 +1,24 @@
 //! The daemon's answers to the operator's control requests. Changes reach the maps (and the
 //! state file) before the reply is sent, so a `block` has taken effect when the command
-//! returns.
+//! returns. (`list` and `check`'s lookup are in [`super::listing`].)
 
-use std::{net::IpAddr, time::Duration};
+use std::time::Duration;
 
 use anyhow::{Result, bail};
-use filter_common::{Action, Counter, ListEntry, Reason, Verdict as MapVerdict, program_names};
+use filter_common::{Action, Counter, ListEntry, Reason, Table, program_names};
 use ipnet::IpNet;
 
-use super::{
-    Daemon, protect,
-    reactor::{boot_expiry, unix_expiry},
-};
+use super::{Daemon, protect, reactor::boot_expiry};
 use crate::{
     control::protocol::{
-        Body, InterfaceStatus, ListName, ListWhat, ListedEntry, LookupReply, MapFill,
-        ProgramStatus, Reply, Request, ResolverStatus, Source, StatsReply, StatusReply,
+        Body, InterfaceStatus, MapFill, ProgramStatus, Reply, Request, ResolverStatus, Source,
+        StatsReply, StatusReply,
     },
     datapath::{ListKind, clock},
     duration,
     reputation::Stats,
     state::{ManualEntry, unix_now},
 };
-
-/// What `list` calls each list.
-const fn list_name(kind: ListKind) -> ListName {
-    match kind {
-        ListKind::Deny => ListName::Blocked,
-        ListKind::Allow => ListName::Allowed,
-    }
-}
 
 impl Daemon {
     /// Answers one control request.
@@ -194,69 +183,6 @@ impl Daemon {
         Ok(message)
     }
 
-    fn listed(&self, list: ListKind, net: IpNet, e: &ListEntry) -> ListedEntry {
-        let manual = self.state.get(list, net);
-        let source = match e.reason() {
-            Reason::Config => self
-                .protected
-                .iter()
-                .find(|p| p.net == net)
-                .map_or(Source::Config, |p| p.why),
-            r => Source::from(r),
-        };
-        ListedEntry {
-            list: list_name(list),
-            net,
-            action: match list {
-                ListKind::Deny => Action::Drop,
-                ListKind::Allow => Action::Pass,
-            },
-            source,
-            reason: manual.and_then(|m| m.reason.clone()),
-            created: manual.map(|m| m.created),
-            expires: manual
-                .and_then(|m| m.expires)
-                .or_else(|| unix_expiry(e.expires_ns)),
-            hits: e.hits,
-        }
-    }
-
-    fn verdict_entry(ip: IpAddr, v: &MapVerdict) -> ListedEntry {
-        ListedEntry {
-            list: ListName::Verdict,
-            net: IpNet::from(ip),
-            action: v.action(),
-            source: Source::from(v.reason()),
-            reason: None,
-            created: None,
-            expires: unix_expiry(v.expires_ns),
-            hits: v.hits,
-        }
-    }
-
-    fn list(&mut self, what: ListWhat) -> Result<Vec<ListedEntry>> {
-        let mut out = Vec::new();
-        for (kind, wanted) in [
-            (ListKind::Deny, ListWhat::Blocked),
-            (ListKind::Allow, ListWhat::Allowed),
-        ] {
-            if what == wanted || what == ListWhat::All {
-                for (net, e) in self.maps.list_entries(kind)? {
-                    out.push(self.listed(kind, net, &e));
-                }
-            }
-        }
-        if matches!(what, ListWhat::Verdicts | ListWhat::All) {
-            let now = clock::now_ns();
-            for (ip, v) in self.maps.verdicts()? {
-                if v.expires_ns == 0 || v.expires_ns > now {
-                    out.push(Self::verdict_entry(ip, &v));
-                }
-            }
-        }
-        Ok(out)
-    }
-
     fn stats(&self) -> Result<StatsReply> {
         let counters = self.maps.counters()?;
         let datapath = Counter::ALL
@@ -296,25 +222,22 @@ impl Daemon {
             }
         }
         let sizes = self.cfg.datapath.maps;
-        let fill = |name: &str, entries: usize, per_family: u32| MapFill {
+        let fill = |name: &str, entries: u64, per_family: u32| MapFill {
             name: name.into(),
-            entries: entries as u64,
+            entries,
             max_entries: per_family.saturating_mul(2),
         };
+        let lists = |t: Table| self.maps.table_len(t);
         let maps = vec![
-            fill(
-                "allow (v4+v6)",
-                self.maps.list_entries(ListKind::Allow)?.len(),
-                sizes.allow,
-            ),
+            fill("allow (v4+v6)", lists(Table::Allow), sizes.allow),
             fill(
                 "deny (v4+v6)",
-                self.maps.list_entries(ListKind::Deny)?.len(),
+                lists(Table::Deny) + lists(Table::Limit) + lists(Table::PrefixVerdict),
                 sizes.deny,
             ),
             fill(
                 "verdicts (v4+v6)",
-                self.maps.verdicts()?.len(),
+                self.maps.verdicts()?.len() as u64,
                 sizes.verdicts,
             ),
         ];
@@ -341,6 +264,7 @@ impl Daemon {
                 nameservers: self.cfg.resolver.nameservers.clone(),
                 engine,
             },
+            feeds: self.feeds.status(&self.maps),
         })
     }
 
@@ -356,36 +280,6 @@ impl Daemon {
             }
         }
         w
-    }
-
-    fn lookup(&mut self, ip: IpAddr) -> Result<LookupReply> {
-        let mut reply = LookupReply {
-            ip: Some(ip),
-            ..Default::default()
-        };
-        for kind in [ListKind::Allow, ListKind::Deny] {
-            if let Some(e) = self.maps.list_match(kind, ip)? {
-                // The trie returns the value, not the prefix: name the longest listed prefix.
-                let net = self
-                    .maps
-                    .list_entries(kind)?
-                    .into_iter()
-                    .filter(|(n, _)| n.contains(&ip))
-                    .max_by_key(|(n, _)| n.prefix_len())
-                    .map_or(IpNet::from(ip), |(n, _)| n);
-                let entry = Some(self.listed(kind, net, &e));
-                match kind {
-                    ListKind::Allow => reply.allowed = entry,
-                    ListKind::Deny => reply.blocked = entry,
-                }
-            }
-        }
-        if let Some(v) = self.maps.verdict_get(ip)?
-            && (v.expires_ns == 0 || v.expires_ns > clock::now_ns())
-        {
-            reply.verdict = Some(Self::verdict_entry(ip, &v));
-        }
-        Ok(reply)
     }
 }
 

@@ -3,10 +3,14 @@
 //! - [`load`]: the embedded object, loading and pinning.
 //! - [`sizes`]: map capacities from the config.
 //! - [`attach`]: XDP/tc attach modes with fallback and readable errors.
-//! - [`batch`]: whole-map reads and bulk deletes in few syscalls.
-//! - [`maps`]: typed access to every map (config, lists, verdicts, counters).
+//! - [`batch`]: whole-map reads, bulk writes and bulk deletes in few syscalls.
+//! - [`maps`]: the handle on every map, the runtime config and the counters; its methods
+//!   for verdicts and per-source state are in [`peers`], for list entries in [`lists`], for
+//!   whole feeds in [`feedsets`], for network verdicts in [`networks`].
+//! - [`prefix`]: prefixes and sorted prefix sets (what a feed is).
+//! - [`hits`]: the per-CPU hit counters of list entries.
 //! - [`bpffs`]: making sure the BPF filesystem is mounted for pins.
-//! - [`clock`]: the clock the datapath compares expiries against.
+//! - [`clock`]: the clock the datapath compares expiries against, and its calibration.
 //! - [`events`]: the new-peer events the datapath reports, typed.
 //! - [`first_contact`]: pass or hold a peer with no verdict yet.
 
@@ -15,14 +19,24 @@ pub mod batch;
 pub mod bpffs;
 pub mod clock;
 pub mod events;
+pub mod feedsets;
 pub mod first_contact;
+mod hits;
+pub mod lists;
 pub mod load;
 pub mod maps;
+pub mod networks;
+pub mod peers;
+pub mod prefix;
 pub mod sizes;
 
 pub use attach::{AttachMode, Attached, attach};
 pub use events::{Events, NewPeer};
+pub use feedsets::FeedChange;
+pub use filter_common::Table;
 pub use first_contact::FirstContact;
 pub use load::{LoadOptions, load};
 pub use maps::{DatapathMaps, ListKind};
+pub use networks::NetworkVerdict;
+pub use prefix::{Prefix, PrefixSet};
 pub use sizes::MapSizes;
