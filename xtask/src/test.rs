@@ -27,7 +27,14 @@ const SUITES: &[Suite] = &[
     },
     Suite {
         name: "datapath",
-        args: &["-p", "mxscreen-tests", "--test", "datapath"],
+        args: &[
+            "-p",
+            "mxscreen-tests",
+            "--test",
+            "datapath",
+            "--test",
+            "lists",
+        ],
         parallel: true,
     },
     Suite {
