@@ -1,5 +1,6 @@
 //! Helpers shared by the test suites and benchmarks.
 
+pub mod bed;
 pub mod daemon;
 pub mod dns;
 pub mod kernel;

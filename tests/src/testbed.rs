@@ -346,7 +346,7 @@ impl Testbed {
             datapath: format!("{}\n{}", self.attach.config(), t.datapath),
             sections: Self::sections(&t.policy),
             args: t.args,
-            env: Vec::new(),
+            ..Default::default()
         };
         let d = MxDaemon::start(&self.wire.server, SERVER_IFACE, spec);
         // `status` says what the interface actually got (auto mode could fall back).

@@ -45,7 +45,11 @@ fn expect(dp: &TestDatapath, entry: Entry, src: IpAddr, want: Outcome, counters:
     let before = dp.counters();
     let got = dp.run(entry, &Frame::syn(src).build());
     assert_eq!(got, want, "{entry:?} {src}: outcome");
-    assert_eq!(delta(&before, &dp.counters()), counters, "{entry:?} {src}: counters");
+    assert_eq!(
+        delta(&before, &dp.counters()),
+        counters,
+        "{entry:?} {src}: counters"
+    );
 }
 
 fn manual(expires_ns: u64) -> filter_common::ListEntry {
@@ -143,7 +147,9 @@ fn feeds_and_manual_entries_share_prefixes() {
                 .feed_load("f", Table::Deny, set(&[cover(src)]))
                 .unwrap();
             let past = clock::now_ns() - 1;
-            dp.maps.list_insert(ListKind::Deny, p, manual(past)).unwrap();
+            dp.maps
+                .list_insert(ListKind::Deny, p, manual(past))
+                .unwrap();
             // The manual entry shows (its reason), but never expires while the feed lists it.
             let e = dp.maps.list_match(ListKind::Deny, src).unwrap().unwrap();
             assert_eq!((e.reason(), e.expires_ns), (Reason::Manual, 0));
@@ -151,7 +157,11 @@ fn feeds_and_manual_entries_share_prefixes() {
             // Unblocked by hand: the feed's entry is back.
             assert!(dp.maps.list_remove(ListKind::Deny, p).unwrap());
             assert_eq!(
-                dp.maps.list_match(ListKind::Deny, src).unwrap().unwrap().reason(),
+                dp.maps
+                    .list_match(ListKind::Deny, src)
+                    .unwrap()
+                    .unwrap()
+                    .reason(),
                 Reason::Feed
             );
             expect(&dp, entry, src, Outcome::Drop, &[("dropped_feed", 1)]);
@@ -180,9 +190,13 @@ fn every_table_in_order_of_precedence() {
             let mut dp = TestDatapath::new();
             dp.configure(|c| c.set_limit(1, 2));
             let p = net(cover(src));
-            dp.maps.feed_load("allow", Table::Allow, set(&[cover(src)])).unwrap();
+            dp.maps
+                .feed_load("allow", Table::Allow, set(&[cover(src)]))
+                .unwrap();
             dp.maps.list_insert(ListKind::Deny, p, manual(0)).unwrap();
-            dp.maps.feed_load("limit", Table::Limit, set(&[cover(src)])).unwrap();
+            dp.maps
+                .feed_load("limit", Table::Limit, set(&[cover(src)]))
+                .unwrap();
             dp.maps
                 .verdict_set(src, Verdict::new(Action::Drop, Reason::Manual, 0))
                 .unwrap();
@@ -255,7 +269,9 @@ fn every_prefix_length_is_found() {
     }
     let items: Vec<String> = nets.iter().map(ToString::to_string).collect();
     let refs: Vec<&str> = items.iter().map(String::as_str).collect();
-    dp.maps.feed_load("lengths", Table::Deny, set(&refs)).unwrap();
+    dp.maps
+        .feed_load("lengths", Table::Deny, set(&refs))
+        .unwrap();
     for entry in ENTRIES {
         for n in &nets {
             // The last address of the network: inside it, outside every other.
@@ -287,8 +303,16 @@ fn cached_decisions_follow_every_change() {
                 let got = dp.run(entry, &Frame::syn(src).build());
                 let after = dp.counters();
                 assert_eq!(got, want, "{entry:?} {src}");
-                assert_eq!(delta(&before, &after), vec![(counter, 1)], "{entry:?} {src}");
-                assert_eq!(slow_paths(&before, &after), slow, "{entry:?} {src} slow paths");
+                assert_eq!(
+                    delta(&before, &after),
+                    vec![(counter, 1)],
+                    "{entry:?} {src}"
+                );
+                assert_eq!(
+                    slow_paths(&before, &after),
+                    slow,
+                    "{entry:?} {src} slow paths"
+                );
             };
             dp.maps
                 .verdict_set(src, Verdict::new(Action::Pass, Reason::Reputation, 0))
@@ -352,7 +376,11 @@ fn list_hits_add_up_over_cpus() {
     }
     let want = 5 * cpus.len().min(2) as u64;
     assert_eq!(
-        dp.maps.list_match(ListKind::Deny, V4).unwrap().unwrap().hits,
+        dp.maps
+            .list_match(ListKind::Deny, V4)
+            .unwrap()
+            .unwrap()
+            .hits,
         want
     );
 }

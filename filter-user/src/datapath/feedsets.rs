@@ -13,7 +13,7 @@ use ipnet::IpNet;
 
 use super::{
     batch,
-    lists::{Write, key4, key6},
+    lists::{Lists4, Lists6, Write, key4, key6},
     maps::{DatapathMaps, Hash, removed},
     prefix::{Prefix, PrefixSet},
 };
@@ -71,11 +71,7 @@ impl Pending {
         }
     }
 
-    fn flush(
-        self,
-        v4: &mut Hash<ListKey<[u8; 4]>, ListValue>,
-        v6: &mut Hash<ListKey<[u8; 16]>, ListValue>,
-    ) -> Result<()> {
+    fn flush(self, v4: &mut Lists4, v6: &mut Lists6) -> Result<()> {
         put(v4, &self.put4.0, &self.put4.1)?;
         put(v6, &self.put6.0, &self.put6.1)?;
         delete(v4, &self.del4)?;

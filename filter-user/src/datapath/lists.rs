@@ -35,9 +35,13 @@ impl From<ListKind> for Table {
     }
 }
 
+/// The list hash of each family.
+pub(super) type Lists4 = Hash<ListKey<[u8; 4]>, ListValue>;
+pub(super) type Lists6 = Hash<ListKey<[u8; 16]>, ListValue>;
+
 pub(super) struct Lists {
-    v4: Hash<ListKey<[u8; 4]>, ListValue>,
-    v6: Hash<ListKey<[u8; 16]>, ListValue>,
+    v4: Lists4,
+    v6: Lists6,
     index: Array<MapData, ListIndex>,
     /// Keys in the maps per table and length: the lengths the datapath probes.
     count4: [[u32; V4_LENGTHS]; Table::COUNT],
@@ -55,11 +59,7 @@ pub(super) enum Write {
 }
 
 impl Lists {
-    pub(super) fn new(
-        v4: Hash<ListKey<[u8; 4]>, ListValue>,
-        v6: Hash<ListKey<[u8; 16]>, ListValue>,
-        index: Array<MapData, ListIndex>,
-    ) -> Self {
+    pub(super) fn new(v4: Lists4, v6: Lists6, index: Array<MapData, ListIndex>) -> Self {
         Self {
             v4,
             v6,
@@ -190,12 +190,7 @@ impl Lists {
         Ok(())
     }
 
-    pub(super) fn maps(
-        &mut self,
-    ) -> (
-        &mut Hash<ListKey<[u8; 4]>, ListValue>,
-        &mut Hash<ListKey<[u8; 16]>, ListValue>,
-    ) {
+    pub(super) fn maps(&mut self) -> (&mut Lists4, &mut Lists6) {
         (&mut self.v4, &mut self.v6)
     }
 

@@ -32,7 +32,7 @@ impl Prefix {
         }
     }
 
-    pub const fn len(self) -> u8 {
+    pub const fn prefix_len(self) -> u8 {
         match self {
             Self::V4(_, l) | Self::V6(_, l) => l,
         }
@@ -160,7 +160,7 @@ mod tests {
     fn host_bits_are_cleared_and_nets_round_trip() {
         assert_eq!(p("192.0.2.77/24").net().to_string(), "192.0.2.0/24");
         assert_eq!(p("2001:db8::1/32").net().to_string(), "2001:db8::/32");
-        assert_eq!(p("0.0.0.0/0").len(), 0);
+        assert_eq!(p("0.0.0.0/0").prefix_len(), 0);
     }
 
     #[test]

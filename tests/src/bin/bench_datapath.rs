@@ -79,10 +79,10 @@ fn main() {
         dp.maps.verdict_set(limit_src, v(Action::Limit)).unwrap();
         let manual = ListEntry::new(Reason::Manual, 0);
         dp.maps
-            .list_insert(ListKind::Deny, IpAddr::from(deny_src).into(), manual)
+            .list_insert(ListKind::Deny, deny_src.into(), manual)
             .unwrap();
         dp.maps
-            .list_insert(ListKind::Allow, IpAddr::from(allow_src).into(), manual)
+            .list_insert(ListKind::Allow, allow_src.into(), manual)
             .unwrap();
     }
     let mut bare = Reference::load(1 << 16);
