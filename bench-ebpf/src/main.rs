@@ -3,6 +3,8 @@
 //! - `bench_drop_all`: XDP_DROP for every frame — the floor of a drop: what receiving a
 //!   frame costs before any program does any work;
 //! - `bench_pass_all`: XDP_PASS for every frame — the floor of a pass;
+//! - `bench_tc_drop_all`, `bench_tc_pass_all`: the same floors at tc ingress, where the
+//!   receivers working on socket buffers (tc, nftables, iptables) start;
 //! - `bench_hash_drop`: the bare minimum a source filter does: Ethernet, IPv4 or IPv6
 //!   (without extension headers), a TCP SYN to port 25, one hash lookup of the source
 //!   address, drop on a hit and pass otherwise.
@@ -12,10 +14,13 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::xdp_action::{XDP_DROP, XDP_PASS},
-    macros::{map, xdp},
+    bindings::{
+        TC_ACT_SHOT,
+        xdp_action::{XDP_DROP, XDP_PASS},
+    },
+    macros::{classifier, map, xdp},
     maps::HashMap,
-    programs::XdpContext,
+    programs::{TcContext, XdpContext},
 };
 
 /// The listed sources (sized by the benchmark at load).
@@ -32,6 +37,17 @@ pub fn bench_drop_all(_ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn bench_pass_all(_ctx: XdpContext) -> u32 {
     XDP_PASS
+}
+
+#[classifier]
+pub fn bench_tc_drop_all(_ctx: TcContext) -> i32 {
+    TC_ACT_SHOT
+}
+
+/// TCX_NEXT / TC_ACT_UNSPEC: on to the stack, as mxscreen's tc program passes.
+#[classifier]
+pub fn bench_tc_pass_all(_ctx: TcContext) -> i32 {
+    -1
 }
 
 const ETH_HLEN: usize = 14;

@@ -1,11 +1,14 @@
 //! Helpers shared by the test suites and benchmarks.
 
 pub mod bed;
+pub mod bench;
 pub mod daemon;
 pub mod dns;
+pub mod flood;
 pub mod kernel;
 pub mod mta;
 pub mod netns;
 pub mod packets;
+pub mod receivers;
 pub mod reference;
 pub mod testbed;

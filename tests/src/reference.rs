@@ -7,7 +7,10 @@ use std::{net::IpAddr, time::Duration};
 use aya::{
     Ebpf, EbpfLoader,
     maps::{HashMap, MapData},
-    programs::{TestRun, TestRunOptions, Xdp, XdpMode, xdp::XdpLinkId},
+    programs::{
+        SchedClassifier, TcAttachType, TestRun, TestRunOptions, Xdp, XdpMode,
+        tc::SchedClassifierLinkId, xdp::XdpLinkId,
+    },
 };
 
 /// The object built by tests/build.rs.
@@ -34,6 +37,22 @@ impl Program {
     }
 }
 
+/// The tc floors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TcProgram {
+    DropAll,
+    PassAll,
+}
+
+impl TcProgram {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::DropAll => "bench_tc_drop_all",
+            Self::PassAll => "bench_tc_pass_all",
+        }
+    }
+}
+
 pub struct Reference {
     pub ebpf: Ebpf,
     v4: HashMap<MapData, [u8; 4], u8>,
@@ -50,6 +69,12 @@ impl Reference {
             .unwrap_or_else(|e| panic!("loading the reference programs (root?): {e:#}"));
         for p in [Program::DropAll, Program::PassAll, Program::HashDrop] {
             let prog: &mut Xdp = ebpf.program_mut(p.name()).unwrap().try_into().unwrap();
+            prog.load()
+                .unwrap_or_else(|e| panic!("verifier rejected {}: {e:#}", p.name()));
+        }
+        for p in [TcProgram::DropAll, TcProgram::PassAll] {
+            let prog: &mut SchedClassifier =
+                ebpf.program_mut(p.name()).unwrap().try_into().unwrap();
             prog.load()
                 .unwrap_or_else(|e| panic!("verifier rejected {}: {e:#}", p.name()));
         }
@@ -93,6 +118,22 @@ impl Reference {
 
     pub fn detach(&mut self, p: Program, link: XdpLinkId) {
         let prog: &mut Xdp = self.ebpf.program_mut(p.name()).unwrap().try_into().unwrap();
+        prog.detach(link).expect("detach");
+    }
+}
+
+impl Reference {
+    /// Attaches a tc floor at `iface`'s ingress (tcx) in the calling thread's namespace.
+    pub fn attach_tc(&mut self, p: TcProgram, iface: &str) -> SchedClassifierLinkId {
+        let prog: &mut SchedClassifier =
+            self.ebpf.program_mut(p.name()).unwrap().try_into().unwrap();
+        prog.attach(iface, TcAttachType::Ingress)
+            .unwrap_or_else(|e| panic!("attaching {} to {iface}: {e:#}", p.name()))
+    }
+
+    pub fn detach_tc(&mut self, p: TcProgram, link: SchedClassifierLinkId) {
+        let prog: &mut SchedClassifier =
+            self.ebpf.program_mut(p.name()).unwrap().try_into().unwrap();
         prog.detach(link).expect("detach");
     }
 }

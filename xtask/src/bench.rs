@@ -5,7 +5,7 @@ use anyhow::Result;
 
 use crate::util::{cargo, status};
 
-pub fn run(name: &str) -> Result<()> {
+pub fn run(name: &str, quick: bool) -> Result<()> {
     // The daemon benchmark runs the real release binary.
     status(cargo().args([
         "build",
@@ -16,7 +16,8 @@ pub fn run(name: &str) -> Result<()> {
         "--bin",
         "mxscreen",
     ]))?;
-    status(cargo().args([
+    let mut cmd = cargo();
+    cmd.args([
         "run",
         "--release",
         "--quiet",
@@ -24,5 +25,9 @@ pub fn run(name: &str) -> Result<()> {
         "mxscreen-tests",
         "--bin",
         &format!("bench_{name}"),
-    ]))
+    ]);
+    if quick {
+        cmd.args(["--", "--quick"]);
+    }
+    status(&mut cmd)
 }

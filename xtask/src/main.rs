@@ -45,10 +45,15 @@ enum Command {
         /// Only the suites whose names contain this (e.g. `datapath`, `unit`).
         filter: Option<String>,
     },
-    /// Run a benchmark and print its table: `datapath`, `resolve` or `daemon`.
+    /// Run a benchmark and print its table: `datapath`, `resolve`, `daemon`, `drop` or
+    /// `mta`. `drop` and `mta` also append their run to BENCHMARKS.md, except with `--quick`
+    /// (a smoke run of a minute or two, as CI does).
     Bench {
-        #[arg(value_parser = ["datapath", "resolve", "daemon"])]
+        #[arg(value_parser = ["datapath", "resolve", "daemon", "drop", "mta"])]
         name: String,
+        /// A short run that checks the harness and records nothing (drop, mta).
+        #[arg(long)]
+        quick: bool,
     },
 }
 
@@ -73,9 +78,9 @@ fn main() -> Result<()> {
             lint::run()?;
             test::run(filter.as_deref())
         }
-        Command::Bench { name } => {
+        Command::Bench { name, quick } => {
             setup::setup()?;
-            bench::run(&name)
+            bench::run(&name, quick)
         }
     }
 }

@@ -27,6 +27,18 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "swaks needs it to send over IPv6 (the end-to-end testbed)",
     ),
     ("dnsutils", "dig, to wait for DNS servers to answer"),
+    (
+        "nftables",
+        "`bench drop`: the nftables netdev-ingress set mxscreen is measured against",
+    ),
+    (
+        "iptables",
+        "`bench drop`: the ip6tables raw-table rule (legacy backend) in front of ipset",
+    ),
+    (
+        "ipset",
+        "`bench drop`: the ipset hash:ip set mxscreen is measured against",
+    ),
     ("zlib1g-dev", "bpf-linker links against zlib"),
     ("gcc", "building bpf-linker and C-backed crates"),
 ];
