@@ -129,9 +129,15 @@ pub fn pin(cpu: usize) {
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("pin to a CPU");
 }
 
-fn thread_cpu_ns() -> u64 {
+/// CPU time of the calling thread, ns.
+pub fn thread_cpu_ns() -> u64 {
     let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID).unwrap();
     ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
+}
+
+/// CPU time of `ksoftirqd/<cpu>` so far, ns (0 if it cannot be read).
+pub fn softirqd_ns(cpu: usize) -> u64 {
+    ksoftirqd(cpu).map_or(0, task_ns)
 }
 
 /// The pid of `ksoftirqd/<cpu>`.

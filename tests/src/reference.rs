@@ -25,6 +25,8 @@ pub enum Program {
     PassAll,
     /// Parse to the TCP SYN, one hash lookup of the source, drop on a hit.
     HashDrop,
+    /// The same lookup; pass everything.
+    HashPass,
 }
 
 impl Program {
@@ -33,6 +35,7 @@ impl Program {
             Self::DropAll => "bench_drop_all",
             Self::PassAll => "bench_pass_all",
             Self::HashDrop => "bench_hash_drop",
+            Self::HashPass => "bench_hash_pass",
         }
     }
 }
@@ -67,7 +70,12 @@ impl Reference {
             .map_max_entries("BARE_V6", set_size)
             .load(OBJECT)
             .unwrap_or_else(|e| panic!("loading the reference programs (root?): {e:#}"));
-        for p in [Program::DropAll, Program::PassAll, Program::HashDrop] {
+        for p in [
+            Program::DropAll,
+            Program::PassAll,
+            Program::HashDrop,
+            Program::HashPass,
+        ] {
             let prog: &mut Xdp = ebpf.program_mut(p.name()).unwrap().try_into().unwrap();
             prog.load()
                 .unwrap_or_else(|e| panic!("verifier rejected {}: {e:#}", p.name()));
