@@ -93,3 +93,53 @@ pub fn record(section: &str, command: &str, body: &str) {
         .expect("append to BENCHMARKS.md");
     eprintln!("recorded in {}", path.display());
 }
+
+/// A process's CPU time so far, ns, from /proc/PID/stat (clock ticks): its own, plus its
+/// reaped children's with `children` (Exim's connection processes are).
+pub fn process_cpu_ns(pid: u32, children: bool) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some(after) = s.rfind(')').map(|i| &s[i + 2..]) else {
+        return 0;
+    };
+    let f: Vec<u64> = after
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0))
+        .collect();
+    // Fields 14-17 of stat, counted from the state (field 3) here: utime, stime, cutime, cstime.
+    let ticks = f[11] + f[12] + if children { f[13] + f[14] } else { 0 };
+    ticks * 1_000_000_000 / ticks_per_sec()
+}
+
+/// Time all CPUs spent in softirq so far, ns (/proc/stat; without IRQ time accounting the
+/// kernel counts it by sampling the tick, so short runs read coarse).
+pub fn softirq_ns() -> u64 {
+    let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: u64 = s
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .and_then(|l| l.split_whitespace().nth(7)?.parse().ok())
+        .unwrap_or(0);
+    ticks * 1_000_000_000 / ticks_per_sec()
+}
+
+fn ticks_per_sec() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as u64
+}
+
+/// The children of `pid` still alive.
+pub fn children(pid: u32) -> usize {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+                return false;
+            };
+            stat.rfind(')')
+                .and_then(|i| stat[i + 2..].split_whitespace().nth(1)?.parse::<u32>().ok())
+                == Some(pid)
+        })
+        .count()
+}

@@ -11,4 +11,5 @@ pub mod netns;
 pub mod packets;
 pub mod receivers;
 pub mod reference;
+pub mod smtp;
 pub mod testbed;

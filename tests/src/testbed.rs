@@ -288,6 +288,7 @@ impl Testbed {
                 hostname: "mx.e2e.test".into(),
                 local_domain: MAIL_DOMAIN.into(),
                 dnsbl: DNSBL_ZONE.into(),
+                dnsbl_refuses: false,
                 ports: vec![25, SUBMISSION_PORT],
             },
         );

@@ -17,8 +17,6 @@ struct Suite {
     args: &'static [&'static str],
     /// Whether the tests in it may run in parallel (kernel/namespace suites do not).
     parallel: bool,
-    /// Whether it needs the release build of `mxscreen` too.
-    release: bool,
 }
 
 const SUITES: &[Suite] = &[
@@ -26,7 +24,6 @@ const SUITES: &[Suite] = &[
         name: "unit",
         args: &["-p", "filter-common", "-p", "filter-user", "-p", "xtask"],
         parallel: true,
-        release: false,
     },
     Suite {
         name: "datapath",
@@ -39,19 +36,16 @@ const SUITES: &[Suite] = &[
             "lists",
         ],
         parallel: true,
-        release: false,
     },
     Suite {
         name: "netns",
         args: &["-p", "mxscreen-tests", "--test", "netns"],
         parallel: false,
-        release: false,
     },
     Suite {
         name: "reputation",
         args: &["-p", "mxscreen-tests", "--test", "reputation"],
         parallel: false,
-        release: false,
     },
     Suite {
         name: "daemon",
@@ -64,15 +58,22 @@ const SUITES: &[Suite] = &[
             "feeds",
         ],
         parallel: false,
-        release: true,
     },
     Suite {
         name: "e2e",
         args: &["-p", "mxscreen-tests", "--test", "e2e"],
         parallel: false,
-        release: false,
     },
 ];
+
+/// The `bench` suite: each benchmark's `--quick` smoke run, so the harnesses never rot (a
+/// minute or two each; they assert what they measure, and record nothing).
+const BENCH_SMOKES: &[&str] = &["drop", "mta"];
+const BENCH_SUITE: &str = "bench";
+
+/// Suites that run the release build of `mxscreen`: what is measured against the product's
+/// numbers (the million-line feed of the daemon suite, the benchmarks).
+const NEEDS_RELEASE: &[&str] = &["daemon", BENCH_SUITE];
 
 #[derive(Default)]
 struct Tally {
@@ -111,9 +112,10 @@ pub fn run(filter: Option<&str>) -> Result<()> {
         .iter()
         .filter(|s| filter.is_none_or(|f| s.name.contains(f)))
         .collect();
-    if suites.is_empty() {
+    let benches = filter.is_none_or(|f| BENCH_SUITE.contains(f));
+    if suites.is_empty() && !benches {
         bail!(
-            "no suite matches {filter:?}; suites: {}",
+            "no suite matches {filter:?}; suites: {}, {BENCH_SUITE}",
             SUITES.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
         );
     }
@@ -123,7 +125,8 @@ pub fn run(filter: Option<&str>) -> Result<()> {
     // The daemon and end-to-end suites run the real binary; what is measured against the
     // product's numbers (the million-line feed, the benchmarks) runs the release build.
     status(cargo().args(["build", "-p", "filter-user", "--bin", "mxscreen"]))?;
-    if suites.iter().any(|s| s.release) {
+    let names = suites.iter().map(|s| s.name);
+    if benches || names.into_iter().any(|n| NEEDS_RELEASE.contains(&n)) {
         status(cargo().args([
             "build",
             "--release",
@@ -165,6 +168,34 @@ pub fn run(filter: Option<&str>) -> Result<()> {
         total.passed += t.passed;
         total.failed += t.failed;
         total.ignored += t.ignored;
+    }
+    if benches {
+        eprintln!("\n=== suite {BENCH_SUITE} ===");
+        for name in BENCH_SMOKES {
+            let bin = format!("bench_{name}");
+            let ok = cargo()
+                .args([
+                    "run",
+                    "--release",
+                    "--quiet",
+                    "-p",
+                    "mxscreen-tests",
+                    "--bin",
+                ])
+                .args([bin.as_str(), "--", "--quick"])
+                .status()?
+                .success();
+            println!(
+                "bench {name} --quick ... {}",
+                if ok { "ok" } else { "FAILED" }
+            );
+            if ok {
+                total.passed += 1;
+            } else {
+                total.failed += 1;
+                failed_suites.push(BENCH_SUITE);
+            }
+        }
     }
     eprintln!();
     if !failed_suites.is_empty() {
