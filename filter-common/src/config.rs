@@ -43,10 +43,14 @@ pub struct DatapathConfig {
     /// Clock calibration. The datapath reads jiffies (an inlined load, ~1 ns) instead of
     /// calling the coarse-clock helper (~13 ns per SYN, BENCHMARKS.md) and converts:
     /// `now = clock_ns + (jiffies - clock_jiffies) * tick_ns`. Userspace samples both clocks
-    /// together on every config write. `tick_ns` 0: not calibrated, read the coarse clock.
+    /// together on every config write. `tick_ns` 0: not calibrated: nothing is cached, and
+    /// the coarse clock is read for everything.
     pub clock_jiffies: u64,
     pub clock_ns: u64,
     pub tick_ns: u64,
+    /// `alive_ns + stale_after_ns` in jiffies by the same calibration (`DatapathMaps` fills it;
+    /// 0 with no guard): the cached path's stale check is one compare.
+    pub stale_jiffies: u64,
     /// The same ports as a bitmap (bit `p % 64` of word `p / 64`): one load and a shift per
     /// SYN, whatever the number of ports. Written together with `ports` by `set_ports`.
     pub port_bits: [u64; PORT_WORDS],
@@ -79,6 +83,7 @@ impl DatapathConfig {
             clock_jiffies: 0,
             clock_ns: 0,
             tick_ns: 0,
+            stale_jiffies: 0,
             port_bits: [0; PORT_WORDS],
         }
     }
@@ -97,6 +102,23 @@ impl DatapathConfig {
             self.port_bits[usize::from(*p) / 64] |= 1 << (p % 64);
         }
         true
+    }
+
+    /// The last jiffy at which the calibrated clock has not passed `ns` (rounded down, in
+    /// the past too); `None` uncalibrated. A cached deadline holds while jiffies are below it;
+    /// the heartbeat is stale once they are above it.
+    pub const fn jiffies_at(&self, ns: u64) -> Option<u64> {
+        let tick = self.tick_ns;
+        if tick == 0 {
+            return None;
+        }
+        if ns >= self.clock_ns {
+            return Some(self.clock_jiffies + (ns - self.clock_ns) / tick);
+        }
+        // Before the calibration: floor of a negative offset (no signed division here: the
+        // datapath's target lacks it).
+        let behind = (self.clock_ns - ns).div_ceil(tick);
+        Some(self.clock_jiffies.saturating_sub(behind))
     }
 
     /// Whether SYNs to `port` are screened.

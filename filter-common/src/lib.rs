@@ -28,7 +28,7 @@ pub use self::{
     event::NewPeerEvent,
     lists::{Lengths, ListEntry, ListIndex, ListKey, ListValue, Table, V4_LENGTHS, V6_LENGTHS},
     names::{Action, Reason},
-    peer::{Decision, PEER_VERDICT, Peer, Seen, Verdict},
+    peer::{Decision, PEER_VERDICT, Peer, Seen, Verdict, seconds_up},
 };
 
 /// The most destination ports the datapath screens (the `ports` array in [`DatapathConfig`]).
@@ -103,7 +103,8 @@ mod tests {
         assert_eq!(size_of::<Verdict>(), 1 + 1 + 6 + 8 + 8 + 8);
         assert_eq!(size_of::<ListEntry>(), 1 + 7 + 8 + 8);
         assert_eq!(size_of::<Seen>(), 16);
-        assert_eq!(size_of::<Peer>(), 4 + 4 + 4 + 4 + 7 * 8);
+        // With a 16-byte key, the kernel's 48-byte element header and this, two cache lines.
+        assert_eq!(size_of::<Peer>(), 64);
         assert_eq!(size_of::<ListKey<[u8; 4]>>(), 4 + 4);
         assert_eq!(size_of::<ListKey<[u8; 16]>>(), 4 + 16);
         assert_eq!(size_of::<ListValue>(), 8 + 4 + 4);
@@ -113,7 +114,7 @@ mod tests {
         );
         assert_eq!(
             size_of::<DatapathConfig>(),
-            2 * MAX_PORTS + 4 + 4 + 7 * 8 + 4 + 4 + 3 * 8 + 8 * PORT_WORDS
+            2 * MAX_PORTS + 4 + 4 + 7 * 8 + 4 + 4 + 4 * 8 + 8 * PORT_WORDS
         );
         assert_eq!(size_of::<NewPeerEvent>(), 16 + 1 + 1 + 2 + 4 + 8);
     }
@@ -159,6 +160,21 @@ mod tests {
     }
 
     #[test]
+    fn deadlines_convert_to_jiffies_rounding_down() {
+        let mut c = DatapathConfig::empty();
+        assert_eq!(c.jiffies_at(5), None);
+        c.tick_ns = 4_000_000;
+        c.clock_jiffies = 1000;
+        c.clock_ns = 10_000_000_000;
+        assert_eq!(c.jiffies_at(10_000_000_000), Some(1000));
+        assert_eq!(c.jiffies_at(10_007_999_999), Some(1001));
+        assert_eq!(c.jiffies_at(10_008_000_000), Some(1002));
+        assert_eq!(c.jiffies_at(9_999_999_999), Some(999));
+        assert_eq!(c.jiffies_at(9_996_000_000), Some(999));
+        assert_eq!(c.jiffies_at(0), Some(0));
+    }
+
+    #[test]
     fn ports_are_bounded() {
         let mut c = DatapathConfig::empty();
         assert!(c.set_ports(&[25, 587]));
@@ -177,8 +193,11 @@ mod tests {
         p.first_seen_ns = 5;
         p.list_gen = 9;
         p.decision = Decision::Unknown as u8;
-        let v = Verdict::new(Action::Drop, Reason::Reputation, 77);
+        let mut v = Verdict::new(Action::Drop, Reason::Reputation, 77);
+        v.explain_at_ns = 3_000_000_001;
         p.set_verdict(&v);
+        // The explanation's time in whole seconds, rounded up.
+        v.explain_at_ns = 4_000_000_000;
         assert_eq!(p.verdict(), Some(v));
         assert_eq!((p.list_gen, p.decision), (0, Decision::None as u8));
         p.clear_verdict();

@@ -23,7 +23,8 @@ pub struct Verdict {
     /// For a reputation `drop`: CLOCK_MONOTONIC_COARSE ns from which the next SYN is let
     /// through to the MTA so it can explain the refusal (see
     /// [`crate::DatapathConfig::explain_window_ns`]); 0 = the next SYN. The datapath moves it
-    /// one window ahead each time it lets one through.
+    /// one window ahead each time it lets one through, and keeps it in whole seconds
+    /// (rounded up).
     pub explain_at_ns: u64,
 }
 
@@ -68,6 +69,18 @@ pub struct Seen {
     pub last_event_ns: u64,
 }
 
+const NS_PER_S: u64 = 1_000_000_000;
+
+/// Nanoseconds in whole seconds, rounded up (saturating at the u32 range, 136 years).
+pub const fn seconds_up(ns: u64) -> u32 {
+    let s = ns.div_ceil(NS_PER_S);
+    if s > u32::MAX as u64 {
+        u32::MAX
+    } else {
+        s as u32
+    }
+}
+
 /// [`Peer::flags`]: the entry holds a verdict from userspace.
 pub const PEER_VERDICT: u8 = 1 << 0;
 
@@ -103,7 +116,7 @@ pub enum Decision {
 /// The value of `PEERS_V4`/`_V6`, keyed by the full source address (network byte order).
 ///
 /// The fields read on every SYN come first, next to the key: a cached decision is one hash
-/// lookup, a generation compare, a clock compare and a counter. Userspace writes the verdict
+/// lookup, a generation compare, a jiffies compare and a counter. Userspace writes the verdict
 /// fields and zeroes `list_gen` (a write replaces the whole entry, so no cached decision survives a
 /// verdict change); the datapath writes the rest in place.
 #[repr(C)]
@@ -121,16 +134,19 @@ pub struct Peer {
     pub flags: u8,
     /// `HITS` slot of the list entry that decided (list decisions only).
     pub slot: u32,
-    pub _pad: u32,
-    /// The cached decision holds until this datapath-clock time (the first expiry, window end
-    /// or explanation due among what made it); 0 = no time limit.
-    pub until_ns: u64,
+    /// [`Verdict::explain_at_ns`] in whole seconds of the same clock, rounded up (explain
+    /// windows are hours; the entry stays 64 bytes, so with its key it fills exactly two
+    /// cache lines).
+    pub explain_at_s: u32,
+    /// The cached decision holds while jiffies are below this: the first expiry, window end
+    /// or explanation due among what made it, converted with the config's clock calibration
+    /// and rounded down (a decision ends early, never late). `u64::MAX`: no time limit; 0:
+    /// nothing cached.
+    pub until_jiffies: u64,
     /// SYNs the verdict decided.
     pub hits: u64,
     /// The verdict's expiry; 0 = never.
     pub expires_ns: u64,
-    /// See [`Verdict::explain_at_ns`].
-    pub explain_at_ns: u64,
     /// First subject SYN of an unknown source (0: not seen as unknown).
     pub first_seen_ns: u64,
     /// Last new-peer event for it (0: never reported).
@@ -149,11 +165,10 @@ impl Peer {
             reason: 0,
             flags: 0,
             slot: 0,
-            _pad: 0,
-            until_ns: 0,
+            explain_at_s: 0,
+            until_jiffies: 0,
             hits: 0,
             expires_ns: 0,
-            explain_at_ns: 0,
             first_seen_ns: 0,
             last_event_ns: 0,
             tat_ns: 0,
@@ -171,7 +186,7 @@ impl Peer {
             _pad: [0; 6],
             expires_ns: self.expires_ns,
             hits: self.hits,
-            explain_at_ns: self.explain_at_ns,
+            explain_at_ns: self.explain_at_s as u64 * NS_PER_S,
         })
     }
 
@@ -181,7 +196,7 @@ impl Peer {
         self.reason = v.reason;
         self.expires_ns = v.expires_ns;
         self.hits = v.hits;
-        self.explain_at_ns = v.explain_at_ns;
+        self.explain_at_s = seconds_up(v.explain_at_ns);
         self.flags |= PEER_VERDICT;
         self.forget_decision();
     }
@@ -192,7 +207,7 @@ impl Peer {
         self.reason = 0;
         self.expires_ns = 0;
         self.hits = 0;
-        self.explain_at_ns = 0;
+        self.explain_at_s = 0;
         self.flags &= !PEER_VERDICT;
         self.forget_decision();
     }
@@ -201,7 +216,7 @@ impl Peer {
     pub const fn forget_decision(&mut self) {
         self.list_gen = 0;
         self.decision = Decision::None as u8;
-        self.until_ns = 0;
+        self.until_jiffies = 0;
     }
 
     /// First contact and last report, if the source was ever seen as unknown.

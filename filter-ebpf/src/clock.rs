@@ -4,11 +4,12 @@
 //! Calling `bpf_ktime_get_coarse_ns` costs ~13 ns per SYN (a helper call and a seqcount
 //! read: BENCHMARKS.md), a third of a cached decision. `bpf_jiffies64` is inlined by the
 //! verifier into one load, and jiffies tick with the coarse clock, so userspace samples both
-//! together ([`mxscreen_clock`], run by BPF_PROG_TEST_RUN on every config write) and the
-//! cached path [`estimate`]s the time from jiffies. The estimate is set a few ticks ahead of
-//! the coarse clock, so a cached decision ends a little early (and is made again), never
-//! late. Everything that decides or is stamped — the slow path — reads the coarse clock
-//! itself ([`exact`]). Uncalibrated (`tick_ns` 0) the estimate is the coarse clock.
+//! together ([`mxscreen_clock`], run by BPF_PROG_TEST_RUN on every config write), and the
+//! cached path compares [`jiffies`] with deadlines converted to jiffies (a cached decision's
+//! `until_jiffies`, the heartbeat's `stale_jiffies`). The calibration is set a few ticks ahead
+//! of the coarse clock and conversions round down, so a cached decision ends a little early
+//! (and is made again), never late. Everything that decides or is stamped — the slow path —
+//! reads the coarse clock itself ([`exact`]).
 
 use aya_ebpf::{
     bindings::xdp_action,
@@ -25,18 +26,38 @@ pub fn exact() -> u64 {
     unsafe { bpf_ktime_get_coarse_ns() }
 }
 
-/// Now, estimated from jiffies and the calibration: never behind [`exact`], at most a few
-/// ticks ahead. Enough to tell whether a cached decision still holds and whether the
-/// heartbeat is fresh.
+/// Jiffies now (inlined by the verifier into one load); `u64::MAX` when the config carries no
+/// calibration, so no cached decision holds and everything goes the exact way.
 #[inline(always)]
-pub fn estimate(cfg: &DatapathConfig) -> u64 {
+pub fn jiffies(cfg: &DatapathConfig) -> u64 {
+    if cfg.tick_ns == 0 {
+        return u64::MAX;
+    }
+    // SAFETY: a helper without arguments.
+    unsafe { bpf_jiffies64() }
+}
+
+/// Now in nanoseconds, estimated from `jiffies`: never behind [`exact`], at most a few ticks
+/// ahead (what a cached limit decision paces its token bucket with).
+#[inline(always)]
+pub fn estimate(cfg: &DatapathConfig, jiffies: u64) -> u64 {
     if cfg.tick_ns == 0 {
         return exact();
     }
-    // SAFETY: a helper without arguments.
-    let jiffies = unsafe { bpf_jiffies64() };
     let ticks = jiffies.wrapping_sub(cfg.clock_jiffies) as i64;
     (cfg.clock_ns as i64).wrapping_add(ticks.wrapping_mul(cfg.tick_ns as i64)) as u64
+}
+
+/// Whether the daemon's heartbeat is stale (the fail-open guard).
+#[inline(always)]
+pub fn stale(cfg: &DatapathConfig, jiffies: u64) -> bool {
+    if cfg.stale_after_ns == 0 {
+        return false;
+    }
+    if cfg.tick_ns == 0 {
+        return exact().saturating_sub(cfg.alive_ns) > cfg.stale_after_ns;
+    }
+    jiffies > cfg.stale_jiffies
 }
 
 /// Never attached. Run by userspace on a 24-byte frame, it writes jiffies, the coarse clock

@@ -3,8 +3,8 @@
 //!
 //! For a subject SYN the source's [`Peer`] entry is looked up; when it holds a decision made
 //! under the current generation of the lists (`DatapathConfig::list_gen`) that has not run
-//! out (`until_ns`), that decision is applied: one hash lookup, two compares and two per-CPU
-//! counters. Otherwise [`crate::slow`] walks the lists and the verdict in order of precedence
+//! out (`until_jiffies`), that decision is applied: one hash lookup, two compares and two
+//! per-CPU counters. Otherwise [`crate::slow`] walks the lists and the verdict in order of precedence
 //! (allow → deny → limit → the source's verdict → a prefix verdict → unknown), applies the
 //! result and caches it.
 
@@ -46,16 +46,16 @@ pub fn screen<I: Ingress>(data: usize, data_end: usize, ingress: I) -> Fate {
     if !cfg.screens(dst_port) {
         return pass(Counter::PassedNotSubject);
     }
-    let now = clock::estimate(cfg);
+    let jiffies = clock::jiffies(cfg);
     // The daemon stopped beating (dead, hung, or gone while a netlink tc filter stays
     // attached): decide nothing, pass everything. Mail flows unscreened rather than not at all.
-    if cfg.stale_after_ns != 0 && now.saturating_sub(cfg.alive_ns) > cfg.stale_after_ns {
+    if clock::stale(cfg, jiffies) {
         return pass(Counter::PassedStale);
     }
     let counter = match src {
         // SAFETY: the address lies inside the frame (checked by the parser).
-        Source::V4(addr) => decide::<V4, I>(unsafe { &*addr }, dst_port, ingress, cfg, now),
-        Source::V6(addr) => decide::<V6, I>(unsafe { &*addr }, dst_port, ingress, cfg, now),
+        Source::V4(addr) => decide::<V4, I>(unsafe { &*addr }, dst_port, ingress, cfg, jiffies),
+        Source::V6(addr) => decide::<V6, I>(unsafe { &*addr }, dst_port, ingress, cfg, jiffies),
     };
     count(counter);
     if !drops(counter) {
@@ -86,15 +86,15 @@ fn pass(counter: Counter) -> Fate {
     Fate::Pass
 }
 
-/// The source's cached decision if it still holds, else the slow path. `now` is the
-/// estimate: see [`clock`].
+/// The source's cached decision if it still holds (made under this generation, before its
+/// `until_jiffies`), else the slow path.
 #[inline(always)]
 fn decide<F: Family, I: Ingress>(
     addr: &F::Addr,
     dst_port: u16,
     ingress: I,
     cfg: &DatapathConfig,
-    now: u64,
+    jiffies: u64,
 ) -> Counter {
     let peer = F::peers()
         .get_ptr_mut(addr)
@@ -103,8 +103,8 @@ fn decide<F: Family, I: Ingress>(
         // SAFETY: a pointer into the map value, valid for this program run.
         let p = unsafe { &mut *peer };
         if p.list_gen == cfg.list_gen
-            && (p.until_ns == 0 || p.until_ns > now)
-            && let Some(outcome) = act(p, cfg, now)
+            && p.until_jiffies > jiffies
+            && let Some(outcome) = act(p, cfg, || clock::estimate(cfg, jiffies))
         {
             return outcome;
         }
@@ -119,9 +119,9 @@ pub fn live(expires_ns: u64, now: u64) -> bool {
 }
 
 /// Applies the decision cached in `p` and bumps its hit counter; `None` for a byte that is no
-/// decision (the slow path then makes one).
+/// decision (the slow path then makes one). `now` is read only by a limit decision.
 #[inline(always)]
-pub fn act(p: &mut Peer, cfg: &DatapathConfig, now: u64) -> Option<Counter> {
+pub fn act(p: &mut Peer, cfg: &DatapathConfig, now: impl FnOnce() -> u64) -> Option<Counter> {
     const ALLOW: u8 = Decision::Allow as u8;
     const DENY: u8 = Decision::Deny as u8;
     const DENY_FEED: u8 = Decision::DenyFeed as u8;
@@ -147,7 +147,7 @@ pub fn act(p: &mut Peer, cfg: &DatapathConfig, now: u64) -> Option<Counter> {
         }
         LIST_LIMIT => {
             hit(p.slot);
-            limit(p, cfg, now)
+            limit(p, cfg, now())
         }
         PREFIX_DROP => {
             hit(p.slot);
@@ -163,7 +163,7 @@ pub fn act(p: &mut Peer, cfg: &DatapathConfig, now: u64) -> Option<Counter> {
         }
         VERDICT_LIMIT => {
             bump(&mut p.hits);
-            limit(p, cfg, now)
+            limit(p, cfg, now())
         }
         UNKNOWN => Counter::Unknown,
         HELD => Counter::Held,

@@ -4,14 +4,14 @@
 //! unknown; the result is applied, and cached in the source's [`Peer`] entry (created here for
 //! a new source) with the generation it was made under and the time it holds until.
 //!
-//! Everything that changes with time ends a cached decision through `until_ns` and comes
-//! back here: an entry's or a verdict's expiry, the next explained refusal, the end of the
+//! Everything that changes with time ends a cached decision through `until_jiffies` and
+//! comes back here: an entry's or a verdict's expiry, the next explained refusal, the end of the
 //! hold and dedup windows. The cached path never reads the clock for anything else.
 
 use aya_ebpf::{bindings::BPF_NOEXIST, cty::c_void, helpers::bpf_loop};
 use filter_common::{
     Action, Counter, DatapathConfig, Decision, FLAG_HOLD, ListIndex, ListKey, ListValue,
-    NewPeerEvent, PEER_VERDICT, Peer, Reason, Table,
+    NewPeerEvent, PEER_VERDICT, Peer, Reason, Table, seconds_up,
 };
 
 use crate::{
@@ -69,6 +69,12 @@ pub fn decide<F: Family, I: Ingress>(
         cache_entry(p, &v, cfg, now)
     } else {
         unknown::<F>(p, addr, &origin, cfg, now)
+    };
+    // The decision's deadline in jiffies (what the cached path compares).
+    p.until_jiffies = match p.until_jiffies {
+        UNTIL_NEVER => u64::MAX,
+        UNTIL_NOW => 0,
+        ns => cfg.jiffies_at(ns).unwrap_or(0),
     };
     // Published last, so a concurrent reader never pairs this generation with the decision
     // that was there before.
@@ -176,12 +182,23 @@ extern "C" fn probe_one<F: Family>(i: u64, ctx: *mut c_void) -> i64 {
     0
 }
 
+/// While a decision is made, `until_jiffies` holds its deadline in coarse nanoseconds, or
+/// one of these; `decide` converts it before publishing.
+const UNTIL_NEVER: u64 = 0;
+const UNTIL_NOW: u64 = 1;
+
+/// A deadline in ns (0 = never) as the slow path writes it.
+#[inline(always)]
+fn until(ns: u64) -> u64 {
+    if ns == 0 { UNTIL_NEVER } else { ns.max(2) }
+}
+
 /// Caches a list entry's decision (set by the caller) until the entry expires, and applies it.
 #[inline(always)]
 fn cache_entry(p: &mut Peer, v: &ListValue, cfg: &DatapathConfig, now: u64) -> Counter {
     p.slot = v.slot;
-    p.until_ns = v.expires_ns;
-    act(p, cfg, now).unwrap_or(Counter::PassedNotSubject)
+    p.until_jiffies = until(v.expires_ns);
+    act(p, cfg, || now).unwrap_or(Counter::PassedNotSubject)
 }
 
 /// The earlier of two times where 0 means "never".
@@ -197,7 +214,7 @@ fn earliest(a: u64, b: u64) -> u64 {
 #[inline(always)]
 fn verdict(p: &mut Peer, cfg: &DatapathConfig, now: u64) -> Counter {
     p.slot = 0;
-    p.until_ns = p.expires_ns;
+    p.until_jiffies = until(p.expires_ns);
     p.decision = match Action::from_u8(p.action) {
         Some(Action::Drop) => Decision::VerdictDrop,
         Some(Action::Limit) => Decision::VerdictLimit,
@@ -206,17 +223,20 @@ fn verdict(p: &mut Peer, cfg: &DatapathConfig, now: u64) -> Counter {
     } as u8;
     let explained = p.action == Action::Drop as u8 && p.reason == Reason::Reputation as u8;
     if explained && cfg.explain_window_ns != 0 {
-        let due = now >= p.explain_at_ns;
+        let due = now >= p.explain_at_s as u64 * 1_000_000_000;
         if due {
-            p.explain_at_ns = now + cfg.explain_window_ns;
+            p.explain_at_s = seconds_up(now + cfg.explain_window_ns);
         }
-        p.until_ns = earliest(p.expires_ns, p.explain_at_ns);
+        p.until_jiffies = until(earliest(
+            p.expires_ns,
+            p.explain_at_s as u64 * 1_000_000_000,
+        ));
         if due {
             bump(&mut p.hits);
             return Counter::Explained;
         }
     }
-    act(p, cfg, now).unwrap_or(Counter::PassedVerdict)
+    act(p, cfg, || now).unwrap_or(Counter::PassedVerdict)
 }
 
 /// No decision for the source: report it to userspace (once per dedup window) and pass, or
@@ -243,11 +263,11 @@ fn unknown<F: Family>(
     let hold_end = p.first_seen_ns.saturating_add(cfg.hold_window_ns);
     let held = cfg.flags & FLAG_HOLD != 0 && reported && now < hold_end;
     let dedup_end = p.last_event_ns.saturating_add(cfg.dedup_window_ns);
-    p.until_ns = match (reported, held) {
+    p.until_jiffies = match (reported, held) {
         // Not told: try again on the next SYN.
-        (false, _) => now,
-        (true, true) => earliest(dedup_end, hold_end),
-        (true, false) => dedup_end,
+        (false, _) => UNTIL_NOW,
+        (true, true) => until(earliest(dedup_end, hold_end)),
+        (true, false) => until(dedup_end),
     };
     p.decision = if held {
         Decision::Held

@@ -146,6 +146,12 @@ impl DatapathMaps {
         cfg.clock_jiffies = cal.jiffies;
         cfg.clock_ns = cal.ns;
         cfg.tick_ns = cal.tick_ns;
+        cfg.stale_jiffies = match cfg.stale_after_ns {
+            0 => 0,
+            after => cfg
+                .jiffies_at(cfg.alive_ns.saturating_add(after))
+                .unwrap_or(0),
+        };
         self.config
             .set(0, cfg, 0)
             .context("writing the datapath config")
