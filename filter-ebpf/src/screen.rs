@@ -52,13 +52,20 @@ pub fn screen<I: Ingress>(data: usize, data_end: usize, ingress: I) -> Fate {
     if clock::stale(cfg, jiffies) {
         return pass(Counter::PassedStale);
     }
-    let counter = match src {
+    match src {
         // SAFETY: the address lies inside the frame (checked by the parser).
         Source::V4(addr) => decide::<V4, I>(unsafe { &*addr }, dst_port, ingress, cfg, jiffies),
         Source::V6(addr) => decide::<V6, I>(unsafe { &*addr }, dst_port, ingress, cfg, jiffies),
-    };
+    }
+}
+
+/// Counts the outcome and returns what it does with the frame (observe mode passes what
+/// would be dropped, and counts that too). `drop` is a constant where the outcome is, so
+/// the cached path tests nothing to know it.
+#[inline(always)]
+fn finish(cfg: &DatapathConfig, counter: Counter, drop: bool) -> Fate {
     count(counter);
-    if !drops(counter) {
+    if !drop {
         return Fate::Pass;
     }
     if cfg.flags & FLAG_OBSERVE != 0 {
@@ -95,7 +102,7 @@ fn decide<F: Family, I: Ingress>(
     ingress: I,
     cfg: &DatapathConfig,
     jiffies: u64,
-) -> Counter {
+) -> Fate {
     let peer = F::peers()
         .get_ptr_mut(addr)
         .unwrap_or(core::ptr::null_mut());
@@ -104,12 +111,13 @@ fn decide<F: Family, I: Ingress>(
         let p = unsafe { &mut *peer };
         if p.list_gen == cfg.list_gen
             && p.until_jiffies > jiffies
-            && let Some(outcome) = act(p, cfg, || clock::estimate(cfg, jiffies))
+            && let Some((counter, drop)) = act(p, cfg, || clock::estimate(cfg, jiffies))
         {
-            return outcome;
+            return finish(cfg, counter, drop);
         }
     }
-    slow::decide::<F, I>(peer, addr, dst_port, ingress, cfg)
+    let counter = slow::decide::<F, I>(peer, addr, dst_port, ingress, cfg);
+    finish(cfg, counter, drops(counter))
 }
 
 /// An entry counts while its expiry (CLOCK_MONOTONIC_COARSE ns, 0 = never) lies in the future.
@@ -118,10 +126,15 @@ pub fn live(expires_ns: u64, now: u64) -> bool {
     expires_ns == 0 || expires_ns > now
 }
 
-/// Applies the decision cached in `p` and bumps its hit counter; `None` for a byte that is no
-/// decision (the slow path then makes one). `now` is read only by a limit decision.
+/// Applies the decision cached in `p` and bumps its hit counter: the outcome, and whether
+/// it drops; `None` for a byte that is no decision (the slow path then makes one). `now` is
+/// read only by a limit decision.
 #[inline(always)]
-pub fn act(p: &mut Peer, cfg: &DatapathConfig, now: impl FnOnce() -> u64) -> Option<Counter> {
+pub fn act(
+    p: &mut Peer,
+    cfg: &DatapathConfig,
+    now: impl FnOnce() -> u64,
+) -> Option<(Counter, bool)> {
     const ALLOW: u8 = Decision::Allow as u8;
     const DENY: u8 = Decision::Deny as u8;
     const DENY_FEED: u8 = Decision::DenyFeed as u8;
@@ -135,15 +148,15 @@ pub fn act(p: &mut Peer, cfg: &DatapathConfig, now: impl FnOnce() -> u64) -> Opt
     Some(match p.decision {
         ALLOW => {
             hit(p.slot);
-            Counter::PassedAllow
+            (Counter::PassedAllow, false)
         }
         DENY => {
             hit(p.slot);
-            Counter::DroppedDeny
+            (Counter::DroppedDeny, true)
         }
         DENY_FEED => {
             hit(p.slot);
-            Counter::DroppedFeed
+            (Counter::DroppedFeed, true)
         }
         LIST_LIMIT => {
             hit(p.slot);
@@ -151,22 +164,22 @@ pub fn act(p: &mut Peer, cfg: &DatapathConfig, now: impl FnOnce() -> u64) -> Opt
         }
         PREFIX_DROP => {
             hit(p.slot);
-            Counter::DroppedVerdict
+            (Counter::DroppedVerdict, true)
         }
         VERDICT_PASS => {
             bump(&mut p.hits);
-            Counter::PassedVerdict
+            (Counter::PassedVerdict, false)
         }
         VERDICT_DROP => {
             bump(&mut p.hits);
-            Counter::DroppedVerdict
+            (Counter::DroppedVerdict, true)
         }
         VERDICT_LIMIT => {
             bump(&mut p.hits);
             limit(p, cfg, now())
         }
-        UNKNOWN => Counter::Unknown,
-        HELD => Counter::Held,
+        UNKNOWN => (Counter::Unknown, false),
+        HELD => (Counter::Held, true),
         _ => return None,
     })
 }
@@ -185,11 +198,11 @@ pub fn bump(hits: &mut u64) {
 /// one interval further. Concurrent CPUs may race on TAT; the worst case lets a SYN or two
 /// more through, which is harmless for a rate limit.
 #[inline(always)]
-pub fn limit(p: &mut Peer, cfg: &DatapathConfig, now: u64) -> Counter {
+pub fn limit(p: &mut Peer, cfg: &DatapathConfig, now: u64) -> (Counter, bool) {
     let tat = if p.tat_ns > now { p.tat_ns } else { now };
     if tat - now > cfg.limit_tolerance_ns {
-        return Counter::Limited;
+        return (Counter::Limited, true);
     }
     p.tat_ns = tat + cfg.limit_interval_ns;
-    Counter::PassedLimit
+    (Counter::PassedLimit, false)
 }

@@ -198,7 +198,7 @@ fn until(ns: u64) -> u64 {
 fn cache_entry(p: &mut Peer, v: &ListValue, cfg: &DatapathConfig, now: u64) -> Counter {
     p.slot = v.slot;
     p.until_jiffies = until(v.expires_ns);
-    act(p, cfg, || now).unwrap_or(Counter::PassedNotSubject)
+    act(p, cfg, || now).map_or(Counter::PassedNotSubject, |(c, _)| c)
 }
 
 /// The earlier of two times where 0 means "never".
@@ -236,7 +236,7 @@ fn verdict(p: &mut Peer, cfg: &DatapathConfig, now: u64) -> Counter {
             return Counter::Explained;
         }
     }
-    act(p, cfg, || now).unwrap_or(Counter::PassedVerdict)
+    act(p, cfg, || now).map_or(Counter::PassedVerdict, |(c, _)| c)
 }
 
 /// No decision for the source: report it to userspace (once per dedup window) and pass, or
