@@ -135,6 +135,47 @@ fn a_reloaded_feed_writes_only_the_difference() {
     }
 }
 
+/// A load the lists cannot hold beside what they hold is refused before anything is written:
+/// the feed's last load is still enforced, whole.
+#[test]
+fn a_feed_too_big_for_the_maps_keeps_its_last_load() {
+    let mut dp = TestDatapath::with_sizes(mxscreen::datapath::MapSizes {
+        deny: 96,
+        allow: 32,
+        ..mxscreen::datapath::MapSizes::small()
+    });
+    let listed: IpAddr = "192.0.2.1".parse().unwrap();
+    let hosts = |n: u32| {
+        let v4 = (0..n)
+            .map(|i| PrefixSet::pack_v4(0xc000_0200 + i, 32))
+            .collect();
+        PrefixSet::from_unsorted(v4, Vec::new())
+    };
+    dp.maps.feed_load("f", Table::Deny, hosts(100)).unwrap();
+    let gen_before = dp.maps.config().unwrap().list_gen;
+    // 100 held, 100 more needed at once (additions come before removals): 200 > 128.
+    let bigger = PrefixSet::from_unsorted(
+        (0..100)
+            .map(|i| PrefixSet::pack_v4(0xc633_6400 + i, 32))
+            .collect(),
+        Vec::new(),
+    );
+    let err = dp.maps.feed_load("f", Table::Deny, bigger).unwrap_err();
+    assert!(err.to_string().contains("do not fit"), "{err:#}");
+    assert_eq!(
+        dp.maps.config().unwrap().list_gen,
+        gen_before,
+        "nothing written"
+    );
+    assert_eq!(dp.maps.table_len(Table::Deny), 100);
+    for entry in ENTRIES {
+        expect(&dp, entry, listed, Outcome::Drop, &[("dropped_feed", 1)]);
+    }
+    // What fits still loads.
+    let change = dp.maps.feed_load("f", Table::Deny, hosts(120)).unwrap();
+    assert_eq!((change.added, change.removed), (20, 0));
+}
+
 /// A prefix a feed and an operator both list stays listed until neither does; while a feed
 /// lists it, the operator's expiry does not end it.
 #[test]

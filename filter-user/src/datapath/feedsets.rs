@@ -6,7 +6,7 @@
 
 use std::os::fd::AsFd as _;
 
-use anyhow::{Context as _, Result};
+use anyhow::{Context as _, Result, bail};
 use aya::{Pod, maps::IterableMap as _};
 use filter_common::{ListKey, ListValue, Reason, Table};
 use ipnet::IpNet;
@@ -137,6 +137,7 @@ impl DatapathMaps {
             }
         };
         let (added, gone) = self.lists.feeds[i].set.diff(&set);
+        self.feed_fits(i, table, &added)?;
         change.added = added.len();
         change.removed = gone.len();
         change.writes += self.feed_phase(i, table, &added, true)?;
@@ -164,6 +165,39 @@ impl DatapathMaps {
             self.new_generation()?;
         }
         Ok(n)
+    }
+
+    /// Refuses, before writing anything, additions that the maps cannot hold next to what
+    /// they hold (removals come after additions, so both sets are there at once): the
+    /// feed's last load then stays as it was.
+    fn feed_fits(&mut self, i: usize, table: Table, added: &PrefixSet) -> Result<()> {
+        let (mut new4, mut new6) = (0u64, 0u64);
+        for p in added.iter() {
+            if self.lists.resolved(table, p, Some((i, false))).is_none() {
+                match p {
+                    Prefix::V4(..) => new4 += 1,
+                    Prefix::V6(..) => new6 += 1,
+                }
+            }
+        }
+        let (v4, v6) = self.lists.maps();
+        let caps = [
+            v4.map().info()?.max_entries(),
+            v6.map().info()?.max_entries(),
+        ];
+        for (family, v6, new, cap) in [
+            ("IPv4", false, new4, caps[0]),
+            ("IPv6", true, new6, caps[1]),
+        ] {
+            let held = self.lists.family_len(v6);
+            if held + new > u64::from(cap) {
+                bail!(
+                    "feed {}: {new} new {family} entries do not fit beside the {held} the lists hold ({cap} at most: datapath.maps.deny + allow); its last load stays",
+                    self.lists.feeds[i].name
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Removes feed `name` and every entry only it listed.

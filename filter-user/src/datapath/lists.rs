@@ -210,6 +210,21 @@ impl Lists {
         Ok(None)
     }
 
+    /// Keys in one family's map, every table together.
+    pub(super) fn family_len(&self, v6: bool) -> u64 {
+        Table::ALL
+            .iter()
+            .map(|t| {
+                let c: &[u32] = if v6 {
+                    &self.count6[*t as usize]
+                } else {
+                    &self.count4[*t as usize]
+                };
+                c.iter().map(|n| u64::from(*n)).sum::<u64>()
+            })
+            .sum()
+    }
+
     /// Entries in the maps per table.
     pub(super) fn len(&self, table: Table) -> u64 {
         let t = table as usize;
