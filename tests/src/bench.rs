@@ -143,3 +143,28 @@ pub fn children(pid: u32) -> usize {
         })
         .count()
 }
+
+/// Kernel-measured run time of BPF programs (`BPF_ENABLE_STATS`): while a [`ProgramTime`] is
+/// alive, every program run on the machine is timed, so open it only around a measurement.
+pub struct ProgramTime {
+    _stats: std::os::fd::OwnedFd,
+}
+
+impl ProgramTime {
+    pub fn enable() -> Self {
+        Self {
+            _stats: aya::sys::enable_stats(aya::sys::Stats::RunTime)
+                .expect("BPF_ENABLE_STATS (root, kernel ≥ 5.8)"),
+        }
+    }
+
+    /// Run time (ns) and runs so far of every program of `ebpf` together (only the one
+    /// attached runs while a receiver is measured).
+    pub fn of(&self, ebpf: &aya::Ebpf) -> (u64, u64) {
+        ebpf.programs()
+            .filter_map(|(_, p)| p.info().ok())
+            .fold((0, 0), |(t, n), i| {
+                (t + i.run_time().as_nanos() as u64, n + i.run_count())
+            })
+    }
+}

@@ -244,7 +244,7 @@ fn feed(listed: &[IpAddr], size: usize) -> PrefixSet {
     let mut i = 0u128;
     while v6.len() < size {
         // /56s below 2001:db8:c000::, /64s above: none overlaps another.
-        let (net, len) = if i % 4 == 0 {
+        let (net, len) = if i.is_multiple_of(4) {
             (base | ((i / 4) << 72), 56)
         } else {
             (base | (1u128 << 94) | (i << 64), 64)

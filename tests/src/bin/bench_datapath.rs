@@ -43,7 +43,7 @@ fn dp_run(dp: &TestDatapath) -> Runner<'_> {
 }
 
 fn main() {
-    let reference = Reference::load(1 << 20);
+    let reference = Reference::load(1 << 10);
     let floor = |frame: &[u8]| ns(reference.test_run(Program::PassAll, frame, REPEAT).1);
 
     // The datapath with nothing listed and a few verdicts...
@@ -56,7 +56,13 @@ fn main() {
     bench_config(&mut full);
     let feed = million_prefix_feed();
     let prefixes = feed.len();
-    full.maps.feed_load("bench", Table::Deny, feed).unwrap();
+    full.maps
+        .feed_load("bench", Table::Deny, feed.clone())
+        .unwrap();
+    // The same feed with room in the per-source map: new sources cost no eviction.
+    let mut roomy = TestDatapath::with_sizes(MapSizes::default());
+    bench_config(&mut roomy);
+    roomy.maps.feed_load("bench", Table::Deny, feed).unwrap();
     let per_source = MapSizes::default().verdicts;
     let pass = Verdict::new(Action::Pass, Reason::Reputation, 0);
     for i in 0..per_source {
@@ -85,12 +91,18 @@ fn main() {
             .list_insert(ListKind::Allow, allow_src.into(), manual)
             .unwrap();
     }
-    let mut bare = Reference::load(1 << 16);
+    // The bare program's table: the size of mxscreen's per-source map, as full.
+    let mut bare = Reference::load(per_source);
+    for i in 0..per_source - 1 {
+        bare.list(v4(0x0a00_0000 + i));
+    }
     bare.list(drop_src);
 
     let syn = |ip| Frame::syn(ip).build();
-    let bare_run =
-        || -> Runner { Box::new(|frame| ns(bare.test_run(Program::HashDrop, frame, REPEAT).1)) };
+    let bare_run = |p: Program| -> Runner {
+        let bare = &bare;
+        Box::new(move |frame| ns(bare.test_run(p, frame, REPEAT).1))
+    };
     let icmp = Frame {
         l4: L4::Icmp,
         ..Frame::syn(unknown_src)
@@ -105,14 +117,19 @@ fn main() {
         })
     };
     add(
-        "bare one-hash-lookup program, listed source (drop)",
+        "bare one-hash-lookup program, table full, hit: drop",
         syn(drop_src),
-        bare_run(),
+        bare_run(Program::HashDrop),
     );
     add(
-        "bare one-hash-lookup program, other source (pass)",
+        "bare one-hash-lookup program, table full, hit: pass",
+        syn(drop_src),
+        bare_run(Program::HashPass),
+    );
+    add(
+        "bare one-hash-lookup program, table full, miss: pass",
         syn(pass_src),
-        bare_run(),
+        bare_run(Program::HashDrop),
     );
     add("non-TCP (ICMP echo)", icmp, dp_run(&small));
     add(
@@ -151,6 +168,7 @@ fn main() {
     let mut abs: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     let mut floors = Vec::new();
     let mut slow = Vec::new();
+    let mut slow_roomy = Vec::new();
     for round in 0..ROUNDS {
         for (i, case) in cases.iter().enumerate() {
             let f = floor(&case.frame);
@@ -160,6 +178,7 @@ fn main() {
             over[i].push(v - f);
         }
         slow.push(new_sources(&full, &reference, round as u32));
+        slow_roomy.push(new_sources(&roomy, &reference, round as u32));
     }
 
     println!(
@@ -183,7 +202,11 @@ fn main() {
         );
     }
     println!(
-        "| first SYN of a new source in the feed (list walk, new entry; {NEW_SOURCES} sources a round, each run once) | — | {} |",
+        "| first SYN of a new source in the feed (list walk, new entry; {NEW_SOURCES} sources a round, each run once), per-source map with room | — | {} |",
+        spread(&mut slow_roomy)
+    );
+    println!(
+        "| the same, per-source map full (each new entry evicts one) | — | {} |",
         spread(&mut slow)
     );
     println!();

@@ -31,7 +31,7 @@ use std::{
 use filter_common::Counter;
 use mxscreen::datapath::{AttachMode, MapSizes};
 use mxscreen_tests::{
-    bench::{Samples, record},
+    bench::{ProgramTime, Samples, record},
     flood::{Flood, pin, softirqd_ns, thread_cpu_ns},
     netns::{SERVER_IFACE, SERVER_V6, Wire},
     packets::Frame,
@@ -113,25 +113,34 @@ fn frames(sources: &[IpAddr], to_other_host: bool) -> Frames {
     Frames { warm, flood }
 }
 
-/// One measured receiver: ns per SYN, absolute and over its floor, per round.
+/// One measured receiver: ns per SYN, absolute and over its floor, per round; for a BPF
+/// program, also its own run time over the floor program's.
 struct Row {
     name: String,
     drops: bool,
     abs: Samples,
     over: Samples,
+    prog: Samples,
+}
+
+/// One floor's cost: CPU ns per SYN, and the floor program's own run time per SYN.
+#[derive(Clone, Copy)]
+struct Cost {
+    cpu: f64,
+    prog: f64,
 }
 
 /// The floors of one round.
 #[derive(Clone, Copy)]
 struct Floors {
-    xdp_drop: f64,
-    xdp_pass: f64,
-    tc_drop: f64,
-    tc_pass: f64,
+    xdp_drop: Cost,
+    xdp_pass: Cost,
+    tc_drop: Cost,
+    tc_pass: Cost,
 }
 
 impl Floors {
-    fn of(&self, xdp: bool, drops: bool) -> f64 {
+    fn of(&self, xdp: bool, drops: bool) -> Cost {
         match (xdp, drops) {
             (true, true) => self.xdp_drop,
             (true, false) => self.xdp_pass,
@@ -164,6 +173,25 @@ impl Bench {
             .ns_per_frame()
     }
 
+    /// [`Self::measure`], then a quarter as many SYNs again with BPF run-time statistics on
+    /// (they cost every program run two clock reads, so never during the CPU measurement):
+    /// ns the programs of `ebpf` ran per SYN.
+    fn measure_prog(&self, frames: &Frames, ebpf: &aya::Ebpf) -> Cost {
+        let cpu = self.measure(frames);
+        Cost {
+            cpu,
+            prog: self.prog_ns(frames, ebpf),
+        }
+    }
+
+    fn prog_ns(&self, frames: &Frames, ebpf: &aya::Ebpf) -> f64 {
+        let stats = ProgramTime::enable();
+        let (t0, n0) = stats.of(ebpf);
+        self.flood.send(&frames.flood, self.p.syns / 4, self.cpu);
+        let (t1, n1) = stats.of(ebpf);
+        (t1 - t0) as f64 / (n1 - n0).max(1) as f64
+    }
+
     fn with_reference<R>(&mut self, prog: Program, f: impl FnOnce(&Self) -> R) -> R {
         let link = self
             .wire
@@ -174,12 +202,12 @@ impl Bench {
         r
     }
 
-    fn tc_floor(&mut self, prog: TcProgram, frames: &Frames) -> f64 {
+    fn tc_floor(&mut self, prog: TcProgram, frames: &Frames) -> Cost {
         let link = self
             .wire
             .server
             .enter(|| self.reference.attach_tc(prog, SERVER_IFACE));
-        let r = self.measure(frames);
+        let r = self.measure_prog(frames, &self.reference.ebpf);
         self.reference.detach_tc(prog, link);
         r
     }
@@ -190,8 +218,10 @@ impl Bench {
             std::mem::replace(&mut self.pass_frames, frames(&[], true)),
         );
         let floors = Floors {
-            xdp_drop: self.with_reference(Program::DropAll, |b| b.measure(&d)),
-            xdp_pass: self.with_reference(Program::PassAll, |b| b.measure(&p)),
+            xdp_drop: self
+                .with_reference(Program::DropAll, |b| b.measure_prog(&d, &b.reference.ebpf)),
+            xdp_pass: self
+                .with_reference(Program::PassAll, |b| b.measure_prog(&p, &b.reference.ebpf)),
             tc_drop: self.tc_floor(TcProgram::DropAll, &d),
             tc_pass: self.tc_floor(TcProgram::PassAll, &p),
         };
@@ -200,8 +230,8 @@ impl Bench {
         floors
     }
 
-    /// Every class through mxscreen in `mode`; (class, ns per SYN).
-    fn mx_classes(&mut self, mode: AttachMode) -> Vec<(Class, f64)> {
+    /// Every class through mxscreen in `mode`; (class, its cost).
+    fn mx_classes(&mut self, mode: AttachMode) -> Vec<(Class, Cost)> {
         self.mx.attach(&self.wire.server, SERVER_IFACE, mode);
         let mut out = Vec::new();
         for class in Class::ALL {
@@ -248,7 +278,8 @@ impl Bench {
                 assert!(!self.quick, "{msg}");
                 eprintln!("warning: {msg}");
             }
-            out.push((class, ns));
+            let prog = self.prog_ns(&f, &self.mx.ebpf);
+            out.push((class, Cost { cpu: ns, prog }));
         }
         self.mx.detach();
         out
@@ -295,25 +326,40 @@ fn main() {
         eprintln!("round {} of {}", round + 1, b.p.rounds);
         let f = b.floors();
         floors.push(f);
-        let mut row = |name: String, xdp: bool, drops: bool, v: f64| {
-            let over = v - f.of(xdp, drops);
-            match rows.iter_mut().find(|r| r.name == name) {
-                Some(r) => {
-                    r.abs.push(v);
-                    r.over.push(over);
+        let mut row = |name: String, xdp: bool, drops: bool, v: Cost| {
+            let floor = f.of(xdp, drops);
+            let (over, prog) = (v.cpu - floor.cpu, v.prog - floor.prog);
+            let r = match rows.iter_mut().position(|r| r.name == name) {
+                Some(i) => &mut rows[i],
+                None => {
+                    rows.push(Row {
+                        name,
+                        drops,
+                        abs: Samples::default(),
+                        over: Samples::default(),
+                        prog: Samples::default(),
+                    });
+                    rows.last_mut().unwrap()
                 }
-                None => rows.push(Row {
-                    name,
-                    drops,
-                    abs: Samples(vec![v]),
-                    over: Samples(vec![over]),
-                }),
+            };
+            r.abs.push(v.cpu);
+            r.over.push(over);
+            if !v.prog.is_nan() {
+                r.prog.push(prog);
             }
         };
-        let bd = b.with_reference(Program::HashDrop, |b| b.measure(&b.drop_frames));
-        let bp = b.with_reference(Program::HashPass, |b| b.measure(&b.pass_frames));
+        let bd = b.with_reference(Program::HashDrop, |b| {
+            b.measure_prog(&b.drop_frames, &b.reference.ebpf)
+        });
+        let bp = b.with_reference(Program::HashPass, |b| {
+            b.measure_prog(&b.pass_frames, &b.reference.ebpf)
+        });
         row(BARE_DROP.into(), true, true, bd);
         row(BARE_PASS.into(), true, false, bp);
+        let not_bpf = |cpu| Cost {
+            cpu,
+            prog: f64::NAN,
+        };
         nft_up(&b.wire.server, SERVER_IFACE, &b.listed);
         let v = b.measure(&b.drop_frames);
         nft_down(&b.wire.server);
@@ -321,12 +367,17 @@ fn main() {
             "nftables netdev ingress, set of the sources".into(),
             false,
             true,
-            v,
+            not_bpf(v),
         );
         ipset_up(&b.wire.server, SERVER_IFACE, &b.listed);
         let v = b.measure(&b.drop_frames);
         ipset_down(&b.wire.server);
-        row("ip6tables raw + ipset hash:ip".into(), false, true, v);
+        row(
+            "ip6tables raw + ipset hash:ip".into(),
+            false,
+            true,
+            not_bpf(v),
+        );
         for (mode, label, xdp) in [
             (AttachMode::Xdp, "XDP", true),
             (AttachMode::Tc, "tc", false),
@@ -421,7 +472,7 @@ fn mixed_runs(b: &mut Bench, floors: Floors) -> Vec<Mixed> {
         };
         b.mx.events.drain();
         // Paced at 1 % of the flood's rate on this receiver's path.
-        let floor = floors.of(i == 0 || i == 3, true);
+        let floor = floors.of(i == 0 || i == 3, true).cpu;
         let connections = (b.p.syns / 100) as usize;
         let interval = Duration::from_nanos((floor * 100.0) as u64);
         let wire_client = b.wire.client.name.clone();
@@ -495,41 +546,75 @@ fn connect_paced(
 }
 
 fn tables(p: &Params, floors: &[Floors], rows: &[Row], mixed: &[Mixed]) -> String {
-    let bare = |drops: bool| {
+    let bare = |drops: bool, prog: bool| {
         let name = if drops { BARE_DROP } else { BARE_PASS };
-        rows.iter()
-            .find(|r| r.name == name)
-            .map_or(f64::NAN, |r| r.over.median())
+        rows.iter().find(|r| r.name == name).map_or(f64::NAN, |r| {
+            if prog {
+                r.prog.median()
+            } else {
+                r.over.median()
+            }
+        })
     };
-    let floor = |f: fn(&Floors) -> f64| Samples(floors.iter().map(f).collect());
+    let floor = |f: fn(&Floors) -> Cost| Samples(floors.iter().map(|x| f(x).cpu).collect());
+    let floor_prog = |f: fn(&Floors) -> Cost| Samples(floors.iter().map(|x| f(x).prog).collect());
     let mut t = format!(
         "{} SYNs per measurement to port 25 from {} listed IPv6 sources, {} interleaved rounds. Cost per SYN: ns of the sending CPU (the sender and the receive softirq it runs), median of the rounds; over its floor: median [min … max] of the rounds, XDP receivers over the XDP floor, the others over tc's, passed SYNs over the pass floors; × bare: over-floor median over the bare program's, which finds every source in a table of the size of mxscreen's per-source map (drop classes against the program that drops on a hit, pass classes against the one that passes). mxscreen holds every class at once: {} sources each, a {}-prefix feed.\n\n",
         p.syns, p.sources, p.rounds, p.sources, p.feed
     );
+    t.push_str("The program columns: the BPF program's own run time per SYN (kernel BPF statistics, a quarter as many SYNs again, measured separately), over the floor program's on the same path, and that over the bare program's.\n\n");
     t.push_str(
-        "| receiver | SYNs | ns per SYN | over its floor | × bare |\n|---|---|---:|---:|---:|\n",
+        "| receiver | SYNs | ns per SYN | over its floor | × bare | program ns over the floor program's | × bare (program) |\n|---|---|---:|---:|---:|---:|---:|\n",
     );
-    for (name, s) in [
-        ("XDP drop-all (floor)", floor(|f| f.xdp_drop)),
-        ("XDP pass-all (floor)", floor(|f| f.xdp_pass)),
-        ("tc drop-all (floor)", floor(|f| f.tc_drop)),
-        ("tc pass-all (floor)", floor(|f| f.tc_pass)),
+    for (name, s, prog) in [
+        (
+            "XDP drop-all (floor)",
+            floor(|f| f.xdp_drop),
+            floor_prog(|f| f.xdp_drop),
+        ),
+        (
+            "XDP pass-all (floor)",
+            floor(|f| f.xdp_pass),
+            floor_prog(|f| f.xdp_pass),
+        ),
+        (
+            "tc drop-all (floor)",
+            floor(|f| f.tc_drop),
+            floor_prog(|f| f.tc_drop),
+        ),
+        (
+            "tc pass-all (floor)",
+            floor(|f| f.tc_pass),
+            floor_prog(|f| f.tc_pass),
+        ),
     ] {
         let what = if name.contains("drop") {
             "dropped"
         } else {
             "passed"
         };
-        t.push_str(&format!("| {name} | {what} | {} | | |\n", s.show(false)));
+        t.push_str(&format!(
+            "| {name} | {what} | {} | | | program itself: {:.1} ns | |\n",
+            s.show(false),
+            prog.median()
+        ));
     }
     for r in rows {
+        let (prog, prog_ratio) = if r.prog.0.is_empty() {
+            ("—".to_owned(), "—".to_owned())
+        } else {
+            (
+                r.prog.show(true),
+                format!("{:.2}", r.prog.median() / bare(r.drops, true)),
+            )
+        };
         t.push_str(&format!(
-            "| {} | {} | {:.1} | {} | {:.2} |\n",
+            "| {} | {} | {:.1} | {} | {:.2} | {prog} | {prog_ratio} |\n",
             r.name,
             if r.drops { "dropped" } else { "passed" },
             r.abs.median(),
             r.over.show(true),
-            r.over.median() / bare(r.drops)
+            r.over.median() / bare(r.drops, false)
         ));
     }
     t.push_str("\nMixed: the same flood of listed SYNs while clean senders connect for real, from another CPU, at 1 % of its SYN rate (one run). The CPU time is all of it (flood sender, clean connector, both CPUs' softirqs) per flood SYN: the connector's softirqs also take flood frames off the veth, so no part of it alone is meaningful.\n\n| receiver | ns per flood SYN, all CPU | clean connections completed | connect time p50 / max |\n|---|---:|---:|---:|\n");
