@@ -52,6 +52,18 @@ fn expect(dp: &TestDatapath, entry: Entry, src: IpAddr, want: Outcome, counters:
     );
 }
 
+/// A source nothing lists: passed, and reported once.
+#[track_caller]
+fn expect_unknown(dp: &TestDatapath, entry: Entry, src: IpAddr) {
+    expect(
+        dp,
+        entry,
+        src,
+        Outcome::Pass,
+        &[("unknown", 1), ("events_emitted", 1)],
+    );
+}
+
 fn manual(expires_ns: u64) -> filter_common::ListEntry {
     filter_common::ListEntry::new(Reason::Manual, expires_ns)
 }
@@ -80,13 +92,7 @@ fn a_feed_drops_what_it_lists_and_counts_it_apart() {
             } else {
                 "2001:db8:2::1".parse().unwrap()
             };
-            expect(
-                &dp,
-                entry,
-                other,
-                Outcome::Pass,
-                &[("unknown", 1), ("events_emitted", 1)],
-            );
+            expect_unknown(&dp, entry, other);
         }
     }
 }
@@ -115,23 +121,11 @@ fn a_reloaded_feed_writes_only_the_difference() {
         assert_eq!((change.added, change.removed, change.writes), (1, 1, 2));
         expect(&dp, entry, kept, Outcome::Drop, &[("dropped_feed", 1)]);
         expect(&dp, entry, added, Outcome::Drop, &[("dropped_feed", 1)]);
-        expect(
-            &dp,
-            entry,
-            dropped,
-            Outcome::Pass,
-            &[("unknown", 1), ("events_emitted", 1)],
-        );
+        expect_unknown(&dp, entry, dropped);
         // Dropping the feed empties its share of the lists.
         assert_eq!(dp.maps.feed_drop("f").unwrap().removed, 3);
         assert_eq!(dp.maps.table_len(Table::Deny), 0);
-        expect(
-            &dp,
-            entry,
-            kept,
-            Outcome::Pass,
-            &[("unknown", 1), ("events_emitted", 1)],
-        );
+        expect_unknown(&dp, entry, kept);
     }
 }
 
@@ -211,13 +205,7 @@ fn feeds_and_manual_entries_share_prefixes() {
             dp.maps.feed_load("f", Table::Deny, set(&[])).unwrap();
             expect(&dp, entry, src, Outcome::Drop, &[("dropped_deny", 1)]);
             assert!(dp.maps.list_remove(ListKind::Deny, p).unwrap());
-            expect(
-                &dp,
-                entry,
-                src,
-                Outcome::Pass,
-                &[("unknown", 1), ("events_emitted", 1)],
-            );
+            expect_unknown(&dp, entry, src);
         }
     }
 }
@@ -264,13 +252,7 @@ fn every_table_in_order_of_precedence() {
             let nv = dp.maps.network_verdict_for(src).unwrap().unwrap();
             assert_eq!((nv.net, nv.action, nv.hits), (p, Action::Drop, 1));
             assert!(dp.maps.network_verdict_remove(p).unwrap());
-            expect(
-                &dp,
-                entry,
-                src,
-                Outcome::Pass,
-                &[("unknown", 1), ("events_emitted", 1)],
-            );
+            expect_unknown(&dp, entry, src);
         }
     }
 }
@@ -323,13 +305,7 @@ fn every_prefix_length_is_found() {
         }
     }
     let outside: IpAddr = "2001:db9::1".parse().unwrap();
-    expect(
-        &dp,
-        Entry::Xdp,
-        outside,
-        Outcome::Pass,
-        &[("unknown", 1), ("events_emitted", 1)],
-    );
+    expect_unknown(&dp, Entry::Xdp, outside);
 }
 
 /// One slow path per source, then one hash lookup per SYN; every change that could alter the

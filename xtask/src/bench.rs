@@ -1,6 +1,8 @@
 //! `cargo xtask bench NAME`: benchmarks are binaries of the tests crate (release build),
 //! printing their tables; results and commands are recorded in BENCHMARKS.md.
 
+use std::process::Command;
+
 use anyhow::Result;
 
 use crate::util::{cargo, status};
@@ -16,6 +18,11 @@ pub fn run(name: &str, quick: bool) -> Result<()> {
         "--bin",
         "mxscreen",
     ]))?;
+    status(&mut command(name, quick))
+}
+
+/// The command that runs benchmark `name` (`--quick`: its smoke mode, as CI runs it).
+pub fn command(name: &str, quick: bool) -> Command {
     let mut cmd = cargo();
     cmd.args([
         "run",
@@ -29,5 +36,5 @@ pub fn run(name: &str, quick: bool) -> Result<()> {
     if quick {
         cmd.args(["--", "--quick"]);
     }
-    status(&mut cmd)
+    cmd
 }

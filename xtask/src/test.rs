@@ -172,19 +172,7 @@ pub fn run(filter: Option<&str>) -> Result<()> {
     if benches {
         eprintln!("\n=== suite {BENCH_SUITE} ===");
         for name in BENCH_SMOKES {
-            let bin = format!("bench_{name}");
-            let ok = cargo()
-                .args([
-                    "run",
-                    "--release",
-                    "--quiet",
-                    "-p",
-                    "mxscreen-tests",
-                    "--bin",
-                ])
-                .args([bin.as_str(), "--", "--quick"])
-                .status()?
-                .success();
+            let ok = crate::bench::command(name, true).status()?.success();
             println!(
                 "bench {name} --quick ... {}",
                 if ok { "ok" } else { "FAILED" }

@@ -556,8 +556,6 @@ fn tables(p: &Params, floors: &[Floors], rows: &[Row], mixed: &[Mixed]) -> Strin
             }
         })
     };
-    let floor = |f: fn(&Floors) -> Cost| Samples(floors.iter().map(|x| f(x).cpu).collect());
-    let floor_prog = |f: fn(&Floors) -> Cost| Samples(floors.iter().map(|x| f(x).prog).collect());
     let mut t = format!(
         "{} SYNs per measurement to port 25 from {} listed IPv6 sources, {} interleaved rounds. Cost per SYN: ns of the sending CPU (the sender and the receive softirq it runs), median of the rounds; over its floor: median [min … max] of the rounds, XDP receivers over the XDP floor, the others over tc's, passed SYNs over the pass floors; × bare: over-floor median over the bare program's, which finds every source in a table of the size of mxscreen's per-source map (drop classes against the program that drops on a hit, pass classes against the one that passes). mxscreen holds every class at once: {} sources each, a {}-prefix feed.\n\n",
         p.syns, p.sources, p.rounds, p.sources, p.feed
@@ -566,28 +564,15 @@ fn tables(p: &Params, floors: &[Floors], rows: &[Row], mixed: &[Mixed]) -> Strin
     t.push_str(
         "| receiver | SYNs | ns per SYN | over its floor | × bare | program ns over the floor program's | × bare (program) |\n|---|---|---:|---:|---:|---:|---:|\n",
     );
-    for (name, s, prog) in [
-        (
-            "XDP drop-all (floor)",
-            floor(|f| f.xdp_drop),
-            floor_prog(|f| f.xdp_drop),
-        ),
-        (
-            "XDP pass-all (floor)",
-            floor(|f| f.xdp_pass),
-            floor_prog(|f| f.xdp_pass),
-        ),
-        (
-            "tc drop-all (floor)",
-            floor(|f| f.tc_drop),
-            floor_prog(|f| f.tc_drop),
-        ),
-        (
-            "tc pass-all (floor)",
-            floor(|f| f.tc_pass),
-            floor_prog(|f| f.tc_pass),
-        ),
-    ] {
+    let picks: [(&str, fn(&Floors) -> Cost); 4] = [
+        ("XDP drop-all (floor)", |f| f.xdp_drop),
+        ("XDP pass-all (floor)", |f| f.xdp_pass),
+        ("tc drop-all (floor)", |f| f.tc_drop),
+        ("tc pass-all (floor)", |f| f.tc_pass),
+    ];
+    for (name, pick) in picks {
+        let s = Samples(floors.iter().map(|f| pick(f).cpu).collect());
+        let prog = Samples(floors.iter().map(|f| pick(f).prog).collect());
         let what = if name.contains("drop") {
             "dropped"
         } else {
