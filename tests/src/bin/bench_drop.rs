@@ -130,6 +130,9 @@ struct Cost {
     prog: f64,
 }
 
+/// Which floor of a round.
+type Pick = fn(&Floors) -> Cost;
+
 /// The floors of one round.
 #[derive(Clone, Copy)]
 struct Floors {
@@ -564,7 +567,7 @@ fn tables(p: &Params, floors: &[Floors], rows: &[Row], mixed: &[Mixed]) -> Strin
     t.push_str(
         "| receiver | SYNs | ns per SYN | over its floor | × bare | program ns over the floor program's | × bare (program) |\n|---|---|---:|---:|---:|---:|---:|\n",
     );
-    let picks: [(&str, fn(&Floors) -> Cost); 4] = [
+    let picks: [(&str, Pick); 4] = [
         ("XDP drop-all (floor)", |f| f.xdp_drop),
         ("XDP pass-all (floor)", |f| f.xdp_pass),
         ("tc drop-all (floor)", |f| f.tc_drop),
