@@ -1,26 +1,24 @@
-//! mxscreen datapath: two entry points (XDP and tc ingress) around one verdict function.
+//! mxscreen datapath: two entry points (XDP and tc ingress) around one decision function,
+//! plus the clock sampler userspace runs to calibrate the datapath's clock.
 //! Fails open everywhere: only a TCP SYN (ACK clear) to a configured port from a source that
 //! the maps deny, limit or hold is ever dropped.
 #![no_std]
 #![no_main]
-// atomic_xadd for the shared hit counters (see screen::bump).
-#![feature(core_intrinsics)]
-#![expect(
-    internal_features,
-    reason = "core_intrinsics: the bpf target lacks AtomicU64::fetch_add"
-)]
 
+mod clock;
+mod family;
 mod maps;
 mod parse;
 mod screen;
+mod slow;
 
 use aya_ebpf::{
-    bindings::{TC_ACT_SHOT, xdp_action},
+    bindings::{__sk_buff, TC_ACT_SHOT, xdp_action, xdp_md},
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
 
-use crate::screen::{Decision, screen};
+use crate::screen::{Fate, Ingress, screen};
 
 /// tc "continue": TC_ACT_UNSPEC for clsact, TCX_NEXT for tcx. Unlike TC_ACT_OK it lets any
 /// later tc program see the packet too, and passes it if there is none.
@@ -29,13 +27,35 @@ const TC_NEXT: i32 = -1;
 /// tags + the longest IPv6 chain we walk + TCP flags fits easily.
 const TC_PULL_LEN: u32 = 256;
 
+/// An XDP frame's interface.
+#[derive(Clone, Copy)]
+struct XdpIngress(*mut xdp_md);
+
+impl Ingress for XdpIngress {
+    #[inline(always)]
+    fn ifindex(self) -> u32 {
+        // SAFETY: the kernel's xdp_md for this run.
+        unsafe { (*self.0).ingress_ifindex }
+    }
+}
+
+/// A tc frame's interface.
+#[derive(Clone, Copy)]
+struct TcIngress(*mut __sk_buff);
+
+impl Ingress for TcIngress {
+    #[inline(always)]
+    fn ifindex(self) -> u32 {
+        // SAFETY: the kernel's __sk_buff for this run.
+        unsafe { (*self.0).ifindex }
+    }
+}
+
 #[xdp]
 pub fn mxscreen_xdp(ctx: XdpContext) -> u32 {
-    // SAFETY: ctx.ctx is the kernel's xdp_md for this run.
-    let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-    match screen(ctx.data(), ctx.data_end(), ifindex) {
-        Decision::Pass => xdp_action::XDP_PASS,
-        Decision::Drop => xdp_action::XDP_DROP,
+    match screen(ctx.data(), ctx.data_end(), XdpIngress(ctx.ctx)) {
+        Fate::Pass => xdp_action::XDP_PASS,
+        Fate::Drop => xdp_action::XDP_DROP,
     }
 }
 
@@ -47,11 +67,9 @@ pub fn mxscreen_tc(ctx: TcContext) -> i32 {
     if ((ctx.data_end() - ctx.data()) as u32) < want {
         let _ = ctx.pull_data(want);
     }
-    // SAFETY: ctx.skb.skb is the kernel's __sk_buff for this run.
-    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-    match screen(ctx.data(), ctx.data_end(), ifindex) {
-        Decision::Pass => TC_NEXT,
-        Decision::Drop => TC_ACT_SHOT,
+    match screen(ctx.data(), ctx.data_end(), TcIngress(ctx.skb.skb)) {
+        Fate::Pass => TC_NEXT,
+        Fate::Drop => TC_ACT_SHOT,
     }
 }
 

@@ -2,10 +2,11 @@
 //! filter-user unit test); sizes are the defaults, which userspace overrides at load time.
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     macros::map,
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use filter_common::{Counter, DatapathConfig, ListEntry, Seen, Verdict, default_sizes};
+use filter_common::{Counter, DatapathConfig, ListIndex, ListKey, ListValue, Peer, default_sizes};
 
 /// Runtime configuration, one element; all-zero means "screen nothing".
 #[map(name = "CONFIG")]
@@ -15,46 +16,37 @@ pub static CONFIG: Array<DatapathConfig> = Array::with_max_entries(1, 0);
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::COUNT, 0);
 
+/// Per-CPU hit counters of list entries, indexed by `ListValue::slot`: a counter per CPU never
+/// bounces a cache line between CPUs, however many sources one wide prefix covers.
+#[map(name = "HITS")]
+pub static HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(default_sizes::HITS, 0);
+
 /// New unknown peers, for the daemon to resolve.
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(default_sizes::EVENTS_BYTES, 0);
 
-// Allow and deny lists are LPM tries so one entry can cover a CIDR; they are allocated on
-// use (BPF_F_NO_PREALLOC, which the trie type requires), so a large max costs nothing idle.
-#[map(name = "ALLOW_V4")]
-pub static ALLOW_V4: LpmTrie<[u8; 4], ListEntry> =
-    LpmTrie::with_max_entries(default_sizes::ALLOW, 0);
-#[map(name = "ALLOW_V6")]
-pub static ALLOW_V6: LpmTrie<[u8; 16], ListEntry> =
-    LpmTrie::with_max_entries(default_sizes::ALLOW, 0);
-#[map(name = "DENY_V4")]
-pub static DENY_V4: LpmTrie<[u8; 4], ListEntry> = LpmTrie::with_max_entries(default_sizes::DENY, 0);
-#[map(name = "DENY_V6")]
-pub static DENY_V6: LpmTrie<[u8; 16], ListEntry> =
-    LpmTrie::with_max_entries(default_sizes::DENY, 0);
+/// The prefix lengths each list uses, longest first (one element).
+#[map(name = "LIST_INDEX")]
+pub static LIST_INDEX: Array<ListIndex> = Array::with_max_entries(1, 0);
 
-// Verdicts, seen-peers and token buckets are LRU hashes: under a flood of new sources the
-// oldest entries are evicted instead of inserts failing. Losing a verdict only costs a
-// re-lookup; losing a bucket only resets that source's rate.
-#[map(name = "VERDICTS_V4")]
-pub static VERDICTS_V4: LruHashMap<[u8; 4], Verdict> =
-    LruHashMap::with_max_entries(default_sizes::VERDICTS, 0);
-#[map(name = "VERDICTS_V6")]
-pub static VERDICTS_V6: LruHashMap<[u8; 16], Verdict> =
-    LruHashMap::with_max_entries(default_sizes::VERDICTS, 0);
-#[map(name = "SEEN_V4")]
-pub static SEEN_V4: LruHashMap<[u8; 4], Seen> =
-    LruHashMap::with_max_entries(default_sizes::SEEN, 0);
-#[map(name = "SEEN_V6")]
-pub static SEEN_V6: LruHashMap<[u8; 16], Seen> =
-    LruHashMap::with_max_entries(default_sizes::SEEN, 0);
-/// GCRA "theoretical arrival time" per limited source.
-#[map(name = "BUCKETS_V4")]
-pub static BUCKETS_V4: LruHashMap<[u8; 4], u64> =
-    LruHashMap::with_max_entries(default_sizes::BUCKETS, 0);
-#[map(name = "BUCKETS_V6")]
-pub static BUCKETS_V6: LruHashMap<[u8; 16], u64> =
-    LruHashMap::with_max_entries(default_sizes::BUCKETS, 0);
+// The lists: one hash per family keyed by (table, length, network). Allocated on use, so a
+// large maximum costs only the bucket array while empty.
+#[map(name = "LISTS_V4")]
+pub static LISTS_V4: HashMap<ListKey<[u8; 4]>, ListValue> =
+    HashMap::with_max_entries(default_sizes::LISTS, BPF_F_NO_PREALLOC);
+#[map(name = "LISTS_V6")]
+pub static LISTS_V6: HashMap<ListKey<[u8; 16]>, ListValue> =
+    HashMap::with_max_entries(default_sizes::LISTS, BPF_F_NO_PREALLOC);
+
+// One entry per source: verdict, cached decision, first contact, token bucket. LRU: under a
+// flood of new sources the least recently seen go first instead of inserts failing; losing
+// one costs a re-lookup (a verdict) or a list walk (a cached decision).
+#[map(name = "PEERS_V4")]
+pub static PEERS_V4: LruHashMap<[u8; 4], Peer> =
+    LruHashMap::with_max_entries(default_sizes::PEERS, 0);
+#[map(name = "PEERS_V6")]
+pub static PEERS_V6: LruHashMap<[u8; 16], Peer> =
+    LruHashMap::with_max_entries(default_sizes::PEERS, 0);
 
 /// Bumps one outcome counter on this CPU.
 #[inline(always)]
@@ -62,5 +54,14 @@ pub fn count(counter: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
         // SAFETY: per-CPU slot, and BPF programs are not preempted on a CPU mid-run.
         unsafe { *slot += 1 };
+    }
+}
+
+/// Bumps a list entry's hit counter on this CPU.
+#[inline(always)]
+pub fn hit(slot: u32) {
+    if let Some(c) = HITS.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot, as above.
+        unsafe { *c += 1 };
     }
 }

@@ -29,11 +29,12 @@ const TCP_FLAG_ACK: u8 = 0x10;
 /// Bytes of TCP header read at once: ports (0..4) up to the flags byte (13).
 const TCP_MIN_READ: usize = 14;
 
-/// Source address of a subject SYN.
+/// Source address of a subject SYN: where it is in the frame (valid for the whole run;
+/// handed to map lookups as the key itself, with no copy).
 #[derive(Clone, Copy)]
 pub enum Source {
-    V4([u8; 4]),
-    V6([u8; 16]),
+    V4(*const [u8; 4]),
+    V6(*const [u8; 16]),
 }
 
 /// What the walk found.
@@ -71,6 +72,11 @@ impl Packet {
         }
         // SAFETY: [start, start + size_of::<T>()) lies inside the packet (checked above).
         Some(unsafe { core::ptr::read_unaligned(start as *const T) })
+    }
+
+    #[inline(always)]
+    fn at<T>(&self, off: usize) -> *const T {
+        (self.data + off) as *const T
     }
 
     #[inline(always)]
@@ -127,14 +133,16 @@ fn parse_ipv4(pkt: &Packet, off: usize) -> Parsed {
     if frag & 0x3fff != 0 {
         return Parsed::Fragment;
     }
-    // The whole IPv4 header, options included, must be present.
-    if pkt.u8_at(off + ihl - 1).is_none() {
-        return Parsed::Malformed;
-    }
+    // The whole IPv4 header, options included, must be present. For TCP the read of the
+    // TCP header right behind it checks that.
     if h[9] != IPPROTO_TCP {
+        if pkt.u8_at(off + ihl - 1).is_none() {
+            return Parsed::Malformed;
+        }
         return Parsed::Other;
     }
-    parse_tcp(pkt, off + ihl, Source::V4([h[12], h[13], h[14], h[15]]))
+    // Inside the 20 bytes read above.
+    parse_tcp(pkt, off + ihl, Source::V4(pkt.at(off + 12)))
 }
 
 #[inline(always)]
@@ -145,8 +153,8 @@ fn parse_ipv6(pkt: &Packet, off: usize) -> Parsed {
     if h[0] >> 4 != 6 {
         return Parsed::Malformed;
     }
-    let mut src = [0u8; 16];
-    src.copy_from_slice(&h[8..24]);
+    // Inside the 40 bytes read above.
+    let src = pkt.at(off + 8);
     let mut next = h[6];
     let mut l4 = off + 40;
     for _ in 0..MAX_IPV6_EXT {

@@ -6,6 +6,7 @@ pub mod control;
 pub mod daemon;
 pub mod datapath;
 pub mod duration;
+pub mod feeds;
 pub mod fleet;
 pub mod invalid_key;
 pub mod logging;

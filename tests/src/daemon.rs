@@ -13,6 +13,22 @@ use crate::netns::NetNs;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
+/// The release build of `mxscreen` (target/release/mxscreen), for what is measured against
+/// the product's numbers (a million-line feed in two seconds); `cargo xtask test` builds it.
+pub fn mxscreen_release_bin() -> PathBuf {
+    let bin = mxscreen_bin()
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .join("release/mxscreen");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it with `cargo build --release -p filter-user --bin mxscreen` (cargo xtask test does)",
+        bin.display()
+    );
+    bin
+}
+
 /// The `mxscreen` binary of this build: target/<profile>/mxscreen, beside a benchmark binary
 /// or one level above a test's deps/ directory.
 pub fn mxscreen_bin() -> PathBuf {
@@ -48,6 +64,8 @@ pub struct Spec {
     pub state: Option<PathBuf>,
     /// A command `mxscreen` runs under, e.g. `setpriv --bounding-set=... --`.
     pub wrapper: Vec<String>,
+    /// The binary to run as the daemon; `None`: this build's ([`mxscreen_bin`]).
+    pub binary: Option<PathBuf>,
 }
 
 pub struct MxDaemon {
@@ -122,7 +140,7 @@ impl MxDaemon {
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net={}", self.ns_file.display()))
             .args(&self.spec.wrapper)
-            .arg(mxscreen_bin())
+            .arg(self.spec.binary.clone().unwrap_or_else(mxscreen_bin))
             .args(["run", "--config"])
             .arg(&self.config)
             .args(&self.spec.args)
@@ -277,6 +295,46 @@ impl MxDaemon {
     /// out, then EOF); returns the answer line without its newline.
     pub fn query(&self, ip: &str) -> String {
         query_socket(&self.query_socket, format!("{ip}\n").as_bytes())
+    }
+
+    /// `mxscreen status --json`.
+    pub fn status(&self) -> serde_json::Value {
+        serde_json::from_str(&self.cli_ok(&["status", "--json"])).expect("status JSON")
+    }
+
+    /// Feed `name` as `status --json` shows it.
+    pub fn feed(&self, name: &str) -> serde_json::Value {
+        self.status()["feeds"]
+            .as_array()
+            .expect("feeds in status")
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap_or_else(|| panic!("no feed {name} in status"))
+            .clone()
+    }
+
+    /// Waits until `cond` holds (checked every 50 ms), or panics with the log.
+    #[track_caller]
+    pub fn wait_for(&self, what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !cond() {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within {timeout:?}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A field of /proc/PID/status in KiB: `VmRSS:` now, `VmHWM:` the peak.
+    pub fn memory_kib(&self, field: &str) -> u64 {
+        let s = fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        s.lines()
+            .find(|l| l.starts_with(field))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in /proc/PID/status"))
     }
 
     /// A datapath counter from `mxscreen stats --json`.

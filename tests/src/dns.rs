@@ -140,6 +140,11 @@ impl Daemon {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Panics with the log if the process has exited.
     pub fn assert_running(&mut self) {
         if let Some(status) = self.child.try_wait().expect("poll child") {
@@ -238,6 +243,10 @@ pub struct Rbldnsd {
 }
 
 impl Rbldnsd {
+    pub fn pid(&self) -> u32 {
+        self._daemon.pid()
+    }
+
     pub fn start(zones: &[RblZone]) -> Self {
         let bin = require_binary("rbldnsd");
         let dir = tempfile::tempdir().expect("tempdir");
@@ -385,6 +394,10 @@ pub struct Unbound {
 }
 
 impl Unbound {
+    pub fn pid(&self) -> u32 {
+        self.daemon.pid()
+    }
+
     /// On a fresh loopback address and port.
     pub fn start(stubs: &[(&str, SocketAddr)]) -> Self {
         Self::start_on(free_addr(), stubs)

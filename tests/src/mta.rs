@@ -58,6 +58,8 @@ pub struct EximSpec {
     pub local_domain: String,
     /// The DNSBL its own ACL checks with a `warn` (as operators keep doing behind mxscreen).
     pub dnsbl: String,
+    /// `deny` instead of `warn` for that DNSBL: Exim refusing listed senders on its own.
+    pub dnsbl_refuses: bool,
     /// Listening ports (all addresses, IPv4 and IPv6).
     pub ports: Vec<u16>,
     /// Ask mxscreen at connect time with the README's snippets, its sockets in this
@@ -127,6 +129,11 @@ impl Exim {
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The Exim daemon's process id (its connection processes are its children).
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
     }
 
     /// The main log (every connection, message and ACL `warn` tag).
@@ -306,7 +313,7 @@ begin acl
 acl_check_rcpt:
   deny    !domains = +local_domains
           message = relay not permitted
-  warn    dnslists = {dnsbl}
+  {dnsbl_verb}    dnslists = {dnsbl}
           log_message = {TAG_DNSBL} $dnslist_domain=$dnslist_value
   warn    condition = ${{if eq{{$host_lookup_failed}}{{1}}}}
           log_message = {TAG_RDNS} no forward-confirmed rDNS
@@ -326,6 +333,7 @@ begin transports
         host = spec.hostname,
         domain = spec.local_domain,
         dnsbl = spec.dnsbl,
+        dnsbl_verb = if spec.dnsbl_refuses { "deny" } else { "warn" },
     )
 }
 

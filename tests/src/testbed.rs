@@ -314,6 +314,7 @@ impl Testbed {
                 hostname: "mx.e2e.test".into(),
                 local_domain: MAIL_DOMAIN.into(),
                 dnsbl: DNSBL_ZONE.into(),
+                dnsbl_refuses: false,
                 ports: vec![25, SUBMISSION_PORT],
                 asks_mxscreen: run_dir.as_ref().map(|d| d.path().to_path_buf()),
                 own_acl: None,

@@ -3,14 +3,15 @@
 //! talking to it over the control socket. Needs root; run by `cargo xtask test`.
 
 use std::{
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     time::{Duration, Instant},
 };
 
 use mxscreen_tests::{
+    bed::{Bed, REFUSED_WITHIN, other4, smtp4, smtp6},
     daemon::{MxDaemon, Spec, as_nobody, mxscreen_bin, text},
-    dns::{RblZone, Rbldnsd, listing},
-    netns::{SERVER_IFACE, SERVER_V4, SERVER_V6, Wire},
+    dns::{RblZone, listing},
+    netns::{SERVER_IFACE, SERVER_V4},
 };
 
 const LISTED: &str = "192.0.2.20";
@@ -21,36 +22,15 @@ const LATER_LISTED: &str = "192.0.2.22";
 const FORGER: &str = "192.0.2.23";
 const FORGED_TXT: &str = "spam x\" action=\"pass\" ip=6.6.6.6 y=\"";
 const VERDICT_WITHIN: Duration = Duration::from_secs(10);
-const REFUSED_WITHIN: Duration = Duration::from_millis(800);
-const CONNECTS_WITHIN: Duration = Duration::from_secs(5);
-
-struct Bed {
-    wire: Wire,
-    _rbl: Rbldnsd,
-    rbl_addr: SocketAddr,
-    _listeners: Vec<TcpListener>,
-}
-
-fn smtp4() -> SocketAddr {
-    format!("{SERVER_V4}:25").parse().unwrap()
-}
-fn smtp6() -> SocketAddr {
-    format!("[{SERVER_V6}]:25").parse().unwrap()
-}
-fn other4() -> SocketAddr {
-    format!("{SERVER_V4}:2525").parse().unwrap()
-}
 
 /// Client and server namespaces; rbldnsd (zone bl.test lists LISTED and LISTED_V6 as
 /// 127.0.0.2, zone later.test lists LATER_LISTED) and listeners on :25 and :2525 run in
 /// the server namespace, where the daemon will run.
 fn bed(tag: &str) -> Bed {
-    let wire = Wire::new(tag);
-    for a in [LISTED, CLEAN, LATER_LISTED, LISTED_V6, FORGER] {
-        wire.add_client_addr(a);
-    }
-    let (rbl, listeners) = wire.server.enter(|| {
-        let rbl = Rbldnsd::start(&[
+    Bed::new(
+        tag,
+        &[LISTED, CLEAN, LATER_LISTED, LISTED_V6, FORGER],
+        &[
             RblZone::new(
                 "bl.test",
                 Duration::from_secs(900),
@@ -69,19 +49,8 @@ fn bed(tag: &str) -> Bed {
                 Duration::from_secs(900),
                 vec![listing(FORGER, "127.0.0.2", FORGED_TXT)],
             ),
-        ]);
-        let listeners = [smtp4(), other4(), smtp6()]
-            .iter()
-            .map(|a| TcpListener::bind(a).expect("listen"))
-            .collect();
-        (rbl, listeners)
-    });
-    Bed {
-        rbl_addr: rbl.addr,
-        wire,
-        _rbl: rbl,
-        _listeners: listeners,
-    }
+        ],
+    )
 }
 
 /// Reputation sections: one DNSBL zone, no rDNS (no reverse zones here), nothing
@@ -100,38 +69,23 @@ fn spec(b: &Bed, zone: &str) -> Spec {
     }
 }
 
-#[track_caller]
-fn connects(b: &Bed, src: &str, dst: SocketAddr) {
-    if let Err(e) = b.wire.connect(src, dst, CONNECTS_WITHIN) {
-        panic!("{src} -> {dst} should connect: {e}");
-    }
-}
-
-#[track_caller]
-fn refused(b: &Bed, src: &str, dst: SocketAddr) {
-    match b.wire.connect(src, dst, REFUSED_WITHIN) {
-        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
-        other => panic!("{src} -> {dst}: expected the SYN to be dropped, got {other:?}"),
-    }
-}
-
 #[test]
 fn new_peers_are_resolved_into_verdicts_the_datapath_enforces() {
     let b = bed("dv");
     let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, spec(&b, "bl.test"));
     // First contact passes (first_contact = pass) and is reported; the DNSBL lists it.
-    connects(&b, LISTED, smtp4());
+    b.connects(LISTED, smtp4());
     assert_eq!(d.wait_verdict(LISTED, VERDICT_WITHIN), "drop");
-    refused(&b, LISTED, smtp4());
-    connects(&b, LISTED, other4());
+    b.refused(LISTED, smtp4());
+    b.connects(LISTED, other4());
     // IPv6 the same way.
-    connects(&b, LISTED_V6, smtp6());
+    b.connects(LISTED_V6, smtp6());
     assert_eq!(d.wait_verdict(LISTED_V6, VERDICT_WITHIN), "drop");
-    refused(&b, LISTED_V6, smtp6());
+    b.refused(LISTED_V6, smtp6());
     // A clean peer gets a pass verdict and keeps connecting.
-    connects(&b, CLEAN, smtp4());
+    b.connects(CLEAN, smtp4());
     assert_eq!(d.wait_verdict(CLEAN, VERDICT_WITHIN), "pass");
-    connects(&b, CLEAN, smtp4());
+    b.connects(CLEAN, smtp4());
     // One log line per verdict, fixed tag, key=value fields.
     let log = d.log_text();
     let line = log
@@ -159,14 +113,14 @@ fn new_peers_are_resolved_into_verdicts_the_datapath_enforces() {
 fn manual_block_unblock_allow_round_trip_and_survive_restart() {
     let b = bed("dm");
     let mut d = MxDaemon::start(&b.wire.server, SERVER_IFACE, spec(&b, "bl.test"));
-    connects(&b, CLEAN, smtp4());
+    b.connects(CLEAN, smtp4());
     let out = d.cli_ok(&["block", CLEAN, "--for", "1h", "--reason", "testing"]);
     assert!(
         out.starts_with(&format!("blocked {CLEAN}/32 for 1h (testing)")),
         "{out}"
     );
-    refused(&b, CLEAN, smtp4());
-    connects(&b, CLEAN, other4());
+    b.refused(CLEAN, smtp4());
+    b.connects(CLEAN, other4());
     let list = d.cli_ok(&["list", "--blocked"]);
     assert!(
         list.contains(&format!("{CLEAN}/32"))
@@ -177,21 +131,21 @@ fn manual_block_unblock_allow_round_trip_and_survive_restart() {
 
     // Restart (SIGTERM, then start): the block is back before any SYN.
     d.stop();
-    connects(&b, CLEAN, smtp4()); // no daemon, no program: mail flows
+    b.connects(CLEAN, smtp4()); // no daemon, no program: mail flows
     d.restart();
-    refused(&b, CLEAN, smtp4());
+    b.refused(CLEAN, smtp4());
 
     // kill -9: the kernel detaches the program with the daemon, mail flows; restart: blocked.
     d.kill9();
-    connects(&b, CLEAN, smtp4());
+    b.connects(CLEAN, smtp4());
     d.restart();
-    refused(&b, CLEAN, smtp4());
+    b.refused(CLEAN, smtp4());
 
     assert!(
         d.cli_ok(&["unblock", CLEAN])
             .starts_with(&format!("unblocked {CLEAN}/32"))
     );
-    connects(&b, CLEAN, smtp4());
+    b.connects(CLEAN, smtp4());
     let out = d.cli(&["unblock", CLEAN]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
@@ -201,13 +155,13 @@ fn manual_block_unblock_allow_round_trip_and_survive_restart() {
     );
 
     // Allow beats a DNSBL drop verdict.
-    connects(&b, LISTED, smtp4());
+    b.connects(LISTED, smtp4());
     assert_eq!(d.wait_verdict(LISTED, VERDICT_WITHIN), "drop");
-    refused(&b, LISTED, smtp4());
+    b.refused(LISTED, smtp4());
     d.cli_ok(&["allow", LISTED, "--reason", "partner"]);
-    connects(&b, LISTED, smtp4());
+    b.connects(LISTED, smtp4());
     d.cli_ok(&["unallow", LISTED]);
-    refused(&b, LISTED, smtp4());
+    b.refused(LISTED, smtp4());
 
     // Guard rails: protected and over-wide blocks are refused with the reason.
     let out = d.cli(&["block", "127.0.0.1"]);
@@ -242,7 +196,7 @@ fn legacy_tc_filter_fails_open_when_the_daemon_dies() {
     s.env = vec![("MXSCREEN_TC_NETLINK".into(), "1".into())];
     let mut d = MxDaemon::start(&b.wire.server, SERVER_IFACE, s);
     d.cli_ok(&["block", CLEAN]);
-    refused(&b, CLEAN, smtp4());
+    b.refused(CLEAN, smtp4());
     let filters = || {
         let out = std::process::Command::new("ip")
             .args(["netns", "exec", &b.wire.server.name, "tc", "filter", "show"])
@@ -274,10 +228,10 @@ fn legacy_tc_filter_fails_open_when_the_daemon_dies() {
         killed.elapsed() >= Duration::from_secs(4),
         "passed before the heartbeat went stale"
     );
-    connects(&b, CLEAN, other4());
+    b.connects(CLEAN, other4());
     // Started again, it screens again at once.
     d.restart();
-    refused(&b, CLEAN, smtp4());
+    b.refused(CLEAN, smtp4());
 }
 
 /// A tmpfs of its own for the state file, unmounted on drop.
@@ -365,30 +319,30 @@ fn failed_state_writes_change_nothing() {
     // Full disk: block and unblock fail and change nothing.
     fs.fill();
     failed(d.cli(&["block", FAILS]));
-    connects(&b, FAILS, smtp4());
+    b.connects(FAILS, smtp4());
     failed(d.cli(&["unblock", STAYS]));
-    refused(&b, STAYS, smtp4());
+    b.refused(STAYS, smtp4());
     assert!(d.cli_ok(&["list", "--blocked"]).contains(STAYS));
     fs.free();
     d.cli_ok(&["block", LATER]);
     assert!(!on_disk().contains(FAILS) && on_disk().contains(STAYS) && on_disk().contains(LATER));
-    connects(&b, FAILS, smtp4());
+    b.connects(FAILS, smtp4());
 
     // Read-only mount: the same.
     fs.remount("ro");
     failed(d.cli(&["block", FAILS]));
     failed(d.cli(&["unblock", LATER]));
     failed(d.cli(&["allow", LATER]));
-    refused(&b, LATER, smtp4());
-    connects(&b, FAILS, smtp4());
+    b.refused(LATER, smtp4());
+    b.connects(FAILS, smtp4());
     fs.remount("rw");
 
     // A restart shows what the operator was told.
     d.stop();
     d.restart();
-    refused(&b, STAYS, smtp4());
-    refused(&b, LATER, smtp4());
-    connects(&b, FAILS, smtp4());
+    b.refused(STAYS, smtp4());
+    b.refused(LATER, smtp4());
+    b.connects(FAILS, smtp4());
     let list = d.cli_ok(&["list", "--blocked"]);
     assert!(
         !list.contains(FAILS) && list.contains(STAYS) && list.contains(LATER),
@@ -452,7 +406,7 @@ fn corrupt_state_file_is_moved_aside_and_reported() {
     assert_eq!(moved.len(), 1, "{moved:?}");
     // Without the state file the manual block is gone (the operator restores it from the
     // moved file); the daemon runs and enforces the rest.
-    connects(&b, CLEAN, smtp4());
+    b.connects(CLEAN, smtp4());
 }
 
 #[test]
@@ -609,7 +563,7 @@ fn too_wide_blocks_need_force() {
         assert!(d.cli_ok(&["list", "--blocked"]).contains(net));
     }
     // The client's own /24 is not inside either.
-    connects(&b, CLEAN, smtp4());
+    b.connects(CLEAN, smtp4());
 }
 
 /// A reload that fails is shown by `status` (when, and why) until one succeeds.
@@ -666,7 +620,7 @@ fn status_shows_a_failed_reload() {
 fn a_dnsbl_txt_record_cannot_forge_log_fields() {
     let b = bed("dx");
     let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, spec(&b, "forge.test"));
-    connects(&b, FORGER, smtp4());
+    b.connects(FORGER, smtp4());
     assert_eq!(d.wait_verdict(FORGER, VERDICT_WITHIN), "drop");
     let log = d.log_text();
     let line = log
@@ -691,20 +645,20 @@ fn a_dnsbl_txt_record_cannot_forge_log_fields() {
 fn sighup_applies_a_changed_zone() {
     let b = bed("dh");
     let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, spec(&b, "bl.test"));
-    connects(&b, LISTED, smtp4());
+    b.connects(LISTED, smtp4());
     assert_eq!(d.wait_verdict(LISTED, VERDICT_WITHIN), "drop");
     d.cli_ok(&["block", CLEAN]); // manual state must survive a reload
     d.write_config(&sections(b.rbl_addr, "later.test"));
     let from = d.log_text().len();
     d.signal(nix::sys::signal::Signal::SIGHUP);
     d.wait_log("config reloaded", from, Duration::from_secs(10));
-    refused(&b, CLEAN, smtp4());
+    b.refused(CLEAN, smtp4());
     // New peers are judged by the new zone only: later.test lists LATER_LISTED...
-    connects(&b, LATER_LISTED, smtp4());
+    b.connects(LATER_LISTED, smtp4());
     assert_eq!(d.wait_verdict(LATER_LISTED, VERDICT_WITHIN), "drop");
-    refused(&b, LATER_LISTED, smtp4());
+    b.refused(LATER_LISTED, smtp4());
     // ...and bl.test is no longer asked: its IPv6 listing now passes.
-    connects(&b, LISTED_V6, smtp6());
+    b.connects(LISTED_V6, smtp6());
     assert_eq!(d.wait_verdict(LISTED_V6, VERDICT_WITHIN), "pass");
     // An invalid config on SIGHUP changes nothing and says why.
     std::fs::write(&d.config, "[datapath]\nports = []\n").unwrap();
@@ -715,8 +669,8 @@ fn sighup_applies_a_changed_zone() {
         from,
         Duration::from_secs(10),
     );
-    refused(&b, CLEAN, smtp4());
-    refused(&b, LATER_LISTED, smtp4());
+    b.refused(CLEAN, smtp4());
+    b.refused(LATER_LISTED, smtp4());
 }
 
 #[test]
@@ -727,12 +681,12 @@ fn observe_mode_resolves_and_counts_but_never_drops() {
         ..spec(&b, "bl.test")
     };
     let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, s);
-    connects(&b, LISTED, smtp4());
+    b.connects(LISTED, smtp4());
     assert_eq!(d.wait_verdict(LISTED, VERDICT_WITHIN), "drop");
     d.cli_ok(&["block", CLEAN]);
     for _ in 0..3 {
-        connects(&b, LISTED, smtp4());
-        connects(&b, CLEAN, smtp4());
+        b.connects(LISTED, smtp4());
+        b.connects(CLEAN, smtp4());
     }
     assert!(d.counter("observe_passed") >= 6);
     assert!(d.counter("dropped_verdict") >= 3 && d.counter("dropped_deny") >= 3);
@@ -839,9 +793,9 @@ fn query_socket_answers_the_mta_in_one_line() {
     }
     // The first SYN after the verdict reaches the MTA (to be refused with the reason), the
     // next is dropped in the kernel, and the answer says when the next explained one is due.
-    connects(&b, LISTED, smtp4());
+    b.connects(LISTED, smtp4());
     assert_eq!(d.counter("explained"), 1);
-    refused(&b, LISTED, smtp4());
+    b.refused(LISTED, smtp4());
     let due: u64 = exim_extract(&d.query_socket, LISTED, "explain_in")
         .parse()
         .unwrap();
@@ -852,7 +806,7 @@ fn query_socket_answers_the_mta_in_one_line() {
         "{check}"
     );
 
-    connects(&b, CLEAN, smtp4());
+    b.connects(CLEAN, smtp4());
     assert_eq!(d.wait_verdict(CLEAN, VERDICT_WITHIN), "pass");
     let a = d.query(CLEAN);
     assert!(

@@ -41,6 +41,7 @@ fn config(server: SocketAddr, zones: Vec<DnsblConfig>) -> ReputationConfig {
         lists: ListsConfig {
             allow: Vec::new(),
             deny: Vec::new(),
+            feed: Vec::new(),
         },
     }
 }

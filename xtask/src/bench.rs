@@ -1,11 +1,13 @@
 //! `cargo xtask bench NAME`: benchmarks are binaries of the tests crate (release build),
 //! printing their tables; results and commands are recorded in BENCHMARKS.md.
 
+use std::process::Command;
+
 use anyhow::Result;
 
 use crate::util::{cargo, status};
 
-pub fn run(name: &str) -> Result<()> {
+pub fn run(name: &str, quick: bool) -> Result<()> {
     // The daemon benchmark runs the real release binary.
     status(cargo().args([
         "build",
@@ -16,7 +18,13 @@ pub fn run(name: &str) -> Result<()> {
         "--bin",
         "mxscreen",
     ]))?;
-    status(cargo().args([
+    status(&mut command(name, quick))
+}
+
+/// The command that runs benchmark `name` (`--quick`: its smoke mode, as CI runs it).
+pub fn command(name: &str, quick: bool) -> Command {
+    let mut cmd = cargo();
+    cmd.args([
         "run",
         "--release",
         "--quiet",
@@ -25,5 +33,9 @@ pub fn run(name: &str) -> Result<()> {
         "--bin",
         // `mta-dns` is the binary bench_mta_dns.
         &format!("bench_{}", name.replace('-', "_")),
-    ]))
+    ]);
+    if quick {
+        cmd.args(["--", "--quick"]);
+    }
+    cmd
 }

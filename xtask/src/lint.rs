@@ -1,8 +1,8 @@
 //! `cargo xtask lint`: what CI enforces on the code itself, run first by `cargo xtask test`.
 //!
 //! - rustfmt (nightly, for the import grouping in rustfmt.toml) in check mode;
-//! - clippy with warnings denied, on the host crates (all targets) and on the eBPF crate for
-//!   the bpf target;
+//! - clippy with warnings denied, on the host crates (all targets) and on the eBPF crates
+//!   (the datapath and the benchmarks' reference programs) for the bpf target;
 //! - no source file of the shipped crates over [`MAX_CODE_LINES`] lines of code, so none
 //!   grows back into a file that does four jobs.
 
@@ -26,11 +26,13 @@ pub fn run() -> Result<()> {
     status(nightly_cargo().args(["fmt", "--all", "--", "--check"]))?;
     eprintln!("=== lint: clippy (host crates) ===");
     status(cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))?;
-    eprintln!("=== lint: clippy (eBPF crate, bpf target) ===");
+    eprintln!("=== lint: clippy (eBPF crates, bpf target) ===");
     status(nightly_cargo().args([
         "clippy",
         "-p",
         "filter-ebpf",
+        "-p",
+        "bench-ebpf",
         "--bins",
         "--target",
         "bpfel-unknown-none",

@@ -54,11 +54,15 @@ enum Command {
     /// Build the Debian package (target/debian/mxscreen_<version>-<rev>_amd64.deb) with
     /// cargo-deb, with generated man pages, completions and config, and print its path.
     Deb,
-    /// Run a benchmark and print its table: `datapath`, `resolve`, `daemon`, `fleet` or
-    /// `mta-dns`.
+    /// Run a benchmark and print its table: `datapath`, `resolve`, `daemon`, `fleet`,
+    /// `mta-dns`, `drop` or `mta`. `drop` and `mta` also append their run to BENCHMARKS.md,
+    /// except with `--quick` (a smoke run of a minute or two, as CI does).
     Bench {
-        #[arg(value_parser = ["datapath", "resolve", "daemon", "fleet", "mta-dns"])]
+        #[arg(value_parser = ["datapath", "resolve", "daemon", "fleet", "mta-dns", "drop", "mta"])]
         name: String,
+        /// A short run that checks the harness and records nothing (drop, mta).
+        #[arg(long)]
+        quick: bool,
     },
 }
 
@@ -91,9 +95,9 @@ fn main() -> Result<()> {
             println!("{}", deb::build()?.display());
             Ok(())
         }
-        Command::Bench { name } => {
+        Command::Bench { name, quick } => {
             setup::setup()?;
-            bench::run(&name)
+            bench::run(&name, quick)
         }
     }
 }

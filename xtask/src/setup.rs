@@ -31,6 +31,18 @@ const DEBIAN_PACKAGES: &[(&str, &str)] = &[
         "redis-server",
         "the shared bus of the fleet tests (redis-server and redis-cli)",
     ),
+    (
+        "nftables",
+        "`bench drop`: the nftables netdev-ingress set mxscreen is measured against",
+    ),
+    (
+        "iptables",
+        "`bench drop`: the ip6tables raw-table rule (legacy backend) in front of ipset",
+    ),
+    (
+        "ipset",
+        "`bench drop`: the ipset hash:ip set mxscreen is measured against",
+    ),
     ("zlib1g-dev", "bpf-linker links against zlib"),
     (
         "prometheus",

@@ -30,7 +30,14 @@ const SUITES: &[Suite] = &[
     },
     Suite {
         name: "datapath",
-        args: &["-p", "mxscreen-tests", "--test", "datapath"],
+        args: &[
+            "-p",
+            "mxscreen-tests",
+            "--test",
+            "datapath",
+            "--test",
+            "lists",
+        ],
         parallel: true,
         deb: false,
     },
@@ -48,7 +55,14 @@ const SUITES: &[Suite] = &[
     },
     Suite {
         name: "daemon",
-        args: &["-p", "mxscreen-tests", "--test", "daemon"],
+        args: &[
+            "-p",
+            "mxscreen-tests",
+            "--test",
+            "daemon",
+            "--test",
+            "feeds",
+        ],
         parallel: false,
         deb: false,
     },
@@ -77,6 +91,15 @@ const SUITES: &[Suite] = &[
         deb: true,
     },
 ];
+
+/// The `bench` suite: each benchmark's `--quick` smoke run, so the harnesses never rot (a
+/// minute or two each; they assert what they measure, and record nothing).
+const BENCH_SMOKES: &[&str] = &["drop", "mta"];
+const BENCH_SUITE: &str = "bench";
+
+/// Suites that run the release build of `mxscreen`: what is measured against the product's
+/// numbers (the million-line feed of the daemon suite, the benchmarks).
+const NEEDS_RELEASE: &[&str] = &["daemon", BENCH_SUITE];
 
 #[derive(Default)]
 struct Tally {
@@ -115,17 +138,30 @@ pub fn run(filter: Option<&str>, allow_skips: bool) -> Result<()> {
         .iter()
         .filter(|s| filter.is_none_or(|f| s.name.contains(f)))
         .collect();
-    if suites.is_empty() {
+    let benches = filter.is_none_or(|f| BENCH_SUITE.contains(f));
+    if suites.is_empty() && !benches {
         bail!(
-            "no suite matches {filter:?}; suites: {}",
+            "no suite matches {filter:?}; suites: {}, {BENCH_SUITE}",
             SUITES.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
         );
     }
     // Build everything once up front so a compile error is reported once, not per suite.
     // (The default members: the eBPF crate is built by filter-user's build.rs.)
     status(cargo().args(["test", "--no-run"]))?;
-    // The daemon and end-to-end suites run the real binary.
+    // The daemon and end-to-end suites run the real binary; what is measured against the
+    // product's numbers (the million-line feed, the benchmarks) runs the release build.
     status(cargo().args(["build", "-p", "filter-user", "--bin", "mxscreen"]))?;
+    let names = suites.iter().map(|s| s.name);
+    if benches || names.into_iter().any(|n| NEEDS_RELEASE.contains(&n)) {
+        status(cargo().args([
+            "build",
+            "--release",
+            "-p",
+            "filter-user",
+            "--bin",
+            "mxscreen",
+        ]))?;
+    }
     let deb = if suites.iter().any(|s| s.deb) {
         Some(crate::deb::build()?)
     } else {
@@ -167,6 +203,22 @@ pub fn run(filter: Option<&str>, allow_skips: bool) -> Result<()> {
         total.passed += t.passed;
         total.failed += t.failed;
         total.ignored += t.ignored;
+    }
+    if benches {
+        eprintln!("\n=== suite {BENCH_SUITE} ===");
+        for name in BENCH_SMOKES {
+            let ok = crate::bench::command(name, true).status()?.success();
+            println!(
+                "bench {name} --quick ... {}",
+                if ok { "ok" } else { "FAILED" }
+            );
+            if ok {
+                total.passed += 1;
+            } else {
+                total.failed += 1;
+                failed_suites.push(BENCH_SUITE);
+            }
+        }
     }
     eprintln!();
     if !failed_suites.is_empty() {

@@ -68,11 +68,17 @@ pub fn main(a: Args) -> Result<()> {
     out!("{}", report.to_text())?;
     match daemon {
         Ok(l) => {
-            let rows: Vec<String> = [l.allowed, l.blocked, l.verdict]
-                .iter()
-                .flatten()
-                .map(super::list::row)
-                .collect();
+            let rows: Vec<String> = [
+                l.allowed,
+                l.blocked,
+                l.limited,
+                l.verdict,
+                l.network_verdict,
+            ]
+            .iter()
+            .flatten()
+            .map(super::list::row)
+            .collect();
             if rows.is_empty() {
                 outln!(
                     "daemon: holds nothing for {} (unknown: passes, resolved on its next SYN)",

@@ -51,8 +51,14 @@ pub fn expiry(expires: Option<u64>) -> String {
 /// One line of the table. With `[fleet]` the reason ends with the host the entry (or
 /// verdict) was made on: `spam run (from mx2)`.
 pub fn row(e: &ListedEntry) -> String {
+    let reason = match (&e.reason, &e.feed) {
+        (Some(r), Some(f)) => Some(format!("{r} (also feed {f})")),
+        (Some(r), None) => Some(r.clone()),
+        (None, Some(f)) => Some(format!("feed {f}")),
+        (None, None) => None,
+    };
     let origin = e.origin.as_deref().map(|h| format!("(from {h})"));
-    let last: Vec<&str> = [e.reason.as_deref(), origin.as_deref()]
+    let last: Vec<&str> = [reason.as_deref(), origin.as_deref()]
         .into_iter()
         .flatten()
         .collect();

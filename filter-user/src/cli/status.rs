@@ -9,13 +9,15 @@ use super::{
 use crate::{
     control::{
         client::Client,
-        protocol::{FleetLink, FleetStatus, ResolverStatus, StatusReply},
+        protocol::{FeedStatus, FleetLink, FleetStatus, ResolverStatus, StatusReply},
     },
     duration,
+    state::unix_now,
 };
 
 /// What the daemon is doing: interfaces and attach modes, program ids, map fill levels,
-/// uptime, resolver health, the fleet link (up or down, since when), the config file in use
+/// uptime, feeds (entries, last load, lines skipped), resolver health, the fleet link (up or
+/// down, since when), the config file in use
 /// and any warnings.
 ///
 /// Examples:
@@ -80,10 +82,13 @@ fn text(s: &StatusReply) -> String {
             format!("{:<18} {:>9} / {}", m.name, m.entries, m.max_entries),
         );
     }
+    for f in &s.feeds {
+        line("feed", feed(f));
+    }
     resolver(&s.resolver, &mut line);
     if let Some(r) = &s.reload {
         let ago = duration::format(std::time::Duration::from_secs(
-            crate::state::unix_now().saturating_sub(r.at).max(1),
+            unix_now().saturating_sub(r.at).max(1),
         ));
         let last = if r.error.is_some() {
             "failed"
@@ -108,7 +113,7 @@ fn text(s: &StatusReply) -> String {
 }
 
 fn fleet(f: &FleetStatus, line: &mut impl FnMut(&str, String)) {
-    let since = crate::state::unix_now().saturating_sub(f.since);
+    let since = unix_now().saturating_sub(f.since);
     let since = duration::format(std::time::Duration::from_secs(since.max(1)));
     let state = match f.link {
         FleetLink::Up => format!("up for {since}"),
@@ -136,6 +141,29 @@ fn fleet(f: &FleetStatus, line: &mut impl FnMut(&str, String)) {
             f.refused
         ),
     );
+}
+
+/// `drop-list: 1000000 entries (drop, cidr), loaded 2m ago, 3 lines skipped, 512 hits, /path`
+fn feed(f: &FeedStatus) -> String {
+    let loaded = match f.last_load {
+        Some(t) => format!(
+            "loaded {} ago",
+            duration::format(std::time::Duration::from_secs(
+                unix_now().saturating_sub(t).max(1)
+            ))
+        ),
+        None => "not loaded yet".into(),
+    };
+    let mut out = format!(
+        "{}: {} entries ({}, {}), {loaded}, {} lines skipped, {} hits, {}",
+        f.name, f.entries, f.action, f.format, f.errors, f.hits, f.path
+    );
+    if let Some(p) = &f.problem {
+        out.push_str(&format!(
+            "; last read failed: {p} (entries of the last load kept)"
+        ));
+    }
+    out
 }
 
 fn resolver(r: &ResolverStatus, line: &mut impl FnMut(&str, String)) {

@@ -12,7 +12,7 @@ use super::{
 use crate::{
     datapath::MapSizes,
     reputation::config::{
-        CodeWeight, DnsblConfig, ListsConfig, PolicyConfig, RdnsConfig, ResolverConfig,
+        CodeWeight, DnsblConfig, FeedConfig, ListsConfig, PolicyConfig, RdnsConfig, ResolverConfig,
     },
 };
 
@@ -133,6 +133,7 @@ pub fn doc_for(path: &str) -> Option<&'static str> {
         "rdns" => RdnsConfig::get_field_docs(key),
         "policy" => PolicyConfig::get_field_docs(key),
         "lists" => ListsConfig::get_field_docs(key),
+        "lists.feed" => FeedConfig::get_field_docs(key),
         "control" => ControlSection::get_field_docs(key),
         "state" => StateSection::get_field_docs(key),
         "query" => QuerySection::get_field_docs(key),
@@ -164,6 +165,52 @@ mod tests {
     #[test]
     fn every_printed_key_is_documented() {
         let text = default_toml();
+        let seen = printed_keys_are_documented(&text);
+        for key in [
+            "dnsbl.code_weights",
+            "dnsbl.code_weights.codes",
+            "dnsbl.code_weights.weight",
+            "dnsbl.code_weights.label",
+            "datapath.maps.verdicts",
+            "datapath.maps.hit_counters",
+            "policy.observe",
+            "policy.v6_rotation_prefix",
+            "lists.feed",
+            "query.socket",
+            "query.group",
+            "policy_service.listen",
+            "policy_service.limit_action",
+            "fleet.prefix",
+        ] {
+            assert!(seen.iter().any(|s| s == key), "{key} not printed:\n{text}");
+        }
+        // Optional keys appear commented out, with their documentation.
+        for (key, example) in fleet::OPTIONAL_EXAMPLES {
+            let line = format!("# {key} = {example}");
+            let at = text
+                .find(&line)
+                .unwrap_or_else(|| panic!("{line}:\n{text}"));
+            assert!(doc_for(&format!("fleet.{key}")).is_some(), "{key}");
+            assert!(text[..at].ends_with("\n"), "{key}");
+        }
+        // Sections empty by default are documented too, key by key, once they are written.
+        let cfg = Config::from_toml_str(
+            "[[lists.feed]]\nname = \"drop\"\npath = \"/var/lib/feeds/drop.txt\"\nformat = \"spamhaus-drop\"\naction = \"limit\"\n",
+            "feed.toml",
+        )
+        .unwrap();
+        let text = documented_toml(&cfg);
+        let seen = printed_keys_are_documented(&text);
+        for key in ["name", "path", "format", "action"] {
+            let key = format!("lists.feed.{key}");
+            assert!(seen.contains(&key), "{key} not printed:\n{text}");
+        }
+        assert_eq!(Config::from_toml_str(&text, "again").unwrap(), cfg);
+    }
+
+    /// Checks that every key `text` prints has its documentation above its first occurrence;
+    /// returns the keys seen.
+    fn printed_keys_are_documented(text: &str) -> Vec<String> {
         let mut section = String::new();
         let mut seen = Vec::new();
         let lines: Vec<&str> = text.lines().collect();
@@ -185,29 +232,6 @@ mod tests {
                 seen.push(path);
             }
         }
-        for key in [
-            "dnsbl.code_weights",
-            "dnsbl.code_weights.codes",
-            "dnsbl.code_weights.weight",
-            "dnsbl.code_weights.label",
-            "datapath.maps.verdicts",
-            "policy.observe",
-            "query.socket",
-            "query.group",
-            "policy_service.listen",
-            "policy_service.limit_action",
-            "fleet.prefix",
-        ] {
-            assert!(seen.iter().any(|s| s == key), "{key} not printed:\n{text}");
-        }
-        // Optional keys appear commented out, with their documentation.
-        for (key, example) in fleet::OPTIONAL_EXAMPLES {
-            let line = format!("# {key} = {example}");
-            let at = text
-                .find(&line)
-                .unwrap_or_else(|| panic!("{line}:\n{text}"));
-            assert!(doc_for(&format!("fleet.{key}")).is_some(), "{key}");
-            assert!(text[..at].ends_with("\n"), "{key}");
-        }
+        seen
     }
 }

@@ -128,6 +128,7 @@ impl Config {
         validate_dnsbls(&self.dnsbl)?;
         self.rdns.validate()?;
         self.policy.validate()?;
+        self.lists.validate()?;
         self.control.validate()?;
         self.state.validate()?;
         self.query.validate()?;
@@ -363,6 +364,36 @@ mod tests {
                 "[datapath.maps]\nverdicts = 0\n",
                 2,
                 "datapath.maps.verdicts",
+            ),
+            (
+                "[policy]\nv6_rotation_after = 1\n",
+                2,
+                "policy.v6_rotation_after",
+            ),
+            (
+                "[policy]\nv6_rotation_prefix = 128\n",
+                2,
+                "policy.v6_rotation_prefix",
+            ),
+            (
+                "[[lists.feed]]\nname = \"a b\"\npath = \"/f\"\n",
+                2,
+                "lists.feed[0].name",
+            ),
+            (
+                "[[lists.feed]]\nname = \"a\"\npath = \"/f\"\n[[lists.feed]]\nname = \"a\"\npath = \"/g\"\n",
+                5,
+                "lists.feed[1].name",
+            ),
+            (
+                "[[lists.feed]]\nname = \"a\"\npath = \"feeds/a\"\n",
+                3,
+                "lists.feed[0].path",
+            ),
+            (
+                "[[lists.feed]]\nname = \"a\"\npath = \"/f\"\nformat = \"csv\"\n",
+                4,
+                "lists.feed[0].format",
             ),
             ("\n[control]\nsocket = \"\"\n", 3, "control.socket"),
             ("[state]\nfile = \"\"\n", 2, "state.file"),

@@ -71,6 +71,10 @@ pub enum Reply {
 /// The answer to each request; the client turns it back into the request's own type.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one short-lived reply per request; boxing buys nothing"
+)]
 pub enum Body {
     /// A change was applied (to the maps and the state file) before this reply was sent.
     Done {
@@ -94,6 +98,8 @@ pub enum ListName {
     Blocked,
     Allowed,
     Verdict,
+    /// A limit feed's entry: rate-limited like a `limit` verdict.
+    Limited,
 }
 
 impl ListName {
@@ -102,6 +108,7 @@ impl ListName {
             Self::Blocked => "blocked",
             Self::Allowed => "allowed",
             Self::Verdict => "verdict",
+            Self::Limited => "limited",
         }
     }
 }
@@ -176,13 +183,16 @@ pub struct ListedEntry {
     pub created: Option<u64>,
     /// Unix seconds; `None` = never.
     pub expires: Option<u64>,
-    /// SYNs this entry decided.
+    /// SYNs this entry decided (for a feed's entry: the whole feed's).
     pub hits: u64,
     /// The fleet host the entry was made on (manual entries and verdicts, when `[fleet]` is
     /// on); `None` for what is this host's alone (config, loopback, its own addresses) or
     /// when the fleet is off.
     #[serde(default)]
     pub origin: Option<String>,
+    /// For a feed's entry: the feeds that list it (comma-separated, in load order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed: Option<String>,
 }
 
 /// `mxscreen stats`.
@@ -213,6 +223,9 @@ pub struct StatusReply {
     pub resolver: ResolverStatus,
     /// SIGHUP reloads so far; `None` before the first.
     pub reload: Option<ReloadStatus>,
+    /// The blocklist feeds, in config order.
+    #[serde(default)]
+    pub feeds: Vec<FeedStatus>,
     pub warnings: Vec<String>,
     /// The link to the fleet's Redis; `None` when `[fleet]` is off. (Boxed: replies
     /// stay small when the fleet is off.)
@@ -275,6 +288,28 @@ pub struct ReloadStatus {
     pub error: Option<String>,
 }
 
+/// One feed in `status`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FeedStatus {
+    pub name: String,
+    pub path: String,
+    /// `cidr`, `rbldnsd` or `spamhaus-drop`.
+    pub format: String,
+    /// `drop`, `limit` or `allow`.
+    pub action: String,
+    /// Prefixes in the datapath from its last load.
+    pub entries: u64,
+    /// Unix seconds of the last load; `None` = not loaded yet.
+    pub last_load: Option<u64>,
+    /// Lines skipped as malformed in the last load (each logged as file:line).
+    pub errors: u64,
+    /// Why the last read failed (the file missing, unreadable), the last load's entries
+    /// staying in force; `None` when it succeeded.
+    pub problem: Option<String>,
+    /// SYNs its entries decided.
+    pub hits: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct InterfaceStatus {
     pub name: String,
@@ -318,6 +353,13 @@ pub struct LookupReply {
     /// reason (now or earlier: its very next connection). `None`: never explained.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub explain_next: Option<u64>,
+    /// A limit feed's entry covering the address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limited: Option<ListedEntry>,
+    /// A verdict for the address's whole network (IPv6 rotation), when it has none of its
+    /// own or besides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network_verdict: Option<ListedEntry>,
 }
 
 /// A reply of a known shape, taken out of a [`Body`]; `None` if the body is another kind.

@@ -1,11 +1,13 @@
-//! What `list`, `check` and the lookups show: map entries as the operator reads them, with
-//! where they came from. A listing is streamed in chunks, the verdicts read outside the main
-//! loop, so a million of them neither stall the daemon nor sit whole in its memory.
+//! What the daemon holds, as `list` and `check` show it: list entries (naming the feeds that
+//! list a prefix), verdicts (naming the fleet host that made them), and network verdicts
+//! (naming the addresses that earned them). A listing is streamed in chunks, the verdicts
+//! read outside the main loop, so a million of them neither stall the daemon nor sit whole in
+//! its memory.
 
 use std::{net::IpAddr, sync::Arc};
 
 use anyhow::Result;
-use filter_common::{Action, ListEntry, Reason, Verdict as MapVerdict};
+use filter_common::{Action, ListEntry, Reason, Table, Verdict as MapVerdict};
 use ipnet::IpNet;
 use tokio::sync::mpsc;
 
@@ -15,7 +17,7 @@ use crate::{
         protocol::{Body, ListName, ListWhat, ListedEntry, LookupReply, Reply, Source},
         server::Answer,
     },
-    datapath::{ListKind, clock, explain::next_explained},
+    datapath::{ListKind, NetworkVerdict, clock, explain::next_explained},
     state::unix_now,
 };
 
@@ -24,17 +26,29 @@ const FRAME: usize = 4096;
 /// Frames waiting for a slow reader before the producer waits too.
 const FRAMES_AHEAD: usize = 2;
 
-/// What `list` calls each list.
-const fn list_name(kind: ListKind) -> ListName {
-    match kind {
-        ListKind::Deny => ListName::Blocked,
-        ListKind::Allow => ListName::Allowed,
+/// Which `list` table a list's entries are shown in, and what they do.
+const fn shown_as(table: Table) -> (ListName, Action) {
+    match table {
+        Table::Allow => (ListName::Allowed, Action::Pass),
+        Table::Deny => (ListName::Blocked, Action::Drop),
+        Table::Limit => (ListName::Limited, Action::Limit),
+        Table::PrefixVerdict => (ListName::Verdict, Action::Drop),
     }
 }
 
+fn live(expires_ns: u64) -> bool {
+    expires_ns == 0 || expires_ns > clock::now_ns()
+}
+
 impl Daemon {
-    pub(super) fn listed(&self, list: ListKind, net: IpNet, e: &ListEntry) -> ListedEntry {
-        let manual = self.state.get(list, net);
+    /// One list entry as `list` shows it.
+    pub(super) fn listed(&self, table: Table, net: IpNet, e: &ListEntry) -> ListedEntry {
+        let kind = match table {
+            Table::Allow => Some(ListKind::Allow),
+            Table::Deny => Some(ListKind::Deny),
+            _ => None,
+        };
+        let manual = kind.and_then(|k| self.state.get(k, net));
         let source = match e.reason() {
             Reason::Config => self
                 .protected
@@ -43,13 +57,12 @@ impl Daemon {
                 .map_or(Source::Config, |p| p.why),
             r => Source::from(r),
         };
+        let feeds = self.maps.feeds_listing(table, net);
+        let (list, action) = shown_as(table);
         ListedEntry {
-            list: list_name(list),
+            list,
             net,
-            action: match list {
-                ListKind::Deny => Action::Drop,
-                ListKind::Allow => Action::Pass,
-            },
+            action,
             source,
             reason: manual.and_then(|m| m.reason.clone()),
             created: manual.map(|m| m.created),
@@ -62,6 +75,7 @@ impl Daemon {
                     .clone()
                     .or_else(|| self.fleet.name().map(str::to_owned))
             }),
+            feed: (!feeds.is_empty()).then(|| feeds.join(", ")),
         }
     }
 
@@ -83,26 +97,64 @@ impl Daemon {
             expires: unix_expiry(v.expires_ns),
             hits: v.hits,
             origin: origins.host(ip).or(me).map(str::to_owned),
+            feed: None,
         }
     }
 
-    /// `list`: the lists (read here, they are small), then the verdicts, streamed by a
+    /// A network's verdict, with the addresses that earned it as its reason.
+    fn network_entry(&self, v: &NetworkVerdict) -> ListedEntry {
+        let members = match v.net {
+            IpNet::V6(net) => self.rotation.members(&net),
+            IpNet::V4(_) => Vec::new(),
+        };
+        let reason = (!members.is_empty()).then(|| {
+            let list: Vec<String> = members.iter().map(ToString::to_string).collect();
+            format!(
+                "{} addresses of {} hold drop verdicts: {}",
+                members.len(),
+                v.net,
+                list.join(", ")
+            )
+        });
+        ListedEntry {
+            list: ListName::Verdict,
+            net: v.net,
+            action: v.action,
+            source: Source::from(v.reason),
+            reason,
+            created: None,
+            expires: unix_expiry(v.expires_ns),
+            hits: v.hits,
+            origin: self.fleet.name().map(str::to_owned),
+            feed: None,
+        }
+    }
+
+    /// `list`: the lists and network verdicts (read here), then the verdicts, streamed by a
     /// blocking task on a handle of its own while the main loop goes on.
     pub(super) fn list(&mut self, what: ListWhat) -> Result<Answer> {
-        let mut lists = Vec::new();
-        for (kind, wanted) in [
-            (ListKind::Deny, ListWhat::Blocked),
-            (ListKind::Allow, ListWhat::Allowed),
-        ] {
+        let mut first = Vec::new();
+        let tables = [
+            (Table::Deny, ListWhat::Blocked),
+            (Table::Allow, ListWhat::Allowed),
+            (Table::Limit, ListWhat::All),
+        ];
+        for (table, wanted) in tables {
             if what == wanted || what == ListWhat::All {
-                for (net, e) in self.maps.list_entries(kind)? {
-                    lists.push(self.listed(kind, net, &e));
+                for (net, e, _) in self.maps.table_entries(table)? {
+                    first.push(self.listed(table, net, &e));
                 }
             }
         }
-        let verdicts = matches!(what, ListWhat::Verdicts | ListWhat::All)
-            .then(|| self.maps.verdict_reader())
-            .transpose()?;
+        let verdicts = matches!(what, ListWhat::Verdicts | ListWhat::All);
+        if verdicts {
+            for v in self.maps.network_verdicts()? {
+                if live(v.expires_ns) {
+                    first.push(self.network_entry(&v));
+                }
+            }
+        }
+        let reader = verdicts.then(|| self.maps.reader()).transpose()?;
         let (tx, rx) = mpsc::channel(FRAMES_AHEAD);
         // A snapshot for the task: the daemon copies the origins only if it changes them
         // while the listing runs.
@@ -115,17 +167,16 @@ impl Daemon {
                     more: true,
                 },
             };
-            for chunk in lists.chunks(FRAME) {
+            for chunk in first.chunks(FRAME) {
                 if tx.blocking_send(frame(chunk.to_vec())).is_err() {
                     return; // the reader went away
                 }
             }
-            if let Some(reader) = verdicts {
-                let now = clock::now_ns();
-                let read = reader.for_each_chunk(|chunk| {
+            if let Some(reader) = reader {
+                let read = reader.for_each_verdict_chunk(|chunk| {
                     let entries: Vec<ListedEntry> = chunk
                         .iter()
-                        .filter(|(_, v)| v.expires_ns == 0 || v.expires_ns > now)
+                        .filter(|(_, v)| live(v.expires_ns))
                         .map(|(ip, v)| Self::verdict_entry(*ip, v, &origins, me.as_deref()))
                         .collect();
                     entries.is_empty() || tx.blocking_send(frame(entries)).is_ok()
@@ -146,30 +197,26 @@ impl Daemon {
         Ok(Answer::Stream(rx))
     }
 
+    /// What applies to `ip`: the longest entry of each list, its verdict (and when its next
+    /// explained connection is due), its network's.
     pub(super) fn lookup(&mut self, ip: IpAddr) -> Result<LookupReply> {
         let mut reply = LookupReply {
             ip: Some(ip),
             ..Default::default()
         };
-        for kind in [ListKind::Allow, ListKind::Deny] {
-            if let Some(e) = self.maps.list_match(kind, ip)? {
-                // The trie returns the value, not the prefix: name the longest listed prefix.
-                let net = self
-                    .maps
-                    .list_entries(kind)?
-                    .into_iter()
-                    .filter(|(n, _)| n.contains(&ip))
-                    .max_by_key(|(n, _)| n.prefix_len())
-                    .map_or(IpNet::from(ip), |(n, _)| n);
-                let entry = Some(self.listed(kind, net, &e));
-                match kind {
-                    ListKind::Allow => reply.allowed = entry,
-                    ListKind::Deny => reply.blocked = entry,
-                }
+        for table in [Table::Allow, Table::Deny, Table::Limit] {
+            let Some((net, e)) = self.maps.list_lookup(table, ip)? else {
+                continue;
+            };
+            let entry = Some(self.listed(table, net, &e));
+            match table {
+                Table::Allow => reply.allowed = entry,
+                Table::Deny => reply.blocked = entry,
+                _ => reply.limited = entry,
             }
         }
         if let Some(v) = self.maps.verdict_get(ip)?
-            && (v.expires_ns == 0 || v.expires_ns > clock::now_ns())
+            && live(v.expires_ns)
         {
             reply.verdict = Some(Self::verdict_entry(
                 ip,
@@ -179,6 +226,11 @@ impl Daemon {
             ));
             reply.explain_next =
                 next_explained(&v, &self.maps.config()?).map(|d| unix_now() + d.as_secs());
+        }
+        if let Some(v) = self.maps.network_verdict_for(ip)?
+            && live(v.expires_ns)
+        {
+            reply.network_verdict = Some(self.network_entry(&v));
         }
         Ok(reply)
     }

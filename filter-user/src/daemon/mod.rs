@@ -4,7 +4,8 @@
 //!
 //! - this file: start-up and the main loop, which owns the [`Daemon`] (no locks);
 //! - [`reactor`]: what the daemon does on its own — list reconciliation, new peers,
-//!   verdicts into the maps, the sweep of expired entries;
+//!   verdicts into the maps, feeds loaded, the sweep of expired entries;
+//! - [`rotation`]: IPv6 networks whose addresses rotate get a verdict of their own;
 //! - [`requests`]: the answers to the operator's control requests that change something;
 //! - [`listing`]: `list` (streamed) and lookups; [`status`]: `stats` and `status`;
 //! - [`reload`]: what SIGHUP does;
@@ -22,6 +23,7 @@ pub mod protect;
 mod reactor;
 mod reload;
 mod requests;
+pub mod rotation;
 mod shared;
 mod status;
 mod systemd;
@@ -39,11 +41,12 @@ use tokio::{
     sync::mpsc,
 };
 
-use self::protect::Protected;
+use self::{protect::Protected, rotation::Rotation};
 use crate::{
     config::Config,
     control::server::ControlSocket,
     datapath::{self, AttachMode, Attached, Census, DatapathMaps, Events, LoadOptions},
+    feeds::Feeds,
     fleet::Fleet,
     metrics::{
         self, DaemonFamilies, DatapathFamilies, EngineFamilies, Facts, Families, FleetFamilies,
@@ -79,6 +82,8 @@ pub struct Daemon {
     pub state: State,
     pub engine: Engine,
     pub protected: Vec<Protected>,
+    pub feeds: Feeds,
+    pub rotation: Rotation,
     pub started: Instant,
     /// The last evaluations' evidence, for the MTA's answers (shared with their thread).
     pub evidence: Arc<EvidenceCache>,
@@ -136,6 +141,7 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         Engine::spawn(cfg.reputation()).context("starting the reputation engine")?;
     let evidence = Arc::new(EvidenceCache::for_verdict_map(cfg.datapath.maps.verdicts));
     let (fleet, mut fleet_events) = Fleet::start(&cfg.fleet, state.entries())?;
+    let rotation = Rotation::new(cfg.policy.v6_rotation_prefix, cfg.policy.v6_rotation_after);
     let mut d = Daemon {
         cfg,
         config_path: origin,
@@ -145,6 +151,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         state,
         engine,
         protected: Vec::new(),
+        feeds: Feeds::default(),
+        rotation,
         started: Instant::now(),
         evidence,
         census: Census::default(),
@@ -161,6 +169,10 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     d.apply()?;
     let mta_door = mta::start(&d.cfg, &d.maps, d.evidence.clone(), d.engine.clone())?;
     d.attach_all(&ifaces)?;
+    // Feeds are read off the main loop and written as they arrive (within two seconds for a
+    // million lines); the config and manual entries are enforced from the first SYN.
+    d.feeds.configure(d.cfg.lists.feed.clone());
+    d.learn_rotation()?;
     // The fleet's shared state is loaded before "ready" (bounded: a bus that cannot be
     // reached is given up on within seconds). The program is attached first, so the
     // host screens with its pinned verdicts and its own lists meanwhile.
@@ -186,6 +198,11 @@ pub async fn run(opts: RunOptions) -> Result<()> {
             }
             Some(v) = verdicts.recv() => d.on_verdict(&v),
             Some(ev) = fleet_events.recv() => d.on_fleet(ev),
+            read = d.feeds.next() => {
+                if let Err(e) = d.feeds.apply(&mut d.maps, read).and_then(|()| d.recount_lists()) {
+                    tracing::warn!(error = %format!("{e:#}"), "loading a feed into the datapath failed");
+                }
+            }
             Some((req, reply)) = calls.recv() => {
                 let _ = reply.send(d.handle(req));
             }
@@ -221,7 +238,7 @@ impl Daemon {
     /// The sources a metrics scrape reads; another source is one more line here.
     fn metric_families(&self) -> Result<Vec<Box<dyn Families>>> {
         let mut families: Vec<Box<dyn Families>> = vec![
-            Box::new(DatapathFamilies(self.maps.counter_reader()?)),
+            Box::new(DatapathFamilies(self.maps.reader()?)),
             Box::new(DaemonFamilies(self.facts.clone())),
             Box::new(EngineFamilies(self.engine.clone())),
         ];

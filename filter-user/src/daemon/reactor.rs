@@ -1,14 +1,14 @@
 //! What the daemon does on its own: keeps the lists in the maps equal to config + state,
-//! hands new peers to the engine, writes verdicts into the maps (with one log line each) and
-//! sweeps expired entries.
+//! hands new peers to the engine, writes verdicts into the maps (with one log line each),
+//! gives rotating IPv6 networks their verdict, and sweeps expired entries.
 
 use std::{net::IpAddr, time::Duration};
 
 use anyhow::Result;
-use filter_common::{ListEntry, Reason, Verdict as MapVerdict};
+use filter_common::{Action, ListEntry, Reason, Verdict as MapVerdict};
 use ipnet::IpNet;
 
-use super::{Daemon, protect};
+use super::{Daemon, protect, rotation::Earned};
 use crate::{
     datapath::{ListKind, clock},
     reputation::Verdict,
@@ -44,8 +44,8 @@ impl Daemon {
         self.protected = protect::protected_set(&self.cfg.lists.allow);
         let want = self.wanted();
         for kind in [ListKind::Allow, ListKind::Deny] {
-            for (net, entry) in self.maps.list_entries(kind)? {
-                let ours = matches!(entry.reason(), Reason::Manual | Reason::Config);
+            for (net, reason) in self.maps.list_own(kind) {
+                let ours = matches!(reason, Reason::Manual | Reason::Config);
                 if ours && !want.iter().any(|(k, n, _)| *k == kind && *n == net) {
                     self.maps.list_remove(kind, net)?;
                 }
@@ -129,6 +129,9 @@ impl Daemon {
             std::sync::Arc::make_mut(&mut self.shared_origins).forget(v.ip);
         }
         self.fleet.verdict_made(v);
+        if let Some(earned) = self.rotation.on_verdict(v.ip, v.action, entry.expires_ns) {
+            self.network_verdict(&earned);
+        }
         tracing::info!(
             target: "mxscreen::verdict",
             action = v.action.name(),
@@ -145,14 +148,71 @@ impl Daemon {
         );
     }
 
-    /// Removes expired manual entries (state file, then tries: if the file cannot be written
-    /// they stay in both, where the datapath ignores them, until a later sweep) and expired
-    /// verdicts, and counts what is left (the census).
+    /// A network whose addresses rotate has earned a verdict: into the map, and a verdict line
+    /// naming the addresses that earned it.
+    fn network_verdict(&mut self, earned: &Earned) {
+        let net = IpNet::V6(earned.net);
+        if let Err(e) =
+            self.maps
+                .network_verdict_set(net, Action::Drop, Reason::Reputation, earned.expires_ns)
+        {
+            tracing::warn!(%net, error = %e, "could not store the network's verdict");
+            return;
+        }
+        let members: Vec<String> = earned.members.iter().map(ToString::to_string).collect();
+        let reasons = format!(
+            "rotation: {} addresses of {net} hold drop verdicts ({})",
+            members.len(),
+            members.join(", ")
+        );
+        tracing::info!(
+            target: "mxscreen::verdict",
+            action = Action::Drop.name(),
+            ip = %net,
+            reasons = reasons.as_str(),
+            ttl = clock::remaining(earned.expires_ns).map_or(0, |d| d.as_secs()),
+            source = Reason::Reputation.name(),
+            observe = self.cfg.policy.observe,
+            "mxscreen-verdict"
+        );
+    }
+
+    /// At start: learns the IPv6 drop verdicts kept in the pinned maps, so networks that had
+    /// earned a verdict (the lists are not pinned) get it back at once.
+    pub fn learn_rotation(&mut self) -> Result<()> {
+        let now = clock::now_ns();
+        let mut drops = Vec::new();
+        self.maps.for_each_verdict_chunk(|chunk| {
+            drops.extend(chunk.into_iter().filter(|(ip, v)| {
+                ip.is_ipv6()
+                    && v.action() == Action::Drop
+                    && (v.expires_ns == 0 || v.expires_ns > now)
+            }));
+            true
+        })?;
+        for (ip, v) in drops {
+            if let Some(earned) = self.rotation.on_verdict(ip, v.action(), v.expires_ns) {
+                self.network_verdict(&earned);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes expired manual entries (state file, then lists: if the file cannot be written
+    /// they stay in both, where the datapath ignores them, until a later sweep), verdicts and
+    /// network verdicts, counts what is left (the census), and starts a new list generation:
+    /// every cached decision is made again at its source's next SYN, which bounds how long
+    /// one cached through a race can outlive its cause.
     pub fn sweep(&mut self) -> Result<()> {
         for e in self.state.take_expired(unix_now())? {
             self.maps.list_remove(e.list, e.net)?;
             tracing::info!(list = ?e.list, net = %e.net, "manual entry expired");
         }
+        for net in self.rotation.sweep(clock::now_ns()) {
+            self.maps.network_verdict_remove(IpNet::V6(net))?;
+            tracing::info!(%net, "network verdict expired");
+        }
+        self.maps.new_generation()?;
         std::sync::Arc::make_mut(&mut self.shared_origins).prune(crate::fleet::wire::now_ms());
         self.take_census()
     }

@@ -7,9 +7,10 @@ use anyhow::{Result, anyhow};
 use super::{Daemon, RunOptions, read_config};
 
 /// SIGHUP: re-read the config; apply ports, limits, first contact, observe, zones, weights,
-/// thresholds, resolver and lists live. What needs a restart (interfaces, mode, map sizes,
-/// pin directory, sockets, state file, metrics endpoint, fleet) is named in a warning. A bad
-/// config changes nothing. The outcome is recorded for `status` and the metrics.
+/// thresholds, resolver, lists and feeds (each read again: an unchanged file writes nothing)
+/// live. What needs a restart (interfaces, mode, map sizes, pin directory, sockets, state
+/// file, metrics endpoint, fleet) is named in a warning. A bad config changes nothing. The
+/// outcome is recorded for `status` and the metrics.
 pub fn reload(d: &mut Daemon, opts: &RunOptions) {
     let result = try_reload(d, opts).map_err(|e| {
         let error = format!("{e:#}");
@@ -59,6 +60,21 @@ fn try_reload(d: &mut Daemon, opts: &RunOptions) -> Result<()> {
     d.cfg.fleet = old.fleet.clone();
     d.cfg.query = old.query.clone();
     d.cfg.policy_service = old.policy_service.clone();
+    d.rotation.configure(
+        d.cfg.policy.v6_rotation_prefix,
+        d.cfg.policy.v6_rotation_after,
+    );
+    for name in d.feeds.configure(d.cfg.lists.feed.clone()) {
+        match d.maps.feed_drop(&name) {
+            Ok(change) => {
+                tracing::info!(feed = %name, removed = change.removed, "feed no longer configured; its entries are gone")
+            }
+            Err(e) => {
+                tracing::error!(feed = %name, error = %format!("{e:#}"), "removing a feed failed")
+            }
+        }
+    }
+
     if !restart.is_empty() {
         tracing::warn!(keys = %restart.join(", "), "changed in the config but only applied at restart");
     }

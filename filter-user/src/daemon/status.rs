@@ -82,6 +82,7 @@ impl Daemon {
             maps,
             warnings: self.status_warnings(&engine),
             reload: self.reload_status(),
+            feeds: self.feeds.status(&self.maps),
             resolver: ResolverStatus {
                 nameservers: self.cfg.resolver.nameservers.clone(),
                 engine,

@@ -9,12 +9,10 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use aya::{
     Ebpf, EbpfLoader,
-    maps::MapInfo,
+    maps::{MapInfo, MapType},
     programs::{SchedClassifier, Xdp},
 };
-use filter_common::{
-    Counter, DatapathConfig, ListEntry, Seen, Verdict, map_names as m, program_names,
-};
+use filter_common::{Counter, DatapathConfig, Peer, map_names as m, program_names};
 
 use super::{bpffs, sizes::MapSizes};
 
@@ -24,38 +22,60 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 /// Default pin directory: maps here survive daemon restarts and are readable by tools.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/mxscreen";
 
-/// Expected shape of one map, to detect a pin left by an incompatible build or size.
+/// Expected shape of one pinned map, to detect a pin left by an incompatible build or size.
 struct Shape {
     name: &'static str,
+    map_type: MapType,
     key_size: usize,
     value_size: usize,
     max_entries: u32,
 }
 
-/// The shape of every map, from the shared types. A unit test checks these against what
-/// the kernel reports for a freshly loaded object, so this table cannot drift silently.
-fn shapes(sizes: &MapSizes) -> [Shape; 12] {
-    const LPM4: usize = 4 + 4;
-    const LPM16: usize = 4 + 16;
-    let s = |name, key_size, value_size, max_entries| Shape {
+/// The maps that are pinned, with their shapes from the shared types. A unit test checks
+/// these against what the kernel reports for a freshly loaded object, so this table cannot
+/// drift silently. Only what must survive a restart is pinned: the config, the counters and
+/// the per-source entries (verdicts). The lists and their hit counters are rebuilt by the
+/// daemon at every start from the config, the state file and the feeds.
+fn shapes(sizes: &MapSizes) -> [Shape; 4] {
+    let s = |name, map_type, key_size, value_size, max_entries| Shape {
         name,
+        map_type,
         key_size,
         value_size,
         max_entries,
     };
     [
-        s(m::CONFIG, 4, size_of::<DatapathConfig>(), 1),
-        s(m::COUNTERS, 4, size_of::<u64>(), Counter::COUNT),
-        s(m::ALLOW_V4, LPM4, size_of::<ListEntry>(), sizes.allow),
-        s(m::ALLOW_V6, LPM16, size_of::<ListEntry>(), sizes.allow),
-        s(m::DENY_V4, LPM4, size_of::<ListEntry>(), sizes.deny),
-        s(m::DENY_V6, LPM16, size_of::<ListEntry>(), sizes.deny),
-        s(m::VERDICTS_V4, 4, size_of::<Verdict>(), sizes.verdicts),
-        s(m::VERDICTS_V6, 16, size_of::<Verdict>(), sizes.verdicts),
-        s(m::SEEN_V4, 4, size_of::<Seen>(), sizes.seen),
-        s(m::SEEN_V6, 16, size_of::<Seen>(), sizes.seen),
-        s(m::BUCKETS_V4, 4, size_of::<u64>(), sizes.buckets),
-        s(m::BUCKETS_V6, 16, size_of::<u64>(), sizes.buckets),
+        s(m::CONFIG, MapType::Array, 4, size_of::<DatapathConfig>(), 1),
+        s(
+            m::COUNTERS,
+            MapType::PerCpuArray,
+            4,
+            size_of::<u64>(),
+            Counter::COUNT,
+        ),
+        s(
+            m::PEERS_V4,
+            MapType::LruHash,
+            4,
+            size_of::<Peer>(),
+            sizes.verdicts,
+        ),
+        s(
+            m::PEERS_V6,
+            MapType::LruHash,
+            16,
+            size_of::<Peer>(),
+            sizes.verdicts,
+        ),
+    ]
+}
+
+/// Sizes of the maps that are not pinned.
+fn unpinned_sizes(sizes: &MapSizes) -> [(&'static str, u32); 3] {
+    [
+        (m::HITS, sizes.hit_counters),
+        (m::LISTS_V4, sizes.lists()),
+        (m::LISTS_V6, sizes.lists()),
     ]
 }
 
@@ -80,6 +100,9 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf> {
     for shape in &shapes {
         loader.map_max_entries(shape.name, shape.max_entries);
     }
+    for (name, n) in unpinned_sizes(&opts.sizes) {
+        loader.map_max_entries(name, n);
+    }
     let mut replace = Vec::new();
     if let Some(dir) = &opts.pin_dir {
         prepare_pin_dir(dir)?;
@@ -101,6 +124,10 @@ pub fn load(opts: &LoadOptions) -> Result<Ebpf> {
     xdp.load().context("verifier rejected the XDP program")?;
     let tc: &mut SchedClassifier = program(&mut ebpf, program_names::TC)?.try_into()?;
     tc.load().context("verifier rejected the tc program")?;
+    let clock: &mut Xdp = program(&mut ebpf, program_names::CLOCK)?.try_into()?;
+    clock
+        .load()
+        .context("verifier rejected the clock sampler")?;
     for (name, path) in replace {
         tracing::warn!(pin = %path.display(), "pinned map has another shape (new version or sizes); replacing it with a fresh one");
         std::fs::remove_file(&path)
@@ -147,7 +174,8 @@ fn is_incompatible_pin(path: &Path, want: &Shape) -> bool {
     }
     match MapInfo::from_pin(path) {
         Ok(info) => {
-            info.key_size() as usize != want.key_size
+            !info.map_type().is_ok_and(|t| t == want.map_type)
+                || info.key_size() as usize != want.key_size
                 || info.value_size() as usize != want.value_size
                 || info.max_entries() != want.max_entries
         }
@@ -234,25 +262,25 @@ mod tests {
         };
         let id = |name: &str| MapInfo::from_pin(dir.join(name)).unwrap().id();
         drop(load(&pinned(small)).expect("first load"));
-        let (verdicts, seen) = (id(m::VERDICTS_V4), id(m::SEEN_V4));
+        let (verdicts, config) = (id(m::PEERS_V4), id(m::CONFIG));
         // A start with a map the kernel refuses fails, and the old verdict pins stay.
         let refused = MapSizes {
             verdicts: small.verdicts * 2,
-            buckets: 0,
+            hit_counters: 0,
             ..small
         };
         assert!(load(&pinned(refused)).is_err());
-        assert_eq!(id(m::VERDICTS_V4), verdicts, "pin removed by a failed load");
+        assert_eq!(id(m::PEERS_V4), verdicts, "pin removed by a failed load");
         // A good load with other verdict sizes replaces those pins, keeps the others.
         let bigger = MapSizes {
             verdicts: small.verdicts * 2,
             ..small
         };
         drop(load(&pinned(bigger)).expect("load with other sizes"));
-        assert_ne!(id(m::VERDICTS_V4), verdicts);
-        let info = MapInfo::from_pin(dir.join(m::VERDICTS_V4)).unwrap();
+        assert_ne!(id(m::PEERS_V4), verdicts);
+        let info = MapInfo::from_pin(dir.join(m::PEERS_V4)).unwrap();
         assert_eq!(info.max_entries(), bigger.verdicts);
-        assert_eq!(id(m::SEEN_V4), seen, "a compatible pin is reused");
+        assert_eq!(id(m::CONFIG), config, "a compatible pin is reused");
     }
 
     #[test]
@@ -271,16 +299,16 @@ mod tests {
     }
 
     #[test]
-    fn shapes_cover_every_pinned_map() {
-        let names: Vec<&str> = shapes(&MapSizes::default())
-            .iter()
-            .map(|s| s.name)
-            .collect();
+    fn every_map_is_pinned_or_sized_at_load() {
+        let sizes = MapSizes::default();
+        let mut names: Vec<&str> = shapes(&sizes).iter().map(|s| s.name).collect();
+        names.extend(unpinned_sizes(&sizes).iter().map(|(n, _)| *n));
         for name in m::ALL {
-            assert!(
-                name == m::EVENTS || names.contains(&name),
-                "{name} has no shape"
-            );
+            // The ring's size is fixed; the index is one element.
+            if name != m::EVENTS && name != m::LIST_INDEX {
+                assert!(names.contains(&name), "{name} is neither pinned nor sized");
+            }
         }
+        assert_eq!(sizes.hit_counters, filter_common::default_sizes::HITS);
     }
 }

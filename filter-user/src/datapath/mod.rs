@@ -3,11 +3,16 @@
 //! - [`load`]: the embedded object, loading and pinning.
 //! - [`sizes`]: map capacities from the config.
 //! - [`attach`]: XDP/tc attach modes with fallback and readable errors.
-//! - [`batch`]: whole-map reads and bulk deletes in few syscalls.
-//! - [`maps`]: typed access to every map (config, lists, verdicts, counters).
+//! - [`batch`]: whole-map reads, bulk writes and bulk deletes in few syscalls.
+//! - [`maps`]: the handle on every map, the runtime config and the counters; its methods
+//!   for verdicts and per-source state are in [`peers`], for list entries in [`lists`], for
+//!   whole feeds in [`feedsets`], for network verdicts in [`networks`].
 //! - [`census`]: what the maps hold, counted (verdicts by action and reason, list entries).
+//! - [`prefix`]: prefixes and sorted prefix sets (what a feed is).
+//! - [`hits`]: the per-CPU hit counters of list entries.
+//! - [`reader`]: a read-only handle of its own on the maps, for readers outside the main loop.
 //! - [`bpffs`]: making sure the BPF filesystem is mounted for pins.
-//! - [`clock`]: the clock the datapath compares expiries against.
+//! - [`clock`]: the clock the datapath compares expiries against, and its calibration.
 //! - [`events`]: the new-peer events the datapath reports, typed.
 //! - [`explain`]: when a dropped peer's next SYN is let through to be explained.
 //! - [`first_contact`]: pass or hold a peer with no verdict yet.
@@ -19,15 +24,27 @@ pub mod census;
 pub mod clock;
 pub mod events;
 pub mod explain;
+pub mod feedsets;
 pub mod first_contact;
+mod hits;
+pub mod lists;
 pub mod load;
 pub mod maps;
+pub mod networks;
+pub mod peers;
+pub mod prefix;
+pub mod reader;
 pub mod sizes;
 
 pub use attach::{AttachMode, Attached, attach};
 pub use census::Census;
 pub use events::{Events, NewPeer};
+pub use feedsets::FeedChange;
+pub use filter_common::Table;
 pub use first_contact::FirstContact;
 pub use load::{LoadOptions, load};
-pub use maps::{CounterReader, DatapathMaps, ListKind};
+pub use maps::{DatapathMaps, ListKind};
+pub use networks::NetworkVerdict;
+pub use prefix::{Prefix, PrefixSet};
+pub use reader::MapsReader;
 pub use sizes::MapSizes;

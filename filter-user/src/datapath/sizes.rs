@@ -6,36 +6,51 @@ use serde::{Deserialize, Serialize};
 
 use crate::invalid_key::InvalidKey;
 
-/// The largest map the daemon asks the kernel for. The LRU maps are preallocated (about
-/// 100 bytes an entry with the kernel's overhead), so 16M entries is already gigabytes; the
+/// The largest map the daemon asks the kernel for. The per-source map is preallocated (about
+/// 130 bytes an entry with the kernel's overhead), so 16M entries is already gigabytes; the
 /// kernel itself refuses hash maps whose bucket array would pass 4 GiB.
 pub const MAX_ENTRIES: u32 = 1 << 24;
+/// Hit counters are per CPU: a million is already 8 MiB on each.
+pub const MAX_HIT_COUNTERS: u32 = 1 << 20;
 
-/// Map capacities, chosen at load time. The defaults suit a busy MX; LRU maps are
-/// preallocated by the kernel (memory is paid up front), the tries allocate on use.
+/// Map capacities, chosen at load time. The defaults suit a busy MX; the per-source map is
+/// preallocated by the kernel (memory is paid up front), list entries are allocated on use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, DocumentedFields)]
 #[serde(default, deny_unknown_fields)]
 pub struct MapSizes {
-    /// Cached verdicts per address family (LRU, preallocated: the oldest go first when full).
+    /// Sources the datapath keeps an entry for, per address family: cached verdicts, the
+    /// decision cached for a listed or unknown source, first contact and token bucket (LRU,
+    /// preallocated: the least recently seen go first when full).
     pub verdicts: u32,
-    /// Recently reported unknown peers per family (LRU), for event dedup and the hold window.
-    pub seen: u32,
-    /// Token buckets of limited sources per family (LRU).
-    pub buckets: u32,
-    /// Deny-list prefixes per family (allocated on use).
+    /// Deny, limit-feed and prefix-verdict entries per family, feeds included (allocated on
+    /// use; the lists' bucket array, 16 bytes per entry of deny + allow, is allocated at
+    /// start).
     pub deny: u32,
     /// Allow-list prefixes per family (allocated on use).
     pub allow: u32,
+    /// Hit counters of list entries, per CPU, 8 bytes each: every manual, config and host
+    /// entry and every prefix verdict gets its own, a feed one for all its entries; entries
+    /// beyond share an uncounted one.
+    pub hit_counters: u32,
+    /// No longer used: unknown peers live in the per-source entries (`verdicts`). Accepted so
+    /// that older config files still load.
+    #[serde(default, skip_serializing)]
+    pub seen: Option<u32>,
+    /// No longer used: token buckets live in the per-source entries (`verdicts`). Accepted
+    /// so that older config files still load.
+    #[serde(default, skip_serializing)]
+    pub buckets: Option<u32>,
 }
 
 impl Default for MapSizes {
     fn default() -> Self {
         Self {
-            verdicts: default_sizes::VERDICTS,
-            seen: default_sizes::SEEN,
-            buckets: default_sizes::BUCKETS,
-            deny: default_sizes::DENY,
-            allow: default_sizes::ALLOW,
+            verdicts: default_sizes::PEERS,
+            deny: 1024 * 1024,
+            allow: 64 * 1024,
+            hit_counters: default_sizes::HITS,
+            seen: None,
+            buckets: None,
         }
     }
 }
@@ -45,11 +60,18 @@ impl MapSizes {
     pub const fn small() -> Self {
         Self {
             verdicts: 4096,
-            seen: 4096,
-            buckets: 1024,
             deny: 4096,
             allow: 1024,
+            hit_counters: 1024,
+            seen: None,
+            buckets: None,
         }
+    }
+
+    /// Entries of each family's list hash: every table shares it.
+    pub const fn lists(&self) -> u32 {
+        let n = self.deny.saturating_add(self.allow);
+        if n > MAX_ENTRIES { MAX_ENTRIES } else { n }
     }
 
     /// Every size within 1..=[`MAX_ENTRIES`]; the kernel refuses a map of 0 entries, and a
@@ -57,15 +79,19 @@ impl MapSizes {
     pub fn validate(&self) -> Result<(), InvalidKey> {
         for (key, n) in [
             ("verdicts", self.verdicts),
-            ("seen", self.seen),
-            ("buckets", self.buckets),
             ("deny", self.deny),
             ("allow", self.allow),
+            ("hit_counters", self.hit_counters),
         ] {
-            if n == 0 || n > MAX_ENTRIES {
+            let max = if key == "hit_counters" {
+                MAX_HIT_COUNTERS
+            } else {
+                MAX_ENTRIES
+            };
+            if n == 0 || n > max {
                 return Err(InvalidKey::new(
                     format!("datapath.maps.{key}"),
-                    format!("{n} entries; 1 to {MAX_ENTRIES} are allowed"),
+                    format!("{n} entries; 1 to {max} are allowed"),
                 ));
             }
         }

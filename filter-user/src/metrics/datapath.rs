@@ -5,12 +5,12 @@ use anyhow::Result;
 use filter_common::Counter;
 
 use super::Families;
-use crate::datapath::CounterReader;
+use crate::datapath::MapsReader;
 
 pub const PACKETS: &str = "mxscreen_datapath_packets_total";
 
 /// Reads the per-CPU counters through a handle of its own.
-pub struct DatapathFamilies(pub CounterReader);
+pub struct DatapathFamilies(pub MapsReader);
 
 impl Families for DatapathFamilies {
     fn describe(&self) {
@@ -22,7 +22,7 @@ impl Families for DatapathFamilies {
     }
 
     fn update(&self) -> Result<()> {
-        let values = self.0.read()?;
+        let values = self.0.counters()?;
         // Every counter the datapath has, so one added there appears here with no change.
         for c in Counter::ALL {
             counter!(PACKETS, "outcome" => c.name()).absolute(values[c as usize]);

@@ -14,13 +14,13 @@ use super::{
     evidence::EvidenceCache,
 };
 use crate::{
-    datapath::{DatapathMaps, ListKind, clock, explain::next_explained},
+    datapath::{ListKind, MapsReader, clock, explain::next_explained},
     reputation::{Engine, names::canonical},
 };
 
 /// Answers the MTA's questions. Shared by the query socket and the policy service.
 pub struct Oracle {
-    maps: DatapathMaps,
+    maps: MapsReader,
     evidence: Arc<EvidenceCache>,
     engine: Engine,
 }
@@ -44,8 +44,8 @@ fn listed(action: Told, e: &ListEntry) -> Answer {
 }
 
 impl Oracle {
-    /// `maps` should be a handle of its own ([`DatapathMaps::try_clone`]).
-    pub fn new(maps: DatapathMaps, evidence: Arc<EvidenceCache>, engine: Engine) -> Self {
+    /// `maps` should be a handle of its own ([`crate::datapath::DatapathMaps::reader`]).
+    pub fn new(maps: MapsReader, evidence: Arc<EvidenceCache>, engine: Engine) -> Self {
         Self {
             maps,
             evidence,

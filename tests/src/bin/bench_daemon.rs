@@ -11,7 +11,7 @@ use std::{
 };
 
 use aya::maps::{HashMap, Map, MapData};
-use filter_common::{Action, Reason, Verdict};
+use filter_common::{Action, Peer, Reason, Verdict, map_names};
 use mxscreen::datapath::clock;
 use mxscreen_tests::{
     daemon::{MxDaemon, Spec},
@@ -71,9 +71,9 @@ fn main() {
     std::thread::sleep(Duration::from_secs(2));
     let idle = rss_kib(pid);
 
-    let verdicts_path = d.pin_dir.join("VERDICTS_V4");
-    let map = MapData::from_pin(&verdicts_path).expect("pinned verdict map");
-    let verdicts: HashMap<MapData, [u8; 4], Verdict> =
+    let peers_path = d.pin_dir.join(map_names::PEERS_V4);
+    let map = MapData::from_pin(&peers_path).expect("pinned per-source map");
+    let verdicts: HashMap<MapData, [u8; 4], Peer> =
         HashMap::try_from(Map::LruHashMap(map)).unwrap();
 
     // First SYN to verdict in the map.
@@ -84,7 +84,11 @@ fn main() {
         let _sock = syn(&wire, src, format!("{SERVER_V4}:25").parse().unwrap());
         let deadline = t0 + Duration::from_secs(10);
         loop {
-            if verdicts.get(&src.octets(), 0).is_ok() {
+            // The datapath keeps an entry for the unknown peer; the verdict comes later.
+            if verdicts
+                .get(&src.octets(), 0)
+                .is_ok_and(|p| p.verdict().is_some())
+            {
                 lat.push(t0.elapsed());
                 break;
             }
@@ -101,11 +105,12 @@ fn main() {
 
     // 1M verdicts, written straight into the pinned map as the daemon would have.
     let mut verdicts = verdicts;
-    let v = Verdict::new(
+    let mut v = Peer::empty();
+    v.set_verdict(&Verdict::new(
         Action::Pass,
         Reason::Reputation,
         clock::expiry_after(Duration::from_secs(3600)),
-    );
+    ));
     let t = Instant::now();
     for i in 0..FILL {
         verdicts

@@ -121,6 +121,7 @@ fn measure(
             hostname: "mx.bench.test".into(),
             local_domain: "bench.test".into(),
             dnsbl: ZONE.into(),
+            dnsbl_refuses: false,
             ports: vec![25],
             asks_mxscreen: asks.map(std::path::Path::to_path_buf),
             own_acl,

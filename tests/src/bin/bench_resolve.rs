@@ -77,6 +77,7 @@ fn main() {
                 lists: ListsConfig {
                     allow: Vec::new(),
                     deny: Vec::new(),
+                    feed: Vec::new(),
                 },
                 ..mxscreen::config::Config::default().reputation()
             };

@@ -1,5 +1,6 @@
 //! The reputation engine's config sections: `[resolver]`, `[[dnsbl]]`, `[rdns]`, `[policy]` and
-//! `[lists]`, each with its documented default and its own checks, one file per concern. The
+//! `[lists]` (with its `[[lists.feed]]` files), each with its documented default and its own
+//! checks, one file per concern. The
 //! config file loader (`crate::config`) embeds them; [`ReputationConfig`] is the typed view
 //! the engine takes.
 //!
@@ -8,6 +9,7 @@
 //! `mxscreen config default` prints above the key.
 
 mod dnsbl;
+mod feeds;
 mod policy;
 mod resolver;
 
@@ -15,6 +17,7 @@ use std::net::IpAddr;
 
 pub use self::{
     dnsbl::{CodeWeight, DnsblConfig, default_dnsbls, validate_dnsbls},
+    feeds::{FeedAction, FeedConfig, FeedFormat},
     policy::{ListsConfig, PolicyConfig, RdnsConfig},
     resolver::{Nameserver, PUBLIC_RESOLVERS, ResolverConfig, public_resolvers},
 };

@@ -7,6 +7,7 @@ use documented::DocumentedFields;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use super::feeds::{FeedConfig, validate_feeds};
 use crate::{duration, invalid_key::InvalidKey};
 
 /// `[rdns]`: reverse DNS and forward-confirmed reverse DNS (FCrDNS).
@@ -85,6 +86,17 @@ pub struct PolicyConfig {
     /// Manual blocks, deny lists and feeds are never explained.
     #[serde(with = "duration")]
     pub explain_every: Duration,
+    /// IPv6 sources rotate their address inside the network their provider gives them, so a
+    /// verdict per address lets every new one through first. Once `v6_rotation_after`
+    /// distinct addresses of one network of this prefix length hold reputation `drop`
+    /// verdicts, the network itself gets a `drop` verdict (logged, listed, shown by `check`,
+    /// expiring with the latest of them). An address with a verdict of its own keeps it.
+    /// Default 64, the usual end-site allocation; 16 to 127.
+    pub v6_rotation_prefix: u8,
+    /// How many distinct addresses of one network must hold `drop` verdicts before the
+    /// network does. Default 2: one listed address never takes its neighbours with it; two
+    /// in one /64 is how a rotating sender shows. At least 2; 0 turns it off.
+    pub v6_rotation_after: u32,
 }
 
 impl Default for PolicyConfig {
@@ -100,6 +112,8 @@ impl Default for PolicyConfig {
             limit_burst: 3,
             observe: false,
             explain_every: Duration::from_secs(4 * 3600),
+            v6_rotation_prefix: 64,
+            v6_rotation_after: 2,
         }
     }
 }
@@ -117,6 +131,11 @@ pub struct ListsConfig {
     /// Always drop. Default: empty.
     #[serde(deserialize_with = "crate::net::deserialize_nets")]
     pub deny: Vec<IpNet>,
+    /// Blocklist feed files, one [[lists.feed]] table each: name, path, format ("cidr",
+    /// "rbldnsd" or "spamhaus-drop") and action ("drop", "limit" or "allow"). Default: none.
+    /// A million-line feed is enforced within two seconds of start; on every change of the
+    /// file only the difference is written, and a listed address never passes meanwhile.
+    pub feed: Vec<FeedConfig>,
 }
 
 impl Default for ListsConfig {
@@ -138,7 +157,14 @@ impl Default for ListsConfig {
                 .map(|s| s.parse().expect("built-in CIDR"))
                 .collect(),
             deny: Vec::new(),
+            feed: Vec::new(),
         }
+    }
+}
+
+impl ListsConfig {
+    pub fn validate(&self) -> Result<(), InvalidKey> {
+        validate_feeds(&self.feed)
     }
 }
 
@@ -188,6 +214,21 @@ impl PolicyConfig {
             if d < Duration::from_secs(1) {
                 return Err(InvalidKey::new(key, "must be at least 1s"));
             }
+        }
+        if !(16..=127).contains(&self.v6_rotation_prefix) {
+            return Err(InvalidKey::new(
+                "policy.v6_rotation_prefix",
+                format!(
+                    "/{} is no network a sender rotates in; 16 to 127 are allowed",
+                    self.v6_rotation_prefix
+                ),
+            ));
+        }
+        if self.v6_rotation_after == 1 {
+            return Err(InvalidKey::new(
+                "policy.v6_rotation_after",
+                "1 would let one listed address take its whole network; use at least 2, or 0 to turn it off",
+            ));
         }
         if self.ttl_max < self.ttl_min {
             return Err(InvalidKey::new(

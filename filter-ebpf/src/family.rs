@@ -1,0 +1,115 @@
+//! What differs between IPv4 and IPv6 sources — the maps, the key width, how to clear host
+//! bits — behind one trait, so the decision is written once for both.
+
+use aya_ebpf::maps::{HashMap, LruHashMap};
+use filter_common::{FAMILY_V4, FAMILY_V6, ListIndex, ListKey, ListValue, Peer};
+
+use crate::maps;
+
+pub trait Family {
+    type Addr: Copy + 'static;
+    /// `FAMILY_V4` or `FAMILY_V6`, as events carry it.
+    const FAMILY: u8;
+    fn peers() -> &'static LruHashMap<Self::Addr, Peer>;
+    fn lists() -> &'static HashMap<ListKey<Self::Addr>, ListValue>;
+    /// The lengths table `table` uses: how many, and the array (longest first).
+    fn lengths(index: &ListIndex, table: usize) -> (usize, &[u8]);
+    /// `addr` with every bit past `len` cleared.
+    fn masked(addr: Self::Addr, len: u8) -> Self::Addr;
+    /// The address in an event's 16-byte form.
+    fn wide(addr: Self::Addr) -> [u8; 16];
+}
+
+pub struct V4;
+pub struct V6;
+
+/// The top `len` bits of a 64-bit word set (`len` 0..=64).
+#[inline(always)]
+fn mask64(len: u8) -> u64 {
+    if len == 0 {
+        0
+    } else if len >= 64 {
+        u64::MAX
+    } else {
+        u64::MAX << (64 - len)
+    }
+}
+
+impl Family for V4 {
+    type Addr = [u8; 4];
+    const FAMILY: u8 = FAMILY_V4;
+
+    #[inline(always)]
+    fn peers() -> &'static LruHashMap<[u8; 4], Peer> {
+        &maps::PEERS_V4
+    }
+
+    #[inline(always)]
+    fn lists() -> &'static HashMap<ListKey<[u8; 4]>, ListValue> {
+        &maps::LISTS_V4
+    }
+
+    #[inline(always)]
+    fn lengths(index: &ListIndex, table: usize) -> (usize, &[u8]) {
+        match index.v4.get(table) {
+            Some(l) => (l.count as usize, &l.lens),
+            None => (0, &[]),
+        }
+    }
+
+    #[inline(always)]
+    fn masked(addr: [u8; 4], len: u8) -> [u8; 4] {
+        // The top 32 bits of the 64-bit mask are the 32-bit one.
+        let mask = (mask64(len.min(32)) >> 32) as u32;
+        (u32::from_be_bytes(addr) & mask).to_be_bytes()
+    }
+
+    #[inline(always)]
+    fn wide(addr: [u8; 4]) -> [u8; 16] {
+        let mut w = [0u8; 16];
+        w[..4].copy_from_slice(&addr);
+        w
+    }
+}
+
+impl Family for V6 {
+    type Addr = [u8; 16];
+    const FAMILY: u8 = FAMILY_V6;
+
+    #[inline(always)]
+    fn peers() -> &'static LruHashMap<[u8; 16], Peer> {
+        &maps::PEERS_V6
+    }
+
+    #[inline(always)]
+    fn lists() -> &'static HashMap<ListKey<[u8; 16]>, ListValue> {
+        &maps::LISTS_V6
+    }
+
+    #[inline(always)]
+    fn lengths(index: &ListIndex, table: usize) -> (usize, &[u8]) {
+        match index.v6.get(table) {
+            Some(l) => (l.count as usize, &l.lens),
+            None => (0, &[]),
+        }
+    }
+
+    #[inline(always)]
+    fn masked(addr: [u8; 16], len: u8) -> [u8; 16] {
+        let mut hi = [0u8; 8];
+        let mut lo = [0u8; 8];
+        hi.copy_from_slice(&addr[..8]);
+        lo.copy_from_slice(&addr[8..]);
+        let hi = u64::from_be_bytes(hi) & mask64(len);
+        let lo = u64::from_be_bytes(lo) & mask64(len.saturating_sub(64));
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&hi.to_be_bytes());
+        out[8..].copy_from_slice(&lo.to_be_bytes());
+        out
+    }
+
+    #[inline(always)]
+    fn wide(addr: [u8; 16]) -> [u8; 16] {
+        addr
+    }
+}

@@ -1,0 +1,311 @@
+//! The slow path: a source without a usable cached decision (new, its entry replaced by a
+//! verdict change, the lists changed since, or the decision ran out). The lists are walked in
+//! order of precedence, then the source's verdict, then a prefix verdict, else the source is
+//! unknown; the result is applied, and cached in the source's [`Peer`] entry (created here for
+//! a new source) with the generation it was made under and the time it holds until.
+//!
+//! Everything that changes with time ends a cached decision through `until_jiffies` and
+//! comes back here: an entry's or a verdict's expiry, the next explained refusal, the end of the
+//! hold and dedup windows. The cached path never reads the clock for anything else.
+
+use aya_ebpf::{bindings::BPF_NOEXIST, cty::c_void, helpers::bpf_loop};
+use filter_common::{
+    Action, Counter, DatapathConfig, Decision, FLAG_HOLD, ListIndex, ListKey, ListValue,
+    NewPeerEvent, PEER_VERDICT, Peer, Reason, Table, seconds_up,
+};
+
+use crate::{
+    clock,
+    family::Family,
+    maps::{self, count},
+    screen::{Ingress, act, bump, live},
+};
+
+/// Decides for a source without a usable cached decision (`peer`: its entry, or null), and
+/// caches the decision. Not inlined: a separate function keeps the cached path's registers
+/// its own, and is verified once per family.
+#[inline(never)]
+pub fn decide<F: Family, I: Ingress>(
+    peer: *mut Peer,
+    addr: &F::Addr,
+    dst_port: u16,
+    ingress: I,
+    cfg: &DatapathConfig,
+) -> Counter {
+    count(Counter::SlowPath);
+    let now = clock::exact();
+    let addr = *addr;
+    let origin = Origin {
+        dst_port,
+        ifindex: ingress.ifindex(),
+    };
+    // The generation is read before the lists: a change landing while we walk bumps it after
+    // its writes, so what we cache below is then already stale, never wrongly fresh.
+    // SAFETY: a field of the config map value, valid for this run.
+    let list_gen = unsafe { core::ptr::read_volatile(&cfg.list_gen) };
+    let mut fresh = Peer::empty();
+    let p: &mut Peer = if peer.is_null() {
+        &mut fresh
+    } else {
+        // SAFETY: a pointer into the map value, valid for this program run.
+        unsafe { &mut *peer }
+    };
+    let (listed, prefix) = match maps::LIST_INDEX.get(0) {
+        Some(index) => walk::<F>(index, addr, now),
+        None => (None, None),
+    };
+    let outcome = if let Some((table, v)) = listed {
+        p.decision = match table {
+            Table::Allow => Decision::Allow,
+            Table::Deny if v.reason == Reason::Feed as u8 => Decision::DenyFeed,
+            Table::Deny => Decision::Deny,
+            _ => Decision::ListLimit,
+        } as u8;
+        cache_entry(p, &v, cfg, now)
+    } else if p.flags & PEER_VERDICT != 0 && live(p.expires_ns, now) {
+        verdict(p, cfg, now)
+    } else if let Some(v) = prefix {
+        p.decision = Decision::PrefixDrop as u8;
+        cache_entry(p, &v, cfg, now)
+    } else {
+        unknown::<F>(p, addr, &origin, cfg, now)
+    };
+    // The decision's deadline in jiffies (what the cached path compares).
+    p.until_jiffies = match p.until_jiffies {
+        UNTIL_NEVER => u64::MAX,
+        UNTIL_NOW => 0,
+        ns => cfg.jiffies_at(ns).unwrap_or(0),
+    };
+    // Published last, so a concurrent reader never pairs this generation with the decision
+    // that was there before.
+    // SAFETY: `p` points into a live map value or at our own stack copy.
+    unsafe { core::ptr::write_volatile(&mut p.list_gen, list_gen) };
+    if peer.is_null() {
+        // Another CPU may have created it meanwhile, or userspace (a verdict): theirs stays.
+        let _ = F::peers().insert(addr, fresh, BPF_NOEXIST as u64);
+    }
+    outcome
+}
+
+/// The first live entry of each table covering `addr`, in order of precedence: the deciding
+/// entry of allow, deny or limit; else a prefix verdict, if there is one.
+#[inline(always)]
+fn walk<F: Family>(
+    index: &ListIndex,
+    addr: F::Addr,
+    now: u64,
+) -> (Option<(Table, ListValue)>, Option<ListValue>) {
+    for table in [Table::Allow, Table::Deny, Table::Limit] {
+        if let Some(v) = find::<F>(index, table, addr, now) {
+            return (Some((table, v)), None);
+        }
+    }
+    let prefix = find::<F>(index, Table::PrefixVerdict, addr, now)
+        .filter(|v| v.action == Action::Drop as u8);
+    (None, prefix)
+}
+
+/// The live entry of `table` with the longest prefix covering `addr`: one hash probe per
+/// length in use, longest first. The probes run in `bpf_loop` (which the verifier inlines
+/// into a plain loop): its callback is verified once, where an unrolled walk of up to 129
+/// lengths in four tables and two families would be verified once per iteration.
+#[inline(always)]
+fn find<F: Family>(index: &ListIndex, table: Table, addr: F::Addr, now: u64) -> Option<ListValue> {
+    let (count, _) = F::lengths(index, table as usize);
+    if count == 0 {
+        return None;
+    }
+    let mut probe = Probe {
+        addr,
+        table: table as u8,
+        found: 0,
+        _pad: [0; 6],
+        now,
+        value: ListValue::new(Reason::Unspecified, 0, 0),
+    };
+    // SAFETY: the callback is a static function taking (index, ctx), and ctx points at
+    // `probe`, which outlives the call.
+    unsafe {
+        bpf_loop(
+            count as u32,
+            probe_one::<F> as *const () as *mut c_void,
+            (&mut probe as *mut Probe<F::Addr>).cast(),
+            0,
+        )
+    };
+    (probe.found != 0).then_some(probe.value)
+}
+
+/// What one walk looks for, and what it found.
+#[repr(C)]
+struct Probe<A> {
+    addr: A,
+    table: u8,
+    /// 1 once `value` holds the match.
+    found: u8,
+    _pad: [u8; 6],
+    now: u64,
+    value: ListValue,
+}
+
+/// The `i`-th longest length in use: probes the hash; returns 1 (stop) on a live match or
+/// past the last length, 0 to go on.
+extern "C" fn probe_one<F: Family>(i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` is the `Probe` that `find` handed to bpf_loop, on its stack.
+    let probe = unsafe { &mut *ctx.cast::<Probe<F::Addr>>() };
+    let Some(index) = maps::LIST_INDEX.get(0) else {
+        return 1;
+    };
+    let (count, lens) = F::lengths(index, probe.table as usize);
+    let i = i as usize;
+    if i >= count {
+        return 1;
+    }
+    let Some(&len) = lens.get(i) else {
+        return 1;
+    };
+    let key = ListKey {
+        table: probe.table,
+        len,
+        _pad: [0; 2],
+        addr: F::masked(probe.addr, len),
+    };
+    if let Some(v) = F::lists().get_ptr(key) {
+        // SAFETY: a pointer into the map value, valid for this program run.
+        let v = unsafe { *v };
+        if live(v.expires_ns, probe.now) {
+            probe.value = v;
+            probe.found = 1;
+            return 1;
+        }
+    }
+    0
+}
+
+/// While a decision is made, `until_jiffies` holds its deadline in coarse nanoseconds, or
+/// one of these; `decide` converts it before publishing.
+const UNTIL_NEVER: u64 = 0;
+const UNTIL_NOW: u64 = 1;
+
+/// A deadline in ns (0 = never) as the slow path writes it.
+#[inline(always)]
+fn until(ns: u64) -> u64 {
+    if ns == 0 { UNTIL_NEVER } else { ns.max(2) }
+}
+
+/// Caches a list entry's decision (set by the caller) until the entry expires, and applies it.
+#[inline(always)]
+fn cache_entry(p: &mut Peer, v: &ListValue, cfg: &DatapathConfig, now: u64) -> Counter {
+    p.slot = v.slot;
+    p.until_jiffies = until(v.expires_ns);
+    act(p, cfg, || now).map_or(Counter::PassedNotSubject, |(c, _)| c)
+}
+
+/// The earlier of two times where 0 means "never".
+#[inline(always)]
+fn earliest(a: u64, b: u64) -> u64 {
+    if a == 0 || (b != 0 && b < a) { b } else { a }
+}
+
+/// The source's own verdict. A reputation `drop` lets the first SYN after the verdict, then
+/// one per explain window, through to the MTA so it can tell the sender why; the cached drop
+/// holds until the next one is due. Two CPUs may both let a SYN through at the window's turn;
+/// one extra explained connection is harmless.
+#[inline(always)]
+fn verdict(p: &mut Peer, cfg: &DatapathConfig, now: u64) -> Counter {
+    p.slot = 0;
+    p.until_jiffies = until(p.expires_ns);
+    p.decision = match Action::from_u8(p.action) {
+        Some(Action::Drop) => Decision::VerdictDrop,
+        Some(Action::Limit) => Decision::VerdictLimit,
+        // Pass, or a value this program does not know: fail open.
+        _ => Decision::VerdictPass,
+    } as u8;
+    let explained = p.action == Action::Drop as u8 && p.reason == Reason::Reputation as u8;
+    if explained && cfg.explain_window_ns != 0 {
+        let due = now >= p.explain_at_s as u64 * 1_000_000_000;
+        if due {
+            p.explain_at_s = seconds_up(now + cfg.explain_window_ns);
+        }
+        p.until_jiffies = until(earliest(
+            p.expires_ns,
+            p.explain_at_s as u64 * 1_000_000_000,
+        ));
+        if due {
+            bump(&mut p.hits);
+            return Counter::Explained;
+        }
+    }
+    act(p, cfg, || now).map_or(Counter::PassedVerdict, |(c, _)| c)
+}
+
+/// No decision for the source: report it to userspace (once per dedup window) and pass, or
+/// hold (drop) it while the hold window runs so that the retransmitted SYN finds the verdict.
+#[inline(always)]
+fn unknown<F: Family>(
+    p: &mut Peer,
+    addr: F::Addr,
+    origin: &Origin,
+    cfg: &DatapathConfig,
+    now: u64,
+) -> Counter {
+    p.slot = 0;
+    if p.first_seen_ns == 0 {
+        p.first_seen_ns = now;
+    }
+    let due = p.last_event_ns == 0 || now.saturating_sub(p.last_event_ns) >= cfg.dedup_window_ns;
+    let reported = !due || emit::<F>(addr, origin, now);
+    if due && reported {
+        p.last_event_ns = now;
+    }
+    // Hold only while userspace has actually been told: if the ring is full (the daemon is
+    // gone or drowning), holding would drop mail with nobody coming to decide. Fail open.
+    let hold_end = p.first_seen_ns.saturating_add(cfg.hold_window_ns);
+    let held = cfg.flags & FLAG_HOLD != 0 && reported && now < hold_end;
+    let dedup_end = p.last_event_ns.saturating_add(cfg.dedup_window_ns);
+    p.until_jiffies = match (reported, held) {
+        // Not told: try again on the next SYN.
+        (false, _) => UNTIL_NOW,
+        (true, true) => until(earliest(dedup_end, hold_end)),
+        (true, false) => until(dedup_end),
+    };
+    p.decision = if held {
+        Decision::Held
+    } else {
+        Decision::Unknown
+    } as u8;
+    if held {
+        Counter::Held
+    } else {
+        Counter::Unknown
+    }
+}
+
+/// What the new-peer event will say about this SYN.
+struct Origin {
+    dst_port: u16,
+    ifindex: u32,
+}
+
+/// Writes a new-peer event; returns false (and counts it) when the ring buffer is full.
+#[inline(always)]
+fn emit<F: Family>(addr: F::Addr, origin: &Origin, now: u64) -> bool {
+    match maps::EVENTS.reserve::<NewPeerEvent>(0) {
+        Some(mut slot) => {
+            slot.write(NewPeerEvent::new(
+                F::wide(addr),
+                F::FAMILY,
+                origin.dst_port,
+                origin.ifindex,
+                now,
+            ));
+            slot.submit(0);
+            count(Counter::EventsEmitted);
+            true
+        }
+        None => {
+            count(Counter::EventsLost);
+            false
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Verdicts and per-source state, in the per-source entries (`PEERS_V4`/`_V6`, value
+//! [`Peer`]). A verdict write reads the source's entry and writes it back whole with the new
+//! verdict and no cached decision: the kernel replaces the entry, so a decision the datapath
+//! cached from the old verdict cannot survive the write. (A hit or a report the datapath
+//! writes in between is lost; counters only.)
+
+use std::{net::IpAddr, os::fd::AsFd as _};
+
+use anyhow::{Context as _, Result};
+use aya::{Pod, maps::IterableMap as _};
+use filter_common::{Peer, Seen, Verdict};
+
+use super::{
+    batch,
+    maps::{DatapathMaps, Hash, all, found, removed},
+};
+
+/// Reads, edits and writes back one entry; `edit` returns whether to write.
+fn update<K: Pod>(
+    map: &mut Hash<K, Peer>,
+    key: K,
+    edit: impl FnOnce(&mut Peer) -> bool,
+) -> Result<bool> {
+    let mut p = found(map.get(&key, 0))?.unwrap_or(Peer::empty());
+    if !edit(&mut p) {
+        return Ok(false);
+    }
+    map.insert(key, p, 0)?;
+    Ok(true)
+}
+
+fn remove_all<K: Pod>(map: &mut Hash<K, Peer>, keys: &[K]) -> Result<usize> {
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    match batch::delete::<K>(map.map().fd().as_fd(), keys) {
+        Ok(r) => Ok(r.context("deleting map entries in batches")?),
+        Err(batch::Unsupported) => {
+            let mut n = 0;
+            for k in keys {
+                n += usize::from(removed(map.remove(k))?);
+            }
+            Ok(n)
+        }
+    }
+}
+
+impl DatapathMaps {
+    /// Sets `ip`'s verdict (its first contact, last report and token bucket stay).
+    pub fn verdict_set(&mut self, ip: IpAddr, v: Verdict) -> Result<()> {
+        let set = |p: &mut Peer| {
+            p.set_verdict(&v);
+            true
+        };
+        match ip {
+            IpAddr::V4(a) => update(&mut self.peers.v4, a.octets(), set),
+            IpAddr::V6(a) => update(&mut self.peers.v6, a.octets(), set),
+        }
+        .with_context(|| format!("writing the verdict for {ip}"))?;
+        Ok(())
+    }
+
+    pub fn verdict_get(&self, ip: IpAddr) -> Result<Option<Verdict>> {
+        Ok(self.peer(ip)?.and_then(|p| p.verdict()))
+    }
+
+    /// Removes `ip`'s verdict; `false` if it had none. Its first contact and last report stay,
+    /// so the next SYN is not reported again within the dedup window.
+    pub fn verdict_remove(&mut self, ip: IpAddr) -> Result<bool> {
+        let clear = |p: &mut Peer| {
+            let had = p.verdict().is_some();
+            p.clear_verdict();
+            had
+        };
+        match ip {
+            IpAddr::V4(a) => update(&mut self.peers.v4, a.octets(), clear),
+            IpAddr::V6(a) => update(&mut self.peers.v6, a.octets(), clear),
+        }
+    }
+
+    /// Every verdict (expired ones included), read in batches where the kernel can.
+    pub fn verdicts(&self) -> Result<Vec<(IpAddr, Verdict)>> {
+        let v4 = all(&self.peers.v4)?
+            .into_iter()
+            .filter_map(|(k, p)| Some((IpAddr::from(k), p.verdict()?)));
+        let v6 = all(&self.peers.v6)?
+            .into_iter()
+            .filter_map(|(k, p)| Some((IpAddr::from(k), p.verdict()?)));
+        Ok(v4.chain(v6).collect())
+    }
+
+    /// Removes these sources' entries altogether — verdict and per-source state, so their
+    /// next SYN is a first contact (missing ones are skipped); returns how many went. The
+    /// sweep of expired verdicts uses it: a source whose verdict ran out is new again.
+    pub fn verdicts_remove(&mut self, ips: &[IpAddr]) -> Result<usize> {
+        let v4: Vec<[u8; 4]> = ips
+            .iter()
+            .filter_map(|ip| match ip {
+                IpAddr::V4(a) => Some(a.octets()),
+                _ => None,
+            })
+            .collect();
+        let v6: Vec<[u8; 16]> = ips
+            .iter()
+            .filter_map(|ip| match ip {
+                IpAddr::V6(a) => Some(a.octets()),
+                _ => None,
+            })
+            .collect();
+        Ok(remove_all(&mut self.peers.v4, &v4)? + remove_all(&mut self.peers.v6, &v6)?)
+    }
+
+    /// First contact and last report of a source the datapath saw as unknown.
+    pub fn seen_get(&self, ip: IpAddr) -> Result<Option<Seen>> {
+        Ok(self.peer(ip)?.and_then(|p| p.seen()))
+    }
+
+    /// Everything the datapath holds for one source.
+    pub fn peer(&self, ip: IpAddr) -> Result<Option<Peer>> {
+        found(match ip {
+            IpAddr::V4(a) => self.peers.v4.get(&a.octets(), 0),
+            IpAddr::V6(a) => self.peers.v6.get(&a.octets(), 0),
+        })
+    }
+}

@@ -1,0 +1,79 @@
+//! The daemon suites' test bed: a client and a server namespace on a veth, a real rbldnsd
+//! serving the given zones and listeners on :25, :2525 (IPv4) and :25 (IPv6) in the server
+//! namespace, where the daemon runs; real TCP handshakes from chosen client addresses.
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    time::Duration,
+};
+
+use crate::{
+    dns::{RblZone, Rbldnsd},
+    netns::{SERVER_V4, SERVER_V6, Wire},
+};
+
+/// Long enough for a handshake on a veth, short enough that a dropped SYN (first retransmit
+/// after 1 s) is not rescued by its retransmission.
+pub const REFUSED_WITHIN: Duration = Duration::from_millis(800);
+pub const CONNECTS_WITHIN: Duration = Duration::from_secs(5);
+
+pub struct Bed {
+    pub wire: Wire,
+    _rbl: Rbldnsd,
+    pub rbl_addr: SocketAddr,
+    _listeners: Vec<TcpListener>,
+}
+
+pub fn smtp4() -> SocketAddr {
+    format!("{SERVER_V4}:25").parse().unwrap()
+}
+pub fn smtp6() -> SocketAddr {
+    format!("[{SERVER_V6}]:25").parse().unwrap()
+}
+pub fn other4() -> SocketAddr {
+    format!("{SERVER_V4}:2525").parse().unwrap()
+}
+
+impl Bed {
+    /// Namespaces tagged `tag`, the client holding `sources` too, rbldnsd serving `zones`.
+    pub fn new(tag: &str, sources: &[&str], zones: &[RblZone]) -> Self {
+        let wire = Wire::new(tag);
+        for a in sources {
+            wire.add_client_addr(a);
+        }
+        let (rbl, listeners) = wire.server.enter(|| {
+            let rbl = Rbldnsd::start(zones);
+            let listeners = [smtp4(), other4(), smtp6()]
+                .iter()
+                .map(|a| TcpListener::bind(a).expect("listen"))
+                .collect();
+            (rbl, listeners)
+        });
+        Self {
+            rbl_addr: rbl.addr,
+            wire,
+            _rbl: rbl,
+            _listeners: listeners,
+        }
+    }
+
+    /// The SMTP port on the server for `src`'s family.
+    pub fn smtp_for(src: &str) -> SocketAddr {
+        if src.contains(':') { smtp6() } else { smtp4() }
+    }
+
+    #[track_caller]
+    pub fn connects(&self, src: &str, dst: SocketAddr) {
+        if let Err(e) = self.wire.connect(src, dst, CONNECTS_WITHIN) {
+            panic!("{src} -> {dst} should connect: {e}");
+        }
+    }
+
+    #[track_caller]
+    pub fn refused(&self, src: &str, dst: SocketAddr) {
+        match self.wire.connect(src, dst, REFUSED_WITHIN) {
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            other => panic!("{src} -> {dst}: expected the SYN to be dropped, got {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,616 @@
+//! `cargo xtask bench drop [--quick]`: what refusing a SYN costs, per receiver, on a veth
+//! between two namespaces. A bounded flood of TCP SYNs to port 25 from listed IPv6 sources
+//! (documentation addresses, never leaving the namespaces) is sent from one thread pinned to
+//! one CPU; the cost of a SYN is that CPU's time (the sender and the receive softirq it runs)
+//! per SYN — see `mxscreen_tests::flood`. Receivers in turn, in interleaved rounds:
+//!
+//! - XDP drop-all and pass-all, and tc drop-all and pass-all: the floors (what a frame costs
+//!   before any decision, on each path; on a veth a frame meeting XDP is first copied into a
+//!   page, which makes the XDP floor the dearer one);
+//! - the bare one-hash-lookup XDP program (bench-ebpf), nftables netdev-ingress set,
+//!   ip6tables raw + ipset;
+//! - mxscreen's datapath in native XDP and in tc, for every class of subject SYN, all loaded
+//!   at once (verdicts, manual entries, a million-prefix feed, allow entries, unknown peers).
+//!
+//! SYNs a receiver passes are addressed to another host's MAC, so the stack discards them at
+//! the first check of its IPv6 input: what is measured is the receiver, not TCP. Each cost is
+//! taken over the floor of its own path (XDP receivers over the XDP floor; tc, nftables and
+//! ip6tables over the tc floor), pass classes over the pass floor; × bare compares each class
+//! with the bare program finding its source (one hash lookup that hits) and dropping, or
+//! passing. Then a
+//! mixed run per receiver: 1 % of the SYNs come from clean senders making real connections,
+//! which must all complete.
+//!
+//! Prints the tables; without `--quick` also appends them to BENCHMARKS.md.
+
+use std::{
+    net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener},
+    time::{Duration, Instant},
+};
+
+use filter_common::Counter;
+use mxscreen::datapath::{AttachMode, MapSizes};
+use mxscreen_tests::{
+    bench::{ProgramTime, Samples, record},
+    flood::{Flood, pin, softirqd_ns, thread_cpu_ns},
+    netns::{SERVER_IFACE, SERVER_V6, Wire},
+    packets::Frame,
+    receivers::{Class, Mx, ipset_down, ipset_up, nft_down, nft_up},
+    reference::{Program, Reference, TcProgram},
+};
+
+/// What a run measures.
+struct Params {
+    sources: u32,
+    syns: u64,
+    rounds: usize,
+    feed: usize,
+}
+
+const FULL: Params = Params {
+    sources: 16_384,
+    syns: 1_000_000,
+    rounds: 7,
+    feed: 1_000_000,
+};
+const QUICK: Params = Params {
+    sources: 1_024,
+    syns: 50_000,
+    rounds: 1,
+    feed: 20_000,
+};
+
+/// A MAC that is not the server's: what the server passes, its stack drops at once.
+const OTHER_HOST: [u8; 6] = [0x02, 0, 0, 0, 0, 0x99];
+/// Clean senders of the mixed run, on the wire's /64.
+const CLEAN: u16 = 16;
+
+fn class_sources(class: Class, n: u32) -> Vec<IpAddr> {
+    let tag = 0xa0 + Class::ALL.iter().position(|c| *c == class).unwrap() as u16;
+    source_range(tag, n)
+}
+
+/// `n` addresses 2001:db8:TAG::/48 + i.
+fn source_range(tag: u16, n: u32) -> Vec<IpAddr> {
+    (0..n)
+        .map(|i| {
+            let a = Ipv6Addr::new(0x2001, 0xdb8, tag, 0, 0, 0, (i >> 16) as u16, i as u16 + 1);
+            IpAddr::V6(a)
+        })
+        .collect()
+}
+
+/// One SYN per source, twice: in the order the sources were listed, to warm a receiver up
+/// (an entry a receiver creates itself is created in that order), and shuffled (the same
+/// every run) for the flood that is measured. A flood's sources do not arrive in the order
+/// their entries were written; walking memory in that order would make any receiver look
+/// cheaper than it is.
+struct Frames {
+    warm: Vec<Vec<u8>>,
+    flood: Vec<Vec<u8>>,
+}
+
+fn frames(sources: &[IpAddr], to_other_host: bool) -> Frames {
+    let warm: Vec<Vec<u8>> = sources
+        .iter()
+        .map(|s| {
+            let mut f = Frame::syn(*s).build();
+            if to_other_host {
+                f[..6].copy_from_slice(&OTHER_HOST);
+            }
+            f
+        })
+        .collect();
+    let mut flood = warm.clone();
+    // Fisher-Yates with a fixed xorshift.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    for i in (1..flood.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        flood.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    Frames { warm, flood }
+}
+
+/// One measured receiver: ns per SYN, absolute and over its floor, per round; for a BPF
+/// program, also its own run time over the floor program's.
+struct Row {
+    name: String,
+    drops: bool,
+    abs: Samples,
+    over: Samples,
+    prog: Samples,
+}
+
+/// One floor's cost: CPU ns per SYN, and the floor program's own run time per SYN.
+#[derive(Clone, Copy)]
+struct Cost {
+    cpu: f64,
+    prog: f64,
+}
+
+/// Which floor of a round.
+type Pick = fn(&Floors) -> Cost;
+
+/// The floors of one round.
+#[derive(Clone, Copy)]
+struct Floors {
+    xdp_drop: Cost,
+    xdp_pass: Cost,
+    tc_drop: Cost,
+    tc_pass: Cost,
+}
+
+impl Floors {
+    fn of(&self, xdp: bool, drops: bool) -> Cost {
+        match (xdp, drops) {
+            (true, true) => self.xdp_drop,
+            (true, false) => self.xdp_pass,
+            (false, true) => self.tc_drop,
+            (false, false) => self.tc_pass,
+        }
+    }
+}
+
+struct Bench {
+    p: Params,
+    quick: bool,
+    wire: Wire,
+    flood: Flood,
+    cpu: usize,
+    listed: Vec<IpAddr>,
+    drop_frames: Frames,
+    pass_frames: Frames,
+    reference: Reference,
+    mx: Mx,
+}
+
+impl Bench {
+    /// Warms the receiver (every source once), then floods; ns per SYN.
+    fn measure(&self, frames: &Frames) -> f64 {
+        self.flood
+            .send(&frames.warm, frames.warm.len() as u64, self.cpu);
+        self.flood
+            .send(&frames.flood, self.p.syns, self.cpu)
+            .ns_per_frame()
+    }
+
+    /// [`Self::measure`], then a quarter as many SYNs again with BPF run-time statistics on
+    /// (they cost every program run two clock reads, so never during the CPU measurement):
+    /// ns the programs of `ebpf` ran per SYN.
+    fn measure_prog(&self, frames: &Frames, ebpf: &aya::Ebpf) -> Cost {
+        let cpu = self.measure(frames);
+        Cost {
+            cpu,
+            prog: self.prog_ns(frames, ebpf),
+        }
+    }
+
+    fn prog_ns(&self, frames: &Frames, ebpf: &aya::Ebpf) -> f64 {
+        let stats = ProgramTime::enable();
+        let (t0, n0) = stats.of(ebpf);
+        self.flood.send(&frames.flood, self.p.syns / 4, self.cpu);
+        let (t1, n1) = stats.of(ebpf);
+        (t1 - t0) as f64 / (n1 - n0).max(1) as f64
+    }
+
+    fn with_reference<R>(&mut self, prog: Program, f: impl FnOnce(&Self) -> R) -> R {
+        let link = self
+            .wire
+            .server
+            .enter(|| self.reference.attach(prog, SERVER_IFACE));
+        let r = f(self);
+        self.reference.detach(prog, link);
+        r
+    }
+
+    fn tc_floor(&mut self, prog: TcProgram, frames: &Frames) -> Cost {
+        let link = self
+            .wire
+            .server
+            .enter(|| self.reference.attach_tc(prog, SERVER_IFACE));
+        let r = self.measure_prog(frames, &self.reference.ebpf);
+        self.reference.detach_tc(prog, link);
+        r
+    }
+
+    fn floors(&mut self) -> Floors {
+        let (d, p) = (
+            std::mem::replace(&mut self.drop_frames, frames(&[], false)),
+            std::mem::replace(&mut self.pass_frames, frames(&[], true)),
+        );
+        let floors = Floors {
+            xdp_drop: self
+                .with_reference(Program::DropAll, |b| b.measure_prog(&d, &b.reference.ebpf)),
+            xdp_pass: self
+                .with_reference(Program::PassAll, |b| b.measure_prog(&p, &b.reference.ebpf)),
+            tc_drop: self.tc_floor(TcProgram::DropAll, &d),
+            tc_pass: self.tc_floor(TcProgram::PassAll, &p),
+        };
+        self.drop_frames = d;
+        self.pass_frames = p;
+        floors
+    }
+
+    /// Every class through mxscreen in `mode`; (class, its cost).
+    fn mx_classes(&mut self, mode: AttachMode) -> Vec<(Class, Cost)> {
+        self.mx.attach(&self.wire.server, SERVER_IFACE, mode);
+        let mut out = Vec::new();
+        for class in Class::ALL {
+            let sources = class_sources(class, self.p.sources);
+            let f = frames(&sources, !class.drops());
+            // Warm up in slices the event ring can hold, draining it between them.
+            for chunk in f.warm.chunks(4096) {
+                self.flood.send(chunk, chunk.len() as u64, self.cpu);
+                self.mx.events.drain();
+            }
+            let decided_by = |mx: &Mx| {
+                let limit = class == Class::VerdictLimit;
+                // A limited source still gets one SYN through per minute.
+                mx.counter(class.counter())
+                    + if limit {
+                        mx.counter(Counter::PassedLimit)
+                    } else {
+                        0
+                    }
+            };
+            let before = decided_by(&self.mx);
+            let slow = self.mx.counter(Counter::SlowPath);
+            let ns = self
+                .flood
+                .send(&f.flood, self.p.syns, self.cpu)
+                .ns_per_frame();
+            let decided = decided_by(&self.mx) - before;
+            let slow = self.mx.counter(Counter::SlowPath) - slow;
+            if slow > self.p.syns / 100 {
+                eprintln!(
+                    "warning: {mode:?} {}: {slow} of {} SYNs took the slow path",
+                    class.name(),
+                    self.p.syns
+                );
+            }
+            let share = decided as f64 / self.p.syns as f64;
+            if share < 0.99 {
+                let msg = format!(
+                    "{mode:?} {}: only {decided} of {} SYNs decided as {:?}",
+                    class.name(),
+                    self.p.syns,
+                    class.counter()
+                );
+                assert!(!self.quick, "{msg}");
+                eprintln!("warning: {msg}");
+            }
+            let prog = self.prog_ns(&f, &self.mx.ebpf);
+            out.push((class, Cost { cpu: ns, prog }));
+        }
+        self.mx.detach();
+        out
+    }
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let p = if quick { QUICK } else { FULL };
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpu = cpus - 1;
+    let t = Instant::now();
+    let wire = Wire::new("bd");
+    // The frames' destination MAC is the server's (changed live: a link taken down loses
+    // its IPv6 addresses).
+    wire.server
+        .ip(&["link", "set", SERVER_IFACE, "address", "02:00:00:00:00:02"]);
+    let listed = class_sources(Class::VerdictDrop, p.sources);
+    let unknown = class_sources(Class::Unknown, p.sources);
+    // As many entries as mxscreen's per-source map holds by default: tables of one size.
+    let mut reference = Reference::load(MapSizes::default().verdicts);
+    for s in listed.iter().chain(&unknown) {
+        reference.list(*s);
+    }
+    let mx = Mx::load(|c| class_sources(c, p.sources), p.feed);
+    let flood = Flood::new(&wire.client, "vc");
+    let mut b = Bench {
+        drop_frames: frames(&listed, false),
+        pass_frames: frames(&unknown, true),
+        listed,
+        reference,
+        mx,
+        flood,
+        cpu,
+        wire,
+        quick,
+        p,
+    };
+    eprintln!("set up in {:.1?}", t.elapsed());
+
+    let mut floors: Vec<Floors> = Vec::new();
+    let mut rows: Vec<Row> = Vec::new();
+    for round in 0..b.p.rounds {
+        eprintln!("round {} of {}", round + 1, b.p.rounds);
+        let f = b.floors();
+        floors.push(f);
+        let mut row = |name: String, xdp: bool, drops: bool, v: Cost| {
+            let floor = f.of(xdp, drops);
+            let (over, prog) = (v.cpu - floor.cpu, v.prog - floor.prog);
+            let r = match rows.iter_mut().position(|r| r.name == name) {
+                Some(i) => &mut rows[i],
+                None => {
+                    rows.push(Row {
+                        name,
+                        drops,
+                        abs: Samples::default(),
+                        over: Samples::default(),
+                        prog: Samples::default(),
+                    });
+                    rows.last_mut().unwrap()
+                }
+            };
+            r.abs.push(v.cpu);
+            r.over.push(over);
+            if !v.prog.is_nan() {
+                r.prog.push(prog);
+            }
+        };
+        let bd = b.with_reference(Program::HashDrop, |b| {
+            b.measure_prog(&b.drop_frames, &b.reference.ebpf)
+        });
+        let bp = b.with_reference(Program::HashPass, |b| {
+            b.measure_prog(&b.pass_frames, &b.reference.ebpf)
+        });
+        row(BARE_DROP.into(), true, true, bd);
+        row(BARE_PASS.into(), true, false, bp);
+        let not_bpf = |cpu| Cost {
+            cpu,
+            prog: f64::NAN,
+        };
+        nft_up(&b.wire.server, SERVER_IFACE, &b.listed);
+        let v = b.measure(&b.drop_frames);
+        nft_down(&b.wire.server);
+        row(
+            "nftables netdev ingress, set of the sources".into(),
+            false,
+            true,
+            not_bpf(v),
+        );
+        ipset_up(&b.wire.server, SERVER_IFACE, &b.listed);
+        let v = b.measure(&b.drop_frames);
+        ipset_down(&b.wire.server);
+        row(
+            "ip6tables raw + ipset hash:ip".into(),
+            false,
+            true,
+            not_bpf(v),
+        );
+        for (mode, label, xdp) in [
+            (AttachMode::Xdp, "XDP", true),
+            (AttachMode::Tc, "tc", false),
+        ] {
+            for (class, ns) in b.mx_classes(mode) {
+                row(
+                    format!("mxscreen {label}, {}", class.name()),
+                    xdp,
+                    class.drops(),
+                    ns,
+                );
+            }
+        }
+    }
+    let last = *floors.last().expect("a round");
+    let mixed = mixed_runs(&mut b, last);
+    let table = tables(&b.p, &floors, &rows, &mixed);
+    println!("{table}");
+    if !quick {
+        record(
+            "Drop (`cargo xtask bench drop`)",
+            "cargo xtask bench drop",
+            &table,
+        );
+    }
+}
+
+const BARE_DROP: &str = "bare one-hash-lookup XDP program, listed source: drop";
+const BARE_PASS: &str = "bare one-hash-lookup XDP program, listed source: pass";
+
+/// One receiver's mixed run.
+struct Mixed {
+    name: String,
+    /// All CPU time (the flood's sender, the clean connector, both CPUs' softirqs) per
+    /// flood SYN: the clean senders' softirqs also handle flood frames, so only the total
+    /// is meaningful.
+    total: f64,
+    attempted: usize,
+    completed: usize,
+    connect_p50: Duration,
+    connect_max: Duration,
+}
+
+/// Each receiver flooded while clean senders connect for real, at 1 % of the SYN rate.
+fn mixed_runs(b: &mut Bench, floors: Floors) -> Vec<Mixed> {
+    let clean: Vec<String> = (0..CLEAN).map(|i| format!("2001:db8:1::c{i:x}")).collect();
+    for a in &clean {
+        b.wire.add_client_addr(a);
+    }
+    let dst: SocketAddr = format!("[{SERVER_V6}]:25").parse().unwrap();
+    let listener = b
+        .wire
+        .server
+        .enter(|| TcpListener::bind(dst).expect("listen"));
+    listener.set_nonblocking(false).unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            drop(conn);
+        }
+    });
+    let mut out = Vec::new();
+    let names = [
+        "bare one-hash-lookup XDP program",
+        "nftables netdev ingress set",
+        "ip6tables raw + ipset",
+        "mxscreen XDP, cached verdict drop",
+        "mxscreen tc, cached verdict drop",
+    ];
+    for (i, name) in names.into_iter().enumerate() {
+        let link = match i {
+            0 => Some(
+                b.wire
+                    .server
+                    .enter(|| b.reference.attach(Program::HashDrop, SERVER_IFACE)),
+            ),
+            1 => {
+                nft_up(&b.wire.server, SERVER_IFACE, &b.listed);
+                None
+            }
+            2 => {
+                ipset_up(&b.wire.server, SERVER_IFACE, &b.listed);
+                None
+            }
+            3 => {
+                b.mx.attach(&b.wire.server, SERVER_IFACE, AttachMode::Xdp);
+                None
+            }
+            _ => {
+                b.mx.attach(&b.wire.server, SERVER_IFACE, AttachMode::Tc);
+                None
+            }
+        };
+        b.mx.events.drain();
+        // Paced at 1 % of the flood's rate on this receiver's path.
+        let floor = floors.of(i == 0 || i == 3, true).cpu;
+        let connections = (b.p.syns / 100) as usize;
+        let interval = Duration::from_nanos((floor * 100.0) as u64);
+        let wire_client = b.wire.client.name.clone();
+        let clean_srcs = clean.clone();
+        let connector = std::thread::spawn(move || {
+            connect_paced(&wire_client, &clean_srcs, dst, connections, interval)
+        });
+        let softirq0 = softirqd_ns(0);
+        let cost = b.flood.send(&b.drop_frames.flood, b.p.syns, b.cpu);
+        let (mut times, connector_ns) = connector.join().expect("connector");
+        let total =
+            (cost.cpu_ns + connector_ns + softirqd_ns(0) - softirq0) as f64 / cost.frames as f64;
+        match i {
+            0 => b.reference.detach(Program::HashDrop, link.unwrap()),
+            1 => nft_down(&b.wire.server),
+            2 => ipset_down(&b.wire.server),
+            _ => b.mx.detach(),
+        }
+        let attempted = times.len();
+        times.retain(|t| t.is_some());
+        let mut ok: Vec<Duration> = times.into_iter().flatten().collect();
+        ok.sort();
+        let m = Mixed {
+            name: name.into(),
+            total,
+            attempted,
+            completed: ok.len(),
+            connect_p50: ok.get(ok.len() / 2).copied().unwrap_or_default(),
+            connect_max: ok.last().copied().unwrap_or_default(),
+        };
+        assert_eq!(
+            m.completed, m.attempted,
+            "{name}: clean connections failed during the flood"
+        );
+        out.push(m);
+    }
+    out
+}
+
+/// `n` connections from the clean sources, one per `interval`, each timed (`None`: failed);
+/// and the CPU time the connecting thread took.
+fn connect_paced(
+    ns_name: &str,
+    sources: &[String],
+    dst: SocketAddr,
+    n: usize,
+    interval: Duration,
+) -> (Vec<Option<Duration>>, u64) {
+    pin(0);
+    let cpu0 = thread_cpu_ns();
+    let ns = std::fs::File::open(format!("/run/netns/{ns_name}")).expect("client netns");
+    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+    let start = Instant::now();
+    let times = (0..n)
+        .map(|k| {
+            let at = start + interval * k as u32;
+            if let Some(wait) = at.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            let src: IpAddr = sources[k % sources.len()].parse().unwrap();
+            let t = Instant::now();
+            let sock =
+                socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).ok()?;
+            sock.bind(&SocketAddr::new(src, 0).into()).ok()?;
+            sock.connect_timeout(&dst.into(), Duration::from_secs(3))
+                .ok()?;
+            Some(t.elapsed())
+        })
+        .collect();
+    (times, thread_cpu_ns() - cpu0)
+}
+
+fn tables(p: &Params, floors: &[Floors], rows: &[Row], mixed: &[Mixed]) -> String {
+    let bare = |drops: bool, prog: bool| {
+        let name = if drops { BARE_DROP } else { BARE_PASS };
+        rows.iter().find(|r| r.name == name).map_or(f64::NAN, |r| {
+            if prog {
+                r.prog.median()
+            } else {
+                r.over.median()
+            }
+        })
+    };
+    let mut t = format!(
+        "{} SYNs per measurement to port 25 from {} listed IPv6 sources, {} interleaved rounds. Cost per SYN: ns of the sending CPU (the sender and the receive softirq it runs), median of the rounds; over its floor: median [min … max] of the rounds, XDP receivers over the XDP floor, the others over tc's, passed SYNs over the pass floors; × bare: over-floor median over the bare program's, which finds every source in a table of the size of mxscreen's per-source map (drop classes against the program that drops on a hit, pass classes against the one that passes). mxscreen holds every class at once: {} sources each, a {}-prefix feed.\n\n",
+        p.syns, p.sources, p.rounds, p.sources, p.feed
+    );
+    t.push_str("The program columns: the BPF program's own run time per SYN (kernel BPF statistics, a quarter as many SYNs again, measured separately), over the floor program's on the same path, and that over the bare program's.\n\n");
+    t.push_str(
+        "| receiver | SYNs | ns per SYN | over its floor | × bare | program ns over the floor program's | × bare (program) |\n|---|---|---:|---:|---:|---:|---:|\n",
+    );
+    let picks: [(&str, Pick); 4] = [
+        ("XDP drop-all (floor)", |f| f.xdp_drop),
+        ("XDP pass-all (floor)", |f| f.xdp_pass),
+        ("tc drop-all (floor)", |f| f.tc_drop),
+        ("tc pass-all (floor)", |f| f.tc_pass),
+    ];
+    for (name, pick) in picks {
+        let s = Samples(floors.iter().map(|f| pick(f).cpu).collect());
+        let prog = Samples(floors.iter().map(|f| pick(f).prog).collect());
+        let what = if name.contains("drop") {
+            "dropped"
+        } else {
+            "passed"
+        };
+        t.push_str(&format!(
+            "| {name} | {what} | {} | | | program itself: {:.1} ns | |\n",
+            s.show(false),
+            prog.median()
+        ));
+    }
+    for r in rows {
+        let (prog, prog_ratio) = if r.prog.0.is_empty() {
+            ("—".to_owned(), "—".to_owned())
+        } else {
+            (
+                r.prog.show(true),
+                format!("{:.2}", r.prog.median() / bare(r.drops, true)),
+            )
+        };
+        t.push_str(&format!(
+            "| {} | {} | {:.1} | {} | {:.2} | {prog} | {prog_ratio} |\n",
+            r.name,
+            if r.drops { "dropped" } else { "passed" },
+            r.abs.median(),
+            r.over.show(true),
+            r.over.median() / bare(r.drops, false)
+        ));
+    }
+    t.push_str("\nMixed: the same flood of listed SYNs while clean senders connect for real, from another CPU, at 1 % of its SYN rate (one run). The CPU time is all of it (flood sender, clean connector, both CPUs' softirqs) per flood SYN: the connector's softirqs also take flood frames off the veth, so no part of it alone is meaningful.\n\n| receiver | ns per flood SYN, all CPU | clean connections completed | connect time p50 / max |\n|---|---:|---:|---:|\n");
+    for m in mixed {
+        t.push_str(&format!(
+            "| {} | {:.1} | {} of {} | {:.0?} / {:.0?} |\n",
+            m.name, m.total, m.completed, m.attempted, m.connect_p50, m.connect_max
+        ));
+    }
+    t
+}

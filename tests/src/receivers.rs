@@ -1,0 +1,256 @@
+//! The receivers the drop benchmark floods, set up and torn down on the server side of a
+//! veth: the reference XDP programs, an nftables netdev-ingress set, an ip6tables raw rule in
+//! front of an ipset, and mxscreen's datapath with every kind of entry loaded at once.
+
+use std::{io::Write as _, net::IpAddr, process::Command};
+
+use filter_common::{Action, ListEntry, Reason, Table, Verdict};
+use mxscreen::datapath::{
+    self, AttachMode, Attached, DatapathMaps, Events, LoadOptions, MapSizes, PrefixSet,
+};
+
+use crate::netns::NetNs;
+
+/// Runs `cmd ARGS` inside `ns` (with `stdin` as its input), panicking with stderr on failure.
+pub fn run_in(ns: &NetNs, cmd: &str, args: &[&str], stdin: &str) {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &ns.name, cmd])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{cmd}: {e} (run `cargo xtask setup`)"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{cmd} {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+}
+
+/// An nftables table on `iface`'s ingress hook (netdev family, before the IP stack) dropping
+/// TCP SYNs to port 25 from the addresses of a set.
+pub fn nft_up(ns: &NetNs, iface: &str, sources: &[IpAddr]) {
+    let elements: Vec<String> = sources.iter().map(ToString::to_string).collect();
+    let script = format!(
+        "table netdev mxbench {{\n  set listed {{ type ipv6_addr; size 65536; elements = {{ {} }} }}\n  chain ingress {{ type filter hook ingress device \"{iface}\" priority -500; policy accept;\n    meta l4proto tcp tcp dport 25 tcp flags & (syn | ack) == syn ip6 saddr @listed drop\n  }}\n}}\n",
+        elements.join(", ")
+    );
+    run_in(ns, "nft", &["-f", "-"], &script);
+}
+
+pub fn nft_down(ns: &NetNs) {
+    run_in(ns, "nft", &["delete", "table", "netdev", "mxbench"], "");
+}
+
+/// An ipset of the addresses and an ip6tables rule in the raw table's PREROUTING (the first
+/// hook after the IPv6 input checks) dropping TCP SYNs to port 25 from them. The legacy
+/// (x_tables) backend: ipset's classic companion.
+pub fn ipset_up(ns: &NetNs, iface: &str, sources: &[IpAddr]) {
+    let mut restore =
+        String::from("create mxbench hash:ip family inet6 hashsize 16384 maxelem 65536\n");
+    for s in sources {
+        restore.push_str(&format!("add mxbench {s}\n"));
+    }
+    run_in(ns, "ipset", &["restore"], &restore);
+    run_in(
+        ns,
+        "ip6tables-legacy",
+        &[
+            "-t",
+            "raw",
+            "-A",
+            "PREROUTING",
+            "-i",
+            iface,
+            "-p",
+            "tcp",
+            "--dport",
+            "25",
+            "--syn",
+            "-m",
+            "set",
+            "--match-set",
+            "mxbench",
+            "src",
+            "-j",
+            "DROP",
+        ],
+        "",
+    );
+}
+
+pub fn ipset_down(ns: &NetNs) {
+    run_in(
+        ns,
+        "ip6tables-legacy",
+        &["-t", "raw", "-F", "PREROUTING"],
+        "",
+    );
+    run_in(ns, "ipset", &["destroy", "mxbench"], "");
+}
+
+/// The classes of subject SYN mxscreen decides, each with its own sources.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Class {
+    VerdictDrop,
+    VerdictLimit,
+    VerdictPass,
+    Deny,
+    Feed,
+    Allow,
+    Unknown,
+}
+
+impl Class {
+    pub const ALL: [Class; 7] = [
+        Class::VerdictDrop,
+        Class::VerdictLimit,
+        Class::VerdictPass,
+        Class::Deny,
+        Class::Feed,
+        Class::Allow,
+        Class::Unknown,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Class::VerdictDrop => "cached verdict drop",
+            Class::VerdictLimit => "cached verdict limit (over its rate)",
+            Class::VerdictPass => "cached verdict pass",
+            Class::Deny => "manual deny entry",
+            Class::Feed => "feed entry, 1M-prefix feed loaded",
+            Class::Allow => "allow entry",
+            Class::Unknown => "unknown peer (already reported)",
+        }
+    }
+
+    /// Whether its SYNs are dropped (else passed on to the stack).
+    pub const fn drops(self) -> bool {
+        matches!(
+            self,
+            Class::VerdictDrop | Class::VerdictLimit | Class::Deny | Class::Feed
+        )
+    }
+
+    /// The counter its SYNs bump.
+    pub const fn counter(self) -> filter_common::Counter {
+        use filter_common::Counter as C;
+        match self {
+            Class::VerdictDrop => C::DroppedVerdict,
+            Class::VerdictLimit => C::Limited,
+            Class::VerdictPass => C::PassedVerdict,
+            Class::Deny => C::DroppedDeny,
+            Class::Feed => C::DroppedFeed,
+            Class::Allow => C::PassedAllow,
+            Class::Unknown => C::Unknown,
+        }
+    }
+}
+
+/// mxscreen's datapath, loaded privately at its default map sizes, with every class's
+/// sources in it at once.
+pub struct Mx {
+    pub ebpf: aya::Ebpf,
+    pub maps: DatapathMaps,
+    pub events: Events,
+    attached: Option<Attached>,
+}
+
+impl Mx {
+    /// Loads the datapath and its entries; `feed_size` prefixes in the feed, the `Feed`
+    /// class's sources among them.
+    pub fn load(sources: impl Fn(Class) -> Vec<IpAddr>, feed_size: usize) -> Self {
+        let mut ebpf = datapath::load(&LoadOptions {
+            sizes: MapSizes::default(),
+            pin_dir: None,
+        })
+        .expect("loading the datapath (root?)");
+        let mut maps = DatapathMaps::take(&mut ebpf).unwrap();
+        let events = Events::take(&mut ebpf).unwrap();
+        let mut cfg = maps.config().unwrap();
+        cfg.set_ports(&[25]);
+        cfg.set_limit(1, 1);
+        cfg.dedup_window_ns = 3_600_000_000_000;
+        cfg.explain_window_ns = 0;
+        maps.set_config(&cfg).unwrap();
+        let verdicts = [
+            (Class::VerdictDrop, Action::Drop),
+            (Class::VerdictLimit, Action::Limit),
+            (Class::VerdictPass, Action::Pass),
+        ];
+        for (class, action) in verdicts {
+            for ip in sources(class) {
+                maps.verdict_set(ip, Verdict::new(action, Reason::Reputation, 0))
+                    .unwrap();
+            }
+        }
+        let manual = ListEntry::new(Reason::Manual, 0);
+        for ip in sources(Class::Deny) {
+            maps.list_insert(datapath::ListKind::Deny, ip.into(), manual)
+                .unwrap();
+        }
+        for ip in sources(Class::Allow) {
+            maps.list_insert(datapath::ListKind::Allow, ip.into(), manual)
+                .unwrap();
+        }
+        maps.feed_load("bench", Table::Deny, feed(&sources(Class::Feed), feed_size))
+            .unwrap();
+        Self {
+            ebpf,
+            maps,
+            events,
+            attached: None,
+        }
+    }
+
+    pub fn attach(&mut self, ns: &NetNs, iface: &str, mode: AttachMode) {
+        let a = ns
+            .enter(|| datapath::attach(&mut self.ebpf, iface, mode))
+            .unwrap_or_else(|e| panic!("attach mxscreen ({mode:?}): {e:#}"));
+        self.attached = Some(a);
+    }
+
+    pub fn detach(&mut self) {
+        if let Some(a) = self.attached.take() {
+            a.detach(&mut self.ebpf).expect("detach mxscreen");
+        }
+    }
+
+    /// A counter summed over CPUs.
+    pub fn counter(&self, c: filter_common::Counter) -> u64 {
+        self.maps.counters().unwrap()[c as usize]
+    }
+}
+
+/// `size` prefixes: the `listed` addresses as /128s, the rest /64s and /56s in
+/// 2001:db8:8000::/33 (a large IPv6 drop list's shape: mostly networks).
+fn feed(listed: &[IpAddr], size: usize) -> PrefixSet {
+    let mut v6: Vec<(u128, u8)> = listed
+        .iter()
+        .map(|ip| match ip {
+            IpAddr::V6(a) => (a.to_bits(), 128),
+            IpAddr::V4(_) => panic!("IPv6 sources only"),
+        })
+        .collect();
+    let base = 0x2001_0db8_8000_0000_0000_0000_0000_0000u128;
+    let mut i = 0u128;
+    while v6.len() < size {
+        // /56s below 2001:db8:c000::, /64s above: none overlaps another.
+        let (net, len) = if i.is_multiple_of(4) {
+            (base | ((i / 4) << 72), 56)
+        } else {
+            (base | (1u128 << 94) | (i << 64), 64)
+        };
+        v6.push((net, len));
+        i += 1;
+    }
+    PrefixSet::from_unsorted(Vec::new(), v6)
+}
