@@ -9,15 +9,7 @@ use crate::util::{cargo, status};
 
 pub fn run(name: &str, quick: bool) -> Result<()> {
     // The daemon benchmark runs the real release binary.
-    status(cargo().args([
-        "build",
-        "--release",
-        "--quiet",
-        "-p",
-        "filter-user",
-        "--bin",
-        "mxscreen",
-    ]))?;
+    crate::util::build(true)?;
     status(&mut command(name, quick))
 }
 

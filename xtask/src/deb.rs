@@ -33,14 +33,7 @@ pub fn build() -> Result<PathBuf> {
     status(&mut gzip)?;
     // Built here, not by cargo-deb: for assets it cannot attribute to a crate it builds the
     // whole workspace, eBPF crate included, for the host.
-    status(cargo().args([
-        "build",
-        "--release",
-        "-p",
-        "filter-user",
-        "--bin",
-        "mxscreen",
-    ]))?;
+    crate::util::build(true)?;
     let out = cargo()
         .args(["deb", "-p", "filter-user", "--no-build"])
         .output()

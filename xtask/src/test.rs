@@ -153,14 +153,7 @@ pub fn run(filter: Option<&str>, allow_skips: bool) -> Result<()> {
     status(cargo().args(["build", "-p", "filter-user", "--bin", "mxscreen"]))?;
     let names = suites.iter().map(|s| s.name);
     if benches || names.into_iter().any(|n| NEEDS_RELEASE.contains(&n)) {
-        status(cargo().args([
-            "build",
-            "--release",
-            "-p",
-            "filter-user",
-            "--bin",
-            "mxscreen",
-        ]))?;
+        crate::util::build(true)?;
     }
     let deb = if suites.iter().any(|s| s.deb) {
         Some(crate::deb::build()?)
