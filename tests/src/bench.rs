@@ -79,7 +79,10 @@ pub fn record(section: &str, command: &str, body: &str) {
     let path = repo().join("BENCHMARKS.md");
     let date = output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
     let kernel = output("uname", &["-r"]);
-    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    // The machine's CPUs, not this thread's affinity (`available_parallelism` counts only the
+    // CPUs a pinned sender may run on).
+    let cpus = std::fs::read_to_string("/proc/cpuinfo")
+        .map_or(0, |s| s.lines().filter(|l| l.starts_with("processor")).count());
     let text = format!(
         "\n### {section}: run of {date}\n\nKernel {kernel}, {cpus} CPUs, commit {}, command `{command}`.\n\n{}\n",
         commit(),

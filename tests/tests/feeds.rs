@@ -7,7 +7,7 @@ use std::{path::Path, time::Duration};
 
 use mxscreen_tests::{
     bed::{Bed, smtp4},
-    daemon::{MxDaemon, Spec, mxscreen_release_bin},
+    daemon::{MxDaemon, Spec, mxscreen_release_bin, ndjson},
     dns::{RblZone, listing},
     netns::SERVER_IFACE,
 };
@@ -96,14 +96,11 @@ fn a_feed_is_loaded_replaced_by_rename_and_named_everywhere() {
         .find(|l| l.contains(&format!("{FEED_LISTED}/32")))
         .unwrap_or_else(|| panic!("{list}"));
     assert!(row.contains("feed") && row.contains("local-drop"), "{row}");
-    let json: serde_json::Value =
-        serde_json::from_str(&d.cli_ok(&["list", "--blocked", "--json"])).unwrap();
+    let rows = ndjson(&d.cli_ok(&["list", "--blocked", "--json"]));
     assert!(
-        json.as_array()
-            .unwrap()
-            .iter()
+        rows.iter()
             .any(|e| e["net"] == format!("{FEED_LISTED}/32") && e["feed"] == "local-drop"),
-        "{json}"
+        "{rows:?}"
     );
     let check = d.cli_ok(&["check", FEED_LISTED, "--config", d.config.to_str().unwrap()]);
     assert!(
