@@ -81,8 +81,9 @@ pub fn record(section: &str, command: &str, body: &str) {
     let kernel = output("uname", &["-r"]);
     // The machine's CPUs, not this thread's affinity (`available_parallelism` counts only the
     // CPUs a pinned sender may run on).
-    let cpus = std::fs::read_to_string("/proc/cpuinfo")
-        .map_or(0, |s| s.lines().filter(|l| l.starts_with("processor")).count());
+    let cpus = std::fs::read_to_string("/proc/cpuinfo").map_or(0, |s| {
+        s.lines().filter(|l| l.starts_with("processor")).count()
+    });
     let text = format!(
         "\n### {section}: run of {date}\n\nKernel {kernel}, {cpus} CPUs, commit {}, command `{command}`.\n\n{}\n",
         commit(),
