@@ -217,6 +217,20 @@ fn setpriv(caps: &[String]) -> Vec<String> {
     ]
 }
 
+/// The nice value of `pid`'s thread named `name` (`/proc/PID/task/TID/stat`, field 19).
+fn thread_nice(pid: u32, name: &str) -> Option<i32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+        .find_map(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+            // "TID (COMM) STATE PPID ...": the fields after the comm's closing parenthesis
+            // start with the state, field 3; nice is field 19.
+            let (comm, rest) = stat.split_once(" (")?.1.rsplit_once(") ")?;
+            (comm == name).then(|| rest.split_whitespace().nth(16)?.parse().ok())?
+        })
+}
+
 /// The capability names a process holds in effect (`capsh --decode`).
 fn effective_caps(pid: u32) -> Vec<String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -264,6 +278,11 @@ fn daemon_works_with_exactly_the_units_capabilities_and_needs_each() {
     let smtp: SocketAddr = format!("{SERVER_V4}:25").parse().unwrap();
     let peer = CLIENT_V4[0];
     wire.connect(peer, smtp, Duration::from_secs(5)).unwrap();
+    assert_eq!(
+        thread_nice(d.pid(), "mxscreen-mta"),
+        Some(-10),
+        "the MTA sockets' thread raises its priority with the unit's CAP_SYS_NICE"
+    );
     d.cli_ok(&["block", peer, "--reason", "capability test"]);
     assert!(
         wire.connect(peer, smtp, Duration::from_millis(800))
@@ -277,9 +296,13 @@ fn daemon_works_with_exactly_the_units_capabilities_and_needs_each() {
     d.wait_log("config reloaded", from, Duration::from_secs(10));
     d.stop();
 
-    // Each capability but CAP_CHOWN (the MTA query socket's, not used at start) is needed:
-    // without it the daemon refuses to start, with one line, rather than run half-attached.
-    for missing in caps.iter().filter(|c| *c != "chown") {
+    // Each capability but CAP_CHOWN (the MTA query socket's, not used at start) and
+    // CAP_SYS_NICE (the MTA thread's priority; without it nice 0, logged) is needed: without
+    // it the daemon refuses to start, with one line, rather than run half-attached.
+    for missing in caps
+        .iter()
+        .filter(|c| !["chown", "sys_nice"].contains(&c.as_str()))
+    {
         let fewer: Vec<String> = caps.iter().filter(|c| *c != missing).cloned().collect();
         let out = run(Command::new("timeout")
             .arg("20")
@@ -438,6 +461,18 @@ impl Container {
 
 impl Drop for Container {
     fn drop(&mut self) {
+        // Killing the container's PID 1 ends its whole PID namespace; nspawn then sees the
+        // container gone and removes its overlay itself. Killing only nspawn would leave the
+        // container's systemd (and its journald, dbus, logind) running, adopted by the host's
+        // PID 1.
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.init as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while matches!(self.nspawn.try_wait(), Ok(None)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.nspawn.kill();
         let _ = self.nspawn.wait();
     }
@@ -522,6 +557,19 @@ fn install_reload_upgrade_stop_and_purge_in_a_debian_container() {
     // Metrics on loopback, as packaged.
     let body = scrape(&wire.server, "127.0.0.1:9725".parse().unwrap());
     assert!(body.contains("mxscreen_observe_mode 1"), "{body}");
+
+    // The thread answering the MTA raised itself to nice -10 under the unit's sandbox
+    // (CAP_SYS_NICE, setpriority allowed by its system call filter).
+    let nice = c.sh(
+        "ps -L -o comm=,nice= -p \"$(systemctl show -p MainPID --value mxscreen)\" \
+         | awk '$1 == \"mxscreen-mta\" { print $2 }'",
+    );
+    assert_eq!(
+        nice.trim(),
+        "-10",
+        "the MTA sockets' thread's nice value: {}",
+        c.sh("journalctl -u mxscreen --no-pager -o cat | grep -i priority || true")
+    );
 
     // Reload by systemctl (SIGHUP): applied, still running.
     c.sh("mxscreen block 198.51.100.7 --reason 'package test'");

@@ -33,7 +33,8 @@ use crate::{
 const MODE: u32 = 0o660;
 /// The answering thread's nice value: the MTA holds a connection open while it waits, so on
 /// a loaded host (content scanners, the daemon's own sweep) the answer goes first. Needs
-/// CAP_SYS_NICE; without it the thread keeps the daemon's priority (logged).
+/// CAP_SYS_NICE (the packaged unit grants it); without it the thread keeps the daemon's
+/// priority (logged).
 const NICE: i32 = -10;
 
 /// Raises the calling thread's priority (Linux: `setpriority` on thread id 0 is this thread).
