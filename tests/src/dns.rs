@@ -11,7 +11,8 @@ use std::{
     collections::HashMap,
     fmt::Write as _,
     fs,
-    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket},
+    io::ErrorKind,
+    net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket},
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -149,6 +150,34 @@ impl Daemon {
     pub fn assert_running(&mut self) {
         if let Some(status) = self.child.try_wait().expect("poll child") {
             panic!("{} exited ({status}):\n{}", self.name, self.log());
+        }
+    }
+
+    /// Waits until `addr` accepts a TCP connection made from inside `ns`; panics with the
+    /// process's output and `more()` (the server's own log) if it exits or `deadline` passes.
+    pub fn wait_tcp(
+        &mut self,
+        ns: &crate::netns::NetNs,
+        addr: SocketAddr,
+        deadline: Instant,
+        more: impl Fn() -> String,
+    ) {
+        loop {
+            self.assert_running();
+            match ns.enter(|| TcpStream::connect_timeout(&addr, Duration::from_millis(200))) {
+                Ok(_) => return,
+                Err(e)
+                    if matches!(e.kind(), ErrorKind::ConnectionRefused | ErrorKind::TimedOut) => {}
+                Err(e) => panic!("connecting to {} on {addr}: {e}", self.name),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} is not listening on {addr}:\n{}\n{}",
+                self.name,
+                self.log(),
+                more()
+            );
+            thread::sleep(Duration::from_millis(50));
         }
     }
 

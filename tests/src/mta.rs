@@ -17,8 +17,7 @@
 //! `ip netns exec` does with `/etc/netns/<name>/resolv.conf`, without writing to `/etc`.
 use std::{
     fs,
-    io::ErrorKind,
-    net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     process::Command,
@@ -105,24 +104,8 @@ impl Exim {
         for port in self.spec.ports.clone() {
             for ip in [IpAddr::V4(Ipv4Addr::LOCALHOST), "::1".parse().unwrap()] {
                 let addr = SocketAddr::new(ip, port);
-                loop {
-                    self.proc.assert_running();
-                    match ns.enter(|| TcpStream::connect_timeout(&addr, Duration::from_millis(200)))
-                    {
-                        Ok(_) => break,
-                        Err(e)
-                            if e.kind() == ErrorKind::ConnectionRefused
-                                || e.kind() == ErrorKind::TimedOut => {}
-                        Err(e) => panic!("connecting to exim on {addr}: {e}"),
-                    }
-                    assert!(
-                        Instant::now() < deadline,
-                        "exim is not listening on {addr}:\n{}\n{}",
-                        self.proc.log(),
-                        self.mainlog()
-                    );
-                    std::thread::sleep(Duration::from_millis(50));
-                }
+                let log = self.log();
+                self.proc.wait_tcp(ns, addr, deadline, || log.text());
             }
         }
     }

@@ -10,8 +10,7 @@
 //! unprivileged mail account every test host has (setup installs exim4).
 use std::{
     fs,
-    io::ErrorKind,
-    net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     os::unix::fs::PermissionsExt,
     path::{Path, PathBuf},
     time::{Duration, Instant},
@@ -92,23 +91,8 @@ impl Postfix {
         let deadline = Instant::now() + Duration::from_secs(15);
         for ip in [IpAddr::V4(Ipv4Addr::LOCALHOST), "::1".parse().unwrap()] {
             let addr = SocketAddr::new(ip, self.port);
-            loop {
-                self.proc.assert_running();
-                match ns.enter(|| TcpStream::connect_timeout(&addr, Duration::from_millis(200))) {
-                    Ok(_) => break,
-                    Err(e)
-                        if e.kind() == ErrorKind::ConnectionRefused
-                            || e.kind() == ErrorKind::TimedOut => {}
-                    Err(e) => panic!("connecting to postfix on {addr}: {e}"),
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "postfix is not listening on {addr}:\n{}\n{}",
-                    self.proc.log(),
-                    self.maillog()
-                );
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            let log = self.log();
+            self.proc.wait_tcp(ns, addr, deadline, || log.text());
         }
     }
 
