@@ -80,10 +80,8 @@ pub fn record(section: &str, command: &str, body: &str) {
     let date = output("date", &["-u", "+%Y-%m-%d %H:%M UTC"]);
     let kernel = output("uname", &["-r"]);
     // The machine's CPUs, not this thread's affinity (`available_parallelism` counts only the
-    // CPUs a pinned sender may run on).
-    let cpus = std::fs::read_to_string("/proc/cpuinfo").map_or(0, |s| {
-        s.lines().filter(|l| l.starts_with("processor")).count()
-    });
+    // CPUs a pinned sender may run on): the online CPUs, as the kernel tests count them.
+    let cpus = aya::util::online_cpus().map_or(0, |c| c.len());
     let text = format!(
         "\n### {section}: run of {date}\n\nKernel {kernel}, {cpus} CPUs, commit {}, command `{command}`.\n\n{}\n",
         commit(),

@@ -93,20 +93,13 @@ impl DatapathMaps {
     /// next SYN is a first contact (missing ones are skipped); returns how many went. The
     /// sweep of expired verdicts uses it: a source whose verdict ran out is new again.
     pub fn verdicts_remove(&mut self, ips: &[IpAddr]) -> Result<usize> {
-        let v4: Vec<[u8; 4]> = ips
-            .iter()
-            .filter_map(|ip| match ip {
-                IpAddr::V4(a) => Some(a.octets()),
-                _ => None,
-            })
-            .collect();
-        let v6: Vec<[u8; 16]> = ips
-            .iter()
-            .filter_map(|ip| match ip {
-                IpAddr::V6(a) => Some(a.octets()),
-                _ => None,
-            })
-            .collect();
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for ip in ips {
+            match ip {
+                IpAddr::V4(a) => v4.push(a.octets()),
+                IpAddr::V6(a) => v6.push(a.octets()),
+            }
+        }
         Ok(remove_all(&mut self.peers.v4, &v4)? + remove_all(&mut self.peers.v6, &v6)?)
     }
 
