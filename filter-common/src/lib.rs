@@ -12,9 +12,12 @@
 //! - [`lists`]: the prefix lists ([`Table`], [`ListKey`], [`ListValue`], [`ListIndex`]) and the
 //!   [`ListEntry`] view;
 //! - [`counters`]: the outcome [`Counter`]s;
-//! - [`event`]: the [`NewPeerEvent`] of the ring buffer.
+//! - [`event`]: the [`NewPeerEvent`] of the ring buffer;
+//! - [`cache`]: the direct-mapped decision cache in front of the per-source entries
+//!   ([`CacheSlot`], [`CacheCtl`]).
 #![no_std]
 
+pub mod cache;
 pub mod config;
 pub mod counters;
 pub mod event;
@@ -23,6 +26,10 @@ pub mod names;
 pub mod peer;
 
 pub use self::{
+    cache::{
+        CacheCtl, CacheSlot, cache_index, cache_key_as_v4, cache_key_as_v6, cache_key_v4,
+        cache_key_v6,
+    },
     config::{DatapathConfig, FLAG_HOLD, FLAG_OBSERVE, PORT_WORDS},
     counters::Counter,
     event::NewPeerEvent,
@@ -42,6 +49,8 @@ pub const FAMILY_V6: u8 = 6;
 /// test in filter-user checks the object against this list); userspace looks maps up, pins
 /// them and sizes them by these names only.
 pub mod map_names {
+    pub const CACHE: &str = "CACHE";
+    pub const CACHE_CTL: &str = "CACHE_CTL";
     pub const CONFIG: &str = "CONFIG";
     pub const COUNTERS: &str = "COUNTERS";
     pub const EVENTS: &str = "EVENTS";
@@ -53,8 +62,9 @@ pub mod map_names {
     pub const PEERS_V6: &str = "PEERS_V6";
 
     /// Every map, in a stable order (pinning, status and the name check walk this).
-    pub const ALL: [&str; 9] = [
-        CONFIG, COUNTERS, EVENTS, HITS, LIST_INDEX, LISTS_V4, LISTS_V6, PEERS_V4, PEERS_V6,
+    pub const ALL: [&str; 11] = [
+        CACHE, CACHE_CTL, CONFIG, COUNTERS, EVENTS, HITS, LIST_INDEX, LISTS_V4, LISTS_V6, PEERS_V4,
+        PEERS_V6,
     ];
 }
 
@@ -85,6 +95,8 @@ mod pod {
     // SAFETY: all of these are #[repr(C)], contain only integers and byte arrays, and spell
     // out their padding, so every bit pattern is valid and no byte is uninitialised.
     unsafe impl aya::Pod for super::Peer {}
+    unsafe impl aya::Pod for super::CacheSlot {}
+    unsafe impl aya::Pod for super::CacheCtl {}
     unsafe impl aya::Pod for super::ListKey<[u8; 4]> {}
     unsafe impl aya::Pod for super::ListKey<[u8; 16]> {}
     unsafe impl aya::Pod for super::ListValue {}

@@ -2,7 +2,9 @@
 //! bits — behind one trait, so the decision is written once for both.
 
 use aya_ebpf::maps::{HashMap, LruHashMap};
-use filter_common::{FAMILY_V4, FAMILY_V6, ListIndex, ListKey, ListValue, Peer};
+use filter_common::{
+    FAMILY_V4, FAMILY_V6, ListIndex, ListKey, ListValue, Peer, cache_key_v4, cache_key_v6,
+};
 
 use crate::maps;
 
@@ -18,6 +20,8 @@ pub trait Family {
     fn masked(addr: Self::Addr, len: u8) -> Self::Addr;
     /// The address in an event's 16-byte form.
     fn wide(addr: Self::Addr) -> [u8; 16];
+    /// The address as a decision-cache key.
+    fn cache_key(addr: Self::Addr) -> [u64; 2];
 }
 
 pub struct V4;
@@ -70,6 +74,11 @@ impl Family for V4 {
         w[..4].copy_from_slice(&addr);
         w
     }
+
+    #[inline(always)]
+    fn cache_key(addr: [u8; 4]) -> [u64; 2] {
+        cache_key_v4(addr)
+    }
 }
 
 impl Family for V6 {
@@ -111,5 +120,10 @@ impl Family for V6 {
     #[inline(always)]
     fn wide(addr: [u8; 16]) -> [u8; 16] {
         addr
+    }
+
+    #[inline(always)]
+    fn cache_key(addr: [u8; 16]) -> [u64; 2] {
+        cache_key_v6(addr)
     }
 }

@@ -2,11 +2,14 @@
 //! filter-user unit test); sizes are the defaults, which userspace overrides at load time.
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use filter_common::{Counter, DatapathConfig, ListIndex, ListKey, ListValue, Peer, default_sizes};
+use filter_common::{
+    CacheCtl, CacheSlot, Counter, DatapathConfig, ListIndex, ListKey, ListValue, Peer,
+    default_sizes,
+};
 
 /// Runtime configuration, one element; all-zero means "screen nothing".
 #[map(name = "CONFIG")]
@@ -47,6 +50,16 @@ pub static PEERS_V4: LruHashMap<[u8; 4], Peer> =
 #[map(name = "PEERS_V6")]
 pub static PEERS_V6: LruHashMap<[u8; 16], Peer> =
     LruHashMap::with_max_entries(default_sizes::PEERS, 0);
+
+/// The decision cache (see `filter_common::cache`). Mmapable only for the layout that brings:
+/// the values start on a page, so every 64-byte slot is exactly one cache line.
+#[map(name = "CACHE")]
+pub static CACHE: Array<CacheSlot> = Array::with_max_entries(default_sizes::PEERS, BPF_F_MMAPABLE);
+
+/// The cache's generation and size, one element; all-zero (before userspace writes it)
+/// means no cache.
+#[map(name = "CACHE_CTL")]
+pub static CACHE_CTL: Array<CacheCtl> = Array::with_max_entries(1, 0);
 
 /// Bumps one outcome counter on this CPU.
 #[inline(always)]

@@ -1,14 +1,20 @@
 //! The one decision function both entry points share: given a frame, pass or drop it and
 //! count the outcome.
 //!
-//! For a subject SYN the source's [`Peer`] entry is looked up; when it holds a decision made
-//! under the current generation of the lists (`DatapathConfig::list_gen`) that has not run
-//! out (`until_jiffies`), that decision is applied: one hash lookup, two compares and two
-//! per-CPU counters. Otherwise [`crate::slow`] walks the lists and the verdict in order of precedence
-//! (allow → deny → limit → the source's verdict → a prefix verdict → unknown), applies the
-//! result and caches it.
+//! For a subject SYN the source's slot in the decision cache is read first (one line; see
+//! `filter_common::cache`); when it holds this source's decision, sealed, under the cache's
+//! current generation and before its deadline, that decision is applied. Otherwise the
+//! source's [`Peer`] entry is looked up; when it holds a decision made under the current
+//! generation of the lists (`DatapathConfig::list_gen`) that has not run out
+//! (`until_jiffies`), that decision is applied and copied into the cache slot. Otherwise
+//! [`crate::slow`] walks the lists and the verdict in order of precedence (allow → deny →
+//! limit → the source's verdict → a prefix verdict → unknown), applies the result and caches
+//! it in the entry.
 
-use filter_common::{Counter, DatapathConfig, Decision, FLAG_OBSERVE, Peer};
+use filter_common::{
+    CacheCtl, CacheSlot, Counter, DatapathConfig, Decision, FLAG_OBSERVE, Peer, cache_index,
+    cache_key_as_v4, cache_key_as_v6,
+};
 
 use crate::{
     clock,
@@ -93,8 +99,8 @@ fn pass(counter: Counter) -> Fate {
     Fate::Pass
 }
 
-/// The source's cached decision if it still holds (made under this generation, before its
-/// `until_jiffies`), else the slow path.
+/// The source's cached decision if it still holds — from the cache slot, else from its
+/// entry (copied into the slot then) — else the slow path.
 #[inline(always)]
 fn decide<F: Family, I: Ingress>(
     addr: &F::Addr,
@@ -103,21 +109,108 @@ fn decide<F: Family, I: Ingress>(
     cfg: &DatapathConfig,
     jiffies: u64,
 ) -> Fate {
+    let key = F::cache_key(*addr);
+    // The generation is read before the entry, so a copy of an entry that userspace replaces
+    // meanwhile carries the generation its replacement ends.
+    let ctl = match maps::CACHE_CTL.get_ptr(0) {
+        // SAFETY: a pointer into the map value, valid for this program run.
+        Some(c) => unsafe { core::ptr::read_volatile(c) },
+        None => CacheCtl::default(),
+    };
+    let slot = if ctl.shift == 0 {
+        core::ptr::null_mut()
+    } else {
+        maps::CACHE
+            .get_ptr_mut(cache_index(key, ctl.shift))
+            .unwrap_or_default()
+    };
+    if !slot.is_null() {
+        // SAFETY: a pointer into the map value, valid for this program run.
+        let s = unsafe { &mut *slot };
+        if s.key[0] == key[0]
+            && s.key[1] == key[1]
+            && s.generation() == ctl.generation
+            && s.until_jiffies > jiffies
+            && s.sealed()
+            && let Some((counter, drop)) = act(s, cfg, || clock::estimate(cfg, jiffies))
+        {
+            return finish(cfg, counter, drop);
+        }
+    }
     let peer = F::peers()
         .get_ptr_mut(addr)
         .unwrap_or(core::ptr::null_mut());
     if !peer.is_null() {
         // SAFETY: a pointer into the map value, valid for this program run.
         let p = unsafe { &mut *peer };
-        if p.list_gen == cfg.list_gen
-            && p.until_jiffies > jiffies
-            && let Some((counter, drop)) = act(p, cfg, || clock::estimate(cfg, jiffies))
-        {
-            return finish(cfg, counter, drop);
+        if p.list_gen == cfg.list_gen && p.until_jiffies > jiffies {
+            let now = || clock::estimate(cfg, jiffies);
+            // With a slot, the copy becomes the live state at once (this SYN's hit and token
+            // count there), after what the slot held went back to its owner.
+            let applied = if slot.is_null() {
+                act(p, cfg, now)
+            } else {
+                // SAFETY: as above.
+                let s = unsafe { &mut *slot };
+                fill(s, key, ctl.generation, p);
+                act(s, cfg, now)
+            };
+            if let Some((counter, drop)) = applied {
+                return finish(cfg, counter, drop);
+            }
         }
     }
     let counter = slow::decide::<F, I>(peer, addr, dst_port, ingress, cfg);
     finish(cfg, counter, drops(counter))
+}
+
+/// Copies `p`'s decision into the cache slot `s`, after giving what the slot's previous
+/// decision owes (a verdict's hits, a token bucket) back to its source's entry. Stores go
+/// seal first (cleared) and seal last, so a reader on another CPU meets either a slot that
+/// fails its seal or a whole one.
+#[inline(always)]
+fn fill(s: &mut CacheSlot, key: [u64; 2], generation: u32, p: &mut Peer) {
+    let old = *s;
+    if old.owes_state() && old.sealed() {
+        give_back(&old);
+    }
+    // Read after giving back: `p` may be the entry that just got the hits.
+    let new = CacheSlot::new(
+        key,
+        generation,
+        p.decision,
+        p.slot,
+        p.until_jiffies,
+        p.tat_ns,
+    );
+    // SAFETY: every pointer is a field of the slot, a map value valid for this run.
+    unsafe {
+        core::ptr::write_volatile(&mut s.seal, 0);
+        core::ptr::write_volatile(&mut s.key, new.key);
+        core::ptr::write_volatile(&mut s.meta, new.meta);
+        core::ptr::write_volatile(&mut s.until_jiffies, new.until_jiffies);
+        core::ptr::write_volatile(&mut s.hits, 0);
+        core::ptr::write_volatile(&mut s.tat_ns, new.tat_ns);
+        core::ptr::write_volatile(&mut s.seal, new.seal);
+    }
+}
+
+/// Adds a slot's pending verdict hits to its source's entry, and moves the entry's token
+/// bucket on to the slot's if that is further (if the entry is gone, so is what it owed).
+#[inline(always)]
+fn give_back(old: &CacheSlot) {
+    let p = match cache_key_as_v4(old.key) {
+        Some(a) => V4::peers().get_ptr_mut(a),
+        None => V6::peers().get_ptr_mut(cache_key_as_v6(old.key)),
+    };
+    if let Some(p) = p {
+        // SAFETY: a pointer into the map value, valid for this program run.
+        let p = unsafe { &mut *p };
+        p.hits = p.hits.wrapping_add(old.hits);
+        if old.tat_ns > p.tat_ns {
+            p.tat_ns = old.tat_ns;
+        }
+    }
 }
 
 /// An entry counts while its expiry (CLOCK_MONOTONIC_COARSE ns, 0 = never) lies in the future.
@@ -126,12 +219,62 @@ pub fn live(expires_ns: u64, now: u64) -> bool {
     expires_ns == 0 || expires_ns > now
 }
 
-/// Applies the decision cached in `p` and bumps its hit counter: the outcome, and whether
+/// A cached decision [`act`] applies: the source's entry, or its copy in a cache slot.
+pub trait Cached {
+    /// A [`Decision`] as u8.
+    fn decision(&self) -> u8;
+    /// `HITS` slot of the deciding list entry.
+    fn hit_slot(&self) -> u32;
+    /// The verdict's hit counter.
+    fn hits(&mut self) -> &mut u64;
+    /// The token bucket's TAT (ns).
+    fn tat(&mut self) -> &mut u64;
+}
+
+impl Cached for Peer {
+    #[inline(always)]
+    fn decision(&self) -> u8 {
+        self.decision
+    }
+    #[inline(always)]
+    fn hit_slot(&self) -> u32 {
+        self.slot
+    }
+    #[inline(always)]
+    fn hits(&mut self) -> &mut u64 {
+        &mut self.hits
+    }
+    #[inline(always)]
+    fn tat(&mut self) -> &mut u64 {
+        &mut self.tat_ns
+    }
+}
+
+impl Cached for CacheSlot {
+    #[inline(always)]
+    fn decision(&self) -> u8 {
+        CacheSlot::decision(self)
+    }
+    #[inline(always)]
+    fn hit_slot(&self) -> u32 {
+        CacheSlot::hit_slot(self)
+    }
+    #[inline(always)]
+    fn hits(&mut self) -> &mut u64 {
+        &mut self.hits
+    }
+    #[inline(always)]
+    fn tat(&mut self) -> &mut u64 {
+        &mut self.tat_ns
+    }
+}
+
+/// Applies the decision cached in `c` and bumps its hit counter: the outcome, and whether
 /// it drops; `None` for a byte that is no decision (the slow path then makes one). `now` is
 /// read only by a limit decision.
 #[inline(always)]
-pub fn act(
-    p: &mut Peer,
+pub fn act<C: Cached>(
+    c: &mut C,
     cfg: &DatapathConfig,
     now: impl FnOnce() -> u64,
 ) -> Option<(Counter, bool)> {
@@ -145,38 +288,38 @@ pub fn act(
     const VERDICT_LIMIT: u8 = Decision::VerdictLimit as u8;
     const UNKNOWN: u8 = Decision::Unknown as u8;
     const HELD: u8 = Decision::Held as u8;
-    Some(match p.decision {
+    Some(match c.decision() {
         ALLOW => {
-            hit(p.slot);
+            hit(c.hit_slot());
             (Counter::PassedAllow, false)
         }
         DENY => {
-            hit(p.slot);
+            hit(c.hit_slot());
             (Counter::DroppedDeny, true)
         }
         DENY_FEED => {
-            hit(p.slot);
+            hit(c.hit_slot());
             (Counter::DroppedFeed, true)
         }
         LIST_LIMIT => {
-            hit(p.slot);
-            limit(p, cfg, now())
+            hit(c.hit_slot());
+            limit(c.tat(), cfg, now())
         }
         PREFIX_DROP => {
-            hit(p.slot);
+            hit(c.hit_slot());
             (Counter::DroppedVerdict, true)
         }
         VERDICT_PASS => {
-            bump(&mut p.hits);
+            bump(c.hits());
             (Counter::PassedVerdict, false)
         }
         VERDICT_DROP => {
-            bump(&mut p.hits);
+            bump(c.hits());
             (Counter::DroppedVerdict, true)
         }
         VERDICT_LIMIT => {
-            bump(&mut p.hits);
-            limit(p, cfg, now())
+            bump(c.hits());
+            limit(c.tat(), cfg, now())
         }
         UNKNOWN => (Counter::Unknown, false),
         HELD => (Counter::Held, true),
@@ -184,10 +327,11 @@ pub fn act(
     })
 }
 
-/// Bumps a verdict's hit counter. It lives in the source's own entry, so only SYNs of that
-/// one source (spread over CPUs by RSS) ever share its cache line; a plain add, not an atomic
-/// one: two CPUs bumping the same source at the same instant may lose one hit, which a
-/// counter shown to operators can afford, and which saves a locked instruction per SYN.
+/// Bumps a verdict's hit counter. It lives in the source's own entry (or, while the source
+/// is served from the decision cache, in its slot), so only SYNs of that one source (spread
+/// over CPUs by RSS) ever share its cache line; a plain add, not an atomic one: two CPUs
+/// bumping the same source at the same instant may lose one hit, which a counter shown to
+/// operators can afford, and which saves a locked instruction per SYN.
 #[inline(always)]
 pub fn bump(hits: &mut u64) {
     *hits = hits.wrapping_add(1);
@@ -198,11 +342,11 @@ pub fn bump(hits: &mut u64) {
 /// one interval further. Concurrent CPUs may race on TAT; the worst case lets a SYN or two
 /// more through, which is harmless for a rate limit.
 #[inline(always)]
-pub fn limit(p: &mut Peer, cfg: &DatapathConfig, now: u64) -> (Counter, bool) {
-    let tat = if p.tat_ns > now { p.tat_ns } else { now };
+pub fn limit(tat_ns: &mut u64, cfg: &DatapathConfig, now: u64) -> (Counter, bool) {
+    let tat = if *tat_ns > now { *tat_ns } else { now };
     if tat - now > cfg.limit_tolerance_ns {
         return (Counter::Limited, true);
     }
-    p.tat_ns = tat + cfg.limit_interval_ns;
+    *tat_ns = tat + cfg.limit_interval_ns;
     (Counter::PassedLimit, false)
 }

@@ -4,9 +4,10 @@ use std::io;
 
 use aya::{
     Ebpf,
+    maps::{Array, Map, MapData},
     programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
-use filter_common::{Counter, DatapathConfig, program_names};
+use filter_common::{CacheCtl, CacheSlot, Counter, DatapathConfig, map_names, program_names};
 use mxscreen::datapath::{self, DatapathMaps, Events, LoadOptions, MapSizes, NewPeer};
 
 /// Which entry point runs the frame.
@@ -115,6 +116,30 @@ impl TestDatapath {
 
     pub fn counters(&self) -> [u64; Counter::COUNT as usize] {
         self.maps.counters().expect("counters")
+    }
+
+    /// A handle of the test's own on one of the program's maps, found by name through the
+    /// kernel (the owner, [`DatapathMaps`], keeps its handles private).
+    fn kernel_map(&self, name: &str) -> MapData {
+        let prog: &Xdp = self
+            .ebpf
+            .program(program_names::XDP)
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let ids = prog.info().unwrap().map_ids().unwrap().unwrap_or_default();
+        ids.into_iter()
+            .map(|id| MapData::from_id(id).unwrap())
+            .find(|m| m.info().unwrap().name_as_str() == Some(name))
+            .unwrap_or_else(|| panic!("map {name} not used by the program"))
+    }
+
+    /// The decision cache's slots and control word, as the kernel holds them.
+    pub fn cache(&self) -> (Array<MapData, CacheSlot>, CacheCtl) {
+        let slots = Array::try_from(Map::Array(self.kernel_map(map_names::CACHE))).unwrap();
+        let ctl: Array<MapData, CacheCtl> =
+            Array::try_from(Map::Array(self.kernel_map(map_names::CACHE_CTL))).unwrap();
+        (slots, ctl.get(&0, 0).unwrap())
     }
 
     /// Every new-peer event waiting in the ring, read as the daemon reads them.

@@ -37,6 +37,8 @@ const SUITES: &[Suite] = &[
             "datapath",
             "--test",
             "lists",
+            "--test",
+            "cache",
         ],
         parallel: true,
         deb: false,

@@ -71,8 +71,9 @@ fn shapes(sizes: &MapSizes) -> [Shape; 4] {
 }
 
 /// Sizes of the maps that are not pinned.
-fn unpinned_sizes(sizes: &MapSizes) -> [(&'static str, u32); 3] {
+fn unpinned_sizes(sizes: &MapSizes) -> [(&'static str, u32); 4] {
     [
+        (m::CACHE, sizes.cache_slots()),
         (m::HITS, sizes.hit_counters),
         (m::LISTS_V4, sizes.lists()),
         (m::LISTS_V6, sizes.lists()),
@@ -304,8 +305,8 @@ mod tests {
         let mut names: Vec<&str> = shapes(&sizes).iter().map(|s| s.name).collect();
         names.extend(unpinned_sizes(&sizes).iter().map(|(n, _)| *n));
         for name in m::ALL {
-            // The ring's size is fixed; the index is one element.
-            if name != m::EVENTS && name != m::LIST_INDEX {
+            // The ring's size is fixed; the index and the cache's control word are one element.
+            if name != m::EVENTS && name != m::LIST_INDEX && name != m::CACHE_CTL {
                 assert!(names.contains(&name), "{name} is neither pinned nor sized");
             }
         }

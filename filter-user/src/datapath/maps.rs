@@ -17,7 +17,7 @@ use aya::{
 };
 use filter_common::{Counter, DatapathConfig, Peer, map_names as m, program_names};
 
-use super::{batch, clock::Sampler, hits::Hits, lists::Lists};
+use super::{batch, cache::Cache, clock::Sampler, hits::Hits, lists::Lists};
 
 /// Which list an operator's entry is in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -44,6 +44,7 @@ pub struct DatapathMaps {
     pub(super) peers: Peers,
     pub(super) lists: Lists,
     pub(super) hits: Hits,
+    pub(super) cache: Cache,
     sampler: Sampler,
     /// The generation this handle last wrote (`DatapathConfig::list_gen`).
     list_gen: u32,
@@ -150,6 +151,7 @@ impl DatapathMaps {
                 take(ebpf, m::LIST_INDEX)?,
             ),
             hits: Hits::new(take(ebpf, m::HITS)?),
+            cache: Cache::new(take(ebpf, m::CACHE)?, take(ebpf, m::CACHE_CTL)?)?,
             sampler: Sampler::new(sampler),
             list_gen: 0,
         };
@@ -189,7 +191,10 @@ impl DatapathMaps {
         };
         self.config
             .set(0, cfg, 0)
-            .context("writing the datapath config")
+            .context("writing the datapath config")?;
+        // Whatever changed (a list generation, a window, the calibration), the decision
+        // cache's copies end with it.
+        self.cache.invalidate()
     }
 
     pub fn config(&self) -> Result<DatapathConfig> {

@@ -10,6 +10,7 @@
 //! - [`census`]: what the maps hold, counted (verdicts by action and reason, list entries).
 //! - [`prefix`]: prefixes and sorted prefix sets (what a feed is).
 //! - [`hits`]: the per-CPU hit counters of list entries.
+//! - [`cache`]: the datapath's decision cache: its generation, and the hits its slots hold.
 //! - [`reader`]: a read-only handle of its own on the maps, for readers outside the main loop.
 //! - [`bpffs`]: making sure the BPF filesystem is mounted for pins.
 //! - [`clock`]: the clock the datapath compares expiries against, and its calibration.
@@ -20,6 +21,7 @@
 pub mod attach;
 pub mod batch;
 pub mod bpffs;
+mod cache;
 pub mod census;
 pub mod clock;
 pub mod events;

@@ -1,8 +1,10 @@
 //! Verdicts and per-source state, in the per-source entries (`PEERS_V4`/`_V6`, value
 //! [`Peer`]). A verdict write reads the source's entry and writes it back whole with the new
 //! verdict and no cached decision: the kernel replaces the entry, so a decision the datapath
-//! cached from the old verdict cannot survive the write. (A hit or a report the datapath
-//! writes in between is lost; counters only.)
+//! cached from the old verdict cannot survive the write, and the decision cache's slot of the
+//! source is emptied and every slot's generation ended after it. (A hit or a report the
+//! datapath writes in between is lost; counters only.) Verdicts are read with the hits the
+//! decision cache holds for them added.
 
 use std::{net::IpAddr, os::fd::AsFd as _};
 
@@ -52,12 +54,13 @@ impl DatapathMaps {
             p.set_verdict(&v);
             true
         };
+        self.cache.evict(ip)?;
         match ip {
             IpAddr::V4(a) => update(&mut self.peers.v4, a.octets(), set),
             IpAddr::V6(a) => update(&mut self.peers.v6, a.octets(), set),
         }
         .with_context(|| format!("writing the verdict for {ip}"))?;
-        Ok(())
+        self.cache.invalidate()
     }
 
     pub fn verdict_get(&self, ip: IpAddr) -> Result<Option<Verdict>> {
@@ -72,20 +75,24 @@ impl DatapathMaps {
             p.clear_verdict();
             had
         };
-        match ip {
+        self.cache.evict(ip)?;
+        let had = match ip {
             IpAddr::V4(a) => update(&mut self.peers.v4, a.octets(), clear),
             IpAddr::V6(a) => update(&mut self.peers.v6, a.octets(), clear),
-        }
+        }?;
+        self.cache.invalidate()?;
+        Ok(had)
     }
 
     /// Every verdict (expired ones included), read in batches where the kernel can.
     pub fn verdicts(&self) -> Result<Vec<(IpAddr, Verdict)>> {
+        let pending = self.cache.slots.all_pending_hits()?;
         let v4 = all(&self.peers.v4)?
             .into_iter()
-            .filter_map(|(k, p)| Some((IpAddr::from(k), p.verdict()?)));
+            .filter_map(|(k, p)| with_pending(IpAddr::from(k), p, &pending));
         let v6 = all(&self.peers.v6)?
             .into_iter()
-            .filter_map(|(k, p)| Some((IpAddr::from(k), p.verdict()?)));
+            .filter_map(|(k, p)| with_pending(IpAddr::from(k), p, &pending));
         Ok(v4.chain(v6).collect())
     }
 
@@ -100,7 +107,11 @@ impl DatapathMaps {
                 IpAddr::V6(a) => v6.push(a.octets()),
             }
         }
-        Ok(remove_all(&mut self.peers.v4, &v4)? + remove_all(&mut self.peers.v6, &v6)?)
+        let n = remove_all(&mut self.peers.v4, &v4)? + remove_all(&mut self.peers.v6, &v6)?;
+        if n != 0 {
+            self.cache.invalidate()?;
+        }
+        Ok(n)
     }
 
     /// First contact and last report of a source the datapath saw as unknown.
@@ -108,11 +119,32 @@ impl DatapathMaps {
         Ok(self.peer(ip)?.and_then(|p| p.seen()))
     }
 
-    /// Everything the datapath holds for one source.
+    /// Everything the datapath holds for one source (its verdict's hits include those its
+    /// decision-cache slot holds).
     pub fn peer(&self, ip: IpAddr) -> Result<Option<Peer>> {
-        found(match ip {
+        let Some(mut p) = found(match ip {
             IpAddr::V4(a) => self.peers.v4.get(&a.octets(), 0),
             IpAddr::V6(a) => self.peers.v6.get(&a.octets(), 0),
-        })
+        })?
+        else {
+            return Ok(None);
+        };
+        if p.verdict().is_some() {
+            p.hits = p.hits.wrapping_add(self.cache.slots.pending_hits(ip)?);
+        }
+        Ok(Some(p))
     }
+}
+
+/// A source's verdict, if it has one, with the hits its decision-cache slot holds added.
+pub(super) fn with_pending(
+    ip: IpAddr,
+    p: Peer,
+    pending: &std::collections::HashMap<[u64; 2], u64>,
+) -> Option<(IpAddr, Verdict)> {
+    let mut v = p.verdict()?;
+    if let Some(n) = pending.get(&super::cache::key(ip)) {
+        v.hits = v.hits.wrapping_add(*n);
+    }
+    Some((ip, v))
 }

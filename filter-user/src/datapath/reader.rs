@@ -15,8 +15,10 @@ use filter_common::{
 use ipnet::IpNet;
 
 use super::{
+    cache::Slots,
     lists::{Lists4, Lists6, key4, key6},
     maps::{DatapathMaps, ListKind, Peers, PerFamily, chunks, found, sum_counters},
+    peers::with_pending,
     prefix::Prefix,
 };
 
@@ -29,6 +31,7 @@ pub struct MapsReader {
     lists6: Lists6,
     index: Array<MapData, ListIndex>,
     hits: PerCpuArray<MapData, u64>,
+    cache: Slots,
 }
 
 /// Another typed handle on the map behind `data` (a duplicated file descriptor).
@@ -57,6 +60,7 @@ impl DatapathMaps {
             lists6: dup(lists6)?,
             index: dup(index)?,
             hits: dup(self.hits.map_data())?,
+            cache: Slots::new(dup(self.cache.slots.map())?),
         })
     }
 
@@ -66,20 +70,23 @@ impl DatapathMaps {
         &self,
         each: impl FnMut(Vec<(IpAddr, Verdict)>) -> bool,
     ) -> Result<()> {
-        verdict_chunks(&self.peers, each)
+        verdict_chunks(&self.peers, &self.cache.slots, each)
     }
 }
 
-/// The verdicts of the per-source maps, a chunk at a time.
+/// The verdicts of the per-source maps, a chunk at a time, with the hits the decision cache
+/// holds for them.
 fn verdict_chunks(
     peers: &Peers,
+    cache: &Slots,
     mut each: impl FnMut(Vec<(IpAddr, Verdict)>) -> bool,
 ) -> Result<()> {
+    let pending = cache.all_pending_hits()?;
     let mut go_on = true;
     chunks(&peers.v4, |c| {
         go_on = each(
             c.into_iter()
-                .filter_map(|(k, p)| Some((IpAddr::from(k), p.verdict()?)))
+                .filter_map(|(k, p)| with_pending(IpAddr::from(k), p, &pending))
                 .collect(),
         );
         go_on
@@ -90,7 +97,7 @@ fn verdict_chunks(
     chunks(&peers.v6, |c| {
         each(
             c.into_iter()
-                .filter_map(|(k, p)| Some((IpAddr::from(k), p.verdict()?)))
+                .filter_map(|(k, p)| with_pending(IpAddr::from(k), p, &pending))
                 .collect(),
         )
     })
@@ -113,7 +120,11 @@ impl MapsReader {
             IpAddr::V4(a) => self.peers.v4.get(&a.octets(), 0),
             IpAddr::V6(a) => self.peers.v6.get(&a.octets(), 0),
         })?;
-        Ok(peer.and_then(|p| p.verdict()))
+        let Some(mut v) = peer.and_then(|p| p.verdict()) else {
+            return Ok(None);
+        };
+        v.hits = v.hits.wrapping_add(self.cache.pending_hits(ip)?);
+        Ok(Some(v))
     }
 
     /// Every verdict (expired ones included), a chunk at a time while `each` says go on.
@@ -121,7 +132,7 @@ impl MapsReader {
         &self,
         each: impl FnMut(Vec<(IpAddr, Verdict)>) -> bool,
     ) -> Result<()> {
-        verdict_chunks(&self.peers, each)
+        verdict_chunks(&self.peers, &self.cache, each)
     }
 
     /// The longest prefix in the list that covers `ip`, as the datapath finds it: the

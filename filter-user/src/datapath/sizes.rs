@@ -68,6 +68,13 @@ impl MapSizes {
         }
     }
 
+    /// Slots of the decision cache (one for both families): a power of two, at least one per
+    /// source entry of a family.
+    pub const fn cache_slots(&self) -> u32 {
+        let n = self.verdicts.next_power_of_two();
+        if n < 2 { 2 } else { n }
+    }
+
     /// Entries of each family's list hash: every table shares it.
     pub const fn lists(&self) -> u32 {
         let n = self.deny.saturating_add(self.allow);
