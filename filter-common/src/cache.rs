@@ -86,7 +86,9 @@ pub const fn cache_key_v4(addr: [u8; 4]) -> [u64; 2] {
     [0, 0xffff_0000 | (u32::from_le_bytes(addr) as u64) << 32]
 }
 
-/// An IPv6 source as a cache key: its 16 bytes as two little-endian words.
+/// An IPv6 source as a cache key: its 16 bytes as two little-endian words. An IPv4-mapped
+/// source (::ffff:a.b.c.d, which RFC 4291 keeps off the wire, but a frame can carry anything)
+/// would get its IPv4 twin's key: [`cacheable_v6`] keeps it out of the cache on both sides.
 #[inline(always)]
 pub const fn cache_key_v6(addr: [u8; 16]) -> [u64; 2] {
     let [
@@ -121,6 +123,12 @@ pub const fn cache_key_as_v4(key: [u64; 2]) -> Option<[u8; 4]> {
     } else {
         None
     }
+}
+
+/// Whether an IPv6 source may use the cache: every one but the IPv4-mapped.
+#[inline(always)]
+pub const fn cacheable_v6(key: [u64; 2]) -> bool {
+    cache_key_as_v4(key).is_none()
 }
 
 /// The IPv6 address of a key made by [`cache_key_v6`].
@@ -210,5 +218,97 @@ impl CacheSlot {
         } else {
             0
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V4: [u8; 4] = [198, 51, 100, 7];
+    const V6: [u8; 16] = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7];
+
+    #[test]
+    fn a_slot_is_one_cache_line() {
+        assert_eq!(core::mem::size_of::<CacheSlot>(), 64);
+        assert_eq!(core::mem::size_of::<CacheCtl>(), 8);
+    }
+
+    #[test]
+    fn keys_round_trip_and_the_families_never_share_one_but_through_the_mapped_form() {
+        assert_eq!(cache_key_as_v4(cache_key_v4(V4)), Some(V4));
+        assert_eq!(cache_key_as_v4(cache_key_v6(V6)), None);
+        assert_eq!(cache_key_as_v6(cache_key_v6(V6)), V6);
+        assert!(cacheable_v6(cache_key_v6(V6)));
+        // ::ffff:198.51.100.7 is the one IPv6 source with an IPv4 key: kept out.
+        let mut mapped = [0u8; 16];
+        mapped[10] = 0xff;
+        mapped[11] = 0xff;
+        mapped[12..].copy_from_slice(&V4);
+        assert_eq!(cache_key_v6(mapped), cache_key_v4(V4));
+        assert!(!cacheable_v6(cache_key_v6(mapped)));
+    }
+
+    #[test]
+    fn the_seal_fails_when_any_sealed_field_changes() {
+        let s = CacheSlot::new(cache_key_v6(V6), 7, Decision::VerdictDrop as u8, 3, 1000, 5);
+        assert!(s.sealed());
+        assert_eq!(
+            (s.generation(), s.decision(), s.hit_slot()),
+            (7, Decision::VerdictDrop as u8, 3)
+        );
+        let edits: [fn(&mut CacheSlot); 5] = [
+            |s| s.key[0] ^= 1,
+            |s| s.key[1] ^= 1 << 63,
+            |s| s.meta ^= 1 << 32,
+            |s| s.until_jiffies += 1,
+            |s| s.seal ^= 1,
+        ];
+        for edit in edits {
+            let mut t = s;
+            edit(&mut t);
+            assert!(!t.sealed());
+        }
+        // Hits and the token bucket move while the slot is in use: not sealed.
+        let mut t = s;
+        t.hits += 1;
+        t.tat_ns += 1;
+        assert!(t.sealed());
+        assert!(
+            !CacheSlot::default().sealed(),
+            "an empty slot is never used"
+        );
+    }
+
+    #[test]
+    fn pending_hits_belong_to_a_verdict_of_the_same_source() {
+        let key = cache_key_v4(V4);
+        let mut s = CacheSlot::new(key, 1, Decision::VerdictPass as u8, 0, u64::MAX, 0);
+        s.hits = 4;
+        assert_eq!(s.pending_hits_of(key), 4);
+        assert_eq!(s.pending_hits_of(cache_key_v6(V6)), 0);
+        let mut deny = CacheSlot::new(key, 1, Decision::Deny as u8, 9, u64::MAX, 0);
+        deny.hits = 4;
+        assert_eq!(deny.pending_hits_of(key), 0, "list hits live in HITS");
+        let limit = CacheSlot::new(key, 1, Decision::ListLimit as u8, 9, u64::MAX, 0);
+        assert!(
+            limit.owes_state(),
+            "a token bucket goes back even without hits"
+        );
+    }
+
+    #[test]
+    fn indexes_stay_in_range_and_spread_a_block_of_neighbours() {
+        let ctl = CacheCtl::new(4096, 1);
+        assert_eq!(ctl.shift, 64 - 12);
+        let mut used = [false; 4096];
+        for h in 0..1024u16 {
+            let mut a = V6;
+            a[14..].copy_from_slice(&h.to_be_bytes());
+            let i = cache_index(cache_key_v6(a), ctl.shift) as usize;
+            used[i] = true;
+        }
+        // 1,024 hosts of one /64 in 4,096 slots: a random spread fills ~903 distinct slots.
+        assert!(used.iter().filter(|u| **u).count() > 850);
     }
 }

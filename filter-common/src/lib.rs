@@ -28,7 +28,7 @@ pub mod peer;
 pub use self::{
     cache::{
         CacheCtl, CacheSlot, cache_index, cache_key_as_v4, cache_key_as_v6, cache_key_v4,
-        cache_key_v6,
+        cache_key_v6, cacheable_v6,
     },
     config::{DatapathConfig, FLAG_HOLD, FLAG_OBSERVE, PORT_WORDS},
     counters::Counter,

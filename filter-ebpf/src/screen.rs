@@ -12,8 +12,8 @@
 //! it in the entry.
 
 use filter_common::{
-    CacheCtl, CacheSlot, Counter, DatapathConfig, Decision, FLAG_OBSERVE, Peer, cache_index,
-    cache_key_as_v4, cache_key_as_v6,
+    CacheCtl, CacheSlot, Counter, DatapathConfig, Decision, FAMILY_V4, FLAG_OBSERVE, Peer,
+    cache_index, cache_key_as_v4, cache_key_as_v6, cacheable_v6,
 };
 
 use crate::{
@@ -117,7 +117,9 @@ fn decide<F: Family, I: Ingress>(
         Some(c) => unsafe { core::ptr::read_volatile(c) },
         None => CacheCtl::default(),
     };
-    let slot = if ctl.shift == 0 {
+    // An IPv4-mapped IPv6 source would share its IPv4 twin's slot: it goes without.
+    let cacheable = F::FAMILY == FAMILY_V4 || cacheable_v6(key);
+    let slot = if ctl.shift == 0 || !cacheable {
         core::ptr::null_mut()
     } else {
         maps::CACHE

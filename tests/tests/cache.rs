@@ -265,3 +265,28 @@ fn a_slot_that_fails_its_seal_is_never_used() {
         }
     }
 }
+
+#[test]
+fn an_ipv4_mapped_ipv6_source_never_meets_its_ipv4_twins_slot() {
+    let twin = IpAddr::V6(Ipv4Addr::new(198, 51, 100, 7).to_ipv6_mapped());
+    for entry in ENTRIES {
+        let mut dp = TestDatapath::new();
+        dp.maps.verdict_set(V4, manual(Action::Drop)).unwrap();
+        dp.maps.verdict_set(twin, manual(Action::Pass)).unwrap();
+        for slow in [1, 0, 0] {
+            run(&dp, entry, V4, Outcome::Drop, "dropped_verdict", slow);
+        }
+        assert_eq!(
+            slot_of(&dp, V4).key,
+            key(V4),
+            "the IPv4 source's slot is filled"
+        );
+        // Same 128 bits as a key, another source: its own verdict, never the slot's.
+        for slow in [1, 0, 0] {
+            run(&dp, entry, twin, Outcome::Pass, "passed_verdict", slow);
+        }
+        assert_eq!(slot_of(&dp, V4).key, key(V4), "and left alone");
+        assert_eq!(dp.maps.verdict_get(twin).unwrap().unwrap().hits, 3);
+        assert_eq!(dp.maps.verdict_get(V4).unwrap().unwrap().hits, 3);
+    }
+}

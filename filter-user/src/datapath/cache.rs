@@ -11,15 +11,16 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use aya::maps::{Array, IterableMap as _, MapData};
-use filter_common::{CacheCtl, CacheSlot, cache_index, cache_key_v4, cache_key_v6};
+use filter_common::{CacheCtl, CacheSlot, cache_index, cache_key_v4, cache_key_v6, cacheable_v6};
 
 use super::batch;
 
-/// The cache key of a source.
-pub(super) fn key(ip: IpAddr) -> [u64; 2] {
+/// The cache key of a source; `None` for an IPv4-mapped IPv6 source, which the datapath
+/// keeps out of the cache (it would share its IPv4 twin's key).
+pub(super) fn key(ip: IpAddr) -> Option<[u64; 2]> {
     match ip {
-        IpAddr::V4(a) => cache_key_v4(a.octets()),
-        IpAddr::V6(a) => cache_key_v6(a.octets()),
+        IpAddr::V4(a) => Some(cache_key_v4(a.octets())),
+        IpAddr::V6(a) => Some(cache_key_v6(a.octets())).filter(|k| cacheable_v6(*k)),
     }
 }
 
@@ -39,17 +40,18 @@ impl Slots {
         self.slots.map()
     }
 
-    fn index(&self, ip: IpAddr) -> u32 {
-        cache_index(key(ip), self.shift)
+    fn index(&self, key: [u64; 2]) -> u32 {
+        cache_index(key, self.shift)
     }
 
     /// Hits of `ip`'s verdict held in its slot, not yet in its entry.
     pub(super) fn pending_hits(&self, ip: IpAddr) -> Result<u64> {
+        let Some(k) = key(ip) else { return Ok(0) };
         let s = self
             .slots
-            .get(&self.index(ip), 0)
+            .get(&self.index(k), 0)
             .context("reading the decision cache")?;
-        Ok(s.pending_hits_of(key(ip)))
+        Ok(s.pending_hits_of(k))
     }
 
     /// Every source with verdict hits pending in a slot (what a reader of all verdicts adds).
@@ -120,13 +122,14 @@ impl Cache {
     /// Empties `ip`'s slot if it holds `ip`, losing its pending hits (the caller is about to
     /// write the verdict, hits included, from what it read with them).
     pub(super) fn evict(&mut self, ip: IpAddr) -> Result<()> {
-        let i = self.slots.index(ip);
+        let Some(k) = key(ip) else { return Ok(()) };
+        let i = self.slots.index(k);
         let s = self
             .slots
             .slots
             .get(&i, 0)
             .context("reading the decision cache")?;
-        if s.key == key(ip) {
+        if s.key == k {
             self.slots
                 .slots
                 .set(i, CacheSlot::default(), 0)

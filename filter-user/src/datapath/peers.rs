@@ -143,7 +143,7 @@ pub(super) fn with_pending(
     pending: &std::collections::HashMap<[u64; 2], u64>,
 ) -> Option<(IpAddr, Verdict)> {
     let mut v = p.verdict()?;
-    if let Some(n) = pending.get(&super::cache::key(ip)) {
+    if let Some(n) = super::cache::key(ip).and_then(|k| pending.get(&k)) {
         v.hits = v.hits.wrapping_add(*n);
     }
     Some((ip, v))
