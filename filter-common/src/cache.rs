@@ -230,8 +230,8 @@ mod tests {
 
     #[test]
     fn a_slot_is_one_cache_line() {
-        assert_eq!(core::mem::size_of::<CacheSlot>(), 64);
-        assert_eq!(core::mem::size_of::<CacheCtl>(), 8);
+        assert_eq!(size_of::<CacheSlot>(), 64);
+        assert_eq!(size_of::<CacheCtl>(), 8);
     }
 
     #[test]
