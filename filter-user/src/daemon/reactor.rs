@@ -182,7 +182,7 @@ impl Daemon {
     pub fn learn_rotation(&mut self) -> Result<()> {
         let now = clock::now_ns();
         let mut drops = Vec::new();
-        self.maps.for_each_verdict_chunk(|chunk| {
+        self.maps.for_each_verdict_chunk_uncounted(|chunk| {
             drops.extend(chunk.into_iter().filter(|(ip, v)| {
                 ip.is_ipv6()
                     && v.action() == Action::Drop

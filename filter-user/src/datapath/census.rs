@@ -37,7 +37,7 @@ impl Census {
         self.by_action = Default::default();
         self.by_reason = Default::default();
         let mut expired = Vec::new();
-        maps.for_each_verdict_chunk(|chunk| {
+        maps.for_each_verdict_chunk_uncounted(|chunk| {
             for (ip, v) in chunk {
                 if v.expires_ns != 0 && v.expires_ns <= now_ns {
                     expired.push(ip);
