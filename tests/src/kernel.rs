@@ -1,6 +1,6 @@
 //! A private datapath instance (no pins) for BPF_PROG_TEST_RUN tests and benchmarks.
 
-use std::io;
+use std::{io, net::IpAddr};
 
 use aya::{
     Ebpf,
@@ -9,6 +9,8 @@ use aya::{
 };
 use filter_common::{CacheCtl, CacheSlot, Counter, DatapathConfig, map_names, program_names};
 use mxscreen::datapath::{self, DatapathMaps, Events, LoadOptions, MapSizes, NewPeer};
+
+use crate::packets::Frame;
 
 /// Which entry point runs the frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,15 +82,7 @@ impl TestDatapath {
             ..Default::default()
         };
         let result = match entry {
-            Entry::Xdp => {
-                let p: &Xdp = self
-                    .ebpf
-                    .program(program_names::XDP)
-                    .unwrap()
-                    .try_into()
-                    .unwrap();
-                p.test_run(opts)?
-            }
+            Entry::Xdp => self.xdp().test_run(opts)?,
             Entry::Tc => {
                 let p: &SchedClassifier = self
                     .ebpf
@@ -107,6 +101,34 @@ impl TestDatapath {
         Ok((outcome, result.duration))
     }
 
+    fn xdp(&self) -> &Xdp {
+        self.ebpf
+            .program(program_names::XDP)
+            .unwrap()
+            .try_into()
+            .unwrap()
+    }
+
+    /// Runs one SYN from `src` and checks its outcome, the one counter it bumped and how
+    /// many slow paths it took (0: its decision was cached).
+    #[track_caller]
+    pub fn expect_syn(&self, entry: Entry, src: IpAddr, want: Outcome, counter: &str, slow: u64) {
+        let before = self.counters();
+        let got = self.run(entry, &Frame::syn(src).build());
+        let after = self.counters();
+        assert_eq!(got, want, "{entry:?} {src}");
+        assert_eq!(
+            delta(&before, &after),
+            vec![(counter, 1)],
+            "{entry:?} {src}"
+        );
+        assert_eq!(
+            slow_paths(&before, &after),
+            slow,
+            "{entry:?} {src} slow paths"
+        );
+    }
+
     /// Runs one frame once and returns what the program did.
     pub fn run(&self, entry: Entry, frame: &[u8]) -> Outcome {
         self.try_run(entry, frame, 1)
@@ -121,13 +143,13 @@ impl TestDatapath {
     /// A handle of the test's own on one of the program's maps, found by name through the
     /// kernel (the owner, [`DatapathMaps`], keeps its handles private).
     fn kernel_map(&self, name: &str) -> MapData {
-        let prog: &Xdp = self
-            .ebpf
-            .program(program_names::XDP)
+        let ids = self
+            .xdp()
+            .info()
             .unwrap()
-            .try_into()
-            .unwrap();
-        let ids = prog.info().unwrap().map_ids().unwrap().unwrap_or_default();
+            .map_ids()
+            .unwrap()
+            .unwrap_or_default();
         ids.into_iter()
             .map(|id| MapData::from_id(id).unwrap())
             .find(|m| m.info().unwrap().name_as_str() == Some(name))

@@ -11,7 +11,7 @@ use filter_common::{
 };
 use mxscreen::datapath::{ListKind, MapSizes};
 use mxscreen_tests::{
-    kernel::{ENTRIES, Entry, Outcome, TestDatapath, delta, slow_paths},
+    kernel::{ENTRIES, Outcome, TestDatapath, delta, slow_paths},
     packets::Frame,
 };
 
@@ -23,26 +23,6 @@ fn key(ip: IpAddr) -> [u64; 2] {
         IpAddr::V4(a) => cache_key_v4(a.octets()),
         IpAddr::V6(a) => cache_key_v6(a.octets()),
     }
-}
-
-/// Runs one SYN from `src` and checks its outcome, the one counter it bumped and how many
-/// slow paths it took (0: its decision was cached, in the slot or in the entry).
-#[track_caller]
-fn run(dp: &TestDatapath, entry: Entry, src: IpAddr, want: Outcome, counter: &str, slow: u64) {
-    let before = dp.counters();
-    let got = dp.run(entry, &Frame::syn(src).build());
-    let after = dp.counters();
-    assert_eq!(got, want, "{entry:?} {src}");
-    assert_eq!(
-        delta(&before, &after),
-        vec![(counter, 1)],
-        "{entry:?} {src}"
-    );
-    assert_eq!(
-        slow_paths(&before, &after),
-        slow,
-        "{entry:?} {src} slow paths"
-    );
 }
 
 /// The slot `src` maps to, as the kernel holds it.
@@ -61,14 +41,14 @@ fn repeat_syns_are_decided_from_the_cache_and_every_hit_counts() {
         for src in [V4, V6] {
             let mut dp = TestDatapath::new();
             dp.maps.verdict_set(src, manual(Action::Drop)).unwrap();
-            run(&dp, entry, src, Outcome::Drop, "dropped_verdict", 1);
+            dp.expect_syn(entry, src, Outcome::Drop, "dropped_verdict", 1);
             assert_ne!(
                 slot_of(&dp, src).key,
                 key(src),
                 "the slow path fills no slot"
             );
             // The second SYN finds the entry's decision and copies it into the slot.
-            run(&dp, entry, src, Outcome::Drop, "dropped_verdict", 0);
+            dp.expect_syn(entry, src, Outcome::Drop, "dropped_verdict", 0);
             let s = slot_of(&dp, src);
             assert_eq!(
                 (s.key, s.decision()),
@@ -76,7 +56,7 @@ fn repeat_syns_are_decided_from_the_cache_and_every_hit_counts() {
             );
             assert!(s.sealed());
             for _ in 0..5 {
-                run(&dp, entry, src, Outcome::Drop, "dropped_verdict", 0);
+                dp.expect_syn(entry, src, Outcome::Drop, "dropped_verdict", 0);
             }
             // Hits counted in the slot are added wherever a verdict is read.
             assert_eq!(
@@ -107,9 +87,9 @@ fn repeat_syns_are_decided_from_the_cache_and_every_hit_counts() {
             v.action = Action::Pass as u8;
             dp.maps.verdict_set(src, v).unwrap();
             assert_ne!(slot_of(&dp, src).key, key(src));
-            run(&dp, entry, src, Outcome::Pass, "passed_verdict", 1);
-            run(&dp, entry, src, Outcome::Pass, "passed_verdict", 0);
-            run(&dp, entry, src, Outcome::Pass, "passed_verdict", 0);
+            dp.expect_syn(entry, src, Outcome::Pass, "passed_verdict", 1);
+            dp.expect_syn(entry, src, Outcome::Pass, "passed_verdict", 0);
+            dp.expect_syn(entry, src, Outcome::Pass, "passed_verdict", 0);
             assert_eq!(dp.maps.verdict_get(src).unwrap().unwrap().hits, 10);
         }
     }
@@ -122,7 +102,7 @@ fn every_change_ends_the_cached_copies() {
             let mut dp = TestDatapath::new();
             dp.maps.verdict_set(src, manual(Action::Pass)).unwrap();
             for slow in [1, 0, 0] {
-                run(&dp, entry, src, Outcome::Pass, "passed_verdict", slow);
+                dp.expect_syn(entry, src, Outcome::Pass, "passed_verdict", slow);
             }
             // A list entry: the next SYN walks the lists again.
             let net = ipnet::IpNet::new(src, if src.is_ipv4() { 24 } else { 64 }).unwrap();
@@ -134,15 +114,15 @@ fn every_change_ends_the_cached_copies() {
                 )
                 .unwrap();
             for slow in [1, 0, 0] {
-                run(&dp, entry, src, Outcome::Drop, "dropped_deny", slow);
+                dp.expect_syn(entry, src, Outcome::Drop, "dropped_deny", slow);
             }
             dp.maps.list_remove(ListKind::Deny, net.trunc()).unwrap();
-            run(&dp, entry, src, Outcome::Pass, "passed_verdict", 1);
-            run(&dp, entry, src, Outcome::Pass, "passed_verdict", 0);
+            dp.expect_syn(entry, src, Outcome::Pass, "passed_verdict", 1);
+            dp.expect_syn(entry, src, Outcome::Pass, "passed_verdict", 0);
             // A config change (observe mode here) ends the copies too; observe never drops.
             dp.maps.verdict_set(src, manual(Action::Drop)).unwrap();
             for slow in [1, 0, 0] {
-                run(&dp, entry, src, Outcome::Drop, "dropped_verdict", slow);
+                dp.expect_syn(entry, src, Outcome::Drop, "dropped_verdict", slow);
             }
             let gen_before = dp.cache().1.generation;
             dp.configure(|c| c.flags |= filter_common::FLAG_OBSERVE);
@@ -199,16 +179,16 @@ fn sources_sharing_a_slot_take_turns_without_a_wrong_decision_or_a_lost_hit() {
             let other = neighbour(src, dp.cache().1.shift);
             dp.maps.verdict_set(src, manual(Action::Drop)).unwrap();
             dp.maps.verdict_set(other, manual(Action::Pass)).unwrap();
-            run(&dp, entry, src, Outcome::Drop, "dropped_verdict", 1);
-            run(&dp, entry, other, Outcome::Pass, "passed_verdict", 1);
+            dp.expect_syn(entry, src, Outcome::Drop, "dropped_verdict", 1);
+            dp.expect_syn(entry, other, Outcome::Pass, "passed_verdict", 1);
             for _ in 0..4 {
                 // Each takes the slot over from the other; two SYNs in a row hit it.
                 for _ in 0..2 {
-                    run(&dp, entry, src, Outcome::Drop, "dropped_verdict", 0);
+                    dp.expect_syn(entry, src, Outcome::Drop, "dropped_verdict", 0);
                 }
                 assert_eq!(slot_of(&dp, src).key, key(src));
                 for _ in 0..2 {
-                    run(&dp, entry, other, Outcome::Pass, "passed_verdict", 0);
+                    dp.expect_syn(entry, other, Outcome::Pass, "passed_verdict", 0);
                 }
                 assert_eq!(slot_of(&dp, other).key, key(other));
             }
@@ -224,7 +204,7 @@ fn a_slot_that_fails_its_seal_is_never_used() {
         for src in [V4, V6] {
             let mut dp = TestDatapath::new();
             dp.maps.verdict_set(src, manual(Action::Pass)).unwrap();
-            run(&dp, entry, src, Outcome::Pass, "passed_verdict", 1);
+            dp.expect_syn(entry, src, Outcome::Pass, "passed_verdict", 1);
             let (mut slots, ctl) = dp.cache();
             let i = cache_index(key(src), ctl.shift);
             // What a torn read could pair: this source's key with another decision.
@@ -238,7 +218,7 @@ fn a_slot_that_fails_its_seal_is_never_used() {
             );
             forged.meta ^= 1 << 34; // another decision, the seal unchanged
             slots.set(i, forged, 0).unwrap();
-            run(&dp, entry, src, Outcome::Pass, "passed_verdict", 0);
+            dp.expect_syn(entry, src, Outcome::Pass, "passed_verdict", 0);
             // The same slot sealed is used: the cache is live, and the seal is what kept the
             // forgery out.
             let sealed = CacheSlot::new(
@@ -250,7 +230,7 @@ fn a_slot_that_fails_its_seal_is_never_used() {
                 0,
             );
             slots.set(i, sealed, 0).unwrap();
-            run(&dp, entry, src, Outcome::Drop, "dropped_deny", 0);
+            dp.expect_syn(entry, src, Outcome::Drop, "dropped_deny", 0);
             // Under an old generation it is not.
             let old = CacheSlot::new(
                 key(src),
@@ -261,7 +241,7 @@ fn a_slot_that_fails_its_seal_is_never_used() {
                 0,
             );
             slots.set(i, old, 0).unwrap();
-            run(&dp, entry, src, Outcome::Pass, "passed_verdict", 0);
+            dp.expect_syn(entry, src, Outcome::Pass, "passed_verdict", 0);
         }
     }
 }
@@ -274,7 +254,7 @@ fn an_ipv4_mapped_ipv6_source_never_meets_its_ipv4_twins_slot() {
         dp.maps.verdict_set(V4, manual(Action::Drop)).unwrap();
         dp.maps.verdict_set(twin, manual(Action::Pass)).unwrap();
         for slow in [1, 0, 0] {
-            run(&dp, entry, V4, Outcome::Drop, "dropped_verdict", slow);
+            dp.expect_syn(entry, V4, Outcome::Drop, "dropped_verdict", slow);
         }
         assert_eq!(
             slot_of(&dp, V4).key,
@@ -283,7 +263,7 @@ fn an_ipv4_mapped_ipv6_source_never_meets_its_ipv4_twins_slot() {
         );
         // Same 128 bits as a key, another source: its own verdict, never the slot's.
         for slow in [1, 0, 0] {
-            run(&dp, entry, twin, Outcome::Pass, "passed_verdict", slow);
+            dp.expect_syn(entry, twin, Outcome::Pass, "passed_verdict", slow);
         }
         assert_eq!(slot_of(&dp, V4).key, key(V4), "and left alone");
         assert_eq!(dp.maps.verdict_get(twin).unwrap().unwrap().hits, 3);

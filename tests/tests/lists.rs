@@ -316,20 +316,7 @@ fn cached_decisions_follow_every_change() {
         for src in [V4, V6] {
             let mut dp = TestDatapath::new();
             let run = |dp: &TestDatapath, want: Outcome, counter: &str, slow: u64| {
-                let before = dp.counters();
-                let got = dp.run(entry, &Frame::syn(src).build());
-                let after = dp.counters();
-                assert_eq!(got, want, "{entry:?} {src}");
-                assert_eq!(
-                    delta(&before, &after),
-                    vec![(counter, 1)],
-                    "{entry:?} {src}"
-                );
-                assert_eq!(
-                    slow_paths(&before, &after),
-                    slow,
-                    "{entry:?} {src} slow paths"
-                );
+                dp.expect_syn(entry, src, want, counter, slow)
             };
             dp.maps
                 .verdict_set(src, Verdict::new(Action::Pass, Reason::Reputation, 0))

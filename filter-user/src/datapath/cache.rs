@@ -40,18 +40,20 @@ impl Slots {
         self.slots.map()
     }
 
-    fn index(&self, key: [u64; 2]) -> u32 {
-        cache_index(key, self.shift)
+    /// The slot `key` maps to: its index and what it holds.
+    fn slot_of(&self, key: [u64; 2]) -> Result<(u32, CacheSlot)> {
+        let i = cache_index(key, self.shift);
+        let s = self
+            .slots
+            .get(&i, 0)
+            .context("reading the decision cache")?;
+        Ok((i, s))
     }
 
     /// Hits of `ip`'s verdict held in its slot, not yet in its entry.
     pub(super) fn pending_hits(&self, ip: IpAddr) -> Result<u64> {
         let Some(k) = key(ip) else { return Ok(0) };
-        let s = self
-            .slots
-            .get(&self.index(k), 0)
-            .context("reading the decision cache")?;
-        Ok(s.pending_hits_of(k))
+        Ok(self.slot_of(k)?.1.pending_hits_of(k))
     }
 
     /// Every source with verdict hits pending in a slot (what a reader of all verdicts adds).
@@ -123,12 +125,7 @@ impl Cache {
     /// write the verdict, hits included, from what it read with them).
     pub(super) fn evict(&mut self, ip: IpAddr) -> Result<()> {
         let Some(k) = key(ip) else { return Ok(()) };
-        let i = self.slots.index(k);
-        let s = self
-            .slots
-            .slots
-            .get(&i, 0)
-            .context("reading the decision cache")?;
+        let (i, s) = self.slots.slot_of(k)?;
         if s.key == k {
             self.slots
                 .slots

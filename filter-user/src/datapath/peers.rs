@@ -14,7 +14,9 @@ use filter_common::{Peer, Seen, Verdict};
 
 use super::{
     batch,
-    maps::{DatapathMaps, Hash, all, found, removed},
+    cache::Slots,
+    maps::{DatapathMaps, Hash, Peers, found, removed},
+    reader::verdict_chunks,
 };
 
 /// Reads, edits and writes back one entry; `edit` returns whether to write.
@@ -48,19 +50,27 @@ fn remove_all<K: Pod>(map: &mut Hash<K, Peer>, keys: &[K]) -> Result<usize> {
 }
 
 impl DatapathMaps {
+    /// Rewrites `ip`'s entry with `edit` (which returns whether to write): its cache slot is
+    /// emptied first and every slot's generation ended after, so no copy of the old entry
+    /// outlives the write.
+    fn rewrite(&mut self, ip: IpAddr, edit: impl FnOnce(&mut Peer) -> bool) -> Result<bool> {
+        self.cache.evict(ip)?;
+        let written = match ip {
+            IpAddr::V4(a) => update(&mut self.peers.v4, a.octets(), edit),
+            IpAddr::V6(a) => update(&mut self.peers.v6, a.octets(), edit),
+        }?;
+        self.cache.invalidate()?;
+        Ok(written)
+    }
+
     /// Sets `ip`'s verdict (its first contact, last report and token bucket stay).
     pub fn verdict_set(&mut self, ip: IpAddr, v: Verdict) -> Result<()> {
-        let set = |p: &mut Peer| {
+        self.rewrite(ip, |p| {
             p.set_verdict(&v);
             true
-        };
-        self.cache.evict(ip)?;
-        match ip {
-            IpAddr::V4(a) => update(&mut self.peers.v4, a.octets(), set),
-            IpAddr::V6(a) => update(&mut self.peers.v6, a.octets(), set),
-        }
+        })
         .with_context(|| format!("writing the verdict for {ip}"))?;
-        self.cache.invalidate()
+        Ok(())
     }
 
     pub fn verdict_get(&self, ip: IpAddr) -> Result<Option<Verdict>> {
@@ -75,25 +85,17 @@ impl DatapathMaps {
             p.clear_verdict();
             had
         };
-        self.cache.evict(ip)?;
-        let had = match ip {
-            IpAddr::V4(a) => update(&mut self.peers.v4, a.octets(), clear),
-            IpAddr::V6(a) => update(&mut self.peers.v6, a.octets(), clear),
-        }?;
-        self.cache.invalidate()?;
-        Ok(had)
+        self.rewrite(ip, clear)
     }
 
     /// Every verdict (expired ones included), read in batches where the kernel can.
     pub fn verdicts(&self) -> Result<Vec<(IpAddr, Verdict)>> {
-        let pending = self.cache.slots.all_pending_hits()?;
-        let v4 = all(&self.peers.v4)?
-            .into_iter()
-            .filter_map(|(k, p)| with_pending(IpAddr::from(k), p, &pending));
-        let v6 = all(&self.peers.v6)?
-            .into_iter()
-            .filter_map(|(k, p)| with_pending(IpAddr::from(k), p, &pending));
-        Ok(v4.chain(v6).collect())
+        let mut out = Vec::new();
+        verdict_chunks(&self.peers, Some(&self.cache.slots), |c| {
+            out.extend(c);
+            true
+        })?;
+        Ok(out)
     }
 
     /// Removes these sources' entries altogether — verdict and per-source state, so their
@@ -122,18 +124,24 @@ impl DatapathMaps {
     /// Everything the datapath holds for one source (its verdict's hits include those its
     /// decision-cache slot holds).
     pub fn peer(&self, ip: IpAddr) -> Result<Option<Peer>> {
-        let Some(mut p) = found(match ip {
-            IpAddr::V4(a) => self.peers.v4.get(&a.octets(), 0),
-            IpAddr::V6(a) => self.peers.v6.get(&a.octets(), 0),
-        })?
-        else {
-            return Ok(None);
-        };
-        if p.verdict().is_some() {
-            p.hits = p.hits.wrapping_add(self.cache.slots.pending_hits(ip)?);
-        }
-        Ok(Some(p))
+        read_peer(&self.peers, &self.cache.slots, ip)
     }
+}
+
+/// One source's entry, its verdict's hits including those its decision-cache slot holds:
+/// how the owner and [`super::MapsReader`] both read a source.
+pub(super) fn read_peer(peers: &Peers, cache: &Slots, ip: IpAddr) -> Result<Option<Peer>> {
+    let Some(mut p) = found(match ip {
+        IpAddr::V4(a) => peers.v4.get(&a.octets(), 0),
+        IpAddr::V6(a) => peers.v6.get(&a.octets(), 0),
+    })?
+    else {
+        return Ok(None);
+    };
+    if p.verdict().is_some() {
+        p.hits = p.hits.wrapping_add(cache.pending_hits(ip)?);
+    }
+    Ok(Some(p))
 }
 
 /// A source's verdict, if it has one, with the hits its decision-cache slot holds added.

@@ -18,7 +18,7 @@ use super::{
     cache::Slots,
     lists::{Lists4, Lists6, key4, key6},
     maps::{DatapathMaps, ListKind, Peers, PerFamily, chunks, found, sum_counters},
-    peers::with_pending,
+    peers::{read_peer, with_pending},
     prefix::Prefix,
 };
 
@@ -79,7 +79,7 @@ impl DatapathMaps {
 
 /// The verdicts of the per-source maps, a chunk at a time, with the hits the decision cache
 /// holds for them if `cache` is given.
-fn verdict_chunks(
+pub(super) fn verdict_chunks(
     peers: &Peers,
     cache: Option<&Slots>,
     mut each: impl FnMut(Vec<(IpAddr, Verdict)>) -> bool,
@@ -122,15 +122,7 @@ impl MapsReader {
     }
 
     pub fn verdict_get(&self, ip: IpAddr) -> Result<Option<Verdict>> {
-        let peer = found(match ip {
-            IpAddr::V4(a) => self.peers.v4.get(&a.octets(), 0),
-            IpAddr::V6(a) => self.peers.v6.get(&a.octets(), 0),
-        })?;
-        let Some(mut v) = peer.and_then(|p| p.verdict()) else {
-            return Ok(None);
-        };
-        v.hits = v.hits.wrapping_add(self.cache.pending_hits(ip)?);
-        Ok(Some(v))
+        Ok(read_peer(&self.peers, &self.cache, ip)?.and_then(|p| p.verdict()))
     }
 
     /// Every verdict (expired ones included), a chunk at a time while `each` says go on, with
