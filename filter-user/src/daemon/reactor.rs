@@ -182,14 +182,15 @@ impl Daemon {
     pub fn learn_rotation(&mut self) -> Result<()> {
         let now = clock::now_ns();
         let mut drops = Vec::new();
-        self.maps.for_each_verdict_chunk_uncounted(|chunk| {
-            drops.extend(chunk.into_iter().filter(|(ip, v)| {
-                ip.is_ipv6()
-                    && v.action() == Action::Drop
-                    && (v.expires_ns == 0 || v.expires_ns > now)
-            }));
-            true
-        })?;
+        self.maps
+            .for_each_verdict_chunk_without_pending_hits(|chunk| {
+                drops.extend(chunk.into_iter().filter(|(ip, v)| {
+                    ip.is_ipv6()
+                        && v.action() == Action::Drop
+                        && (v.expires_ns == 0 || v.expires_ns > now)
+                }));
+                true
+            })?;
         for (ip, v) in drops {
             if let Some(earned) = self.rotation.on_verdict(ip, v.action(), v.expires_ns) {
                 self.network_verdict(&earned);

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use anyhow::Result;
 use filter_common::{Action, Reason, Verdict};
 
-use super::{DatapathMaps, Table};
+use super::{DatapathMaps, MapsReader, Table};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Census {
@@ -33,11 +33,11 @@ fn reason_slot(r: Reason) -> usize {
 impl Census {
     /// Counts the verdicts that are live at `now_ns` and returns the expired ones beside.
     /// (An unknown action byte counts as `pass`, the action the datapath applies.)
-    pub fn count_verdicts(&mut self, maps: &DatapathMaps, now_ns: u64) -> Result<Vec<IpAddr>> {
+    pub fn count_verdicts(&mut self, maps: &MapsReader, now_ns: u64) -> Result<Vec<IpAddr>> {
         self.by_action = Default::default();
         self.by_reason = Default::default();
         let mut expired = Vec::new();
-        maps.for_each_verdict_chunk_uncounted(|chunk| {
+        maps.for_each_verdict_chunk_without_pending_hits(|chunk| {
             for (ip, v) in chunk {
                 if v.expires_ns != 0 && v.expires_ns <= now_ns {
                     expired.push(ip);

@@ -126,7 +126,7 @@ impl DatapathMaps {
         let i = match self.feed_index(name) {
             Some(i) => i,
             None => {
-                let slot = self.hits.alloc()?;
+                let slot = self.hits.alloc(&mut self.maps.hits)?;
                 self.lists.feeds.push(FeedTable {
                     name: name.to_owned(),
                     table,
@@ -159,9 +159,9 @@ impl DatapathMaps {
         }
         let n = pending.count;
         if n > 0 {
-            self.lists.write_index()?;
-            let (v4, v6) = self.lists.maps();
-            pending.flush(v4, v6)?;
+            let lists = &mut self.maps.lists;
+            self.lists.write_index(&mut lists.index)?;
+            pending.flush(&mut lists.v4, &mut lists.v6)?;
             self.new_generation()?;
         }
         Ok(n)
@@ -180,7 +180,7 @@ impl DatapathMaps {
                 }
             }
         }
-        let (v4, v6) = self.lists.maps();
+        let (v4, v6) = (&self.maps.lists.v4, &self.maps.lists.v6);
         let caps = [
             v4.map().info()?.max_entries(),
             v6.map().info()?.max_entries(),
@@ -219,7 +219,7 @@ impl DatapathMaps {
     /// SYNs decided by feed `name`'s entries, summed over CPUs.
     pub fn feed_hits(&self, name: &str) -> Result<u64> {
         match self.feed_index(name) {
-            Some(i) => self.hits.read(self.lists.feeds[i].slot),
+            Some(i) => self.hit_count(self.lists.feeds[i].slot),
             None => Ok(0),
         }
     }

@@ -1,4 +1,5 @@
-//! The prefix lists (`LISTS_V4`/`_V6`, `LIST_INDEX`) seen from userspace.
+//! The prefix lists (`LISTS_V4`/`_V6`, `LIST_INDEX`) seen from userspace: the maps
+//! ([`ListMaps`], read through [`super::MapsReader`]) and the owner's bookkeeping ([`Lists`]).
 //!
 //! A prefix can be wanted by several owners at once: an operator's or the config's entry
 //! (written with [`DatapathMaps::list_insert`], kept in `own` with its reason, expiry and hit
@@ -8,13 +9,10 @@
 //! only what differs; then the index of lengths in use is rewritten if it changed, and a new
 //! generation makes the datapath decide again for every source.
 
-use std::{
-    collections::HashMap as StdHashMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-};
+use std::collections::HashMap as StdHashMap;
 
 use anyhow::{Context as _, Result};
-use aya::maps::{Array, IterableMap as _, MapData};
+use aya::maps::{Array, MapData};
 use filter_common::{
     ListEntry, ListIndex, ListKey, ListValue, Reason, Table, V4_LENGTHS, V6_LENGTHS,
 };
@@ -22,7 +20,7 @@ use ipnet::IpNet;
 
 use super::{
     feedsets::FeedTable,
-    maps::{DatapathMaps, Hash, ListKind, all, found, removed},
+    maps::{DatapathMaps, Hash, ListKind, removed},
     prefix::Prefix,
 };
 
@@ -39,10 +37,16 @@ impl From<ListKind> for Table {
 pub(super) type Lists4 = Hash<ListKey<[u8; 4]>, ListValue>;
 pub(super) type Lists6 = Hash<ListKey<[u8; 16]>, ListValue>;
 
+/// The kernel's side of the lists: both families' hashes and the index of the lengths in use.
+/// Held by [`super::MapsReader`], which reads them; the owner writes through it.
+pub(super) struct ListMaps {
+    pub(super) v4: Lists4,
+    pub(super) v6: Lists6,
+    pub(super) index: Array<MapData, ListIndex>,
+}
+
+/// The owner's bookkeeping of the lists: who wants each prefix, and the lengths in use.
 pub(super) struct Lists {
-    v4: Lists4,
-    v6: Lists6,
-    index: Array<MapData, ListIndex>,
     /// Keys in the maps per table and length: the lengths the datapath probes.
     count4: [[u32; V4_LENGTHS]; Table::COUNT],
     count6: [[u32; V6_LENGTHS]; Table::COUNT],
@@ -59,11 +63,8 @@ pub(super) enum Write {
 }
 
 impl Lists {
-    pub(super) fn new(v4: Lists4, v6: Lists6, index: Array<MapData, ListIndex>) -> Self {
+    pub(super) fn new() -> Self {
         Self {
-            v4,
-            v6,
-            index,
             count4: [[0; V4_LENGTHS]; Table::COUNT],
             count6: [[0; V6_LENGTHS]; Table::COUNT],
             // The maps are fresh (never pinned) but the index array may not be: write it.
@@ -148,7 +149,7 @@ impl Lists {
     }
 
     /// Rewrites `LIST_INDEX` if a length came into or went out of use.
-    pub(super) fn write_index(&mut self) -> Result<()> {
+    pub(super) fn write_index(&mut self, map: &mut Array<MapData, ListIndex>) -> Result<()> {
         if !self.index_stale {
             return Ok(());
         }
@@ -168,51 +169,9 @@ impl Lists {
                 index.v6[t].lens[i] = l;
             }
         }
-        self.index
-            .set(0, index, 0)
-            .context("writing the list index")?;
+        map.set(0, index, 0).context("writing the list index")?;
         self.index_stale = false;
         Ok(())
-    }
-
-    /// Applies writes one by one (batches are for feeds, in [`super::feedsets`]).
-    pub(super) fn apply(&mut self, w: Write) -> Result<()> {
-        match w {
-            Write::Put(t, Prefix::V4(a, l), v) => self.v4.insert(key4(t, a, l), v, 0)?,
-            Write::Put(t, Prefix::V6(a, l), v) => self.v6.insert(key6(t, a, l), v, 0)?,
-            Write::Delete(t, Prefix::V4(a, l)) => {
-                removed(self.v4.remove(&key4(t, a, l)))?;
-            }
-            Write::Delete(t, Prefix::V6(a, l)) => {
-                removed(self.v6.remove(&key6(t, a, l)))?;
-            }
-        }
-        Ok(())
-    }
-
-    pub(super) fn maps(&mut self) -> (&mut Lists4, &mut Lists6) {
-        (&mut self.v4, &mut self.v6)
-    }
-
-    /// The kernel maps behind the lists (for a reader of its own, [`super::reader`]).
-    pub(super) fn map_data(&self) -> (&MapData, &MapData, &MapData) {
-        (self.v4.map(), self.v6.map(), self.index.map())
-    }
-
-    /// The longest prefix of `table` covering `ip` in the map, live or not (as the datapath's
-    /// walk meets it first).
-    fn longest(&self, table: Table, ip: IpAddr) -> Result<Option<(Prefix, ListValue)>> {
-        for l in self.lengths(table, ip.is_ipv6()) {
-            let p = Prefix::new(IpNet::new(ip, l).expect("length in range"));
-            let v = match p {
-                Prefix::V4(a, l) => found(self.v4.get(&key4(table, a, l), 0))?,
-                Prefix::V6(a, l) => found(self.v6.get(&key6(table, a, l), 0))?,
-            };
-            if let Some(v) = v {
-                return Ok(Some((p, v)));
-            }
-        }
-        Ok(None)
     }
 
     /// Keys in one family's map, every table together.
@@ -238,6 +197,23 @@ impl Lists {
     }
 }
 
+impl ListMaps {
+    /// Applies writes one by one (batches are for feeds, in [`super::feedsets`]).
+    fn apply(&mut self, w: Write) -> Result<()> {
+        match w {
+            Write::Put(t, Prefix::V4(a, l), v) => self.v4.insert(key4(t, a, l), v, 0)?,
+            Write::Put(t, Prefix::V6(a, l), v) => self.v6.insert(key6(t, a, l), v, 0)?,
+            Write::Delete(t, Prefix::V4(a, l)) => {
+                removed(self.v4.remove(&key4(t, a, l)))?;
+            }
+            Write::Delete(t, Prefix::V6(a, l)) => {
+                removed(self.v6.remove(&key6(t, a, l)))?;
+            }
+        }
+        Ok(())
+    }
+}
+
 pub(super) fn key4(table: Table, a: u32, l: u8) -> ListKey<[u8; 4]> {
     ListKey::new(table, l, a.to_be_bytes())
 }
@@ -260,57 +236,6 @@ impl DatapathMaps {
         self.entry_remove(kind.into(), net)
     }
 
-    /// The longest prefix in the list that covers `ip`, as the datapath would find it.
-    pub fn list_match(&mut self, kind: ListKind, ip: IpAddr) -> Result<Option<ListEntry>> {
-        Ok(self.list_lookup(kind.into(), ip)?.map(|(_, e)| e))
-    }
-
-    /// The longest prefix of `table` covering `ip`, and its entry.
-    pub fn list_lookup(&self, table: Table, ip: IpAddr) -> Result<Option<(IpNet, ListEntry)>> {
-        let Some((p, v)) = self.lists.longest(table, ip)? else {
-            return Ok(None);
-        };
-        Ok(Some((p.net(), self.entry_of(&v)?)))
-    }
-
-    /// Every prefix in a list.
-    pub fn list_entries(&mut self, kind: ListKind) -> Result<Vec<(IpNet, ListEntry)>> {
-        Ok(self
-            .table_entries(kind.into())?
-            .into_iter()
-            .map(|(net, e, _)| (net, e))
-            .collect())
-    }
-
-    /// Every prefix in a table, with its entry and the raw value (its hit slot, and a prefix
-    /// verdict's action).
-    pub fn table_entries(&self, table: Table) -> Result<Vec<(IpNet, ListEntry, ListValue)>> {
-        let mut hits = StdHashMap::new();
-        let mut out = Vec::new();
-        let (v4, v6) = (&self.lists.v4, &self.lists.v6);
-        let v4 = all(v4)?.into_iter().map(|(k, v)| {
-            let net = IpNet::new(Ipv4Addr::from(k.addr).into(), k.len);
-            (k.table, net, v)
-        });
-        let v6 = all(v6)?.into_iter().map(|(k, v)| {
-            let net = IpNet::new(Ipv6Addr::from(k.addr).into(), k.len);
-            (k.table, net, v)
-        });
-        for (t, net, v) in v4.chain(v6) {
-            if t != table as u8 {
-                continue;
-            }
-            let hit = match hits.get(&v.slot) {
-                Some(h) => *h,
-                None => *hits.entry(v.slot).or_insert(self.hits.read(v.slot)?),
-            };
-            let mut e = ListEntry::new(Reason::from_u8(v.reason), v.expires_ns);
-            e.hits = hit;
-            out.push((net?, e, v));
-        }
-        Ok(out)
-    }
-
     /// The entries of a list written with [`DatapathMaps::list_insert`] (not the feeds'), with
     /// their reasons: what the daemon reconciles against the config and the state file.
     pub fn list_own(&self, kind: ListKind) -> Vec<(IpNet, Reason)> {
@@ -328,12 +253,6 @@ impl DatapathMaps {
         self.lists.len(table)
     }
 
-    fn entry_of(&self, v: &ListValue) -> Result<ListEntry> {
-        let mut e = ListEntry::new(Reason::from_u8(v.reason), v.expires_ns);
-        e.hits = self.hits.read(v.slot)?;
-        Ok(e)
-    }
-
     /// Adds or replaces an entry of one's own in any table.
     pub(super) fn entry_insert(
         &mut self,
@@ -347,7 +266,7 @@ impl DatapathMaps {
         let before = self.lists.resolved(table, p, None);
         let slot = match self.lists.own.get(&(table, p)) {
             Some(v) => v.slot,
-            None => self.hits.alloc()?,
+            None => self.hits.alloc(&mut self.maps.hits)?,
         };
         let mut value = ListValue::new(reason, expires_ns, slot);
         value.action = action;
@@ -378,8 +297,8 @@ impl DatapathMaps {
         if let Some(w) = self.lists.transition(table, p, before, after) {
             // A new length is in the index before its first key is written (a length going
             // out of use leaves it with its last key, which is going anyway).
-            self.lists.write_index()?;
-            self.lists.apply(w)?;
+            self.lists.write_index(&mut self.maps.lists.index)?;
+            self.maps.lists.apply(w)?;
             self.new_generation()?;
         }
         Ok(())

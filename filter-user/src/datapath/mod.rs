@@ -4,14 +4,16 @@
 //! - [`sizes`]: map capacities from the config.
 //! - [`attach`]: XDP/tc attach modes with fallback and readable errors.
 //! - [`batch`]: whole-map reads, bulk writes and bulk deletes in few syscalls.
-//! - [`maps`]: the handle on every map, the runtime config and the counters; its methods
-//!   for verdicts and per-source state are in [`peers`], for list entries in [`lists`], for
-//!   whole feeds in [`feedsets`], for network verdicts in [`networks`].
+//! - [`reader`]: the read side, written once: the config, the counters, a source's entry,
+//!   verdicts, the lists' longest-prefix match; the owner reads through it, and readers
+//!   outside the main loop get a handle of their own.
+//! - [`maps`]: the owner of every map, built on a [`MapsReader`], and the runtime config it
+//!   writes; its writes for verdicts and per-source state are in [`peers`], for list entries
+//!   in [`lists`], for whole feeds in [`feedsets`], for network verdicts in [`networks`].
 //! - [`census`]: what the maps hold, counted (verdicts by action and reason, list entries).
 //! - [`prefix`]: prefixes and sorted prefix sets (what a feed is).
 //! - [`hits`]: the per-CPU hit counters of list entries.
 //! - [`cache`]: the datapath's decision cache: its generation, and the hits its slots hold.
-//! - [`reader`]: a read-only handle of its own on the maps, for readers outside the main loop.
 //! - [`bpffs`]: making sure the BPF filesystem is mounted for pins.
 //! - [`clock`]: the clock the datapath compares expiries against, and its calibration.
 //! - [`events`]: the new-peer events the datapath reports, typed.
