@@ -53,11 +53,12 @@ impl Daemon {
         f.census = self.census;
         f.capacity = self.cfg.datapath.maps;
         f.observe = self.cfg.policy.observe;
-        f.fleet_refused = self.fleet_refused;
+        f.fleet_refused = self.fleet.refused();
         f.interfaces = self
-            .attached
-            .iter()
-            .map(|a| (a.iface.clone(), a.mode))
+            .program
+            .interfaces()
+            .into_iter()
+            .map(|i| (i.name, i.mode))
             .collect();
     }
 }
