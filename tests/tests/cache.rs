@@ -173,7 +173,7 @@ fn sources_sharing_a_slot_take_turns_without_a_wrong_decision_or_a_lost_hit() {
         for src in [V4, V6] {
             // 64 slots: a neighbour is easy to find among documentation addresses.
             let mut dp = TestDatapath::with_sizes(MapSizes {
-                verdicts: 64,
+                peers: 64,
                 ..MapSizes::small()
             });
             let other = neighbour(src, dp.cache().1.shift);

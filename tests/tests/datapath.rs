@@ -729,7 +729,7 @@ fn truncated_frames_never_drop() {
 #[test]
 fn verdicts_are_read_and_removed_in_bulk() {
     let mut dp = TestDatapath::with_sizes(mxscreen::datapath::MapSizes {
-        verdicts: 20_000,
+        peers: 20_000,
         ..mxscreen::datapath::MapSizes::small()
     });
     let ips: Vec<IpAddr> = (0..10_000u32)

@@ -47,7 +47,7 @@ impl Daemon {
         let maps = vec![
             fill("allow (v4+v6)", self.census.allow, sizes.allow),
             fill("deny (v4+v6)", self.census.deny, sizes.deny),
-            fill("verdicts (v4+v6)", self.census.verdicts(), sizes.verdicts),
+            fill("verdicts (v4+v6)", self.census.verdicts(), sizes.peers),
         ];
         let engine = self.engine.stats();
         Ok(StatusReply {

@@ -117,7 +117,7 @@ fn unix_secs(t: SystemTime) -> f64 {
 fn maps(f: &Facts) -> [(&'static str, u64, u64); 3] {
     let both = |per_family: u32| u64::from(per_family) * 2;
     [
-        ("verdicts", f.census.verdicts(), both(f.capacity.verdicts)),
+        ("verdicts", f.census.verdicts(), both(f.capacity.peers)),
         ("allow", f.census.allow, both(f.capacity.allow)),
         ("deny", f.census.deny, both(f.capacity.deny)),
     ]

@@ -63,7 +63,7 @@ fn main() {
     let mut roomy = TestDatapath::with_sizes(MapSizes::default());
     bench_config(&mut roomy);
     roomy.maps.feed_load("bench", Table::Deny, feed).unwrap();
-    let per_source = MapSizes::default().verdicts;
+    let per_source = MapSizes::default().peers;
     let pass = Verdict::new(Action::Pass, Reason::Reputation, 0);
     for i in 0..per_source {
         full.maps.verdict_set(v4(0x0a00_0000 + i), pass).unwrap();
