@@ -6,7 +6,7 @@
 //! walk and a scrape from the latest census, so right after a `stats` both say the same.
 
 use anyhow::Result;
-use filter_common::Verdict as MapVerdict;
+use filter_common::PeerVerdict;
 
 use super::Daemon;
 use crate::datapath::clock;
@@ -32,7 +32,7 @@ impl Daemon {
     }
 
     /// After writing `new` over `previous` in the verdict map.
-    pub(super) fn count_verdict(&mut self, previous: Option<&MapVerdict>, new: &MapVerdict) {
+    pub(super) fn count_verdict(&mut self, previous: Option<&PeerVerdict>, new: &PeerVerdict) {
         self.census.replace(previous, new);
         self.publish();
     }

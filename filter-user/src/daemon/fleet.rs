@@ -7,7 +7,7 @@
 
 use std::{collections::HashMap, net::IpAddr, sync::Arc};
 
-use filter_common::Verdict as MapVerdict;
+use filter_common::PeerVerdict;
 use ipnet::IpNet;
 
 use super::protect::{self, Protected};
@@ -153,7 +153,7 @@ impl FleetBridge {
         let Some(left) = fleet::remaining(v.expires_ms) else {
             return;
         };
-        let entry = MapVerdict::new(v.action, v.source, clock::expiry_after(left));
+        let entry = PeerVerdict::new(v.action, v.source, clock::expiry_after(left));
         if let Err(e) = maps.verdict_set(v.ip, entry) {
             tracing::warn!(ip = %v.ip, error = %e, "could not store a shared verdict");
             return;

@@ -7,7 +7,7 @@
 use std::{net::IpAddr, sync::Arc};
 
 use anyhow::Result;
-use filter_common::{Action, ListEntry, Reason, Table, Verdict as MapVerdict};
+use filter_common::{Action, ListEntry, PeerVerdict, Reason, Table};
 use ipnet::IpNet;
 use tokio::sync::mpsc;
 
@@ -84,7 +84,7 @@ impl Daemon {
     /// (`me`) say which host made it.
     pub(super) fn verdict_entry(
         ip: IpAddr,
-        v: &MapVerdict,
+        v: &PeerVerdict,
         origins: &SharedOrigins,
         me: Option<&str>,
     ) -> ListedEntry {

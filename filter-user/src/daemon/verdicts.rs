@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use filter_common::{Action, Reason, Verdict as MapVerdict};
+use filter_common::{Action, PeerVerdict, Reason};
 use ipnet::IpNet;
 
 use super::rotation::{Earned, Rotation};
@@ -23,8 +23,8 @@ pub struct VerdictWriter {
 
 /// A verdict written over what the map held for its address.
 pub struct Written {
-    pub previous: Option<MapVerdict>,
-    pub entry: MapVerdict,
+    pub previous: Option<PeerVerdict>,
+    pub entry: PeerVerdict,
 }
 
 impl VerdictWriter {
@@ -53,7 +53,7 @@ impl VerdictWriter {
         v: &Verdict,
         observe: bool,
     ) -> Option<Written> {
-        let entry = MapVerdict::new(v.action, v.reason, clock::expiry_after(v.ttl));
+        let entry = PeerVerdict::new(v.action, v.reason, clock::expiry_after(v.ttl));
         // What it replaces, for the census (a failed read only makes the count approximate
         // until the next sweep).
         let previous = maps.verdict_get(v.ip).ok().flatten();

@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use anyhow::Result;
-use filter_common::{Action, Reason, Verdict};
+use filter_common::{Action, PeerVerdict, Reason};
 
 use super::{DatapathMaps, MapsReader, Table};
 
@@ -64,7 +64,7 @@ impl Census {
     /// A verdict written over `previous` (what the map held for that address, if anything).
     /// Between two walks this keeps the counts exact except for what the kernel does on its
     /// own: LRU evictions of a full map, and verdicts expiring (both settled by the next walk).
-    pub fn replace(&mut self, previous: Option<&Verdict>, new: &Verdict) {
+    pub fn replace(&mut self, previous: Option<&PeerVerdict>, new: &PeerVerdict) {
         if let Some(p) = previous {
             let a = &mut self.by_action[action_slot(p.action())];
             *a = a.saturating_sub(1);
@@ -74,7 +74,7 @@ impl Census {
         self.add(new);
     }
 
-    fn add(&mut self, v: &Verdict) {
+    fn add(&mut self, v: &PeerVerdict) {
         self.by_action[action_slot(v.action())] += 1;
         self.by_reason[reason_slot(v.reason())] += 1;
     }
@@ -108,8 +108,8 @@ mod tests {
     #[test]
     fn replacing_a_verdict_moves_it_between_slots() {
         let mut c = Census::default();
-        let limit = Verdict::new(Action::Limit, Reason::Reputation, 0);
-        let drop = Verdict::new(Action::Drop, Reason::Manual, 0);
+        let limit = PeerVerdict::new(Action::Limit, Reason::Reputation, 0);
+        let drop = PeerVerdict::new(Action::Drop, Reason::Manual, 0);
         c.replace(None, &limit);
         assert_eq!(c.verdicts(), 1);
         c.replace(Some(&limit), &drop);

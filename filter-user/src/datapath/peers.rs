@@ -10,7 +10,7 @@ use std::{net::IpAddr, os::fd::AsFd as _};
 
 use anyhow::{Context as _, Result};
 use aya::{Pod, maps::IterableMap as _};
-use filter_common::{Peer, Verdict};
+use filter_common::{Peer, PeerVerdict};
 
 use super::{
     batch,
@@ -62,7 +62,7 @@ impl DatapathMaps {
     }
 
     /// Sets `ip`'s verdict (its first contact, last report and token bucket stay).
-    pub fn verdict_set(&mut self, ip: IpAddr, v: Verdict) -> Result<()> {
+    pub fn verdict_set(&mut self, ip: IpAddr, v: PeerVerdict) -> Result<()> {
         self.rewrite(ip, |p| {
             p.set_verdict(&v);
             true

@@ -19,7 +19,7 @@ use std::{
 use anyhow::{Context as _, Result};
 use aya::maps::{Array, IterableMap as _, Map, MapData, MapError, PerCpuArray};
 use filter_common::{
-    Counter, DatapathConfig, ListEntry, ListValue, Peer, Reason, Seen, Table, Verdict,
+    Counter, DatapathConfig, ListEntry, ListValue, Peer, PeerVerdict, Reason, Seen, Table,
 };
 use ipnet::IpNet;
 
@@ -106,7 +106,7 @@ impl MapsReader {
         Ok(Some(p))
     }
 
-    pub fn verdict_get(&self, ip: IpAddr) -> Result<Option<Verdict>> {
+    pub fn verdict_get(&self, ip: IpAddr) -> Result<Option<PeerVerdict>> {
         Ok(self.peer(ip)?.and_then(|p| p.verdict()))
     }
 
@@ -116,7 +116,7 @@ impl MapsReader {
     }
 
     /// Every verdict (expired ones included), read in batches where the kernel can.
-    pub fn verdicts(&self) -> Result<Vec<(IpAddr, Verdict)>> {
+    pub fn verdicts(&self) -> Result<Vec<(IpAddr, PeerVerdict)>> {
         let mut out = Vec::new();
         self.for_each_verdict_chunk(|c| {
             out.extend(c);
@@ -130,7 +130,7 @@ impl MapsReader {
     /// million verdicts should use to stay small.
     pub fn for_each_verdict_chunk(
         &self,
-        each: impl FnMut(Vec<(IpAddr, Verdict)>) -> bool,
+        each: impl FnMut(Vec<(IpAddr, PeerVerdict)>) -> bool,
     ) -> Result<()> {
         self.verdict_chunks(self.cache.all_pending_hits()?, each)
     }
@@ -140,7 +140,7 @@ impl MapsReader {
     /// whole cache; see BENCHMARKS.md): what counting and filtering verdicts want.
     pub fn for_each_verdict_chunk_without_pending_hits(
         &self,
-        each: impl FnMut(Vec<(IpAddr, Verdict)>) -> bool,
+        each: impl FnMut(Vec<(IpAddr, PeerVerdict)>) -> bool,
     ) -> Result<()> {
         self.verdict_chunks(HashMap::new(), each)
     }
@@ -150,7 +150,7 @@ impl MapsReader {
     fn verdict_chunks(
         &self,
         pending: HashMap<[u64; 2], u64>,
-        mut each: impl FnMut(Vec<(IpAddr, Verdict)>) -> bool,
+        mut each: impl FnMut(Vec<(IpAddr, PeerVerdict)>) -> bool,
     ) -> Result<()> {
         let with_pending = |ip: IpAddr, p: Peer| {
             let mut v = p.verdict()?;
