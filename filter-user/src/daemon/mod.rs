@@ -72,8 +72,8 @@ use crate::{
 
 /// How often expired manual entries and verdicts are swept from the maps. The datapath
 /// already ignores expired entries and the LRU maps are preallocated, so the sweep only keeps
-/// `list`, `stats` and the state file tidy; with a million verdicts it costs ~0.4 s of CPU
-/// (batched reads, see BENCHMARKS.md), hence once a minute.
+/// `list`, `stats` and the state file tidy; with a million verdicts it is the daemon's largest
+/// cost (batched reads; its CPU time is in BENCHMARKS.md, "Daemon"), hence once a minute.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// Command-line overrides of the config file.

@@ -2,11 +2,12 @@
 //! thread of their own.
 //!
 //! Why a thread of their own: the answers must never wait on the main loop, which owns the
-//! maps and is sometimes busy for a while (the minute's sweep of a million verdicts takes
-//! ~0.4 s of one core), nor on the engine's DNS work. A task of the daemon's shared runtime
+//! maps and is sometimes busy for a while (the minute's sweep of a million verdicts), nor on
+//! the engine's DNS work. A task of the daemon's shared runtime
 //! woken onto a blocked worker can sit there until that worker is free, so the MTA's sockets
 //! get a current-thread runtime on a dedicated thread, answering from a second handle on the
-//! pinned maps and the shared evidence cache: a few map lookups, microseconds each.
+//! pinned maps and the shared evidence cache: a few map lookups (the latency, in and out of a
+//! sweep, is in BENCHMARKS.md, "Daemon").
 
 use std::{os::unix::net::UnixListener, sync::Arc, thread::JoinHandle};
 
