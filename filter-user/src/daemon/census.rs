@@ -47,7 +47,7 @@ impl Daemon {
         self.publish();
     }
 
-    /// Copies what a scrape reads into the shared [`Facts`].
+    /// Copies what a scrape reads into the shared [`crate::metrics::Facts`].
     pub(super) fn publish(&self) {
         let mut f = self.facts.lock().unwrap_or_else(|e| e.into_inner());
         f.census = self.census;

@@ -8,30 +8,16 @@ use std::os::fd::AsFd as _;
 
 use anyhow::{Context as _, Result, bail};
 use aya::{Pod, maps::IterableMap as _};
-use filter_common::{ListKey, ListValue, Reason, Table};
+use filter_common::{ListKey, ListValue, Table};
 use ipnet::IpNet;
 
 use super::{
     batch,
-    lists::{Lists4, Lists6, Write, key4, key6},
-    maps::{DatapathMaps, Hash, removed},
+    lists::{FeedTable, Lists4, Lists6, Write, key4, key6},
+    maps::DatapathMaps,
     prefix::{Prefix, PrefixSet},
+    typed::{Hash, removed},
 };
-
-/// A feed as the lists hold it.
-pub(super) struct FeedTable {
-    pub(super) name: String,
-    pub(super) table: Table,
-    pub(super) slot: u32,
-    pub(super) set: PrefixSet,
-}
-
-impl FeedTable {
-    /// The value its entries have in the map.
-    pub(super) fn value(&self) -> ListValue {
-        ListValue::new(Reason::Feed, 0, self.slot)
-    }
-}
 
 /// What replacing a feed's set did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

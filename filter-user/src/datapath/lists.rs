@@ -2,7 +2,7 @@
 //! ([`ListMaps`], read through [`super::MapsReader`]) and the owner's bookkeeping ([`Lists`]).
 //!
 //! A prefix can be wanted by several owners at once: an operator's or the config's entry
-//! (written with [`DatapathMaps::list_insert`], kept in `own` with its reason, expiry and hit
+//! (written with [`super::DatapathMaps::list_insert`], kept in `own` with its reason, expiry and hit
 //! slot) and any number of feeds ([`super::feedsets`]). The map holds one value per key,
 //! [`Lists::resolved`]: the own entry if there is one (never expiring while a feed also lists
 //! the prefix), else the first feed's. Every change recomputes the affected keys and writes
@@ -13,16 +13,20 @@ use std::collections::HashMap as StdHashMap;
 
 use anyhow::{Context as _, Result};
 use aya::maps::{Array, MapData};
-use filter_common::{
-    ListEntry, ListIndex, ListKey, ListValue, Reason, Table, V4_LENGTHS, V6_LENGTHS,
-};
-use ipnet::IpNet;
+use filter_common::{ListIndex, ListKey, ListValue, Reason, Table, V4_LENGTHS, V6_LENGTHS};
 
 use super::{
-    feedsets::FeedTable,
-    maps::{DatapathMaps, Hash, ListKind, removed},
-    prefix::Prefix,
+    prefix::{Prefix, PrefixSet},
+    typed::{Hash, removed},
 };
+
+/// Which list an operator's entry is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListKind {
+    Allow,
+    Deny,
+}
 
 impl From<ListKind> for Table {
     fn from(k: ListKind) -> Self {
@@ -54,6 +58,21 @@ pub(super) struct Lists {
     /// Entries written entry by entry (operators, config, host, prefix verdicts).
     pub(super) own: StdHashMap<(Table, Prefix), ListValue>,
     pub(super) feeds: Vec<FeedTable>,
+}
+
+/// A feed as the lists hold it.
+pub(super) struct FeedTable {
+    pub(super) name: String,
+    pub(super) table: Table,
+    pub(super) slot: u32,
+    pub(super) set: PrefixSet,
+}
+
+impl FeedTable {
+    /// The value its entries have in the map.
+    pub(super) fn value(&self) -> ListValue {
+        ListValue::new(Reason::Feed, 0, self.slot)
+    }
 }
 
 /// A map write the lists owe after a change.
@@ -199,7 +218,7 @@ impl Lists {
 
 impl ListMaps {
     /// Applies writes one by one (batches are for feeds, in [`super::feedsets`]).
-    fn apply(&mut self, w: Write) -> Result<()> {
+    pub(super) fn apply(&mut self, w: Write) -> Result<()> {
         match w {
             Write::Put(t, Prefix::V4(a, l), v) => self.v4.insert(key4(t, a, l), v, 0)?,
             Write::Put(t, Prefix::V6(a, l), v) => self.v6.insert(key6(t, a, l), v, 0)?,
@@ -220,87 +239,4 @@ pub(super) fn key4(table: Table, a: u32, l: u8) -> ListKey<[u8; 4]> {
 
 pub(super) fn key6(table: Table, a: u128, l: u8) -> ListKey<[u8; 16]> {
     ListKey::new(table, l, a.to_be_bytes())
-}
-
-impl DatapathMaps {
-    /// Adds or replaces an entry of one's own in a list (host bits are ignored). A feed that
-    /// lists the same prefix keeps it listed after the entry goes.
-    pub fn list_insert(&mut self, kind: ListKind, net: IpNet, entry: ListEntry) -> Result<()> {
-        self.entry_insert(kind.into(), net, entry.reason(), entry.expires_ns, 0)
-            .with_context(|| format!("adding {net} to the {kind:?} list (is the map full?)"))
-    }
-
-    /// Removes exactly this prefix, as [`DatapathMaps::list_insert`] wrote it; `false` if it
-    /// was not there. A feed's entry for the same prefix stays.
-    pub fn list_remove(&mut self, kind: ListKind, net: IpNet) -> Result<bool> {
-        self.entry_remove(kind.into(), net)
-    }
-
-    /// The entries of a list written with [`DatapathMaps::list_insert`] (not the feeds'), with
-    /// their reasons: what the daemon reconciles against the config and the state file.
-    pub fn list_own(&self, kind: ListKind) -> Vec<(IpNet, Reason)> {
-        let table = Table::from(kind);
-        self.lists
-            .own
-            .iter()
-            .filter(|((t, _), _)| *t == table)
-            .map(|((_, p), v)| (p.net(), Reason::from_u8(v.reason)))
-            .collect()
-    }
-
-    /// Entries per table (from the lengths index; no map read).
-    pub fn table_len(&self, table: Table) -> u64 {
-        self.lists.len(table)
-    }
-
-    /// Adds or replaces an entry of one's own in any table.
-    pub(super) fn entry_insert(
-        &mut self,
-        table: Table,
-        net: IpNet,
-        reason: Reason,
-        expires_ns: u64,
-        action: u8,
-    ) -> Result<()> {
-        let p = Prefix::new(net);
-        let before = self.lists.resolved(table, p, None);
-        let slot = match self.lists.own.get(&(table, p)) {
-            Some(v) => v.slot,
-            None => self.hits.alloc(&mut self.maps.hits)?,
-        };
-        let mut value = ListValue::new(reason, expires_ns, slot);
-        value.action = action;
-        self.lists.own.insert((table, p), value);
-        let after = self.lists.resolved(table, p, None);
-        self.commit(table, p, before, after)
-    }
-
-    pub(super) fn entry_remove(&mut self, table: Table, net: IpNet) -> Result<bool> {
-        let p = Prefix::new(net);
-        let before = self.lists.resolved(table, p, None);
-        let Some(old) = self.lists.own.remove(&(table, p)) else {
-            return Ok(false);
-        };
-        self.hits.release(old.slot);
-        let after = self.lists.resolved(table, p, None);
-        self.commit(table, p, before, after)?;
-        Ok(true)
-    }
-
-    fn commit(
-        &mut self,
-        table: Table,
-        p: Prefix,
-        before: Option<ListValue>,
-        after: Option<ListValue>,
-    ) -> Result<()> {
-        if let Some(w) = self.lists.transition(table, p, before, after) {
-            // A new length is in the index before its first key is written (a length going
-            // out of use leaves it with its last key, which is going anyway).
-            self.lists.write_index(&mut self.maps.lists.index)?;
-            self.maps.lists.apply(w)?;
-            self.new_generation()?;
-        }
-        Ok(())
-    }
 }

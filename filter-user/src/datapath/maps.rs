@@ -6,7 +6,7 @@
 //! - this file: taking the maps, the runtime config (with the list generation and the clock
 //!   calibration it carries);
 //! - [`super::peers`]: verdicts and per-source state;
-//! - [`super::lists`]: the prefix lists entry by entry, and the generation;
+//! - [`super::entries`]: the prefix lists entry by entry;
 //! - [`super::feedsets`]: whole feeds, loaded and replaced as sets;
 //! - [`super::networks`]: network verdicts.
 
@@ -14,37 +14,19 @@ use std::{ops::Deref, os::fd::AsFd as _};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
-    Ebpf, Pod,
-    maps::{Array, HashMap, IterableMap as _, MapData, MapError, PerCpuArray},
+    Ebpf,
+    maps::{Array, IterableMap as _, MapData, PerCpuArray},
 };
-use filter_common::{CacheSlot, Counter, DatapathConfig, Peer, map_names as m, program_names};
+use filter_common::{CacheSlot, DatapathConfig, map_names as m, program_names};
 
 use super::{
-    batch,
     cache::{Cache, Slots},
     clock::Sampler,
     hits::Hits,
     lists::{ListMaps, Lists},
     reader::{MapsReader, dup},
+    typed::{PerFamily, take},
 };
-
-/// Which list an operator's entry is in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ListKind {
-    Allow,
-    Deny,
-}
-
-pub(super) struct PerFamily<K4, K6> {
-    pub(super) v4: K4,
-    pub(super) v6: K6,
-}
-
-pub(super) type Hash<K, V> = HashMap<MapData, K, V>;
-
-/// The per-source maps of both families.
-pub(super) type Peers = PerFamily<Hash<[u8; 4], Peer>, Hash<[u8; 16], Peer>>;
 
 /// Every map except the event ring, owned by one handle: the maps themselves (read through
 /// [`MapsReader`], which it dereferences to) and what only the writer keeps.
@@ -71,74 +53,6 @@ impl Deref for DatapathMaps {
     }
 }
 
-/// Takes one map out of a loaded object, typed.
-pub(super) fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(
-    ebpf: &mut Ebpf,
-    name: &str,
-) -> Result<T> {
-    let map = ebpf
-        .take_map(name)
-        .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))?;
-    T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
-}
-
-/// `Ok(false)` for a missing key, the error otherwise.
-pub(super) fn removed(r: Result<(), MapError>) -> Result<bool> {
-    match r {
-        Ok(()) => Ok(true),
-        Err(MapError::KeyNotFound) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
-}
-
-pub(super) fn found<V>(r: Result<V, MapError>) -> Result<Option<V>> {
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(MapError::KeyNotFound) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Every entry of a hash map: batched, or key by key where the kernel lacks batch commands.
-pub(super) fn all<K: Pod, V: Pod>(map: &Hash<K, V>) -> Result<Vec<(K, V)>> {
-    match batch::lookup_all::<K, V>(map.map().fd().as_fd()) {
-        Ok(r) => Ok(r.context("reading a map in batches")?),
-        Err(batch::Unsupported) => map.iter().map(|r| r.map_err(Into::into)).collect(),
-    }
-}
-
-/// Every counter of a counters map summed over CPUs, indexed by [`Counter`].
-pub(super) fn sum_counters(
-    map: &PerCpuArray<MapData, u64>,
-) -> Result<[u64; Counter::COUNT as usize]> {
-    let mut out = [0u64; Counter::COUNT as usize];
-    for c in Counter::ALL {
-        let per_cpu = map.get(&(c as u32), 0).context("reading counters")?;
-        out[c as usize] = per_cpu.iter().sum();
-    }
-    Ok(out)
-}
-
-/// Every entry of a hash map, a chunk at a time while `each` says go on (see
-/// [`batch::lookup_chunks`]).
-pub(super) fn chunks<K: Pod, V: Pod>(
-    map: &Hash<K, V>,
-    mut each: impl FnMut(Vec<(K, V)>) -> bool,
-) -> Result<()> {
-    match batch::lookup_chunks::<K, V>(map.map().fd().as_fd(), &mut each) {
-        Ok(r) => Ok(r.context("reading a map in batches")?),
-        Err(batch::Unsupported) => {
-            let all: Vec<(K, V)> = map.iter().collect::<Result<_, _>>()?;
-            for c in all.chunks(4096) {
-                if !each(c.to_vec()) {
-                    break;
-                }
-            }
-            Ok(())
-        }
-    }
-}
-
 /// A fresh list generation, unlikely to equal one a pinned entry carries from another run.
 fn seed_generation() -> u32 {
     let ts = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
@@ -147,6 +61,11 @@ fn seed_generation() -> u32 {
 }
 
 impl DatapathMaps {
+    /// A read-only handle of its own on the same kernel maps (see [`MapsReader`]).
+    pub fn reader(&self) -> Result<MapsReader> {
+        self.maps.try_clone()
+    }
+
     /// Takes ownership of the maps of a loaded object. Lists start empty (they are not
     /// pinned: the daemon rebuilds them); pinned per-source entries keep their verdicts, and
     /// a new generation makes every decision they cached stale.

@@ -14,7 +14,8 @@ use filter_common::{Peer, PeerVerdict};
 
 use super::{
     batch,
-    maps::{DatapathMaps, Hash, found, removed},
+    maps::DatapathMaps,
+    typed::{Hash, found, removed},
 };
 
 /// Reads, edits and writes back one entry; `edit` returns whether to write.

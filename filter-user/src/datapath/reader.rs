@@ -3,7 +3,7 @@
 //! every verdict a chunk at a time, and the lists' longest-prefix match as the datapath walks
 //! it (the lengths in use come from the kernel's `LIST_INDEX`).
 //!
-//! The owner, [`DatapathMaps`], holds one [`MapsReader`] on the maps it writes and reads
+//! The owner, [`super::DatapathMaps`], holds one [`MapsReader`] on the maps it writes and reads
 //! through it. Readers that must not wait on the daemon's main loop get a handle of their own
 //! ([`MapsReader::try_clone`], duplicated file descriptors): the MTA's query socket and policy
 //! service (they answer while a sweep of a million verdicts runs), the metrics endpoint, and a
@@ -25,9 +25,9 @@ use ipnet::IpNet;
 
 use super::{
     cache::{self, Slots},
-    lists::{ListMaps, key4, key6},
-    maps::{DatapathMaps, ListKind, Peers, PerFamily, all, chunks, found, sum_counters},
+    lists::{ListKind, ListMaps, key4, key6},
     prefix::Prefix,
+    typed::{Peers, PerFamily, all, chunks, found, sum_counters},
 };
 
 /// See the module documentation.
@@ -50,13 +50,6 @@ pub(super) fn dup<T: TryFrom<Map, Error = MapError>>(data: &MapData) -> Result<T
         .context("duplicating a map descriptor")?;
     let map = Map::from_map_data(MapData::from_fd(fd)?)?;
     T::try_from(map).context("a duplicated map has an unexpected type")
-}
-
-impl DatapathMaps {
-    /// A read-only handle of its own on the same kernel maps (see [`MapsReader`]).
-    pub fn reader(&self) -> Result<MapsReader> {
-        self.maps.try_clone()
-    }
 }
 
 impl MapsReader {
