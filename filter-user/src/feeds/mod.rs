@@ -3,7 +3,8 @@
 //!
 //! - this file: [`Feeds`], what the daemon holds: each feed's config and status, the watch,
 //!   the debounce of change events and the reads in flight;
-//! - [`parse`]: reading a file in its format (`cidr`, `spamhaus-drop`) into a prefix set;
+//! - [`read`]: reading a file, line by line in its format, into a prefix set;
+//! - [`parse`]: the `cidr` and `spamhaus-drop` lines, and the prefixes every format shares;
 //! - [`rbldnsd`]: rbldnsd's data syntax;
 //! - [`watch`]: inotify on the feeds' directories.
 //!
@@ -14,6 +15,7 @@
 
 pub mod parse;
 mod rbldnsd;
+pub mod read;
 mod watch;
 
 use std::{
@@ -26,7 +28,7 @@ use anyhow::Result;
 use filter_common::Table;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 
-use self::{parse::Parsed, watch::Watch};
+use self::{read::Parsed, watch::Watch};
 use crate::{
     control::protocol::FeedStatus,
     datapath::DatapathMaps,
@@ -175,7 +177,7 @@ impl Feeds {
         let tx = self.reads_tx.clone();
         tokio::task::spawn_blocking(move || {
             let t = Instant::now();
-            let result = parse::read(&cfg.path, cfg.format);
+            let result = read::read(&cfg.path, cfg.format);
             let _ = tx.send(Read {
                 index,
                 read,

@@ -1,33 +1,9 @@
-//! Reading a feed file into a [`PrefixSet`], line by line, in any of the three formats. A
-//! line that does not parse is recorded with its number and skipped; the rest loads.
+//! The lines of the `cidr` and `spamhaus-drop` formats, and what every format shares: a
+//! prefix as written, masks, and the [`Collector`] a file's prefixes are gathered in.
 
-use std::{
-    fs::File,
-    io::{self, BufRead as _, BufReader},
-    net::{Ipv4Addr, Ipv6Addr},
-    path::Path,
-};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::rbldnsd;
-use crate::{
-    datapath::{Prefix, PrefixSet},
-    reputation::config::FeedFormat,
-};
-
-/// Malformed lines kept with their message (the count goes on): enough to show in the log.
-pub const KEPT_ERRORS: usize = 20;
-
-/// A file read into prefixes.
-#[derive(Debug, Default)]
-pub struct Parsed {
-    pub set: PrefixSet,
-    /// Non-blank, non-comment lines.
-    pub lines: u64,
-    /// Lines that did not parse.
-    pub malformed: u64,
-    /// The first [`KEPT_ERRORS`] of them: line number and what is wrong.
-    pub errors: Vec<(u64, String)>,
-}
+use crate::datapath::{Prefix, PrefixSet};
 
 /// Collects prefixes (and rbldnsd's exclusions) while a file is read.
 #[derive(Default)]
@@ -46,60 +22,13 @@ impl Collector {
     }
 }
 
-/// Reads `path` in `format`.
-pub fn read(path: &Path, format: FeedFormat) -> io::Result<Parsed> {
-    let file = File::open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(io::Error::other("not a regular file"));
-    }
-    let mut reader = BufReader::with_capacity(1 << 16, file);
-    let mut out = Parsed::default();
-    let mut found = Collector::default();
-    let mut line = Vec::with_capacity(256);
-    let mut number = 0u64;
-    loop {
-        line.clear();
-        if reader.read_until(b'\n', &mut line)? == 0 {
-            break;
-        }
-        number += 1;
-        let text = String::from_utf8_lossy(&line);
-        let result = match format {
-            FeedFormat::Cidr => cidr_line(&text),
-            FeedFormat::SpamhausDrop => spamhaus_line(&text),
-            FeedFormat::Rbldnsd => rbldnsd::line(&text, &mut found),
-        };
-        match result {
-            Ok(None) => {}
-            Ok(Some(p)) => {
-                out.lines += 1;
-                found.push(p);
-            }
-            Err(why) => {
-                out.lines += 1;
-                out.malformed += 1;
-                if out.errors.len() < KEPT_ERRORS {
-                    out.errors.push((number, why));
-                }
-            }
-        }
-    }
-    let excluded = std::mem::take(&mut found.excluded);
-    let mut set = PrefixSet::from_unsorted(found.v4, found.v6);
-    if !excluded.is_empty() {
-        set = rbldnsd::exclude(set, &excluded);
-    }
-    out.set = set;
-    Ok(out)
-}
-
 /// The text before the first `#` or `;`, trimmed.
 fn uncommented(line: &str) -> &str {
     line.split(['#', ';']).next().unwrap_or("").trim()
 }
 
 /// `ADDR` or `ADDR/LEN`, IPv4 or IPv6, host bits cleared; `None` for a blank or comment line.
-fn cidr_line(line: &str) -> Result<Option<Prefix>, String> {
+pub(super) fn cidr_line(line: &str) -> Result<Option<Prefix>, String> {
     let text = uncommented(line);
     let Some(token) = text.split_whitespace().next() else {
         return Ok(None);
@@ -109,7 +38,7 @@ fn cidr_line(line: &str) -> Result<Option<Prefix>, String> {
 
 /// A DROP/EDROP/DROPv6 line (`192.0.2.0/24 ; SBL123`), or one of their JSON lines
 /// (`{"cidr":"192.0.2.0/24","sblid":"SBL123",...}`; the metadata line is skipped).
-fn spamhaus_line(line: &str) -> Result<Option<Prefix>, String> {
+pub(super) fn spamhaus_line(line: &str) -> Result<Option<Prefix>, String> {
     let t = line.trim();
     if t.starts_with('{') {
         let v: serde_json::Value =
@@ -209,23 +138,5 @@ mod tests {
             None
         );
         assert!(spamhaus_line(r#"{"cidr":"nope"}"#).is_err());
-    }
-
-    #[test]
-    fn a_file_loads_around_its_bad_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("feed.txt");
-        std::fs::write(
-            &path,
-            "# header\n192.0.2.1\n192.0.2.1\nbogus line\n198.51.100.0/24\n\n2001:db8::/32\n",
-        )
-        .unwrap();
-        let r = read(&path, FeedFormat::Cidr).unwrap();
-        assert_eq!((r.lines, r.malformed, r.set.len()), (5, 1, 3));
-        assert_eq!(
-            r.errors,
-            vec![(4, "not an address or prefix: \"bogus\"".into())]
-        );
-        assert!(read(&dir.path().join("missing"), FeedFormat::Cidr).is_err());
     }
 }

@@ -11,7 +11,7 @@ use std::{
 };
 
 use aya::maps::{HashMap, Map, MapData};
-use filter_common::{Action, Peer, Reason, Verdict, map_names};
+use filter_common::{Action, Peer, PeerVerdict, Reason, map_names};
 use mxscreen::datapath::clock;
 use mxscreen_tests::{
     daemon::{MxDaemon, Spec},
@@ -106,7 +106,7 @@ fn main() {
     // 1M verdicts, written straight into the pinned map as the daemon would have.
     let mut verdicts = verdicts;
     let mut v = Peer::empty();
-    v.set_verdict(&Verdict::new(
+    v.set_verdict(&PeerVerdict::new(
         Action::Pass,
         Reason::Reputation,
         clock::expiry_after(Duration::from_secs(3600)),
