@@ -5,8 +5,8 @@
 //! binaries: never a stale object.
 //!
 //! Needs the nightly toolchain with rust-src and bpf-linker (`cargo xtask setup`); works
-//! offline. The scratch build keeps its target directory under target/ so a second run
-//! compiles only what changed.
+//! offline. The scratch crates are built in the workspace's target directory, so a second
+//! run compiles only what changed.
 
 use std::{
     fs,
@@ -136,9 +136,11 @@ fn build(dir: &Path, target: &Path, release: bool) -> Build {
 fn the_ebpf_object_is_built_once_per_change_and_never_stale() {
     let dir = tempfile::tempdir().unwrap();
     scratch(dir.path());
+    // The workspace's own target directory: the build scripts' dependencies (aya-build and
+    // what it needs) are the ones the workspace's build already compiled, so only the scratch
+    // crates are built here.
     let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace().join("target"), PathBuf::from)
-        .join("ebpf-build-test");
+        .map_or_else(|| workspace().join("target"), PathBuf::from);
 
     // First build: the object is compiled (in the shared directory), then the other profile
     // takes it from there.

@@ -16,7 +16,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
-use cargo_metadata::{Artifact, Message, TargetKind};
+use serde_json::Value;
 
 use crate::util::{cargo, workspace_root};
 
@@ -59,10 +59,10 @@ pub fn build() -> Result<Built> {
         harnesses: Vec::new(),
         bins: BTreeMap::new(),
     };
-    let stdout = BufReader::new(child.stdout.take().expect("piped"));
-    for message in Message::parse_stream(stdout) {
-        if let Message::CompilerArtifact(a) = message.context("reading cargo's messages")? {
-            built.add(a);
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let message: Value = serde_json::from_str(&line?).context("reading cargo's messages")?;
+        if message["reason"] == "compiler-artifact" {
+            built.add(&message);
         }
     }
     let st = child.wait()?;
@@ -76,24 +76,28 @@ pub fn build() -> Result<Built> {
 }
 
 impl Built {
-    fn add(&mut self, a: Artifact) {
-        let Some(exe) = a.executable else {
+    /// Adds a `compiler-artifact` message's executable, if it has one.
+    fn add(&mut self, a: &Value) {
+        let (Some(exe), Some(name)) = (a["executable"].as_str(), a["target"]["name"].as_str())
+        else {
             return;
         };
-        let exe = exe.into_std_path_buf();
-        if !a.profile.test {
-            self.bins.insert(a.target.name, exe);
+        let exe = PathBuf::from(exe);
+        if a["profile"]["test"] != true {
+            self.bins.insert(name.to_owned(), exe);
             return;
         }
-        let dir = a
-            .manifest_path
-            .parent()
-            .map(|d| d.as_std_path().to_path_buf())
-            .unwrap_or_else(workspace_root);
+        let dir = a["manifest_path"]
+            .as_str()
+            .and_then(|m| Path::new(m).parent())
+            .map_or_else(workspace_root, Path::to_path_buf);
+        let integration = a["target"]["kind"]
+            .as_array()
+            .is_some_and(|kinds| kinds.iter().any(|k| k == "test"));
         self.harnesses.push(Harness {
-            package: package_name(&a.package_id.repr, &dir),
-            integration: a.target.kind.contains(&TargetKind::Test),
-            target: a.target.name,
+            package: package_name(a["package_id"].as_str().unwrap_or_default(), &dir),
+            target: name.to_owned(),
+            integration,
             exe,
             dir,
         });
