@@ -1,21 +1,44 @@
 //! Reading a feed file into a [`PrefixSet`], line by line, in any of the three formats. A
-//! line that does not parse is recorded with its number and skipped; the rest loads.
+//! line that does not parse is recorded with its number and skipped, and so is an entry
+//! wider than the feed's bound ([`Widest`]); the rest loads. How the file is opened and its
+//! lines read (regular files only, lines bounded) is in [`super::file`].
 
 use std::{
-    fs::File,
-    io::{self, BufRead as _, BufReader},
+    io::{self, BufReader},
     net::{Ipv4Addr, Ipv6Addr},
     path::Path,
 };
 
-use super::rbldnsd;
+use super::{
+    file::{Line, MAX_LINE, next_line, open_regular, quoted},
+    rbldnsd,
+};
 use crate::{
     datapath::{Prefix, PrefixSet},
     reputation::config::FeedFormat,
 };
 
-/// Malformed lines kept with their message (the count goes on): enough to show in the log.
+/// Malformed lines and refused entries kept with their message (the counts go on): enough
+/// to show in the log.
 pub const KEPT_ERRORS: usize = 20;
+
+/// The widest prefix a feed may list, per family (`widest_v4`, `widest_v6`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Widest {
+    pub v4: u8,
+    pub v6: u8,
+}
+
+impl Widest {
+    /// The bound `p` breaks, if it is wider than its family's.
+    fn broken_by(self, p: Prefix) -> Option<u8> {
+        match p {
+            Prefix::V4(_, l) if l < self.v4 => Some(self.v4),
+            Prefix::V6(_, l) if l < self.v6 => Some(self.v6),
+            _ => None,
+        }
+    }
+}
 
 /// A file read into prefixes.
 #[derive(Debug, Default)]
@@ -23,10 +46,23 @@ pub struct Parsed {
     pub set: PrefixSet,
     /// Non-blank, non-comment lines.
     pub lines: u64,
-    /// Lines that did not parse.
+    /// Lines that did not parse (or were too long to read).
     pub malformed: u64,
     /// The first [`KEPT_ERRORS`] of them: line number and what is wrong.
     pub errors: Vec<(u64, String)>,
+    /// Lines whose entry is wider than the feed's bound.
+    pub refused: u64,
+    /// The first [`KEPT_ERRORS`] of them: line number and why.
+    pub refusals: Vec<(u64, String)>,
+}
+
+impl Parsed {
+    fn malformed(&mut self, number: u64, why: String) {
+        self.malformed += 1;
+        if self.errors.len() < KEPT_ERRORS {
+            self.errors.push((number, why));
+        }
+    }
 }
 
 /// Collects prefixes (and rbldnsd's exclusions) while a file is read.
@@ -35,52 +71,84 @@ pub(super) struct Collector {
     pub(super) v4: Vec<u64>,
     pub(super) v6: Vec<(u128, u8)>,
     pub(super) excluded: Vec<Prefix>,
+    /// Set by [`Collector::push`]: the current line lists a prefix wider than allowed.
+    too_wide: Option<(Prefix, u8)>,
+    widest: Option<Widest>,
 }
 
 impl Collector {
     pub(super) fn push(&mut self, p: Prefix) {
+        if let Some(bound) = self.widest.and_then(|w| w.broken_by(p)) {
+            self.too_wide.get_or_insert((p, bound));
+            return;
+        }
         match p {
             Prefix::V4(a, l) => self.v4.push(PrefixSet::pack_v4(a, l)),
             Prefix::V6(a, l) => self.v6.push((a, l)),
         }
     }
+
+    /// Where the prefixes collected so far end (to take back a refused line's).
+    fn mark(&self) -> (usize, usize) {
+        (self.v4.len(), self.v6.len())
+    }
+
+    /// Ends a line: if it listed a prefix wider than allowed, everything it listed is taken
+    /// back (a range is refused whole) and the offending prefix returned.
+    fn end_line(&mut self, mark: (usize, usize)) -> Option<(Prefix, u8)> {
+        let wide = self.too_wide.take()?;
+        self.v4.truncate(mark.0);
+        self.v6.truncate(mark.1);
+        Some(wide)
+    }
 }
 
-/// Reads `path` in `format`.
-pub fn read(path: &Path, format: FeedFormat) -> io::Result<Parsed> {
-    let file = File::open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(io::Error::other("not a regular file"));
-    }
-    let mut reader = BufReader::with_capacity(1 << 16, file);
+/// Reads `path` in `format`, refusing entries wider than `widest`.
+pub fn read(path: &Path, format: FeedFormat, widest: Widest) -> io::Result<Parsed> {
+    let mut reader = BufReader::with_capacity(1 << 16, open_regular(path)?);
     let mut out = Parsed::default();
-    let mut found = Collector::default();
+    let mut found = Collector {
+        widest: Some(widest),
+        ..Collector::default()
+    };
     let mut line = Vec::with_capacity(256);
     let mut number = 0u64;
-    loop {
-        line.clear();
-        if reader.read_until(b'\n', &mut line)? == 0 {
-            break;
-        }
+    while let Some(read) = next_line(&mut reader, &mut line)? {
         number += 1;
+        if let Line::TooLong(len) = read {
+            out.lines += 1;
+            out.malformed(
+                number,
+                format!("a line longer than {MAX_LINE} bytes ({len} bytes): not read"),
+            );
+            continue;
+        }
         let text = String::from_utf8_lossy(&line);
+        let mark = found.mark();
         let result = match format {
             FeedFormat::Cidr => cidr_line(&text),
             FeedFormat::SpamhausDrop => spamhaus_line(&text),
             FeedFormat::Rbldnsd => rbldnsd::line(&text, &mut found),
         };
         match result {
-            Ok(None) => {}
-            Ok(Some(p)) => {
-                out.lines += 1;
-                found.push(p);
+            Ok(listed) => {
+                if let Some(p) = listed {
+                    found.push(p);
+                }
+                if let Some((wide, bound)) = found.end_line(mark) {
+                    out.lines += 1;
+                    out.refused += 1;
+                    if out.refusals.len() < KEPT_ERRORS {
+                        let why = format!("{} is wider than /{bound}", wide.net());
+                        out.refusals.push((number, why));
+                    }
+                } else if listed.is_some() || found.mark() != mark {
+                    out.lines += 1;
+                }
             }
             Err(why) => {
                 out.lines += 1;
-                out.malformed += 1;
-                if out.errors.len() < KEPT_ERRORS {
-                    out.errors.push((number, why));
-                }
+                out.malformed(number, why);
             }
         }
     }
@@ -129,7 +197,7 @@ pub(super) fn prefix(s: &str) -> Result<Prefix, String> {
         Some((a, l)) => (a, Some(l)),
         None => (s, None),
     };
-    let bad = || format!("not an address or prefix: {s:?}");
+    let bad = || format!("not an address or prefix: {}", quoted(s));
     if addr.contains(':') {
         let a: Ipv6Addr = addr.parse().map_err(|_| bad())?;
         let l = length(len, 128).ok_or_else(bad)?;
@@ -165,6 +233,8 @@ pub(super) fn mask128(len: u8) -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const WIDEST: Widest = Widest { v4: 8, v6: 16 };
 
     fn p(s: &str) -> Prefix {
         prefix(s).unwrap()
@@ -220,12 +290,12 @@ mod tests {
             "# header\n192.0.2.1\n192.0.2.1\nbogus line\n198.51.100.0/24\n\n2001:db8::/32\n",
         )
         .unwrap();
-        let r = read(&path, FeedFormat::Cidr).unwrap();
+        let r = read(&path, FeedFormat::Cidr, WIDEST).unwrap();
         assert_eq!((r.lines, r.malformed, r.set.len()), (5, 1, 3));
         assert_eq!(
             r.errors,
             vec![(4, "not an address or prefix: \"bogus\"".into())]
         );
-        assert!(read(&dir.path().join("missing"), FeedFormat::Cidr).is_err());
+        assert!(read(&dir.path().join("missing"), FeedFormat::Cidr, WIDEST).is_err());
     }
 }

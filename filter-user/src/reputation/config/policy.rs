@@ -135,6 +135,8 @@ pub struct ListsConfig {
     /// "rbldnsd" or "spamhaus-drop") and action ("drop", "limit" or "allow"). Default: none.
     /// A million-line feed is enforced within two seconds of start; on every change of the
     /// file only the difference is written, and a listed address never passes meanwhile.
+    /// A catch-all entry (wider than `widest_v4`/`widest_v6`) is refused, and a read that
+    /// empties the feed or shrinks it beyond `max_shrink` keeps the last good load.
     pub feed: Vec<FeedConfig>,
 }
 
