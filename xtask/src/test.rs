@@ -82,7 +82,7 @@ const SUITES: &[Suite] = &[
     },
     Suite {
         name: "e2e",
-        args: &["-p", "mxscreen-tests", "--test", "e2e"],
+        args: &["-p", "mxscreen-tests", "--test", "e2e", "--test", "import"],
         parallel: false,
         deb: false,
     },
