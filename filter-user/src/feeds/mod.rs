@@ -268,55 +268,56 @@ impl Feeds {
 
     /// Loads a finished read into the maps and logs what it did. A file that cannot be read
     /// keeps the entries of its last load, and so does one the [`guard`] holds back.
-    pub fn apply(&mut self, maps: &mut DatapathMaps, mut read: Read) -> Result<()> {
+    pub fn apply(&mut self, maps: &mut DatapathMaps, read: Read) -> Result<()> {
         let Some(cfg) = self.configs.get(read.index).cloned() else {
             return Ok(());
         };
-        let known = &mut self.known[read.index];
-        let force = std::mem::take(&mut known.force);
-        let parsed = match std::mem::replace(&mut read.result, Ok(Parsed::default())) {
+        let Read {
+            index,
+            name,
+            path,
+            result,
+            took,
+            ..
+        } = read;
+        let force = std::mem::take(&mut self.known[index].force);
+        let parsed = match result {
             Ok(p) => p,
             Err(e) => {
-                let why = if e.kind() == std::io::ErrorKind::NotFound {
-                    "file missing".to_owned()
-                } else {
-                    e.to_string()
-                };
-                tracing::warn!(feed = %read.name, path = %read.path.display(), error = %why, entries = known.entries, "feed not read; keeping the entries of its last load");
-                known.problem = Some(why.clone());
-                self.tell(&read.name, Err(format!("{} not read: {why}", read.name)));
+                self.not_read(index, &e);
                 return Ok(());
             }
         };
-        log_skipped(&read, &parsed);
-        let entries = parsed.set.len() as u64;
+        log_skipped(&name, &path, &parsed);
+        let known = &self.known[index];
         let previous = known.last_load.map(|_| known.entries);
         if let Some(why) = guard::holds(previous, &parsed, cfg.max_shrink).filter(|_| !force) {
-            let why = format!(
-                "{why}: keeping the last good load; `mxscreen feed reload {} --force` accepts it",
-                cfg.name
-            );
-            tracing::warn!(feed = %cfg.name, path = %cfg.path.display(), "feed not loaded, {why}");
-            known.problem = Some(why.clone());
-            self.tell(&read.name, Err(format!("{}: not loaded: {why}", read.name)));
+            self.held(index, &why);
             return Ok(());
         }
+        let entries = parsed.set.len() as u64;
         if entries == 0 {
-            tracing::warn!(feed = %cfg.name, path = %cfg.path.display(), lines = parsed.lines, "the feed has no entries");
+            tracing::warn!(feed = %name, path = %path.display(), lines = parsed.lines, "the feed has no entries");
         }
-        let change = maps.feed_load(&cfg.name, table(cfg.action), parsed.set)?;
-        *known = Known {
+        let change = match maps.feed_load(&name, table(cfg.action), parsed.set) {
+            Ok(c) => c,
+            Err(e) => {
+                self.tell(&name, Err(format!("{name}: not loaded: {e:#}")));
+                return Err(e);
+            }
+        };
+        self.known[index] = Known {
             entries,
             last_load: Some(unix_now()),
             malformed: parsed.malformed,
             refused: parsed.refused,
             problem: None,
-            reads: known.reads,
+            reads: self.known[index].reads,
             force: false,
         };
         tracing::info!(
-            feed = %cfg.name,
-            path = %cfg.path.display(),
+            feed = %name,
+            path = %path.display(),
             action = cfg.action.name(),
             entries,
             added = change.added,
@@ -325,19 +326,44 @@ impl Feeds {
             malformed = parsed.malformed,
             refused = parsed.refused,
             forced = force,
-            read_ms = read.took.as_millis() as u64,
+            read_ms = took.as_millis() as u64,
             "feed loaded"
         );
         let was = previous.map_or(String::new(), |p| format!(" (was {p})"));
         let forced = if force { ", accepted by --force" } else { "" };
         self.tell(
-            &read.name,
-            Ok(format!(
-                "{}: loaded {entries} entries{was}{forced}",
-                read.name
-            )),
+            &name,
+            Ok(format!("{name}: loaded {entries} entries{was}{forced}")),
         );
         Ok(())
+    }
+
+    /// A read that failed: the last load stays; `status` and `feed reload` say why.
+    fn not_read(&mut self, index: usize, e: &std::io::Error) {
+        let cfg = &self.configs[index];
+        let why = if e.kind() == std::io::ErrorKind::NotFound {
+            "file missing".to_owned()
+        } else {
+            e.to_string()
+        };
+        let known = &mut self.known[index];
+        tracing::warn!(feed = %cfg.name, path = %cfg.path.display(), error = %why, entries = known.entries, "feed not read; keeping the entries of its last load");
+        known.problem = Some(why.clone());
+        let name = cfg.name.clone();
+        self.tell(&name, Err(format!("{name} not read: {why}")));
+    }
+
+    /// A read the guard holds back: the last good load stays; `status` and `feed reload`
+    /// say why.
+    fn held(&mut self, index: usize, why: &str) {
+        let cfg = &self.configs[index];
+        let name = cfg.name.clone();
+        let why = format!(
+            "{why}: keeping the last good load; `mxscreen feed reload {name} --force` accepts it"
+        );
+        tracing::warn!(feed = %name, path = %cfg.path.display(), "feed not loaded, {why}");
+        self.known[index].problem = Some(why.clone());
+        self.tell(&name, Err(format!("{name}: not loaded: {why}")));
     }
 
     /// Tells whoever waits for feed `name`'s read how it went.
@@ -370,21 +396,21 @@ impl Feeds {
 
 /// Logs the lines a read skipped and the entries it refused, each as file:line (the first
 /// [`parse::KEPT_ERRORS`] of each, then how many more).
-fn log_skipped(read: &Read, parsed: &Parsed) {
-    let path = read.path.display();
+fn log_skipped(name: &str, path: &std::path::Path, parsed: &Parsed) {
+    let path = path.display();
     for (line, why) in &parsed.errors {
-        tracing::warn!(feed = %read.name, "feed line skipped: {path}:{line}: {why}");
+        tracing::warn!(feed = %name, "feed line skipped: {path}:{line}: {why}");
     }
     if parsed.malformed > parsed.errors.len() as u64 {
         let more = parsed.malformed - parsed.errors.len() as u64;
-        tracing::warn!(feed = %read.name, "{more} more malformed lines skipped in {path}");
+        tracing::warn!(feed = %name, "{more} more malformed lines skipped in {path}");
     }
     for (line, why) in &parsed.refusals {
-        tracing::warn!(feed = %read.name, "feed entry refused: {path}:{line}: {why} (lists.feed widest_v4/widest_v6)");
+        tracing::warn!(feed = %name, "feed entry refused: {path}:{line}: {why} (lists.feed widest_v4/widest_v6)");
     }
     if parsed.refused > parsed.refusals.len() as u64 {
         let more = parsed.refused - parsed.refusals.len() as u64;
-        tracing::warn!(feed = %read.name, "{more} more entries refused as too wide in {path}");
+        tracing::warn!(feed = %name, "{more} more entries refused as too wide in {path}");
     }
 }
 
