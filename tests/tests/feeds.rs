@@ -2,6 +2,14 @@
 //! rename as downloaders do, shown by `status`, named by `list` and `check`; a million-line
 //! feed loaded and enforced; IPv6 addresses of one /64 giving it a verdict. Real TCP
 //! handshakes from a client namespace, a real rbldnsd. Run in the `daemon` suite.
+//!
+//! - [`shared`]: every real feed file in `../shared/data/feeds/` loads with its exact entries;
+//! - [`mangled`]: a feed a downloader mangled never opens or closes the gate by surprise.
+
+#[path = "feeds/mangled.rs"]
+mod mangled;
+#[path = "feeds/shared.rs"]
+mod shared;
 
 use std::{path::Path, time::Duration};
 
@@ -30,6 +38,15 @@ fn feed_section(name: &str, path: &Path, format: &str, action: &str) -> String {
         "[[lists.feed]]\nname = {name:?}\npath = {:?}\nformat = {format:?}\naction = {action:?}\n",
         path.display().to_string()
     )
+}
+
+/// The status entry of feed `name`, once the daemon has one.
+fn feed_status(d: &MxDaemon, name: &str) -> Option<serde_json::Value> {
+    d.status()["feeds"]
+        .as_array()?
+        .iter()
+        .find(|f| f["name"] == name)
+        .cloned()
 }
 
 /// Replaces `path` as downloaders do: a new file beside it, renamed over it.

@@ -11,6 +11,7 @@
 mod docs;
 mod error;
 pub mod fleet;
+pub mod import;
 pub mod mta;
 pub mod packaged;
 pub mod sections;

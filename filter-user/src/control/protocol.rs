@@ -44,6 +44,12 @@ pub enum Request {
     Lookup {
         ip: IpAddr,
     },
+    /// Read a feed's file now; answered once the read is done. `force` loads it even if
+    /// the feed's guard would keep the last good load (an emptied or truncated file).
+    FeedReload {
+        name: String,
+        force: bool,
+    },
 }
 
 /// Which entries `list` shows.
@@ -303,8 +309,13 @@ pub struct FeedStatus {
     pub last_load: Option<u64>,
     /// Lines skipped as malformed in the last load (each logged as file:line).
     pub errors: u64,
-    /// Why the last read failed (the file missing, unreadable), the last load's entries
-    /// staying in force; `None` when it succeeded.
+    /// Entries refused in the last load as wider than the feed's bound (`widest_v4`,
+    /// `widest_v6`; each logged as file:line).
+    #[serde(default)]
+    pub refused: u64,
+    /// Why the last read was not loaded (the file missing or unreadable, or held back as an
+    /// emptied or truncated download), the last load's entries staying in force; `None` when
+    /// it was loaded.
     pub problem: Option<String>,
     /// SYNs its entries decided.
     pub hits: u64,

@@ -48,6 +48,7 @@ impl Daemon {
             Request::Stats => self.stats().map(Body::Stats),
             Request::Status => self.status().map(Body::Status),
             Request::Lookup { ip } => self.lookup(ip).map(Body::Lookup),
+            Request::FeedReload { name, force } => return self.feeds.reload_answer(&name, force),
         };
         Answer::One(match result {
             Ok(body) => Reply::Ok { body },

@@ -1,9 +1,29 @@
 //! The lines of the `cidr` and `spamhaus-drop` formats, and what every format shares: a
-//! prefix as written, masks, and the [`Collector`] a file's prefixes are gathered in.
+//! prefix as written, masks, the feed's bound on how wide an entry may be ([`Widest`]), and
+//! the [`Collector`] a file's prefixes are gathered in.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use super::file::quoted;
 use crate::datapath::{Prefix, PrefixSet};
+
+/// The widest prefix a feed may list, per family (`widest_v4`, `widest_v6`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Widest {
+    pub v4: u8,
+    pub v6: u8,
+}
+
+impl Widest {
+    /// The bound `p` breaks, if it is wider than its family's.
+    fn broken_by(self, p: Prefix) -> Option<u8> {
+        match p {
+            Prefix::V4(_, l) if l < self.v4 => Some(self.v4),
+            Prefix::V6(_, l) if l < self.v6 => Some(self.v6),
+            _ => None,
+        }
+    }
+}
 
 /// Collects prefixes (and rbldnsd's exclusions) while a file is read.
 #[derive(Default)]
@@ -11,14 +31,43 @@ pub(super) struct Collector {
     pub(super) v4: Vec<u64>,
     pub(super) v6: Vec<(u128, u8)>,
     pub(super) excluded: Vec<Prefix>,
+    /// Set by [`Collector::push`]: the current line lists a prefix wider than allowed.
+    too_wide: Option<(Prefix, u8)>,
+    widest: Option<Widest>,
 }
 
 impl Collector {
+    /// A collector that refuses entries wider than `widest`.
+    pub(super) fn bounded(widest: Widest) -> Self {
+        Self {
+            widest: Some(widest),
+            ..Self::default()
+        }
+    }
+
     pub(super) fn push(&mut self, p: Prefix) {
+        if let Some(bound) = self.widest.and_then(|w| w.broken_by(p)) {
+            self.too_wide.get_or_insert((p, bound));
+            return;
+        }
         match p {
             Prefix::V4(a, l) => self.v4.push(PrefixSet::pack_v4(a, l)),
             Prefix::V6(a, l) => self.v6.push((a, l)),
         }
+    }
+
+    /// Where the prefixes collected so far end (to take back a refused line's).
+    pub(super) fn mark(&self) -> (usize, usize) {
+        (self.v4.len(), self.v6.len())
+    }
+
+    /// Ends a line: if it listed a prefix wider than allowed, everything it listed is taken
+    /// back (a range is refused whole) and the offending prefix returned.
+    pub(super) fn end_line(&mut self, mark: (usize, usize)) -> Option<(Prefix, u8)> {
+        let wide = self.too_wide.take()?;
+        self.v4.truncate(mark.0);
+        self.v6.truncate(mark.1);
+        Some(wide)
     }
 }
 
@@ -58,7 +107,7 @@ pub(super) fn prefix(s: &str) -> Result<Prefix, String> {
         Some((a, l)) => (a, Some(l)),
         None => (s, None),
     };
-    let bad = || format!("not an address or prefix: {s:?}");
+    let bad = || format!("not an address or prefix: {}", quoted(s));
     if addr.contains(':') {
         let a: Ipv6Addr = addr.parse().map_err(|_| bad())?;
         let l = length(len, 128).ok_or_else(bad)?;

@@ -10,7 +10,10 @@
 
 use std::net::Ipv6Addr;
 
-use super::parse::{Collector, mask32, mask128, prefix};
+use super::{
+    file::quoted,
+    parse::{Collector, mask32, mask128, prefix},
+};
 use crate::datapath::{Prefix, PrefixSet};
 
 /// One line: the entry it lists (ranges and exclusions go to `found` directly).
@@ -61,7 +64,7 @@ fn octets(s: &str) -> Option<(u32, u8)> {
 }
 
 fn v4_entry(token: &str) -> Result<Vec<Prefix>, String> {
-    let bad = || format!("not an IPv4 entry: {token:?}");
+    let bad = || format!("not an IPv4 entry: {}", quoted(token));
     if let Some((start, end)) = token.split_once('-') {
         let (a, n) = octets(start).ok_or_else(bad)?;
         let b = match octets(end).ok_or_else(bad)? {
@@ -73,7 +76,7 @@ fn v4_entry(token: &str) -> Result<Vec<Prefix>, String> {
             (b, m) => b | !mask32(8 * m),
         };
         if b < a {
-            return Err(format!("range ends before it starts: {token:?}"));
+            return Err(format!("range ends before it starts: {}", quoted(token)));
         }
         return Ok(range(a, b));
     }
@@ -119,7 +122,7 @@ fn v6_entry(token: &str) -> Result<Prefix, String> {
     if addr.contains("::") || groups == 8 {
         return prefix(token);
     }
-    let bad = || format!("not an IPv6 entry: {token:?}");
+    let bad = || format!("not an IPv6 entry: {}", quoted(token));
     if groups > 8 {
         return Err(bad());
     }

@@ -76,7 +76,7 @@ pub const SUITES: &[Suite] = &[
     },
     Suite {
         name: "e2e",
-        runs: Runs::Tests(&["e2e"]),
+        runs: Runs::Tests(&["e2e", "import"]),
         parallel: false,
         release: false,
     },
