@@ -167,7 +167,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         None => None,
     };
     d.apply()?;
-    let mta_door = mta::start(&d.cfg, &d.maps, d.evidence.clone(), d.engine.clone())?;
+    let peers = d.fleet.new_peers(d.engine.clone());
+    let mta_door = mta::start(&d.cfg, &d.maps, d.evidence.clone(), peers)?;
     d.attach_all(&ifaces)?;
     // Feeds are read off the main loop and written as they arrive (within two seconds for a
     // million lines); the config and manual entries are enforced from the first SYN.

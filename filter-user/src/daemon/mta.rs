@@ -24,8 +24,8 @@ use crate::{
         Listen,
         server::{PolicyListener, Service},
     },
+    fleet::NewPeers,
     query::{EvidenceCache, Oracle},
-    reputation::Engine,
     socket_file::{self, SocketFile},
 };
 
@@ -79,7 +79,7 @@ pub fn start(
     cfg: &Config,
     maps: &DatapathMaps,
     evidence: Arc<EvidenceCache>,
-    engine: Engine,
+    peers: NewPeers,
 ) -> Result<Option<MtaDoor>> {
     let mut files = Vec::new();
     let mut query = None;
@@ -121,7 +121,7 @@ pub fn start(
     if query.is_none() && policy.is_none() {
         return Ok(None);
     }
-    let oracle = Arc::new(Oracle::new(maps.reader()?, evidence, engine));
+    let oracle = Arc::new(Oracle::new(maps.reader()?, evidence, peers));
     let limit_action = cfg.policy_service.limit_action.clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let rt = tokio::runtime::Builder::new_current_thread()
