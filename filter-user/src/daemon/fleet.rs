@@ -118,6 +118,12 @@ impl FleetBridge {
         self.fleet.status_watch()
     }
 
+    /// Where the MTA's questions send a peer this host knows nothing of: the same claim as
+    /// its SYN.
+    pub fn new_peers(&self, engine: crate::reputation::Engine) -> fleet::NewPeers {
+        self.fleet.new_peers(engine)
+    }
+
     /// Shared entries refused so far.
     pub fn refused(&self) -> u64 {
         self.refused

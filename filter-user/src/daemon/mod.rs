@@ -218,7 +218,8 @@ impl Daemon {
     ) -> Result<Option<MtaDoor>> {
         self.apply()?;
         let evidence = self.verdicts.evidence().clone();
-        let mta_door = mta::start(&self.cfg, &self.maps, evidence, self.engine.clone())?;
+        let peers = self.fleet.new_peers(self.engine.clone());
+        let mta_door = mta::start(&self.cfg, &self.maps, evidence, peers)?;
         self.program.attach_all(ifaces, &self.cfg)?;
         // Feeds are read off the main loop and written as they arrive; the config and manual
         // entries are enforced from the first SYN.

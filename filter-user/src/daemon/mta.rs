@@ -21,12 +21,12 @@ use crate::{
         mta::{MTA_GROUPS, POSTFIX_GROUPS},
     },
     datapath::DatapathMaps,
+    fleet::NewPeers,
     policy_service::{
         Listen,
         server::{PolicyListener, Service},
     },
     query::{EvidenceCache, Oracle},
-    reputation::Engine,
     socket_file::{self, SocketFile},
 };
 
@@ -80,7 +80,7 @@ pub fn start(
     cfg: &Config,
     maps: &DatapathMaps,
     evidence: Arc<EvidenceCache>,
-    engine: Engine,
+    peers: NewPeers,
 ) -> Result<Option<MtaDoor>> {
     let mut files = Vec::new();
     let query = bind_query(cfg, &mut files)?;
@@ -88,7 +88,7 @@ pub fn start(
     if query.is_none() && policy.is_none() {
         return Ok(None);
     }
-    let oracle = Arc::new(Oracle::new(maps.reader()?, evidence, engine));
+    let oracle = Arc::new(Oracle::new(maps.reader()?, evidence, peers));
     let limit_action = cfg.policy_service.limit_action.clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let rt = tokio::runtime::Builder::new_current_thread()

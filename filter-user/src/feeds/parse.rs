@@ -111,12 +111,21 @@ pub(super) fn prefix(s: &str) -> Result<Prefix, String> {
     if addr.contains(':') {
         let a: Ipv6Addr = addr.parse().map_err(|_| bad())?;
         let l = length(len, 128).ok_or_else(bad)?;
-        Ok(Prefix::V6(a.to_bits() & mask128(l), l))
+        v6(a.to_bits(), l)
     } else {
         let a = v4(addr).ok_or_else(bad)?;
         let l = length(len, 32).ok_or_else(bad)?;
         Ok(Prefix::V4(a & mask32(l), l))
     }
+}
+
+/// An IPv6 prefix, host bits cleared; an IPv4-mapped one (`::ffff:192.0.2.0/120`) is the
+/// IPv4 prefix it means, as everywhere in mxscreen ([`crate::net::unmap`]).
+pub(super) fn v6(addr: u128, len: u8) -> Result<Prefix, String> {
+    Ok(match crate::net::unmap_bits(addr, len)? {
+        Some((a, l)) => Prefix::V4(a & mask32(l), l),
+        None => Prefix::V6(addr & mask128(len), len),
+    })
 }
 
 fn length(len: Option<&str>, max: u8) -> Option<u8> {
@@ -165,6 +174,18 @@ mod tests {
         assert!(cidr_line("192.0.2.300").is_err());
         assert!(cidr_line("192.0.2.0/33").is_err());
         assert!(cidr_line("example.org").is_err());
+        // IPv4-mapped lines are their IPv4 prefix; a mapped one shorter than /96 is no
+        // IPv4 prefix and is refused.
+        assert_eq!(
+            cidr_line("::ffff:192.0.2.25").unwrap(),
+            Some(p("192.0.2.25/32"))
+        );
+        assert_eq!(
+            cidr_line("::ffff:198.51.100.9/120 # mapped").unwrap(),
+            Some(p("198.51.100.0/24"))
+        );
+        let e = cidr_line("::ffff:192.0.2.0/88").unwrap_err();
+        assert!(e.contains("shorter than /96"), "{e}");
     }
 
     #[test]

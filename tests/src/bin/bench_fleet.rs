@@ -108,10 +108,10 @@ fn main() {
         let stats: serde_json::Value =
             serde_json::from_str(&d.cli_ok(&["stats", "--json"])).unwrap();
         let held: u64 = stats["verdicts_by_action"]
-            .as_array()
+            .as_object()
             .unwrap()
-            .iter()
-            .map(|p| p[1].as_u64().unwrap())
+            .values()
+            .map(|n| n.as_u64().unwrap())
             .sum();
         (took, held)
     };
