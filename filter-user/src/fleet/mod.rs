@@ -279,10 +279,16 @@ impl NewPeers {
             NewPeer::Evaluated(self.engine.submit(ip))
         }
     }
+}
 
-    /// The engine, for evaluating again a peer the maps hold a verdict for.
-    pub fn engine(&self) -> &Engine {
-        &self.engine
+impl crate::query::oracle::Evaluations for NewPeers {
+    fn unknown_peer(&self, ip: IpAddr) {
+        let outcome = self.submit(ip);
+        tracing::debug!(%ip, ?outcome, "MTA asked about an unknown peer");
+    }
+
+    fn evaluate_again(&self, ip: IpAddr) {
+        self.engine.submit(ip);
     }
 }
 
