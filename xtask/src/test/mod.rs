@@ -75,13 +75,25 @@ fn run_steps(suites: &[&'static Suite], allow_skips: bool, timings: &mut Timings
     report.finish()
 }
 
+/// A copy of this very xtask binary for the package suite. `cargo test` relinks
+/// `target/debug/xtask` during the run (its integration tests need the binary), which leaves
+/// this process's file deleted; `/proc/self/exe` still reads it.
+fn this_xtask() -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("mxscreen-xtask-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let copy = dir.join("xtask");
+    std::fs::copy("/proc/self/exe", &copy)
+        .context("copying this xtask binary for the package suite")?;
+    Ok(copy)
+}
+
 /// Runs one suite to its end; its tally (a harness that fails to start is an error).
 fn run_suite(suite: &Suite, built: &Built, deb: Option<&PathBuf>) -> Result<Tally> {
     let mut env: Vec<(&str, OsString)> = Vec::new();
     if let Some(deb) = deb {
         env.push(("MXSCREEN_DEB", deb.into()));
         // The package suite runs this very binary's install step in a Debian root.
-        env.push(("MXSCREEN_XTASK", std::env::current_exe()?.into()));
+        env.push(("MXSCREEN_XTASK", this_xtask()?.into()));
     }
     let mut t = Tally::default();
     for h in suite.harnesses(&built.harnesses) {
