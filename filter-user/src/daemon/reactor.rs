@@ -184,9 +184,7 @@ impl Daemon {
         let mut drops = Vec::new();
         self.maps.for_each_verdict_chunk_uncounted(|chunk| {
             drops.extend(chunk.into_iter().filter(|(ip, v)| {
-                ip.is_ipv6()
-                    && v.action() == Action::Drop
-                    && (v.expires_ns == 0 || v.expires_ns > now)
+                ip.is_ipv6() && v.action() == Action::Drop && filter_common::live(v.expires_ns, now)
             }));
             true
         })?;

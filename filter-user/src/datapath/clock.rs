@@ -1,13 +1,13 @@
 //! The datapath stamps and compares times on CLOCK_MONOTONIC_COARSE, and every expiry
 //! written into a map is on that clock.
 //!
-//! Why coarse: reading the precise clock cost ~35 ns per screened SYN on this machine kind, a
-//! third of the whole verdict path (BENCHMARKS.md), while expiries, the dedup and hold windows
+//! Why coarse: reading the precise clock cost a large share of the whole verdict path
+//! (BENCHMARKS.md has the figures), while expiries, the dedup and hold windows
 //! and the limit's pacing (one SYN per several seconds) need nothing finer than a tick
 //! (1–10 ms). Why not the boot clock: it differs only by time spent suspended, and an MX does
 //! not suspend.
 //!
-//! Why calibrated: even the coarse clock costs a helper call (~13 ns per SYN), while jiffies
+//! Why calibrated: even the coarse clock costs a helper call per SYN, while jiffies
 //! are one inlined load. Jiffies and the coarse clock advance together at each tick, so
 //! [`Sampler`] reads both at once inside the kernel (the `mxscreen_clock` program) and every
 //! config write carries the pair; the datapath converts jiffies to coarse nanoseconds. The
@@ -22,6 +22,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use filter_common::NEVER;
 use nix::time::{ClockId, clock_gettime};
 
 /// Now on the datapath's clock (CLOCK_MONOTONIC_COARSE), in nanoseconds.
@@ -31,16 +32,16 @@ pub fn now_ns() -> u64 {
     ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
 
-/// An expiry `ttl` from now (saturating; never 0, which means "never expires").
+/// An expiry `ttl` from now (saturating; never [`NEVER`]).
 pub fn expiry_after(ttl: Duration) -> u64 {
     now_ns()
         .saturating_add(ttl.as_nanos().min(u64::MAX as u128) as u64)
-        .max(1)
+        .max(NEVER + 1)
 }
 
-/// Time left until an expiry; `None` for "never" (0); zero once passed.
+/// Time left until an expiry; `None` for [`NEVER`]; zero once passed.
 pub fn remaining(expires_ns: u64) -> Option<Duration> {
-    (expires_ns != 0).then(|| Duration::from_nanos(expires_ns.saturating_sub(now_ns())))
+    (expires_ns != NEVER).then(|| Duration::from_nanos(expires_ns.saturating_sub(now_ns())))
 }
 
 /// How far ahead of the sampled coarse clock the datapath's estimate is set: the coarse

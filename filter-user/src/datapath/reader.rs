@@ -60,7 +60,7 @@ impl DatapathMaps {
             lists6: dup(lists6)?,
             index: dup(index)?,
             hits: dup(self.hits.map_data())?,
-            cache: Slots::new(dup(self.cache.slots.map())?),
+            cache: self.cache.slots.try_clone()?,
         })
     }
 
