@@ -41,7 +41,7 @@ pub struct DatapathConfig {
     pub list_gen: u32,
     pub _pad: u32,
     /// Clock calibration. The datapath reads jiffies (an inlined load) instead of calling
-    /// the coarse-clock helper (a call per SYN) and converts:
+    /// the coarse-clock helper (a call per SYN; BENCHMARKS.md has the cost) and converts:
     /// `now = clock_ns + (jiffies - clock_jiffies) * tick_ns`. Userspace samples both clocks
     /// together on every config write. `tick_ns` 0: not calibrated: nothing is cached, and
     /// the coarse clock is read for everything.

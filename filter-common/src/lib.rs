@@ -14,25 +14,28 @@
 //! - [`counters`]: the outcome [`Counter`]s;
 //! - [`event`]: the [`NewPeerEvent`] of the ring buffer;
 //! - [`cache`]: the direct-mapped decision cache in front of the per-source entries
-//!   ([`CacheSlot`], [`CacheCtl`]).
+//!   ([`CacheSlot`], [`CacheCtl`]);
+//! - [`expiry`]: what an expiry means, [`NEVER`] included ([`live`], [`earliest`]).
 #![no_std]
 
 pub mod cache;
 pub mod config;
 pub mod counters;
 pub mod event;
+pub mod expiry;
 pub mod lists;
 pub mod names;
 pub mod peer;
 
 pub use self::{
     cache::{
-        CacheCtl, CacheSlot, cache_index, cache_key_as_v4, cache_key_as_v6, cache_key_v4,
-        cache_key_v6, cacheable_v6,
+        CacheCtl, CacheSlot, SealKey, SlotState, cache_index, cache_key_as_v4, cache_key_as_v6,
+        cache_key_v4, cache_key_v6, cache_meta, cacheable_v6, has_bucket, is_verdict, seal,
     },
     config::{DatapathConfig, FLAG_HOLD, FLAG_OBSERVE, PORT_WORDS},
     counters::Counter,
     event::NewPeerEvent,
+    expiry::{NEVER, earliest, live},
     lists::{Lengths, ListEntry, ListIndex, ListKey, ListValue, Table, V4_LENGTHS, V6_LENGTHS},
     names::{Action, Reason},
     peer::{Decision, PEER_VERDICT, Peer, PeerVerdict, Seen, seconds_up},

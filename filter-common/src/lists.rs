@@ -74,8 +74,9 @@ impl<A> ListKey<A> {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ListValue {
-    /// CLOCK_MONOTONIC_COARSE ns after which the entry is ignored; 0 = never. The datapath
-    /// honours it itself, so a timed block ends on time even if the daemon is busy.
+    /// CLOCK_MONOTONIC_COARSE ns after which the entry is ignored; [`crate::NEVER`]: never.
+    /// The datapath honours it itself, so a timed block ends on time even if the daemon is
+    /// busy.
     pub expires_ns: u64,
     /// Index of the entry's hit counter in the per-CPU `HITS` array (a feed's entries share
     /// one; 0 is the uncounted overflow slot).
@@ -147,14 +148,15 @@ pub struct ListEntry {
     /// A [`Reason`] as u8.
     pub reason: u8,
     pub _pad: [u8; 7],
-    /// CLOCK_MONOTONIC_COARSE nanoseconds after which the entry is ignored; 0 = never.
+    /// CLOCK_MONOTONIC_COARSE nanoseconds after which the entry is ignored;
+    /// [`crate::NEVER`]: never.
     pub expires_ns: u64,
     /// SYNs this entry decided (for a feed's entry: the whole feed's).
     pub hits: u64,
 }
 
 impl ListEntry {
-    /// A fresh entry (no hits yet) expiring at `expires_ns` (0 = never).
+    /// A fresh entry (no hits yet) expiring at `expires_ns` ([`crate::NEVER`]: never).
     pub const fn new(reason: Reason, expires_ns: u64) -> Self {
         Self {
             reason: reason as u8,

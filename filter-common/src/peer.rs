@@ -16,7 +16,8 @@ pub struct PeerVerdict {
     /// A [`Reason`] as u8.
     pub reason: u8,
     pub _pad: [u8; 6],
-    /// CLOCK_MONOTONIC_COARSE nanoseconds after which the verdict no longer counts; 0 = never.
+    /// CLOCK_MONOTONIC_COARSE nanoseconds after which the verdict no longer counts;
+    /// [`crate::NEVER`]: never.
     pub expires_ns: u64,
     /// SYNs this verdict decided (bumped by the datapath, read by `list`).
     pub hits: u64,
@@ -29,7 +30,7 @@ pub struct PeerVerdict {
 }
 
 impl PeerVerdict {
-    /// A fresh verdict (no hits yet) expiring at `expires_ns` (0 = never).
+    /// A fresh verdict (no hits yet) expiring at `expires_ns` ([`crate::NEVER`]: never).
     pub const fn new(action: Action, reason: Reason, expires_ns: u64) -> Self {
         Self {
             action: action as u8,
@@ -145,7 +146,7 @@ pub struct Peer {
     pub until_jiffies: u64,
     /// SYNs the verdict decided.
     pub hits: u64,
-    /// The verdict's expiry; 0 = never.
+    /// The verdict's expiry; [`crate::NEVER`]: never.
     pub expires_ns: u64,
     /// First subject SYN of an unknown source (0: not seen as unknown).
     pub first_seen_ns: u64,

@@ -1,8 +1,8 @@
 //! The datapath's clock: CLOCK_MONOTONIC_COARSE nanoseconds, the clock every expiry in the
 //! maps is written in.
 //!
-//! Calling `bpf_ktime_get_coarse_ns` costs ~13 ns per SYN (a helper call and a seqcount
-//! read: BENCHMARKS.md), a third of a cached decision. `bpf_jiffies64` is inlined by the
+//! Calling `bpf_ktime_get_coarse_ns` costs a helper call and a seqcount read per SYN, a large
+//! share of a cached decision (BENCHMARKS.md has the figures). `bpf_jiffies64` is inlined by the
 //! verifier into one load, and jiffies tick with the coarse clock, so userspace samples both
 //! together ([`mxscreen_clock`], run by BPF_PROG_TEST_RUN on every config write), and the
 //! cached path compares [`jiffies`] with deadlines converted to jiffies (a cached decision's

@@ -4,8 +4,16 @@
 //! the maps deny, limit or hold is ever dropped.
 #![no_std]
 #![no_main]
+#![feature(core_intrinsics)]
+#![expect(
+    internal_features,
+    reason = "the atomic intrinsics: core's atomics have no read-modify-write on the bpf target"
+)]
 
+mod atomic;
+mod cache;
 mod clock;
+mod decision;
 mod family;
 mod maps;
 mod parse;
@@ -18,7 +26,10 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 
-use crate::screen::{Fate, Ingress, screen};
+use crate::{
+    screen::{Fate, screen},
+    slow::Ingress,
+};
 
 /// tc "continue": TC_ACT_UNSPEC for clsact, TCX_NEXT for tcx. Unlike TC_ACT_OK it lets any
 /// later tc program see the packet too, and passes it if there is none.

@@ -10,16 +10,22 @@
 
 use aya_ebpf::{bindings::BPF_NOEXIST, cty::c_void, helpers::bpf_loop};
 use filter_common::{
-    Action, Counter, DatapathConfig, Decision, FLAG_HOLD, ListIndex, ListKey, ListValue,
-    NewPeerEvent, PEER_VERDICT, Peer, Reason, Table, seconds_up,
+    Action, Counter, DatapathConfig, Decision, FLAG_HOLD, ListIndex, ListKey, ListValue, NEVER,
+    NewPeerEvent, PEER_VERDICT, Peer, Reason, Table, earliest, live, seconds_up,
 };
 
 use crate::{
     clock,
+    decision::{act, bump},
     family::Family,
     maps::{self, count},
-    screen::{Ingress, act, bump, live},
 };
+
+/// Where a frame came in, read only when a new-peer event needs it (reading an XDP frame's
+/// ifindex chases three pointers).
+pub trait Ingress: Copy {
+    fn ifindex(self) -> u32;
+}
 
 /// Decides for a source without a usable cached decision (`peer`: its entry, or null), and
 /// caches the decision. Not inlined: a separate function keeps the cached path's registers
@@ -54,7 +60,7 @@ pub fn decide<F: Family, I: Ingress>(
         Some(index) => walk::<F>(index, addr, now),
         None => (None, None),
     };
-    let outcome = if let Some((table, v)) = listed {
+    let (outcome, lasts) = if let Some((table, v)) = listed {
         p.decision = match table {
             Table::Allow => Decision::Allow,
             Table::Deny if v.reason == Reason::Feed as u8 => Decision::DenyFeed,
@@ -70,16 +76,20 @@ pub fn decide<F: Family, I: Ingress>(
     } else {
         unknown::<F>(p, addr, &origin, cfg, now)
     };
-    // The decision's deadline in jiffies (what the cached path compares).
-    p.until_jiffies = match p.until_jiffies {
-        UNTIL_NEVER => u64::MAX,
-        UNTIL_NOW => 0,
-        ns => cfg.jiffies_at(ns).unwrap_or(0),
+    // The decision's deadline in jiffies (what the cached path compares), worked out here
+    // and published in one store: a reader on another CPU never meets a half-made one.
+    let until_jiffies = match lasts {
+        Until::Never => u64::MAX,
+        Until::Now => 0,
+        Until::At(ns) => cfg.jiffies_at(ns).unwrap_or(0),
     };
     // Published last, so a concurrent reader never pairs this generation with the decision
     // that was there before.
     // SAFETY: `p` points into a live map value or at our own stack copy.
-    unsafe { core::ptr::write_volatile(&mut p.list_gen, list_gen) };
+    unsafe {
+        core::ptr::write_volatile(&mut p.until_jiffies, until_jiffies);
+        core::ptr::write_volatile(&mut p.list_gen, list_gen);
+    }
     if peer.is_null() {
         // Another CPU may have created it meanwhile, or userspace (a verdict): theirs stays.
         let _ = F::peers().insert(addr, fresh, BPF_NOEXIST as u64);
@@ -182,29 +192,32 @@ extern "C" fn probe_one<F: Family>(i: u64, ctx: *mut c_void) -> i64 {
     0
 }
 
-/// While a decision is made, `until_jiffies` holds its deadline in coarse nanoseconds, or
-/// one of these; `decide` converts it before publishing.
-const UNTIL_NEVER: u64 = 0;
-const UNTIL_NOW: u64 = 1;
+/// How long a decision the slow path makes holds (before it is converted to jiffies).
+#[derive(Clone, Copy)]
+enum Until {
+    Never,
+    /// Not at all: the next SYN decides again.
+    Now,
+    /// Until this CLOCK_MONOTONIC_COARSE time (ns).
+    At(u64),
+}
 
-/// A deadline in ns (0 = never) as the slow path writes it.
+/// Until an expiry ([`NEVER`] included).
 #[inline(always)]
-fn until(ns: u64) -> u64 {
-    if ns == 0 { UNTIL_NEVER } else { ns.max(2) }
+fn until(expires_ns: u64) -> Until {
+    if expires_ns == NEVER {
+        Until::Never
+    } else {
+        Until::At(expires_ns)
+    }
 }
 
 /// Caches a list entry's decision (set by the caller) until the entry expires, and applies it.
 #[inline(always)]
-fn cache_entry(p: &mut Peer, v: &ListValue, cfg: &DatapathConfig, now: u64) -> Counter {
+fn cache_entry(p: &mut Peer, v: &ListValue, cfg: &DatapathConfig, now: u64) -> (Counter, Until) {
     p.slot = v.slot;
-    p.until_jiffies = until(v.expires_ns);
-    act(p, cfg, || now).map_or(Counter::PassedNotSubject, |(c, _)| c)
-}
-
-/// The earlier of two times where 0 means "never".
-#[inline(always)]
-fn earliest(a: u64, b: u64) -> u64 {
-    if a == 0 || (b != 0 && b < a) { b } else { a }
+    let outcome = act(p, cfg, || now).map_or(Counter::PassedNotSubject, |(c, _)| c);
+    (outcome, until(v.expires_ns))
 }
 
 /// The source's own verdict. A reputation `drop` lets the first SYN after the verdict, then
@@ -212,9 +225,8 @@ fn earliest(a: u64, b: u64) -> u64 {
 /// holds until the next one is due. Two CPUs may both let a SYN through at the window's turn;
 /// one extra explained connection is harmless.
 #[inline(always)]
-fn verdict(p: &mut Peer, cfg: &DatapathConfig, now: u64) -> Counter {
+fn verdict(p: &mut Peer, cfg: &DatapathConfig, now: u64) -> (Counter, Until) {
     p.slot = 0;
-    p.until_jiffies = until(p.expires_ns);
     p.decision = match Action::from_u8(p.action) {
         Some(Action::Drop) => Decision::VerdictDrop,
         Some(Action::Limit) => Decision::VerdictLimit,
@@ -222,21 +234,23 @@ fn verdict(p: &mut Peer, cfg: &DatapathConfig, now: u64) -> Counter {
         _ => Decision::VerdictPass,
     } as u8;
     let explained = p.action == Action::Drop as u8 && p.reason == Reason::Reputation as u8;
+    let mut lasts = until(p.expires_ns);
     if explained && cfg.explain_window_ns != 0 {
         let due = now >= p.explain_at_s as u64 * 1_000_000_000;
         if due {
             p.explain_at_s = seconds_up(now + cfg.explain_window_ns);
         }
-        p.until_jiffies = until(earliest(
+        lasts = until(earliest(
             p.expires_ns,
             p.explain_at_s as u64 * 1_000_000_000,
         ));
         if due {
             bump(&mut p.hits);
-            return Counter::Explained;
+            return (Counter::Explained, lasts);
         }
     }
-    act(p, cfg, || now).map_or(Counter::PassedVerdict, |(c, _)| c)
+    let outcome = act(p, cfg, || now).map_or(Counter::PassedVerdict, |(c, _)| c);
+    (outcome, lasts)
 }
 
 /// No decision for the source: report it to userspace (once per dedup window) and pass, or
@@ -248,7 +262,7 @@ fn unknown<F: Family>(
     origin: &Origin,
     cfg: &DatapathConfig,
     now: u64,
-) -> Counter {
+) -> (Counter, Until) {
     p.slot = 0;
     if p.first_seen_ns == 0 {
         p.first_seen_ns = now;
@@ -263,9 +277,9 @@ fn unknown<F: Family>(
     let hold_end = p.first_seen_ns.saturating_add(cfg.hold_window_ns);
     let held = cfg.flags & FLAG_HOLD != 0 && reported && now < hold_end;
     let dedup_end = p.last_event_ns.saturating_add(cfg.dedup_window_ns);
-    p.until_jiffies = match (reported, held) {
+    let lasts = match (reported, held) {
         // Not told: try again on the next SYN.
-        (false, _) => UNTIL_NOW,
+        (false, _) => Until::Now,
         (true, true) => until(earliest(dedup_end, hold_end)),
         (true, false) => until(dedup_end),
     };
@@ -274,11 +288,14 @@ fn unknown<F: Family>(
     } else {
         Decision::Unknown
     } as u8;
-    if held {
-        Counter::Held
-    } else {
-        Counter::Unknown
-    }
+    (
+        if held {
+            Counter::Held
+        } else {
+            Counter::Unknown
+        },
+        lasts,
+    )
 }
 
 /// What the new-peer event will say about this SYN.

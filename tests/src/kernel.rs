@@ -4,7 +4,7 @@ use std::{io, net::IpAddr};
 
 use aya::{
     Ebpf,
-    maps::{Array, Map, MapData},
+    maps::{Array, Map, MapData, PerCpuArray},
     programs::{ProgramError, SchedClassifier, TestRun, TestRunOptions, Xdp},
 };
 use filter_common::{CacheCtl, CacheSlot, Counter, DatapathConfig, map_names, program_names};
@@ -76,29 +76,21 @@ impl TestDatapath {
         frame: &[u8],
         repeat: u32,
     ) -> Result<(Outcome, std::time::Duration), ProgramError> {
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            repeat,
-            ..Default::default()
-        };
-        let result = match entry {
-            Entry::Xdp => self.xdp().test_run(opts)?,
-            Entry::Tc => {
-                let p: &SchedClassifier = self
-                    .ebpf
+        self.runner(entry).try_run(frame, repeat)
+    }
+
+    /// The entry point alone, to run frames from several threads at once.
+    pub fn runner(&self, entry: Entry) -> Runner<'_> {
+        match entry {
+            Entry::Xdp => Runner::Xdp(self.xdp()),
+            Entry::Tc => Runner::Tc(
+                self.ebpf
                     .program(program_names::TC)
                     .unwrap()
                     .try_into()
-                    .unwrap();
-                p.test_run(opts)?
-            }
-        };
-        let outcome = match (entry, result.return_value) {
-            (Entry::Xdp, XDP_PASS) | (Entry::Tc, TC_NEXT) => Outcome::Pass,
-            (Entry::Xdp, XDP_DROP) | (Entry::Tc, TC_ACT_SHOT) => Outcome::Drop,
-            (e, rc) => panic!("{e:?} program returned unexpected code {rc}"),
-        };
-        Ok((outcome, result.duration))
+                    .unwrap(),
+            ),
+        }
     }
 
     fn xdp(&self) -> &Xdp {
@@ -140,6 +132,26 @@ impl TestDatapath {
         self.maps.counters().expect("counters")
     }
 
+    /// The counters of one CPU alone (indexed by [`Counter`]): what the SYNs run there did.
+    pub fn counters_on(&self, cpu: u32) -> [u64; Counter::COUNT as usize] {
+        let map: PerCpuArray<MapData, u64> =
+            PerCpuArray::try_from(Map::PerCpuArray(self.kernel_map(map_names::COUNTERS))).unwrap();
+        let mut out = [0; Counter::COUNT as usize];
+        for (i, c) in out.iter_mut().enumerate() {
+            *c = map.get(&(i as u32), 0).unwrap()[cpu as usize];
+        }
+        out
+    }
+
+    /// How many instructions the verifier walked to load each entry point (the load's cost,
+    /// and how close a program is to the verifier's limit of a million).
+    pub fn verified_instructions(&self) -> [(&'static str, u32); 2] {
+        [program_names::XDP, program_names::TC].map(|name| {
+            let info = self.ebpf.program(name).unwrap().info().unwrap();
+            (name, info.verified_instruction_count().unwrap_or(0))
+        })
+    }
+
     /// A handle of the test's own on one of the program's maps, found by name through the
     /// kernel (the owner, [`DatapathMaps`], keeps its handles private).
     fn kernel_map(&self, name: &str) -> MapData {
@@ -167,6 +179,39 @@ impl TestDatapath {
     /// Every new-peer event waiting in the ring, read as the daemon reads them.
     pub fn drain_events(&mut self) -> Vec<NewPeer> {
         self.events.drain()
+    }
+}
+
+/// One entry point of a [`TestDatapath`], shareable between threads.
+#[derive(Clone, Copy)]
+pub enum Runner<'a> {
+    Xdp(&'a Xdp),
+    Tc(&'a SchedClassifier),
+}
+
+impl Runner<'_> {
+    /// Runs one frame `repeat` times (on the calling thread's CPU); the outcome of the last
+    /// run. `Err` only when the kernel refuses the input (never the program).
+    pub fn try_run(
+        self,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<(Outcome, std::time::Duration), ProgramError> {
+        let opts = TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..Default::default()
+        };
+        let (entry, result) = match self {
+            Self::Xdp(p) => (Entry::Xdp, p.test_run(opts)?),
+            Self::Tc(p) => (Entry::Tc, p.test_run(opts)?),
+        };
+        let outcome = match (entry, result.return_value) {
+            (Entry::Xdp, XDP_PASS) | (Entry::Tc, TC_NEXT) => Outcome::Pass,
+            (Entry::Xdp, XDP_DROP) | (Entry::Tc, TC_ACT_SHOT) => Outcome::Drop,
+            (e, rc) => panic!("{e:?} program returned unexpected code {rc}"),
+        };
+        Ok((outcome, result.duration))
     }
 }
 

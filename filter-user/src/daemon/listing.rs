@@ -37,7 +37,7 @@ const fn shown_as(table: Table) -> (ListName, Action) {
 }
 
 fn live(expires_ns: u64) -> bool {
-    expires_ns == 0 || expires_ns > clock::now_ns()
+    filter_common::live(expires_ns, clock::now_ns())
 }
 
 impl Daemon {

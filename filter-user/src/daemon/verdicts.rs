@@ -89,9 +89,7 @@ impl VerdictWriter {
         let mut drops = Vec::new();
         maps.for_each_verdict_chunk_without_pending_hits(|chunk| {
             drops.extend(chunk.into_iter().filter(|(ip, v)| {
-                ip.is_ipv6()
-                    && v.action() == Action::Drop
-                    && (v.expires_ns == 0 || v.expires_ns > now)
+                ip.is_ipv6() && v.action() == Action::Drop && filter_common::live(v.expires_ns, now)
             }));
             true
         })?;

@@ -1,19 +1,30 @@
 //! Userspace's side of the datapath's decision cache (`CACHE`, `CACHE_CTL`; see
-//! `filter_common::cache`): it turns the cache on at start, ends every slot (a new
-//! generation) after each write that could change a cached decision, empties a source's slot
-//! when its verdict is rewritten, and adds the hits a slot holds to the verdict a reader sees.
+//! docs/decision-cache.md): it turns the cache on at load under a fresh seal key, ends every
+//! slot (a new generation) after each write that could change a cached decision, empties a
+//! source's slot when its verdict is rewritten, and adds the hits a slot holds to the verdict
+//! a reader sees.
+//!
+//! The slots are read and written through a shared mapping of the array (the map is created
+//! mmapable): emptying a slot takes the slot's lock exactly as the datapath does, with the
+//! same compare-and-swap on its state word, so it can never tear a fill in progress.
 
 use std::{
     collections::HashMap,
+    io,
+    mem::offset_of,
     net::IpAddr,
-    os::fd::{AsFd as _, BorrowedFd},
+    os::fd::{AsFd as _, AsRawFd as _},
+    ptr::NonNull,
+    sync::atomic::{AtomicU64, Ordering, fence},
+    time::{Duration, Instant},
 };
 
-use anyhow::{Context as _, Result};
-use aya::maps::{Array, IterableMap as _, MapData};
-use filter_common::{CacheCtl, CacheSlot, cache_index, cache_key_v4, cache_key_v6, cacheable_v6};
-
-use super::batch;
+use anyhow::{Context as _, Result, bail};
+use aya::maps::{Array, IterableMap as _, Map, MapData};
+use filter_common::{
+    CacheCtl, CacheSlot, SealKey, SlotState, cache_index, cache_key_v4, cache_key_v6, cacheable_v6,
+    has_bucket,
+};
 
 /// The cache key of a source; `None` for an IPv4-mapped IPv6 source, which the datapath
 /// keeps out of the cache (it would share its IPv4 twin's key).
@@ -24,64 +35,199 @@ pub(super) fn key(ip: IpAddr) -> Option<[u64; 2]> {
     }
 }
 
-/// The slot array, for reading (the owner and [`super::MapsReader`] alike).
+/// How long emptying a slot waits for the datapath's lock on it (held for a few instructions;
+/// longer only if the holder's program was preempted).
+const LOCK_WAIT: Duration = Duration::from_secs(1);
+
+/// The slot array mapped into this process, shared with the kernel.
+struct Mapping {
+    words: NonNull<AtomicU64>,
+    bytes: usize,
+    slots: u32,
+}
+
+// SAFETY: the mapping is plain shared memory, only ever accessed through atomics.
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+/// Index of a slot field among the slot's 64-bit words.
+const fn word(offset: usize) -> usize {
+    offset / size_of::<u64>()
+}
+const KEY: usize = word(offset_of!(CacheSlot, key));
+const META: usize = word(offset_of!(CacheSlot, meta));
+const UNTIL: usize = word(offset_of!(CacheSlot, until_jiffies));
+const SEAL: usize = word(offset_of!(CacheSlot, seal));
+const STATE: usize = word(offset_of!(CacheSlot, state));
+const TAT: usize = word(offset_of!(CacheSlot, tat_ns));
+const WORDS: usize = size_of::<CacheSlot>() / size_of::<u64>();
+
+impl Mapping {
+    fn new(map: &MapData, slots: u32) -> Result<Self> {
+        // SAFETY: sysconf has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+        let bytes = (slots as usize * size_of::<CacheSlot>()).next_multiple_of(page);
+        // SAFETY: a fresh shared mapping of the map's whole value area; nothing else is
+        // mapped at the address the kernel picks.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                bytes,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                map.fd().as_fd().as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error()).context("mapping the decision cache");
+        }
+        let words = NonNull::new(ptr.cast()).context("mmap returned null")?;
+        Ok(Self {
+            words,
+            bytes,
+            slots,
+        })
+    }
+
+    /// Word `w` of slot `i`.
+    fn word(&self, i: u32, w: usize) -> &AtomicU64 {
+        assert!(i < self.slots && w < WORDS);
+        // SAFETY: inside the mapping (checked above), 8-byte aligned (the mapping is page
+        // aligned and slots are 64 bytes), and only ever accessed atomically.
+        unsafe { &*self.words.as_ptr().add(i as usize * WORDS + w) }
+    }
+
+    /// Slot `i` as it is at one moment: its state word read before and after its fields and
+    /// unchanged (else `None`: the datapath was changing it).
+    fn read(&self, i: u32) -> Option<CacheSlot> {
+        let state = self.word(i, STATE).load(Ordering::Acquire);
+        let mut s = CacheSlot {
+            state,
+            ..CacheSlot::default()
+        };
+        s.key = [
+            self.word(i, KEY).load(Ordering::Relaxed),
+            self.word(i, KEY + 1).load(Ordering::Relaxed),
+        ];
+        s.meta = self.word(i, META).load(Ordering::Relaxed);
+        s.until_jiffies = self.word(i, UNTIL).load(Ordering::Relaxed);
+        s.seal = self.word(i, SEAL).load(Ordering::Relaxed);
+        fence(Ordering::Acquire);
+        (self.word(i, STATE).load(Ordering::Relaxed) == state).then_some(s)
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, unmapped once.
+        unsafe { libc::munmap(self.words.as_ptr().cast(), self.bytes) };
+    }
+}
+
+/// The slot array, for reading (the owner and [`super::MapsReader`] alike) and emptying.
 pub(super) struct Slots {
     slots: Array<MapData, CacheSlot>,
+    mapping: Mapping,
     shift: u32,
+    seal_key: SealKey,
 }
 
 impl Slots {
-    pub(super) fn new(slots: Array<MapData, CacheSlot>) -> Self {
-        let shift = CacheCtl::new(slots.len(), 0).shift;
-        Self { slots, shift }
+    fn new(slots: Array<MapData, CacheSlot>, seal_key: SealKey) -> Result<Self> {
+        let shift = CacheCtl::new(slots.len(), 0, seal_key).shift;
+        let mapping = Mapping::new(slots.map(), slots.len())?;
+        Ok(Self {
+            slots,
+            mapping,
+            shift,
+            seal_key,
+        })
     }
 
-    pub(super) fn map(&self) -> &MapData {
-        self.slots.map()
-    }
-
-    /// The slot `key` maps to: its index and what it holds.
-    fn slot_of(&self, key: [u64; 2]) -> Result<(u32, CacheSlot)> {
-        let i = cache_index(key, self.shift);
-        let s = self
+    /// A handle of its own on the same slots (a duplicated descriptor and mapping).
+    pub(super) fn try_clone(&self) -> Result<Self> {
+        let fd = self
             .slots
-            .get(&i, 0)
-            .context("reading the decision cache")?;
-        Ok((i, s))
+            .map()
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("duplicating the decision cache's descriptor")?;
+        let slots = Array::try_from(Map::Array(MapData::from_fd(fd)?))?;
+        Self::new(slots, self.seal_key)
     }
 
     /// Hits of `ip`'s verdict held in its slot, not yet in its entry.
     pub(super) fn pending_hits(&self, ip: IpAddr) -> Result<u64> {
         let Some(k) = key(ip) else { return Ok(0) };
-        Ok(self.slot_of(k)?.1.pending_hits_of(k))
+        let i = cache_index(k, self.shift);
+        Ok(self
+            .mapping
+            .read(i)
+            .map_or(0, |s| s.pending_hits_of(k, &self.seal_key)))
     }
 
     /// Every source with verdict hits pending in a slot (what a reader of all verdicts adds).
     pub(super) fn all_pending_hits(&self) -> Result<HashMap<[u64; 2], u64>> {
         let mut out = HashMap::new();
-        let mut keep = |chunk: Vec<(u32, CacheSlot)>| {
-            for (_, s) in chunk {
-                let n = s.pending_hits_of(s.key);
-                if n != 0 {
-                    out.insert(s.key, n);
-                }
-            }
-            true
-        };
-        let fd: BorrowedFd<'_> = self.slots.map().fd().as_fd();
-        match batch::lookup_chunks::<u32, CacheSlot>(fd, &mut keep) {
-            Ok(r) => r.context("reading the decision cache in batches")?,
-            Err(batch::Unsupported) => {
-                for i in 0..self.slots.len() {
-                    let s = self
-                        .slots
-                        .get(&i, 0)
-                        .context("reading the decision cache")?;
-                    keep(vec![(i, s)]);
-                }
+        for i in 0..self.mapping.slots {
+            let Some(s) = self.mapping.read(i) else {
+                continue;
+            };
+            let n = s.pending_hits_of(s.key, &self.seal_key);
+            if n != 0 {
+                out.insert(s.key, n);
             }
         }
         Ok(out)
+    }
+
+    /// Empties slot `i` if it holds the source `k`, losing its pending hits: under the slot's
+    /// lock, taken and released as the datapath does. Returns the source's token bucket (TAT)
+    /// if the slot kept it, else 0.
+    fn empty(&self, i: u32, k: [u64; 2]) -> Result<u64> {
+        let m = &self.mapping;
+        let named = |m: &Mapping| {
+            m.word(i, KEY).load(Ordering::Relaxed) == k[0]
+                && m.word(i, KEY + 1).load(Ordering::Relaxed) == k[1]
+        };
+        if !named(m) {
+            return Ok(0);
+        }
+        let state = m.word(i, STATE);
+        let deadline = Instant::now() + LOCK_WAIT;
+        let from = loop {
+            let w = SlotState(state.load(Ordering::Acquire));
+            if !w.locked()
+                && state
+                    .compare_exchange(w.0, w.lock().0, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            {
+                break w;
+            }
+            if Instant::now() > deadline {
+                bail!("slot {i} of the decision cache stays locked");
+            }
+            std::thread::yield_now();
+        };
+        if !named(m) {
+            // Another source's by now: left as it was.
+            state.store(from.0, Ordering::Release);
+            return Ok(0);
+        }
+        let meta = m.word(i, META).load(Ordering::Relaxed);
+        let tat = m.word(i, TAT).load(Ordering::Relaxed);
+        for w in [KEY, KEY + 1, META, UNTIL, SEAL] {
+            m.word(i, w).store(0, Ordering::Relaxed);
+        }
+        state.store(from.refilled(0).0, Ordering::Release);
+        Ok(if has_bucket((meta >> 32) as u8) {
+            tat
+        } else {
+            0
+        })
     }
 }
 
@@ -93,14 +239,16 @@ pub(super) struct Cache {
 }
 
 impl Cache {
-    /// Turns the cache on, under a generation no slot carries (the maps are fresh at load).
+    /// Turns the cache on, under a generation no slot carries and a seal key drawn now (the
+    /// maps are fresh at load).
     pub(super) fn new(
         slots: Array<MapData, CacheSlot>,
         ctl: Array<MapData, CacheCtl>,
     ) -> Result<Self> {
-        let current = CacheCtl::new(slots.len(), 1);
+        let seal_key = fresh_seal_key()?;
+        let current = CacheCtl::new(slots.len(), 1, seal_key);
         let mut cache = Self {
-            slots: Slots::new(slots),
+            slots: Slots::new(slots, seal_key)?,
             ctl,
             current,
         };
@@ -122,16 +270,22 @@ impl Cache {
     }
 
     /// Empties `ip`'s slot if it holds `ip`, losing its pending hits (the caller is about to
-    /// write the verdict, hits included, from what it read with them).
-    pub(super) fn evict(&mut self, ip: IpAddr) -> Result<()> {
-        let Some(k) = key(ip) else { return Ok(()) };
-        let (i, s) = self.slots.slot_of(k)?;
-        if s.key == k {
-            self.slots
-                .slots
-                .set(i, CacheSlot::default(), 0)
-                .context("writing the decision cache")?;
-        }
-        Ok(())
+    /// write the verdict, hits included, from what it read with them). Returns the token
+    /// bucket (TAT, ns) the slot kept for `ip`, which the caller carries into the entry, or 0.
+    pub(super) fn evict(&mut self, ip: IpAddr) -> Result<u64> {
+        let Some(k) = key(ip) else { return Ok(0) };
+        self.slots.empty(cache_index(k, self.slots.shift), k)
     }
+}
+
+/// 256 bits from the kernel's random source: what makes the seal unpredictable to senders.
+fn fresh_seal_key() -> Result<SealKey> {
+    let mut key: SealKey = [0; 8];
+    let bytes = size_of::<SealKey>();
+    // SAFETY: `key` is `bytes` writable bytes.
+    let n = unsafe { libc::getrandom(key.as_mut_ptr().cast(), bytes, 0) };
+    if usize::try_from(n).ok() != Some(bytes) {
+        return Err(io::Error::last_os_error()).context("drawing the decision cache's seal key");
+    }
+    Ok(key)
 }

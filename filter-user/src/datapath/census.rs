@@ -39,7 +39,7 @@ impl Census {
         let mut expired = Vec::new();
         maps.for_each_verdict_chunk_without_pending_hits(|chunk| {
             for (ip, v) in chunk {
-                if v.expires_ns != 0 && v.expires_ns <= now_ns {
+                if !filter_common::live(v.expires_ns, now_ns) {
                     expired.push(ip);
                 } else {
                     self.add(&v);

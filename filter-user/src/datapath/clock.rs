@@ -22,6 +22,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result, bail};
+use filter_common::NEVER;
 use nix::time::{ClockId, clock_gettime};
 
 /// Now on the datapath's clock (CLOCK_MONOTONIC_COARSE), in nanoseconds.
@@ -31,16 +32,16 @@ pub fn now_ns() -> u64 {
     ts.tv_sec() as u64 * 1_000_000_000 + ts.tv_nsec() as u64
 }
 
-/// An expiry `ttl` from now (saturating; never 0, which means "never expires").
+/// An expiry `ttl` from now (saturating; never [`NEVER`]).
 pub fn expiry_after(ttl: Duration) -> u64 {
     now_ns()
         .saturating_add(ttl.as_nanos().min(u64::MAX as u128) as u64)
-        .max(1)
+        .max(NEVER + 1)
 }
 
-/// Time left until an expiry; `None` for "never" (0); zero once passed.
+/// Time left until an expiry; `None` for [`NEVER`]; zero once passed.
 pub fn remaining(expires_ns: u64) -> Option<Duration> {
-    (expires_ns != 0).then(|| Duration::from_nanos(expires_ns.saturating_sub(now_ns())))
+    (expires_ns != NEVER).then(|| Duration::from_nanos(expires_ns.saturating_sub(now_ns())))
 }
 
 /// How far ahead of the sampled coarse clock the datapath's estimate is set: the coarse

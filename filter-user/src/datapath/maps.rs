@@ -15,16 +15,16 @@ use std::{ops::Deref, os::fd::AsFd as _};
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf,
-    maps::{Array, IterableMap as _, MapData, PerCpuArray},
+    maps::{MapData, PerCpuArray},
 };
-use filter_common::{CacheSlot, DatapathConfig, map_names as m, program_names};
+use filter_common::{DatapathConfig, map_names as m, program_names};
 
 use super::{
-    cache::{Cache, Slots},
+    cache::Cache,
     clock::Sampler,
     hits::Hits,
     lists::{ListMaps, Lists},
-    reader::{MapsReader, dup},
+    reader::MapsReader,
     typed::{PerFamily, take},
 };
 
@@ -80,7 +80,7 @@ impl DatapathMaps {
             .context("duplicating the clock sampler's fd")?;
         let hits: PerCpuArray<MapData, u64> = take(ebpf, m::HITS)?;
         let hit_slots = hits.len();
-        let slots: Array<MapData, CacheSlot> = take(ebpf, m::CACHE)?;
+        let cache = Cache::new(take(ebpf, m::CACHE)?, take(ebpf, m::CACHE_CTL)?)?;
         let mut maps = Self {
             maps: MapsReader {
                 config: take(ebpf, m::CONFIG)?,
@@ -96,11 +96,11 @@ impl DatapathMaps {
                 },
                 hits,
                 // The cache's owner handle (below) evicts; this one reads pending hits.
-                cache: Slots::new(dup(slots.map())?),
+                cache: cache.slots.try_clone()?,
             },
             lists: Lists::new(),
             hits: Hits::new(hit_slots),
-            cache: Cache::new(slots, take(ebpf, m::CACHE_CTL)?)?,
+            cache,
             sampler: Sampler::new(sampler),
             list_gen: 0,
         };

@@ -53,7 +53,12 @@ impl DatapathMaps {
     /// emptied first and every slot's generation ended after, so no copy of the old entry
     /// outlives the write.
     fn rewrite(&mut self, ip: IpAddr, edit: impl FnOnce(&mut Peer) -> bool) -> Result<bool> {
-        self.cache.evict(ip)?;
+        // The token bucket the slot kept stays the source's.
+        let bucket = self.cache.evict(ip)?;
+        let edit = |p: &mut Peer| {
+            p.tat_ns = p.tat_ns.max(bucket);
+            edit(p)
+        };
         let written = match ip {
             IpAddr::V4(a) => update(&mut self.maps.peers.v4, a.octets(), edit),
             IpAddr::V6(a) => update(&mut self.maps.peers.v6, a.octets(), edit),

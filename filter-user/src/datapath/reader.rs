@@ -68,7 +68,7 @@ impl MapsReader {
                 index: dup(self.lists.index.map())?,
             },
             hits: dup(self.hits.map())?,
-            cache: Slots::new(dup(self.cache.map())?),
+            cache: self.cache.try_clone()?,
         })
     }
 

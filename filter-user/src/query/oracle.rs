@@ -8,7 +8,7 @@
 use std::{net::IpAddr, sync::Arc};
 
 use anyhow::Result;
-use filter_common::{FLAG_OBSERVE, ListEntry};
+use filter_common::{FLAG_OBSERVE, ListEntry, live};
 
 use super::{
     answer::{Answer, Told},
@@ -40,10 +40,6 @@ pub struct Oracle {
 /// Seconds left until a datapath-clock expiry; `None` = never.
 fn secs_left(expires_ns: u64) -> Option<u64> {
     clock::remaining(expires_ns).map(|d| d.as_secs())
-}
-
-fn live(expires_ns: u64, now: u64) -> bool {
-    expires_ns == 0 || expires_ns > now
 }
 
 fn listed(action: Told, e: &ListEntry) -> Answer {

@@ -210,6 +210,14 @@ fn main() {
         spread(&mut slow)
     );
     println!();
+    let walked = small
+        .verified_instructions()
+        .map(|(p, n)| format!("{p} {n}"));
+    println!(
+        "Instructions the verifier walked to load: {}",
+        walked.join(", ")
+    );
+    println!();
     memlock_at_default_sizes();
 }
 
