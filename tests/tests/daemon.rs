@@ -878,10 +878,17 @@ fn cli_without_a_daemon_and_bad_input_say_so_in_one_line() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
+    // How to start it: through systemd where the package's unit is installed.
+    let unit = mxscreen::control::client::UNIT_PATHS
+        .iter()
+        .any(|p| std::path::Path::new(p).exists());
+    let start = if unit {
+        "start it with `systemctl start mxscreen`"
+    } else {
+        "start it with `mxscreen run`"
+    };
     assert!(
-        err.contains("daemon is not running")
-            && err.contains("mxscreen run")
-            && err.lines().count() == 1,
+        err.contains("daemon is not running") && err.contains(start) && err.lines().count() == 1,
         "{err}"
     );
     for args in [

@@ -360,6 +360,9 @@ pub struct LookupReply {
     /// own or besides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_verdict: Option<ListedEntry>,
+    /// Observe mode: what is held is counted, never enforced.
+    #[serde(default)]
+    pub observe: bool,
 }
 
 /// A reply of a known shape, taken out of a [`Body`]; `None` if the body is another kind.
