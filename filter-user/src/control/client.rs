@@ -245,6 +245,9 @@ mod tests {
         assert_eq!(start_hint_for(true), "`systemctl start mxscreen`");
         assert_eq!(start_hint_for(false), "`mxscreen run`");
         let e = ClientError::NotRunning("/run/mxscreen/control.sock".into()).to_string();
-        assert!(e.ends_with(&format!("start it with {}", start_hint())), "{e}");
+        assert!(
+            e.ends_with(&format!("start it with {}", start_hint())),
+            "{e}"
+        );
     }
 }
