@@ -26,6 +26,7 @@ use std::{
     time::Duration,
 };
 
+pub use crate::postfix::SUBMISSION_PORT as POSTFIX_SUBMISSION_PORT;
 use crate::{
     daemon::{MxDaemon, Spec},
     dns::{AuthZone, Forwarder, Mode, Nsd, RblZone, Rbldnsd, Unbound, listing},
@@ -33,8 +34,6 @@ use crate::{
     netns::{SERVER_IFACE, SERVER_V4, SERVER_V6, Wire},
     postfix::Postfix,
 };
-
-pub use crate::postfix::SUBMISSION_PORT as POSTFIX_SUBMISSION_PORT;
 
 /// FCrDNS-clean, on no list.
 pub const CLEAN: &str = "192.0.2.10";

@@ -13,8 +13,11 @@
 //! - [`protect`]: addresses that can never be dropped; [`interfaces`]: where to attach;
 //! - [`census`]: the counts of what the maps hold, and the facts published for metrics;
 //! - [`systemd`]: readiness and reloads told to systemd (`Type=notify`);
-//! - [`mta`]: the MTA's query socket and policy service, on a thread of their own.
+//! - [`mta`]: the MTA's query socket and policy service, on a thread of their own;
+//! - [`balancer`]: the watch for a load balancer, SNAT or PROXY protocol in front of the
+//!   host, on a thread of its own.
 
+mod balancer;
 mod census;
 pub mod interfaces;
 mod listing;
@@ -41,7 +44,7 @@ use tokio::{
     sync::mpsc,
 };
 
-use self::{protect::Protected, rotation::Rotation};
+use self::{balancer::BalancerWatch, protect::Protected, rotation::Rotation};
 use crate::{
     config::Config,
     control::server::ControlSocket,
@@ -49,10 +52,10 @@ use crate::{
     feeds::Feeds,
     fleet::Fleet,
     metrics::{
-        self, DaemonFamilies, DatapathFamilies, EngineFamilies, Facts, Families, FleetFamilies,
-        SharedFacts,
+        self, BalancerFamilies, DaemonFamilies, DatapathFamilies, EngineFamilies, Facts, Families,
+        FleetFamilies, SharedFacts,
     },
-    query::EvidenceCache,
+    query::{EvidenceCache, MtaAsks},
     reputation::Engine,
     state::State,
 };
@@ -99,6 +102,10 @@ pub struct Daemon {
     pub shared_origins: Arc<shared::SharedOrigins>,
     /// Shared entries refused by this host's checks.
     pub fleet_refused: u64,
+    /// What the MTA asked about (shared with its thread), for the balancer watch.
+    pub mta_asks: Arc<MtaAsks>,
+    /// The watch for a balancer, SNAT or PROXY protocol in front of the host.
+    pub balancer: BalancerWatch,
 }
 
 /// Reads the config (file or defaults) and applies the command-line overrides.
@@ -142,6 +149,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let evidence = Arc::new(EvidenceCache::for_verdict_map(cfg.datapath.maps.verdicts));
     let (fleet, mut fleet_events) = Fleet::start(&cfg.fleet, state.entries())?;
     let rotation = Rotation::new(cfg.policy.v6_rotation_prefix, cfg.policy.v6_rotation_after);
+    let mta_asks = Arc::new(MtaAsks::default());
+    let balancer = BalancerWatch::start(maps.reader()?, mta_asks.clone())
+        .context("starting the balancer watch")?;
     let mut d = Daemon {
         cfg,
         config_path: origin,
@@ -160,6 +170,8 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         fleet,
         shared_origins: Default::default(),
         fleet_refused: 0,
+        mta_asks,
+        balancer,
     };
     // Bound before attaching, like the control socket: a taken port stops the start here.
     let _metrics = match d.cfg.metrics.listen {
@@ -167,7 +179,13 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         None => None,
     };
     d.apply()?;
-    let mta_door = mta::start(&d.cfg, &d.maps, d.evidence.clone(), d.engine.clone())?;
+    let mta_door = mta::start(
+        &d.cfg,
+        &d.maps,
+        d.evidence.clone(),
+        d.engine.clone(),
+        d.mta_asks.clone(),
+    )?;
     d.attach_all(&ifaces)?;
     // Feeds are read off the main loop and written as they arrive (within two seconds for a
     // million lines); the config and manual entries are enforced from the first SYN.
@@ -241,6 +259,7 @@ impl Daemon {
             Box::new(DatapathFamilies(self.maps.reader()?)),
             Box::new(DaemonFamilies(self.facts.clone())),
             Box::new(EngineFamilies(self.engine.clone())),
+            Box::new(BalancerFamilies(self.balancer.shared())),
         ];
         if let Some(status) = self.fleet.status_watch() {
             families.push(Box::new(FleetFamilies {

@@ -24,7 +24,7 @@ use crate::{
         Listen,
         server::{PolicyListener, Service},
     },
-    query::{EvidenceCache, Oracle},
+    query::{EvidenceCache, MtaAsks, Oracle},
     reputation::Engine,
     socket_file::{self, SocketFile},
 };
@@ -80,6 +80,7 @@ pub fn start(
     maps: &DatapathMaps,
     evidence: Arc<EvidenceCache>,
     engine: Engine,
+    asks: Arc<MtaAsks>,
 ) -> Result<Option<MtaDoor>> {
     let mut files = Vec::new();
     let mut query = None;
@@ -121,7 +122,7 @@ pub fn start(
     if query.is_none() && policy.is_none() {
         return Ok(None);
     }
-    let oracle = Arc::new(Oracle::new(maps.reader()?, evidence, engine));
+    let oracle = Arc::new(Oracle::new(maps.reader()?, evidence, engine, asks));
     let limit_action = cfg.policy_service.limit_action.clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let rt = tokio::runtime::Builder::new_current_thread()

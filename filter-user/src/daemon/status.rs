@@ -91,6 +91,7 @@ impl Daemon {
                 f.refused = self.fleet_refused;
                 Box::new(f)
             }),
+            balancer: Box::new(self.balancer.status()),
         })
     }
 
@@ -108,6 +109,7 @@ impl Daemon {
                 "the last reload ({ago} ago) failed and the previous config is still running: {error}"
             ));
         }
+        w.extend(super::balancer::warnings(&self.balancer.status()));
         for (zone, z) in &stats.zones {
             if z.error_codes > 0 {
                 w.push(format!(

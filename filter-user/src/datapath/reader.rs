@@ -10,7 +10,7 @@ use std::{net::IpAddr, os::fd::AsFd as _};
 use anyhow::{Context as _, Result};
 use aya::maps::{Array, IterableMap as _, Map, MapData, MapError, PerCpuArray};
 use filter_common::{
-    Counter, DatapathConfig, ListEntry, ListIndex, ListValue, Reason, Table, Verdict,
+    Counter, DatapathConfig, ListEntry, ListIndex, ListValue, Peer, Reason, Table, Verdict,
 };
 use ipnet::IpNet;
 
@@ -122,7 +122,23 @@ impl MapsReader {
     }
 
     pub fn verdict_get(&self, ip: IpAddr) -> Result<Option<Verdict>> {
-        Ok(read_peer(&self.peers, &self.cache, ip)?.and_then(|p| p.verdict()))
+        Ok(self.peer(ip)?.and_then(|p| p.verdict()))
+    }
+
+    /// Everything the datapath holds for one source (its verdict's hits include those its
+    /// decision-cache slot holds).
+    pub fn peer(&self, ip: IpAddr) -> Result<Option<Peer>> {
+        read_peer(&self.peers, &self.cache, ip)
+    }
+
+    /// Exactly this prefix of a list (not the longest match), with its hits.
+    pub fn list_exact(&self, kind: ListKind, net: IpNet) -> Result<Option<ListEntry>> {
+        let table = Table::from(kind);
+        let v = match Prefix::new(net) {
+            Prefix::V4(a, l) => found(self.lists4.get(&key4(table, a, l), 0))?,
+            Prefix::V6(a, l) => found(self.lists6.get(&key6(table, a, l), 0))?,
+        };
+        v.map(|v| self.entry_of(&v)).transpose()
     }
 
     /// Every verdict (expired ones included), a chunk at a time while `each` says go on, with

@@ -7,10 +7,11 @@
 use std::{net::IpAddr, sync::Arc};
 
 use anyhow::Result;
-use filter_common::{FLAG_OBSERVE, ListEntry};
+use filter_common::{FLAG_OBSERVE, ListEntry, Peer};
 
 use super::{
     answer::{Answer, Told},
+    asks::MtaAsks,
     evidence::EvidenceCache,
 };
 use crate::{
@@ -23,6 +24,8 @@ pub struct Oracle {
     maps: MapsReader,
     evidence: Arc<EvidenceCache>,
     engine: Engine,
+    /// What was asked about, for the balancer watch.
+    asks: Arc<MtaAsks>,
 }
 
 /// Seconds left until a datapath-clock expiry; `None` = never.
@@ -45,11 +48,17 @@ fn listed(action: Told, e: &ListEntry) -> Answer {
 
 impl Oracle {
     /// `maps` should be a handle of its own ([`crate::datapath::DatapathMaps::reader`]).
-    pub fn new(maps: MapsReader, evidence: Arc<EvidenceCache>, engine: Engine) -> Self {
+    pub fn new(
+        maps: MapsReader,
+        evidence: Arc<EvidenceCache>,
+        engine: Engine,
+        asks: Arc<MtaAsks>,
+    ) -> Self {
         Self {
             maps,
             evidence,
             engine,
+            asks,
         }
     }
 
@@ -77,8 +86,8 @@ impl Oracle {
         } else if let Some(e) = live_entry(ListKind::Deny)? {
             listed(Told::Block, &e)
         } else if let Some(v) = self
-            .maps
-            .verdict_get(ip)?
+            .peer_asked_about(ip)?
+            .and_then(|p| p.verdict())
             .filter(|v| live(v.expires_ns, now))
         {
             let mut a = Answer {
@@ -111,5 +120,13 @@ impl Oracle {
             a.action = Told::Pass;
         }
         Ok(a)
+    }
+
+    /// The datapath's entry for `ip`, the question counted for the balancer watch (only
+    /// questions about addresses on no list get here).
+    fn peer_asked_about(&self, ip: IpAddr) -> Result<Option<Peer>> {
+        let peer = self.maps.peer(ip)?;
+        self.asks.record(peer.as_ref());
+        Ok(peer)
     }
 }
