@@ -1087,3 +1087,77 @@ fn an_mta_asking_about_peers_the_datapath_never_saw_is_noticed() {
         1
     );
 }
+
+/// A verdict outlives a change of listing (it holds until it expires, across restarts); a
+/// sender delisted since need not wait: `forget` removes its verdict and its next SYN is
+/// evaluated afresh, `recheck --now` evaluates at once and prints the new verdict. Manual
+/// entries are untouched, and the answer says which still decide.
+#[test]
+fn forget_lets_a_delisted_sender_be_evaluated_afresh() {
+    let b = bed("df");
+    let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, spec(&b, "bl.test"));
+    b.connects(LISTED, smtp4());
+    assert_eq!(d.wait_verdict(LISTED, VERDICT_WITHIN), "drop");
+    b.connects(LATER_LISTED, smtp4());
+    assert_eq!(d.wait_verdict(LATER_LISTED, VERDICT_WITHIN), "pass");
+    d.cli_ok(&["block", FORGER, "--reason", "by hand"]);
+    // The listings change: LISTED is delisted, LATER_LISTED listed (the config now asks
+    // later.test). The verdicts made before hold.
+    d.write_config(&sections(b.rbl_addr, "later.test"));
+    let from = d.log_text().len();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    d.wait_log("config reloaded", from, Duration::from_secs(10));
+    b.refused(LISTED, smtp4());
+    assert_eq!(d.verdict(LATER_LISTED).as_deref(), Some("pass"));
+
+    let out = d.cli_ok(&["forget", LISTED]);
+    assert!(
+        out.starts_with(&format!(
+            "forgot the verdict of {LISTED}; the next SYN is evaluated afresh; manual entries are untouched"
+        )),
+        "{out}"
+    );
+    assert_eq!(d.verdict(LISTED), None);
+    // Its next SYN is a first contact (it passes) and is evaluated: delisted, it passes.
+    b.connects(LISTED, smtp4());
+    assert_eq!(d.wait_verdict(LISTED, VERDICT_WITHIN), "pass");
+    let lines = d
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("mxscreen-verdict") && l.contains(&format!("ip={LISTED} ")))
+        .count();
+    assert_eq!(lines, 2, "one evaluation before the forget, one after");
+    b.connects(LISTED, smtp4());
+
+    // recheck (the alias) --now: evaluated at once, the new verdict printed.
+    let out = d.cli_ok(&["recheck", LATER_LISTED, "--now"]);
+    let last = out.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("now: verdict") && last.contains(LATER_LISTED) && last.contains("drop"),
+        "{out}"
+    );
+    b.refused(LATER_LISTED, smtp4());
+
+    // A prefix: every verdict inside goes; the manual block inside stays, and is named.
+    let out = d.cli_ok(&["forget", "192.0.2.0/24"]);
+    assert!(
+        out.starts_with("forgot 2 verdicts inside 192.0.2.0/24"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "manual entries are untouched and still decide: {FORGER}/32 blocked (`mxscreen unblock {FORGER}/32`)"
+        )),
+        "{out}"
+    );
+    assert_eq!(d.verdict(LATER_LISTED), None);
+    b.refused(FORGER, smtp4());
+    // Bad input: --now on a prefix.
+    let out = d.cli(&["forget", "192.0.2.0/24", "--now"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--now evaluates one address"),
+        "{}",
+        text(&out)
+    );
+}

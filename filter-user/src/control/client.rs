@@ -127,6 +127,12 @@ impl Client {
         self.call(Request::Unallow { net }).await
     }
 
+    /// Forgets the engine's verdicts inside `net` (`now`: evaluates the address at once);
+    /// returns the daemon's sentence about what went.
+    pub async fn forget(self, net: IpNet, now: bool) -> Result<String, ClientError> {
+        self.call(Request::Forget { net, now }).await
+    }
+
     /// Asks for a listing; its entries arrive in chunks from [`ListStream::next_chunk`].
     pub async fn list(self, what: ListWhat) -> Result<ListStream, ClientError> {
         let mut stream = self.connect().await?;

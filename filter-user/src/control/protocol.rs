@@ -35,6 +35,13 @@ pub enum Request {
     Unallow {
         net: IpNet,
     },
+    /// Remove the engine's verdicts inside `net`, here and on the fleet, so the next SYN is
+    /// evaluated afresh; `now`: evaluate the (single) address at once.
+    Forget {
+        net: IpNet,
+        #[serde(default)]
+        now: bool,
+    },
     List {
         what: ListWhat,
     },

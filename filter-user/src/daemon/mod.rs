@@ -7,6 +7,7 @@
 //!   verdicts into the maps, feeds loaded, the sweep of expired entries;
 //! - [`rotation`]: IPv6 networks whose addresses rotate get a verdict of their own;
 //! - [`requests`]: the answers to the operator's control requests that change something;
+//!   [`forget`]: `mxscreen forget`, verdicts removed here and on the fleet;
 //! - [`listing`]: `list` (streamed) and lookups; [`status`]: `stats` and `status`;
 //! - [`reload`]: what SIGHUP does;
 //! - [`shared`]: what the fleet sends (shared entries and verdicts, peers to evaluate);
@@ -19,6 +20,7 @@
 
 mod balancer;
 mod census;
+mod forget;
 pub mod interfaces;
 mod listing;
 mod mta;
