@@ -42,6 +42,12 @@ pub fn local_resolver(stubs: &[(&str, SocketAddr)]) -> Unbound {
     Unbound::start_on(RESOLVER, stubs)
 }
 
+/// The submission user of both test MTAs (Exim's plaintext authenticator; Postfix's sasldb).
+pub const SUBMISSION_USER: &str = "roadwarrior";
+pub const SUBMISSION_PASSWORD: &str = "e2e-secret";
+/// The port on which the test Exim takes AUTH (and nothing else does).
+pub const EXIM_SUBMISSION_PORT: u16 = 587;
+
 /// Tags the test Exim's ACLs write into its main log, so a test can prove a message went
 /// through the MTA's own ACL chain after mxscreen let the connection through.
 pub const TAG_ACL: &str = "E2E-ACL-PASSED";
@@ -261,6 +267,15 @@ fn exim_config(spec: &EximSpec, dir: &Path) -> String {
         (None, None) => (String::new(), String::new()),
     };
     let d = dir.display();
+    let auth_condition = [
+        "${if and {{eq{$auth2}{",
+        SUBMISSION_USER,
+        "}}{eq{$auth3}{",
+        SUBMISSION_PASSWORD,
+        "}}}}",
+    ]
+    .concat();
+    let auth_advertise = format!("${{if ={{$received_port}}{{{EXIM_SUBMISSION_PORT}}}}}");
     let ports = spec
         .ports
         .iter()
@@ -304,6 +319,19 @@ acl_check_rcpt:
   accept
 
 {asks_acl}
+begin authenticators
+
+# AUTH PLAIN for the submission user, offered on the submission port only. Without TLS,
+# which the test Exim does not have: a real one sets server_advertise_condition to
+# ${{if def:tls_in_cipher}} as well.
+plain:
+  driver = plaintext
+  public_name = PLAIN
+  server_prompts = :
+  server_condition = {auth_condition}
+  server_set_id = $auth2
+  server_advertise_condition = {auth_advertise}
+
 begin routers
 
 discard:
@@ -350,11 +378,53 @@ pub fn swaks(
     tag: &str,
     timeout: Duration,
 ) -> Smtp {
+    send(
+        client,
+        src,
+        SocketAddr::new(server, port),
+        to,
+        tag,
+        timeout,
+        &[],
+    )
+}
+
+/// [`swaks`] as the submission user: `AUTH PLAIN` before the message.
+pub fn swaks_authenticated(
+    client: &NetNs,
+    src: &str,
+    server: SocketAddr,
+    to: &str,
+    tag: &str,
+    timeout: Duration,
+) -> Smtp {
+    let auth = [
+        "--auth",
+        "PLAIN",
+        "--auth-user",
+        SUBMISSION_USER,
+        "--auth-password",
+        SUBMISSION_PASSWORD,
+    ];
+    send(client, src, server, to, tag, timeout, &auth)
+}
+
+/// One swaks run with `extra` arguments.
+fn send(
+    client: &NetNs,
+    src: &str,
+    server: SocketAddr,
+    to: &str,
+    tag: &str,
+    timeout: Duration,
+    extra: &[&str],
+) -> Smtp {
     let bin = require_binary("swaks");
     let start = Instant::now();
+    let (ip, port) = (server.ip(), server.port());
     let out = client.enter(|| {
         Command::new(&bin)
-            .args(["--server", &format!("{server}/{port}")])
+            .args(["--server", &format!("{ip}/{port}")])
             .args(["--local-interface", src])
             .args([
                 "--to",
@@ -372,6 +442,7 @@ pub fn swaks(
                 &format!("Message-Id: <{tag}@clients.test>"),
             ])
             .args(["--body", "mxscreen end-to-end test"])
+            .args(extra)
             .output()
             .unwrap_or_else(|e| panic!("swaks: {e} (run `cargo xtask setup`)"))
     });

@@ -2,8 +2,20 @@
 //! `cargo xtask setup` (it conflicts with exim4 as a package, so it cannot be installed), run
 //! as `master -d` with its own main.cf/master.cf, queue, data directory and log file in a
 //! tempdir, in the MTA namespace and the same private mounts as Exim (its resolver, and the
-//! test daemon's sockets at `/run/mxscreen`). main.cf carries the README's
-//! `check_policy_service` snippet, word for word.
+//! test daemon's sockets at `/run/mxscreen`). main.cf and master.cf carry the README's
+//! snippets word for word, but for the port: the snippet's `smtp` service (port 25, Exim's
+//! in the testbed) listens on the test's port instead.
+//!
+//! **Chrooted as Debian ships it.** The port-25 smtpd and the services Debian's master.cf
+//! chroots run in the queue directory (`y` in the chroot column), with the files Debian's
+//! start script copies into it (`etc/resolv.conf`, `etc/hosts`, ...): a policy service on a
+//! Unix socket outside the chroot would be out of its reach, which is the trap the README's
+//! `inet:` snippet avoids.
+//!
+//! **Submission** on [`SUBMISSION_PORT`] takes AUTH PLAIN from the submission user (Cyrus
+//! SASL with a sasldb written by `saslpasswd2`; no TLS, which the test Postfix does not
+//! have). That smtpd is not chrooted, so the sasldb needs no copy inside the chroot (the
+//! port-25 smtpd is the one this harness is about).
 //!
 //! Postfix wants dedicated accounts; the test host has none for it, so it runs as
 //! `Debian-exim` (mail_owner) with `mail` as its set-gid group: Exim's account is the one
@@ -17,8 +29,8 @@ use std::{
 };
 
 use crate::{
-    dns::Daemon,
-    mta::{MtaLog, private_mounts},
+    dns::{Daemon, require_binary},
+    mta::{MtaLog, SUBMISSION_PASSWORD, SUBMISSION_USER, private_mounts},
     netns::{NetNs, run},
 };
 
@@ -28,6 +40,17 @@ pub const POSTFIX_DIR: &str = "/var/cache/mxscreen-tests/postfix";
 /// The account Postfix runs as (see the module comment) and its set-gid group.
 pub const MAIL_OWNER: &str = "Debian-exim";
 const SETGID_GROUP: &str = "mail";
+/// Postfix's submission port (it stands for 587, which the testbed's Exim has).
+pub const SUBMISSION_PORT: u16 = 2587;
+/// The files Debian's start script copies into the chroot (configure-instance.sh), those a
+/// test host has.
+const CHROOT_ETC: &[&str] = &[
+    "services",
+    "hosts",
+    "host.conf",
+    "nsswitch.conf",
+    "localtime",
+];
 
 /// A running Postfix (master and its children) in the MTA namespace.
 pub struct Postfix {
@@ -46,12 +69,11 @@ fn root() -> PathBuf {
 }
 
 impl Postfix {
-    /// Writes the config, queue and log and starts Postfix listening on `port` (IPv4 and
-    /// IPv6) in `ns`; `run` is the test daemon's socket directory, seen as /run/mxscreen.
-    /// Returns once the port accepts.
+    /// Writes the config, queue, chroot and log and starts Postfix listening on `port` (the
+    /// README's port-25 smtpd) and [`SUBMISSION_PORT`] (IPv4 and IPv6) in `ns`; `run` is the
+    /// test daemon's socket directory, seen as /run/mxscreen. Returns once both accept.
     pub fn start(ns: &NetNs, port: u16, domain: &str, run: &Path) -> Self {
-        let smtpd = format!("{port} inet n - n - - smtpd\n");
-        Self::start_with(ns, port, domain, Some(run), "", &smtpd)
+        Self::launch(ns, port, domain, Some(run), "", master_cf(port), true)
     }
 
     /// [`Postfix::start`] with `main_extra` appended to main.cf (later settings win) and
@@ -64,6 +86,21 @@ impl Postfix {
         run: Option<&Path>,
         main_extra: &str,
         services: &str,
+    ) -> Self {
+        let master = format!("{services}{DELIVERY}");
+        Self::launch(ns, port, domain, run, main_extra, master, false)
+    }
+
+    /// Writes the config (`master` as master.cf; with `sasl`, the submission user), queue,
+    /// chroot and log, and starts Postfix.
+    fn launch(
+        ns: &NetNs,
+        port: u16,
+        domain: &str,
+        run: Option<&Path>,
+        main_extra: &str,
+        master: String,
+        sasl: bool,
     ) -> Self {
         let root = root();
         let dir = tempfile::tempdir().expect("tempdir");
@@ -91,25 +128,37 @@ impl Postfix {
         fs::write(d.join("conf/dynamicmaps.cf"), "").expect("write dynamicmaps.cf");
         let main = format!("{}\n{main_extra}", main_cf(&root, d, domain));
         fs::write(d.join("conf/main.cf"), main).expect("write main.cf");
-        fs::write(d.join("conf/master.cf"), format!("{services}{MASTER_CF}"))
-            .expect("write master.cf");
+        fs::write(d.join("conf/master.cf"), master).expect("write master.cf");
+        if sasl {
+            sasl_user(d, domain);
+        }
         let mut cmd = private_mounts(d, run);
+        // After private_mounts wrote the resolv.conf the chroot gets a copy of.
+        chroot_etc(d);
         cmd.arg(root.join("usr/lib/postfix/sbin/master"))
             .arg("-d")
             .env("MAIL_CONFIG", d.join("conf"))
             .env("LD_LIBRARY_PATH", root.join("usr/lib/postfix"));
         let proc = ns.enter(|| Daemon::spawn("postfix", cmd, d.join("master.out")));
         let mut p = Self { proc, dir, port };
-        p.wait_listening(ns);
+        p.wait_listening(ns, sasl);
         p
     }
 
-    fn wait_listening(&mut self, ns: &NetNs) {
+    /// Waits for the port-25 listener, and the submission one when there is one.
+    fn wait_listening(&mut self, ns: &NetNs, submission: bool) {
         let deadline = Instant::now() + Duration::from_secs(15);
-        for ip in [IpAddr::V4(Ipv4Addr::LOCALHOST), "::1".parse().unwrap()] {
-            let addr = SocketAddr::new(ip, self.port);
-            let log = self.log();
-            self.proc.wait_tcp(ns, addr, deadline, || log.text());
+        let ports = if submission {
+            vec![self.port, SUBMISSION_PORT]
+        } else {
+            vec![self.port]
+        };
+        for port in ports {
+            for ip in [IpAddr::V4(Ipv4Addr::LOCALHOST), "::1".parse().unwrap()] {
+                let addr = SocketAddr::new(ip, port);
+                let log = self.log();
+                self.proc.wait_tcp(ns, addr, deadline, || log.text());
+            }
         }
     }
 
@@ -130,8 +179,59 @@ fn run_chown(owner: &str, path: &Path) {
     run("chown", &[owner, path.to_str().expect("utf-8 path")]);
 }
 
+/// The chroot's `etc`: what Debian's start script copies there, and the test's resolv.conf
+/// (naming the MTA host's resolver, as the one Exim sees does).
+fn chroot_etc(dir: &Path) {
+    let etc = dir.join("queue/etc");
+    fs::create_dir_all(&etc).expect("create the chroot's etc");
+    for name in CHROOT_ETC {
+        let host = Path::new("/etc").join(name);
+        if host.is_file() {
+            fs::copy(&host, etc.join(name)).expect("copy into the chroot");
+        }
+    }
+    fs::copy(dir.join("resolv.conf"), etc.join("resolv.conf")).expect("copy resolv.conf");
+}
+
+/// The submission user in a sasldb of the test's own, readable by the mail owner, and the
+/// Cyrus SASL config naming it, where Debian's Postfix looks for it (`sasl/smtpd.conf` in
+/// the config directory, as /etc/postfix/sasl/smtpd.conf: its build does not read
+/// `cyrus_sasl_config_path`).
+fn sasl_user(dir: &Path, domain: &str) {
+    let sasl = dir.join("conf/sasl");
+    fs::create_dir(&sasl).expect("create sasl dir");
+    let db = sasl.join("sasldb2");
+    let mut child = std::process::Command::new(require_binary("saslpasswd2"))
+        .args(["-p", "-c", "-f"])
+        .arg(&db)
+        .args(["-u", &format!("mx.{domain}"), SUBMISSION_USER])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("saslpasswd2 (sasl2-bin; run `cargo xtask setup`)");
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(SUBMISSION_PASSWORD.as_bytes())
+            .expect("password to saslpasswd2");
+    }
+    assert!(
+        child.wait().expect("saslpasswd2").success(),
+        "saslpasswd2 failed"
+    );
+    run_chown(MAIL_OWNER, &db);
+    fs::write(
+        sasl.join("smtpd.conf"),
+        format!(
+            "pwcheck_method: auxprop\nauxprop_plugin: sasldb\nmech_list: PLAIN\nsasldb_path: {}\n",
+            db.display()
+        ),
+    )
+    .expect("write smtpd.conf");
+}
+
 /// main.cf: the unpacked package's directories, our queue and log, accept mail for `domain`
-/// and discard it, and the README's policy snippet.
+/// and discard it, SASL for the submission smtpd, and the README's snippet.
 fn main_cf(root: &Path, dir: &Path, domain: &str) -> String {
     let (r, d) = (root.display(), dir.display());
     format!(
@@ -157,24 +257,65 @@ local_recipient_maps =
 local_transport = discard:
 default_transport = discard:
 smtpd_banner = $myhostname ESMTP
+smtpd_sasl_type = cyrus
+smtpd_sasl_local_domain = $myhostname
 # The README's snippet, word for word:
 {policy}"#,
         policy = crate::readme::snippet("postfix-main"),
     )
 }
 
-/// master.cf after the listener: the services a delivery to `discard:` needs, none chrooted.
-const MASTER_CF: &str = "cleanup unix n - n - 0 cleanup
+/// master.cf: the README's port-25 smtpd (on `port`), a submission smtpd as Debian's
+/// master.cf suggests it (without TLS), and the services a delivery to `discard:` needs.
+fn master_cf(port: u16) -> String {
+    let smtpd = on_port(&crate::readme::snippet("postfix-master"), port);
+    format!(
+        "{smtpd}{SUBMISSION_PORT} inet n - n - - smtpd
+  -o syslog_name=postfix/submission
+  -o smtpd_sasl_auth_enable=yes
+  -o smtpd_recipient_restrictions=permit_sasl_authenticated,reject
+{DELIVERY}"
+    )
+}
+
+/// master.cf after the listeners: the services a delivery to `discard:` needs, chrooted
+/// where Debian's master.cf chroots them.
+const DELIVERY: &str = "cleanup unix n - y - 0 cleanup
 qmgr unix n - n 300 1 qmgr
-rewrite unix - - n - - trivial-rewrite
-bounce unix - - n - 0 bounce
-defer unix - - n - 0 bounce
-trace unix - - n - 0 bounce
-verify unix - - n - 1 verify
-flush unix n - n 1000? 0 flush
+rewrite unix - - y - - trivial-rewrite
+bounce unix - - y - 0 bounce
+defer unix - - y - 0 bounce
+trace unix - - y - 0 bounce
+verify unix - - y - 1 verify
+flush unix n - y 1000? 0 flush
 proxymap unix - - n - - proxymap
-discard unix - - n - - discard
-anvil unix - - n - 1 anvil
-scache unix - - n - 1 scache
+discard unix - - y - - discard
+anvil unix - - y - 1 anvil
+scache unix - - y - 1 scache
 postlog unix-dgram n - n - 1 postlogd
 ";
+
+/// The README's master.cf lines with the `smtp` service (port 25) on `port`; everything
+/// else, the chroot column included, as written.
+fn on_port(snippet: &str, port: u16) -> String {
+    let mut moved = 0;
+    let lines: Vec<String> = snippet
+        .lines()
+        .map(|l| match l.strip_prefix("smtp ") {
+            Some(rest) => {
+                moved += 1;
+                format!("{port} {rest}")
+            }
+            None => l.to_owned(),
+        })
+        .collect();
+    assert_eq!(
+        moved, 1,
+        "the README's master.cf snippet should define one `smtp` service:\n{snippet}"
+    );
+    assert!(
+        lines[0].split_whitespace().nth(4) == Some("y"),
+        "the README's port-25 smtpd should run chrooted, as Debian ships it:\n{snippet}"
+    );
+    lines.join("\n") + "\n"
+}

@@ -6,8 +6,9 @@
 //!  192.0.2.10 clean         ┌──────────── veth ──────────►  mxscreen (XDP or tc on vs)
 //!  192.0.2.20 SBL-listed    │                                  │ verdicts          ▲ new peers
 //!  192.0.2.30 PBL-listed    │                                  ▼                   │
-//!  ... (IPv4 and IPv6)  ────┘                            exim4 :25 :587 (own ACLs, logs)
-//!      swaks --local-interface                           postfix :2526 (the asking bed only)
+//!  ... (IPv4 and IPv6)  ────┘                            exim4 :25 :587 (own ACLs, logs; AUTH on 587)
+//!      swaks --local-interface                           postfix :2526 :2587 (the asking bed only;
+//!                                                          they stand for 25 and 587)
 //!                                                        listener :22 (a non-SMTP service)
 //!                                                        unbound 127.0.0.1:53 ─┬─► rbldnsd: zen.test, dnswl.test
 //!                                                        (mxscreen and exim)   ├─► nsd: clients.test, reverse zones
@@ -25,12 +26,13 @@ use std::{
     time::Duration,
 };
 
+pub use crate::postfix::SUBMISSION_PORT as POSTFIX_SUBMISSION_PORT;
 use crate::{
     daemon::{MxDaemon, Spec},
     dns::{AuthZone, Forwarder, Mode, Nsd, RblZone, Rbldnsd, Unbound, listing},
-    mta::{Exim, EximSpec, RESOLVER, Smtp, local_resolver, swaks},
+    mta::{Exim, EximSpec, RESOLVER, Smtp, local_resolver, swaks, swaks_authenticated},
     netns::{SERVER_IFACE, SERVER_V4, SERVER_V6, Wire},
-    postfix::{MAIL_OWNER, Postfix},
+    postfix::Postfix,
 };
 
 /// FCrDNS-clean, on no list.
@@ -81,9 +83,10 @@ pub const REVERSE_V6: &str = "0.0.0.0.1.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa";
 pub const MAIL_DOMAIN: &str = "e2e.test";
 /// Not screened, not SMTP: a stand-in for ssh on the MTA host.
 pub const OTHER_PORT: u16 = 22;
-/// Submission, served by the same Exim but not screened (the README's advice).
-pub const SUBMISSION_PORT: u16 = 587;
-/// Postfix's SMTP port in the asking bed (screened there beside 25).
+/// Submission, served by the same Exim but not screened (the README's advice), with AUTH.
+pub const SUBMISSION_PORT: u16 = crate::mta::EXIM_SUBMISSION_PORT;
+/// Postfix's SMTP port in the asking bed (screened there beside 25): it stands for the
+/// README's port-25 smtpd.
 pub const POSTFIX_PORT: u16 = 2526;
 
 /// How the daemon attaches.
@@ -266,8 +269,10 @@ impl Testbed {
     }
 
     /// [`Testbed::new`] where the MTAs ask mxscreen, with the README's snippets: Exim on 25
-    /// queries the query socket at connect, and a Postfix on [`POSTFIX_PORT`] asks the
-    /// policy service. The daemon then serves both and screens both ports.
+    /// queries the query socket at connect, and a Postfix on [`POSTFIX_PORT`] (chrooted as
+    /// Debian runs it) asks the policy service on loopback TCP, as the README configures it.
+    /// The daemon then serves both and screens both ports; neither submission port is
+    /// screened or asked about.
     pub fn asking(tag: &str, attach: Attach) -> Self {
         Self::build(tag, attach, true)
     }
@@ -378,12 +383,12 @@ impl Testbed {
     pub fn daemon(&self, t: Tweaks) -> MxDaemon {
         let mut datapath = format!("{}\n{}", self.attach.config(), t.datapath);
         let mut sections = Self::sections(&t.policy);
-        if let Some(run) = &self.run_dir {
+        if self.run_dir.is_some() {
             datapath += &format!("\nports = [25, {POSTFIX_PORT}]\n");
-            sections += &format!(
-                "[policy_service]\nlisten = \"unix:{}/policy.sock\"\ngroup = \"{MAIL_OWNER}\"\n\n",
-                run.path().display()
-            );
+            // The README's policy-service lines, word for word (its loopback port is the
+            // MTA namespace's own).
+            sections += &crate::readme::snippet("postfix-mxscreen");
+            sections += "\n";
         }
         let spec = Spec {
             datapath,
@@ -439,6 +444,41 @@ impl Testbed {
             tag,
             timeout,
         )
+    }
+
+    /// One message from `src` to `port` as the submission user (AUTH PLAIN first).
+    pub fn submit(&self, src: &str, port: u16, tag: &str, timeout: Duration) -> Smtp {
+        swaks_authenticated(
+            &self.wire.client,
+            src,
+            SocketAddr::new(Self::server_for(src), port),
+            &format!("postmaster@{MAIL_DOMAIN}"),
+            tag,
+            timeout,
+        )
+    }
+
+    /// Waits until the MTA host holds an established TCP connection from `src` to `port`
+    /// (the handshake is done: its SYN went through the datapath).
+    pub fn wait_established(&self, src: &str, port: u16, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let out = self.wire.server.enter(|| {
+                Command::new("ss")
+                    .args(["-Htn", "state", "established"])
+                    .args(["sport", "=", &format!(":{port}"), "dst", src])
+                    .output()
+                    .expect("ss (iproute2)")
+            });
+            if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no connection from {src} to port {port} within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// A TCP handshake from `src` to the MTA's `port` within `timeout`.

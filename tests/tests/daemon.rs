@@ -911,10 +911,17 @@ fn cli_without_a_daemon_and_bad_input_say_so_in_one_line() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
+    // How to start it: through systemd where the package's unit is installed.
+    let unit = mxscreen::control::client::UNIT_PATHS
+        .iter()
+        .any(|p| std::path::Path::new(p).exists());
+    let start = if unit {
+        "start it with `systemctl start mxscreen`"
+    } else {
+        "start it with `mxscreen run`"
+    };
     assert!(
-        err.contains("daemon is not running")
-            && err.contains("mxscreen run")
-            && err.lines().count() == 1,
+        err.contains("daemon is not running") && err.contains(start) && err.lines().count() == 1,
         "{err}"
     );
     for args in [
@@ -950,5 +957,240 @@ fn cli_without_a_daemon_and_bad_input_say_so_in_one_line() {
     assert!(
         err.contains("bad.toml:3:") && err.lines().count() == 1,
         "{err}"
+    );
+}
+
+/// The balancer watch's window in these tests (`MXSCREEN_BALANCER_WINDOW`; 10 minutes in
+/// production). Each burst below takes milliseconds; if a window boundary splits one, the
+/// side with MIN_SYNS (300) of its 600 SYNs, or MIN_ASKS (20) of its 45 questions, decides.
+const BALANCER_WINDOW: Duration = Duration::from_secs(3);
+
+fn balancer_spec(b: &Bed, allow_defaults: bool) -> Spec {
+    let mut sections = sections(b.rbl_addr, "bl.test");
+    if allow_defaults {
+        // The built-in allow list, private ranges included.
+        sections = sections.replace("[lists]\nallow = []\n", "");
+    }
+    Spec {
+        sections,
+        env: vec![(
+            "MXSCREEN_BALANCER_WINDOW".into(),
+            format!("{}s", BALANCER_WINDOW.as_secs()),
+        )],
+        ..Default::default()
+    }
+}
+
+/// Real SYN frames to port 25 from each of `sources` in turn, `count` in all, sent at once
+/// from the client namespace onto the wire (from a thread of their own: the sender pins
+/// itself to a CPU).
+fn syn_burst(b: &Bed, sources: &[&str], count: u64) {
+    use mxscreen_tests::{flood::Flood, packets::Frame};
+    let frames: Vec<Vec<u8>> = sources
+        .iter()
+        .map(|s| Frame::syn(s.parse().unwrap()).build())
+        .collect();
+    let flood = Flood::new(&b.wire.client, "vc");
+    std::thread::scope(|s| {
+        s.spawn(|| flood.send(&frames, count, 0)).join().unwrap();
+    });
+}
+
+/// `status --json`'s balancer check `name`.
+fn balancer_check(d: &MxDaemon, name: &str) -> serde_json::Value {
+    d.status()["balancer"][name].clone()
+}
+
+/// Waits until the balancer check `name` says `suspected`.
+#[track_caller]
+fn wait_suspected(d: &MxDaemon, name: &str, suspected: bool) {
+    d.wait_for(
+        &format!("balancer check {name} suspected = {suspected}"),
+        BALANCER_WINDOW * 4,
+        || balancer_check(d, name)["suspected"] == suspected,
+    );
+}
+
+fn log_lines(d: &MxDaemon, needle: &str) -> usize {
+    d.log_text().lines().filter(|l| l.contains(needle)).count()
+}
+
+/// A balancer or NAT in front: one source carries most SYNs to port 25 (its verdict's hits
+/// against the datapath's counters), and `status`, `status --json`, the metrics and one log
+/// line say so; spread traffic clears it (one more log line, and no second warning); most
+/// SYNs from the built-in private ranges (a balancer on a private address) are noticed too.
+#[test]
+fn a_balancer_in_front_is_noticed_in_status_metrics_and_log() {
+    const BALANCER: &str = "198.51.100.7";
+    const OTHERS: [&str; 4] = [
+        "198.51.100.11",
+        "198.51.100.12",
+        "198.51.100.13",
+        "198.51.100.14",
+    ];
+    const PRIVATE: &str = "10.20.30.40";
+    let b = bed("db");
+    let metrics = format!("{SERVER_V4}:9725");
+    let mut spec = balancer_spec(&b, true);
+    spec.sections += &format!("\n[metrics]\nlisten = \"{metrics}\"\n");
+    let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, spec);
+    // The balancer's first SYN makes it a peer with a (pass) verdict, as any sender.
+    syn_burst(&b, &[BALANCER], 1);
+    assert_eq!(d.wait_verdict(BALANCER, VERDICT_WITHIN), "pass");
+    // Everything else comes from it too, but for a few others.
+    syn_burst(&b, &[BALANCER], 600);
+    syn_burst(&b, &OTHERS, 20);
+    wait_suspected(&d, "one_source", true);
+    let check = balancer_check(&d, "one_source");
+    assert_eq!(check["source"], BALANCER, "{check}");
+    assert!(check["share"].as_f64().unwrap() > 0.9, "{check}");
+    let status = d.cli_ok(&["status"]);
+    let warning = format!("one source, {BALANCER}, carried");
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("warning") && l.contains(&warning)),
+        "{status}"
+    );
+    let samples = mxscreen_tests::metrics::samples(&mxscreen_tests::metrics::scrape(
+        &b.wire.server,
+        metrics.parse().unwrap(),
+    ));
+    assert_eq!(
+        samples.get("mxscreen_balancer_suspected{check=\"one_source\"}"),
+        Some(&1.0),
+        "{samples:?}"
+    );
+    assert_eq!(
+        samples.get("mxscreen_balancer_suspected{check=\"private_sources\"}"),
+        Some(&0.0)
+    );
+    assert_eq!(log_lines(&d, &warning), 1, "{}", d.log_text());
+    // Spread traffic: no source over half. Cleared, said once.
+    syn_burst(&b, &OTHERS, 600);
+    wait_suspected(&d, "one_source", false);
+    assert_eq!(log_lines(&d, "one_source no longer suspected"), 1);
+    assert!(!d.cli_ok(&["status"]).contains(&warning));
+    // A balancer on a private address: allow-listed, so it has no verdict; the built-in
+    // private allow entries carry the SYNs.
+    syn_burst(&b, &[PRIVATE], 600);
+    wait_suspected(&d, "private_sources", true);
+    assert!(
+        d.cli_ok(&["status"])
+            .contains("the built-in private ranges carried"),
+        "{}",
+        d.cli_ok(&["status"])
+    );
+    assert_eq!(log_lines(&d, &warning), 1, "{}", d.log_text());
+}
+
+/// The PROXY protocol in front of the MTA: it asks about clients whose SYN the datapath
+/// never saw (the kernel saw the balancer). Questions about peers that did connect do not
+/// count; questions about unseen ones, once they are most of a window's, are noticed.
+#[test]
+fn an_mta_asking_about_peers_the_datapath_never_saw_is_noticed() {
+    let b = bed("dp");
+    let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, balancer_spec(&b, false));
+    // A peer that connected: asked about as often as an MTA would, never suspicious.
+    b.connects(CLEAN, smtp4());
+    assert_eq!(d.wait_verdict(CLEAN, VERDICT_WITHIN), "pass");
+    // 45 questions: however a window boundary splits them, one side has MIN_ASKS (20).
+    for _ in 0..45 {
+        d.query(CLEAN);
+    }
+    d.wait_for(
+        "a window deciding on the MTA's questions",
+        BALANCER_WINDOW * 4,
+        || !balancer_check(&d, "unseen_peers")["since"].is_null(),
+    );
+    assert_eq!(balancer_check(&d, "unseen_peers")["suspected"], false);
+    // Behind the PROXY protocol: every client the MTA asks about is one the kernel never
+    // saw (documentation addresses no SYN came from).
+    for i in 1..=45 {
+        d.query(&format!("203.0.113.{i}"));
+    }
+    wait_suspected(&d, "unseen_peers", true);
+    let status = d.cli_ok(&["status"]);
+    assert!(
+        status.contains("of the MTA's questions in the last 3s were about addresses whose SYN the datapath never saw"),
+        "{status}"
+    );
+    assert_eq!(
+        log_lines(&d, "were about addresses whose SYN the datapath never saw"),
+        1
+    );
+}
+
+/// A verdict outlives a change of listing (it holds until it expires, across restarts); a
+/// sender delisted since need not wait: `forget` removes its verdict and its next SYN is
+/// evaluated afresh, `recheck --now` evaluates at once and prints the new verdict. Manual
+/// entries are untouched, and the answer says which still decide.
+#[test]
+fn forget_lets_a_delisted_sender_be_evaluated_afresh() {
+    let b = bed("df");
+    let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, spec(&b, "bl.test"));
+    b.connects(LISTED, smtp4());
+    assert_eq!(d.wait_verdict(LISTED, VERDICT_WITHIN), "drop");
+    b.connects(LATER_LISTED, smtp4());
+    assert_eq!(d.wait_verdict(LATER_LISTED, VERDICT_WITHIN), "pass");
+    d.cli_ok(&["block", FORGER, "--reason", "by hand"]);
+    // The listings change: LISTED is delisted, LATER_LISTED listed (the config now asks
+    // later.test). The verdicts made before hold.
+    d.write_config(&sections(b.rbl_addr, "later.test"));
+    let from = d.log_text().len();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    d.wait_log("config reloaded", from, Duration::from_secs(10));
+    b.refused(LISTED, smtp4());
+    assert_eq!(d.verdict(LATER_LISTED).as_deref(), Some("pass"));
+
+    let out = d.cli_ok(&["forget", LISTED]);
+    assert!(
+        out.starts_with(&format!(
+            "forgot the verdict of {LISTED}; the next SYN is evaluated afresh; manual entries are untouched"
+        )),
+        "{out}"
+    );
+    assert_eq!(d.verdict(LISTED), None);
+    // Its next SYN is a first contact (it passes) and is evaluated: delisted, it passes.
+    b.connects(LISTED, smtp4());
+    assert_eq!(d.wait_verdict(LISTED, VERDICT_WITHIN), "pass");
+    let lines = d
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("mxscreen-verdict") && l.contains(&format!("ip={LISTED} ")))
+        .count();
+    assert_eq!(lines, 2, "one evaluation before the forget, one after");
+    b.connects(LISTED, smtp4());
+
+    // recheck (the alias) --now: evaluated at once, the new verdict printed.
+    let out = d.cli_ok(&["recheck", LATER_LISTED, "--now"]);
+    let last = out.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("now: verdict") && last.contains(LATER_LISTED) && last.contains("drop"),
+        "{out}"
+    );
+    b.refused(LATER_LISTED, smtp4());
+
+    // A prefix: every verdict inside goes; the manual block inside stays, and is named.
+    let out = d.cli_ok(&["forget", "192.0.2.0/24"]);
+    assert!(
+        out.starts_with("forgot 2 verdicts inside 192.0.2.0/24"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!(
+            "manual entries are untouched and still decide: {FORGER}/32 blocked (`mxscreen unblock {FORGER}/32`)"
+        )),
+        "{out}"
+    );
+    assert_eq!(d.verdict(LATER_LISTED), None);
+    b.refused(FORGER, smtp4());
+    // Bad input: --now on a prefix.
+    let out = d.cli(&["forget", "192.0.2.0/24", "--now"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--now evaluates one address"),
+        "{}",
+        text(&out)
     );
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use mxscreen_tests::{
     daemon::MxDaemon,
-    mta::{Smtp, TAG_ACL, TAG_DNSBL, TAG_RDNS},
+    mta::{MtaLog, Smtp, TAG_ACL, TAG_DNSBL, TAG_RDNS},
     testbed::*,
 };
 
@@ -580,8 +580,6 @@ fn hold_refuses_first_contact_of_listed_senders(attach: Attach) {
 /// The explain window of the asking scenarios: long enough to prove the SYNs inside it are
 /// dropped (two refusals take ~5 s), short enough to wait out.
 const EXPLAIN: Duration = Duration::from_secs(8);
-/// The README's Exim snippet `delay`s the limit class this long before its greeting.
-const EXIM_LIMIT_DELAY: Duration = Duration::from_secs(10);
 
 /// First contact through the MTA's question alone: the query socket answers `unknown` and
 /// the evaluation starts (no SYN needed), then the verdict is there. (A first SYN would race
@@ -663,11 +661,66 @@ fn exim_explains(b: &Testbed, ip: &str, tag: &str) {
     );
 }
 
+/// A road-warrior on a listed address (a mobile carrier's shared address, XBL-listed): its
+/// authenticated submission on `submission` goes in — the snippets ask mxscreen about port
+/// 25 only, and the datapath does not screen submission — while `smtp` refuses the same
+/// address (a 554 from the MTA for its explained connection, or its SYN dropped). The MTA
+/// logged the message as authenticated (`needle`).
+#[track_caller]
+fn road_warrior_submits(b: &Testbed, d: &MxDaemon, ports: (u16, u16), log: &MtaLog, needle: &str) {
+    let (smtp, submission) = ports;
+    asked_first(d, XBL, "drop");
+    let mark = log.mark();
+    let r = b.submit(
+        XBL,
+        submission,
+        &format!("road-warrior-{submission}"),
+        SWAKS_OK,
+    );
+    assert!(
+        r.accepted,
+        "an authenticated submission on {submission} from listed {XBL} was refused:\n{}\n{}",
+        r.transcript,
+        log.text()
+    );
+    log.wait_line(mark, XBL, needle, LOG_WITHIN);
+    let r = b.mail_to_port(XBL, smtp, &format!("road-warrior-{smtp}"), SWAKS_OK);
+    assert!(
+        !r.accepted,
+        "port {smtp} let listed {XBL} in:\n{}",
+        r.transcript
+    );
+}
+
+/// A peer blocked by hand while its connection was already open (its SYN went through
+/// before the block; the MTA is still resolving its PTR, which takes a second for
+/// SLOW_DNS) is refused by the README's snippet when the MTA asks: `block` means a 554
+/// with `want` in it, to Exim and Postfix alike. Unblocks it again.
+#[track_caller]
+fn blocked_while_connecting(b: &Testbed, d: &MxDaemon, port: u16, want: &str) {
+    std::thread::scope(|s| {
+        let sending =
+            s.spawn(|| b.mail_to_port(SLOW_DNS, port, &format!("blocked-{port}"), SWAKS_OK));
+        b.wait_established(SLOW_DNS, port, Duration::from_secs(5));
+        d.cli_ok(&["block", SLOW_DNS, "--reason", "e2e"]);
+        let r = sending.join().expect("swaks thread");
+        let reply = error_reply(&r.transcript);
+        assert!(
+            !r.accepted && reply.starts_with("554 5.7.1 ") && reply.contains(want),
+            "port {port}: a peer blocked mid-connection should be refused with {want:?}: {reply}\n{}",
+            r.transcript
+        );
+    });
+    d.cli_ok(&["unblock", SLOW_DNS]);
+}
+
 /// Explained refusals with the README's Exim snippet, word for word: a listed sender's first
 /// connection after its verdict reaches Exim, which asks mxscreen and refuses it with a 554
 /// naming the list; within the window its connections are dropped at SYN (Exim logs
-/// nothing); after the window it is explained again. The limit class meets Exim's `delay`,
-/// a clean sender goes straight in, and with mxscreen stopped the fail string lets mail in.
+/// nothing); after the window it is explained again. A peer blocked by hand is refused as
+/// such, the limit class gets in at once (the kernel paces it; the snippet adds no
+/// `delay`), a clean sender goes straight in, a road-warrior on a listed address submits on
+/// 587, and with mxscreen stopped the fail string lets mail in.
 fn exim_asks_mxscreen_and_explains_refusals(attach: Attach) {
     let b = Testbed::asking("ex", attach);
     let mut d = b.daemon(explain_tweaks());
@@ -682,14 +735,30 @@ fn exim_asks_mxscreen_and_explains_refusals(attach: Attach) {
     exim_explains(&b, SBL, "ask-explained-2");
     assert_eq!(d.counter("explained"), 2);
 
+    road_warrior_submits(
+        &b,
+        &d,
+        (25, SUBMISSION_PORT),
+        &b.exim.log(),
+        "A=plain:roadwarrior",
+    );
+    blocked_while_connecting(
+        &b,
+        &d,
+        25,
+        &format!("Service unavailable; client [{SLOW_DNS}] blocked by local policy"),
+    );
+
     asked_first(&d, PBL, "limit");
-    let r = b.mail_within(PBL, "ask-limit-delayed", EXIM_LIMIT_DELAY * 2);
-    assert!(r.accepted, "{}", r.transcript);
-    assert!(r.elapsed >= EXIM_LIMIT_DELAY, "no delay: {:?}", r.elapsed);
+    let r = accepted(&b, PBL, "ask-limit");
+    assert!(
+        r.elapsed < Duration::from_secs(5),
+        "delayed: {:?}",
+        r.elapsed
+    );
 
     asked_first(&d, CLEAN, "pass");
-    let r = accepted(&b, CLEAN, "ask-clean");
-    assert!(r.elapsed < EXIM_LIMIT_DELAY, "{:?}", r.elapsed);
+    accepted(&b, CLEAN, "ask-clean");
 
     d.stop();
     let mark = b.exim.mark();
@@ -697,10 +766,13 @@ fn exim_asks_mxscreen_and_explains_refusals(attach: Attach) {
     b.exim.wait_line(mark, SBL, TAG_ACL, LOG_WITHIN);
 }
 
-/// A real Postfix with the README's `check_policy_service` snippet: the explained connection
-/// of a listed sender is refused with a 554 naming zone and code (the client sees it,
-/// Postfix logs it), the next one is dropped at SYN; the limit class and a clean sender get
-/// DUNNO and are accepted; with mxscreen stopped, `default_action=DUNNO` lets mail in.
+/// A real Postfix, chrooted as Debian ships it, with the README's main.cf and master.cf
+/// snippets and the policy service on loopback TCP: the explained connection of a listed
+/// sender is refused with a 554 naming zone and code (the client sees it, Postfix logs it),
+/// the next one is dropped at SYN; a peer blocked by hand is refused as such; the limit
+/// class and a clean sender get DUNNO and are accepted; a road-warrior on a listed address
+/// submits on the submission port; with mxscreen stopped, `default_action=DUNNO` lets mail
+/// in.
 fn postfix_asks_the_policy_service(attach: Attach) {
     let b = Testbed::asking("ef", attach);
     let mut d = b.daemon(explain_tweaks());
@@ -716,8 +788,9 @@ fn postfix_asks_the_policy_service(attach: Attach) {
     let why = "blocked using zen.test, code 127.0.0.2 (SBL); SBL-like: spam source";
     assert!(
         !r.accepted && r.transcript.contains("554 5.7.1") && r.transcript.contains(why),
-        "{}",
-        r.transcript
+        "{}\n{}",
+        r.transcript,
+        pf.text()
     );
     let line = pf.wait_line(mark, SBL, "reject: CONNECT from", LOG_WITHIN);
     assert!(line.contains(why), "{line}");
@@ -725,6 +798,20 @@ fn postfix_asks_the_policy_service(attach: Attach) {
     let r = b.mail_postfix(SBL, "pf-within-window", SWAKS_REFUSED);
     assert!(r.connect_failed(), "{}", r.transcript);
     assert_eq!(pf.lines_since(mark, SBL), Vec::<String>::new());
+
+    road_warrior_submits(
+        &b,
+        &d,
+        (POSTFIX_PORT, POSTFIX_SUBMISSION_PORT),
+        &pf,
+        "sasl_username=roadwarrior",
+    );
+    blocked_while_connecting(
+        &b,
+        &d,
+        POSTFIX_PORT,
+        &format!("Service unavailable; Client host [{SLOW_DNS}] blocked by local policy"),
+    );
 
     asked_first(&d, PBL, "limit");
     via_postfix(PBL, "pf-limit");
@@ -740,6 +827,34 @@ fn postfix_asks_the_policy_service(attach: Attach) {
 
     d.stop();
     via_postfix(SBL, "pf-mxscreen-stopped");
+}
+
+/// The examples the package ships carry the README's MTA snippets word for word, so what an
+/// operator copies from /usr/share/doc/mxscreen/examples is what this suite runs.
+#[test]
+fn the_packaged_examples_carry_the_readme_snippets() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../packaging/examples");
+    for (snippet, file) in [
+        ("exim-main", "exim4-acl.conf"),
+        ("exim-acl", "exim4-acl.conf"),
+        ("postfix-main", "postfix-main.cf"),
+        ("postfix-master", "postfix-master.cf"),
+    ] {
+        let text = std::fs::read_to_string(examples.join(file)).expect(file);
+        let want = mxscreen_tests::readme::snippet(snippet);
+        assert!(
+            text.contains(&want),
+            "{file} lacks the README's {snippet}:\n{want}"
+        );
+    }
+    let toml = mxscreen_tests::readme::snippet("postfix-mxscreen");
+    let main_cf = std::fs::read_to_string(examples.join("postfix-main.cf")).unwrap();
+    for line in toml.lines() {
+        assert!(
+            main_cf.contains(&format!("#   {line}")),
+            "postfix-main.cf lacks {line:?}"
+        );
+    }
 }
 
 macro_rules! in_both_modes {

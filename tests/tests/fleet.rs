@@ -523,3 +523,67 @@ fn a_host_finds_the_primary_through_sentinel() {
         blocked(&direct, CLEAN).is_some_and(|e| e["origin"] == "mx-a")
     });
 }
+
+/// `forget` on one host: its verdict, the other host's copy and the Redis key go within a
+/// second, a tombstone stays; the next SYN is evaluated afresh and that verdict is shared
+/// as any. A host that was down during a forget drops its (pinned) copy when it rejoins,
+/// and nothing brings the verdict back from Redis.
+#[test]
+fn forget_removes_the_fleets_copies_and_they_do_not_come_back() {
+    let b = bed("ff");
+    let peer = LISTED[2];
+    let xdp = host(&b, "mx-a", "xdp");
+    let mut tc = host(&b, "mx-b", "tc");
+    let key = format!("mxscreen:verdict:{peer}");
+    let held_by_both = |a: &MxDaemon, c: &MxDaemon, what: &str| {
+        within(VERDICT_WITHIN, what, || {
+            a.verdict(peer).as_deref() == Some("drop") && c.verdict(peer).as_deref() == Some("drop")
+        });
+    };
+    b.wire.assert_connects(peer, smtp());
+    held_by_both(&xdp, &tc, "the verdict on both hosts");
+    assert_eq!(b.redis.cli(&["EXISTS", &key]).trim(), "1");
+
+    let out = xdp.cli_ok(&["forget", peer]);
+    assert!(
+        out.starts_with(&format!(
+            "forgot the verdict of {peer}; on every host of the fleet too"
+        )),
+        "{out}"
+    );
+    assert_eq!(xdp.verdict(peer), None);
+    within(SHARED_WITHIN, "the other host's copy gone", || {
+        tc.verdict(peer).is_none()
+    });
+    assert_eq!(
+        b.redis.cli(&["EXISTS", &key]).trim(),
+        "0",
+        "the Redis key is gone"
+    );
+    let tombstone = format!("mxscreen:forget:{peer}/32");
+    assert_eq!(b.redis.cli(&["EXISTS", &tombstone]).trim(), "1");
+
+    // The next SYN is a first contact, evaluated afresh (once for the fleet), and its
+    // verdict, made after the forget, is shared and kept.
+    let before = evaluations(&xdp) + evaluations(&tc);
+    b.wire.assert_connects(peer, smtp());
+    held_by_both(&xdp, &tc, "the fresh verdict on both hosts");
+    assert_eq!(evaluations(&xdp) + evaluations(&tc), before + 1);
+    b.wire.assert_refused(peer, smtp());
+
+    // A host down during the forget keeps its pinned copy until it rejoins: then the
+    // tombstone removes it before it says ready, and Redis has nothing to bring back.
+    tc.kill9();
+    xdp.cli_ok(&["forget", peer]);
+    assert_eq!(b.redis.cli(&["EXISTS", &key]).trim(), "0");
+    tc.restart();
+    assert_eq!(tc.verdict(peer), None, "the forgotten verdict came back");
+    assert_eq!(xdp.verdict(peer), None);
+    assert!(
+        tc.log_text().contains("verdicts forgotten by the fleet"),
+        "{}",
+        tc.log_text()
+    );
+    b.wire.assert_connects(peer, smtp());
+    held_by_both(&xdp, &tc, "the next evaluation on both hosts");
+}

@@ -133,6 +133,32 @@ fn auto_mode_picks_native_xdp_on_veth() {
     scenario(AttachMode::Auto, AttachedMode::XdpNative);
 }
 
+/// `auto` on an interface whose driver has no native XDP (a dummy device) takes tc, not
+/// generic XDP: generic XDP would run for every packet the interface receives.
+#[test]
+fn auto_mode_prefers_tc_to_generic_xdp() {
+    let wire = Wire::new("at");
+    wire.server
+        .ip(&["link", "add", "mxsdummy0", "type", "dummy"]);
+    wire.server.ip(&["link", "set", "mxsdummy0", "up"]);
+    let mut ebpf = datapath::load(&LoadOptions {
+        sizes: MapSizes::small(),
+        pin_dir: None,
+    })
+    .unwrap();
+    // The premise: this driver refuses native XDP (else the test proves nothing).
+    let native = wire
+        .server
+        .enter(|| datapath::attach(&mut ebpf, "mxsdummy0", AttachMode::Xdp));
+    assert!(native.is_err(), "dummy accepted native XDP");
+    let attached = wire
+        .server
+        .enter(|| datapath::attach(&mut ebpf, "mxsdummy0", AttachMode::Auto))
+        .unwrap_or_else(|e| panic!("attach auto: {e:#}"));
+    assert_eq!(attached.mode, AttachedMode::Tc);
+    attached.detach(&mut ebpf).unwrap();
+}
+
 #[test]
 fn attach_errors_name_the_interface_and_the_reason() {
     let wire = Wire::new("er");

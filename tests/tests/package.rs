@@ -67,6 +67,7 @@ fn package_ships_binary_unit_conffile_docs_man_pages_and_completions() {
         "./usr/share/doc/mxscreen/mxscreen-dashboard.json",
         "./usr/share/doc/mxscreen/examples/exim4-acl.conf",
         "./usr/share/doc/mxscreen/examples/postfix-main.cf",
+        "./usr/share/doc/mxscreen/examples/postfix-master.cf",
         "./usr/share/man/man8/mxscreen.8.gz",
     ]
     .map(String::from)

@@ -888,7 +888,7 @@ async fn check_reports_text_and_json() {
     assert_eq!(ev[1]["result"], "not_listed");
     let text = report.to_text();
     assert!(
-        text.starts_with("192.0.2.4: drop, score 10, expires in 20m (reason: reputation;"),
+        text.starts_with("192.0.2.4: drop, score 10, expires in 20m (source: reputation;"),
         "{text}"
     );
     assert!(

@@ -49,6 +49,10 @@ pub const TESTS: &[(&str, &str)] = &[
     ),
     ("dnsutils", "dig, to wait for DNS servers to answer"),
     (
+        "sasl2-bin",
+        "saslpasswd2: the e2e Postfix's submission user (AUTH on its 587)",
+    ),
+    (
         "redis-server",
         "the shared bus of the fleet tests (redis-server and redis-cli)",
     ),

@@ -45,7 +45,7 @@ pub fn main(a: Args) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let report = rt.block_on(reputation::check(cfg.reputation(), a.ip))?;
+    let mut report = rt.block_on(reputation::check(cfg.reputation(), a.ip))?;
     let connect = Connect {
         socket: a.socket.or_else(|| Some(cfg.control.socket.clone())),
         config: None,
@@ -57,6 +57,12 @@ pub fn main(a: Args) -> Result<()> {
                 Some(c) if c.is_not_running() => "not running".into(),
                 _ => format!("{e:#}"),
             });
+    // Observe mode as the running daemon has it (`--observe` is not in the file), else as
+    // the config says.
+    report.observe = match &daemon {
+        Ok(l) => l.observe,
+        Err(_) => cfg.policy.observe,
+    };
     if a.json {
         let mut v = report.to_json();
         v["daemon"] = match &daemon {
@@ -89,6 +95,9 @@ pub fn main(a: Args) -> Result<()> {
                 outln!("daemon holds:")?;
                 for r in rows {
                     outln!("  {r}")?;
+                }
+                if l.observe {
+                    outln!("  (observe mode: counted, never enforced)")?;
                 }
             }
             if let Some(at) = l.explain_next {

@@ -8,6 +8,7 @@ mod check;
 mod config;
 mod connect;
 mod feed;
+mod forget;
 mod list;
 mod out;
 mod run;
@@ -35,6 +36,8 @@ enum Command {
     Unblock(block::UnblockArgs),
     Allow(allow::AllowArgs),
     Unallow(allow::UnallowArgs),
+    #[command(visible_alias = "recheck")]
+    Forget(forget::Args),
     List(list::Args),
     Stats(stats::Args),
     Status(status::Args),
@@ -78,6 +81,7 @@ pub fn main() -> ExitCode {
         Command::Unblock(a) => block::unblock(a),
         Command::Allow(a) => allow::allow(a),
         Command::Unallow(a) => allow::unallow(a),
+        Command::Forget(a) => forget::main(a),
         Command::List(a) => list::main(a),
         Command::Stats(a) => stats::main(a),
         Command::Status(a) => status::main(a),

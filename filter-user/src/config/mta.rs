@@ -59,12 +59,14 @@ impl QuerySection {
 #[serde(default, deny_unknown_fields)]
 pub struct PolicyServiceSection {
     /// Where the policy service listens, as Postfix names it in check_policy_service:
-    /// "unix:/run/mxscreen/policy.sock" (mode 0660) or "inet:127.0.0.1:10040" (loopback
-    /// only: the protocol has no authentication). Default "": off.
+    /// "inet:127.0.0.1:10040" (loopback only: the protocol has no authentication; what
+    /// Debian's chrooted smtpd can reach) or "unix:/run/mxscreen/policy.sock" (mode 0660; an
+    /// smtpd that is not chrooted). Default "": off.
     pub listen: Listen,
     /// What Postfix is told for a peer mxscreen limits. Default "DUNNO": the datapath already
     /// paces its connections; "SLEEP 10" or "DEFER_IF_PERMIT 4.7.1 ..." are other choices.
-    /// A peer to drop is told "554 5.7.1 ..." naming the list and code; any other, "DUNNO".
+    /// A peer to drop is told "554 5.7.1 ..." naming the list and code, a blocked one "554
+    /// 5.7.1 ... blocked by local policy"; any other, "DUNNO".
     pub limit_action: String,
     /// Group of a unix: socket: the group Postfix runs as. Default "": postfix, if it exists.
     pub group: String,

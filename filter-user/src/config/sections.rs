@@ -22,7 +22,7 @@ use crate::{
 pub struct DatapathSection {
     /// Interfaces to attach to. Default: empty, meaning the interface of the default route.
     pub interfaces: Vec<String>,
-    /// auto (native XDP, else generic XDP, else tc), xdp, xdp-generic or tc. Default auto.
+    /// auto (native XDP, else tc, else generic XDP), xdp, xdp-generic or tc. Default auto.
     pub mode: AttachMode,
     /// Destination ports screened, 1 to 64 of them. Default [25]: the MX port. Submission
     /// ports (587, 465) carry authenticated users and are better left to the MTA.
@@ -211,7 +211,8 @@ impl StateSection {
 pub struct MetricsSection {
     /// Address and port to serve `GET /metrics` on (Prometheus text format), e.g.
     /// "127.0.0.1:9725" or "[::1]:9725". Default "" = off. The numbers are those of
-    /// `mxscreen stats` and `status`; keep it on loopback or a management network.
+    /// `mxscreen stats` and `status`; keep it on loopback or a management network. A change
+    /// needs a restart (a reload keeps the running endpoint).
     #[serde(with = "optional_addr")]
     pub listen: Option<SocketAddr>,
 }

@@ -1,6 +1,7 @@
 //! CLI side of the control socket: one method per request, each returning the reply's own
 //! type. It finds out what is wrong before connecting, so the operator reads "the daemon is
-//! not running; start it with `mxscreen run`", not "os error 2".
+//! not running; start it with `systemctl start mxscreen`" (or `mxscreen run` where the unit
+//! is not installed), not "os error 2".
 
 use std::{
     io::ErrorKind,
@@ -24,7 +25,8 @@ use super::{
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error(
-        "the mxscreen daemon is not running (no control socket at {0}); start it with `mxscreen run`"
+        "the mxscreen daemon is not running (no control socket at {0}); start it with {start}",
+        start = start_hint()
     )]
     NotRunning(String),
     #[error("{0} is not a socket; is control.socket set to the right path?")]
@@ -32,7 +34,8 @@ pub enum ClientError {
     #[error("permission denied on {0}: the control socket is for root only (try sudo)")]
     Permission(String),
     #[error(
-        "the mxscreen daemon is not running (stale control socket {0}); start it with `mxscreen run`"
+        "the mxscreen daemon is not running (stale control socket {0}); start it with {start}",
+        start = start_hint()
     )]
     Refused(String),
     /// The daemon refused the request; its sentence says why.
@@ -40,6 +43,27 @@ pub enum ClientError {
     Daemon(String),
     #[error("talking to the daemon at {0}: {1}")]
     Protocol(String, String),
+}
+
+/// Where the package's unit may be (Debian's /lib, merged /usr, or a local copy).
+pub const UNIT_PATHS: &[&str] = &[
+    "/lib/systemd/system/mxscreen.service",
+    "/usr/lib/systemd/system/mxscreen.service",
+    "/etc/systemd/system/mxscreen.service",
+];
+
+/// How the operator starts the daemon here: through systemd where the unit is installed
+/// (a daemon started by hand there would fight the unit's), else by hand.
+pub fn start_hint() -> &'static str {
+    start_hint_for(UNIT_PATHS.iter().any(|p| Path::new(p).exists()))
+}
+
+fn start_hint_for(unit_installed: bool) -> &'static str {
+    if unit_installed {
+        "`systemctl start mxscreen`"
+    } else {
+        "`mxscreen run`"
+    }
 }
 
 impl ClientError {
@@ -101,6 +125,12 @@ impl Client {
 
     pub async fn unallow(self, net: IpNet) -> Result<String, ClientError> {
         self.call(Request::Unallow { net }).await
+    }
+
+    /// Forgets the engine's verdicts inside `net` (`now`: evaluates the address at once);
+    /// returns the daemon's sentence about what went.
+    pub async fn forget(self, net: IpNet, now: bool) -> Result<String, ClientError> {
+        self.call(Request::Forget { net, now }).await
     }
 
     /// Asks for a listing; its entries arrive in chunks from [`ListStream::next_chunk`].
@@ -215,5 +245,21 @@ impl ListStream {
             all.extend(chunk);
         }
         Ok(all)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_start_hint_names_the_unit_where_it_is_installed() {
+        assert_eq!(start_hint_for(true), "`systemctl start mxscreen`");
+        assert_eq!(start_hint_for(false), "`mxscreen run`");
+        let e = ClientError::NotRunning("/run/mxscreen/control.sock".into()).to_string();
+        assert!(
+            e.ends_with(&format!("start it with {}", start_hint())),
+            "{e}"
+        );
     }
 }

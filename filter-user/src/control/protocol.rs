@@ -41,6 +41,13 @@ pub enum Request {
         #[serde(deserialize_with = "net::deserialize_net")]
         net: IpNet,
     },
+    /// Remove the engine's verdicts inside `net`, here and on the fleet, so the next SYN is
+    /// evaluated afresh; `now`: evaluate the (single) address at once.
+    Forget {
+        net: IpNet,
+        #[serde(default)]
+        now: bool,
+    },
     List {
         what: ListWhat,
     },
@@ -248,6 +255,44 @@ pub struct StatusReply {
     /// stay small when the fleet is off.)
     #[serde(default)]
     pub fleet: Option<Box<FleetStatus>>,
+    /// Whether something in front of the host rewrites the clients' addresses (a load
+    /// balancer, SNAT, PROXY protocol), as the last windows measured it. (Boxed, like
+    /// `fleet`: the reply enums stay small.)
+    #[serde(default)]
+    pub balancer: Box<BalancerStatus>,
+}
+
+/// The balancer watch's last window (see `daemon::balancer`): what it measured and what it
+/// suspects.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BalancerStatus {
+    /// The window's length.
+    pub window_secs: u64,
+    /// SYNs to the screened ports in the last window.
+    pub syns: u64,
+    /// The MTA's questions about addresses on no list in the last window.
+    pub asks: u64,
+    /// One source carried most of the SYNs (`source`: which).
+    pub one_source: BalancerCheck,
+    /// The built-in private ranges carried most of the SYNs.
+    pub private_sources: BalancerCheck,
+    /// Most questions were about addresses whose SYN the datapath never saw.
+    pub unseen_peers: BalancerCheck,
+}
+
+/// One of the balancer watch's checks.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BalancerCheck {
+    /// As of the last window with enough traffic to tell.
+    pub suspected: bool,
+    /// The share (0 to 1) that window measured.
+    pub share: f64,
+    /// The source that carried it (`one_source` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<IpAddr>,
+    /// Unix seconds since `suspected` has had its value; `None` before any window decided.
+    #[serde(default)]
+    pub since: Option<u64>,
 }
 
 /// Whether the fleet bus is reachable.
@@ -382,6 +427,9 @@ pub struct LookupReply {
     /// own or besides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_verdict: Option<ListedEntry>,
+    /// Observe mode: what is held is counted, never enforced.
+    #[serde(default)]
+    pub observe: bool,
 }
 
 /// A reply of a known shape, taken out of a [`Body`]; `None` if the body is another kind.

@@ -139,6 +139,20 @@ impl FleetBridge {
         &self.origins
     }
 
+    /// `mxscreen forget` here: the verdicts of `ips` are no longer the fleet's.
+    pub fn forget_origins(&mut self, ips: &[IpAddr]) {
+        let origins = Arc::make_mut(&mut self.origins);
+        for ip in ips {
+            origins.forget(*ip);
+        }
+    }
+
+    /// `mxscreen forget` for the fleet: a tombstone for `net` (see [`Fleet::forget`]); false
+    /// when the fleet's queue is full.
+    pub fn forget(&self, net: IpNet, removed: Vec<IpAddr>, lifetime: std::time::Duration) -> bool {
+        self.fleet.forget(net, removed, lifetime)
+    }
+
     /// Forgets the origins of verdicts expired by now (the sweep).
     pub fn prune_origins(&mut self) {
         Arc::make_mut(&mut self.origins).prune(fleet::wire::now_ms());

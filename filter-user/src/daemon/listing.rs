@@ -203,6 +203,7 @@ impl Daemon {
     pub(super) fn lookup(&mut self, ip: IpAddr) -> Result<LookupReply> {
         let mut reply = LookupReply {
             ip: Some(ip),
+            observe: self.cfg.policy.observe,
             ..Default::default()
         };
         for table in [Table::Allow, Table::Deny, Table::Limit] {

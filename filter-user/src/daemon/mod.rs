@@ -17,14 +17,19 @@
 //! - [`reactor`]: what the daemon does on its own — new peers, verdicts, the fleet's events,
 //!   the heartbeat, the sweep of expired entries;
 //! - [`requests`]: the answers to the operator's control requests that change something;
+//!   [`forget`]: `mxscreen forget`, verdicts removed here and on the fleet;
 //! - [`listing`]: `list` (streamed) and lookups; [`status`]: `stats` and `status`;
 //! - [`reload`]: what SIGHUP does;
 //! - [`census`]: the counts of what the maps hold, and the facts published for metrics;
 //! - [`systemd`]: readiness and reloads told to systemd (`Type=notify`);
-//! - [`mta`]: the MTA's query socket and policy service, on a thread of their own.
+//! - [`mta`]: the MTA's query socket and policy service, on a thread of their own;
+//! - [`balancer`]: the watch for a load balancer, SNAT or PROXY protocol in front of the
+//!   host, on a thread of its own.
 
+mod balancer;
 mod census;
 mod fleet;
+mod forget;
 pub mod interfaces;
 mod listing;
 mod lists;
@@ -52,8 +57,8 @@ use tokio::{
 };
 
 use self::{
-    fleet::FleetBridge, lists::ListOwner, mta::MtaDoor, program::Program, rotation::Rotation,
-    verdicts::VerdictWriter,
+    balancer::BalancerWatch, fleet::FleetBridge, lists::ListOwner, mta::MtaDoor, program::Program,
+    rotation::Rotation, verdicts::VerdictWriter,
 };
 use crate::{
     config::Config,
@@ -62,10 +67,10 @@ use crate::{
     feeds::Feeds,
     fleet::{Fleet, FleetEvent},
     metrics::{
-        self, DaemonFamilies, DatapathFamilies, EngineFamilies, Facts, Families, FleetFamilies,
-        SharedFacts,
+        self, BalancerFamilies, DaemonFamilies, DatapathFamilies, EngineFamilies, Facts, Families,
+        FleetFamilies, SharedFacts,
     },
-    query::EvidenceCache,
+    query::{EvidenceCache, MtaAsks},
     reputation::{Engine, Verdict},
     state::State,
 };
@@ -108,6 +113,10 @@ pub struct Daemon {
     /// What a metrics scrape reads, published by the main loop; also how SIGHUP reloads
     /// went, which `status` reports.
     facts: SharedFacts,
+    /// What the MTA asked about (shared with its thread), for the balancer watch.
+    mta_asks: Arc<MtaAsks>,
+    /// The watch for a balancer, SNAT or PROXY protocol in front of the host.
+    balancer: BalancerWatch,
 }
 
 /// What the main loop waits on besides the control socket, timers and signals.
@@ -187,6 +196,9 @@ impl Daemon {
         let evidence = Arc::new(EvidenceCache::for_verdict_map(cfg.datapath.maps.peers));
         let (fleet, fleet_events) = Fleet::start(&cfg.fleet, state.entries())?;
         let rotation = Rotation::new(cfg.policy.v6_rotation_prefix, cfg.policy.v6_rotation_after);
+        let mta_asks = Arc::new(MtaAsks::default());
+        let balancer = BalancerWatch::start(maps.reader()?, mta_asks.clone())
+            .context("starting the balancer watch")?;
         let d = Daemon {
             cfg,
             config_path,
@@ -200,6 +212,8 @@ impl Daemon {
             fleet: FleetBridge::new(fleet),
             census: Census::default(),
             facts: Arc::new(Mutex::new(Facts::new(SystemTime::now()))),
+            mta_asks,
+            balancer,
         };
         let inputs = Inputs {
             events,
@@ -219,7 +233,13 @@ impl Daemon {
         self.apply()?;
         let evidence = self.verdicts.evidence().clone();
         let peers = self.fleet.new_peers(self.engine.clone());
-        let mta_door = mta::start(&self.cfg, &self.maps, evidence, peers)?;
+        let mta_door = mta::start(
+            &self.cfg,
+            &self.maps,
+            evidence,
+            peers,
+            self.mta_asks.clone(),
+        )?;
         self.program.attach_all(ifaces, &self.cfg)?;
         // Feeds are read off the main loop and written as they arrive; the config and manual
         // entries are enforced from the first SYN.
@@ -292,6 +312,7 @@ impl Daemon {
             Box::new(DatapathFamilies(self.maps.reader()?)),
             Box::new(DaemonFamilies(self.facts.clone())),
             Box::new(EngineFamilies(self.engine.clone())),
+            Box::new(BalancerFamilies(self.balancer.shared())),
         ];
         if let Some(status) = self.fleet.status_watch() {
             families.push(Box::new(FleetFamilies {

@@ -26,7 +26,7 @@ use crate::{
         Listen,
         server::{PolicyListener, Service},
     },
-    query::{EvidenceCache, Oracle},
+    query::{EvidenceCache, MtaAsks, Oracle},
     socket_file::{self, SocketFile},
 };
 
@@ -81,6 +81,7 @@ pub fn start(
     maps: &DatapathMaps,
     evidence: Arc<EvidenceCache>,
     peers: NewPeers,
+    asks: Arc<MtaAsks>,
 ) -> Result<Option<MtaDoor>> {
     let mut files = Vec::new();
     let query = bind_query(cfg, &mut files)?;
@@ -88,7 +89,7 @@ pub fn start(
     if query.is_none() && policy.is_none() {
         return Ok(None);
     }
-    let oracle = Arc::new(Oracle::new(maps.reader()?, evidence, Arc::new(peers)));
+    let oracle = Arc::new(Oracle::new(maps.reader()?, evidence, Arc::new(peers), asks));
     let limit_action = cfg.policy_service.limit_action.clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let rt = tokio::runtime::Builder::new_current_thread()

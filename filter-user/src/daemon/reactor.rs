@@ -95,6 +95,7 @@ impl Daemon {
                 let outcome = self.engine.submit(ip);
                 tracing::debug!(%ip, ?outcome, "new peer (evaluated here for the fleet)");
             }
+            FleetEvent::Forget(f) => self.forget_shared(&f),
             FleetEvent::Synced | FleetEvent::Down => {}
         }
     }

@@ -5,12 +5,12 @@
 use anyhow::{Result, anyhow};
 
 use super::{Daemon, RunOptions, read_config};
+use crate::config::Config;
 
 /// SIGHUP: re-read the config; apply ports, limits, first contact, observe, zones, weights,
 /// thresholds, resolver, lists and feeds (each read again: an unchanged file writes nothing)
-/// live. What needs a restart (interfaces, mode, map sizes, pin directory, sockets, state
-/// file, metrics endpoint, fleet) is named in a warning. A bad config changes nothing. The
-/// outcome is recorded for `status` and the metrics.
+/// live. What needs a restart ([`RESTART_ONLY`]) is named in a warning and kept as it runs.
+/// A bad config changes nothing. The outcome is recorded for `status` and the metrics.
 pub fn reload(d: &mut Daemon, opts: &RunOptions) {
     let result = try_reload(d, opts).map_err(|e| {
         let error = format!("{e:#}");
@@ -28,38 +28,8 @@ fn try_reload(d: &mut Daemon, opts: &RunOptions) -> Result<()> {
     let (new, _) = read_config(&opts)?;
     d.engine.reload(new.reputation()).map_err(|e| anyhow!(e))?;
     let old = std::mem::replace(&mut d.cfg, new);
-    let mut restart = Vec::new();
-    if old.datapath.interfaces != d.cfg.datapath.interfaces
-        || old.datapath.mode != d.cfg.datapath.mode
-    {
-        restart.push("datapath.interfaces/mode");
-    }
-    if old.datapath.maps != d.cfg.datapath.maps || old.datapath.pin_dir != d.cfg.datapath.pin_dir {
-        restart.push("datapath.maps/pin_dir");
-    }
-    if old.control.socket != d.cfg.control.socket || old.state.file != d.cfg.state.file {
-        restart.push("control.socket/state.file");
-    }
-    if old.metrics != d.cfg.metrics {
-        restart.push("metrics.listen");
-    }
-    if old.fleet != d.cfg.fleet {
-        restart.push("fleet");
-    }
-    if old.query != d.cfg.query || old.policy_service != d.cfg.policy_service {
-        restart.push("query/policy_service");
-    }
-    // Keep what cannot change live as it runs, so status tells the truth.
-    d.cfg.datapath.interfaces = old.datapath.interfaces.clone();
-    d.cfg.datapath.mode = old.datapath.mode;
-    d.cfg.datapath.maps = old.datapath.maps;
-    d.cfg.datapath.pin_dir = old.datapath.pin_dir.clone();
-    d.cfg.control.socket = old.control.socket.clone();
-    d.cfg.state.file = old.state.file.clone();
-    d.cfg.metrics = old.metrics.clone();
-    d.cfg.fleet = old.fleet.clone();
-    d.cfg.query = old.query.clone();
-    d.cfg.policy_service = old.policy_service.clone();
+    let restart = restart_only_changes(&old, &d.cfg);
+    keep_restart_only(&mut d.cfg, &old);
     d.verdicts.configure_rotation(
         d.cfg.policy.v6_rotation_prefix,
         d.cfg.policy.v6_rotation_after,
@@ -82,4 +52,97 @@ fn try_reload(d: &mut Daemon, opts: &RunOptions) -> Result<()> {
         .map_err(|e| e.context("applying the reloaded config"))?;
     tracing::info!(zones = d.cfg.dnsbl.len(), ports = ?d.cfg.datapath.ports, observe = d.cfg.policy.observe, "config reloaded");
     Ok(())
+}
+
+/// The keys SIGHUP cannot apply, as the warning names them (the README's *Signals*
+/// paragraph lists the same): what binds a socket or a port, attaches, sizes or pins the
+/// maps, or connects to the fleet, is set up once at start.
+pub const RESTART_ONLY: &[&str] = &[
+    "datapath.interfaces",
+    "datapath.mode",
+    "datapath.maps",
+    "datapath.pin_dir",
+    "control.socket",
+    "state.file",
+    "metrics.listen",
+    "query",
+    "policy_service",
+    "fleet",
+];
+
+/// Which of [`RESTART_ONLY`] differ between the running config and the file's.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let (o, n) = (old, new);
+    let changed = [
+        o.datapath.interfaces != n.datapath.interfaces,
+        o.datapath.mode != n.datapath.mode,
+        o.datapath.maps != n.datapath.maps,
+        o.datapath.pin_dir != n.datapath.pin_dir,
+        o.control.socket != n.control.socket,
+        o.state.file != n.state.file,
+        o.metrics.listen != n.metrics.listen,
+        o.query != n.query,
+        o.policy_service != n.policy_service,
+        o.fleet != n.fleet,
+    ];
+    RESTART_ONLY
+        .iter()
+        .zip(changed)
+        .filter_map(|(key, c)| c.then_some(*key))
+        .collect()
+}
+
+/// Keeps what cannot change live as it runs, so `status` tells the truth.
+fn keep_restart_only(cfg: &mut Config, old: &Config) {
+    cfg.datapath.interfaces = old.datapath.interfaces.clone();
+    cfg.datapath.mode = old.datapath.mode;
+    cfg.datapath.maps = old.datapath.maps;
+    cfg.datapath.pin_dir = old.datapath.pin_dir.clone();
+    cfg.control.socket = old.control.socket.clone();
+    cfg.state.file = old.state.file.clone();
+    cfg.metrics = old.metrics.clone();
+    cfg.fleet = old.fleet.clone();
+    cfg.query = old.query.clone();
+    cfg.policy_service = old.policy_service.clone();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A changed metrics endpoint is named and kept as it runs, like every restart-only key.
+    #[test]
+    fn restart_only_keys_are_named_and_kept() {
+        let old = Config::default();
+        let mut new = Config::default();
+        new.metrics.listen = Some("127.0.0.1:9725".parse().unwrap());
+        new.control.socket = "/run/other.sock".into();
+        new.policy.observe = true;
+        assert_eq!(
+            restart_only_changes(&old, &new),
+            ["control.socket", "metrics.listen"]
+        );
+        keep_restart_only(&mut new, &old);
+        assert_eq!(new.metrics, old.metrics);
+        assert_eq!(new.control.socket, old.control.socket);
+        assert!(new.policy.observe, "a live key changes");
+        assert!(restart_only_changes(&old, &new).is_empty());
+    }
+
+    /// The README's *Signals* paragraph names every restart-only key.
+    #[test]
+    fn the_readme_names_every_restart_only_key() {
+        let readme = include_str!("../../../README.md");
+        let signals = readme
+            .split("**Signals.**")
+            .nth(1)
+            .and_then(|s| s.split("\n\n").next())
+            .expect("a Signals paragraph in the README");
+        for key in RESTART_ONLY {
+            assert!(
+                signals.contains(&format!("`{key}`")),
+                "the README's Signals paragraph does not name `{key}`: {signals}"
+            );
+        }
+    }
 }

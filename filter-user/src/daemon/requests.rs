@@ -38,6 +38,7 @@ impl Daemon {
                 .manual(ListKind::Allow, net.trunc(), ttl_secs, reason, false)
                 .map(done),
             Request::Unallow { net } => self.unlist(ListKind::Allow, net).map(done),
+            Request::Forget { net, now } => self.forget(net, now).map(done),
             Request::List { what } => {
                 return self.list(what).unwrap_or_else(|e| {
                     Answer::One(Reply::Error {

@@ -100,6 +100,13 @@ impl Rotation {
         }
     }
 
+    /// Forgets a network's verdict and its members (`mxscreen forget`): it is earned again
+    /// only by new drop verdicts.
+    pub fn forget_network(&mut self, net: &Ipv6Net) {
+        self.held.remove(net);
+        self.drops.remove(net);
+    }
+
     /// Forgets what expired by `now`; returns the networks whose verdict did.
     pub fn sweep(&mut self, now: u64) -> Vec<Ipv6Net> {
         let live = |e: &u64| *e == 0 || *e > now;

@@ -68,6 +68,7 @@ impl Daemon {
                 engine,
             },
             fleet: self.fleet.status(),
+            balancer: Box::new(self.balancer.status()),
         })
     }
 
@@ -85,6 +86,7 @@ impl Daemon {
                 "the last reload ({ago} ago) failed and the previous config is still running: {error}"
             ));
         }
+        w.extend(super::balancer::warnings(&self.balancer.status()));
         for (zone, z) in &stats.zones {
             if z.error_codes > 0 {
                 w.push(format!(

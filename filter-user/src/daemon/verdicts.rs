@@ -8,7 +8,10 @@ use anyhow::Result;
 use filter_common::{Action, PeerVerdict, Reason};
 use ipnet::IpNet;
 
-use super::rotation::{Earned, Rotation};
+use super::{
+    forget::{Forgotten, forgettable, overlap},
+    rotation::{Earned, Rotation},
+};
 use crate::{
     datapath::{DatapathMaps, clock},
     query::EvidenceCache,
@@ -108,6 +111,48 @@ impl VerdictWriter {
             tracing::info!(%net, "network verdict expired");
         }
         Ok(())
+    }
+
+    /// `mxscreen forget`: removes the engine's verdicts inside `net` and the network verdicts
+    /// over them, and forgets them as members of their networks.
+    pub fn forget(&mut self, maps: &mut DatapathMaps, net: IpNet) -> Result<Forgotten> {
+        let mut ips = Vec::new();
+        if net.prefix_len() == net.max_prefix_len() {
+            if maps
+                .verdict_get(net.addr())?
+                .is_some_and(|v| forgettable(v.reason()))
+            {
+                ips.push(net.addr());
+            }
+        } else {
+            maps.for_each_verdict_chunk_without_pending_hits(|chunk| {
+                ips.extend(
+                    chunk
+                        .into_iter()
+                        .filter(|(ip, v)| net.contains(ip) && forgettable(v.reason()))
+                        .map(|(ip, _)| ip),
+                );
+                true
+            })?;
+        }
+        maps.verdicts_remove(&ips)?;
+        let mut networks = Vec::new();
+        for n in maps.network_verdicts()? {
+            if overlap(&n.net, &net) && forgettable(n.reason) {
+                maps.network_verdict_remove(n.net)?;
+                networks.push(n.net);
+            }
+        }
+        for ip in &ips {
+            // No longer a member of its network's drop verdicts.
+            self.rotation.on_verdict(*ip, Action::Pass, 0);
+        }
+        for n in &networks {
+            if let IpNet::V6(n) = n {
+                self.rotation.forget_network(n);
+            }
+        }
+        Ok(Forgotten { ips, networks })
     }
 }
 

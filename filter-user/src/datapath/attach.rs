@@ -1,5 +1,6 @@
-//! Attaching the datapath to interfaces: native XDP, generic XDP or tc (tcx on kernels that
-//! have it), with `auto` trying them in that order and saying which it got.
+//! Attaching the datapath to interfaces: native XDP, tc (tcx on kernels that have it) or
+//! generic XDP, with `auto` trying them in that order ([`AUTO_ORDER`]) and saying which it
+//! got.
 
 use std::{fmt, io};
 
@@ -19,12 +20,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum AttachMode {
-    /// Native XDP, else generic XDP, else tc.
+    /// Native XDP, else tc, else generic XDP.
     #[default]
     Auto,
     /// Native (driver) XDP only: fastest, drops before any skb is allocated.
     Xdp,
-    /// Generic (skb) XDP: works on any interface, after skb allocation.
+    /// Generic (skb) XDP: works on any interface, after skb allocation, and runs for every
+    /// packet the interface receives (tc runs only for what reaches the stack's ingress).
     XdpGeneric,
     /// tc ingress (tcx link on kernels >= 6.6, clsact otherwise).
     Tc,
@@ -115,26 +117,48 @@ pub fn attach(ebpf: &mut Ebpf, iface: &str, mode: AttachMode) -> Result<Attached
             attach_xdp(ebpf, iface, XdpMode::Skb).map(|l| attached(AttachedMode::XdpGeneric, l))
         }
         AttachMode::Tc => attach_tc(ebpf, iface).map(|l| attached(AttachedMode::Tc, l)),
-        AttachMode::Auto => {
-            let native = match attach_xdp(ebpf, iface, XdpMode::Driver) {
-                Ok(l) => return Ok(attached(AttachedMode::XdpNative, l)),
-                Err(e) => e,
-            };
-            // A missing interface or privilege will not get better with another mode.
-            if is_final(&native) {
-                return Err(native);
+        AttachMode::Auto => attach_auto(ebpf, iface).map(|(mode, link)| attached(mode, link)),
+    }
+}
+
+/// What `auto` tries, in order. Native XDP first: it drops before the kernel allocates
+/// anything. Then tc before generic XDP: both see the packet as an skb, but generic XDP
+/// runs for every packet the interface receives and may first copy it into one linear
+/// buffer with XDP's headroom, while a tc classifier reads the skb as it is.
+pub const AUTO_ORDER: [AttachedMode; 3] = [
+    AttachedMode::XdpNative,
+    AttachedMode::Tc,
+    AttachedMode::XdpGeneric,
+];
+
+/// `auto`: each mode of [`AUTO_ORDER`] until one works; a missing interface or privilege
+/// stops at once (no other mode would fare better). Each failure is logged with its reason,
+/// and all of them are in the error if none worked.
+fn attach_auto(ebpf: &mut Ebpf, iface: &str) -> Result<(AttachedMode, Link)> {
+    let mut failed: Vec<(AttachedMode, anyhow::Error)> = Vec::new();
+    for mode in AUTO_ORDER {
+        let tried = match mode {
+            AttachedMode::XdpNative => attach_xdp(ebpf, iface, XdpMode::Driver),
+            AttachedMode::Tc => attach_tc(ebpf, iface),
+            AttachedMode::XdpGeneric => attach_xdp(ebpf, iface, XdpMode::Skb),
+        };
+        match tried {
+            Ok(link) => return Ok((mode, link)),
+            Err(e) if is_final(&e) => return Err(e),
+            Err(e) => {
+                tracing::info!(iface, mode = %mode, reason = %e, "attach mode unavailable; trying the next");
+                failed.push((mode, e));
             }
-            tracing::info!(iface, reason = %native, "native XDP unavailable; trying generic XDP");
-            let generic = match attach_xdp(ebpf, iface, XdpMode::Skb) {
-                Ok(l) => return Ok(attached(AttachedMode::XdpGeneric, l)),
-                Err(e) => e,
-            };
-            tracing::info!(iface, reason = %generic, "generic XDP unavailable; trying tc");
-            attach_tc(ebpf, iface).map(|l| attached(AttachedMode::Tc, l)).map_err(|tc| {
-                anyhow!("{iface}: no attach mode worked: native XDP: {native:#}; generic XDP: {generic:#}; tc: {tc:#}")
-            })
         }
     }
+    let why: Vec<String> = failed
+        .iter()
+        .map(|(mode, e)| format!("{mode}: {e:#}"))
+        .collect();
+    Err(anyhow!(
+        "{iface}: no attach mode worked: {}",
+        why.join("; ")
+    ))
 }
 
 fn attach_xdp(ebpf: &mut Ebpf, iface: &str, mode: XdpMode) -> Result<Link> {
@@ -244,6 +268,19 @@ mod tests {
     use super::*;
 
     /// One spelling of each mode: `name` is what serde writes in `status --json`.
+    /// `auto` tries tc before generic XDP (which runs for every packet of the interface).
+    #[test]
+    fn auto_tries_native_then_tc_then_generic() {
+        assert_eq!(
+            AUTO_ORDER,
+            [
+                AttachedMode::XdpNative,
+                AttachedMode::Tc,
+                AttachedMode::XdpGeneric
+            ]
+        );
+    }
+
     #[test]
     fn attached_mode_names_match_json() {
         for m in [

@@ -118,6 +118,16 @@ impl MapsReader {
         Ok(out)
     }
 
+    /// Exactly this prefix of a list (not the longest match), with its hits.
+    pub fn list_exact(&self, kind: ListKind, net: IpNet) -> Result<Option<ListEntry>> {
+        let table = Table::from(kind);
+        let v = match Prefix::new(net) {
+            Prefix::V4(a, l) => found(self.lists.v4.get(&key4(table, a, l), 0))?,
+            Prefix::V6(a, l) => found(self.lists.v6.get(&key6(table, a, l), 0))?,
+        };
+        v.map(|v| self.entry_of(&v)).transpose()
+    }
+
     /// Every verdict (expired ones included), a chunk at a time while `each` says go on, with
     /// the hits the decision cache still holds added (what `list` shows): what a reader of a
     /// million verdicts should use to stay small.

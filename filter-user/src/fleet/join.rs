@@ -2,8 +2,9 @@
 //!
 //! 1. offer Redis every manual entry and tombstone this host holds ([`SET_IF_NEWER`]: the
 //!    ones made while apart win where they are later, and a Redis that lost its data is
-//!    filled again);
-//! 2. push the verdicts made while apart;
+//!    filled again), and push the forgets made while apart;
+//! 2. load the fleet's forgets, then push the verdicts made while apart that no forget
+//!    voids;
 //! 3. load every shared entry and tell the daemon what it does not hold yet: manual
 //!    changes later than its own, and every verdict (its own too: a host may come back
 //!    with empty maps).
@@ -34,6 +35,10 @@ pub(super) async fn join(
     for chunk in ours.chunks(BATCH) {
         offered += set_if_newer(conn, &link.keys, chunk).await?;
     }
+    for (f, removed) in std::mem::take(&mut link.forgets_out) {
+        link.push_forget(conn, f, &removed).await?;
+    }
+    load_forgets(link, conn).await?;
     let outbox: Vec<SharedVerdict> = link.outbox.drain(..).collect();
     let pushed = outbox.len();
     for v in outbox {
@@ -41,7 +46,7 @@ pub(super) async fn join(
     }
     link.status.send_modify(|st| st.manual_sent += offered);
 
-    let (mut manual, mut verdicts) = (Vec::new(), Vec::new());
+    let (mut manual, mut verdicts, mut voided) = (Vec::new(), Vec::new(), Vec::new());
     let now = now_ms();
     for pattern in link.keys.patterns() {
         let mut cursor: u64 = 0;
@@ -62,6 +67,9 @@ pub(super) async fn join(
                 for (key, value) in keys.iter().zip(values) {
                     match value.and_then(|b| link.checked(&b, key)) {
                         Some(Record::Manual(m)) if link.mirror.offer(&m) => manual.push(m),
+                        Some(Record::Verdict(v)) if link.forgets.voids(&v) => {
+                            voided.push(key.clone())
+                        }
                         // This host's own verdicts too: its maps may have been lost.
                         Some(Record::Verdict(v)) if !Record::Verdict(v.clone()).expired(now) => {
                             verdicts.push(v)
@@ -76,9 +84,11 @@ pub(super) async fn join(
             }
         }
     }
+    link.delete_voided(conn, &voided).await?;
     tracing::info!(
         offered,
         pushed_verdicts = pushed,
+        voided = voided.len(),
         manual = manual.len(),
         verdicts = verdicts.len(),
         "fleet state exchanged"
@@ -98,4 +108,36 @@ pub(super) async fn join(
             .await;
     }
     Ok(())
+}
+
+/// Every forget the fleet holds, noted (and told to the daemon when news) before any
+/// verdict is pushed or loaded.
+async fn load_forgets(link: &mut Link, conn: &mut MultiplexedConnection) -> Result<(), LinkError> {
+    let pattern = link.keys.forget_pattern();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = answer(
+            redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(BATCH)
+                .query_async(conn),
+        )
+        .await?;
+        if !keys.is_empty() {
+            let values: Vec<Option<Vec<u8>>> =
+                answer(redis::cmd("MGET").arg(&keys).query_async(conn)).await?;
+            for (key, value) in keys.iter().zip(values) {
+                if let Some(Record::Forget(f)) = value.and_then(|b| link.checked(&b, key)) {
+                    link.forget_received(f).await;
+                }
+            }
+        }
+        cursor = next;
+        if cursor == 0 {
+            return Ok(());
+        }
+    }
 }

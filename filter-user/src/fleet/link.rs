@@ -17,9 +17,10 @@ use tokio::{
 use super::{
     Command, FleetEvent,
     claims::{CLAIM_WAIT, Claims},
+    forget::Forgets,
     join,
     reconcile::{Mirror, SET_IF_NEWER},
-    wire::{Keys, Record, SharedManual, SharedVerdict, decode, now_ms},
+    wire::{Keys, Record, SharedForget, SharedManual, SharedVerdict, decode, now_ms},
 };
 use crate::{
     config::fleet::Endpoint,
@@ -46,6 +47,9 @@ pub(super) struct Link {
     pub keys: Keys,
     pub mirror: Mirror,
     pub outbox: VecDeque<SharedVerdict>,
+    /// The forgets known here (tombstones for verdicts), and those made while apart.
+    pub forgets: Forgets,
+    pub forgets_out: Vec<(SharedForget, Vec<std::net::IpAddr>)>,
     pub claims: Claims,
     pub events: mpsc::Sender<FleetEvent>,
     pub status: watch::Sender<FleetStatus>,
@@ -225,6 +229,7 @@ impl Link {
                 _ = ping.tick() => {
                     answer::<String>(redis::cmd("PING").query_async(&mut s.conn)).await?;
                     self.mirror.prune(now_ms());
+                    self.forgets.prune(now_ms());
                 }
             }
         }
@@ -271,6 +276,10 @@ impl Link {
                 }
                 self.outbox.push_back(v);
             }
+            Command::Forget(f, removed) => {
+                self.forgets.note(&f);
+                self.forgets_out.push((f, removed));
+            }
         }
     }
 
@@ -304,7 +313,7 @@ impl Link {
                         }
                     };
                 let held = held.and_then(|b| match self.checked(&b, &self.keys.verdict(ip)) {
-                    Some(Record::Verdict(v)) => Some(v),
+                    Some(Record::Verdict(v)) if !self.forgets.voids(&v) => Some(v),
                     _ => None,
                 });
                 if let Some(v) = held {
@@ -324,6 +333,7 @@ impl Link {
                 self.claims.settled(v.ip);
                 self.push_verdict(conn, v).await?;
             }
+            Command::Forget(f, removed) => self.push_forget(conn, f, &removed).await?,
         }
         Ok(())
     }
@@ -334,6 +344,9 @@ impl Link {
         conn: &mut MultiplexedConnection,
         v: SharedVerdict,
     ) -> Result<(), LinkError> {
+        if self.forgets.voids(&v) {
+            return Ok(());
+        }
         let r = Record::Verdict(v);
         let Some(ttl) = r.ttl(now_ms()).filter(|_| !r.expired(now_ms())) else {
             return Ok(());
@@ -375,7 +388,9 @@ impl Link {
         };
         match record {
             Record::Verdict(v)
-                if v.host != self.me && !Record::Verdict(v.clone()).expired(now_ms()) =>
+                if v.host != self.me
+                    && !Record::Verdict(v.clone()).expired(now_ms())
+                    && !self.forgets.voids(&v) =>
             {
                 self.claims.settled(v.ip);
                 self.status.send_modify(|st| st.verdicts_received += 1);
@@ -385,6 +400,7 @@ impl Link {
                 self.status.send_modify(|st| st.manual_received += 1);
                 self.send(FleetEvent::Manual(vec![m])).await;
             }
+            Record::Forget(f) => self.forget_received(f).await,
             _ => {}
         }
     }

@@ -11,9 +11,11 @@
 //! - [`wire`]: the records, their keys, and the checks on everything read from the bus;
 //! - [`reconcile`]: the rule for changes made while apart (latest change wins, tombstones);
 //! - [`claims`]: one evaluation per new peer per fleet;
+//! - [`forget`]: `mxscreen forget` on every host and in Redis (tombstones for verdicts);
 //! - [`join`]: what a (re)joining host exchanges; [`link`]: connection, backoff, the loop.
 
 pub mod claims;
+pub mod forget;
 mod join;
 mod link;
 pub mod reconcile;
@@ -30,9 +32,10 @@ use tokio::{
 
 use self::{
     claims::Claims,
+    forget::Forgets,
     link::Link,
     reconcile::Mirror,
-    wire::{Keys, SharedManual, SharedVerdict, now_ms},
+    wire::{Keys, SharedForget, SharedManual, SharedVerdict, now_ms},
 };
 use crate::{
     config::{
@@ -59,6 +62,8 @@ pub enum FleetEvent {
     /// Evaluate this new peer here: this host claimed it, or the claimer's verdict did not
     /// come in time, or the link is down.
     Evaluate(IpAddr),
+    /// Another host forgot the verdicts inside a prefix: remove the copies held here.
+    Forget(SharedForget),
     /// The shared state has been loaded (after every join).
     Synced,
     /// The link went down, or could not come up: screening alone.
@@ -71,6 +76,8 @@ pub enum FleetEvent {
 enum Command {
     Claim(IpAddr),
     Verdict(SharedVerdict),
+    /// A forget made here, with the addresses whose verdicts this host removed.
+    Forget(SharedForget, Vec<IpAddr>),
 }
 
 /// Aborts the task when the handle goes away.
@@ -143,6 +150,8 @@ impl Fleet {
             keys,
             mirror,
             outbox: VecDeque::new(),
+            forgets: Forgets::default(),
+            forgets_out: Vec::new(),
             claims: Claims::default(),
             events: events_tx,
             status: status_tx,
@@ -219,6 +228,24 @@ impl Fleet {
         if cmds.try_send(Command::Verdict(shared)).is_err() {
             tracing::debug!(ip = %v.ip, "fleet queue full; verdict not shared");
         }
+    }
+
+    /// Shares a forget made here: the verdicts inside `net` made before now are void on
+    /// every host and in Redis for `lifetime` (as long as such a verdict can live).
+    /// `removed`: the addresses whose verdicts this host removed. `false` when the fleet's
+    /// queue is full (the forget then holds on this host only).
+    pub fn forget(&self, net: ipnet::IpNet, removed: Vec<IpAddr>, lifetime: Duration) -> bool {
+        let (Some(me), Some(cmds)) = (&self.me, &self.cmds) else {
+            return true;
+        };
+        let now = now_ms();
+        let f = SharedForget {
+            net,
+            host: me.clone(),
+            changed_ms: now,
+            until_ms: now.saturating_add(u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX)),
+        };
+        cmds.try_send(Command::Forget(f, removed)).is_ok()
     }
 
     /// Shares a manual entry made here (`force`: a block made with --force).

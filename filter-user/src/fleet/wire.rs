@@ -31,6 +31,23 @@ pub const TOMBSTONE_TTL: Duration = Duration::from_secs(30 * 86_400);
 pub enum Record {
     Verdict(SharedVerdict),
     Manual(SharedManual),
+    /// `mxscreen forget`: the verdicts inside a prefix made before it are void (a tombstone
+    /// for verdicts; see `super::forget`).
+    Forget(SharedForget),
+}
+
+/// A `forget` made on one host: every verdict for an address inside `net` made before
+/// `changed_ms` is void, on every host and in Redis.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedForget {
+    pub net: IpNet,
+    /// The host it was made on.
+    pub host: String,
+    /// Unix milliseconds of the forget.
+    pub changed_ms: u64,
+    /// Unix milliseconds until which it is remembered: as long as a verdict made before it
+    /// can live.
+    pub until_ms: u64,
 }
 
 /// A reputation verdict one host made, for every host's verdict map.
@@ -110,6 +127,7 @@ impl Record {
         let host = match self {
             Record::Verdict(v) => &v.host,
             Record::Manual(m) => &m.host,
+            Record::Forget(f) => &f.host,
         };
         if let Err(why) = check_name(host) {
             return bad(format!("host {host:?} {why}"));
@@ -137,6 +155,11 @@ impl Record {
                     return bad("reason too long or with control characters".into());
                 }
             }
+            Record::Forget(f) => {
+                if f.net.trunc() != f.net {
+                    return bad(format!("{} has host bits set", f.net));
+                }
+            }
         }
         Ok(())
     }
@@ -156,6 +179,10 @@ impl Record {
                 net: crate::net::unmap(m.net).map_err(Malformed)?,
                 ..m
             }),
+            Record::Forget(f) => Record::Forget(SharedForget {
+                net: crate::net::unmap(f.net).map_err(Malformed)?,
+                ..f
+            }),
         })
     }
 
@@ -165,6 +192,7 @@ impl Record {
         match self {
             Record::Verdict(v) => v.expires_ms <= now_ms,
             Record::Manual(m) => !m.removed && m.expires.is_some_and(|e| e * 1000 <= now_ms),
+            Record::Forget(f) => f.until_ms <= now_ms,
         }
     }
 
@@ -175,6 +203,7 @@ impl Record {
             Record::Verdict(v) => Some(until(v.expires_ms)),
             Record::Manual(m) if m.removed => Some(until(m.tombstone_until())),
             Record::Manual(m) => m.expires.map(|e| until(e * 1000)),
+            Record::Forget(f) => Some(until(f.until_ms)),
         }
     }
 }
@@ -245,6 +274,11 @@ impl Keys {
         format!("{}:{l}:{net}", self.prefix)
     }
 
+    /// `PREFIX:forget:NET`
+    pub fn forget(&self, net: IpNet) -> String {
+        format!("{}:forget:{net}", self.prefix)
+    }
+
     /// `PREFIX:claim:IP`: who is evaluating a new peer.
     pub fn claim(&self, ip: IpAddr) -> String {
         format!("{}:claim:{ip}", self.prefix)
@@ -255,15 +289,21 @@ impl Keys {
         format!("{}:changes", self.prefix)
     }
 
-    /// SCAN patterns of every shared entry.
+    /// SCAN patterns of every shared entry but the forgets.
     pub fn patterns(&self) -> [String; 3] {
         ["verdict", "block", "allow"].map(|k| format!("{}:{k}:*", self.prefix))
+    }
+
+    /// SCAN pattern of the forgets (read first on joining: they void verdicts).
+    pub fn forget_pattern(&self) -> String {
+        format!("{}:forget:*", self.prefix)
     }
 
     pub fn of(&self, r: &Record) -> String {
         match r {
             Record::Verdict(v) => self.verdict(v.ip),
             Record::Manual(m) => self.manual(m.list, m.net),
+            Record::Forget(f) => self.forget(f.net),
         }
     }
 }
@@ -302,6 +342,15 @@ mod tests {
         });
         assert_eq!(decode(v.encode().as_bytes()).unwrap(), v);
         assert!(v.expired(5) && !v.expired(4));
+        let f = Record::Forget(SharedForget {
+            net: "192.0.2.0/24".parse().unwrap(),
+            host: "mx1".into(),
+            changed_ms: 1,
+            until_ms: 10,
+        });
+        assert_eq!(decode(f.encode().as_bytes()).unwrap(), f);
+        assert!(f.expired(10) && !f.expired(9));
+        assert_eq!(Keys::new("p").of(&f), "p:forget:192.0.2.0/24");
         assert_eq!(v.ttl(4), Some(Duration::from_millis(1)));
     }
 

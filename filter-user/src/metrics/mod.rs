@@ -19,8 +19,10 @@
 //! - [`daemon`]: what the daemon publishes: cached verdicts, map fill, reloads, build info;
 //! - [`engine`]: the reputation engine's budget, evaluations and DNS answers, per zone;
 //! - [`fleet`]: the fleet link, when `[fleet]` is on;
+//! - [`balancer`]: what the balancer watch suspects;
 //! - [`server`]: the HTTP endpoint.
 
+pub mod balancer;
 pub mod daemon;
 pub mod datapath;
 pub mod engine;
@@ -33,6 +35,7 @@ use anyhow::{Context as _, Result};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub use self::{
+    balancer::BalancerFamilies,
     daemon::{DaemonFamilies, Facts, SharedFacts},
     datapath::DatapathFamilies,
     engine::EngineFamilies,

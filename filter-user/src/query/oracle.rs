@@ -8,10 +8,11 @@
 use std::{net::IpAddr, sync::Arc};
 
 use anyhow::Result;
-use filter_common::{FLAG_OBSERVE, ListEntry, live};
+use filter_common::{FLAG_OBSERVE, ListEntry, Peer, live};
 
 use super::{
     answer::{Answer, Told},
+    asks::MtaAsks,
     evidence::EvidenceCache,
 };
 use crate::{
@@ -35,6 +36,8 @@ pub struct Oracle {
     maps: MapsReader,
     evidence: Arc<EvidenceCache>,
     peers: Arc<dyn Evaluations>,
+    /// What was asked about, for the balancer watch.
+    asks: Arc<MtaAsks>,
 }
 
 /// Seconds left until a datapath-clock expiry; `None` = never.
@@ -57,11 +60,13 @@ impl Oracle {
         maps: MapsReader,
         evidence: Arc<EvidenceCache>,
         peers: Arc<dyn Evaluations>,
+        asks: Arc<MtaAsks>,
     ) -> Self {
         Self {
             maps,
             evidence,
             peers,
+            asks,
         }
     }
 
@@ -89,8 +94,8 @@ impl Oracle {
         } else if let Some(e) = live_entry(ListKind::Deny)? {
             listed(Told::Block, &e)
         } else if let Some(v) = self
-            .maps
-            .verdict_get(ip)?
+            .peer_asked_about(ip)?
+            .and_then(|p| p.verdict())
             .filter(|v| live(v.expires_ns, now))
         {
             let mut a = Answer {
@@ -122,5 +127,13 @@ impl Oracle {
             a.action = Told::Pass;
         }
         Ok(a)
+    }
+
+    /// The datapath's entry for `ip`, the question counted for the balancer watch (only
+    /// questions about addresses on no list get here).
+    fn peer_asked_about(&self, ip: IpAddr) -> Result<Option<Peer>> {
+        let peer = self.maps.peer(ip)?;
+        self.asks.record(peer.as_ref());
+        Ok(peer)
     }
 }
