@@ -76,6 +76,16 @@ impl Bed {
             .unwrap_or_else(|e| panic!("open the nftables backend: {e:#}"));
         nft.set_config(&config()).unwrap();
         nft.attach(&[SERVER_IFACE.to_owned()]).unwrap();
+        // Neighbours resolved first (through a port never screened), so that a refused SYN
+        // is one that was sent and dropped, not one still waiting for neighbour discovery.
+        for src in CLIENT_V4.iter().chain(&CLIENT_V6) {
+            let dst = if src.contains(':') {
+                format!("[{SERVER_V6}]:2525")
+            } else {
+                format!("{SERVER_V4}:2525")
+            };
+            wire.assert_connects(src, dst.parse().unwrap());
+        }
         Self {
             wire,
             nft,

@@ -19,7 +19,7 @@ use anyhow::{Context as _, Result};
 use netlink_packet_core::{NetlinkBuffer, NetlinkMessage, NetlinkPayload};
 use netlink_packet_netfilter::{
     NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
-    nflog::{ConfigCmd, ConfigMode, PacketNla, ULogMessage, config_request},
+    nflog::{ConfigCmd, ConfigMode, ConfigNla, PacketNla, ULogMessage, config_request},
 };
 use netlink_sys::{Socket, constants::NETLINK_NETFILTER};
 use tokio::io::{Interest, unix::AsyncFd};
@@ -36,7 +36,7 @@ pub struct NfLog {
     buf: Vec<u8>,
 }
 
-fn send_config(sock: &Socket, family: NetfilterProtoFamily, group: u16, cmd: Vec<netlink_packet_netfilter::nflog::ConfigNla>) -> Result<()> {
+fn send_config(sock: &Socket, family: NetfilterProtoFamily, group: u16, cmd: Vec<ConfigNla>) -> Result<()> {
     let msg = config_request(family, group, cmd);
     let mut buf = vec![0; msg.buffer_len()];
     msg.serialize(&mut buf);
@@ -63,7 +63,12 @@ impl NfLog {
             &sock,
             NetfilterProtoFamily::Unspec,
             group,
-            vec![ConfigCmd::Bind.into(), ConfigMode::new_packet(SNAPLEN).into()],
+            // Each report is sent at once (the kernel's default batches up to 100 for a second).
+            vec![
+                ConfigCmd::Bind.into(),
+                ConfigMode::new_packet(SNAPLEN).into(),
+                ConfigNla::QThresh(1),
+            ],
         )
         .with_context(|| format!("binding NFLOG group {group} (is another mxscreen running here?)"))?;
         // A burst of new peers must not be lost to a small buffer; beyond it, the socket

@@ -73,20 +73,18 @@ impl Nftables {
     fn verdict_hits(&self, ip: IpAddr) -> Result<u64> {
         let set = verdict_set(Family::of(ip));
         let elem = format!("{{ {ip} }}");
-        let out = ruleset::query(
+        // `nft -j get element` answers in text on nftables 1.0.6: read the counter there.
+        let Ok(out) = ruleset::query(
             &self.netns,
-            &["-j", "get", "element", "netdev", &self.shape.table, &set, &elem],
-        );
-        let Ok(out) = out else {
+            &["get", "element", "netdev", &self.shape.table, &set, &elem],
+        ) else {
             return Ok(0);
         };
-        let v: serde_json::Value = serde_json::from_str(&out).context("nft -j get element")?;
-        Ok(v.pointer("/nftables")
-            .and_then(|a| a.as_array())
-            .into_iter()
-            .flatten()
-            .filter_map(|o| o.pointer("/map/elem/0/0/elem/counter/packets"))
-            .find_map(serde_json::Value::as_u64)
+        Ok(out
+            .split("counter packets ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
             .unwrap_or(0))
     }
 
