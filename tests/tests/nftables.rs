@@ -377,3 +377,49 @@ fn list_ruleset(ns: &NetNs) -> String {
         .unwrap();
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+#[test]
+fn a_killed_owner_fails_open_within_five_seconds() {
+    let wire = Wire::new("nk");
+    let other: SocketAddr = format!("{SERVER_V4}:2525").parse().unwrap();
+    let _listeners: Vec<TcpListener> = wire.server.enter(|| {
+        [smtp4(), other]
+            .iter()
+            .map(|a| TcpListener::bind(a).expect("listen"))
+            .collect()
+    });
+    let a = CLIENT_V4[0];
+    wire.assert_connects(a, other);
+    let mut holder = Command::new("ip")
+        .args(["netns", "exec", &wire.server.name, env!("CARGO_BIN_EXE_nft_holder"), SERVER_IFACE, a])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready");
+    // Alive and beating: the block holds for longer than the 5 s timeout.
+    wire.assert_refused(a, smtp4());
+    std::thread::sleep(Duration::from_secs(6));
+    wire.assert_refused(a, smtp4());
+    // kill -9 (`ip netns exec` execs the holder: the child is the holder itself).
+    let pid = holder.id() as i32;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    holder.wait().unwrap();
+    let killed = Instant::now();
+    let rules = list_ruleset(&wire.server);
+    assert!(rules.contains("table netdev mxscreen"), "the table stays after kill -9:\n{rules}");
+    loop {
+        match wire.connect(a, smtp4(), Duration::from_millis(500)) {
+            Ok(()) => break,
+            Err(_) if killed.elapsed() < Duration::from_secs(7) => {}
+            Err(e) => panic!("still refused {:?} after kill -9: {e}", killed.elapsed()),
+        }
+    }
+    assert!(killed.elapsed() <= Duration::from_millis(5500), "{:?}", killed.elapsed());
+    eprintln!("passing again {:?} after kill -9", killed.elapsed());
+}
