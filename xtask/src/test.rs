@@ -45,7 +45,7 @@ const SUITES: &[Suite] = &[
     },
     Suite {
         name: "netns",
-        args: &["-p", "mxscreen-tests", "--test", "netns"],
+        args: &["-p", "mxscreen-tests", "--test", "netns", "--test", "nftables"],
         parallel: false,
         deb: false,
     },
