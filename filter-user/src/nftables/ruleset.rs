@@ -6,9 +6,9 @@
 //! The path of a SYN (`ingress`, on the screened interfaces, netdev family):
 //!
 //! ```text
-//! ingress:  TCP SYN without ACK to @ports ─► subject      else count passed_not_subject
-//! subject:  no live @alive element ─► passed_stale, accept (the daemon is dead or hung)
-//!           a fragment ─► fragment, accept
+//! ingress:  TCP SYN without ACK to a screened port ─► subject4 | subject6
+//!           else count passed_not_subject
+//! subject4/6 (a lookup per length in use, longest first; the first hit decides):
 //!           allow sets ─► to_allow   allow feeds ─► feed_N ─► to_allow
 //!           deny sets ─► to_deny     drop feeds ─► feed_N ─► feed_drop
 //!           limit feeds ─► feed_N ─► bucket (per-source token bucket) ─► over_rate
@@ -16,6 +16,11 @@
 //!           network verdict sets ─► v_drop …
 //! unknown_peer: seen within the dedup window ─► unknown, accept
 //!               else add to @seen (and @holding), NFLOG ─► events_emitted ─► first_contact
+//! every chain that drops (to_deny, feed_drop, over_rate, v_drop, held) first checks @alive:
+//!           no live element ─► stale: passed_stale, accept (the daemon is dead or hung)
+//!
+//! Fragments: a non-first fragment has no TCP header, so it never matches the ingress rule
+//! (it passes, counted passed_not_subject); a first fragment carrying a SYN is screened.
 //! ```
 
 use std::{
@@ -135,7 +140,7 @@ impl Shape {
 
 /// The chains the script always has (the base chain `ingress` comes and goes with devices).
 const CHAINS: &[&str] = &[
-    "subject",
+    "stale",
     "subject4",
     "subject6",
     "to_allow",
@@ -151,6 +156,9 @@ const CHAINS: &[&str] = &[
     "first_contact",
     "held",
 ];
+
+/// The chains that drop (in observe mode: count and pass), each behind the heartbeat check.
+const REFUSING: [&str; 5] = ["to_deny", "feed_drop", "over_rate", V_DROP, "held"];
 
 /// The script taking the table from `prev` (what was applied last; `None` for a table that
 /// is not there) to `next`, as one transaction.
@@ -188,12 +196,19 @@ pub fn script(prev: Option<&Shape>, next: &Shape) -> String {
             let _ = writeln!(s, "flush chain netdev {t} ingress");
         }
         let ports: Vec<String> = next.ports.iter().map(u16::to_string).collect();
-        // An empty port list screens nothing (as the eBPF datapath's empty config).
-        if !ports.is_empty() {
+        // One port is a compare, several an (anonymous) set lookup; none screens nothing
+        // (as the eBPF datapath's empty config).
+        let dport = match ports.len() {
+            0 => None,
+            1 => Some(ports[0].clone()),
+            _ => Some(format!("{{ {} }}", ports.join(", "))),
+        };
+        for (f, dport) in Family::ALL.iter().zip(std::iter::repeat(dport).flatten()) {
             let _ = writeln!(
                 s,
-                "add rule netdev {t} ingress tcp flags & (syn | ack) == syn tcp dport {{ {} }} goto subject",
-                ports.join(", ")
+                "add rule netdev {t} ingress meta protocol {} tcp flags & (syn | ack) == syn tcp dport {dport} goto subject{}",
+                f.proto(),
+                f.digit()
             );
         }
         let _ = writeln!(s, "add rule netdev {t} ingress counter name \"passed_not_subject\"");
@@ -258,11 +273,11 @@ fn write_rules(s: &mut String, n: &Shape) {
         let _ = writeln!(s, "add rule netdev {t} {chain} {body}");
     };
     let refuse = n.refuse();
-    rule("subject", &format!("meta l4proto != @{ALIVE} counter name \"passed_stale\" accept"));
-    rule("subject", "ip frag-off & 0x2000 != 0 counter name \"fragment\" accept");
-    rule("subject", "meta protocol ip6 exthdr frag exists counter name \"fragment\" accept");
-    rule("subject", "meta protocol ip goto subject4");
-    rule("subject", "meta protocol ip6 goto subject6");
+    // Every refusing chain first checks the heartbeat: no live element, no drop.
+    for chain in REFUSING {
+        rule(chain, &format!("meta l4proto != @{ALIVE} goto stale"));
+    }
+    rule("stale", "counter name \"passed_stale\" accept");
     for f in Family::ALL {
         let chain = format!("subject{}", f.digit());
         for kind in Kind::ALL {
