@@ -7,7 +7,9 @@ use std::{io::Write as _, net::IpAddr, process::Command};
 
 use filter_common::{Action, ListEntry, Reason, Table, Verdict};
 use mxscreen::{
-    datapath::{self, AttachMode, Attached, DatapathMaps, Events, LoadOptions, MapSizes, PrefixSet},
+    datapath::{
+        self, AttachMode, Attached, DatapathMaps, Events, LoadOptions, MapSizes, PrefixSet,
+    },
     nftables::{Nftables, Options as NftOptions, events::NfLog},
 };
 
@@ -300,11 +302,15 @@ impl MxNft {
     }
 
     pub fn attach(&mut self, iface: &str) {
-        self.nft.attach(&[iface.to_owned()]).expect("attach mxscreen's nftables table");
+        self.nft
+            .attach(&[iface.to_owned()])
+            .expect("attach mxscreen's nftables table");
     }
 
     pub fn detach(&mut self) {
-        self.nft.attach(&[]).expect("detach mxscreen's nftables table");
+        self.nft
+            .attach(&[])
+            .expect("detach mxscreen's nftables table");
     }
 
     /// A named outcome counter.

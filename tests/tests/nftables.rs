@@ -9,13 +9,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use filter_common::{Action, Counter, DatapathConfig, FLAG_HOLD, FLAG_OBSERVE, ListEntry, Reason, Table, Verdict};
+use filter_common::{
+    Action, Counter, DatapathConfig, FLAG_HOLD, FLAG_OBSERVE, ListEntry, Reason, Table, Verdict,
+};
 use ipnet::IpNet;
 use mxscreen::{
     datapath::{ListKind, MapSizes, PrefixSet, clock},
     nftables::{Nftables, Options, events::NfLog},
 };
-use mxscreen_tests::netns::{CLIENT_V4, CLIENT_V6, NetNs, SERVER_IFACE, SERVER_V4, SERVER_V6, Wire};
+use mxscreen_tests::netns::{
+    CLIENT_V4, CLIENT_V6, NetNs, SERVER_IFACE, SERVER_V4, SERVER_V6, Wire,
+};
 
 fn manual() -> ListEntry {
     ListEntry::new(Reason::Manual, 0)
@@ -61,10 +65,15 @@ impl Bed {
     fn with_sizes(tag: &str, sizes: MapSizes) -> Self {
         let wire = Wire::new(tag);
         let listeners = wire.server.enter(|| {
-            [smtp4(), smtp6(), format!("{SERVER_V4}:2525").parse().unwrap(), format!("[{SERVER_V6}]:2525").parse().unwrap()]
-                .iter()
-                .map(|a| TcpListener::bind(a).expect("listen"))
-                .collect()
+            [
+                smtp4(),
+                smtp6(),
+                format!("{SERVER_V4}:2525").parse().unwrap(),
+                format!("[{SERVER_V6}]:2525").parse().unwrap(),
+            ]
+            .iter()
+            .map(|a| TcpListener::bind(a).expect("listen"))
+            .collect()
         });
         let opts = Options {
             sizes,
@@ -100,7 +109,14 @@ impl Bed {
 
     fn nft_list(&self) -> String {
         let out = Command::new("ip")
-            .args(["netns", "exec", &self.wire.server.name, "nft", "list", "ruleset"])
+            .args([
+                "netns",
+                "exec",
+                &self.wire.server.name,
+                "nft",
+                "list",
+                "ruleset",
+            ])
             .output()
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -114,32 +130,53 @@ fn blocks_unblocks_and_allows_real_connections() {
     let (blocked6, clean6) = (CLIENT_V6[0], CLIENT_V6[1]);
     b.wire.assert_connects(blocked4, smtp4());
     b.wire.assert_connects(blocked6, smtp6());
-    b.nft.list_insert(ListKind::Deny, net(blocked4), manual()).unwrap();
-    b.nft.list_insert(ListKind::Deny, net("2001:db8:1::/64"), manual()).unwrap();
+    b.nft
+        .list_insert(ListKind::Deny, net(blocked4), manual())
+        .unwrap();
+    b.nft
+        .list_insert(ListKind::Deny, net("2001:db8:1::/64"), manual())
+        .unwrap();
     b.wire.assert_refused(blocked4, smtp4());
     b.wire.assert_refused(blocked6, smtp6());
     b.wire.assert_refused(clean6, smtp6());
     // Other ports are never touched, and other sources pass.
-    b.wire.assert_connects(blocked4, format!("{SERVER_V4}:2525").parse().unwrap());
-    b.wire.assert_connects(blocked6, format!("[{SERVER_V6}]:2525").parse().unwrap());
+    b.wire
+        .assert_connects(blocked4, format!("{SERVER_V4}:2525").parse().unwrap());
+    b.wire
+        .assert_connects(blocked6, format!("[{SERVER_V6}]:2525").parse().unwrap());
     b.wire.assert_connects(clean4, smtp4());
     assert!(b.count(Counter::DroppedDeny) >= 3);
     // Allow beats deny, the longest prefix of each table aside.
-    b.nft.list_insert(ListKind::Allow, net(blocked6), manual()).unwrap();
+    b.nft
+        .list_insert(ListKind::Allow, net(blocked6), manual())
+        .unwrap();
     b.wire.assert_connects(blocked6, smtp6());
     b.wire.assert_refused(clean6, smtp6());
     assert!(b.count(Counter::PassedAllow) >= 1);
-    let allowed = b.nft.list_match(ListKind::Allow, blocked6.parse().unwrap()).unwrap().unwrap();
-    assert!(allowed.hits >= 1, "the allow entry counts its hits: {allowed:?}");
+    let allowed = b
+        .nft
+        .list_match(ListKind::Allow, blocked6.parse().unwrap())
+        .unwrap()
+        .unwrap();
+    assert!(
+        allowed.hits >= 1,
+        "the allow entry counts its hits: {allowed:?}"
+    );
     assert!(b.nft.list_remove(ListKind::Allow, net(blocked6)).unwrap());
-    assert!(b.nft.list_remove(ListKind::Deny, net("2001:db8:1::/64")).unwrap());
+    assert!(
+        b.nft
+            .list_remove(ListKind::Deny, net("2001:db8:1::/64"))
+            .unwrap()
+    );
     assert!(b.nft.list_remove(ListKind::Deny, net(blocked4)).unwrap());
     assert!(!b.nft.list_remove(ListKind::Deny, net(blocked4)).unwrap());
     b.wire.assert_connects(blocked4, smtp4());
     b.wire.assert_connects(blocked6, smtp6());
     // An entry with an expiry passes again once it expired (the element's timeout).
     let soon = ListEntry::new(Reason::Manual, clock::expiry_after(Duration::from_secs(2)));
-    b.nft.list_insert(ListKind::Deny, net(blocked4), soon).unwrap();
+    b.nft
+        .list_insert(ListKind::Deny, net(blocked4), soon)
+        .unwrap();
     b.wire.assert_refused(blocked4, smtp4());
     std::thread::sleep(Duration::from_millis(2300));
     b.wire.assert_connects(blocked4, smtp4());
@@ -152,14 +189,20 @@ fn verdicts_with_expiry_and_precedence() {
     let (a, c) = (CLIENT_V4[0], CLIENT_V6[0]);
     let ip = |s: &str| s.parse::<IpAddr>().unwrap();
     let soon = clock::expiry_after(Duration::from_secs(2));
-    b.nft.verdict_set(ip(a), Verdict::new(Action::Drop, Reason::Manual, soon)).unwrap();
-    b.nft.verdict_set(ip(c), Verdict::new(Action::Drop, Reason::Reputation, 0)).unwrap();
+    b.nft
+        .verdict_set(ip(a), Verdict::new(Action::Drop, Reason::Manual, soon))
+        .unwrap();
+    b.nft
+        .verdict_set(ip(c), Verdict::new(Action::Drop, Reason::Reputation, 0))
+        .unwrap();
     b.wire.assert_refused(a, smtp4());
     b.wire.assert_refused(c, smtp6());
     assert!(b.count(Counter::DroppedVerdict) >= 2);
     assert!(b.nft.verdict_get(ip(c)).unwrap().unwrap().hits >= 1);
     // A pass verdict replaces the drop; an allow entry... and a deny entry beats a pass verdict.
-    b.nft.verdict_set(ip(c), Verdict::new(Action::Pass, Reason::Reputation, 0)).unwrap();
+    b.nft
+        .verdict_set(ip(c), Verdict::new(Action::Pass, Reason::Reputation, 0))
+        .unwrap();
     b.wire.assert_connects(c, smtp6());
     assert!(b.count(Counter::PassedVerdict) >= 1);
     b.nft.list_insert(ListKind::Deny, net(c), manual()).unwrap();
@@ -172,7 +215,11 @@ fn verdicts_with_expiry_and_precedence() {
         .unwrap();
     b.wire.assert_refused(other6, smtp6());
     b.wire.assert_connects(c, smtp6());
-    assert!(b.nft.network_verdict_remove(net("2001:db8:1::/64")).unwrap());
+    assert!(
+        b.nft
+            .network_verdict_remove(net("2001:db8:1::/64"))
+            .unwrap()
+    );
     b.wire.assert_connects(other6, smtp6());
     // The expiring drop verdict ran out.
     std::thread::sleep(Duration::from_millis(2300));
@@ -188,18 +235,27 @@ fn explained_refusals_let_one_syn_through_per_window() {
     b.nft.set_config(&cfg).unwrap();
     let c = CLIENT_V6[0];
     b.nft
-        .verdict_set(c.parse().unwrap(), Verdict::new(Action::Drop, Reason::Reputation, 0))
+        .verdict_set(
+            c.parse().unwrap(),
+            Verdict::new(Action::Drop, Reason::Reputation, 0),
+        )
         .unwrap();
     b.wire.assert_connects(c, smtp6());
     b.wire.assert_refused(c, smtp6());
     assert_eq!(b.count(Counter::Explained), 1);
     // A new verdict explains again; a manual drop never does.
     b.nft
-        .verdict_set(c.parse().unwrap(), Verdict::new(Action::Drop, Reason::Reputation, 0))
+        .verdict_set(
+            c.parse().unwrap(),
+            Verdict::new(Action::Drop, Reason::Reputation, 0),
+        )
         .unwrap();
     b.wire.assert_connects(c, smtp6());
     b.nft
-        .verdict_set(c.parse().unwrap(), Verdict::new(Action::Drop, Reason::Manual, 0))
+        .verdict_set(
+            c.parse().unwrap(),
+            Verdict::new(Action::Drop, Reason::Manual, 0),
+        )
         .unwrap();
     b.wire.assert_refused(c, smtp6());
 }
@@ -209,7 +265,10 @@ fn limit_class_is_a_token_bucket_per_source() {
     let mut b = Bed::new("nl");
     let (a, c) = (CLIENT_V4[0], CLIENT_V4[1]);
     b.nft
-        .verdict_set(a.parse().unwrap(), Verdict::new(Action::Limit, Reason::Reputation, 0))
+        .verdict_set(
+            a.parse().unwrap(),
+            Verdict::new(Action::Limit, Reason::Reputation, 0),
+        )
         .unwrap();
     // Burst 2 at 1 per minute: two connections, then refused.
     b.wire.assert_connects(a, smtp4());
@@ -218,7 +277,10 @@ fn limit_class_is_a_token_bucket_per_source() {
     assert_eq!(b.count(Counter::PassedLimit), 2);
     assert!(b.count(Counter::Limited) >= 1);
     // A limit feed: the same bucket, whatever the reputation says; per source.
-    let feed = PrefixSet::from_unsorted(vec![PrefixSet::pack_v4(u32::from_be_bytes([192, 0, 2, 0]), 24)], Vec::new());
+    let feed = PrefixSet::from_unsorted(
+        vec![PrefixSet::pack_v4(u32::from_be_bytes([192, 0, 2, 0]), 24)],
+        Vec::new(),
+    );
     b.nft.feed_load("limited", Table::Limit, feed).unwrap();
     b.wire.assert_connects(c, smtp4());
     b.wire.assert_connects(c, smtp4());
@@ -230,41 +292,78 @@ fn limit_class_is_a_token_bucket_per_source() {
 fn feeds_load_replace_and_drop() {
     let mut b = Bed::new("nf");
     let (a, c) = (CLIENT_V4[0], CLIENT_V6[1]);
-    let v6: u128 = "2001:db8:1::".parse::<std::net::Ipv6Addr>().unwrap().to_bits();
+    let v6: u128 = "2001:db8:1::"
+        .parse::<std::net::Ipv6Addr>()
+        .unwrap()
+        .to_bits();
     let set = |v4: Vec<(u32, u8)>, v6: Vec<(u128, u8)>| {
-        PrefixSet::from_unsorted(v4.into_iter().map(|(n, l)| PrefixSet::pack_v4(n, l)).collect(), v6)
+        PrefixSet::from_unsorted(
+            v4.into_iter()
+                .map(|(n, l)| PrefixSet::pack_v4(n, l))
+                .collect(),
+            v6,
+        )
     };
-    let first = set(vec![(u32::from_be_bytes([192, 0, 2, 1]), 32), (u32::from_be_bytes([198, 51, 100, 0]), 24)], vec![(v6, 64)]);
+    let first = set(
+        vec![
+            (u32::from_be_bytes([192, 0, 2, 1]), 32),
+            (u32::from_be_bytes([198, 51, 100, 0]), 24),
+        ],
+        vec![(v6, 64)],
+    );
     let change = b.nft.feed_load("drop", Table::Deny, first).unwrap();
     assert_eq!((change.added, change.removed), (3, 0));
     b.wire.assert_refused(a, smtp4());
     b.wire.assert_refused(c, smtp6());
     assert!(b.count(Counter::DroppedFeed) >= 2);
     assert!(b.nft.feed_hits("drop").unwrap() >= 2);
-    assert_eq!(b.nft.feeds_listing(Table::Deny, net("2001:db8:1::/64")), vec!["drop".to_owned()]);
+    assert_eq!(
+        b.nft.feeds_listing(Table::Deny, net("2001:db8:1::/64")),
+        vec!["drop".to_owned()]
+    );
     // An allow entry beats the feed.
-    b.nft.list_insert(ListKind::Allow, net(c), manual()).unwrap();
+    b.nft
+        .list_insert(ListKind::Allow, net(c), manual())
+        .unwrap();
     b.wire.assert_connects(c, smtp6());
     // Reloaded without 192.0.2.1 and the /64: they pass; an unchanged reload writes nothing.
-    let second = set(vec![(u32::from_be_bytes([198, 51, 100, 0]), 24)], Vec::new());
-    let change = b.nft.feed_load("drop", Table::Deny, second.clone()).unwrap();
+    let second = set(
+        vec![(u32::from_be_bytes([198, 51, 100, 0]), 24)],
+        Vec::new(),
+    );
+    let change = b
+        .nft
+        .feed_load("drop", Table::Deny, second.clone())
+        .unwrap();
     assert_eq!((change.added, change.removed), (0, 2));
     b.wire.assert_connects(a, smtp4());
-    assert_eq!(b.nft.feed_load("drop", Table::Deny, second).unwrap().writes, 0);
+    assert_eq!(
+        b.nft.feed_load("drop", Table::Deny, second).unwrap().writes,
+        0
+    );
     b.nft.feed_drop("drop").unwrap();
-    assert!(!b.nft_list().contains("feed_deny4_24 {\n\t\ttype ipv4_addr : verdict\n\t\tsize 1024\n\t\telements"));
+    assert!(
+        !b.nft_list()
+            .contains("feed_deny4_24 {\n\t\ttype ipv4_addr : verdict\n\t\tsize 1024\n\t\telements")
+    );
 }
 
 #[test]
 fn a_million_prefix_feed_loads_in_batches() {
     let base = 0x2001_0db8_8000_0000_0000_0000_0000_0000u128;
-    let listed: u128 = "2001:db8:1::".parse::<std::net::Ipv6Addr>().unwrap().to_bits();
+    let listed: u128 = "2001:db8:1::"
+        .parse::<std::net::Ipv6Addr>()
+        .unwrap()
+        .to_bits();
     let mut v6: Vec<(u128, u8)> = (0..999_999u128).map(|i| (base | (i << 64), 64)).collect();
     v6.push((listed, 64));
     let feed = PrefixSet::from_unsorted(Vec::new(), v6);
     // Too big for the small sets: refused whole, nothing written.
     let mut small = Bed::new("nn");
-    let err = small.nft.feed_load("big", Table::Deny, feed.clone()).unwrap_err();
+    let err = small
+        .nft
+        .feed_load("big", Table::Deny, feed.clone())
+        .unwrap_err();
     assert!(format!("{err:#}").contains("do not fit"), "{err:#}");
     small.wire.assert_connects(CLIENT_V6[0], smtp6());
     drop(small);
@@ -289,11 +388,15 @@ fn new_peers_are_reported_once_per_dedup_window() {
     peers.sort_by_key(|p| p.ip);
     let ips: Vec<IpAddr> = peers.iter().map(|p| p.ip).collect();
     assert_eq!(ips, vec![a.parse::<IpAddr>().unwrap(), c.parse().unwrap()]);
-    assert!(peers.iter().all(|p| p.dst_port == 25 && p.ifindex != 0), "{peers:?}");
+    assert!(
+        peers.iter().all(|p| p.dst_port == 25 && p.ifindex != 0),
+        "{peers:?}"
+    );
     assert_eq!(b.count(Counter::EventsEmitted), 2);
     assert_eq!(b.count(Counter::Unknown), 3);
     // Nothing for other ports.
-    b.wire.assert_connects(CLIENT_V4[1], format!("{SERVER_V4}:2525").parse().unwrap());
+    b.wire
+        .assert_connects(CLIENT_V4[1], format!("{SERVER_V4}:2525").parse().unwrap());
     assert!(b.log.drain().is_err());
 }
 
@@ -311,7 +414,10 @@ fn hold_drops_an_unknown_peer_until_its_verdict() {
     assert_eq!(reported[0].ip, a.parse::<IpAddr>().unwrap());
     // Its verdict arrives: the next SYN meets it.
     b.nft
-        .verdict_set(a.parse().unwrap(), Verdict::new(Action::Pass, Reason::Reputation, 0))
+        .verdict_set(
+            a.parse().unwrap(),
+            Verdict::new(Action::Pass, Reason::Reputation, 0),
+        )
         .unwrap();
     b.wire.assert_connects(a, smtp4());
     // Without a verdict, the hold ends after hold_max; a connection whose SYN is
@@ -331,7 +437,10 @@ fn observe_counts_everything_and_drops_nothing() {
     let (a, c) = (CLIENT_V4[0], CLIENT_V6[0]);
     b.nft.list_insert(ListKind::Deny, net(a), manual()).unwrap();
     b.nft
-        .verdict_set(c.parse().unwrap(), Verdict::new(Action::Limit, Reason::Reputation, 0))
+        .verdict_set(
+            c.parse().unwrap(),
+            Verdict::new(Action::Limit, Reason::Reputation, 0),
+        )
         .unwrap();
     b.wire.assert_connects(a, smtp4());
     for _ in 0..3 {
@@ -349,7 +458,12 @@ fn a_stale_heartbeat_passes_everything_and_the_table_goes_at_exit() {
     let b = Bed::new("ns");
     // Another table in the namespace, which the backend must never touch.
     mxscreen_tests::receivers::run_in(&b.wire.server, "nft", &["add table inet other"], "");
-    let Bed { wire, mut nft, log, _listeners } = b;
+    let Bed {
+        wire,
+        mut nft,
+        log,
+        _listeners,
+    } = b;
     let mut cfg = config();
     cfg.stale_after_ns = 1_500_000_000;
     nft.set_config(&cfg).unwrap();
@@ -365,8 +479,14 @@ fn a_stale_heartbeat_passes_everything_and_the_table_goes_at_exit() {
     drop(nft);
     drop(log);
     let rules = list_ruleset(&wire.server);
-    assert!(!rules.contains("mxscreen"), "the table outlived its owner:\n{rules}");
-    assert!(rules.contains("table inet other"), "another table was touched:\n{rules}");
+    assert!(
+        !rules.contains("mxscreen"),
+        "the table outlived its owner:\n{rules}"
+    );
+    assert!(
+        rules.contains("table inet other"),
+        "another table was touched:\n{rules}"
+    );
     wire.assert_connects(a, smtp4());
 }
 
@@ -391,7 +511,14 @@ fn a_killed_owner_fails_open_within_five_seconds() {
     let a = CLIENT_V4[0];
     wire.assert_connects(a, other);
     let mut holder = Command::new("ip")
-        .args(["netns", "exec", &wire.server.name, env!("CARGO_BIN_EXE_nft_holder"), SERVER_IFACE, a])
+        .args([
+            "netns",
+            "exec",
+            &wire.server.name,
+            env!("CARGO_BIN_EXE_nft_holder"),
+            SERVER_IFACE,
+            a,
+        ])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -408,11 +535,18 @@ fn a_killed_owner_fails_open_within_five_seconds() {
     wire.assert_refused(a, smtp4());
     // kill -9 (`ip netns exec` execs the holder: the child is the holder itself).
     let pid = holder.id() as i32;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     holder.wait().unwrap();
     let killed = Instant::now();
     let rules = list_ruleset(&wire.server);
-    assert!(rules.contains("table netdev mxscreen"), "the table stays after kill -9:\n{rules}");
+    assert!(
+        rules.contains("table netdev mxscreen"),
+        "the table stays after kill -9:\n{rules}"
+    );
     loop {
         match wire.connect(a, smtp4(), Duration::from_millis(500)) {
             Ok(()) => break,
@@ -420,6 +554,10 @@ fn a_killed_owner_fails_open_within_five_seconds() {
             Err(e) => panic!("still refused {:?} after kill -9: {e}", killed.elapsed()),
         }
     }
-    assert!(killed.elapsed() <= Duration::from_millis(5500), "{:?}", killed.elapsed());
+    assert!(
+        killed.elapsed() <= Duration::from_millis(5500),
+        "{:?}",
+        killed.elapsed()
+    );
     eprintln!("passing again {:?} after kill -9", killed.elapsed());
 }

@@ -45,7 +45,14 @@ const SUITES: &[Suite] = &[
     },
     Suite {
         name: "netns",
-        args: &["-p", "mxscreen-tests", "--test", "netns", "--test", "nftables"],
+        args: &[
+            "-p",
+            "mxscreen-tests",
+            "--test",
+            "netns",
+            "--test",
+            "nftables",
+        ],
         parallel: false,
         deb: false,
     },

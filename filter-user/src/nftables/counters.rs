@@ -55,7 +55,12 @@ pub fn element_hits(
     let mut m = HashMap::new();
     for o in objects(&out)? {
         let Some(s) = o.get(what) else { continue };
-        for e in s.get("elem").and_then(Value::as_array).into_iter().flatten() {
+        for e in s
+            .get("elem")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             if let Some((net, packets)) = element(e) {
                 m.insert(net, packets);
             }
@@ -97,8 +102,10 @@ mod tests {
         let map = r#"{"elem": {"val": "2001:db8::1", "counter": {"packets": 3, "bytes": 0}, "timeout": 100, "expires": 97}}"#;
         let v: Value = serde_json::from_str(map).unwrap();
         assert_eq!(element(&v), Some(("2001:db8::1".parse().unwrap(), 3)));
-        let pair: Value =
-            serde_json::from_str(&format!("[{map}, {{\"goto\": {{\"target\": \"v_drop\"}}}}]")).unwrap();
+        let pair: Value = serde_json::from_str(&format!(
+            "[{map}, {{\"goto\": {{\"target\": \"v_drop\"}}}}]"
+        ))
+        .unwrap();
         assert_eq!(element(&pair).unwrap().1, 3);
     }
 }

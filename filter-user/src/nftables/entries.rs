@@ -40,13 +40,21 @@ impl Nftables {
     /// Writes element changes between two rule rewrites: sets for new lengths before, rules
     /// of emptied lengths after.
     fn write_between(&mut self, ops: Vec<Op>) -> Result<()> {
-        let before = self.applied.as_ref().map(|a| a.lengths.clone()).unwrap_or_default();
+        let before = self
+            .applied
+            .as_ref()
+            .map(|a| a.lengths.clone())
+            .unwrap_or_default();
         let mut wanted = self.lists.lengths();
         for (k, lens) in before {
             wanted.entry(k).or_default().extend(lens);
         }
         let feeds = self.lists.feed_kinds();
-        let mut all_feeds = self.applied.as_ref().map(|a| a.feeds.clone()).unwrap_or_default();
+        let mut all_feeds = self
+            .applied
+            .as_ref()
+            .map(|a| a.feeds.clone())
+            .unwrap_or_default();
         all_feeds.extend(feeds);
         // The union of before and after, so no element is written to a set without a rule.
         self.shape.lengths = wanted;
@@ -103,7 +111,12 @@ impl Nftables {
                 continue;
             }
             for len in lens {
-                let hits = counters::element_hits(&self.netns, &applied.table, &k.set(*f, *len), k.is_map())?;
+                let hits = counters::element_hits(
+                    &self.netns,
+                    &applied.table,
+                    &k.set(*f, *len),
+                    k.is_map(),
+                )?;
                 for (addr, n) in hits {
                     if let Ok(net) = IpNet::new(addr, *len) {
                         out.insert(Prefix::new(net), n);
@@ -165,7 +178,12 @@ impl Nftables {
         let fk = feed_kind(table)?;
         for len in (0..=f.bits()).rev() {
             let p = Prefix::new(IpNet::new(ip, len).expect("length in range"));
-            if let Some(feed) = self.lists.feeds.iter().find(|x| x.kind == fk && x.set.contains(p)) {
+            if let Some(feed) = self
+                .lists
+                .feeds
+                .iter()
+                .find(|x| x.kind == fk && x.set.contains(p))
+            {
                 let mut e = ListEntry::new(Reason::Feed, 0);
                 e.hits = self.feed_hits(&feed.name.clone())?;
                 return Ok(Some(e));
@@ -242,8 +260,22 @@ impl Nftables {
     }
 
     /// Sets (or replaces) the verdict of a network.
-    pub fn network_verdict_set(&mut self, net: IpNet, action: Action, reason: Reason, expires_ns: u64) -> Result<()> {
-        let ops = self.lists.own_set(Kind::Network, net, Own { reason, expires_ns, action });
+    pub fn network_verdict_set(
+        &mut self,
+        net: IpNet,
+        action: Action,
+        reason: Reason,
+        expires_ns: u64,
+    ) -> Result<()> {
+        let ops = self.lists.own_set(
+            Kind::Network,
+            net,
+            Own {
+                reason,
+                expires_ns,
+                action,
+            },
+        );
         self.write_between(ops)
     }
 
@@ -281,7 +313,12 @@ impl Nftables {
             Table::Limit => &[Kind::FeedLimit],
             Table::PrefixVerdict => &[Kind::Network],
         };
-        let own = self.lists.own.keys().filter(|(k, _)| kinds.contains(k)).count();
+        let own = self
+            .lists
+            .own
+            .keys()
+            .filter(|(k, _)| kinds.contains(k))
+            .count();
         let feeds: usize = self
             .lists
             .feeds

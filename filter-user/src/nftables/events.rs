@@ -36,18 +36,26 @@ pub struct NfLog {
     buf: Vec<u8>,
 }
 
-fn send_config(sock: &Socket, family: NetfilterProtoFamily, group: u16, cmd: Vec<ConfigNla>) -> Result<()> {
+fn send_config(
+    sock: &Socket,
+    family: NetfilterProtoFamily,
+    group: u16,
+    cmd: Vec<ConfigNla>,
+) -> Result<()> {
     let msg = config_request(family, group, cmd);
     let mut buf = vec![0; msg.buffer_len()];
     msg.serialize(&mut buf);
     sock.send(&buf, 0).context("configuring NFLOG")?;
     let mut reply = vec![0u8; 4096];
-    let n = sock.recv(&mut &mut reply[..], 0).context("reading NFLOG's answer")?;
+    let n = sock
+        .recv(&mut &mut reply[..], 0)
+        .context("reading NFLOG's answer")?;
     let nl = NetlinkBuffer::new_checked(&reply[..n]).context("NFLOG's answer")?;
     if nl.message_type() == 2 {
         let code = i32::from_ne_bytes(nl.payload()[..4].try_into().expect("4 bytes"));
         if code != 0 {
-            return Err(io::Error::from_raw_os_error(-code)).context("NFLOG refused the configuration");
+            return Err(io::Error::from_raw_os_error(-code))
+                .context("NFLOG refused the configuration");
         }
     }
     Ok(())
@@ -70,7 +78,9 @@ impl NfLog {
                 ConfigNla::QThresh(1),
             ],
         )
-        .with_context(|| format!("binding NFLOG group {group} (is another mxscreen running here?)"))?;
+        .with_context(|| {
+            format!("binding NFLOG group {group} (is another mxscreen running here?)")
+        })?;
         // A burst of new peers must not be lost to a small buffer; beyond it, the socket
         // drops reports (ENOBUFS, counted by the caller), never packets.
         let size: libc::c_int = 4 * 1024 * 1024;
@@ -111,7 +121,9 @@ impl NfLog {
                     break;
                 };
                 let len = (nl.length() as usize).max(16);
-                if let Ok(msg) = NetlinkMessage::<NetfilterMessage>::deserialize(&self.buf[off..(off + len).min(n)]) {
+                if let Ok(msg) = NetlinkMessage::<NetfilterMessage>::deserialize(
+                    &self.buf[off..(off + len).min(n)],
+                ) {
                     out.extend(peer(msg));
                 }
                 off += len.next_multiple_of(4);
@@ -187,7 +199,9 @@ pub fn parse_syn(p: &[u8]) -> Option<(IpAddr, u16)> {
         4 => {
             let ihl = usize::from(p[0] & 0x0f) * 4;
             let src = Ipv4Addr::from(<[u8; 4]>::try_from(p.get(12..16)?).ok()?);
-            let port = p.get(ihl + 2..ihl + 4).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+            let port = p
+                .get(ihl + 2..ihl + 4)
+                .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
             Some((IpAddr::V4(src), port))
         }
         6 => {
@@ -203,7 +217,11 @@ fn v6_port(p: &[u8]) -> Option<u16> {
     let (mut next, mut off) = (*p.get(6)?, 40usize);
     for _ in 0..8 {
         match next {
-            6 => return p.get(off + 2..off + 4).map(|b| u16::from_be_bytes([b[0], b[1]])),
+            6 => {
+                return p
+                    .get(off + 2..off + 4)
+                    .map(|b| u16::from_be_bytes([b[0], b[1]]));
+            }
             // Hop-by-hop, routing, destination options: length in 8-byte units after 8.
             0 | 43 | 60 => {
                 next = *p.get(off)?;

@@ -102,7 +102,10 @@ impl Lists {
         let elem = Self::own_elem(kind, p, &o);
         match self.own.insert((kind, p), o) {
             // Replaced: the old element goes first (its data or expiry may differ).
-            Some(_) => vec![Op::Destroy(set.clone(), vec![Elem::key(elem.key.clone())]), Op::Add(set, vec![elem])],
+            Some(_) => vec![
+                Op::Destroy(set.clone(), vec![Elem::key(elem.key.clone())]),
+                Op::Add(set, vec![elem]),
+            ],
             None => {
                 self.counted(kind, p, true);
                 vec![Op::Add(set, vec![elem])]
@@ -120,7 +123,10 @@ impl Lists {
     }
 
     fn counted(&mut self, kind: Kind, p: Prefix, up: bool) {
-        let n = self.count.entry((kind, family(p), p.prefix_len())).or_default();
+        let n = self
+            .count
+            .entry((kind, family(p), p.prefix_len()))
+            .or_default();
         *n = if up { *n + 1 } else { n.saturating_sub(1) };
     }
 
@@ -185,15 +191,14 @@ impl Lists {
             let set = kind.set(family(p), p.prefix_len());
             let k = key(p.net());
             if before.is_some() {
-                dels.entry(set.clone()).or_default().push(Elem::key(k.clone()));
+                dels.entry(set.clone())
+                    .or_default()
+                    .push(Elem::key(k.clone()));
             }
-            match after {
-                Some(id) => {
-                    let mut e = Elem::key(k);
-                    e.goto = Some(feed_chain(id));
-                    adds.entry(set).or_default().push(e);
-                }
-                None => {}
+            if let Some(id) = after {
+                let mut e = Elem::key(k);
+                e.goto = Some(feed_chain(id));
+                adds.entry(set).or_default().push(e);
             }
             match (before, after) {
                 (None, Some(_)) => self.counted(kind, p, true),

@@ -214,7 +214,10 @@ impl Nftables {
 
     /// Every outcome counter, indexed by [`Counter`] (named as the eBPF datapath's).
     pub fn counters(&self) -> Result<[u64; Counter::COUNT as usize]> {
-        Ok(counters::outcomes(&counters::named(&self.netns, &self.shape.table)?))
+        Ok(counters::outcomes(&counters::named(
+            &self.netns,
+            &self.shape.table,
+        )?))
     }
 
     /// Deletes the table: nothing of mxscreen's is left in netfilter.
@@ -224,7 +227,10 @@ impl Nftables {
 
     fn delete_table(&mut self) -> Result<()> {
         if self.applied.take().is_some() {
-            ruleset::apply(&self.netns, &format!("delete table netdev {}\n", self.shape.table))?;
+            ruleset::apply(
+                &self.netns,
+                &format!("delete table netdev {}\n", self.shape.table),
+            )?;
         }
         Ok(())
     }

@@ -9,8 +9,8 @@ use std::{io, os::fd::AsRawFd as _};
 
 use anyhow::{Context as _, Result, bail};
 use netlink_packet_core::{
-    DefaultNla, Emitable as _, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST, Nla,
-    NetlinkBuffer, NetlinkMessage, NetlinkPayload,
+    DefaultNla, Emitable as _, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST, NetlinkBuffer,
+    NetlinkMessage, NetlinkPayload, Nla,
 };
 use netlink_packet_netfilter::{
     NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
@@ -215,9 +215,7 @@ impl Netlink {
                 }
                 let msg = match kind {
                     0 => NfTablesMessage::NewSetElement(SetElementMessage { attributes: attrs }),
-                    1 => {
-                        NfTablesMessage::DeleteSetElement(SetElementMessage { attributes: attrs })
-                    }
+                    1 => NfTablesMessage::DeleteSetElement(SetElementMessage { attributes: attrs }),
                     _ => NfTablesMessage::Other {
                         message_type: MSG_DESTROYSETELEM,
                         attributes: attrs.iter().map(raw).collect(),
@@ -265,9 +263,15 @@ impl Netlink {
             buf.resize(at + m.buffer_len(), 0);
             m.serialize(&mut buf[at..]);
         }
-        let sent = self.sock.send(&buf, 0).context("sending an nftables transaction")?;
+        let sent = self
+            .sock
+            .send(&buf, 0)
+            .context("sending an nftables transaction")?;
         if sent != buf.len() {
-            bail!("nftables transaction sent in part ({sent} of {} bytes)", buf.len());
+            bail!(
+                "nftables transaction sent in part ({sent} of {} bytes)",
+                buf.len()
+            );
         }
         // Acks come for every element message (not for the batch markers).
         let want = all.len() - 2;
@@ -280,7 +284,10 @@ impl Netlink {
         let mut got = 0;
         let mut buf = vec![0u8; 64 * 1024];
         while got < want {
-            let n = self.sock.recv(&mut &mut buf[..], 0).context("reading nftables acks")?;
+            let n = self
+                .sock
+                .recv(&mut &mut buf[..], 0)
+                .context("reading nftables acks")?;
             let mut off = 0;
             while off + 16 <= n {
                 let nl = NetlinkBuffer::new_checked(&buf[off..n]).context("an nftables reply")?;
@@ -333,10 +340,14 @@ impl Netlink {
         let mut out = Vec::new();
         let mut rbuf = vec![0u8; 256 * 1024];
         loop {
-            let n = self.sock.recv(&mut &mut rbuf[..], 0).context("reading set elements")?;
+            let n = self
+                .sock
+                .recv(&mut &mut rbuf[..], 0)
+                .context("reading set elements")?;
             let mut off = 0;
             while off + 16 <= n {
-                let nl = NetlinkBuffer::new_checked(&rbuf[off..n]).context("a set element reply")?;
+                let nl =
+                    NetlinkBuffer::new_checked(&rbuf[off..n]).context("a set element reply")?;
                 let len = nl.length() as usize;
                 match nl.message_type() {
                     NLMSG_DONE => return Ok(out),
@@ -349,8 +360,9 @@ impl Netlink {
                         }
                     }
                     _ => {
-                        let msg = NetlinkMessage::<NetfilterMessage>::deserialize(&rbuf[off..off + len])
-                            .context("decoding set elements")?;
+                        let msg =
+                            NetlinkMessage::<NetfilterMessage>::deserialize(&rbuf[off..off + len])
+                                .context("decoding set elements")?;
                         collect(msg, &mut out);
                     }
                 }

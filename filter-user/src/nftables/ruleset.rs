@@ -89,7 +89,12 @@ fn explained(f: Family, every: Duration) -> String {
 }
 
 fn meter(f: Family, s: &Shape) -> String {
-    format!("meter{}_{}_{}", f.digit(), s.limit_per_minute, s.limit_burst)
+    format!(
+        "meter{}_{}_{}",
+        f.digit(),
+        s.limit_per_minute,
+        s.limit_burst
+    )
 }
 
 /// The dynamic sets holding per-source state of one family: reported, held, explained.
@@ -173,13 +178,20 @@ pub fn script(prev: Option<&Shape>, next: &Shape) -> String {
         let _ = writeln!(s, "add counter netdev {t} {}", feed_chain(*id));
     }
     declare_sets(&mut s, next);
-    for c in CHAINS.iter().map(|c| c.to_string()).chain(next.feeds.keys().map(|id| feed_chain(*id))) {
+    for c in CHAINS
+        .iter()
+        .map(|c| c.to_string())
+        .chain(next.feeds.keys().map(|id| feed_chain(*id)))
+    {
         let _ = writeln!(s, "add chain netdev {t} {c}\nflush chain netdev {t} {c}");
     }
     let devices_change = prev.is_none_or(|p| p.devices != next.devices);
     if let Some(p) = prev {
         if devices_change && !p.devices.is_empty() {
-            let _ = writeln!(s, "flush chain netdev {t} ingress\ndelete chain netdev {t} ingress");
+            let _ = writeln!(
+                s,
+                "flush chain netdev {t} ingress\ndelete chain netdev {t} ingress"
+            );
         }
         retire(&mut s, p, next);
     }
@@ -211,7 +223,10 @@ pub fn script(prev: Option<&Shape>, next: &Shape) -> String {
                 f.digit()
             );
         }
-        let _ = writeln!(s, "add rule netdev {t} ingress counter name \"passed_not_subject\"");
+        let _ = writeln!(
+            s,
+            "add rule netdev {t} ingress counter name \"passed_not_subject\""
+        );
     }
     s
 }
@@ -219,7 +234,10 @@ pub fn script(prev: Option<&Shape>, next: &Shape) -> String {
 /// Declares every set the shape uses (`add` leaves an existing set and its elements alone).
 fn declare_sets(s: &mut String, next: &Shape) {
     let t = &next.table;
-    let _ = writeln!(s, "add set netdev {t} {ALIVE} {{ type inet_proto; flags timeout; }}");
+    let _ = writeln!(
+        s,
+        "add set netdev {t} {ALIVE} {{ type inet_proto; flags timeout; }}"
+    );
     for f in Family::ALL {
         let _ = writeln!(
             s,
@@ -232,11 +250,23 @@ fn declare_sets(s: &mut String, next: &Shape) {
     for ((kind, f), lens) in &next.lengths {
         for len in lens {
             let what = if kind.is_map() {
-                format!("map netdev {t} {} {{ type {} : verdict;", kind.set(*f, *len), f.addr_type())
+                format!(
+                    "map netdev {t} {} {{ type {} : verdict;",
+                    kind.set(*f, *len),
+                    f.addr_type()
+                )
             } else {
-                format!("set netdev {t} {} {{ type {};", kind.set(*f, *len), f.addr_type())
+                format!(
+                    "set netdev {t} {} {{ type {};",
+                    kind.set(*f, *len),
+                    f.addr_type()
+                )
             };
-            let extra = if kind.counts() { " flags timeout; counter;" } else { "" };
+            let extra = if kind.counts() {
+                " flags timeout; counter;"
+            } else {
+                ""
+            };
             let _ = writeln!(s, "add {what}{extra} size {}; }}", next.lists);
         }
     }
@@ -263,7 +293,10 @@ fn retire(s: &mut String, prev: &Shape, next: &Shape) {
     }
     for id in prev.feeds.keys().filter(|id| !next.feeds.contains_key(id)) {
         let c = feed_chain(*id);
-        let _ = writeln!(s, "flush chain netdev {t} {c}\ndelete chain netdev {t} {c}\ndelete counter netdev {t} {c}");
+        let _ = writeln!(
+            s,
+            "flush chain netdev {t} {c}\ndelete chain netdev {t} {c}\ndelete counter netdev {t} {c}"
+        );
     }
 }
 
@@ -282,7 +315,10 @@ fn write_rules(s: &mut String, n: &Shape) {
         let chain = format!("subject{}", f.digit());
         for kind in Kind::ALL {
             if kind == Kind::Network {
-                rule(&chain, &format!("{} saddr vmap @{}", f.proto(), verdict_set(f)));
+                rule(
+                    &chain,
+                    &format!("{} saddr vmap @{}", f.proto(), verdict_set(f)),
+                );
             }
             let Some(lens) = n.lengths.get(&(kind, f)) else {
                 continue;
@@ -300,15 +336,24 @@ fn write_rules(s: &mut String, n: &Shape) {
         rule(&chain, "goto unknown_peer");
     }
     rule("to_allow", "counter name \"passed_allow\" accept");
-    rule("to_deny", &format!("counter name \"dropped_deny\" {refuse}"));
-    rule("feed_drop", &format!("counter name \"dropped_feed\" {refuse}"));
+    rule(
+        "to_deny",
+        &format!("counter name \"dropped_deny\" {refuse}"),
+    );
+    rule(
+        "feed_drop",
+        &format!("counter name \"dropped_feed\" {refuse}"),
+    );
     for (id, kind) in &n.feeds {
         let next = match kind {
             Kind::FeedAllow => "to_allow",
             Kind::FeedLimit => "bucket",
             _ => "feed_drop",
         };
-        rule(&feed_chain(*id), &format!("counter name \"{}\" goto {next}", feed_chain(*id)));
+        rule(
+            &feed_chain(*id),
+            &format!("counter name \"{}\" goto {next}", feed_chain(*id)),
+        );
     }
     for f in Family::ALL {
         rule(
@@ -326,14 +371,22 @@ fn write_rules(s: &mut String, n: &Shape) {
     rule("over_rate", &format!("counter name \"limited\" {refuse}"));
     rule(V_PASS, "counter name \"passed_verdict\" accept");
     rule(V_LIMIT, "goto bucket");
-    rule(V_DROP, &format!("counter name \"dropped_verdict\" {refuse}"));
+    rule(
+        V_DROP,
+        &format!("counter name \"dropped_verdict\" {refuse}"),
+    );
     if let Some(every) = n.explain {
         for f in Family::ALL {
             let (p, e) = (f.proto(), explained(f, every));
-            rule(V_EXPLAIN, &format!("meta protocol {p} {p} saddr @{e} goto {V_DROP}"));
             rule(
                 V_EXPLAIN,
-                &format!("meta protocol {p} add @{e} {{ {p} saddr }} counter name \"explained\" accept"),
+                &format!("meta protocol {p} {p} saddr @{e} goto {V_DROP}"),
+            );
+            rule(
+                V_EXPLAIN,
+                &format!(
+                    "meta protocol {p} add @{e} {{ {p} saddr }} counter name \"explained\" accept"
+                ),
             );
         }
     }
@@ -347,11 +400,17 @@ fn unknown_rules(rule: &mut impl FnMut(&str, &str), n: &Shape) {
     for f in Family::ALL {
         let p = f.proto();
         if let Some(h) = n.hold {
-            rule("unknown_peer", &format!("meta protocol {p} {p} saddr @{} goto held", holding(f, h)));
+            rule(
+                "unknown_peer",
+                &format!("meta protocol {p} {p} saddr @{} goto held", holding(f, h)),
+            );
         }
         rule(
             "unknown_peer",
-            &format!("meta protocol {p} {p} saddr @{} counter name \"unknown\" accept", seen(f, n)),
+            &format!(
+                "meta protocol {p} {p} saddr @{} counter name \"unknown\" accept",
+                seen(f, n)
+            ),
         );
     }
     for f in Family::ALL {
@@ -370,7 +429,10 @@ fn unknown_rules(rule: &mut impl FnMut(&str, &str), n: &Shape) {
         );
     }
     // The dynamic set is full: nothing more can be reported, and an unreported peer passes.
-    rule("unknown_peer", "counter name \"events_lost\" counter name \"unknown\" accept");
+    rule(
+        "unknown_peer",
+        "counter name \"events_lost\" counter name \"unknown\" accept",
+    );
     if n.hold.is_some() {
         rule("first_contact", "goto held");
     } else {
@@ -390,13 +452,16 @@ pub fn query(netns: &OwnedFd, args: &[&str]) -> Result<String> {
 }
 
 fn nft(netns: &OwnedFd, args: &[&str], stdin: Option<&str>) -> Result<String> {
-    let nft = which::which("nft").context(
-        "the nftables backend needs the nft program (Debian: apt install nftables)",
-    )?;
+    let nft = which::which("nft")
+        .context("the nftables backend needs the nft program (Debian: apt install nftables)")?;
     let ns = netns.as_raw_fd();
     let mut cmd = Command::new(nft);
     cmd.args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     // SAFETY: setns is async-signal-safe; it puts the child in the table's namespace

@@ -46,10 +46,15 @@ impl Nftables {
         elem.timeout_ms = timeout_ms(v.expires_ns);
         elem.userdata = vec![v.reason];
         let mut ops = vec![Op::Destroy(set.clone(), vec![Elem::key(key.clone())])];
-        if v.action() == Action::Drop && v.reason() == Reason::Reputation {
-            if let Some(s) = self.applied.as_ref().and_then(|a| ruleset::explained_set(a, f)) {
-                ops.push(Op::Destroy(s, vec![Elem::key(key.clone())]));
-            }
+        let explained = self
+            .applied
+            .as_ref()
+            .and_then(|a| ruleset::explained_set(a, f));
+        if v.action() == Action::Drop
+            && v.reason() == Reason::Reputation
+            && let Some(s) = explained
+        {
+            ops.push(Op::Destroy(s, vec![Elem::key(key.clone())]));
         }
         ops.push(Op::Add(set, vec![elem]));
         self.write(ops)
@@ -134,7 +139,12 @@ impl Nftables {
     pub fn verdict_hit_counts(&self) -> Result<std::collections::HashMap<IpAddr, u64>> {
         let mut out = std::collections::HashMap::new();
         for f in Family::ALL {
-            out.extend(counters::element_hits(&self.netns, &self.shape.table, &verdict_set(f), true)?);
+            out.extend(counters::element_hits(
+                &self.netns,
+                &self.shape.table,
+                &verdict_set(f),
+                true,
+            )?);
         }
         Ok(out)
     }

@@ -308,7 +308,10 @@ impl Bench {
                     }
             };
             let before = decided_by(&self.nft);
-            let ns = self.flood.send(&f.flood, self.p.syns, self.cpu).ns_per_frame();
+            let ns = self
+                .flood
+                .send(&f.flood, self.p.syns, self.cpu)
+                .ns_per_frame();
             let decided = decided_by(&self.nft) - before;
             if (decided as f64) < self.p.syns as f64 * 0.99 {
                 let msg = format!(
@@ -320,7 +323,13 @@ impl Bench {
                 assert!(!self.quick, "{msg}");
                 eprintln!("warning: {msg}");
             }
-            out.push((class, Cost { cpu: ns, prog: f64::NAN }));
+            out.push((
+                class,
+                Cost {
+                    cpu: ns,
+                    prog: f64::NAN,
+                },
+            ));
         }
         self.nft.detach();
         out
@@ -406,12 +415,7 @@ fn main() {
         nft_up(&b.wire.server, SERVER_IFACE, &b.listed);
         let v = b.measure(&b.drop_frames);
         nft_down(&b.wire.server);
-        row(
-            NFT_DROP.into(),
-            false,
-            true,
-            not_bpf(v),
-        );
+        row(NFT_DROP.into(), false, true, not_bpf(v));
         ipset_up(&b.wire.server, SERVER_IFACE, &b.listed);
         let v = b.measure(&b.drop_frames);
         ipset_down(&b.wire.server);
@@ -429,7 +433,10 @@ fn main() {
         let v = b.measure(&b.drop_frames);
         nft_down(&b.wire.server);
         row(
-            format!("nftables netdev ingress, interval set of a {}-prefix feed", b.p.feed),
+            format!(
+                "nftables netdev ingress, interval set of a {}-prefix feed",
+                b.p.feed
+            ),
             false,
             true,
             not_bpf(v),

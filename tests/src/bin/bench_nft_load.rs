@@ -69,7 +69,10 @@ fn table(ns: &NetNs, interval: bool) {
         s.push_str("  set feed6 { type ipv6_addr; flags interval; size 2097152; }\n");
     } else {
         for len in [56, 64] {
-            let _ = writeln!(s, "  map feed6_{len} {{ type ipv6_addr : verdict; size 1114112; }}");
+            let _ = writeln!(
+                s,
+                "  map feed6_{len} {{ type ipv6_addr : verdict; size 1114112; }}"
+            );
         }
     }
     s.push_str("}\n");
@@ -192,11 +195,16 @@ impl Writer {
                     userdata: vec![3],
                 };
                 // As the backend writes one: the old element (if any) out, the new one in.
-                let ops = [Op::Destroy("verdict6".into(), vec![Elem::key(key)]), Op::Add("verdict6".into(), vec![elem])];
+                let ops = [
+                    Op::Destroy("verdict6".into(), vec![Elem::key(key)]),
+                    Op::Add("verdict6".into(), vec![elem]),
+                ];
                 self.nl.as_mut().unwrap().apply(&ops).unwrap();
             }
             Way::NftText => {
-                let s = format!("add element netdev {TABLE} verdict6 {{ {ip} timeout 3600s : goto v_drop }}\n");
+                let s = format!(
+                    "add element netdev {TABLE} verdict6 {{ {ip} timeout 3600s : goto v_drop }}\n"
+                );
                 run_in(&self.ns, "nft", &["-f", "-"], &s);
             }
             Way::NftJson => {
@@ -208,7 +216,9 @@ impl Writer {
 
     /// Applies commands through the nftables crate, in the namespace.
     fn json(&self, cmds: Vec<nftables::schema::NfObject<'static>>) {
-        let doc = nftables::schema::Nftables { objects: cmds.into() };
+        let doc = nftables::schema::Nftables {
+            objects: cmds.into(),
+        };
         self.ns
             .enter(|| nftables::helper::apply_ruleset(&doc))
             .expect("nft -j -f -");
@@ -229,11 +239,16 @@ fn map_elem(ip: IpAddr, timeout: Option<u32>, chain: &str) -> nftables::expr::Ex
     }));
     Expression::List(vec![
         key,
-        Expression::Verdict(Verdict::Goto(JumpTarget { target: chain.to_owned().into() })),
+        Expression::Verdict(Verdict::Goto(JumpTarget {
+            target: chain.to_owned().into(),
+        })),
     ])
 }
 
-fn element(set: &str, elems: Vec<nftables::expr::Expression<'static>>) -> nftables::schema::NfObject<'static> {
+fn element(
+    set: &str,
+    elems: Vec<nftables::expr::Expression<'static>>,
+) -> nftables::schema::NfObject<'static> {
     use nftables::schema::{Element, NfCmd, NfListObject, NfObject};
     NfObject::CmdObject(NfCmd::Add(NfListObject::Element(Element {
         family: nftables::types::NfFamily::NetDev,
@@ -311,7 +326,11 @@ fn main() {
     let p = if quick { QUICK } else { FULL };
     let prefixes = feed(p.feed);
     let mut rows = Vec::new();
-    for (way, tag) in [(Way::Netlink, "nln"), (Way::NftText, "nlt"), (Way::NftJson, "nlj")] {
+    for (way, tag) in [
+        (Way::Netlink, "nln"),
+        (Way::NftText, "nlt"),
+        (Way::NftJson, "nlj"),
+    ] {
         eprintln!("{}", way.name());
         rows.push(measure(way, &p, &prefixes, tag));
     }
@@ -341,6 +360,10 @@ fn main() {
     );
     println!("{t}");
     if !quick {
-        record("nftables element writes (`cargo xtask bench nft-load`)", "cargo xtask bench nft-load", &t);
+        record(
+            "nftables element writes (`cargo xtask bench nft-load`)",
+            "cargo xtask bench nft-load",
+            &t,
+        );
     }
 }

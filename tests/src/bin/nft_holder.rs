@@ -16,7 +16,9 @@ use mxscreen::{
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (iface, addrs) = args.split_first().expect("usage: nft_holder IFACE ADDRESS...");
+    let (iface, addrs) = args
+        .split_first()
+        .expect("usage: nft_holder IFACE ADDRESS...");
     let (mut nft, _log) = Nftables::open(&Options {
         sizes: MapSizes::small(),
         ..Options::default()
@@ -30,7 +32,11 @@ fn main() -> anyhow::Result<()> {
     nft.attach(std::slice::from_ref(iface))?;
     for a in addrs {
         let ip: IpAddr = a.parse()?;
-        nft.list_insert(ListKind::Deny, IpNet::from(ip), ListEntry::new(Reason::Manual, 0))?;
+        nft.list_insert(
+            ListKind::Deny,
+            IpNet::from(ip),
+            ListEntry::new(Reason::Manual, 0),
+        )?;
     }
     println!("ready");
     std::io::stdout().flush()?;
