@@ -3,7 +3,8 @@
 //! program cannot be loaded (LXC and Docker containers, OpenVZ, BPF forbidden by policy)
 //! but netfilter can (CAP_NET_ADMIN in the MTA's network namespace).
 //!
-//! - [`ruleset`]: the rules, chains, counters and set declarations (an `nft` script);
+//! - [`ruleset`]: the rules, chains, counters and set declarations (an `nft` script), applied
+//!   by [`nft`];
 //! - [`sets`]: which set an entry goes into, and its key;
 //! - [`netlink`]: element writes as nf_tables transactions over netlink;
 //! - [`lists`]: own entries and feeds as elements; this file's siblings [`verdicts`] and
@@ -27,6 +28,7 @@ mod entries;
 pub mod events;
 pub mod lists;
 pub mod netlink;
+mod nft;
 pub mod ruleset;
 pub mod sets;
 mod verdicts;
