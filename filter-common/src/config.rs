@@ -40,8 +40,8 @@ pub struct DatapathConfig {
     /// cached decision ([`crate::Peer::list_gen`]) counts only while it equals this. Never 0.
     pub list_gen: u32,
     pub _pad: u32,
-    /// Clock calibration. The datapath reads jiffies (an inlined load, ~1 ns) instead of
-    /// calling the coarse-clock helper (~13 ns per SYN, BENCHMARKS.md) and converts:
+    /// Clock calibration. The datapath reads jiffies (an inlined load) instead of calling
+    /// the coarse-clock helper (a call per SYN) and converts:
     /// `now = clock_ns + (jiffies - clock_jiffies) * tick_ns`. Userspace samples both clocks
     /// together on every config write. `tick_ns` 0: not calibrated: nothing is cached, and
     /// the coarse clock is read for everything.

@@ -8,7 +8,7 @@
 //! - [`names`]: [`Action`] and [`Reason`];
 //! - [`config`]: [`DatapathConfig`], the runtime configuration;
 //! - [`peer`]: [`Peer`], everything known about one source (verdict, cached decision, first
-//!   contact, token bucket), and the [`Verdict`] and [`Seen`] views of it;
+//!   contact, token bucket), and the [`PeerVerdict`] and [`Seen`] views of it;
 //! - [`lists`]: the prefix lists ([`Table`], [`ListKey`], [`ListValue`], [`ListIndex`]) and the
 //!   [`ListEntry`] view;
 //! - [`counters`]: the outcome [`Counter`]s;
@@ -35,7 +35,7 @@ pub use self::{
     event::NewPeerEvent,
     lists::{Lengths, ListEntry, ListIndex, ListKey, ListValue, Table, V4_LENGTHS, V6_LENGTHS},
     names::{Action, Reason},
-    peer::{Decision, PEER_VERDICT, Peer, Seen, Verdict, seconds_up},
+    peer::{Decision, PEER_VERDICT, Peer, PeerVerdict, Seen, seconds_up},
 };
 
 /// The most destination ports the datapath screens (the `ports` array in [`DatapathConfig`]).
@@ -112,7 +112,7 @@ mod tests {
     #[test]
     fn layouts_have_no_implicit_padding() {
         use core::mem::size_of;
-        assert_eq!(size_of::<Verdict>(), 1 + 1 + 6 + 8 + 8 + 8);
+        assert_eq!(size_of::<PeerVerdict>(), 1 + 1 + 6 + 8 + 8 + 8);
         assert_eq!(size_of::<ListEntry>(), 1 + 7 + 8 + 8);
         assert_eq!(size_of::<Seen>(), 16);
         // With a 16-byte key, the kernel's 48-byte element header and this, two cache lines.
@@ -153,10 +153,10 @@ mod tests {
         }
         // An unknown action byte passes, as the datapath treats it.
         assert_eq!(
-            Verdict::new(Action::Drop, Reason::Manual, 0).action(),
+            PeerVerdict::new(Action::Drop, Reason::Manual, 0).action(),
             Action::Drop
         );
-        let mut v = Verdict::new(Action::Drop, Reason::Manual, 0);
+        let mut v = PeerVerdict::new(Action::Drop, Reason::Manual, 0);
         v.action = 77;
         assert_eq!(v.action(), Action::Pass);
     }
@@ -205,7 +205,7 @@ mod tests {
         p.first_seen_ns = 5;
         p.list_gen = 9;
         p.decision = Decision::Unknown as u8;
-        let mut v = Verdict::new(Action::Drop, Reason::Reputation, 77);
+        let mut v = PeerVerdict::new(Action::Drop, Reason::Reputation, 77);
         v.explain_at_ns = 3_000_000_001;
         p.set_verdict(&v);
         // The explanation's time in whole seconds, rounded up.

@@ -2,7 +2,7 @@
 //! value of `PEERS_V4`/`_V6`): the daemon's verdict, the decision cached for the source, and
 //! the datapath's own per-source state (first contact, last report, token bucket).
 //!
-//! [`Verdict`] and [`Seen`] are the views userspace reads and writes; they are not map values
+//! [`PeerVerdict`] and [`Seen`] are the views userspace reads and writes; they are not map values
 //! themselves any more, `DatapathMaps` converts.
 
 use crate::{Action, Reason};
@@ -10,7 +10,7 @@ use crate::{Action, Reason};
 /// A cached verdict as userspace sees it: what the daemon decided for one address.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Verdict {
+pub struct PeerVerdict {
     /// An [`Action`] as u8 (an unknown value is treated as pass).
     pub action: u8,
     /// A [`Reason`] as u8.
@@ -28,7 +28,7 @@ pub struct Verdict {
     pub explain_at_ns: u64,
 }
 
-impl Verdict {
+impl PeerVerdict {
     /// A fresh verdict (no hits yet) expiring at `expires_ns` (0 = never).
     pub const fn new(action: Action, reason: Reason, expires_ns: u64) -> Self {
         Self {
@@ -134,7 +134,7 @@ pub struct Peer {
     pub flags: u8,
     /// `HITS` slot of the list entry that decided (list decisions only).
     pub slot: u32,
-    /// [`Verdict::explain_at_ns`] in whole seconds of the same clock, rounded up (explain
+    /// [`PeerVerdict::explain_at_ns`] in whole seconds of the same clock, rounded up (explain
     /// windows are hours; the entry stays 64 bytes, so with its key it fills exactly two
     /// cache lines).
     pub explain_at_s: u32,
@@ -176,11 +176,11 @@ impl Peer {
     }
 
     /// The verdict this entry holds, if any.
-    pub const fn verdict(&self) -> Option<Verdict> {
+    pub const fn verdict(&self) -> Option<PeerVerdict> {
         if self.flags & PEER_VERDICT == 0 {
             return None;
         }
-        Some(Verdict {
+        Some(PeerVerdict {
             action: self.action,
             reason: self.reason,
             _pad: [0; 6],
@@ -191,7 +191,7 @@ impl Peer {
     }
 
     /// Sets the verdict and drops whatever decision was cached.
-    pub const fn set_verdict(&mut self, v: &Verdict) {
+    pub const fn set_verdict(&mut self, v: &PeerVerdict) {
         self.action = v.action;
         self.reason = v.reason;
         self.expires_ns = v.expires_ns;

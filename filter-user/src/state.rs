@@ -69,6 +69,21 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// `entries` with those kept in an IPv4-mapped form (`::ffff:192.0.2.25/128`, written before
+/// mxscreen read such addresses as IPv4; they never matched a sender) in the IPv4 form they
+/// meant ([`crate::net::unmap`]); one that duplicates an entry already there is dropped.
+fn unmapped(entries: Vec<ManualEntry>) -> Vec<ManualEntry> {
+    let is_mapped = |e: &ManualEntry| crate::net::unmap(e.net).is_ok_and(|n| n != e.net);
+    let (mapped, mut out): (Vec<_>, Vec<_>) = entries.into_iter().partition(is_mapped);
+    for mut e in mapped {
+        e.net = crate::net::unmap(e.net).unwrap_or(e.net);
+        if !out.iter().any(|o| o.list == e.list && o.net == e.net) {
+            out.push(e);
+        }
+    }
+    out
+}
+
 impl State {
     /// Loads `path`. Missing: empty state. Unparsable: the file is renamed to
     /// `<path>.corrupt-<unix time>` and an error is logged naming both paths; the daemon starts
@@ -92,7 +107,7 @@ impl State {
         let text = fs::read_to_string(path)
             .with_context(|| format!("reading state file {}", path.display()))?;
         match serde_json::from_str::<OnDisk>(&text) {
-            Ok(d) if d.version == VERSION => state.entries = d.entries,
+            Ok(d) if d.version == VERSION => state.entries = unmapped(d.entries),
             parsed => {
                 let why = match parsed {
                     Ok(d) => format!("unknown version {}", d.version),
@@ -256,6 +271,31 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["state.json"]);
+    }
+
+    /// Entries an older mxscreen kept in their IPv4-mapped form load as the IPv4 entries
+    /// they meant (a duplicate of one already there is dropped).
+    #[test]
+    fn mapped_entries_load_as_ipv4() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let mut s = State::load(&path).unwrap();
+        for net in [
+            "::ffff:192.0.2.25/128",
+            "192.0.2.7/32",
+            "::ffff:192.0.2.7/128",
+            "2001:db8::/32",
+        ] {
+            s.upsert(entry(net, None)).unwrap();
+        }
+        let mut nets: Vec<String> = State::load(&path)
+            .unwrap()
+            .entries()
+            .iter()
+            .map(|e| e.net.to_string())
+            .collect();
+        nets.sort();
+        assert_eq!(nets, ["192.0.2.25/32", "192.0.2.7/32", "2001:db8::/32"]);
     }
 
     /// A failed write changes nothing, and the next successful write does not carry it.

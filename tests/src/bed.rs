@@ -77,3 +77,20 @@ impl Bed {
         }
     }
 }
+
+/// A million-line feed as large drop lists are (IPv4 addresses, every fifth a /28), ending
+/// with `listed`: what the feeds suite enforces and `cargo xtask bench feeds` times.
+pub fn million_line_feed(listed: &str) -> String {
+    let mut text = String::with_capacity(16 << 20);
+    text.push_str("# one million lines\n");
+    for i in 0..999_999u32 {
+        let a = std::net::Ipv4Addr::from(0x0b00_0000 + i * 7);
+        if i % 5 == 0 {
+            text.push_str(&format!("{a}/28\n"));
+        } else {
+            text.push_str(&format!("{a}\n"));
+        }
+    }
+    text.push_str(&format!("{listed}\n"));
+    text
+}

@@ -341,13 +341,9 @@ impl MxDaemon {
     pub fn counter(&self, name: &str) -> u64 {
         let s: serde_json::Value =
             serde_json::from_str(&self.cli_ok(&["stats", "--json"])).unwrap();
-        s["datapath"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p[0] == name)
-            .map(|p| p[1].as_u64().unwrap())
-            .unwrap_or_else(|| panic!("no counter {name}"))
+        s["datapath"][name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no counter {name} in {}", s["datapath"]))
     }
 }
 

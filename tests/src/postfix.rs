@@ -50,6 +50,21 @@ impl Postfix {
     /// IPv6) in `ns`; `run` is the test daemon's socket directory, seen as /run/mxscreen.
     /// Returns once the port accepts.
     pub fn start(ns: &NetNs, port: u16, domain: &str, run: &Path) -> Self {
+        let smtpd = format!("{port} inet n - n - - smtpd\n");
+        Self::start_with(ns, port, domain, Some(run), "", &smtpd)
+    }
+
+    /// [`Postfix::start`] with `main_extra` appended to main.cf (later settings win) and
+    /// `services` as the master.cf lines of the listener on `port` and what it needs
+    /// (postscreen, its smtpd and dnsblog, for instance); `run`: see [`Postfix::start`].
+    pub fn start_with(
+        ns: &NetNs,
+        port: u16,
+        domain: &str,
+        run: Option<&Path>,
+        main_extra: &str,
+        services: &str,
+    ) -> Self {
         let root = root();
         let dir = tempfile::tempdir().expect("tempdir");
         let d = dir.path();
@@ -74,9 +89,11 @@ impl Postfix {
         }
         run_chown(MAIL_OWNER, &d.join("data"));
         fs::write(d.join("conf/dynamicmaps.cf"), "").expect("write dynamicmaps.cf");
-        fs::write(d.join("conf/main.cf"), main_cf(&root, d, domain)).expect("write main.cf");
-        fs::write(d.join("conf/master.cf"), master_cf(port)).expect("write master.cf");
-        let mut cmd = private_mounts(d, Some(run));
+        let main = format!("{}\n{main_extra}", main_cf(&root, d, domain));
+        fs::write(d.join("conf/main.cf"), main).expect("write main.cf");
+        fs::write(d.join("conf/master.cf"), format!("{services}{MASTER_CF}"))
+            .expect("write master.cf");
+        let mut cmd = private_mounts(d, run);
         cmd.arg(root.join("usr/lib/postfix/sbin/master"))
             .arg("-d")
             .env("MAIL_CONFIG", d.join("conf"))
@@ -146,11 +163,8 @@ smtpd_banner = $myhostname ESMTP
     )
 }
 
-/// master.cf: smtpd on `port` and the services a delivery to `discard:` needs, none chrooted.
-fn master_cf(port: u16) -> String {
-    format!(
-        "{port} inet n - n - - smtpd
-cleanup unix n - n - 0 cleanup
+/// master.cf after the listener: the services a delivery to `discard:` needs, none chrooted.
+const MASTER_CF: &str = "cleanup unix n - n - 0 cleanup
 qmgr unix n - n 300 1 qmgr
 rewrite unix - - n - - trivial-rewrite
 bounce unix - - n - 0 bounce
@@ -163,6 +177,4 @@ discard unix - - n - - discard
 anvil unix - - n - 1 anvil
 scache unix - - n - 1 scache
 postlog unix-dgram n - n - 1 postlogd
-"
-    )
-}
+";

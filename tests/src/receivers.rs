@@ -5,7 +5,7 @@
 
 use std::{io::Write as _, net::IpAddr, process::Command};
 
-use filter_common::{Action, ListEntry, Reason, Table, Verdict};
+use filter_common::{Action, ListEntry, PeerVerdict, Reason, Table};
 use mxscreen::{
     datapath::{
         self, AttachMode, Attached, DatapathMaps, Events, LoadOptions, MapSizes, PrefixSet,
@@ -192,7 +192,7 @@ impl Mx {
         ];
         for (class, action) in verdicts {
             for ip in sources(class) {
-                maps.verdict_set(ip, Verdict::new(action, Reason::Reputation, 0))
+                maps.verdict_set(ip, PeerVerdict::new(action, Reason::Reputation, 0))
                     .unwrap();
             }
         }
@@ -283,7 +283,7 @@ impl MxNft {
         ];
         for (class, action) in verdicts {
             for ip in sources(class) {
-                nft.verdict_set(ip, Verdict::new(action, Reason::Reputation, 0))
+                nft.verdict_set(ip, PeerVerdict::new(action, Reason::Reputation, 0))
                     .unwrap();
             }
         }

@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use filter_common::{
-    Action, CacheSlot, Decision, Reason, Verdict, cache_index, cache_key_v4, cache_key_v6,
+    Action, CacheSlot, Decision, PeerVerdict, Reason, cache_index, cache_key_v4, cache_key_v6,
 };
 use mxscreen::datapath::{ListKind, MapSizes};
 use mxscreen_tests::{
@@ -31,8 +31,8 @@ fn slot_of(dp: &TestDatapath, src: IpAddr) -> CacheSlot {
     slots.get(&cache_index(key(src), ctl.shift), 0).unwrap()
 }
 
-fn manual(action: Action) -> Verdict {
-    Verdict::new(action, Reason::Manual, 0)
+fn manual(action: Action) -> PeerVerdict {
+    PeerVerdict::new(action, Reason::Manual, 0)
 }
 
 #[test]
@@ -173,7 +173,7 @@ fn sources_sharing_a_slot_take_turns_without_a_wrong_decision_or_a_lost_hit() {
         for src in [V4, V6] {
             // 64 slots: a neighbour is easy to find among documentation addresses.
             let mut dp = TestDatapath::with_sizes(MapSizes {
-                verdicts: 64,
+                peers: 64,
                 ..MapSizes::small()
             });
             let other = neighbour(src, dp.cache().1.shift);

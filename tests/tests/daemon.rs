@@ -163,6 +163,23 @@ fn manual_block_unblock_allow_round_trip_and_survive_restart() {
     d.cli_ok(&["unallow", LISTED]);
     b.refused(LISTED, smtp4());
 
+    // An IPv4-mapped address (as dual-stack MTAs and Dovecot log IPv4 peers) is its IPv4
+    // address: blocked, the IPv4 sender is refused; a mapped prefix shorter than /96 is
+    // no IPv4 prefix and is refused with the reason.
+    let mapped = format!("::ffff:{CLEAN}");
+    let out = d.cli_ok(&["block", &mapped, "--reason", "from a dual-stack log"]);
+    assert!(out.starts_with(&format!("blocked {CLEAN}/32")), "{out}");
+    b.refused(CLEAN, smtp4());
+    let out = d.cli_ok(&["unblock", &mapped]);
+    assert!(out.starts_with(&format!("unblocked {CLEAN}/32")), "{out}");
+    b.connects(CLEAN, smtp4());
+    let out = d.cli(&["block", "::ffff:192.0.2.0/80"]);
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("shorter than /96"),
+        "{}",
+        text(&out)
+    );
+
     // Guard rails: protected and over-wide blocks are refused with the reason.
     let out = d.cli(&["block", "127.0.0.1"]);
     assert!(
@@ -835,7 +852,19 @@ fn query_socket_answers_the_mta_in_one_line() {
             "{a}"
         );
     }
-    assert_eq!(d.query(&format!("::ffff:{CLEAN}")), d.query(CLEAN));
+    // An IPv4-mapped address gets the IPv4 answer, on both sockets (the countdowns aside:
+    // a second may tick between two answers).
+    let timeless = |a: String| -> Vec<String> {
+        a.split(' ')
+            .filter(|f| !f.starts_with("ttl=") && !f.starts_with("explain_in="))
+            .map(String::from)
+            .collect()
+    };
+    for ip in [CLEAN, LISTED] {
+        let mapped = d.query(&format!("::ffff:{ip}"));
+        assert!(!mapped.contains("unknown"), "{mapped}");
+        assert_eq!(timeless(mapped), timeless(d.query(ip)));
+    }
 
     // The policy service: the same answers as Postfix actions, on one reused connection.
     let mut p = std::os::unix::net::UnixStream::connect(run.path().join("policy.sock")).unwrap();
@@ -854,6 +883,10 @@ fn query_socket_answers_the_mta_in_one_line() {
     assert_eq!(
         policy_request(&mut p, &req(CLEAN)).as_deref(),
         Some("action=DUNNO\n\n")
+    );
+    assert_eq!(
+        policy_request(&mut p, &req(&format!("::ffff:{LISTED}"))),
+        policy_request(&mut p, &req(LISTED)),
     );
     assert_eq!(
         policy_request(&mut p, &req(LATER_LISTED)).as_deref(),

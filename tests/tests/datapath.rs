@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use filter_common::{Action, Counter, FLAG_HOLD, FLAG_OBSERVE, ListEntry, Reason, Verdict};
+use filter_common::{Action, Counter, FLAG_HOLD, FLAG_OBSERVE, ListEntry, PeerVerdict, Reason};
 use ipnet::IpNet;
 use mxscreen::datapath::{ListKind, clock};
 use mxscreen_tests::{
@@ -39,8 +39,8 @@ fn list_entry(expires_ns: u64) -> ListEntry {
     ListEntry::new(Reason::Manual, expires_ns)
 }
 
-fn verdict(action: Action, expires_ns: u64) -> Verdict {
-    Verdict::new(action, Reason::Reputation, expires_ns)
+fn verdict(action: Action, expires_ns: u64) -> PeerVerdict {
+    PeerVerdict::new(action, Reason::Reputation, expires_ns)
 }
 
 /// Runs `frame` through `entry` and checks both the outcome and the exact counter deltas.
@@ -467,7 +467,7 @@ fn reputation_drops_are_explained_once_per_window() {
                 Reason::Tempfail,
             ] {
                 dp.maps
-                    .verdict_set(src, Verdict::new(Action::Drop, reason, 0))
+                    .verdict_set(src, PeerVerdict::new(Action::Drop, reason, 0))
                     .unwrap();
                 expect(&dp, entry, &syn, Outcome::Drop, &[("dropped_verdict", 1)]);
             }
@@ -729,7 +729,7 @@ fn truncated_frames_never_drop() {
 #[test]
 fn verdicts_are_read_and_removed_in_bulk() {
     let mut dp = TestDatapath::with_sizes(mxscreen::datapath::MapSizes {
-        verdicts: 20_000,
+        peers: 20_000,
         ..mxscreen::datapath::MapSizes::small()
     });
     let ips: Vec<IpAddr> = (0..10_000u32)
@@ -747,7 +747,7 @@ fn verdicts_are_read_and_removed_in_bulk() {
     }
     let mut got = dp.maps.verdicts().unwrap();
     got.sort_by_key(|(ip, _)| *ip);
-    let mut want: Vec<(IpAddr, Verdict)> = ips
+    let mut want: Vec<(IpAddr, PeerVerdict)> = ips
         .iter()
         .enumerate()
         .map(|(n, ip)| (*ip, verdict(Action::Pass, n as u64 + 1)))

@@ -1,13 +1,21 @@
 //! Feeds and rotating IPv6 networks with the real daemon: feed files loaded, replaced by
 //! rename as downloaders do, shown by `status`, named by `list` and `check`; a million-line
-//! feed enforced within two seconds; IPv6 addresses of one /64 giving it a verdict. Real TCP
+//! feed loaded and enforced; IPv6 addresses of one /64 giving it a verdict. Real TCP
 //! handshakes from a client namespace, a real rbldnsd. Run in the `daemon` suite.
+//!
+//! - [`shared`]: every real feed file in `../shared/data/feeds/` loads with its exact entries;
+//! - [`mangled`]: a feed a downloader mangled never opens or closes the gate by surprise.
+
+#[path = "feeds/mangled.rs"]
+mod mangled;
+#[path = "feeds/shared.rs"]
+mod shared;
 
 use std::{path::Path, time::Duration};
 
 use mxscreen_tests::{
-    bed::{Bed, smtp4},
-    daemon::{MxDaemon, Spec, mxscreen_release_bin, ndjson},
+    bed::{Bed, million_line_feed, smtp4},
+    daemon::{MxDaemon, Spec, ndjson},
     dns::{RblZone, listing},
     netns::SERVER_IFACE,
 };
@@ -30,6 +38,15 @@ fn feed_section(name: &str, path: &Path, format: &str, action: &str) -> String {
         "[[lists.feed]]\nname = {name:?}\npath = {:?}\nformat = {format:?}\naction = {action:?}\n",
         path.display().to_string()
     )
+}
+
+/// The status entry of feed `name`, once the daemon has one.
+fn feed_status(d: &MxDaemon, name: &str) -> Option<serde_json::Value> {
+    d.status()["feeds"]
+        .as_array()?
+        .iter()
+        .find(|f| f["name"] == name)
+        .cloned()
 }
 
 /// Replaces `path` as downloaders do: a new file beside it, renamed over it.
@@ -108,9 +125,10 @@ fn a_feed_is_loaded_replaced_by_rename_and_named_everywhere() {
         "{check}"
     );
 
-    // Replaced by rename: the new address is refused, the old one connects again.
+    // Replaced by rename: the new address is refused, the old one connects again. It is
+    // written IPv4-mapped, as dual-stack MTAs log IPv4 peers: it means the IPv4 address.
     let from = d.log_text().len();
-    replace(&path, &format!("{FEED_LATER}\n{FEED_LISTED_V6}\n"));
+    replace(&path, &format!("::ffff:{FEED_LATER}\n{FEED_LISTED_V6}\n"));
     d.wait_log("feed loaded", from, LOADED_WITHIN);
     b.refused(FEED_LATER, smtp4());
     b.connects(FEED_LISTED, smtp4());
@@ -120,7 +138,7 @@ fn a_feed_is_loaded_replaced_by_rename_and_named_everywhere() {
         "{}",
         d.log_text()
     );
-    // The same content again: read, nothing written.
+    // The same content again (the address in its IPv4 form): read, nothing written.
     let from = d.log_text().len();
     replace(&path, &format!("{FEED_LATER}\n{FEED_LISTED_V6}\n"));
     d.wait_log("feed loaded", from, LOADED_WITHIN);
@@ -195,12 +213,10 @@ fn rotating_ipv6_addresses_give_their_network_a_verdict() {
     );
 }
 
-/// A million-line feed (IPv4 addresses and prefixes, as large drop lists are) is enforced
-/// within two seconds of the daemon's start, and the daemon's memory peaks under 128 MiB
-/// while it loads. Measured on the release build, as shipped (a debug build reads the file
-/// about ten times slower).
+/// A million-line feed (IPv4 addresses and prefixes, as large drop lists are) is loaded
+/// whole and enforced. How soon, and in how much memory: `cargo xtask bench feeds`.
 #[test]
-fn a_million_line_feed_is_enforced_within_two_seconds() {
+fn a_million_line_feed_is_loaded_and_enforced() {
     let b = Bed::new(
         "fm",
         &[FEED_LISTED, CLEAN],
@@ -208,37 +224,17 @@ fn a_million_line_feed_is_enforced_within_two_seconds() {
     );
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("million.txt");
-    let mut text = String::with_capacity(16 << 20);
-    text.push_str("# one million lines\n");
-    for i in 0..999_999u32 {
-        let a = std::net::Ipv4Addr::from(0x0b00_0000 + i * 7);
-        if i % 5 == 0 {
-            text.push_str(&format!("{a}/28\n"));
-        } else {
-            text.push_str(&format!("{a}\n"));
-        }
-    }
-    text.push_str(&format!("{FEED_LISTED}\n"));
-    std::fs::write(&path, text).unwrap();
+    std::fs::write(&path, million_line_feed(FEED_LISTED)).unwrap();
     let spec = Spec {
         sections: sections(b.rbl_addr, &feed_section("big", &path, "cidr", "drop")),
-        binary: Some(mxscreen_release_bin()),
         ..Default::default()
     };
-    let start = std::time::Instant::now();
     let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, spec);
-    d.wait_for("a million entries", Duration::from_secs(30), || {
+    // A bound for a hang, not a speed (this is the debug build, about ten times slower
+    // at reading the file than the release build the benchmark times).
+    d.wait_for("a million entries", Duration::from_secs(120), || {
         entries(&d, "big") == 1_000_000
     });
-    let took = start.elapsed();
     b.refused(FEED_LISTED, smtp4());
     b.connects(CLEAN, smtp4());
-    let peak = d.memory_kib("VmHWM:");
-    eprintln!("million-line feed: enforced {took:?} after start, daemon peak RSS {peak} KiB");
-    assert!(
-        took <= Duration::from_secs(2),
-        "a million lines took {took:?}:\n{}",
-        d.log_text()
-    );
-    assert!(peak <= 128 * 1024, "peak RSS {peak} KiB");
 }

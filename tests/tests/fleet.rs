@@ -9,21 +9,33 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
+use hickory_proto::rr::RecordType;
 use mxscreen_tests::{
     daemon::{MxDaemon, Spec, ndjson},
-    dns::{RblZone, Rbldnsd, listing},
+    dns::{Forwarder, Mode, RblZone, Rbldnsd, listing},
     netns::{SERVER_IFACE, SERVER_V4, Wire},
     redis::RedisServer,
 };
 use serde_json::Value;
 
 const LISTED: [&str; 3] = ["192.0.2.20", "192.0.2.23", "192.0.2.24"];
+/// Listed peers the MTA asks about as they connect, one repetition of the race each.
+const ASKED: [&str; 6] = [
+    "192.0.2.30",
+    "192.0.2.31",
+    "192.0.2.32",
+    "192.0.2.33",
+    "192.0.2.34",
+    "192.0.2.35",
+];
 const CLEAN: &str = "192.0.2.21";
 const OTHER: &str = "192.0.2.22";
 const KEPT: &str = "192.0.2.25";
 const DROPPED: &str = "192.0.2.26";
-/// The issue's promise: a change on one host is on every host within a second.
-const SHARED_WITHIN: Duration = Duration::from_secs(1);
+/// A change on one host is on every host at once: published with the change, not left to
+/// a rejoin. The promise is a second (`cargo xtask bench fleet` times it); each check here
+/// starts a CLI process, so the bound leaves room for a busy machine.
+const SHARED_WITHIN: Duration = Duration::from_secs(3);
 /// After redis-server returns: the reconnection backoff (at most 5 s) plus the join.
 const REJOIN_WITHIN: Duration = Duration::from_secs(8);
 const VERDICT_WITHIN: Duration = Duration::from_secs(10);
@@ -32,6 +44,8 @@ struct Bed {
     wire: Wire,
     _rbl: Rbldnsd,
     rbl_addr: SocketAddr,
+    /// The hosts' resolver: rbldnsd itself unless a test puts a forwarder in front.
+    dns: SocketAddr,
     _listener: TcpListener,
     redis: RedisServer,
 }
@@ -44,7 +58,11 @@ fn smtp() -> SocketAddr {
 /// listener on :25 and redis-server in the host namespace.
 fn bed(tag: &str) -> Bed {
     let wire = Wire::new(tag);
-    for a in LISTED.iter().chain(&[CLEAN, OTHER, KEPT, DROPPED]) {
+    for a in LISTED
+        .iter()
+        .chain(&ASKED)
+        .chain(&[CLEAN, OTHER, KEPT, DROPPED])
+    {
         wire.add_client_addr(a);
     }
     let (rbl, listener) = wire.server.enter(|| {
@@ -53,6 +71,7 @@ fn bed(tag: &str) -> Bed {
             Duration::from_secs(900),
             LISTED
                 .iter()
+                .chain(&ASKED)
                 .map(|ip| listing(ip, "127.0.0.2", "listed for testing"))
                 .collect(),
         )]);
@@ -61,6 +80,7 @@ fn bed(tag: &str) -> Bed {
     let redis = RedisServer::start(&wire.server);
     Bed {
         rbl_addr: rbl.addr,
+        dns: rbl.addr,
         wire,
         _rbl: rbl,
         _listener: listener,
@@ -102,7 +122,7 @@ fn host_with(b: &Bed, name: &str, mode: &str, url: &str, extra: &str) -> MxDaemo
             datapath: format!("mode = {mode:?}"),
             sections: format!(
                 "[resolver]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\n\n[rdns]\nenabled = false\n\n[policy]\nexplain_every = \"0s\"\n\n[lists]\nallow = []\n\n[[dnsbl]]\nzone = \"bl.test\"\nweight = 10\n\n[fleet]\nredis = {url:?}\nname = {name:?}\n{extra}",
-                b.rbl_addr,
+                b.dns,
             ),
             ..Default::default()
         },
@@ -156,12 +176,12 @@ fn now_ms() -> u128 {
 }
 
 #[test]
-fn blocks_and_allows_reach_the_other_host_within_a_second() {
+fn blocks_and_allows_reach_the_other_host_at_once() {
     let b = bed("fm");
     let mut xdp = host(&b, "mx-a", "xdp");
     let tc = host(&b, "mx-b", "tc");
 
-    // Blocked on the tc host; the XDP host holds it within a second and drops the SYN
+    // Blocked on the tc host; the XDP host holds it at once and drops the SYN
     // itself (it sees the SYN first).
     tc.cli_ok(&["block", CLEAN, "--for", "1h", "--reason", "spam run"]);
     within(SHARED_WITHIN, "block reaches mx-a", || {
@@ -291,6 +311,75 @@ fn a_listed_peer_costs_one_evaluation_for_the_fleet() {
     assert_eq!(evaluations(maker), 0);
 }
 
+/// Exim asks a daemon's query socket about a peer at connect, often before any verdict:
+/// the question must go through the peer's claim like its SYN, in whichever order they
+/// come, or the host that lost the claim evaluates the peer a second time.
+#[test]
+fn a_peer_the_mta_asks_about_costs_one_evaluation_for_the_fleet() {
+    let mut b = bed("fq");
+    // A slow resolver (each answer 300 ms late) keeps every peer unknown for a while after
+    // its SYN, so the questions always come before the verdict: the race is made certain.
+    let slow = b.wire.server.enter(|| {
+        Forwarder::start(Mode::Forward {
+            upstream: b.rbl_addr,
+            delay: Duration::from_millis(300),
+        })
+    });
+    b.dns = slow.addr;
+    let xdp = host(&b, "mx-a", "xdp");
+    let tc = host(&b, "mx-b", "tc");
+    let ask_both = |ip: &str| {
+        std::thread::scope(|s| {
+            let a = s.spawn(|| xdp.query(ip));
+            let c = s.spawn(|| tc.query(ip));
+            (a.join().unwrap(), c.join().unwrap())
+        })
+    };
+    for (i, ip) in ASKED.iter().enumerate() {
+        let answers = if i % 2 == 0 {
+            // Asked right after the handshake (Exim's connect ACL).
+            b.wire.assert_connects(ip, smtp());
+            ask_both(ip)
+        } else {
+            // Asked at the same moment as the SYN.
+            std::thread::scope(|s| {
+                let asked = s.spawn(|| ask_both(ip));
+                b.wire.assert_connects(ip, smtp());
+                asked.join().unwrap()
+            })
+        };
+        eprintln!("{ip}: mx-a told {:?}, mx-b told {:?}", answers.0, answers.1);
+        assert_eq!(xdp.wait_verdict(ip, VERDICT_WITHIN), "drop");
+        assert_eq!(tc.wait_verdict(ip, VERDICT_WITHIN), "drop");
+    }
+    // A claim waited for in vain would evaluate its peer again after CLAIM_WAIT (4 s):
+    // give any such wait time to end before counting.
+    std::thread::sleep(Duration::from_secs(5));
+    let (a, c) = (fleet_status(&xdp), fleet_status(&tc));
+    let sum = |k: &str| a[k].as_u64().unwrap() + c[k].as_u64().unwrap();
+    assert_eq!(
+        (
+            evaluations(&xdp) + evaluations(&tc),
+            sum("verdicts_sent"),
+            sum("claims_timed_out")
+        ),
+        (ASKED.len() as u64, ASKED.len() as u64, 0),
+        "one evaluation per peer for the whole fleet (evaluations, verdicts shared, \
+         claims timed out)\n{a}\n{c}"
+    );
+    // And one DNSBL lookup per peer, as the resolver saw them.
+    for ip in ASKED {
+        let rev: Vec<&str> = ip.split('.').rev().collect();
+        let name = format!("{}.bl.test.", rev.join("."));
+        let lookups = slow
+            .queries()
+            .iter()
+            .filter(|q| q.name == name && q.rtype == RecordType::A)
+            .count();
+        assert_eq!(lookups, 1, "{name}");
+    }
+}
+
 #[test]
 fn hosts_screen_alone_while_redis_is_down_and_reconcile_when_it_returns() {
     let mut b = bed("fd");
@@ -305,8 +394,9 @@ fn hosts_screen_alone_while_redis_is_down_and_reconcile_when_it_returns() {
 
     b.redis.kill();
     for d in [&xdp, &tc] {
+        // A ping a second, answered within 2 s: about 3 s, with room for a busy machine.
         within(
-            Duration::from_secs(5),
+            Duration::from_secs(10),
             "status says the link is down",
             || {
                 let f = fleet_status(d);

@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use filter_common::{Action, Reason, Table, Verdict};
+use filter_common::{Action, PeerVerdict, Reason, Table};
 use ipnet::IpNet;
 use mxscreen::datapath::{ListKind, Prefix, PrefixSet, clock};
 use mxscreen_tests::{
@@ -227,7 +227,7 @@ fn every_table_in_order_of_precedence() {
                 .feed_load("limit", Table::Limit, set(&[cover(src)]))
                 .unwrap();
             dp.maps
-                .verdict_set(src, Verdict::new(Action::Drop, Reason::Manual, 0))
+                .verdict_set(src, PeerVerdict::new(Action::Drop, Reason::Manual, 0))
                 .unwrap();
             dp.maps
                 .network_verdict_set(p, Action::Drop, Reason::Reputation, 0)
@@ -244,7 +244,7 @@ fn every_table_in_order_of_precedence() {
             assert_eq!(dp.maps.verdict_get(src).unwrap().unwrap().hits, 1);
             // The source's own pass verdict beats its network's drop.
             dp.maps
-                .verdict_set(src, Verdict::new(Action::Pass, Reason::Reputation, 0))
+                .verdict_set(src, PeerVerdict::new(Action::Pass, Reason::Reputation, 0))
                 .unwrap();
             expect(&dp, entry, src, Outcome::Pass, &[("passed_verdict", 1)]);
             dp.maps.verdict_remove(src).unwrap();
@@ -319,7 +319,7 @@ fn cached_decisions_follow_every_change() {
                 dp.expect_syn(entry, src, want, counter, slow)
             };
             dp.maps
-                .verdict_set(src, Verdict::new(Action::Pass, Reason::Reputation, 0))
+                .verdict_set(src, PeerVerdict::new(Action::Pass, Reason::Reputation, 0))
                 .unwrap();
             run(&dp, Outcome::Pass, "passed_verdict", 1);
             run(&dp, Outcome::Pass, "passed_verdict", 0);
@@ -332,14 +332,14 @@ fn cached_decisions_follow_every_change() {
             run(&dp, Outcome::Pass, "passed_verdict", 1);
             // The verdict changes: the entry is rewritten, the next SYN decides again.
             dp.maps
-                .verdict_set(src, Verdict::new(Action::Drop, Reason::Manual, 0))
+                .verdict_set(src, PeerVerdict::new(Action::Drop, Reason::Manual, 0))
                 .unwrap();
             run(&dp, Outcome::Drop, "dropped_verdict", 1);
             run(&dp, Outcome::Drop, "dropped_verdict", 0);
             // An expiry ends a cached decision on time.
             let soon = clock::now_ns() + 50_000_000;
             dp.maps
-                .verdict_set(src, Verdict::new(Action::Drop, Reason::Manual, soon))
+                .verdict_set(src, PeerVerdict::new(Action::Drop, Reason::Manual, soon))
                 .unwrap();
             run(&dp, Outcome::Drop, "dropped_verdict", 1);
             while clock::now_ns() <= soon {

@@ -3,7 +3,13 @@
 //! own `promtool check metrics` and value by value against `mxscreen stats --json` and
 //! `status --json`. Needs root; run by `cargo xtask test metrics`.
 
-use std::{collections::BTreeMap, net::SocketAddr, process::Stdio, time::Duration};
+use std::{
+    collections::BTreeMap,
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
+    process::Stdio,
+    time::{Duration, Instant},
+};
 
 use mxscreen_tests::{
     daemon::{MxDaemon, Spec},
@@ -23,7 +29,6 @@ fn metrics_addr() -> SocketAddr {
 
 /// `promtool check metrics` on `text`: its complaints, empty when there are none.
 fn promtool(text: &str) -> String {
-    use std::io::Write as _;
     let mut child = std::process::Command::new("promtool")
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
@@ -112,36 +117,34 @@ fn metrics_match_stats_and_status_and_pass_promtool() {
             "{series}: stats says {from_stats}, scrapes {lo}..{hi}"
         );
     };
-    for pair in stats["datapath"].as_array().unwrap() {
-        let (name, v) = (pair[0].as_str().unwrap(), pair[1].as_u64().unwrap());
+    // Counts by name are objects keyed by name (`.datapath.dropped_verdict` in jq).
+    for (name, v) in stats["datapath"].as_object().expect("datapath by name") {
         counter(
             &format!("mxscreen_datapath_packets_total{{outcome=\"{name}\"}}"),
-            v,
+            v.as_u64().unwrap(),
         );
     }
+    assert!(stats["datapath"]["dropped_verdict"].as_u64().unwrap() >= 1);
     assert!(
         value(
             &after,
             "mxscreen_datapath_packets_total{outcome=\"dropped_verdict\"}"
         ) >= 1.0
     );
-    for pair in stats["verdicts_by_action"].as_array().unwrap() {
-        let series = format!("mxscreen_verdicts_cached{{action={}}}", pair[0]);
-        assert_eq!(
-            value(&after, &series),
-            pair[1].as_f64().unwrap(),
-            "{series}"
-        );
+    for (action, n) in stats["verdicts_by_action"].as_object().unwrap() {
+        let series = format!("mxscreen_verdicts_cached{{action=\"{action}\"}}");
+        assert_eq!(value(&after, &series), n.as_f64().unwrap(), "{series}");
     }
+    assert_eq!(stats["verdicts_by_action"]["drop"], 1);
     assert_eq!(
         value(&after, "mxscreen_verdicts_cached{action=\"drop\"}"),
         1.0
     );
     let by_source: BTreeMap<String, f64> = stats["verdicts_by_reason"]
-        .as_array()
-        .unwrap()
+        .as_object()
+        .expect("verdicts_by_reason by name")
         .iter()
-        .map(|p| (p[0].as_str().unwrap().to_owned(), p[1].as_f64().unwrap()))
+        .map(|(k, v)| (k.clone(), v.as_f64().unwrap()))
         .collect();
     for source in [
         "manual",
@@ -267,4 +270,155 @@ fn metrics_match_stats_and_status_and_pass_promtool() {
         405
     );
     d.stop();
+}
+
+/// Idle connections held open to the endpoint — any local user can open thousands on
+/// loopback — never keep a scrape from being answered: the endpoint sheds the connection
+/// idle the longest rather than queueing or refusing new ones, closes a connection that
+/// sends no request, and holds a bounded number of descriptors whatever is thrown at it
+/// (the daemon runs here under systemd's default soft limit of 1,024 descriptors).
+#[test]
+fn a_scrape_is_answered_while_thousands_of_idle_connections_are_held() {
+    const HELD: usize = 3000;
+    /// Behaviour bound, with a margin for a busy 2-CPU machine: the scrape itself takes
+    /// milliseconds (the figure is printed).
+    const ANSWERED_WITHIN: Duration = Duration::from_secs(5);
+    const IDLE_METRICS: &str = "127.0.0.1:9726";
+    let addr: SocketAddr = IDLE_METRICS.parse().unwrap();
+    raise_open_files(HELD as u64 + 1000);
+    let wire = Wire::new("mi");
+    let d = MxDaemon::start(
+        &wire.server,
+        SERVER_IFACE,
+        Spec {
+            sections: format!(
+                "[rdns]\nenabled = false\n\n[metrics]\nlisten = \"{IDLE_METRICS}\"\n"
+            ),
+            wrapper: ["prlimit", "--nofile=1024:1024", "--"]
+                .map(String::from)
+                .to_vec(),
+            ..Default::default()
+        },
+    );
+    let fds_before = open_fds(d.pid());
+
+    // Hold HELD connections that never send a byte (bounded: at most 20 s of trying).
+    let (held, failed, took) = wire.server.enter(|| {
+        let start = Instant::now();
+        let (mut held, mut failed) = (Vec::with_capacity(HELD), 0);
+        while held.len() < HELD && start.elapsed() < Duration::from_secs(20) {
+            match TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                Ok(s) => held.push(s),
+                Err(_) => failed += 1,
+            }
+        }
+        (held, failed, start.elapsed())
+    });
+    eprintln!(
+        "held {} idle connections ({failed} attempts failed) in {took:?}",
+        held.len()
+    );
+    let fds_held = open_fds(d.pid());
+
+    // A scrape now is answered at once.
+    let start = Instant::now();
+    let answer = wire.server.enter(|| get_metrics(addr, ANSWERED_WITHIN));
+    let took = start.elapsed();
+    eprintln!("scrape with {} idle connections held: {took:?}", held.len());
+    let (status, body) = answer.unwrap_or_else(|e| {
+        panic!(
+            "no answer within {ANSWERED_WITHIN:?} with {} idle connections held: {e}",
+            held.len()
+        )
+    });
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("mxscreen_build_info"), "{body}");
+    assert_eq!(
+        held.len(),
+        HELD,
+        "every connection was accepted, none refused"
+    );
+
+    // The newest held connection is still served; the oldest was shed to make room.
+    let mut newest = held.last().unwrap().try_clone().unwrap();
+    let (status, _) = request_on(&mut newest, addr, ANSWERED_WITHIN).expect("newest served");
+    assert_eq!(status, 200);
+    let mut oldest = held.first().unwrap().try_clone().unwrap();
+    oldest
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    assert_eq!(
+        oldest.read(&mut [0u8; 16]).expect("the oldest was closed"),
+        0,
+        "EOF: shed"
+    );
+    // The daemon holds a bounded number of descriptors for all this.
+    eprintln!("daemon descriptors: {fds_before} before, {fds_held} with the connections held");
+    assert!(fds_held < fds_before + 200, "{fds_before} -> {fds_held}");
+    drop(held);
+
+    // A connection that sends nothing is closed by the endpoint (the header-read timeout),
+    // within a few seconds.
+    let start = Instant::now();
+    let eof = wire.server.enter(|| {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        s.read(&mut [0u8; 16])
+    });
+    eprintln!("a silent connection was closed after {:?}", start.elapsed());
+    assert_eq!(eof.expect("closed, not timed out"), 0);
+    assert!(start.elapsed() < Duration::from_secs(10));
+}
+
+/// `GET /metrics` on a new connection, everything within `within`.
+fn get_metrics(addr: SocketAddr, within: Duration) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, within)?;
+    request_on(&mut s, addr, within)
+}
+
+/// `GET /metrics` over HTTP/1.0 on `s`: the status and the body, or an error after `within`.
+fn request_on(
+    s: &mut TcpStream,
+    addr: SocketAddr,
+    within: Duration,
+) -> std::io::Result<(u16, String)> {
+    s.set_read_timeout(Some(within))?;
+    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {raw:?}")))?;
+    Ok((status, body.to_owned()))
+}
+
+/// Raises this process's soft limit on open files to at least `n` (within the hard limit).
+fn raise_open_files(n: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit write and read the one struct passed.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        if lim.rlim_cur < n {
+            lim.rlim_cur = n.min(lim.rlim_max);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+        }
+    }
+    assert!(
+        lim.rlim_cur >= n,
+        "RLIMIT_NOFILE hard limit {} is below the {n} this test needs",
+        lim.rlim_max
+    );
+}
+
+/// Descriptors process `pid` has open.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("/proc/PID/fd")
+        .count()
 }

@@ -10,7 +10,7 @@ use std::{
 };
 
 use filter_common::{
-    Action, Counter, DatapathConfig, FLAG_HOLD, FLAG_OBSERVE, ListEntry, Reason, Table, Verdict,
+    Action, Counter, DatapathConfig, FLAG_HOLD, FLAG_OBSERVE, ListEntry, PeerVerdict, Reason, Table,
 };
 use ipnet::IpNet;
 use mxscreen::{
@@ -190,10 +190,10 @@ fn verdicts_with_expiry_and_precedence() {
     let ip = |s: &str| s.parse::<IpAddr>().unwrap();
     let soon = clock::expiry_after(Duration::from_secs(2));
     b.nft
-        .verdict_set(ip(a), Verdict::new(Action::Drop, Reason::Manual, soon))
+        .verdict_set(ip(a), PeerVerdict::new(Action::Drop, Reason::Manual, soon))
         .unwrap();
     b.nft
-        .verdict_set(ip(c), Verdict::new(Action::Drop, Reason::Reputation, 0))
+        .verdict_set(ip(c), PeerVerdict::new(Action::Drop, Reason::Reputation, 0))
         .unwrap();
     b.wire.assert_refused(a, smtp4());
     b.wire.assert_refused(c, smtp6());
@@ -201,7 +201,7 @@ fn verdicts_with_expiry_and_precedence() {
     assert!(b.nft.verdict_get(ip(c)).unwrap().unwrap().hits >= 1);
     // A pass verdict replaces the drop; an allow entry... and a deny entry beats a pass verdict.
     b.nft
-        .verdict_set(ip(c), Verdict::new(Action::Pass, Reason::Reputation, 0))
+        .verdict_set(ip(c), PeerVerdict::new(Action::Pass, Reason::Reputation, 0))
         .unwrap();
     b.wire.assert_connects(c, smtp6());
     assert!(b.count(Counter::PassedVerdict) >= 1);
@@ -237,7 +237,7 @@ fn explained_refusals_let_one_syn_through_per_window() {
     b.nft
         .verdict_set(
             c.parse().unwrap(),
-            Verdict::new(Action::Drop, Reason::Reputation, 0),
+            PeerVerdict::new(Action::Drop, Reason::Reputation, 0),
         )
         .unwrap();
     b.wire.assert_connects(c, smtp6());
@@ -247,14 +247,14 @@ fn explained_refusals_let_one_syn_through_per_window() {
     b.nft
         .verdict_set(
             c.parse().unwrap(),
-            Verdict::new(Action::Drop, Reason::Reputation, 0),
+            PeerVerdict::new(Action::Drop, Reason::Reputation, 0),
         )
         .unwrap();
     b.wire.assert_connects(c, smtp6());
     b.nft
         .verdict_set(
             c.parse().unwrap(),
-            Verdict::new(Action::Drop, Reason::Manual, 0),
+            PeerVerdict::new(Action::Drop, Reason::Manual, 0),
         )
         .unwrap();
     b.wire.assert_refused(c, smtp6());
@@ -267,7 +267,7 @@ fn limit_class_is_a_token_bucket_per_source() {
     b.nft
         .verdict_set(
             a.parse().unwrap(),
-            Verdict::new(Action::Limit, Reason::Reputation, 0),
+            PeerVerdict::new(Action::Limit, Reason::Reputation, 0),
         )
         .unwrap();
     // Burst 2 at 1 per minute: two connections, then refused.
@@ -416,7 +416,7 @@ fn hold_drops_an_unknown_peer_until_its_verdict() {
     b.nft
         .verdict_set(
             a.parse().unwrap(),
-            Verdict::new(Action::Pass, Reason::Reputation, 0),
+            PeerVerdict::new(Action::Pass, Reason::Reputation, 0),
         )
         .unwrap();
     b.wire.assert_connects(a, smtp4());
@@ -439,7 +439,7 @@ fn observe_counts_everything_and_drops_nothing() {
     b.nft
         .verdict_set(
             c.parse().unwrap(),
-            Verdict::new(Action::Limit, Reason::Reputation, 0),
+            PeerVerdict::new(Action::Limit, Reason::Reputation, 0),
         )
         .unwrap();
     b.wire.assert_connects(a, smtp4());

@@ -2,8 +2,10 @@
 //! conffile, generated config, man pages, completions), the unit's hardening score, the
 //! daemon under exactly the unit's capabilities, and the package installed in a booted
 //! Debian 12 container (systemd-nspawn) driven with systemctl and journalctl through
-//! install, reload, upgrade, stop and purge. Needs root; `cargo xtask test package` builds
-//! the package first and names it in `MXSCREEN_DEB`.
+//! install, reload, upgrade, stop and purge; and on a build host that is a Postfix MX, what
+//! xtask installs to build the package keeps Postfix, while what the tests need is refused.
+//! Needs root; `cargo xtask test package` builds the package first and names it in
+//! `MXSCREEN_DEB`, and names itself in `MXSCREEN_XTASK`.
 
 use std::{
     net::SocketAddr,
@@ -612,5 +614,138 @@ fn install_reload_upgrade_stop_and_purge_in_a_debian_container() {
         "/sys/fs/bpf/mxscreen",
     ] {
         c.sh(&format!("test ! -e {gone}"));
+    }
+}
+
+/// The same Debian 12 root with Postfix installed, as on a Postfix MX: built once from
+/// [`debian_root`] (Debian's postfix package, installed by apt in the container) and cached
+/// beside it.
+const POSTFIX_ROOT: &str = "/var/cache/mxscreen-tests/bookworm-postfix";
+/// How [`POSTFIX_ROOT`] is made from [`debian_root`], run in it. Its package lists stay (the
+/// install step's `apt-get update` then fetches little); man-db's triggers and dpkg's syncs
+/// would only slow the installs it is made for.
+const POSTFIX_RECIPE: &str = "apt-get update -q \
+    && apt-get install -y -q --no-install-recommends postfix \
+    && apt-get purge -y -q man-db \
+    && echo force-unsafe-io > /etc/dpkg/dpkg.cfg.d/mxscreen-tests-unsafe-io";
+
+fn postfix_root() -> PathBuf {
+    let root = PathBuf::from(POSTFIX_ROOT);
+    let done = root.join(".mxscreen-root-complete");
+    if std::fs::read_to_string(&done).is_ok_and(|made| made == POSTFIX_RECIPE) {
+        return root;
+    }
+    let base = debian_root();
+    let tmp = PathBuf::from(format!("{POSTFIX_ROOT}.partial"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let _ = std::fs::remove_dir_all(&root);
+    ok(Command::new("cp").arg("-a").arg(&base).arg(&tmp));
+    std::fs::remove_file(tmp.join(".mxscreen-root-complete")).unwrap();
+    ok(nspawn(&tmp).args(["sh", "-c", POSTFIX_RECIPE]));
+    assert!(installed(&tmp, "postfix"));
+    std::fs::rename(&tmp, &root).unwrap();
+    std::fs::write(&done, POSTFIX_RECIPE).unwrap();
+    root
+}
+
+/// `systemd-nspawn` running one command in `root` (no boot; the host's network, for apt).
+fn nspawn(root: &Path) -> Command {
+    let mut cmd = Command::new("systemd-nspawn");
+    cmd.arg("-D")
+        .arg(root)
+        .args(["--quiet", "--pipe", "--register=no", "--keep-unit"])
+        .arg("--setenv=DEBIAN_FRONTEND=noninteractive")
+        .arg("--");
+    cmd
+}
+
+/// Whether dpkg in `root` has `package` installed.
+fn installed(root: &Path, package: &str) -> bool {
+    let out = run(Command::new("dpkg-query")
+        .arg(format!(
+            "--admindir={}",
+            root.join("var/lib/dpkg").display()
+        ))
+        .args(["-W", "-f=${db:Status-Status}", package]));
+    out.status.success() && out.stdout == b"installed"
+}
+
+/// A throw-away copy of a root: an overlay over it, unmounted (and dropped) on drop.
+struct Overlay {
+    dir: tempfile::TempDir,
+}
+
+impl Overlay {
+    fn over(lower: &Path) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        for d in ["upper", "work", "root"] {
+            std::fs::create_dir(dir.path().join(d)).unwrap();
+        }
+        let p = |d: &str| dir.path().join(d).display().to_string();
+        ok(Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o"])
+            .arg(format!(
+                "lowerdir={},upperdir={},workdir={}",
+                lower.display(),
+                p("upper"),
+                p("work")
+            ))
+            .arg(p("root")));
+        Self { dir }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+}
+
+impl Drop for Overlay {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.root()).status();
+    }
+}
+
+/// The xtask binary of this run (`cargo xtask test` names itself).
+fn xtask() -> PathBuf {
+    PathBuf::from(
+        std::env::var_os("MXSCREEN_XTASK")
+            .expect("MXSCREEN_XTASK is not set: run this suite with `cargo xtask test package`"),
+    )
+}
+
+/// The install step of `cargo xtask deb` and `cargo xtask run` (`setup`), run by xtask itself
+/// into a Debian root where Postfix is the MTA: it installs what building needs and Postfix
+/// stays. The test suites' step (`setup --tests`, which `cargo xtask test` runs) would swap
+/// Postfix for exim4-daemon-light: it refuses, names Postfix, and installs nothing.
+#[test]
+fn building_on_a_postfix_host_keeps_postfix_and_test_setup_refuses_to_remove_it() {
+    let overlay = Overlay::over(&postfix_root());
+    let root = overlay.root();
+    assert!(installed(&root, "postfix"));
+    assert!(
+        !installed(&root, "gcc"),
+        "the root must lack what building needs"
+    );
+
+    let build = run(Command::new(xtask()).args(["setup", "--root"]).arg(&root));
+    assert!(build.status.success(), "setup --root: {}", text(&build));
+    assert!(installed(&root, "gcc") && installed(&root, "zlib1g-dev"));
+    assert!(installed(&root, "postfix"), "building removed Postfix");
+
+    let tests = run(Command::new(xtask())
+        .args(["setup", "--tests", "--root"])
+        .arg(&root));
+    let said = text(&tests);
+    assert!(!tests.status.success(), "setup --tests installed: {said}");
+    assert!(
+        said.contains("refusing") && said.contains("would remove postfix"),
+        "{said}"
+    );
+    assert!(
+        installed(&root, "postfix"),
+        "the test setup removed Postfix"
+    );
+    for p in ["exim4-daemon-light", "redis-server", "rbldnsd"] {
+        assert!(!installed(&root, p), "{p} installed although refused");
     }
 }

@@ -6,7 +6,7 @@
 //! `mxscreen-assets` program (packaging/src/main.rs) into target/release/package-assets/,
 //! where that metadata picks it up.
 
-use std::path::PathBuf;
+use std::{path::PathBuf, process::Command};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -18,22 +18,28 @@ const ASSETS: &str = "target/release/package-assets";
 /// Builds the package and returns its path.
 pub fn build() -> Result<PathBuf> {
     let root = workspace_root();
-    status(
-        cargo()
-            .args(["run", "--quiet", "-p", "mxscreen-packaging", "--"])
-            .arg(root.join(ASSETS)),
-    )?;
+    // The release binary and the assets' generator in one cargo invocation: the same
+    // features as `cargo xtask build --release`, so nothing is compiled twice. Built here,
+    // not by cargo-deb: for assets it cannot attribute to a crate it builds the whole
+    // workspace, eBPF crate included, for the host.
+    status(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "filter-user",
+        "-p",
+        "mxscreen-packaging",
+        "--bins",
+    ]))?;
+    status(Command::new(root.join("target/release/mxscreen-assets")).arg(root.join(ASSETS)))?;
     // Debian policy: man pages compressed with `gzip -9n` (no name or time stamp inside).
     let man = root.join(ASSETS).join("man");
-    let mut gzip = std::process::Command::new("gzip");
+    let mut gzip = Command::new("gzip");
     gzip.args(["-9nf"]);
     for page in std::fs::read_dir(&man)? {
         gzip.arg(page?.path());
     }
     status(&mut gzip)?;
-    // Built here, not by cargo-deb: for assets it cannot attribute to a crate it builds the
-    // whole workspace, eBPF crate included, for the host.
-    crate::util::build(true)?;
     let out = cargo()
         .args(["deb", "-p", "filter-user", "--no-build"])
         .output()

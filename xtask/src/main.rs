@@ -1,16 +1,21 @@
 //! `cargo xtask`: what cargo alone cannot do for mxscreen — bootstrap a fresh machine, run the
 //! daemon as root, run every test suite, run the benchmarks.
 
+mod apt;
 mod bench;
 mod deb;
 mod lint;
 mod postfix;
 mod setup;
 mod test;
+mod timing;
 mod util;
+
+use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
+use setup::{Needs, setup};
 
 #[derive(Parser)]
 #[command(about = "Build, run, test and benchmark mxscreen")]
@@ -21,16 +26,29 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Install what a fresh Debian/Ubuntu machine lacks (idempotent): rust-src for the nightly
-    /// toolchain, bpf-linker built against nightly's own LLVM, and (as root) the Debian
-    /// packages the tests use.
-    Setup,
+    /// Install what a fresh Debian/Ubuntu machine lacks to build and run mxscreen
+    /// (idempotent): the nightly toolchain's components, bpf-linker built against nightly's own
+    /// LLVM, and (as root) gcc and zlib1g-dev. Never a package that would remove an
+    /// installed one (an MTA, say): it refuses instead, naming it.
+    Setup {
+        /// Also what the test suites and benchmarks use: cargo-deb, their Debian packages
+        /// (exim4-daemon-light among them, which replaces any other MTA: not on a mail
+        /// server) and a privately unpacked Postfix.
+        #[arg(long)]
+        tests: bool,
+        /// Install only the Debian packages, into the Debian root ROOT (a container's file
+        /// system, entered with systemd-nspawn) instead of this machine. The package suite
+        /// uses it to show that a build host keeps its MTA.
+        #[arg(long, value_name = "ROOT")]
+        root: Option<PathBuf>,
+    },
     /// Build the eBPF object and the `mxscreen` binary.
     Build {
         #[arg(long)]
         release: bool,
     },
-    /// Set up, build (release) and run `mxscreen ARGS` as root.
+    /// Set up (what building and running needs), build (release) and run `mxscreen ARGS` as
+    /// root.
     ///
     /// Example: `cargo xtask run -- run` attaches with built-in defaults to the
     /// default-route interface.
@@ -41,8 +59,9 @@ enum Command {
     /// Check formatting, clippy (host crates and the eBPF crate, warnings denied) and that no
     /// source file passes 400 lines of code. `test` runs it first.
     Lint,
-    /// Set up, lint, then run every test suite (unit, in-kernel, namespaces, DNS,
-    /// end-to-end) and report all failures together.
+    /// Set up (with the test packages), lint, then run every test suite (unit, in-kernel,
+    /// namespaces, DNS, end-to-end) and report all failures together, and where the time
+    /// went.
     Test {
         /// Only the suites whose names contain this (e.g. `datapath`, `unit`).
         filter: Option<String>,
@@ -52,13 +71,14 @@ enum Command {
         allow_skips: bool,
     },
     /// Build the Debian package (target/debian/mxscreen_<version>-<rev>_amd64.deb) with
-    /// cargo-deb, with generated man pages, completions and config, and print its path.
+    /// cargo-deb, with generated man pages, completions and config, and print its path. Sets
+    /// up only what building needs (and cargo-deb).
     Deb,
     /// Run a benchmark and print its table: `datapath`, `resolve`, `daemon`, `fleet`,
-    /// `mta-dns`, `drop` or `mta`. `drop` and `mta` also append their run to BENCHMARKS.md,
+    /// `feeds`, `mta-dns`, `drop` or `mta`. `drop` and `mta` also append their run to BENCHMARKS.md,
     /// except with `--quick` (a smoke run of a minute or two, as CI does).
     Bench {
-        #[arg(value_parser = ["datapath", "resolve", "daemon", "fleet", "mta-dns", "drop", "mta"])]
+        #[arg(value_parser = ["datapath", "resolve", "daemon", "fleet", "feeds", "mta-dns", "drop", "mta"])]
         name: String,
         /// A short run that checks the harness and records nothing (drop, mta).
         #[arg(long)]
@@ -68,10 +88,16 @@ enum Command {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Command::Setup => setup::setup().map(|_| ()),
+        Command::Setup { tests, root } => {
+            let needs = if tests { Needs::Tests } else { Needs::Build };
+            match root {
+                Some(root) => setup::setup_root(needs, root),
+                None => setup(needs),
+            }
+        }
         Command::Build { release } => util::build(release),
         Command::Run { args } => {
-            setup::setup()?;
+            setup(Needs::Build)?;
             util::build(true)?;
             util::run_as_root(
                 &util::workspace_root().join("target/release/mxscreen"),
@@ -79,24 +105,20 @@ fn main() -> Result<()> {
             )
         }
         Command::Lint => {
-            setup::setup()?;
+            setup(Needs::Build)?;
             lint::run()
         }
         Command::Test {
             filter,
             allow_skips,
-        } => {
-            setup::setup()?;
-            lint::run()?;
-            test::run(filter.as_deref(), allow_skips)
-        }
+        } => test::run(filter.as_deref(), allow_skips),
         Command::Deb => {
-            setup::setup()?;
+            setup(Needs::Package)?;
             println!("{}", deb::build()?.display());
             Ok(())
         }
         Command::Bench { name, quick } => {
-            setup::setup()?;
+            setup(Needs::Tests)?;
             bench::run(&name, quick)
         }
     }

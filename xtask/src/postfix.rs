@@ -8,7 +8,7 @@ use std::{fs, path::Path, process::Command};
 use anyhow::{Context as _, Result, bail};
 
 use crate::{
-    setup::{apt_install, missing_packages},
+    apt::Apt,
     util::{is_root, status},
 };
 
@@ -34,7 +34,7 @@ pub fn unpack() -> Result<bool> {
     }
     if !is_root() {
         bail!(
-            "unpacking Postfix for the end-to-end tests needs root: run `sudo cargo xtask setup`"
+            "unpacking Postfix for the end-to-end tests needs root: run `sudo -E cargo xtask setup --tests`"
         );
     }
     fs::create_dir_all(dir).with_context(|| format!("creating {POSTFIX_DIR}"))?;
@@ -64,7 +64,7 @@ pub fn unpack() -> Result<bool> {
             missing.join(" ")
         );
         let missing: Vec<&str> = missing.iter().map(String::as_str).collect();
-        apt_install(&missing)?;
+        Apt::default().install(&missing)?;
     }
     let _ = fs::remove_dir_all(&root);
     status(Command::new("dpkg").arg("-x").arg(&deb).arg(&root))?;
@@ -90,7 +90,8 @@ fn missing_libraries(deb: &Path) -> Result<Vec<String>> {
         .filter_map(|d| d.split_whitespace().next())
         .filter(|name| name.starts_with("lib"))
         .collect();
-    Ok(missing_packages(&libs)
+    Ok(Apt::default()
+        .missing(&libs)?
         .into_iter()
         .map(str::to_owned)
         .collect())

@@ -1,67 +1,30 @@
-//! `cargo xtask setup`: everything a fresh Debian/Ubuntu machine needs, installed only when
-//! missing, so a second run does nothing and says so.
+//! `cargo xtask setup`: what a fresh Debian/Ubuntu machine needs, installed only when
+//! missing, so a second run does nothing and says so. What is installed depends on what it
+//! is for ([`Needs`]): building and running mxscreen never installs the test suites' Debian
+//! packages (among them an MTA that would replace the host's own), and nothing ever removes
+//! an installed package (see apt.rs).
 
 use std::{fs, os::unix::fs::symlink, path::PathBuf, process::Command};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::util::{cargo, is_root, status, succeeds};
+use crate::{
+    apt::{self, Apt},
+    util::{cargo, status, succeeds},
+};
 
-/// Debian packages the build and the test suites use, each for a reason:
-const DEBIAN_PACKAGES: &[(&str, &str)] = &[
-    ("iproute2", "ip netns / veth for the namespace tests"),
-    ("bpftool", "map memory figures in the datapath benchmark"),
-    ("rbldnsd", "DNSBL/DNSWL zones for the reputation tests"),
-    (
-        "nsd",
-        "authoritative reverse/forward zones for the rDNS tests",
-    ),
-    (
-        "unbound",
-        "a real recursive resolver between mxscreen and the zones",
-    ),
-    ("exim4-daemon-light", "the MTA of the end-to-end testbed"),
-    ("swaks", "real SMTP clients in the end-to-end testbed"),
-    (
-        "libio-socket-inet6-perl",
-        "swaks needs it to send over IPv6 (the end-to-end testbed)",
-    ),
-    ("dnsutils", "dig, to wait for DNS servers to answer"),
-    (
-        "redis-server",
-        "the shared bus of the fleet tests (redis-server and redis-cli)",
-    ),
-    (
-        "nftables",
-        "`bench drop`: the nftables netdev-ingress set mxscreen is measured against",
-    ),
-    (
-        "iptables",
-        "`bench drop`: the ip6tables raw-table rule (legacy backend) in front of ipset",
-    ),
-    (
-        "ipset",
-        "`bench drop`: the ipset hash:ip set mxscreen is measured against",
-    ),
-    ("zlib1g-dev", "bpf-linker links against zlib"),
-    (
-        "prometheus",
-        "promtool, to check the metrics endpoint's output (the package suite)",
-    ),
-    (
-        "systemd-container",
-        "systemd-nspawn, to boot a Debian container and install the .deb in it",
-    ),
-    (
-        "mmdebstrap",
-        "builds that container's root from Debian's packages",
-    ),
-    (
-        "libcap2-bin",
-        "capsh, to run the daemon with exactly the unit's capabilities",
-    ),
-    ("gcc", "building bpf-linker and C-backed crates"),
-];
+/// What the machine is being set up for; each level includes the ones before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Needs {
+    /// Build and run mxscreen (`build`, `run`, `lint`): the nightly's components, bpf-linker
+    /// and the Debian packages building needs ([`apt::BUILD`]).
+    Build,
+    /// Also package it (`deb`): cargo-deb.
+    Package,
+    /// Also run the test suites and benchmarks (`test`, `bench`, `setup --tests`): their
+    /// Debian packages ([`apt::TESTS`]) and the privately unpacked Postfix.
+    Tests,
+}
 
 /// cargo-deb builds the Debian package (`cargo xtask deb`); a version that builds with the
 /// workspace's rust-version.
@@ -74,94 +37,69 @@ const BPF_LINKER_VERSION: &str = "bpf-linker 0.13.0";
 const LLVM_FEATURE: &str = "llvm-22";
 const NIGHTLY: &str = "nightly";
 
-/// Runs every step; returns whether anything was installed.
-pub fn setup() -> Result<bool> {
+impl Needs {
+    /// What it is for, in words.
+    fn purpose(self) -> &'static str {
+        match self {
+            Needs::Build => "building and running mxscreen",
+            Needs::Package => "building, running and packaging mxscreen",
+            Needs::Tests => "building, packaging and testing mxscreen",
+        }
+    }
+
+    /// The Debian packages this needs.
+    fn debian_packages(self) -> Vec<(&'static str, &'static str)> {
+        match self {
+            Needs::Build | Needs::Package => apt::BUILD.to_vec(),
+            Needs::Tests => [apt::BUILD, apt::TESTS].concat(),
+        }
+    }
+}
+
+/// Sets this machine up for `needs`; says what it installed, or that nothing was missing.
+pub fn setup(needs: Needs) -> Result<()> {
     let mut did = Vec::new();
-    if debian_packages()? {
-        did.push("Debian packages");
+    let mut step = |done: bool, what: &'static str| {
+        if done {
+            did.push(what);
+        }
+    };
+    step(
+        Apt::default().ensure(&needs.debian_packages())?,
+        "Debian packages",
+    );
+    step(rust_src()?, "nightly components");
+    step(bpf_linker()?, "bpf-linker");
+    if needs >= Needs::Package {
+        step(cargo_deb()?, "cargo-deb");
     }
-    if rust_src()? {
-        did.push("nightly components");
-    }
-    if bpf_linker()? {
-        did.push("bpf-linker");
-    }
-    if crate::postfix::unpack()? {
-        did.push("Postfix (unpacked)");
-    }
-    if cargo_deb()? {
-        did.push("cargo-deb");
+    if needs >= Needs::Tests {
+        step(crate::postfix::unpack()?, "Postfix (unpacked)");
     }
     if did.is_empty() {
         eprintln!(
-            "setup: nothing to do (Debian packages, nightly components, bpf-linker, the unpacked Postfix and cargo-deb are in place)"
+            "setup: nothing to do (what {} needs is in place)",
+            needs.purpose()
         );
     } else {
         eprintln!("setup: installed {}", did.join(", "));
     }
-    Ok(!did.is_empty())
+    Ok(())
 }
 
-fn debian_packages() -> Result<bool> {
-    let wanted: Vec<&str> = DEBIAN_PACKAGES.iter().map(|(p, _)| *p).collect();
-    let missing = missing_packages(&wanted);
-    if missing.is_empty() {
-        return Ok(false);
-    }
-    for (p, why) in DEBIAN_PACKAGES.iter().filter(|(p, _)| missing.contains(p)) {
-        eprintln!("setup: installing {p} ({why})");
-    }
-    apt_install(&missing)?;
-    Ok(true)
-}
-
-/// Those of `packages` that dpkg does not have installed.
-pub fn missing_packages<'a>(packages: &[&'a str]) -> Vec<&'a str> {
-    packages
-        .iter()
-        .copied()
-        .filter(|p| {
-            !Command::new("dpkg-query")
-                .args(["-W", "-f=${Status}", p])
-                .output()
-                .is_ok_and(|o| o.status.success() && o.stdout.starts_with(b"install ok installed"))
-        })
-        .collect()
-}
-
-/// `apt-get install` of `missing`, as root, without starting any packaged daemon.
-pub fn apt_install(missing: &[&str]) -> Result<()> {
-    if !is_root() {
-        bail!(
-            "missing Debian packages: {} — run `sudo cargo xtask setup` or `sudo apt-get install {}`",
-            missing.join(" "),
-            missing.join(" ")
+/// Installs the Debian packages `needs` into the Debian root `root` (a container's file
+/// system), exactly as [`setup`] does on this machine; the toolchain belongs to whoever
+/// runs cargo, not to the root, and is left out. The package suite runs this in a root
+/// with Postfix installed.
+pub fn setup_root(needs: Needs, root: PathBuf) -> Result<()> {
+    let apt = Apt { root: Some(root) };
+    if !apt.ensure(&needs.debian_packages())? {
+        eprintln!(
+            "setup: nothing to do (the Debian packages {} needs are in place)",
+            needs.purpose()
         );
     }
-    // Installing a daemon package must not start the daemon: the tests run their own copies
-    // on addresses they choose. policy-rc.d answering 101 is Debian's way to say so.
-    let policy = PathBuf::from("/usr/sbin/policy-rc.d");
-    let own_policy = !policy.exists();
-    if own_policy {
-        fs::write(
-            &policy,
-            "#!/bin/sh\n# written by cargo xtask setup for the duration of apt-get\nexit 101\n",
-        )?;
-        fs::set_permissions(&policy, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-    }
-    let result = (|| {
-        status(Command::new("apt-get").args(["update", "-q"]))?;
-        status(
-            Command::new("apt-get")
-                .args(["install", "-y", "-q", "--no-install-recommends"])
-                .args(missing)
-                .env("DEBIAN_FRONTEND", "noninteractive"),
-        )
-    })();
-    if own_policy {
-        let _ = fs::remove_file(&policy);
-    }
-    result
+    Ok(())
 }
 
 fn rustup() -> Command {

@@ -15,9 +15,14 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The cargo that runs us (`CARGO`, as cargo sets it), else the one on PATH.
+pub fn cargo_path() -> std::ffi::OsString {
+    std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into())
+}
+
 /// A `cargo` command run from the workspace root, with the same cargo that runs us.
 pub fn cargo() -> Command {
-    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    let mut cmd = Command::new(cargo_path());
     cmd.current_dir(workspace_root());
     cmd
 }

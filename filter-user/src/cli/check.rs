@@ -26,7 +26,8 @@ use crate::{
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
-    /// The address to check.
+    /// The address to check (an IPv4-mapped one is checked as its IPv4 form).
+    #[arg(value_parser = crate::net::parse_ip)]
     ip: IpAddr,
     /// One JSON object: ip, action, score, ttl_secs, evidence[], warnings[], daemon.
     #[arg(long)]

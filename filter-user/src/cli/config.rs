@@ -1,11 +1,14 @@
-//! `mxscreen config check` / `mxscreen config default`.
+//! `mxscreen config check` / `mxscreen config default` / `mxscreen config import`.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 
 use super::out::{out, outln};
-use crate::config::{Config, DEFAULT_CONFIG_PATH, default_toml};
+use crate::config::{
+    Config, DEFAULT_CONFIG_PATH, default_toml,
+    import::{self, Source},
+};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -23,6 +26,27 @@ pub enum Command {
     ///   mxscreen config default > /etc/mxscreen/mxscreen.toml
     #[command(verbatim_doc_comment)]
     Default,
+    /// Translate postscreen's DNSBL policy (Postfix main.cf) or Exim's ACL dnslists into
+    /// mxscreen config, printed on stdout: zones, reply filters and weights, thresholds,
+    /// verdict lives, access lists. Every value is commented with the line it comes from;
+    /// what cannot be expressed is listed at the top, each with its line and why.
+    ///
+    /// Several files are read in order, later settings winning (main.cf and mailcow's
+    /// dns_blocklists.cf; Exim's macro file and its config).
+    ///
+    /// Examples:
+    ///   mxscreen config import postscreen /etc/postfix/main.cf > mxscreen.toml
+    ///   mxscreen config import exim /etc/exim4/exim4.conf.template
+    ///   mxscreen config check mxscreen.toml
+    #[command(verbatim_doc_comment)]
+    Import {
+        /// `postscreen` (Postfix main.cf) or `exim` (an Exim configuration).
+        #[arg(value_enum)]
+        source: Source,
+        /// The config file(s).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 pub fn main(c: Command) -> Result<()> {
@@ -33,6 +57,16 @@ pub fn main(c: Command) -> Result<()> {
             outln!("{}: ok", path.display())?;
         }
         Command::Default => out!("{}", default_toml())?,
+        Command::Import { source, files } => {
+            let imported = import::import(source, &files)?;
+            out!("{}", imported.toml)?;
+            if imported.notes > 0 {
+                eprintln!(
+                    "mxscreen: {} line(s) not translated, or translated with a difference: see the comments at the top",
+                    imported.notes
+                );
+            }
+        }
     }
     Ok(())
 }

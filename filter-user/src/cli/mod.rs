@@ -7,6 +7,7 @@ mod block;
 mod check;
 mod config;
 mod connect;
+mod feed;
 mod list;
 mod out;
 mod run;
@@ -37,9 +38,13 @@ enum Command {
     List(list::Args),
     Stats(stats::Args),
     Status(status::Args),
-    /// Check a config file, or print the complete default config.
+    /// Check a config file, print the complete default config, or import a postscreen or
+    /// Exim DNSBL policy.
     #[command(subcommand)]
     Config(config::Command),
+    /// Reload a blocklist feed now (`feed reload NAME [--force]`).
+    #[command(subcommand)]
+    Feed(feed::Command),
 }
 
 /// Parses the command line and runs it.
@@ -77,6 +82,7 @@ pub fn main() -> ExitCode {
         Command::Stats(a) => stats::main(a),
         Command::Status(a) => status::main(a),
         Command::Config(c) => config::main(c),
+        Command::Feed(c) => feed::main(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -155,12 +155,16 @@ fn feed(f: &FeedStatus) -> String {
         None => "not loaded yet".into(),
     };
     let mut out = format!(
-        "{}: {} entries ({}, {}), {loaded}, {} lines skipped, {} hits, {}",
-        f.name, f.entries, f.action, f.format, f.errors, f.hits, f.path
+        "{}: {} entries ({}, {}), {loaded}, {} lines skipped, ",
+        f.name, f.entries, f.action, f.format, f.errors
     );
+    if f.refused > 0 {
+        out.push_str(&format!("{} entries refused as too wide, ", f.refused));
+    }
+    out.push_str(&format!("{} hits, {}", f.hits, f.path));
     if let Some(p) = &f.problem {
         out.push_str(&format!(
-            "; last read failed: {p} (entries of the last load kept)"
+            "; last read not loaded: {p} (entries of the last load kept)"
         ));
     }
     out

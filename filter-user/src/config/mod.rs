@@ -11,6 +11,7 @@
 mod docs;
 mod error;
 pub mod fleet;
+pub mod import;
 pub mod mta;
 pub mod packaged;
 pub mod sections;
@@ -307,117 +308,119 @@ mod tests {
         assert!(msg.starts_with("test.toml:2:8: datapath.mode: "), "{msg}");
     }
 
+    /// Configs with one bad value: the text, the line and the key its error must name.
+    const VALUE_ERRORS: &[(&str, usize, &str)] = &[
+        (
+            "[policy]\nlimit_threshold = 8\ndrop_threshold = 6\n",
+            3,
+            "policy.drop_threshold",
+        ),
+        (
+            "[policy]\nlimit_threshold = 0\n",
+            2,
+            "policy.limit_threshold",
+        ),
+        (
+            "[policy]\nttl_min = \"2h\"\nttl_max = \"1h\"\n",
+            3,
+            "policy.ttl_max",
+        ),
+        (
+            "[policy]\ntempfail_ttl = \"0s\"\n",
+            2,
+            "policy.tempfail_ttl",
+        ),
+        ("[policy]\nlimit_rate = 0\n", 2, "policy.limit_rate"),
+        ("[resolver]\nmax_inflight = 0\n", 2, "resolver.max_inflight"),
+        ("[resolver]\ntimeout = \"0s\"\n", 2, "resolver.timeout"),
+        ("[rdns]\nmax_ptr_names = 0\n", 2, "rdns.max_ptr_names"),
+        (
+            "[[dnsbl]]\nzone = \"a.example\"\nweight = 1\n[[dnsbl]]\nzone = \"b.example\"\nweight = 2\n[[dnsbl]]\nzone = \"A.example.\"\nweight = 2\n",
+            8,
+            "dnsbl[2].zone",
+        ),
+        ("[[dnsbl]]\nzone = \"\"\nweight = 1\n", 2, "dnsbl[0].zone"),
+        (
+            "[[dnsbl]]\nzone = \"bl example\"\nweight = 1\n",
+            2,
+            "dnsbl[0].zone",
+        ),
+        ("[datapath]\nports = []\n", 2, "datapath.ports"),
+        ("[datapath]\nports = [0]\n", 2, "datapath.ports"),
+        ("[datapath]\nports = [25, 25]\n", 2, "datapath.ports"),
+        (
+            "[datapath]\ndedup_window = \"0s\"\n",
+            2,
+            "datapath.dedup_window",
+        ),
+        ("[datapath]\npin_dir = \"bpf/mx\"\n", 2, "datapath.pin_dir"),
+        (
+            "[datapath]\ninterfaces = [\"eth0\", \"a/b\"]\n",
+            2,
+            "datapath.interfaces[1]",
+        ),
+        (
+            "[datapath.maps]\nverdicts = 0\n",
+            2,
+            "datapath.maps.verdicts",
+        ),
+        (
+            "[policy]\nv6_rotation_after = 1\n",
+            2,
+            "policy.v6_rotation_after",
+        ),
+        (
+            "[policy]\nv6_rotation_prefix = 128\n",
+            2,
+            "policy.v6_rotation_prefix",
+        ),
+        (
+            "[[lists.feed]]\nname = \"a b\"\npath = \"/f\"\n",
+            2,
+            "lists.feed[0].name",
+        ),
+        (
+            "[[lists.feed]]\nname = \"a\"\npath = \"/f\"\n[[lists.feed]]\nname = \"a\"\npath = \"/g\"\n",
+            5,
+            "lists.feed[1].name",
+        ),
+        (
+            "[[lists.feed]]\nname = \"a\"\npath = \"feeds/a\"\n",
+            3,
+            "lists.feed[0].path",
+        ),
+        (
+            "[[lists.feed]]\nname = \"a\"\npath = \"/f\"\nformat = \"csv\"\n",
+            4,
+            "lists.feed[0].format",
+        ),
+        ("\n[control]\nsocket = \"\"\n", 3, "control.socket"),
+        ("[state]\nfile = \"\"\n", 2, "state.file"),
+        ("[query]\nsocket = \"q.sock\"\n", 2, "query.socket"),
+        ("[query]\ngroup = \"a b\"\n", 2, "query.group"),
+        (
+            "[policy_service]\nlisten = \"inet:192.0.2.1:10040\"\n",
+            2,
+            "policy_service.listen",
+        ),
+        (
+            "[policy_service]\nlimit_action = \"\"\n",
+            2,
+            "policy_service.limit_action",
+        ),
+        ("[fleet]\nredis = \"http://h\"\n", 2, "fleet.redis"),
+        ("[fleet]\nname = \"\"\n", 2, "fleet.name"),
+        (
+            "[fleet]\npassword_file = \"pw\"\n",
+            2,
+            "fleet.password_file",
+        ),
+    ];
+
     /// Value errors: one line, `FILE:LINE:COL: key: what is wrong and what is allowed`.
     #[test]
     fn value_errors_name_line_and_key() {
-        let cases = [
-            (
-                "[policy]\nlimit_threshold = 8\ndrop_threshold = 6\n",
-                3,
-                "policy.drop_threshold",
-            ),
-            (
-                "[policy]\nlimit_threshold = 0\n",
-                2,
-                "policy.limit_threshold",
-            ),
-            (
-                "[policy]\nttl_min = \"2h\"\nttl_max = \"1h\"\n",
-                3,
-                "policy.ttl_max",
-            ),
-            (
-                "[policy]\ntempfail_ttl = \"0s\"\n",
-                2,
-                "policy.tempfail_ttl",
-            ),
-            ("[policy]\nlimit_rate = 0\n", 2, "policy.limit_rate"),
-            ("[resolver]\nmax_inflight = 0\n", 2, "resolver.max_inflight"),
-            ("[resolver]\ntimeout = \"0s\"\n", 2, "resolver.timeout"),
-            ("[rdns]\nmax_ptr_names = 0\n", 2, "rdns.max_ptr_names"),
-            (
-                "[[dnsbl]]\nzone = \"a.example\"\nweight = 1\n[[dnsbl]]\nzone = \"b.example\"\nweight = 2\n[[dnsbl]]\nzone = \"A.example.\"\nweight = 2\n",
-                8,
-                "dnsbl[2].zone",
-            ),
-            ("[[dnsbl]]\nzone = \"\"\nweight = 1\n", 2, "dnsbl[0].zone"),
-            (
-                "[[dnsbl]]\nzone = \"bl example\"\nweight = 1\n",
-                2,
-                "dnsbl[0].zone",
-            ),
-            ("[datapath]\nports = []\n", 2, "datapath.ports"),
-            ("[datapath]\nports = [0]\n", 2, "datapath.ports"),
-            ("[datapath]\nports = [25, 25]\n", 2, "datapath.ports"),
-            (
-                "[datapath]\ndedup_window = \"0s\"\n",
-                2,
-                "datapath.dedup_window",
-            ),
-            ("[datapath]\npin_dir = \"bpf/mx\"\n", 2, "datapath.pin_dir"),
-            (
-                "[datapath]\ninterfaces = [\"eth0\", \"a/b\"]\n",
-                2,
-                "datapath.interfaces[1]",
-            ),
-            (
-                "[datapath.maps]\nverdicts = 0\n",
-                2,
-                "datapath.maps.verdicts",
-            ),
-            (
-                "[policy]\nv6_rotation_after = 1\n",
-                2,
-                "policy.v6_rotation_after",
-            ),
-            (
-                "[policy]\nv6_rotation_prefix = 128\n",
-                2,
-                "policy.v6_rotation_prefix",
-            ),
-            (
-                "[[lists.feed]]\nname = \"a b\"\npath = \"/f\"\n",
-                2,
-                "lists.feed[0].name",
-            ),
-            (
-                "[[lists.feed]]\nname = \"a\"\npath = \"/f\"\n[[lists.feed]]\nname = \"a\"\npath = \"/g\"\n",
-                5,
-                "lists.feed[1].name",
-            ),
-            (
-                "[[lists.feed]]\nname = \"a\"\npath = \"feeds/a\"\n",
-                3,
-                "lists.feed[0].path",
-            ),
-            (
-                "[[lists.feed]]\nname = \"a\"\npath = \"/f\"\nformat = \"csv\"\n",
-                4,
-                "lists.feed[0].format",
-            ),
-            ("\n[control]\nsocket = \"\"\n", 3, "control.socket"),
-            ("[state]\nfile = \"\"\n", 2, "state.file"),
-            ("[query]\nsocket = \"q.sock\"\n", 2, "query.socket"),
-            ("[query]\ngroup = \"a b\"\n", 2, "query.group"),
-            (
-                "[policy_service]\nlisten = \"inet:192.0.2.1:10040\"\n",
-                2,
-                "policy_service.listen",
-            ),
-            (
-                "[policy_service]\nlimit_action = \"\"\n",
-                2,
-                "policy_service.limit_action",
-            ),
-            ("[fleet]\nredis = \"http://h\"\n", 2, "fleet.redis"),
-            ("[fleet]\nname = \"\"\n", 2, "fleet.name"),
-            (
-                "[fleet]\npassword_file = \"pw\"\n",
-                2,
-                "fleet.password_file",
-            ),
-        ];
-        for (text, line, key) in cases {
+        for (text, line, key) in VALUE_ERRORS {
             let msg = err(text);
             let (at, rest) = msg.split_once(&format!(": {key}: ")).unwrap_or(("", ""));
             assert!(
@@ -426,6 +429,10 @@ mod tests {
             );
             assert!(!msg.contains('\n'), "{msg}");
         }
+    }
+
+    #[test]
+    fn value_errors_say_what_is_allowed() {
         let ports: Vec<String> = (1..=70).map(|p| p.to_string()).collect();
         let msg = err(&format!("[datapath]\nports = [{}]\n", ports.join(", ")));
         assert!(

@@ -125,6 +125,12 @@ impl Client {
         self.call(Request::Lookup { ip }).await
     }
 
+    /// Reads feed `name` now; returns the daemon's sentence once it is loaded, or its
+    /// refusal (the file unreadable, or held back without `force`).
+    pub async fn feed_reload(self, name: String, force: bool) -> Result<String, ClientError> {
+        self.call(Request::FeedReload { name, force }).await
+    }
+
     /// Sends `req` and takes the reply's body as `T`.
     async fn call<T: FromBody>(&self, req: Request) -> Result<T, ClientError> {
         let mut stream = self.connect().await?;

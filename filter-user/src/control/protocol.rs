@@ -9,30 +9,36 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     datapath::{FirstContact, attach::AttachedMode},
+    net,
     reputation::{Nameserver, Stats},
 };
 
-/// What the CLI asks.
+/// What the CLI asks. Addresses are read as [`crate::net`] reads them everywhere (an
+/// IPv4-mapped one is its IPv4 form), whoever wrote the request.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum Request {
     /// Add to the deny list (manual). `ttl_secs: None` = until unblocked.
     Block {
+        #[serde(deserialize_with = "net::deserialize_net")]
         net: IpNet,
         ttl_secs: Option<u64>,
         reason: Option<String>,
         force: bool,
     },
     Unblock {
+        #[serde(deserialize_with = "net::deserialize_net")]
         net: IpNet,
     },
     /// Add to the allow list (manual).
     Allow {
+        #[serde(deserialize_with = "net::deserialize_net")]
         net: IpNet,
         ttl_secs: Option<u64>,
         reason: Option<String>,
     },
     Unallow {
+        #[serde(deserialize_with = "net::deserialize_net")]
         net: IpNet,
     },
     List {
@@ -42,7 +48,14 @@ pub enum Request {
     Status,
     /// What the daemon holds for one address (allow/deny match, cached verdict).
     Lookup {
+        #[serde(deserialize_with = "net::deserialize_ip")]
         ip: IpAddr,
+    },
+    /// Read a feed's file now; answered once the read is done. `force` loads it even if
+    /// the feed's guard would keep the last good load (an emptied or truncated file).
+    FeedReload {
+        name: String,
+        force: bool,
     },
 }
 
@@ -195,14 +208,18 @@ pub struct ListedEntry {
     pub feed: Option<String>,
 }
 
-/// `mxscreen stats`.
+/// `mxscreen stats`. Every count by name is a JSON object keyed by name, in this order
+/// (`.datapath.dropped_verdict` in jq), see [`by_name`].
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StatsReply {
     /// Datapath counters summed over CPUs, by name (`filter_common::Counter::name`).
+    #[serde(with = "by_name")]
     pub datapath: Vec<(String, u64)>,
     /// Cached verdicts by action.
+    #[serde(with = "by_name")]
     pub verdicts_by_action: Vec<(Action, u64)>,
     /// Cached verdicts by where they came from.
+    #[serde(with = "by_name")]
     pub verdicts_by_reason: Vec<(Source, u64)>,
     /// The reputation engine's counters (lookups, answers, budget drops, error codes...).
     pub engine: Stats,
@@ -303,8 +320,13 @@ pub struct FeedStatus {
     pub last_load: Option<u64>,
     /// Lines skipped as malformed in the last load (each logged as file:line).
     pub errors: u64,
-    /// Why the last read failed (the file missing, unreadable), the last load's entries
-    /// staying in force; `None` when it succeeded.
+    /// Entries refused in the last load as wider than the feed's bound (`widest_v4`,
+    /// `widest_v6`; each logged as file:line).
+    #[serde(default)]
+    pub refused: u64,
+    /// Why the last read was not loaded (the file missing or unreadable, or held back as an
+    /// emptied or truncated download), the last load's entries staying in force; `None` when
+    /// it was loaded.
     pub problem: Option<String>,
     /// SYNs its entries decided.
     pub hits: u64,
@@ -420,7 +442,126 @@ impl FromBody for LookupReply {
     }
 }
 
+/// `(name, value)` lists on the wire: a JSON object keyed by name, in the list's order, so
+/// `--json` output reads `.datapath.dropped_verdict` rather than a search through
+/// `[name, value]` pairs. Reads the older pair lists too (a CLI newer than its daemon).
+pub mod by_name {
+    use std::{fmt, marker::PhantomData};
+
+    use serde::{
+        Deserialize, Deserializer, Serialize, Serializer,
+        de::{MapAccess, SeqAccess, Visitor},
+    };
+
+    pub fn serialize<K: Serialize, V: Serialize, S: Serializer>(
+        rows: &[(K, V)],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_map(rows.iter().map(|(k, v)| (k, v)))
+    }
+
+    pub fn deserialize<'de, K, V, D>(d: D) -> Result<Vec<(K, V)>, D::Error>
+    where
+        K: Deserialize<'de>,
+        V: Deserialize<'de>,
+        D: Deserializer<'de>,
+    {
+        d.deserialize_any(Rows(PhantomData))
+    }
+
+    struct Rows<K, V>(PhantomData<(K, V)>);
+
+    impl<'de, K: Deserialize<'de>, V: Deserialize<'de>> Visitor<'de> for Rows<K, V> {
+        type Value = Vec<(K, V)>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an object of counts by name")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Self::Value, A::Error> {
+            let mut rows = Vec::with_capacity(m.size_hint().unwrap_or(0));
+            while let Some(row) = m.next_entry()? {
+                rows.push(row);
+            }
+            Ok(rows)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Self::Value, A::Error> {
+            let mut rows = Vec::with_capacity(s.size_hint().unwrap_or(0));
+            while let Some(row) = s.next_element()? {
+                rows.push(row);
+            }
+            Ok(rows)
+        }
+    }
+}
+
 /// A TTL as the protocol carries it.
 pub fn ttl_secs(d: Option<Duration>) -> Option<u64> {
     d.map(|d| d.as_secs().max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts by name are objects keyed by name, in order, and read back; the pair lists
+    /// of older daemons still read.
+    #[test]
+    fn counts_by_name_are_objects() {
+        let s = StatsReply {
+            datapath: vec![("passed_new".into(), 3), ("dropped_verdict".into(), 7)],
+            verdicts_by_action: vec![(Action::Drop, 2), (Action::Pass, 1)],
+            verdicts_by_reason: vec![(Source::Reputation, 3)],
+            engine: Stats::default(),
+        };
+        let text = serde_json::to_string(&s).unwrap();
+        assert!(
+            text.starts_with(
+                r#"{"datapath":{"passed_new":3,"dropped_verdict":7},"verdicts_by_action":{"drop":2,"pass":1},"verdicts_by_reason":{"reputation":3},"#
+            ),
+            "{text}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["datapath"]["dropped_verdict"], 7);
+        assert_eq!(serde_json::from_str::<StatsReply>(&text).unwrap(), s);
+        let old = text
+            .replace(
+                r#"{"passed_new":3,"dropped_verdict":7}"#,
+                r#"[["passed_new",3],["dropped_verdict",7]]"#,
+            )
+            .replace(r#"{"drop":2,"pass":1}"#, r#"[["drop",2],["pass",1]]"#)
+            .replace(r#"{"reputation":3}"#, r#"[["reputation",3]]"#);
+        assert_ne!(old, text);
+        assert_eq!(serde_json::from_str::<StatsReply>(&old).unwrap(), s);
+    }
+
+    /// A request naming an IPv4-mapped address means the IPv4 one, whoever wrote it.
+    #[test]
+    fn requests_take_mapped_addresses_as_ipv4() {
+        let r: Request = serde_json::from_str(
+            r#"{"cmd":"block","net":"::ffff:192.0.2.25/128","ttl_secs":null,"reason":null,"force":false}"#,
+        )
+        .unwrap();
+        let want: IpNet = "192.0.2.25/32".parse().unwrap();
+        assert!(
+            matches!(r, Request::Block { net, .. } if net == want),
+            "{r:?}"
+        );
+        let r: Request =
+            serde_json::from_str(r#"{"cmd":"lookup","ip":"::ffff:192.0.2.25"}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::Lookup {
+                ip: "192.0.2.25".parse().unwrap()
+            }
+        );
+        let e = serde_json::from_str::<Request>(r#"{"cmd":"unblock","net":"::ffff:0:0/64"}"#);
+        assert!(e.unwrap_err().to_string().contains("shorter than /96"));
+        let round = Request::Unallow {
+            net: "2001:db8::/32".parse().unwrap(),
+        };
+        let text = serde_json::to_string(&round).unwrap();
+        assert_eq!(serde_json::from_str::<Request>(&text).unwrap(), round);
+    }
 }

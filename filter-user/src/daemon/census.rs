@@ -6,7 +6,7 @@
 //! walk and a scrape from the latest census, so right after a `stats` both say the same.
 
 use anyhow::Result;
-use filter_common::Verdict as MapVerdict;
+use filter_common::PeerVerdict;
 
 use super::Daemon;
 use crate::datapath::clock;
@@ -32,7 +32,7 @@ impl Daemon {
     }
 
     /// After writing `new` over `previous` in the verdict map.
-    pub(super) fn count_verdict(&mut self, previous: Option<&MapVerdict>, new: &MapVerdict) {
+    pub(super) fn count_verdict(&mut self, previous: Option<&PeerVerdict>, new: &PeerVerdict) {
         self.census.replace(previous, new);
         self.publish();
     }
@@ -47,17 +47,18 @@ impl Daemon {
         self.publish();
     }
 
-    /// Copies what a scrape reads into the shared [`Facts`].
+    /// Copies what a scrape reads into the shared [`crate::metrics::Facts`].
     pub(super) fn publish(&self) {
         let mut f = self.facts.lock().unwrap_or_else(|e| e.into_inner());
         f.census = self.census;
         f.capacity = self.cfg.datapath.maps;
         f.observe = self.cfg.policy.observe;
-        f.fleet_refused = self.fleet_refused;
+        f.fleet_refused = self.fleet.refused();
         f.interfaces = self
-            .attached
-            .iter()
-            .map(|a| (a.iface.clone(), a.mode))
+            .program
+            .interfaces()
+            .into_iter()
+            .map(|i| (i.name, i.mode))
             .collect();
     }
 }

@@ -7,11 +7,11 @@
 use std::{net::IpAddr, sync::Arc};
 
 use anyhow::Result;
-use filter_common::{Action, ListEntry, Reason, Table, Verdict as MapVerdict};
+use filter_common::{Action, ListEntry, PeerVerdict, Reason, Table};
 use ipnet::IpNet;
 use tokio::sync::mpsc;
 
-use super::{Daemon, reactor::unix_expiry, shared::SharedOrigins};
+use super::{Daemon, fleet::SharedOrigins, reactor::unix_expiry};
 use crate::{
     control::{
         protocol::{Body, ListName, ListWhat, ListedEntry, LookupReply, Reply, Source},
@@ -48,10 +48,11 @@ impl Daemon {
             Table::Deny => Some(ListKind::Deny),
             _ => None,
         };
-        let manual = kind.and_then(|k| self.state.get(k, net));
+        let manual = kind.and_then(|k| self.lists.state().get(k, net));
         let source = match e.reason() {
             Reason::Config => self
-                .protected
+                .lists
+                .protected()
                 .iter()
                 .find(|p| p.net == net)
                 .map_or(Source::Config, |p| p.why),
@@ -83,7 +84,7 @@ impl Daemon {
     /// (`me`) say which host made it.
     pub(super) fn verdict_entry(
         ip: IpAddr,
-        v: &MapVerdict,
+        v: &PeerVerdict,
         origins: &SharedOrigins,
         me: Option<&str>,
     ) -> ListedEntry {
@@ -104,7 +105,7 @@ impl Daemon {
     /// A network's verdict, with the addresses that earned it as its reason.
     fn network_entry(&self, v: &NetworkVerdict) -> ListedEntry {
         let members = match v.net {
-            IpNet::V6(net) => self.rotation.members(&net),
+            IpNet::V6(net) => self.verdicts.rotation().members(&net),
             IpNet::V4(_) => Vec::new(),
         };
         let reason = (!members.is_empty()).then(|| {
@@ -158,7 +159,7 @@ impl Daemon {
         let (tx, rx) = mpsc::channel(FRAMES_AHEAD);
         // A snapshot for the task: the daemon copies the origins only if it changes them
         // while the listing runs.
-        let origins = Arc::clone(&self.shared_origins);
+        let origins = Arc::clone(self.fleet.origins());
         let me = self.fleet.name().map(str::to_owned);
         tokio::task::spawn_blocking(move || {
             let frame = |entries: Vec<ListedEntry>| Reply::Ok {
@@ -221,7 +222,7 @@ impl Daemon {
             reply.verdict = Some(Self::verdict_entry(
                 ip,
                 &v,
-                &self.shared_origins,
+                self.fleet.origins(),
                 self.fleet.name(),
             ));
             reply.explain_next =

@@ -2,31 +2,42 @@
 //! reputation engine, writes their verdicts, serves the control socket, and on SIGINT/SIGTERM
 //! detaches and exits 0. SIGHUP re-reads the config and applies what can change live.
 //!
+//! The [`Daemon`] is made of parts, each with its own fields and the methods that change them:
+//!
+//! - [`lists`]: the list owner — config, host and manual entries in the maps and the state
+//!   file; [`protect`]: what can never be dropped;
+//! - [`verdicts`]: the verdict writer — the engine's verdicts into the maps, with their log
+//!   lines and evidence; [`rotation`]: IPv6 networks whose addresses rotate;
+//! - [`fleet`]: the fleet bridge — what is shared with the fleet and taken from it;
+//! - [`program`]: the program and the interfaces it is attached to ([`interfaces`]: which).
+//!
+//! The daemon composes them:
+//!
 //! - this file: start-up and the main loop, which owns the [`Daemon`] (no locks);
-//! - [`reactor`]: what the daemon does on its own — list reconciliation, new peers,
-//!   verdicts into the maps, feeds loaded, the sweep of expired entries;
-//! - [`rotation`]: IPv6 networks whose addresses rotate get a verdict of their own;
+//! - [`reactor`]: what the daemon does on its own — new peers, verdicts, the fleet's events,
+//!   the heartbeat, the sweep of expired entries;
 //! - [`requests`]: the answers to the operator's control requests that change something;
 //! - [`listing`]: `list` (streamed) and lookups; [`status`]: `stats` and `status`;
 //! - [`reload`]: what SIGHUP does;
-//! - [`shared`]: what the fleet sends (shared entries and verdicts, peers to evaluate);
-//! - [`protect`]: addresses that can never be dropped; [`interfaces`]: where to attach;
 //! - [`census`]: the counts of what the maps hold, and the facts published for metrics;
 //! - [`systemd`]: readiness and reloads told to systemd (`Type=notify`);
 //! - [`mta`]: the MTA's query socket and policy service, on a thread of their own.
 
 mod census;
+mod fleet;
 pub mod interfaces;
 mod listing;
+mod lists;
 mod mta;
+mod program;
 pub mod protect;
 mod reactor;
 mod reload;
 mod requests;
 pub mod rotation;
-mod shared;
 mod status;
 mod systemd;
+mod verdicts;
 
 use std::{
     path::PathBuf,
@@ -35,32 +46,34 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use aya::Ebpf;
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::mpsc,
 };
 
-use self::{protect::Protected, rotation::Rotation};
+use self::{
+    fleet::FleetBridge, lists::ListOwner, mta::MtaDoor, program::Program, rotation::Rotation,
+    verdicts::VerdictWriter,
+};
 use crate::{
     config::Config,
-    control::server::ControlSocket,
-    datapath::{self, AttachMode, Attached, Census, DatapathMaps, Events, LoadOptions},
+    control::server::{Call, ControlSocket},
+    datapath::{self, AttachMode, Census, DatapathMaps, Events, LoadOptions, events::AsyncEvents},
     feeds::Feeds,
-    fleet::Fleet,
+    fleet::{Fleet, FleetEvent},
     metrics::{
         self, DaemonFamilies, DatapathFamilies, EngineFamilies, Facts, Families, FleetFamilies,
         SharedFacts,
     },
     query::EvidenceCache,
-    reputation::Engine,
+    reputation::{Engine, Verdict},
     state::State,
 };
 
 /// How often expired manual entries and verdicts are swept from the maps. The datapath
 /// already ignores expired entries and the LRU maps are preallocated, so the sweep only keeps
-/// `list`, `stats` and the state file tidy; with a million verdicts it costs ~0.4 s of CPU
-/// (batched reads, see BENCHMARKS.md), hence once a minute.
+/// `list`, `stats` and the state file tidy; with a million verdicts it is the daemon's largest
+/// cost (batched reads; its CPU time is in BENCHMARKS.md, "Daemon"), hence once a minute.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// Command-line overrides of the config file.
@@ -72,33 +85,38 @@ pub struct RunOptions {
     pub observe: bool,
 }
 
-/// Everything the running daemon holds. Owned by the main loop alone.
+/// Everything the running daemon holds, by part; owned by the main loop alone (no locks).
+/// The parts keep their own fields and the methods that change them; the daemon hands each
+/// the maps (and the config) it needs and publishes what they did.
 pub struct Daemon {
-    pub cfg: Config,
-    pub config_path: Option<PathBuf>,
-    pub ebpf: Ebpf,
-    pub maps: DatapathMaps,
-    pub attached: Vec<Attached>,
-    pub state: State,
-    pub engine: Engine,
-    pub protected: Vec<Protected>,
-    pub feeds: Feeds,
-    pub rotation: Rotation,
-    pub started: Instant,
-    /// The last evaluations' evidence, for the MTA's answers (shared with their thread).
-    pub evidence: Arc<EvidenceCache>,
+    cfg: Config,
+    config_path: Option<PathBuf>,
+    started: Instant,
+    /// The program and where it is attached.
+    program: Program,
+    maps: DatapathMaps,
+    engine: Engine,
+    feeds: Feeds,
+    /// The config's and the operators' list entries, and what can never be dropped.
+    lists: ListOwner,
+    /// The engine's verdicts (and rotating networks') into the maps.
+    verdicts: VerdictWriter,
+    /// What is shared with the fleet and taken from it.
+    fleet: FleetBridge,
     /// What the maps hold, counted (see [`census`]).
-    pub census: Census,
+    census: Census,
     /// What a metrics scrape reads, published by the main loop; also how SIGHUP reloads
     /// went, which `status` reports.
-    pub facts: SharedFacts,
-    /// The fleet handle (inert when `[fleet]` is off).
-    pub fleet: Fleet,
-    /// Which fleet host made each verdict taken from the fleet (shared with a running
-    /// `list`, copied on write).
-    pub shared_origins: Arc<shared::SharedOrigins>,
-    /// Shared entries refused by this host's checks.
-    pub fleet_refused: u64,
+    facts: SharedFacts,
+}
+
+/// What the main loop waits on besides the control socket, timers and signals.
+struct Inputs {
+    /// New peers the datapath reports.
+    events: AsyncEvents,
+    /// The engine's verdicts.
+    verdicts: mpsc::Receiver<Verdict>,
+    fleet: mpsc::Receiver<FleetEvent>,
 }
 
 /// Reads the config (file or defaults) and applies the command-line overrides.
@@ -114,127 +132,160 @@ fn read_config(opts: &RunOptions) -> Result<(Config, Option<PathBuf>)> {
     Ok((cfg, origin))
 }
 
+/// The interfaces to attach to: the config's, else the default route's.
+fn screened_interfaces(cfg: &Config) -> Result<Vec<String>> {
+    if cfg.datapath.interfaces.is_empty() {
+        interfaces::default_route_interfaces()
+    } else {
+        Ok(cfg.datapath.interfaces.clone())
+    }
+}
+
 pub async fn run(opts: RunOptions) -> Result<()> {
     let (cfg, origin) = read_config(&opts)?;
     match &origin {
         Some(p) => tracing::info!(config = %p.display(), "config loaded"),
         None => tracing::info!("no config file; running with built-in defaults"),
     }
-    let ifaces = if cfg.datapath.interfaces.is_empty() {
-        interfaces::default_route_interfaces()?
-    } else {
-        cfg.datapath.interfaces.clone()
-    };
+    let ifaces = screened_interfaces(&cfg)?;
     let state = State::load(&cfg.state.file)?;
     // Bind the socket before touching the kernel: a second daemon stops here, harmlessly.
     let mut socket = ControlSocket::bind(&cfg.control.socket).await?;
-
-    let mut ebpf = datapath::load(&LoadOptions {
-        sizes: cfg.datapath.maps,
-        pin_dir: Some(cfg.datapath.pin_dir.clone()),
-    })?;
-    let maps = DatapathMaps::take(&mut ebpf)?;
-    let mut events = Events::take(&mut ebpf)?
-        .into_async()
-        .context("polling the event ring")?;
-    let (engine, mut verdicts) =
-        Engine::spawn(cfg.reputation()).context("starting the reputation engine")?;
-    let evidence = Arc::new(EvidenceCache::for_verdict_map(cfg.datapath.maps.verdicts));
-    let (fleet, mut fleet_events) = Fleet::start(&cfg.fleet, state.entries())?;
-    let rotation = Rotation::new(cfg.policy.v6_rotation_prefix, cfg.policy.v6_rotation_after);
-    let mut d = Daemon {
-        cfg,
-        config_path: origin,
-        ebpf,
-        maps,
-        attached: Vec::new(),
-        state,
-        engine,
-        protected: Vec::new(),
-        feeds: Feeds::default(),
-        rotation,
-        started: Instant::now(),
-        evidence,
-        census: Census::default(),
-        facts: Arc::new(Mutex::new(Facts::new(SystemTime::now()))),
-        fleet,
-        shared_origins: Default::default(),
-        fleet_refused: 0,
-    };
+    let (mut d, mut inputs) = Daemon::load(cfg, origin, state)?;
     // Bound before attaching, like the control socket: a taken port stops the start here.
     let _metrics = match d.cfg.metrics.listen {
         Some(addr) => Some(metrics::start(addr, d.metric_families()?).await?),
         None => None,
     };
-    d.apply()?;
-    let mta_door = mta::start(&d.cfg, &d.maps, d.evidence.clone(), d.engine.clone())?;
-    d.attach_all(&ifaces)?;
-    // Feeds are read off the main loop and written as they arrive (within two seconds for a
-    // million lines); the config and manual entries are enforced from the first SYN.
-    d.feeds.configure(d.cfg.lists.feed.clone());
-    d.learn_rotation()?;
-    // The fleet's shared state is loaded before "ready" (bounded: a bus that cannot be
-    // reached is given up on within seconds). The program is attached first, so the
-    // host screens with its pinned verdicts and its own lists meanwhile.
-    d.join_fleet(&mut fleet_events).await;
-    d.take_census()?;
-
-    let (calls_tx, mut calls) = mpsc::channel(64);
+    let mta_door = d.start_screening(&ifaces, &mut inputs.fleet).await?;
+    let (calls_tx, calls) = mpsc::channel(64);
     let server = socket.serve(calls_tx);
-    let mut sigint = signal(SignalKind::interrupt())?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
-    let mut sweep = tokio::time::interval(SWEEP_EVERY);
-    let mut beat = tokio::time::interval(reactor::BEAT_EVERY);
-    tracing::info!(socket = %d.cfg.control.socket.display(), state = %d.cfg.state.file.display(), "ready");
-    systemd::ready(&d.status_line());
-
-    loop {
-        tokio::select! {
-            batch = events.next_batch() => {
-                for peer in batch? {
-                    d.on_new_peer(peer.ip);
-                }
-            }
-            Some(v) = verdicts.recv() => d.on_verdict(&v),
-            Some(ev) = fleet_events.recv() => d.on_fleet(ev),
-            read = d.feeds.next() => {
-                if let Err(e) = d.feeds.apply(&mut d.maps, read).and_then(|()| d.recount_lists()) {
-                    tracing::warn!(error = %format!("{e:#}"), "loading a feed into the datapath failed");
-                }
-            }
-            Some((req, reply)) = calls.recv() => {
-                let _ = reply.send(d.handle(req));
-            }
-            _ = beat.tick() => {
-                if let Err(e) = d.beat() {
-                    tracing::warn!(error = %format!("{e:#}"), "heartbeat to the datapath failed");
-                }
-            }
-            _ = sweep.tick() => {
-                if let Err(e) = d.sweep() {
-                    tracing::warn!(error = %format!("{e:#}"), "sweeping expired entries failed");
-                }
-            }
-            _ = sighup.recv() => {
-                systemd::reloading();
-                reload::reload(&mut d, &opts);
-                systemd::ready(&d.status_line());
-            }
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-        }
-    }
+    d.serve(inputs, calls, &opts).await?;
     systemd::stopping();
     server.abort();
     drop(mta_door);
-    d.detach_all();
+    d.program.detach_all();
     drop(socket);
     tracing::info!("detached; exiting");
     Ok(())
 }
 
 impl Daemon {
+    /// Loads the datapath and starts the engine and the fleet link: nothing is attached and
+    /// no list written yet.
+    fn load(cfg: Config, config_path: Option<PathBuf>, state: State) -> Result<(Self, Inputs)> {
+        let mut ebpf = datapath::load(&LoadOptions {
+            sizes: cfg.datapath.maps,
+            pin_dir: Some(cfg.datapath.pin_dir.clone()),
+        })?;
+        let maps = DatapathMaps::take(&mut ebpf)?;
+        let events = Events::take(&mut ebpf)?
+            .into_async()
+            .context("polling the event ring")?;
+        let (engine, verdicts) =
+            Engine::spawn(cfg.reputation()).context("starting the reputation engine")?;
+        let evidence = Arc::new(EvidenceCache::for_verdict_map(cfg.datapath.maps.peers));
+        let (fleet, fleet_events) = Fleet::start(&cfg.fleet, state.entries())?;
+        let rotation = Rotation::new(cfg.policy.v6_rotation_prefix, cfg.policy.v6_rotation_after);
+        let d = Daemon {
+            cfg,
+            config_path,
+            started: Instant::now(),
+            program: Program::new(ebpf),
+            maps,
+            engine,
+            feeds: Feeds::default(),
+            lists: ListOwner::new(state),
+            verdicts: VerdictWriter::new(evidence, rotation),
+            fleet: FleetBridge::new(fleet),
+            census: Census::default(),
+            facts: Arc::new(Mutex::new(Facts::new(SystemTime::now()))),
+        };
+        let inputs = Inputs {
+            events,
+            verdicts,
+            fleet: fleet_events,
+        };
+        Ok((d, inputs))
+    }
+
+    /// Writes the lists, opens the MTA's side door, attaches, and gets ready: feeds, the
+    /// rotating networks of the pinned verdicts, the fleet's shared state, the census.
+    async fn start_screening(
+        &mut self,
+        ifaces: &[String],
+        fleet_events: &mut mpsc::Receiver<FleetEvent>,
+    ) -> Result<Option<MtaDoor>> {
+        self.apply()?;
+        let evidence = self.verdicts.evidence().clone();
+        let peers = self.fleet.new_peers(self.engine.clone());
+        let mta_door = mta::start(&self.cfg, &self.maps, evidence, peers)?;
+        self.program.attach_all(ifaces, &self.cfg)?;
+        // Feeds are read off the main loop and written as they arrive; the config and manual
+        // entries are enforced from the first SYN.
+        self.feeds.configure(self.cfg.lists.feed.clone());
+        self.verdicts
+            .learn_rotation(&mut self.maps, self.cfg.policy.observe)?;
+        // The fleet's shared state is loaded before "ready" (bounded: a bus that cannot be
+        // reached is given up on within seconds). The program is attached first, so the
+        // host screens with its pinned verdicts and its own lists meanwhile.
+        self.join_fleet(fleet_events).await;
+        self.take_census()?;
+        Ok(mta_door)
+    }
+
+    /// The main loop: until SIGINT or SIGTERM, each input to the part that handles it.
+    async fn serve(
+        &mut self,
+        mut inputs: Inputs,
+        mut calls: mpsc::Receiver<Call>,
+        opts: &RunOptions,
+    ) -> Result<()> {
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let mut sighup = signal(SignalKind::hangup())?;
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        let mut beat = tokio::time::interval(reactor::BEAT_EVERY);
+        tracing::info!(socket = %self.cfg.control.socket.display(), state = %self.cfg.state.file.display(), "ready");
+        systemd::ready(&self.status_line());
+        loop {
+            tokio::select! {
+                batch = inputs.events.next_batch() => {
+                    for peer in batch? {
+                        self.on_new_peer(peer.ip);
+                    }
+                }
+                Some(v) = inputs.verdicts.recv() => self.on_verdict(&v),
+                Some(ev) = inputs.fleet.recv() => self.on_fleet(ev),
+                read = self.feeds.next() => {
+                    if let Err(e) = self.feeds.apply(&mut self.maps, read).and_then(|()| self.recount_lists()) {
+                        tracing::warn!(error = %format!("{e:#}"), "loading a feed into the datapath failed");
+                    }
+                }
+                Some((req, reply)) = calls.recv() => {
+                    let _ = reply.send(self.handle(req));
+                }
+                _ = beat.tick() => {
+                    if let Err(e) = self.beat() {
+                        tracing::warn!(error = %format!("{e:#}"), "heartbeat to the datapath failed");
+                    }
+                }
+                _ = sweep.tick() => {
+                    if let Err(e) = self.sweep() {
+                        tracing::warn!(error = %format!("{e:#}"), "sweeping expired entries failed");
+                    }
+                }
+                _ = sighup.recv() => {
+                    systemd::reloading();
+                    reload::reload(self, opts);
+                    systemd::ready(&self.status_line());
+                }
+                _ = sigint.recv() => return Ok(()),
+                _ = sigterm.recv() => return Ok(()),
+            }
+        }
+    }
+
     /// The sources a metrics scrape reads; another source is one more line here.
     fn metric_families(&self) -> Result<Vec<Box<dyn Families>>> {
         let mut families: Vec<Box<dyn Families>> = vec![
@@ -254,9 +305,10 @@ impl Daemon {
     /// One line for `systemctl status`.
     fn status_line(&self) -> String {
         let ifaces: Vec<String> = self
-            .attached
+            .program
+            .interfaces()
             .iter()
-            .map(|a| format!("{} ({})", a.iface, a.mode))
+            .map(|a| format!("{} ({})", a.name, a.mode))
             .collect();
         format!(
             "screening ports {:?} on {}{}",
@@ -268,32 +320,5 @@ impl Daemon {
                 ""
             }
         )
-    }
-
-    /// Attaches to every interface, or to none: on a failure the ones done are detached.
-    fn attach_all(&mut self, ifaces: &[String]) -> Result<()> {
-        for iface in ifaces {
-            match datapath::attach(&mut self.ebpf, iface, self.cfg.datapath.mode) {
-                Ok(a) => {
-                    tracing::info!(iface = %a.iface, mode = %a.mode, ports = ?self.cfg.datapath.ports, observe = self.cfg.policy.observe, first_contact = %self.cfg.datapath.first_contact.name(), "attached");
-                    self.attached.push(a);
-                }
-                Err(e) => {
-                    self.detach_all();
-                    return Err(e);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Detaches every interface (in reverse order of attachment).
-    pub fn detach_all(&mut self) {
-        while let Some(a) = self.attached.pop() {
-            let iface = a.iface.clone();
-            if let Err(e) = a.detach(&mut self.ebpf) {
-                tracing::warn!(%iface, error = %e, "detach failed (the link goes away with the process anyway)");
-            }
-        }
     }
 }

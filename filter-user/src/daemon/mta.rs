@@ -2,13 +2,14 @@
 //! thread of their own.
 //!
 //! Why a thread of their own: the answers must never wait on the main loop, which owns the
-//! maps and is sometimes busy for a while (the minute's sweep of a million verdicts takes
-//! ~0.4 s of one core), nor on the engine's DNS work. A task of the daemon's shared runtime
+//! maps and is sometimes busy for a while (the minute's sweep of a million verdicts), nor on
+//! the engine's DNS work. A task of the daemon's shared runtime
 //! woken onto a blocked worker can sit there until that worker is free, so the MTA's sockets
 //! get a current-thread runtime on a dedicated thread, answering from a second handle on the
-//! pinned maps and the shared evidence cache: a few map lookups, microseconds each.
+//! pinned maps and the shared evidence cache: a few map lookups (the latency, in and out of a
+//! sweep, is in BENCHMARKS.md, "Daemon").
 
-use std::{sync::Arc, thread::JoinHandle};
+use std::{os::unix::net::UnixListener, sync::Arc, thread::JoinHandle};
 
 use anyhow::{Context as _, Result, bail};
 use nix::unistd::Gid;
@@ -20,12 +21,12 @@ use crate::{
         mta::{MTA_GROUPS, POSTFIX_GROUPS},
     },
     datapath::DatapathMaps,
+    fleet::NewPeers,
     policy_service::{
         Listen,
         server::{PolicyListener, Service},
     },
     query::{EvidenceCache, Oracle},
-    reputation::Engine,
     socket_file::{self, SocketFile},
 };
 
@@ -79,22 +80,54 @@ pub fn start(
     cfg: &Config,
     maps: &DatapathMaps,
     evidence: Arc<EvidenceCache>,
-    engine: Engine,
+    peers: NewPeers,
 ) -> Result<Option<MtaDoor>> {
     let mut files = Vec::new();
-    let mut query = None;
-    if !cfg.query.socket.as_os_str().is_empty() {
-        let group = socket_group("query.group", &cfg.query.group, MTA_GROUPS)?;
-        let (l, f) = socket_file::bind(
-            &cfg.query.socket,
-            MODE,
-            group.as_ref().map(|g| g.1),
-            "query socket",
-        )?;
-        tracing::info!(socket = %cfg.query.socket.display(), group = group.map(|g| g.0).unwrap_or_else(|| "root".into()), "query socket ready");
-        query = Some(l);
-        files.push(f);
+    let query = bind_query(cfg, &mut files)?;
+    let policy = bind_policy(cfg, &mut files)?;
+    if query.is_none() && policy.is_none() {
+        return Ok(None);
     }
+    let oracle = Arc::new(Oracle::new(maps.reader()?, evidence, Arc::new(peers)));
+    let limit_action = cfg.policy_service.limit_action.clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the MTA sockets' runtime")?;
+    let thread = std::thread::Builder::new()
+        .name("mxscreen-mta".into())
+        .spawn(move || {
+            raise_priority();
+            rt.block_on(serve(query, policy, oracle, limit_action, stopped));
+        })
+        .context("starting the MTA sockets' thread")?;
+    Ok(Some(MtaDoor {
+        stop: Some(stop),
+        thread: Some(thread),
+        _files: files,
+    }))
+}
+
+/// The query socket, bound with its group, if configured (its file kept in `files`).
+fn bind_query(cfg: &Config, files: &mut Vec<SocketFile>) -> Result<Option<UnixListener>> {
+    if cfg.query.socket.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let group = socket_group("query.group", &cfg.query.group, MTA_GROUPS)?;
+    let (l, f) = socket_file::bind(
+        &cfg.query.socket,
+        MODE,
+        group.as_ref().map(|g| g.1),
+        "query socket",
+    )?;
+    tracing::info!(socket = %cfg.query.socket.display(), group = group.map(|g| g.0).unwrap_or_else(|| "root".into()), "query socket ready");
+    files.push(f);
+    Ok(Some(l))
+}
+
+/// The policy service's socket, bound, if configured (a Unix socket's file kept in `files`).
+fn bind_policy(cfg: &Config, files: &mut Vec<SocketFile>) -> Result<Option<Bound>> {
     let policy = match &cfg.policy_service.listen {
         Listen::Off => None,
         Listen::Unix(path) => {
@@ -118,58 +151,46 @@ pub fn start(
         p.set_nonblocking()?;
         tracing::info!(listen = %cfg.policy_service.listen, limit_action = %cfg.policy_service.limit_action, "policy service ready");
     }
-    if query.is_none() && policy.is_none() {
-        return Ok(None);
+    Ok(policy)
+}
+
+/// Serves the bound sockets on the side door's runtime until `stopped`.
+async fn serve(
+    query: Option<UnixListener>,
+    policy: Option<Bound>,
+    oracle: Arc<Oracle>,
+    limit_action: String,
+    stopped: oneshot::Receiver<()>,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(l) = query {
+        match tokio::net::UnixListener::from_std(l) {
+            Ok(l) => {
+                tasks.spawn(crate::query::server::serve(l, oracle.clone()));
+            }
+            Err(e) => tracing::error!(error = %e, "query socket unusable"),
+        }
     }
-    let oracle = Arc::new(Oracle::new(maps.reader()?, evidence, engine));
-    let limit_action = cfg.policy_service.limit_action.clone();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the MTA sockets' runtime")?;
-    let thread = std::thread::Builder::new()
-        .name("mxscreen-mta".into())
-        .spawn(move || {
-            raise_priority();
-            rt.block_on(async move {
-                let mut tasks = tokio::task::JoinSet::new();
-                if let Some(l) = query {
-                    match tokio::net::UnixListener::from_std(l) {
-                        Ok(l) => {
-                            tasks.spawn(crate::query::server::serve(l, oracle.clone()));
-                        }
-                        Err(e) => tracing::error!(error = %e, "query socket unusable"),
-                    }
-                }
-                if let Some(p) = policy {
-                    match p.into_tokio() {
-                        Ok(l) => {
-                            let service = Arc::new(Service {
-                                oracle,
-                                limit_action,
-                            });
-                            tasks.spawn(crate::policy_service::server::serve(l, service));
-                        }
-                        Err(e) => tracing::error!(error = %e, "policy socket unusable"),
-                    }
-                }
-                let _ = stopped.await;
-                tasks.shutdown().await;
-            });
-        })
-        .context("starting the MTA sockets' thread")?;
-    Ok(Some(MtaDoor {
-        stop: Some(stop),
-        thread: Some(thread),
-        _files: files,
-    }))
+    if let Some(p) = policy {
+        match p.into_tokio() {
+            Ok(l) => {
+                let service = Arc::new(Service {
+                    oracle,
+                    limit_action,
+                });
+                tasks.spawn(crate::policy_service::server::serve(l, service));
+            }
+            Err(e) => tracing::error!(error = %e, "policy socket unusable"),
+        }
+    }
+    let _ = stopped.await;
+    tasks.shutdown().await;
 }
 
 /// A policy socket bound on the main thread (so errors stop the start-up), served on the
 /// side door's thread.
 enum Bound {
-    Unix(std::os::unix::net::UnixListener),
+    Unix(UnixListener),
     Inet(std::net::TcpListener),
 }
 

@@ -1,6 +1,6 @@
 //! Addresses that must never be dropped, whatever a list, a DNSBL or an operator says: the
 //! loopback range, the host's own addresses, and `lists.allow`. They go into the datapath's
-//! allow trie (which wins over everything), and `block` refuses to cover only them.
+//! allow list (which wins over everything), and `block` refuses to cover only them.
 
 use std::net::IpAddr;
 

@@ -60,7 +60,7 @@ fn try_reload(d: &mut Daemon, opts: &RunOptions) -> Result<()> {
     d.cfg.fleet = old.fleet.clone();
     d.cfg.query = old.query.clone();
     d.cfg.policy_service = old.policy_service.clone();
-    d.rotation.configure(
+    d.verdicts.configure_rotation(
         d.cfg.policy.v6_rotation_prefix,
         d.cfg.policy.v6_rotation_after,
     );

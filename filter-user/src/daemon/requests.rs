@@ -1,14 +1,14 @@
 //! The daemon's answers to the operator's control requests. Changes reach the maps (and the
 //! state file) before the reply is sent, so a `block` has taken effect when the command
-//! returns; each change is all-or-nothing (see `manual`).
+//! returns; each change is all-or-nothing (see `lists`).
 
 use std::time::Duration;
 
-use anyhow::{Result, bail};
-use filter_common::{Action, ListEntry, Reason};
+use anyhow::Result;
+use filter_common::Action;
 use ipnet::IpNet;
 
-use super::{Daemon, protect, reactor::boot_expiry};
+use super::{Daemon, protect};
 use crate::{
     control::{
         protocol::{Body, Reply, Request},
@@ -48,6 +48,7 @@ impl Daemon {
             Request::Stats => self.stats().map(Body::Stats),
             Request::Status => self.status().map(Body::Status),
             Request::Lookup { ip } => self.lookup(ip).map(Body::Lookup),
+            Request::FeedReload { name, force } => return self.feeds.reload_answer(&name, force),
         };
         Answer::One(match result {
             Ok(body) => Reply::Ok { body },
@@ -57,6 +58,7 @@ impl Daemon {
         })
     }
 
+    /// A manual entry (see [`super::lists::ListOwner::add`]), shared with the fleet.
     fn manual(
         &mut self,
         list: ListKind,
@@ -66,27 +68,15 @@ impl Daemon {
         force: bool,
     ) -> Result<String> {
         let now = unix_now();
-        let expires = ttl_secs.map(|t| now + t);
         let entry = ManualEntry {
             list,
             net,
             reason: reason.clone(),
             created: now,
-            expires,
+            expires: ttl_secs.map(|t| now + t),
             origin: None,
         };
-        // All or nothing: the map first (a full map fails here, before anything else
-        // changed), then the state file; if that write fails the map is put back as the
-        // config and the unchanged state call for, so file, memory and map still agree.
-        self.maps.list_insert(
-            list,
-            net,
-            ListEntry::new(Reason::Manual, boot_expiry(expires)),
-        )?;
-        if let Err(e) = self.state.upsert(entry.clone()) {
-            self.undo(list, net);
-            return Err(e.context("nothing changed"));
-        }
+        self.lists.add(&mut self.maps, &self.cfg, &entry)?;
         self.recount_lists()?;
         let verb = match list {
             ListKind::Deny => "blocked",
@@ -103,34 +93,6 @@ impl Daemon {
         ))
     }
 
-    /// Whether this host may block `net`: never a protected prefix (loopback, its own
-    /// addresses, `lists.allow`), and nothing wider than `control.widest_block_*` unless
-    /// forced. Local blocks and the fleet's shared ones go through here alike.
-    pub(super) fn check_block(&self, net: IpNet, force: bool) -> Result<()> {
-        if let Some(p) = protect::fully_protected(&self.protected, &net) {
-            bail!(
-                "{net} is protected ({}: {}) and can never be blocked",
-                p.why,
-                p.net
-            );
-        }
-        let (w4, w6) = (
-            self.cfg.control.widest_block_v4,
-            self.cfg.control.widest_block_v6,
-        );
-        if !force && protect::too_wide(&net, w4, w6) {
-            let (widest, family) = if net.addr().is_ipv4() {
-                (w4, "v4")
-            } else {
-                (w6, "v6")
-            };
-            bail!(
-                "{net} is wider than /{widest} (control.widest_block_{family}); add --force if you mean it"
-            );
-        }
-        Ok(())
-    }
-
     fn block(
         &mut self,
         net: IpNet,
@@ -139,9 +101,9 @@ impl Daemon {
         force: bool,
     ) -> Result<String> {
         let net = net.trunc();
-        self.check_block(net, force)?;
+        self.lists.check_block(&self.cfg, net, force)?;
         let mut message = self.manual(ListKind::Deny, net, ttl_secs, reason, force)?;
-        let kept: Vec<String> = protect::carve_outs(&self.protected, &net)
+        let kept: Vec<String> = protect::carve_outs(self.lists.protected(), &net)
             .iter()
             .map(|p| format!("{} ({})", p.net, p.why))
             .collect();
@@ -151,45 +113,12 @@ impl Daemon {
         Ok(message)
     }
 
+    /// Removes a manual entry (see [`super::lists::ListOwner::remove`]), shared with the
+    /// fleet.
     fn unlist(&mut self, list: ListKind, net: IpNet) -> Result<String> {
         let net = net.trunc();
-        let (verb, cmd) = match list {
-            ListKind::Deny => ("blocked", "unblock"),
-            ListKind::Allow => ("allowed", "unallow"),
-        };
-        if self.state.get(list, net).is_none() {
-            let by_config = match list {
-                ListKind::Deny => self.cfg.lists.deny.iter().any(|n| n.trunc() == net),
-                ListKind::Allow => self.protected.iter().any(|p| p.net == net),
-            };
-            if by_config {
-                bail!(
-                    "{net} is {verb} by the config (or is the host's own address), not by hand: change the config and reload (SIGHUP)"
-                );
-            }
-            let mut hint = String::new();
-            if net.prefix_len() == net.max_prefix_len()
-                && self.maps.list_match(list, net.addr())?.is_some()
-            {
-                let covering = self
-                    .state
-                    .entries()
-                    .iter()
-                    .find(|e| e.list == list && e.net.contains(&net.addr()))
-                    .map_or_else(|| "a wider prefix".into(), |e| e.net.to_string());
-                hint = format!(" (it is covered by {covering}; `mxscreen {cmd}` that prefix)");
-            }
-            bail!("{net} is not {verb} by hand{hint}");
-        }
-        // As in `manual`: map, then file, the map put back if the file cannot be written.
-        self.maps.list_remove(list, net)?;
-        match self.state.remove(list, net) {
-            Err(e) => {
-                self.undo(list, net);
-                return Err(e.context("nothing changed"));
-            }
-            Ok(Some(gone)) => self.fleet.manual_removed(&gone),
-            Ok(None) => {}
+        if let Some(gone) = self.lists.remove(&mut self.maps, &self.cfg, list, net)? {
+            self.fleet.manual_removed(&gone);
         }
         self.recount_lists()?;
         tracing::info!(list = ?list, %net, "manual entry removed");
@@ -211,14 +140,6 @@ impl Daemon {
             ));
         }
         Ok(message)
-    }
-
-    /// Undoes a map change whose state write failed (logged if even that fails: the next
-    /// reload or restart rebuilds the lists from the file).
-    fn undo(&mut self, list: ListKind, net: IpNet) {
-        if let Err(e) = self.restore(list, net) {
-            tracing::error!(%net, error = %format!("{e:#}"), "could not undo a map change; a reload (SIGHUP) rebuilds the lists");
-        }
     }
 }
 

@@ -3,14 +3,11 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use filter_common::{Counter, program_names};
+use filter_common::Counter;
 
 use super::Daemon;
 use crate::{
-    control::protocol::{
-        InterfaceStatus, MapFill, ProgramStatus, ReloadStatus, ResolverStatus, Source, StatsReply,
-        StatusReply,
-    },
+    control::protocol::{MapFill, ReloadStatus, ResolverStatus, Source, StatsReply, StatusReply},
     duration,
     reputation::Stats,
     state::unix_now,
@@ -40,16 +37,6 @@ impl Daemon {
     }
 
     pub(super) fn status(&mut self) -> Result<StatusReply> {
-        let mut programs = Vec::new();
-        for name in [program_names::XDP, program_names::TC] {
-            if let Some(p) = self.ebpf.program(name) {
-                let id = p.info().map(|i| i.id()).unwrap_or(0);
-                programs.push(ProgramStatus {
-                    name: name.to_owned(),
-                    id,
-                });
-            }
-        }
         self.take_census()?;
         let sizes = self.cfg.datapath.maps;
         let fill = |name: &str, entries: u64, per_family: u32| MapFill {
@@ -60,7 +47,7 @@ impl Daemon {
         let maps = vec![
             fill("allow (v4+v6)", self.census.allow, sizes.allow),
             fill("deny (v4+v6)", self.census.deny, sizes.deny),
-            fill("verdicts (v4+v6)", self.census.verdicts(), sizes.verdicts),
+            fill("verdicts (v4+v6)", self.census.verdicts(), sizes.peers),
         ];
         let engine = self.engine.stats();
         Ok(StatusReply {
@@ -70,15 +57,8 @@ impl Daemon {
             observe: self.cfg.policy.observe,
             first_contact: self.cfg.datapath.first_contact,
             ports: self.cfg.datapath.ports.clone(),
-            interfaces: self
-                .attached
-                .iter()
-                .map(|a| InterfaceStatus {
-                    name: a.iface.clone(),
-                    mode: a.mode,
-                })
-                .collect(),
-            programs,
+            interfaces: self.program.interfaces(),
+            programs: self.program.programs(),
             maps,
             warnings: self.status_warnings(&engine),
             reload: self.reload_status(),
@@ -87,10 +67,7 @@ impl Daemon {
                 nameservers: self.cfg.resolver.nameservers.clone(),
                 engine,
             },
-            fleet: self.fleet.status().map(|mut f| {
-                f.refused = self.fleet_refused;
-                Box::new(f)
-            }),
+            fleet: self.fleet.status(),
         })
     }
 

@@ -1,6 +1,6 @@
 //! Whole-map reads, bulk writes and bulk deletes with the kernel's batch commands
 //! (BPF_MAP_LOOKUP_BATCH / _UPDATE_BATCH / _DELETE_BATCH, Linux 5.6+). aya 0.14 only iterates key by
-//! key — two syscalls per entry, about two seconds for a million verdicts — while a batch
+//! key — two syscalls per entry, slow for a million verdicts — while a batch
 //! call moves thousands of entries at once. Callers fall back to the iterator on kernels
 //! that lack the commands ([`Unsupported`]).
 

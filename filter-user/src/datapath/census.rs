@@ -6,9 +6,9 @@
 use std::net::IpAddr;
 
 use anyhow::Result;
-use filter_common::{Action, Reason, Verdict};
+use filter_common::{Action, PeerVerdict, Reason};
 
-use super::{DatapathMaps, Table};
+use super::{DatapathMaps, MapsReader, Table};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Census {
@@ -33,11 +33,11 @@ fn reason_slot(r: Reason) -> usize {
 impl Census {
     /// Counts the verdicts that are live at `now_ns` and returns the expired ones beside.
     /// (An unknown action byte counts as `pass`, the action the datapath applies.)
-    pub fn count_verdicts(&mut self, maps: &DatapathMaps, now_ns: u64) -> Result<Vec<IpAddr>> {
+    pub fn count_verdicts(&mut self, maps: &MapsReader, now_ns: u64) -> Result<Vec<IpAddr>> {
         self.by_action = Default::default();
         self.by_reason = Default::default();
         let mut expired = Vec::new();
-        maps.for_each_verdict_chunk_uncounted(|chunk| {
+        maps.for_each_verdict_chunk_without_pending_hits(|chunk| {
             for (ip, v) in chunk {
                 if v.expires_ns != 0 && v.expires_ns <= now_ns {
                     expired.push(ip);
@@ -64,7 +64,7 @@ impl Census {
     /// A verdict written over `previous` (what the map held for that address, if anything).
     /// Between two walks this keeps the counts exact except for what the kernel does on its
     /// own: LRU evictions of a full map, and verdicts expiring (both settled by the next walk).
-    pub fn replace(&mut self, previous: Option<&Verdict>, new: &Verdict) {
+    pub fn replace(&mut self, previous: Option<&PeerVerdict>, new: &PeerVerdict) {
         if let Some(p) = previous {
             let a = &mut self.by_action[action_slot(p.action())];
             *a = a.saturating_sub(1);
@@ -74,7 +74,7 @@ impl Census {
         self.add(new);
     }
 
-    fn add(&mut self, v: &Verdict) {
+    fn add(&mut self, v: &PeerVerdict) {
         self.by_action[action_slot(v.action())] += 1;
         self.by_reason[reason_slot(v.reason())] += 1;
     }
@@ -108,8 +108,8 @@ mod tests {
     #[test]
     fn replacing_a_verdict_moves_it_between_slots() {
         let mut c = Census::default();
-        let limit = Verdict::new(Action::Limit, Reason::Reputation, 0);
-        let drop = Verdict::new(Action::Drop, Reason::Manual, 0);
+        let limit = PeerVerdict::new(Action::Limit, Reason::Reputation, 0);
+        let drop = PeerVerdict::new(Action::Drop, Reason::Manual, 0);
         c.replace(None, &limit);
         assert_eq!(c.verdicts(), 1);
         c.replace(Some(&limit), &drop);

@@ -1,14 +1,14 @@
 //! The datapath stamps and compares times on CLOCK_MONOTONIC_COARSE, and every expiry
 //! written into a map is on that clock.
 //!
-//! Why coarse: reading the precise clock cost ~35 ns per screened SYN on this machine kind, a
-//! third of the whole verdict path (BENCHMARKS.md), while expiries, the dedup and hold windows
+//! Why coarse: reading the precise clock was a large share of the whole verdict path when it
+//! was measured (`cargo xtask bench datapath`), while expiries, the dedup and hold windows
 //! and the limit's pacing (one SYN per several seconds) need nothing finer than a tick
 //! (1–10 ms). Why not the boot clock: it differs only by time spent suspended, and an MX does
 //! not suspend.
 //!
-//! Why calibrated: even the coarse clock costs a helper call (~13 ns per SYN), while jiffies
-//! are one inlined load. Jiffies and the coarse clock advance together at each tick, so
+//! Why calibrated: even the coarse clock costs a helper call per SYN, while jiffies are one
+//! inlined load. Jiffies and the coarse clock advance together at each tick, so
 //! [`Sampler`] reads both at once inside the kernel (the `mxscreen_clock` program) and every
 //! config write carries the pair; the datapath converts jiffies to coarse nanoseconds. The
 //! conversion is set [`LEAD_TICKS`] ahead, so the datapath's clock never lags this one: an

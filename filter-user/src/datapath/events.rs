@@ -61,7 +61,7 @@ impl Events {
     /// Takes the ring out of a loaded object.
     pub fn take(ebpf: &mut Ebpf) -> Result<Self> {
         Ok(Self {
-            ring: super::maps::take(ebpf, map_names::EVENTS)?,
+            ring: super::typed::take(ebpf, map_names::EVENTS)?,
         })
     }
 

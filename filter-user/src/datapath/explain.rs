@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use filter_common::{DatapathConfig, FLAG_OBSERVE, Verdict};
+use filter_common::{DatapathConfig, FLAG_OBSERVE, PeerVerdict};
 
 use super::clock;
 
@@ -11,7 +11,7 @@ use super::clock;
 /// means the very next SYN. `None` when the verdict is never explained: not a reputation
 /// `drop`, explained refusals off (`policy.explain_every = "0s"`), or observe mode (nothing is
 /// dropped, so nothing needs explaining).
-pub fn next_explained(v: &Verdict, cfg: &DatapathConfig) -> Option<Duration> {
+pub fn next_explained(v: &PeerVerdict, cfg: &DatapathConfig) -> Option<Duration> {
     if cfg.explain_window_ns == 0 || cfg.flags & FLAG_OBSERVE != 0 || !v.is_explained() {
         return None;
     }
@@ -30,7 +30,7 @@ mod tests {
     fn only_reputation_drops_are_explained_and_only_when_on() {
         let mut cfg = DatapathConfig::empty();
         cfg.explain_window_ns = 3_600_000_000_000;
-        let mut v = Verdict::new(Action::Drop, Reason::Reputation, 0);
+        let mut v = PeerVerdict::new(Action::Drop, Reason::Reputation, 0);
         assert_eq!(next_explained(&v, &cfg), Some(Duration::ZERO));
         v.explain_at_ns = clock::now_ns() + 60_000_000_000;
         let left = next_explained(&v, &cfg).unwrap();
@@ -41,7 +41,10 @@ mod tests {
             (Action::Limit, Reason::Reputation),
             (Action::Pass, Reason::Reputation),
         ] {
-            assert_eq!(next_explained(&Verdict::new(action, reason, 0), &cfg), None);
+            assert_eq!(
+                next_explained(&PeerVerdict::new(action, reason, 0), &cfg),
+                None
+            );
         }
         cfg.flags |= FLAG_OBSERVE;
         assert_eq!(next_explained(&v, &cfg), None);

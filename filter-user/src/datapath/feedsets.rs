@@ -8,30 +8,16 @@ use std::os::fd::AsFd as _;
 
 use anyhow::{Context as _, Result, bail};
 use aya::{Pod, maps::IterableMap as _};
-use filter_common::{ListKey, ListValue, Reason, Table};
+use filter_common::{ListKey, ListValue, Table};
 use ipnet::IpNet;
 
 use super::{
     batch,
-    lists::{Lists4, Lists6, Write, key4, key6},
-    maps::{DatapathMaps, Hash, removed},
+    lists::{FeedTable, Lists4, Lists6, Write, key4, key6},
+    maps::DatapathMaps,
     prefix::{Prefix, PrefixSet},
+    typed::{Hash, removed},
 };
-
-/// A feed as the lists hold it.
-pub(super) struct FeedTable {
-    pub(super) name: String,
-    pub(super) table: Table,
-    pub(super) slot: u32,
-    pub(super) set: PrefixSet,
-}
-
-impl FeedTable {
-    /// The value its entries have in the map.
-    pub(super) fn value(&self) -> ListValue {
-        ListValue::new(Reason::Feed, 0, self.slot)
-    }
-}
 
 /// What replacing a feed's set did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -126,7 +112,7 @@ impl DatapathMaps {
         let i = match self.feed_index(name) {
             Some(i) => i,
             None => {
-                let slot = self.hits.alloc()?;
+                let slot = self.hits.alloc(&mut self.maps.hits)?;
                 self.lists.feeds.push(FeedTable {
                     name: name.to_owned(),
                     table,
@@ -159,9 +145,9 @@ impl DatapathMaps {
         }
         let n = pending.count;
         if n > 0 {
-            self.lists.write_index()?;
-            let (v4, v6) = self.lists.maps();
-            pending.flush(v4, v6)?;
+            let lists = &mut self.maps.lists;
+            self.lists.write_index(&mut lists.index)?;
+            pending.flush(&mut lists.v4, &mut lists.v6)?;
             self.new_generation()?;
         }
         Ok(n)
@@ -180,7 +166,7 @@ impl DatapathMaps {
                 }
             }
         }
-        let (v4, v6) = self.lists.maps();
+        let (v4, v6) = (&self.maps.lists.v4, &self.maps.lists.v6);
         let caps = [
             v4.map().info()?.max_entries(),
             v6.map().info()?.max_entries(),
@@ -219,7 +205,7 @@ impl DatapathMaps {
     /// SYNs decided by feed `name`'s entries, summed over CPUs.
     pub fn feed_hits(&self, name: &str) -> Result<u64> {
         match self.feed_index(name) {
-            Some(i) => self.hits.read(self.lists.feeds[i].slot),
+            Some(i) => self.hit_count(self.lists.feeds[i].slot),
             None => Ok(0),
         }
     }

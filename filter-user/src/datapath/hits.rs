@@ -1,13 +1,14 @@
 //! Hit counters of list entries: a per-CPU array (`HITS`) the datapath bumps without atomics
 //! or shared cache lines, and the allocation of its slots. Every manual, config and host entry
 //! and every prefix verdict gets its own slot; a feed gets one for all its entries. Slot 0 is
-//! the overflow: entries beyond the array's size share it and show no hits.
+//! the overflow: entries beyond the array's size share it and show no hits. The counters are
+//! read through [`super::MapsReader::hit_count`]; this is the owner's record of which slots
+//! are taken.
 
 use anyhow::{Context as _, Result};
-use aya::maps::{IterableMap as _, MapData, PerCpuArray, PerCpuValues};
+use aya::maps::{MapData, PerCpuArray, PerCpuValues};
 
 pub(super) struct Hits {
-    map: PerCpuArray<MapData, u64>,
     /// Slots given back, reused first (zeroed on reuse).
     free: Vec<u32>,
     /// Next never-used slot.
@@ -16,24 +17,21 @@ pub(super) struct Hits {
 }
 
 impl Hits {
-    pub(super) fn new(map: PerCpuArray<MapData, u64>) -> Self {
-        let size = map.len();
+    /// The slots of a `HITS` array of `size` entries, all free.
+    pub(super) fn new(size: u32) -> Self {
         Self {
-            map,
             free: Vec::new(),
             next: 1,
             size,
         }
     }
 
-    /// A slot of its own for a new entry (0 when all are taken).
-    pub(super) fn alloc(&mut self) -> Result<u32> {
+    /// A slot of its own for a new entry (0 when all are taken), zeroed in `map` if reused.
+    pub(super) fn alloc(&mut self, map: &mut PerCpuArray<MapData, u64>) -> Result<u32> {
         if let Some(slot) = self.free.pop() {
             let cpus = aya::util::nr_cpus().map_err(|(what, e)| anyhow::anyhow!("{what}: {e}"))?;
             let zero = PerCpuValues::try_from(vec![0u64; cpus])?;
-            self.map
-                .set(slot, zero, 0)
-                .context("zeroing a hit counter")?;
+            map.set(slot, zero, 0).context("zeroing a hit counter")?;
             return Ok(slot);
         }
         if self.next < self.size {
@@ -47,19 +45,5 @@ impl Hits {
         if slot != 0 {
             self.free.push(slot);
         }
-    }
-
-    /// The kernel map behind the counters (for a reader of its own, [`super::reader`]).
-    pub(super) fn map_data(&self) -> &MapData {
-        self.map.map()
-    }
-
-    /// A slot's hits summed over CPUs (0 for the overflow slot).
-    pub(super) fn read(&self, slot: u32) -> Result<u64> {
-        if slot == 0 {
-            return Ok(0);
-        }
-        let per_cpu = self.map.get(&slot, 0).context("reading a hit counter")?;
-        Ok(per_cpu.iter().sum())
     }
 }

@@ -1,30 +1,32 @@
-//! The prefix lists (`LISTS_V4`/`_V6`, `LIST_INDEX`) seen from userspace.
+//! The prefix lists (`LISTS_V4`/`_V6`, `LIST_INDEX`) seen from userspace: the maps
+//! ([`ListMaps`], read through [`super::MapsReader`]) and the owner's bookkeeping ([`Lists`]).
 //!
 //! A prefix can be wanted by several owners at once: an operator's or the config's entry
-//! (written with [`DatapathMaps::list_insert`], kept in `own` with its reason, expiry and hit
+//! (written with [`super::DatapathMaps::list_insert`], kept in `own` with its reason, expiry and hit
 //! slot) and any number of feeds ([`super::feedsets`]). The map holds one value per key,
 //! [`Lists::resolved`]: the own entry if there is one (never expiring while a feed also lists
 //! the prefix), else the first feed's. Every change recomputes the affected keys and writes
 //! only what differs; then the index of lengths in use is rewritten if it changed, and a new
 //! generation makes the datapath decide again for every source.
 
-use std::{
-    collections::HashMap as StdHashMap,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-};
+use std::collections::HashMap as StdHashMap;
 
 use anyhow::{Context as _, Result};
-use aya::maps::{Array, IterableMap as _, MapData};
-use filter_common::{
-    ListEntry, ListIndex, ListKey, ListValue, Reason, Table, V4_LENGTHS, V6_LENGTHS,
-};
-use ipnet::IpNet;
+use aya::maps::{Array, MapData};
+use filter_common::{ListIndex, ListKey, ListValue, Reason, Table, V4_LENGTHS, V6_LENGTHS};
 
 use super::{
-    feedsets::FeedTable,
-    maps::{DatapathMaps, Hash, ListKind, all, found, removed},
-    prefix::Prefix,
+    prefix::{Prefix, PrefixSet},
+    typed::{Hash, removed},
 };
+
+/// Which list an operator's entry is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListKind {
+    Allow,
+    Deny,
+}
 
 impl From<ListKind> for Table {
     fn from(k: ListKind) -> Self {
@@ -39,10 +41,16 @@ impl From<ListKind> for Table {
 pub(super) type Lists4 = Hash<ListKey<[u8; 4]>, ListValue>;
 pub(super) type Lists6 = Hash<ListKey<[u8; 16]>, ListValue>;
 
+/// The kernel's side of the lists: both families' hashes and the index of the lengths in use.
+/// Held by [`super::MapsReader`], which reads them; the owner writes through it.
+pub(super) struct ListMaps {
+    pub(super) v4: Lists4,
+    pub(super) v6: Lists6,
+    pub(super) index: Array<MapData, ListIndex>,
+}
+
+/// The owner's bookkeeping of the lists: who wants each prefix, and the lengths in use.
 pub(super) struct Lists {
-    v4: Lists4,
-    v6: Lists6,
-    index: Array<MapData, ListIndex>,
     /// Keys in the maps per table and length: the lengths the datapath probes.
     count4: [[u32; V4_LENGTHS]; Table::COUNT],
     count6: [[u32; V6_LENGTHS]; Table::COUNT],
@@ -52,6 +60,21 @@ pub(super) struct Lists {
     pub(super) feeds: Vec<FeedTable>,
 }
 
+/// A feed as the lists hold it.
+pub(super) struct FeedTable {
+    pub(super) name: String,
+    pub(super) table: Table,
+    pub(super) slot: u32,
+    pub(super) set: PrefixSet,
+}
+
+impl FeedTable {
+    /// The value its entries have in the map.
+    pub(super) fn value(&self) -> ListValue {
+        ListValue::new(Reason::Feed, 0, self.slot)
+    }
+}
+
 /// A map write the lists owe after a change.
 pub(super) enum Write {
     Put(Table, Prefix, ListValue),
@@ -59,11 +82,8 @@ pub(super) enum Write {
 }
 
 impl Lists {
-    pub(super) fn new(v4: Lists4, v6: Lists6, index: Array<MapData, ListIndex>) -> Self {
+    pub(super) fn new() -> Self {
         Self {
-            v4,
-            v6,
-            index,
             count4: [[0; V4_LENGTHS]; Table::COUNT],
             count6: [[0; V6_LENGTHS]; Table::COUNT],
             // The maps are fresh (never pinned) but the index array may not be: write it.
@@ -148,7 +168,7 @@ impl Lists {
     }
 
     /// Rewrites `LIST_INDEX` if a length came into or went out of use.
-    pub(super) fn write_index(&mut self) -> Result<()> {
+    pub(super) fn write_index(&mut self, map: &mut Array<MapData, ListIndex>) -> Result<()> {
         if !self.index_stale {
             return Ok(());
         }
@@ -168,51 +188,9 @@ impl Lists {
                 index.v6[t].lens[i] = l;
             }
         }
-        self.index
-            .set(0, index, 0)
-            .context("writing the list index")?;
+        map.set(0, index, 0).context("writing the list index")?;
         self.index_stale = false;
         Ok(())
-    }
-
-    /// Applies writes one by one (batches are for feeds, in [`super::feedsets`]).
-    pub(super) fn apply(&mut self, w: Write) -> Result<()> {
-        match w {
-            Write::Put(t, Prefix::V4(a, l), v) => self.v4.insert(key4(t, a, l), v, 0)?,
-            Write::Put(t, Prefix::V6(a, l), v) => self.v6.insert(key6(t, a, l), v, 0)?,
-            Write::Delete(t, Prefix::V4(a, l)) => {
-                removed(self.v4.remove(&key4(t, a, l)))?;
-            }
-            Write::Delete(t, Prefix::V6(a, l)) => {
-                removed(self.v6.remove(&key6(t, a, l)))?;
-            }
-        }
-        Ok(())
-    }
-
-    pub(super) fn maps(&mut self) -> (&mut Lists4, &mut Lists6) {
-        (&mut self.v4, &mut self.v6)
-    }
-
-    /// The kernel maps behind the lists (for a reader of its own, [`super::reader`]).
-    pub(super) fn map_data(&self) -> (&MapData, &MapData, &MapData) {
-        (self.v4.map(), self.v6.map(), self.index.map())
-    }
-
-    /// The longest prefix of `table` covering `ip` in the map, live or not (as the datapath's
-    /// walk meets it first).
-    fn longest(&self, table: Table, ip: IpAddr) -> Result<Option<(Prefix, ListValue)>> {
-        for l in self.lengths(table, ip.is_ipv6()) {
-            let p = Prefix::new(IpNet::new(ip, l).expect("length in range"));
-            let v = match p {
-                Prefix::V4(a, l) => found(self.v4.get(&key4(table, a, l), 0))?,
-                Prefix::V6(a, l) => found(self.v6.get(&key6(table, a, l), 0))?,
-            };
-            if let Some(v) = v {
-                return Ok(Some((p, v)));
-            }
-        }
-        Ok(None)
     }
 
     /// Keys in one family's map, every table together.
@@ -238,150 +216,27 @@ impl Lists {
     }
 }
 
+impl ListMaps {
+    /// Applies writes one by one (batches are for feeds, in [`super::feedsets`]).
+    pub(super) fn apply(&mut self, w: Write) -> Result<()> {
+        match w {
+            Write::Put(t, Prefix::V4(a, l), v) => self.v4.insert(key4(t, a, l), v, 0)?,
+            Write::Put(t, Prefix::V6(a, l), v) => self.v6.insert(key6(t, a, l), v, 0)?,
+            Write::Delete(t, Prefix::V4(a, l)) => {
+                removed(self.v4.remove(&key4(t, a, l)))?;
+            }
+            Write::Delete(t, Prefix::V6(a, l)) => {
+                removed(self.v6.remove(&key6(t, a, l)))?;
+            }
+        }
+        Ok(())
+    }
+}
+
 pub(super) fn key4(table: Table, a: u32, l: u8) -> ListKey<[u8; 4]> {
     ListKey::new(table, l, a.to_be_bytes())
 }
 
 pub(super) fn key6(table: Table, a: u128, l: u8) -> ListKey<[u8; 16]> {
     ListKey::new(table, l, a.to_be_bytes())
-}
-
-impl DatapathMaps {
-    /// Adds or replaces an entry of one's own in a list (host bits are ignored). A feed that
-    /// lists the same prefix keeps it listed after the entry goes.
-    pub fn list_insert(&mut self, kind: ListKind, net: IpNet, entry: ListEntry) -> Result<()> {
-        self.entry_insert(kind.into(), net, entry.reason(), entry.expires_ns, 0)
-            .with_context(|| format!("adding {net} to the {kind:?} list (is the map full?)"))
-    }
-
-    /// Removes exactly this prefix, as [`DatapathMaps::list_insert`] wrote it; `false` if it
-    /// was not there. A feed's entry for the same prefix stays.
-    pub fn list_remove(&mut self, kind: ListKind, net: IpNet) -> Result<bool> {
-        self.entry_remove(kind.into(), net)
-    }
-
-    /// The longest prefix in the list that covers `ip`, as the datapath would find it.
-    pub fn list_match(&mut self, kind: ListKind, ip: IpAddr) -> Result<Option<ListEntry>> {
-        Ok(self.list_lookup(kind.into(), ip)?.map(|(_, e)| e))
-    }
-
-    /// The longest prefix of `table` covering `ip`, and its entry.
-    pub fn list_lookup(&self, table: Table, ip: IpAddr) -> Result<Option<(IpNet, ListEntry)>> {
-        let Some((p, v)) = self.lists.longest(table, ip)? else {
-            return Ok(None);
-        };
-        Ok(Some((p.net(), self.entry_of(&v)?)))
-    }
-
-    /// Every prefix in a list.
-    pub fn list_entries(&mut self, kind: ListKind) -> Result<Vec<(IpNet, ListEntry)>> {
-        Ok(self
-            .table_entries(kind.into())?
-            .into_iter()
-            .map(|(net, e, _)| (net, e))
-            .collect())
-    }
-
-    /// Every prefix in a table, with its entry and the raw value (its hit slot, and a prefix
-    /// verdict's action).
-    pub fn table_entries(&self, table: Table) -> Result<Vec<(IpNet, ListEntry, ListValue)>> {
-        let mut hits = StdHashMap::new();
-        let mut out = Vec::new();
-        let (v4, v6) = (&self.lists.v4, &self.lists.v6);
-        let v4 = all(v4)?.into_iter().map(|(k, v)| {
-            let net = IpNet::new(Ipv4Addr::from(k.addr).into(), k.len);
-            (k.table, net, v)
-        });
-        let v6 = all(v6)?.into_iter().map(|(k, v)| {
-            let net = IpNet::new(Ipv6Addr::from(k.addr).into(), k.len);
-            (k.table, net, v)
-        });
-        for (t, net, v) in v4.chain(v6) {
-            if t != table as u8 {
-                continue;
-            }
-            let hit = match hits.get(&v.slot) {
-                Some(h) => *h,
-                None => *hits.entry(v.slot).or_insert(self.hits.read(v.slot)?),
-            };
-            let mut e = ListEntry::new(Reason::from_u8(v.reason), v.expires_ns);
-            e.hits = hit;
-            out.push((net?, e, v));
-        }
-        Ok(out)
-    }
-
-    /// The entries of a list written with [`DatapathMaps::list_insert`] (not the feeds'), with
-    /// their reasons: what the daemon reconciles against the config and the state file.
-    pub fn list_own(&self, kind: ListKind) -> Vec<(IpNet, Reason)> {
-        let table = Table::from(kind);
-        self.lists
-            .own
-            .iter()
-            .filter(|((t, _), _)| *t == table)
-            .map(|((_, p), v)| (p.net(), Reason::from_u8(v.reason)))
-            .collect()
-    }
-
-    /// Entries per table (from the lengths index; no map read).
-    pub fn table_len(&self, table: Table) -> u64 {
-        self.lists.len(table)
-    }
-
-    fn entry_of(&self, v: &ListValue) -> Result<ListEntry> {
-        let mut e = ListEntry::new(Reason::from_u8(v.reason), v.expires_ns);
-        e.hits = self.hits.read(v.slot)?;
-        Ok(e)
-    }
-
-    /// Adds or replaces an entry of one's own in any table.
-    pub(super) fn entry_insert(
-        &mut self,
-        table: Table,
-        net: IpNet,
-        reason: Reason,
-        expires_ns: u64,
-        action: u8,
-    ) -> Result<()> {
-        let p = Prefix::new(net);
-        let before = self.lists.resolved(table, p, None);
-        let slot = match self.lists.own.get(&(table, p)) {
-            Some(v) => v.slot,
-            None => self.hits.alloc()?,
-        };
-        let mut value = ListValue::new(reason, expires_ns, slot);
-        value.action = action;
-        self.lists.own.insert((table, p), value);
-        let after = self.lists.resolved(table, p, None);
-        self.commit(table, p, before, after)
-    }
-
-    pub(super) fn entry_remove(&mut self, table: Table, net: IpNet) -> Result<bool> {
-        let p = Prefix::new(net);
-        let before = self.lists.resolved(table, p, None);
-        let Some(old) = self.lists.own.remove(&(table, p)) else {
-            return Ok(false);
-        };
-        self.hits.release(old.slot);
-        let after = self.lists.resolved(table, p, None);
-        self.commit(table, p, before, after)?;
-        Ok(true)
-    }
-
-    fn commit(
-        &mut self,
-        table: Table,
-        p: Prefix,
-        before: Option<ListValue>,
-        after: Option<ListValue>,
-    ) -> Result<()> {
-        if let Some(w) = self.lists.transition(table, p, before, after) {
-            // A new length is in the index before its first key is written (a length going
-            // out of use leaves it with its last key, which is going anyway).
-            self.lists.write_index()?;
-            self.lists.apply(w)?;
-            self.new_generation()?;
-        }
-        Ok(())
-    }
 }

@@ -58,14 +58,14 @@ fn shapes(sizes: &MapSizes) -> [Shape; 4] {
             MapType::LruHash,
             4,
             size_of::<Peer>(),
-            sizes.verdicts,
+            sizes.peers,
         ),
         s(
             m::PEERS_V6,
             MapType::LruHash,
             16,
             size_of::<Peer>(),
-            sizes.verdicts,
+            sizes.peers,
         ),
     ]
 }
@@ -266,7 +266,7 @@ mod tests {
         let (verdicts, config) = (id(m::PEERS_V4), id(m::CONFIG));
         // A start with a map the kernel refuses fails, and the old verdict pins stay.
         let refused = MapSizes {
-            verdicts: small.verdicts * 2,
+            peers: small.peers * 2,
             hit_counters: 0,
             ..small
         };
@@ -274,13 +274,13 @@ mod tests {
         assert_eq!(id(m::PEERS_V4), verdicts, "pin removed by a failed load");
         // A good load with other verdict sizes replaces those pins, keeps the others.
         let bigger = MapSizes {
-            verdicts: small.verdicts * 2,
+            peers: small.peers * 2,
             ..small
         };
         drop(load(&pinned(bigger)).expect("load with other sizes"));
         assert_ne!(id(m::PEERS_V4), verdicts);
         let info = MapInfo::from_pin(dir.join(m::PEERS_V4)).unwrap();
-        assert_eq!(info.max_entries(), bigger.verdicts);
+        assert_eq!(info.max_entries(), bigger.peers);
         assert_eq!(id(m::CONFIG), config, "a compatible pin is reused");
     }
 

@@ -1,120 +1,55 @@
 //! Typed access to the datapath's maps, by address family, so the rest of userspace deals in
 //! `IpAddr`/`IpNet` and never in raw keys. One [`DatapathMaps`] owns every map but the event
-//! ring; its methods live beside the concern they serve:
+//! ring. It reads through the [`MapsReader`] it holds (every lookup is written once, there)
+//! and writes through the same handles; its write methods live beside the concern they serve:
 //!
 //! - this file: taking the maps, the runtime config (with the list generation and the clock
-//!   calibration it carries), the outcome counters;
+//!   calibration it carries);
 //! - [`super::peers`]: verdicts and per-source state;
-//! - [`super::lists`]: the prefix lists entry by entry, and the generation;
-//! - [`super::feedsets`]: whole feeds, loaded and replaced as sets.
+//! - [`super::entries`]: the prefix lists entry by entry;
+//! - [`super::feedsets`]: whole feeds, loaded and replaced as sets;
+//! - [`super::networks`]: network verdicts.
 
-use std::os::fd::AsFd as _;
+use std::{ops::Deref, os::fd::AsFd as _};
 
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
-    Ebpf, Pod,
-    maps::{Array, HashMap, IterableMap as _, MapData, MapError, PerCpuArray},
+    Ebpf,
+    maps::{Array, IterableMap as _, MapData, PerCpuArray},
 };
-use filter_common::{Counter, DatapathConfig, Peer, map_names as m, program_names};
+use filter_common::{CacheSlot, DatapathConfig, map_names as m, program_names};
 
-use super::{batch, cache::Cache, clock::Sampler, hits::Hits, lists::Lists};
+use super::{
+    cache::{Cache, Slots},
+    clock::Sampler,
+    hits::Hits,
+    lists::{ListMaps, Lists},
+    reader::{MapsReader, dup},
+    typed::{PerFamily, take},
+};
 
-/// Which list an operator's entry is in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ListKind {
-    Allow,
-    Deny,
-}
-
-pub(super) struct PerFamily<K4, K6> {
-    pub(super) v4: K4,
-    pub(super) v6: K6,
-}
-
-pub(super) type Hash<K, V> = HashMap<MapData, K, V>;
-
-/// The per-source maps of both families.
-pub(super) type Peers = PerFamily<Hash<[u8; 4], Peer>, Hash<[u8; 16], Peer>>;
-
-/// Every map except the event ring, owned by one handle.
+/// Every map except the event ring, owned by one handle: the maps themselves (read through
+/// [`MapsReader`], which it dereferences to) and what only the writer keeps.
 pub struct DatapathMaps {
-    pub(super) config: Array<MapData, DatapathConfig>,
-    pub(super) counters: PerCpuArray<MapData, u64>,
-    pub(super) peers: Peers,
+    pub(super) maps: MapsReader,
+    /// Who wants each list prefix, and the lengths in use.
     pub(super) lists: Lists,
+    /// Which hit slots are taken.
     pub(super) hits: Hits,
+    /// The decision cache's generation, and evicting a source's slot.
     pub(super) cache: Cache,
     sampler: Sampler,
     /// The generation this handle last wrote (`DatapathConfig::list_gen`).
     list_gen: u32,
 }
 
-/// Takes one map out of a loaded object, typed.
-pub(super) fn take<T: TryFrom<aya::maps::Map, Error = MapError>>(
-    ebpf: &mut Ebpf,
-    name: &str,
-) -> Result<T> {
-    let map = ebpf
-        .take_map(name)
-        .ok_or_else(|| anyhow!("map {name} missing from the eBPF object"))?;
-    T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
-}
+/// The owner reads as every reader does: `maps.verdict_get(ip)`, `maps.config()`, … are
+/// [`MapsReader`]'s lookups, on the owner's own handles.
+impl Deref for DatapathMaps {
+    type Target = MapsReader;
 
-/// `Ok(false)` for a missing key, the error otherwise.
-pub(super) fn removed(r: Result<(), MapError>) -> Result<bool> {
-    match r {
-        Ok(()) => Ok(true),
-        Err(MapError::KeyNotFound) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
-}
-
-pub(super) fn found<V>(r: Result<V, MapError>) -> Result<Option<V>> {
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(MapError::KeyNotFound) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Every entry of a hash map: batched, or key by key where the kernel lacks batch commands.
-pub(super) fn all<K: Pod, V: Pod>(map: &Hash<K, V>) -> Result<Vec<(K, V)>> {
-    match batch::lookup_all::<K, V>(map.map().fd().as_fd()) {
-        Ok(r) => Ok(r.context("reading a map in batches")?),
-        Err(batch::Unsupported) => map.iter().map(|r| r.map_err(Into::into)).collect(),
-    }
-}
-
-/// Every counter of a counters map summed over CPUs, indexed by [`Counter`].
-pub(super) fn sum_counters(
-    map: &PerCpuArray<MapData, u64>,
-) -> Result<[u64; Counter::COUNT as usize]> {
-    let mut out = [0u64; Counter::COUNT as usize];
-    for c in Counter::ALL {
-        let per_cpu = map.get(&(c as u32), 0).context("reading counters")?;
-        out[c as usize] = per_cpu.iter().sum();
-    }
-    Ok(out)
-}
-
-/// Every entry of a hash map, a chunk at a time while `each` says go on (see
-/// [`batch::lookup_chunks`]).
-pub(super) fn chunks<K: Pod, V: Pod>(
-    map: &Hash<K, V>,
-    mut each: impl FnMut(Vec<(K, V)>) -> bool,
-) -> Result<()> {
-    match batch::lookup_chunks::<K, V>(map.map().fd().as_fd(), &mut each) {
-        Ok(r) => Ok(r.context("reading a map in batches")?),
-        Err(batch::Unsupported) => {
-            let all: Vec<(K, V)> = map.iter().collect::<Result<_, _>>()?;
-            for c in all.chunks(4096) {
-                if !each(c.to_vec()) {
-                    break;
-                }
-            }
-            Ok(())
-        }
+    fn deref(&self) -> &MapsReader {
+        &self.maps
     }
 }
 
@@ -126,6 +61,11 @@ fn seed_generation() -> u32 {
 }
 
 impl DatapathMaps {
+    /// A read-only handle of its own on the same kernel maps (see [`MapsReader`]).
+    pub fn reader(&self) -> Result<MapsReader> {
+        self.maps.try_clone()
+    }
+
     /// Takes ownership of the maps of a loaded object. Lists start empty (they are not
     /// pinned: the daemon rebuilds them); pinned per-source entries keep their verdicts, and
     /// a new generation makes every decision they cached stale.
@@ -138,20 +78,29 @@ impl DatapathMaps {
             .as_fd()
             .try_clone_to_owned()
             .context("duplicating the clock sampler's fd")?;
+        let hits: PerCpuArray<MapData, u64> = take(ebpf, m::HITS)?;
+        let hit_slots = hits.len();
+        let slots: Array<MapData, CacheSlot> = take(ebpf, m::CACHE)?;
         let mut maps = Self {
-            config: take(ebpf, m::CONFIG)?,
-            counters: take(ebpf, m::COUNTERS)?,
-            peers: PerFamily {
-                v4: take(ebpf, m::PEERS_V4)?,
-                v6: take(ebpf, m::PEERS_V6)?,
+            maps: MapsReader {
+                config: take(ebpf, m::CONFIG)?,
+                counters: take(ebpf, m::COUNTERS)?,
+                peers: PerFamily {
+                    v4: take(ebpf, m::PEERS_V4)?,
+                    v6: take(ebpf, m::PEERS_V6)?,
+                },
+                lists: ListMaps {
+                    v4: take(ebpf, m::LISTS_V4)?,
+                    v6: take(ebpf, m::LISTS_V6)?,
+                    index: take(ebpf, m::LIST_INDEX)?,
+                },
+                hits,
+                // The cache's owner handle (below) evicts; this one reads pending hits.
+                cache: Slots::new(dup(slots.map())?),
             },
-            lists: Lists::new(
-                take(ebpf, m::LISTS_V4)?,
-                take(ebpf, m::LISTS_V6)?,
-                take(ebpf, m::LIST_INDEX)?,
-            ),
-            hits: Hits::new(take(ebpf, m::HITS)?),
-            cache: Cache::new(take(ebpf, m::CACHE)?, take(ebpf, m::CACHE_CTL)?)?,
+            lists: Lists::new(),
+            hits: Hits::new(hit_slots),
+            cache: Cache::new(slots, take(ebpf, m::CACHE_CTL)?)?,
             sampler: Sampler::new(sampler),
             list_gen: 0,
         };
@@ -189,18 +138,13 @@ impl DatapathMaps {
                 .jiffies_at(cfg.alive_ns.saturating_add(after))
                 .unwrap_or(0),
         };
-        self.config
+        self.maps
+            .config
             .set(0, cfg, 0)
             .context("writing the datapath config")?;
         // Whatever changed (a list generation, a window, the calibration), the decision
         // cache's copies end with it.
         self.cache.invalidate()
-    }
-
-    pub fn config(&self) -> Result<DatapathConfig> {
-        self.config
-            .get(&0, 0)
-            .context("reading the datapath config")
     }
 
     /// Starts a new generation: every source's cached decision is made again at its next SYN.
@@ -210,10 +154,5 @@ impl DatapathMaps {
         self.list_gen = self.list_gen.wrapping_add(1).max(1);
         let cfg = self.config()?;
         self.write_config(cfg)
-    }
-
-    /// Every counter summed over CPUs, indexed by [`Counter`].
-    pub fn counters(&self) -> Result<[u64; Counter::COUNT as usize]> {
-        sum_counters(&self.counters)
     }
 }

@@ -4,14 +4,19 @@
 //! - [`sizes`]: map capacities from the config.
 //! - [`attach`]: XDP/tc attach modes with fallback and readable errors.
 //! - [`batch`]: whole-map reads, bulk writes and bulk deletes in few syscalls.
-//! - [`maps`]: the handle on every map, the runtime config and the counters; its methods
-//!   for verdicts and per-source state are in [`peers`], for list entries in [`lists`], for
-//!   whole feeds in [`feedsets`], for network verdicts in [`networks`].
+//! - [`reader`]: the read side, written once: the config, the counters, a source's entry,
+//!   verdicts, the lists' longest-prefix match; the owner reads through it, and readers
+//!   outside the main loop get a handle of their own.
+//! - [`maps`]: the owner of every map, built on a [`MapsReader`], and the runtime config it
+//!   writes; its writes for verdicts and per-source state are in [`peers`], for list entries
+//!   in [`entries`], for whole feeds in [`feedsets`], for network verdicts in [`networks`].
+//! - [`lists`]: the list maps and the owner's bookkeeping of them (who wants each prefix,
+//!   the lengths in use).
+//! - [`typed`]: typed handles on kernel maps, both families, whole-map reads.
 //! - [`census`]: what the maps hold, counted (verdicts by action and reason, list entries).
 //! - [`prefix`]: prefixes and sorted prefix sets (what a feed is).
-//! - [`hits`]: the per-CPU hit counters of list entries.
+//! - [`hits`]: which per-CPU hit counters of list entries are taken.
 //! - [`cache`]: the datapath's decision cache: its generation, and the hits its slots hold.
-//! - [`reader`]: a read-only handle of its own on the maps, for readers outside the main loop.
 //! - [`bpffs`]: making sure the BPF filesystem is mounted for pins.
 //! - [`clock`]: the clock the datapath compares expiries against, and its calibration.
 //! - [`events`]: the new-peer events the datapath reports, typed.
@@ -24,6 +29,7 @@ pub mod bpffs;
 mod cache;
 pub mod census;
 pub mod clock;
+mod entries;
 pub mod events;
 pub mod explain;
 pub mod feedsets;
@@ -37,6 +43,7 @@ pub mod peers;
 pub mod prefix;
 pub mod reader;
 pub mod sizes;
+mod typed;
 
 pub use attach::{AttachMode, Attached, attach};
 pub use census::Census;
@@ -44,8 +51,9 @@ pub use events::{Events, NewPeer};
 pub use feedsets::FeedChange;
 pub use filter_common::Table;
 pub use first_contact::FirstContact;
+pub use lists::ListKind;
 pub use load::{LoadOptions, load};
-pub use maps::{DatapathMaps, ListKind};
+pub use maps::DatapathMaps;
 pub use networks::NetworkVerdict;
 pub use prefix::{Prefix, PrefixSet};
 pub use reader::MapsReader;

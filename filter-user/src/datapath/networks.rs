@@ -69,7 +69,7 @@ impl DatapathMaps {
             action: Action::from_u8_or_pass(v.action),
             reason: Reason::from_u8(v.reason),
             expires_ns: v.expires_ns,
-            hits: self.hits.read(v.slot)?,
+            hits: self.hit_count(v.slot)?,
         })
     }
 }

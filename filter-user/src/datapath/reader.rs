@@ -1,41 +1,48 @@
-//! A read-only handle of its own on the kernel maps (duplicated file descriptors), for readers
-//! that must not wait on the daemon's main loop, which owns [`DatapathMaps`]: the MTA's query
-//! socket and policy service (they answer while a sweep of a million verdicts runs), the
-//! metrics endpoint, and a `list --verdicts` streamed to a slow reader. It reads what the
-//! kernel holds, including which prefix lengths are in use (`LIST_INDEX`), never the owner's
-//! userspace bookkeeping, so it stays right whatever the owner writes after it was made.
+//! The read side of the kernel maps, written once: the runtime config, the outcome counters,
+//! a source's entry (its verdict's hits including those its decision-cache slot still holds),
+//! every verdict a chunk at a time, and the lists' longest-prefix match as the datapath walks
+//! it (the lengths in use come from the kernel's `LIST_INDEX`).
+//!
+//! The owner, [`super::DatapathMaps`], holds one [`MapsReader`] on the maps it writes and reads
+//! through it. Readers that must not wait on the daemon's main loop get a handle of their own
+//! ([`MapsReader::try_clone`], duplicated file descriptors): the MTA's query socket and policy
+//! service (they answer while a sweep of a million verdicts runs), the metrics endpoint, and a
+//! `list --verdicts` streamed to a slow reader. A reader reads what the kernel holds, never the
+//! owner's userspace bookkeeping, so it stays right whatever the owner writes after it was made.
 
-use std::{net::IpAddr, os::fd::AsFd as _};
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::fd::AsFd as _,
+};
 
 use anyhow::{Context as _, Result};
 use aya::maps::{Array, IterableMap as _, Map, MapData, MapError, PerCpuArray};
 use filter_common::{
-    Counter, DatapathConfig, ListEntry, ListIndex, ListValue, Reason, Table, Verdict,
+    Counter, DatapathConfig, ListEntry, ListValue, Peer, PeerVerdict, Reason, Seen, Table,
 };
 use ipnet::IpNet;
 
 use super::{
-    cache::Slots,
-    lists::{Lists4, Lists6, key4, key6},
-    maps::{DatapathMaps, ListKind, Peers, PerFamily, chunks, found, sum_counters},
-    peers::{read_peer, with_pending},
+    cache::{self, Slots},
+    lists::{ListKind, ListMaps, key4, key6},
     prefix::Prefix,
+    typed::{Peers, PerFamily, all, chunks, found, sum_counters},
 };
 
 /// See the module documentation.
 pub struct MapsReader {
-    config: Array<MapData, DatapathConfig>,
-    counters: PerCpuArray<MapData, u64>,
-    peers: Peers,
-    lists4: Lists4,
-    lists6: Lists6,
-    index: Array<MapData, ListIndex>,
-    hits: PerCpuArray<MapData, u64>,
-    cache: Slots,
+    pub(super) config: Array<MapData, DatapathConfig>,
+    pub(super) counters: PerCpuArray<MapData, u64>,
+    pub(super) peers: Peers,
+    pub(super) lists: ListMaps,
+    /// The per-CPU hit counters of list entries (see [`super::hits`]).
+    pub(super) hits: PerCpuArray<MapData, u64>,
+    pub(super) cache: Slots,
 }
 
 /// Another typed handle on the map behind `data` (a duplicated file descriptor).
-fn dup<T: TryFrom<Map, Error = MapError>>(data: &MapData) -> Result<T> {
+pub(super) fn dup<T: TryFrom<Map, Error = MapError>>(data: &MapData) -> Result<T> {
     let fd = data
         .fd()
         .as_fd()
@@ -45,10 +52,9 @@ fn dup<T: TryFrom<Map, Error = MapError>>(data: &MapData) -> Result<T> {
     T::try_from(map).context("a duplicated map has an unexpected type")
 }
 
-impl DatapathMaps {
-    /// A read-only handle of its own on the same kernel maps (see [`MapsReader`]).
-    pub fn reader(&self) -> Result<MapsReader> {
-        let (lists4, lists6, index) = self.lists.map_data();
+impl MapsReader {
+    /// A handle of its own on the same kernel maps (every descriptor duplicated).
+    pub fn try_clone(&self) -> Result<MapsReader> {
         Ok(MapsReader {
             config: dup(self.config.map())?,
             counters: dup(self.counters.map())?,
@@ -56,60 +62,16 @@ impl DatapathMaps {
                 v4: dup(self.peers.v4.map())?,
                 v6: dup(self.peers.v6.map())?,
             },
-            lists4: dup(lists4)?,
-            lists6: dup(lists6)?,
-            index: dup(index)?,
-            hits: dup(self.hits.map_data())?,
-            cache: Slots::new(dup(self.cache.slots.map())?),
+            lists: ListMaps {
+                v4: dup(self.lists.v4.map())?,
+                v6: dup(self.lists.v6.map())?,
+                index: dup(self.lists.index.map())?,
+            },
+            hits: dup(self.hits.map())?,
+            cache: Slots::new(dup(self.cache.map())?),
         })
     }
 
-    /// Every verdict (expired ones included), a chunk at a time while `each` says go on:
-    /// what a reader of a million verdicts should use to stay small. Hits are those the
-    /// entries hold, without the ones the decision cache still holds (reading those means
-    /// copying out the whole cache, ~80 ms): what counting and filtering verdicts want; `list`
-    /// reads through [`MapsReader::for_each_verdict_chunk`], which adds them.
-    pub fn for_each_verdict_chunk_uncounted(
-        &self,
-        each: impl FnMut(Vec<(IpAddr, Verdict)>) -> bool,
-    ) -> Result<()> {
-        verdict_chunks(&self.peers, None, each)
-    }
-}
-
-/// The verdicts of the per-source maps, a chunk at a time, with the hits the decision cache
-/// holds for them if `cache` is given.
-pub(super) fn verdict_chunks(
-    peers: &Peers,
-    cache: Option<&Slots>,
-    mut each: impl FnMut(Vec<(IpAddr, Verdict)>) -> bool,
-) -> Result<()> {
-    let pending = match cache {
-        Some(c) => c.all_pending_hits()?,
-        None => Default::default(),
-    };
-    let mut go_on = true;
-    chunks(&peers.v4, |c| {
-        go_on = each(
-            c.into_iter()
-                .filter_map(|(k, p)| with_pending(IpAddr::from(k), p, &pending))
-                .collect(),
-        );
-        go_on
-    })?;
-    if !go_on {
-        return Ok(());
-    }
-    chunks(&peers.v6, |c| {
-        each(
-            c.into_iter()
-                .filter_map(|(k, p)| with_pending(IpAddr::from(k), p, &pending))
-                .collect(),
-        )
-    })
-}
-
-impl MapsReader {
     pub fn config(&self) -> Result<DatapathConfig> {
         self.config
             .get(&0, 0)
@@ -121,24 +83,109 @@ impl MapsReader {
         sum_counters(&self.counters)
     }
 
-    pub fn verdict_get(&self, ip: IpAddr) -> Result<Option<Verdict>> {
-        Ok(read_peer(&self.peers, &self.cache, ip)?.and_then(|p| p.verdict()))
+    /// Everything the datapath holds for one source (its verdict's hits include those its
+    /// decision-cache slot holds).
+    pub fn peer(&self, ip: IpAddr) -> Result<Option<Peer>> {
+        let Some(mut p) = found(match ip {
+            IpAddr::V4(a) => self.peers.v4.get(&a.octets(), 0),
+            IpAddr::V6(a) => self.peers.v6.get(&a.octets(), 0),
+        })?
+        else {
+            return Ok(None);
+        };
+        if p.verdict().is_some() {
+            p.hits = p.hits.wrapping_add(self.cache.pending_hits(ip)?);
+        }
+        Ok(Some(p))
+    }
+
+    pub fn verdict_get(&self, ip: IpAddr) -> Result<Option<PeerVerdict>> {
+        Ok(self.peer(ip)?.and_then(|p| p.verdict()))
+    }
+
+    /// First contact and last report of a source the datapath saw as unknown.
+    pub fn seen_get(&self, ip: IpAddr) -> Result<Option<Seen>> {
+        Ok(self.peer(ip)?.and_then(|p| p.seen()))
+    }
+
+    /// Every verdict (expired ones included), read in batches where the kernel can.
+    pub fn verdicts(&self) -> Result<Vec<(IpAddr, PeerVerdict)>> {
+        let mut out = Vec::new();
+        self.for_each_verdict_chunk(|c| {
+            out.extend(c);
+            true
+        })?;
+        Ok(out)
     }
 
     /// Every verdict (expired ones included), a chunk at a time while `each` says go on, with
-    /// the hits the decision cache still holds added (what `list` shows).
+    /// the hits the decision cache still holds added (what `list` shows): what a reader of a
+    /// million verdicts should use to stay small.
     pub fn for_each_verdict_chunk(
         &self,
-        each: impl FnMut(Vec<(IpAddr, Verdict)>) -> bool,
+        each: impl FnMut(Vec<(IpAddr, PeerVerdict)>) -> bool,
     ) -> Result<()> {
-        verdict_chunks(&self.peers, Some(&self.cache), each)
+        self.verdict_chunks(self.cache.all_pending_hits()?, each)
     }
 
-    /// The longest prefix in the list that covers `ip`, as the datapath finds it: the
-    /// lengths in use come from the kernel's index, longest first.
+    /// As [`MapsReader::for_each_verdict_chunk`], but the hits are those the entries hold,
+    /// without the ones the decision cache still holds (reading those means copying out the
+    /// whole cache; see BENCHMARKS.md): what counting and filtering verdicts want.
+    pub fn for_each_verdict_chunk_without_pending_hits(
+        &self,
+        each: impl FnMut(Vec<(IpAddr, PeerVerdict)>) -> bool,
+    ) -> Result<()> {
+        self.verdict_chunks(HashMap::new(), each)
+    }
+
+    /// The verdicts of the per-source maps, a chunk at a time, each with the hits `pending`
+    /// holds for its source added.
+    fn verdict_chunks(
+        &self,
+        pending: HashMap<[u64; 2], u64>,
+        mut each: impl FnMut(Vec<(IpAddr, PeerVerdict)>) -> bool,
+    ) -> Result<()> {
+        let with_pending = |ip: IpAddr, p: Peer| {
+            let mut v = p.verdict()?;
+            if let Some(n) = cache::key(ip).and_then(|k| pending.get(&k)) {
+                v.hits = v.hits.wrapping_add(*n);
+            }
+            Some((ip, v))
+        };
+        let mut go_on = true;
+        chunks(&self.peers.v4, |c| {
+            go_on = each(
+                c.into_iter()
+                    .filter_map(|(k, p)| with_pending(IpAddr::from(k), p))
+                    .collect(),
+            );
+            go_on
+        })?;
+        if !go_on {
+            return Ok(());
+        }
+        chunks(&self.peers.v6, |c| {
+            each(
+                c.into_iter()
+                    .filter_map(|(k, p)| with_pending(IpAddr::from(k), p))
+                    .collect(),
+            )
+        })
+    }
+
+    /// The longest prefix in the list that covers `ip`, as the datapath would find it.
     pub fn list_match(&self, kind: ListKind, ip: IpAddr) -> Result<Option<ListEntry>> {
-        let table = Table::from(kind);
-        let index = self.index.get(&0, 0).context("reading the list index")?;
+        Ok(self.list_lookup(kind.into(), ip)?.map(|(_, e)| e))
+    }
+
+    /// The longest prefix of `table` covering `ip`, live or not, and its entry: the lengths in
+    /// use come from the kernel's index, longest first, as the datapath's walk meets them.
+    pub fn list_lookup(&self, table: Table, ip: IpAddr) -> Result<Option<(IpNet, ListEntry)>> {
+        let index = self
+            .lists
+            .index
+            .get(&0, 0)
+            .context("reading the list index")?;
         let t = table as usize;
         let lens: Vec<u8> = if ip.is_ipv6() {
             index.v6[t].lens[..usize::from(index.v6[t].count)].to_vec()
@@ -148,22 +195,66 @@ impl MapsReader {
         for l in lens {
             let p = Prefix::new(IpNet::new(ip, l).context("a prefix length in the index")?);
             let v = match p {
-                Prefix::V4(a, l) => found(self.lists4.get(&key4(table, a, l), 0))?,
-                Prefix::V6(a, l) => found(self.lists6.get(&key6(table, a, l), 0))?,
+                Prefix::V4(a, l) => found(self.lists.v4.get(&key4(table, a, l), 0))?,
+                Prefix::V6(a, l) => found(self.lists.v6.get(&key6(table, a, l), 0))?,
             };
             if let Some(v) = v {
-                return Ok(Some(self.entry_of(&v)?));
+                return Ok(Some((p.net(), self.entry_of(&v)?)));
             }
         }
         Ok(None)
     }
 
+    /// Every prefix in a list.
+    pub fn list_entries(&self, kind: ListKind) -> Result<Vec<(IpNet, ListEntry)>> {
+        Ok(self
+            .table_entries(kind.into())?
+            .into_iter()
+            .map(|(net, e, _)| (net, e))
+            .collect())
+    }
+
+    /// Every prefix in a table, with its entry and the raw value (its hit slot, and a prefix
+    /// verdict's action).
+    pub fn table_entries(&self, table: Table) -> Result<Vec<(IpNet, ListEntry, ListValue)>> {
+        let mut hits = HashMap::new();
+        let mut out = Vec::new();
+        let v4 = all(&self.lists.v4)?.into_iter().map(|(k, v)| {
+            let net = IpNet::new(Ipv4Addr::from(k.addr).into(), k.len);
+            (k.table, net, v)
+        });
+        let v6 = all(&self.lists.v6)?.into_iter().map(|(k, v)| {
+            let net = IpNet::new(Ipv6Addr::from(k.addr).into(), k.len);
+            (k.table, net, v)
+        });
+        for (t, net, v) in v4.chain(v6) {
+            if t != table as u8 {
+                continue;
+            }
+            let hit = match hits.get(&v.slot) {
+                Some(h) => *h,
+                None => *hits.entry(v.slot).or_insert(self.hit_count(v.slot)?),
+            };
+            let mut e = ListEntry::new(Reason::from_u8(v.reason), v.expires_ns);
+            e.hits = hit;
+            out.push((net?, e, v));
+        }
+        Ok(out)
+    }
+
+    /// A list value as an entry, with the hits of its slot.
     fn entry_of(&self, v: &ListValue) -> Result<ListEntry> {
         let mut e = ListEntry::new(Reason::from_u8(v.reason), v.expires_ns);
-        if v.slot != 0 {
-            let per_cpu = self.hits.get(&v.slot, 0).context("reading a hit counter")?;
-            e.hits = per_cpu.iter().sum();
-        }
+        e.hits = self.hit_count(v.slot)?;
         Ok(e)
+    }
+
+    /// A hit slot's count summed over CPUs (0 for the overflow slot).
+    pub(super) fn hit_count(&self, slot: u32) -> Result<u64> {
+        if slot == 0 {
+            return Ok(0);
+        }
+        let per_cpu = self.hits.get(&slot, 0).context("reading a hit counter")?;
+        Ok(per_cpu.iter().sum())
     }
 }

@@ -21,7 +21,10 @@ pub struct MapSizes {
     /// Sources the datapath keeps an entry for, per address family: cached verdicts, the
     /// decision cached for a listed or unknown source, first contact and token bucket (LRU,
     /// preallocated: the least recently seen go first when full).
-    pub verdicts: u32,
+    // The per-source maps (`PEERS_V4`/`_V6`); the config key keeps its first name.
+    #[serde(rename = "verdicts")]
+    #[documented_fields(rename = "verdicts")]
+    pub peers: u32,
     /// Deny, limit-feed and prefix-verdict entries per family, feeds included (allocated on
     /// use; the lists' bucket array, 16 bytes per entry of deny + allow, is allocated at
     /// start).
@@ -45,7 +48,7 @@ pub struct MapSizes {
 impl Default for MapSizes {
     fn default() -> Self {
         Self {
-            verdicts: default_sizes::PEERS,
+            peers: default_sizes::PEERS,
             deny: 1024 * 1024,
             allow: 64 * 1024,
             hit_counters: default_sizes::HITS,
@@ -59,7 +62,7 @@ impl MapSizes {
     /// Small maps for tests and tools that load many instances.
     pub const fn small() -> Self {
         Self {
-            verdicts: 4096,
+            peers: 4096,
             deny: 4096,
             allow: 1024,
             hit_counters: 1024,
@@ -71,7 +74,7 @@ impl MapSizes {
     /// Slots of the decision cache (one for both families): a power of two, at least one per
     /// source entry of a family.
     pub const fn cache_slots(&self) -> u32 {
-        let n = self.verdicts.next_power_of_two();
+        let n = self.peers.next_power_of_two();
         if n < 2 { 2 } else { n }
     }
 
@@ -85,7 +88,7 @@ impl MapSizes {
     /// refused map found only at `run` would cost the pinned verdicts.
     pub fn validate(&self) -> Result<(), InvalidKey> {
         for (key, n) in [
-            ("verdicts", self.verdicts),
+            ("verdicts", self.peers),
             ("deny", self.deny),
             ("allow", self.allow),
             ("hit_counters", self.hit_counters),

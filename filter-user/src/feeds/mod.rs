@@ -3,17 +3,25 @@
 //!
 //! - this file: [`Feeds`], what the daemon holds: each feed's config and status, the watch,
 //!   the debounce of change events and the reads in flight;
-//! - [`parse`]: reading a file in its format (`cidr`, `spamhaus-drop`) into a prefix set;
+//! - [`read`]: reading a file, line by line in its format, into a prefix set, entries wider
+//!   than the feed's bound refused;
+//! - [`parse`]: the `cidr` and `spamhaus-drop` lines, and the prefixes every format shares;
+//! - [`file`]: opening only regular files, lines read with a bound;
+//! - [`guard`]: whether a read lost so much that it is held back (emptied file, error page);
 //! - [`rbldnsd`]: rbldnsd's data syntax;
 //! - [`watch`]: inotify on the feeds' directories.
 //!
-//! A file is read on a blocking thread; the set it yields goes to `DatapathMaps::feed_load`,
-//! which writes only the difference from the last load — additions first, removals after —
-//! so a prefix listed before and after is never out of the map, and an unchanged file writes
-//! nothing.
+//! A file is read on a thread of its own, which nothing waits for: a read that never ends
+//! (a hung network file system) neither blocks the main loop nor delays shutdown. The set it
+//! yields goes to `DatapathMaps::feed_load`, which writes only the difference from the last
+//! load — additions first, removals after — so a prefix listed before and after is never out
+//! of the map, and an unchanged file writes nothing.
 
+mod file;
+mod guard;
 pub mod parse;
 mod rbldnsd;
+pub mod read;
 mod watch;
 
 use std::{
@@ -26,9 +34,12 @@ use anyhow::Result;
 use filter_common::Table;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
 
-use self::{parse::Parsed, watch::Watch};
+use self::{parse::Widest, read::Parsed, watch::Watch};
 use crate::{
-    control::protocol::FeedStatus,
+    control::{
+        protocol::{Body, FeedStatus, Reply},
+        server::Answer,
+    },
     datapath::DatapathMaps,
     reputation::config::{FeedAction, FeedConfig},
     state::unix_now,
@@ -53,10 +64,19 @@ struct Known {
     entries: u64,
     last_load: Option<u64>,
     malformed: u64,
+    refused: u64,
     problem: Option<String>,
     /// Reads started; a result from an older one is dropped.
     reads: u64,
+    /// The next read is loaded even if the guard would hold it (`feed reload --force`).
+    force: bool,
 }
+
+/// What `feed reload` is told once the read it asked for is done: a sentence, or why the
+/// file was not loaded.
+pub type Outcome = Result<String, String>;
+/// Who waits for a feed's next read to be done.
+type Waiter = Box<dyn FnOnce(Outcome) + Send>;
 
 /// A finished read of feed `index`.
 pub struct Read {
@@ -78,6 +98,8 @@ pub struct Feeds {
     due: BTreeMap<usize, Instant>,
     reads: UnboundedReceiver<Read>,
     reads_tx: UnboundedSender<Read>,
+    /// `feed reload` requests waiting for their feed's next read, by feed name.
+    waiters: Vec<(String, Waiter)>,
 }
 
 impl Default for Feeds {
@@ -93,6 +115,7 @@ impl Default for Feeds {
             due: BTreeMap::new(),
             reads,
             reads_tx,
+            waiters: Vec::new(),
         }
     }
 }
@@ -116,9 +139,15 @@ impl Feeds {
             })
             .collect();
         // Fresh channels: events and reads of the old configuration are dropped with them.
+        // A `feed reload` waiting on a feed still configured gets the read started below.
+        let mut waiters = std::mem::take(&mut self.waiters);
+        for (name, tell) in waiters.extract_if(.., |(n, _)| !configs.iter().any(|c| c.name == *n)) {
+            tell(Err(format!("{name} is no longer configured")));
+        }
         *self = Self {
             configs,
             known,
+            waiters,
             ..Self::default()
         };
         let files: Vec<PathBuf> = self.configs.iter().map(|c| c.path.clone()).collect();
@@ -166,6 +195,42 @@ impl Feeds {
         }
     }
 
+    /// `mxscreen feed reload NAME [--force]`: reads the feed now; `tell` learns how it went
+    /// once the read is done. Forced, the read is loaded even if the guard would hold it.
+    pub fn reload(&mut self, name: &str, force: bool, tell: Waiter) {
+        let Some(index) = self.configs.iter().position(|c| c.name == name) else {
+            let names: Vec<&str> = self.configs.iter().map(|c| c.name.as_str()).collect();
+            let known = if names.is_empty() {
+                "no feeds are configured".to_owned()
+            } else {
+                format!("the feeds are {}", names.join(", "))
+            };
+            tell(Err(format!("no feed named {name:?}; {known}")));
+            return;
+        };
+        self.known[index].force |= force;
+        self.waiters.push((name.to_owned(), tell));
+        self.due.insert(index, Instant::now());
+    }
+
+    /// [`Feeds::reload`] for the control socket: the reply is sent once the read is done.
+    pub fn reload_answer(&mut self, name: &str, force: bool) -> Answer {
+        let (tx, rx) = mpsc::channel(1);
+        let tell = move |outcome: Outcome| {
+            let reply = match outcome {
+                Ok(message) => Reply::Ok {
+                    body: Body::Done { message },
+                },
+                Err(message) => Reply::Error { message },
+            };
+            let _ = tx.try_send(reply);
+        };
+        self.reload(name, force, Box::new(tell));
+        Answer::Stream(rx)
+    }
+
+    /// Reads feed `index` on a thread of its own (see the module comment); its result comes
+    /// back through `reads`.
     fn start_read(&mut self, index: usize) {
         let Some(cfg) = self.configs.get(index).cloned() else {
             return;
@@ -173,9 +238,13 @@ impl Feeds {
         self.known[index].reads += 1;
         let read = self.known[index].reads;
         let tx = self.reads_tx.clone();
-        tokio::task::spawn_blocking(move || {
+        let widest = Widest {
+            v4: cfg.widest_v4,
+            v6: cfg.widest_v6,
+        };
+        let reader = move || {
             let t = Instant::now();
-            let result = parse::read(&cfg.path, cfg.format);
+            let result = read::read(&cfg.path, cfg.format, widest);
             let _ = tx.send(Read {
                 index,
                 read,
@@ -184,57 +253,123 @@ impl Feeds {
                 result,
                 took: t.elapsed(),
             });
-        });
+        };
+        // Detached: the process exits without waiting for it.
+        if let Err(e) = std::thread::Builder::new()
+            .name("mxscreen-feed".into())
+            .spawn(reader)
+        {
+            tracing::warn!(feed = %self.configs[index].name, error = %e, "cannot start a thread to read a feed; retrying in a minute");
+            self.due
+                .insert(index, Instant::now() + Duration::from_secs(60));
+        }
     }
 
     /// Loads a finished read into the maps and logs what it did. A file that cannot be read
-    /// keeps the entries of its last load.
+    /// keeps the entries of its last load, and so does one the [`guard`] holds back.
     pub fn apply(&mut self, maps: &mut DatapathMaps, read: Read) -> Result<()> {
-        let Some(cfg) = self.configs.get(read.index) else {
+        let Some(cfg) = self.configs.get(read.index).cloned() else {
             return Ok(());
         };
-        let known = &mut self.known[read.index];
-        let parsed = match read.result {
+        let Read {
+            index,
+            name,
+            path,
+            result,
+            took,
+            ..
+        } = read;
+        let force = std::mem::take(&mut self.known[index].force);
+        let parsed = match result {
             Ok(p) => p,
             Err(e) => {
-                let why = if e.kind() == std::io::ErrorKind::NotFound {
-                    "file missing".to_owned()
-                } else {
-                    e.to_string()
-                };
-                tracing::warn!(feed = %read.name, path = %read.path.display(), error = %why, entries = known.entries, "feed not read; keeping the entries of its last load");
-                known.problem = Some(why);
+                self.not_read(index, &e);
                 return Ok(());
             }
         };
-        for (line, why) in &parsed.errors {
-            tracing::warn!(feed = %read.name, "feed line skipped: {}:{line}: {why}", read.path.display());
-        }
-        if parsed.malformed > parsed.errors.len() as u64 {
-            tracing::warn!(feed = %read.name, "{} more malformed lines skipped in {}", parsed.malformed - parsed.errors.len() as u64, read.path.display());
+        log_skipped(&name, &path, &parsed);
+        let known = &self.known[index];
+        let previous = known.last_load.map(|_| known.entries);
+        if let Some(why) = guard::holds(previous, &parsed, cfg.max_shrink).filter(|_| !force) {
+            self.held(index, &why);
+            return Ok(());
         }
         let entries = parsed.set.len() as u64;
-        let change = maps.feed_load(&cfg.name, table(cfg.action), parsed.set)?;
-        *known = Known {
+        if entries == 0 {
+            tracing::warn!(feed = %name, path = %path.display(), lines = parsed.lines, "the feed has no entries");
+        }
+        let change = match maps.feed_load(&name, table(cfg.action), parsed.set) {
+            Ok(c) => c,
+            Err(e) => {
+                self.tell(&name, Err(format!("{name}: not loaded: {e:#}")));
+                return Err(e);
+            }
+        };
+        self.known[index] = Known {
             entries,
             last_load: Some(unix_now()),
             malformed: parsed.malformed,
+            refused: parsed.refused,
             problem: None,
-            reads: known.reads,
+            reads: self.known[index].reads,
+            force: false,
         };
         tracing::info!(
-            feed = %cfg.name,
-            path = %cfg.path.display(),
+            feed = %name,
+            path = %path.display(),
             action = cfg.action.name(),
             entries,
             added = change.added,
             removed = change.removed,
             writes = change.writes,
             malformed = parsed.malformed,
-            read_ms = read.took.as_millis() as u64,
+            refused = parsed.refused,
+            forced = force,
+            read_ms = took.as_millis() as u64,
             "feed loaded"
         );
+        let was = previous.map_or(String::new(), |p| format!(" (was {p})"));
+        let forced = if force { ", accepted by --force" } else { "" };
+        self.tell(
+            &name,
+            Ok(format!("{name}: loaded {entries} entries{was}{forced}")),
+        );
         Ok(())
+    }
+
+    /// A read that failed: the last load stays; `status` and `feed reload` say why.
+    fn not_read(&mut self, index: usize, e: &std::io::Error) {
+        let cfg = &self.configs[index];
+        let why = if e.kind() == std::io::ErrorKind::NotFound {
+            "file missing".to_owned()
+        } else {
+            e.to_string()
+        };
+        let known = &mut self.known[index];
+        tracing::warn!(feed = %cfg.name, path = %cfg.path.display(), error = %why, entries = known.entries, "feed not read; keeping the entries of its last load");
+        known.problem = Some(why.clone());
+        let name = cfg.name.clone();
+        self.tell(&name, Err(format!("{name} not read: {why}")));
+    }
+
+    /// A read the guard holds back: the last good load stays; `status` and `feed reload`
+    /// say why.
+    fn held(&mut self, index: usize, why: &str) {
+        let cfg = &self.configs[index];
+        let name = cfg.name.clone();
+        let why = format!(
+            "{why}: keeping the last good load; `mxscreen feed reload {name} --force` accepts it"
+        );
+        tracing::warn!(feed = %name, path = %cfg.path.display(), "feed not loaded, {why}");
+        self.known[index].problem = Some(why.clone());
+        self.tell(&name, Err(format!("{name}: not loaded: {why}")));
+    }
+
+    /// Tells whoever waits for feed `name`'s read how it went.
+    fn tell(&mut self, name: &str, outcome: Outcome) {
+        for (_, tell) in self.waiters.extract_if(.., |(n, _)| n == name) {
+            tell(outcome.clone());
+        }
     }
 
     /// Each feed as `status` shows it.
@@ -250,10 +385,31 @@ impl Feeds {
                 entries: k.entries,
                 last_load: k.last_load,
                 errors: k.malformed,
+                refused: k.refused,
                 problem: k.problem.clone(),
                 hits: maps.feed_hits(&c.name).unwrap_or(0),
             })
             .collect()
+    }
+}
+
+/// Logs the lines a read skipped and the entries it refused, each as file:line (the first
+/// [`parse::KEPT_ERRORS`] of each, then how many more).
+fn log_skipped(name: &str, path: &std::path::Path, parsed: &Parsed) {
+    let path = path.display();
+    for (line, why) in &parsed.errors {
+        tracing::warn!(feed = %name, "feed line skipped: {path}:{line}: {why}");
+    }
+    if parsed.malformed > parsed.errors.len() as u64 {
+        let more = parsed.malformed - parsed.errors.len() as u64;
+        tracing::warn!(feed = %name, "{more} more malformed lines skipped in {path}");
+    }
+    for (line, why) in &parsed.refusals {
+        tracing::warn!(feed = %name, "feed entry refused: {path}:{line}: {why} (lists.feed widest_v4/widest_v6)");
+    }
+    if parsed.refused > parsed.refusals.len() as u64 {
+        let more = parsed.refused - parsed.refusals.len() as u64;
+        tracing::warn!(feed = %name, "{more} more entries refused as too wide in {path}");
     }
 }
 

@@ -1,32 +1,28 @@
-//! Reading a feed file into a [`PrefixSet`], line by line, in any of the three formats. A
-//! line that does not parse is recorded with its number and skipped; the rest loads.
+//! The lines of the `cidr` and `spamhaus-drop` formats, and what every format shares: a
+//! prefix as written, masks, the feed's bound on how wide an entry may be ([`Widest`]), and
+//! the [`Collector`] a file's prefixes are gathered in.
 
-use std::{
-    fs::File,
-    io::{self, BufRead as _, BufReader},
-    net::{Ipv4Addr, Ipv6Addr},
-    path::Path,
-};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::rbldnsd;
-use crate::{
-    datapath::{Prefix, PrefixSet},
-    reputation::config::FeedFormat,
-};
+use super::file::quoted;
+use crate::datapath::{Prefix, PrefixSet};
 
-/// Malformed lines kept with their message (the count goes on): enough to show in the log.
-pub const KEPT_ERRORS: usize = 20;
+/// The widest prefix a feed may list, per family (`widest_v4`, `widest_v6`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Widest {
+    pub v4: u8,
+    pub v6: u8,
+}
 
-/// A file read into prefixes.
-#[derive(Debug, Default)]
-pub struct Parsed {
-    pub set: PrefixSet,
-    /// Non-blank, non-comment lines.
-    pub lines: u64,
-    /// Lines that did not parse.
-    pub malformed: u64,
-    /// The first [`KEPT_ERRORS`] of them: line number and what is wrong.
-    pub errors: Vec<(u64, String)>,
+impl Widest {
+    /// The bound `p` breaks, if it is wider than its family's.
+    fn broken_by(self, p: Prefix) -> Option<u8> {
+        match p {
+            Prefix::V4(_, l) if l < self.v4 => Some(self.v4),
+            Prefix::V6(_, l) if l < self.v6 => Some(self.v6),
+            _ => None,
+        }
+    }
 }
 
 /// Collects prefixes (and rbldnsd's exclusions) while a file is read.
@@ -35,62 +31,44 @@ pub(super) struct Collector {
     pub(super) v4: Vec<u64>,
     pub(super) v6: Vec<(u128, u8)>,
     pub(super) excluded: Vec<Prefix>,
+    /// Set by [`Collector::push`]: the current line lists a prefix wider than allowed.
+    too_wide: Option<(Prefix, u8)>,
+    widest: Option<Widest>,
 }
 
 impl Collector {
+    /// A collector that refuses entries wider than `widest`.
+    pub(super) fn bounded(widest: Widest) -> Self {
+        Self {
+            widest: Some(widest),
+            ..Self::default()
+        }
+    }
+
     pub(super) fn push(&mut self, p: Prefix) {
+        if let Some(bound) = self.widest.and_then(|w| w.broken_by(p)) {
+            self.too_wide.get_or_insert((p, bound));
+            return;
+        }
         match p {
             Prefix::V4(a, l) => self.v4.push(PrefixSet::pack_v4(a, l)),
             Prefix::V6(a, l) => self.v6.push((a, l)),
         }
     }
-}
 
-/// Reads `path` in `format`.
-pub fn read(path: &Path, format: FeedFormat) -> io::Result<Parsed> {
-    let file = File::open(path)?;
-    if !file.metadata()?.is_file() {
-        return Err(io::Error::other("not a regular file"));
+    /// Where the prefixes collected so far end (to take back a refused line's).
+    pub(super) fn mark(&self) -> (usize, usize) {
+        (self.v4.len(), self.v6.len())
     }
-    let mut reader = BufReader::with_capacity(1 << 16, file);
-    let mut out = Parsed::default();
-    let mut found = Collector::default();
-    let mut line = Vec::with_capacity(256);
-    let mut number = 0u64;
-    loop {
-        line.clear();
-        if reader.read_until(b'\n', &mut line)? == 0 {
-            break;
-        }
-        number += 1;
-        let text = String::from_utf8_lossy(&line);
-        let result = match format {
-            FeedFormat::Cidr => cidr_line(&text),
-            FeedFormat::SpamhausDrop => spamhaus_line(&text),
-            FeedFormat::Rbldnsd => rbldnsd::line(&text, &mut found),
-        };
-        match result {
-            Ok(None) => {}
-            Ok(Some(p)) => {
-                out.lines += 1;
-                found.push(p);
-            }
-            Err(why) => {
-                out.lines += 1;
-                out.malformed += 1;
-                if out.errors.len() < KEPT_ERRORS {
-                    out.errors.push((number, why));
-                }
-            }
-        }
+
+    /// Ends a line: if it listed a prefix wider than allowed, everything it listed is taken
+    /// back (a range is refused whole) and the offending prefix returned.
+    pub(super) fn end_line(&mut self, mark: (usize, usize)) -> Option<(Prefix, u8)> {
+        let wide = self.too_wide.take()?;
+        self.v4.truncate(mark.0);
+        self.v6.truncate(mark.1);
+        Some(wide)
     }
-    let excluded = std::mem::take(&mut found.excluded);
-    let mut set = PrefixSet::from_unsorted(found.v4, found.v6);
-    if !excluded.is_empty() {
-        set = rbldnsd::exclude(set, &excluded);
-    }
-    out.set = set;
-    Ok(out)
 }
 
 /// The text before the first `#` or `;`, trimmed.
@@ -99,7 +77,7 @@ fn uncommented(line: &str) -> &str {
 }
 
 /// `ADDR` or `ADDR/LEN`, IPv4 or IPv6, host bits cleared; `None` for a blank or comment line.
-fn cidr_line(line: &str) -> Result<Option<Prefix>, String> {
+pub(super) fn cidr_line(line: &str) -> Result<Option<Prefix>, String> {
     let text = uncommented(line);
     let Some(token) = text.split_whitespace().next() else {
         return Ok(None);
@@ -109,7 +87,7 @@ fn cidr_line(line: &str) -> Result<Option<Prefix>, String> {
 
 /// A DROP/EDROP/DROPv6 line (`192.0.2.0/24 ; SBL123`), or one of their JSON lines
 /// (`{"cidr":"192.0.2.0/24","sblid":"SBL123",...}`; the metadata line is skipped).
-fn spamhaus_line(line: &str) -> Result<Option<Prefix>, String> {
+pub(super) fn spamhaus_line(line: &str) -> Result<Option<Prefix>, String> {
     let t = line.trim();
     if t.starts_with('{') {
         let v: serde_json::Value =
@@ -129,16 +107,25 @@ pub(super) fn prefix(s: &str) -> Result<Prefix, String> {
         Some((a, l)) => (a, Some(l)),
         None => (s, None),
     };
-    let bad = || format!("not an address or prefix: {s:?}");
+    let bad = || format!("not an address or prefix: {}", quoted(s));
     if addr.contains(':') {
         let a: Ipv6Addr = addr.parse().map_err(|_| bad())?;
         let l = length(len, 128).ok_or_else(bad)?;
-        Ok(Prefix::V6(a.to_bits() & mask128(l), l))
+        v6(a.to_bits(), l)
     } else {
         let a = v4(addr).ok_or_else(bad)?;
         let l = length(len, 32).ok_or_else(bad)?;
         Ok(Prefix::V4(a & mask32(l), l))
     }
+}
+
+/// An IPv6 prefix, host bits cleared; an IPv4-mapped one (`::ffff:192.0.2.0/120`) is the
+/// IPv4 prefix it means, as everywhere in mxscreen ([`crate::net::unmap`]).
+pub(super) fn v6(addr: u128, len: u8) -> Result<Prefix, String> {
+    Ok(match crate::net::unmap_bits(addr, len)? {
+        Some((a, l)) => Prefix::V4(a & mask32(l), l),
+        None => Prefix::V6(addr & mask128(len), len),
+    })
 }
 
 fn length(len: Option<&str>, max: u8) -> Option<u8> {
@@ -187,6 +174,18 @@ mod tests {
         assert!(cidr_line("192.0.2.300").is_err());
         assert!(cidr_line("192.0.2.0/33").is_err());
         assert!(cidr_line("example.org").is_err());
+        // IPv4-mapped lines are their IPv4 prefix; a mapped one shorter than /96 is no
+        // IPv4 prefix and is refused.
+        assert_eq!(
+            cidr_line("::ffff:192.0.2.25").unwrap(),
+            Some(p("192.0.2.25/32"))
+        );
+        assert_eq!(
+            cidr_line("::ffff:198.51.100.9/120 # mapped").unwrap(),
+            Some(p("198.51.100.0/24"))
+        );
+        let e = cidr_line("::ffff:192.0.2.0/88").unwrap_err();
+        assert!(e.contains("shorter than /96"), "{e}");
     }
 
     #[test]
@@ -209,23 +208,5 @@ mod tests {
             None
         );
         assert!(spamhaus_line(r#"{"cidr":"nope"}"#).is_err());
-    }
-
-    #[test]
-    fn a_file_loads_around_its_bad_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("feed.txt");
-        std::fs::write(
-            &path,
-            "# header\n192.0.2.1\n192.0.2.1\nbogus line\n198.51.100.0/24\n\n2001:db8::/32\n",
-        )
-        .unwrap();
-        let r = read(&path, FeedFormat::Cidr).unwrap();
-        assert_eq!((r.lines, r.malformed, r.set.len()), (5, 1, 3));
-        assert_eq!(
-            r.errors,
-            vec![(4, "not an address or prefix: \"bogus\"".into())]
-        );
-        assert!(read(&dir.path().join("missing"), FeedFormat::Cidr).is_err());
     }
 }

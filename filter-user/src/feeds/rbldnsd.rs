@@ -10,7 +10,10 @@
 
 use std::net::Ipv6Addr;
 
-use super::parse::{Collector, mask32, mask128, prefix};
+use super::{
+    file::quoted,
+    parse::{Collector, mask32, prefix, v6},
+};
 use crate::datapath::{Prefix, PrefixSet};
 
 /// One line: the entry it lists (ranges and exclusions go to `found` directly).
@@ -61,7 +64,7 @@ fn octets(s: &str) -> Option<(u32, u8)> {
 }
 
 fn v4_entry(token: &str) -> Result<Vec<Prefix>, String> {
-    let bad = || format!("not an IPv4 entry: {token:?}");
+    let bad = || format!("not an IPv4 entry: {}", quoted(token));
     if let Some((start, end)) = token.split_once('-') {
         let (a, n) = octets(start).ok_or_else(bad)?;
         let b = match octets(end).ok_or_else(bad)? {
@@ -73,7 +76,7 @@ fn v4_entry(token: &str) -> Result<Vec<Prefix>, String> {
             (b, m) => b | !mask32(8 * m),
         };
         if b < a {
-            return Err(format!("range ends before it starts: {token:?}"));
+            return Err(format!("range ends before it starts: {}", quoted(token)));
         }
         return Ok(range(a, b));
     }
@@ -119,7 +122,7 @@ fn v6_entry(token: &str) -> Result<Prefix, String> {
     if addr.contains("::") || groups == 8 {
         return prefix(token);
     }
-    let bad = || format!("not an IPv6 entry: {token:?}");
+    let bad = || format!("not an IPv6 entry: {}", quoted(token));
     if groups > 8 {
         return Err(bad());
     }
@@ -128,7 +131,7 @@ fn v6_entry(token: &str) -> Result<Prefix, String> {
         Some(l) => l.parse::<u8>().ok().filter(|l| *l <= 128).ok_or_else(bad)?,
         None => 16 * groups as u8,
     };
-    Ok(Prefix::V6(full.to_bits() & mask128(len), len))
+    v6(full.to_bits(), len)
 }
 
 /// `set` without the addresses of `excluded`: a listed prefix that an exclusion lies inside
@@ -268,6 +271,31 @@ mod tests {
             listed(&["2001:db8::/126", "!2001:db8::3"]),
             vec!["2001:db8::/127", "2001:db8::2/128"]
         );
+    }
+
+    /// (A line starting with `:` is a default value in rbldnsd's format, so mapped
+    /// addresses are written `0::ffff:...` or in full there.)
+    #[test]
+    fn ipv4_mapped_entries_are_ipv4() {
+        assert_eq!(
+            listed(&[
+                "0::ffff:192.0.2.25 :127.0.0.2:",
+                "0::ffff:198.51.100.0/120",
+                "0:0:0:0:0:ffff:cb00:7100/120",
+                "2001:db8::/32",
+            ]),
+            vec![
+                "192.0.2.25/32",
+                "198.51.100.0/24",
+                "203.0.113.0/24",
+                "2001:db8::/32"
+            ]
+        );
+        assert_eq!(
+            listed(&["192.0.2.0/30", "!0::ffff:192.0.2.1"]),
+            vec!["192.0.2.0/32", "192.0.2.2/31"]
+        );
+        assert!(line("0::ffff:192.0.2.0/64", &mut Collector::default()).is_err());
     }
 
     #[test]

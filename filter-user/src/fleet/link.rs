@@ -219,7 +219,7 @@ impl Link {
                     for ip in self.claims.due(Instant::now()) {
                         self.status.send_modify(|st| st.claims_timed_out += 1);
                         tracing::debug!(%ip, "no fleet verdict in time; evaluating here");
-                        self.send(FleetEvent::Evaluate(ip)).await;
+                        self.evaluate_here(ip).await;
                     }
                 }
                 _ = ping.tick() => {
@@ -248,15 +248,24 @@ impl Link {
             tracing::debug!(error = %why, "fleet link still down");
         }
         for ip in self.claims.drain() {
-            self.send(FleetEvent::Evaluate(ip)).await;
+            self.evaluate_here(ip).await;
         }
     }
 
-    /// A command while apart.
+    /// Tells the daemon to evaluate `ip` here, and remembers it until its verdict so that
+    /// a second claim (its SYN on the other program, the MTA's question) changes nothing.
+    async fn evaluate_here(&mut self, ip: std::net::IpAddr) {
+        self.claims.ours(ip, Instant::now());
+        self.send(FleetEvent::Evaluate(ip)).await;
+    }
+
+    /// A command while apart: a new peer is evaluated here, once.
     async fn offline(&mut self, c: Command) {
         match c {
-            Command::Claim(ip) => self.send(FleetEvent::Evaluate(ip)).await,
+            Command::Claim(ip) if self.claims.is_open(ip) => {}
+            Command::Claim(ip) => self.evaluate_here(ip).await,
             Command::Verdict(v) => {
+                self.claims.settled(v.ip);
                 if self.outbox.len() >= OUTBOX_MAX {
                     self.outbox.pop_front();
                 }
@@ -272,6 +281,9 @@ impl Link {
         c: Command,
     ) -> Result<(), LinkError> {
         match c {
+            // Claimed already (its SYN and the MTA's question, or both programs' SYNs):
+            // being evaluated here or awaited from another host.
+            Command::Claim(ip) if self.claims.is_open(ip) => {}
             Command::Claim(ip) => {
                 let mut pipe = redis::pipe();
                 pipe.cmd("SET")
@@ -287,7 +299,7 @@ impl Link {
                         Ok(r) => r,
                         Err(e) => {
                             // The link fails under this peer: it is evaluated here.
-                            self.send(FleetEvent::Evaluate(ip)).await;
+                            self.evaluate_here(ip).await;
                             return Err(e);
                         }
                     };
@@ -300,15 +312,18 @@ impl Link {
                     self.send(FleetEvent::Verdicts(vec![v])).await;
                 } else if won.is_some() {
                     self.status.send_modify(|st| st.claims_won += 1);
-                    self.send(FleetEvent::Evaluate(ip)).await;
+                    self.evaluate_here(ip).await;
                 } else {
                     self.status.send_modify(|st| st.claims_lost += 1);
                     if !self.claims.wait(ip, Instant::now()) {
-                        self.send(FleetEvent::Evaluate(ip)).await;
+                        self.evaluate_here(ip).await;
                     }
                 }
             }
-            Command::Verdict(v) => self.push_verdict(conn, v).await?,
+            Command::Verdict(v) => {
+                self.claims.settled(v.ip);
+                self.push_verdict(conn, v).await?;
+            }
         }
         Ok(())
     }
@@ -374,12 +389,13 @@ impl Link {
         }
     }
 
-    /// Decodes a record from the bus; a malformed one (or one stored under another key
-    /// than its own, when `key` is given) is logged, counted and `None`.
+    /// Decodes a record from the bus, an IPv4-mapped address in it as its IPv4 form; a
+    /// malformed one (or one stored under another key than its own, when `key` is given)
+    /// is logged, counted and `None`.
     pub(super) fn checked(&self, bytes: &[u8], key: &str) -> Option<Record> {
         let result = decode(bytes).and_then(|r| {
             if key.is_empty() || self.keys.of(&r) == key {
-                Ok(r)
+                r.unmapped()
             } else {
                 Err(super::wire::Malformed(format!(
                     "stored under {key}, not its own key"

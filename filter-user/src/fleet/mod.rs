@@ -40,7 +40,7 @@ use crate::{
         fleet::{check_name, redacted},
     },
     control::protocol::FleetStatus,
-    reputation::Verdict,
+    reputation::{Engine, Submit, Verdict},
     state::ManualEntry,
 };
 
@@ -184,9 +184,16 @@ impl Fleet {
     /// is off or its queue is full. While the link is down the fleet answers
     /// [`FleetEvent::Evaluate`] at once.
     pub fn claim(&self, ip: IpAddr) -> bool {
-        self.cmds
-            .as_ref()
-            .is_some_and(|c| c.try_send(Command::Claim(ip)).is_ok())
+        claim(self.cmds.as_ref(), ip)
+    }
+
+    /// Where the MTA's questions send a peer this host knows nothing of: the same claim as
+    /// its SYN (see [`NewPeers`]).
+    pub fn new_peers(&self, engine: Engine) -> NewPeers {
+        NewPeers {
+            cmds: self.cmds.clone(),
+            engine,
+        }
     }
 
     /// Shares a verdict this host made (reputation and tempfail ones: config-list verdicts
@@ -236,6 +243,52 @@ impl Fleet {
             ..SharedManual::from_entry(e, me)
         };
         let _ = tx.send(m);
+    }
+}
+
+/// Hands `ip` to the fleet task to claim; `false` when the fleet is off or its queue full.
+fn claim(cmds: Option<&mpsc::Sender<Command>>, ip: IpAddr) -> bool {
+    cmds.is_some_and(|c| c.try_send(Command::Claim(ip)).is_ok())
+}
+
+/// A peer nothing is held for, from wherever it is first heard of besides its SYN (the
+/// MTA's query socket and policy service, on their own thread): claimed for the fleet like
+/// a SYN's peer, so it is evaluated once per fleet whichever comes first — the fleet task
+/// answers a second claim for a peer it is already claiming, evaluating or waiting for by
+/// doing nothing — else (fleet off, queue full) handed to the engine's budgeted queue.
+#[derive(Clone)]
+pub struct NewPeers {
+    cmds: Option<mpsc::Sender<Command>>,
+    engine: Engine,
+}
+
+/// What [`NewPeers::submit`] did with a peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NewPeer {
+    /// Handed to the fleet, which answers with a verdict or an evaluation here.
+    Claimed,
+    /// Handed to the engine.
+    Evaluated(Submit),
+}
+
+impl NewPeers {
+    pub fn submit(&self, ip: IpAddr) -> NewPeer {
+        if claim(self.cmds.as_ref(), ip) {
+            NewPeer::Claimed
+        } else {
+            NewPeer::Evaluated(self.engine.submit(ip))
+        }
+    }
+}
+
+impl crate::query::oracle::Evaluations for NewPeers {
+    fn unknown_peer(&self, ip: IpAddr) {
+        let outcome = self.submit(ip);
+        tracing::debug!(%ip, ?outcome, "MTA asked about an unknown peer");
+    }
+
+    fn evaluate_again(&self, ip: IpAddr) {
+        self.engine.submit(ip);
     }
 }
 

@@ -122,9 +122,6 @@ impl Record {
                         v.source.name()
                     ));
                 }
-                if v.ip.to_canonical() != v.ip {
-                    return bad(format!("{} is not in canonical form", v.ip));
-                }
                 if v.evidence.len() > MAX_EVIDENCE || v.evidence.contains(char::is_control) {
                     return bad("evidence too long or with control characters".into());
                 }
@@ -142,6 +139,24 @@ impl Record {
             }
         }
         Ok(())
+    }
+
+    /// The record with an IPv4-mapped address (`::ffff:192.0.2.25`, which a host that kept
+    /// the mapped form may have shared) as its IPv4 form, as everywhere in mxscreen
+    /// ([`crate::net::unmap`]); a mapped prefix shorter than /96 is malformed. Applied after
+    /// the check that a stored record is under its own key, which is the key of its form
+    /// as written.
+    pub fn unmapped(self) -> Result<Self, Malformed> {
+        Ok(match self {
+            Record::Verdict(v) => Record::Verdict(SharedVerdict {
+                ip: v.ip.to_canonical(),
+                ..v
+            }),
+            Record::Manual(m) => Record::Manual(SharedManual {
+                net: crate::net::unmap(m.net).map_err(Malformed)?,
+                ..m
+            }),
+        })
     }
 
     /// Whether the entry has expired at `now_ms` (a tombstone never "expires" this way; its
@@ -310,6 +325,26 @@ mod tests {
         for c in cases {
             assert!(decode(c.as_bytes()).is_err(), "{c}");
         }
+    }
+
+    #[test]
+    fn mapped_addresses_are_read_as_ipv4() {
+        let mut m = manual();
+        m.net = "::ffff:192.0.2.0/120".parse().unwrap();
+        let r = decode(Record::Manual(m.clone()).encode().as_bytes()).unwrap();
+        assert_eq!(Keys::new("p").of(&r), "p:block:::ffff:192.0.2.0/120");
+        let Record::Manual(got) = r.unmapped().unwrap() else {
+            panic!("a manual record")
+        };
+        assert_eq!(got.net, "192.0.2.0/24".parse::<IpNet>().unwrap());
+        m.net = "::ffff:0:0/64".parse().unwrap();
+        assert!(Record::Manual(m).unmapped().is_err());
+
+        let text = r#"{"kind":"verdict","ip":"::ffff:192.0.2.25","action":"drop","source":"reputation","score":10,"evidence":"","expires_ms":5,"host":"mx2","made_ms":1}"#;
+        let Record::Verdict(v) = decode(text.as_bytes()).unwrap().unmapped().unwrap() else {
+            panic!("a verdict")
+        };
+        assert_eq!(v.ip, "192.0.2.25".parse::<IpAddr>().unwrap());
     }
 
     #[test]

@@ -117,7 +117,7 @@ fn unix_secs(t: SystemTime) -> f64 {
 fn maps(f: &Facts) -> [(&'static str, u64, u64); 3] {
     let both = |per_family: u32| u64::from(per_family) * 2;
     [
-        ("verdicts", f.census.verdicts(), both(f.capacity.verdicts)),
+        ("verdicts", f.census.verdicts(), both(f.capacity.peers)),
         ("allow", f.census.allow, both(f.capacity.allow)),
         ("deny", f.census.deny, both(f.capacity.deny)),
     ]
@@ -207,7 +207,7 @@ fn source_name(r: Reason) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use filter_common::{Action, Verdict};
+    use filter_common::{Action, PeerVerdict};
 
     use super::*;
     use crate::metrics::testing::render;
@@ -218,7 +218,7 @@ mod tests {
         let mut facts = Facts::new(SystemTime::now());
         facts
             .census
-            .replace(None, &Verdict::new(Action::Drop, Reason::Manual, 0));
+            .replace(None, &PeerVerdict::new(Action::Drop, Reason::Manual, 0));
         facts.interfaces = vec![("eth0".into(), AttachedMode::Tc)];
         let text = render(&[&DaemonFamilies(Arc::new(Mutex::new(facts)))]);
         for line in [

@@ -42,7 +42,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use filter_common::{Counter, DatapathConfig, FLAG_HOLD, FLAG_OBSERVE, Reason, Verdict};
+use filter_common::{Counter, DatapathConfig, FLAG_HOLD, FLAG_OBSERVE, PeerVerdict, Reason};
 
 use self::{
     events::NfLog,
@@ -84,7 +84,7 @@ pub struct Nftables {
     /// What the kernel's rules were last made from.
     applied: Option<Shape>,
     lists: Lists,
-    verdicts: HashMap<IpAddr, Verdict>,
+    verdicts: HashMap<IpAddr, PeerVerdict>,
     /// Whether the kernel knows `NFT_MSG_DESTROYSETELEM` (Linux 6.3+).
     destroy: bool,
 }
@@ -116,7 +116,7 @@ impl Nftables {
             limit_per_minute: 60,
             limit_burst: 1,
             log_group: opts.log_group,
-            verdicts: opts.sizes.verdicts,
+            verdicts: opts.sizes.peers,
             lists: opts.sizes.lists(),
             lengths: BTreeMap::new(),
             feeds: BTreeMap::new(),
@@ -261,7 +261,7 @@ fn table_exists(netns: &OwnedFd, table: &str) -> bool {
 }
 
 /// The live verdicts of a table a previous run left (none if there is no such table).
-fn adopt(nl: &mut Netlink) -> Result<Vec<(IpAddr, Verdict)>> {
+fn adopt(nl: &mut Netlink) -> Result<Vec<(IpAddr, PeerVerdict)>> {
     let mut out = Vec::new();
     for f in Family::ALL {
         let elems = match nl.dump(&verdict_set(f)) {
@@ -283,7 +283,7 @@ fn adopt(nl: &mut Netlink) -> Result<Vec<(IpAddr, Verdict)>> {
             let expires = d.expires_ms.map_or(0, |ms| {
                 crate::datapath::clock::expiry_after(Duration::from_millis(ms))
             });
-            out.push((ip, Verdict::new(action, reason, expires)));
+            out.push((ip, PeerVerdict::new(action, reason, expires)));
         }
     }
     Ok(out)

@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 
 use anyhow::{Context as _, Result};
-use filter_common::{Action, Reason, Verdict};
+use filter_common::{Action, PeerVerdict, Reason};
 
 use super::{
     Nftables, counters,
@@ -37,7 +37,7 @@ impl Nftables {
     }
 
     /// Sets `ip`'s verdict, replacing any (a reputation `drop` explains its next SYN again).
-    pub fn verdict_set(&mut self, ip: IpAddr, v: Verdict) -> Result<()> {
+    pub fn verdict_set(&mut self, ip: IpAddr, v: PeerVerdict) -> Result<()> {
         let f = Family::of(ip);
         let set = verdict_set(f);
         let key = addr_key(ip);
@@ -66,7 +66,7 @@ impl Nftables {
     }
 
     /// `ip`'s verdict (expired or not), with the SYNs it decided.
-    pub fn verdict_get(&self, ip: IpAddr) -> Result<Option<Verdict>> {
+    pub fn verdict_get(&self, ip: IpAddr) -> Result<Option<PeerVerdict>> {
         let Some(mut v) = self.verdicts.get(&ip).copied() else {
             return Ok(None);
         };
@@ -105,7 +105,7 @@ impl Nftables {
     }
 
     /// Every verdict written (expired ones included until removed), without hits.
-    pub fn verdicts(&self) -> Vec<(IpAddr, Verdict)> {
+    pub fn verdicts(&self) -> Vec<(IpAddr, PeerVerdict)> {
         self.verdicts.iter().map(|(ip, v)| (*ip, *v)).collect()
     }
 

@@ -3,7 +3,7 @@
 //! malformed request, or one that is not `request=smtpd_access_policy`, is logged and the
 //! connection closed, as the protocol asks; Postfix then applies its `default_action`.
 
-use std::{net::IpAddr, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use futures::{SinkExt as _, StreamExt as _};
 use tokio::{
@@ -108,7 +108,7 @@ pub fn respond(request: &PolicyRequest, service: &Service) -> Result<String, Str
     }
     let Some(ip) = request
         .get("client_address")
-        .and_then(|a| a.parse::<IpAddr>().ok())
+        .and_then(|a| crate::net::parse_ip(a).ok())
     else {
         // Mail from the host itself (no client address) is not ours to judge.
         return Ok("DUNNO".into());

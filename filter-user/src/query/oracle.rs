@@ -1,8 +1,9 @@
 //! The answer for one address, from what the daemon holds: the allow and deny lists and the
 //! verdict map (read through a second handle, so a busy main loop never delays it), the
 //! evidence cache, and the datapath's own config (observe mode, the explain window). It never
-//! waits on DNS: an address with nothing held answers `unknown` and is handed to the engine's
-//! budgeted queue, as its SYN would have been.
+//! waits on DNS: an address with nothing held answers `unknown` and goes where its SYN goes —
+//! claimed for the fleet (so the fleet evaluates it once, whichever of its SYN and the
+//! MTA's question comes first), else the engine's budgeted queue.
 
 use std::{net::IpAddr, sync::Arc};
 
@@ -15,14 +16,25 @@ use super::{
 };
 use crate::{
     datapath::{ListKind, MapsReader, clock, explain::next_explained},
-    reputation::{Engine, names::canonical},
+    reputation::names::canonical,
 };
+
+/// Where the oracle sends the peers it cannot answer for from the maps. The daemon's is the
+/// fleet's claim in front of the engine (`fleet::NewPeers`): a trait here, so the MTA's
+/// answers stay below the fleet in the layering.
+pub trait Evaluations: Send + Sync {
+    /// A peer the maps know nothing of: evaluated as its SYN's peer is (claimed for the
+    /// fleet first, so the fleet evaluates it once whichever comes first).
+    fn unknown_peer(&self, ip: IpAddr);
+    /// A peer whose verdict's evidence is gone (a restart): evaluated again here.
+    fn evaluate_again(&self, ip: IpAddr);
+}
 
 /// Answers the MTA's questions. Shared by the query socket and the policy service.
 pub struct Oracle {
     maps: MapsReader,
     evidence: Arc<EvidenceCache>,
-    engine: Engine,
+    peers: Arc<dyn Evaluations>,
 }
 
 /// Seconds left until a datapath-clock expiry; `None` = never.
@@ -45,11 +57,15 @@ fn listed(action: Told, e: &ListEntry) -> Answer {
 
 impl Oracle {
     /// `maps` should be a handle of its own ([`crate::datapath::DatapathMaps::reader`]).
-    pub fn new(maps: MapsReader, evidence: Arc<EvidenceCache>, engine: Engine) -> Self {
+    pub fn new(
+        maps: MapsReader,
+        evidence: Arc<EvidenceCache>,
+        peers: Arc<dyn Evaluations>,
+    ) -> Self {
         Self {
             maps,
             evidence,
-            engine,
+            peers,
         }
     }
 
@@ -96,14 +112,13 @@ impl Oracle {
                 // A verdict from before a restart (the maps are pinned, the cache is not):
                 // evaluate again, so the next explained connection can name the list.
                 None if v.is_explained() => {
-                    self.engine.submit(ip);
+                    self.peers.evaluate_again(ip);
                 }
                 None => {}
             }
             a
         } else {
-            let outcome = self.engine.submit(ip);
-            tracing::debug!(%ip, ?outcome, "MTA asked about an unknown peer");
+            self.peers.unknown_peer(ip);
             Answer::default()
         };
         if cfg.flags & FLAG_OBSERVE != 0 && a.action.enforces() {

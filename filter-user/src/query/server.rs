@@ -72,9 +72,10 @@ pub fn answer_for(line: &[u8], oracle: &Oracle) -> Answer {
     }
 }
 
-/// An address, trimmed of white space (and `\r\n`); `None` for anything else.
+/// An address, trimmed of white space (and `\r\n`), an IPv4-mapped one as its IPv4 form;
+/// `None` for anything else.
 pub fn parse_address(line: &[u8]) -> Option<IpAddr> {
-    std::str::from_utf8(line).ok()?.trim().parse().ok()
+    crate::net::parse_ip(std::str::from_utf8(line).ok()?.trim()).ok()
 }
 
 #[cfg(test)]
@@ -93,6 +94,10 @@ mod tests {
         );
         assert_eq!(
             parse_address(b"192.0.2.1"),
+            Some("192.0.2.1".parse().unwrap())
+        );
+        assert_eq!(
+            parse_address(b"::ffff:192.0.2.1\n"),
             Some("192.0.2.1".parse().unwrap())
         );
         for bad in [

@@ -1,6 +1,10 @@
 //! DNSBL/DNSWL lookups (RFC 5782): one A query per zone, the answer codes sorted into
 //! listings, refusals and garbage, and the TXT reason fetched for a listing.
-use std::{net::IpAddr, sync::Arc};
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    sync::Arc,
+    time::Duration,
+};
 
 use tracing::{info, warn};
 
@@ -55,7 +59,7 @@ impl Zone {
         (lo, hi)
     }
 
-    fn class_of(&self, code: std::net::Ipv4Addr) -> Class {
+    fn class_of(&self, code: Ipv4Addr) -> Class {
         self.cfg
             .code_weights
             .iter()
@@ -97,118 +101,185 @@ pub struct ZoneResult {
     pub warnings: Vec<String>,
 }
 
-/// Queries `zone` about `ip`.
+/// Queries `zone` about `ip`: the A query, its codes sorted, and for a listing its TXT reason.
 pub async fn check(dns: &Dns, ip: IpAddr, zone: &Zone) -> ZoneResult {
-    let qname = dnsbl_name(ip, &zone.name);
-    let query = format!("{qname} A");
-    let (lo, hi) = zone.weight_range();
-    let c = &zone.counters;
-    c.queries.inc();
-    let mut warnings = Vec::new();
-    let (codes, ttl) = match dns.a(&zone.name, &qname).await {
-        Outcome::Answer(codes, ttl) => (codes, ttl),
-        Outcome::Negative { nxdomain, ttl } => {
-            c.not_listed.inc();
-            let what = if nxdomain { "NXDOMAIN" } else { "no A record" };
-            let ev = Evidence::new(zone.source(), Finding::NotListed, 0)
-                .query(query)
-                .detail(what)
-                .ttl(ttl);
+    let q = Query::new(ip, zone);
+    zone.counters.queries.inc();
+    let (codes, ttl) = match q.ask(dns).await {
+        Ok(answer) => answer,
+        Err(not_listed) => {
             return ZoneResult {
-                evidence: vec![ev],
-                warnings,
-            };
-        }
-        Outcome::TempFail(e) => {
-            c.tempfail.inc();
-            let ev = Evidence::new(zone.source(), Finding::DnsTempfail, 0)
-                .query(query)
-                .detail(e)
-                .unknown(lo, hi);
-            return ZoneResult {
-                evidence: vec![ev],
-                warnings,
+                evidence: vec![not_listed],
+                warnings: Vec::new(),
             };
         }
     };
+    let sorted = q.sort(codes, ttl);
+    let mut evidence = sorted.evidence;
+    if !sorted.listed.is_empty() {
+        zone.counters.listed.inc();
+        let txt = q.reason(dns).await;
+        evidence.extend(q.listings(sorted.listed, ttl, &txt));
+    }
+    ZoneResult {
+        evidence,
+        warnings: sorted.warnings,
+    }
+}
 
-    let mut evidence = Vec::new();
-    // Distinct classes with the codes that hit them, in answer order.
-    let mut listed: Vec<(Class, Vec<std::net::Ipv4Addr>)> = Vec::new();
-    for code in codes {
-        match classify(code, &zone.cfg.error_codes) {
-            CodeClass::Error => {
-                c.error_codes.inc();
-                let meaning = error_code_meaning(code);
-                let msg = format!(
-                    "{} answered {code} ({meaning}): its answers are not used; query it through \
-                     your own recursive resolver and within its usage terms",
-                    zone.name
-                );
-                if c.may_warn() {
-                    warn!(zone = %zone.name, %code, "DNSBL refused our query: {msg}");
-                }
-                warnings.push(msg);
-                evidence.push(
-                    Evidence::new(zone.source(), Finding::ErrorCode, 0)
-                        .query(query.clone())
-                        .detail(format!("{code}: {meaning}"))
-                        .unknown(lo, hi),
-                );
+/// One zone's question about one address.
+struct Query<'a> {
+    ip: IpAddr,
+    zone: &'a Zone,
+    qname: String,
+    /// `QNAME A`, as the evidence shows it.
+    query: String,
+    /// The lowest and highest weight an answer can add (what an unknown answer may hide).
+    lo: i32,
+    hi: i32,
+}
+
+/// A zone's answer codes sorted: the evidence of those that are no listing (refusals,
+/// garbage, ignored codes), warnings for the operator, and the listing classes that hit.
+#[derive(Default)]
+struct Sorted {
+    evidence: Vec<Evidence>,
+    warnings: Vec<String>,
+    /// Distinct classes with the codes that hit them, in answer order.
+    listed: Vec<(Class, Vec<Ipv4Addr>)>,
+}
+
+impl<'a> Query<'a> {
+    fn new(ip: IpAddr, zone: &'a Zone) -> Self {
+        let qname = dnsbl_name(ip, &zone.name);
+        let query = format!("{qname} A");
+        let (lo, hi) = zone.weight_range();
+        Self {
+            ip,
+            zone,
+            qname,
+            query,
+            lo,
+            hi,
+        }
+    }
+
+    /// The A query: its codes and TTL, or the evidence of a definite negative or a
+    /// temporary failure.
+    async fn ask(&self, dns: &Dns) -> Result<(Vec<Ipv4Addr>, Duration), Evidence> {
+        let (zone, c) = (self.zone, &self.zone.counters);
+        match dns.a(&zone.name, &self.qname).await {
+            Outcome::Answer(codes, ttl) => Ok((codes, ttl)),
+            Outcome::Negative { nxdomain, ttl } => {
+                c.not_listed.inc();
+                let what = if nxdomain { "NXDOMAIN" } else { "no A record" };
+                Err(Evidence::new(zone.source(), Finding::NotListed, 0)
+                    .query(self.query.clone())
+                    .detail(what)
+                    .ttl(ttl))
             }
-            CodeClass::OutsideLoopback => {
-                c.outside_loopback.inc();
-                let msg = format!(
-                    "{} answered {code}, outside 127.0.0.0/8: not a DNSBL answer (a resolver \
-                     rewriting NXDOMAIN?)",
-                    zone.name
-                );
-                if c.may_warn() {
-                    warn!(zone = %zone.name, %code, "{msg}");
-                }
-                warnings.push(msg);
-                evidence.push(
-                    Evidence::new(zone.source(), Finding::OutsideLoopback, 0)
-                        .query(query.clone())
-                        .detail(code.to_string())
-                        .unknown(lo, hi),
-                );
-            }
-            CodeClass::Listing
-                if !zone.cfg.codes.is_empty() && !any_matches(&zone.cfg.codes, code) =>
-            {
-                c.code_ignored.inc();
-                evidence.push(
-                    Evidence::new(zone.source(), Finding::CodeIgnored, 0)
-                        .query(query.clone())
-                        .detail(format!("{code} is not in the zone's codes"))
-                        .ttl(Some(ttl)),
-                );
-            }
-            CodeClass::Listing => {
-                let class = zone.class_of(code);
-                match listed.iter_mut().find(|(k, _)| *k == class) {
-                    Some((_, codes)) => codes.push(code),
-                    None => listed.push((class, vec![code])),
-                }
+            Outcome::TempFail(e) => {
+                c.tempfail.inc();
+                Err(Evidence::new(zone.source(), Finding::DnsTempfail, 0)
+                    .query(self.query.clone())
+                    .detail(e)
+                    .unknown(self.lo, self.hi))
             }
         }
     }
 
-    if !listed.is_empty() {
-        c.listed.inc();
-        // The TXT reason is for people (logs, `check`); its failure changes nothing.
-        let txt = match dns.txt(&zone.name, &qname).await {
+    /// Sorts the answer codes: refusals and garbage (warned about), codes the zone's
+    /// `codes` leave out, and listings by weight class.
+    fn sort(&self, codes: Vec<Ipv4Addr>, ttl: Duration) -> Sorted {
+        let (zone, c) = (self.zone, &self.zone.counters);
+        let mut s = Sorted::default();
+        for code in codes {
+            match classify(code, &zone.cfg.error_codes) {
+                CodeClass::Error => {
+                    c.error_codes.inc();
+                    let meaning = error_code_meaning(code);
+                    let msg = format!(
+                        "{} answered {code} ({meaning}): its answers are not used; query it \
+                         through your own recursive resolver and within its usage terms",
+                        zone.name
+                    );
+                    if c.may_warn() {
+                        warn!(zone = %zone.name, %code, "DNSBL refused our query: {msg}");
+                    }
+                    s.warnings.push(msg);
+                    s.evidence
+                        .push(self.unusable(Finding::ErrorCode, format!("{code}: {meaning}")));
+                }
+                CodeClass::OutsideLoopback => {
+                    c.outside_loopback.inc();
+                    let msg = format!(
+                        "{} answered {code}, outside 127.0.0.0/8: not a DNSBL answer (a \
+                         resolver rewriting NXDOMAIN?)",
+                        zone.name
+                    );
+                    if c.may_warn() {
+                        warn!(zone = %zone.name, %code, "{msg}");
+                    }
+                    s.warnings.push(msg);
+                    s.evidence
+                        .push(self.unusable(Finding::OutsideLoopback, code.to_string()));
+                }
+                CodeClass::Listing
+                    if !zone.cfg.codes.is_empty() && !any_matches(&zone.cfg.codes, code) =>
+                {
+                    c.code_ignored.inc();
+                    s.evidence.push(
+                        Evidence::new(zone.source(), Finding::CodeIgnored, 0)
+                            .query(self.query.clone())
+                            .detail(format!("{code} is not in the zone's codes"))
+                            .ttl(Some(ttl)),
+                    );
+                }
+                CodeClass::Listing => {
+                    let class = zone.class_of(code);
+                    match s.listed.iter_mut().find(|(k, _)| *k == class) {
+                        Some((_, codes)) => codes.push(code),
+                        None => s.listed.push((class, vec![code])),
+                    }
+                }
+            }
+        }
+        s
+    }
+
+    /// The evidence of an answer that cannot be used: it may hide any weight.
+    fn unusable(&self, finding: Finding, detail: String) -> Evidence {
+        Evidence::new(self.zone.source(), finding, 0)
+            .query(self.query.clone())
+            .detail(detail)
+            .unknown(self.lo, self.hi)
+    }
+
+    /// The listing's TXT reason, one bounded printable line. It is for people (logs,
+    /// `check`); its failure changes nothing.
+    async fn reason(&self, dns: &Dns) -> String {
+        match dns.txt(&self.zone.name, &self.qname).await {
             Outcome::Answer(txts, _) => printable(&txts.join(" | "), 300),
             _ => String::new(),
-        };
+        }
+    }
+
+    /// The evidence of each listing class that hit, logged.
+    fn listings(
+        &self,
+        listed: Vec<(Class, Vec<Ipv4Addr>)>,
+        ttl: Duration,
+        txt: &str,
+    ) -> Vec<Evidence> {
+        let zone = self.zone;
+        let mut evidence = Vec::new();
         for (class, codes) in listed {
             let (weight, label) = zone.class_weight(class);
             let listing = Listing {
                 zone: zone.name.clone(),
                 code: codes[0],
                 label: zone.class_label(class).to_owned(),
-                text: txt.clone(),
+                text: txt.to_owned(),
             };
             let codes = codes
                 .iter()
@@ -223,17 +294,17 @@ pub async fn check(dns: &Dns, ip: IpAddr, zone: &Zone) -> ZoneResult {
             if !txt.is_empty() {
                 detail.push_str(&format!(": {txt}"));
             }
-            info!(%ip, zone = %zone.name, weight, "listed: {detail}");
+            info!(ip = %self.ip, zone = %zone.name, weight, "listed: {detail}");
             evidence.push(
                 Evidence::new(zone.source(), Finding::Listed, weight)
-                    .query(query.clone())
+                    .query(self.query.clone())
                     .detail(detail)
                     .ttl(Some(ttl))
                     .listing(listing),
             );
         }
+        evidence
     }
-    ZoneResult { evidence, warnings }
 }
 
 /// TXT data comes from the list's servers: keep it to one printable line of bounded length

@@ -59,6 +59,14 @@ pub fn decide(evidence: &[Evidence], cfg: &PolicyConfig) -> Decision {
         };
     }
     let ttl = match action {
+        Action::Pass if allowlisted(score, cfg) => clamp_ttl(
+            evidence
+                .iter()
+                .filter(|e| e.weight < 0)
+                .filter_map(|e| e.ttl)
+                .min(),
+            cfg,
+        ),
         Action::Pass => cfg.pass_ttl,
         // The verdict lasts as long as the shortest-lived answer that weighed in.
         Action::Limit | Action::Drop => clamp_ttl(
@@ -76,6 +84,11 @@ pub fn decide(evidence: &[Evidence], cfg: &PolicyConfig) -> Decision {
         score,
         ttl,
     }
+}
+
+/// Whether `score` allowlists the peer (`policy.allowlist_threshold`, 0 = off).
+pub fn allowlisted(score: i32, cfg: &PolicyConfig) -> bool {
+    cfg.allowlist_threshold < 0 && score <= cfg.allowlist_threshold
 }
 
 /// An answer TTL clamped to `ttl_min..=ttl_max`; no TTL at all gives `ttl_min`.
@@ -140,6 +153,31 @@ mod tests {
         assert_eq!(decide(&[ev(10, 60)], &c).ttl, c.ttl_min);
         assert_eq!(decide(&[ev(10, 7 * 86_400)], &c).ttl, c.ttl_max);
         assert_eq!(clamp_ttl(None, &c), c.ttl_min);
+    }
+
+    #[test]
+    fn an_allowlisted_pass_lives_as_long_as_its_allowlisting_answers() {
+        let off = cfg();
+        let wl = |w: i32, ttl: u64| {
+            Evidence::new("dnsbl:wl.example", Finding::Listed, w)
+                .ttl(Some(Duration::from_secs(ttl)))
+        };
+        // Off (the default): a pass is a pass.
+        assert_eq!(decide(&[wl(-10, 7200)], &off).ttl, off.pass_ttl);
+        let on = PolicyConfig {
+            allowlist_threshold: -5,
+            ..cfg()
+        };
+        assert!(!allowlisted(-4, &on) && allowlisted(-5, &on) && !allowlisted(-5, &off));
+        // -10 <= -5: the DNSWL answer's 2h, not pass_ttl's 1h; the blocklist's TTL is not
+        // an allowlisting answer.
+        let d = decide(&[wl(-10, 7200), ev(3, 60)], &on);
+        assert_eq!((d.action, d.score), (Action::Pass, -7));
+        assert_eq!(d.ttl, Duration::from_secs(7200));
+        // Clamped to ttl_min..ttl_max like any listing's TTL.
+        assert_eq!(decide(&[wl(-10, 30 * 86_400)], &on).ttl, on.ttl_max);
+        // Above the threshold: an ordinary pass.
+        assert_eq!(decide(&[wl(-10, 7200), ev(6, 60)], &on).ttl, on.pass_ttl);
     }
 
     #[test]

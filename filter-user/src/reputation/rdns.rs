@@ -4,9 +4,10 @@
 //! (`no_ptr`, weighed), while SERVFAIL or a timeout says nothing about the host
 //! (`dns_tempfail`, never weighed). Exim calls these `host_lookup_failed` and
 //! `host_lookup_deferred`; blocking on the second refuses mail whenever DNS hiccups.
-use std::net::IpAddr;
+use std::{net::IpAddr, time::Duration};
 
 use futures::future::join_all;
+use hickory_resolver::proto::rr::Name;
 
 use super::{
     config::RdnsConfig,
@@ -18,21 +19,31 @@ use super::{
 
 /// Looks up the PTR of `ip` and forward-confirms up to `max_ptr_names` of its names.
 pub async fn check(dns: &Dns, ip: IpAddr, cfg: &RdnsConfig, counters: &Counters) -> Vec<Evidence> {
+    let (ptr_ev, names) = match ptr(dns, ip, cfg, counters).await {
+        Ok(found) => found,
+        Err(no_name) => return vec![no_name],
+    };
+    vec![ptr_ev, fcrdns(dns, ip, names, cfg, counters).await]
+}
+
+/// The PTR query: its evidence and names, or the evidence of none (a definite negative,
+/// weighed) or of a temporary failure (never weighed).
+async fn ptr(
+    dns: &Dns,
+    ip: IpAddr,
+    cfg: &RdnsConfig,
+    counters: &Counters,
+) -> Result<(Evidence, Vec<Name>), Evidence> {
     let qname = ptr_name(ip);
     let query = format!("{qname} PTR");
-    let names = match dns.ptr(RDNS_ZONE, &qname).await {
+    match dns.ptr(RDNS_ZONE, &qname).await {
         Outcome::Answer(names, ttl) => {
             counters.ptr_found.inc();
-            let list = names
-                .iter()
-                .map(|n| n.to_string())
-                .collect::<Vec<_>>()
-                .join(" ");
             let ev = Evidence::new("rdns", Finding::Ptr, 0)
                 .query(query)
-                .detail(list)
+                .detail(joined(&names))
                 .ttl(Some(ttl));
-            (ev, names)
+            Ok((ev, names))
         }
         Outcome::Negative { nxdomain, ttl } => {
             counters.no_ptr.inc();
@@ -41,22 +52,43 @@ pub async fn check(dns: &Dns, ip: IpAddr, cfg: &RdnsConfig, counters: &Counters)
             } else {
                 "no PTR record"
             };
-            let ev = Evidence::new("rdns", Finding::NoPtr, cfg.missing_ptr_weight)
-                .query(query)
-                .detail(what)
-                .ttl(ttl);
-            return vec![ev];
+            Err(
+                Evidence::new("rdns", Finding::NoPtr, cfg.missing_ptr_weight)
+                    .query(query)
+                    .detail(what)
+                    .ttl(ttl),
+            )
         }
         Outcome::TempFail(e) => {
             counters.rdns_tempfail.inc();
-            let ev = Evidence::new("rdns", Finding::DnsTempfail, 0)
+            Err(Evidence::new("rdns", Finding::DnsTempfail, 0)
                 .query(query)
                 .detail(e)
-                .unknown(0, cfg.missing_ptr_weight.max(cfg.fcrdns_mismatch_weight));
-            return vec![ev];
+                .unknown(0, cfg.missing_ptr_weight.max(cfg.fcrdns_mismatch_weight)))
         }
-    };
-    let (ptr_ev, mut names) = names;
+    }
+}
+
+/// What the forward lookups of the PTR names found.
+#[derive(Default)]
+struct Forward<'a> {
+    /// The first name that resolves back to the address, with its TTL.
+    confirmed: Option<(&'a Name, Option<Duration>)>,
+    /// Names whose lookup failed, with why.
+    failed: Vec<String>,
+    /// The smallest TTL of the names that do not resolve back.
+    min_ttl: Option<Duration>,
+}
+
+/// Forward-confirms up to `max_ptr_names` of `names` (looked up together): a match, a
+/// temporary failure (never weighed), or a mismatch.
+async fn fcrdns(
+    dns: &Dns,
+    ip: IpAddr,
+    mut names: Vec<Name>,
+    cfg: &RdnsConfig,
+    counters: &Counters,
+) -> Evidence {
     let total = names.len();
     names.truncate(cfg.max_ptr_names);
     let checked = if total > names.len() {
@@ -68,62 +100,53 @@ pub async fn check(dns: &Dns, ip: IpAddr, cfg: &RdnsConfig, counters: &Counters)
         .iter()
         .map(|name| forward_matches(dns, ip, name.to_string()));
     let results = join_all(checks).await;
-    let mut failed = Vec::new();
-    let mut confirmed = None;
-    let mut min_ttl = None;
+    let mut found = Forward::default();
     for (name, r) in names.iter().zip(results) {
         match r {
             Ok((true, ttl)) => {
-                confirmed = Some((name, ttl));
+                found.confirmed = Some((name, ttl));
                 break;
             }
-            Ok((false, ttl)) => min_ttl = min_opt(min_ttl, ttl),
-            Err(e) => failed.push(format!("{name}: {e}")),
+            Ok((false, ttl)) => found.min_ttl = min_opt(found.min_ttl, ttl),
+            Err(e) => found.failed.push(format!("{name}: {e}")),
         }
     }
     let rtype = if ip.is_ipv4() { "A" } else { "AAAA" };
-    let fc = if let Some((name, ttl)) = confirmed {
+    if let Some((name, ttl)) = found.confirmed {
         counters.fcrdns_ok.inc();
         Evidence::new("fcrdns", Finding::FcrdnsMatch, 0)
             .query(format!("{name} {rtype}"))
             .detail(format!("{name} -> {ip}"))
             .ttl(ttl)
-    } else if !failed.is_empty() {
+    } else if !found.failed.is_empty() {
         counters.rdns_tempfail.inc();
         Evidence::new("fcrdns", Finding::DnsTempfail, 0)
-            .query(format!(
-                "{} {rtype}",
-                names
-                    .iter()
-                    .map(|n| n.to_string())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            ))
-            .detail(failed.join("; "))
+            .query(format!("{} {rtype}", joined(&names)))
+            .detail(found.failed.join("; "))
             .unknown(0, cfg.fcrdns_mismatch_weight)
     } else {
         counters.fcrdns_mismatch.inc();
-        let listed = names
-            .iter()
-            .map(|n| n.to_string())
-            .collect::<Vec<_>>()
-            .join(" ");
         Evidence::new(
             "fcrdns",
             Finding::FcrdnsMismatch,
             cfg.fcrdns_mismatch_weight,
         )
-        .query(format!("{listed} {rtype}"))
+        .query(format!("{} {rtype}", joined(&names)))
         .detail(format!("no name resolves back to {ip}{checked}"))
-        .ttl(min_ttl)
-    };
-    vec![ptr_ev, fc]
+        .ttl(found.min_ttl)
+    }
 }
 
-fn min_opt(
-    a: Option<std::time::Duration>,
-    b: Option<std::time::Duration>,
-) -> Option<std::time::Duration> {
+/// Names separated by spaces.
+fn joined(names: &[Name]) -> String {
+    names
+        .iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn min_opt(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
     match (a, b) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -135,7 +158,7 @@ async fn forward_matches(
     dns: &Dns,
     ip: IpAddr,
     name: String,
-) -> Result<(bool, Option<std::time::Duration>), String> {
+) -> Result<(bool, Option<Duration>), String> {
     let fqdn = if name.ends_with('.') {
         name
     } else {

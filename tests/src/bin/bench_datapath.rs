@@ -14,7 +14,7 @@ use std::{
     time::Instant,
 };
 
-use filter_common::{Action, FLAG_HOLD, ListEntry, Reason, Table, Verdict, map_names};
+use filter_common::{Action, FLAG_HOLD, ListEntry, PeerVerdict, Reason, Table, map_names};
 use mxscreen::datapath::{ListKind, MapSizes, PrefixSet};
 use mxscreen_tests::{
     kernel::{Entry, TestDatapath},
@@ -63,8 +63,8 @@ fn main() {
     let mut roomy = TestDatapath::with_sizes(MapSizes::default());
     bench_config(&mut roomy);
     roomy.maps.feed_load("bench", Table::Deny, feed).unwrap();
-    let per_source = MapSizes::default().verdicts;
-    let pass = Verdict::new(Action::Pass, Reason::Reputation, 0);
+    let per_source = MapSizes::default().peers;
+    let pass = PeerVerdict::new(Action::Pass, Reason::Reputation, 0);
     for i in 0..per_source {
         full.maps.verdict_set(v4(0x0a00_0000 + i), pass).unwrap();
     }
@@ -79,7 +79,7 @@ fn main() {
         v4(0x0b00_0006),
     );
     for dp in [&mut small, &mut full] {
-        let v = |a| Verdict::new(a, Reason::Reputation, 0);
+        let v = |a| PeerVerdict::new(a, Reason::Reputation, 0);
         dp.maps.verdict_set(drop_src, v(Action::Drop)).unwrap();
         dp.maps.verdict_set(pass_src, v(Action::Pass)).unwrap();
         dp.maps.verdict_set(limit_src, v(Action::Limit)).unwrap();

@@ -350,7 +350,7 @@ fn main() {
     let listed = class_sources(Class::VerdictDrop, p.sources);
     let unknown = class_sources(Class::Unknown, p.sources);
     // As many entries as mxscreen's per-source map holds by default: tables of one size.
-    let mut reference = Reference::load(MapSizes::default().verdicts);
+    let mut reference = Reference::load(MapSizes::default().peers);
     for s in listed.iter().chain(&unknown) {
         reference.list(*s);
     }

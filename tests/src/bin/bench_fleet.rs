@@ -3,8 +3,9 @@
 //! entry (`used_memory` before and after writing 100 000 of each shape, and `MEMORY USAGE`
 //! of one key), then the release `mxscreen run` started side by side without `[fleet]`,
 //! with an empty fleet and with a fleet holding 100 000 verdicts: time to ready (the join
-//! loads the shared state before the daemon says ready). Prints numbers; results go into
-//! BENCHMARKS.md.
+//! loads the shared state before the daemon says ready); last, two hosts side by side (XDP
+//! and tc on one interface, one Redis): how soon a block made on one is held by the other,
+//! beside the README's promise of a second. Prints numbers; results go into BENCHMARKS.md.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -107,10 +108,10 @@ fn main() {
         let stats: serde_json::Value =
             serde_json::from_str(&d.cli_ok(&["stats", "--json"])).unwrap();
         let held: u64 = stats["verdicts_by_action"]
-            .as_array()
+            .as_object()
             .unwrap()
-            .iter()
-            .map(|p| p[1].as_u64().unwrap())
+            .values()
+            .map(|n| n.as_u64().unwrap())
             .sum();
         (took, held)
     };
@@ -128,6 +129,79 @@ fn main() {
     );
     let (t, n) = ready(true);
     println!("| [fleet], Redis holding {N} verdicts | {} | {n} |", ms(t));
+
+    redis.cli(&["FLUSHALL"]);
+    let (mut shared, mut polls) = propagation(&wire, &redis);
+    shared.sort();
+    polls.sort();
+    let worst = *shared.last().unwrap();
+    println!();
+    println!("| a block on mx-a, held by mx-b | median | max | target |");
+    println!("|---|---:|---:|---:|");
+    println!(
+        "| `mxscreen block` on mx-a until mx-b lists it ({BLOCKS} blocks; includes the command and up to one poll) | {} | {} | 1000 ms ({}) |",
+        ms(shared[BLOCKS / 2]),
+        ms(worst),
+        if worst <= SHARED_TARGET {
+            "within"
+        } else {
+            "OVER"
+        }
+    );
+    println!(
+        "| one poll: `mxscreen list --blocked --json` on mx-b | {} | {} | |",
+        ms(polls[polls.len() / 2]),
+        ms(*polls.last().unwrap())
+    );
+}
+
+/// Blocks timed from one host to the other.
+const BLOCKS: usize = 50;
+/// The README's promise: a change on one host is on every host within a second.
+const SHARED_TARGET: Duration = Duration::from_secs(1);
+
+/// Two fleet hosts on one interface (mx-a in XDP, mx-b in tc): each of [`BLOCKS`] blocks made
+/// on mx-a, timed from the command's start until mx-b's `list --blocked` shows it (polled as
+/// fast as it answers); and how long each of those polls took.
+fn propagation(wire: &Wire, redis: &RedisServer) -> (Vec<Duration>, Vec<Duration>) {
+    let host = |name: &str, mode: &str| {
+        MxDaemon::start(
+            &wire.server,
+            SERVER_IFACE,
+            Spec {
+                datapath: format!("mode = {mode:?}\n"),
+                sections: format!(
+                    "[resolver]\nnameservers = [\"127.0.0.1\"]\n\n[rdns]\nenabled = false\n\n[[dnsbl]]\nzone = \"bl.invalid\"\nweight = 10\n\n[fleet]\nredis = {:?}\nname = {name:?}\n",
+                    redis.url()
+                ),
+                ..Default::default()
+            },
+        )
+    };
+    let a = host("mx-a", "xdp");
+    let b = host("mx-b", "tc");
+    let (mut shared, mut polls) = (Vec::new(), Vec::new());
+    for i in 0..BLOCKS {
+        let ip = format!("203.0.113.{}", 100 + i);
+        let needle = format!("\"{ip}/32\"");
+        let t = Instant::now();
+        a.cli_ok(&["block", &ip]);
+        loop {
+            let poll = Instant::now();
+            let listed = b.cli_ok(&["list", "--blocked", "--json"]).contains(&needle);
+            polls.push(poll.elapsed());
+            if listed {
+                shared.push(t.elapsed());
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "{ip} never reached mx-b:\n{}",
+                b.log_text()
+            );
+        }
+    }
+    (shared, polls)
 }
 
 fn ms(d: Duration) -> String {

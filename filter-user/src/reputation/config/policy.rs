@@ -51,6 +51,13 @@ pub struct PolicyConfig {
     /// Score at or above which the peer is dropped. Default `10`: one hard listing (SBL, XBL,
     /// CSS, DROP) or two soft signals together.
     pub drop_threshold: i32,
+    /// Score at or below which the peer is allowlisted, as postscreen's
+    /// postscreen_dnsbl_allowlist_threshold: its pass verdict lives as long as the answers
+    /// that allowlist it (negative weights, e.g. a DNSWL listing) say, within
+    /// ttl_min..ttl_max, instead of pass_ttl — so for that long it is neither looked up nor,
+    /// with first_contact = "hold", held again. Default `0`: off; set a negative score to
+    /// turn it on (`-5`: any list.dnswl.org trust level of the built-in weights).
+    pub allowlist_threshold: i32,
     /// Shortest life of a limit/drop verdict. Default `10m`: repeat connections from a listed
     /// host within that time cost no query, which keeps a busy MX within free-use quotas.
     #[serde(with = "duration")]
@@ -104,6 +111,7 @@ impl Default for PolicyConfig {
         Self {
             limit_threshold: 5,
             drop_threshold: 10,
+            allowlist_threshold: 0,
             ttl_min: Duration::from_secs(10 * 60),
             ttl_max: Duration::from_secs(6 * 3600),
             pass_ttl: Duration::from_secs(3600),
@@ -133,8 +141,11 @@ pub struct ListsConfig {
     pub deny: Vec<IpNet>,
     /// Blocklist feed files, one [[lists.feed]] table each: name, path, format ("cidr",
     /// "rbldnsd" or "spamhaus-drop") and action ("drop", "limit" or "allow"). Default: none.
-    /// A million-line feed is enforced within two seconds of start; on every change of the
-    /// file only the difference is written, and a listed address never passes meanwhile.
+    /// A feed is enforced as soon as it is read (a million-line one's time is in the
+    /// project's BENCHMARKS.md); on every change of the file only the difference is written,
+    /// and a listed address never passes meanwhile.
+    /// A catch-all entry (wider than `widest_v4`/`widest_v6`) is refused, and a read that
+    /// empties the feed or shrinks it beyond `max_shrink` keeps the last good load.
     pub feed: Vec<FeedConfig>,
 }
 
@@ -206,6 +217,16 @@ impl PolicyConfig {
                 ),
             ));
         }
+        if self.allowlist_threshold > 0 {
+            return Err(InvalidKey::new(
+                "policy.allowlist_threshold",
+                format!(
+                    "{} is above 0, where a peer with no evidence at all would be allowlisted; \
+                     use a negative score, or 0 to turn it off",
+                    self.allowlist_threshold
+                ),
+            ));
+        }
         for (key, d) in [
             ("policy.ttl_min", self.ttl_min),
             ("policy.pass_ttl", self.pass_ttl),
@@ -241,5 +262,28 @@ impl PolicyConfig {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_allowlist_threshold_is_off_or_negative() {
+        assert_eq!(PolicyConfig::default().allowlist_threshold, 0);
+        for ok in [0, -1, -8] {
+            let p = PolicyConfig {
+                allowlist_threshold: ok,
+                ..PolicyConfig::default()
+            };
+            assert!(p.validate().is_ok(), "{ok}");
+        }
+        let p = PolicyConfig {
+            allowlist_threshold: 2,
+            ..PolicyConfig::default()
+        };
+        let e = p.validate().unwrap_err().to_string();
+        assert!(e.contains("policy.allowlist_threshold"), "{e}");
     }
 }

@@ -1,0 +1,345 @@
+//! `mxscreen config import exim`: the `dnslists` conditions of Exim's ACLs as mxscreen
+//! config. Exim stops at the first statement whose conditions all hold; mxscreen adds
+//! weights. The translation keeps Exim's outcome for every host a statement lists:
+//!
+//! - `deny`/`drop dnslists = ...`: each listing weighs the drop threshold;
+//! - `warn dnslists = ...` with a `delay` (and `defer`): a listing weighs 1, the limit
+//!   threshold, and all of them together stay below the drop threshold (a delay slows a
+//!   sender, as mxscreen's limit does, and refuses nobody);
+//! - `warn` without a delay: weight 0 (looked up and shown as evidence, as Exim logs it);
+//! - `accept dnslists = ...`: an allowlist weighing minus every other listing together, so
+//!   a listed host always passes (where Exim's statement order says otherwise, a note says);
+//! - statements with conditions mxscreen cannot see at connect time (senders, recipients,
+//!   verify, `condition = ${...}`...) are not translated, and a note says so.
+
+use super::{
+    dnslists::{self, DnsList, Entry},
+    draft::{Draft, Setting},
+    exim::{self, Statement},
+    zones::{self, Item},
+};
+
+/// The ACL options in the order Exim runs them during a connection.
+const RUN_ORDER: &[&str] = &[
+    "acl_smtp_connect",
+    "acl_smtp_helo",
+    "acl_smtp_mail",
+    "acl_smtp_rcpt",
+    "acl_smtp_predata",
+    "acl_smtp_data",
+];
+
+/// Modifiers: they change what a statement does, never whether it applies.
+const MODIFIERS: &[&str] = &[
+    "message",
+    "log_message",
+    "logwrite",
+    "add_header",
+    "remove_header",
+    "set",
+    "control",
+    "delay",
+    "endpass",
+    "continue",
+    "queue",
+    "udpsend",
+    "debug",
+    "log_reject_target",
+];
+
+const DIFFERENCES: &[&str] = &[
+    "Exim stops at the first ACL statement whose conditions all hold; mxscreen adds weights. A deny listing weighs the drop threshold, a delaying warn (or a defer) listing 1, the limit threshold, and an accept listing minus all of them: an allowlisted host always passes, wherever its accept stands.",
+    "Exim checks dnslists when the ACL runs (at RCPT for acl_smtp_rcpt) and refuses with a 5xx; mxscreen drops the SYN, so the sender sees a timeout and retries, unless policy.explain_every lets one connection through to be told why.",
+    "Exim ignores answers outside 127.0.0.0/8, as mxscreen does; mxscreen also never counts 127.255.255.x (the list refusing the query), which Exim counts as listed unless the item names its codes.",
+    "A lookup that fails is \"not listed\" for Exim (+exclude_unknown) and adds nothing in mxscreen either; a verdict it leaves open is a short pass (policy.tempfail_ttl).",
+];
+
+/// What a translated statement does to a listed host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Effect {
+    Drop,
+    Limit,
+    Log,
+    Allow,
+}
+
+/// A translated dnslists item with its statement's effect and place.
+struct Listed {
+    list: DnsList,
+    effect: Effect,
+    acl: usize,
+    index: usize,
+    at: String,
+    verb: String,
+}
+
+/// Translates the dnslists conditions of `files` (name and text, read as one config).
+pub fn import(files: &[(String, String)]) -> Draft {
+    let mut d = Draft {
+        kind: "exim",
+        files: files.iter().map(|(n, _)| n.clone()).collect(),
+        differences: DIFFERENCES.iter().map(|s| (*s).to_owned()).collect(),
+        ..Draft::default()
+    };
+    let cfg = exim::read(files, &mut d.notes);
+    let mut listed = Vec::new();
+    for (acl, (_, statements)) in run_order(&cfg, &mut d).into_iter().enumerate() {
+        for (index, s) in statements.iter().enumerate() {
+            statement(s, acl, index, &mut listed, &mut d);
+        }
+    }
+    if listed.is_empty() {
+        d.notes.push(
+            &d.files.join(", "),
+            "dnslists",
+            "no dnslists condition found in the ACLs that run",
+        );
+    }
+    weigh(listed, &mut d);
+    d
+}
+
+/// The ACLs the acl_smtp_* options name, in the order they run; all of them, in file order,
+/// when no option names one (an ACL file on its own).
+fn run_order(cfg: &exim::Exim, d: &mut Draft) -> Vec<(String, Vec<Statement>)> {
+    let named: Vec<(&str, &str)> = RUN_ORDER.iter().filter_map(|o| cfg.option(o)).collect();
+    if named.is_empty() {
+        return cfg.acls.clone();
+    }
+    let mut out = Vec::new();
+    for (name, at) in named {
+        match cfg.acls.iter().find(|(n, _)| n == name) {
+            Some(acl) => out.push(acl.clone()),
+            None => d.notes.push(at, name, "names no ACL of the begin acl section (an inline or file ACL is not read); not translated"),
+        }
+    }
+    out
+}
+
+/// Reads one statement's dnslists items into `listed`, or notes why it is not translated.
+fn statement(s: &Statement, acl: usize, index: usize, listed: &mut Vec<Listed>, d: &mut Draft) {
+    let lists: Vec<_> = s
+        .conditions
+        .iter()
+        .filter(|c| c.name == "dnslists")
+        .collect();
+    if lists.is_empty() {
+        return;
+    }
+    let what = format!("{} dnslists = {}", s.verb, lists[0].value);
+    let skip = |d: &mut Draft, why: &str| {
+        d.notes
+            .push(&s.at, &what, &format!("{why}; not translated"))
+    };
+    if lists.len() > 1 || lists[0].negated {
+        return skip(
+            d,
+            "a statement that needs several lists at once, or a host not listed, is no sum of weights",
+        );
+    }
+    for c in s
+        .conditions
+        .iter()
+        .filter(|c| c.name != "dnslists" && !MODIFIERS.contains(&c.name.as_str()))
+    {
+        if !seen_at_connect(c) {
+            return skip(
+                d,
+                &format!(
+                    "it also needs `{}{} = {}`, which mxscreen cannot see before the connection",
+                    if c.negated { "!" } else { "" },
+                    c.name,
+                    c.value
+                ),
+            );
+        }
+    }
+    let delays = s.conditions.iter().any(|c| c.name == "delay");
+    let effect = match s.verb.as_str() {
+        "deny" | "drop" => Effect::Drop,
+        "defer" => Effect::Limit,
+        "warn" if delays => Effect::Limit,
+        "warn" => Effect::Log,
+        "accept" => Effect::Allow,
+        other => return skip(d, &format!("`{other}` has no counterpart in mxscreen")),
+    };
+    for entry in dnslists::parse(&lists[0].value) {
+        match entry {
+            Entry::List(list) if list.key.is_some() => d.notes.push(&s.at, &list.text, "looks up another key than the client's address (a domain, an MX or NS address); not translated"),
+            Entry::List(list) => {
+                if list.all {
+                    d.notes.push(&s.at, &list.text, "== and =& need every address of a multi-address answer to match; mxscreen weighs each code (the same for one-address answers)");
+                }
+                listed.push(Listed { list, effect, acl, index, at: s.at.clone(), verb: s.verb.clone() });
+            }
+            Entry::Unknown(switch) => d.notes.push(&s.at, &switch, "a failed lookup never counts as listed in mxscreen (nor defers)"),
+            Entry::Bad(item, why) => d.notes.push(&s.at, &item, &format!("{why}; not translated")),
+        }
+    }
+}
+
+/// Conditions that hold for every connection mxscreen screens: the usual exemptions of
+/// relay hosts and authenticated clients (mxscreen's lists.allow is the place for the
+/// former; port 25 senders do not authenticate), and the local-domains restriction.
+fn seen_at_connect(c: &exim::Condition) -> bool {
+    let v = c.value.replace(' ', "");
+    match c.name.as_str() {
+        "authenticated" => c.negated && v == "*",
+        "hosts" => (c.negated && v.starts_with('+')) || (!c.negated && v.starts_with("!+")),
+        "domains" => !c.negated && v == "+local_domains",
+        _ => false,
+    }
+}
+
+/// Weighs the listings (see the module comment), notes where Exim's order gives another
+/// outcome, and builds the zones and thresholds.
+fn weigh(listed: Vec<Listed>, d: &mut Draft) {
+    let limits = listed.iter().filter(|l| l.effect == Effect::Limit).count() as i32;
+    let drop = limits + 1;
+    let weight = |e: Effect| match e {
+        Effect::Drop => drop,
+        Effect::Limit => 1,
+        Effect::Log | Effect::Allow => 0,
+    };
+    let positive: i32 = listed.iter().map(|l| weight(l.effect)).sum();
+    let allow = -positive.max(1);
+    for a in listed.iter().filter(|l| l.effect == Effect::Allow) {
+        for p in listed
+            .iter()
+            .filter(|l| matches!(l.effect, Effect::Drop | Effect::Limit))
+        {
+            let why = if p.acl != a.acl {
+                "runs in another ACL, which an accept does not end"
+            } else if p.index < a.index {
+                "comes first in the same ACL"
+            } else {
+                continue;
+            };
+            d.notes.push(&a.at, format!("accept dnslists {}", a.list.text), &format!("`{} dnslists {}` ({}) {why}: Exim applies it to a host both list, here the allowlist wins", p.verb, p.list.text, p.at));
+        }
+    }
+    let items = listed
+        .into_iter()
+        .map(|l| {
+            let codes_text = l.list.text.split('/').next().unwrap_or("");
+            let label = codes_text
+                .find(['!', '=', '&'])
+                .map_or("any", |i| &codes_text[i..])
+                .to_owned();
+            Item {
+                weight: if l.effect == Effect::Allow {
+                    allow
+                } else {
+                    weight(l.effect)
+                },
+                zone: l.list.zone,
+                codes: l.list.codes,
+                negated: l.list.negated,
+                label,
+                text: format!("{} dnslists {}", l.verb, l.list.text),
+                at: l.at,
+            }
+        })
+        .collect();
+    d.zones = zones::build(items, &mut d.notes);
+    d.policy.push(Setting {
+        key: "drop_threshold",
+        value: drop.to_string(),
+        why: "A listing of a deny or drop statement weighs this much.".into(),
+    });
+    let why = if limits == 0 {
+        "No statement only delays: a listing that counts drops."
+    } else {
+        "A listing of a warn statement with a delay, or of a defer, weighs 1: limited (rate-limited SYNs), never dropped, however many of them."
+    };
+    d.policy.push(Setting {
+        key: "limit_threshold",
+        value: "1".into(),
+        why: why.into(),
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{config::Config, reputation::codes::any_matches};
+
+    fn import_text(text: &str) -> (Draft, Config) {
+        let d = import(&[("exim.conf".into(), text.into())]);
+        let cfg = Config::from_toml_str(&d.render(), "imported").unwrap();
+        (d, cfg)
+    }
+
+    /// The weight one answer code gets from zone `zone` (0 if it does not count).
+    fn weight(cfg: &Config, zone: &str, code: &str) -> i32 {
+        let z = cfg.dnsbl.iter().find(|z| z.zone == zone).unwrap();
+        let code = code.parse().unwrap();
+        if !z.codes.is_empty() && !any_matches(&z.codes, code) {
+            return 0;
+        }
+        z.code_weights
+            .iter()
+            .find(|c| any_matches(&c.codes, code))
+            .map_or(z.weight, |c| c.weight)
+    }
+
+    #[test]
+    fn deny_warn_with_delay_and_accept_keep_exims_outcome() {
+        let (d, cfg) = import_text(
+            "acl_smtp_rcpt = check_rcpt\nbegin acl\ncheck_rcpt:\n  accept dnslists = list.dnswl.org&0.0.0.2\n  \
+             deny !authenticated = *\n       dnslists = zen.spamhaus.org=127.0.0.2,127.0.0.3 : bl.spamcop.net\n  \
+             warn dnslists = zen.spamhaus.org=127.0.0.10,127.0.0.11\n       delay = 15s\n  \
+             warn dnslists = dnsbl.sorbs.net\n       log_message = listed\n  accept\n",
+        );
+        assert!(d.notes.is_empty(), "{:?}", d.notes);
+        let p = &cfg.policy;
+        assert_eq!((p.limit_threshold, p.drop_threshold), (1, 2));
+        assert_eq!(weight(&cfg, "zen.spamhaus.org", "127.0.0.2"), 2);
+        assert_eq!(weight(&cfg, "zen.spamhaus.org", "127.0.0.10"), 1);
+        assert_eq!(weight(&cfg, "zen.spamhaus.org", "127.0.0.4"), 0);
+        assert_eq!(weight(&cfg, "bl.spamcop.net", "127.0.0.2"), 2);
+        assert_eq!(weight(&cfg, "dnsbl.sorbs.net", "127.0.0.5"), 0);
+        // The allowlist outweighs every listing together: 2 + 1 + 2.
+        assert_eq!(weight(&cfg, "list.dnswl.org", "127.0.15.2"), -5);
+        assert_eq!(weight(&cfg, "list.dnswl.org", "127.0.15.1"), 0);
+    }
+
+    #[test]
+    fn negations_and_what_cannot_be_seen_at_connect() {
+        let (d, cfg) = import_text(
+            "begin acl\nrcpt:\n  deny dnslists = +include_unknown : dnsbl.example!=127.0.0.3 : b.example==127.0.0.2\n  \
+             deny senders = :\n       dnslists = c.example\n  deny dnslists = d.example/$sender_helo_name\n  \
+             deny dnslists = e.example\n       dnslists = f.example\n  require dnslists = g.example\n  \
+             deny dnslists = h.example\n  accept dnslists = wl.example\n",
+        );
+        assert_eq!(weight(&cfg, "dnsbl.example", "127.0.0.3"), 0);
+        assert_eq!(weight(&cfg, "dnsbl.example", "127.0.0.2"), 1);
+        assert_eq!(weight(&cfg, "b.example", "127.0.0.2"), 1);
+        let zones: Vec<&str> = cfg.dnsbl.iter().map(|z| z.zone.as_str()).collect();
+        assert_eq!(
+            zones,
+            ["dnsbl.example", "b.example", "h.example", "wl.example"]
+        );
+        let notes: Vec<&String> = d.notes.iter().collect();
+        for needle in [
+            "exim.conf:3: +include_unknown",
+            "b.example==127.0.0.2: ==",
+            "exim.conf:4: deny dnslists = c.example: it also needs `senders = :`",
+            "d.example/$sender_helo_name: looks up another key",
+            "exim.conf:7: deny dnslists = e.example: a statement that needs several lists",
+            "exim.conf:9: require dnslists = g.example: `require`",
+        ] {
+            assert!(
+                notes.iter().any(|n| n.contains(needle)),
+                "{needle} not in {notes:#?}"
+            );
+        }
+        // An accept after the denies it would cancel: Exim denies first; said so.
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("accept dnslists wl.example") && n.contains("comes first")),
+            "{notes:#?}"
+        );
+    }
+}

@@ -1,0 +1,142 @@
+//! The verdict writer: the engine's verdicts into the maps, each with one log line for humans
+//! and parsers and its evidence kept for the MTA's answers, and the verdicts IPv6 networks
+//! earn when their addresses rotate (see [`super::rotation`]).
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use filter_common::{Action, PeerVerdict, Reason};
+use ipnet::IpNet;
+
+use super::rotation::{Earned, Rotation};
+use crate::{
+    datapath::{DatapathMaps, clock},
+    query::EvidenceCache,
+    reputation::Verdict,
+};
+
+pub struct VerdictWriter {
+    /// The last evaluations' evidence, for the MTA's answers (shared with their thread).
+    evidence: Arc<EvidenceCache>,
+    rotation: Rotation,
+}
+
+/// A verdict written over what the map held for its address.
+pub struct Written {
+    pub previous: Option<PeerVerdict>,
+    pub entry: PeerVerdict,
+}
+
+impl VerdictWriter {
+    pub fn new(evidence: Arc<EvidenceCache>, rotation: Rotation) -> Self {
+        Self { evidence, rotation }
+    }
+
+    pub fn evidence(&self) -> &Arc<EvidenceCache> {
+        &self.evidence
+    }
+
+    pub fn rotation(&self) -> &Rotation {
+        &self.rotation
+    }
+
+    /// New rotation settings (a reload).
+    pub fn configure_rotation(&mut self, prefix: u8, after: u32) {
+        self.rotation.configure(prefix, after);
+    }
+
+    /// A verdict from the engine: into the map, its evidence kept, the network's verdict if
+    /// it earns one, and one log line. `None` if the map could not be written (logged).
+    pub fn write(
+        &mut self,
+        maps: &mut DatapathMaps,
+        v: &Verdict,
+        observe: bool,
+    ) -> Option<Written> {
+        let entry = PeerVerdict::new(v.action, v.reason, clock::expiry_after(v.ttl));
+        // What it replaces, for the census (a failed read only makes the count approximate
+        // until the next sweep).
+        let previous = maps.verdict_get(v.ip).ok().flatten();
+        if let Err(e) = maps.verdict_set(v.ip, entry) {
+            tracing::warn!(ip = %v.ip, error = %e, "could not store verdict");
+            return None;
+        }
+        self.evidence.record(v);
+        if let Some(earned) = self.rotation.on_verdict(v.ip, v.action, entry.expires_ns) {
+            network_verdict(maps, &earned, observe);
+        }
+        tracing::info!(
+            target: "mxscreen::verdict",
+            action = v.action.name(),
+            ip = %v.ip,
+            score = v.score,
+            // A string value: the plain format quotes and escapes it (logfmt), because the
+            // evidence carries a DNSBL's TXT text, which must never read as fields of its
+            // own; the journal gets it bare.
+            reasons = v.reasons().as_str(),
+            ttl = v.ttl.as_secs(),
+            source = v.reason.name(),
+            observe,
+            "mxscreen-verdict"
+        );
+        Some(Written { previous, entry })
+    }
+
+    /// At start: learns the IPv6 drop verdicts kept in the pinned maps, so networks that had
+    /// earned a verdict (the lists are not pinned) get it back at once.
+    pub fn learn_rotation(&mut self, maps: &mut DatapathMaps, observe: bool) -> Result<()> {
+        let now = clock::now_ns();
+        let mut drops = Vec::new();
+        maps.for_each_verdict_chunk_without_pending_hits(|chunk| {
+            drops.extend(chunk.into_iter().filter(|(ip, v)| {
+                ip.is_ipv6()
+                    && v.action() == Action::Drop
+                    && (v.expires_ns == 0 || v.expires_ns > now)
+            }));
+            true
+        })?;
+        for (ip, v) in drops {
+            if let Some(earned) = self.rotation.on_verdict(ip, v.action(), v.expires_ns) {
+                network_verdict(maps, &earned, observe);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the network verdicts that expired.
+    pub fn expire_networks(&mut self, maps: &mut DatapathMaps) -> Result<()> {
+        for net in self.rotation.sweep(clock::now_ns()) {
+            maps.network_verdict_remove(IpNet::V6(net))?;
+            tracing::info!(%net, "network verdict expired");
+        }
+        Ok(())
+    }
+}
+
+/// A network whose addresses rotate has earned a verdict: into the map, and a verdict line
+/// naming the addresses that earned it.
+fn network_verdict(maps: &mut DatapathMaps, earned: &Earned, observe: bool) {
+    let net = IpNet::V6(earned.net);
+    if let Err(e) =
+        maps.network_verdict_set(net, Action::Drop, Reason::Reputation, earned.expires_ns)
+    {
+        tracing::warn!(%net, error = %e, "could not store the network's verdict");
+        return;
+    }
+    let members: Vec<String> = earned.members.iter().map(ToString::to_string).collect();
+    let reasons = format!(
+        "rotation: {} addresses of {net} hold drop verdicts ({})",
+        members.len(),
+        members.join(", ")
+    );
+    tracing::info!(
+        target: "mxscreen::verdict",
+        action = Action::Drop.name(),
+        ip = %net,
+        reasons = reasons.as_str(),
+        ttl = clock::remaining(earned.expires_ns).map_or(0, |d| d.as_secs()),
+        source = Reason::Reputation.name(),
+        observe,
+        "mxscreen-verdict"
+    );
+}

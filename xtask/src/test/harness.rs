@@ -1,0 +1,232 @@
+//! The test executables: built by one cargo invocation, then run directly.
+//!
+//! Running each suite through its own `cargo test -p … --test …` made cargo resolve
+//! features for a different set of packages each time, and a different set means different
+//! features (filter-user's dev-dependencies, the tests crate's own): the same crates were
+//! compiled again for some suites. One `cargo build --tests` of the default members
+//! resolves once; the executables it reports are then run as cargo would run them (in
+//! their package's directory, with `CARGO` set).
+
+use std::{
+    collections::BTreeMap,
+    ffi::OsString,
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, Result, bail};
+use serde_json::Value;
+
+use crate::util::{cargo, workspace_root};
+
+/// One test executable cargo built.
+#[derive(Clone, Debug)]
+pub struct Harness {
+    /// The package's name (`mxscreen-tests`, `filter-user`, ...).
+    pub package: String,
+    /// The target's name: an integration test's file stem, or the lib's or bin's name.
+    pub target: String,
+    /// Whether it is an integration test (tests/*.rs) rather than a lib's or bin's unit tests.
+    pub integration: bool,
+    pub exe: PathBuf,
+    /// The package's directory: cargo runs tests there.
+    pub dir: PathBuf,
+}
+
+/// What the build produced: the test executables, and the plain binaries by name.
+pub struct Built {
+    pub harnesses: Vec<Harness>,
+    pub bins: BTreeMap<String, PathBuf>,
+}
+
+/// Builds every test executable of the default members and the debug `mxscreen` binary
+/// (which the daemon and end-to-end suites run) in one cargo invocation.
+pub fn build() -> Result<Built> {
+    let mut cmd = cargo();
+    cmd.args([
+        "build",
+        "--tests",
+        "--bin",
+        "mxscreen",
+        "--message-format=json-render-diagnostics",
+    ]);
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    let mut built = Built {
+        harnesses: Vec::new(),
+        bins: BTreeMap::new(),
+    };
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let message: Value = serde_json::from_str(&line?).context("reading cargo's messages")?;
+        if message["reason"] == "compiler-artifact" {
+            built.add(&message);
+        }
+    }
+    let st = child.wait()?;
+    if !st.success() {
+        bail!("{cmd:?} failed: {st}");
+    }
+    built
+        .harnesses
+        .sort_by(|a, b| (&a.package, &a.target).cmp(&(&b.package, &b.target)));
+    Ok(built)
+}
+
+impl Built {
+    /// Adds a `compiler-artifact` message's executable, if it has one.
+    fn add(&mut self, a: &Value) {
+        let (Some(exe), Some(name)) = (a["executable"].as_str(), a["target"]["name"].as_str())
+        else {
+            return;
+        };
+        let exe = PathBuf::from(exe);
+        if a["profile"]["test"] != true {
+            self.bins.insert(name.to_owned(), exe);
+            return;
+        }
+        let dir = a["manifest_path"]
+            .as_str()
+            .and_then(|m| Path::new(m).parent())
+            .map_or_else(workspace_root, Path::to_path_buf);
+        let integration = a["target"]["kind"]
+            .as_array()
+            .is_some_and(|kinds| kinds.iter().any(|k| k == "test"));
+        self.harnesses.push(Harness {
+            package: package_name(a["package_id"].as_str().unwrap_or_default(), &dir),
+            target: name.to_owned(),
+            integration,
+            exe,
+            dir,
+        });
+    }
+}
+
+/// A package's name from cargo's package id: `path+file:///work/tests#mxscreen-tests@0.1.0`,
+/// or `path+file:///work/xtask#0.1.0` when the name is the directory's.
+fn package_name(id: &str, dir: &Path) -> String {
+    match id.rsplit_once('#') {
+        Some((_, fragment)) if fragment.contains('@') => {
+            fragment.split('@').next().unwrap_or_default().to_owned()
+        }
+        _ => dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    }
+}
+
+/// Passed, failed and ignored tests, summed over cargo's `test result:` lines.
+#[derive(Clone, Copy, Default, Debug)]
+pub struct Tally {
+    pub passed: u64,
+    pub failed: u64,
+    pub ignored: u64,
+}
+
+impl Tally {
+    /// Adds a `test result: ok. 3 passed; 0 failed; 1 ignored; ...` line (others are not
+    /// counted).
+    pub fn line(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(['.', ';']) {
+            let mut words = part.split_whitespace();
+            if let (Some(n), Some(what)) = (words.next(), words.next())
+                && let Ok(n) = n.parse::<u64>()
+            {
+                match what {
+                    "passed" => self.passed += n,
+                    "failed" => self.failed += n,
+                    "ignored" => self.ignored += n,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    pub fn add(&mut self, other: Tally) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+        self.ignored += other.ignored;
+    }
+}
+
+/// Runs `cmd`, echoing and tallying its standard output; fails if it exits non-zero.
+pub fn tallied(cmd: &mut Command) -> Result<Tally> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    let mut t = Tally::default();
+    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
+        let line = line?;
+        println!("{line}");
+        t.line(&line);
+    }
+    let st = child.wait()?;
+    if !st.success() && t.failed == 0 {
+        // Failed without a failing test (a crash, a panic before the tests): still a failure.
+        t.failed += 1;
+    }
+    Ok(t)
+}
+
+impl Harness {
+    /// The command that runs this harness as `cargo test` would (`--test-threads=1` unless
+    /// `parallel`), with `env` added.
+    pub fn command(&self, parallel: bool, env: &[(&str, OsString)]) -> Command {
+        eprintln!(
+            "     Running {} {} ({})",
+            self.package,
+            self.target,
+            self.exe.display()
+        );
+        let mut cmd = Command::new(&self.exe);
+        cmd.current_dir(&self.dir)
+            .env("CARGO", crate::util::cargo_path());
+        if !parallel {
+            cmd.arg("--test-threads=1");
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+}
+
+/// The doc tests of the default members (`cargo test --doc`: rustdoc compiles them, so
+/// they cannot be built ahead), with the same packages selected as [`build`], so nothing
+/// is compiled again.
+pub fn doc_tests() -> Result<Tally> {
+    tallied(cargo().args(["test", "--doc"]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tallies_cargo_result_lines() {
+        let mut t = Tally::default();
+        t.line(
+            "test result: ok. 14 passed; 0 failed; 2 ignored; 0 measured; 0 filtered out; finished in 1.9s",
+        );
+        t.line("test result: FAILED. 3 passed; 1 failed; 0 ignored; 0 measured");
+        t.line("running 3 tests");
+        assert_eq!((t.passed, t.failed, t.ignored), (17, 1, 2));
+    }
+
+    #[test]
+    fn package_names_from_ids() {
+        let dir = Path::new("/w/xtask");
+        assert_eq!(
+            package_name("path+file:///w/tests#mxscreen-tests@0.1.0", dir),
+            "mxscreen-tests"
+        );
+        assert_eq!(package_name("path+file:///w/xtask#0.1.0", dir), "xtask");
+    }
+}

@@ -1,0 +1,146 @@
+//! `cargo xtask test`: sets the machine up, lints, builds once, then runs every suite — unit
+//! tests, then the suites that touch the kernel, DNS servers and the MTA, one at a time —
+//! and reports every failure together at the end instead of stopping at the first, with a
+//! table of where the time went.
+
+mod harness;
+mod suites;
+
+use std::{ffi::OsString, path::PathBuf};
+
+use anyhow::{Context as _, Result, bail};
+use harness::{Built, Tally};
+use suites::{Runs, Suite};
+
+use crate::{
+    setup::{Needs, setup},
+    timing::Timings,
+    util::is_root,
+};
+
+/// What the suites added up to.
+#[derive(Default)]
+struct Report {
+    total: Tally,
+    failed_suites: Vec<&'static str>,
+}
+
+pub fn run(filter: Option<&str>, allow_skips: bool) -> Result<()> {
+    if !is_root() {
+        bail!(
+            "the kernel, namespace and end-to-end suites need root: run `sudo -E cargo xtask test`"
+        );
+    }
+    let suites = suites::select(filter)?;
+    let mut timings = Timings::new();
+    let result = run_steps(&suites, allow_skips, &mut timings);
+    eprintln!("\n{}", timings.table());
+    result
+}
+
+/// The run as a list of timed steps.
+fn run_steps(suites: &[&'static Suite], allow_skips: bool, timings: &mut Timings) -> Result<()> {
+    timings.time("setup", || setup(Needs::Tests))?;
+    timings.time("lint", crate::lint::run)?;
+    let built = timings.time("build: tests and mxscreen (debug)", harness::build)?;
+    suites::check_every_test_has_a_suite(&built.harnesses)?;
+    // The package is built from the release binary, which the benchmarks run too.
+    let deb = if suites.iter().any(|s| s.release) {
+        Some(timings.time("build: mxscreen (release), .deb", crate::deb::build)?)
+    } else {
+        None
+    };
+    let mut report = Report::default();
+    for suite in suites {
+        eprintln!("\n=== suite {} ===", suite.name);
+        let t = timings.time(format!("suite {}", suite.name), || {
+            run_suite(suite, &built, deb.as_ref())
+        })?;
+        if t.failed > 0 {
+            timings.failed_last();
+            report.failed_suites.push(suite.name);
+        }
+        // A skipped test is a test that cannot fail: it fails the run, locally as in CI,
+        // unless the developer asked for that with --allow-skips.
+        if t.ignored > 0 && !allow_skips {
+            eprintln!(
+                "suite {}: {} ignored test(s); a skipped test fails the run (--allow-skips to accept)",
+                suite.name, t.ignored
+            );
+            timings.failed_last();
+            report.failed_suites.push(suite.name);
+        }
+        report.total.add(t);
+    }
+    report.finish()
+}
+
+/// Runs one suite to its end; its tally (a harness that fails to start is an error).
+fn run_suite(suite: &Suite, built: &Built, deb: Option<&PathBuf>) -> Result<Tally> {
+    let mut env: Vec<(&str, OsString)> = Vec::new();
+    if let Some(deb) = deb {
+        env.push(("MXSCREEN_DEB", deb.into()));
+        // The package suite runs this very binary's install step in a Debian root.
+        env.push(("MXSCREEN_XTASK", std::env::current_exe()?.into()));
+    }
+    let mut t = Tally::default();
+    for h in suite.harnesses(&built.harnesses) {
+        t.add(harness::tallied(&mut h.command(suite.parallel, &env))?);
+    }
+    match suite.runs {
+        Runs::Unit => t.add(harness::doc_tests()?),
+        Runs::Tests(_) => {}
+        Runs::Benches(names) => {
+            for name in names {
+                t.add(bench_smoke(name, built)?);
+            }
+        }
+    }
+    Ok(t)
+}
+
+/// `bench NAME --quick` with the benchmark binary of this build.
+fn bench_smoke(name: &str, built: &Built) -> Result<Tally> {
+    let bin = crate::bench::binary(name);
+    let exe = built
+        .bins
+        .get(&bin)
+        .with_context(|| format!("the build made no {bin}"))?;
+    eprintln!("     Running {bin} --quick");
+    let ok = std::process::Command::new(exe)
+        .arg("--quick")
+        .current_dir(crate::util::workspace_root().join("tests"))
+        .status()
+        .with_context(|| format!("starting {}", exe.display()))?
+        .success();
+    println!(
+        "bench {name} --quick ... {}",
+        if ok { "ok" } else { "FAILED" }
+    );
+    Ok(Tally {
+        passed: u64::from(ok),
+        failed: u64::from(!ok),
+        ignored: 0,
+    })
+}
+
+impl Report {
+    fn finish(self) -> Result<()> {
+        eprintln!();
+        if !self.failed_suites.is_empty() {
+            println!("failed suites: {}", self.failed_suites.join(", "));
+        }
+        let t = self.total;
+        println!(
+            "tests: {} passed, {} failed, {} skipped",
+            t.passed, t.failed, t.ignored
+        );
+        if !self.failed_suites.is_empty() {
+            bail!("{} suite(s) failed", self.failed_suites.len());
+        }
+        if t.passed == 0 {
+            bail!("no test ran");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,148 @@
+//! The suites of `cargo xtask test`, in the order they run, and what each one runs.
+
+use anyhow::{Result, bail};
+
+use super::harness::Harness;
+
+/// The package holding the kernel, DNS, daemon and end-to-end suites (tests/tests/*.rs).
+pub const TESTS_PACKAGE: &str = "mxscreen-tests";
+
+/// What a suite runs.
+pub enum Runs {
+    /// Every crate's unit tests (each lib's and bin's test harness, xtask's own integration
+    /// tests) and the doc tests.
+    Unit,
+    /// Integration tests of the tests crate, by file stem (tests/tests/NAME.rs).
+    Tests(&'static [&'static str]),
+    /// Benchmarks' `--quick` smoke runs, so the harnesses never rot (a minute or two each;
+    /// they assert what they count, and record nothing). They run the benchmark binaries of
+    /// this build against the release `mxscreen`: a smoke run's numbers are not the point.
+    Benches(&'static [&'static str]),
+}
+
+pub struct Suite {
+    /// The name `cargo xtask test NAME` selects it by.
+    pub name: &'static str,
+    pub runs: Runs,
+    /// Whether its tests may run in parallel (kernel/namespace suites do not).
+    pub parallel: bool,
+    /// Whether it needs the release build: the Debian package (its path in `MXSCREEN_DEB`)
+    /// and target/release/mxscreen.
+    pub release: bool,
+}
+
+pub const SUITES: &[Suite] = &[
+    Suite {
+        name: "unit",
+        runs: Runs::Unit,
+        parallel: true,
+        release: false,
+    },
+    Suite {
+        name: "datapath",
+        runs: Runs::Tests(&["datapath", "lists", "cache"]),
+        parallel: true,
+        release: false,
+    },
+    Suite {
+        name: "netns",
+        runs: Runs::Tests(&["netns", "nftables"]),
+        parallel: false,
+        release: false,
+    },
+    Suite {
+        name: "reputation",
+        runs: Runs::Tests(&["reputation"]),
+        parallel: false,
+        release: false,
+    },
+    Suite {
+        name: "daemon",
+        runs: Runs::Tests(&["daemon", "feeds"]),
+        parallel: false,
+        release: false,
+    },
+    Suite {
+        name: "metrics",
+        runs: Runs::Tests(&["metrics"]),
+        parallel: false,
+        release: false,
+    },
+    Suite {
+        name: "fleet",
+        runs: Runs::Tests(&["fleet"]),
+        parallel: false,
+        release: false,
+    },
+    Suite {
+        name: "e2e",
+        runs: Runs::Tests(&["e2e", "import"]),
+        parallel: false,
+        release: false,
+    },
+    Suite {
+        name: "package",
+        runs: Runs::Tests(&["package"]),
+        parallel: false,
+        release: true,
+    },
+    Suite {
+        name: "bench",
+        runs: Runs::Benches(&["drop", "mta", "feeds"]),
+        parallel: false,
+        release: true,
+    },
+];
+
+/// The suites whose names contain `filter` (all without one).
+pub fn select(filter: Option<&str>) -> Result<Vec<&'static Suite>> {
+    let chosen: Vec<&Suite> = SUITES
+        .iter()
+        .filter(|s| filter.is_none_or(|f| s.name.contains(f)))
+        .collect();
+    if chosen.is_empty() {
+        bail!(
+            "no suite matches {filter:?}; suites: {}",
+            SUITES.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(chosen)
+}
+
+impl Suite {
+    /// The harnesses of `all` this suite runs.
+    pub fn harnesses<'a>(&self, all: &'a [Harness]) -> Vec<&'a Harness> {
+        all.iter()
+            .filter(|h| match self.runs {
+                Runs::Unit => !(h.integration && h.package == TESTS_PACKAGE),
+                Runs::Tests(names) => {
+                    h.integration
+                        && h.package == TESTS_PACKAGE
+                        && names.contains(&h.target.as_str())
+                }
+                Runs::Benches(_) => false,
+            })
+            .collect()
+    }
+}
+
+/// Fails if an integration test of the tests crate belongs to no suite: it would never run.
+pub fn check_every_test_has_a_suite(all: &[Harness]) -> Result<()> {
+    let orphans: Vec<&str> = all
+        .iter()
+        .filter(|h| h.integration && h.package == TESTS_PACKAGE)
+        .filter(|h| {
+            !SUITES
+                .iter()
+                .any(|s| matches!(s.runs, Runs::Tests(n) if n.contains(&h.target.as_str())))
+        })
+        .map(|h| h.target.as_str())
+        .collect();
+    if !orphans.is_empty() {
+        bail!(
+            "tests/tests/{{{}}}.rs belong to no suite: add them to SUITES in xtask/src/test/suites.rs",
+            orphans.join(",")
+        );
+    }
+    Ok(())
+}
