@@ -12,6 +12,7 @@ pub mod invalid_key;
 pub mod logging;
 pub mod metrics;
 pub mod net;
+pub mod nftables;
 pub mod policy_service;
 pub mod query;
 pub mod reputation;

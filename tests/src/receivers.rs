@@ -1,12 +1,16 @@
 //! The receivers the drop benchmark floods, set up and torn down on the server side of a
-//! veth: the reference XDP programs, an nftables netdev-ingress set, an ip6tables raw rule in
-//! front of an ipset, and mxscreen's datapath with every kind of entry loaded at once.
+//! veth: the reference XDP programs, an nftables netdev-ingress set (and an interval set of a
+//! whole feed), an ip6tables raw rule in front of an ipset, and mxscreen's datapath and its
+//! nftables backend, each with every kind of entry loaded at once.
 
 use std::{io::Write as _, net::IpAddr, process::Command};
 
 use filter_common::{Action, ListEntry, PeerVerdict, Reason, Table};
-use mxscreen::datapath::{
-    self, AttachMode, Attached, DatapathMaps, Events, LoadOptions, MapSizes, PrefixSet,
+use mxscreen::{
+    datapath::{
+        self, AttachMode, Attached, DatapathMaps, Events, LoadOptions, MapSizes, PrefixSet,
+    },
+    nftables::{Nftables, Options as NftOptions, events::NfLog},
 };
 
 use crate::netns::NetNs;
@@ -253,4 +257,85 @@ fn feed(listed: &[IpAddr], size: usize) -> PrefixSet {
         i += 1;
     }
     PrefixSet::from_unsorted(Vec::new(), v6)
+}
+
+/// mxscreen's nftables backend, its table created in `ns` with default sizes, holding every
+/// class's sources at once (the same entries as [`Mx`]).
+pub struct MxNft {
+    pub nft: Nftables,
+    pub log: NfLog,
+}
+
+impl MxNft {
+    pub fn load(ns: &NetNs, sources: impl Fn(Class) -> Vec<IpAddr>, feed_size: usize) -> Self {
+        let (mut nft, log) = ns
+            .enter(|| Nftables::open(&NftOptions::default()))
+            .expect("creating mxscreen's nftables table (root? nft installed?)");
+        let mut cfg = filter_common::DatapathConfig::empty();
+        cfg.set_ports(&[25]);
+        cfg.set_limit(1, 1);
+        cfg.dedup_window_ns = 3_600_000_000_000;
+        nft.set_config(&cfg).unwrap();
+        let verdicts = [
+            (Class::VerdictDrop, Action::Drop),
+            (Class::VerdictLimit, Action::Limit),
+            (Class::VerdictPass, Action::Pass),
+        ];
+        for (class, action) in verdicts {
+            for ip in sources(class) {
+                nft.verdict_set(ip, PeerVerdict::new(action, Reason::Reputation, 0))
+                    .unwrap();
+            }
+        }
+        let manual = ListEntry::new(Reason::Manual, 0);
+        for ip in sources(Class::Deny) {
+            nft.list_insert(datapath::ListKind::Deny, ip.into(), manual)
+                .unwrap();
+        }
+        for ip in sources(Class::Allow) {
+            nft.list_insert(datapath::ListKind::Allow, ip.into(), manual)
+                .unwrap();
+        }
+        nft.feed_load("bench", Table::Deny, feed(&sources(Class::Feed), feed_size))
+            .unwrap();
+        Self { nft, log }
+    }
+
+    pub fn attach(&mut self, iface: &str) {
+        self.nft
+            .attach(&[iface.to_owned()])
+            .expect("attach mxscreen's nftables table");
+    }
+
+    pub fn detach(&mut self) {
+        self.nft
+            .attach(&[])
+            .expect("detach mxscreen's nftables table");
+    }
+
+    /// A named outcome counter.
+    pub fn counter(&self, c: filter_common::Counter) -> u64 {
+        self.nft.counters().unwrap()[c as usize]
+    }
+
+    /// Discards the new-peer reports waiting.
+    pub fn drain(&mut self) {
+        let _ = self.log.drain();
+    }
+}
+
+/// A hand-written nftables interval set of `feed_size` prefixes (the listed sources as /128s
+/// among the feed's /56s and /64s) on `iface`'s ingress, dropping TCP SYNs to port 25 from
+/// them: the usual way to load a prefix feed into nftables, one rbtree lookup per SYN.
+pub fn nft_interval_up(ns: &NetNs, iface: &str, listed: &[IpAddr], feed_size: usize) {
+    let set = feed(listed, feed_size);
+    let mut elems = String::new();
+    for p in set.iter() {
+        elems.push_str(&p.net().to_string());
+        elems.push_str(", ");
+    }
+    let script = format!(
+        "table netdev mxbench {{\n  set listed {{ type ipv6_addr; flags interval; elements = {{ {elems} }} }}\n  chain ingress {{ type filter hook ingress device \"{iface}\" priority -500; policy accept;\n    meta l4proto tcp tcp dport 25 tcp flags & (syn | ack) == syn ip6 saddr @listed drop\n  }}\n}}\n"
+    );
+    run_in(ns, "nft", &["-f", "-"], &script);
 }

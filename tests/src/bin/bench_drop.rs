@@ -35,7 +35,7 @@ use mxscreen_tests::{
     flood::{Flood, pin, softirqd_ns, thread_cpu_ns},
     netns::{SERVER_IFACE, SERVER_V6, Wire},
     packets::Frame,
-    receivers::{Class, Mx, ipset_down, ipset_up, nft_down, nft_up},
+    receivers::{Class, Mx, MxNft, ipset_down, ipset_up, nft_down, nft_interval_up, nft_up},
     reference::{Program, Reference, TcProgram},
 };
 
@@ -164,6 +164,7 @@ struct Bench {
     pass_frames: Frames,
     reference: Reference,
     mx: Mx,
+    nft: MxNft,
 }
 
 impl Bench {
@@ -287,6 +288,52 @@ impl Bench {
         self.mx.detach();
         out
     }
+
+    /// Every class through mxscreen's nftables backend (no BPF program: CPU only).
+    fn nft_classes(&mut self) -> Vec<(Class, Cost)> {
+        self.nft.attach(SERVER_IFACE);
+        let mut out = Vec::new();
+        for class in Class::ALL {
+            let f = frames(&class_sources(class, self.p.sources), !class.drops());
+            for chunk in f.warm.chunks(4096) {
+                self.flood.send(chunk, chunk.len() as u64, self.cpu);
+                self.nft.drain();
+            }
+            let decided_by = |n: &MxNft| {
+                n.counter(class.counter())
+                    + if class == Class::VerdictLimit {
+                        n.counter(Counter::PassedLimit)
+                    } else {
+                        0
+                    }
+            };
+            let before = decided_by(&self.nft);
+            let ns = self
+                .flood
+                .send(&f.flood, self.p.syns, self.cpu)
+                .ns_per_frame();
+            let decided = decided_by(&self.nft) - before;
+            if (decided as f64) < self.p.syns as f64 * 0.99 {
+                let msg = format!(
+                    "nftables {}: only {decided} of {} SYNs decided as {:?}",
+                    class.name(),
+                    self.p.syns,
+                    class.counter()
+                );
+                assert!(!self.quick, "{msg}");
+                eprintln!("warning: {msg}");
+            }
+            out.push((
+                class,
+                Cost {
+                    cpu: ns,
+                    prog: f64::NAN,
+                },
+            ));
+        }
+        self.nft.detach();
+        out
+    }
 }
 
 fn main() {
@@ -308,6 +355,7 @@ fn main() {
         reference.list(*s);
     }
     let mx = Mx::load(|c| class_sources(c, p.sources), p.feed);
+    let nft = MxNft::load(&wire.server, |c| class_sources(c, p.sources), p.feed);
     let flood = Flood::new(&wire.client, "vc");
     let mut b = Bench {
         drop_frames: frames(&listed, false),
@@ -315,6 +363,7 @@ fn main() {
         listed,
         reference,
         mx,
+        nft,
         flood,
         cpu,
         wire,
@@ -366,12 +415,7 @@ fn main() {
         nft_up(&b.wire.server, SERVER_IFACE, &b.listed);
         let v = b.measure(&b.drop_frames);
         nft_down(&b.wire.server);
-        row(
-            "nftables netdev ingress, set of the sources".into(),
-            false,
-            true,
-            not_bpf(v),
-        );
+        row(NFT_DROP.into(), false, true, not_bpf(v));
         ipset_up(&b.wire.server, SERVER_IFACE, &b.listed);
         let v = b.measure(&b.drop_frames);
         ipset_down(&b.wire.server);
@@ -381,6 +425,30 @@ fn main() {
             true,
             not_bpf(v),
         );
+        nft_up(&b.wire.server, SERVER_IFACE, &b.listed);
+        let v = b.measure(&b.pass_frames);
+        nft_down(&b.wire.server);
+        row(NFT_PASS.into(), false, false, not_bpf(v));
+        nft_interval_up(&b.wire.server, SERVER_IFACE, &b.listed, b.p.feed);
+        let v = b.measure(&b.drop_frames);
+        nft_down(&b.wire.server);
+        row(
+            format!(
+                "nftables netdev ingress, interval set of a {}-prefix feed",
+                b.p.feed
+            ),
+            false,
+            true,
+            not_bpf(v),
+        );
+        for (class, cost) in b.nft_classes() {
+            row(
+                format!("{NFT_MX} {}", class.name()),
+                false,
+                class.drops(),
+                cost,
+            );
+        }
         for (mode, label, xdp) in [
             (AttachMode::Xdp, "XDP", true),
             (AttachMode::Tc, "tc", false),
@@ -410,6 +478,9 @@ fn main() {
 
 const BARE_DROP: &str = "bare one-hash-lookup XDP program, listed source: drop";
 const BARE_PASS: &str = "bare one-hash-lookup XDP program, listed source: pass";
+const NFT_DROP: &str = "nftables netdev ingress, set of the sources";
+const NFT_PASS: &str = "nftables netdev ingress, source not in the set: pass";
+const NFT_MX: &str = "mxscreen nftables backend,";
 
 /// One receiver's mixed run.
 struct Mixed {
@@ -448,6 +519,7 @@ fn mixed_runs(b: &mut Bench, floors: Floors) -> Vec<Mixed> {
         "ip6tables raw + ipset",
         "mxscreen XDP, cached verdict drop",
         "mxscreen tc, cached verdict drop",
+        "mxscreen nftables backend, cached verdict drop",
     ];
     for (i, name) in names.into_iter().enumerate() {
         let link = match i {
@@ -468,8 +540,12 @@ fn mixed_runs(b: &mut Bench, floors: Floors) -> Vec<Mixed> {
                 b.mx.attach(&b.wire.server, SERVER_IFACE, AttachMode::Xdp);
                 None
             }
-            _ => {
+            4 => {
                 b.mx.attach(&b.wire.server, SERVER_IFACE, AttachMode::Tc);
+                None
+            }
+            _ => {
+                b.nft.attach(SERVER_IFACE);
                 None
             }
         };
@@ -492,6 +568,7 @@ fn mixed_runs(b: &mut Bench, floors: Floors) -> Vec<Mixed> {
             0 => b.reference.detach(Program::HashDrop, link.unwrap()),
             1 => nft_down(&b.wire.server),
             2 => ipset_down(&b.wire.server),
+            5 => b.nft.detach(),
             _ => b.mx.detach(),
         }
         let attempted = times.len();
@@ -605,11 +682,48 @@ fn tables(p: &Params, floors: &[Floors], rows: &[Row], mixed: &[Mixed]) -> Strin
             r.over.median() / bare(r.drops, false)
         ));
     }
+    t.push_str(&nft_table(rows));
     t.push_str("\nMixed: the same flood of listed SYNs while clean senders connect for real, from another CPU, at 1 % of its SYN rate (one run). The CPU time is all of it (flood sender, clean connector, both CPUs' softirqs) per flood SYN: the connector's softirqs also take flood frames off the veth, so no part of it alone is meaningful.\n\n| receiver | ns per flood SYN, all CPU | clean connections completed | connect time p50 / max |\n|---|---:|---:|---:|\n");
     for m in mixed {
         t.push_str(&format!(
             "| {} | {:.1} | {} of {} | {:.0?} / {:.0?} |\n",
             m.name, m.total, m.completed, m.attempted, m.connect_p50, m.connect_max
+        ));
+    }
+    t
+}
+
+/// mxscreen's nftables backend against the hand-written nftables set, class by class: the
+/// over-floor cost over the set's (drop classes against the set dropping its sources, pass
+/// classes against it passing a source it does not hold), per round and its median.
+fn nft_table(rows: &[Row]) -> String {
+    let find = |name: &str| rows.iter().find(|r| r.name == name);
+    let (Some(hd), Some(hp)) = (find(NFT_DROP), find(NFT_PASS)) else {
+        return String::new();
+    };
+    let mut t = String::from(
+        "\nmxscreen's nftables backend against the hand-written set (`nftables netdev ingress`, one rule, one set lookup): its cost over the tc floor divided by the set's, per round (median [min … max]) and of the medians.\n\n| class | SYNs | over the tc floor | hand-written set, same SYNs | × hand-written (per round) | × hand-written (medians) |\n|---|---|---:|---:|---:|---:|\n",
+    );
+    for r in rows.iter().filter(|r| r.name.starts_with(NFT_MX)) {
+        let hw = if r.drops { hd } else { hp };
+        let per_round = Samples(
+            r.over
+                .0
+                .iter()
+                .zip(&hw.over.0)
+                .map(|(a, b)| a / b)
+                .collect(),
+        );
+        t.push_str(&format!(
+            "| {} | {} | {} | {} | {:.2} [{:.2} … {:.2}] | {:.2} |\n",
+            r.name.trim_start_matches(NFT_MX).trim(),
+            if r.drops { "dropped" } else { "passed" },
+            r.over.show(true),
+            hw.over.show(true),
+            per_round.median(),
+            per_round.min(),
+            per_round.max(),
+            r.over.median() / hw.over.median()
         ));
     }
     t

@@ -46,7 +46,7 @@ pub const SUITES: &[Suite] = &[
     },
     Suite {
         name: "netns",
-        runs: Runs::Tests(&["netns"]),
+        runs: Runs::Tests(&["netns", "nftables"]),
         parallel: false,
         release: false,
     },

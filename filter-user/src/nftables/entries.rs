@@ -1,0 +1,339 @@
+//! The handle's methods for list entries, feeds and network verdicts: the same calls as the
+//! eBPF datapath's [`crate::datapath::DatapathMaps`]. A write that needs a set for a new
+//! prefix length rewrites the rules first (so the set exists and is looked up before its
+//! first element arrives); one that empties a length's set drops its rule after.
+
+use std::{collections::HashMap, net::IpAddr};
+
+use anyhow::{Context as _, Result, bail};
+use filter_common::{Action, ListEntry, Reason, Table};
+use ipnet::IpNet;
+
+use super::{
+    Nftables, counters,
+    lists::Own,
+    netlink::Op,
+    ruleset::feed_chain,
+    sets::{Family, Kind},
+};
+use crate::datapath::{FeedChange, ListKind, NetworkVerdict, Prefix, PrefixSet};
+
+/// The set kind of an operator's list.
+fn own_kind(kind: ListKind) -> Kind {
+    match kind {
+        ListKind::Allow => Kind::OwnAllow,
+        ListKind::Deny => Kind::OwnDeny,
+    }
+}
+
+/// The set kind of a feed's entries.
+fn feed_kind(table: Table) -> Result<Kind> {
+    Ok(match table {
+        Table::Allow => Kind::FeedAllow,
+        Table::Deny => Kind::FeedDeny,
+        Table::Limit => Kind::FeedLimit,
+        Table::PrefixVerdict => bail!("feeds cannot hold network verdicts"),
+    })
+}
+
+impl Nftables {
+    /// Writes element changes between two rule rewrites: sets for new lengths before, rules
+    /// of emptied lengths after.
+    fn write_between(&mut self, ops: Vec<Op>) -> Result<()> {
+        let before = self
+            .applied
+            .as_ref()
+            .map(|a| a.lengths.clone())
+            .unwrap_or_default();
+        let mut wanted = self.lists.lengths();
+        for (k, lens) in before {
+            wanted.entry(k).or_default().extend(lens);
+        }
+        let feeds = self.lists.feed_kinds();
+        let mut all_feeds = self
+            .applied
+            .as_ref()
+            .map(|a| a.feeds.clone())
+            .unwrap_or_default();
+        all_feeds.extend(feeds);
+        // The union of before and after, so no element is written to a set without a rule.
+        self.shape.lengths = wanted;
+        self.shape.feeds = all_feeds;
+        if self.applied.as_ref() != Some(&self.shape) {
+            let script = super::ruleset::script(self.applied.as_ref(), &self.shape);
+            super::ruleset::apply(&self.netns, &script)?;
+            self.applied = Some(self.shape.clone());
+        }
+        self.write(ops)?;
+        self.sync_rules()
+    }
+
+    /// Adds or replaces an entry of one's own in a list (host bits are ignored). A feed that
+    /// lists the same prefix keeps it listed after the entry goes.
+    pub fn list_insert(&mut self, kind: ListKind, net: IpNet, entry: ListEntry) -> Result<()> {
+        let own = Own {
+            reason: entry.reason(),
+            expires_ns: entry.expires_ns,
+            action: Action::Drop,
+        };
+        let ops = self.lists.own_set(own_kind(kind), net, own);
+        self.write_between(ops)
+            .with_context(|| format!("adding {net} to the {kind:?} list (is the set full?)"))
+    }
+
+    /// Removes exactly this prefix; `false` if it was not there.
+    pub fn list_remove(&mut self, kind: ListKind, net: IpNet) -> Result<bool> {
+        match self.lists.own_remove(own_kind(kind), net) {
+            Some(ops) => self.write_between(ops).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// The entries of one's own in a list, with their reasons (what the daemon reconciles).
+    pub fn list_own(&self, kind: ListKind) -> Vec<(IpNet, Reason)> {
+        let k = own_kind(kind);
+        self.lists
+            .own
+            .iter()
+            .filter(|((kk, _), _)| *kk == k)
+            .map(|((_, p), o)| (p.net(), o.reason))
+            .collect()
+    }
+
+    /// Hits of every own entry of `kind`, by prefix (one `nft -j` read per length in use).
+    fn own_hits(&self, kind: Kind) -> Result<HashMap<Prefix, u64>> {
+        let mut out = HashMap::new();
+        let Some(applied) = &self.applied else {
+            return Ok(out);
+        };
+        for ((k, f), lens) in &applied.lengths {
+            if *k != kind {
+                continue;
+            }
+            for len in lens {
+                let hits = counters::element_hits(
+                    &self.netns,
+                    &applied.table,
+                    &k.set(*f, *len),
+                    k.is_map(),
+                )?;
+                for (addr, n) in hits {
+                    if let Ok(net) = IpNet::new(addr, *len) {
+                        out.insert(Prefix::new(net), n);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every prefix in a list: own entries (with their hits) and feeds' (with their feed's).
+    pub fn list_entries(&self, kind: ListKind) -> Result<Vec<(IpNet, ListEntry)>> {
+        let k = own_kind(kind);
+        let hits = self.own_hits(k)?;
+        let mut out: Vec<(IpNet, ListEntry)> = Vec::new();
+        for ((kk, p), o) in &self.lists.own {
+            if *kk == k {
+                let mut e = ListEntry::new(o.reason, o.expires_ns);
+                e.hits = hits.get(p).copied().unwrap_or(0);
+                out.push((p.net(), e));
+            }
+        }
+        let table = match kind {
+            ListKind::Allow => Table::Allow,
+            ListKind::Deny => Table::Deny,
+        };
+        let fk = feed_kind(table)?;
+        let named = counters::named(&self.netns, &self.shape.table)?;
+        for f in self.lists.feeds.iter().filter(|f| f.kind == fk) {
+            let mut e = ListEntry::new(Reason::Feed, 0);
+            e.hits = named.get(&feed_chain(f.id)).copied().unwrap_or(0);
+            out.extend(
+                f.set
+                    .iter()
+                    .filter(|p| !self.lists.own.contains_key(&(k, *p)))
+                    .map(|p| (p.net(), e)),
+            );
+        }
+        Ok(out)
+    }
+
+    /// The longest prefix in the list that covers `ip` (own entries first, then feeds),
+    /// live or not.
+    pub fn list_match(&self, kind: ListKind, ip: IpAddr) -> Result<Option<ListEntry>> {
+        let k = own_kind(kind);
+        let f = Family::of(ip);
+        for len in (0..=f.bits()).rev() {
+            let p = Prefix::new(IpNet::new(ip, len).expect("length in range"));
+            if let Some(o) = self.lists.own.get(&(k, p)) {
+                let mut e = ListEntry::new(o.reason, o.expires_ns);
+                e.hits = self.own_hits(k)?.get(&p).copied().unwrap_or(0);
+                return Ok(Some(e));
+            }
+        }
+        let table = match kind {
+            ListKind::Allow => Table::Allow,
+            ListKind::Deny => Table::Deny,
+        };
+        let fk = feed_kind(table)?;
+        for len in (0..=f.bits()).rev() {
+            let p = Prefix::new(IpNet::new(ip, len).expect("length in range"));
+            if let Some(feed) = self
+                .lists
+                .feeds
+                .iter()
+                .find(|x| x.kind == fk && x.set.contains(p))
+            {
+                let mut e = ListEntry::new(Reason::Feed, 0);
+                e.hits = self.feed_hits(&feed.name.clone())?;
+                return Ok(Some(e));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Makes feed `name` hold exactly `set` in `table`: additions written first, removals
+    /// after, so a prefix in both versions is never out of the table.
+    pub fn feed_load(&mut self, name: &str, table: Table, set: PrefixSet) -> Result<FeedChange> {
+        let kind = feed_kind(table)?;
+        let mut change = FeedChange::default();
+        if let Some(i) = self.lists.feeds.iter().position(|f| f.name == name)
+            && self.lists.feeds[i].kind != kind
+        {
+            change.writes += self.feed_drop(name)?.writes;
+        }
+        let i = self.lists.feed_index(name, kind);
+        let (added, gone) = self.lists.feeds[i].set.diff(&set);
+        self.lists.fits(i, &added, self.shape.lists)?;
+        change.added = added.len();
+        change.removed = gone.len();
+        let adds = self.lists.feed_writes(i, &added, true);
+        change.writes += adds.iter().map(op_len).sum::<usize>();
+        self.write_between(adds)
+            .with_context(|| format!("feed {name}: writing {} additions", added.len()))?;
+        let dels = self.lists.feed_writes(i, &gone, false);
+        change.writes += dels.iter().map(op_len).sum::<usize>();
+        self.lists.feeds[i].set = set;
+        self.write_between(dels)
+            .with_context(|| format!("feed {name}: writing {} removals", gone.len()))?;
+        Ok(change)
+    }
+
+    /// Removes feed `name` and every entry only it listed.
+    pub fn feed_drop(&mut self, name: &str) -> Result<FeedChange> {
+        let Some(i) = self.lists.feeds.iter().position(|f| f.name == name) else {
+            return Ok(FeedChange::default());
+        };
+        let kind = self.lists.feeds[i].kind;
+        let table = match kind {
+            Kind::FeedAllow => Table::Allow,
+            Kind::FeedLimit => Table::Limit,
+            _ => Table::Deny,
+        };
+        let change = self.feed_load(name, table, PrefixSet::default())?;
+        self.lists.feeds.remove(i);
+        self.sync_rules()?;
+        Ok(change)
+    }
+
+    /// SYNs decided by feed `name`'s entries.
+    pub fn feed_hits(&self, name: &str) -> Result<u64> {
+        let Some(f) = self.lists.feeds.iter().find(|f| f.name == name) else {
+            return Ok(0);
+        };
+        let named = counters::named(&self.netns, &self.shape.table)?;
+        Ok(named.get(&feed_chain(f.id)).copied().unwrap_or(0))
+    }
+
+    /// The feeds that list exactly `net` in `table`, in load order.
+    pub fn feeds_listing(&self, table: Table, net: IpNet) -> Vec<String> {
+        let Ok(kind) = feed_kind(table) else {
+            return Vec::new();
+        };
+        let p = Prefix::new(net);
+        self.lists
+            .feeds
+            .iter()
+            .filter(|f| f.kind == kind && f.set.contains(p))
+            .map(|f| f.name.clone())
+            .collect()
+    }
+
+    /// Sets (or replaces) the verdict of a network.
+    pub fn network_verdict_set(
+        &mut self,
+        net: IpNet,
+        action: Action,
+        reason: Reason,
+        expires_ns: u64,
+    ) -> Result<()> {
+        let ops = self.lists.own_set(
+            Kind::Network,
+            net,
+            Own {
+                reason,
+                expires_ns,
+                action,
+            },
+        );
+        self.write_between(ops)
+    }
+
+    /// Removes a network's verdict; `false` if it had none.
+    pub fn network_verdict_remove(&mut self, net: IpNet) -> Result<bool> {
+        match self.lists.own_remove(Kind::Network, net) {
+            Some(ops) => self.write_between(ops).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// Every network verdict (expired ones included), with hits.
+    pub fn network_verdicts(&self) -> Result<Vec<NetworkVerdict>> {
+        let hits = self.own_hits(Kind::Network)?;
+        Ok(self
+            .lists
+            .own
+            .iter()
+            .filter(|((k, _), _)| *k == Kind::Network)
+            .map(|((_, p), o)| NetworkVerdict {
+                net: p.net(),
+                action: o.action,
+                reason: o.reason,
+                expires_ns: o.expires_ns,
+                hits: hits.get(p).copied().unwrap_or(0),
+            })
+            .collect())
+    }
+
+    /// Entries per list table (own and feeds'), from the handle's own bookkeeping.
+    pub fn table_len(&self, table: Table) -> u64 {
+        let kinds: &[Kind] = match table {
+            Table::Allow => &[Kind::OwnAllow, Kind::FeedAllow],
+            Table::Deny => &[Kind::OwnDeny, Kind::FeedDeny],
+            Table::Limit => &[Kind::FeedLimit],
+            Table::PrefixVerdict => &[Kind::Network],
+        };
+        let own = self
+            .lists
+            .own
+            .keys()
+            .filter(|(k, _)| kinds.contains(k))
+            .count();
+        let feeds: usize = self
+            .lists
+            .feeds
+            .iter()
+            .filter(|f| kinds.contains(&f.kind))
+            .map(|f| f.set.len())
+            .sum();
+        (own + feeds) as u64
+    }
+}
+
+/// Elements an op writes.
+fn op_len(op: &Op) -> usize {
+    match op {
+        Op::Add(_, e) | Op::Delete(_, e) | Op::Destroy(_, e) => e.len(),
+        Op::Flush(_) => 1,
+    }
+}

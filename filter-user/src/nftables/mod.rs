@@ -1,0 +1,290 @@
+//! The nftables backend: what the eBPF datapath does, done by an nftables table of its own
+//! (`netdev mxscreen`) on the screened interfaces' ingress hook, for hosts where a BPF
+//! program cannot be loaded (LXC and Docker containers, OpenVZ, BPF forbidden by policy)
+//! but netfilter can (CAP_NET_ADMIN in the MTA's network namespace).
+//!
+//! - [`ruleset`]: the rules, chains, counters and set declarations (an `nft` script), applied
+//!   by [`nft`];
+//! - [`sets`]: which set an entry goes into, and its key;
+//! - [`netlink`]: element writes as nf_tables transactions over netlink;
+//! - [`lists`]: own entries and feeds as elements; this file's siblings [`verdicts`] and
+//!   [`entries`] hold the handle's methods for verdicts and for lists, feeds and network
+//!   verdicts;
+//! - [`counters`]: the named outcome counters and per-element hits;
+//! - [`events`]: new peers reported over NFLOG.
+//!
+//! Why the netdev family's ingress hook and not prerouting: it is the earliest hook nftables
+//! has (before the IP stack, defragmentation and conntrack, where XDP and tc sit for the eBPF
+//! datapath), so a refused SYN costs the least and never creates a conntrack entry; and it is
+//! per interface, so only the screened interfaces are touched, as with eBPF.
+//!
+//! Fail-open: the rules drop nothing unless the set `alive` holds its one element, which the
+//! daemon rewrites every second with a 5 s timeout ([`Nftables::set_config`], called by the
+//! heartbeat): within 5 s of a `kill -9` or a hang every SYN passes (`passed_stale`). A clean
+//! exit (or dropping the handle) deletes the table.
+
+pub mod counters;
+mod entries;
+pub mod events;
+pub mod lists;
+pub mod netlink;
+mod nft;
+pub mod ruleset;
+pub mod sets;
+mod verdicts;
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fs::File,
+    net::IpAddr,
+    os::fd::OwnedFd,
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+use filter_common::{Counter, DatapathConfig, FLAG_HOLD, FLAG_OBSERVE, PeerVerdict, Reason};
+
+use self::{
+    events::NfLog,
+    lists::Lists,
+    netlink::{Elem, Netlink, Op},
+    ruleset::Shape,
+    sets::{ALIVE, ALIVE_KEY, Family, key_addr, verdict_set},
+};
+use crate::datapath::MapSizes;
+
+/// The table's name, in the netdev family.
+pub const TABLE: &str = "mxscreen";
+/// The NFLOG group new peers are reported on.
+pub const LOG_GROUP: u16 = 2525;
+
+/// How the backend is set up.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub table: String,
+    pub sizes: MapSizes,
+    pub log_group: u16,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            table: TABLE.to_owned(),
+            sizes: MapSizes::default(),
+            log_group: LOG_GROUP,
+        }
+    }
+}
+
+/// The handle on the table: owns it, and deletes it when dropped.
+pub struct Nftables {
+    netns: OwnedFd,
+    nl: Netlink,
+    shape: Shape,
+    /// What the kernel's rules were last made from.
+    applied: Option<Shape>,
+    lists: Lists,
+    verdicts: HashMap<IpAddr, PeerVerdict>,
+    /// Whether the kernel knows `NFT_MSG_DESTROYSETELEM` (Linux 6.3+).
+    destroy: bool,
+}
+
+impl Nftables {
+    /// Creates the table in the calling thread's network namespace, with no interface
+    /// screened yet and a config that screens no port. A table left by a daemon that did not
+    /// exit cleanly is replaced; the verdicts it held are kept (as pinned maps keep them for
+    /// the eBPF datapath). Also binds the NFLOG group of new-peer reports.
+    pub fn open(opts: &Options) -> Result<(Self, NfLog)> {
+        let netns: OwnedFd = File::open("/proc/thread-self/ns/net")
+            .context("opening the network namespace")?
+            .into();
+        let nflog = NfLog::bind(opts.log_group)?;
+        let mut nl = Netlink::open(&opts.table)?;
+        let adopted = adopt(&mut nl)?;
+        if !adopted.is_empty() || table_exists(&netns, &opts.table) {
+            ruleset::apply(&netns, &format!("delete table netdev {}\n", opts.table))
+                .context("removing the table a previous run left")?;
+        }
+        let shape = Shape {
+            table: opts.table.clone(),
+            devices: Vec::new(),
+            ports: Vec::new(),
+            observe: false,
+            hold: None,
+            dedup: Duration::from_secs(30),
+            explain: None,
+            limit_per_minute: 60,
+            limit_burst: 1,
+            log_group: opts.log_group,
+            verdicts: opts.sizes.peers,
+            lists: opts.sizes.lists(),
+            lengths: BTreeMap::new(),
+            feeds: BTreeMap::new(),
+        };
+        let mut me = Self {
+            netns,
+            nl,
+            shape,
+            applied: None,
+            lists: Lists::default(),
+            verdicts: HashMap::new(),
+            destroy: true,
+        };
+        me.sync_rules()?;
+        for (ip, v) in adopted {
+            me.verdict_set(ip, v)?;
+        }
+        Ok((me, nflog))
+    }
+
+    /// Screens these interfaces' ingress (replacing the ones screened before; none: detached).
+    pub fn attach(&mut self, devices: &[String]) -> Result<()> {
+        self.shape.devices = devices.to_vec();
+        self.sync_rules()
+            .with_context(|| format!("screening {} with nftables", devices.join(", ")))
+    }
+
+    /// The interfaces screened now.
+    pub fn devices(&self) -> &[String] {
+        &self.shape.devices
+    }
+
+    /// Applies the runtime config (what the eBPF datapath reads from its config map) and
+    /// beats the heartbeat: with `stale_after_ns` set, drops stop that long after the last
+    /// call unless another comes.
+    pub fn set_config(&mut self, cfg: &DatapathConfig) -> Result<()> {
+        let interval = cfg.limit_interval_ns.max(1);
+        self.shape.ports = cfg.ports[..cfg.port_count as usize].to_vec();
+        self.shape.observe = cfg.flags & FLAG_OBSERVE != 0;
+        self.shape.hold = (cfg.flags & FLAG_HOLD != 0 && cfg.hold_window_ns != 0)
+            .then(|| Duration::from_nanos(cfg.hold_window_ns));
+        self.shape.dedup = Duration::from_nanos(cfg.dedup_window_ns.max(1_000_000));
+        self.shape.explain =
+            (cfg.explain_window_ns != 0).then(|| Duration::from_nanos(cfg.explain_window_ns));
+        self.shape.limit_per_minute = (60_000_000_000 / interval).max(1);
+        self.shape.limit_burst = cfg.limit_tolerance_ns / interval + 1;
+        self.sync_rules()?;
+        let mut alive = Elem::key(vec![ALIVE_KEY]);
+        if cfg.stale_after_ns != 0 {
+            alive.timeout_ms = Some((cfg.stale_after_ns / 1_000_000).max(1));
+        }
+        self.nl
+            .apply(&[Op::Flush(ALIVE.into()), Op::Add(ALIVE.into(), vec![alive])])
+            .context("writing the heartbeat")
+    }
+
+    /// Rewrites the rules if what they are made from changed.
+    fn sync_rules(&mut self) -> Result<()> {
+        self.shape.lengths = self.lists.lengths();
+        self.shape.feeds = self.lists.feed_kinds();
+        if self.applied.as_ref() == Some(&self.shape) {
+            return Ok(());
+        }
+        let script = ruleset::script(self.applied.as_ref(), &self.shape);
+        ruleset::apply(&self.netns, &script)?;
+        self.applied = Some(self.shape.clone());
+        Ok(())
+    }
+
+    /// Applies element writes; on a kernel without `DESTROYSETELEM` (before 6.3) deletes
+    /// element by element, ignoring the missing ones, then applies the rest.
+    fn write(&mut self, ops: Vec<Op>) -> Result<()> {
+        if self.destroy {
+            match self.nl.apply(&ops) {
+                Err(e) if unsupported(&e) && ops.iter().any(|o| matches!(o, Op::Destroy(..))) => {
+                    self.destroy = false;
+                }
+                r => return r,
+            }
+        }
+        let mut rest = Vec::new();
+        for op in ops {
+            match op {
+                Op::Destroy(set, elems) => {
+                    for e in elems {
+                        match self.nl.apply(&[Op::Delete(set.clone(), vec![e])]) {
+                            Err(e) if errno(&e) == Some(libc::ENOENT) => {}
+                            r => r?,
+                        }
+                    }
+                }
+                other => rest.push(other),
+            }
+        }
+        self.nl.apply(&rest)
+    }
+
+    /// Every outcome counter, indexed by [`Counter`] (named as the eBPF datapath's).
+    pub fn counters(&self) -> Result<[u64; Counter::COUNT as usize]> {
+        Ok(counters::outcomes(&counters::named(
+            &self.netns,
+            &self.shape.table,
+        )?))
+    }
+
+    /// Deletes the table: nothing of mxscreen's is left in netfilter.
+    pub fn remove(mut self) -> Result<()> {
+        self.delete_table()
+    }
+
+    fn delete_table(&mut self) -> Result<()> {
+        if self.applied.take().is_some() {
+            ruleset::apply(
+                &self.netns,
+                &format!("delete table netdev {}\n", self.shape.table),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Nftables {
+    fn drop(&mut self) {
+        if let Err(e) = self.delete_table() {
+            tracing::warn!(error = %format!("{e:#}"), "could not delete the nftables table");
+        }
+    }
+}
+
+fn errno(e: &anyhow::Error) -> Option<i32> {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<std::io::Error>())
+        .and_then(std::io::Error::raw_os_error)
+}
+
+fn unsupported(e: &anyhow::Error) -> bool {
+    matches!(errno(e), Some(libc::EOPNOTSUPP | libc::EINVAL))
+}
+
+fn table_exists(netns: &OwnedFd, table: &str) -> bool {
+    ruleset::query(netns, &["list", "table", "netdev", table]).is_ok()
+}
+
+/// The live verdicts of a table a previous run left (none if there is no such table).
+fn adopt(nl: &mut Netlink) -> Result<Vec<(IpAddr, PeerVerdict)>> {
+    let mut out = Vec::new();
+    for f in Family::ALL {
+        let elems = match nl.dump(&verdict_set(f)) {
+            Ok(e) => e,
+            Err(e) if errno(&e) == Some(libc::ENOENT) => continue,
+            Err(e) => return Err(e),
+        };
+        for d in elems {
+            let (Some(ip), Some(chain)) = (key_addr(&d.key), d.chain.as_deref()) else {
+                continue;
+            };
+            let reason = d
+                .userdata
+                .first()
+                .map_or(Reason::Unspecified, |r| Reason::from_u8(*r));
+            let Some(action) = verdicts::action_of(chain) else {
+                continue;
+            };
+            let expires = d.expires_ms.map_or(0, |ms| {
+                crate::datapath::clock::expiry_after(Duration::from_millis(ms))
+            });
+            out.push((ip, PeerVerdict::new(action, reason, expires)));
+        }
+    }
+    Ok(out)
+}

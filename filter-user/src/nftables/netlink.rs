@@ -1,0 +1,438 @@
+//! Set elements over netlink: the writes the backend makes all the time (verdicts, list
+//! entries, feeds, the liveness beat) go to the kernel as nf_tables transactions built in
+//! process (`netlink-packet-netfilter`), never through the `nft` program, which parses text
+//! and reads the ruleset back before every command (`cargo xtask bench nft-load` measures
+//! both). A transaction is one `sendmsg`: batch begin, element messages, batch end, applied by
+//! the kernel all or nothing; every message asks for an ack, and the first error fails it.
+
+use std::{io, os::fd::AsRawFd as _};
+
+use anyhow::{Context as _, Result, bail};
+use netlink_packet_core::{
+    DefaultNla, Emitable as _, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST, NetlinkBuffer,
+    NetlinkMessage, NetlinkPayload, Nla,
+};
+use netlink_packet_netfilter::{
+    NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
+    nftables::{
+        DataAttribute, ListAttribute, NfTablesMessage, SetElementAttribute, SetElementList,
+        SetElementMessage, Verdict, VerdictAttribute,
+    },
+    none::ControlMessage,
+};
+use netlink_sys::{Socket, constants::NETLINK_NETFILTER};
+
+/// `NFNL_SUBSYS_NFTABLES`: the batch messages name the subsystem they wrap.
+const SUBSYS_NFTABLES: u16 = 10;
+/// `NFT_MSG_DESTROYSETELEM` (Linux 6.3): delete if present, no error if not.
+const MSG_DESTROYSETELEM: u8 = 30;
+/// `NLMSG_ERROR`: an ack (code 0) or an error.
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+/// An element list attribute's length is 16 bits: messages stay well below that.
+const MESSAGE_BYTES: usize = 48 * 1024;
+/// Bytes of messages per transaction (one `sendmsg`, which must fit the send buffer).
+const TRANSACTION_BYTES: usize = 4 * 1024 * 1024;
+/// The send and receive buffers asked for (forced where the capability allows).
+const SOCKET_BUFFER: usize = 8 * 1024 * 1024;
+
+/// One set element to write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Elem {
+    /// The key, in network byte order (an address, or a masked prefix's network).
+    pub key: Vec<u8>,
+    /// For a verdict map: the chain the element sends its packets to (`goto`).
+    pub goto: Option<String>,
+    /// Milliseconds until it expires; `None` = never (sets without a default timeout).
+    pub timeout_ms: Option<u64>,
+    /// Bytes kept with the element for whoever reads it back (a verdict's reason).
+    pub userdata: Vec<u8>,
+}
+
+impl Elem {
+    pub fn key(key: Vec<u8>) -> Self {
+        Self {
+            key,
+            goto: None,
+            timeout_ms: None,
+            userdata: Vec::new(),
+        }
+    }
+
+    fn attributes(&self, with_timeout: bool) -> Vec<SetElementAttribute> {
+        let mut a = vec![SetElementAttribute::Key(DataAttribute::Value(
+            self.key.clone(),
+        ))];
+        if let Some(chain) = &self.goto {
+            a.push(SetElementAttribute::Data(DataAttribute::Verdict(vec![
+                VerdictAttribute::Code(Verdict::Goto),
+                VerdictAttribute::Chain(chain.clone()),
+            ])));
+        }
+        if with_timeout && !self.userdata.is_empty() {
+            a.push(SetElementAttribute::UserData(self.userdata.clone()));
+        }
+        if let (true, Some(ms)) = (with_timeout, self.timeout_ms) {
+            // Timeout and expiration together: an element that already exists gets its
+            // timer restarted (Linux 6.10+; older kernels keep the first one).
+            a.push(SetElementAttribute::Timeout(ms.max(1)));
+            a.push(SetElementAttribute::Expiration(ms.max(1)));
+        }
+        a
+    }
+}
+
+/// What a transaction does to one set.
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// Adds elements (an existing one keeps its data; its timeout is restarted).
+    Add(String, Vec<Elem>),
+    /// Deletes elements; a missing one fails the transaction.
+    Delete(String, Vec<Elem>),
+    /// Deletes elements that exist, and ignores the others (Linux 6.3+).
+    Destroy(String, Vec<Elem>),
+    /// Empties the set.
+    Flush(String),
+}
+
+/// An element read back from the kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dumped {
+    pub key: Vec<u8>,
+    /// The chain of a verdict map's element.
+    pub chain: Option<String>,
+    /// Milliseconds left before it expires (`None`: it never does).
+    pub expires_ms: Option<u64>,
+    /// What the writer stored with it.
+    pub userdata: Vec<u8>,
+}
+
+/// A netlink socket to nf_tables in the network namespace it was opened in.
+pub struct Netlink {
+    sock: Socket,
+    table: String,
+    seq: u32,
+}
+
+fn nft_message(inner: NfTablesMessage, flags: u16) -> NetlinkMessage<NetfilterMessage> {
+    let mut m = NetlinkMessage::from(NetfilterMessage::new(
+        NetfilterHeader::new(NetfilterProtoFamily::NetDev, 0, 0),
+        inner,
+    ));
+    m.header.flags = NLM_F_REQUEST | flags;
+    m
+}
+
+fn batch(which: ControlMessage) -> NetlinkMessage<NetfilterMessage> {
+    let mut m = NetlinkMessage::from(NetfilterMessage::new(
+        NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, SUBSYS_NFTABLES),
+        which,
+    ));
+    m.header.flags = NLM_F_REQUEST;
+    m
+}
+
+/// An attribute re-emitted as raw bytes (for message types the crate does not name).
+fn raw<N: Nla>(nla: &N) -> DefaultNla {
+    let mut value = vec![0; nla.value_len()];
+    nla.emit_value(&mut value);
+    DefaultNla::new(nla.kind(), value)
+}
+
+impl Netlink {
+    /// Opens the socket in the calling thread's network namespace, for table `table`.
+    pub fn open(table: &str) -> Result<Self> {
+        let mut sock = Socket::new(NETLINK_NETFILTER).context("opening a netfilter socket")?;
+        sock.bind_auto().context("binding a netfilter socket")?;
+        // Errors quote only the failed message's header, not its elements.
+        sock.set_cap_ack(true).ok();
+        sock.set_ext_ack(true).ok();
+        for (force, plain) in [
+            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
+            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
+        ] {
+            if setsockopt_int(&sock, force, SOCKET_BUFFER).is_err() {
+                setsockopt_int(&sock, plain, SOCKET_BUFFER).ok();
+            }
+        }
+        Ok(Self {
+            sock,
+            table: table.to_owned(),
+            seq: 1,
+        })
+    }
+
+    /// The largest transaction the send buffer takes (the kernel may give less than asked).
+    fn transaction_bytes(&self) -> usize {
+        let mut v: libc::c_int = 0;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt into a c_int of the given size.
+        let r = unsafe {
+            libc::getsockopt(
+                self.sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&raw mut v).cast(),
+                &raw mut len,
+            )
+        };
+        let sndbuf = if r == 0 { v.max(0) as usize } else { 212_992 };
+        // The kernel doubles what it is asked for and keeps the rest for its bookkeeping.
+        (sndbuf / 2).clamp(MESSAGE_BYTES * 2, TRANSACTION_BYTES)
+    }
+
+    /// The element messages of `ops`, each below [`MESSAGE_BYTES`].
+    fn messages(&self, ops: &[Op]) -> Vec<NetlinkMessage<NetfilterMessage>> {
+        let mut out = Vec::new();
+        for op in ops {
+            let (set, elems, flags, kind) = match op {
+                Op::Add(s, e) => (s, e.as_slice(), NLM_F_CREATE | NLM_F_ACK, 0u8),
+                Op::Delete(s, e) => (s, e.as_slice(), NLM_F_ACK, 1),
+                Op::Destroy(s, e) => (s, e.as_slice(), NLM_F_ACK, 2),
+                Op::Flush(s) => (s, &[][..], NLM_F_ACK, 1),
+            };
+            let mut chunks: Vec<Vec<ListAttribute<SetElementAttribute>>> = vec![Vec::new()];
+            let mut bytes = 0;
+            for e in elems {
+                let attr = ListAttribute::Element(e.attributes(kind == 0));
+                bytes += attr.buffer_len();
+                if bytes > MESSAGE_BYTES {
+                    chunks.push(Vec::new());
+                    bytes = attr.buffer_len();
+                }
+                chunks.last_mut().expect("one chunk").push(attr);
+            }
+            for chunk in chunks {
+                if chunk.is_empty() && !matches!(op, Op::Flush(_)) {
+                    continue;
+                }
+                let mut attrs = vec![
+                    SetElementList::Table(self.table.clone()),
+                    SetElementList::Set(set.clone()),
+                ];
+                if !chunk.is_empty() {
+                    attrs.push(SetElementList::Elements(chunk));
+                }
+                let msg = match kind {
+                    0 => NfTablesMessage::NewSetElement(SetElementMessage { attributes: attrs }),
+                    1 => NfTablesMessage::DeleteSetElement(SetElementMessage { attributes: attrs }),
+                    _ => NfTablesMessage::Other {
+                        message_type: MSG_DESTROYSETELEM,
+                        attributes: attrs.iter().map(raw).collect(),
+                    },
+                };
+                out.push(nft_message(msg, flags));
+            }
+        }
+        out
+    }
+
+    /// Applies `ops` in as few transactions as the socket takes; each transaction is all or
+    /// nothing, and the first that fails stops the rest (with the kernel's reason).
+    pub fn apply(&mut self, ops: &[Op]) -> Result<()> {
+        let limit = self.transaction_bytes();
+        let mut pending = Vec::new();
+        let mut bytes = 0;
+        for m in self.messages(ops) {
+            let len = m.buffer_len();
+            if bytes + len > limit && !pending.is_empty() {
+                self.transaction(std::mem::take(&mut pending))?;
+                bytes = 0;
+            }
+            bytes += len;
+            pending.push(m);
+        }
+        if !pending.is_empty() {
+            self.transaction(pending)?;
+        }
+        Ok(())
+    }
+
+    fn transaction(&mut self, msgs: Vec<NetlinkMessage<NetfilterMessage>>) -> Result<()> {
+        let mut all = Vec::with_capacity(msgs.len() + 2);
+        all.push(batch(ControlMessage::BatchBegin));
+        all.extend(msgs);
+        all.push(batch(ControlMessage::BatchEnd));
+        let first = self.seq;
+        let mut buf = Vec::new();
+        for m in &mut all {
+            m.header.sequence_number = self.seq;
+            self.seq = self.seq.wrapping_add(1);
+            m.finalize();
+            let at = buf.len();
+            buf.resize(at + m.buffer_len(), 0);
+            m.serialize(&mut buf[at..]);
+        }
+        let sent = self
+            .sock
+            .send(&buf, 0)
+            .context("sending an nftables transaction")?;
+        if sent != buf.len() {
+            bail!(
+                "nftables transaction sent in part ({sent} of {} bytes)",
+                buf.len()
+            );
+        }
+        // Acks come for every element message (not for the batch markers).
+        let want = all.len() - 2;
+        let last = first.wrapping_add(all.len() as u32 - 1);
+        self.acks(want, last)
+    }
+
+    /// Reads acks until `want` came or an error did.
+    fn acks(&mut self, want: usize, last_seq: u32) -> Result<()> {
+        let mut got = 0;
+        let mut buf = vec![0u8; 64 * 1024];
+        while got < want {
+            let n = self
+                .sock
+                .recv(&mut &mut buf[..], 0)
+                .context("reading nftables acks")?;
+            let mut off = 0;
+            while off + 16 <= n {
+                let nl = NetlinkBuffer::new_checked(&buf[off..n]).context("an nftables reply")?;
+                let len = nl.length() as usize;
+                if nl.message_type() == NLMSG_ERROR {
+                    let code = i32::from_ne_bytes(nl.payload()[..4].try_into().expect("4 bytes"));
+                    if code != 0 {
+                        let err = io::Error::from_raw_os_error(-code);
+                        // Drain what else the kernel sends for this transaction.
+                        self.drain(last_seq);
+                        return Err(err).context("the kernel refused an nftables transaction");
+                    }
+                    got += 1;
+                }
+                off += len.max(16).next_multiple_of(4);
+            }
+        }
+        Ok(())
+    }
+
+    /// Discards replies up to `last_seq` after an error (non-blocking, best effort).
+    fn drain(&mut self, _last_seq: u32) {
+        let mut buf = vec![0u8; 64 * 1024];
+        let _ = self.sock.set_non_blocking(true);
+        while let Ok(n) = self.sock.recv(&mut &mut buf[..], 0) {
+            if n == 0 {
+                break;
+            }
+        }
+        let _ = self.sock.set_non_blocking(false);
+    }
+
+    /// Every element of set `set` (a dump).
+    pub fn dump(&mut self, set: &str) -> Result<Vec<Dumped>> {
+        let mut m = nft_message(
+            NfTablesMessage::GetSetElement(SetElementMessage {
+                attributes: vec![
+                    SetElementList::Table(self.table.clone()),
+                    SetElementList::Set(set.to_owned()),
+                ],
+            }),
+            NLM_F_DUMP | NLM_F_ACK,
+        );
+        m.header.sequence_number = self.seq;
+        self.seq = self.seq.wrapping_add(1);
+        m.finalize();
+        let mut buf = vec![0; m.buffer_len()];
+        m.serialize(&mut buf);
+        self.sock.send(&buf, 0).context("asking for set elements")?;
+        let mut out = Vec::new();
+        let mut rbuf = vec![0u8; 256 * 1024];
+        loop {
+            let n = self
+                .sock
+                .recv(&mut &mut rbuf[..], 0)
+                .context("reading set elements")?;
+            let mut off = 0;
+            while off + 16 <= n {
+                let nl =
+                    NetlinkBuffer::new_checked(&rbuf[off..n]).context("a set element reply")?;
+                let len = nl.length() as usize;
+                match nl.message_type() {
+                    NLMSG_DONE => return Ok(out),
+                    NLMSG_ERROR => {
+                        let code =
+                            i32::from_ne_bytes(nl.payload()[..4].try_into().expect("4 bytes"));
+                        if code != 0 {
+                            return Err(io::Error::from_raw_os_error(-code))
+                                .with_context(|| format!("reading set {set}"));
+                        }
+                    }
+                    _ => {
+                        let msg =
+                            NetlinkMessage::<NetfilterMessage>::deserialize(&rbuf[off..off + len])
+                                .context("decoding set elements")?;
+                        collect(msg, &mut out);
+                    }
+                }
+                off += len.max(16).next_multiple_of(4);
+            }
+        }
+    }
+}
+
+/// The elements of one dump message.
+fn collect(msg: NetlinkMessage<NetfilterMessage>, out: &mut Vec<Dumped>) {
+    let NetlinkPayload::InnerMessage(NetfilterMessage {
+        inner: NetfilterMessageInner::NfTables(NfTablesMessage::NewSetElement(m)),
+        ..
+    }) = msg.payload
+    else {
+        return;
+    };
+    for list in m.attributes {
+        let SetElementList::Elements(elems) = list else {
+            continue;
+        };
+        for e in elems {
+            let ListAttribute::Element(attrs) = e else {
+                continue;
+            };
+            out.extend(dumped(attrs));
+        }
+    }
+}
+
+fn dumped(attrs: Vec<SetElementAttribute>) -> Option<Dumped> {
+    let mut d = Dumped {
+        key: Vec::new(),
+        chain: None,
+        expires_ms: None,
+        userdata: Vec::new(),
+    };
+    for a in attrs {
+        match a {
+            SetElementAttribute::Key(DataAttribute::Value(k)) => d.key = k,
+            SetElementAttribute::Data(DataAttribute::Verdict(v)) => {
+                d.chain = v.into_iter().find_map(|v| match v {
+                    VerdictAttribute::Chain(c) => Some(c),
+                    _ => None,
+                });
+            }
+            SetElementAttribute::Expiration(ms) => d.expires_ms = Some(ms),
+            SetElementAttribute::UserData(u) => d.userdata = u,
+            _ => {}
+        }
+    }
+    (!d.key.is_empty()).then_some(d)
+}
+
+fn setsockopt_int(sock: &Socket, opt: libc::c_int, value: usize) -> io::Result<()> {
+    let v = value as libc::c_int;
+    // SAFETY: setsockopt with a c_int value of the given size.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&raw const v).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

@@ -1,0 +1,65 @@
+//! Running the `nft` program in the table's network namespace: the ruleset is written as one
+//! `nft -f -` transaction, and counters are read with `nft -j` (neither happens per SYN or
+//! per verdict).
+
+use std::{
+    io::Write as _,
+    os::fd::{AsRawFd as _, OwnedFd},
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, Result, bail};
+
+/// Runs `nft -f -` with `script` in the network namespace `netns`: one transaction.
+pub fn apply(netns: &OwnedFd, script: &str) -> Result<()> {
+    nft(netns, &["-f", "-"], Some(script)).map(drop)
+}
+
+/// Runs `nft ARGS` in `netns` and returns its standard output (for reading counters).
+pub fn query(netns: &OwnedFd, args: &[&str]) -> Result<String> {
+    nft(netns, args, None)
+}
+
+fn nft(netns: &OwnedFd, args: &[&str], stdin: Option<&str>) -> Result<String> {
+    let nft = which::which("nft")
+        .context("the nftables backend needs the nft program (Debian: apt install nftables)")?;
+    let ns = netns.as_raw_fd();
+    let mut cmd = Command::new(nft);
+    cmd.args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // SAFETY: setns is async-signal-safe; it puts the child in the table's namespace
+    // whatever namespace the calling thread is in now.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            if libc::setns(ns, libc::CLONE_NEWNET) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+    let mut child = cmd.spawn().context("starting nft")?;
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(input.as_bytes())
+            .context("writing to nft")?;
+    }
+    let out = child.wait_with_output().context("waiting for nft")?;
+    if !out.status.success() {
+        bail!(
+            "nft {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

@@ -1,0 +1,440 @@
+//! The table's rules, chains, counters and set declarations, written as an `nft` script and
+//! applied by `nft -f -` as one transaction. They change only with the config, the screened
+//! interfaces and the prefix lengths in use; the elements (what changes all the time) are
+//! written over netlink ([`super::netlink`]) and survive every rewrite of the rules.
+//!
+//! The path of a SYN (`ingress`, on the screened interfaces, netdev family):
+//!
+//! ```text
+//! ingress:  TCP SYN without ACK to a screened port ─► subject4 | subject6
+//!           else count passed_not_subject
+//! subject4/6 (a lookup per length in use, longest first; the first hit decides):
+//!           allow sets ─► to_allow   allow feeds ─► feed_N ─► to_allow
+//!           deny sets ─► to_deny     drop feeds ─► feed_N ─► feed_drop
+//!           limit feeds ─► feed_N ─► bucket (per-source token bucket) ─► over_rate
+//!           @verdict4/6 ─► v_pass | v_limit ─► bucket | v_drop | v_explain
+//!           network verdict sets ─► v_drop …
+//! unknown_peer: seen within the dedup window ─► unknown, accept
+//!               else add to @seen (and @holding), NFLOG ─► events_emitted ─► first_contact
+//! every chain that drops (to_deny, feed_drop, over_rate, v_drop, held) first checks @alive:
+//!           no live element ─► stale: passed_stale, accept (the daemon is dead or hung)
+//!
+//! Fragments: a non-first fragment has no TCP header, so it never matches the ingress rule
+//! (it passes, counted passed_not_subject); a first fragment carrying a SYN is screened.
+//! ```
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    fmt::Write as _,
+    time::Duration,
+};
+
+use filter_common::Counter;
+
+use super::sets::{ALIVE, Family, Kind, verdict_set};
+
+/// Everything the script depends on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub table: String,
+    /// Interfaces whose ingress is screened (none: the table holds no hook yet).
+    pub devices: Vec<String>,
+    pub ports: Vec<u16>,
+    pub observe: bool,
+    /// `first_contact = "hold"`: how long an unknown peer's SYNs are dropped.
+    pub hold: Option<Duration>,
+    pub dedup: Duration,
+    /// A reputation drop lets one SYN through per this window (`None`: never).
+    pub explain: Option<Duration>,
+    pub limit_per_minute: u64,
+    pub limit_burst: u64,
+    /// The NFLOG group new peers are reported on.
+    pub log_group: u16,
+    /// Elements each set may hold: source verdicts (and the dynamic sets), list sets.
+    pub verdicts: u32,
+    pub lists: u32,
+    /// Prefix lengths in use per kind and family (longest first when written).
+    pub lengths: BTreeMap<(Kind, Family), BTreeSet<u8>>,
+    /// Feeds by id, with the kind of their entries.
+    pub feeds: BTreeMap<u32, Kind>,
+}
+
+/// The chains verdict maps send packets to.
+pub const V_PASS: &str = "v_pass";
+pub const V_LIMIT: &str = "v_limit";
+pub const V_DROP: &str = "v_drop";
+pub const V_EXPLAIN: &str = "v_explain";
+
+/// A feed's chain (and the named counter of its hits).
+pub fn feed_chain(id: u32) -> String {
+    format!("feed_{id}")
+}
+
+/// The dynamic sets' names carry their timeout, so a new window is a new set (an existing
+/// set's timeout cannot change) and the old one goes with the rules that used it.
+fn seen(f: Family, s: &Shape) -> String {
+    format!("seen{}_{}", f.digit(), s.dedup.as_millis())
+}
+
+fn holding(f: Family, hold: Duration) -> String {
+    format!("holding{}_{}", f.digit(), hold.as_millis())
+}
+
+fn explained(f: Family, every: Duration) -> String {
+    format!("explained{}_{}", f.digit(), every.as_millis())
+}
+
+fn meter(f: Family, s: &Shape) -> String {
+    format!(
+        "meter{}_{}_{}",
+        f.digit(),
+        s.limit_per_minute,
+        s.limit_burst
+    )
+}
+
+/// The dynamic sets holding per-source state of one family: reported, held, explained.
+pub fn source_sets(s: &Shape, f: Family) -> Vec<String> {
+    let mut v = vec![seen(f, s)];
+    v.extend(s.hold.map(|h| holding(f, h)));
+    v.extend(explained_set(s, f));
+    v
+}
+
+/// The set of sources whose refusal was explained within the explain window.
+pub fn explained_set(s: &Shape, f: Family) -> Option<String> {
+    s.explain.map(|e| explained(f, e))
+}
+
+impl Shape {
+    /// How long an idle source's token bucket is kept: long enough to refill.
+    fn meter_timeout(&self) -> Duration {
+        let refill = self.limit_burst.saturating_mul(60) / self.limit_per_minute.max(1);
+        Duration::from_secs(refill.max(60))
+    }
+
+    /// The dynamic sets (name, family, timeout) this shape uses.
+    fn dynamic_sets(&self) -> Vec<(String, Family, Duration)> {
+        let mut v = Vec::new();
+        for f in Family::ALL {
+            v.push((seen(f, self), f, self.dedup));
+            v.push((meter(f, self), f, self.meter_timeout()));
+            if let Some(h) = self.hold {
+                v.push((holding(f, h), f, h));
+            }
+            if let Some(e) = self.explain {
+                v.push((explained(f, e), f, e));
+            }
+        }
+        v
+    }
+
+    /// What a refusing outcome does: drop, or in observe mode count that and pass.
+    fn refuse(&self) -> &'static str {
+        if self.observe {
+            "counter name \"observe_passed\" accept"
+        } else {
+            "drop"
+        }
+    }
+}
+
+/// The chains the script always has (the base chain `ingress` comes and goes with devices).
+const CHAINS: &[&str] = &[
+    "stale",
+    "subject4",
+    "subject6",
+    "to_allow",
+    "to_deny",
+    "feed_drop",
+    "bucket",
+    "over_rate",
+    V_PASS,
+    V_LIMIT,
+    V_DROP,
+    V_EXPLAIN,
+    "unknown_peer",
+    "first_contact",
+    "held",
+];
+
+/// The chains that drop (in observe mode: count and pass), each behind the heartbeat check.
+const REFUSING: [&str; 5] = ["to_deny", "feed_drop", "over_rate", V_DROP, "held"];
+
+/// The script taking the table from `prev` (what was applied last; `None` for a table that
+/// is not there) to `next`, as one transaction.
+pub fn script(prev: Option<&Shape>, next: &Shape) -> String {
+    let t = &next.table;
+    let mut s = String::new();
+    let _ = writeln!(s, "add table netdev {t}");
+    for c in Counter::ALL {
+        let _ = writeln!(s, "add counter netdev {t} {}", c.name());
+    }
+    for id in next.feeds.keys() {
+        let _ = writeln!(s, "add counter netdev {t} {}", feed_chain(*id));
+    }
+    declare_sets(&mut s, next);
+    for c in CHAINS
+        .iter()
+        .map(|c| c.to_string())
+        .chain(next.feeds.keys().map(|id| feed_chain(*id)))
+    {
+        let _ = writeln!(s, "add chain netdev {t} {c}\nflush chain netdev {t} {c}");
+    }
+    let devices_change = prev.is_none_or(|p| p.devices != next.devices);
+    if let Some(p) = prev {
+        if devices_change && !p.devices.is_empty() {
+            let _ = writeln!(
+                s,
+                "flush chain netdev {t} ingress\ndelete chain netdev {t} ingress"
+            );
+        }
+        retire(&mut s, p, next);
+    }
+    write_rules(&mut s, next);
+    if !next.devices.is_empty() {
+        let devs: Vec<String> = next.devices.iter().map(|d| format!("\"{d}\"")).collect();
+        if devices_change {
+            let _ = writeln!(
+                s,
+                "add chain netdev {t} ingress {{ type filter hook ingress devices = {{ {} }} priority -500; policy accept; }}",
+                devs.join(", ")
+            );
+        } else {
+            let _ = writeln!(s, "flush chain netdev {t} ingress");
+        }
+        let ports: Vec<String> = next.ports.iter().map(u16::to_string).collect();
+        // One port is a compare, several an (anonymous) set lookup; none screens nothing
+        // (as the eBPF datapath's empty config).
+        let dport = match ports.len() {
+            0 => None,
+            1 => Some(ports[0].clone()),
+            _ => Some(format!("{{ {} }}", ports.join(", "))),
+        };
+        for (f, dport) in Family::ALL.iter().zip(std::iter::repeat(dport).flatten()) {
+            let _ = writeln!(
+                s,
+                "add rule netdev {t} ingress meta protocol {} tcp flags & (syn | ack) == syn tcp dport {dport} goto subject{}",
+                f.proto(),
+                f.digit()
+            );
+        }
+        let _ = writeln!(
+            s,
+            "add rule netdev {t} ingress counter name \"passed_not_subject\""
+        );
+    }
+    s
+}
+
+/// Declares every set the shape uses (`add` leaves an existing set and its elements alone).
+fn declare_sets(s: &mut String, next: &Shape) {
+    let t = &next.table;
+    let _ = writeln!(
+        s,
+        "add set netdev {t} {ALIVE} {{ type inet_proto; flags timeout; }}"
+    );
+    for f in Family::ALL {
+        let _ = writeln!(
+            s,
+            "add map netdev {t} {} {{ type {} : verdict; flags timeout; counter; size {}; }}",
+            verdict_set(f),
+            f.addr_type(),
+            next.verdicts
+        );
+    }
+    for ((kind, f), lens) in &next.lengths {
+        for len in lens {
+            let what = if kind.is_map() {
+                format!(
+                    "map netdev {t} {} {{ type {} : verdict;",
+                    kind.set(*f, *len),
+                    f.addr_type()
+                )
+            } else {
+                format!(
+                    "set netdev {t} {} {{ type {};",
+                    kind.set(*f, *len),
+                    f.addr_type()
+                )
+            };
+            let extra = if kind.counts() {
+                " flags timeout; counter;"
+            } else {
+                ""
+            };
+            let _ = writeln!(s, "add {what}{extra} size {}; }}", next.lists);
+        }
+    }
+    for (name, f, timeout) in next.dynamic_sets() {
+        let _ = writeln!(
+            s,
+            "add set netdev {t} {name} {{ type {}; flags dynamic,timeout; timeout {}ms; size {}; }}",
+            f.addr_type(),
+            timeout.as_millis(),
+            next.verdicts
+        );
+    }
+}
+
+/// Deletes what `prev` had and `next` has not (after every chain was flushed above, nothing
+/// refers to them any more): dynamic sets of old windows, feeds' chains and counters.
+fn retire(s: &mut String, prev: &Shape, next: &Shape) {
+    let t = &next.table;
+    let keep: BTreeSet<String> = next.dynamic_sets().into_iter().map(|d| d.0).collect();
+    for (name, _, _) in prev.dynamic_sets() {
+        if !keep.contains(&name) {
+            let _ = writeln!(s, "delete set netdev {t} {name}");
+        }
+    }
+    for id in prev.feeds.keys().filter(|id| !next.feeds.contains_key(id)) {
+        let c = feed_chain(*id);
+        let _ = writeln!(
+            s,
+            "flush chain netdev {t} {c}\ndelete chain netdev {t} {c}\ndelete counter netdev {t} {c}"
+        );
+    }
+}
+
+fn write_rules(s: &mut String, n: &Shape) {
+    let t = &n.table;
+    let mut rule = |chain: &str, body: &str| {
+        let _ = writeln!(s, "add rule netdev {t} {chain} {body}");
+    };
+    let refuse = n.refuse();
+    // Every refusing chain first checks the heartbeat: no live element, no drop.
+    for chain in REFUSING {
+        rule(chain, &format!("meta l4proto != @{ALIVE} goto stale"));
+    }
+    rule("stale", "counter name \"passed_stale\" accept");
+    for f in Family::ALL {
+        let chain = format!("subject{}", f.digit());
+        for kind in Kind::ALL {
+            if kind == Kind::Network {
+                rule(
+                    &chain,
+                    &format!("{} saddr vmap @{}", f.proto(), verdict_set(f)),
+                );
+            }
+            let Some(lens) = n.lengths.get(&(kind, f)) else {
+                continue;
+            };
+            for len in lens.iter().rev() {
+                let set = kind.set(f, *len);
+                let body = match kind {
+                    Kind::OwnAllow => format!("{} @{set} goto to_allow", f.source(*len)),
+                    Kind::OwnDeny => format!("{} @{set} goto to_deny", f.source(*len)),
+                    _ => format!("{} vmap @{set}", f.source(*len)),
+                };
+                rule(&chain, &body);
+            }
+        }
+        rule(&chain, "goto unknown_peer");
+    }
+    rule("to_allow", "counter name \"passed_allow\" accept");
+    rule(
+        "to_deny",
+        &format!("counter name \"dropped_deny\" {refuse}"),
+    );
+    rule(
+        "feed_drop",
+        &format!("counter name \"dropped_feed\" {refuse}"),
+    );
+    for (id, kind) in &n.feeds {
+        let next = match kind {
+            Kind::FeedAllow => "to_allow",
+            Kind::FeedLimit => "bucket",
+            _ => "feed_drop",
+        };
+        rule(
+            &feed_chain(*id),
+            &format!("counter name \"{}\" goto {next}", feed_chain(*id)),
+        );
+    }
+    for f in Family::ALL {
+        rule(
+            "bucket",
+            &format!(
+                "meta protocol {p} update @{m} {{ {p} saddr limit rate over {}/minute burst {} packets }} goto over_rate",
+                n.limit_per_minute,
+                n.limit_burst,
+                p = f.proto(),
+                m = meter(f, n)
+            ),
+        );
+    }
+    rule("bucket", "counter name \"passed_limit\" accept");
+    rule("over_rate", &format!("counter name \"limited\" {refuse}"));
+    rule(V_PASS, "counter name \"passed_verdict\" accept");
+    rule(V_LIMIT, "goto bucket");
+    rule(
+        V_DROP,
+        &format!("counter name \"dropped_verdict\" {refuse}"),
+    );
+    if let Some(every) = n.explain {
+        for f in Family::ALL {
+            let (p, e) = (f.proto(), explained(f, every));
+            rule(
+                V_EXPLAIN,
+                &format!("meta protocol {p} {p} saddr @{e} goto {V_DROP}"),
+            );
+            rule(
+                V_EXPLAIN,
+                &format!(
+                    "meta protocol {p} add @{e} {{ {p} saddr }} counter name \"explained\" accept"
+                ),
+            );
+        }
+    }
+    rule(V_EXPLAIN, &format!("goto {V_DROP}"));
+    unknown_rules(&mut rule, n);
+}
+
+/// An unknown source: reported once per dedup window (NFLOG), passed, or held.
+fn unknown_rules(rule: &mut impl FnMut(&str, &str), n: &Shape) {
+    let refuse = n.refuse();
+    for f in Family::ALL {
+        let p = f.proto();
+        if let Some(h) = n.hold {
+            rule(
+                "unknown_peer",
+                &format!("meta protocol {p} {p} saddr @{} goto held", holding(f, h)),
+            );
+        }
+        rule(
+            "unknown_peer",
+            &format!(
+                "meta protocol {p} {p} saddr @{} counter name \"unknown\" accept",
+                seen(f, n)
+            ),
+        );
+    }
+    for f in Family::ALL {
+        let p = f.proto();
+        let hold = n
+            .hold
+            .map(|h| format!(" add @{} {{ {p} saddr }}", holding(f, h)))
+            .unwrap_or_default();
+        rule(
+            "unknown_peer",
+            &format!(
+                "meta protocol {p} add @{} {{ {p} saddr }}{hold} log group {} snaplen 128 counter name \"events_emitted\" goto first_contact",
+                seen(f, n),
+                n.log_group
+            ),
+        );
+    }
+    // The dynamic set is full: nothing more can be reported, and an unreported peer passes.
+    rule(
+        "unknown_peer",
+        "counter name \"events_lost\" counter name \"unknown\" accept",
+    );
+    if n.hold.is_some() {
+        rule("first_contact", "goto held");
+    } else {
+        rule("first_contact", "counter name \"unknown\" accept");
+    }
+    rule("held", &format!("counter name \"held\" {refuse}"));
+}
+
+pub use super::nft::{apply, query};

@@ -1,0 +1,202 @@
+//! The sets of the table and what their elements look like: which set a prefix goes into, its
+//! key, and the chains a verdict map's elements send packets to.
+//!
+//! Prefixes are kept as the eBPF datapath keeps them: one hash set per table, family and
+//! prefix length in use, keyed by the masked address, and one rule per set that masks the
+//! source and looks it up (longest length first). A SYN costs one hash lookup per length in
+//! use, whatever the number of prefixes; an interval set (an rbtree) would cost a walk of
+//! about 2·log2(n) nodes, each a cache miss, and refuses overlapping prefixes, which feeds and
+//! operators' entries have (BENCHMARKS.md, "nftables backend").
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use ipnet::IpNet;
+
+/// An address family, as the ruleset spells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub const ALL: [Family; 2] = [Family::V4, Family::V6];
+
+    pub fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(_) => Self::V4,
+            IpAddr::V6(_) => Self::V6,
+        }
+    }
+
+    /// `4` or `6`, as set names end.
+    pub const fn digit(self) -> &'static str {
+        match self {
+            Self::V4 => "4",
+            Self::V6 => "6",
+        }
+    }
+
+    /// The protocol keyword of its header (`ip`, `ip6`).
+    pub const fn proto(self) -> &'static str {
+        match self {
+            Self::V4 => "ip",
+            Self::V6 => "ip6",
+        }
+    }
+
+    /// The key type of its address sets.
+    pub const fn addr_type(self) -> &'static str {
+        match self {
+            Self::V4 => "ipv4_addr",
+            Self::V6 => "ipv6_addr",
+        }
+    }
+
+    pub const fn bits(self) -> u8 {
+        match self {
+            Self::V4 => 32,
+            Self::V6 => 128,
+        }
+    }
+
+    /// The netmask of a prefix length, as an address.
+    pub fn mask(self, len: u8) -> String {
+        match self {
+            Self::V4 => {
+                let m = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+                Ipv4Addr::from(m).to_string()
+            }
+            Self::V6 => {
+                let m = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+                Ipv6Addr::from(m).to_string()
+            }
+        }
+    }
+
+    /// The source address as a rule matches it against sets of prefix length `len`.
+    pub fn source(self, len: u8) -> String {
+        if len == self.bits() {
+            format!("{} saddr", self.proto())
+        } else {
+            format!("{} saddr & {}", self.proto(), self.mask(len))
+        }
+    }
+}
+
+/// The kinds of prefix sets, in the order the rules look them up (the datapath's precedence).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// Operators', config and host allow entries (a set with a counter per element).
+    OwnAllow,
+    /// Allow feeds (a verdict map: each prefix to its feed's chain).
+    FeedAllow,
+    /// Operators' and config deny entries.
+    OwnDeny,
+    /// Drop feeds.
+    FeedDeny,
+    /// Limit feeds.
+    FeedLimit,
+    /// Network verdicts (a verdict map: each prefix to its action's chain, a counter each).
+    Network,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 6] = [
+        Kind::OwnAllow,
+        Kind::FeedAllow,
+        Kind::OwnDeny,
+        Kind::FeedDeny,
+        Kind::FeedLimit,
+        Kind::Network,
+    ];
+
+    const fn stem(self) -> &'static str {
+        match self {
+            Self::OwnAllow => "allow",
+            Self::FeedAllow => "feed_allow",
+            Self::OwnDeny => "deny",
+            Self::FeedDeny => "feed_deny",
+            Self::FeedLimit => "feed_limit",
+            Self::Network => "net",
+        }
+    }
+
+    /// Whether its elements carry a chain (a verdict map), not only a key.
+    pub const fn is_map(self) -> bool {
+        !matches!(self, Self::OwnAllow | Self::OwnDeny)
+    }
+
+    /// Whether each element counts its hits (entries shown one by one; feeds count per feed).
+    pub const fn counts(self) -> bool {
+        matches!(self, Self::OwnAllow | Self::OwnDeny | Self::Network)
+    }
+
+    /// Whether its elements can expire (operators' entries and network verdicts).
+    pub const fn expires(self) -> bool {
+        self.counts()
+    }
+
+    /// The set holding its prefixes of one family and length.
+    pub fn set(self, family: Family, len: u8) -> String {
+        format!("{}{}_{len}", self.stem(), family.digit())
+    }
+}
+
+/// The key of a prefix in its length's set: the network address, in network byte order.
+pub fn key(net: IpNet) -> Vec<u8> {
+    match net.trunc() {
+        IpNet::V4(n) => n.network().octets().to_vec(),
+        IpNet::V6(n) => n.network().octets().to_vec(),
+    }
+}
+
+/// The key of one address.
+pub fn addr_key(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+/// The address a key holds.
+pub fn key_addr(key: &[u8]) -> Option<IpAddr> {
+    match key.len() {
+        4 => Some(IpAddr::from(<[u8; 4]>::try_from(key).ok()?)),
+        16 => Some(IpAddr::from(<[u8; 16]>::try_from(key).ok()?)),
+        _ => None,
+    }
+}
+
+/// The set of source verdicts of one family.
+pub fn verdict_set(family: Family) -> String {
+    format!("verdict{}", family.digit())
+}
+
+/// The set whose one element is the daemon's heartbeat.
+pub const ALIVE: &str = "alive";
+/// The key of that element: `tcp` (every subject SYN's `meta l4proto`).
+pub const ALIVE_KEY: u8 = 6;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_and_sources() {
+        assert_eq!(Family::V4.mask(24), "255.255.255.0");
+        assert_eq!(Family::V4.mask(0), "0.0.0.0");
+        assert_eq!(Family::V6.mask(64), "ffff:ffff:ffff:ffff::");
+        assert_eq!(Family::V4.source(32), "ip saddr");
+        assert_eq!(Family::V6.source(56), "ip6 saddr & ffff:ffff:ffff:ff00::");
+    }
+
+    #[test]
+    fn keys_are_networks() {
+        let net: IpNet = "192.0.2.77/24".parse().unwrap();
+        assert_eq!(key(net), vec![192, 0, 2, 0]);
+        let ip: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(key_addr(&addr_key(ip)), Some(ip));
+        assert_eq!(Kind::FeedDeny.set(Family::V6, 64), "feed_deny6_64");
+    }
+}

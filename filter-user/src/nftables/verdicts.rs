@@ -1,0 +1,151 @@
+//! Source verdicts: one element per source in the verdict map of its family, sending its SYNs
+//! to its action's chain, with the verdict's expiry as the element's timeout (the kernel
+//! forgets it then) and its reason in the element's user data (so a daemon that restarts
+//! after a crash takes the verdicts back, [`super::Nftables::open`]). The handle keeps what it
+//! wrote, so reads cost no round trip; hits are read from the element's counter on demand.
+
+use std::net::IpAddr;
+
+use anyhow::{Context as _, Result};
+use filter_common::{Action, PeerVerdict, Reason};
+
+use super::{
+    Nftables, counters,
+    lists::{timeout_ms, verdict_chain},
+    netlink::{Elem, Op},
+    ruleset::{self, V_DROP, V_EXPLAIN, V_LIMIT, V_PASS},
+    sets::{Family, addr_key, verdict_set},
+};
+
+/// The action a verdict map's chain stands for.
+pub fn action_of(chain: &str) -> Option<Action> {
+    match chain {
+        V_PASS => Some(Action::Pass),
+        V_LIMIT => Some(Action::Limit),
+        V_DROP | V_EXPLAIN => Some(Action::Drop),
+        _ => None,
+    }
+}
+
+impl Nftables {
+    /// The per-source dynamic sets (reported, held, explained) of one family in the kernel.
+    fn source_sets(&self, f: Family) -> Vec<String> {
+        self.applied
+            .as_ref()
+            .map(|a| ruleset::source_sets(a, f))
+            .unwrap_or_default()
+    }
+
+    /// Sets `ip`'s verdict, replacing any (a reputation `drop` explains its next SYN again).
+    pub fn verdict_set(&mut self, ip: IpAddr, v: PeerVerdict) -> Result<()> {
+        let f = Family::of(ip);
+        let set = verdict_set(f);
+        let key = addr_key(ip);
+        let mut elem = Elem::key(key.clone());
+        elem.goto = Some(verdict_chain(v.action(), v.reason()).to_owned());
+        elem.timeout_ms = timeout_ms(v.expires_ns);
+        elem.userdata = vec![v.reason];
+        let mut ops = vec![Op::Destroy(set.clone(), vec![Elem::key(key.clone())])];
+        let explained = self
+            .applied
+            .as_ref()
+            .and_then(|a| ruleset::explained_set(a, f));
+        if v.action() == Action::Drop
+            && v.reason() == Reason::Reputation
+            && let Some(s) = explained
+        {
+            ops.push(Op::Destroy(s, vec![Elem::key(key.clone())]));
+        }
+        ops.push(Op::Add(set, vec![elem]));
+        self.write(ops)
+            .with_context(|| format!("writing the verdict for {ip} (is the verdict map full?)"))?;
+        let mut stored = v;
+        stored.hits = 0;
+        self.verdicts.insert(ip, stored);
+        Ok(())
+    }
+
+    /// `ip`'s verdict (expired or not), with the SYNs it decided.
+    pub fn verdict_get(&self, ip: IpAddr) -> Result<Option<PeerVerdict>> {
+        let Some(mut v) = self.verdicts.get(&ip).copied() else {
+            return Ok(None);
+        };
+        v.hits = self.verdict_hits(ip).unwrap_or(0);
+        Ok(Some(v))
+    }
+
+    /// The hits of `ip`'s verdict element (0 once it expired).
+    fn verdict_hits(&self, ip: IpAddr) -> Result<u64> {
+        let set = verdict_set(Family::of(ip));
+        let elem = format!("{{ {ip} }}");
+        // `nft -j get element` answers in text on nftables 1.0.6: read the counter there.
+        let Ok(out) = ruleset::query(
+            &self.netns,
+            &["get", "element", "netdev", &self.shape.table, &set, &elem],
+        ) else {
+            return Ok(0);
+        };
+        Ok(out
+            .split("counter packets ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// Removes `ip`'s verdict; `false` if it had none. It stays reported (its next SYN is not
+    /// reported again within the dedup window).
+    pub fn verdict_remove(&mut self, ip: IpAddr) -> Result<bool> {
+        if self.verdicts.remove(&ip).is_none() {
+            return Ok(false);
+        }
+        let set = verdict_set(Family::of(ip));
+        self.write(vec![Op::Destroy(set, vec![Elem::key(addr_key(ip))])])?;
+        Ok(true)
+    }
+
+    /// Every verdict written (expired ones included until removed), without hits.
+    pub fn verdicts(&self) -> Vec<(IpAddr, PeerVerdict)> {
+        self.verdicts.iter().map(|(ip, v)| (*ip, *v)).collect()
+    }
+
+    /// Forgets these sources altogether — verdict, report and hold — so their next SYN is a
+    /// first contact; returns how many had a verdict.
+    pub fn verdicts_remove(&mut self, ips: &[IpAddr]) -> Result<usize> {
+        let mut ops = Vec::new();
+        let mut n = 0;
+        for f in Family::ALL {
+            let keys: Vec<Elem> = ips
+                .iter()
+                .filter(|ip| Family::of(**ip) == f)
+                .map(|ip| Elem::key(addr_key(*ip)))
+                .collect();
+            if keys.is_empty() {
+                continue;
+            }
+            ops.push(Op::Destroy(verdict_set(f), keys.clone()));
+            for s in self.source_sets(f) {
+                ops.push(Op::Destroy(s, keys.clone()));
+            }
+        }
+        for ip in ips {
+            n += usize::from(self.verdicts.remove(ip).is_some());
+        }
+        self.write(ops)?;
+        Ok(n)
+    }
+
+    /// The per-element hit counters of both verdict maps (one `nft -j` read of each).
+    pub fn verdict_hit_counts(&self) -> Result<std::collections::HashMap<IpAddr, u64>> {
+        let mut out = std::collections::HashMap::new();
+        for f in Family::ALL {
+            out.extend(counters::element_hits(
+                &self.netns,
+                &self.shape.table,
+                &verdict_set(f),
+                true,
+            )?);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,563 @@
+//! The nftables backend in a network namespace: a veth pair between a client and a server
+//! namespace, the backend's table on the server's interface, real TCP handshakes from the
+//! client. Each promise of the README's datapath section, against real SYNs. Needs root and
+//! the `nft` program; run by `cargo xtask test nftables`.
+
+use std::{
+    net::{IpAddr, SocketAddr, TcpListener},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use filter_common::{
+    Action, Counter, DatapathConfig, FLAG_HOLD, FLAG_OBSERVE, ListEntry, PeerVerdict, Reason, Table,
+};
+use ipnet::IpNet;
+use mxscreen::{
+    datapath::{ListKind, MapSizes, PrefixSet, clock},
+    nftables::{Nftables, Options, events::NfLog},
+};
+use mxscreen_tests::netns::{
+    CLIENT_V4, CLIENT_V6, NetNs, SERVER_IFACE, SERVER_V4, SERVER_V6, Wire,
+};
+
+fn manual() -> ListEntry {
+    ListEntry::new(Reason::Manual, 0)
+}
+
+fn net(s: &str) -> IpNet {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
+        .unwrap()
+}
+
+fn smtp4() -> SocketAddr {
+    format!("{SERVER_V4}:25").parse().unwrap()
+}
+
+fn smtp6() -> SocketAddr {
+    format!("[{SERVER_V6}]:25").parse().unwrap()
+}
+
+/// A wire with listeners on 25 and 2525 (both families) and the backend on the server.
+struct Bed {
+    wire: Wire,
+    nft: Nftables,
+    log: NfLog,
+    _listeners: Vec<TcpListener>,
+}
+
+/// The config the tests start from: port 25, no hold, a 1 h dedup window, 1/min burst 2,
+/// no explained refusals, a heartbeat that never goes stale.
+fn config() -> DatapathConfig {
+    let mut c = DatapathConfig::empty();
+    c.set_ports(&[25]);
+    c.set_limit(1, 2);
+    c.dedup_window_ns = 3_600_000_000_000;
+    c
+}
+
+impl Bed {
+    fn new(tag: &str) -> Self {
+        Self::with_sizes(tag, MapSizes::small())
+    }
+
+    fn with_sizes(tag: &str, sizes: MapSizes) -> Self {
+        let wire = Wire::new(tag);
+        let listeners = wire.server.enter(|| {
+            [
+                smtp4(),
+                smtp6(),
+                format!("{SERVER_V4}:2525").parse().unwrap(),
+                format!("[{SERVER_V6}]:2525").parse().unwrap(),
+            ]
+            .iter()
+            .map(|a| TcpListener::bind(a).expect("listen"))
+            .collect()
+        });
+        let opts = Options {
+            sizes,
+            ..Options::default()
+        };
+        let (mut nft, log) = wire
+            .server
+            .enter(|| Nftables::open(&opts))
+            .unwrap_or_else(|e| panic!("open the nftables backend: {e:#}"));
+        nft.set_config(&config()).unwrap();
+        nft.attach(&[SERVER_IFACE.to_owned()]).unwrap();
+        // Neighbours resolved first (through a port never screened), so that a refused SYN
+        // is one that was sent and dropped, not one still waiting for neighbour discovery.
+        for src in CLIENT_V4.iter().chain(&CLIENT_V6) {
+            let dst = if src.contains(':') {
+                format!("[{SERVER_V6}]:2525")
+            } else {
+                format!("{SERVER_V4}:2525")
+            };
+            wire.assert_connects(src, dst.parse().unwrap());
+        }
+        Self {
+            wire,
+            nft,
+            log,
+            _listeners: listeners,
+        }
+    }
+
+    fn count(&self, c: Counter) -> u64 {
+        self.nft.counters().unwrap()[c as usize]
+    }
+
+    fn nft_list(&self) -> String {
+        let out = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.wire.server.name,
+                "nft",
+                "list",
+                "ruleset",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+#[test]
+fn blocks_unblocks_and_allows_real_connections() {
+    let mut b = Bed::new("nb");
+    let (blocked4, clean4) = (CLIENT_V4[0], CLIENT_V4[1]);
+    let (blocked6, clean6) = (CLIENT_V6[0], CLIENT_V6[1]);
+    b.wire.assert_connects(blocked4, smtp4());
+    b.wire.assert_connects(blocked6, smtp6());
+    b.nft
+        .list_insert(ListKind::Deny, net(blocked4), manual())
+        .unwrap();
+    b.nft
+        .list_insert(ListKind::Deny, net("2001:db8:1::/64"), manual())
+        .unwrap();
+    b.wire.assert_refused(blocked4, smtp4());
+    b.wire.assert_refused(blocked6, smtp6());
+    b.wire.assert_refused(clean6, smtp6());
+    // Other ports are never touched, and other sources pass.
+    b.wire
+        .assert_connects(blocked4, format!("{SERVER_V4}:2525").parse().unwrap());
+    b.wire
+        .assert_connects(blocked6, format!("[{SERVER_V6}]:2525").parse().unwrap());
+    b.wire.assert_connects(clean4, smtp4());
+    assert!(b.count(Counter::DroppedDeny) >= 3);
+    // Allow beats deny, the longest prefix of each table aside.
+    b.nft
+        .list_insert(ListKind::Allow, net(blocked6), manual())
+        .unwrap();
+    b.wire.assert_connects(blocked6, smtp6());
+    b.wire.assert_refused(clean6, smtp6());
+    assert!(b.count(Counter::PassedAllow) >= 1);
+    let allowed = b
+        .nft
+        .list_match(ListKind::Allow, blocked6.parse().unwrap())
+        .unwrap()
+        .unwrap();
+    assert!(
+        allowed.hits >= 1,
+        "the allow entry counts its hits: {allowed:?}"
+    );
+    assert!(b.nft.list_remove(ListKind::Allow, net(blocked6)).unwrap());
+    assert!(
+        b.nft
+            .list_remove(ListKind::Deny, net("2001:db8:1::/64"))
+            .unwrap()
+    );
+    assert!(b.nft.list_remove(ListKind::Deny, net(blocked4)).unwrap());
+    assert!(!b.nft.list_remove(ListKind::Deny, net(blocked4)).unwrap());
+    b.wire.assert_connects(blocked4, smtp4());
+    b.wire.assert_connects(blocked6, smtp6());
+    // An entry with an expiry passes again once it expired (the element's timeout).
+    let soon = ListEntry::new(Reason::Manual, clock::expiry_after(Duration::from_secs(2)));
+    b.nft
+        .list_insert(ListKind::Deny, net(blocked4), soon)
+        .unwrap();
+    b.wire.assert_refused(blocked4, smtp4());
+    std::thread::sleep(Duration::from_millis(2300));
+    b.wire.assert_connects(blocked4, smtp4());
+    assert!(b.count(Counter::PassedNotSubject) > 0);
+}
+
+#[test]
+fn verdicts_with_expiry_and_precedence() {
+    let mut b = Bed::new("nv");
+    let (a, c) = (CLIENT_V4[0], CLIENT_V6[0]);
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let soon = clock::expiry_after(Duration::from_secs(2));
+    b.nft
+        .verdict_set(ip(a), PeerVerdict::new(Action::Drop, Reason::Manual, soon))
+        .unwrap();
+    b.nft
+        .verdict_set(ip(c), PeerVerdict::new(Action::Drop, Reason::Reputation, 0))
+        .unwrap();
+    b.wire.assert_refused(a, smtp4());
+    b.wire.assert_refused(c, smtp6());
+    assert!(b.count(Counter::DroppedVerdict) >= 2);
+    assert!(b.nft.verdict_get(ip(c)).unwrap().unwrap().hits >= 1);
+    // A pass verdict replaces the drop; an allow entry... and a deny entry beats a pass verdict.
+    b.nft
+        .verdict_set(ip(c), PeerVerdict::new(Action::Pass, Reason::Reputation, 0))
+        .unwrap();
+    b.wire.assert_connects(c, smtp6());
+    assert!(b.count(Counter::PassedVerdict) >= 1);
+    b.nft.list_insert(ListKind::Deny, net(c), manual()).unwrap();
+    b.wire.assert_refused(c, smtp6());
+    b.nft.list_remove(ListKind::Deny, net(c)).unwrap();
+    // A network verdict applies to a source without a verdict of its own.
+    let other6 = CLIENT_V6[1];
+    b.nft
+        .network_verdict_set(net("2001:db8:1::/64"), Action::Drop, Reason::Reputation, 0)
+        .unwrap();
+    b.wire.assert_refused(other6, smtp6());
+    b.wire.assert_connects(c, smtp6());
+    assert!(
+        b.nft
+            .network_verdict_remove(net("2001:db8:1::/64"))
+            .unwrap()
+    );
+    b.wire.assert_connects(other6, smtp6());
+    // The expiring drop verdict ran out.
+    std::thread::sleep(Duration::from_millis(2300));
+    b.wire.assert_connects(a, smtp4());
+    assert!(b.nft.verdict_remove(ip(c)).unwrap());
+}
+
+#[test]
+fn explained_refusals_let_one_syn_through_per_window() {
+    let mut b = Bed::new("ne");
+    let mut cfg = config();
+    cfg.explain_window_ns = 3_600_000_000_000;
+    b.nft.set_config(&cfg).unwrap();
+    let c = CLIENT_V6[0];
+    b.nft
+        .verdict_set(
+            c.parse().unwrap(),
+            PeerVerdict::new(Action::Drop, Reason::Reputation, 0),
+        )
+        .unwrap();
+    b.wire.assert_connects(c, smtp6());
+    b.wire.assert_refused(c, smtp6());
+    assert_eq!(b.count(Counter::Explained), 1);
+    // A new verdict explains again; a manual drop never does.
+    b.nft
+        .verdict_set(
+            c.parse().unwrap(),
+            PeerVerdict::new(Action::Drop, Reason::Reputation, 0),
+        )
+        .unwrap();
+    b.wire.assert_connects(c, smtp6());
+    b.nft
+        .verdict_set(
+            c.parse().unwrap(),
+            PeerVerdict::new(Action::Drop, Reason::Manual, 0),
+        )
+        .unwrap();
+    b.wire.assert_refused(c, smtp6());
+}
+
+#[test]
+fn limit_class_is_a_token_bucket_per_source() {
+    let mut b = Bed::new("nl");
+    let (a, c) = (CLIENT_V4[0], CLIENT_V4[1]);
+    b.nft
+        .verdict_set(
+            a.parse().unwrap(),
+            PeerVerdict::new(Action::Limit, Reason::Reputation, 0),
+        )
+        .unwrap();
+    // Burst 2 at 1 per minute: two connections, then refused.
+    b.wire.assert_connects(a, smtp4());
+    b.wire.assert_connects(a, smtp4());
+    b.wire.assert_refused(a, smtp4());
+    assert_eq!(b.count(Counter::PassedLimit), 2);
+    assert!(b.count(Counter::Limited) >= 1);
+    // A limit feed: the same bucket, whatever the reputation says; per source.
+    let feed = PrefixSet::from_unsorted(
+        vec![PrefixSet::pack_v4(u32::from_be_bytes([192, 0, 2, 0]), 24)],
+        Vec::new(),
+    );
+    b.nft.feed_load("limited", Table::Limit, feed).unwrap();
+    b.wire.assert_connects(c, smtp4());
+    b.wire.assert_connects(c, smtp4());
+    b.wire.assert_refused(c, smtp4());
+    assert!(b.nft.feed_hits("limited").unwrap() >= 3);
+}
+
+#[test]
+fn feeds_load_replace_and_drop() {
+    let mut b = Bed::new("nf");
+    let (a, c) = (CLIENT_V4[0], CLIENT_V6[1]);
+    let v6: u128 = "2001:db8:1::"
+        .parse::<std::net::Ipv6Addr>()
+        .unwrap()
+        .to_bits();
+    let set = |v4: Vec<(u32, u8)>, v6: Vec<(u128, u8)>| {
+        PrefixSet::from_unsorted(
+            v4.into_iter()
+                .map(|(n, l)| PrefixSet::pack_v4(n, l))
+                .collect(),
+            v6,
+        )
+    };
+    let first = set(
+        vec![
+            (u32::from_be_bytes([192, 0, 2, 1]), 32),
+            (u32::from_be_bytes([198, 51, 100, 0]), 24),
+        ],
+        vec![(v6, 64)],
+    );
+    let change = b.nft.feed_load("drop", Table::Deny, first).unwrap();
+    assert_eq!((change.added, change.removed), (3, 0));
+    b.wire.assert_refused(a, smtp4());
+    b.wire.assert_refused(c, smtp6());
+    assert!(b.count(Counter::DroppedFeed) >= 2);
+    assert!(b.nft.feed_hits("drop").unwrap() >= 2);
+    assert_eq!(
+        b.nft.feeds_listing(Table::Deny, net("2001:db8:1::/64")),
+        vec!["drop".to_owned()]
+    );
+    // An allow entry beats the feed.
+    b.nft
+        .list_insert(ListKind::Allow, net(c), manual())
+        .unwrap();
+    b.wire.assert_connects(c, smtp6());
+    // Reloaded without 192.0.2.1 and the /64: they pass; an unchanged reload writes nothing.
+    let second = set(
+        vec![(u32::from_be_bytes([198, 51, 100, 0]), 24)],
+        Vec::new(),
+    );
+    let change = b
+        .nft
+        .feed_load("drop", Table::Deny, second.clone())
+        .unwrap();
+    assert_eq!((change.added, change.removed), (0, 2));
+    b.wire.assert_connects(a, smtp4());
+    assert_eq!(
+        b.nft.feed_load("drop", Table::Deny, second).unwrap().writes,
+        0
+    );
+    b.nft.feed_drop("drop").unwrap();
+    assert!(
+        !b.nft_list()
+            .contains("feed_deny4_24 {\n\t\ttype ipv4_addr : verdict\n\t\tsize 1024\n\t\telements")
+    );
+}
+
+#[test]
+fn a_million_prefix_feed_loads_in_batches() {
+    let base = 0x2001_0db8_8000_0000_0000_0000_0000_0000u128;
+    let listed: u128 = "2001:db8:1::"
+        .parse::<std::net::Ipv6Addr>()
+        .unwrap()
+        .to_bits();
+    let mut v6: Vec<(u128, u8)> = (0..999_999u128).map(|i| (base | (i << 64), 64)).collect();
+    v6.push((listed, 64));
+    let feed = PrefixSet::from_unsorted(Vec::new(), v6);
+    // Too big for the small sets: refused whole, nothing written.
+    let mut small = Bed::new("nn");
+    let err = small
+        .nft
+        .feed_load("big", Table::Deny, feed.clone())
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("do not fit"), "{err:#}");
+    small.wire.assert_connects(CLIENT_V6[0], smtp6());
+    drop(small);
+    let mut b = Bed::with_sizes("nm", MapSizes::default());
+    let t = Instant::now();
+    let change = b.nft.feed_load("big", Table::Deny, feed).unwrap();
+    eprintln!("a million prefixes loaded in {:.1?}", t.elapsed());
+    assert_eq!(change.added, 1_000_000);
+    b.wire.assert_refused(CLIENT_V6[0], smtp6());
+    b.wire.assert_connects(CLIENT_V4[0], smtp4());
+}
+
+#[test]
+fn new_peers_are_reported_once_per_dedup_window() {
+    let mut b = Bed::new("nr");
+    let (a, c) = (CLIENT_V4[0], CLIENT_V6[0]);
+    b.wire.assert_connects(a, smtp4());
+    b.wire.assert_connects(c, smtp6());
+    b.wire.assert_connects(a, smtp4());
+    std::thread::sleep(Duration::from_millis(100));
+    let mut peers = b.log.drain().unwrap_or_default();
+    peers.sort_by_key(|p| p.ip);
+    let ips: Vec<IpAddr> = peers.iter().map(|p| p.ip).collect();
+    assert_eq!(ips, vec![a.parse::<IpAddr>().unwrap(), c.parse().unwrap()]);
+    assert!(
+        peers.iter().all(|p| p.dst_port == 25 && p.ifindex != 0),
+        "{peers:?}"
+    );
+    assert_eq!(b.count(Counter::EventsEmitted), 2);
+    assert_eq!(b.count(Counter::Unknown), 3);
+    // Nothing for other ports.
+    b.wire
+        .assert_connects(CLIENT_V4[1], format!("{SERVER_V4}:2525").parse().unwrap());
+    assert!(b.log.drain().is_err());
+}
+
+#[test]
+fn hold_drops_an_unknown_peer_until_its_verdict() {
+    let mut b = Bed::new("nh");
+    let mut cfg = config();
+    cfg.flags |= FLAG_HOLD;
+    cfg.hold_window_ns = 3_000_000_000;
+    b.nft.set_config(&cfg).unwrap();
+    let (a, c) = (CLIENT_V4[0], CLIENT_V4[1]);
+    b.wire.assert_refused(a, smtp4());
+    assert_eq!(b.count(Counter::Held), 1);
+    let reported = b.log.drain().unwrap();
+    assert_eq!(reported[0].ip, a.parse::<IpAddr>().unwrap());
+    // Its verdict arrives: the next SYN meets it.
+    b.nft
+        .verdict_set(
+            a.parse().unwrap(),
+            PeerVerdict::new(Action::Pass, Reason::Reputation, 0),
+        )
+        .unwrap();
+    b.wire.assert_connects(a, smtp4());
+    // Without a verdict, the hold ends after hold_max; a connection whose SYN is
+    // retransmitted after it completes.
+    b.wire.assert_refused(c, smtp4());
+    std::thread::sleep(Duration::from_millis(3100));
+    b.wire.assert_connects(c, smtp4());
+}
+
+#[test]
+fn observe_counts_everything_and_drops_nothing() {
+    let mut b = Bed::new("no");
+    let mut cfg = config();
+    cfg.flags |= FLAG_OBSERVE | FLAG_HOLD;
+    cfg.hold_window_ns = 3_000_000_000;
+    b.nft.set_config(&cfg).unwrap();
+    let (a, c) = (CLIENT_V4[0], CLIENT_V6[0]);
+    b.nft.list_insert(ListKind::Deny, net(a), manual()).unwrap();
+    b.nft
+        .verdict_set(
+            c.parse().unwrap(),
+            PeerVerdict::new(Action::Limit, Reason::Reputation, 0),
+        )
+        .unwrap();
+    b.wire.assert_connects(a, smtp4());
+    for _ in 0..3 {
+        b.wire.assert_connects(c, smtp6());
+    }
+    b.wire.assert_connects(CLIENT_V4[1], smtp4());
+    assert_eq!(b.count(Counter::DroppedDeny), 1);
+    assert_eq!(b.count(Counter::Limited), 1);
+    assert_eq!(b.count(Counter::Held), 1);
+    assert_eq!(b.count(Counter::ObservePassed), 3);
+}
+
+#[test]
+fn a_stale_heartbeat_passes_everything_and_the_table_goes_at_exit() {
+    let b = Bed::new("ns");
+    // Another table in the namespace, which the backend must never touch.
+    mxscreen_tests::receivers::run_in(&b.wire.server, "nft", &["add table inet other"], "");
+    let Bed {
+        wire,
+        mut nft,
+        log,
+        _listeners,
+    } = b;
+    let mut cfg = config();
+    cfg.stale_after_ns = 1_500_000_000;
+    nft.set_config(&cfg).unwrap();
+    let a = CLIENT_V4[0];
+    nft.list_insert(ListKind::Deny, net(a), manual()).unwrap();
+    wire.assert_refused(a, smtp4());
+    std::thread::sleep(Duration::from_millis(1600));
+    wire.assert_connects(a, smtp4());
+    assert!(nft.counters().unwrap()[Counter::PassedStale as usize] >= 1);
+    // A beat closes the gate again.
+    nft.set_config(&cfg).unwrap();
+    wire.assert_refused(a, smtp4());
+    drop(nft);
+    drop(log);
+    let rules = list_ruleset(&wire.server);
+    assert!(
+        !rules.contains("mxscreen"),
+        "the table outlived its owner:\n{rules}"
+    );
+    assert!(
+        rules.contains("table inet other"),
+        "another table was touched:\n{rules}"
+    );
+    wire.assert_connects(a, smtp4());
+}
+
+fn list_ruleset(ns: &NetNs) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "nft", "list", "ruleset"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_killed_owner_fails_open_within_five_seconds() {
+    let wire = Wire::new("nk");
+    let other: SocketAddr = format!("{SERVER_V4}:2525").parse().unwrap();
+    let _listeners: Vec<TcpListener> = wire.server.enter(|| {
+        [smtp4(), other]
+            .iter()
+            .map(|a| TcpListener::bind(a).expect("listen"))
+            .collect()
+    });
+    let a = CLIENT_V4[0];
+    wire.assert_connects(a, other);
+    let mut holder = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &wire.server.name,
+            env!("CARGO_BIN_EXE_nft_holder"),
+            SERVER_IFACE,
+            a,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "ready");
+    // Alive and beating: the block holds for longer than the 5 s timeout.
+    wire.assert_refused(a, smtp4());
+    std::thread::sleep(Duration::from_secs(6));
+    wire.assert_refused(a, smtp4());
+    // kill -9 (`ip netns exec` execs the holder: the child is the holder itself).
+    let pid = holder.id() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    holder.wait().unwrap();
+    let killed = Instant::now();
+    let rules = list_ruleset(&wire.server);
+    assert!(
+        rules.contains("table netdev mxscreen"),
+        "the table stays after kill -9:\n{rules}"
+    );
+    loop {
+        match wire.connect(a, smtp4(), Duration::from_millis(500)) {
+            Ok(()) => break,
+            Err(_) if killed.elapsed() < Duration::from_secs(7) => {}
+            Err(e) => panic!("still refused {:?} after kill -9: {e}", killed.elapsed()),
+        }
+    }
+    assert!(
+        killed.elapsed() <= Duration::from_millis(5500),
+        "{:?}",
+        killed.elapsed()
+    );
+    eprintln!("passing again {:?} after kill -9", killed.elapsed());
+}
