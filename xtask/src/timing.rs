@@ -29,6 +29,11 @@ impl Timings {
         result
     }
 
+    /// Records a step timed elsewhere (one that ran beside the others).
+    pub fn record(&mut self, name: impl Into<String>, took: Duration, ok: bool) {
+        self.steps.push((name.into(), took, ok));
+    }
+
     /// Marks the last step failed (a suite that ran to its end with failing tests).
     pub fn failed_last(&mut self) {
         if let Some(last) = self.steps.last_mut() {

@@ -1,9 +1,11 @@
-//! `cargo xtask test`: sets the machine up, lints, builds once, then runs every suite — unit
-//! tests, then the suites that touch the kernel, DNS servers and the MTA, one at a time —
-//! and reports every failure together at the end instead of stopping at the first, with a
-//! table of where the time went.
+//! `cargo xtask test`: sets the machine up, builds once, then runs every suite — unit tests,
+//! then the suites that touch the kernel, DNS servers and the MTA, one at a time — and
+//! reports every failure together at the end instead of stopping at the first, with a table
+//! of where the time went. A whole run also lints, beside the builds and suites
+//! ([`lint_beside`]); `cargo xtask test SUITE` leaves that to `cargo xtask lint`.
 
 mod harness;
+mod lint_beside;
 mod suites;
 
 use std::{ffi::OsString, path::PathBuf};
@@ -33,15 +35,20 @@ pub fn run(filter: Option<&str>, allow_skips: bool) -> Result<()> {
     }
     let suites = suites::select(filter)?;
     let mut timings = Timings::new();
-    let result = run_steps(&suites, allow_skips, &mut timings);
+    let result = run_steps(&suites, filter.is_none(), allow_skips, &mut timings);
     eprintln!("\n{}", timings.table());
     result
 }
 
 /// The run as a list of timed steps.
-fn run_steps(suites: &[&'static Suite], allow_skips: bool, timings: &mut Timings) -> Result<()> {
+fn run_steps(
+    suites: &[&'static Suite],
+    lint: bool,
+    allow_skips: bool,
+    timings: &mut Timings,
+) -> Result<()> {
     timings.time("setup", || setup(Needs::Tests))?;
-    timings.time("lint", crate::lint::run)?;
+    let lint = lint.then(lint_beside::LintBeside::start).transpose()?;
     let built = timings.time("build: tests and mxscreen (debug)", harness::build)?;
     suites::check_every_test_has_a_suite(&built.harnesses)?;
     // The package is built from the release binary, which the benchmarks run too.
@@ -71,6 +78,13 @@ fn run_steps(suites: &[&'static Suite], allow_skips: bool, timings: &mut Timings
             report.failed_suites.push(suite.name);
         }
         report.total.add(t);
+    }
+    if let Some(lint) = lint {
+        let (ok, took) = lint.finish()?;
+        timings.record("lint (beside the builds and suites, niced)", took, ok);
+        if !ok {
+            report.failed_suites.push("lint");
+        }
     }
     report.finish()
 }
