@@ -46,6 +46,14 @@ pub struct ResolverConfig {
     /// (with their expiry) in the datapath's maps, so a second cache would only hold memory
     /// and serve stale listings.
     pub cache_size: u64,
+    /// How often the resolver canary runs (and once at start): each `[[dnsbl]]` zone's
+    /// RFC 5782 test points (127.0.0.2 listed, 127.0.0.1 not) and `rdns.canary_ptr`. A zone
+    /// whose canary fails (a resolver answering NXDOMAIN, or 127.0.0.2, for everything; a
+    /// list refusing us; timeouts) counts for nothing until it passes again, and `status`,
+    /// the metrics and the log say so. Default `5m`: a few queries per zone, noticed
+    /// within minutes. "0s" turns the canary off.
+    #[serde(with = "duration")]
+    pub canary_every: Duration,
 }
 
 impl Default for ResolverConfig {
@@ -58,6 +66,7 @@ impl Default for ResolverConfig {
             max_lookups_per_sec: 20,
             queue_len: 256,
             cache_size: 0,
+            canary_every: Duration::from_secs(300),
         }
     }
 }
