@@ -35,8 +35,9 @@ pub struct ResolverConfig {
     pub max_inflight: usize,
     /// New evaluations started per second (token bucket with one second of burst).
     /// Default `20`: about 100 queries/s with the default lists, so a flood of new peers
-    /// cannot become a flood of DNS queries; Spamhaus' free use allows roughly 100k
-    /// queries a day, so a busier site needs a Data Query Service key or local rsync mirror.
+    /// cannot become a flood of DNS queries. Spamhaus' free use is for non-commercial sites
+    /// under 100,000 SMTP connections and 300,000 DNS queries a day (see each zone's
+    /// `daily_query_quota`); a busier or commercial site needs a Data Query Service key.
     pub max_lookups_per_sec: u32,
     /// Peers waiting for an evaluation slot; when full, new peers are rejected (they stay
     /// unknown, which passes, and are counted). Default `256`: at 20/s that is ~13 s of
