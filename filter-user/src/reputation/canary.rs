@@ -36,8 +36,9 @@ use super::{
 /// The source name of rDNS in the canary's results (zones go by their display name).
 pub const RDNS_SOURCE: &str = "rdns";
 
-/// How often the loop looks again while the canary is off (a reload may turn it on).
-const OFF_RECHECK: Duration = Duration::from_secs(30);
+/// How often the loop looks whether a reload changed the config (then a round runs at
+/// once: a fixed `resolver.nameservers` must not wait out `canary_every`).
+const CONFIG_RECHECK: Duration = Duration::from_secs(5);
 
 /// One source's last canary result.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -217,20 +218,27 @@ async fn probe_ptr(dns: &Dns, ip: IpAddr) -> Result<(), String> {
     }
 }
 
-/// The canary loop for the daemon: a round now, then every `resolver.canary_every` of the
-/// config in use (read again each time: a reload may change or turn it off). Ends when the
-/// returned task is aborted.
+/// The canary loop for the daemon: a round now, then every `resolver.canary_every`, and at
+/// once after a reload changed the config (`canary_every = "0s"` forgets the results).
+/// Ends when the returned task is aborted.
 pub fn spawn(engine: Engine) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            let every = engine.config().resolver.canary_every;
+            let cfg = engine.config();
+            let every = cfg.resolver.canary_every;
             if every.is_zero() {
                 engine.canary_off();
-                tokio::time::sleep(OFF_RECHECK).await;
-                continue;
+            } else {
+                engine.canary_round().await;
             }
-            engine.canary_round().await;
-            tokio::time::sleep(every).await;
+            let next = tokio::time::Instant::now() + every;
+            loop {
+                tokio::time::sleep(CONFIG_RECHECK).await;
+                let due = !every.is_zero() && tokio::time::Instant::now() >= next;
+                if due || engine.config() != cfg {
+                    break;
+                }
+            }
         }
     })
 }

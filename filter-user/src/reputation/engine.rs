@@ -309,11 +309,11 @@ async fn evaluate(ev: &Evaluator, counters: &Counters, ip: IpAddr) -> Verdict {
     let cfg = &ev.cfg;
     let policy = &cfg.policy;
     counters.evaluations.inc();
-    let static_hit = if let Some(net) = cfg.lists.allowed().find(|n| n.contains(&ip)) {
+    let static_hit = if let Some((net, key)) = cfg.lists.allowing(&ip) {
         counters.static_allow.inc();
         Some((
             Action::Pass,
-            Evidence::new("lists", Finding::StaticAllow, 0).detail(format!("lists.allow {net}")),
+            Evidence::new("lists", Finding::StaticAllow, 0).detail(format!("{key} {net}")),
         ))
     } else if let Some(net) = cfg.lists.deny.iter().find(|n| n.contains(&ip)) {
         counters.static_deny.inc();

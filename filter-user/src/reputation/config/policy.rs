@@ -210,6 +210,19 @@ impl ListsConfig {
         builtin.iter().chain(&self.allow)
     }
 
+    /// The allow-list entry covering `ip`, with the key it comes from (`lists.allow`, or
+    /// `lists.allow_defaults` for a built-in range).
+    pub fn allowing(&self, ip: &std::net::IpAddr) -> Option<(IpNet, &'static str)> {
+        let builtin = builtin_allow()
+            .iter()
+            .filter(|_| self.allow_defaults)
+            .map(|n| (n, "lists.allow_defaults"));
+        builtin
+            .chain(self.allow.iter().map(|n| (n, "lists.allow")))
+            .find(|(n, _)| n.contains(ip))
+            .map(|(n, key)| (*n, key))
+    }
+
     /// [`ListsConfig::allowed`] as a list.
     pub fn allow_list(&self) -> Vec<IpNet> {
         self.allowed().copied().collect()
