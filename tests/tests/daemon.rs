@@ -58,7 +58,7 @@ fn bed(tag: &str) -> Bed {
 /// refusals (no MTA here asks mxscreen: a dropped peer is refused at every SYN).
 fn sections(rbl: SocketAddr, zone: &str) -> String {
     format!(
-        "[resolver]\nnameservers = [\"{rbl}\"]\ntimeout = \"1s\"\n\n[rdns]\nenabled = false\n\n[policy]\nexplain_every = \"0s\"\n\n[lists]\nallow = []\n\n[[dnsbl]]\nzone = \"{zone}\"\nweight = 10\n"
+        "[resolver]\nnameservers = [\"{rbl}\"]\ntimeout = \"1s\"\n\n[rdns]\nenabled = false\n\n[policy]\nexplain_every = \"0s\"\n\n[lists]\nallow_defaults = false\n\n[[dnsbl]]\nzone = \"{zone}\"\nweight = 10\n"
     )
 }
 
@@ -969,7 +969,7 @@ fn balancer_spec(b: &Bed, allow_defaults: bool) -> Spec {
     let mut sections = sections(b.rbl_addr, "bl.test");
     if allow_defaults {
         // The built-in allow list, private ranges included.
-        sections = sections.replace("[lists]\nallow = []\n", "");
+        sections = sections.replace("[lists]\nallow_defaults = false\n", "");
     }
     Spec {
         sections,

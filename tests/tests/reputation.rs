@@ -40,6 +40,7 @@ fn config(server: SocketAddr, zones: Vec<DnsblConfig>) -> ReputationConfig {
         policy: PolicyConfig::default(),
         lists: ListsConfig {
             allow: Vec::new(),
+            allow_defaults: false,
             deny: Vec::new(),
             feed: Vec::new(),
         },
@@ -237,7 +238,7 @@ async fn code_filters_and_per_code_weights() {
             weight: 2,
             label: String::new(),
         }],
-        error_codes: Vec::new(),
+        ..DnsblConfig::new("zen.test", 7)
     };
     let engine = Engine::new(config(rbl.addr, vec![zone])).expect("engine");
     // In the filter, no per-code weight: the zone's weight.

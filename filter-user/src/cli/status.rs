@@ -186,6 +186,14 @@ fn resolver(r: &ResolverStatus, line: &mut impl FnMut(&str, String)) {
             e.queries_sent, e.in_flight, e.queue_depth, e.rejected_queue_full, e.verdict_tempfail
         ),
     );
+    if !r.canary.is_empty() {
+        let parts: Vec<String> = r
+            .canary
+            .iter()
+            .map(|(s, c)| format!("{s} {}", if c.ok { "ok" } else { "FAILED" }))
+            .collect();
+        line("canary", parts.join(", "));
+    }
     for (zone, z) in &e.zones {
         line(
             "zone",

@@ -15,6 +15,7 @@ pub mod import;
 pub mod mta;
 pub mod packaged;
 pub mod sections;
+mod traps;
 
 use std::path::{Path, PathBuf};
 
@@ -52,7 +53,10 @@ pub struct Config {
     pub resolver: ResolverConfig,
     /// A DNSBL or DNS allowlist zone (RFC 5782), one [[dnsbl]] table each. Writing any
     /// [[dnsbl]] replaces the built-in zones (so one can be dropped); `dnsbl = []` queries
-    /// no list at all.
+    /// no list at all. Optional keys: `name`, the zone's display name in 5xx texts, logs,
+    /// metrics and fleet records (default: the zone without key-like labels; set it for a
+    /// zone holding an access key, e.g. `name = "spamhaus-zen"` beside `zone =
+    /// "KEY.zen.dq.spamhaus.net"`).
     #[serde(default = "default_dnsbls")]
     pub dnsbl: Vec<DnsblConfig>,
     /// Reverse DNS: a missing PTR and a DNS failure are different things.

@@ -17,6 +17,7 @@ use tracing::{debug, warn};
 
 use super::{
     budget::{Queue, Submit, TokenBucket, take_token},
+    canary::{self, CanaryStatus},
     config::ReputationConfig,
     dnsbl::{self, Zone},
     names::canonical,
@@ -205,6 +206,23 @@ impl Engine {
         result
     }
 
+    /// One round of the resolver canary with the config in use ([`canary`]; the daemon
+    /// runs [`canary::spawn`]).
+    pub async fn canary_round(&self) {
+        let ev = self.evaluator();
+        canary::round(&ev.dns, &ev.zones, &ev.cfg, &self.shared.counters).await;
+    }
+
+    /// Forgets the canary's results (it was turned off): every source counts again.
+    pub fn canary_off(&self) {
+        canary::clear(&self.evaluator().zones, &self.shared.counters);
+    }
+
+    /// The canary's last results for the zones in use and rDNS, by display name.
+    pub fn canary(&self) -> BTreeMap<String, CanaryStatus> {
+        canary::statuses(&self.evaluator().zones, &self.shared.counters)
+    }
+
     /// A snapshot of the counters.
     pub fn stats(&self) -> Stats {
         let (queued, pending) = self.shared.queue.depth();
@@ -248,8 +266,7 @@ fn build(
         cfg.dnsbl
             .iter()
             .map(|z| {
-                let name = z.zone.trim_end_matches('.').to_ascii_lowercase();
-                let counters = zc.entry(name).or_default().clone();
+                let counters = zc.entry(z.display_name()).or_default().clone();
                 Zone::new(z.clone(), counters)
             })
             .collect()
@@ -292,11 +309,11 @@ async fn evaluate(ev: &Evaluator, counters: &Counters, ip: IpAddr) -> Verdict {
     let cfg = &ev.cfg;
     let policy = &cfg.policy;
     counters.evaluations.inc();
-    let static_hit = if let Some(net) = cfg.lists.allow.iter().find(|n| n.contains(&ip)) {
+    let static_hit = if let Some((net, key)) = cfg.lists.allowing(&ip) {
         counters.static_allow.inc();
         Some((
             Action::Pass,
-            Evidence::new("lists", Finding::StaticAllow, 0).detail(format!("lists.allow {net}")),
+            Evidence::new("lists", Finding::StaticAllow, 0).detail(format!("{key} {net}")),
         ))
     } else if let Some(net) = cfg.lists.deny.iter().find(|n| n.contains(&ip)) {
         counters.static_deny.inc();

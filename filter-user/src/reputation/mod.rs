@@ -15,12 +15,14 @@
 //! Entry points: [`Engine`] (daemon), [`check`] and [`CheckReport`] (`mxscreen check`),
 //! [`ReputationConfig`] and its sections (config).
 pub mod budget;
+pub mod canary;
 pub mod codes;
 pub mod config;
 pub mod dnsbl;
 pub mod engine;
 pub mod names;
 pub mod policy;
+pub mod quota;
 pub mod rdns;
 pub mod report;
 pub mod resolver;
@@ -28,6 +30,7 @@ pub mod stats;
 pub mod verdict;
 
 pub use budget::Submit;
+pub use canary::CanaryStatus;
 pub use config::{
     CodeWeight, DnsblConfig, ListsConfig, Nameserver, PolicyConfig, RdnsConfig, ReputationConfig,
     ResolverConfig,

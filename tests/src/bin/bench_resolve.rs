@@ -67,7 +67,7 @@ fn main() {
                         weight: 10,
                         codes: Vec::new(),
                         code_weights: Vec::new(),
-                        error_codes: Vec::new(),
+                        ..DnsblConfig::new(&z.name, 10)
                     })
                     .collect(),
                 rdns: RdnsConfig {
@@ -76,6 +76,7 @@ fn main() {
                 },
                 lists: ListsConfig {
                     allow: Vec::new(),
+                    allow_defaults: false,
                     deny: Vec::new(),
                     feed: Vec::new(),
                 },

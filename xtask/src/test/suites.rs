@@ -75,7 +75,7 @@ pub const SUITES: &[Suite] = &[
     },
     Suite {
         name: "daemon",
-        runs: Runs::Tests(&["daemon", "feeds"]),
+        runs: Runs::Tests(&["daemon", "feeds", "deploy"]),
         parallel: false,
         lane: Lane::First,
         release: false,

@@ -35,8 +35,9 @@ pub struct ResolverConfig {
     pub max_inflight: usize,
     /// New evaluations started per second (token bucket with one second of burst).
     /// Default `20`: about 100 queries/s with the default lists, so a flood of new peers
-    /// cannot become a flood of DNS queries; Spamhaus' free use allows roughly 100k
-    /// queries a day, so a busier site needs a Data Query Service key or local rsync mirror.
+    /// cannot become a flood of DNS queries. Spamhaus' free use is for non-commercial sites
+    /// under 100,000 SMTP connections and 300,000 DNS queries a day (see each zone's
+    /// `daily_query_quota`); a busier or commercial site needs a Data Query Service key.
     pub max_lookups_per_sec: u32,
     /// Peers waiting for an evaluation slot; when full, new peers are rejected (they stay
     /// unknown, which passes, and are counted). Default `256`: at 20/s that is ~13 s of
@@ -46,6 +47,14 @@ pub struct ResolverConfig {
     /// (with their expiry) in the datapath's maps, so a second cache would only hold memory
     /// and serve stale listings.
     pub cache_size: u64,
+    /// How often the resolver canary runs (and once at start): each `[[dnsbl]]` zone's
+    /// RFC 5782 test points (127.0.0.2 listed, 127.0.0.1 not) and `rdns.canary_ptr`. A zone
+    /// whose canary fails (a resolver answering NXDOMAIN, or 127.0.0.2, for everything; a
+    /// list refusing us; timeouts) counts for nothing until it passes again, and `status`,
+    /// the metrics and the log say so. Default `5m`: a few queries per zone, noticed
+    /// within minutes. "0s" turns the canary off.
+    #[serde(with = "duration")]
+    pub canary_every: Duration,
 }
 
 impl Default for ResolverConfig {
@@ -58,6 +67,7 @@ impl Default for ResolverConfig {
             max_lookups_per_sec: 20,
             queue_len: 256,
             cache_size: 0,
+            canary_every: Duration::from_secs(300),
         }
     }
 }
