@@ -310,7 +310,11 @@ mod tests {
         let t0 = Instant::now();
         let q = Queue::new(8, 2);
         for n in 1..=3 {
-            q.submit(ip(n), Class::First, t0 + Duration::from_millis(u64::from(n)));
+            q.submit(
+                ip(n),
+                Class::First,
+                t0 + Duration::from_millis(u64::from(n)),
+            );
         }
         // The oldest made room: gone, and free to be queued again later.
         assert_eq!(q.expired(), 1);
