@@ -416,6 +416,10 @@ impl Nsd {
     pub fn log(&self) -> String {
         self.daemon.log()
     }
+
+    pub fn pid(&self) -> u32 {
+        self.daemon.pid()
+    }
 }
 
 /// A running unbound that resolves `stubs` (zone, server) and refuses everything else, so no

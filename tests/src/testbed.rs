@@ -118,6 +118,18 @@ pub struct Tweaks {
     pub args: Vec<String>,
 }
 
+impl Tweaks {
+    /// `first_contact = "pass"`: for scenarios about what follows a verdict, which start
+    /// from an unknown sender's first connection reaching the MTA. `Tweaks::default()` is
+    /// the built-in defaults (first contact held), which have scenarios of their own.
+    pub fn first_contact_pass() -> Self {
+        Self {
+            datapath: "first_contact = \"pass\"".into(),
+            ..Self::default()
+        }
+    }
+}
+
 pub struct Testbed {
     pub attach: Attach,
     pub exim: Exim,

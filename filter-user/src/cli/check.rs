@@ -100,7 +100,7 @@ pub fn main(a: Args) -> Result<()> {
             .collect();
             if rows.is_empty() {
                 outln!(
-                    "daemon: holds nothing for {} (unknown: passes, resolved on its next SYN)",
+                    "daemon: holds nothing for {} (unknown: resolved at its next SYN, which first_contact = \"hold\" drops meanwhile and \"pass\" lets through)",
                     a.ip
                 )?;
             } else {

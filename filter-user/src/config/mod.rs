@@ -195,7 +195,7 @@ mod tests {
         assert_eq!(cfg.dnsbl.len(), 2);
         assert_eq!(cfg.policy.drop_threshold, 10);
         let k = cfg.kernel();
-        assert_eq!((k.port_count, k.ports[0], k.flags), (1, 25, 0));
+        assert_eq!((k.port_count, k.ports[0], k.flags), (1, 25, FLAG_HOLD));
         assert_eq!(k.limit_interval_ns, 10_000_000_000);
     }
 

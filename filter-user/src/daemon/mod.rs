@@ -274,7 +274,7 @@ impl Daemon {
             tokio::select! {
                 batch = inputs.events.next_batch() => {
                     for peer in batch? {
-                        self.on_new_peer(peer.ip);
+                        self.on_new_peer(&peer);
                     }
                 }
                 Some(v) = inputs.verdicts.recv() => self.on_verdict(&v),

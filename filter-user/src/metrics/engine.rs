@@ -55,6 +55,7 @@ const ENGINE_ROWS: &[Row] = &[
     row("queued", PEERS, Some(("outcome", "queued"))),
     row("coalesced", PEERS, Some(("outcome", "coalesced"))),
     row("rejected_queue_full", BUDGET_REJECTIONS, None),
+    row("first_expired", PEERS, Some(("outcome", "expired"))),
     Row {
         gauge: true,
         ..row("queue_depth", QUEUE_DEPTH, None)

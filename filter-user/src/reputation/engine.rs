@@ -16,9 +16,9 @@ use tokio::{
 use tracing::{debug, warn};
 
 use super::{
-    budget::{Queue, Submit, TokenBucket, take_token},
+    budget::{Class, Queue, Submit, TokenBucket, take_token},
     canary::{self, CanaryStatus},
-    config::ReputationConfig,
+    config::{ReputationConfig, ResolverConfig},
     dnsbl::{self, Zone},
     names::canonical,
     policy, rdns,
@@ -97,7 +97,7 @@ impl Engine {
         let shared = Shared {
             inflight: Arc::new(Semaphore::new(r.max_inflight)),
             inflight_limit: Mutex::new(r.max_inflight),
-            queue: Queue::new(r.queue_len),
+            queue: Queue::new(r.queue_len, first_capacity(r)),
             bucket: Mutex::new(TokenBucket::new(r.max_lookups_per_sec)),
             zone_counters,
             warnings: RwLock::new(warnings),
@@ -130,7 +130,7 @@ impl Engine {
         let s = &self.shared;
         let (evaluator, warnings) = build(cfg, &s.counters, &s.zone_counters)?;
         let r = &evaluator.cfg.resolver;
-        s.queue.set_capacity(r.queue_len);
+        s.queue.set_capacity(r.queue_len, first_capacity(r));
         s.bucket
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -193,11 +193,18 @@ impl Engine {
         evaluate(&self.evaluator(), &self.shared.counters, ip).await
     }
 
-    /// Hands a new peer to the budgeted queue; returns at once. See [`Submit`].
+    /// Hands a proven-real peer (the MTA asked about it, an operator or the fleet wants it
+    /// evaluated) to the budgeted queue; returns at once. See [`Submit`].
     pub fn submit(&self, ip: IpAddr) -> Submit {
+        self.submit_seen(ip, Class::Real, tokio::time::Instant::now())
+    }
+
+    /// Hands a peer the datapath reported to the budgeted queue in its [`Class`]; `seen` is
+    /// when its SYN was seen. Returns at once. See [`Submit`].
+    pub fn submit_seen(&self, ip: IpAddr, class: Class, seen: tokio::time::Instant) -> Submit {
         let c = &self.shared.counters;
         c.submitted.inc();
-        let result = self.shared.queue.submit(canonical(ip));
+        let result = self.shared.queue.submit(canonical(ip), class, seen);
         match result {
             Submit::Queued => c.queued.inc(),
             Submit::Coalesced => c.coalesced.inc(),
@@ -231,10 +238,20 @@ impl Engine {
             .zone_counters
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        self.shared
-            .counters
-            .snapshot(&zones, queued as u64, (pending - queued) as u64)
+        Stats {
+            first_expired: self.shared.queue.expired(),
+            ..self
+                .shared
+                .counters
+                .snapshot(&zones, queued as u64, (pending - queued) as u64)
+        }
     }
+}
+
+/// First-SYN peers queued at most: one second of the budget, the age past which
+/// evaluating them is no longer worth it (see [`super::budget::FIRST_MAX_AGE`]).
+fn first_capacity(r: &ResolverConfig) -> usize {
+    r.max_lookups_per_sec as usize
 }
 
 /// Builds the resolver and zones for `cfg`, with the warnings about its setup.
@@ -282,7 +299,13 @@ async fn dispatch(shared: Arc<Shared>, tx: mpsc::Sender<Verdict>) {
         let Ok(permit) = shared.inflight.clone().acquire_owned().await else {
             return;
         };
-        let Some(ip) = shared.queue.pop() else {
+        let Some(ip) = shared.queue.pop(tokio::time::Instant::now()) else {
+            // Only first SYNs too old to be worth it were queued; the token was not spent.
+            shared
+                .bucket
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .give_back();
             continue;
         };
         let evaluator = shared

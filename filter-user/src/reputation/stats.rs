@@ -127,6 +127,11 @@ pub struct Stats {
     pub coalesced: u64,
     /// ... or were turned away because the queue was full (they stay unknown and pass).
     pub rejected_queue_full: u64,
+    /// First-SYN peers queued but dropped unevaluated: older than a second (a real sender
+    /// has retransmitted by then and is queued again as proven-real) or displaced by newer
+    /// ones — what a spoofed-source flood costs.
+    #[serde(default)]
+    pub first_expired: u64,
     /// Peers waiting for a slot now.
     pub queue_depth: u64,
     /// Evaluations running now.
@@ -177,12 +182,13 @@ pub struct ZoneStats {
 impl Stats {
     /// Every counter but the zones, by name, in declaration order: what `stats` prints and
     /// the metrics export.
-    pub fn rows(&self) -> [(&'static str, u64); 19] {
+    pub fn rows(&self) -> [(&'static str, u64); 20] {
         [
             ("submitted", self.submitted),
             ("queued", self.queued),
             ("coalesced", self.coalesced),
             ("rejected_queue_full", self.rejected_queue_full),
+            ("first_expired", self.first_expired),
             ("queue_depth", self.queue_depth),
             ("in_flight", self.in_flight),
             ("evaluations", self.evaluations),
@@ -232,6 +238,7 @@ impl Counters {
             queued: self.queued.get(),
             coalesced: self.coalesced.get(),
             rejected_queue_full: self.rejected_queue_full.get(),
+            first_expired: 0,
             queue_depth,
             in_flight,
             evaluations: self.evaluations.get(),
