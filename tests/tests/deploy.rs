@@ -77,11 +77,13 @@ fn a_lying_resolver_limits_and_drops_nobody() {
          [[dnsbl]]\nzone = \"nothing.test\"\nweight = 10\n\n[metrics]\nlisten = \"{METRICS}\"\n",
         unbound.addr
     );
+    // About the canary, not first contact: the sender's first SYN passes while it is judged.
     let d = MxDaemon::start(
         &b.wire.server,
         SERVER_IFACE,
         Spec {
             sections,
+            datapath: "first_contact = \"pass\"".into(),
             ..Default::default()
         },
     );
