@@ -166,20 +166,24 @@ impl DnsblConfig {
         if !self.name.is_empty() {
             return self.name.clone();
         }
-        self.query_zone()
-            .split('.')
-            .filter(|l| !looks_like_key(l))
+        let zone = self.query_zone();
+        let labels: Vec<&str> = zone.split('.').collect();
+        // Under Spamhaus' DQS domains the first label is the key, whatever it looks like.
+        let keyed = zone.contains(".dq.spamhaus.");
+        labels
+            .iter()
+            .enumerate()
+            .filter(|&(i, l)| !(looks_like_key(l) || (keyed && i == 0 && labels.len() > 4)))
+            .map(|(_, l)| *l)
             .collect::<Vec<_>>()
             .join(".")
     }
 }
 
-/// An access key in a zone name (Spamhaus DQS, abusix): a long run of letters and digits
-/// with at least one digit, as no list's own label is.
+/// An access key in a zone name (Spamhaus DQS, abusix): a long run of letters and digits,
+/// as no list's own label is (hiding a long label that was not a key costs nothing).
 fn looks_like_key(label: &str) -> bool {
-    label.len() >= 20
-        && label.bytes().all(|b| b.is_ascii_alphanumeric())
-        && label.bytes().any(|b| b.is_ascii_digit())
+    label.len() >= 20 && label.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 /// Whether `name` is safe as a display name: in a 5xx line, a log field, a metric label.
@@ -287,6 +291,11 @@ mod tests {
             ..DnsblConfig::new("bbbbbbbbbbbbbbbbbbbbbbbbb2.zen.dq.spamhaus.net", 10)
         };
         assert_eq!(named.display_name(), "spamhaus-zen");
+        // A short key, or one without a digit, under a DQS domain.
+        let short = DnsblConfig::new("shortkey.zen.dq.spamhaus.net", 10);
+        assert_eq!(short.display_name(), "zen.dq.spamhaus.net");
+        let letters = DnsblConfig::new("abcdefghijklmnopqrstuvwxyz.dbl.dq.spamhaus.net", 10);
+        assert_eq!(letters.display_name(), "dbl.dq.spamhaus.net");
         assert!(validate_dnsbls(&[dqs.clone(), named]).is_ok());
         let twice = DnsblConfig::new("k0000000000000000000000000.zen.dq.spamhaus.net", 5);
         let e = validate_dnsbls(&[dqs, twice]).unwrap_err().to_string();
