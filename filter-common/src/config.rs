@@ -39,7 +39,10 @@ pub struct DatapathConfig {
     /// Generation of the lists and of everything a cached decision depends on: a source's
     /// cached decision ([`crate::Peer::list_gen`]) counts only while it equals this. Never 0.
     pub list_gen: u32,
-    pub _pad: u32,
+    /// New-peer events each CPU may write per second (a token bucket holding up to a
+    /// second's worth); 0 = unlimited. Set from the daemon's evaluation budget: events it
+    /// could never evaluate would only cost the datapath their ring writes.
+    pub events_per_s: u32,
     /// Clock calibration. The datapath reads jiffies (an inlined load) instead of calling
     /// the coarse-clock helper (a call per SYN; BENCHMARKS.md has the cost) and converts:
     /// `now = clock_ns + (jiffies - clock_jiffies) * tick_ns`. Userspace samples both clocks
@@ -79,7 +82,7 @@ impl DatapathConfig {
             alive_ns: 0,
             stale_after_ns: 0,
             list_gen: 0,
-            _pad: 0,
+            events_per_s: 0,
             clock_jiffies: 0,
             clock_ns: 0,
             tick_ns: 0,

@@ -57,6 +57,7 @@ pub mod map_names {
     pub const CONFIG: &str = "CONFIG";
     pub const COUNTERS: &str = "COUNTERS";
     pub const EVENTS: &str = "EVENTS";
+    pub const EVENT_BUDGET: &str = "EVENT_BUDGET";
     pub const HITS: &str = "HITS";
     pub const LIST_INDEX: &str = "LIST_INDEX";
     pub const LISTS_V4: &str = "LISTS_V4";
@@ -65,8 +66,18 @@ pub mod map_names {
     pub const PEERS_V6: &str = "PEERS_V6";
 
     /// Every map, in a stable order (pinning, status and the name check walk this).
-    pub const ALL: [&str; 11] = [
-        CACHE, CACHE_CTL, CONFIG, COUNTERS, EVENTS, HITS, LIST_INDEX, LISTS_V4, LISTS_V6, PEERS_V4,
+    pub const ALL: [&str; 12] = [
+        CACHE,
+        CACHE_CTL,
+        CONFIG,
+        COUNTERS,
+        EVENTS,
+        EVENT_BUDGET,
+        HITS,
+        LIST_INDEX,
+        LISTS_V4,
+        LISTS_V6,
+        PEERS_V4,
         PEERS_V6,
     ];
 }

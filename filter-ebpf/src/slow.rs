@@ -8,17 +8,21 @@
 //! comes back here: an entry's or a verdict's expiry, the next explained refusal, the end of the
 //! hold and dedup windows. The cached path never reads the clock for anything else.
 
-use aya_ebpf::{bindings::BPF_NOEXIST, cty::c_void, helpers::bpf_loop};
+use aya_ebpf::{
+    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    cty::c_void,
+    helpers::bpf_loop,
+};
 use filter_common::{
     Action, Counter, DatapathConfig, Decision, FLAG_HOLD, ListIndex, ListKey, ListValue, NEVER,
-    NewPeerEvent, PEER_VERDICT, Peer, Reason, Table, earliest, live, seconds_up,
+    NewPeerEvent, PEER_VERDICT, Peer, Reason, Table, default_sizes, earliest, live, seconds_up,
 };
 
 use crate::{
     clock,
     decision::{act, bump},
     family::Family,
-    maps::{self, count},
+    maps::{self, EventBudget, count},
 };
 
 /// Where a frame came in, read only when a new-peer event needs it (reading an XDP frame's
@@ -268,7 +272,7 @@ fn unknown<F: Family>(
         p.first_seen_ns = now;
     }
     let due = p.last_event_ns == 0 || now.saturating_sub(p.last_event_ns) >= cfg.dedup_window_ns;
-    let reported = !due || emit::<F>(addr, origin, now);
+    let reported = !due || emit::<F>(addr, origin, cfg, now);
     if due && reported {
         p.last_event_ns = now;
     }
@@ -304,25 +308,68 @@ struct Origin {
     ifindex: u32,
 }
 
-/// Writes a new-peer event; returns false (and counts it) when the ring buffer is full.
+/// Writes a new-peer event; returns false (and counts it) when this CPU's event budget is
+/// spent or the ring buffer is full: the source is then not reported, and its next SYN tries
+/// again. The reader is not woken per record (a wakeup costs more than the rest of the SYN):
+/// every [`WAKE_EVERY`]th record of a CPU, or once the ring is a quarter full, wakes it;
+/// the daemon also drains the ring on a short timer.
 #[inline(always)]
-fn emit<F: Family>(addr: F::Addr, origin: &Origin, now: u64) -> bool {
-    match maps::EVENTS.reserve::<NewPeerEvent>(0) {
-        Some(mut slot) => {
-            slot.write(NewPeerEvent::new(
-                F::wide(addr),
-                F::FAMILY,
-                origin.dst_port,
-                origin.ifindex,
-                now,
-            ));
-            slot.submit(0);
-            count(Counter::EventsEmitted);
-            true
-        }
-        None => {
-            count(Counter::EventsLost);
-            false
-        }
+fn emit<F: Family>(addr: F::Addr, origin: &Origin, cfg: &DatapathConfig, now: u64) -> bool {
+    let Some(budget) = maps::EVENT_BUDGET.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's slot, and BPF programs are not preempted on a CPU mid-run.
+    let budget = unsafe { &mut *budget };
+    if !spend(budget, cfg.events_per_s, now) {
+        count(Counter::EventsOverBudget);
+        return false;
     }
+    let Some(mut slot) = maps::EVENTS.reserve::<NewPeerEvent>(0) else {
+        count(Counter::EventsLost);
+        return false;
+    };
+    slot.write(NewPeerEvent::new(
+        F::wide(addr),
+        F::FAMILY,
+        origin.dst_port,
+        origin.ifindex,
+        now,
+    ));
+    budget.unwoken += 1;
+    let wake = budget.unwoken >= WAKE_EVERY
+        || maps::EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= default_sizes::EVENTS_BYTES as u64 / 4;
+    if wake {
+        budget.unwoken = 0;
+    }
+    slot.submit(if wake {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    } as u64);
+    count(Counter::EventsEmitted);
+    true
+}
+
+/// Records a CPU writes before it wakes the reader regardless of the fill level.
+const WAKE_EVERY: u64 = 64;
+
+/// Takes one event from the token bucket (`rate` per second, up to a second's worth
+/// banked); `rate` 0 = unlimited.
+#[inline(always)]
+fn spend(b: &mut EventBudget, rate: u32, now: u64) -> bool {
+    if rate == 0 {
+        return true;
+    }
+    let interval = 1_000_000_000 / rate as u64;
+    let credit = b
+        .credit_ns
+        .saturating_add(now.saturating_sub(b.last_ns))
+        .min(1_000_000_000);
+    b.last_ns = now;
+    if credit < interval {
+        b.credit_ns = credit;
+        return false;
+    }
+    b.credit_ns = credit - interval;
+    true
 }

@@ -335,6 +335,51 @@ fn hold_drops_first_contact_only_while_reported_and_within_the_window() {
 }
 
 #[test]
+fn events_over_the_budget_are_counted_and_retried_at_the_next_syn() {
+    for entry in ENTRIES {
+        let mut dp = TestDatapath::new();
+        // One event a second per CPU: the test thread may move between CPUs (each has its
+        // own bucket), so new sources are sent until one finds its CPU's budget spent.
+        dp.configure(|c| c.events_per_s = 1);
+        let cpus = std::thread::available_parallelism().map_or(64, |n| n.get()) as u32;
+        let mut over = None;
+        for i in 0..=cpus {
+            let src = IpAddr::V6(Ipv6Addr::from(
+                0x2001_0db8_0003_0000_0000_0000_0000_0000u128 + u128::from(i),
+            ));
+            let before = dp.counters();
+            let got = dp.run(entry, &Frame::syn(src).build());
+            let d = delta(&before, &dp.counters());
+            assert_eq!(got, Outcome::Pass, "{entry:?}");
+            if d == [("unknown", 1), ("events_over_budget", 1)] {
+                over = Some(src);
+                break;
+            }
+            assert_eq!(d, [("unknown", 1), ("events_emitted", 1)], "{entry:?}");
+        }
+        let src = over.unwrap_or_else(|| panic!("{entry:?}: the budget was never spent"));
+        let emitted = dp.drain_events();
+        assert!(
+            emitted.iter().all(|e| e.ip != src),
+            "{entry:?}: {emitted:?}"
+        );
+        // The source was not marked as reported: once the budget refills (a second), its
+        // next SYN (a retransmit) reports it.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        expect(
+            &dp,
+            entry,
+            &Frame::syn(src).build(),
+            Outcome::Pass,
+            &[("unknown", 1), ("events_emitted", 1)],
+        );
+        let events = dp.drain_events();
+        assert_eq!(events.len(), 1, "{entry:?}");
+        assert_eq!(events[0].ip, src, "{entry:?}");
+    }
+}
+
+#[test]
 fn hold_fails_open_when_the_event_ring_is_full() {
     for entry in ENTRIES {
         let mut dp = TestDatapath::new();

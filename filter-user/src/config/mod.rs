@@ -42,6 +42,10 @@ use crate::{
 /// Where the daemon looks for its config when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/mxscreen/mxscreen.toml";
 
+/// New-peer events each CPU may write per second, per lookup per second the engine may
+/// spend (`resolver.max_lookups_per_sec`): headroom for sources it takes from its queue.
+const EVENTS_PER_LOOKUP: u32 = 4;
+
 /// The whole file. (serde cannot combine `flatten` with `deny_unknown_fields`, so the engine's
 /// sections are fields here rather than one flattened [`ReputationConfig`].)
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, DocumentedFields)]
@@ -151,6 +155,13 @@ impl Config {
         c.set_limit(self.policy.limit_rate, self.policy.limit_burst);
         c.dedup_window_ns = d.dedup_window.as_nanos() as u64;
         c.hold_window_ns = d.hold_max.as_nanos() as u64;
+        // Events past a few times what the engine can evaluate would only be turned away:
+        // the datapath stops writing them (per CPU) and the sources report again at their
+        // next SYN. Retransmits and returning senders still get through the budget.
+        c.events_per_s = self
+            .resolver
+            .max_lookups_per_sec
+            .saturating_mul(EVENTS_PER_LOOKUP);
         c.explain_window_ns = self.policy.explain_every.as_nanos() as u64;
         if d.first_contact == FirstContact::Hold {
             c.flags |= FLAG_HOLD;

@@ -94,14 +94,31 @@ pub struct AsyncEvents(AsyncFd<Events>);
 
 impl AsyncEvents {
     /// Waits until events arrive and returns all of them (never an empty batch twice in a
-    /// row without a wakeup in between).
+    /// row without a wakeup in between). The datapath wakes the reader only every so many
+    /// records, so the ring is also drained every [`DRAIN_EVERY`]: a lone new sender's
+    /// event waits at most that long.
     pub async fn next_batch(&mut self) -> io::Result<Vec<NewPeer>> {
-        let mut guard = self.0.readable_mut().await?;
-        let batch = guard.get_inner_mut().drain();
-        guard.clear_ready();
-        Ok(batch)
+        loop {
+            match tokio::time::timeout(DRAIN_EVERY, self.0.readable_mut()).await {
+                Ok(guard) => {
+                    let mut guard = guard?;
+                    let batch = guard.get_inner_mut().drain();
+                    guard.clear_ready();
+                    return Ok(batch);
+                }
+                Err(_) => {
+                    let batch = self.0.get_mut().drain();
+                    if !batch.is_empty() {
+                        return Ok(batch);
+                    }
+                }
+            }
+        }
     }
 }
+
+/// How often the ring is drained without a wakeup from the datapath.
+const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
 #[cfg(test)]
 mod tests {
