@@ -34,7 +34,7 @@ pub use self::{
     },
     config::{DatapathConfig, FLAG_HOLD, FLAG_OBSERVE, PORT_WORDS},
     counters::Counter,
-    event::NewPeerEvent,
+    event::{EventWhy, NewPeerEvent},
     expiry::{NEVER, earliest, live},
     lists::{Lengths, ListEntry, ListIndex, ListKey, ListValue, Table, V4_LENGTHS, V6_LENGTHS},
     names::{Action, Reason},

@@ -6,7 +6,7 @@
 use std::{net::IpAddr, time::Duration};
 
 use anyhow::Result;
-use filter_common::{Action, PeerVerdict, Reason};
+use filter_common::{Action, EventWhy, PeerVerdict, Reason};
 use tokio::sync::mpsc;
 
 use super::Daemon;
@@ -29,9 +29,14 @@ pub(super) const STALE_AFTER: Duration = Duration::from_secs(5);
 /// passes it comes back to be evaluated (the default dedup window's length).
 pub(super) const RELEASE_TTL: Duration = Duration::from_secs(30);
 
-/// The budget class of a datapath event (see [`crate::reputation::budget`]).
-fn event_class(_peer: &NewPeer) -> Class {
-    Class::Real
+/// The budget class of a datapath event (see [`crate::reputation::budget`]): a first SYN
+/// is what a spoofed flood is made of; a retransmit or a returning source has a real TCP
+/// stack behind it.
+fn event_class(peer: &NewPeer) -> Class {
+    match peer.why {
+        EventWhy::First => Class::First,
+        EventWhy::Again | EventWhy::Back => Class::Real,
+    }
 }
 
 /// When the datapath saw a peer's SYN, on tokio's clock (for the first-SYN age bound).
