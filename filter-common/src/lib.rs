@@ -38,7 +38,9 @@ pub use self::{
     expiry::{NEVER, earliest, live},
     lists::{Lengths, ListEntry, ListIndex, ListKey, ListValue, Table, V4_LENGTHS, V6_LENGTHS},
     names::{Action, Reason},
-    peer::{Decision, PEER_EXPLAIN, PEER_VERDICT, Peer, PeerVerdict, Seen, VERDICT_EXPLAIN, seconds_up},
+    peer::{
+        Decision, PEER_EXPLAIN, PEER_VERDICT, Peer, PeerVerdict, Seen, VERDICT_EXPLAIN, seconds_up,
+    },
 };
 
 /// The most destination ports the datapath screens (the `ports` array in [`DatapathConfig`]).

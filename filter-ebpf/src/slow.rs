@@ -10,8 +10,9 @@
 
 use aya_ebpf::{bindings::BPF_NOEXIST, cty::c_void, helpers::bpf_loop};
 use filter_common::{
-    Action, Counter, DatapathConfig, Decision, FLAG_EXPLAIN, FLAG_HOLD, ListIndex, ListKey, ListValue, NEVER,
-    NewPeerEvent, PEER_EXPLAIN, PEER_VERDICT, Peer, Reason, Table, earliest, live, seconds_up,
+    Action, Counter, DatapathConfig, Decision, FLAG_EXPLAIN, FLAG_HOLD, ListIndex, ListKey,
+    ListValue, NEVER, NewPeerEvent, PEER_EXPLAIN, PEER_VERDICT, Peer, Reason, Table, earliest,
+    live, seconds_up,
 };
 
 use crate::{
