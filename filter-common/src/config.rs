@@ -66,6 +66,9 @@ pub const PORT_WORDS: usize = 65536 / 64;
 pub const FLAG_OBSERVE: u32 = 1 << 0;
 /// `first_contact = hold`: drop unknown peers' SYNs for the hold window.
 pub const FLAG_HOLD: u32 = 1 << 1;
+/// An MTA asks: the daemon sets this while the MTA's last question is within
+/// `policy.explain_every`. Without it no drop is explained.
+pub const FLAG_EXPLAIN: u32 = 1 << 2;
 
 impl DatapathConfig {
     /// A config that screens nothing (the fail-open state).
@@ -142,9 +145,14 @@ impl DatapathConfig {
     }
 
     /// Whether decisions cached under `self` may differ under `other`: the windows and the
-    /// hold flag shape them (the limit rate and observe are applied live, not cached).
+    /// hold and explain flags shape them (the limit rate and observe are applied live, not
+    /// cached). FLAG_EXPLAIN changes at most twice per `explain_every` (on at the first
+    /// question, off after a window without one), so re-deciding every cached source then
+    /// costs one slow-path pass per source per toggle: cheap, and a toggle takes effect on
+    /// the next SYN.
     pub const fn shapes_decisions_unlike(&self, other: &Self) -> bool {
-        self.flags & FLAG_HOLD != other.flags & FLAG_HOLD
+        const SHAPING: u32 = FLAG_HOLD | FLAG_EXPLAIN;
+        self.flags & SHAPING != other.flags & SHAPING
             || self.dedup_window_ns != other.dedup_window_ns
             || self.hold_window_ns != other.hold_window_ns
             || self.explain_window_ns != other.explain_window_ns

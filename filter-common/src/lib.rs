@@ -32,13 +32,15 @@ pub use self::{
         CacheCtl, CacheSlot, SealKey, SlotState, cache_index, cache_key_as_v4, cache_key_as_v6,
         cache_key_v4, cache_key_v6, cache_meta, cacheable_v6, has_bucket, is_verdict, seal,
     },
-    config::{DatapathConfig, FLAG_HOLD, FLAG_OBSERVE, PORT_WORDS},
+    config::{DatapathConfig, FLAG_EXPLAIN, FLAG_HOLD, FLAG_OBSERVE, PORT_WORDS},
     counters::Counter,
     event::{EventWhy, NewPeerEvent},
     expiry::{NEVER, earliest, live},
     lists::{Lengths, ListEntry, ListIndex, ListKey, ListValue, Table, V4_LENGTHS, V6_LENGTHS},
     names::{Action, Reason},
-    peer::{Decision, PEER_VERDICT, Peer, PeerVerdict, Seen, seconds_up},
+    peer::{
+        Decision, PEER_EXPLAIN, PEER_VERDICT, Peer, PeerVerdict, Seen, VERDICT_EXPLAIN, seconds_up,
+    },
 };
 
 /// The most destination ports the datapath screens (the `ports` array in [`DatapathConfig`]).

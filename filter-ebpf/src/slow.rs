@@ -14,9 +14,9 @@ use aya_ebpf::{
     helpers::bpf_loop,
 };
 use filter_common::{
-    Action, Counter, DatapathConfig, Decision, EventWhy, FLAG_HOLD, ListIndex, ListKey, ListValue,
-    NEVER, NewPeerEvent, PEER_VERDICT, Peer, Reason, Table, default_sizes, earliest, live,
-    seconds_up,
+    Action, Counter, DatapathConfig, Decision, EventWhy, FLAG_EXPLAIN, FLAG_HOLD, ListIndex,
+    ListKey, ListValue, NEVER, NewPeerEvent, PEER_EXPLAIN, PEER_VERDICT, Peer, Reason, Table,
+    default_sizes, earliest, live, seconds_up,
 };
 
 use crate::{
@@ -225,8 +225,9 @@ fn cache_entry(p: &mut Peer, v: &ListValue, cfg: &DatapathConfig, now: u64) -> (
     (outcome, until(v.expires_ns))
 }
 
-/// The source's own verdict. A reputation `drop` lets the first SYN after the verdict, then
-/// one per explain window, through to the MTA so it can tell the sender why; the cached drop
+/// The source's own verdict. A reputation `drop` marked for explaining (`PEER_EXPLAIN`) lets
+/// the first SYN after the verdict, then one per explain window, through to the MTA so it can
+/// tell the sender why, but only while an MTA asks (`FLAG_EXPLAIN`); the cached drop
 /// holds until the next one is due. Two CPUs may both let a SYN through at the window's turn;
 /// one extra explained connection is harmless.
 #[inline(always)]
@@ -238,7 +239,10 @@ fn verdict(p: &mut Peer, cfg: &DatapathConfig, now: u64) -> (Counter, Until) {
         // Pass, or a value this program does not know: fail open.
         _ => Decision::VerdictPass,
     } as u8;
-    let explained = p.action == Action::Drop as u8 && p.reason == Reason::Reputation as u8;
+    let explained = p.action == Action::Drop as u8
+        && p.reason == Reason::Reputation as u8
+        && p.flags & PEER_EXPLAIN != 0
+        && cfg.flags & FLAG_EXPLAIN != 0;
     let mut lasts = until(p.expires_ns);
     if explained && cfg.explain_window_ns != 0 {
         let due = now >= p.explain_at_s as u64 * 1_000_000_000;
