@@ -61,7 +61,8 @@ pub struct EximSpec {
     pub hostname: String,
     /// The domain it accepts mail for (delivered to `:blackhole:`).
     pub local_domain: String,
-    /// The DNSBL its own ACL checks with a `warn` (as operators keep doing behind mxscreen).
+    /// The DNSBL its own ACL checks with a `warn` (empty: no list check of its own, as the
+    /// README allows once the MTA asks mxscreen).
     pub dnsbl: String,
     /// `deny` instead of `warn` for that DNSBL: Exim refusing listed senders on its own.
     pub dnsbl_refuses: bool,
@@ -266,6 +267,23 @@ fn exim_config(spec: &EximSpec, dir: &Path) -> String {
         (None, Some(own)) => own.clone(),
         (None, None) => (String::new(), String::new()),
     };
+    // The README's RCPT lines go where it says: after the relay check, before anything
+    // that accepts.
+    let asks_rcpt = if spec.asks_mxscreen.is_some() {
+        crate::readme::snippet("exim-rcpt")
+    } else {
+        String::new()
+    };
+    // No DNSBL: the MTA has no list check of its own (the README says it can go).
+    let own_dnsbl = if spec.dnsbl.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "  {verb}    dnslists = {dnsbl}\n          log_message = {TAG_DNSBL} $dnslist_domain=$dnslist_value\n",
+            verb = if spec.dnsbl_refuses { "deny" } else { "warn" },
+            dnsbl = spec.dnsbl,
+        )
+    };
     let d = dir.display();
     let auth_condition = [
         "${if and {{eq{$auth2}{",
@@ -311,9 +329,7 @@ begin acl
 acl_check_rcpt:
   deny    !domains = +local_domains
           message = relay not permitted
-  {dnsbl_verb}    dnslists = {dnsbl}
-          log_message = {TAG_DNSBL} $dnslist_domain=$dnslist_value
-  warn    condition = ${{if eq{{$host_lookup_failed}}{{1}}}}
+{asks_rcpt}{own_dnsbl}  warn    condition = ${{if eq{{$host_lookup_failed}}{{1}}}}
           log_message = {TAG_RDNS} no forward-confirmed rDNS
   warn    log_message = {TAG_ACL} rdns=${{if def:sender_host_name{{$sender_host_name}}{{none}}}}
   accept
@@ -343,8 +359,6 @@ begin transports
 "#,
         host = spec.hostname,
         domain = spec.local_domain,
-        dnsbl = spec.dnsbl,
-        dnsbl_verb = if spec.dnsbl_refuses { "deny" } else { "warn" },
     )
 }
 

@@ -64,7 +64,8 @@ fn dialogue(stream: TcpStream, send: bool) -> Option<Outcome> {
     if cmd("MAIL FROM:<bench@clients.test>\r\n")? != 250 {
         return None;
     }
-    match cmd("RCPT TO:<postmaster@e2e.test>\r\n")? {
+    // A user, not postmaster: the README's snippets never refuse mail to postmaster.
+    match cmd("RCPT TO:<user@e2e.test>\r\n")? {
         code if code >= 500 => {
             let _ = cmd("QUIT\r\n");
             return Some(Outcome::Refused);
@@ -87,6 +88,67 @@ fn dialogue(stream: TcpStream, send: bool) -> Option<Outcome> {
     } else {
         Outcome::Failed
     })
+}
+
+/// One SMTP session from `src` to `dst` speaking `commands` in turn (each ending in CRLF;
+/// after a `DATA` answered 354, the next is the message ending in `.` CRLF), and QUIT: the
+/// banner's reply and each command's, each as its lines joined by a space. `None` when the
+/// SYN is not answered within `connect`.
+pub fn replies(
+    src: IpAddr,
+    dst: SocketAddr,
+    connect: Duration,
+    commands: &[&str],
+) -> Option<Vec<String>> {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(dst),
+        socket2::Type::STREAM,
+        None,
+    )
+    .ok()?;
+    sock.bind(&SocketAddr::new(src, 0).into()).ok()?;
+    sock.connect_timeout(&dst.into(), connect).ok()?;
+    let stream: TcpStream = sock.into();
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(15)));
+    let mut out = stream.try_clone().ok()?;
+    let mut r = BufReader::new(stream);
+    let mut got = vec![reply_text(&mut r).unwrap_or_default()];
+    for c in commands.iter().chain(&["QUIT\r\n"]) {
+        if out.write_all(c.as_bytes()).is_err() {
+            break;
+        }
+        got.push(reply_text(&mut r).unwrap_or_default());
+    }
+    Some(got)
+}
+
+/// One (possibly multi-line) reply as one line: `550 5.7.1 first ... rest`, the later lines'
+/// code and enhanced code left out (MTAs wrap long texts and repeat both on each line).
+fn reply_text(r: &mut BufReader<TcpStream>) -> Option<String> {
+    let mut out = String::new();
+    let mut enhanced = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end();
+        let last = line.as_bytes().get(3) != Some(&b'-');
+        let text = line.get(4..).unwrap_or("");
+        if out.is_empty() {
+            enhanced = text.split_whitespace().next().unwrap_or("").to_owned();
+            out = format!("{} {text}", line.get(..3).unwrap_or(line));
+        } else {
+            out.push(' ');
+            out.push_str(
+                text.strip_prefix(enhanced.as_str())
+                    .map_or(text, str::trim_start),
+            );
+        }
+        if last {
+            return Some(out);
+        }
+    }
 }
 
 /// Reads one (possibly multi-line) reply; its code.

@@ -42,6 +42,9 @@ pub const CLEAN6: &str = "2001:db8:1::10";
 pub const CLEAN_B: &str = "192.0.2.11";
 /// On the DNSBL with an SBL-like code (127.0.0.2), no PTR.
 pub const SBL: &str = "192.0.2.20";
+/// On the DNSBL with an SBL-like code (127.0.0.2) and forward-confirmed rDNS: a listed mail
+/// server, the sender explained refusals go to (`policy.explain_to = "fcrdns"`).
+pub const SBL_MTA: &str = "192.0.2.25";
 /// On the DNSBL with an XBL-like code (127.0.0.4), no PTR; and its IPv6 twin.
 pub const XBL: &str = "192.0.2.21";
 pub const XBL6: &str = "2001:db8:1::21";
@@ -63,6 +66,7 @@ pub const ALL_CLIENTS: &[&str] = &[
     CLEAN6,
     CLEAN_B,
     SBL,
+    SBL_MTA,
     XBL,
     XBL6,
     PBL,
@@ -74,6 +78,8 @@ pub const ALL_CLIENTS: &[&str] = &[
 ];
 
 pub const DNSBL_ZONE: &str = "zen.test";
+/// Who the test mails go to: a user, not postmaster (whom a listing never refuses).
+pub const RECIPIENT: &str = "user";
 pub const DNSWL_ZONE: &str = "dnswl.test";
 pub const FORWARD_ZONE: &str = "clients.test";
 pub const REVERSE_V4: &str = "2.0.192.in-addr.arpa";
@@ -167,6 +173,7 @@ fn dnsbl_zones() -> Vec<RblZone> {
             ttl,
             vec![
                 listing(SBL, "127.0.0.2", "SBL-like: spam source"),
+                listing(SBL_MTA, "127.0.0.2", "SBL-like: spam source"),
                 listing(XBL, "127.0.0.4", "XBL-like: infected host"),
                 listing(XBL6, "127.0.0.4", "XBL-like: infected host"),
                 listing(PBL, "127.0.0.10", "PBL-like: end-user range"),
@@ -187,6 +194,7 @@ fn dns_zones() -> Vec<AuthZone> {
     let hosts = [
         ("mail10", CLEAN, CLEAN),
         ("mail11", CLEAN_B, CLEAN_B),
+        ("mail25", SBL_MTA, SBL_MTA),
         ("dyn30", PBL, PBL),
         ("stale41", BAD_FCRDNS, "192.0.2.99"),
         ("relay50", WHITELISTED, WHITELISTED),
@@ -454,7 +462,31 @@ impl Testbed {
             src,
             Self::server_for(src),
             port,
-            &format!("postmaster@{MAIL_DOMAIN}"),
+            &format!("{RECIPIENT}@{MAIL_DOMAIN}"),
+            tag,
+            timeout,
+        )
+    }
+
+    /// [`Testbed::mail_to_port`] to these local parts (`a,b`: one RCPT each).
+    pub fn mail_rcpts(
+        &self,
+        src: &str,
+        port: u16,
+        locals: &[&str],
+        tag: &str,
+        timeout: Duration,
+    ) -> Smtp {
+        let to: Vec<String> = locals
+            .iter()
+            .map(|l| format!("{l}@{MAIL_DOMAIN}"))
+            .collect();
+        swaks(
+            &self.wire.client,
+            src,
+            Self::server_for(src),
+            port,
+            &to.join(","),
             tag,
             timeout,
         )

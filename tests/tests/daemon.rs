@@ -726,14 +726,17 @@ fn observe_mode_resolves_and_counts_but_never_drops() {
     assert!(status.contains("observe (never drops)"), "{status}");
 }
 
-/// Sections for the MTA tests: explained refusals on (an hour), a labelled class (with a
-/// space, so it is quoted), and the Postfix policy service on a Unix socket in `run`.
+/// Sections for the MTA tests: explained refusals on (an hour, to every listed sender: there
+/// is no reverse DNS here), a labelled class (with a space, so it is quoted), and the
+/// Postfix policy service on a Unix socket in `run`.
 fn mta_sections(rbl: SocketAddr, run: &std::path::Path) -> String {
-    sections(rbl, "bl.test").replace("explain_every = \"0s\"", "explain_every = \"1h\"")
-        + &format!(
-            "[[dnsbl.code_weights]]\ncodes = [\"127.0.0.2\"]\nweight = 10\nlabel = \"SBL test\"\n\n[policy_service]\nlisten = \"unix:{}/policy.sock\"\n",
-            run.display()
-        )
+    sections(rbl, "bl.test").replace(
+        "explain_every = \"0s\"",
+        "explain_every = \"1h\"\nexplain_to = \"all\"",
+    ) + &format!(
+        "[[dnsbl.code_weights]]\ncodes = [\"127.0.0.2\"]\nweight = 10\nlabel = \"SBL test\"\n\n[policy_service]\nlisten = \"unix:{}/policy.sock\"\n",
+        run.display()
+    )
 }
 
 /// What Exim's `${extract{KEY}{${readsocket{...}}}}` makes of the answer for `ip`: the real
@@ -796,13 +799,21 @@ fn query_socket_answers_the_mta_in_one_line() {
         exim_gid.as_raw()
     );
 
-    // Never seen: unknown, and the question alone starts its evaluation.
-    assert_eq!(d.query(LISTED), "action=unknown");
-    assert_eq!(d.wait_verdict(LISTED, VERDICT_WITHIN), "drop");
+    // Before any question, explanations are off: a listed sender's SYN after its verdict
+    // is dropped without a word.
+    b.connects(LISTED_V6, smtp6());
+    assert_eq!(d.wait_verdict(LISTED_V6, VERDICT_WITHIN), "drop");
+    b.refused(LISTED_V6, smtp6());
+    assert_eq!(d.counter("explained"), 0);
+    let status = d.cli_ok(&["status"]);
+    assert!(status.contains("off: no MTA has asked"), "{status}");
+
+    // Never seen: the question alone starts its evaluation and waits for it; the answer
+    // is the verdict. A `drop` answer is the peer's explanation: its next is a window away.
     let a = d.query(LISTED);
     assert!(a.starts_with("action=drop score=10 ttl="), "{a}");
     assert!(
-        a.ends_with(" source=reputation zone=bl.test code=127.0.0.2 label=\"SBL test\" text=\"listed for testing\" explain_in=0"),
+        a.ends_with(" source=reputation zone=bl.test code=127.0.0.2 label=\"SBL test\" text=\"listed for testing\" explain_in=3600"),
         "{a}"
     );
     for (key, want) in [
@@ -811,22 +822,24 @@ fn query_socket_answers_the_mta_in_one_line() {
         ("code", "127.0.0.2"),
         ("label", "SBL test"),
         ("text", "listed for testing"),
-        ("explain_in", "0"),
+        ("explain_in", "3600"),
     ] {
         assert_eq!(exim_extract(&d.query_socket, LISTED, key), want, "{key}");
     }
-    // The first SYN after the verdict reaches the MTA (to be refused with the reason), the
-    // next is dropped in the kernel, and the answer says when the next explained one is due.
-    b.connects(LISTED, smtp4());
-    assert_eq!(d.counter("explained"), 1);
     b.refused(LISTED, smtp4());
-    let due: u64 = exim_extract(&d.query_socket, LISTED, "explain_in")
-        .parse()
-        .unwrap();
-    assert!((3500..=3600).contains(&due), "{due}");
-    let check = d.cli_ok(&["check", LISTED, "--config", d.config.to_str().unwrap()]);
+    let status = d.cli_ok(&["status"]);
+    assert!(status.contains("explained:     on:"), "{status}");
+    assert!(status.contains("the MTA last asked"), "{status}");
+    // Now the MTA asks: the first SYN of LISTED_V6 after its verdict reaches the MTA (to be
+    // refused with the reason), the next is dropped in the kernel, and `check` says when
+    // the next explained one is due.
+    b.connects(LISTED_V6, smtp6());
+    assert_eq!(d.counter("explained"), 1);
+    b.refused(LISTED_V6, smtp6());
+    let check = d.cli_ok(&["check", LISTED_V6, "--config", d.config.to_str().unwrap()]);
     assert!(
-        check.contains("next explained connection: in 59m"),
+        check.contains("next explained connection: in 59m")
+            && check.contains("explained refusals: on"),
         "{check}"
     );
 
@@ -889,6 +902,14 @@ fn query_socket_answers_the_mta_in_one_line() {
     );
     assert_eq!(
         policy_request(&mut p, &req(CLEAN)).as_deref(),
+        Some("action=DUNNO\n\n")
+    );
+    // At RCPT, mail to postmaster is never refused for a listing (RFC 5321).
+    let to_postmaster = format!(
+        "request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address={LISTED}\nclient_name=unknown\nrecipient=Postmaster@example.org\n\n"
+    );
+    assert_eq!(
+        policy_request(&mut p, &to_postmaster).as_deref(),
         Some("action=DUNNO\n\n")
     );
     assert_eq!(

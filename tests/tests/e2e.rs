@@ -589,12 +589,12 @@ fn defaults_hold_first_contact(attach: Attach) {
 /// dropped (two refusals take ~5 s), short enough to wait out.
 const EXPLAIN: Duration = Duration::from_secs(8);
 
-/// First contact through the MTA's question alone: the query socket answers `unknown` and
-/// the evaluation starts (no SYN needed), then the verdict is there. (A first SYN would race
-/// its own verdict: Exim asks after its rDNS lookup, by when the verdict is often in.)
+/// First contact through the MTA's question alone: the question starts the evaluation (no
+/// SYN needed) and waits for it, so the answer is the verdict.
 #[track_caller]
 fn asked_first(d: &MxDaemon, ip: &str, want: &str) {
-    assert_eq!(d.query(ip), "action=unknown");
+    let a = d.query(ip);
+    assert!(a.starts_with(&format!("action={want} ")), "{ip}: {a}");
     assert_eq!(d.wait_verdict(ip, VERDICT_WITHIN), want, "{ip}");
 }
 
@@ -605,18 +605,64 @@ fn explain_tweaks() -> Tweaks {
     }
 }
 
-/// Waits until the query socket says `ip`'s next connection is the explained one.
+/// Keeps the MTA asking (a question about a clean sender each second, as an MTA with mail
+/// coming in does) until `ip`'s next connection is the explained one again.
 #[track_caller]
-fn wait_explain_due(d: &MxDaemon, ip: &str) {
+fn asking_until_due(d: &MxDaemon, ip: &str) {
     let deadline = Instant::now() + EXPLAIN + Duration::from_secs(5);
     loop {
-        let a = d.query(ip);
-        if a.ends_with(" explain_in=0") {
+        d.query(CLEAN);
+        let check = d.cli_ok(&["check", ip, "--config", d.config.to_str().unwrap()]);
+        if check.contains("next explained connection: its next one") {
             return;
         }
-        assert!(Instant::now() < deadline, "never due again: {a}");
-        std::thread::sleep(Duration::from_millis(200));
+        assert!(Instant::now() < deadline, "never due again: {check}");
+        std::thread::sleep(Duration::from_secs(1));
     }
+}
+
+/// The explained connection of a listed mail server ([`SBL_MTA`], forward-confirmed rDNS)
+/// through the MTA on `port`: its SYN reaches the MTA, which refuses the user's recipient at
+/// RCPT with a reply starting `refusal` and naming zone, code and text, and accepts mail to
+/// postmaster (RFC 5321), which is delivered.
+#[track_caller]
+fn explained_at_rcpt(b: &Testbed, port: u16, refusal: &str) {
+    let server = std::net::SocketAddr::new(Testbed::server_for(SBL_MTA), port);
+    let src = SBL_MTA.parse().unwrap();
+    let to = |l: &str| format!("RCPT TO:<{l}@{MAIL_DOMAIN}>\r\n");
+    let (user, postmaster) = (to(RECIPIENT), to("postmaster"));
+    let got = b
+        .wire
+        .client
+        .enter(|| {
+            mxscreen_tests::smtp::replies(
+                src,
+                server,
+                Duration::from_secs(5),
+                &[
+                    "EHLO mail25.clients.test\r\n",
+                    "MAIL FROM:<ops@clients.test>\r\n",
+                    &user,
+                    &postmaster,
+                    "DATA\r\n",
+                    "Subject: listed?\r\n\r\nwhy are we listed\r\n.\r\n",
+                ],
+            )
+        })
+        .unwrap_or_else(|| panic!("{SBL_MTA}: the explained connection never reached port {port}"));
+    let rcpt = &got[3];
+    assert!(
+        rcpt.starts_with(refusal)
+            && rcpt.contains("zen.test")
+            && rcpt.contains("127.0.0.2")
+            && rcpt.contains("SBL-like: spam source"),
+        "the user's RCPT should be refused with the listing: {got:#?}"
+    );
+    assert!(got[4].starts_with("250"), "postmaster refused: {got:#?}");
+    assert!(
+        got[6].starts_with("250"),
+        "mail to postmaster not taken: {got:#?}"
+    );
 }
 
 /// The server's error reply as one line: swaks shows it as `<** 554-...` continuation lines
@@ -638,35 +684,6 @@ fn error_reply(transcript: &str) -> String {
         out.push_str(t.strip_prefix(enhanced).map_or(*t, str::trim_start));
     }
     out
-}
-
-/// An explained connection through Exim: the sender sees the 554 naming zone, code and
-/// text; Exim logs the refusal.
-#[track_caller]
-fn exim_explains(b: &Testbed, ip: &str, tag: &str) {
-    let mark = b.exim.mark();
-    let r = b.mail_within(ip, tag, SWAKS_OK);
-    assert!(
-        !r.accepted,
-        "{ip}: {tag} should be refused:\n{}",
-        r.transcript
-    );
-    let reply = error_reply(&r.transcript);
-    assert!(
-        reply.starts_with(&format!("554 5.7.1 Service unavailable; client [{ip}] listed in zen.test (127.0.0.2): SBL-like: spam source")),
-        "{ip}: {tag}: no explanation: {reply}\n{}",
-        r.transcript
-    );
-    let line = b.exim.wait_line(
-        mark,
-        ip,
-        "rejected connection in \"connect\" ACL",
-        LOG_WITHIN,
-    );
-    assert!(
-        line.contains("mxscreen: listed in zen.test (127.0.0.2 SBL)"),
-        "{line}"
-    );
 }
 
 /// A road-warrior on a listed address (a mobile carrier's shared address, XBL-listed): its
@@ -714,7 +731,7 @@ fn blocked_while_connecting(b: &Testbed, d: &MxDaemon, port: u16, want: &str) {
         let r = sending.join().expect("swaks thread");
         let reply = error_reply(&r.transcript);
         assert!(
-            !r.accepted && reply.starts_with("554 5.7.1 ") && reply.contains(want),
+            !r.accepted && reply.starts_with('5') && reply.contains(want),
             "port {port}: a peer blocked mid-connection should be refused with {want:?}: {reply}\n{}",
             r.transcript
         );
@@ -722,25 +739,56 @@ fn blocked_while_connecting(b: &Testbed, d: &MxDaemon, port: u16, want: &str) {
     d.cli_ok(&["unblock", SLOW_DNS]);
 }
 
-/// Explained refusals with the README's Exim snippet, word for word: a listed sender's first
-/// connection after its verdict reaches Exim, which asks mxscreen and refuses it with a 554
-/// naming the list; within the window its connections are dropped at SYN (Exim logs
-/// nothing); after the window it is explained again. A peer blocked by hand is refused as
-/// such, the limit class gets in at once (the kernel paces it; the snippet adds no
-/// `delay`), a clean sender goes straight in, a road-warrior on a listed address submits on
-/// 587, and with mxscreen stopped the fail string lets mail in.
+/// Explained refusals with the README's Exim snippets, word for word, under the defaults
+/// (`first_contact = "hold"`, `explain_to = "fcrdns"`): before Exim has asked anything a
+/// listed mail server's connections are dropped at SYN; once it asks, the first connection
+/// after the verdict reaches Exim, which refuses it at RCPT with the listing and takes mail
+/// to postmaster; within the window its connections are dropped at SYN (Exim logs nothing);
+/// after the window (Exim still asking) it is explained again. A listed sender without
+/// forward-confirmed rDNS never reaches Exim. A peer blocked by hand is refused as such, the
+/// limit class gets in at once (the kernel paces it; the snippet adds no `delay`), a clean
+/// sender goes straight in, a road-warrior on a listed address submits on 587, and with
+/// mxscreen stopped the fail string lets mail in.
 fn exim_asks_mxscreen_and_explains_refusals(attach: Attach) {
     let b = Testbed::asking("ex", attach);
     let mut d = b.daemon(explain_tweaks());
-    asked_first(&d, SBL, "drop");
-    exim_explains(&b, SBL, "ask-explained-1");
+    // No MTA has asked yet: a listed mail server is dropped without a word.
+    refused_smtp(&b, SBL_MTA, "ask-before-any-question");
+    assert_eq!(d.wait_verdict(SBL_MTA, VERDICT_WITHIN), "drop");
+    refused(&b, SBL_MTA);
+    assert_eq!(d.counter("explained"), 0, "{}", d.cli_ok(&["stats"]));
+    let status = d.cli_ok(&["status"]);
+    assert!(status.contains("off: no MTA has asked"), "{status}");
+
+    // Exim asks (its connect ACL, for a clean sender's mail): explanations are on.
+    accepted(&b, CLEAN, "ask-clean");
+    let status = d.cli_ok(&["status"]);
+    assert!(status.contains("explained:     on:"), "{status}");
+    let mark = b.exim.mark();
+    explained_at_rcpt(
+        &b,
+        25,
+        "550 5.7.1 Client [192.0.2.25] listed in zen.test (127.0.0.2)",
+    );
+    let line = b.exim.wait_line(mark, SBL_MTA, "rejected RCPT", LOG_WITHIN);
+    assert!(
+        line.contains("mxscreen: listed in zen.test (127.0.0.2 SBL)"),
+        "{line}"
+    );
     assert_eq!(d.counter("explained"), 1, "{}", d.cli_ok(&["stats"]));
     let mark = b.exim.mark();
+    refused(&b, SBL_MTA);
+    refused_smtp(&b, SBL_MTA, "ask-within-window");
+    assert_eq!(b.exim.lines_since(mark, SBL_MTA), Vec::<String>::new());
+    // No forward-confirmed rDNS: never explained, Exim never sees it.
+    let mark = b.exim.mark();
+    refused_smtp(&b, SBL, "ask-no-fcrdns");
+    assert_eq!(d.wait_verdict(SBL, VERDICT_WITHIN), "drop");
     refused(&b, SBL);
-    refused_smtp(&b, SBL, "ask-within-window");
     assert_eq!(b.exim.lines_since(mark, SBL), Vec::<String>::new());
-    wait_explain_due(&d, SBL);
-    exim_explains(&b, SBL, "ask-explained-2");
+
+    asking_until_due(&d, SBL_MTA);
+    explained_at_rcpt(&b, 25, "550 5.7.1 ");
     assert_eq!(d.counter("explained"), 2);
 
     road_warrior_submits(
@@ -754,7 +802,7 @@ fn exim_asks_mxscreen_and_explains_refusals(attach: Attach) {
         &b,
         &d,
         25,
-        &format!("Service unavailable; client [{SLOW_DNS}] blocked by local policy"),
+        &format!("Client [{SLOW_DNS}] blocked by local policy"),
     );
 
     asked_first(&d, PBL, "limit");
@@ -765,13 +813,13 @@ fn exim_asks_mxscreen_and_explains_refusals(attach: Attach) {
         r.elapsed
     );
 
-    asked_first(&d, CLEAN, "pass");
-    accepted(&b, CLEAN, "ask-clean");
+    asked_first(&d, CLEAN_B, "pass");
+    accepted(&b, CLEAN_B, "ask-clean-b");
 
     d.stop();
     let mark = b.exim.mark();
-    accepted(&b, SBL, "ask-mxscreen-stopped");
-    b.exim.wait_line(mark, SBL, TAG_ACL, LOG_WITHIN);
+    accepted(&b, SBL_MTA, "ask-mxscreen-stopped");
+    b.exim.wait_line(mark, SBL_MTA, TAG_ACL, LOG_WITHIN);
 }
 
 /// A real Postfix, chrooted as Debian ships it, with the README's main.cf and master.cf
@@ -790,20 +838,20 @@ fn postfix_asks_the_policy_service(attach: Attach) {
         assert!(r.accepted, "{ip}: {tag}:\n{}\n{}", r.transcript, pf.text());
         r
     };
+    // Postfix asks (its policy request at RCPT, for a clean sender): explanations are on.
+    via_postfix(CLEAN, "pf-clean-first");
     let mark = pf.mark();
-    asked_first(&d, SBL, "drop");
-    let r = b.mail_postfix(SBL, "pf-explained", SWAKS_OK);
+    explained_at_rcpt(&b, POSTFIX_PORT, "554 5.7.1");
     let why = "blocked using zen.test, code 127.0.0.2 (SBL); SBL-like: spam source";
-    assert!(
-        !r.accepted && r.transcript.contains("554 5.7.1") && r.transcript.contains(why),
-        "{}\n{}",
-        r.transcript,
-        pf.text()
-    );
-    let line = pf.wait_line(mark, SBL, "reject: CONNECT from", LOG_WITHIN);
+    let line = pf.wait_line(mark, SBL_MTA, "reject: RCPT from", LOG_WITHIN);
     assert!(line.contains(why), "{line}");
     let mark = pf.mark();
-    let r = b.mail_postfix(SBL, "pf-within-window", SWAKS_REFUSED);
+    let r = b.mail_postfix(SBL_MTA, "pf-within-window", SWAKS_REFUSED);
+    assert!(r.connect_failed(), "{}", r.transcript);
+    assert_eq!(pf.lines_since(mark, SBL_MTA), Vec::<String>::new());
+    // No forward-confirmed rDNS: never explained, Postfix never sees it.
+    let mark = pf.mark();
+    let r = b.mail_postfix(SBL, "pf-no-fcrdns", SWAKS_REFUSED);
     assert!(r.connect_failed(), "{}", r.transcript);
     assert_eq!(pf.lines_since(mark, SBL), Vec::<String>::new());
 
@@ -823,10 +871,10 @@ fn postfix_asks_the_policy_service(attach: Attach) {
 
     asked_first(&d, PBL, "limit");
     via_postfix(PBL, "pf-limit");
-    asked_first(&d, CLEAN, "pass");
-    via_postfix(CLEAN, "pf-clean");
+    asked_first(&d, CLEAN_B, "pass");
+    via_postfix(CLEAN_B, "pf-clean");
     let log = pf.text();
-    for ip in [PBL, CLEAN] {
+    for ip in [PBL, CLEAN, CLEAN_B] {
         assert!(
             !pf.lines_since(0, ip).iter().any(|l| l.contains("reject")),
             "{log}"
@@ -834,7 +882,7 @@ fn postfix_asks_the_policy_service(attach: Attach) {
     }
 
     d.stop();
-    via_postfix(SBL, "pf-mxscreen-stopped");
+    via_postfix(SBL_MTA, "pf-mxscreen-stopped");
 }
 
 /// The examples the package ships carry the README's MTA snippets word for word, so what an
@@ -845,6 +893,7 @@ fn the_packaged_examples_carry_the_readme_snippets() {
     for (snippet, file) in [
         ("exim-main", "exim4-acl.conf"),
         ("exim-acl", "exim4-acl.conf"),
+        ("exim-rcpt", "exim4-acl.conf"),
         ("postfix-main", "postfix-main.cf"),
         ("postfix-master", "postfix-master.cf"),
     ] {

@@ -164,6 +164,27 @@ fn fleet_status(d: &MxDaemon) -> Value {
     json(d, &["status", "--json"])["fleet"].clone()
 }
 
+/// [`Wire::assert_connects`] that, when the handshake fails, shows what each host holds
+/// about `peer` and its log: a dropped SYN must say which host dropped it and why.
+#[track_caller]
+fn connects_or_show(b: &Bed, peer: &str, hosts: &[&MxDaemon]) {
+    if let Err(e) = b.wire.connect(peer, smtp(), Duration::from_secs(5)) {
+        let mut shown = String::new();
+        for h in hosts {
+            let peer_out = h.cli(&["peer", peer]);
+            let stats = h.cli(&["stats"]);
+            shown.push_str(&format!(
+                "\n--- peer {peer}:\n{}{}\n--- stats:\n{}\n--- log:\n{}",
+                String::from_utf8_lossy(&peer_out.stdout),
+                String::from_utf8_lossy(&peer_out.stderr),
+                String::from_utf8_lossy(&stats.stdout),
+                h.log_text()
+            ));
+        }
+        panic!("{peer} -> {} should connect: {e}{shown}", smtp());
+    }
+}
+
 fn evaluations(d: &MxDaemon) -> u64 {
     json(d, &["stats", "--json"])["engine"]["evaluations"]
         .as_u64()
@@ -568,7 +589,7 @@ fn forget_removes_the_fleets_copies_and_they_do_not_come_back() {
     // The next SYN is a first contact, evaluated afresh (once for the fleet), and its
     // verdict, made after the forget, is shared and kept.
     let before = evaluations(&xdp) + evaluations(&tc);
-    b.wire.assert_connects(peer, smtp());
+    connects_or_show(&b, peer, &[&xdp, &tc]);
     held_by_both(&xdp, &tc, "the fresh verdict on both hosts");
     assert_eq!(evaluations(&xdp) + evaluations(&tc), before + 1);
     b.wire.assert_refused(peer, smtp());

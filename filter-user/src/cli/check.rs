@@ -112,9 +112,18 @@ pub fn main(a: Args) -> Result<()> {
                     outln!("  (observe mode: counted, never enforced)")?;
                 }
             }
+            let now = crate::state::unix_now();
             if let Some(at) = l.explain_next {
-                println!("  {}", explained_line(at, crate::state::unix_now()));
+                outln!("  {}", explained_line(at, now))?;
+            } else if l.explainable == Some(false) {
+                outln!(
+                    "  not explained: no forward-confirmed rDNS (policy.explain_to = \"fcrdns\"): every SYN is dropped in the kernel"
+                )?;
             }
+            outln!(
+                "explained refusals: {}",
+                super::status::explained(&l.explain, now)
+            )?;
         }
         Err(e) => outln!("daemon: {e}")?,
     }

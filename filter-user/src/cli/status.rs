@@ -9,7 +9,9 @@ use super::{
 use crate::{
     control::{
         client::Client,
-        protocol::{FeedStatus, FleetLink, FleetStatus, ResolverStatus, StatusReply},
+        protocol::{
+            ExplainStatus, FeedStatus, FleetLink, FleetStatus, ResolverStatus, StatusReply,
+        },
     },
     duration,
     state::unix_now,
@@ -69,6 +71,7 @@ fn text(s: &StatusReply) -> String {
         "mode",
         format!("{mode}, first contact: {}", s.first_contact.name()),
     );
+    line("explained", explained(&s.explain, unix_now()));
     line("ports", format!("{:?}", s.ports));
     for i in &s.interfaces {
         line("interface", format!("{} ({})", i.name, i.mode));
@@ -168,6 +171,37 @@ fn feed(f: &FeedStatus) -> String {
         ));
     }
     out
+}
+
+/// Explained refusals in one line: on or off, and why; when the MTA last asked.
+pub fn explained(e: &ExplainStatus, now: u64) -> String {
+    let ago = |at: u64| {
+        duration::format(std::time::Duration::from_secs(
+            now.saturating_sub(at).max(1),
+        ))
+    };
+    if e.every_secs == 0 {
+        return "off (policy.explain_every = \"0s\")".into();
+    }
+    let every = duration::format(std::time::Duration::from_secs(e.every_secs));
+    match (e.on, e.mta_last_asked) {
+        (true, Some(at)) => {
+            let whom = if e.to == "all" {
+                "a listed sender"
+            } else {
+                "a listed sender with forward-confirmed rDNS"
+            };
+            format!(
+                "on: one connection per {every} of {whom} reaches the MTA to be refused with the listing (the MTA last asked {} ago)",
+                ago(at)
+            )
+        }
+        (_, None) => "off: no MTA has asked mxscreen since it started (listed senders are dropped without a word until one does)".into(),
+        (false, Some(at)) => format!(
+            "off: the MTA last asked {} ago, more than policy.explain_every ({every}) (listed senders are dropped without a word until it asks again)",
+            ago(at)
+        ),
+    }
 }
 
 fn resolver(r: &ResolverStatus, line: &mut impl FnMut(&str, String)) {

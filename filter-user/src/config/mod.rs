@@ -20,7 +20,7 @@ mod traps;
 use std::path::{Path, PathBuf};
 
 use documented::DocumentedFields;
-use filter_common::{DatapathConfig, FLAG_EXPLAIN, FLAG_HOLD, FLAG_OBSERVE};
+use filter_common::{DatapathConfig, FLAG_HOLD, FLAG_OBSERVE};
 use serde::{Deserialize, Serialize};
 
 pub use self::{
@@ -163,11 +163,6 @@ impl Config {
             .max_lookups_per_sec
             .saturating_mul(EVENTS_PER_LOOKUP);
         c.explain_window_ns = self.policy.explain_every.as_nanos() as u64;
-        // Until the daemon tracks when the MTA last asked, explanations are on whenever a
-        // window is configured.
-        if c.explain_window_ns != 0 {
-            c.flags |= FLAG_EXPLAIN;
-        }
         if d.first_contact == FirstContact::Hold {
             c.flags |= FLAG_HOLD;
         }
@@ -231,7 +226,11 @@ mod tests {
         let k = c.kernel();
         assert_eq!(k.limit_interval_ns, 1_000_000_000);
         assert_eq!((k.port_count, k.ports[1]), (2, 2525));
-        assert_eq!(k.flags, FLAG_HOLD | FLAG_OBSERVE | FLAG_EXPLAIN);
+        assert_eq!(
+            k.flags,
+            FLAG_HOLD | FLAG_OBSERVE,
+            "FLAG_EXPLAIN is the daemon's, while an MTA asks"
+        );
         assert_eq!(k.hold_window_ns, 2_000_000_000);
     }
 

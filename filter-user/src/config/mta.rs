@@ -28,6 +28,14 @@ pub struct QuerySection {
     /// Group of the socket: the group the MTA runs as. Default "": the first of Debian-exim,
     /// exim and postfix that exists on the host (root's group if none does).
     pub group: String,
+    /// How long a question about a peer whose evaluation is under way (its first contact
+    /// reached the MTA: `first_contact = "pass"`, or a DNSBL slower than `hold_max`) waits
+    /// for the verdict before answering `unknown`. Applies to the policy service too.
+    /// Default "4s", which covers a DNSBL answering within the resolver's timeout and
+    /// retry; keep the MTA's own timeout for the question above it (the README's snippets
+    /// use 6 s). "0s": never wait.
+    #[serde(with = "crate::duration")]
+    pub wait_max: std::time::Duration,
 }
 
 impl Default for QuerySection {
@@ -35,6 +43,7 @@ impl Default for QuerySection {
         Self {
             socket: crate::query::DEFAULT_SOCKET.into(),
             group: String::new(),
+            wait_max: std::time::Duration::from_secs(4),
         }
     }
 }
@@ -48,6 +57,12 @@ impl QuerySection {
                     "{:?} is relative; use an absolute path such as /run/mxscreen/query.sock",
                     self.socket
                 ),
+            ));
+        }
+        if self.wait_max > std::time::Duration::from_secs(30) {
+            return Err(InvalidKey::new(
+                "query.wait_max",
+                "is over 30s: the MTA holds a connection open that long for its answer; use at most 30s",
             ));
         }
         check_group("query.group", &self.group)

@@ -260,6 +260,24 @@ pub struct StatusReply {
     /// `fleet`: the reply enums stay small.)
     #[serde(default)]
     pub balancer: Box<BalancerStatus>,
+    /// Explained refusals: on or off, and when the MTA last asked.
+    #[serde(default)]
+    pub explain: ExplainStatus,
+}
+
+/// Explained refusals as they stand: the datapath lets a listed sender's connection through
+/// to be refused with the listing only while an MTA asks (see `policy.explain_every`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExplainStatus {
+    /// Whether the datapath explains now (a window is set and the MTA asked within it).
+    pub on: bool,
+    /// `policy.explain_every` in seconds; 0: off by config.
+    pub every_secs: u64,
+    /// `policy.explain_to`: `fcrdns` or `all`.
+    pub to: String,
+    /// Unix seconds of the MTA's last question (query socket or policy service); `None`:
+    /// none since the daemon started.
+    pub mta_last_asked: Option<u64>,
 }
 
 /// The balancer watch's last window (see `daemon::balancer`): what it measured and what it
@@ -434,6 +452,13 @@ pub struct LookupReply {
     /// Observe mode: what is held is counted, never enforced.
     #[serde(default)]
     pub observe: bool,
+    /// For a reputation `drop`: whether the sender is one explained refusals go to
+    /// (`policy.explain_to`: forward-confirmed rDNS by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explainable: Option<bool>,
+    /// Explained refusals: on or off, and when the MTA last asked.
+    #[serde(default)]
+    pub explain: ExplainStatus,
 }
 
 /// A reply of a known shape, taken out of a [`Body`]; `None` if the body is another kind.

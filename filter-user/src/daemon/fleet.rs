@@ -15,7 +15,7 @@ use crate::{
     control::protocol::FleetStatus,
     datapath::{DatapathMaps, clock},
     fleet::{self, Fleet, wire::SharedVerdict},
-    reputation::Verdict,
+    reputation::{ExplainTo, Verdict},
     state::ManualEntry,
 };
 
@@ -165,6 +165,7 @@ impl FleetBridge {
         maps: &mut DatapathMaps,
         protected: &[Protected],
         v: &SharedVerdict,
+        explain_to: ExplainTo,
     ) {
         if protect::fully_protected(protected, &IpNet::from(v.ip)).is_some() {
             tracing::debug!(ip = %v.ip, host = %v.host, "shared verdict for a protected address ignored");
@@ -173,7 +174,8 @@ impl FleetBridge {
         let Some(left) = fleet::remaining(v.expires_ms) else {
             return;
         };
-        let entry = PeerVerdict::new(v.action, v.source, clock::expiry_after(left));
+        let mut entry = PeerVerdict::new(v.action, v.source, clock::expiry_after(left));
+        entry.flags = super::verdicts::explain_flags(v.action, v.source, v.fcrdns, explain_to);
         if let Err(e) = maps.verdict_set(v.ip, entry) {
             tracing::warn!(ip = %v.ip, error = %e, "could not store a shared verdict");
             return;

@@ -204,6 +204,7 @@ impl Daemon {
         let mut reply = LookupReply {
             ip: Some(ip),
             observe: self.cfg.policy.observe,
+            explain: self.explain_status(),
             ..Default::default()
         };
         for table in [Table::Allow, Table::Deny, Table::Limit] {
@@ -228,6 +229,9 @@ impl Daemon {
             ));
             reply.explain_next =
                 next_explained(&v, &self.maps.config()?).map(|d| unix_now() + d.as_secs());
+            if v.action() == Action::Drop && v.reason() == Reason::Reputation {
+                reply.explainable = Some(v.is_explained());
+            }
         }
         if let Some(v) = self.maps.network_verdict_for(ip)?
             && live(v.expires_ns)

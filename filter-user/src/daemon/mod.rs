@@ -68,9 +68,9 @@ use crate::{
     fleet::{Fleet, FleetEvent},
     metrics::{
         self, BalancerFamilies, DaemonFamilies, DatapathFamilies, EngineFamilies, Facts, Families,
-        FleetFamilies, SharedFacts,
+        FleetFamilies, MtaFamilies, SharedFacts,
     },
-    query::{EvidenceCache, MtaAsks},
+    query::{EvidenceCache, MtaAsks, asks::MtaNews},
     reputation::{Engine, Verdict},
     state::State,
 };
@@ -126,7 +126,13 @@ struct Inputs {
     /// The engine's verdicts.
     verdicts: mpsc::Receiver<Verdict>,
     fleet: mpsc::Receiver<FleetEvent>,
+    /// What the MTA's questions tell (explained refusals).
+    mta_news: mpsc::Receiver<MtaNews>,
 }
+
+/// News from the MTA's questions waiting for the main loop: beyond it, a refusal is lost
+/// (one more explained connection for that peer).
+const MTA_NEWS: usize = 1024;
 
 /// Reads the config (file or defaults) and applies the command-line overrides.
 fn read_config(opts: &RunOptions) -> Result<(Config, Option<PathBuf>)> {
@@ -198,7 +204,9 @@ impl Daemon {
         let evidence = Arc::new(EvidenceCache::for_verdict_map(cfg.datapath.maps.peers));
         let (fleet, fleet_events) = Fleet::start(&cfg.fleet, state.entries())?;
         let rotation = Rotation::new(cfg.policy.v6_rotation_prefix, cfg.policy.v6_rotation_after);
-        let mta_asks = Arc::new(MtaAsks::default());
+        let (mta_news_tx, mta_news) = mpsc::channel(MTA_NEWS);
+        let explain_ns = cfg.policy.explain_every.as_nanos() as u64;
+        let mta_asks = Arc::new(MtaAsks::new(mta_news_tx, explain_ns));
         let balancer = BalancerWatch::start(maps.reader()?, mta_asks.clone())
             .context("starting the balancer watch")?;
         let d = Daemon {
@@ -221,6 +229,7 @@ impl Daemon {
             events,
             verdicts,
             fleet: fleet_events,
+            mta_news,
         };
         Ok((d, inputs))
     }
@@ -279,6 +288,7 @@ impl Daemon {
                 }
                 Some(v) = inputs.verdicts.recv() => self.on_verdict(&v),
                 Some(ev) = inputs.fleet.recv() => self.on_fleet(ev),
+                Some(news) = inputs.mta_news.recv() => self.on_mta_news(news),
                 read = self.feeds.next() => {
                     if let Err(e) = self.feeds.apply(&mut self.maps, read).and_then(|()| self.recount_lists()) {
                         tracing::warn!(error = %format!("{e:#}"), "loading a feed into the datapath failed");
@@ -315,6 +325,7 @@ impl Daemon {
             Box::new(DaemonFamilies(self.facts.clone())),
             Box::new(EngineFamilies(self.engine.clone())),
             Box::new(BalancerFamilies(self.balancer.shared())),
+            Box::new(MtaFamilies(self.mta_asks.clone())),
         ];
         if let Some(status) = self.fleet.status_watch() {
             families.push(Box::new(FleetFamilies {

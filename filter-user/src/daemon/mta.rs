@@ -89,7 +89,13 @@ pub fn start(
     if query.is_none() && policy.is_none() {
         return Ok(None);
     }
-    let oracle = Arc::new(Oracle::new(maps.reader()?, evidence, Arc::new(peers), asks));
+    let oracle = Arc::new(Oracle::new(
+        maps.reader()?,
+        evidence,
+        Arc::new(peers),
+        asks,
+        cfg.query.wait_max,
+    ));
     let limit_action = cfg.policy_service.limit_action.clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let rt = tokio::runtime::Builder::new_current_thread()

@@ -6,13 +6,14 @@
 use std::{net::IpAddr, time::Duration};
 
 use anyhow::Result;
-use filter_common::{Action, EventWhy, PeerVerdict, Reason};
+use filter_common::{Action, EventWhy, FLAG_EXPLAIN, PeerVerdict, Reason};
 use tokio::sync::mpsc;
 
 use super::Daemon;
 use crate::{
     datapath::{FirstContact, clock, events::NewPeer},
     fleet::FleetEvent,
+    query::asks::MtaNews,
     reputation::{Class, Submit, Verdict},
     state::unix_now,
 };
@@ -73,6 +74,9 @@ impl Daemon {
     /// never keeps dropping, whatever the attach path.
     pub fn beat(&mut self) -> Result<()> {
         let mut k = self.cfg.kernel();
+        if self.mta_asks.explaining(clock::now_ns()) {
+            k.flags |= FLAG_EXPLAIN;
+        }
         k.alive_ns = clock::now_ns();
         k.stale_after_ns = STALE_AFTER.as_nanos() as u64;
         self.maps.set_config(&k)
@@ -126,10 +130,27 @@ impl Daemon {
         }
     }
 
+    /// What the MTA's questions say: it started asking (explained refusals on now, not at
+    /// the next beat), or it refused a peer with its explained `drop` (that peer's next
+    /// explanation is due a window later).
+    pub fn on_mta_news(&mut self, news: MtaNews) {
+        let result = match news {
+            MtaNews::Asking => self.beat(),
+            MtaNews::Refused(ip) => {
+                let next = clock::expiry_after(self.cfg.policy.explain_every);
+                self.maps.explained_until(ip, next).map(|_| ())
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(?news, error = %format!("{e:#}"), "acting on the MTA's question failed");
+        }
+    }
+
     /// A verdict from the engine: written (with its log line), counted, and shared.
     pub fn on_verdict(&mut self, v: &Verdict) {
         let observe = self.cfg.policy.observe;
-        let Some(written) = self.verdicts.write(&mut self.maps, v, observe) else {
+        let explain_to = self.cfg.policy.explain_to;
+        let Some(written) = self.verdicts.write(&mut self.maps, v, observe, explain_to) else {
             return;
         };
         self.count_verdict(written.previous.as_ref(), &written.entry);
@@ -151,9 +172,14 @@ impl Daemon {
                 }
             }
             FleetEvent::Verdicts(verdicts) => {
+                let explain_to = self.cfg.policy.explain_to;
                 for v in verdicts {
-                    self.fleet
-                        .apply_verdict(&mut self.maps, self.lists.protected(), &v);
+                    self.fleet.apply_verdict(
+                        &mut self.maps,
+                        self.lists.protected(),
+                        &v,
+                        explain_to,
+                    );
                 }
             }
             FleetEvent::Evaluate(ip) => {

@@ -30,6 +30,8 @@ fn try_reload(d: &mut Daemon, opts: &RunOptions) -> Result<()> {
     let old = std::mem::replace(&mut d.cfg, new);
     let restart = restart_only_changes(&old, &d.cfg);
     keep_restart_only(&mut d.cfg, &old);
+    d.mta_asks
+        .set_window(d.cfg.policy.explain_every.as_nanos() as u64);
     d.verdicts.configure_rotation(
         d.cfg.policy.v6_rotation_prefix,
         d.cfg.policy.v6_rotation_after,

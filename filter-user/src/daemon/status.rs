@@ -7,7 +7,10 @@ use filter_common::Counter;
 
 use super::Daemon;
 use crate::{
-    control::protocol::{MapFill, ReloadStatus, ResolverStatus, Source, StatsReply, StatusReply},
+    control::protocol::{
+        ExplainStatus, MapFill, ReloadStatus, ResolverStatus, Source, StatsReply, StatusReply,
+    },
+    datapath::clock,
     duration,
     reputation::{Stats, quota},
     state::unix_now,
@@ -70,7 +73,18 @@ impl Daemon {
             },
             fleet: self.fleet.status(),
             balancer: Box::new(self.balancer.status()),
+            explain: self.explain_status(),
         })
+    }
+
+    /// Explained refusals as they stand (`status`, `check`).
+    pub(super) fn explain_status(&self) -> ExplainStatus {
+        ExplainStatus {
+            on: self.mta_asks.explaining(clock::now_ns()),
+            every_secs: self.cfg.policy.explain_every.as_secs(),
+            to: self.cfg.policy.explain_to.name().into(),
+            mta_last_asked: self.mta_asks.last_asked_unix(),
+        }
     }
 
     /// Setup warnings plus a line per zone that has answered with refusal codes.

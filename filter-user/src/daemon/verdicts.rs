@@ -15,7 +15,7 @@ use super::{
 use crate::{
     datapath::{DatapathMaps, clock},
     query::EvidenceCache,
-    reputation::Verdict,
+    reputation::{ExplainTo, Verdict},
 };
 
 pub struct VerdictWriter {
@@ -55,13 +55,10 @@ impl VerdictWriter {
         maps: &mut DatapathMaps,
         v: &Verdict,
         observe: bool,
+        explain_to: ExplainTo,
     ) -> Option<Written> {
         let mut entry = PeerVerdict::new(v.action, v.reason, clock::expiry_after(v.ttl));
-        // Every reputation drop may be explained for now (`explain_to = "all"`); narrowing
-        // this to forward-confirmed rDNS is the next step of issue 20 item 3.
-        if v.action == Action::Drop && v.reason == Reason::Reputation {
-            entry.flags |= VERDICT_EXPLAIN;
-        }
+        entry.flags = explain_flags(v.action, v.reason, v.forward_confirmed(), explain_to);
         // What it replaces, for the census (a failed read only makes the count approximate
         // until the next sweep).
         let previous = maps.verdict_get(v.ip).ok().flatten();
@@ -158,6 +155,23 @@ impl VerdictWriter {
             }
         }
         Ok(Forgotten { ips, networks })
+    }
+}
+
+/// The `VERDICT_*` flags of a verdict: [`VERDICT_EXPLAIN`] for a reputation `drop` of a
+/// sender `policy.explain_to` names (by default one with forward-confirmed rDNS: a mail
+/// server, whose operator can read the refusal; a bot's would reach nobody and cost the MTA
+/// a process). The datapath explains only these, and only while an MTA asks.
+pub(super) fn explain_flags(action: Action, reason: Reason, fcrdns: bool, to: ExplainTo) -> u8 {
+    let explainable = action == Action::Drop && reason == Reason::Reputation;
+    let to_this_sender = match to {
+        ExplainTo::All => true,
+        ExplainTo::Fcrdns => fcrdns,
+    };
+    if explainable && to_this_sender {
+        VERDICT_EXPLAIN
+    } else {
+        0
     }
 }
 

@@ -77,6 +77,20 @@ impl DatapathMaps {
         Ok(())
     }
 
+    /// The MTA refused `ip` with its explained `drop` (that was its explanation): the
+    /// datapath lets its next SYN through to be explained no sooner than `next_ns`. `false`
+    /// when `ip` holds no such verdict.
+    pub fn explained_until(&mut self, ip: IpAddr, next_ns: u64) -> Result<bool> {
+        self.rewrite(ip, |p| {
+            if !p.verdict().is_some_and(|v| v.is_explained()) {
+                return false;
+            }
+            p.explain_at_s = filter_common::seconds_up(next_ns);
+            true
+        })
+        .with_context(|| format!("noting the explanation of {ip}"))
+    }
+
     /// Removes `ip`'s verdict; `false` if it had none. Its first contact and last report stay,
     /// so the next SYN is not reported again within the dedup window.
     pub fn verdict_remove(&mut self, ip: IpAddr) -> Result<bool> {

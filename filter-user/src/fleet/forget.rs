@@ -138,6 +138,7 @@ mod tests {
             expires_ms: made_ms + 500,
             host: "mx2".into(),
             made_ms,
+            fcrdns: false,
         }
     }
 

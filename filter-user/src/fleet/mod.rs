@@ -224,6 +224,7 @@ impl Fleet {
             expires_ms: now + u64::try_from(v.ttl.as_millis()).unwrap_or(u64::MAX / 2),
             host: me.clone(),
             made_ms: now,
+            fcrdns: v.forward_confirmed(),
         };
         if cmds.try_send(Command::Verdict(shared)).is_err() {
             tracing::debug!(ip = %v.ip, "fleet queue full; verdict not shared");
@@ -309,9 +310,10 @@ impl NewPeers {
 }
 
 impl crate::query::oracle::Evaluations for NewPeers {
-    fn unknown_peer(&self, ip: IpAddr) {
+    fn unknown_peer(&self, ip: IpAddr) -> bool {
         let outcome = self.submit(ip);
         tracing::debug!(%ip, ?outcome, "MTA asked about an unknown peer");
+        outcome != NewPeer::Evaluated(Submit::Rejected)
     }
 
     fn evaluate_again(&self, ip: IpAddr) {

@@ -66,6 +66,10 @@ pub struct SharedVerdict {
     pub host: String,
     /// Unix milliseconds.
     pub made_ms: u64,
+    /// The sender's reverse DNS was forward-confirmed (each host applies its own
+    /// `policy.explain_to`). Absent from older hosts' records: not confirmed.
+    #[serde(default)]
+    pub fcrdns: bool,
 }
 
 /// A manual block or allow (or its removal: a tombstone) made on one host.
@@ -339,6 +343,7 @@ mod tests {
             expires_ms: 5,
             host: "mx2".into(),
             made_ms: 1,
+            fcrdns: true,
         });
         assert_eq!(decode(v.encode().as_bytes()).unwrap(), v);
         assert!(v.expired(5) && !v.expired(4));

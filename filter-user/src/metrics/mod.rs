@@ -27,6 +27,7 @@ pub mod daemon;
 pub mod datapath;
 pub mod engine;
 pub mod fleet;
+pub mod mta;
 mod server;
 
 use std::net::SocketAddr;
@@ -40,6 +41,7 @@ pub use self::{
     datapath::DatapathFamilies,
     engine::EngineFamilies,
     fleet::FleetFamilies,
+    mta::MtaFamilies,
     server::Endpoint,
 };
 use crate::reputation::stats::DNS_LOOKUP_SECONDS;

@@ -52,12 +52,14 @@ pub fn family(p: Prefix) -> Family {
     }
 }
 
-/// The chain a verdict's or a network verdict's element sends packets to.
-pub fn verdict_chain(action: Action, reason: Reason) -> &'static str {
+/// The chain a verdict's or a network verdict's element sends packets to: `explained` for a
+/// source's reputation `drop` marked for explaining (`PeerVerdict::is_explained`), as the
+/// eBPF datapath explains; a network verdict never is.
+pub fn verdict_chain(action: Action, explained: bool) -> &'static str {
     match action {
         Action::Pass => V_PASS,
         Action::Limit => V_LIMIT,
-        Action::Drop if reason == Reason::Reputation => V_EXPLAIN,
+        Action::Drop if explained => V_EXPLAIN,
         Action::Drop => V_DROP,
     }
 }
@@ -90,7 +92,7 @@ impl Lists {
         let mut e = Elem::key(key(p.net()));
         e.timeout_ms = timeout_ms(o.expires_ns);
         if kind == Kind::Network {
-            e.goto = Some(verdict_chain(o.action, o.reason).to_owned());
+            e.goto = Some(verdict_chain(o.action, false).to_owned());
         }
         e
     }

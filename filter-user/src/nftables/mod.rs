@@ -42,7 +42,10 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use filter_common::{Counter, DatapathConfig, FLAG_HOLD, FLAG_OBSERVE, PeerVerdict, Reason};
+use filter_common::{
+    Counter, DatapathConfig, FLAG_EXPLAIN, FLAG_HOLD, FLAG_OBSERVE, PeerVerdict, Reason,
+    VERDICT_EXPLAIN,
+};
 
 use self::{
     events::NfLog,
@@ -159,8 +162,10 @@ impl Nftables {
         self.shape.hold = (cfg.flags & FLAG_HOLD != 0 && cfg.hold_window_ns != 0)
             .then(|| Duration::from_nanos(cfg.hold_window_ns));
         self.shape.dedup = Duration::from_nanos(cfg.dedup_window_ns.max(1_000_000));
-        self.shape.explain =
-            (cfg.explain_window_ns != 0).then(|| Duration::from_nanos(cfg.explain_window_ns));
+        // Explained only while an MTA asks (the daemon's FLAG_EXPLAIN), as in the eBPF
+        // datapath: without it the explain chain drops like the drop chain.
+        self.shape.explain = (cfg.explain_window_ns != 0 && cfg.flags & FLAG_EXPLAIN != 0)
+            .then(|| Duration::from_nanos(cfg.explain_window_ns));
         self.shape.limit_per_minute = (60_000_000_000 / interval).max(1);
         self.shape.limit_burst = cfg.limit_tolerance_ns / interval + 1;
         self.sync_rules()?;
@@ -283,7 +288,11 @@ fn adopt(nl: &mut Netlink) -> Result<Vec<(IpAddr, PeerVerdict)>> {
             let expires = d.expires_ms.map_or(0, |ms| {
                 crate::datapath::clock::expiry_after(Duration::from_millis(ms))
             });
-            out.push((ip, PeerVerdict::new(action, reason, expires)));
+            let mut v = PeerVerdict::new(action, reason, expires);
+            if chain == ruleset::V_EXPLAIN {
+                v.flags |= VERDICT_EXPLAIN;
+            }
+            out.push((ip, v));
         }
     }
     Ok(out)

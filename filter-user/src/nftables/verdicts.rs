@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 
 use anyhow::{Context as _, Result};
-use filter_common::{Action, PeerVerdict, Reason};
+use filter_common::{Action, PeerVerdict};
 
 use super::{
     Nftables, counters,
@@ -42,7 +42,7 @@ impl Nftables {
         let set = verdict_set(f);
         let key = addr_key(ip);
         let mut elem = Elem::key(key.clone());
-        elem.goto = Some(verdict_chain(v.action(), v.reason()).to_owned());
+        elem.goto = Some(verdict_chain(v.action(), v.is_explained()).to_owned());
         elem.timeout_ms = timeout_ms(v.expires_ns);
         elem.userdata = vec![v.reason];
         let mut ops = vec![Op::Destroy(set.clone(), vec![Elem::key(key.clone())])];
@@ -50,8 +50,7 @@ impl Nftables {
             .applied
             .as_ref()
             .and_then(|a| ruleset::explained_set(a, f));
-        if v.action() == Action::Drop
-            && v.reason() == Reason::Reputation
+        if v.is_explained()
             && let Some(s) = explained
         {
             ops.push(Op::Destroy(s, vec![Elem::key(key.clone())]));

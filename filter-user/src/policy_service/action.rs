@@ -4,11 +4,14 @@ use std::net::IpAddr;
 
 use crate::query::{Answer, Told};
 
-/// The action Postfix is told for a client at `ip` about which mxscreen answered `a`;
-/// `limit_action` is `policy_service.limit_action`.
-pub fn action_for(a: &Answer, ip: IpAddr, limit_action: &str) -> String {
+/// The action Postfix is told for a client at `ip` about which mxscreen answered `a`, for
+/// mail to `recipient` (absent before RCPT); `limit_action` is `policy_service.limit_action`.
+/// Mail to postmaster is never refused for a listing (RFC 5321 4.5.1): the one way a wrongly
+/// listed sender's operator can reach this site's.
+pub fn action_for(a: &Answer, ip: IpAddr, recipient: Option<&str>, limit_action: &str) -> String {
     let host = format!("Service unavailable; Client host [{ip}]");
     match a.action {
+        Told::Drop if recipient.is_some_and(is_postmaster) => "DUNNO".to_owned(),
         Told::Drop => match &a.listing {
             Some(l) => {
                 let label = if l.label.is_empty() {
@@ -35,6 +38,12 @@ pub fn action_for(a: &Answer, ip: IpAddr, limit_action: &str) -> String {
         Told::Limit => limit_action.to_owned(),
         Told::Pass | Told::Allow | Told::Unknown => "DUNNO".to_owned(),
     }
+}
+
+/// `postmaster` or `postmaster@any.domain`, in any case (RFC 5321 4.5.1).
+fn is_postmaster(recipient: &str) -> bool {
+    let local = recipient.rsplit_once('@').map_or(recipient, |(l, _)| l);
+    local.eq_ignore_ascii_case("postmaster")
 }
 
 /// Text from a DNSBL's TXT record, safe inside one SMTP reply line.
@@ -67,7 +76,7 @@ mod tests {
             ..Answer::default()
         };
         assert_eq!(
-            action_for(&drop, ip, "DUNNO"),
+            action_for(&drop, ip, None, "DUNNO"),
             "554 5.7.1 Service unavailable; Client host [192.0.2.20] blocked using zen.test, code 127.0.0.2 (SBL); spam source"
         );
         let bare = Answer {
@@ -75,18 +84,35 @@ mod tests {
             ..drop
         };
         assert_eq!(
-            action_for(&bare, ip, "DUNNO"),
+            action_for(&bare, ip, Some("user@example.org"), "DUNNO"),
             "554 5.7.1 Service unavailable; Client host [192.0.2.20] blocked by its DNS reputation (score 15)"
         );
         let told = |action| Answer {
             action,
             ..Answer::default()
         };
-        assert!(action_for(&told(Told::Block), ip, "DUNNO").starts_with("554 5.7.1 "));
-        assert_eq!(action_for(&told(Told::Limit), ip, "DUNNO"), "DUNNO");
-        assert_eq!(action_for(&told(Told::Limit), ip, "SLEEP 5"), "SLEEP 5");
+        assert!(
+            action_for(
+                &told(Told::Block),
+                ip,
+                Some("postmaster@example.org"),
+                "DUNNO"
+            )
+            .starts_with("554 5.7.1 ")
+        );
+        assert_eq!(action_for(&told(Told::Limit), ip, None, "DUNNO"), "DUNNO");
+        assert_eq!(
+            action_for(&told(Told::Limit), ip, None, "SLEEP 5"),
+            "SLEEP 5"
+        );
+        for to in ["postmaster@example.org", "PostMaster", "postmaster"] {
+            assert_eq!(action_for(&bare, ip, Some(to), "DUNNO"), "DUNNO", "{to}");
+        }
+        assert!(
+            action_for(&bare, ip, Some("postmaster.x@example.org"), "DUNNO").starts_with("554")
+        );
         for t in [Told::Pass, Told::Allow, Told::Unknown] {
-            assert_eq!(action_for(&told(t), ip, "SLEEP 5"), "DUNNO");
+            assert_eq!(action_for(&told(t), ip, None, "SLEEP 5"), "DUNNO");
         }
     }
 }

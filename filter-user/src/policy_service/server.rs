@@ -82,7 +82,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(stream: S, service: &Serv
                 return;
             }
         };
-        let action = match respond(&request, service) {
+        let action = match respond(&request, service).await {
             Ok(a) => a,
             Err(why) => {
                 tracing::warn!("closing the policy connection: {why}");
@@ -96,7 +96,7 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(stream: S, service: &Serv
 }
 
 /// The action for one request, or why the request is not one this service answers.
-pub fn respond(request: &PolicyRequest, service: &Service) -> Result<String, String> {
+pub async fn respond(request: &PolicyRequest, service: &Service) -> Result<String, String> {
     match request.get("request") {
         Some("smtpd_access_policy") => {}
         other => {
@@ -113,9 +113,11 @@ pub fn respond(request: &PolicyRequest, service: &Service) -> Result<String, Str
         // Mail from the host itself (no client address) is not ours to judge.
         return Ok("DUNNO".into());
     };
+    let answer = service.oracle.answer(ip).await;
     Ok(action_for(
-        &service.oracle.answer(ip),
+        &answer,
         ip,
+        request.get("recipient"),
         &service.limit_action,
     ))
 }

@@ -1,14 +1,21 @@
 //! The answer for one address, from what the daemon holds: the allow and deny lists and the
 //! verdict map (read through a second handle, so a busy main loop never delays it), the
-//! evidence cache, and the datapath's own config (observe mode, the explain window). It never
-//! waits on DNS: an address with nothing held answers `unknown` and goes where its SYN goes —
-//! claimed for the fleet (so the fleet evaluates it once, whichever of its SYN and the
-//! MTA's question comes first), else the engine's budgeted queue.
+//! evidence cache, and the datapath's own config (observe mode, the explain window). An
+//! address with nothing held goes where its SYN goes — claimed for the fleet (so the fleet
+//! evaluates it once, whichever of its SYN and the MTA's question comes first), else the
+//! engine's budgeted queue — and the question waits for that evaluation, up to
+//! `query.wait_max`: a first contact that reached the MTA (`first_contact = "pass"`, or a
+//! DNSBL slower than `hold_max`) is answered with its verdict, so the MTA can drop its own
+//! list checks. Past the bound, or when nothing evaluates it (over budget), `unknown`.
 
-use std::{net::IpAddr, sync::Arc};
+use std::{
+    net::IpAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use anyhow::Result;
-use filter_common::{FLAG_OBSERVE, ListEntry, Peer, live};
+use filter_common::{FLAG_EXPLAIN, FLAG_OBSERVE, ListEntry, Peer, live};
 
 use super::{
     answer::{Answer, Told},
@@ -25,8 +32,9 @@ use crate::{
 /// answers stay below the fleet in the layering.
 pub trait Evaluations: Send + Sync {
     /// A peer the maps know nothing of: evaluated as its SYN's peer is (claimed for the
-    /// fleet first, so the fleet evaluates it once whichever comes first).
-    fn unknown_peer(&self, ip: IpAddr);
+    /// fleet first, so the fleet evaluates it once whichever comes first). Whether a verdict
+    /// is on its way (claimed, queued or already being evaluated), worth waiting for.
+    fn unknown_peer(&self, ip: IpAddr) -> bool;
     /// A peer whose verdict's evidence is gone (a restart): evaluated again here.
     fn evaluate_again(&self, ip: IpAddr);
 }
@@ -36,9 +44,15 @@ pub struct Oracle {
     maps: MapsReader,
     evidence: Arc<EvidenceCache>,
     peers: Arc<dyn Evaluations>,
-    /// What was asked about, for the balancer watch.
+    /// What was asked about, for the balancer watch and explained refusals.
     asks: Arc<MtaAsks>,
+    /// `query.wait_max`.
+    wait_max: Duration,
 }
+
+/// How often a waiting question looks for the verdict: well below an SMTP client's patience,
+/// and a map lookup each time is cheap.
+const WAIT_STEP: Duration = Duration::from_millis(20);
 
 /// Seconds left until a datapath-clock expiry; `None` = never.
 fn secs_left(expires_ns: u64) -> Option<u64> {
@@ -61,28 +75,58 @@ impl Oracle {
         evidence: Arc<EvidenceCache>,
         peers: Arc<dyn Evaluations>,
         asks: Arc<MtaAsks>,
+        wait_max: Duration,
     ) -> Self {
         Self {
             maps,
             evidence,
             peers,
             asks,
+            wait_max,
         }
     }
 
-    /// What the MTA is told about `ip`. A map that cannot be read gives `unknown` with an
-    /// error: the MTA goes on as if mxscreen knew nothing.
-    pub fn answer(&self, ip: IpAddr) -> Answer {
+    /// What the MTA is told about `ip`, waiting up to `query.wait_max` for an evaluation
+    /// under way. A map that cannot be read gives `unknown` with an error: the MTA goes on
+    /// as if mxscreen knew nothing.
+    pub async fn answer(&self, ip: IpAddr) -> Answer {
         let ip = canonical(ip);
-        self.lookup(ip).unwrap_or_else(|e| {
+        self.asks.question();
+        let answered = match self.lookup(ip, true) {
+            Ok(Some(a)) => Ok(a),
+            Ok(None) if self.peers.unknown_peer(ip) => self.wait_for_verdict(ip).await,
+            Ok(None) => Ok(Answer::default()),
+            Err(e) => Err(e),
+        };
+        answered.unwrap_or_else(|e| {
             tracing::warn!(%ip, error = %format!("{e:#}"), "answering the MTA failed");
             Answer::error("mxscreen could not read its maps")
         })
     }
 
-    fn lookup(&self, ip: IpAddr) -> Result<Answer> {
-        let cfg = self.maps.config()?;
+    /// Looks again every [`WAIT_STEP`] until `ip` has a verdict (or a list entry) or
+    /// `query.wait_max` has passed (then `unknown`).
+    async fn wait_for_verdict(&self, ip: IpAddr) -> Result<Answer> {
+        let deadline = Instant::now() + self.wait_max;
+        while Instant::now() < deadline {
+            tokio::time::sleep(WAIT_STEP.min(deadline - Instant::now())).await;
+            if let Some(a) = self.lookup(ip, false)? {
+                return Ok(a);
+            }
+        }
+        Ok(Answer::default())
+    }
+
+    /// The answer from what is held about `ip`, `None` when nothing is. `first`: the
+    /// question's first look (counted for the balancer watch).
+    fn lookup(&self, ip: IpAddr, first: bool) -> Result<Option<Answer>> {
+        let mut cfg = self.maps.config()?;
         let now = clock::now_ns();
+        // This question itself may have just turned explanations on: the datapath learns it
+        // at the daemon's next beat, the answer now.
+        if self.asks.explaining(now) {
+            cfg.flags |= FLAG_EXPLAIN;
+        }
         let live_entry = |kind| -> Result<Option<ListEntry>> {
             Ok(self
                 .maps
@@ -94,7 +138,7 @@ impl Oracle {
         } else if let Some(e) = live_entry(ListKind::Deny)? {
             listed(Told::Block, &e)
         } else if let Some(v) = self
-            .peer_asked_about(ip)?
+            .peer_asked_about(ip, first)?
             .and_then(|p| p.verdict())
             .filter(|v| live(v.expires_ns, now))
         {
@@ -105,6 +149,11 @@ impl Oracle {
                 explain_in: next_explained(&v, &cfg).map(|d| d.as_secs()),
                 ..Answer::default()
             };
+            if a.explain_in.is_some() && cfg.flags & FLAG_OBSERVE == 0 {
+                // The MTA refuses it now: that is its explanation, the next a window later.
+                self.asks.refused(ip);
+                a.explain_in = Some(Duration::from_nanos(cfg.explain_window_ns).as_secs());
+            }
             match self.evidence.get(ip) {
                 Some(r) => {
                     a.score = Some(r.score);
@@ -119,21 +168,22 @@ impl Oracle {
             }
             a
         } else {
-            self.peers.unknown_peer(ip);
-            Answer::default()
+            return Ok(None);
         };
         if cfg.flags & FLAG_OBSERVE != 0 && a.action.enforces() {
             a.observed = Some(a.action);
             a.action = Told::Pass;
         }
-        Ok(a)
+        Ok(Some(a))
     }
 
-    /// The datapath's entry for `ip`, the question counted for the balancer watch (only
-    /// questions about addresses on no list get here).
-    fn peer_asked_about(&self, ip: IpAddr) -> Result<Option<Peer>> {
+    /// The datapath's entry for `ip`, the question counted for the balancer watch on its
+    /// `first` look (only questions about addresses on no list get here).
+    fn peer_asked_about(&self, ip: IpAddr, first: bool) -> Result<Option<Peer>> {
         let peer = self.maps.peer(ip)?;
-        self.asks.record(peer.as_ref());
+        if first {
+            self.asks.record(peer.as_ref());
+        }
         Ok(peer)
     }
 }

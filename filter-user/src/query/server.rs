@@ -55,19 +55,19 @@ async fn connection(stream: UnixStream, oracle: &Oracle) {
             tracing::debug!(error = %e, "query socket read failed");
             return;
         }
-        Ok(Ok(_)) => answer_for(&line, oracle),
+        Ok(Ok(_)) => answer_for(&line, oracle).await,
     };
     let _ = write.write_all(answer.line().as_bytes()).await;
     let _ = write.shutdown().await;
 }
 
 /// The answer to one request line (with or without its newline).
-pub fn answer_for(line: &[u8], oracle: &Oracle) -> Answer {
+pub async fn answer_for(line: &[u8], oracle: &Oracle) -> Answer {
     if line.len() > MAX_LINE {
         return Answer::error(format!("line too long: at most {MAX_LINE} bytes"));
     }
     match parse_address(line) {
-        Some(ip) => oracle.answer(ip),
+        Some(ip) => oracle.answer(ip).await,
         None => Answer::error("not an IP address: send one address and a newline"),
     }
 }

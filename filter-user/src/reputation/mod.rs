@@ -33,8 +33,8 @@ pub mod verdict;
 pub use budget::{Class, Submit};
 pub use canary::CanaryStatus;
 pub use config::{
-    CodeWeight, DnsblConfig, ListsConfig, Nameserver, PolicyConfig, RdnsConfig, ReputationConfig,
-    ResolverConfig,
+    CodeWeight, DnsblConfig, ExplainTo, ListsConfig, Nameserver, PolicyConfig, RdnsConfig,
+    ReputationConfig, ResolverConfig,
 };
 pub use engine::{Engine, EngineError};
 pub use report::{CheckReport, check};

@@ -139,6 +139,14 @@ impl Finding {
 }
 
 impl Verdict {
+    /// Whether the sender's reverse DNS is forward-confirmed: a PTR name of it resolves back
+    /// to the address, as a mail server's does (`policy.explain_to = "fcrdns"`).
+    pub fn forward_confirmed(&self) -> bool {
+        self.evidence
+            .iter()
+            .any(|e| e.result == Finding::FcrdnsMatch)
+    }
+
     /// The listing that weighed most towards this verdict (a blocklist's, never an
     /// allowlist's), if any: what the MTA names when it refuses the sender.
     pub fn strongest_listing(&self) -> Option<&Listing> {

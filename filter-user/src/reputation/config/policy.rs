@@ -102,6 +102,13 @@ pub struct PolicyConfig {
     /// Manual blocks, deny lists and feeds are never explained.
     #[serde(with = "duration")]
     pub explain_every: Duration,
+    /// Who gets explained refusals: "fcrdns" (default), senders whose reverse DNS is
+    /// forward-confirmed, as a mail server's is (a bot's is not: its refusal would reach no
+    /// one who reads it, and letting its SYN through costs the MTA a process); or "all".
+    /// Either way only while an MTA asks mxscreen (a question within the last
+    /// `explain_every`): a connection let through to an MTA that does not ask would just be
+    /// accepted. Needs `rdns.enabled` for "fcrdns".
+    pub explain_to: ExplainTo,
     /// IPv6 sources rotate their address inside the network their provider gives them, so a
     /// verdict per address lets every new one through first. Once `v6_rotation_after`
     /// distinct addresses of one network of this prefix length hold reputation `drop`
@@ -129,8 +136,29 @@ impl Default for PolicyConfig {
             limit_burst: 3,
             observe: false,
             explain_every: Duration::from_secs(4 * 3600),
+            explain_to: ExplainTo::Fcrdns,
             v6_rotation_prefix: 64,
             v6_rotation_after: 2,
+        }
+    }
+}
+
+/// `policy.explain_to`: which `drop` verdicts the datapath may explain.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExplainTo {
+    /// Senders with forward-confirmed reverse DNS.
+    #[default]
+    Fcrdns,
+    /// Every reputation `drop`.
+    All,
+}
+
+impl ExplainTo {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Fcrdns => "fcrdns",
+            Self::All => "all",
         }
     }
 }
