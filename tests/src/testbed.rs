@@ -122,6 +122,8 @@ pub struct Tweaks {
     pub policy: String,
     /// Extra `mxscreen run` flags (e.g. `--observe`).
     pub args: Vec<String>,
+    /// The resolver mxscreen asks instead of the MTA host's (e.g. a slow one in front of it).
+    pub nameserver: Option<SocketAddr>,
 }
 
 impl Tweaks {
@@ -405,6 +407,12 @@ impl Testbed {
     pub fn daemon(&self, t: Tweaks) -> MxDaemon {
         let mut datapath = format!("{}\n{}", self.attach.config(), t.datapath);
         let mut sections = Self::sections(&t.policy);
+        if let Some(ns) = t.nameserver {
+            sections = sections.replace(
+                &format!("nameservers = [\"{RESOLVER}\"]"),
+                &format!("nameservers = [\"{ns}\"]"),
+            );
+        }
         if self.run_dir.is_some() {
             datapath += &format!("\nports = [25, {POSTFIX_PORT}]\n");
             // The README's policy-service lines, word for word (its loopback port is the

@@ -822,6 +822,56 @@ fn exim_asks_mxscreen_and_explains_refusals(attach: Attach) {
     b.exim.wait_line(mark, SBL_MTA, TAG_ACL, LOG_WITHIN);
 }
 
+/// The README's snippets word for word, with nothing but them between a listed sender and
+/// the MTA's acceptance (the test MTAs' own DNSBL checks only tag the log), refuse a listed
+/// sender's first contact when the DNSBL answers after the connect ACL asked: under
+/// `first_contact = "pass"` its first SYN reaches Exim and Postfix while mxscreen's
+/// resolver takes 700 ms per answer; the question waits for the evaluation under way, and
+/// the sender is refused at RCPT with the listing.
+fn snippets_refuse_a_first_contact_with_a_slow_dnsbl(attach: Attach) {
+    let b = Testbed::asking("es", attach);
+    let slow = b.wire.server.enter(|| {
+        mxscreen_tests::dns::Forwarder::start(mxscreen_tests::dns::Mode::Forward {
+            upstream: mxscreen_tests::mta::RESOLVER,
+            delay: Duration::from_millis(700),
+        })
+    });
+    let d = b.daemon(Tweaks {
+        nameserver: Some(slow.addr),
+        ..Tweaks::first_contact_pass()
+    });
+    let mark = b.exim.mark();
+    let r = b.mail_within(SBL, "slow-dnsbl-exim", SWAKS_OK);
+    let reply = error_reply(&r.transcript);
+    assert!(
+        !r.accepted
+            && reply.starts_with(&format!(
+                "550 5.7.1 Client [{SBL}] listed in zen.test (127.0.0.2)"
+            )),
+        "a listed first contact should be refused at RCPT: {reply}\n{}",
+        r.transcript
+    );
+    b.exim.wait_line(mark, SBL, "rejected RCPT", LOG_WITHIN);
+    let pf = b.postfix.as_ref().unwrap().log();
+    let mark = pf.mark();
+    let r = b.mail_postfix(XBL, "slow-dnsbl-postfix", SWAKS_OK);
+    assert!(
+        !r.accepted
+            && r.transcript.contains("554 5.7.1")
+            && r.transcript
+                .contains("blocked using zen.test, code 127.0.0.4"),
+        "{}\n{}",
+        r.transcript,
+        pf.text()
+    );
+    pf.wait_line(mark, XBL, "reject: RCPT from", LOG_WITHIN);
+    assert_eq!(
+        d.counter("explained"),
+        0,
+        "first contacts, not explanations"
+    );
+}
+
 /// A real Postfix, chrooted as Debian ships it, with the README's main.cf and master.cf
 /// snippets and the policy service on loopback TCP: the explained connection of a listed
 /// sender is refused with a 554 naming zone and code (the client sees it, Postfix logs it),
@@ -940,4 +990,5 @@ in_both_modes!(
     defaults_hold_first_contact,
     exim_asks_mxscreen_and_explains_refusals,
     postfix_asks_the_policy_service,
+    snippets_refuse_a_first_contact_with_a_slow_dnsbl,
 );
