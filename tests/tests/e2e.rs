@@ -585,6 +585,54 @@ fn defaults_hold_first_contact(attach: Attach) {
     assert_eq!(verdict_entry(&d, SLOW_DNS)["source"], "tempfail");
 }
 
+/// The built-in defaults (`first_contact = "hold"`, explained refusals at their default,
+/// to FCrDNS senders) behind a Postfix that asks the policy service with the README's
+/// snippets: a listed sender without forward-confirmed rDNS never reaches Postfix, though
+/// Postfix asks; a clean sender's first connection completes on TCP's first SYN retransmit
+/// and its message is delivered; an allowlisted sender is never held.
+fn postfix_under_the_defaults(attach: Attach) {
+    let b = Testbed::asking("ed", attach);
+    let d = b.daemon(Tweaks {
+        // The built-in window, written out (the bed turns explanations off otherwise).
+        policy: "explain_every = \"4h\"".into(),
+        ..Tweaks::default()
+    });
+    let pf = b.postfix.as_ref().unwrap().log();
+    d.cli_ok(&["allow", NO_PTR]);
+    let t = Instant::now();
+    let r = b.mail_postfix(NO_PTR, "pf-defaults-allowed", SWAKS_OK);
+    assert!(r.accepted, "{}\n{}", r.transcript, pf.text());
+    assert!(
+        t.elapsed() < Duration::from_millis(900),
+        "an allowlisted sender was held: {:?}",
+        t.elapsed()
+    );
+    let t = Instant::now();
+    let r = b.mail_postfix(CLEAN, "pf-defaults-clean", SWAKS_OK);
+    assert!(r.accepted, "{}\n{}", r.transcript, pf.text());
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "the clean first contact took {took:?}, not one SYN retransmit"
+    );
+    // Postfix has asked (for the clean sender): explanations are on, but not for a sender
+    // without forward-confirmed rDNS.
+    let mark = pf.mark();
+    for ip in [SBL, XBL6] {
+        let r = b.mail_postfix(ip, "pf-defaults-listed", SWAKS_REFUSED);
+        assert!(r.connect_failed(), "{ip}: {}", r.transcript);
+        assert_eq!(d.verdict(ip).as_deref(), Some("drop"));
+        let r = b.mail_postfix(ip, "pf-defaults-listed-again", SWAKS_REFUSED);
+        assert!(r.connect_failed(), "{ip}: {}", r.transcript);
+        assert_eq!(
+            pf.lines_since(mark, ip),
+            Vec::<String>::new(),
+            "Postfix saw {ip}"
+        );
+    }
+    assert_eq!(d.counter("explained"), 0, "{}", d.cli_ok(&["stats"]));
+}
+
 /// The explain window of the asking scenarios: long enough to prove the SYNs inside it are
 /// dropped (two refusals take ~5 s), short enough to wait out.
 const EXPLAIN: Duration = Duration::from_secs(8);
@@ -991,4 +1039,5 @@ in_both_modes!(
     exim_asks_mxscreen_and_explains_refusals,
     postfix_asks_the_policy_service,
     snippets_refuse_a_first_contact_with_a_slow_dnsbl,
+    postfix_under_the_defaults,
 );
