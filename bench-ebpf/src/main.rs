@@ -9,7 +9,10 @@
 //!   (without extension headers), a TCP SYN to port 25, one hash lookup of the source
 //!   address, drop on a hit and pass otherwise;
 //! - `bench_hash_pass`: the same lookup, passing every frame: what finding a source that is
-//!   to pass costs (the counterpart of a pass verdict or an allow entry).
+//!   to pass costs (the counterpart of a pass verdict or an allow entry);
+//! - `bench_lru_insert`: the same parse, then the source inserted into an LRU hash of the
+//!   size of mxscreen's per-source map, and the SYN passed: the bare minimum of remembering
+//!   a new source (what a spoofed flood of new sources costs a filter that keeps state).
 //!
 //! They are test fixtures, never shipped: the `mxscreen` binary does not embed them.
 #![no_std]
@@ -21,7 +24,7 @@ use aya_ebpf::{
         xdp_action::{XDP_DROP, XDP_PASS},
     },
     macros::{classifier, map, xdp},
-    maps::HashMap,
+    maps::{HashMap, LruHashMap},
     programs::{TcContext, XdpContext},
 };
 
@@ -30,6 +33,12 @@ use aya_ebpf::{
 static BARE_V4: HashMap<[u8; 4], u8> = HashMap::with_max_entries(1 << 16, 0);
 #[map(name = "BARE_V6")]
 static BARE_V6: HashMap<[u8; 16], u8> = HashMap::with_max_entries(1 << 16, 0);
+
+/// The sources seen (sized by the benchmark at load to mxscreen's per-source map).
+#[map(name = "LRU_V4")]
+static LRU_V4: LruHashMap<[u8; 4], u64> = LruHashMap::with_max_entries(1 << 16, 0);
+#[map(name = "LRU_V6")]
+static LRU_V6: LruHashMap<[u8; 16], u64> = LruHashMap::with_max_entries(1 << 16, 0);
 
 #[xdp]
 pub fn bench_drop_all(_ctx: XdpContext) -> u32 {
@@ -93,38 +102,65 @@ pub fn bench_hash_pass(ctx: XdpContext) -> u32 {
     }
 }
 
+#[xdp]
+pub fn bench_lru_insert(ctx: XdpContext) -> u32 {
+    match source(&ctx) {
+        Some(Source::V4(src)) => {
+            // SAFETY: `src` points into the frame, bounds-checked by `source`.
+            let _ = LRU_V4.insert(unsafe { *src }, 1, 0);
+        }
+        Some(Source::V6(src)) => {
+            // SAFETY: as above.
+            let _ = LRU_V6.insert(unsafe { *src }, 1, 0);
+        }
+        None => {}
+    }
+    XDP_PASS
+}
+
 /// Whether the frame is a SYN to port 25 from a source in the set: one hash lookup.
+// A borrow, not a copy: the address goes to the lookup straight from the frame.
+#[allow(clippy::needless_borrows_for_generic_args)]
 #[inline(always)]
 fn listed(ctx: &XdpContext) -> bool {
-    let Some(eth) = at::<ETH_HLEN>(ctx, 0) else {
-        return false;
-    };
+    match source(ctx) {
+        // SAFETY: the address points into the frame, bounds-checked by `source`.
+        Some(Source::V4(src)) => BARE_V4.get_ptr(unsafe { &*src }).is_some(),
+        Some(Source::V6(src)) => BARE_V6.get_ptr(unsafe { &*src }).is_some(),
+        None => false,
+    }
+}
+
+/// The source address of a SYN to port 25, pointing into the frame.
+enum Source {
+    V4(*const [u8; 4]),
+    V6(*const [u8; 16]),
+}
+
+/// The frame's source, if it is a SYN to port 25 over IPv4 or IPv6 (no extension headers).
+#[inline(always)]
+fn source(ctx: &XdpContext) -> Option<Source> {
+    let eth = at::<ETH_HLEN>(ctx, 0)?;
     // SAFETY (every dereference below): the bytes were bounds-checked by `at`. The source
     // address is handed to the map lookup straight from the frame, as C filters do.
     match unsafe { [(*eth)[12], (*eth)[13]] } {
         [0x08, 0x00] => {
-            let Some(ip) = at::<20>(ctx, ETH_HLEN) else {
-                return false;
-            };
+            let ip = at::<20>(ctx, ETH_HLEN)?;
             let (vihl, proto) = unsafe { ((*ip)[0], (*ip)[9]) };
             let ihl = ((vihl & 0x0f) as usize) * 4;
             if proto != 6 || ihl < 20 || !smtp_syn(ctx, ETH_HLEN + ihl) {
-                return false;
+                return None;
             }
-            let src = unsafe { &*(ip.cast::<u8>().add(12) as *const [u8; 4]) };
-            BARE_V4.get_ptr(src).is_some()
+            Some(Source::V4(ip.cast::<u8>().wrapping_add(12).cast()))
         }
         [0x86, 0xdd] => {
-            let Some(ip) = at::<40>(ctx, ETH_HLEN) else {
-                return false;
-            };
+            let ip = at::<40>(ctx, ETH_HLEN)?;
             if unsafe { (*ip)[6] } != 6 || !smtp_syn(ctx, ETH_HLEN + 40) {
-                return false;
+                return None;
             }
-            let src = unsafe { &*(ip.cast::<u8>().add(8) as *const [u8; 16]) };
-            BARE_V6.get_ptr(src).is_some()
+            Some(Source::V6(ip.cast::<u8>().wrapping_add(8).cast()))
         }
-        _ => false,
+        _ => None,
     }
 }
 

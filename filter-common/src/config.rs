@@ -39,7 +39,10 @@ pub struct DatapathConfig {
     /// Generation of the lists and of everything a cached decision depends on: a source's
     /// cached decision ([`crate::Peer::list_gen`]) counts only while it equals this. Never 0.
     pub list_gen: u32,
-    pub _pad: u32,
+    /// New-peer events each CPU may write per second (a token bucket holding up to a
+    /// second's worth); 0 = unlimited. Set from the daemon's evaluation budget: events it
+    /// could never evaluate would only cost the datapath their ring writes.
+    pub events_per_s: u32,
     /// Clock calibration. The datapath reads jiffies (an inlined load) instead of calling
     /// the coarse-clock helper (a call per SYN; BENCHMARKS.md has the cost) and converts:
     /// `now = clock_ns + (jiffies - clock_jiffies) * tick_ns`. Userspace samples both clocks
@@ -63,6 +66,9 @@ pub const PORT_WORDS: usize = 65536 / 64;
 pub const FLAG_OBSERVE: u32 = 1 << 0;
 /// `first_contact = hold`: drop unknown peers' SYNs for the hold window.
 pub const FLAG_HOLD: u32 = 1 << 1;
+/// An MTA asks: the daemon sets this while the MTA's last question is within
+/// `policy.explain_every`. Without it no drop is explained.
+pub const FLAG_EXPLAIN: u32 = 1 << 2;
 
 impl DatapathConfig {
     /// A config that screens nothing (the fail-open state).
@@ -79,7 +85,7 @@ impl DatapathConfig {
             alive_ns: 0,
             stale_after_ns: 0,
             list_gen: 0,
-            _pad: 0,
+            events_per_s: 0,
             clock_jiffies: 0,
             clock_ns: 0,
             tick_ns: 0,
@@ -139,9 +145,14 @@ impl DatapathConfig {
     }
 
     /// Whether decisions cached under `self` may differ under `other`: the windows and the
-    /// hold flag shape them (the limit rate and observe are applied live, not cached).
+    /// hold and explain flags shape them (the limit rate and observe are applied live, not
+    /// cached). FLAG_EXPLAIN changes at most twice per `explain_every` (on at the first
+    /// question, off after a window without one), so re-deciding every cached source then
+    /// costs one slow-path pass per source per toggle: cheap, and a toggle takes effect on
+    /// the next SYN.
     pub const fn shapes_decisions_unlike(&self, other: &Self) -> bool {
-        self.flags & FLAG_HOLD != other.flags & FLAG_HOLD
+        const SHAPING: u32 = FLAG_HOLD | FLAG_EXPLAIN;
+        self.flags & SHAPING != other.flags & SHAPING
             || self.dedup_window_ns != other.dedup_window_ns
             || self.hold_window_ns != other.hold_window_ns
             || self.explain_window_ns != other.explain_window_ns

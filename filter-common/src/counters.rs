@@ -45,11 +45,15 @@ pub enum Counter {
     /// were walked (on top of the outcome). High under a flood of new sources, and once per
     /// source after every list change.
     SlowPath = 17,
+    /// New-peer events not written because this CPU's event budget
+    /// ([`crate::DatapathConfig::events_per_s`]) was spent; the source is not marked as
+    /// reported, so its next SYN tries again.
+    EventsOverBudget = 18,
 }
 
 impl Counter {
     /// Number of counters (size of the `COUNTERS` array).
-    pub const COUNT: u32 = 18;
+    pub const COUNT: u32 = 19;
 
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::PassedNotSubject,
@@ -70,6 +74,7 @@ impl Counter {
         Counter::Explained,
         Counter::DroppedFeed,
         Counter::SlowPath,
+        Counter::EventsOverBudget,
     ];
 
     /// Stable snake_case name for stats output and metrics.
@@ -93,6 +98,7 @@ impl Counter {
             Counter::Explained => "explained",
             Counter::DroppedFeed => "dropped_feed",
             Counter::SlowPath => "slow_path",
+            Counter::EventsOverBudget => "events_over_budget",
         }
     }
 }

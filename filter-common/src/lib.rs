@@ -32,13 +32,15 @@ pub use self::{
         CacheCtl, CacheSlot, SealKey, SlotState, cache_index, cache_key_as_v4, cache_key_as_v6,
         cache_key_v4, cache_key_v6, cache_meta, cacheable_v6, has_bucket, is_verdict, seal,
     },
-    config::{DatapathConfig, FLAG_HOLD, FLAG_OBSERVE, PORT_WORDS},
+    config::{DatapathConfig, FLAG_EXPLAIN, FLAG_HOLD, FLAG_OBSERVE, PORT_WORDS},
     counters::Counter,
-    event::NewPeerEvent,
+    event::{EventWhy, NewPeerEvent},
     expiry::{NEVER, earliest, live},
     lists::{Lengths, ListEntry, ListIndex, ListKey, ListValue, Table, V4_LENGTHS, V6_LENGTHS},
     names::{Action, Reason},
-    peer::{Decision, PEER_VERDICT, Peer, PeerVerdict, Seen, seconds_up},
+    peer::{
+        Decision, PEER_EXPLAIN, PEER_VERDICT, Peer, PeerVerdict, Seen, VERDICT_EXPLAIN, seconds_up,
+    },
 };
 
 /// The most destination ports the datapath screens (the `ports` array in [`DatapathConfig`]).
@@ -57,6 +59,7 @@ pub mod map_names {
     pub const CONFIG: &str = "CONFIG";
     pub const COUNTERS: &str = "COUNTERS";
     pub const EVENTS: &str = "EVENTS";
+    pub const EVENT_BUDGET: &str = "EVENT_BUDGET";
     pub const HITS: &str = "HITS";
     pub const LIST_INDEX: &str = "LIST_INDEX";
     pub const LISTS_V4: &str = "LISTS_V4";
@@ -65,8 +68,18 @@ pub mod map_names {
     pub const PEERS_V6: &str = "PEERS_V6";
 
     /// Every map, in a stable order (pinning, status and the name check walk this).
-    pub const ALL: [&str; 11] = [
-        CACHE, CACHE_CTL, CONFIG, COUNTERS, EVENTS, HITS, LIST_INDEX, LISTS_V4, LISTS_V6, PEERS_V4,
+    pub const ALL: [&str; 12] = [
+        CACHE,
+        CACHE_CTL,
+        CONFIG,
+        COUNTERS,
+        EVENTS,
+        EVENT_BUDGET,
+        HITS,
+        LIST_INDEX,
+        LISTS_V4,
+        LISTS_V6,
+        PEERS_V4,
         PEERS_V6,
     ];
 }

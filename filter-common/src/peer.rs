@@ -15,7 +15,9 @@ pub struct PeerVerdict {
     pub action: u8,
     /// A [`Reason`] as u8.
     pub reason: u8,
-    pub _pad: [u8; 6],
+    /// `VERDICT_*` bits.
+    pub flags: u8,
+    pub _pad: [u8; 5],
     /// CLOCK_MONOTONIC_COARSE nanoseconds after which the verdict no longer counts;
     /// [`crate::NEVER`]: never.
     pub expires_ns: u64,
@@ -35,18 +37,22 @@ impl PeerVerdict {
         Self {
             action: action as u8,
             reason: reason as u8,
-            _pad: [0; 6],
+            flags: 0,
+            _pad: [0; 5],
             expires_ns,
             hits: 0,
             explain_at_ns: 0,
         }
     }
 
-    /// Whether the datapath lets one SYN per explain window through to the MTA: only a
-    /// reputation `drop` is explained. Manual blocks, lists and feeds are the operator's
-    /// word and are never explained.
+    /// Whether the datapath may let one SYN per explain window through to the MTA (while
+    /// [`crate::FLAG_EXPLAIN`] is set): only a reputation `drop` whose writer marked the
+    /// sender as one to explain to ([`VERDICT_EXPLAIN`]). Manual blocks, lists and feeds are
+    /// the operator's word and are never explained.
     pub const fn is_explained(&self) -> bool {
-        self.action == Action::Drop as u8 && self.reason == Reason::Reputation as u8
+        self.action == Action::Drop as u8
+            && self.reason == Reason::Reputation as u8
+            && self.flags & VERDICT_EXPLAIN != 0
     }
 
     /// The stored action as the datapath applies it (an unknown byte passes).
@@ -59,6 +65,10 @@ impl PeerVerdict {
         Reason::from_u8(self.reason)
     }
 }
+
+/// [`PeerVerdict::flags`]: the sender looks like a mail server whose operator can read an
+/// explained refusal (forward-confirmed rDNS, or `policy.explain_to = "all"`).
+pub const VERDICT_EXPLAIN: u8 = 1 << 0;
 
 /// When an unknown peer was first seen and last reported to userspace.
 #[repr(C)]
@@ -84,6 +94,8 @@ pub const fn seconds_up(ns: u64) -> u32 {
 
 /// [`Peer::flags`]: the entry holds a verdict from userspace.
 pub const PEER_VERDICT: u8 = 1 << 0;
+/// The verdict carries [`VERDICT_EXPLAIN`].
+pub const PEER_EXPLAIN: u8 = 1 << 1;
 
 /// What a subject SYN from a source meets, cached in its [`Peer`] entry so that the next SYN
 /// costs one hash lookup. Each names exactly one outcome counter and one hit counter.
@@ -184,7 +196,12 @@ impl Peer {
         Some(PeerVerdict {
             action: self.action,
             reason: self.reason,
-            _pad: [0; 6],
+            flags: if self.flags & PEER_EXPLAIN != 0 {
+                VERDICT_EXPLAIN
+            } else {
+                0
+            },
+            _pad: [0; 5],
             expires_ns: self.expires_ns,
             hits: self.hits,
             explain_at_ns: self.explain_at_s as u64 * NS_PER_S,
@@ -199,6 +216,11 @@ impl Peer {
         self.hits = v.hits;
         self.explain_at_s = seconds_up(v.explain_at_ns);
         self.flags |= PEER_VERDICT;
+        if v.flags & VERDICT_EXPLAIN != 0 {
+            self.flags |= PEER_EXPLAIN;
+        } else {
+            self.flags &= !PEER_EXPLAIN;
+        }
         self.forget_decision();
     }
 
@@ -209,7 +231,7 @@ impl Peer {
         self.expires_ns = 0;
         self.hits = 0;
         self.explain_at_s = 0;
-        self.flags &= !PEER_VERDICT;
+        self.flags &= !(PEER_VERDICT | PEER_EXPLAIN);
         self.forget_decision();
     }
 

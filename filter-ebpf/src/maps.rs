@@ -28,6 +28,29 @@ pub static HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(default_sizes:
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(default_sizes::EVENTS_BYTES, 0);
 
+/// This CPU's new-peer event budget and wakeup pacing (see `slow::emit`).
+#[map(name = "EVENT_BUDGET")]
+pub static EVENT_BUDGET: PerCpuArray<EventBudget> = PerCpuArray::with_max_entries(1, 0);
+
+/// One CPU's event state: a token bucket for first SYNs and one for the rest (retransmits,
+/// returning sources), and records since its last wakeup of the reader.
+#[repr(C)]
+pub struct EventBudget {
+    pub first: Bucket,
+    pub again: Bucket,
+    /// Records written without waking the reader.
+    pub unwoken: u64,
+}
+
+/// A token bucket kept as credit time.
+#[repr(C)]
+pub struct Bucket {
+    /// Credit in ns of the event interval (at most a second's worth).
+    pub credit_ns: u64,
+    /// When the credit was last topped up (CLOCK_MONOTONIC ns).
+    pub last_ns: u64,
+}
+
 /// The prefix lengths each list uses, longest first (one element).
 #[map(name = "LIST_INDEX")]
 pub static LIST_INDEX: Array<ListIndex> = Array::with_max_entries(1, 0);

@@ -8,17 +8,22 @@
 //! comes back here: an entry's or a verdict's expiry, the next explained refusal, the end of the
 //! hold and dedup windows. The cached path never reads the clock for anything else.
 
-use aya_ebpf::{bindings::BPF_NOEXIST, cty::c_void, helpers::bpf_loop};
+use aya_ebpf::{
+    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    cty::c_void,
+    helpers::bpf_loop,
+};
 use filter_common::{
-    Action, Counter, DatapathConfig, Decision, FLAG_HOLD, ListIndex, ListKey, ListValue, NEVER,
-    NewPeerEvent, PEER_VERDICT, Peer, Reason, Table, earliest, live, seconds_up,
+    Action, Counter, DatapathConfig, Decision, EventWhy, FLAG_EXPLAIN, FLAG_HOLD, ListIndex,
+    ListKey, ListValue, NEVER, NewPeerEvent, PEER_EXPLAIN, PEER_VERDICT, Peer, Reason, Table,
+    default_sizes, earliest, live, seconds_up,
 };
 
 use crate::{
     clock,
     decision::{act, bump},
     family::Family,
-    maps::{self, count},
+    maps::{self, Bucket, count},
 };
 
 /// Where a frame came in, read only when a new-peer event needs it (reading an XDP frame's
@@ -220,8 +225,9 @@ fn cache_entry(p: &mut Peer, v: &ListValue, cfg: &DatapathConfig, now: u64) -> (
     (outcome, until(v.expires_ns))
 }
 
-/// The source's own verdict. A reputation `drop` lets the first SYN after the verdict, then
-/// one per explain window, through to the MTA so it can tell the sender why; the cached drop
+/// The source's own verdict. A reputation `drop` marked for explaining (`PEER_EXPLAIN`) lets
+/// the first SYN after the verdict, then one per explain window, through to the MTA so it can
+/// tell the sender why, but only while an MTA asks (`FLAG_EXPLAIN`); the cached drop
 /// holds until the next one is due. Two CPUs may both let a SYN through at the window's turn;
 /// one extra explained connection is harmless.
 #[inline(always)]
@@ -233,7 +239,10 @@ fn verdict(p: &mut Peer, cfg: &DatapathConfig, now: u64) -> (Counter, Until) {
         // Pass, or a value this program does not know: fail open.
         _ => Decision::VerdictPass,
     } as u8;
-    let explained = p.action == Action::Drop as u8 && p.reason == Reason::Reputation as u8;
+    let explained = p.action == Action::Drop as u8
+        && p.reason == Reason::Reputation as u8
+        && p.flags & PEER_EXPLAIN != 0
+        && cfg.flags & FLAG_EXPLAIN != 0;
     let mut lasts = until(p.expires_ns);
     if explained && cfg.explain_window_ns != 0 {
         let due = now >= p.explain_at_s as u64 * 1_000_000_000;
@@ -253,8 +262,9 @@ fn verdict(p: &mut Peer, cfg: &DatapathConfig, now: u64) -> (Counter, Until) {
     (outcome, lasts)
 }
 
-/// No decision for the source: report it to userspace (once per dedup window) and pass, or
-/// hold (drop) it while the hold window runs so that the retransmitted SYN finds the verdict.
+/// No decision for the source: report it to userspace (once per dedup window, and again at
+/// a held source's retransmit) and pass, or hold (drop) it while the hold window runs so
+/// that the retransmitted SYN finds the verdict.
 #[inline(always)]
 fn unknown<F: Family>(
     p: &mut Peer,
@@ -264,24 +274,55 @@ fn unknown<F: Family>(
     now: u64,
 ) -> (Counter, Until) {
     p.slot = 0;
-    if p.first_seen_ns == 0 {
+    // An earlier SYN of this source that was not reported (over the event budget).
+    let seen_before = p.first_seen_ns != 0;
+    if !seen_before {
         p.first_seen_ns = now;
     }
-    let due = p.last_event_ns == 0 || now.saturating_sub(p.last_event_ns) >= cfg.dedup_window_ns;
-    let reported = !due || emit::<F>(addr, origin, now);
-    if due && reported {
+    let hold_end = p.first_seen_ns.saturating_add(cfg.hold_window_ns);
+    let holding = cfg.flags & FLAG_HOLD != 0 && now < hold_end;
+    let since = now.saturating_sub(p.last_event_ns);
+    let why = if p.last_event_ns == 0 {
+        if seen_before {
+            EventWhy::Again
+        } else {
+            EventWhy::First
+        }
+    } else if since >= cfg.dedup_window_ns {
+        EventWhy::Back
+    } else {
+        EventWhy::Again
+    };
+    // A held source is reported again at its retransmit: the engine may have let its first
+    // SYN go unevaluated (a flood of first SYNs), and a second SYN proves a real TCP stack.
+    let again = holding && p.last_event_ns != 0 && since >= AGAIN_AFTER_NS;
+    let due = p.last_event_ns == 0 || since >= cfg.dedup_window_ns || again;
+    let sent = if due {
+        emit::<F>(addr, origin, cfg, now, why)
+    } else {
+        Emitted::Before
+    };
+    if sent == Emitted::Now {
         p.last_event_ns = now;
     }
-    // Hold only while userspace has actually been told: if the ring is full (the daemon is
-    // gone or drowning), holding would drop mail with nobody coming to decide. Fail open.
-    let hold_end = p.first_seen_ns.saturating_add(cfg.hold_window_ns);
-    let held = cfg.flags & FLAG_HOLD != 0 && reported && now < hold_end;
+    // Held while userspace knows of the source, or will at its next SYN (the event budget,
+    // which only a live daemon sets: a stale heartbeat passes everything before this). Not
+    // when the ring is full: the daemon is gone or drowning, and holding would drop mail with
+    // nobody coming to decide. Fail open.
+    let held = holding && sent != Emitted::Lost;
     let dedup_end = p.last_event_ns.saturating_add(cfg.dedup_window_ns);
-    let lasts = match (reported, held) {
+    let again_at = p.last_event_ns.saturating_add(AGAIN_AFTER_NS);
+    let lasts = if sent == Emitted::Lost {
         // Not told: try again on the next SYN.
-        (false, _) => Until::Now,
-        (true, true) => until(earliest(dedup_end, hold_end)),
-        (true, false) => until(dedup_end),
+        Until::Now
+    } else if sent == Emitted::OverBudget {
+        // Not told, but held: the next SYN tries again. (`Until::Now` with a held decision
+        // leaves a register the verifier refuses to read uninitialized on this path.)
+        Until::At(now)
+    } else if held {
+        until(earliest(earliest(dedup_end, hold_end), again_at))
+    } else {
+        until(dedup_end)
     };
     p.decision = if held {
         Decision::Held
@@ -298,31 +339,106 @@ fn unknown<F: Family>(
     )
 }
 
+/// How soon after its last event a held source's SYN is reported again: below TCP's first
+/// retransmit (1 s), so the retransmit is reported, and at most once per this while held.
+const AGAIN_AFTER_NS: u64 = 800_000_000;
+
 /// What the new-peer event will say about this SYN.
 struct Origin {
     dst_port: u16,
     ifindex: u32,
 }
 
-/// Writes a new-peer event; returns false (and counts it) when the ring buffer is full.
+/// What became of a source's report.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Emitted {
+    /// Written now.
+    Now,
+    /// Not due: reported earlier.
+    Before,
+    /// Not written: this CPU's event budget for its class is spent; its next SYN tries again.
+    OverBudget,
+    /// Not written: the ring buffer is full.
+    Lost,
+}
+
+/// Writes a new-peer event, unless this CPU's event budget for its class is spent or the
+/// ring buffer is full (each counted): the source is then not reported, and its next SYN
+/// tries again. First SYNs and the rest (retransmits, returning sources) have a bucket each,
+/// so a flood of one-SYN spoofed sources cannot spend what real senders' retransmits need.
+/// The reader is not woken per record (a wakeup costs more than the rest of the SYN): every
+/// [`WAKE_EVERY`]th record of a CPU, or once the ring is a quarter full, wakes it; the daemon
+/// also drains the ring on a short timer.
 #[inline(always)]
-fn emit<F: Family>(addr: F::Addr, origin: &Origin, now: u64) -> bool {
-    match maps::EVENTS.reserve::<NewPeerEvent>(0) {
-        Some(mut slot) => {
-            slot.write(NewPeerEvent::new(
-                F::wide(addr),
-                F::FAMILY,
-                origin.dst_port,
-                origin.ifindex,
-                now,
-            ));
-            slot.submit(0);
-            count(Counter::EventsEmitted);
-            true
-        }
-        None => {
-            count(Counter::EventsLost);
-            false
-        }
+fn emit<F: Family>(
+    addr: F::Addr,
+    origin: &Origin,
+    cfg: &DatapathConfig,
+    now: u64,
+    why: EventWhy,
+) -> Emitted {
+    let Some(budget) = maps::EVENT_BUDGET.get_ptr_mut(0) else {
+        return Emitted::Lost;
+    };
+    // SAFETY: this CPU's slot, and BPF programs are not preempted on a CPU mid-run.
+    let budget = unsafe { &mut *budget };
+    let bucket = if why == EventWhy::First {
+        &mut budget.first
+    } else {
+        &mut budget.again
+    };
+    if !spend(bucket, cfg.events_per_s, now) {
+        count(Counter::EventsOverBudget);
+        return Emitted::OverBudget;
     }
+    let Some(mut slot) = maps::EVENTS.reserve::<NewPeerEvent>(0) else {
+        count(Counter::EventsLost);
+        return Emitted::Lost;
+    };
+    slot.write(NewPeerEvent::new(
+        F::wide(addr),
+        F::FAMILY,
+        origin.dst_port,
+        origin.ifindex,
+        now,
+        why,
+    ));
+    budget.unwoken += 1;
+    let wake = budget.unwoken >= WAKE_EVERY
+        || maps::EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= default_sizes::EVENTS_BYTES as u64 / 4;
+    if wake {
+        budget.unwoken = 0;
+    }
+    slot.submit(if wake {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    } as u64);
+    count(Counter::EventsEmitted);
+    Emitted::Now
+}
+
+/// Records a CPU writes before it wakes the reader regardless of the fill level.
+const WAKE_EVERY: u64 = 64;
+
+/// Takes one event from the token bucket (`rate` per second, up to a second's worth
+/// banked); `rate` 0 = unlimited.
+#[inline(always)]
+fn spend(b: &mut Bucket, rate: u32, now: u64) -> bool {
+    if rate == 0 {
+        return true;
+    }
+    let interval = 1_000_000_000 / rate as u64;
+    let credit = b
+        .credit_ns
+        .saturating_add(now.saturating_sub(b.last_ns))
+        .min(1_000_000_000);
+    b.last_ns = now;
+    if credit < interval {
+        b.credit_ns = credit;
+        return false;
+    }
+    b.credit_ns = credit - interval;
+    true
 }

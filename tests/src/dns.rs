@@ -244,7 +244,9 @@ pub fn listing(ip: &str, code: &str, txt: &str) -> Listing {
 }
 
 /// An rbldnsd zone: name, answer TTL, negative TTL (from its SOA), entries. An address may
-/// appear several times with different codes: rbldnsd then answers with all of them.
+/// appear several times with different codes: rbldnsd then answers with all of them. Like
+/// every real list, each zone also lists RFC 5782's test point 127.0.0.2 (and not
+/// 127.0.0.1), which mxscreen's resolver canary asks.
 #[derive(Clone, Debug)]
 pub struct RblZone {
     pub name: String,
@@ -303,6 +305,8 @@ impl Rbldnsd {
             if datasets.is_empty() {
                 datasets.push(Vec::new());
             }
+            let test_point = listing("127.0.0.2", "127.0.0.2", "RFC 5782 test point");
+            datasets[0].push(&test_point);
             for (k, entries) in datasets.iter().enumerate() {
                 for v6 in [false, true] {
                     let kind = if v6 { "ip6trie" } else { "ip4set" };
@@ -411,6 +415,10 @@ impl Nsd {
 
     pub fn log(&self) -> String {
         self.daemon.log()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.daemon.pid()
     }
 }
 

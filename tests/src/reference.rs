@@ -27,6 +27,8 @@ pub enum Program {
     HashDrop,
     /// The same lookup; pass everything.
     HashPass,
+    /// Parse to the TCP SYN, insert the source into an LRU hash; pass everything.
+    LruInsert,
 }
 
 impl Program {
@@ -36,6 +38,7 @@ impl Program {
             Self::PassAll => "bench_pass_all",
             Self::HashDrop => "bench_hash_drop",
             Self::HashPass => "bench_hash_pass",
+            Self::LruInsert => "bench_lru_insert",
         }
     }
 }
@@ -63,11 +66,14 @@ pub struct Reference {
 }
 
 impl Reference {
-    /// Loads the programs, with room for `set_size` sources per family in the bare filter.
+    /// Loads the programs, with room for `set_size` sources per family in the bare filter
+    /// and in the LRU-insert program's hash.
     pub fn load(set_size: u32) -> Self {
         let mut ebpf = EbpfLoader::new()
             .map_max_entries("BARE_V4", set_size)
             .map_max_entries("BARE_V6", set_size)
+            .map_max_entries("LRU_V4", set_size)
+            .map_max_entries("LRU_V6", set_size)
             .load(OBJECT)
             .unwrap_or_else(|e| panic!("loading the reference programs (root?): {e:#}"));
         for p in [
@@ -75,6 +81,7 @@ impl Reference {
             Program::PassAll,
             Program::HashDrop,
             Program::HashPass,
+            Program::LruInsert,
         ] {
             let prog: &mut Xdp = ebpf.program_mut(p.name()).unwrap().try_into().unwrap();
             prog.load()

@@ -118,6 +118,18 @@ pub struct Tweaks {
     pub args: Vec<String>,
 }
 
+impl Tweaks {
+    /// `first_contact = "pass"`: for scenarios about what follows a verdict, which start
+    /// from an unknown sender's first connection reaching the MTA. `Tweaks::default()` is
+    /// the built-in defaults (first contact held), which have scenarios of their own.
+    pub fn first_contact_pass() -> Self {
+        Self {
+            datapath: "first_contact = \"pass\"".into(),
+            ..Self::default()
+        }
+    }
+}
+
 pub struct Testbed {
     pub attach: Attach,
     pub exim: Exim,
@@ -358,8 +370,10 @@ impl Testbed {
         } else {
             "explain_every = \"0s\"\n"
         };
+        // The resolver canary's PTR: an address of the bed's own with a PTR (the bed's
+        // unbound reaches no root server), as README advises for such a host.
         let mut s = format!(
-            "[resolver]\nnameservers = [\"{RESOLVER}\"]\ntimeout = \"1s\"\n\n[policy]\n{explain}{policy}\n\n"
+            "[resolver]\nnameservers = [\"{RESOLVER}\"]\ntimeout = \"1s\"\n\n[rdns]\ncanary_ptr = \"{CLEAN}\"\n\n[policy]\n{explain}{policy}\n\n"
         );
         s += &format!(
             "[[dnsbl]]\nzone = \"{DNSBL_ZONE}\"\nweight = 10\ncodes = [\"127.0.0.2-127.0.0.11\"]\n\n"

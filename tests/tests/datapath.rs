@@ -4,7 +4,10 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use filter_common::{Action, Counter, FLAG_HOLD, FLAG_OBSERVE, ListEntry, PeerVerdict, Reason};
+use filter_common::{
+    Action, Counter, FLAG_EXPLAIN, FLAG_HOLD, FLAG_OBSERVE, ListEntry, PeerVerdict, Reason,
+    VERDICT_EXPLAIN,
+};
 use ipnet::IpNet;
 use mxscreen::datapath::{ListKind, clock};
 use mxscreen_tests::{
@@ -41,6 +44,13 @@ fn list_entry(expires_ns: u64) -> ListEntry {
 
 fn verdict(action: Action, expires_ns: u64) -> PeerVerdict {
     PeerVerdict::new(action, Reason::Reputation, expires_ns)
+}
+
+/// A reputation drop the daemon marked for explaining (`VERDICT_EXPLAIN`).
+fn explainable_drop() -> PeerVerdict {
+    let mut v = verdict(Action::Drop, 0);
+    v.flags = VERDICT_EXPLAIN;
+    v
 }
 
 /// Runs `frame` through `entry` and checks both the outcome and the exact counter deltas.
@@ -335,6 +345,51 @@ fn hold_drops_first_contact_only_while_reported_and_within_the_window() {
 }
 
 #[test]
+fn events_over_the_budget_are_counted_and_retried_at_the_next_syn() {
+    for entry in ENTRIES {
+        let mut dp = TestDatapath::new();
+        // One event a second per CPU: the test thread may move between CPUs (each has its
+        // own bucket), so new sources are sent until one finds its CPU's budget spent.
+        dp.configure(|c| c.events_per_s = 1);
+        let cpus = std::thread::available_parallelism().map_or(64, |n| n.get()) as u32;
+        let mut over = None;
+        for i in 0..=cpus {
+            let src = IpAddr::V6(Ipv6Addr::from(
+                0x2001_0db8_0003_0000_0000_0000_0000_0000u128 + u128::from(i),
+            ));
+            let before = dp.counters();
+            let got = dp.run(entry, &Frame::syn(src).build());
+            let d = delta(&before, &dp.counters());
+            assert_eq!(got, Outcome::Pass, "{entry:?}");
+            if d == [("unknown", 1), ("events_over_budget", 1)] {
+                over = Some(src);
+                break;
+            }
+            assert_eq!(d, [("unknown", 1), ("events_emitted", 1)], "{entry:?}");
+        }
+        let src = over.unwrap_or_else(|| panic!("{entry:?}: the budget was never spent"));
+        let emitted = dp.drain_events();
+        assert!(
+            emitted.iter().all(|e| e.ip != src),
+            "{entry:?}: {emitted:?}"
+        );
+        // The source was not marked as reported: once the budget refills (a second), its
+        // next SYN (a retransmit) reports it.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        expect(
+            &dp,
+            entry,
+            &Frame::syn(src).build(),
+            Outcome::Pass,
+            &[("unknown", 1), ("events_emitted", 1)],
+        );
+        let events = dp.drain_events();
+        assert_eq!(events.len(), 1, "{entry:?}");
+        assert_eq!(events[0].ip, src, "{entry:?}");
+    }
+}
+
+#[test]
 fn hold_fails_open_when_the_event_ring_is_full() {
     for entry in ENTRIES {
         let mut dp = TestDatapath::new();
@@ -429,9 +484,11 @@ fn observe_mode_decides_and_counts_but_never_drops() {
     }
 }
 
-/// A reputation `drop` lets the first SYN after the verdict, then one per explain window,
-/// through to the MTA (counted `explained`); every other SYN of the window is dropped. Drops
-/// of other origins (manual, config, feed verdicts, the deny list) are never explained.
+/// A reputation `drop` marked `VERDICT_EXPLAIN` lets the first SYN after the verdict, then
+/// one per explain window, through to the MTA (counted `explained`) while `FLAG_EXPLAIN` (an
+/// MTA asks) is set; every other SYN of the window is dropped. Without either flag nothing
+/// passes, and setting `FLAG_EXPLAIN` takes effect on a source whose drop is cached. Drops of
+/// other origins (manual, config, feed verdicts, the deny list) are never explained.
 #[test]
 fn reputation_drops_are_explained_once_per_window() {
     const WINDOW: u64 = 200_000_000;
@@ -440,7 +497,22 @@ fn reputation_drops_are_explained_once_per_window() {
             let mut dp = TestDatapath::new();
             dp.configure(|c| c.explain_window_ns = WINDOW);
             let syn = Frame::syn(src).vlans(tags).build();
+            // No MTA asking: the marked drop is not explained (and the drop is cached).
+            dp.maps.verdict_set(src, explainable_drop()).unwrap();
+            for _ in 0..2 {
+                expect(&dp, entry, &syn, Outcome::Drop, &[("dropped_verdict", 1)]);
+            }
+            // An MTA asks, but the verdict is not marked: nothing passes either.
+            dp.configure(|c| c.flags |= FLAG_EXPLAIN);
             dp.maps.verdict_set(src, verdict(Action::Drop, 0)).unwrap();
+            for _ in 0..2 {
+                expect(&dp, entry, &syn, Outcome::Drop, &[("dropped_verdict", 1)]);
+            }
+            // The cached drop of a marked verdict is re-decided when FLAG_EXPLAIN comes on.
+            dp.configure(|c| c.flags &= !FLAG_EXPLAIN);
+            dp.maps.verdict_set(src, explainable_drop()).unwrap();
+            expect(&dp, entry, &syn, Outcome::Drop, &[("dropped_verdict", 1)]);
+            dp.configure(|c| c.flags |= FLAG_EXPLAIN);
             expect(&dp, entry, &syn, Outcome::Pass, &[("explained", 1)]);
             let next = dp.maps.verdict_get(src).unwrap().unwrap().explain_at_ns;
             assert!(
@@ -457,7 +529,7 @@ fn reputation_drops_are_explained_once_per_window() {
             expect(&dp, entry, &syn, Outcome::Pass, &[("explained", 1)]);
             expect(&dp, entry, &syn, Outcome::Drop, &[("dropped_verdict", 1)]);
             // A new verdict (a re-evaluation) is explained again at its first SYN.
-            dp.maps.verdict_set(src, verdict(Action::Drop, 0)).unwrap();
+            dp.maps.verdict_set(src, explainable_drop()).unwrap();
             expect(&dp, entry, &syn, Outcome::Pass, &[("explained", 1)]);
             // The operator's word is never explained.
             for reason in [
@@ -466,12 +538,12 @@ fn reputation_drops_are_explained_once_per_window() {
                 Reason::Feed,
                 Reason::Tempfail,
             ] {
-                dp.maps
-                    .verdict_set(src, PeerVerdict::new(Action::Drop, reason, 0))
-                    .unwrap();
+                let mut v = PeerVerdict::new(Action::Drop, reason, 0);
+                v.flags = VERDICT_EXPLAIN;
+                dp.maps.verdict_set(src, v).unwrap();
                 expect(&dp, entry, &syn, Outcome::Drop, &[("dropped_verdict", 1)]);
             }
-            dp.maps.verdict_set(src, verdict(Action::Drop, 0)).unwrap();
+            dp.maps.verdict_set(src, explainable_drop()).unwrap();
             dp.maps
                 .list_insert(ListKind::Deny, host(src), list_entry(0))
                 .unwrap();

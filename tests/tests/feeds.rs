@@ -25,6 +25,9 @@ const FEED_LISTED_V6: &str = "2001:db8:1::30";
 const FEED_LATER: &str = "192.0.2.31";
 const CLEAN: &str = "192.0.2.32";
 const LOADED_WITHIN: Duration = Duration::from_secs(5);
+/// These tests are about feeds and start from an unknown peer's first connection passing;
+/// first contact under the defaults (hold) is tested in the daemon and e2e suites.
+const FIRST_CONTACT_PASS: &str = "first_contact = \"pass\"";
 
 /// No DNSBL lists anything here: what the feeds do is all that happens.
 fn sections(rbl: std::net::SocketAddr, extra: &str) -> String {
@@ -75,6 +78,7 @@ fn a_feed_is_loaded_replaced_by_rename_and_named_everywhere() {
     )
     .unwrap();
     let spec = Spec {
+        datapath: FIRST_CONTACT_PASS.into(),
         sections: sections(
             b.rbl_addr,
             &feed_section("local-drop", &path, "cidr", "drop"),
@@ -180,6 +184,7 @@ fn rotating_ipv6_addresses_give_their_network_a_verdict() {
         )],
     );
     let spec = Spec {
+        datapath: FIRST_CONTACT_PASS.into(),
         sections: sections(b.rbl_addr, ""),
         ..Default::default()
     };
@@ -226,6 +231,7 @@ fn a_million_line_feed_is_loaded_and_enforced() {
     let path = dir.path().join("million.txt");
     std::fs::write(&path, million_line_feed(FEED_LISTED)).unwrap();
     let spec = Spec {
+        datapath: FIRST_CONTACT_PASS.into(),
         sections: sections(b.rbl_addr, &feed_section("big", &path, "cidr", "drop")),
         ..Default::default()
     };

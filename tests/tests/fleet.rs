@@ -119,7 +119,9 @@ fn host_with(b: &Bed, name: &str, mode: &str, url: &str, extra: &str) -> MxDaemo
         &b.wire.server,
         SERVER_IFACE,
         Spec {
-            datapath: format!("mode = {mode:?}"),
+            // First contacts pass: these tests start from a peer's first connection and
+            // are about the verdicts shared (the default, hold, is tested in daemon and e2e).
+            datapath: format!("mode = {mode:?}\nfirst_contact = \"pass\""),
             sections: format!(
                 "[resolver]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\n\n[rdns]\nenabled = false\n\n[policy]\nexplain_every = \"0s\"\n\n[lists]\nallow = []\n\n[[dnsbl]]\nzone = \"bl.test\"\nweight = 10\n\n[fleet]\nredis = {url:?}\nname = {name:?}\n{extra}",
                 b.dns,

@@ -76,6 +76,9 @@ fn metrics_match_stats_and_status_and_pass_promtool() {
         (rbl, l)
     });
     let spec = Spec {
+        // First contacts pass: the scrape is checked against a listed peer's first
+        // connection reaching the listener (the default, hold, is tested in daemon and e2e).
+        datapath: "first_contact = \"pass\"".into(),
         sections: format!(
             "[resolver]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\n\n[rdns]\nenabled = false\n\n[policy]\nexplain_every = \"0s\"\n\n[lists]\nallow = []\n\n[[dnsbl]]\nzone = \"bl.test\"\nweight = 10\n\n[metrics]\nlisten = \"{METRICS}\"\n",
             rbl.addr

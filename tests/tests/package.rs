@@ -270,7 +270,8 @@ fn daemon_works_with_exactly_the_units_capabilities_and_needs_each() {
         // No lookups here: every peer of the wire is allowed until blocked by hand.
         sections: "[resolver]\nnameservers = [\"127.0.0.1\"]\n\n[lists]\nallow = []\n\n[rdns]\nenabled = false\n"
             .into(),
-        datapath: "mode = \"xdp\"\n".into(),
+        // First contacts pass: no DNS answers here, and this test is about capabilities.
+        datapath: "mode = \"xdp\"\nfirst_contact = \"pass\"\n".into(),
         wrapper: setpriv(&caps),
         ..Default::default()
     };

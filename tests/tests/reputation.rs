@@ -12,9 +12,9 @@ use std::{
 
 use filter_common::{Action, Reason};
 use mxscreen::reputation::{
-    CodeWeight, DnsblConfig, Engine, Evidence, Finding, ListsConfig, Nameserver, PolicyConfig,
-    RdnsConfig, ReputationConfig, ResolverConfig, Submit, Verdict, check, config::default_dnsbls,
-    names::dnsbl_name,
+    Class, CodeWeight, DnsblConfig, Engine, Evidence, Finding, ListsConfig, Nameserver,
+    PolicyConfig, RdnsConfig, ReputationConfig, ResolverConfig, Submit, Verdict, check,
+    config::default_dnsbls, names::dnsbl_name,
 };
 use mxscreen_tests::dns::{AuthZone, Forwarder, Mode, Nsd, RblZone, Rbldnsd, Unbound, listing};
 use tokio::sync::mpsc;
@@ -40,6 +40,7 @@ fn config(server: SocketAddr, zones: Vec<DnsblConfig>) -> ReputationConfig {
         policy: PolicyConfig::default(),
         lists: ListsConfig {
             allow: Vec::new(),
+            allow_defaults: false,
             deny: Vec::new(),
             feed: Vec::new(),
         },
@@ -237,7 +238,7 @@ async fn code_filters_and_per_code_weights() {
             weight: 2,
             label: String::new(),
         }],
-        error_codes: Vec::new(),
+        ..DnsblConfig::new("zen.test", 7)
     };
     let engine = Engine::new(config(rbl.addr, vec![zone])).expect("engine");
     // In the filter, no per-code weight: the zone's weight.
@@ -862,6 +863,64 @@ async fn over_budget_peers_are_rejected_and_counted() {
     assert_eq!(stats.evaluations as usize, queued);
     // Nothing else arrives.
     assert!(verdicts.try_recv().is_err());
+}
+
+/// The budget's classes (issue 20): with the budget full of first SYNs — a spoofed flood's
+/// shape — a proven-real peer (a retransmit, a returning source, one the MTA asked about) is
+/// evaluated next; first SYNs are evaluated newest first, at most one second's budget of
+/// them waits, and none older than a second (their sender, if real, has retransmitted).
+// One thread: the dispatcher cannot run until the test awaits, so every submit below is
+// queued before the first evaluation starts.
+#[tokio::test]
+async fn proven_real_peers_go_before_a_flood_of_first_syns() {
+    let rbl = Rbldnsd::start(&[zen_data()]);
+    let fwd = Forwarder::start(Mode::Forward {
+        upstream: rbl.addr,
+        delay: Duration::ZERO,
+    });
+    let mut cfg = config(fwd.addr, vec![zen("zen.test")]);
+    cfg.resolver.max_lookups_per_sec = 5;
+    let (engine, mut verdicts) = Engine::spawn(cfg).expect("engine");
+    let now = tokio::time::Instant::now();
+    // Stale first SYNs (their sender would have retransmitted): never evaluated.
+    let stale: Vec<IpAddr> = (0..50u8).map(|i| IpAddr::from([198, 51, 100, i])).collect();
+    for p in &stale {
+        let seen = now - Duration::from_secs(2);
+        assert_eq!(engine.submit_seen(*p, Class::First, seen), Submit::Queued);
+    }
+    // Fresh first SYNs, oldest to newest; then one proven-real peer.
+    let fresh = peers(50);
+    for p in &fresh {
+        assert_eq!(engine.submit_seen(*p, Class::First, now), Submit::Queued);
+    }
+    let real = ip("192.0.2.99");
+    assert_eq!(engine.submit(real), Submit::Queued);
+    // The burst (5) starts at once: the real peer and the four newest first SYNs.
+    let mut got: Vec<IpAddr> = recv(&mut verdicts, 5, Duration::from_secs(5))
+        .await
+        .iter()
+        .map(|v| v.ip)
+        .collect();
+    let mut want = vec![real];
+    want.extend(&fresh[46..]);
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    // The first-SYN queue held one second's budget, the newest 5: one is left, evaluated
+    // with the next token; the 95 others made room for newer ones, unevaluated.
+    let later = recv(&mut verdicts, 1, Duration::from_secs(5)).await;
+    assert_eq!(later[0].ip, fresh[45]);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(verdicts.try_recv().is_err());
+    let stats = engine.stats();
+    assert_eq!(stats.evaluations, 6, "{stats:#?}");
+    assert_eq!(stats.first_expired, 95, "{stats:#?}");
+    assert!(
+        fwd.queries()
+            .iter()
+            .all(|q| !q.name.contains(".100.51.198.")),
+        "a stale first SYN was looked up"
+    );
 }
 
 #[tokio::test]

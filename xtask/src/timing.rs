@@ -34,6 +34,11 @@ impl Timings {
         self.steps.push((name.into(), took, ok));
     }
 
+    /// Adds the steps of a run that went on beside this one (a lane of suites).
+    pub fn absorb(&mut self, other: Self) {
+        self.steps.extend(other.steps);
+    }
+
     /// Marks the last step failed (a suite that ran to its end with failing tests).
     pub fn failed_last(&mut self) {
         if let Some(last) = self.steps.last_mut() {

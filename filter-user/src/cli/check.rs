@@ -23,6 +23,7 @@ use crate::{
 /// Examples:
 ///   mxscreen check 192.0.2.25
 ///   mxscreen check 2001:db8::25 --json
+///   mxscreen check --ignore-lists 192.168.1.5
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -38,6 +39,11 @@ pub struct Args {
     /// Control socket of a running daemon to ask as well.
     #[arg(long)]
     socket: Option<PathBuf>,
+    /// Skip lists.allow (built-in ranges included) and lists.deny: evaluate the DNS path
+    /// (rDNS, every DNSBL/DNSWL zone) for an address a list covers, e.g. to see what the
+    /// lists would say about a partner's relay.
+    #[arg(long)]
+    ignore_lists: bool,
 }
 
 pub fn main(a: Args) -> Result<()> {
@@ -45,7 +51,13 @@ pub fn main(a: Args) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let mut report = rt.block_on(reputation::check(cfg.reputation(), a.ip))?;
+    let mut rcfg = cfg.reputation();
+    if a.ignore_lists {
+        rcfg.lists.allow.clear();
+        rcfg.lists.allow_defaults = false;
+        rcfg.lists.deny.clear();
+    }
+    let mut report = rt.block_on(reputation::check(rcfg, a.ip))?;
     let connect = Connect {
         socket: a.socket.or_else(|| Some(cfg.control.socket.clone())),
         config: None,
@@ -88,7 +100,7 @@ pub fn main(a: Args) -> Result<()> {
             .collect();
             if rows.is_empty() {
                 outln!(
-                    "daemon: holds nothing for {} (unknown: passes, resolved on its next SYN)",
+                    "daemon: holds nothing for {} (unknown: resolved at its next SYN, which first_contact = \"hold\" drops meanwhile and \"pass\" lets through)",
                     a.ip
                 )?;
             } else {

@@ -13,7 +13,9 @@ use crate::config::{
 #[derive(clap::Subcommand)]
 pub enum Command {
     /// Parse and validate a config file (default: /etc/mxscreen/mxscreen.toml); errors name
-    /// the file, line and key.
+    /// the file, line and key. Known traps (a public resolver, screened submission ports,
+    /// blocklists without an allowlist, lists.allow_defaults = false) are printed as
+    /// warnings on stderr; they do not fail the check.
     ///
     /// Example:
     ///   mxscreen config check /etc/mxscreen/mxscreen.toml
@@ -53,7 +55,11 @@ pub fn main(c: Command) -> Result<()> {
     match c {
         Command::Check { file } => {
             let path = file.unwrap_or_else(|| DEFAULT_CONFIG_PATH.into());
-            Config::load(&path)?;
+            let cfg = Config::load(&path)?;
+            let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            for w in cfg.warnings(&resolv) {
+                eprintln!("mxscreen: warning: {w}");
+            }
             outln!("{}: ok", path.display())?;
         }
         Command::Default => out!("{}", default_toml())?,

@@ -182,10 +182,23 @@ fn resolver(r: &ResolverStatus, line: &mut impl FnMut(&str, String)) {
     line(
         "lookups",
         format!(
-            "{} queries sent, {} in flight, {} queued, {} turned away (queue full), {} tempfail verdicts",
-            e.queries_sent, e.in_flight, e.queue_depth, e.rejected_queue_full, e.verdict_tempfail
+            "{} queries sent, {} in flight, {} queued, {} turned away (queue full), {} first SYNs unevaluated (too old or displaced), {} tempfail verdicts",
+            e.queries_sent,
+            e.in_flight,
+            e.queue_depth,
+            e.rejected_queue_full,
+            e.first_expired,
+            e.verdict_tempfail
         ),
     );
+    if !r.canary.is_empty() {
+        let parts: Vec<String> = r
+            .canary
+            .iter()
+            .map(|(s, c)| format!("{s} {}", if c.ok { "ok" } else { "FAILED" }))
+            .collect();
+        line("canary", parts.join(", "));
+    }
     for (zone, z) in &e.zones {
         line(
             "zone",

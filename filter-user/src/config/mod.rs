@@ -15,11 +15,12 @@ pub mod import;
 pub mod mta;
 pub mod packaged;
 pub mod sections;
+mod traps;
 
 use std::path::{Path, PathBuf};
 
 use documented::DocumentedFields;
-use filter_common::{DatapathConfig, FLAG_HOLD, FLAG_OBSERVE};
+use filter_common::{DatapathConfig, FLAG_EXPLAIN, FLAG_HOLD, FLAG_OBSERVE};
 use serde::{Deserialize, Serialize};
 
 pub use self::{
@@ -41,6 +42,10 @@ use crate::{
 /// Where the daemon looks for its config when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/mxscreen/mxscreen.toml";
 
+/// New-peer events each CPU may write per second, per lookup per second the engine may
+/// spend (`resolver.max_lookups_per_sec`): headroom for sources it takes from its queue.
+const EVENTS_PER_LOOKUP: u32 = 4;
+
 /// The whole file. (serde cannot combine `flatten` with `deny_unknown_fields`, so the engine's
 /// sections are fields here rather than one flattened [`ReputationConfig`].)
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, DocumentedFields)]
@@ -52,7 +57,10 @@ pub struct Config {
     pub resolver: ResolverConfig,
     /// A DNSBL or DNS allowlist zone (RFC 5782), one [[dnsbl]] table each. Writing any
     /// [[dnsbl]] replaces the built-in zones (so one can be dropped); `dnsbl = []` queries
-    /// no list at all.
+    /// no list at all. Optional keys: `name`, the zone's display name in 5xx texts, logs,
+    /// metrics and fleet records (default: the zone without key-like labels; set it for a
+    /// zone holding an access key, e.g. `name = "spamhaus-zen"` beside `zone =
+    /// "KEY.zen.dq.spamhaus.net"`).
     #[serde(default = "default_dnsbls")]
     pub dnsbl: Vec<DnsblConfig>,
     /// Reverse DNS: a missing PTR and a DNS failure are different things.
@@ -147,7 +155,19 @@ impl Config {
         c.set_limit(self.policy.limit_rate, self.policy.limit_burst);
         c.dedup_window_ns = d.dedup_window.as_nanos() as u64;
         c.hold_window_ns = d.hold_max.as_nanos() as u64;
+        // Events past a few times what the engine can evaluate would only be turned away:
+        // the datapath stops writing them (per CPU) and the sources report again at their
+        // next SYN. Retransmits and returning senders still get through the budget.
+        c.events_per_s = self
+            .resolver
+            .max_lookups_per_sec
+            .saturating_mul(EVENTS_PER_LOOKUP);
         c.explain_window_ns = self.policy.explain_every.as_nanos() as u64;
+        // Until the daemon tracks when the MTA last asked, explanations are on whenever a
+        // window is configured.
+        if c.explain_window_ns != 0 {
+            c.flags |= FLAG_EXPLAIN;
+        }
         if d.first_contact == FirstContact::Hold {
             c.flags |= FLAG_HOLD;
         }
@@ -191,7 +211,7 @@ mod tests {
         assert_eq!(cfg.dnsbl.len(), 2);
         assert_eq!(cfg.policy.drop_threshold, 10);
         let k = cfg.kernel();
-        assert_eq!((k.port_count, k.ports[0], k.flags), (1, 25, 0));
+        assert_eq!((k.port_count, k.ports[0], k.flags), (1, 25, FLAG_HOLD));
         assert_eq!(k.limit_interval_ns, 10_000_000_000);
     }
 
@@ -211,7 +231,7 @@ mod tests {
         let k = c.kernel();
         assert_eq!(k.limit_interval_ns, 1_000_000_000);
         assert_eq!((k.port_count, k.ports[1]), (2, 2525));
-        assert_eq!(k.flags, FLAG_HOLD | FLAG_OBSERVE);
+        assert_eq!(k.flags, FLAG_HOLD | FLAG_OBSERVE | FLAG_EXPLAIN);
         assert_eq!(k.hold_window_ns, 2_000_000_000);
     }
 

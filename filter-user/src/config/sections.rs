@@ -27,11 +27,14 @@ pub struct DatapathSection {
     /// Destination ports screened, 1 to 64 of them. Default [25]: the MX port. Submission
     /// ports (587, 465) carry authenticated users and are better left to the MTA.
     pub ports: Vec<u16>,
-    /// What an unknown peer meets before its verdict exists. "pass" (default): its SYNs pass
-    /// while it is resolved, so no mail is ever delayed. "hold": its SYNs are dropped for at
-    /// most hold_max, so the retransmitted SYN (1 s later) meets the verdict and even a
-    /// listed bot's first connection is refused, at the cost of about a second on a clean
-    /// sender's first connection.
+    /// What an unknown peer meets before its verdict exists. "hold" (default): its SYNs are
+    /// dropped for at most hold_max, so the retransmitted SYN (1 s later) meets the verdict
+    /// and even a listed bot's first connection never reaches the MTA; a clean sender's
+    /// first connection costs one SYN retransmit (about a second), its later ones within
+    /// policy.pass_ttl nothing. Sources in lists.allow, allow entries and feeds, and sources
+    /// with a cached pass are never held; observe mode never holds. "pass": its SYNs pass
+    /// while it is resolved, so no mail is ever delayed, and every new sender's first
+    /// connection reaches the MTA, listed or not.
     pub first_contact: FirstContact,
     /// Longest hold of an unknown peer with first_contact = "hold", at most 30s. Default 3s:
     /// covers TCP's first SYN retransmit (1 s) and a slow DNSBL answer, and never more.
@@ -54,7 +57,7 @@ impl Default for DatapathSection {
             interfaces: Vec::new(),
             mode: AttachMode::Auto,
             ports: vec![25],
-            first_contact: FirstContact::Pass,
+            first_contact: FirstContact::Hold,
             hold_max: Duration::from_secs(3),
             dedup_window: Duration::from_secs(30),
             maps: MapSizes::default(),

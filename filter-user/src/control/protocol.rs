@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     datapath::{FirstContact, attach::AttachedMode},
     net,
-    reputation::{Nameserver, Stats},
+    reputation::{CanaryStatus, Nameserver, Stats},
 };
 
 /// What the CLI asks. Addresses are read as [`crate::net`] reads them everywhere (an
@@ -406,6 +406,10 @@ pub struct ResolverStatus {
     /// queries (public resolver, over quota): fix the resolver setup, not the policy.
     #[serde(flatten)]
     pub engine: Stats,
+    /// The resolver canary's last result per source (a zone's display name, or `rdns`);
+    /// empty before the first round or with the canary off.
+    #[serde(default)]
+    pub canary: std::collections::BTreeMap<String, CanaryStatus>,
 }
 
 /// `mxscreen check`: what the daemon holds for one address.

@@ -39,7 +39,7 @@ use crate::{
     datapath::{ListKind, MapsReader},
     duration,
     query::{MtaAsks, asks::AskCounts},
-    reputation::config::ListsConfig,
+    reputation::config::builtin_allow,
     state::unix_now,
 };
 
@@ -102,10 +102,10 @@ struct Window {
 /// The built-in private ranges of the allow list (loopback aside: its SYNs never reach an
 /// interface mxscreen is attached to).
 pub fn private_ranges() -> Vec<IpNet> {
-    ListsConfig::default()
-        .allow
-        .into_iter()
+    builtin_allow()
+        .iter()
         .filter(|n| !n.addr().is_loopback())
+        .copied()
         .collect()
 }
 

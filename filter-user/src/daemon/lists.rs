@@ -48,7 +48,7 @@ impl ListOwner {
     /// config) that are no longer wanted are removed, wanted ones (re)inserted. Called at
     /// start (pinned lists may hold an older truth) and on reload.
     pub fn reconcile(&mut self, maps: &mut DatapathMaps, cfg: &Config) -> Result<()> {
-        self.protected = protect::protected_set(&cfg.lists.allow);
+        self.protected = protect::protected_set(&cfg.lists.allow_list());
         let want = self.wanted(cfg);
         for kind in [ListKind::Allow, ListKind::Deny] {
             for (net, reason) in maps.list_own(kind) {

@@ -193,6 +193,8 @@ impl Daemon {
             .context("polling the event ring")?;
         let (engine, verdicts) =
             Engine::spawn(cfg.reputation()).context("starting the reputation engine")?;
+        // Runs as long as the daemon's runtime.
+        crate::reputation::canary::spawn(engine.clone());
         let evidence = Arc::new(EvidenceCache::for_verdict_map(cfg.datapath.maps.peers));
         let (fleet, fleet_events) = Fleet::start(&cfg.fleet, state.entries())?;
         let rotation = Rotation::new(cfg.policy.v6_rotation_prefix, cfg.policy.v6_rotation_after);
@@ -272,7 +274,7 @@ impl Daemon {
             tokio::select! {
                 batch = inputs.events.next_batch() => {
                     for peer in batch? {
-                        self.on_new_peer(peer.ip);
+                        self.on_new_peer(&peer);
                     }
                 }
                 Some(v) = inputs.verdicts.recv() => self.on_verdict(&v),

@@ -6,10 +6,16 @@
 use std::{net::IpAddr, time::Duration};
 
 use anyhow::Result;
+use filter_common::{Action, EventWhy, PeerVerdict, Reason};
 use tokio::sync::mpsc;
 
 use super::Daemon;
-use crate::{datapath::clock, fleet::FleetEvent, reputation::Verdict, state::unix_now};
+use crate::{
+    datapath::{FirstContact, clock, events::NewPeer},
+    fleet::FleetEvent,
+    reputation::{Class, Submit, Verdict},
+    state::unix_now,
+};
 
 /// How often the main loop refreshes the heartbeat in the datapath's config.
 pub(super) const BEAT_EVERY: Duration = Duration::from_secs(1);
@@ -17,6 +23,28 @@ pub(super) const BEAT_EVERY: Duration = Duration::from_secs(1);
 /// busy moment (a reload, a big sweep) does not open the gate, a dead daemon does within
 /// seconds.
 pub(super) const STALE_AFTER: Duration = Duration::from_secs(5);
+
+/// How long a held peer the engine will not evaluate (its proven-real queue is full) is let
+/// through: its next SYNs pass at once instead of waiting out `hold_max`, and once this
+/// passes it comes back to be evaluated (the default dedup window's length).
+pub(super) const RELEASE_TTL: Duration = Duration::from_secs(30);
+
+/// The budget class of a datapath event (see [`crate::reputation::budget`]): a first SYN
+/// is what a spoofed flood is made of; a retransmit or a returning source has a real TCP
+/// stack behind it.
+fn event_class(peer: &NewPeer) -> Class {
+    match peer.why {
+        EventWhy::First => Class::First,
+        EventWhy::Again | EventWhy::Back => Class::Real,
+    }
+}
+
+/// When the datapath saw a peer's SYN, on tokio's clock (for the first-SYN age bound).
+fn seen_at(peer: &NewPeer) -> tokio::time::Instant {
+    let age = Duration::from_nanos(clock::now_ns().saturating_sub(peer.at_ns));
+    let now = tokio::time::Instant::now();
+    now.checked_sub(age).unwrap_or(now)
+}
 
 /// Datapath-clock expiry for a wall-clock one (Unix seconds); 0 = never.
 pub(super) fn boot_expiry(expires_unix: Option<u64>) -> u64 {
@@ -51,14 +79,51 @@ impl Daemon {
     }
 
     /// A new peer from the datapath: claimed for the fleet (which answers with another
-    /// host's verdict or [`FleetEvent::Evaluate`]), or handed to the engine's budgeted queue.
-    pub fn on_new_peer(&mut self, ip: IpAddr) {
+    /// host's verdict or [`FleetEvent::Evaluate`]), or handed to the engine's budgeted queue
+    /// in its class; released if held and the engine turns it away.
+    pub fn on_new_peer(&mut self, peer: &NewPeer) {
+        let ip = peer.ip;
         if self.fleet.claim(ip) {
             tracing::debug!(%ip, "new peer; claiming it for the fleet");
             return;
         }
-        let outcome = self.engine.submit(ip);
+        let outcome = self
+            .engine
+            .submit_seen(ip, event_class(peer), seen_at(peer));
         tracing::debug!(%ip, ?outcome, "new peer");
+        if outcome == Submit::Rejected {
+            self.release(ip);
+        }
+    }
+
+    /// A held peer the engine will not evaluate is let through at once, by a short `pass`
+    /// (a tempfail: DNS did not get to it), rather than after `hold_max`: holding it longer
+    /// gains nothing. Not shared with the fleet, not logged as a verdict; a verdict already
+    /// there is kept.
+    fn release(&mut self, ip: IpAddr) {
+        if self.cfg.datapath.first_contact != FirstContact::Hold || self.cfg.policy.observe {
+            return;
+        }
+        let live = self
+            .maps
+            .verdict_get(ip)
+            .ok()
+            .flatten()
+            .is_some_and(|v| clock::remaining(v.expires_ns).is_none_or(|left| !left.is_zero()));
+        if live {
+            return;
+        }
+        let pass = PeerVerdict::new(
+            Action::Pass,
+            Reason::Tempfail,
+            clock::expiry_after(RELEASE_TTL),
+        );
+        match self.maps.verdict_set(ip, pass) {
+            Ok(()) => {
+                tracing::debug!(%ip, "held peer released: the evaluation budget turned it away")
+            }
+            Err(e) => tracing::warn!(%ip, error = %e, "could not release a held peer"),
+        }
     }
 
     /// A verdict from the engine: written (with its log line), counted, and shared.
@@ -94,6 +159,9 @@ impl Daemon {
             FleetEvent::Evaluate(ip) => {
                 let outcome = self.engine.submit(ip);
                 tracing::debug!(%ip, ?outcome, "new peer (evaluated here for the fleet)");
+                if outcome == Submit::Rejected {
+                    self.release(ip);
+                }
             }
             FleetEvent::Forget(f) => self.forget_shared(&f),
             FleetEvent::Synced | FleetEvent::Down => {}

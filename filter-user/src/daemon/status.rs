@@ -9,7 +9,7 @@ use super::Daemon;
 use crate::{
     control::protocol::{MapFill, ReloadStatus, ResolverStatus, Source, StatsReply, StatusReply},
     duration,
-    reputation::Stats,
+    reputation::{Stats, quota},
     state::unix_now,
 };
 
@@ -65,6 +65,7 @@ impl Daemon {
             feeds: self.feeds.status(&self.maps),
             resolver: ResolverStatus {
                 nameservers: self.cfg.resolver.nameservers.clone(),
+                canary: self.engine.canary(),
                 engine,
             },
             fleet: self.fleet.status(),
@@ -87,7 +88,16 @@ impl Daemon {
             ));
         }
         w.extend(super::balancer::warnings(&self.balancer.status()));
+        for (source, c) in self.engine.canary().iter().filter(|(_, c)| !c.ok) {
+            w.push(format!(
+                "resolver canary failed for {source}: {}; its answers do not count (nobody is limited or dropped on them) until it passes again",
+                c.detail
+            ));
+        }
         for (zone, z) in &stats.zones {
+            if quota::near(z.queries_today, z.daily_query_quota) {
+                w.push(quota::message(zone, z.queries_today, z.daily_query_quota));
+            }
             if z.error_codes > 0 {
                 w.push(format!(
                     "{zone} refused {} queries with error codes (127.255.255.x): those peers were not screened by it; check resolver.nameservers",

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use anyhow::Result;
-use filter_common::{Action, PeerVerdict, Reason};
+use filter_common::{Action, PeerVerdict, Reason, VERDICT_EXPLAIN};
 use ipnet::IpNet;
 
 use super::{
@@ -56,7 +56,12 @@ impl VerdictWriter {
         v: &Verdict,
         observe: bool,
     ) -> Option<Written> {
-        let entry = PeerVerdict::new(v.action, v.reason, clock::expiry_after(v.ttl));
+        let mut entry = PeerVerdict::new(v.action, v.reason, clock::expiry_after(v.ttl));
+        // Every reputation drop may be explained for now (`explain_to = "all"`); narrowing
+        // this to forward-confirmed rDNS is the next step of issue 20 item 3.
+        if v.action == Action::Drop && v.reason == Reason::Reputation {
+            entry.flags |= VERDICT_EXPLAIN;
+        }
         // What it replaces, for the census (a failed read only makes the count approximate
         // until the next sweep).
         let previous = maps.verdict_get(v.ip).ok().flatten();

@@ -9,7 +9,7 @@ use aya::{
     Ebpf,
     maps::{MapData, RingBuf},
 };
-use filter_common::{FAMILY_V4, NewPeerEvent, map_names};
+use filter_common::{EventWhy, FAMILY_V4, NewPeerEvent, map_names};
 use tokio::io::{Interest, unix::AsyncFd};
 
 /// A source the datapath has no decision for, as it saw it.
@@ -22,6 +22,8 @@ pub struct NewPeer {
     pub ifindex: u32,
     /// When, on the datapath's clock ([`super::clock`]).
     pub at_ns: u64,
+    /// Why the datapath reported it: a first SYN, or a source that proved a real TCP stack.
+    pub why: EventWhy,
 }
 
 impl NewPeer {
@@ -48,6 +50,7 @@ impl NewPeer {
             dst_port: ev.dst_port,
             ifindex: ev.ifindex,
             at_ns: ev.ts_ns,
+            why: EventWhy::from_u8(ev.why),
         })
     }
 }
@@ -94,14 +97,31 @@ pub struct AsyncEvents(AsyncFd<Events>);
 
 impl AsyncEvents {
     /// Waits until events arrive and returns all of them (never an empty batch twice in a
-    /// row without a wakeup in between).
+    /// row without a wakeup in between). The datapath wakes the reader only every so many
+    /// records, so the ring is also drained every [`DRAIN_EVERY`]: a lone new sender's
+    /// event waits at most that long.
     pub async fn next_batch(&mut self) -> io::Result<Vec<NewPeer>> {
-        let mut guard = self.0.readable_mut().await?;
-        let batch = guard.get_inner_mut().drain();
-        guard.clear_ready();
-        Ok(batch)
+        loop {
+            match tokio::time::timeout(DRAIN_EVERY, self.0.readable_mut()).await {
+                Ok(guard) => {
+                    let mut guard = guard?;
+                    let batch = guard.get_inner_mut().drain();
+                    guard.clear_ready();
+                    return Ok(batch);
+                }
+                Err(_) => {
+                    let batch = self.0.get_mut().drain();
+                    if !batch.is_empty() {
+                        return Ok(batch);
+                    }
+                }
+            }
+        }
     }
 }
+
+/// How often the ring is drained without a wakeup from the datapath.
+const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
 
 #[cfg(test)]
 mod tests {
@@ -111,7 +131,7 @@ mod tests {
     fn records_become_typed_events() {
         let mut addr = [0u8; 16];
         addr[..4].copy_from_slice(&[192, 0, 2, 7]);
-        let ev = NewPeerEvent::new(addr, FAMILY_V4, 25, 3, 99);
+        let ev = NewPeerEvent::new(addr, FAMILY_V4, 25, 3, 99, EventWhy::First);
         // SAFETY: a plain-old-data struct viewed as its bytes.
         let bytes = unsafe {
             std::slice::from_raw_parts((&raw const ev).cast::<u8>(), size_of::<NewPeerEvent>())
@@ -123,11 +143,19 @@ mod tests {
                 ip: "192.0.2.7".parse().unwrap(),
                 dst_port: 25,
                 ifindex: 3,
-                at_ns: 99
+                at_ns: 99,
+                why: EventWhy::First,
             }
         );
         let v6: std::net::Ipv6Addr = "2001:db8::7".parse().unwrap();
-        let ev = NewPeerEvent::new(v6.octets(), filter_common::FAMILY_V6, 2525, 1, 5);
+        let ev = NewPeerEvent::new(
+            v6.octets(),
+            filter_common::FAMILY_V6,
+            2525,
+            1,
+            5,
+            EventWhy::Back,
+        );
         // SAFETY: as above.
         let bytes = unsafe {
             std::slice::from_raw_parts((&raw const ev).cast::<u8>(), size_of::<NewPeerEvent>())

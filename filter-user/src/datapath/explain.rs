@@ -3,16 +3,21 @@
 
 use std::time::Duration;
 
-use filter_common::{DatapathConfig, FLAG_OBSERVE, PeerVerdict};
+use filter_common::{DatapathConfig, FLAG_EXPLAIN, FLAG_OBSERVE, PeerVerdict};
 
 use super::clock;
 
 /// How long until the datapath lets this verdict's next SYN through to be explained: zero
 /// means the very next SYN. `None` when the verdict is never explained: not a reputation
-/// `drop`, explained refusals off (`policy.explain_every = "0s"`), or observe mode (nothing is
-/// dropped, so nothing needs explaining).
+/// `drop` marked for explaining, explained refusals off (`policy.explain_every = "0s"`), no MTA
+/// asking (`FLAG_EXPLAIN` clear), or observe mode (nothing is dropped, so nothing needs
+/// explaining).
 pub fn next_explained(v: &PeerVerdict, cfg: &DatapathConfig) -> Option<Duration> {
-    if cfg.explain_window_ns == 0 || cfg.flags & FLAG_OBSERVE != 0 || !v.is_explained() {
+    if cfg.explain_window_ns == 0
+        || cfg.flags & FLAG_OBSERVE != 0
+        || cfg.flags & FLAG_EXPLAIN == 0
+        || !v.is_explained()
+    {
         return None;
     }
     Some(Duration::from_nanos(
@@ -30,8 +35,14 @@ mod tests {
     fn only_reputation_drops_are_explained_and_only_when_on() {
         let mut cfg = DatapathConfig::empty();
         cfg.explain_window_ns = 3_600_000_000_000;
+        cfg.flags = FLAG_EXPLAIN;
         let mut v = PeerVerdict::new(Action::Drop, Reason::Reputation, 0);
+        assert_eq!(next_explained(&v, &cfg), None, "not marked for explaining");
+        v.flags = filter_common::VERDICT_EXPLAIN;
         assert_eq!(next_explained(&v, &cfg), Some(Duration::ZERO));
+        cfg.flags = 0;
+        assert_eq!(next_explained(&v, &cfg), None, "no MTA asking");
+        cfg.flags = FLAG_EXPLAIN;
         v.explain_at_ns = clock::now_ns() + 60_000_000_000;
         let left = next_explained(&v, &cfg).unwrap();
         assert!(left > Duration::from_secs(58) && left <= Duration::from_secs(60));
@@ -48,7 +59,7 @@ mod tests {
         }
         cfg.flags |= FLAG_OBSERVE;
         assert_eq!(next_explained(&v, &cfg), None);
-        cfg.flags = 0;
+        cfg.flags = FLAG_EXPLAIN;
         cfg.explain_window_ns = 0;
         assert_eq!(next_explained(&v, &cfg), None);
     }

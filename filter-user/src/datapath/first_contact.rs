@@ -6,12 +6,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FirstContact {
-    /// Pass it (and resolve it in the background). No mail is ever delayed.
-    #[default]
+    /// Pass it (and resolve it in the background). No mail is ever delayed, and every new
+    /// sender's first connection reaches the MTA, listed or not.
     Pass,
     /// Drop its SYNs for at most `hold_max`, so the retransmitted SYN (1 s later) meets the
     /// verdict: even a listed bot's first connection is refused. Costs a clean sender's first
-    /// connection about a second.
+    /// connection one SYN retransmit (about a second). The default: the promise that listed
+    /// hosts never reach the MTA holds from their first SYN.
+    #[default]
     Hold,
 }
 

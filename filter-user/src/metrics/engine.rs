@@ -45,13 +45,17 @@ const FCRDNS: &str = "mxscreen_rdns_fcrdns_total";
 const ZONE_QUERIES: &str = "mxscreen_dnsbl_queries_total";
 const ZONE_ANSWERS: &str = "mxscreen_dnsbl_answers_total";
 const ZONE_WARNINGS_SUPPRESSED: &str = "mxscreen_dnsbl_warnings_suppressed_total";
+const ZONE_QUERIES_TODAY: &str = "mxscreen_dnsbl_queries_today";
+const ZONE_QUOTA: &str = "mxscreen_dnsbl_daily_query_quota";
 const SETUP_WARNINGS: &str = "mxscreen_engine_setup_warnings";
+const CANARY_OK: &str = "mxscreen_dns_canary_ok";
 
 const ENGINE_ROWS: &[Row] = &[
     row("submitted", SUBMITTED, None),
     row("queued", PEERS, Some(("outcome", "queued"))),
     row("coalesced", PEERS, Some(("outcome", "coalesced"))),
     row("rejected_queue_full", BUDGET_REJECTIONS, None),
+    row("first_expired", PEERS, Some(("outcome", "expired"))),
     Row {
         gauge: true,
         ..row("queue_depth", QUEUE_DEPTH, None)
@@ -93,6 +97,14 @@ const ZONE_ROWS: &[Row] = &[
         Some(("result", "outside_loopback")),
     ),
     row("warnings_suppressed", ZONE_WARNINGS_SUPPRESSED, None),
+    Row {
+        gauge: true,
+        ..row("queries_today", ZONE_QUERIES_TODAY, None)
+    },
+    Row {
+        gauge: true,
+        ..row("daily_query_quota", ZONE_QUOTA, None)
+    },
 ];
 
 /// Help text of every family above.
@@ -143,6 +155,18 @@ const HELP: &[(&str, &str)] = &[
         "Refusal warnings not logged because one was logged less than a minute before, per zone.",
     ),
     (
+        ZONE_QUERIES_TODAY,
+        "DNSBL/DNSWL queries on the current UTC day (lookups, TXT reasons, canary), per zone.",
+    ),
+    (
+        ZONE_QUOTA,
+        "The zone's daily_query_quota (0: none); status warns from 80 % of it.",
+    ),
+    (
+        CANARY_OK,
+        "1 while the resolver canary passes for the source (a DNSBL zone, or rdns), 0 while it fails and the source's evidence does not count.",
+    ),
+    (
         SETUP_WARNINGS,
         "Warnings about the engine's setup (public resolvers), as listed by `mxscreen status`.",
     ),
@@ -182,6 +206,7 @@ impl Families for EngineFamilies {
             }
         }
         describe_gauge!(SETUP_WARNINGS, Unit::Count, help(SETUP_WARNINGS));
+        describe_gauge!(CANARY_OK, help(CANARY_OK));
         describe_histogram!(
             DNS_LOOKUP_SECONDS,
             Unit::Seconds,
@@ -204,6 +229,9 @@ impl Families for EngineFamilies {
             }
         }
         gauge!(SETUP_WARNINGS).set(self.0.warnings().len() as f64);
+        for (source, c) in self.0.canary() {
+            gauge!(CANARY_OK, "source" => source).set(if c.ok { 1.0 } else { 0.0 });
+        }
         Ok(())
     }
 }

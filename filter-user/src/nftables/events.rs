@@ -16,6 +16,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
+use filter_common::EventWhy;
 use netlink_packet_core::{NetlinkBuffer, NetlinkMessage, NetlinkPayload};
 use netlink_packet_netfilter::{
     NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
@@ -190,6 +191,9 @@ fn peer(msg: NetlinkMessage<NetfilterMessage>) -> Option<NewPeer> {
         dst_port,
         ifindex,
         at_ns: clock::now_ns(),
+        // nftables logs a source once per dedup window and cannot tell a retransmit from a
+        // first SYN: its events go to the engine's proven-real class, as before the classes.
+        why: EventWhy::Again,
     })
 }
 

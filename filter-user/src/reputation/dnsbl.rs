@@ -9,9 +9,11 @@ use std::{
 use tracing::{info, warn};
 
 use super::{
+    canary,
     codes::{CodeClass, any_matches, classify, error_code_meaning},
     config::DnsblConfig,
     names::dnsbl_name,
+    quota,
     resolver::{Dns, Outcome},
     stats::ZoneCounters,
     verdict::{Evidence, Finding, Listing},
@@ -21,8 +23,11 @@ use super::{
 #[derive(Debug)]
 pub struct Zone {
     pub cfg: DnsblConfig,
-    /// Lower-case, without the trailing dot.
+    /// The zone as queried: lower-case, without the trailing dot. Only ever sent to the
+    /// resolver (it may hold an access key).
     pub name: String,
+    /// What the zone is shown and sent as everywhere else (`[[dnsbl]] name`).
+    pub display: String,
     pub counters: Arc<ZoneCounters>,
 }
 
@@ -35,16 +40,16 @@ enum Class {
 
 impl Zone {
     pub fn new(cfg: DnsblConfig, counters: Arc<ZoneCounters>) -> Self {
-        let name = cfg.zone.trim_end_matches('.').to_ascii_lowercase();
         Self {
+            name: cfg.query_zone(),
+            display: cfg.display_name(),
             cfg,
-            name,
             counters,
         }
     }
 
     pub fn source(&self) -> String {
-        format!("dnsbl:{}", self.name)
+        format!("dnsbl:{}", self.display)
     }
 
     /// The lowest and highest weight one answer from this zone can add.
@@ -103,8 +108,15 @@ pub struct ZoneResult {
 
 /// Queries `zone` about `ip`: the A query, its codes sorted, and for a listing its TXT reason.
 pub async fn check(dns: &Dns, ip: IpAddr, zone: &Zone) -> ZoneResult {
+    if let Some(failing) = canary::zone_failing(zone) {
+        return ZoneResult {
+            evidence: vec![failing],
+            warnings: Vec::new(),
+        };
+    }
     let q = Query::new(ip, zone);
     zone.counters.queries.inc();
+    quota::count(zone);
     let (codes, ttl) = match q.ask(dns).await {
         Ok(answer) => answer,
         Err(not_listed) => {
@@ -132,7 +144,7 @@ struct Query<'a> {
     ip: IpAddr,
     zone: &'a Zone,
     qname: String,
-    /// `QNAME A`, as the evidence shows it.
+    /// `QNAME A`, as the evidence shows it: with the display name for the zone.
     query: String,
     /// The lowest and highest weight an answer can add (what an unknown answer may hide).
     lo: i32,
@@ -152,7 +164,7 @@ struct Sorted {
 impl<'a> Query<'a> {
     fn new(ip: IpAddr, zone: &'a Zone) -> Self {
         let qname = dnsbl_name(ip, &zone.name);
-        let query = format!("{qname} A");
+        let query = format!("{} A", dnsbl_name(ip, &zone.display));
         let (lo, hi) = zone.weight_range();
         Self {
             ip,
@@ -168,7 +180,7 @@ impl<'a> Query<'a> {
     /// temporary failure.
     async fn ask(&self, dns: &Dns) -> Result<(Vec<Ipv4Addr>, Duration), Evidence> {
         let (zone, c) = (self.zone, &self.zone.counters);
-        match dns.a(&zone.name, &self.qname).await {
+        match dns.a(&zone.display, &self.qname).await {
             Outcome::Answer(codes, ttl) => Ok((codes, ttl)),
             Outcome::Negative { nxdomain, ttl } => {
                 c.not_listed.inc();
@@ -182,7 +194,7 @@ impl<'a> Query<'a> {
                 c.tempfail.inc();
                 Err(Evidence::new(zone.source(), Finding::DnsTempfail, 0)
                     .query(self.query.clone())
-                    .detail(e)
+                    .detail(e.replace(&zone.name, &zone.display))
                     .unknown(self.lo, self.hi))
             }
         }
@@ -201,10 +213,10 @@ impl<'a> Query<'a> {
                     let msg = format!(
                         "{} answered {code} ({meaning}): its answers are not used; query it \
                          through your own recursive resolver and within its usage terms",
-                        zone.name
+                        zone.display
                     );
                     if c.may_warn() {
-                        warn!(zone = %zone.name, %code, "DNSBL refused our query: {msg}");
+                        warn!(zone = %zone.display, %code, "DNSBL refused our query: {msg}");
                     }
                     s.warnings.push(msg);
                     s.evidence
@@ -215,10 +227,10 @@ impl<'a> Query<'a> {
                     let msg = format!(
                         "{} answered {code}, outside 127.0.0.0/8: not a DNSBL answer (a \
                          resolver rewriting NXDOMAIN?)",
-                        zone.name
+                        zone.display
                     );
                     if c.may_warn() {
-                        warn!(zone = %zone.name, %code, "{msg}");
+                        warn!(zone = %zone.display, %code, "{msg}");
                     }
                     s.warnings.push(msg);
                     s.evidence
@@ -258,7 +270,8 @@ impl<'a> Query<'a> {
     /// The listing's TXT reason, one bounded printable line. It is for people (logs,
     /// `check`); its failure changes nothing.
     async fn reason(&self, dns: &Dns) -> String {
-        match dns.txt(&self.zone.name, &self.qname).await {
+        quota::count(self.zone);
+        match dns.txt(&self.zone.display, &self.qname).await {
             Outcome::Answer(txts, _) => printable(&txts.join(" | "), 300),
             _ => String::new(),
         }
@@ -276,7 +289,7 @@ impl<'a> Query<'a> {
         for (class, codes) in listed {
             let (weight, label) = zone.class_weight(class);
             let listing = Listing {
-                zone: zone.name.clone(),
+                zone: zone.display.clone(),
                 code: codes[0],
                 label: zone.class_label(class).to_owned(),
                 text: txt.to_owned(),
@@ -294,7 +307,7 @@ impl<'a> Query<'a> {
             if !txt.is_empty() {
                 detail.push_str(&format!(": {txt}"));
             }
-            info!(ip = %self.ip, zone = %zone.name, weight, "listed: {detail}");
+            info!(ip = %self.ip, zone = %zone.display, weight, "listed: {detail}");
             evidence.push(
                 Evidence::new(zone.source(), Finding::Listed, weight)
                     .query(self.query.clone())

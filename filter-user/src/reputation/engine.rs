@@ -16,8 +16,9 @@ use tokio::{
 use tracing::{debug, warn};
 
 use super::{
-    budget::{Queue, Submit, TokenBucket, take_token},
-    config::ReputationConfig,
+    budget::{Class, Queue, Submit, TokenBucket, take_token},
+    canary::{self, CanaryStatus},
+    config::{ReputationConfig, ResolverConfig},
     dnsbl::{self, Zone},
     names::canonical,
     policy, rdns,
@@ -96,7 +97,7 @@ impl Engine {
         let shared = Shared {
             inflight: Arc::new(Semaphore::new(r.max_inflight)),
             inflight_limit: Mutex::new(r.max_inflight),
-            queue: Queue::new(r.queue_len),
+            queue: Queue::new(r.queue_len, first_capacity(r)),
             bucket: Mutex::new(TokenBucket::new(r.max_lookups_per_sec)),
             zone_counters,
             warnings: RwLock::new(warnings),
@@ -129,7 +130,7 @@ impl Engine {
         let s = &self.shared;
         let (evaluator, warnings) = build(cfg, &s.counters, &s.zone_counters)?;
         let r = &evaluator.cfg.resolver;
-        s.queue.set_capacity(r.queue_len);
+        s.queue.set_capacity(r.queue_len, first_capacity(r));
         s.bucket
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -192,17 +193,41 @@ impl Engine {
         evaluate(&self.evaluator(), &self.shared.counters, ip).await
     }
 
-    /// Hands a new peer to the budgeted queue; returns at once. See [`Submit`].
+    /// Hands a proven-real peer (the MTA asked about it, an operator or the fleet wants it
+    /// evaluated) to the budgeted queue; returns at once. See [`Submit`].
     pub fn submit(&self, ip: IpAddr) -> Submit {
+        self.submit_seen(ip, Class::Real, tokio::time::Instant::now())
+    }
+
+    /// Hands a peer the datapath reported to the budgeted queue in its [`Class`]; `seen` is
+    /// when its SYN was seen. Returns at once. See [`Submit`].
+    pub fn submit_seen(&self, ip: IpAddr, class: Class, seen: tokio::time::Instant) -> Submit {
         let c = &self.shared.counters;
         c.submitted.inc();
-        let result = self.shared.queue.submit(canonical(ip));
+        let result = self.shared.queue.submit(canonical(ip), class, seen);
         match result {
             Submit::Queued => c.queued.inc(),
             Submit::Coalesced => c.coalesced.inc(),
             Submit::Rejected => c.rejected_queue_full.inc(),
         }
         result
+    }
+
+    /// One round of the resolver canary with the config in use ([`canary`]; the daemon
+    /// runs [`canary::spawn`]).
+    pub async fn canary_round(&self) {
+        let ev = self.evaluator();
+        canary::round(&ev.dns, &ev.zones, &ev.cfg, &self.shared.counters).await;
+    }
+
+    /// Forgets the canary's results (it was turned off): every source counts again.
+    pub fn canary_off(&self) {
+        canary::clear(&self.evaluator().zones, &self.shared.counters);
+    }
+
+    /// The canary's last results for the zones in use and rDNS, by display name.
+    pub fn canary(&self) -> BTreeMap<String, CanaryStatus> {
+        canary::statuses(&self.evaluator().zones, &self.shared.counters)
     }
 
     /// A snapshot of the counters.
@@ -213,10 +238,20 @@ impl Engine {
             .zone_counters
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        self.shared
-            .counters
-            .snapshot(&zones, queued as u64, (pending - queued) as u64)
+        Stats {
+            first_expired: self.shared.queue.expired(),
+            ..self
+                .shared
+                .counters
+                .snapshot(&zones, queued as u64, (pending - queued) as u64)
+        }
     }
+}
+
+/// First-SYN peers queued at most: one second of the budget, the age past which
+/// evaluating them is no longer worth it (see [`super::budget::FIRST_MAX_AGE`]).
+fn first_capacity(r: &ResolverConfig) -> usize {
+    r.max_lookups_per_sec as usize
 }
 
 /// Builds the resolver and zones for `cfg`, with the warnings about its setup.
@@ -248,8 +283,7 @@ fn build(
         cfg.dnsbl
             .iter()
             .map(|z| {
-                let name = z.zone.trim_end_matches('.').to_ascii_lowercase();
-                let counters = zc.entry(name).or_default().clone();
+                let counters = zc.entry(z.display_name()).or_default().clone();
                 Zone::new(z.clone(), counters)
             })
             .collect()
@@ -265,7 +299,13 @@ async fn dispatch(shared: Arc<Shared>, tx: mpsc::Sender<Verdict>) {
         let Ok(permit) = shared.inflight.clone().acquire_owned().await else {
             return;
         };
-        let Some(ip) = shared.queue.pop() else {
+        let Some(ip) = shared.queue.pop(tokio::time::Instant::now()) else {
+            // Only first SYNs too old to be worth it were queued; the token was not spent.
+            shared
+                .bucket
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .give_back();
             continue;
         };
         let evaluator = shared
@@ -292,11 +332,11 @@ async fn evaluate(ev: &Evaluator, counters: &Counters, ip: IpAddr) -> Verdict {
     let cfg = &ev.cfg;
     let policy = &cfg.policy;
     counters.evaluations.inc();
-    let static_hit = if let Some(net) = cfg.lists.allow.iter().find(|n| n.contains(&ip)) {
+    let static_hit = if let Some((net, key)) = cfg.lists.allowing(&ip) {
         counters.static_allow.inc();
         Some((
             Action::Pass,
-            Evidence::new("lists", Finding::StaticAllow, 0).detail(format!("lists.allow {net}")),
+            Evidence::new("lists", Finding::StaticAllow, 0).detail(format!("{key} {net}")),
         ))
     } else if let Some(net) = cfg.lists.deny.iter().find(|n| n.contains(&ip)) {
         counters.static_deny.inc();

@@ -9,25 +9,29 @@
 //!   make a verdict more lenient and shorter-lived (see [`policy`]);
 //! - a DNSBL's refusal codes (127.255.255.x: public resolver, over quota, typo) and answers
 //!   outside 127/8 are never listings; they are counted per zone and warned about;
-//! - the daemon's intake is budgeted ([`Engine::submit`]): a bounded coalescing queue, a
+//! - the daemon's intake is budgeted ([`Engine::submit_seen`]): a bounded coalescing queue
+//!   that serves proven-real senders before first SYNs (see [`budget`]), a
 //!   rate cap and an in-flight cap, so a flood of new peers never becomes a flood of queries.
 //!
 //! Entry points: [`Engine`] (daemon), [`check`] and [`CheckReport`] (`mxscreen check`),
 //! [`ReputationConfig`] and its sections (config).
 pub mod budget;
+pub mod canary;
 pub mod codes;
 pub mod config;
 pub mod dnsbl;
 pub mod engine;
 pub mod names;
 pub mod policy;
+pub mod quota;
 pub mod rdns;
 pub mod report;
 pub mod resolver;
 pub mod stats;
 pub mod verdict;
 
-pub use budget::Submit;
+pub use budget::{Class, Submit};
+pub use canary::CanaryStatus;
 pub use config::{
     CodeWeight, DnsblConfig, ListsConfig, Nameserver, PolicyConfig, RdnsConfig, ReputationConfig,
     ResolverConfig,

@@ -10,6 +10,7 @@ use futures::future::join_all;
 use hickory_resolver::proto::rr::Name;
 
 use super::{
+    canary,
     config::RdnsConfig,
     names::{is_v4, is_v6, ptr_name},
     resolver::{Dns, Outcome},
@@ -19,6 +20,9 @@ use super::{
 
 /// Looks up the PTR of `ip` and forward-confirms up to `max_ptr_names` of its names.
 pub async fn check(dns: &Dns, ip: IpAddr, cfg: &RdnsConfig, counters: &Counters) -> Vec<Evidence> {
+    if let Some(failing) = canary::rdns_failing(counters, cfg) {
+        return vec![failing];
+    }
     let (ptr_ev, names) = match ptr(dns, ip, cfg, counters).await {
         Ok(found) => found,
         Err(no_name) => return vec![no_name],

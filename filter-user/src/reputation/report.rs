@@ -24,7 +24,8 @@ pub struct CheckReport {
     pub observe: bool,
 }
 
-/// Runs the engine once for `ip`, without the daemon, the budget or root.
+/// Runs the engine once for `ip`, without the daemon, the budget or root. (Without the
+/// resolver canary: every answer counts here; the daemon's canary results are in `status`.)
 pub async fn check(cfg: ReputationConfig, ip: IpAddr) -> Result<CheckReport, EngineError> {
     let engine = Engine::new(cfg)?;
     let verdict = engine.evaluate(ip).await;

@@ -11,6 +11,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
+use super::{canary::CanaryCell, quota::DailyCount};
+
 /// The DNS latency histogram: seconds from asking the resolver to its answer or failure, label
 /// `zone` (a DNSBL zone, or [`RDNS_ZONE`]). Recorded into the process's metrics recorder, a
 /// no-op where none is installed (`mxscreen check`, tests); the daemon's metrics endpoint
@@ -59,6 +61,8 @@ pub struct Counters {
     pub rdns_tempfail: Counter,
     /// DNS lookups issued (one per question; hickory's retransmissions are not counted).
     pub queries_sent: Counter,
+    /// The resolver canary's PTR check (`rdns.canary_ptr`).
+    pub rdns_canary: CanaryCell,
 }
 
 /// Per-zone counters.
@@ -74,6 +78,10 @@ pub struct ZoneCounters {
     /// Error-code warnings not logged because one was logged less than a minute ago.
     pub warnings_suppressed: Counter,
     last_warning: Mutex<Option<Instant>>,
+    /// The zone's resolver canary.
+    pub canary: CanaryCell,
+    /// Queries today, against its `daily_query_quota`.
+    pub today: DailyCount,
 }
 
 /// At most one warning per zone per this interval.
@@ -102,6 +110,8 @@ impl ZoneCounters {
             error_codes: self.error_codes.get(),
             outside_loopback: self.outside_loopback.get(),
             warnings_suppressed: self.warnings_suppressed.get(),
+            queries_today: self.today.today(),
+            daily_query_quota: self.today.quota(),
         }
     }
 }
@@ -117,6 +127,11 @@ pub struct Stats {
     pub coalesced: u64,
     /// ... or were turned away because the queue was full (they stay unknown and pass).
     pub rejected_queue_full: u64,
+    /// First-SYN peers queued but dropped unevaluated: older than a second (a real sender
+    /// has retransmitted by then and is queued again as proven-real) or displaced by newer
+    /// ones — what a spoofed-source flood costs.
+    #[serde(default)]
+    pub first_expired: u64,
     /// Peers waiting for a slot now.
     pub queue_depth: u64,
     /// Evaluations running now.
@@ -156,17 +171,24 @@ pub struct ZoneStats {
     /// Answers outside 127/8 (a resolver rewriting NXDOMAIN).
     pub outside_loopback: u64,
     pub warnings_suppressed: u64,
+    /// Queries on the current UTC day (lookups, TXT reasons, canary).
+    #[serde(default)]
+    pub queries_today: u64,
+    /// The zone's `daily_query_quota` (0: none).
+    #[serde(default)]
+    pub daily_query_quota: u64,
 }
 
 impl Stats {
     /// Every counter but the zones, by name, in declaration order: what `stats` prints and
     /// the metrics export.
-    pub fn rows(&self) -> [(&'static str, u64); 19] {
+    pub fn rows(&self) -> [(&'static str, u64); 20] {
         [
             ("submitted", self.submitted),
             ("queued", self.queued),
             ("coalesced", self.coalesced),
             ("rejected_queue_full", self.rejected_queue_full),
+            ("first_expired", self.first_expired),
             ("queue_depth", self.queue_depth),
             ("in_flight", self.in_flight),
             ("evaluations", self.evaluations),
@@ -188,7 +210,7 @@ impl Stats {
 
 impl ZoneStats {
     /// Every counter by name, in declaration order.
-    pub fn rows(&self) -> [(&'static str, u64); 8] {
+    pub fn rows(&self) -> [(&'static str, u64); 10] {
         [
             ("queries", self.queries),
             ("listed", self.listed),
@@ -198,6 +220,8 @@ impl ZoneStats {
             ("error_codes", self.error_codes),
             ("outside_loopback", self.outside_loopback),
             ("warnings_suppressed", self.warnings_suppressed),
+            ("queries_today", self.queries_today),
+            ("daily_query_quota", self.daily_query_quota),
         ]
     }
 }
@@ -214,6 +238,7 @@ impl Counters {
             queued: self.queued.get(),
             coalesced: self.coalesced.get(),
             rejected_queue_full: self.rejected_queue_full.get(),
+            first_expired: 0,
             queue_depth,
             in_flight,
             evaluations: self.evaluations.get(),

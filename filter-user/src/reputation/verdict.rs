@@ -102,6 +102,9 @@ pub enum Finding {
     ErrorCode,
     /// The zone answered an address outside 127.0.0.0/8: not a DNSBL answer.
     OutsideLoopback,
+    /// Not asked: the resolver canary fails for this source, so its answers would not
+    /// count (see `reputation::canary`). Never adds weight.
+    CanaryFailed,
 }
 
 impl Finding {
@@ -119,6 +122,7 @@ impl Finding {
             Finding::CodeIgnored => "code_ignored",
             Finding::ErrorCode => "error_code",
             Finding::OutsideLoopback => "outside_loopback",
+            Finding::CanaryFailed => "canary_failed",
         }
     }
 
@@ -126,7 +130,10 @@ impl Finding {
     pub const fn is_unknown(self) -> bool {
         matches!(
             self,
-            Finding::DnsTempfail | Finding::ErrorCode | Finding::OutsideLoopback
+            Finding::DnsTempfail
+                | Finding::ErrorCode
+                | Finding::OutsideLoopback
+                | Finding::CanaryFailed
         )
     }
 }

@@ -464,8 +464,10 @@ fn main() {
         }
     }
     let last = *floors.last().expect("a round");
+    let random = random_sources(&mut b);
     let mixed = mixed_runs(&mut b, last);
-    let table = tables(&b.p, &floors, &rows, &mixed);
+    let mut table = tables(&b.p, &floors, &rows, &mixed);
+    table.push_str(&random);
     println!("{table}");
     if !quick {
         record(
@@ -474,6 +476,70 @@ fn main() {
             &table,
         );
     }
+}
+
+/// `n` frames from distinct random sources in 2001:db8::/32 (fixed seed `seed`).
+fn random_frames(n: u64, seed: u64) -> Vec<Vec<u8>> {
+    let mut x = seed | 1;
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    while (out.len() as u64) < n {
+        let mut low = 0u128;
+        for _ in 0..2 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            low = (low << 64) | u128::from(x);
+        }
+        let a = (0x2001_0db8u128 << 96) | (low & ((1u128 << 96) - 1));
+        if seen.insert(a) {
+            out.push(Frame::syn(IpAddr::V6(Ipv6Addr::from(a))).build());
+        }
+    }
+    out
+}
+
+/// The random-source class: every SYN from a new source (a spoofed flood), through
+/// mxscreen in XDP with the daemon's default event budget, beside the bare LRU-insert
+/// program and the drop-all floor, interleaved; BPF run time per SYN (kernel statistics).
+fn random_sources(b: &mut Bench) -> String {
+    let n = b.p.syns / 4;
+    let before = b.mx.maps.config().unwrap();
+    let mut cfg = before;
+    cfg.events_per_s = mxscreen::config::Config::default().kernel().events_per_s;
+    b.mx.maps.set_config(&cfg).unwrap();
+    let (mut mx, mut lru, mut floor) = (Samples::default(), Samples::default(), Samples::default());
+    for round in 0..b.p.rounds.max(3) {
+        let seed = 0x5eed_0000 + round as u64 * 3;
+        let run = |b: &Bench, ebpf: &aya::Ebpf, frames: &[Vec<u8>]| {
+            let stats = ProgramTime::enable();
+            let (t0, n0) = stats.of(ebpf);
+            b.flood.send(frames, frames.len() as u64, b.cpu);
+            let (t1, n1) = stats.of(ebpf);
+            (t1 - t0) as f64 / (n1 - n0).max(1) as f64
+        };
+        let f = random_frames(n, seed);
+        floor.push(b.with_reference(Program::DropAll, |b| run(b, &b.reference.ebpf, &f)));
+        let f = random_frames(n, seed + 1);
+        lru.push(b.with_reference(Program::LruInsert, |b| run(b, &b.reference.ebpf, &f)));
+        let f = random_frames(n, seed + 2);
+        b.mx.attach(&b.wire.server, SERVER_IFACE, AttachMode::Xdp);
+        b.mx.events.drain();
+        mx.push(run(b, &b.mx.ebpf, &f));
+        b.mx.events.drain();
+        b.mx.detach();
+    }
+    b.mx.maps.set_config(&before).unwrap();
+    let (m, l, d) = (mx.median(), lru.median(), floor.median());
+    format!(
+        "\nRandom-source class: {n} IPv6 SYNs per run, each from a new random source in 2001:db8::/32, {} interleaved runs; BPF program run time per SYN (kernel statistics), median [min … max]. mxscreen XDP with the daemon's default event budget ({} events/s per CPU).\n\n| program | ns per SYN | × bare LRU insert |\n|---|---:|---:|\n| XDP drop-all | {} | |\n| bare LRU-insert XDP program | {} | 1.00 |\n| mxscreen XDP, random sources | {} | {:.2} |\n",
+        mx.0.len(),
+        cfg.events_per_s,
+        floor.show(false),
+        lru.show(false),
+        mx.show(false),
+        m / l,
+    ) + &format!("<!-- medians: mx {m:.0} lru {l:.0} drop-all {d:.0} -->\n")
 }
 
 const BARE_DROP: &str = "bare one-hash-lookup XDP program, listed source: drop";

@@ -1,7 +1,9 @@
 //! `cargo xtask bench resolve`: 10 000 distinct addresses through the reputation engine's
 //! budgeted front (`Engine::spawn` + `submit`) against a local rbldnsd serving four zones,
 //! each listing 10% of the addresses. rDNS is off (rbldnsd serves no PTRs); the rate cap is
-//! lifted so the engine itself is measured. Prints lookups per second, verdict latency,
+//! lifted so the engine itself is measured; a last column asks through a local caching
+//! resolver (unbound stubbed to the rbldnsd, cold: every address is new to it), the
+//! deployment the README asks for, which sizes the default budget. Prints lookups per second, verdict latency,
 //! queries sent per address and peak RSS. Not a test: it prints numbers for BENCHMARKS.md.
 use std::{
     collections::HashMap,
@@ -13,12 +15,13 @@ use mxscreen::reputation::{
     DnsblConfig, Engine, ListsConfig, Nameserver, RdnsConfig, ReputationConfig, ResolverConfig,
     Submit,
 };
-use mxscreen_tests::dns::{Listing, RblZone, Rbldnsd};
+use mxscreen_tests::dns::{Listing, RblZone, Rbldnsd, Unbound};
 
 const ADDRESSES: u32 = 10_000;
 const ZONES: usize = 4;
-/// `resolver.max_inflight` values compared: the default, and four times it.
-const MAX_INFLIGHT: [usize; 2] = [64, 256];
+/// Runs compared: `resolver.max_inflight` the default and four times it, straight to the
+/// rbldnsd; the default through unbound.
+const RUNS: [(usize, bool); 3] = [(64, false), (256, false), (64, true)];
 
 /// The i-th address of 198.18.0.0/15 (RFC 2544, benchmarking).
 fn addr(i: u32) -> Ipv4Addr {
@@ -45,16 +48,24 @@ fn main() {
         })
         .collect();
     let rbl = Rbldnsd::start(&zones);
+    let stubs: Vec<(&str, std::net::SocketAddr)> =
+        zones.iter().map(|z| (z.name.as_str(), rbl.addr)).collect();
+    let unbound = Unbound::start(&stubs);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let runs: Vec<Run> = MAX_INFLIGHT
+    let runs: Vec<Run> = RUNS
         .iter()
-        .map(|&inflight| {
+        .map(|&(inflight, through_unbound)| {
+            let server = if through_unbound {
+                unbound.addr
+            } else {
+                rbl.addr
+            };
             let cfg = ReputationConfig {
                 resolver: ResolverConfig {
-                    nameservers: vec![Nameserver(rbl.addr)],
+                    nameservers: vec![Nameserver(server)],
                     max_inflight: inflight,
                     max_lookups_per_sec: 1_000_000,
                     queue_len: ADDRESSES as usize,
@@ -67,7 +78,7 @@ fn main() {
                         weight: 10,
                         codes: Vec::new(),
                         code_weights: Vec::new(),
-                        error_codes: Vec::new(),
+                        ..DnsblConfig::new(&z.name, 10)
                     })
                     .collect(),
                 rdns: RdnsConfig {
@@ -76,6 +87,7 @@ fn main() {
                 },
                 lists: ListsConfig {
                     allow: Vec::new(),
+                    allow_defaults: false,
                     deny: Vec::new(),
                     feed: Vec::new(),
                 },
@@ -90,9 +102,12 @@ fn main() {
         let cells: Vec<String> = runs.iter().map(f).collect();
         println!("| {name} | {} |", cells.join(" | "));
     };
-    let heads: Vec<String> = MAX_INFLIGHT
+    let heads: Vec<String> = RUNS
         .iter()
-        .map(|i| format!("max_inflight {i}"))
+        .map(|(i, u)| {
+            let via = if *u { ", through unbound" } else { "" };
+            format!("max_inflight {i}{via}")
+        })
         .collect();
     println!(
         "{ADDRESSES} distinct addresses submitted at once, {ZONES} rbldnsd zones, rate cap lifted\n"

@@ -10,9 +10,10 @@
 use std::{
     collections::BTreeMap,
     ffi::OsString,
-    io::{BufRead as _, BufReader},
+    io::{BufRead as _, BufReader, Write as _},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::{Command, ExitStatus, Stdio},
+    sync::Mutex,
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -155,19 +156,78 @@ impl Tally {
     }
 }
 
-/// Runs `cmd`, echoing and tallying its standard output; fails if it exits non-zero.
-pub fn tallied(cmd: &mut Command) -> Result<Tally> {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {cmd:?}"))?;
-    let mut t = Tally::default();
-    for line in BufReader::new(child.stdout.take().expect("piped")).lines() {
-        let line = line?;
-        println!("{line}");
-        t.line(&line);
+/// Where a suite's output goes: straight to the terminal when one suite runs at a time, or
+/// kept and printed as one block when the suite ends, so that two lanes' lines never mix.
+pub struct Sink {
+    live: bool,
+    kept: String,
+}
+
+/// Held while a kept block is printed.
+static PRINTING: Mutex<()> = Mutex::new(());
+
+impl Sink {
+    pub fn new(live: bool) -> Self {
+        Self {
+            live,
+            kept: String::new(),
+        }
     }
-    let st = child.wait()?;
+
+    pub fn line(&mut self, line: impl AsRef<str>) {
+        if self.live {
+            println!("{}", line.as_ref());
+        } else {
+            self.kept.push_str(line.as_ref());
+            self.kept.push('\n');
+        }
+    }
+
+    /// Prints what was kept.
+    pub fn flush(&mut self) {
+        if self.kept.is_empty() {
+            return;
+        }
+        let _printing = PRINTING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut stdout = std::io::stdout().lock();
+        let _ = stdout.write_all(self.kept.as_bytes());
+        let _ = stdout.flush();
+        self.kept.clear();
+    }
+}
+
+/// Runs `cmd`, its output into `out` line by line (standard error too when `out` keeps it,
+/// since a suite's block must hold all of it), each line also given to `each`; its status.
+pub fn run_into(
+    cmd: &mut Command,
+    out: &mut Sink,
+    mut each: impl FnMut(&str),
+) -> Result<ExitStatus> {
+    let (reader, writer) = std::io::pipe()?;
+    if !out.live {
+        cmd.stderr(writer.try_clone()?);
+    }
+    cmd.stdout(writer);
+    let child = cmd.spawn().with_context(|| format!("starting {cmd:?}"));
+    // The command keeps its copies of the pipe's writing end: replace them, or the reader
+    // would never see the end of the output.
+    cmd.stdout(Stdio::null()).stderr(Stdio::inherit());
+    let mut child = child?;
+    for line in BufReader::new(reader).lines() {
+        let line = line?;
+        each(&line);
+        out.line(line);
+    }
+    Ok(child.wait()?)
+}
+
+/// Runs `cmd`, its output into `out`, tallying its `test result:` lines; fails if it exits
+/// non-zero.
+pub fn tallied(cmd: &mut Command, out: &mut Sink) -> Result<Tally> {
+    let mut t = Tally::default();
+    let st = run_into(cmd, out, |line| t.line(line))?;
     if !st.success() && t.failed == 0 {
         // Failed without a failing test (a crash, a panic before the tests): still a failure.
         t.failed += 1;
@@ -179,12 +239,6 @@ impl Harness {
     /// The command that runs this harness as `cargo test` would (`--test-threads=1` unless
     /// `parallel`), with `env` added.
     pub fn command(&self, parallel: bool, env: &[(&str, OsString)]) -> Command {
-        eprintln!(
-            "     Running {} {} ({})",
-            self.package,
-            self.target,
-            self.exe.display()
-        );
         let mut cmd = Command::new(&self.exe);
         cmd.current_dir(&self.dir)
             .env("CARGO", crate::util::cargo_path());
@@ -201,8 +255,8 @@ impl Harness {
 /// The doc tests of the default members (`cargo test --doc`: rustdoc compiles them, so
 /// they cannot be built ahead), with the same packages selected as [`build`], so nothing
 /// is compiled again.
-pub fn doc_tests() -> Result<Tally> {
-    tallied(cargo().args(["test", "--doc"]))
+pub fn doc_tests(out: &mut Sink) -> Result<Tally> {
+    tallied(cargo().args(["test", "--doc"]), out)
 }
 
 #[cfg(test)]

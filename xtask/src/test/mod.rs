@@ -1,5 +1,6 @@
 //! `cargo xtask test`: sets the machine up, builds once, then runs every suite — unit tests,
-//! then the suites that touch the kernel, DNS servers and the MTA, one at a time — and
+//! then the suites that touch the kernel, DNS servers and the MTA, in two lanes side by side
+//! ([`suites::Lane`]) — and
 //! reports every failure together at the end instead of stopping at the first, with a table
 //! of where the time went. A whole run also lints, beside the builds and suites
 //! ([`lint_beside`]); `cargo xtask test SUITE` leaves that to `cargo xtask lint`.
@@ -11,8 +12,8 @@ mod suites;
 use std::{ffi::OsString, path::PathBuf};
 
 use anyhow::{Context as _, Result, bail};
-use harness::{Built, Tally};
-use suites::{Runs, Suite};
+use harness::{Built, Sink, Tally};
+use suites::{Lane, Runs, Suite};
 
 use crate::{
     setup::{Needs, setup},
@@ -36,11 +37,16 @@ pub fn run(filter: Option<&str>, allow_skips: bool) -> Result<()> {
     let suites = suites::select(filter)?;
     let mut timings = Timings::new();
     let result = run_steps(&suites, filter.is_none(), allow_skips, &mut timings);
-    eprintln!("\n{}", timings.table());
+    let table = timings.table();
+    eprintln!("\n{table}");
+    if table.contains("[lane 2]") {
+        eprintln!("(rows marked [lane 2] ran beside the others; the total is the wall clock)");
+    }
     result
 }
 
-/// The run as a list of timed steps.
+/// The run as a list of timed steps: setup, the debug build, then the two lanes of suites
+/// side by side ([`Lane`]), the second starting with the release build.
 fn run_steps(
     suites: &[&'static Suite],
     lint: bool,
@@ -51,18 +57,66 @@ fn run_steps(
     let lint = lint.then(lint_beside::LintBeside::start).transpose()?;
     let built = timings.time("build: tests and mxscreen (debug)", harness::build)?;
     suites::check_every_test_has_a_suite(&built.harnesses)?;
+    let (first, beside): (Vec<&Suite>, Vec<&Suite>) =
+        suites.iter().partition(|s| s.lane == Lane::First);
+    // Two lanes at once print each suite's output as a block when it ends; one prints live.
+    let live = first.is_empty() || beside.is_empty();
+    let (first, beside) = std::thread::scope(|scope| {
+        let other = scope.spawn(|| run_lane(&beside, " [lane 2]", &built, live, allow_skips));
+        let mine = run_lane(&first, "", &built, live, allow_skips);
+        (mine, other.join().expect("a lane of suites panicked"))
+    });
+    let mut report = Report::default();
+    for lane in [first, beside] {
+        let lane = lane?;
+        timings.absorb(lane.timings);
+        report.total.add(lane.report.total);
+        report.failed_suites.extend(lane.report.failed_suites);
+    }
+    if let Some(lint) = lint {
+        let (ok, took) = lint.finish()?;
+        timings.record("lint (beside the builds and suites, niced)", took, ok);
+        if !ok {
+            report.failed_suites.push("lint");
+        }
+    }
+    report.finish()
+}
+
+/// What one lane did: its steps' times and its suites' results.
+struct LaneRun {
+    timings: Timings,
+    report: Report,
+}
+
+/// Runs `suites` one after the other (after the release build, if one of them needs it),
+/// their rows in the time table marked with `mark`.
+fn run_lane(
+    suites: &[&'static Suite],
+    mark: &str,
+    built: &Built,
+    live: bool,
+    allow_skips: bool,
+) -> Result<LaneRun> {
+    let mut timings = Timings::new();
+    let mut report = Report::default();
     // The package is built from the release binary, which the benchmarks run too.
     let deb = if suites.iter().any(|s| s.release) {
-        Some(timings.time("build: mxscreen (release), .deb", crate::deb::build)?)
+        Some(timings.time(
+            format!("build: mxscreen (release), .deb{mark}"),
+            crate::deb::build,
+        )?)
     } else {
         None
     };
-    let mut report = Report::default();
     for suite in suites {
-        eprintln!("\n=== suite {} ===", suite.name);
-        let t = timings.time(format!("suite {}", suite.name), || {
-            run_suite(suite, &built, deb.as_ref())
-        })?;
+        let mut out = Sink::new(live);
+        out.line(format!("\n=== suite {} ===", suite.name));
+        let t = timings.time(format!("suite {}{mark}", suite.name), || {
+            run_suite(suite, built, deb.as_ref(), &mut out)
+        });
+        out.flush();
+        let t = t?;
         if t.failed > 0 {
             timings.failed_last();
             report.failed_suites.push(suite.name);
@@ -79,14 +133,7 @@ fn run_steps(
         }
         report.total.add(t);
     }
-    if let Some(lint) = lint {
-        let (ok, took) = lint.finish()?;
-        timings.record("lint (beside the builds and suites, niced)", took, ok);
-        if !ok {
-            report.failed_suites.push("lint");
-        }
-    }
-    report.finish()
+    Ok(LaneRun { timings, report })
 }
 
 /// A copy of this very xtask binary for the package suite. `cargo test` relinks
@@ -102,7 +149,7 @@ fn this_xtask() -> Result<PathBuf> {
 }
 
 /// Runs one suite to its end; its tally (a harness that fails to start is an error).
-fn run_suite(suite: &Suite, built: &Built, deb: Option<&PathBuf>) -> Result<Tally> {
+fn run_suite(suite: &Suite, built: &Built, deb: Option<&PathBuf>, out: &mut Sink) -> Result<Tally> {
     let mut env: Vec<(&str, OsString)> = Vec::new();
     if let Some(deb) = deb {
         env.push(("MXSCREEN_DEB", deb.into()));
@@ -111,14 +158,20 @@ fn run_suite(suite: &Suite, built: &Built, deb: Option<&PathBuf>) -> Result<Tall
     }
     let mut t = Tally::default();
     for h in suite.harnesses(&built.harnesses) {
-        t.add(harness::tallied(&mut h.command(suite.parallel, &env))?);
+        out.line(format!(
+            "     Running {} {} ({})",
+            h.package,
+            h.target,
+            h.exe.display()
+        ));
+        t.add(harness::tallied(&mut h.command(suite.parallel, &env), out)?);
     }
     match suite.runs {
-        Runs::Unit => t.add(harness::doc_tests()?),
+        Runs::Unit => t.add(harness::doc_tests(out)?),
         Runs::Tests(_) => {}
         Runs::Benches(names) => {
             for name in names {
-                t.add(bench_smoke(name, built)?);
+                t.add(bench_smoke(name, built, out)?);
             }
         }
     }
@@ -126,23 +179,25 @@ fn run_suite(suite: &Suite, built: &Built, deb: Option<&PathBuf>) -> Result<Tall
 }
 
 /// `bench NAME --quick` with the benchmark binary of this build.
-fn bench_smoke(name: &str, built: &Built) -> Result<Tally> {
+fn bench_smoke(name: &str, built: &Built, out: &mut Sink) -> Result<Tally> {
     let bin = crate::bench::binary(name);
     let exe = built
         .bins
         .get(&bin)
         .with_context(|| format!("the build made no {bin}"))?;
-    eprintln!("     Running {bin} --quick");
-    let ok = std::process::Command::new(exe)
-        .arg("--quick")
-        .current_dir(crate::util::workspace_root().join("tests"))
-        .status()
-        .with_context(|| format!("starting {}", exe.display()))?
-        .success();
-    println!(
+    out.line(format!("     Running {bin} --quick"));
+    let ok = harness::run_into(
+        std::process::Command::new(exe)
+            .arg("--quick")
+            .current_dir(crate::util::workspace_root().join("tests")),
+        out,
+        |_| {},
+    )?
+    .success();
+    out.line(format!(
         "bench {name} --quick ... {}",
         if ok { "ok" } else { "FAILED" }
-    );
+    ));
     Ok(Tally {
         passed: u64::from(ok),
         failed: u64::from(!ok),

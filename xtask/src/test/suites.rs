@@ -29,6 +29,19 @@ pub struct Suite {
     /// Whether it needs the release build: the Debian package (its path in `MXSCREEN_DEB`)
     /// and target/release/mxscreen.
     pub release: bool,
+    /// Which of the two lanes of a run it is in (see [`Lane`]).
+    pub lane: Lane,
+}
+
+/// A run has two lanes of suites, side by side: most suites wait on the kernel, DNS servers
+/// and MTAs rather than on the CPU, and their harnesses share nothing (each test has its own
+/// namespaces, pin directory, ports and daemon), so two at a time take little longer than
+/// one. `Beside` starts with the release build (its suites need it) while `First` runs the
+/// debug suites; e2e is in `Beside` so that the two lanes take about as long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    First,
+    Beside,
 }
 
 pub const SUITES: &[Suite] = &[
@@ -36,60 +49,70 @@ pub const SUITES: &[Suite] = &[
         name: "unit",
         runs: Runs::Unit,
         parallel: true,
+        lane: Lane::First,
         release: false,
     },
     Suite {
         name: "datapath",
         runs: Runs::Tests(&["datapath", "lists", "cache"]),
         parallel: true,
+        lane: Lane::First,
         release: false,
     },
     Suite {
         name: "netns",
         runs: Runs::Tests(&["netns", "nftables"]),
         parallel: false,
+        lane: Lane::First,
         release: false,
     },
     Suite {
         name: "reputation",
         runs: Runs::Tests(&["reputation"]),
         parallel: false,
+        lane: Lane::First,
         release: false,
     },
     Suite {
         name: "daemon",
-        runs: Runs::Tests(&["daemon", "feeds"]),
+        runs: Runs::Tests(&["daemon", "feeds", "deploy"]),
         parallel: false,
+        lane: Lane::First,
         release: false,
     },
     Suite {
         name: "metrics",
         runs: Runs::Tests(&["metrics"]),
         parallel: false,
+        lane: Lane::First,
         release: false,
     },
     Suite {
         name: "fleet",
         runs: Runs::Tests(&["fleet"]),
         parallel: false,
+        lane: Lane::First,
         release: false,
     },
     Suite {
         name: "e2e",
         runs: Runs::Tests(&["e2e", "import"]),
         parallel: false,
+        lane: Lane::Beside,
         release: false,
     },
     Suite {
         name: "package",
         runs: Runs::Tests(&["package"]),
         parallel: false,
+        lane: Lane::Beside,
         release: true,
     },
     Suite {
         name: "bench",
         runs: Runs::Benches(&["drop", "mta", "feeds"]),
         parallel: false,
+        lane: Lane::Beside,
         release: true,
     },
 ];

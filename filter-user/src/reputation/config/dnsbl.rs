@@ -18,8 +18,17 @@ use crate::{invalid_key::InvalidKey, reputation::codes::CodeSpec};
 #[serde(deny_unknown_fields)]
 pub struct DnsblConfig {
     /// The list's zone, e.g. "zen.spamhaus.org". Each zone is written once: give its code
-    /// groups different weights with [[dnsbl.code_weights]] tables.
+    /// groups different weights with [[dnsbl.code_weights]] tables. Only ever sent to the
+    /// resolver: everything shown or sent elsewhere names the zone by `name`.
     pub zone: String,
+    /// The name the zone goes by wherever it is shown or sent: the MTA's 5xx text, logs,
+    /// Prometheus labels, fleet records, `check`, `status`, `stats`. Letters, digits, `.`,
+    /// `-` and `_`, at most 63. Default: the zone without any label that looks like an
+    /// access key (20 or more letters and digits, at least one a digit), so a Spamhaus DQS
+    /// zone "KEY.zen.dq.spamhaus.net" shows as "zen.dq.spamhaus.net" and its key never
+    /// leaves the config file.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
     /// Points for a matching answer without a `code_weights` entry; negative for allowlists.
     pub weight: i32,
     /// Only answers matching one of these count (empty: any 127/8 code that is not an error).
@@ -31,6 +40,24 @@ pub struct DnsblConfig {
     /// Extra codes meaning "query refused", on top of 127.255.255.0/24.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub error_codes: Vec<CodeSpec>,
+    /// Check the zone with the resolver canary (RFC 5782 test points: 127.0.0.2 must be
+    /// listed, 127.0.0.1 must not, every `resolver.canary_every`). While it fails, the
+    /// zone's answers do not count. Default `true`; `false` for a zone of your own that
+    /// lists no test point.
+    #[serde(default = "yes")]
+    pub canary: bool,
+    /// Queries a day the list's terms allow you (0: no quota). `status` and the log warn
+    /// once a day's queries (canary included) pass 80 % of it. The built-in zones carry
+    /// their free-use terms: Spamhaus' free use is for non-commercial use by sites under
+    /// 100,000 SMTP connections a day and 300,000 DNS queries a day (beyond that, or for
+    /// commercial use, a Data Query Service key); DNSWL's free use is under 100,000
+    /// queries a day.
+    #[serde(default)]
+    pub daily_query_quota: u64,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A `[[dnsbl.code_weights]]` entry.
@@ -82,6 +109,7 @@ pub fn default_dnsbls() -> Vec<DnsblConfig> {
     vec![
         DnsblConfig {
             zone: "zen.spamhaus.org".to_owned(),
+            name: String::new(),
             weight: 10,
             codes: codes(&["127.0.0.2-127.0.0.11"]),
             code_weights: vec![
@@ -92,9 +120,12 @@ pub fn default_dnsbls() -> Vec<DnsblConfig> {
                 class("PBL", &["127.0.0.10-127.0.0.11"], 5),
             ],
             error_codes: Vec::new(),
+            canary: true,
+            daily_query_quota: 300_000,
         },
         DnsblConfig {
             zone: "list.dnswl.org".to_owned(),
+            name: String::new(),
             weight: 0,
             codes: codes(&["127.0.0.0/16"]),
             code_weights: vec![
@@ -104,14 +135,72 @@ pub fn default_dnsbls() -> Vec<DnsblConfig> {
                 class("DNSWL-none", &["127.0.*.0"], 0),
             ],
             error_codes: codes(&["127.0.0.255"]),
+            canary: true,
+            daily_query_quota: 100_000,
         },
     ]
 }
 
-/// Checks the `[[dnsbl]]` entries: zone names valid and unique.
+impl DnsblConfig {
+    /// A zone with a weight and every other key at its default.
+    pub fn new(zone: &str, weight: i32) -> Self {
+        Self {
+            zone: zone.to_owned(),
+            name: String::new(),
+            weight,
+            codes: Vec::new(),
+            code_weights: Vec::new(),
+            error_codes: Vec::new(),
+            canary: true,
+            daily_query_quota: 0,
+        }
+    }
+
+    /// The zone as queried: lower-case, without the trailing dot.
+    pub fn query_zone(&self) -> String {
+        self.zone.trim_end_matches('.').to_ascii_lowercase()
+    }
+
+    /// The name shown and sent for the zone: `name`, or the zone without key-like labels.
+    pub fn display_name(&self) -> String {
+        if !self.name.is_empty() {
+            return self.name.clone();
+        }
+        let zone = self.query_zone();
+        let labels: Vec<&str> = zone.split('.').collect();
+        // Under Spamhaus' DQS domains the first label is the key, whatever it looks like.
+        let keyed = zone.contains(".dq.spamhaus.");
+        labels
+            .iter()
+            .enumerate()
+            .filter(|&(i, l)| !(looks_like_key(l) || (keyed && i == 0 && labels.len() > 4)))
+            .map(|(_, l)| *l)
+            .collect::<Vec<_>>()
+            .join(".")
+    }
+}
+
+/// An access key in a zone name (Spamhaus DQS, abusix): a long run of letters and digits,
+/// as no list's own label is (hiding a long label that was not a key costs nothing).
+fn looks_like_key(label: &str) -> bool {
+    label.len() >= 20 && label.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+/// Whether `name` is safe as a display name: in a 5xx line, a log field, a metric label.
+fn valid_display_name(name: &str) -> bool {
+    (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
+
+/// Checks the `[[dnsbl]]` entries: zone names valid and unique, display names safe and
+/// unique.
 pub fn validate_dnsbls(zones: &[DnsblConfig]) -> Result<(), InvalidKey> {
     let mut seen = HashSet::new();
+    let mut names = HashSet::new();
     for (i, z) in zones.iter().enumerate() {
+        validate_name(i, z, &mut names)?;
         let key = format!("dnsbl[{i}].zone");
         let name = z.zone.trim_end_matches('.').to_ascii_lowercase();
         if name.is_empty() {
@@ -159,4 +248,65 @@ pub fn validate_dnsbls(zones: &[DnsblConfig]) -> Result<(), InvalidKey> {
         }
     }
     Ok(())
+}
+
+/// The display name of `dnsbl[i]`: safe, and unique among `names` (metric labels and the
+/// per-zone counters are keyed by it).
+fn validate_name(i: usize, z: &DnsblConfig, names: &mut HashSet<String>) -> Result<(), InvalidKey> {
+    let name = z.display_name();
+    let key = if z.name.is_empty() {
+        format!("dnsbl[{i}].zone")
+    } else {
+        format!("dnsbl[{i}].name")
+    };
+    if !z.name.is_empty() && !valid_display_name(&name) {
+        return Err(InvalidKey::new(
+            key,
+            format!("{name:?}: use 1 to 63 letters, digits, '.', '-' or '_'"),
+        ));
+    }
+    if !names.insert(name.clone()) {
+        return Err(InvalidKey::new(
+            key,
+            format!(
+                "the display name {name:?} is used by another [[dnsbl]]: set `name` to tell them apart"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_in_the_zone_never_reaches_the_display_name() {
+        let dqs = DnsblConfig::new("aip7yig6sahg6ehsohn5shco3z.zen.dq.spamhaus.net.", 10);
+        assert_eq!(dqs.display_name(), "zen.dq.spamhaus.net");
+        let plain = DnsblConfig::new("b.barracudacentral.org", 10);
+        assert_eq!(plain.display_name(), "b.barracudacentral.org");
+        let named = DnsblConfig {
+            name: "spamhaus-zen".into(),
+            ..DnsblConfig::new("bbbbbbbbbbbbbbbbbbbbbbbbb2.zen.dq.spamhaus.net", 10)
+        };
+        assert_eq!(named.display_name(), "spamhaus-zen");
+        // A short key, or one without a digit, under a DQS domain.
+        let short = DnsblConfig::new("shortkey.zen.dq.spamhaus.net", 10);
+        assert_eq!(short.display_name(), "zen.dq.spamhaus.net");
+        let letters = DnsblConfig::new("abcdefghijklmnopqrstuvwxyz.dbl.dq.spamhaus.net", 10);
+        assert_eq!(letters.display_name(), "dbl.dq.spamhaus.net");
+        assert!(validate_dnsbls(&[dqs.clone(), named]).is_ok());
+        let twice = DnsblConfig::new("k0000000000000000000000000.zen.dq.spamhaus.net", 5);
+        let e = validate_dnsbls(&[dqs, twice]).unwrap_err().to_string();
+        assert!(
+            e.contains("dnsbl[1].zone") && e.contains("display name"),
+            "{e}"
+        );
+        let bad = DnsblConfig {
+            name: "a b".into(),
+            ..DnsblConfig::new("bl.example", 5)
+        };
+        assert!(validate_dnsbls(&[bad]).is_err());
+    }
 }

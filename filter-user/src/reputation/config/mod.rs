@@ -18,7 +18,7 @@ use std::net::IpAddr;
 pub use self::{
     dnsbl::{CodeWeight, DnsblConfig, default_dnsbls, validate_dnsbls},
     feeds::{FeedAction, FeedConfig, FeedFormat},
-    policy::{ListsConfig, PolicyConfig, RdnsConfig},
+    policy::{ListsConfig, PolicyConfig, RdnsConfig, builtin_allow},
     resolver::{Nameserver, PUBLIC_RESOLVERS, ResolverConfig, public_resolvers},
 };
 use crate::invalid_key::InvalidKey;

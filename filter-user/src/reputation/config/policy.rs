@@ -28,6 +28,14 @@ pub struct RdnsConfig {
     /// PTR names forward-resolved for FCrDNS. Default `3`: real servers have one; a peer
     /// with dozens of PTRs must not make us send dozens of queries.
     pub max_ptr_names: usize,
+    /// The resolver canary's PTR: an address whose PTR must resolve (every
+    /// `resolver.canary_every`). While it does not (NXDOMAIN, no PTR, timeouts: a resolver
+    /// that lies or cannot reach the reverse tree), "no PTR" and FCrDNS do not count, so
+    /// nobody is limited for a missing PTR the resolver made up. Default `"193.0.14.129"`,
+    /// k.root-servers.net, whose PTR needs real recursion (a locally served 127.0.0.1
+    /// would pass on a broken upstream); use an address of your own network if the MX may
+    /// not reach the root servers' reverse zone. `""` turns it off.
+    pub canary_ptr: String,
 }
 
 impl Default for RdnsConfig {
@@ -37,6 +45,7 @@ impl Default for RdnsConfig {
             missing_ptr_weight: 5,
             fcrdns_mismatch_weight: 3,
             max_ptr_names: 3,
+            canary_ptr: "193.0.14.129".to_owned(),
         }
     }
 }
@@ -130,12 +139,16 @@ impl Default for PolicyConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, DocumentedFields)]
 #[serde(default, deny_unknown_fields)]
 pub struct ListsConfig {
-    /// Always pass. Default: loopback, RFC 1918, CGNAT (100.64.0.0/10), link-local and IPv6
-    /// ULA. DNSBLs never list them and their reverse zones are answered NXDOMAIN locally, so
-    /// evaluating them would only produce a false "no PTR"; they are the operator's own
-    /// relays and clients. Set `allow = []` to screen them too.
+    /// Always pass: your partners and relays, added to the built-in ranges
+    /// (`allow_defaults`). Default: empty.
     #[serde(deserialize_with = "crate::net::deserialize_nets")]
     pub allow: Vec<IpNet>,
+    /// Keep the built-in allow list beside `allow`: loopback, RFC 1918, CGNAT
+    /// (100.64.0.0/10), link-local and IPv6 ULA. DNSBLs never list them and their reverse
+    /// zones are answered NXDOMAIN locally, so evaluating them would only produce a false
+    /// "no PTR"; they are the operator's own relays and clients. Default `true`; `false`
+    /// screens them too (`config check` warns).
+    pub allow_defaults: bool,
     /// Always drop. Default: empty.
     #[serde(deserialize_with = "crate::net::deserialize_nets")]
     pub deny: Vec<IpNet>,
@@ -151,7 +164,19 @@ pub struct ListsConfig {
 
 impl Default for ListsConfig {
     fn default() -> Self {
-        let allow = [
+        Self {
+            allow: Vec::new(),
+            allow_defaults: true,
+            deny: Vec::new(),
+            feed: Vec::new(),
+        }
+    }
+}
+
+/// The built-in allow list (`lists.allow_defaults`).
+pub fn builtin_allow() -> &'static [IpNet] {
+    static BUILTIN: std::sync::LazyLock<Vec<IpNet>> = std::sync::LazyLock::new(|| {
+        [
             "127.0.0.0/8",
             "10.0.0.0/8",
             "172.16.0.0/12",
@@ -161,30 +186,69 @@ impl Default for ListsConfig {
             "::1/128",
             "fc00::/7",
             "fe80::/10",
-        ];
-        Self {
-            allow: allow
-                .iter()
-                .map(|s| s.parse().expect("built-in CIDR"))
-                .collect(),
-            deny: Vec::new(),
-            feed: Vec::new(),
-        }
-    }
+        ]
+        .iter()
+        .map(|s| s.parse().expect("built-in CIDR"))
+        .collect()
+    });
+    &BUILTIN
 }
 
 impl ListsConfig {
     pub fn validate(&self) -> Result<(), InvalidKey> {
         validate_feeds(&self.feed)
     }
+
+    /// Everything that always passes: the built-in ranges (unless `allow_defaults = false`),
+    /// then `allow`.
+    pub fn allowed(&self) -> impl Iterator<Item = &IpNet> {
+        let builtin = if self.allow_defaults {
+            builtin_allow()
+        } else {
+            &[]
+        };
+        builtin.iter().chain(&self.allow)
+    }
+
+    /// The allow-list entry covering `ip`, with the key it comes from (`lists.allow`, or
+    /// `lists.allow_defaults` for a built-in range).
+    pub fn allowing(&self, ip: &std::net::IpAddr) -> Option<(IpNet, &'static str)> {
+        let builtin = builtin_allow()
+            .iter()
+            .filter(|_| self.allow_defaults)
+            .map(|n| (n, "lists.allow_defaults"));
+        builtin
+            .chain(self.allow.iter().map(|n| (n, "lists.allow")))
+            .find(|(n, _)| n.contains(ip))
+            .map(|(n, key)| (*n, key))
+    }
+
+    /// [`ListsConfig::allowed`] as a list.
+    pub fn allow_list(&self) -> Vec<IpNet> {
+        self.allowed().copied().collect()
+    }
 }
 
 impl RdnsConfig {
+    /// The canary PTR's address, if the PTR canary is on.
+    pub fn canary_addr(&self) -> Option<std::net::IpAddr> {
+        self.canary_ptr.parse().ok()
+    }
+
     pub fn validate(&self) -> Result<(), InvalidKey> {
         if !(1..=10).contains(&self.max_ptr_names) {
             return Err(InvalidKey::new(
                 "rdns.max_ptr_names",
                 "must be between 1 and 10",
+            ));
+        }
+        if !self.canary_ptr.is_empty() && self.canary_ptr.parse::<std::net::IpAddr>().is_err() {
+            return Err(InvalidKey::new(
+                "rdns.canary_ptr",
+                format!(
+                    "{:?} is not an IP address: write one whose PTR resolves, or \"\" to turn the PTR canary off",
+                    self.canary_ptr
+                ),
             ));
         }
         Ok(())
@@ -268,6 +332,21 @@ impl PolicyConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn allow_adds_to_the_builtin_ranges_unless_they_are_turned_off() {
+        let partner: IpNet = "198.51.100.0/24".parse().unwrap();
+        let private: std::net::IpAddr = "192.168.1.5".parse().unwrap();
+        let mut l = ListsConfig {
+            allow: vec![partner],
+            ..ListsConfig::default()
+        };
+        assert!(l.allowed().any(|n| n.contains(&private)));
+        assert!(l.allowed().any(|n| *n == partner));
+        l.allow_defaults = false;
+        assert!(!l.allowed().any(|n| n.contains(&private)));
+        assert_eq!(l.allow_list(), vec![partner]);
+    }
 
     #[test]
     fn the_allowlist_threshold_is_off_or_negative() {

@@ -1,0 +1,108 @@
+//! `mxscreen config check`'s warnings: settings that are valid but known to hurt mail or
+//! to switch screening off unnoticed. Warnings, not errors: each can be what an operator
+//! means.
+use std::net::IpAddr;
+
+use super::Config;
+use crate::reputation::config::public_resolvers;
+
+/// Ports where mail clients log in to send (submission, submissions): screening them
+/// refuses road-warriors on shared or listed addresses before they can authenticate.
+const SUBMISSION_PORTS: &[u16] = &[587, 465];
+
+impl Config {
+    /// The known traps this config falls into, one readable line each. `resolv_conf` is
+    /// the text of /etc/resolv.conf (the resolvers used when `resolver.nameservers` is empty).
+    pub fn warnings(&self, resolv_conf: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let configured: Vec<IpAddr> = self.resolver.nameservers.iter().map(|n| n.0.ip()).collect();
+        let (servers, from) = if configured.is_empty() {
+            (system_nameservers(resolv_conf), "/etc/resolv.conf")
+        } else {
+            (configured, "resolver.nameservers")
+        };
+        let public = public_resolvers(servers);
+        if !public.is_empty() && !self.dnsbl.is_empty() {
+            let list: Vec<String> = public.iter().map(ToString::to_string).collect();
+            out.push(format!(
+                "{from} uses the public resolver {}: Spamhaus, DNSWL and most lists refuse queries from public resolvers, so the lists screen nothing; run a recursive resolver of your own (unbound on this host) and set resolver.nameservers",
+                list.join(", ")
+            ));
+        }
+        let screened: Vec<String> = self
+            .datapath
+            .ports
+            .iter()
+            .filter(|p| SUBMISSION_PORTS.contains(p))
+            .map(ToString::to_string)
+            .collect();
+        if !screened.is_empty() {
+            out.push(format!(
+                "datapath.ports screens the submission port {}: mail clients on shared or listed addresses (mobile carriers, hotel Wi-Fi) are refused before they can log in; screen port 25 only and leave submission to the MTA's authentication",
+                screened.join(", ")
+            ));
+        }
+        let blocklists = self
+            .dnsbl
+            .iter()
+            .any(|z| z.weight > 0 || z.code_weights.iter().any(|c| c.weight > 0));
+        let allowlists = self
+            .dnsbl
+            .iter()
+            .any(|z| z.weight < 0 || z.code_weights.iter().any(|c| c.weight < 0));
+        if blocklists && !allowlists {
+            out.push(
+                "[[dnsbl]] has blocklists but no allowlist zone (a negative weight, e.g. list.dnswl.org): large providers' shared senders that show up on a blocklist have nothing to outweigh it".into(),
+            );
+        }
+        if !self.lists.allow_defaults {
+            out.push(
+                "lists.allow_defaults = false: loopback, RFC 1918, CGNAT, link-local and ULA sources are screened too; your internal relays and clients get \"no PTR\" and may be limited".into(),
+            );
+        }
+        out
+    }
+}
+
+/// The `nameserver` lines of resolv.conf text.
+fn system_nameservers(text: &str) -> Vec<IpAddr> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|rest| rest.trim().parse().ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn warnings(toml: &str, resolv: &str) -> Vec<String> {
+        Config::from_toml_str(toml, "t.toml")
+            .unwrap()
+            .warnings(resolv)
+    }
+
+    #[test]
+    fn each_trap_is_one_warning() {
+        assert!(warnings("", "nameserver 127.0.0.1\n").is_empty());
+        let w = warnings("", "# x\nnameserver 8.8.8.8\n");
+        assert!(
+            w.len() == 1 && w[0].contains("/etc/resolv.conf") && w[0].contains("8.8.8.8"),
+            "{w:?}"
+        );
+        let w = warnings(
+            "[resolver]\nnameservers = [\"1.1.1.1\"]\n",
+            "nameserver 127.0.0.1\n",
+        );
+        assert!(
+            w.len() == 1 && w[0].contains("resolver.nameservers"),
+            "{w:?}"
+        );
+        let w = warnings("[datapath]\nports = [25, 587]\n", "");
+        assert!(w.len() == 1 && w[0].contains("587"), "{w:?}");
+        let w = warnings("[[dnsbl]]\nzone = \"bl.example\"\nweight = 10\n", "");
+        assert!(w.len() == 1 && w[0].contains("allowlist"), "{w:?}");
+        let w = warnings("[lists]\nallow_defaults = false\n", "");
+        assert!(w.len() == 1 && w[0].contains("allow_defaults"), "{w:?}");
+    }
+}
