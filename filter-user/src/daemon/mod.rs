@@ -198,6 +198,11 @@ impl Daemon {
         let evidence = Arc::new(EvidenceCache::for_verdict_map(cfg.datapath.maps.peers));
         let (fleet, fleet_events) = Fleet::start(&cfg.fleet, state.entries())?;
         let rotation = Rotation::new(cfg.policy.v6_rotation_prefix, cfg.policy.v6_rotation_after);
+        // The decision log for `mxscreen report`, beside the state file.
+        let decisions = crate::report::Recorder::start(
+            crate::report::log::path_for(&cfg.state.file),
+            crate::report::log::CAP,
+        );
         let mta_asks = Arc::new(MtaAsks::default());
         let balancer = BalancerWatch::start(maps.reader()?, mta_asks.clone())
             .context("starting the balancer watch")?;
@@ -210,7 +215,7 @@ impl Daemon {
             engine,
             feeds: Feeds::default(),
             lists: ListOwner::new(state),
-            verdicts: VerdictWriter::new(evidence, rotation),
+            verdicts: VerdictWriter::new(evidence, rotation, decisions),
             fleet: FleetBridge::new(fleet),
             census: Census::default(),
             facts: Arc::new(Mutex::new(Facts::new(SystemTime::now()))),

@@ -9,9 +9,12 @@ use std::{
     io::{self, BufRead, BufReader, Write},
     net::IpAddr,
     path::{Path, PathBuf},
+    time::{SystemTime, UNIX_EPOCH},
 };
 
 use serde::{Deserialize, Serialize};
+
+use crate::reputation::Verdict;
 
 /// One decision, as `check` would show it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -21,11 +24,48 @@ pub struct Decision {
     pub ip: IpAddr,
     /// `drop` or `limit`.
     pub action: String,
+    /// The verdict's source: `reputation` (the score) or `config` (`lists.deny`).
     pub reason: String,
     pub score: i32,
+    /// The evidence that moved the score, as the verdict log line and `check` name it
+    /// (`dnsbl:zen.example=listed[127.0.0.2 (SBL)](+10)`).
     pub evidence: Vec<String>,
     /// Whether observe mode only counted it.
     pub observe: bool,
+}
+
+/// The log's cap: 16 MiB a file (about 50 000 decisions of ~300 bytes), so at most 32 MiB on
+/// disk — weeks of a busy MX's drop and limit verdicts, far more than `report --since 7d`
+/// needs; not a config key, as nothing but disk space would make one worth changing.
+pub const CAP: u64 = 16 << 20;
+
+/// The log's name in the state directory (the directory of `state.file`).
+const FILE_NAME: &str = "decisions.jsonl";
+
+/// Where the decision log of a daemon whose state file is `state_file` lives.
+pub fn path_for(state_file: &Path) -> PathBuf {
+    state_file
+        .parent()
+        .unwrap_or_else(|| Path::new(""))
+        .join(FILE_NAME)
+}
+
+impl Decision {
+    /// The decision a verdict records, made now.
+    pub fn of(v: &Verdict, observe: bool) -> Self {
+        let at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Self {
+            at,
+            ip: v.ip,
+            action: v.action.name().to_owned(),
+            reason: v.reason.name().to_owned(),
+            score: v.score,
+            evidence: v.reason_parts(),
+            observe,
+        }
+    }
 }
 
 pub struct DecisionLog {
@@ -43,6 +83,10 @@ pub struct Read {
 impl DecisionLog {
     pub fn new(path: PathBuf, cap: u64) -> Self {
         Self { path, cap }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     fn previous(&self) -> PathBuf {

@@ -53,7 +53,12 @@ impl MtaLogReader {
         }
         let (at, rest) = syslog_stamp(line, self.year)?;
         let (program, message) = syslog_program(rest)?;
-        let (peer, event) = self.postfix_event(program, message)?;
+        let (peer, event) = if program.starts_with("exim") {
+            // Exim logging to syslog (`log_file_path = syslog`): its line without its stamp.
+            exim_event(message)?
+        } else {
+            self.postfix_event(program, message)?
+        };
         Some(LogEvent { at, peer, event })
     }
 
@@ -118,6 +123,11 @@ fn exim_stamp(line: &str) -> Option<(u64, &str)> {
 
 fn exim_event(rest: &str) -> Option<(IpAddr, MtaEvent)> {
     if let Some(from) = rest.strip_prefix("SMTP connection from ") {
+        // The opening line (`+smtp_connection`) has the count; the closing one (`... closed
+        // by QUIT`, `... lost`) starts the same way and is not a second connection.
+        if !from.contains("(TCP/IP connection count") {
+            return None;
+        }
         return Some((bracketed(from)?, MtaEvent::Connected));
     }
     // `1tAbCd-000123-AB <= a@b H=name (helo) [192.0.2.1]:51234 P=esmtp ...`; local
@@ -197,7 +207,9 @@ fn rfc3339(stamp: &str) -> Option<u64> {
         "Z" | "" => 0,
         _ => {
             let sign = if zone.starts_with('-') { -1 } else { 1 };
-            let (h, m) = zone.get(1..)?.split_once(':')?;
+            // `+01:00` (RFC 3339), or `+0100` (journalctl's `short-iso` on older systemd).
+            let hm = zone.get(1..)?;
+            let (h, m) = hm.split_once(':').or_else(|| hm.split_at_checked(2))?;
             sign * (h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60)
         }
     };
@@ -251,6 +263,7 @@ mod tests {
             "2026-12-05 07:12:02 1tXyZa-000123-AB <= alice@example.org H=(client.example) [192.0.2.10]:51234 P=esmtp S=412 id=1@example.org",
             "2026-12-05 07:12:02 1tXyZa-000123-AB => bob <bob@mx.test> R=local_user T=mail_spool",
             "2026-12-05 07:12:02 1tXyZa-000123-AB Completed",
+            "2026-12-05 07:12:02 SMTP connection from (client.example) [192.0.2.10]:51234 I=[192.0.2.2]:25 closed by QUIT",
             "2026-12-05 07:12:03 [4242] H=mail.example.net [2001:db8::25]:40000 F=<x@example.net> rejected RCPT <bob@mx.test>: listed at bl.test",
             "2026-12-05 07:12:04 H=(helo) [198.51.100.7] rejected connection in \"connect\" ACL",
             "2026-12-05 07:12:05 H=(helo) [198.51.100.8]:2525 F=<a@b> rejected after DATA: spam",
@@ -320,11 +333,14 @@ mod tests {
     #[test]
     fn stamps_are_utc_seconds() {
         let mut reader = MtaLogReader::new(2026);
-        let exim = "2026-12-05 07:12:01 SMTP connection from [192.0.2.10]:1";
+        let exim =
+            "2026-12-05 07:12:01 SMTP connection from [192.0.2.10]:1 (TCP/IP connection count = 1)";
         let syslog = "Dec  5 07:12:01 mx postfix/smtpd[1]: connect from x[192.0.2.10]";
         let rfc = "2026-12-05T08:12:01+01:00 mx postfix/smtpd[1]: connect from x[192.0.2.10]";
+        let journal = "2026-12-05T06:12:01-0100 mx postfix/smtpd[1]: connect from x[192.0.2.10]";
+        let exim_syslog = "2026-12-05T07:12:01+0000 mx exim[7]: H=[192.0.2.10]:1 rejected connection in \"connect\" ACL";
         // 2026-12-05T07:12:01Z
-        for line in [exim, syslog, rfc] {
+        for line in [exim, syslog, rfc, journal, exim_syslog] {
             assert_eq!(reader.read_line(line).unwrap().at, 1_796_454_721, "{line}");
         }
     }
