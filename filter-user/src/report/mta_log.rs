@@ -31,6 +31,8 @@ pub struct LogEvent {
 pub struct MtaLogReader {
     /// Year for syslog stamps without one (`Dec  5 07:12:01`).
     year: i64,
+    /// Latest time a stamp can be (Unix s); a later one is read as of the year before.
+    latest: u64,
     queued: HashMap<String, IpAddr>,
 }
 
@@ -42,7 +44,17 @@ impl MtaLogReader {
     pub fn new(year: i64) -> Self {
         Self {
             year,
+            latest: u64::MAX,
             queued: HashMap::new(),
+        }
+    }
+
+    /// A reader for a log read at `now` (Unix s): stamps without a year are of the last 12
+    /// months (a day of slack for clocks and time zones).
+    pub fn at(now: u64) -> Self {
+        Self {
+            latest: now + 86_400,
+            ..Self::new(super::time::civil(now).0)
         }
     }
 
@@ -51,7 +63,13 @@ impl MtaLogReader {
         if let Some((at, rest)) = exim_stamp(line) {
             return exim_event(rest).map(|(peer, event)| LogEvent { at, peer, event });
         }
-        let (at, rest) = syslog_stamp(line, self.year)?;
+        let (mut at, rest) = syslog_stamp(line, self.year)?;
+        if at > self.latest
+            && let Some((last_year, _)) = syslog_stamp(line, self.year - 1)
+        {
+            // A stamp without a year past now is from last year (December read in January).
+            at = last_year;
+        }
         let (program, message) = syslog_program(rest)?;
         let (peer, event) = if program.starts_with("exim") {
             // Exim logging to syslog (`log_file_path = syslog`): its line without its stamp.
@@ -343,6 +361,14 @@ mod tests {
         for line in [exim, syslog, rfc, journal, exim_syslog] {
             assert_eq!(reader.read_line(line).unwrap().at, 1_796_454_721, "{line}");
         }
+    }
+
+    #[test]
+    fn a_stamp_without_a_year_is_of_the_last_twelve_months() {
+        let line = "Dec 31 23:59:00 mx postfix/smtpd[1]: connect from x[192.0.2.10]";
+        // Read on 2027-01-01T00:10:00Z: last December's line.
+        let mut reader = MtaLogReader::at(1_798_762_200);
+        assert_eq!(reader.read_line(line).unwrap().at, 1_798_761_540);
     }
 
     #[test]

@@ -19,7 +19,12 @@ pub fn text(r: &Report) -> String {
     );
     let _ = writeln!(s, "decisions: {}", r.decision_log);
     if r.unreadable_decisions > 0 {
-        let _ = writeln!(s, "  ({} unreadable lines skipped)", r.unreadable_decisions);
+        let lines = plural(r.unreadable_decisions, "line", "lines");
+        let _ = writeln!(
+            s,
+            "  ({} unreadable {lines} skipped)",
+            r.unreadable_decisions
+        );
     }
     let _ = writeln!(
         s,
@@ -49,12 +54,13 @@ pub fn text(r: &Report) -> String {
 fn totals(s: &mut String, verb: &str, t: &Totals) {
     let _ = writeln!(
         s,
-        "  {verb} {} {}: {} connections, {} refused by the MTA anyway, {} messages accepted (from {} {})",
+        "  {verb} {} {}: {} connections, {} refused by the MTA anyway, {} {} accepted (from {} {})",
         t.peers,
         plural(t.peers, "peer", "peers"),
         t.connections,
         t.refused_by_mta,
         t.accepted_messages,
+        plural(t.accepted_messages as usize, "message", "messages"),
         t.peers_with_accepted_mail,
         plural(t.peers_with_accepted_mail, "peer", "peers"),
     );

@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{join::Join, mta_log::MtaLogReader, time};
+use super::{join::Join, mta_log::MtaLogReader};
 
 /// The usual Debian paths, in the order they are read.
 pub const DEFAULT_FILES: [&str; 2] = ["/var/log/exim4/mainlog", "/var/log/mail.log"];
@@ -29,7 +29,7 @@ impl Source {
     pub fn name(&self) -> String {
         match self {
             Source::File(p) => p.display().to_string(),
-            Source::Journal => "journal (facility mail)".into(),
+            Source::Journal => "the journal, facility mail".into(),
         }
     }
 }
@@ -52,9 +52,7 @@ pub fn defaults() -> Vec<Source> {
 /// Reads every source's events at or after `since` into `join`.
 pub fn read_all(sources: &[Source], since: u64, now: u64, join: &mut Join) -> Result<()> {
     for source in sources {
-        // A syslog stamp without a year is of this year (a report across New Year reads
-        // December's lines as the coming December's, which `since` then leaves out).
-        let reader = MtaLogReader::new(time::civil(now).0);
+        let reader = MtaLogReader::at(now);
         match source {
             Source::File(path) => {
                 let file = File::open(path)
