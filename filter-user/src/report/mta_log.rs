@@ -34,6 +34,10 @@ pub struct MtaLogReader {
     /// Latest time a stamp can be (Unix s); a later one is read as of the year before.
     latest: u64,
     queued: HashMap<String, IpAddr>,
+    /// Connections postscreen passed on to smtpd, per peer, not yet met by smtpd's `connect
+    /// from` line: that line is the same connection, already counted at postscreen's
+    /// `CONNECT`.
+    handed_on: HashMap<IpAddr, u32>,
 }
 
 /// Queue ids remembered at most; a log whose `client=` lines never meet a `from=` line (a cut
@@ -46,6 +50,7 @@ impl MtaLogReader {
             year,
             latest: u64::MAX,
             queued: HashMap::new(),
+            handed_on: HashMap::new(),
         }
     }
 
@@ -86,7 +91,26 @@ impl MtaLogReader {
         }
         let service = program.rsplit('/').next().unwrap_or(program);
         if let Some(rest) = message.strip_prefix("connect from ") {
-            return Some((postfix_client(rest)?, MtaEvent::Connected));
+            let peer = postfix_client(rest)?;
+            if let Some(n) = self.handed_on.get_mut(&peer) {
+                *n -= 1;
+                if *n == 0 {
+                    self.handed_on.remove(&peer);
+                }
+                return None;
+            }
+            return Some((peer, MtaEvent::Connected));
+        }
+        if service == "postscreen"
+            && let Some(rest) = ["PASS OLD ", "PASS NEW ", "WHITELISTED ", "ALLOWLISTED "]
+                .iter()
+                .find_map(|p| message.strip_prefix(p))
+        {
+            if self.handed_on.len() >= QUEUED_MAX {
+                self.handed_on.clear();
+            }
+            *self.handed_on.entry(bracketed(rest)?).or_default() += 1;
+            return None;
         }
         if let Some(rest) = message.strip_prefix("CONNECT from ") {
             return Some((bracketed(rest)?, MtaEvent::Connected));
@@ -344,6 +368,25 @@ mod tests {
                         stage: "RCPT".into()
                     }
                 ),
+            ]
+        );
+    }
+
+    /// Behind postscreen, a connection it passes on is logged by smtpd as well: one
+    /// connection, not two.
+    #[test]
+    fn postscreen_hands_connections_on_to_smtpd() {
+        let got = read(&[
+            "Dec  5 07:12:01 mx postfix/postscreen[77]: CONNECT from [192.0.2.10]:51000 to [192.0.2.1]:25",
+            "Dec  5 07:12:01 mx postfix/postscreen[77]: PASS OLD [192.0.2.10]:51000",
+            "Dec  5 07:12:01 mx postfix/smtpd[78]: connect from x.example[192.0.2.10]",
+            "Dec  5 07:12:09 mx postfix/smtpd[78]: connect from x.example[192.0.2.10]",
+        ]);
+        assert_eq!(
+            got,
+            vec![
+                (ip("192.0.2.10"), MtaEvent::Connected),
+                (ip("192.0.2.10"), MtaEvent::Connected),
             ]
         );
     }
