@@ -150,6 +150,10 @@ fn report_joins_decisions_with_exim_and_postfix_logs() {
     let r = report_json(&d, &[&exim.path, &postfix.path]);
     assert_listed(&r, 3, 2, 5);
     assert_eq!(r["would_drop"]["peers_with_accepted_mail"], 1, "{r:#}");
+    assert!(
+        r["oldest_decision"].as_u64() >= r["since"].as_u64(),
+        "{r:#}"
+    );
 
     // The text says the same, the list that matters first.
     let out = report(&d, &["--mta-log", exim.path.to_str().unwrap()]);
@@ -229,4 +233,7 @@ fn report_refuses_bad_input_clearly() {
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["would_drop"]["peers"], 0, "{r:#}");
     assert_eq!(r["accepted"], serde_json::json!([]), "{r:#}");
+    assert!(r["oldest_decision"].is_null(), "{r:#}");
+    let out = run(&["--mta-log", empty.to_str().unwrap()]);
+    assert!(text(&out).contains("none logged yet"), "{}", text(&out));
 }

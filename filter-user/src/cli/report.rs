@@ -40,7 +40,7 @@ pub struct Args {
     /// The MTA's log (Exim's mainlog, Postfix's mail log); repeat for several.
     #[arg(long = "mta-log", value_name = "FILE")]
     mta_log: Vec<PathBuf>,
-    /// One JSON object: since, until, decision_log, mta_logs, mta_events,
+    /// One JSON object: since, until, decision_log, oldest_decision, mta_logs, mta_events,
     /// unreadable_decisions, would_drop, would_limit, accepted[], not_accepted[].
     #[arg(long)]
     json: bool,
@@ -73,6 +73,7 @@ pub fn main(a: Args) -> Result<()> {
         DecisionsRead {
             decision_log: decisions.path().display().to_string(),
             unreadable: read.bad_lines,
+            oldest: read.oldest,
         },
         sources.iter().map(Source::name).collect(),
     );

@@ -113,6 +113,9 @@ pub struct Report {
     pub mta_logs: Vec<String>,
     /// MTA log events read in the period (about any peer).
     pub mta_events: u64,
+    /// The oldest decision the log holds (Unix s; none: the log is empty). Later than
+    /// `since`, the period before it is not covered: the log keeps 2 × 16 MiB.
+    pub oldest_decision: Option<u64>,
     /// Lines of the decision log that could not be read (a torn write at a crash).
     pub unreadable_decisions: usize,
     pub would_drop: Totals,
@@ -128,6 +131,7 @@ pub struct Report {
 pub struct DecisionsRead {
     pub decision_log: String,
     pub unreadable: usize,
+    pub oldest: Option<u64>,
 }
 
 /// Builds the report: decisions first ([`Join::new`]), then the MTA's events one by one.
@@ -188,6 +192,7 @@ impl Join {
             since: self.since,
             until,
             decision_log: read.decision_log,
+            oldest_decision: read.oldest,
             mta_logs,
             mta_events: self.events,
             unreadable_decisions: read.unreadable,
@@ -251,6 +256,7 @@ mod tests {
         let read = DecisionsRead {
             decision_log: "decisions.jsonl".into(),
             unreadable: 0,
+            oldest: Some(50),
         };
         let r = join.finish(200, read, vec!["mainlog".into()]);
         assert_eq!(

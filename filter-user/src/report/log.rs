@@ -78,6 +78,9 @@ pub struct DecisionLog {
 pub struct Read {
     pub decisions: Vec<Decision>,
     pub bad_lines: usize,
+    /// When the oldest decision the log still holds was made (any, not only those read): a
+    /// period reaching further back is not covered.
+    pub oldest: Option<u64>,
 }
 
 impl DecisionLog {
@@ -132,8 +135,12 @@ fn read_file(path: &Path, since: u64, read: &mut Read) -> io::Result<()> {
             continue;
         }
         match serde_json::from_slice::<Decision>(&line) {
-            Ok(d) if d.at >= since => read.decisions.push(d),
-            Ok(_) => {}
+            Ok(d) => {
+                read.oldest = Some(read.oldest.map_or(d.at, |o| o.min(d.at)));
+                if d.at >= since {
+                    read.decisions.push(d);
+                }
+            }
             Err(_) => read.bad_lines += 1,
         }
     }
@@ -180,7 +187,9 @@ mod tests {
             times.windows(2).all(|w| w[0] < w[1]) && times.last() == Some(&9),
             "{times:?}"
         );
-        assert_eq!(log.read_since(8).unwrap().decisions.len(), 2);
+        let recent = log.read_since(8).unwrap();
+        assert_eq!(recent.decisions.len(), 2);
+        assert_eq!(recent.oldest, times.first().copied());
     }
 
     #[test]

@@ -18,6 +18,22 @@ pub fn text(r: &Report) -> String {
         stamp(r.until)
     );
     let _ = writeln!(s, "decisions: {}", r.decision_log);
+    match r.oldest_decision {
+        None => {
+            let _ = writeln!(
+                s,
+                "  (none logged yet: is the daemon running with this config?)"
+            );
+        }
+        Some(oldest) if oldest > r.since => {
+            let _ = writeln!(
+                s,
+                "  (the oldest kept is from {}: the period before it is not covered)",
+                stamp(oldest)
+            );
+        }
+        Some(_) => {}
+    }
     if r.unreadable_decisions > 0 {
         let lines = plural(r.unreadable_decisions, "line", "lines");
         let _ = writeln!(
