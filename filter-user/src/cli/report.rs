@@ -24,8 +24,9 @@ use crate::{
 /// The decisions come from the decision log beside the state file (state.file's directory),
 /// which the daemon keeps across restarts (16 MiB, one rotation). The MTA's log: each
 /// --mta-log FILE (Exim's mainlog or Postfix's mail log, traditional or RFC 3339 syslog
-/// stamps); by default /var/log/exim4/mainlog and /var/log/mail.log that exist, else the
-/// journal's mail facility. Needs no running daemon.
+/// stamps; a .gz file is decompressed); by default /var/log/exim4/mainlog and
+/// /var/log/mail.log that exist, with their rotations (.1, .2.gz, ...) written in the period,
+/// else the journal's mail facility. Needs no running daemon.
 ///
 /// Examples:
 ///   mxscreen report
@@ -34,10 +35,10 @@ use crate::{
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
-    /// How far back: 24h, 7d, 2w... Default 7d.
+    /// How far back: 24h, 7d, 2w...
     #[arg(long, default_value = "7d", value_parser = super::parse_duration)]
     since: Duration,
-    /// The MTA's log (Exim's mainlog, Postfix's mail log); repeat for several.
+    /// The MTA's log (Exim's mainlog, Postfix's mail log, or a .gz of one); repeat for several.
     #[arg(long = "mta-log", value_name = "FILE")]
     mta_log: Vec<PathBuf>,
     /// One JSON object: since, until, decision_log, oldest_decision, mta_logs, mta_events,
@@ -62,7 +63,7 @@ pub fn main(a: Args) -> Result<()> {
         )
     })?;
     let sources = if a.mta_log.is_empty() {
-        sources::defaults()
+        sources::defaults(since)
     } else {
         a.mta_log.into_iter().map(Source::File).collect()
     };
