@@ -26,7 +26,8 @@ use crate::{
 /// --mta-log FILE (Exim's mainlog or Postfix's mail log, traditional or RFC 3339 syslog
 /// stamps; a .gz file is decompressed); by default /var/log/exim4/mainlog and
 /// /var/log/mail.log that exist, with their rotations (.1, .2.gz, ...) written in the period,
-/// else the journal's mail facility. Needs no running daemon.
+/// else the journal's mail facility. Needs no running daemon, but root (the state directory
+/// is private to it).
 ///
 /// Examples:
 ///   mxscreen report
