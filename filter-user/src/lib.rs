@@ -15,6 +15,7 @@ pub mod net;
 pub mod nftables;
 pub mod policy_service;
 pub mod query;
+pub mod report;
 pub mod reputation;
 pub mod socket_file;
 pub mod state;

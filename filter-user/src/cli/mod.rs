@@ -11,6 +11,7 @@ mod feed;
 mod forget;
 mod list;
 mod out;
+mod report;
 mod run;
 mod stats;
 mod status;
@@ -41,6 +42,7 @@ enum Command {
     List(list::Args),
     Stats(stats::Args),
     Status(status::Args),
+    Report(report::Args),
     /// Check a config file, print the complete default config, or import a postscreen or
     /// Exim DNSBL policy.
     #[command(subcommand)]
@@ -85,6 +87,7 @@ pub fn main() -> ExitCode {
         Command::List(a) => list::main(a),
         Command::Stats(a) => stats::main(a),
         Command::Status(a) => status::main(a),
+        Command::Report(a) => report::main(a),
         Command::Config(c) => config::main(c),
         Command::Feed(c) => feed::main(c),
     };

@@ -20,9 +20,12 @@ const HEADER: &str = "\
 #
 # policy.observe = true: a fresh install screens nothing. Every new peer is looked up, every
 # verdict is logged (journalctl -u mxscreen MXSCREEN_ACTION=drop) and counted (mxscreen
-# stats: observe_passed), but nothing is dropped or limited. Watch the verdicts against your
-# MTA's log for a few days (README: \"Observe first\"), then set observe = false and run
-# `systemctl reload mxscreen`: the change applies live.
+# stats: observe_passed), but nothing is dropped or limited. After a few days, run
+#   mxscreen report
+# which joins the drop and limit verdicts with your MTA's log and says what enforcing would
+# have changed: first the peers whose mail the MTA accepted, with their evidence (README:
+# \"Observe first\"). Then set observe = false and run `systemctl reload mxscreen`: the
+# change applies live.
 #
 # Every other key is shown with its built-in default, commented out: to change one, remove
 # the '#' before it and before its [section] line. metrics.listen serves Prometheus metrics on

@@ -207,6 +207,11 @@ impl Daemon {
         let (mta_news_tx, mta_news) = mpsc::channel(MTA_NEWS);
         let explain_ns = cfg.policy.explain_every.as_nanos() as u64;
         let mta_asks = Arc::new(MtaAsks::new(mta_news_tx, explain_ns));
+        // The decision log for `mxscreen report`, beside the state file.
+        let decisions = crate::report::Recorder::start(
+            crate::report::log::path_for(&cfg.state.file),
+            crate::report::log::CAP,
+        );
         let balancer = BalancerWatch::start(maps.reader()?, mta_asks.clone())
             .context("starting the balancer watch")?;
         let d = Daemon {
@@ -218,7 +223,7 @@ impl Daemon {
             engine,
             feeds: Feeds::default(),
             lists: ListOwner::new(state),
-            verdicts: VerdictWriter::new(evidence, rotation),
+            verdicts: VerdictWriter::new(evidence, rotation, decisions),
             fleet: FleetBridge::new(fleet),
             census: Census::default(),
             facts: Arc::new(Mutex::new(Facts::new(SystemTime::now()))),

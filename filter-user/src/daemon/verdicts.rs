@@ -15,6 +15,7 @@ use super::{
 use crate::{
     datapath::{DatapathMaps, clock},
     query::EvidenceCache,
+    report::Recorder,
     reputation::{ExplainTo, Verdict},
 };
 
@@ -22,6 +23,8 @@ pub struct VerdictWriter {
     /// The last evaluations' evidence, for the MTA's answers (shared with their thread).
     evidence: Arc<EvidenceCache>,
     rotation: Rotation,
+    /// Drop and limit verdicts, for `mxscreen report`.
+    decisions: Recorder,
 }
 
 /// A verdict written over what the map held for its address.
@@ -31,8 +34,12 @@ pub struct Written {
 }
 
 impl VerdictWriter {
-    pub fn new(evidence: Arc<EvidenceCache>, rotation: Rotation) -> Self {
-        Self { evidence, rotation }
+    pub fn new(evidence: Arc<EvidenceCache>, rotation: Rotation, decisions: Recorder) -> Self {
+        Self {
+            evidence,
+            rotation,
+            decisions,
+        }
     }
 
     pub fn evidence(&self) -> &Arc<EvidenceCache> {
@@ -67,6 +74,7 @@ impl VerdictWriter {
             return None;
         }
         self.evidence.record(v);
+        self.decisions.record(v, observe);
         if let Some(earned) = self.rotation.on_verdict(v.ip, v.action, entry.expires_ns) {
             network_verdict(maps, &earned, observe);
         }

@@ -164,8 +164,17 @@ impl Verdict {
     /// The evidence that moved the score (or could not be had), for the verdict log line:
     /// `source=result[detail](+w)` items separated by spaces, or `none`.
     pub fn reasons(&self) -> String {
-        let parts: Vec<String> = self
-            .evidence
+        let parts = self.reason_parts();
+        if parts.is_empty() {
+            "none".into()
+        } else {
+            parts.join(" ")
+        }
+    }
+
+    /// [`Verdict::reasons`] item by item (a DNSBL's TXT detail may hold spaces).
+    pub fn reason_parts(&self) -> Vec<String> {
+        self.evidence
             .iter()
             .filter(|e| e.weight != 0 || e.result.is_unknown())
             .map(|e| {
@@ -176,12 +185,7 @@ impl Verdict {
                 };
                 format!("{}={}{}({:+})", e.source, e.result.name(), detail, e.weight)
             })
-            .collect();
-        if parts.is_empty() {
-            "none".into()
-        } else {
-            parts.join(" ")
-        }
+            .collect()
     }
 }
 

@@ -96,7 +96,7 @@ pub const SUITES: &[Suite] = &[
     },
     Suite {
         name: "e2e",
-        runs: Runs::Tests(&["e2e", "import"]),
+        runs: Runs::Tests(&["e2e", "import", "report"]),
         parallel: false,
         lane: Lane::Beside,
         release: false,

@@ -1,0 +1,15 @@
+//! `mxscreen report`: what enforcing would have changed, from mxscreen's decisions joined with
+//! the MTA's own log. The daemon appends each drop and limit verdict to the decision log
+//! (`log`, through the `recorder`'s thread); `sources` reads the MTA's log, which `mta_log`
+//! turns into connection, rejection and acceptance events per peer address; `join` puts the
+//! two together and `render` writes the text (`--json` serializes the join's report).
+
+pub mod join;
+pub mod log;
+pub mod mta_log;
+mod recorder;
+pub mod render;
+pub mod sources;
+mod time;
+
+pub use recorder::Recorder;
