@@ -234,30 +234,33 @@ fn explained_refusals_let_one_syn_through_per_window() {
     cfg.explain_window_ns = 3_600_000_000_000;
     b.nft.set_config(&cfg).unwrap();
     let c = CLIENT_V6[0];
-    b.nft
-        .verdict_set(
-            c.parse().unwrap(),
-            PeerVerdict::new(Action::Drop, Reason::Reputation, 0),
-        )
-        .unwrap();
+    let explained = || {
+        let mut v = PeerVerdict::new(Action::Drop, Reason::Reputation, 0);
+        v.flags = filter_common::VERDICT_EXPLAIN;
+        v
+    };
+    // No MTA asking (FLAG_EXPLAIN clear): nothing is explained.
+    b.nft.verdict_set(c.parse().unwrap(), explained()).unwrap();
+    b.wire.assert_refused(c, smtp6());
+    assert_eq!(b.count(Counter::Explained), 0);
+    // An MTA asks: the first SYN after the verdict goes through, the next is dropped.
+    cfg.flags |= filter_common::FLAG_EXPLAIN;
+    b.nft.set_config(&cfg).unwrap();
+    b.nft.verdict_set(c.parse().unwrap(), explained()).unwrap();
     b.wire.assert_connects(c, smtp6());
     b.wire.assert_refused(c, smtp6());
     assert_eq!(b.count(Counter::Explained), 1);
-    // A new verdict explains again; a manual drop never does.
-    b.nft
-        .verdict_set(
-            c.parse().unwrap(),
-            PeerVerdict::new(Action::Drop, Reason::Reputation, 0),
-        )
-        .unwrap();
+    // A new verdict explains again; one not marked for explaining (a sender without
+    // FCrDNS) and a manual drop never do.
+    b.nft.verdict_set(c.parse().unwrap(), explained()).unwrap();
     b.wire.assert_connects(c, smtp6());
-    b.nft
-        .verdict_set(
-            c.parse().unwrap(),
-            PeerVerdict::new(Action::Drop, Reason::Manual, 0),
-        )
-        .unwrap();
-    b.wire.assert_refused(c, smtp6());
+    for unmarked in [
+        PeerVerdict::new(Action::Drop, Reason::Reputation, 0),
+        PeerVerdict::new(Action::Drop, Reason::Manual, 0),
+    ] {
+        b.nft.verdict_set(c.parse().unwrap(), unmarked).unwrap();
+        b.wire.assert_refused(c, smtp6());
+    }
 }
 
 #[test]
