@@ -42,7 +42,11 @@ pub struct Args {
 
 pub fn main(args: Args) -> Result<()> {
     crate::logging::init(args.log_format);
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // One thread for the main loop and the engine's lookups: every step of a new peer (its
+    // event, the engine's queue, the DNS answers, the verdict) hands over to the next
+    // without waking another thread. Blocking work (feeds, the MTA sockets, the balancer
+    // watch) has threads of its own.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(daemon::run(RunOptions {
