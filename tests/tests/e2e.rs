@@ -823,6 +823,9 @@ fn exim_asks_mxscreen_and_explains_refusals(attach: Attach) {
         line.contains("mxscreen: listed in zen.test (127.0.0.2 SBL)"),
         "{line}"
     );
+    // The explained session's last line, before the window's are counted.
+    b.exim
+        .wait_line(mark, SBL_MTA, "closed by QUIT", LOG_WITHIN);
     assert_eq!(d.counter("explained"), 1, "{}", d.cli_ok(&["stats"]));
     let mark = b.exim.mark();
     refused(&b, SBL_MTA);
@@ -943,6 +946,8 @@ fn postfix_asks_the_policy_service(attach: Attach) {
     let why = "blocked using zen.test, code 127.0.0.2 (SBL); SBL-like: spam source";
     let line = pf.wait_line(mark, SBL_MTA, "reject: RCPT from", LOG_WITHIN);
     assert!(line.contains(why), "{line}");
+    // The explained session's last line, before the window's are counted.
+    pf.wait_line(mark, SBL_MTA, "disconnect from", LOG_WITHIN);
     let mark = pf.mark();
     let r = b.mail_postfix(SBL_MTA, "pf-within-window", SWAKS_REFUSED);
     assert!(r.connect_failed(), "{}", r.transcript);
