@@ -30,23 +30,28 @@ impl Outcome {
 /// One SMTP session from `src` (in the calling thread's namespace) to `dst`: the banner,
 /// EHLO, MAIL, RCPT and, if the recipient is accepted and `send` holds, a short message.
 pub fn session(src: IpAddr, dst: SocketAddr, connect: Duration, send: bool) -> Outcome {
-    let sock = match socket2::Socket::new(
+    match open(src, dst, connect) {
+        Ok(stream) => dialogue(stream, send).unwrap_or(Outcome::Failed),
+        Err(o) => o,
+    }
+}
+
+/// A TCP connection from `src` to `dst` within `connect`, reads bounded to 15 s; the
+/// outcome when there is none ([`Outcome::NoConnection`]: the SYN went unanswered).
+fn open(src: IpAddr, dst: SocketAddr, connect: Duration) -> Result<TcpStream, Outcome> {
+    let sock = socket2::Socket::new(
         socket2::Domain::for_address(dst),
         socket2::Type::STREAM,
         None,
-    ) {
-        Ok(s) => s,
-        Err(_) => return Outcome::Failed,
-    };
-    if sock.bind(&SocketAddr::new(src, 0).into()).is_err() {
-        return Outcome::Failed;
-    }
-    if sock.connect_timeout(&dst.into(), connect).is_err() {
-        return Outcome::NoConnection;
-    }
+    )
+    .map_err(|_| Outcome::Failed)?;
+    sock.bind(&SocketAddr::new(src, 0).into())
+        .map_err(|_| Outcome::Failed)?;
+    sock.connect_timeout(&dst.into(), connect)
+        .map_err(|_| Outcome::NoConnection)?;
     let stream: TcpStream = sock.into();
     let _ = stream.set_read_timeout(Some(Duration::from_secs(15)));
-    dialogue(stream, send).unwrap_or(Outcome::Failed)
+    Ok(stream)
 }
 
 fn dialogue(stream: TcpStream, send: bool) -> Option<Outcome> {
@@ -100,16 +105,7 @@ pub fn replies(
     connect: Duration,
     commands: &[&str],
 ) -> Option<Vec<String>> {
-    let sock = socket2::Socket::new(
-        socket2::Domain::for_address(dst),
-        socket2::Type::STREAM,
-        None,
-    )
-    .ok()?;
-    sock.bind(&SocketAddr::new(src, 0).into()).ok()?;
-    sock.connect_timeout(&dst.into(), connect).ok()?;
-    let stream: TcpStream = sock.into();
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(15)));
+    let stream = open(src, dst, connect).ok()?;
     let mut out = stream.try_clone().ok()?;
     let mut r = BufReader::new(stream);
     let mut got = vec![reply_text(&mut r).unwrap_or_default()];

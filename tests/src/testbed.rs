@@ -476,30 +476,6 @@ impl Testbed {
         )
     }
 
-    /// [`Testbed::mail_to_port`] to these local parts (`a,b`: one RCPT each).
-    pub fn mail_rcpts(
-        &self,
-        src: &str,
-        port: u16,
-        locals: &[&str],
-        tag: &str,
-        timeout: Duration,
-    ) -> Smtp {
-        let to: Vec<String> = locals
-            .iter()
-            .map(|l| format!("{l}@{MAIL_DOMAIN}"))
-            .collect();
-        swaks(
-            &self.wire.client,
-            src,
-            Self::server_for(src),
-            port,
-            &to.join(","),
-            tag,
-            timeout,
-        )
-    }
-
     /// One message from `src` to `port` as the submission user (AUTH PLAIN first).
     pub fn submit(&self, src: &str, port: u16, tag: &str, timeout: Duration) -> Smtp {
         swaks_authenticated(

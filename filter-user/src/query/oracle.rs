@@ -109,7 +109,8 @@ impl Oracle {
     async fn wait_for_verdict(&self, ip: IpAddr) -> Result<Answer> {
         let deadline = Instant::now() + self.wait_max;
         while Instant::now() < deadline {
-            tokio::time::sleep(WAIT_STEP.min(deadline - Instant::now())).await;
+            tokio::time::sleep(WAIT_STEP.min(deadline.saturating_duration_since(Instant::now())))
+                .await;
             if let Some(a) = self.lookup(ip, false)? {
                 return Ok(a);
             }
@@ -149,8 +150,10 @@ impl Oracle {
                 explain_in: next_explained(&v, &cfg).map(|d| d.as_secs()),
                 ..Answer::default()
             };
-            if a.explain_in.is_some() && cfg.flags & FLAG_OBSERVE == 0 {
-                // The MTA refuses it now: that is its explanation, the next a window later.
+            // `explain_in` is there only for a drop the datapath would explain (never in
+            // observe mode). The MTA refuses it now: that is its explanation, the next a
+            // window later.
+            if a.explain_in.is_some() {
                 self.asks.refused(ip);
                 a.explain_in = Some(Duration::from_nanos(cfg.explain_window_ns).as_secs());
             }
