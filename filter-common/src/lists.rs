@@ -178,7 +178,7 @@ impl ListEntry {
 /// hash is a cache miss or two, the filter's word a line it touched recently, so a source
 /// that no list covers (a flood of new sources) costs a few bit tests, not a probe per
 /// length in use. A set bit for a missing key only costs that probe.
-pub const LIST_FILTER_BITS: u32 = 1 << 21;
+pub const LIST_FILTER_BITS: u32 = 1 << 22;
 /// Words of the list filter.
 pub const LIST_FILTER_WORDS: u32 = LIST_FILTER_BITS / 64;
 
