@@ -26,7 +26,9 @@
 //!
 //! Prints the tables; without `--quick` also appends them to BENCHMARKS.md. `--random` runs
 //! only the random-source class (nothing recorded), with a breakdown of where its time goes:
-//! the same flood through mxscreen with no list entries, and with no event budget left.
+//! the same flood through mxscreen with no list entries, and with no event budget left
+//! (`cargo run --release -p mxscreen-tests --bin bench_drop -- --quick --random`: xtask passes
+//! only `--quick`).
 
 use std::{
     net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener},
