@@ -36,7 +36,10 @@ pub use self::{
     counters::Counter,
     event::{EventWhy, NewPeerEvent},
     expiry::{NEVER, earliest, live},
-    lists::{Lengths, ListEntry, ListIndex, ListKey, ListValue, Table, V4_LENGTHS, V6_LENGTHS},
+    lists::{
+        LIST_FILTER_BITS, LIST_FILTER_WORDS, Lengths, ListEntry, ListIndex, ListKey, ListValue,
+        Table, V4_LENGTHS, V6_LENGTHS, filter_bit_v4, filter_bit_v6,
+    },
     names::{Action, Reason},
     peer::{
         Decision, PEER_EXPLAIN, PEER_VERDICT, Peer, PeerVerdict, Seen, VERDICT_EXPLAIN, seconds_up,
@@ -61,6 +64,7 @@ pub mod map_names {
     pub const EVENTS: &str = "EVENTS";
     pub const EVENT_BUDGET: &str = "EVENT_BUDGET";
     pub const HITS: &str = "HITS";
+    pub const LIST_FILTER: &str = "LIST_FILTER";
     pub const LIST_INDEX: &str = "LIST_INDEX";
     pub const LISTS_V4: &str = "LISTS_V4";
     pub const LISTS_V6: &str = "LISTS_V6";
@@ -68,7 +72,7 @@ pub mod map_names {
     pub const PEERS_V6: &str = "PEERS_V6";
 
     /// Every map, in a stable order (pinning, status and the name check walk this).
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 13] = [
         CACHE,
         CACHE_CTL,
         CONFIG,
@@ -76,6 +80,7 @@ pub mod map_names {
         EVENTS,
         EVENT_BUDGET,
         HITS,
+        LIST_FILTER,
         LIST_INDEX,
         LISTS_V4,
         LISTS_V6,

@@ -171,3 +171,56 @@ impl ListEntry {
         Reason::from_u8(self.reason)
     }
 }
+
+/// Bits of the list filter (`LIST_FILTER`, an array of u64 words; one filter for both
+/// families and every table): bit [`ListKey::filter_bit`] is set while a key hashing to it is
+/// in the lists. The datapath probes a list hash only where the bit is set: a probe of the
+/// hash is a cache miss or two, the filter's word a line it touched recently, so a source
+/// that no list covers (a flood of new sources) costs a few bit tests, not a probe per
+/// length in use. A set bit for a missing key only costs that probe.
+pub const LIST_FILTER_BITS: u32 = 1 << 22;
+/// Words of the list filter.
+pub const LIST_FILTER_WORDS: u32 = LIST_FILTER_BITS / 64;
+
+/// The filter bit of a key: a multiplicative hash of (family, table, length, network). The
+/// network is read as big-endian words, so the datapath (key bytes) and userspace (host
+/// integers) feed it the same numbers.
+#[inline(always)]
+const fn filter_hash(tag: u64, hi: u64, lo: u64) -> u32 {
+    let mut h = hi.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ lo;
+    h = h.wrapping_mul(0xc2b2_ae3d_27d4_eb4f) ^ tag;
+    h = h.wrapping_mul(0x1656_67b1_9e37_79f9);
+    (h >> (64 - LIST_FILTER_BITS.trailing_zeros())) as u32
+}
+
+/// The filter bit of the IPv4 key (`table`, `len`, `net`), `net` a host integer.
+#[inline(always)]
+pub const fn filter_bit_v4(table: u8, len: u8, net: u32) -> u32 {
+    filter_hash(4 << 16 | (table as u64) << 8 | len as u64, 0, net as u64)
+}
+
+/// The filter bit of the IPv6 key (`table`, `len`, `hi:lo`), the network's two halves as
+/// host integers.
+#[inline(always)]
+pub const fn filter_bit_v6(table: u8, len: u8, hi: u64, lo: u64) -> u32 {
+    filter_hash(6 << 16 | (table as u64) << 8 | len as u64, hi, lo)
+}
+
+impl ListKey<[u8; 4]> {
+    /// This key's bit in the list filter.
+    #[inline]
+    pub const fn filter_bit(&self) -> u32 {
+        filter_bit_v4(self.table, self.len, u32::from_be_bytes(self.addr))
+    }
+}
+
+impl ListKey<[u8; 16]> {
+    /// This key's bit in the list filter.
+    #[inline]
+    pub const fn filter_bit(&self) -> u32 {
+        let a = &self.addr;
+        let hi = u64::from_be_bytes([a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]]);
+        let lo = u64::from_be_bytes([a[8], a[9], a[10], a[11], a[12], a[13], a[14], a[15]]);
+        filter_bit_v6(self.table, self.len, hi, lo)
+    }
+}

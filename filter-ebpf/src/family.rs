@@ -4,6 +4,7 @@
 use aya_ebpf::maps::{HashMap, LruHashMap};
 use filter_common::{
     FAMILY_V4, FAMILY_V6, ListIndex, ListKey, ListValue, Peer, cache_key_v4, cache_key_v6,
+    filter_bit_v4, filter_bit_v6,
 };
 
 use crate::maps;
@@ -16,8 +17,9 @@ pub trait Family {
     fn lists() -> &'static HashMap<ListKey<Self::Addr>, ListValue>;
     /// The lengths table `table` uses: how many, and the array (longest first).
     fn lengths(index: &ListIndex, table: usize) -> (usize, &[u8]);
-    /// `addr` with every bit past `len` cleared.
-    fn masked(addr: Self::Addr, len: u8) -> Self::Addr;
+    /// `addr` with every bit past `len` cleared, and the list filter's bit of the key
+    /// (`table`, `len`, that network).
+    fn masked(addr: Self::Addr, len: u8, table: u8) -> (Self::Addr, u32);
     /// The address in an event's 16-byte form.
     fn wide(addr: Self::Addr) -> [u8; 16];
     /// The address as a decision-cache key.
@@ -62,10 +64,11 @@ impl Family for V4 {
     }
 
     #[inline(always)]
-    fn masked(addr: [u8; 4], len: u8) -> [u8; 4] {
+    fn masked(addr: [u8; 4], len: u8, table: u8) -> ([u8; 4], u32) {
         // The top 32 bits of the 64-bit mask are the 32-bit one.
         let mask = (mask64(len.min(32)) >> 32) as u32;
-        (u32::from_be_bytes(addr) & mask).to_be_bytes()
+        let net = u32::from_be_bytes(addr) & mask;
+        (net.to_be_bytes(), filter_bit_v4(table, len, net))
     }
 
     #[inline(always)]
@@ -104,7 +107,7 @@ impl Family for V6 {
     }
 
     #[inline(always)]
-    fn masked(addr: [u8; 16], len: u8) -> [u8; 16] {
+    fn masked(addr: [u8; 16], len: u8, table: u8) -> ([u8; 16], u32) {
         let mut hi = [0u8; 8];
         let mut lo = [0u8; 8];
         hi.copy_from_slice(&addr[..8]);
@@ -114,7 +117,7 @@ impl Family for V6 {
         let mut out = [0u8; 16];
         out[..8].copy_from_slice(&hi.to_be_bytes());
         out[8..].copy_from_slice(&lo.to_be_bytes());
-        out
+        (out, filter_bit_v6(table, len, hi, lo))
     }
 
     #[inline(always)]

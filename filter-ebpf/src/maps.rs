@@ -7,8 +7,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use filter_common::{
-    CacheCtl, CacheSlot, Counter, DatapathConfig, ListIndex, ListKey, ListValue, Peer,
-    default_sizes,
+    CacheCtl, CacheSlot, Counter, DatapathConfig, LIST_FILTER_WORDS, ListIndex, ListKey, ListValue,
+    Peer, default_sizes,
 };
 
 /// Runtime configuration, one element; all-zero means "screen nothing".
@@ -54,6 +54,10 @@ pub struct Bucket {
 /// The prefix lengths each list uses, longest first (one element).
 #[map(name = "LIST_INDEX")]
 pub static LIST_INDEX: Array<ListIndex> = Array::with_max_entries(1, 0);
+
+/// The list filter (see `filter_common::LIST_FILTER_BITS`): which list keys may be present.
+#[map(name = "LIST_FILTER")]
+pub static LIST_FILTER: Array<u64> = Array::with_max_entries(LIST_FILTER_WORDS, 0);
 
 // The lists: one hash per family keyed by (table, length, network). Allocated on use, so a
 // large maximum costs only the bucket array while empty.

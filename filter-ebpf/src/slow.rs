@@ -121,7 +121,7 @@ fn walk<F: Family>(
 }
 
 /// The live entry of `table` with the longest prefix covering `addr`: one hash probe per
-/// length in use, longest first. The probes run in `bpf_loop` (which the verifier inlines
+/// length in use whose key the list filter does not rule out, longest first. The probes run in `bpf_loop` (which the verifier inlines
 /// into a plain loop): its callback is verified once, where an unrolled walk of up to 129
 /// lengths in four tables and two families would be verified once per iteration.
 #[inline(always)]
@@ -163,8 +163,8 @@ struct Probe<A> {
     value: ListValue,
 }
 
-/// The `i`-th longest length in use: probes the hash; returns 1 (stop) on a live match or
-/// past the last length, 0 to go on.
+/// The `i`-th longest length in use: probes the hash where the list filter says the key may
+/// be there; returns 1 (stop) on a live match or past the last length, 0 to go on.
 extern "C" fn probe_one<F: Family>(i: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: `ctx` is the `Probe` that `find` handed to bpf_loop, on its stack.
     let probe = unsafe { &mut *ctx.cast::<Probe<F::Addr>>() };
@@ -179,11 +179,19 @@ extern "C" fn probe_one<F: Family>(i: u64, ctx: *mut c_void) -> i64 {
     let Some(&len) = lens.get(i) else {
         return 1;
     };
+    let (net, bit) = F::masked(probe.addr, len, probe.table);
+    // A clear bit: no such key. (No filter word, which cannot happen: probe.)
+    if maps::LIST_FILTER
+        .get(bit / 64)
+        .is_some_and(|w| *w >> (bit % 64) & 1 == 0)
+    {
+        return 0;
+    }
     let key = ListKey {
         table: probe.table,
         len,
         _pad: [0; 2],
-        addr: F::masked(probe.addr, len),
+        addr: net,
     };
     if let Some(v) = F::lists().get_ptr(key) {
         // SAFETY: a pointer into the map value, valid for this program run.

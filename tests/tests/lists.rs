@@ -5,7 +5,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use filter_common::{Action, PeerVerdict, Reason, Table};
+use filter_common::{Action, ListKey, PeerVerdict, Reason, Table};
 use ipnet::IpNet;
 use mxscreen::datapath::{ListKind, Prefix, PrefixSet, clock};
 use mxscreen_tests::{
@@ -387,4 +387,59 @@ fn list_hits_add_up_over_cpus() {
             .hits,
         want
     );
+}
+
+/// A deny entry for one address of `src`'s family, far from the test sources, whose
+/// list-filter bit is `bit` (searched).
+fn sharing_bit(src: IpAddr, bit: u32) -> IpNet {
+    (0u32..)
+        .find_map(|i| match src {
+            IpAddr::V4(_) => {
+                let a = Ipv4Addr::from(0x0a00_0000 | (i & 0x00ff_ffff));
+                let k = ListKey::new(Table::Deny, 32, a.octets());
+                (k.filter_bit() == bit).then(|| IpNet::from(IpAddr::V4(a)))
+            }
+            IpAddr::V6(_) => {
+                let a = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, (i >> 16) as u16, i as u16);
+                let k = ListKey::new(Table::Deny, 128, a.octets());
+                (k.filter_bit() == bit).then(|| IpNet::from(IpAddr::V6(a)))
+            }
+        })
+        .unwrap()
+}
+
+/// The list filter counts the keys behind each bit: two entries sharing one, either can go
+/// and the other still decides; with both gone the source is unknown again.
+#[test]
+fn entries_sharing_a_filter_bit_come_and_go_alone() {
+    for entry in ENTRIES {
+        for src in [V4, V6] {
+            let mut dp = TestDatapath::new();
+            let own = IpNet::from(src);
+            let bit = match src {
+                IpAddr::V4(a) => ListKey::new(Table::Deny, 32, a.octets()).filter_bit(),
+                IpAddr::V6(a) => ListKey::new(Table::Deny, 128, a.octets()).filter_bit(),
+            };
+            let other = sharing_bit(src, bit);
+            let deny = |dp: &mut TestDatapath, n: IpNet| {
+                dp.maps.list_insert(ListKind::Deny, n, manual(0)).unwrap();
+            };
+            deny(&mut dp, own);
+            deny(&mut dp, other);
+            expect(&dp, entry, src, Outcome::Drop, &[("dropped_deny", 1)]);
+            // The other goes: the bit stays for the source's own entry.
+            assert!(dp.maps.list_remove(ListKind::Deny, other).unwrap());
+            expect(&dp, entry, src, Outcome::Drop, &[("dropped_deny", 1)]);
+            // The own goes while the other is back: a set bit, no key.
+            deny(&mut dp, other);
+            assert!(dp.maps.list_remove(ListKind::Deny, own).unwrap());
+            expect_unknown(&dp, entry, src);
+            // Back again, then both gone.
+            deny(&mut dp, own);
+            expect(&dp, entry, src, Outcome::Drop, &[("dropped_deny", 1)]);
+            assert!(dp.maps.list_remove(ListKind::Deny, own).unwrap());
+            assert!(dp.maps.list_remove(ListKind::Deny, other).unwrap());
+            expect(&dp, entry, src, Outcome::Pass, &[("unknown", 1)]);
+        }
+    }
 }

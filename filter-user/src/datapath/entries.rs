@@ -83,7 +83,7 @@ impl DatapathMaps {
         if let Some(w) = self.lists.transition(table, p, before, after) {
             // A new length is in the index before its first key is written (a length going
             // out of use leaves it with its last key, which is going anyway).
-            self.lists.write_index(&mut self.maps.lists.index)?;
+            self.lists.write_index(&mut self.maps.lists)?;
             self.maps.lists.apply(w)?;
             self.new_generation()?;
         }

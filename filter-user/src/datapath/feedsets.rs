@@ -146,7 +146,7 @@ impl DatapathMaps {
         let n = pending.count;
         if n > 0 {
             let lists = &mut self.maps.lists;
-            self.lists.write_index(&mut lists.index)?;
+            self.lists.write_index(lists)?;
             pending.flush(&mut lists.v4, &mut lists.v6)?;
             self.new_generation()?;
         }

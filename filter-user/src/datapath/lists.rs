@@ -6,14 +6,17 @@
 //! slot) and any number of feeds ([`super::feedsets`]). The map holds one value per key,
 //! [`Lists::resolved`]: the own entry if there is one (never expiring while a feed also lists
 //! the prefix), else the first feed's. Every change recomputes the affected keys and writes
-//! only what differs; then the index of lengths in use is rewritten if it changed, and a new
-//! generation makes the datapath decide again for every source.
+//! only what differs; then the index of lengths in use is rewritten if it changed, so are the
+//! words of the list filter (`LIST_FILTER`) that changed, and a new generation makes the
+//! datapath decide again for every source.
 
-use std::collections::HashMap as StdHashMap;
+use std::collections::{BTreeSet, HashMap as StdHashMap};
 
 use anyhow::{Context as _, Result};
 use aya::maps::{Array, MapData};
-use filter_common::{ListIndex, ListKey, ListValue, Reason, Table, V4_LENGTHS, V6_LENGTHS};
+use filter_common::{
+    LIST_FILTER_BITS, ListIndex, ListKey, ListValue, Reason, Table, V4_LENGTHS, V6_LENGTHS,
+};
 
 use super::{
     prefix::{Prefix, PrefixSet},
@@ -41,12 +44,14 @@ impl From<ListKind> for Table {
 pub(super) type Lists4 = Hash<ListKey<[u8; 4]>, ListValue>;
 pub(super) type Lists6 = Hash<ListKey<[u8; 16]>, ListValue>;
 
-/// The kernel's side of the lists: both families' hashes and the index of the lengths in use.
-/// Held by [`super::MapsReader`], which reads them; the owner writes through it.
+/// The kernel's side of the lists: both families' hashes, the index of the lengths in use
+/// and the filter of keys present. Held by [`super::MapsReader`], which reads them; the owner
+/// writes through it.
 pub(super) struct ListMaps {
     pub(super) v4: Lists4,
     pub(super) v6: Lists6,
     pub(super) index: Array<MapData, ListIndex>,
+    pub(super) filter: Array<MapData, u64>,
 }
 
 /// The owner's bookkeeping of the lists: who wants each prefix, and the lengths in use.
@@ -55,6 +60,11 @@ pub(super) struct Lists {
     count4: [[u32; V4_LENGTHS]; Table::COUNT],
     count6: [[u32; V6_LENGTHS]; Table::COUNT],
     index_stale: bool,
+    /// Keys in the maps per bit of the list filter (a count that reaches the maximum stays
+    /// there: its bit stays set, which costs a probe, never a match).
+    filter: Vec<u8>,
+    /// Filter words to write: a bit came into or went out of use.
+    filter_stale: BTreeSet<u32>,
     /// Entries written entry by entry (operators, config, host, prefix verdicts).
     pub(super) own: StdHashMap<(Table, Prefix), ListValue>,
     pub(super) feeds: Vec<FeedTable>,
@@ -88,6 +98,9 @@ impl Lists {
             count6: [[0; V6_LENGTHS]; Table::COUNT],
             // The maps are fresh (never pinned) but the index array may not be: write it.
             index_stale: true,
+            // The filter map is fresh too (never pinned): all clear, as no key is there.
+            filter: vec![0; LIST_FILTER_BITS as usize],
+            filter_stale: BTreeSet::new(),
             own: StdHashMap::new(),
             feeds: Vec::new(),
         }
@@ -151,6 +164,29 @@ impl Lists {
             slot.saturating_sub(1)
         };
         self.index_stale |= was_zero != (*slot == 0);
+        let bit = match p {
+            Prefix::V4(a, l) => key4(table, a, l).filter_bit(),
+            Prefix::V6(a, l) => key6(table, a, l).filter_bit(),
+        };
+        let n = &mut self.filter[bit as usize];
+        let was_zero = *n == 0;
+        *n = match (up, *n) {
+            (_, u8::MAX) => u8::MAX,
+            (true, n) => n + 1,
+            (false, n) => n.saturating_sub(1),
+        };
+        if was_zero != (*n == 0) {
+            self.filter_stale.insert(bit / 64);
+        }
+    }
+
+    /// The list filter's word `w` as the counts make it.
+    fn filter_word(&self, w: u32) -> u64 {
+        let start = w as usize * 64;
+        self.filter[start..start + 64]
+            .iter()
+            .enumerate()
+            .fold(0, |word, (i, n)| word | u64::from(*n != 0) << i)
     }
 
     /// The lengths a table uses in one family, longest first.
@@ -167,11 +203,20 @@ impl Lists {
             .collect()
     }
 
-    /// Rewrites `LIST_INDEX` if a length came into or went out of use.
-    pub(super) fn write_index(&mut self, map: &mut Array<MapData, ListIndex>) -> Result<()> {
+    /// Rewrites `LIST_INDEX` if a length came into or went out of use, and the words of
+    /// `LIST_FILTER` where a bit did. Called before the keys are written: a new key's length
+    /// and bit are there before it (a key going leaves them with it, which is going anyway).
+    pub(super) fn write_index(&mut self, maps: &mut ListMaps) -> Result<()> {
+        for w in std::mem::take(&mut self.filter_stale) {
+            let word = self.filter_word(w);
+            maps.filter
+                .set(w, word, 0)
+                .context("writing the list filter")?;
+        }
         if !self.index_stale {
             return Ok(());
         }
+        let map = &mut maps.index;
         let mut index = ListIndex::empty();
         for table in Table::ALL {
             let t = table as usize;

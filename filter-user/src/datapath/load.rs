@@ -305,9 +305,15 @@ mod tests {
         let mut names: Vec<&str> = shapes(&sizes).iter().map(|s| s.name).collect();
         names.extend(unpinned_sizes(&sizes).iter().map(|(n, _)| *n));
         for name in m::ALL {
-            // The ring's size is fixed; the index, the cache's control word and the per-CPU
-            // event budget are one element.
-            let fixed = [m::EVENTS, m::LIST_INDEX, m::CACHE_CTL, m::EVENT_BUDGET];
+            // The ring's and the list filter's sizes are fixed; the index, the cache's control
+            // word and the per-CPU event budget are one element.
+            let fixed = [
+                m::EVENTS,
+                m::LIST_FILTER,
+                m::LIST_INDEX,
+                m::CACHE_CTL,
+                m::EVENT_BUDGET,
+            ];
             if !fixed.contains(&name) {
                 assert!(names.contains(&name), "{name} is neither pinned nor sized");
             }

@@ -93,6 +93,7 @@ impl DatapathMaps {
                     v4: take(ebpf, m::LISTS_V4)?,
                     v6: take(ebpf, m::LISTS_V6)?,
                     index: take(ebpf, m::LIST_INDEX)?,
+                    filter: take(ebpf, m::LIST_FILTER)?,
                 },
                 hits,
                 // The cache's owner handle (below) evicts; this one reads pending hits.

@@ -66,6 +66,7 @@ impl MapsReader {
                 v4: dup(self.lists.v4.map())?,
                 v6: dup(self.lists.v6.map())?,
                 index: dup(self.lists.index.map())?,
+                filter: dup(self.lists.filter.map())?,
             },
             hits: dup(self.hits.map())?,
             cache: self.cache.try_clone()?,

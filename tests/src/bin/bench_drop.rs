@@ -21,7 +21,14 @@
 //! mixed run per receiver: 1 % of the SYNs come from clean senders making real connections,
 //! which must all complete.
 //!
-//! Prints the tables; without `--quick` also appends them to BENCHMARKS.md.
+//! Last, the random-source class: every SYN from a new random source (a spoofed flood),
+//! mxscreen in XDP beside the bare LRU-insert program (bench-ebpf), by BPF run time.
+//!
+//! Prints the tables; without `--quick` also appends them to BENCHMARKS.md. `--random` runs
+//! only the random-source class (nothing recorded), with a breakdown of where its time goes:
+//! the same flood through mxscreen with no list entries, and with no event budget left
+//! (`cargo run --release -p mxscreen-tests --bin bench_drop -- --quick --random`: xtask passes
+//! only `--quick`).
 
 use std::{
     net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener},
@@ -338,6 +345,7 @@ impl Bench {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    let random_only = std::env::args().any(|a| a == "--random");
     let p = if quick { QUICK } else { FULL };
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cpu = cpus - 1;
@@ -371,6 +379,10 @@ fn main() {
         p,
     };
     eprintln!("set up in {:.1?}", t.elapsed());
+    if random_only {
+        println!("{}", random_breakdown(&mut b));
+        return;
+    }
 
     let mut floors: Vec<Floors> = Vec::new();
     let mut rows: Vec<Row> = Vec::new();
@@ -499,47 +511,115 @@ fn random_frames(n: u64, seed: u64) -> Vec<Vec<u8>> {
     out
 }
 
+/// BPF run time per SYN of `ebpf`'s programs over one flood of `frames`.
+fn run_ns(b: &Bench, ebpf: &aya::Ebpf, frames: &[Vec<u8>]) -> f64 {
+    let stats = ProgramTime::enable();
+    let (t0, n0) = stats.of(ebpf);
+    b.flood.send(frames, frames.len() as u64, b.cpu);
+    let (t1, n1) = stats.of(ebpf);
+    (t1 - t0) as f64 / (n1 - n0).max(1) as f64
+}
+
+/// One flood of `frames` through `b.mx` in XDP with `events_per_s` as its event budget (the
+/// ring drained before and after); BPF run time per SYN.
+fn random_mx(b: &mut Bench, events_per_s: u32, frames: &[Vec<u8>]) -> f64 {
+    let before = b.mx.maps.config().unwrap();
+    let mut cfg = before;
+    cfg.events_per_s = events_per_s;
+    b.mx.maps.set_config(&cfg).unwrap();
+    b.mx.attach(&b.wire.server, SERVER_IFACE, AttachMode::Xdp);
+    b.mx.events.drain();
+    let ns = run_ns(b, &b.mx.ebpf, frames);
+    b.mx.events.drain();
+    b.mx.detach();
+    b.mx.maps.set_config(&before).unwrap();
+    ns
+}
+
+/// The daemon's default event budget per CPU.
+fn default_budget() -> u32 {
+    mxscreen::config::Config::default().kernel().events_per_s
+}
+
+/// Rounds of the random-source class (interleaved runs).
+fn random_rounds(p: &Params) -> usize {
+    p.rounds.max(3)
+}
+
 /// The random-source class: every SYN from a new source (a spoofed flood), through
 /// mxscreen in XDP with the daemon's default event budget, beside the bare LRU-insert
 /// program and the drop-all floor, interleaved; BPF run time per SYN (kernel statistics).
 fn random_sources(b: &mut Bench) -> String {
     let n = b.p.syns / 4;
-    let before = b.mx.maps.config().unwrap();
-    let mut cfg = before;
-    cfg.events_per_s = mxscreen::config::Config::default().kernel().events_per_s;
-    b.mx.maps.set_config(&cfg).unwrap();
     let (mut mx, mut lru, mut floor) = (Samples::default(), Samples::default(), Samples::default());
-    for round in 0..b.p.rounds.max(3) {
+    for round in 0..random_rounds(&b.p) {
         let seed = 0x5eed_0000 + round as u64 * 3;
-        let run = |b: &Bench, ebpf: &aya::Ebpf, frames: &[Vec<u8>]| {
-            let stats = ProgramTime::enable();
-            let (t0, n0) = stats.of(ebpf);
-            b.flood.send(frames, frames.len() as u64, b.cpu);
-            let (t1, n1) = stats.of(ebpf);
-            (t1 - t0) as f64 / (n1 - n0).max(1) as f64
-        };
         let f = random_frames(n, seed);
-        floor.push(b.with_reference(Program::DropAll, |b| run(b, &b.reference.ebpf, &f)));
+        floor.push(b.with_reference(Program::DropAll, |b| run_ns(b, &b.reference.ebpf, &f)));
         let f = random_frames(n, seed + 1);
-        lru.push(b.with_reference(Program::LruInsert, |b| run(b, &b.reference.ebpf, &f)));
+        lru.push(b.with_reference(Program::LruInsert, |b| run_ns(b, &b.reference.ebpf, &f)));
         let f = random_frames(n, seed + 2);
-        b.mx.attach(&b.wire.server, SERVER_IFACE, AttachMode::Xdp);
-        b.mx.events.drain();
-        mx.push(run(b, &b.mx.ebpf, &f));
-        b.mx.events.drain();
-        b.mx.detach();
+        mx.push(random_mx(b, default_budget(), &f));
     }
-    b.mx.maps.set_config(&before).unwrap();
     let (m, l, d) = (mx.median(), lru.median(), floor.median());
     format!(
         "\nRandom-source class: {n} IPv6 SYNs per run, each from a new random source in 2001:db8::/32, {} interleaved runs; BPF program run time per SYN (kernel statistics), median [min … max]. mxscreen XDP with the daemon's default event budget ({} events/s per CPU).\n\n| program | ns per SYN | × bare LRU insert |\n|---|---:|---:|\n| XDP drop-all | {} | |\n| bare LRU-insert XDP program | {} | 1.00 |\n| mxscreen XDP, random sources | {} | {:.2} |\n",
         mx.0.len(),
-        cfg.events_per_s,
+        default_budget(),
         floor.show(false),
         lru.show(false),
         mx.show(false),
         m / l,
     ) + &format!("<!-- medians: mx {m:.0} lru {l:.0} drop-all {d:.0} -->\n")
+}
+
+/// `--random`: the random-source class and where its time goes — the same floods through
+/// mxscreen with every class's entries (as measured), with none (no list to walk, no verdict),
+/// and with an event budget of one per second (no event written), interleaved.
+fn random_breakdown(b: &mut Bench) -> String {
+    let n = b.p.syns / 4;
+    let mut empty = Mx::load(|_| Vec::new(), 0);
+    let names = [
+        "bare LRU-insert XDP program",
+        "mxscreen XDP, every class's entries, default budget",
+        "mxscreen XDP, every class's entries, 1 event/s",
+        "mxscreen XDP, no entries, default budget",
+        "mxscreen XDP, no entries, 1 event/s",
+    ];
+    let mut samples: Vec<Samples> = names.iter().map(|_| Samples::default()).collect();
+    for round in 0..random_rounds(&b.p) {
+        let seed = 0x5eed_1000 + round as u64 * 8;
+        let f = random_frames(n, seed);
+        samples[0].push(b.with_reference(Program::LruInsert, |b| run_ns(b, &b.reference.ebpf, &f)));
+        for (i, budget, swap) in [
+            (1, default_budget(), false),
+            (2, 1, false),
+            (3, default_budget(), true),
+            (4, 1, true),
+        ] {
+            let f = random_frames(n, seed + i as u64);
+            if swap {
+                std::mem::swap(&mut b.mx, &mut empty);
+            }
+            samples[i].push(random_mx(b, budget, &f));
+            if swap {
+                std::mem::swap(&mut b.mx, &mut empty);
+            }
+        }
+    }
+    let bare = samples[0].median();
+    let mut out = format!(
+        "\nRandom-source breakdown: {n} IPv6 SYNs per run from new random sources, {} interleaved runs; BPF run time per SYN, median [min … max].\n\n| program | ns per SYN | × bare LRU insert |\n|---|---:|---:|\n",
+        samples[0].0.len()
+    );
+    for (name, s) in names.iter().zip(&samples) {
+        out.push_str(&format!(
+            "| {name} | {} | {:.2} |\n",
+            s.show(false),
+            s.median() / bare
+        ));
+    }
+    out
 }
 
 const BARE_DROP: &str = "bare one-hash-lookup XDP program, listed source: drop";
