@@ -121,9 +121,10 @@ fn walk<F: Family>(
 }
 
 /// The live entry of `table` with the longest prefix covering `addr`: one hash probe per
-/// length in use whose key the list filter does not rule out, longest first. The probes run in `bpf_loop` (which the verifier inlines
-/// into a plain loop): its callback is verified once, where an unrolled walk of up to 129
-/// lengths in four tables and two families would be verified once per iteration.
+/// length in use whose key the list filter does not rule out, longest first. The probes run
+/// in `bpf_loop` (which the verifier inlines into a plain loop): its callback is verified
+/// once, where an unrolled walk of up to 129 lengths in four tables and two families would
+/// be verified once per iteration.
 #[inline(always)]
 fn find<F: Family>(index: &ListIndex, table: Table, addr: F::Addr, now: u64) -> Option<ListValue> {
     let (count, _) = F::lengths(index, table as usize);
