@@ -73,6 +73,7 @@ fn text(s: &StatusReply) -> String {
     );
     line("explained", explained(&s.explain, unix_now()));
     line("ports", format!("{:?}", s.ports));
+    line("backend", backend(&s.backend));
     for i in &s.interfaces {
         line("interface", format!("{} ({})", i.name, i.mode));
     }
@@ -263,5 +264,13 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("zone:          bl.test: 0 queries"), "{t}");
+    }
+}
+
+/// Which backend screens; with `auto` on nftables, why eBPF was not used.
+fn backend(b: &crate::control::protocol::BackendStatus) -> String {
+    match &b.ebpf_error {
+        Some(why) => format!("{} ({}: eBPF could not be used: {why})", b.name, b.requested),
+        None => format!("{} ({})", b.name, b.requested),
     }
 }

@@ -242,6 +242,9 @@ pub struct StatusReply {
     pub observe: bool,
     pub first_contact: FirstContact,
     pub ports: Vec<u16>,
+    /// Which backend screens (and why, with `auto`).
+    #[serde(default)]
+    pub backend: BackendStatus,
     pub interfaces: Vec<InterfaceStatus>,
     pub programs: Vec<ProgramStatus>,
     pub maps: Vec<MapFill>,
@@ -346,6 +349,27 @@ pub struct FeedStatus {
     pub problem: Option<String>,
     /// SYNs its entries decided.
     pub hits: u64,
+}
+
+/// Which backend screens, what the operator asked for, and why eBPF was not used.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackendStatus {
+    /// `ebpf` or `nftables`.
+    pub name: String,
+    /// `datapath.backend`: `auto`, `ebpf` or `nftables`.
+    pub requested: String,
+    /// With `auto` and nftables: the kernel's reason the eBPF datapath could not be used, in
+    /// one line.
+    pub ebpf_error: Option<String>,
+}
+
+impl BackendStatus {
+    pub fn new(b: crate::datapath::Backend) -> Self {
+        Self {
+            name: b.name().to_owned(),
+            ..Self::default()
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
