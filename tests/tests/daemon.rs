@@ -106,7 +106,11 @@ impl Backend {
             return b.connects(src, dst);
         }
         let deadline = Instant::now() + Duration::from_secs(8);
-        while b.wire.connect(src, dst, Duration::from_millis(800)).is_err() {
+        while b
+            .wire
+            .connect(src, dst, Duration::from_millis(800))
+            .is_err()
+        {
             assert!(
                 Instant::now() < deadline,
                 "{src} -> {dst}: still refused 8 s after the daemon died"
@@ -132,7 +136,11 @@ fn nftables_enforces_verdicts_the_daemon_resolves() {
 }
 
 fn resolved_into_verdicts(backend: Backend) {
-    let b = bed(if backend == Backend::Ebpf { "dv" } else { "dvn" });
+    let b = bed(if backend == Backend::Ebpf {
+        "dv"
+    } else {
+        "dvn"
+    });
     let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, backend.spec(&b, "bl.test"));
     screens_with(&d, backend);
     // First contact passes (first_contact = pass) and is reported; the DNSBL lists it.
@@ -182,7 +190,11 @@ fn nftables_block_unblock_allow_round_trip_and_survive_restart() {
 }
 
 fn block_round_trip(backend: Backend) {
-    let b = bed(if backend == Backend::Ebpf { "dm" } else { "dmn" });
+    let b = bed(if backend == Backend::Ebpf {
+        "dm"
+    } else {
+        "dmn"
+    });
     let mut d = MxDaemon::start(&b.wire.server, SERVER_IFACE, backend.spec(&b, "bl.test"));
     screens_with(&d, backend);
     b.connects(CLEAN, smtp4());
@@ -774,7 +786,11 @@ fn nftables_observe_mode_resolves_and_counts_but_never_drops() {
 }
 
 fn observe_mode(backend: Backend) {
-    let b = bed(if backend == Backend::Ebpf { "do" } else { "don" });
+    let b = bed(if backend == Backend::Ebpf {
+        "do"
+    } else {
+        "don"
+    });
     let s = Spec {
         args: vec!["--observe".into()],
         ..backend.spec(&b, "bl.test")

@@ -1046,7 +1046,8 @@ fn an_unprivileged_container_gets_nftables_and_says_why() {
     );
     let log = d.log_text();
     assert!(
-        log.lines().any(|l| l.contains("screening with nftables") && l.contains(why)),
+        log.lines()
+            .any(|l| l.contains("screening with nftables") && l.contains(why)),
         "no start line saying why:\n{log}"
     );
     drop(d);

@@ -354,7 +354,8 @@ fn without_cap_bpf_the_unit_screens_with_nftables() {
     assert!(
         status
             .lines()
-            .any(|l| l.starts_with("backend:") && l.contains("nftables (auto: eBPF could not be used:")),
+            .any(|l| l.starts_with("backend:")
+                && l.contains("nftables (auto: eBPF could not be used:")),
         "{status}"
     );
     let smtp: SocketAddr = format!("{SERVER_V4}:25").parse().unwrap();
@@ -369,9 +370,12 @@ fn without_cap_bpf_the_unit_screens_with_nftables() {
     d.cli_ok(&["unblock", peer]);
     wire.connect(peer, smtp, Duration::from_secs(5)).unwrap();
     d.stop();
-    let tables = ok(Command::new("ip")
-        .args(["netns", "exec", &wire.server.name, "nft", "list", "tables"]));
-    assert!(!tables.contains("mxscreen"), "the table outlived a clean exit: {tables}");
+    let tables =
+        ok(Command::new("ip").args(["netns", "exec", &wire.server.name, "nft", "list", "tables"]));
+    assert!(
+        !tables.contains("mxscreen"),
+        "the table outlived a clean exit: {tables}"
+    );
 }
 
 /// The Debian 12 root the container boots: built once with mmdebstrap from Debian's

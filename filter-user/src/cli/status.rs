@@ -245,6 +245,17 @@ fn resolver(r: &ResolverStatus, line: &mut impl FnMut(&str, String)) {
     }
 }
 
+/// Which backend screens; with `auto` on nftables, why eBPF was not used.
+fn backend(b: &crate::control::protocol::BackendStatus) -> String {
+    match &b.ebpf_error {
+        Some(why) => format!(
+            "{} ({}: eBPF could not be used: {why})",
+            b.name, b.requested
+        ),
+        None => format!("{} ({})", b.name, b.requested),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,13 +275,5 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("zone:          bl.test: 0 queries"), "{t}");
-    }
-}
-
-/// Which backend screens; with `auto` on nftables, why eBPF was not used.
-fn backend(b: &crate::control::protocol::BackendStatus) -> String {
-    match &b.ebpf_error {
-        Some(why) => format!("{} ({}: eBPF could not be used: {why})", b.name, b.requested),
-        None => format!("{} ({})", b.name, b.requested),
     }
 }

@@ -92,10 +92,6 @@ pub enum Reply {
 /// The answer to each request; the client turns it back into the request's own type.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "one short-lived reply per request; boxing buys nothing"
-)]
 pub enum Body {
     /// A change was applied (to the maps and the state file) before this reply was sent.
     Done {

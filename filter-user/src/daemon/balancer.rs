@@ -130,7 +130,16 @@ impl BalancerWatch {
         let shared = status.clone();
         let thread = std::thread::Builder::new()
             .name("mxscreen-balancer".into())
-            .spawn(move || watch(reader.as_ref(), &private_ranges(), &asks, &shared, window, &stopped))?;
+            .spawn(move || {
+                watch(
+                    reader.as_ref(),
+                    &private_ranges(),
+                    &asks,
+                    &shared,
+                    window,
+                    &stopped,
+                )
+            })?;
         Ok(Self {
             status,
             stop: Some(stop),

@@ -14,7 +14,9 @@ use crate::datapath::clock;
 impl Daemon {
     /// Walks the verdicts: removes the expired ones and counts the rest; counts the lists.
     pub(super) fn take_census(&mut self) -> Result<()> {
-        let expired = self.census.count_verdicts(self.maps.as_ref(), clock::now_ns())?;
+        let expired = self
+            .census
+            .count_verdicts(self.maps.as_ref(), clock::now_ns())?;
         let removed = self.maps.verdicts_remove(&expired)?;
         if removed > 0 {
             tracing::debug!(removed, "expired verdicts removed");

@@ -67,8 +67,10 @@ use self::{
 };
 use crate::{
     config::Config,
-    control::server::{Call, ControlSocket},
-    control::protocol::BackendStatus,
+    control::{
+        protocol::BackendStatus,
+        server::{Call, ControlSocket},
+    },
     datapath::{AttachMode, BackendChoice, Census, Datapath},
     feeds::Feeds,
     fleet::{Fleet, FleetEvent},

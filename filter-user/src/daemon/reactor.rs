@@ -150,7 +150,10 @@ impl Daemon {
     pub fn on_verdict(&mut self, v: &Verdict) {
         let observe = self.cfg.policy.observe;
         let explain_to = self.cfg.policy.explain_to;
-        let Some(written) = self.verdicts.write(self.maps.as_mut(), v, observe, explain_to) else {
+        let Some(written) = self
+            .verdicts
+            .write(self.maps.as_mut(), v, observe, explain_to)
+        else {
             return;
         };
         self.count_verdict(written.previous.as_ref(), &written.entry);

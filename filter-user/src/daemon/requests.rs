@@ -118,7 +118,10 @@ impl Daemon {
     /// fleet.
     fn unlist(&mut self, list: ListKind, net: IpNet) -> Result<String> {
         let net = net.trunc();
-        if let Some(gone) = self.lists.remove(self.maps.as_mut(), &self.cfg, list, net)? {
+        if let Some(gone) = self
+            .lists
+            .remove(self.maps.as_mut(), &self.cfg, list, net)?
+        {
             self.fleet.manual_removed(&gone);
         }
         self.recount_lists()?;

@@ -13,14 +13,10 @@
 use std::net::IpAddr;
 
 use anyhow::Result;
-use filter_common::{
-    Action, Counter, DatapathConfig, ListEntry, Peer, PeerVerdict, Reason, Table,
-};
+use filter_common::{Action, Counter, DatapathConfig, ListEntry, Peer, PeerVerdict, Reason, Table};
 use ipnet::IpNet;
 
-use super::{
-    DatapathMaps, FeedChange, ListKind, MapsReader, NetworkVerdict, PrefixSet,
-};
+use super::{DatapathMaps, FeedChange, ListKind, MapsReader, NetworkVerdict, PrefixSet};
 
 /// A batch of verdicts, as a walk of a million of them hands them over.
 pub type Chunk = Vec<(IpAddr, PeerVerdict)>;
@@ -113,7 +109,15 @@ pub trait Datapath: DatapathRead {
 
 /// Which backend the operator asks for (`datapath.backend`, `--backend`).
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum BackendChoice {

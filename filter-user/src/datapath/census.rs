@@ -33,7 +33,11 @@ fn reason_slot(r: Reason) -> usize {
 impl Census {
     /// Counts the verdicts that are live at `now_ns` and returns the expired ones beside.
     /// (An unknown action byte counts as `pass`, the action the datapath applies.)
-    pub fn count_verdicts(&mut self, maps: &dyn crate::datapath::DatapathRead, now_ns: u64) -> Result<Vec<IpAddr>> {
+    pub fn count_verdicts(
+        &mut self,
+        maps: &dyn crate::datapath::DatapathRead,
+        now_ns: u64,
+    ) -> Result<Vec<IpAddr>> {
         self.by_action = Default::default();
         self.by_reason = Default::default();
         let mut expired = Vec::new();

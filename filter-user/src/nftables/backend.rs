@@ -262,10 +262,7 @@ impl Datapath for NftDatapath {
         let Some((net, _)) = nft.list_lookup_unhit(Table::PrefixVerdict, ip) else {
             return Ok(None);
         };
-        Ok(nft
-            .network_verdicts()?
-            .into_iter()
-            .find(|v| v.net == net))
+        Ok(nft.network_verdicts()?.into_iter().find(|v| v.net == net))
     }
 }
 

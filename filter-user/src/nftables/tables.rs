@@ -113,8 +113,17 @@ impl Nftables {
                 }
             }
         }
-        let owns = |p: Prefix| kinds(table).iter().any(|k| self.lists.own.contains_key(&(*k, p)));
-        for f in self.lists.feeds.iter().filter(|f| kinds(table).contains(&f.kind)) {
+        let owns = |p: Prefix| {
+            kinds(table)
+                .iter()
+                .any(|k| self.lists.own.contains_key(&(*k, p)))
+        };
+        for f in self
+            .lists
+            .feeds
+            .iter()
+            .filter(|f| kinds(table).contains(&f.kind))
+        {
             let mut e = ListEntry::new(Reason::Feed, 0);
             e.hits = named.get(&feed_chain(f.id)).copied().unwrap_or(0);
             out.extend(f.set.iter().filter(|p| !owns(*p)).map(|p| (p.net(), e)));
