@@ -17,6 +17,9 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 /// A named network namespace (`ip netns add`), deleted on drop.
 pub struct NetNs {
     pub name: String,
+    /// For a namespace owned by a user namespace of its own ([`NetNs::in_container`]): the
+    /// process holding both (killed on drop).
+    holder: Option<std::process::Child>,
 }
 
 /// Runs a command and panics with its stderr if it fails.
@@ -42,9 +45,59 @@ impl NetNs {
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
         run("ip", &["netns", "add", &name]);
-        let ns = Self { name };
+        let ns = Self { name, holder: None };
         ns.ip(&["link", "set", "lo", "up"]);
         ns
+    }
+
+    /// A namespace as an unprivileged LXC container has it: created by, and so owned by, a
+    /// user namespace of its own (ids mapped to themselves, root's included). A process in that user namespace has
+    /// CAP_NET_ADMIN over this network namespace (nftables, NFLOG) but no capability the
+    /// kernel checks in the initial one (loading BPF: CAP_BPF or CAP_SYS_ADMIN there).
+    /// Named like [`NetNs::new`] (`ip netns attach`), so everything else treats it alike.
+    pub fn in_container(tag: &str) -> Self {
+        let name = format!(
+            "mxs-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let holder = Command::new("unshare")
+            .args(["--user", "--net", "--", "sleep", "infinity"])
+            .spawn()
+            .expect("unshare (util-linux)");
+        let pid = holder.id().to_string();
+        let own = std::fs::read_link("/proc/self/ns/net").expect("own netns");
+        // unshare makes the namespaces before it execs sleep: wait until the holder is in
+        // its own network namespace.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while std::fs::read_link(format!("/proc/{pid}/ns/net")).is_ok_and(|n| n == own) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "unshare did not make a network namespace"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Every id below 65536 maps to itself (a container's own users and groups: the
+        // MTA's group for the query socket, for one), written as its parent may.
+        for map in ["uid_map", "gid_map"] {
+            std::fs::write(format!("/proc/{pid}/{map}"), "0 0 65536\n")
+                .unwrap_or_else(|e| panic!("writing the container's {map}: {e}"));
+        }
+        run("ip", &["netns", "attach", &name, &pid]);
+        let ns = Self {
+            name,
+            holder: Some(holder),
+        };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// The user namespace owning this network namespace, for `nsenter --user=`; `None` for
+    /// one made by [`NetNs::new`] (owned by the initial user namespace).
+    pub fn user_ns_file(&self) -> Option<String> {
+        self.holder
+            .as_ref()
+            .map(|h| format!("/proc/{}/ns/user", h.id()))
     }
 
     /// `ip -n NAME ARGS...`
@@ -72,6 +125,10 @@ impl Drop for NetNs {
         let _ = Command::new("ip")
             .args(["netns", "del", &self.name])
             .status();
+        if let Some(mut h) = self.holder.take() {
+            let _ = h.kill();
+            let _ = h.wait();
+        }
     }
 }
 
@@ -91,8 +148,16 @@ pub const CLIENT_V6: [&str; 2] = ["2001:db8:1::1", "2001:db8:1::3"];
 
 impl Wire {
     pub fn new(tag: &str) -> Self {
+        Self::with_server(tag, NetNs::new(&format!("{tag}s")))
+    }
+
+    /// A wire whose server is a container's namespace ([`NetNs::in_container`]).
+    pub fn to_container(tag: &str) -> Self {
+        Self::with_server(tag, NetNs::in_container(&format!("{tag}s")))
+    }
+
+    fn with_server(tag: &str, server: NetNs) -> Self {
         let client = NetNs::new(&format!("{tag}c"));
-        let server = NetNs::new(&format!("{tag}s"));
         client.ip(&[
             "link",
             "add",

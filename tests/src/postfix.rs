@@ -173,6 +173,25 @@ impl Postfix {
     pub fn maillog(&self) -> String {
         self.log().text()
     }
+
+    /// What the master process wrote to its stdout and stderr (where Postfix reports what
+    /// it could not log: postlogd not starting, for one), and the Postfix processes running.
+    pub fn diagnostics(&self) -> String {
+        let procs = std::process::Command::new("ps")
+            .args(["-e", "-o", "pid,ppid,stat,etime,args"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let postfix: Vec<&str> = procs
+            .lines()
+            .filter(|l| l.contains("postfix"))
+            .collect();
+        format!(
+            "master's output:\n{}\nPostfix processes:\n{}",
+            self.proc.log(),
+            postfix.join("\n")
+        )
+    }
 }
 
 fn run_chown(owner: &str, path: &Path) {

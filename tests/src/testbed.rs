@@ -102,6 +102,12 @@ pub enum Attach {
     Xdp,
     /// tc (tcx or clsact).
     Tc,
+    /// The nftables backend (`backend = "nftables"`).
+    Nftables,
+    /// Every datapath key at its default (`backend = "auto"`), the MTA host an unprivileged
+    /// LXC container: its network namespace owned by a user namespace of its own, the daemon
+    /// inside both without CAP_BPF ([`NetNs::in_container`]). eBPF cannot load: nftables.
+    Container,
 }
 
 impl Attach {
@@ -109,6 +115,17 @@ impl Attach {
         match self {
             Attach::Xdp => "mode = \"xdp\"",
             Attach::Tc => "mode = \"tc\"",
+            Attach::Nftables => "backend = \"nftables\"",
+            Attach::Container => "",
+        }
+    }
+
+    /// What `status` says the interface got.
+    fn attached(self) -> &'static str {
+        match self {
+            Attach::Xdp => "xdp (native)",
+            Attach::Tc => "tc",
+            Attach::Nftables | Attach::Container => "nftables (netdev ingress)",
         }
     }
 }
@@ -302,7 +319,12 @@ impl Testbed {
     fn build(tag: &str, attach: Attach, asking: bool) -> Self {
         static SWEEP: std::sync::Once = std::sync::Once::new();
         SWEEP.call_once(sweep_stale);
-        let wire = Wire::new(&format!("{STALE_PREFIX}{tag}"));
+        let tag = format!("{STALE_PREFIX}{tag}");
+        let wire = if attach == Attach::Container {
+            Wire::to_container(&tag)
+        } else {
+            Wire::new(&tag)
+        };
         for a in ALL_CLIENTS {
             wire.add_client_addr(a);
         }
@@ -420,19 +442,33 @@ impl Testbed {
             sections += &crate::readme::snippet("postfix-mxscreen");
             sections += "\n";
         }
+        // In the container: its user namespace, and no CAP_BPF (nor what could stand in
+        // for it) even there.
+        let wrapper = match self.wire.server.user_ns_file() {
+            Some(user) => [
+                "nsenter",
+                &format!("--user={user}"),
+                "--",
+                "setpriv",
+                "--bounding-set=-bpf,-perfmon,-sys_admin",
+                "--inh-caps=-bpf,-perfmon,-sys_admin",
+                "--",
+            ]
+            .map(String::from)
+            .to_vec(),
+            None => Vec::new(),
+        };
         let spec = Spec {
             datapath,
             sections,
             args: t.args,
             run_dir: self.run_dir.as_ref().map(|d| d.path().to_path_buf()),
+            wrapper,
             ..Default::default()
         };
         let d = MxDaemon::start(&self.wire.server, SERVER_IFACE, spec);
         // `status` says what the interface actually got (auto mode could fall back).
-        let want = match self.attach {
-            Attach::Xdp => format!("{SERVER_IFACE} (xdp (native))"),
-            Attach::Tc => format!("{SERVER_IFACE} (tc)"),
-        };
+        let want = format!("{SERVER_IFACE} ({})", self.attach.attached());
         let status = d.cli_ok(&["status"]);
         assert!(
             status

@@ -1,7 +1,7 @@
 //! End to end, the way an operator sees it: a real Exim with its own ACLs on an MTA host, real
 //! rbldnsd/nsd behind a real unbound, senders using swaks from many addresses, and the real
-//! `mxscreen run` on the MTA host's interface, once in native XDP and once in tc mode (every
-//! scenario runs in both). Each scenario asserts on what the sender saw (swaks' result, or a
+//! `mxscreen run` on the MTA host's interface, in native XDP, in tc mode and on the nftables
+//! backend (every scenario runs in each), and once in an unprivileged container. Each scenario asserts on what the sender saw (swaks' result, or a
 //! TCP handshake) and on what Exim logged (or never logged). See `mxscreen_tests::testbed`
 //! for the layout. Needs root; run by `cargo xtask test e2e`.
 
@@ -540,14 +540,17 @@ fn observe_then_enforce_with_sighup(attach: Attach) {
 /// not at once and not on the second (3 s), and its message is delivered through Exim's
 /// ACLs; an allowlisted sender is never held, even while its DNS never answers.
 fn defaults_hold_first_contact(attach: Attach) {
-    let b = bed("eh", attach);
+    defaults_hold_first_contact_on(&bed("eh", attach));
+}
+
+fn defaults_hold_first_contact_on(b: &Testbed) {
     let d = b.daemon(Tweaks::default());
     // Allowed before it is ever seen: its first SYN passes at once, though its DNS would
     // never answer (a hold would last hold_max).
     d.cli_ok(&["allow", SLOW_DNS]);
-    first_syn_passes(&b, SLOW_DNS);
+    first_syn_passes(b, SLOW_DNS);
     for ip in [SBL, XBL6] {
-        refused_smtp(&b, ip, &format!("hold-listed-{}", ip.replace(':', "-")));
+        refused_smtp(b, ip, &format!("hold-listed-{}", ip.replace(':', "-")));
         assert_eq!(d.verdict(ip).as_deref(), Some("drop"));
         assert_eq!(
             b.exim.lines_since(0, ip),
@@ -557,25 +560,25 @@ fn defaults_hold_first_contact(attach: Attach) {
     }
     for ip in [CLEAN, CLEAN6] {
         let t = Instant::now();
-        connects(&b, ip, 25);
+        connects(b, ip, 25);
         let took = t.elapsed();
         assert!(
             took >= Duration::from_millis(900) && took < Duration::from_millis(2500),
             "{ip}: the first connection took {took:?}, not one SYN retransmit"
         );
         // Its pass is cached: later connections are not held.
-        first_syn_passes(&b, ip);
+        first_syn_passes(b, ip);
         let tag = format!("hold-clean-{}", ip.replace(':', "-"));
         let mark = b.exim.mark();
-        accepted(&b, ip, &tag);
-        reached_exim(&b, mark, ip, &tag);
+        accepted(b, ip, &tag);
+        reached_exim(b, mark, ip, &tag);
     }
     assert!(d.counter("held") >= 4, "{}", d.cli_ok(&["stats"]));
     // DNS that never answers (allowed no more): the hold ends, at the latest after
     // hold_max (3 s), and the sender gets in on a SYN retransmit: hold never turns a DNS
     // outage into refused mail.
     d.cli_ok(&["unallow", SLOW_DNS]);
-    let r = accepted(&b, SLOW_DNS, "hold-slow-dns");
+    let r = accepted(b, SLOW_DNS, "hold-slow-dns");
     // In on the retransmit 7 s after the first SYN at the latest (the next is at 15 s).
     assert!(
         r.elapsed < Duration::from_secs(15),
@@ -1017,7 +1020,41 @@ fn the_packaged_examples_carry_the_readme_snippets() {
     }
 }
 
-macro_rules! in_both_modes {
+/// An unprivileged LXC container (the MTA host's network namespace owned by a user namespace
+/// of its own, the daemon without CAP_BPF) and every datapath key at its default: `auto`
+/// picks nftables, says why in its start line, `status` and `status --json`, and screens the
+/// container's Exim under the defaults, as [`defaults_hold_first_contact`] checks.
+#[test]
+fn an_unprivileged_container_gets_nftables_and_says_why() {
+    let b = bed("eu", Attach::Container);
+    let d = b.daemon(Tweaks::default());
+    let status: serde_json::Value =
+        serde_json::from_str(&d.cli_ok(&["status", "--json"])).expect("status --json");
+    let backend = &status["backend"];
+    assert_eq!(backend["name"], "nftables", "{status:#}");
+    assert_eq!(backend["requested"], "auto", "{status:#}");
+    let why = backend["ebpf_error"].as_str().unwrap_or_default();
+    assert!(
+        why.contains("not permitted") && !why.contains('\n'),
+        "the kernel's refusal, in one line: {status:#}"
+    );
+    let text = d.cli_ok(&["status"]);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("backend:") && l.contains("nftables") && l.contains(why)),
+        "{text}"
+    );
+    let log = d.log_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("screening with nftables") && l.contains(why)),
+        "no start line saying why:\n{log}"
+    );
+    drop(d);
+    defaults_hold_first_contact_on(&b);
+}
+
+macro_rules! in_every_datapath {
     ($($scenario:ident),* $(,)?) => {
         mod xdp {
             $( #[test] fn $scenario() { super::$scenario(super::Attach::Xdp) } )*
@@ -1025,10 +1062,13 @@ macro_rules! in_both_modes {
         mod tc {
             $( #[test] fn $scenario() { super::$scenario(super::Attach::Tc) } )*
         }
+        mod nftables {
+            $( #[test] fn $scenario() { super::$scenario(super::Attach::Nftables) } )*
+        }
     };
 }
 
-in_both_modes!(
+in_every_datapath!(
     listed_senders_never_reach_exim,
     clean_senders_are_untouched_and_meet_exims_acls,
     reverse_dns_counts_by_its_weights,

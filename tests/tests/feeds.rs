@@ -63,10 +63,24 @@ fn entries(d: &MxDaemon, feed: &str) -> u64 {
     d.feed(feed)["entries"].as_u64().unwrap()
 }
 
+/// The datapath lines of a test: first contacts pass, on the named backend.
+fn datapath(backend: &str) -> String {
+    format!("{FIRST_CONTACT_PASS}\nbackend = {backend:?}\n")
+}
+
 #[test]
 fn a_feed_is_loaded_replaced_by_rename_and_named_everywhere() {
+    feed_loaded_replaced_and_named("ebpf");
+}
+
+#[test]
+fn nftables_a_feed_is_loaded_replaced_by_rename_and_named_everywhere() {
+    feed_loaded_replaced_and_named("nftables");
+}
+
+fn feed_loaded_replaced_and_named(backend: &str) {
     let b = Bed::new(
-        "fd",
+        if backend == "ebpf" { "fd" } else { "fdn" },
         &[FEED_LISTED, FEED_LISTED_V6, FEED_LATER, CLEAN],
         &[RblZone::new("bl.test", Duration::from_secs(900), vec![])],
     );
@@ -78,7 +92,7 @@ fn a_feed_is_loaded_replaced_by_rename_and_named_everywhere() {
     )
     .unwrap();
     let spec = Spec {
-        datapath: FIRST_CONTACT_PASS.into(),
+        datapath: datapath(backend),
         sections: sections(
             b.rbl_addr,
             &feed_section("local-drop", &path, "cidr", "drop"),
@@ -165,6 +179,15 @@ fn a_feed_is_loaded_replaced_by_rename_and_named_everywhere() {
 /// one listed address alone takes nobody with it, and an address's own verdict stays.
 #[test]
 fn rotating_ipv6_addresses_give_their_network_a_verdict() {
+    rotation("ebpf");
+}
+
+#[test]
+fn nftables_rotating_ipv6_addresses_give_their_network_a_verdict() {
+    rotation("nftables");
+}
+
+fn rotation(backend: &str) {
     let (first, second, neighbour, newcomer) = (
         "2001:db8:1::40",
         "2001:db8:1::41",
@@ -172,7 +195,7 @@ fn rotating_ipv6_addresses_give_their_network_a_verdict() {
         "2001:db8:1::43",
     );
     let b = Bed::new(
-        "fr",
+        if backend == "ebpf" { "fr" } else { "frn" },
         &[first, second, neighbour, newcomer],
         &[RblZone::new(
             "bl.test",
@@ -184,7 +207,7 @@ fn rotating_ipv6_addresses_give_their_network_a_verdict() {
         )],
     );
     let spec = Spec {
-        datapath: FIRST_CONTACT_PASS.into(),
+        datapath: datapath(backend),
         sections: sections(b.rbl_addr, ""),
         ..Default::default()
     };

@@ -233,7 +233,9 @@ fn metrics_match_stats_and_status_and_pass_promtool() {
     assert_eq!(
         value(
             &after,
-            &format!("mxscreen_attached_info{{interface=\"{SERVER_IFACE}\",mode=\"{mode}\"}}")
+            &format!(
+                "mxscreen_attached_info{{interface=\"{SERVER_IFACE}\",mode=\"{mode}\",backend=\"ebpf\"}}"
+            )
         ),
         1.0
     );

@@ -185,7 +185,7 @@ fn unit_is_hardened_to_at_most_3_0() {
         ("RuntimeDirectory", "mxscreen"),
         ("StateDirectory", "mxscreen"),
         ("NoNewPrivileges", "yes"),
-        ("ReadWritePaths", "/sys/fs/bpf"),
+        ("ReadWritePaths", "-/sys/fs/bpf"),
     ] {
         assert_eq!(unit_values(&unit, key), vec![want.to_owned()], "{key}");
     }
@@ -271,7 +271,9 @@ fn daemon_works_with_exactly_the_units_capabilities_and_needs_each() {
         sections: "[resolver]\nnameservers = [\"127.0.0.1\"]\n\n[lists]\nallow = []\n\n[rdns]\nenabled = false\n"
             .into(),
         // First contacts pass: no DNS answers here, and this test is about capabilities.
-        datapath: "mode = \"xdp\"\nfirst_contact = \"pass\"\n".into(),
+        // The eBPF backend asked for by name: `auto` would screen with nftables without
+        // CAP_BPF (see the next test).
+        datapath: "backend = \"ebpf\"\nmode = \"xdp\"\nfirst_contact = \"pass\"\n".into(),
         wrapper: setpriv(&caps),
         ..Default::default()
     };
@@ -322,6 +324,58 @@ fn daemon_works_with_exactly_the_units_capabilities_and_needs_each() {
             text(&out)
         );
     }
+}
+
+/// A host that forbids BPF: the unit's capabilities without CAP_BPF and CAP_PERFMON, every
+/// datapath key at its default. `auto` screens with nftables (CAP_NET_ADMIN is all it needs)
+/// and says why; blocks hold and go, and the table goes at a clean exit.
+#[test]
+fn without_cap_bpf_the_unit_screens_with_nftables() {
+    let caps: Vec<String> = unit_capabilities()
+        .into_iter()
+        .filter(|c| !["bpf", "perfmon"].contains(&c.as_str()))
+        .collect();
+    let wire = Wire::new("pn");
+    let _listener = wire
+        .server
+        .enter(|| std::net::TcpListener::bind(format!("{SERVER_V4}:25")).unwrap());
+    let spec = Spec {
+        sections: "[resolver]\nnameservers = [\"127.0.0.1\"]\n\n[lists]\nallow = []\n\n[rdns]\nenabled = false\n"
+            .into(),
+        datapath: "first_contact = \"pass\"\n".into(),
+        wrapper: setpriv(&caps),
+        ..Default::default()
+    };
+    let mut d = MxDaemon::start(&wire.server, SERVER_IFACE, spec);
+    let mut want = caps.clone();
+    want.sort();
+    assert_eq!(effective_caps(d.pid()), want);
+    let status = d.cli_ok(&["status"]);
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("backend:")
+                && l.contains("nftables (auto: eBPF could not be used:")),
+        "{status}"
+    );
+    let smtp: SocketAddr = format!("{SERVER_V4}:25").parse().unwrap();
+    let peer = CLIENT_V4[0];
+    wire.connect(peer, smtp, Duration::from_secs(5)).unwrap();
+    d.cli_ok(&["block", peer, "--reason", "capability test"]);
+    assert!(
+        wire.connect(peer, smtp, Duration::from_millis(800))
+            .is_err(),
+        "blocked with CAP_NET_ADMIN alone"
+    );
+    d.cli_ok(&["unblock", peer]);
+    wire.connect(peer, smtp, Duration::from_secs(5)).unwrap();
+    d.stop();
+    let tables =
+        ok(Command::new("ip").args(["netns", "exec", &wire.server.name, "nft", "list", "tables"]));
+    assert!(
+        !tables.contains("mxscreen"),
+        "the table outlived a clean exit: {tables}"
+    );
 }
 
 /// The Debian 12 root the container boots: built once with mmdebstrap from Debian's

@@ -6,7 +6,7 @@ use anyhow::Result;
 
 use crate::{
     daemon::{self, RunOptions},
-    datapath::AttachMode,
+    datapath::{AttachMode, BackendChoice},
     logging::LogFormat,
 };
 
@@ -32,6 +32,10 @@ pub struct Args {
     /// Attach mode; overrides datapath.mode.
     #[arg(long, value_enum)]
     mode: Option<AttachMode>,
+    /// What refuses the SYNs (auto: eBPF when it loads and attaches, else nftables);
+    /// overrides datapath.backend.
+    #[arg(long, value_enum)]
+    backend: Option<BackendChoice>,
     /// Decide, log and count, but never drop or limit (also policy.observe).
     #[arg(long)]
     observe: bool,
@@ -53,6 +57,7 @@ pub fn main(args: Args) -> Result<()> {
         config: args.config,
         interfaces: args.interfaces,
         mode: args.mode,
+        backend: args.backend,
         observe: args.observe,
     }))
 }

@@ -73,6 +73,7 @@ fn text(s: &StatusReply) -> String {
     );
     line("explained", explained(&s.explain, unix_now()));
     line("ports", format!("{:?}", s.ports));
+    line("backend", backend(&s.backend));
     for i in &s.interfaces {
         line("interface", format!("{} ({})", i.name, i.mode));
     }
@@ -241,6 +242,17 @@ fn resolver(r: &ResolverStatus, line: &mut impl FnMut(&str, String)) {
                 z.queries, z.listed, z.tempfail, z.error_codes, z.outside_loopback
             ),
         );
+    }
+}
+
+/// Which backend screens; with `auto` on nftables, why eBPF was not used.
+fn backend(b: &crate::control::protocol::BackendStatus) -> String {
+    match &b.ebpf_error {
+        Some(why) => format!(
+            "{} ({}: eBPF could not be used: {why})",
+            b.name, b.requested
+        ),
+        None => format!("{} ({})", b.name, b.requested),
     }
 }
 

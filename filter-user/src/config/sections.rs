@@ -11,7 +11,7 @@ use filter_common::MAX_PORTS;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    datapath::{AttachMode, FirstContact, MapSizes},
+    datapath::{AttachMode, BackendChoice, FirstContact, MapSizes},
     duration,
     invalid_key::InvalidKey,
 };
@@ -22,7 +22,14 @@ use crate::{
 pub struct DatapathSection {
     /// Interfaces to attach to. Default: empty, meaning the interface of the default route.
     pub interfaces: Vec<String>,
-    /// auto (native XDP, else tc, else generic XDP), xdp, xdp-generic or tc. Default auto.
+    /// What refuses the SYNs. "auto" (default): the eBPF program when it loads and
+    /// attaches, else nftables (status says why eBPF was not used). "ebpf": the eBPF program
+    /// only. "nftables": a table of its own on the interfaces' netdev ingress hook, for hosts
+    /// where BPF cannot load (LXC and Docker containers, OpenVZ, BPF forbidden); needs only
+    /// CAP_NET_ADMIN.
+    pub backend: BackendChoice,
+    /// With the eBPF backend: auto (native XDP, else tc, else generic XDP), xdp,
+    /// xdp-generic or tc. Default auto.
     pub mode: AttachMode,
     /// Destination ports screened, 1 to 64 of them. Default [25]: the MX port. Submission
     /// ports (587, 465) carry authenticated users and are better left to the MTA.
@@ -55,6 +62,7 @@ impl Default for DatapathSection {
     fn default() -> Self {
         Self {
             interfaces: Vec::new(),
+            backend: BackendChoice::Auto,
             mode: AttachMode::Auto,
             ports: vec![25],
             first_contact: FirstContact::Hold,

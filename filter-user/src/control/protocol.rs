@@ -92,10 +92,6 @@ pub enum Reply {
 /// The answer to each request; the client turns it back into the request's own type.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "one short-lived reply per request; boxing buys nothing"
-)]
 pub enum Body {
     /// A change was applied (to the maps and the state file) before this reply was sent.
     Done {
@@ -242,6 +238,9 @@ pub struct StatusReply {
     pub observe: bool,
     pub first_contact: FirstContact,
     pub ports: Vec<u16>,
+    /// Which backend screens (and why, with `auto`).
+    #[serde(default)]
+    pub backend: BackendStatus,
     pub interfaces: Vec<InterfaceStatus>,
     pub programs: Vec<ProgramStatus>,
     pub maps: Vec<MapFill>,
@@ -346,6 +345,27 @@ pub struct FeedStatus {
     pub problem: Option<String>,
     /// SYNs its entries decided.
     pub hits: u64,
+}
+
+/// Which backend screens, what the operator asked for, and why eBPF was not used.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackendStatus {
+    /// `ebpf` or `nftables`.
+    pub name: String,
+    /// `datapath.backend`: `auto`, `ebpf` or `nftables`.
+    pub requested: String,
+    /// With `auto` and nftables: the kernel's reason the eBPF datapath could not be used, in
+    /// one line.
+    pub ebpf_error: Option<String>,
+}
+
+impl BackendStatus {
+    pub fn new(b: crate::datapath::Backend) -> Self {
+        Self {
+            name: b.name().to_owned(),
+            ..Self::default()
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -36,7 +36,7 @@ use ipnet::IpNet;
 
 use crate::{
     control::protocol::{BalancerCheck, BalancerStatus},
-    datapath::{ListKind, MapsReader},
+    datapath::{DatapathRead, ListKind},
     duration,
     query::{MtaAsks, asks::AskCounts},
     reputation::config::builtin_allow,
@@ -120,7 +120,7 @@ fn window() -> Duration {
 
 impl BalancerWatch {
     /// Starts the watch on a thread of its own, reading the maps through `reader`.
-    pub fn start(reader: MapsReader, asks: Arc<MtaAsks>) -> Result<Self> {
+    pub fn start(reader: Box<dyn DatapathRead>, asks: Arc<MtaAsks>) -> Result<Self> {
         let window = window();
         let status = Arc::new(Mutex::new(BalancerStatus {
             window_secs: window.as_secs(),
@@ -130,7 +130,16 @@ impl BalancerWatch {
         let shared = status.clone();
         let thread = std::thread::Builder::new()
             .name("mxscreen-balancer".into())
-            .spawn(move || watch(&reader, &private_ranges(), &asks, &shared, window, &stopped))?;
+            .spawn(move || {
+                watch(
+                    reader.as_ref(),
+                    &private_ranges(),
+                    &asks,
+                    &shared,
+                    window,
+                    &stopped,
+                )
+            })?;
         Ok(Self {
             status,
             stop: Some(stop),
@@ -163,7 +172,7 @@ impl Drop for BalancerWatch {
 
 /// The thread: a look every `window` until told to stop (or the daemon goes).
 fn watch(
-    reader: &MapsReader,
+    reader: &dyn DatapathRead,
     private: &[IpNet],
     asks: &MtaAsks,
     status: &Mutex<BalancerStatus>,
@@ -192,7 +201,7 @@ fn watch(
 }
 
 /// Reads the counters, the private allow entries' hits and the most hit sources.
-fn snapshot(reader: &MapsReader, private: &[IpNet], asks: &MtaAsks) -> Result<Snapshot> {
+fn snapshot(reader: &dyn DatapathRead, private: &[IpNet], asks: &MtaAsks) -> Result<Snapshot> {
     // The totals first, at one moment: what happens during the walk below (it takes a while
     // with a million verdicts) falls into the next window, not into none.
     let asked = asks.counts();
@@ -207,7 +216,7 @@ fn snapshot(reader: &MapsReader, private: &[IpNet], asks: &MtaAsks) -> Result<Sn
     // The most hit sources, in a heap of bounded size (least hit on top).
     let mut heap: BinaryHeap<Reverse<(u64, IpAddr)>> = BinaryHeap::new();
     let mut untracked_max = 0;
-    reader.for_each_verdict_chunk(|chunk| {
+    reader.for_each_verdict_chunk(&mut |chunk| {
         for (ip, v) in chunk.into_iter().filter(|(_, v)| v.hits > 0) {
             heap.push(Reverse((v.hits, ip)));
             if heap.len() > TRACKED

@@ -14,19 +14,21 @@ use crate::datapath::clock;
 impl Daemon {
     /// Walks the verdicts: removes the expired ones and counts the rest; counts the lists.
     pub(super) fn take_census(&mut self) -> Result<()> {
-        let expired = self.census.count_verdicts(&self.maps, clock::now_ns())?;
+        let expired = self
+            .census
+            .count_verdicts(self.maps.as_ref(), clock::now_ns())?;
         let removed = self.maps.verdicts_remove(&expired)?;
         if removed > 0 {
             tracing::debug!(removed, "expired verdicts removed");
         }
-        self.census.count_lists(&mut self.maps)?;
+        self.census.count_lists(self.maps.as_mut())?;
         self.publish();
         Ok(())
     }
 
     /// After a change to the allow or deny list.
     pub(super) fn recount_lists(&mut self) -> Result<()> {
-        self.census.count_lists(&mut self.maps)?;
+        self.census.count_lists(self.maps.as_mut())?;
         self.publish();
         Ok(())
     }
@@ -60,5 +62,6 @@ impl Daemon {
             .into_iter()
             .map(|i| (i.name, i.mode))
             .collect();
+        f.backend = (self.backend.name.clone(), self.backend.ebpf_error.clone());
     }
 }

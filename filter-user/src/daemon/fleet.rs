@@ -13,7 +13,7 @@ use ipnet::IpNet;
 use super::protect::{self, Protected};
 use crate::{
     control::protocol::FleetStatus,
-    datapath::{DatapathMaps, clock},
+    datapath::{Datapath, clock},
     fleet::{self, Fleet, wire::SharedVerdict},
     reputation::{ExplainTo, Verdict},
     state::ManualEntry,
@@ -162,7 +162,7 @@ impl FleetBridge {
     /// address or has expired on its way.
     pub fn apply_verdict(
         &mut self,
-        maps: &mut DatapathMaps,
+        maps: &mut dyn Datapath,
         protected: &[Protected],
         v: &SharedVerdict,
         explain_to: ExplainTo,

@@ -92,7 +92,7 @@ impl Daemon {
     /// SYN is a first contact) and the network verdicts over them, and what the daemon keeps
     /// about them (rotation members, fleet origins); recounts the maps.
     fn forget_verdicts(&mut self, net: IpNet) -> Result<Forgotten> {
-        let gone = self.verdicts.forget(&mut self.maps, net)?;
+        let gone = self.verdicts.forget(self.maps.as_mut(), net)?;
         self.fleet.forget_origins(&gone.ips);
         self.take_census()?;
         Ok(gone)

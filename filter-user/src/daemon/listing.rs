@@ -142,7 +142,7 @@ impl Daemon {
         ];
         for (table, wanted) in tables {
             if what == wanted || what == ListWhat::All {
-                for (net, e, _) in self.maps.table_entries(table)? {
+                for (net, e) in self.maps.table_entries(table)? {
                     first.push(self.listed(table, net, &e));
                 }
             }
@@ -174,7 +174,7 @@ impl Daemon {
                 }
             }
             if let Some(reader) = reader {
-                let read = reader.for_each_verdict_chunk(|chunk| {
+                let read = reader.for_each_verdict_chunk(&mut |chunk| {
                     let entries: Vec<ListedEntry> = chunk
                         .iter()
                         .filter(|(_, v)| live(v.expires_ns))

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     config::Config,
-    datapath::{DatapathMaps, ListKind},
+    datapath::{Datapath, ListKind},
     fleet::wire::SharedManual,
     state::{ManualEntry, State, unix_now},
 };
@@ -47,7 +47,7 @@ impl ListOwner {
     /// Makes the lists match config + state exactly: entries this daemon owns (manual and
     /// config) that are no longer wanted are removed, wanted ones (re)inserted. Called at
     /// start (pinned lists may hold an older truth) and on reload.
-    pub fn reconcile(&mut self, maps: &mut DatapathMaps, cfg: &Config) -> Result<()> {
+    pub fn reconcile(&mut self, maps: &mut dyn Datapath, cfg: &Config) -> Result<()> {
         self.protected = protect::protected_set(&cfg.lists.allow_list());
         let want = self.wanted(cfg);
         for kind in [ListKind::Allow, ListKind::Deny] {
@@ -88,7 +88,7 @@ impl ListOwner {
     /// Adds (or replaces) a manual entry: map, then file (see the module documentation).
     pub fn add(
         &mut self,
-        maps: &mut DatapathMaps,
+        maps: &mut dyn Datapath,
         cfg: &Config,
         entry: &ManualEntry,
     ) -> Result<()> {
@@ -106,7 +106,7 @@ impl ListOwner {
     /// by hand (the config lists it, or a wider manual prefix covers it).
     pub fn remove(
         &mut self,
-        maps: &mut DatapathMaps,
+        maps: &mut dyn Datapath,
         cfg: &Config,
         list: ListKind,
         net: IpNet,
@@ -127,7 +127,7 @@ impl ListOwner {
     /// Why `net` cannot be removed from `list` by hand.
     fn not_by_hand(
         &self,
-        maps: &DatapathMaps,
+        maps: &dyn Datapath,
         cfg: &Config,
         list: ListKind,
         net: IpNet,
@@ -163,7 +163,7 @@ impl ListOwner {
     /// whose state write failed (logged if even that fails: the next reload or restart
     /// rebuilds the lists from the file).
     fn undo(
-        maps: &mut DatapathMaps,
+        maps: &mut dyn Datapath,
         want: &[(ListKind, IpNet, ListEntry)],
         kind: ListKind,
         net: IpNet,
@@ -207,7 +207,7 @@ impl ListOwner {
     /// were refused.
     pub fn merge_shared(
         &mut self,
-        maps: &mut DatapathMaps,
+        maps: &mut dyn Datapath,
         cfg: &Config,
         records: Vec<SharedManual>,
         me: &str,
@@ -268,7 +268,7 @@ impl ListOwner {
 
     /// Removes expired manual entries: state file, then lists (if the file cannot be written
     /// they stay in both, where the datapath ignores them, until a later sweep).
-    pub fn expire(&mut self, maps: &mut DatapathMaps) -> Result<()> {
+    pub fn expire(&mut self, maps: &mut dyn Datapath) -> Result<()> {
         for e in self.state.take_expired(unix_now())? {
             maps.list_remove(e.list, e.net)?;
             tracing::info!(list = ?e.list, net = %e.net, "manual entry expired");

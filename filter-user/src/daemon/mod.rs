@@ -57,13 +57,21 @@ use tokio::{
 };
 
 use self::{
-    balancer::BalancerWatch, fleet::FleetBridge, lists::ListOwner, mta::MtaDoor, program::Program,
-    rotation::Rotation, verdicts::VerdictWriter,
+    balancer::BalancerWatch,
+    fleet::FleetBridge,
+    lists::ListOwner,
+    mta::MtaDoor,
+    program::{PeerEvents, Program},
+    rotation::Rotation,
+    verdicts::VerdictWriter,
 };
 use crate::{
     config::Config,
-    control::server::{Call, ControlSocket},
-    datapath::{self, AttachMode, Census, DatapathMaps, Events, LoadOptions, events::AsyncEvents},
+    control::{
+        protocol::BackendStatus,
+        server::{Call, ControlSocket},
+    },
+    datapath::{AttachMode, BackendChoice, Census, Datapath},
     feeds::Feeds,
     fleet::{Fleet, FleetEvent},
     metrics::{
@@ -87,6 +95,7 @@ pub struct RunOptions {
     pub config: Option<PathBuf>,
     pub interfaces: Vec<String>,
     pub mode: Option<AttachMode>,
+    pub backend: Option<BackendChoice>,
     pub observe: bool,
 }
 
@@ -97,9 +106,12 @@ pub struct Daemon {
     cfg: Config,
     config_path: Option<PathBuf>,
     started: Instant,
-    /// The program and where it is attached.
+    /// What screens (the eBPF program or the nftables table) and where.
     program: Program,
-    maps: DatapathMaps,
+    /// Which backend screens, and why.
+    backend: BackendStatus,
+    /// The datapath, whichever backend it is.
+    maps: Box<dyn Datapath>,
     engine: Engine,
     feeds: Feeds,
     /// The config's and the operators' list entries, and what can never be dropped.
@@ -122,7 +134,7 @@ pub struct Daemon {
 /// What the main loop waits on besides the control socket, timers and signals.
 struct Inputs {
     /// New peers the datapath reports.
-    events: AsyncEvents,
+    events: PeerEvents,
     /// The engine's verdicts.
     verdicts: mpsc::Receiver<Verdict>,
     fleet: mpsc::Receiver<FleetEvent>,
@@ -142,6 +154,9 @@ fn read_config(opts: &RunOptions) -> Result<(Config, Option<PathBuf>)> {
     }
     if let Some(mode) = opts.mode {
         cfg.datapath.mode = mode;
+    }
+    if let Some(backend) = opts.backend {
+        cfg.datapath.backend = backend;
     }
     cfg.policy.observe |= opts.observe;
     Ok((cfg, origin))
@@ -166,13 +181,13 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let state = State::load(&cfg.state.file)?;
     // Bind the socket before touching the kernel: a second daemon stops here, harmlessly.
     let mut socket = ControlSocket::bind(&cfg.control.socket).await?;
-    let (mut d, mut inputs) = Daemon::load(cfg, origin, state)?;
+    let (mut d, mut inputs) = Daemon::load(cfg, origin, state, &ifaces)?;
     // Bound before attaching, like the control socket: a taken port stops the start here.
     let _metrics = match d.cfg.metrics.listen {
         Some(addr) => Some(metrics::start(addr, d.metric_families()?).await?),
         None => None,
     };
-    let mta_door = d.start_screening(&ifaces, &mut inputs.fleet).await?;
+    let mta_door = d.start_screening(&mut inputs.fleet).await?;
     let (calls_tx, calls) = mpsc::channel(64);
     let server = socket.serve(calls_tx);
     d.serve(inputs, calls, &opts).await?;
@@ -186,17 +201,17 @@ pub async fn run(opts: RunOptions) -> Result<()> {
 }
 
 impl Daemon {
-    /// Loads the datapath and starts the engine and the fleet link: nothing is attached and
-    /// no list written yet.
-    fn load(cfg: Config, config_path: Option<PathBuf>, state: State) -> Result<(Self, Inputs)> {
-        let mut ebpf = datapath::load(&LoadOptions {
-            sizes: cfg.datapath.maps,
-            pin_dir: Some(cfg.datapath.pin_dir.clone()),
-        })?;
-        let maps = DatapathMaps::take(&mut ebpf)?;
-        let events = Events::take(&mut ebpf)?
-            .into_async()
-            .context("polling the event ring")?;
+    /// Opens the backend on the interfaces (screening no port until the config is written)
+    /// and starts the engine and the fleet link: no list written yet.
+    fn load(
+        cfg: Config,
+        config_path: Option<PathBuf>,
+        state: State,
+        ifaces: &[String],
+    ) -> Result<(Self, Inputs)> {
+        let opened = program::open(&cfg, ifaces)?;
+        let maps = opened.datapath;
+        let events = opened.events;
         let (engine, verdicts) =
             Engine::spawn(cfg.reputation()).context("starting the reputation engine")?;
         // Runs as long as the daemon's runtime.
@@ -218,7 +233,8 @@ impl Daemon {
             cfg,
             config_path,
             started: Instant::now(),
-            program: Program::new(ebpf),
+            program: opened.program,
+            backend: opened.status,
             maps,
             engine,
             feeds: Feeds::default(),
@@ -239,11 +255,11 @@ impl Daemon {
         Ok((d, inputs))
     }
 
-    /// Writes the lists, opens the MTA's side door, attaches, and gets ready: feeds, the
-    /// rotating networks of the pinned verdicts, the fleet's shared state, the census.
+    /// Writes the config and the lists (enforced from then on), opens the MTA's side door,
+    /// and gets ready: feeds, the rotating networks of the pinned verdicts, the fleet's
+    /// shared state, the census.
     async fn start_screening(
         &mut self,
-        ifaces: &[String],
         fleet_events: &mut mpsc::Receiver<FleetEvent>,
     ) -> Result<Option<MtaDoor>> {
         self.apply()?;
@@ -251,17 +267,16 @@ impl Daemon {
         let peers = self.fleet.new_peers(self.engine.clone());
         let mta_door = mta::start(
             &self.cfg,
-            &self.maps,
+            self.maps.as_ref(),
             evidence,
             peers,
             self.mta_asks.clone(),
         )?;
-        self.program.attach_all(ifaces, &self.cfg)?;
         // Feeds are read off the main loop and written as they arrive; the config and manual
         // entries are enforced from the first SYN.
         self.feeds.configure(self.cfg.lists.feed.clone());
         self.verdicts
-            .learn_rotation(&mut self.maps, self.cfg.policy.observe)?;
+            .learn_rotation(self.maps.as_mut(), self.cfg.policy.observe)?;
         // The fleet's shared state is loaded before "ready" (bounded: a bus that cannot be
         // reached is given up on within seconds). The program is attached first, so the
         // host screens with its pinned verdicts and its own lists meanwhile.
@@ -295,7 +310,7 @@ impl Daemon {
                 Some(ev) = inputs.fleet.recv() => self.on_fleet(ev),
                 Some(news) = inputs.mta_news.recv() => self.on_mta_news(news),
                 read = self.feeds.next() => {
-                    if let Err(e) = self.feeds.apply(&mut self.maps, read).and_then(|()| self.recount_lists()) {
+                    if let Err(e) = self.feeds.apply(self.maps.as_mut(), read).and_then(|()| self.recount_lists()) {
                         tracing::warn!(error = %format!("{e:#}"), "loading a feed into the datapath failed");
                     }
                 }

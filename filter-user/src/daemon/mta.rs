@@ -20,7 +20,7 @@ use crate::{
         Config,
         mta::{MTA_GROUPS, POSTFIX_GROUPS},
     },
-    datapath::DatapathMaps,
+    datapath::Datapath,
     fleet::NewPeers,
     policy_service::{
         Listen,
@@ -78,7 +78,7 @@ fn socket_group(key: &str, name: &str, auto: &[&str]) -> Result<Option<(String, 
 /// Binds the configured sockets and starts serving them; `None` when both are off.
 pub fn start(
     cfg: &Config,
-    maps: &DatapathMaps,
+    maps: &dyn Datapath,
     evidence: Arc<EvidenceCache>,
     peers: NewPeers,
     asks: Arc<MtaAsks>,

@@ -65,7 +65,7 @@ impl Daemon {
     /// [`super::lists::ListOwner::reconcile`]). Called at start and on reload.
     pub fn apply(&mut self) -> Result<()> {
         self.beat()?;
-        self.lists.reconcile(&mut self.maps, &self.cfg)?;
+        self.lists.reconcile(self.maps.as_mut(), &self.cfg)?;
         self.recount_lists()
     }
 
@@ -150,7 +150,10 @@ impl Daemon {
     pub fn on_verdict(&mut self, v: &Verdict) {
         let observe = self.cfg.policy.observe;
         let explain_to = self.cfg.policy.explain_to;
-        let Some(written) = self.verdicts.write(&mut self.maps, v, observe, explain_to) else {
+        let Some(written) = self
+            .verdicts
+            .write(self.maps.as_mut(), v, observe, explain_to)
+        else {
             return;
         };
         self.count_verdict(written.previous.as_ref(), &written.entry);
@@ -165,7 +168,7 @@ impl Daemon {
                 let me = self.fleet.name().unwrap_or_default().to_owned();
                 let refused = self
                     .lists
-                    .merge_shared(&mut self.maps, &self.cfg, records, &me);
+                    .merge_shared(self.maps.as_mut(), &self.cfg, records, &me);
                 if refused > 0 {
                     self.fleet.count_refused(refused);
                     self.publish();
@@ -175,7 +178,7 @@ impl Daemon {
                 let explain_to = self.cfg.policy.explain_to;
                 for v in verdicts {
                     self.fleet.apply_verdict(
-                        &mut self.maps,
+                        self.maps.as_mut(),
                         self.lists.protected(),
                         &v,
                         explain_to,
@@ -226,8 +229,8 @@ impl Daemon {
     /// at its source's next SYN, which bounds how long one cached through a race can outlive
     /// its cause.
     pub fn sweep(&mut self) -> Result<()> {
-        self.lists.expire(&mut self.maps)?;
-        self.verdicts.expire_networks(&mut self.maps)?;
+        self.lists.expire(self.maps.as_mut())?;
+        self.verdicts.expire_networks(self.maps.as_mut())?;
         self.maps.new_generation()?;
         self.fleet.prune_origins();
         self.take_census()

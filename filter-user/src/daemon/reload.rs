@@ -62,6 +62,7 @@ fn try_reload(d: &mut Daemon, opts: &RunOptions) -> Result<()> {
 pub const RESTART_ONLY: &[&str] = &[
     "datapath.interfaces",
     "datapath.mode",
+    "datapath.backend",
     "datapath.maps",
     "datapath.pin_dir",
     "control.socket",
@@ -78,6 +79,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let changed = [
         o.datapath.interfaces != n.datapath.interfaces,
         o.datapath.mode != n.datapath.mode,
+        o.datapath.backend != n.datapath.backend,
         o.datapath.maps != n.datapath.maps,
         o.datapath.pin_dir != n.datapath.pin_dir,
         o.control.socket != n.control.socket,
@@ -98,6 +100,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
 fn keep_restart_only(cfg: &mut Config, old: &Config) {
     cfg.datapath.interfaces = old.datapath.interfaces.clone();
     cfg.datapath.mode = old.datapath.mode;
+    cfg.datapath.backend = old.datapath.backend;
     cfg.datapath.maps = old.datapath.maps;
     cfg.datapath.pin_dir = old.datapath.pin_dir.clone();
     cfg.control.socket = old.control.socket.clone();

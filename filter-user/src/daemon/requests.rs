@@ -77,7 +77,7 @@ impl Daemon {
             expires: ttl_secs.map(|t| now + t),
             origin: None,
         };
-        self.lists.add(&mut self.maps, &self.cfg, &entry)?;
+        self.lists.add(self.maps.as_mut(), &self.cfg, &entry)?;
         self.recount_lists()?;
         let verb = match list {
             ListKind::Deny => "blocked",
@@ -118,7 +118,10 @@ impl Daemon {
     /// fleet.
     fn unlist(&mut self, list: ListKind, net: IpNet) -> Result<String> {
         let net = net.trunc();
-        if let Some(gone) = self.lists.remove(&mut self.maps, &self.cfg, list, net)? {
+        if let Some(gone) = self
+            .lists
+            .remove(self.maps.as_mut(), &self.cfg, list, net)?
+        {
             self.fleet.manual_removed(&gone);
         }
         self.recount_lists()?;

@@ -13,7 +13,7 @@ use super::{
     rotation::{Earned, Rotation},
 };
 use crate::{
-    datapath::{DatapathMaps, clock},
+    datapath::{Datapath, clock},
     query::EvidenceCache,
     report::Recorder,
     reputation::{ExplainTo, Verdict},
@@ -59,7 +59,7 @@ impl VerdictWriter {
     /// it earns one, and one log line. `None` if the map could not be written (logged).
     pub fn write(
         &mut self,
-        maps: &mut DatapathMaps,
+        maps: &mut dyn Datapath,
         v: &Verdict,
         observe: bool,
         explain_to: ExplainTo,
@@ -97,10 +97,10 @@ impl VerdictWriter {
 
     /// At start: learns the IPv6 drop verdicts kept in the pinned maps, so networks that had
     /// earned a verdict (the lists are not pinned) get it back at once.
-    pub fn learn_rotation(&mut self, maps: &mut DatapathMaps, observe: bool) -> Result<()> {
+    pub fn learn_rotation(&mut self, maps: &mut dyn Datapath, observe: bool) -> Result<()> {
         let now = clock::now_ns();
         let mut drops = Vec::new();
-        maps.for_each_verdict_chunk_without_pending_hits(|chunk| {
+        maps.for_each_verdict_chunk_without_pending_hits(&mut |chunk| {
             drops.extend(chunk.into_iter().filter(|(ip, v)| {
                 ip.is_ipv6() && v.action() == Action::Drop && filter_common::live(v.expires_ns, now)
             }));
@@ -115,7 +115,7 @@ impl VerdictWriter {
     }
 
     /// Removes the network verdicts that expired.
-    pub fn expire_networks(&mut self, maps: &mut DatapathMaps) -> Result<()> {
+    pub fn expire_networks(&mut self, maps: &mut dyn Datapath) -> Result<()> {
         for net in self.rotation.sweep(clock::now_ns()) {
             maps.network_verdict_remove(IpNet::V6(net))?;
             tracing::info!(%net, "network verdict expired");
@@ -125,7 +125,7 @@ impl VerdictWriter {
 
     /// `mxscreen forget`: removes the engine's verdicts inside `net` and the network verdicts
     /// over them, and forgets them as members of their networks.
-    pub fn forget(&mut self, maps: &mut DatapathMaps, net: IpNet) -> Result<Forgotten> {
+    pub fn forget(&mut self, maps: &mut dyn Datapath, net: IpNet) -> Result<Forgotten> {
         let mut ips = Vec::new();
         if net.prefix_len() == net.max_prefix_len() {
             if maps
@@ -135,7 +135,7 @@ impl VerdictWriter {
                 ips.push(net.addr());
             }
         } else {
-            maps.for_each_verdict_chunk_without_pending_hits(|chunk| {
+            maps.for_each_verdict_chunk_without_pending_hits(&mut |chunk| {
                 ips.extend(
                     chunk
                         .into_iter()
@@ -185,7 +185,7 @@ pub(super) fn explain_flags(action: Action, reason: Reason, fcrdns: bool, to: Ex
 
 /// A network whose addresses rotate has earned a verdict: into the map, and a verdict line
 /// naming the addresses that earned it.
-fn network_verdict(maps: &mut DatapathMaps, earned: &Earned, observe: bool) {
+fn network_verdict(maps: &mut dyn Datapath, earned: &Earned, observe: bool) {
     let net = IpNet::V6(earned.net);
     if let Err(e) =
         maps.network_verdict_set(net, Action::Drop, Reason::Reputation, earned.expires_ns)

@@ -39,6 +39,8 @@ pub enum AttachedMode {
     XdpNative,
     XdpGeneric,
     Tc,
+    /// The nftables backend's rules on the interface's netdev ingress hook.
+    Nftables,
 }
 
 impl AttachedMode {
@@ -48,6 +50,7 @@ impl AttachedMode {
             Self::XdpNative => "xdp-native",
             Self::XdpGeneric => "xdp-generic",
             Self::Tc => "tc",
+            Self::Nftables => "nftables",
         }
     }
 }
@@ -58,6 +61,7 @@ impl fmt::Display for AttachedMode {
             Self::XdpNative => "xdp (native)",
             Self::XdpGeneric => "xdp (generic)",
             Self::Tc => "tc",
+            Self::Nftables => "nftables (netdev ingress)",
         })
     }
 }
@@ -141,6 +145,8 @@ fn attach_auto(ebpf: &mut Ebpf, iface: &str) -> Result<(AttachedMode, Link)> {
             AttachedMode::XdpNative => attach_xdp(ebpf, iface, XdpMode::Driver),
             AttachedMode::Tc => attach_tc(ebpf, iface),
             AttachedMode::XdpGeneric => attach_xdp(ebpf, iface, XdpMode::Skb),
+            // Not an eBPF mode: never in AUTO_ORDER.
+            AttachedMode::Nftables => continue,
         };
         match tried {
             Ok(link) => return Ok((mode, link)),

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use anyhow::Result;
 use filter_common::{Action, PeerVerdict, Reason};
 
-use super::{DatapathMaps, MapsReader, Table};
+use super::Table;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Census {
@@ -33,11 +33,15 @@ fn reason_slot(r: Reason) -> usize {
 impl Census {
     /// Counts the verdicts that are live at `now_ns` and returns the expired ones beside.
     /// (An unknown action byte counts as `pass`, the action the datapath applies.)
-    pub fn count_verdicts(&mut self, maps: &MapsReader, now_ns: u64) -> Result<Vec<IpAddr>> {
+    pub fn count_verdicts(
+        &mut self,
+        maps: &dyn crate::datapath::DatapathRead,
+        now_ns: u64,
+    ) -> Result<Vec<IpAddr>> {
         self.by_action = Default::default();
         self.by_reason = Default::default();
         let mut expired = Vec::new();
-        maps.for_each_verdict_chunk_without_pending_hits(|chunk| {
+        maps.for_each_verdict_chunk_without_pending_hits(&mut |chunk| {
             for (ip, v) in chunk {
                 if !filter_common::live(v.expires_ns, now_ns) {
                     expired.push(ip);
@@ -51,7 +55,7 @@ impl Census {
     }
 
     /// Counts the entries of both lists.
-    pub fn count_lists(&mut self, maps: &mut DatapathMaps) -> Result<()> {
+    pub fn count_lists(&mut self, maps: &dyn crate::datapath::Datapath) -> Result<()> {
         // From the lengths index the lists keep: no map walk, even with a million-line feed.
         self.allow = maps.table_len(Table::Allow);
         // What drops or limits by prefix: manual, config and feed entries, network verdicts.

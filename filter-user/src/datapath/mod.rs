@@ -2,6 +2,8 @@
 //!
 //! - [`load`]: the embedded object, loading and pinning.
 //! - [`sizes`]: map capacities from the config.
+//! - [`backend`]: the one interface the daemon talks to the datapath through, which the
+//!   eBPF maps here and the nftables table (`crate::nftables`) both implement.
 //! - [`attach`]: XDP/tc attach modes with fallback and readable errors.
 //! - [`batch`]: whole-map reads, bulk writes and bulk deletes in few syscalls.
 //! - [`reader`]: the read side, written once: the config, the counters, a source's entry,
@@ -24,6 +26,7 @@
 //! - [`first_contact`]: pass or hold a peer with no verdict yet.
 
 pub mod attach;
+pub mod backend;
 pub mod batch;
 pub mod bpffs;
 mod cache;
@@ -46,6 +49,7 @@ pub mod sizes;
 mod typed;
 
 pub use attach::{AttachMode, Attached, attach};
+pub use backend::{Backend, BackendChoice, Datapath, DatapathRead};
 pub use census::Census;
 pub use events::{Events, NewPeer};
 pub use feedsets::FeedChange;

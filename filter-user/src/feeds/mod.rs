@@ -40,7 +40,7 @@ use crate::{
         protocol::{Body, FeedStatus, Reply},
         server::Answer,
     },
-    datapath::DatapathMaps,
+    datapath::Datapath,
     reputation::config::{FeedAction, FeedConfig},
     state::unix_now,
 };
@@ -267,7 +267,7 @@ impl Feeds {
 
     /// Loads a finished read into the maps and logs what it did. A file that cannot be read
     /// keeps the entries of its last load, and so does one the [`guard`] holds back.
-    pub fn apply(&mut self, maps: &mut DatapathMaps, read: Read) -> Result<()> {
+    pub fn apply(&mut self, maps: &mut dyn Datapath, read: Read) -> Result<()> {
         let Some(cfg) = self.configs.get(read.index).cloned() else {
             return Ok(());
         };
@@ -373,7 +373,7 @@ impl Feeds {
     }
 
     /// Each feed as `status` shows it.
-    pub fn status(&self, maps: &DatapathMaps) -> Vec<FeedStatus> {
+    pub fn status(&self, maps: &dyn Datapath) -> Vec<FeedStatus> {
         self.configs
             .iter()
             .zip(&self.known)

@@ -35,6 +35,9 @@ pub struct Facts {
     pub capacity: MapSizes,
     pub observe: bool,
     pub interfaces: Vec<(String, AttachedMode)>,
+    /// Which backend screens (`ebpf`, `nftables`) and, when `auto` fell back to nftables,
+    /// why eBPF was not used.
+    pub backend: (String, Option<String>),
     pub reloads: Reloads,
     pub started: SystemTime,
     /// Shared entries this host refused (the fleet's).
@@ -49,6 +52,7 @@ impl Facts {
             capacity: MapSizes::default(),
             observe: false,
             interfaces: Vec::new(),
+            backend: (String::new(), None),
             reloads: Reloads::new(started),
             started,
             fleet_refused: 0,
@@ -151,7 +155,7 @@ impl Families for DaemonFamilies {
         );
         describe_gauge!(
             ATTACHED,
-            "1 per interface the program is attached to, with its attach mode (`mxscreen status`)."
+            "1 per interface screened, with its attach mode and backend (ebpf, nftables); on nftables chosen by auto, why eBPF was not used (`mxscreen status`)."
         );
         describe_counter!(
             RELOADS,
@@ -187,8 +191,17 @@ impl Families for DaemonFamilies {
             gauge!(MAP_CAPACITY, "map" => map).set(capacity as f64);
         }
         gauge!(OBSERVE).set(if f.observe { 1.0 } else { 0.0 });
+        let (backend, ebpf_error) = &f.backend;
         for (iface, mode) in &f.interfaces {
-            gauge!(ATTACHED, "interface" => iface.clone(), "mode" => mode.name()).set(1.0);
+            let mut labels = vec![
+                ("interface", iface.clone()),
+                ("mode", mode.name().to_owned()),
+                ("backend", backend.clone()),
+            ];
+            if let Some(why) = ebpf_error {
+                labels.push(("ebpf_error", why.clone()));
+            }
+            gauge!(ATTACHED, &labels).set(1.0);
         }
         counter!(RELOADS, "result" => "success").absolute(f.reloads.succeeded);
         counter!(RELOADS, "result" => "failure").absolute(f.reloads.failed);
@@ -220,6 +233,7 @@ mod tests {
             .census
             .replace(None, &PeerVerdict::new(Action::Drop, Reason::Manual, 0));
         facts.interfaces = vec![("eth0".into(), AttachedMode::Tc)];
+        facts.backend = ("ebpf".into(), None);
         let text = render(&[&DaemonFamilies(Arc::new(Mutex::new(facts)))]);
         for line in [
             "# TYPE mxscreen_verdicts_cached gauge",
@@ -227,7 +241,7 @@ mod tests {
             "mxscreen_verdicts_cached{action=\"pass\"} 0",
             "mxscreen_verdicts_cached_by_source{source=\"manual\"} 1",
             "mxscreen_map_capacity_entries{map=\"verdicts\"} 524288",
-            "mxscreen_attached_info{interface=\"eth0\",mode=\"tc\"} 1",
+            "mxscreen_attached_info{interface=\"eth0\",mode=\"tc\",backend=\"ebpf\"} 1",
             "# TYPE mxscreen_config_reloads_total counter",
             "mxscreen_config_reloads_total{result=\"failure\"} 0",
             "mxscreen_config_last_reload_successful 1",

@@ -5,12 +5,12 @@ use anyhow::Result;
 use filter_common::Counter;
 
 use super::Families;
-use crate::datapath::MapsReader;
+use crate::datapath::DatapathRead;
 
 pub const PACKETS: &str = "mxscreen_datapath_packets_total";
 
 /// Reads the per-CPU counters through a handle of its own.
-pub struct DatapathFamilies(pub MapsReader);
+pub struct DatapathFamilies(pub Box<dyn DatapathRead>);
 
 impl Families for DatapathFamilies {
     fn describe(&self) {

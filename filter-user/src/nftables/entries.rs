@@ -9,13 +9,7 @@ use anyhow::{Context as _, Result, bail};
 use filter_common::{Action, ListEntry, Reason, Table};
 use ipnet::IpNet;
 
-use super::{
-    Nftables, counters,
-    lists::Own,
-    netlink::Op,
-    ruleset::feed_chain,
-    sets::{Family, Kind},
-};
+use super::{Nftables, counters, lists::Own, netlink::Op, ruleset::feed_chain, sets::Kind};
 use crate::datapath::{FeedChange, ListKind, NetworkVerdict, Prefix, PrefixSet};
 
 /// The set kind of an operator's list.
@@ -101,7 +95,7 @@ impl Nftables {
     }
 
     /// Hits of every own entry of `kind`, by prefix (one `nft -j` read per length in use).
-    fn own_hits(&self, kind: Kind) -> Result<HashMap<Prefix, u64>> {
+    pub(super) fn own_hits(&self, kind: Kind) -> Result<HashMap<Prefix, u64>> {
         let mut out = HashMap::new();
         let Some(applied) = &self.applied else {
             return Ok(out);
@@ -127,69 +121,10 @@ impl Nftables {
         Ok(out)
     }
 
-    /// Every prefix in a list: own entries (with their hits) and feeds' (with their feed's).
-    pub fn list_entries(&self, kind: ListKind) -> Result<Vec<(IpNet, ListEntry)>> {
-        let k = own_kind(kind);
-        let hits = self.own_hits(k)?;
-        let mut out: Vec<(IpNet, ListEntry)> = Vec::new();
-        for ((kk, p), o) in &self.lists.own {
-            if *kk == k {
-                let mut e = ListEntry::new(o.reason, o.expires_ns);
-                e.hits = hits.get(p).copied().unwrap_or(0);
-                out.push((p.net(), e));
-            }
-        }
-        let table = match kind {
-            ListKind::Allow => Table::Allow,
-            ListKind::Deny => Table::Deny,
-        };
-        let fk = feed_kind(table)?;
-        let named = counters::named(&self.netns, &self.shape.table)?;
-        for f in self.lists.feeds.iter().filter(|f| f.kind == fk) {
-            let mut e = ListEntry::new(Reason::Feed, 0);
-            e.hits = named.get(&feed_chain(f.id)).copied().unwrap_or(0);
-            out.extend(
-                f.set
-                    .iter()
-                    .filter(|p| !self.lists.own.contains_key(&(k, *p)))
-                    .map(|p| (p.net(), e)),
-            );
-        }
-        Ok(out)
-    }
-
-    /// The longest prefix in the list that covers `ip` (own entries first, then feeds),
-    /// live or not.
+    /// The longest prefix in the list that covers `ip` (own entries and feeds' alike, as
+    /// the eBPF datapath's walk), live or not, with its hits.
     pub fn list_match(&self, kind: ListKind, ip: IpAddr) -> Result<Option<ListEntry>> {
-        let k = own_kind(kind);
-        let f = Family::of(ip);
-        for len in (0..=f.bits()).rev() {
-            let p = Prefix::new(IpNet::new(ip, len).expect("length in range"));
-            if let Some(o) = self.lists.own.get(&(k, p)) {
-                let mut e = ListEntry::new(o.reason, o.expires_ns);
-                e.hits = self.own_hits(k)?.get(&p).copied().unwrap_or(0);
-                return Ok(Some(e));
-            }
-        }
-        let table = match kind {
-            ListKind::Allow => Table::Allow,
-            ListKind::Deny => Table::Deny,
-        };
-        let fk = feed_kind(table)?;
-        for len in (0..=f.bits()).rev() {
-            let p = Prefix::new(IpNet::new(ip, len).expect("length in range"));
-            if let Some(feed) = self
-                .lists
-                .feeds
-                .iter()
-                .find(|x| x.kind == fk && x.set.contains(p))
-            {
-                let mut e = ListEntry::new(Reason::Feed, 0);
-                e.hits = self.feed_hits(&feed.name.clone())?;
-                return Ok(Some(e));
-            }
-        }
-        Ok(None)
+        Ok(self.list_lookup(kind.into(), ip)?.map(|(_, e)| e))
     }
 
     /// Makes feed `name` hold exactly `set` in `table`: additions written first, removals
@@ -307,12 +242,7 @@ impl Nftables {
 
     /// Entries per list table (own and feeds'), from the handle's own bookkeeping.
     pub fn table_len(&self, table: Table) -> u64 {
-        let kinds: &[Kind] = match table {
-            Table::Allow => &[Kind::OwnAllow, Kind::FeedAllow],
-            Table::Deny => &[Kind::OwnDeny, Kind::FeedDeny],
-            Table::Limit => &[Kind::FeedLimit],
-            Table::PrefixVerdict => &[Kind::Network],
-        };
+        let kinds = super::tables::kinds(table);
         let own = self
             .lists
             .own

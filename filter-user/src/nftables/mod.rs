@@ -11,7 +11,9 @@
 //!   [`entries`] hold the handle's methods for verdicts and for lists, feeds and network
 //!   verdicts;
 //! - [`counters`]: the named outcome counters and per-element hits;
-//! - [`events`]: new peers reported over NFLOG.
+//! - [`events`]: new peers reported over NFLOG;
+//! - [`tables`]: reads of the list tables by table (longest match, exact prefix, all);
+//! - [`backend`]: the handle as the daemon's datapath (`crate::datapath::backend`).
 //!
 //! Why the netdev family's ingress hook and not prerouting: it is the earliest hook nftables
 //! has (before the IP stack, defragmentation and conntrack, where XDP and tc sit for the eBPF
@@ -23,6 +25,7 @@
 //! heartbeat): within 5 s of a `kill -9` or a hang every SYN passes (`passed_stale`). A clean
 //! exit (or dropping the handle) deletes the table.
 
+pub mod backend;
 pub mod counters;
 mod entries;
 pub mod events;
@@ -31,6 +34,7 @@ pub mod netlink;
 mod nft;
 pub mod ruleset;
 pub mod sets;
+mod tables;
 mod verdicts;
 
 use std::{
@@ -88,6 +92,8 @@ pub struct Nftables {
     applied: Option<Shape>,
     lists: Lists,
     verdicts: HashMap<IpAddr, PeerVerdict>,
+    /// The runtime config last applied (what the eBPF datapath keeps in its config map).
+    config: DatapathConfig,
     /// Whether the kernel knows `NFT_MSG_DESTROYSETELEM` (Linux 6.3+).
     destroy: bool,
 }
@@ -131,6 +137,9 @@ impl Nftables {
             applied: None,
             lists: Lists::default(),
             verdicts: HashMap::new(),
+            // SAFETY: plain integers (an `aya::Pod`): all zero is what an eBPF datapath's
+            // config map holds before its first write, and screens no port.
+            config: unsafe { std::mem::zeroed() },
             destroy: true,
         };
         me.sync_rules()?;
@@ -156,6 +165,7 @@ impl Nftables {
     /// beats the heartbeat: with `stale_after_ns` set, drops stop that long after the last
     /// call unless another comes.
     pub fn set_config(&mut self, cfg: &DatapathConfig) -> Result<()> {
+        self.config = *cfg;
         let interval = cfg.limit_interval_ns.max(1);
         self.shape.ports = cfg.ports[..cfg.port_count as usize].to_vec();
         self.shape.observe = cfg.flags & FLAG_OBSERVE != 0;
@@ -176,6 +186,11 @@ impl Nftables {
         self.nl
             .apply(&[Op::Flush(ALIVE.into()), Op::Add(ALIVE.into(), vec![alive])])
             .context("writing the heartbeat")
+    }
+
+    /// The runtime config last applied.
+    pub fn config(&self) -> DatapathConfig {
+        self.config
     }
 
     /// Rewrites the rules if what they are made from changed.
@@ -232,7 +247,7 @@ impl Nftables {
         self.delete_table()
     }
 
-    fn delete_table(&mut self) -> Result<()> {
+    pub(super) fn delete_table(&mut self) -> Result<()> {
         if self.applied.take().is_some() {
             ruleset::apply(
                 &self.netns,

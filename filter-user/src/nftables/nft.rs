@@ -33,16 +33,20 @@ fn nft(netns: &OwnedFd, args: &[&str], stdin: Option<&str>) -> Result<String> {
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: setns is async-signal-safe; it puts the child in the table's namespace
-    // whatever namespace the calling thread is in now.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-            if libc::setns(ns, libc::CLONE_NEWNET) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
+    // A thread in another namespace (a test's, for a moment) puts the child in the table's.
+    // Only then: setns needs CAP_SYS_ADMIN, which a container (Docker with NET_ADMIN added)
+    // may not give, though the daemon there is in the table's namespace all along.
+    if !in_namespace(netns) {
+        // SAFETY: setns is async-signal-safe; it puts the child in the table's namespace.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+                if libc::setns(ns, libc::CLONE_NEWNET) == 0 {
+                    Ok(())
+                } else {
+                    Err(std::io::Error::last_os_error())
+                }
+            });
+        }
     }
     let mut child = cmd.spawn().context("starting nft")?;
     if let Some(input) = stdin {
@@ -62,4 +66,16 @@ fn nft(netns: &OwnedFd, args: &[&str], stdin: Option<&str>) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Whether the calling thread is in the network namespace `netns` (same inode on nsfs).
+fn in_namespace(netns: &OwnedFd) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(here) = std::fs::metadata("/proc/thread-self/ns/net") else {
+        return false;
+    };
+    let there = netns
+        .try_clone()
+        .and_then(|fd| std::fs::File::from(fd).metadata());
+    there.is_ok_and(|t| t.dev() == here.dev() && t.ino() == here.ino())
 }

@@ -211,13 +211,15 @@ pub fn script(prev: Option<&Shape>, next: &Shape) -> String {
             1 => Some(ports[0].clone()),
             _ => Some(format!("{{ {} }}", ports.join(", "))),
         };
-        for (f, dport) in Family::ALL.iter().zip(std::iter::repeat(dport).flatten()) {
-            let _ = writeln!(
-                s,
-                "add rule netdev {t} ingress meta protocol {} tcp flags & (syn | ack) == syn tcp dport {dport} goto subject{}",
-                f.proto(),
-                f.digit()
-            );
+        if let Some(dport) = dport {
+            for f in Family::ALL {
+                let _ = writeln!(
+                    s,
+                    "add rule netdev {t} ingress meta protocol {} tcp flags & (syn | ack) == syn tcp dport {dport} goto subject{}",
+                    f.proto(),
+                    f.digit()
+                );
+            }
         }
         let _ = writeln!(
             s,

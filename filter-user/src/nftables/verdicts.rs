@@ -73,6 +73,38 @@ impl Nftables {
         Ok(Some(v))
     }
 
+    /// `ip`'s verdict as written (expired or not), without hits (no `nft` run).
+    pub fn verdict_held(&self, ip: IpAddr) -> Option<PeerVerdict> {
+        self.verdicts.get(&ip).copied()
+    }
+
+    /// The MTA refused `ip` with its explained `drop` (that was its explanation): it goes
+    /// into the explained set until `next_ns`, so its next SYN is dropped until then. `false`
+    /// when `ip` holds no such verdict (or explanations are off: nothing to note).
+    pub fn explained_until(&mut self, ip: IpAddr, next_ns: u64) -> Result<bool> {
+        if !self.verdicts.get(&ip).is_some_and(|v| v.is_explained()) {
+            return Ok(false);
+        }
+        let Some(set) = self
+            .applied
+            .as_ref()
+            .and_then(|a| ruleset::explained_set(a, Family::of(ip)))
+        else {
+            return Ok(false);
+        };
+        let mut elem = Elem::key(addr_key(ip));
+        elem.timeout_ms = super::backend::explain_timeout_ms(next_ns);
+        if elem.timeout_ms.is_none() {
+            return Ok(true);
+        }
+        self.write(vec![
+            Op::Destroy(set.clone(), vec![Elem::key(addr_key(ip))]),
+            Op::Add(set, vec![elem]),
+        ])
+        .with_context(|| format!("noting the explanation of {ip}"))?;
+        Ok(true)
+    }
+
     /// The hits of `ip`'s verdict element (0 once it expired).
     fn verdict_hits(&self, ip: IpAddr) -> Result<u64> {
         let set = verdict_set(Family::of(ip));

@@ -23,7 +23,7 @@ use super::{
     evidence::EvidenceCache,
 };
 use crate::{
-    datapath::{ListKind, MapsReader, clock, explain::next_explained},
+    datapath::{DatapathRead, ListKind, clock, explain::next_explained},
     reputation::names::canonical,
 };
 
@@ -41,7 +41,7 @@ pub trait Evaluations: Send + Sync {
 
 /// Answers the MTA's questions. Shared by the query socket and the policy service.
 pub struct Oracle {
-    maps: MapsReader,
+    maps: Box<dyn DatapathRead>,
     evidence: Arc<EvidenceCache>,
     peers: Arc<dyn Evaluations>,
     /// What was asked about, for the balancer watch and explained refusals.
@@ -71,7 +71,7 @@ fn listed(action: Told, e: &ListEntry) -> Answer {
 impl Oracle {
     /// `maps` should be a handle of its own ([`crate::datapath::DatapathMaps::reader`]).
     pub fn new(
-        maps: MapsReader,
+        maps: Box<dyn DatapathRead>,
         evidence: Arc<EvidenceCache>,
         peers: Arc<dyn Evaluations>,
         asks: Arc<MtaAsks>,

@@ -155,7 +155,8 @@ fn postscreen(w: &World, texts: &str) -> HashMap<&'static str, Said> {
             }
             assert!(
                 Instant::now() < deadline,
-                "postscreen said nothing about {host}:\n{text}"
+                "postscreen said nothing about {host}:\n{text}\n{}",
+                pf.diagnostics()
             );
             std::thread::sleep(Duration::from_millis(50));
         };
