@@ -8,14 +8,21 @@
 //! ```text
 //! ingress:  TCP SYN without ACK to a screened port ─► subject4 | subject6
 //!           else count passed_not_subject
-//! subject4/6 (a lookup per length in use, longest first; the first hit decides):
+//! subject4/6:
+//!   1. @decide4/6 (one lookup): a source one exact element decides, precedence resolved
+//!      by the daemon (decide.rs) ─► its chain: v_pass | v_limit | v_drop | v_explain |
+//!      to_allow | to_deny | feed_N
+//!   2. @known4/6 (one lookup): unknown and already reported ─► count unknown, accept
+//!   3. the walk, for sources a prefix decides (a lookup per length in use, longest first;
+//!      the first hit decides):
 //!           allow sets ─► to_allow   allow feeds ─► feed_N ─► to_allow
 //!           deny sets ─► to_deny     drop feeds ─► feed_N ─► feed_drop
 //!           limit feeds ─► feed_N ─► bucket (per-source token bucket) ─► over_rate
 //!           @verdict4/6 ─► v_pass | v_limit ─► bucket | v_drop | v_explain
 //!           network verdict sets ─► v_drop …
-//! unknown_peer: seen within the dedup window ─► unknown, accept
-//!               else add to @seen (and @holding), NFLOG ─► events_emitted ─► first_contact
+//!   4. unknown_peer: held ─► held; seen within the dedup window ─► back into @known,
+//!      unknown, accept; else add to @seen (and @holding, or @known), NFLOG
+//!      ─► events_emitted ─► first_contact
 //! every chain that drops (to_deny, feed_drop, over_rate, v_drop, held) first checks @alive:
 //!           no live element ─► stale: passed_stale, accept (the daemon is dead or hung)
 //!
