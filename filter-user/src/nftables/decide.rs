@@ -57,7 +57,11 @@ impl Nftables {
             };
             return Some((chain.to_owned(), o.expires_ns));
         }
-        let f = self.lists.feeds.iter().find(|f| f.kind == kind && f.set.contains(p))?;
+        let f = self
+            .lists
+            .feeds
+            .iter()
+            .find(|f| f.kind == kind && f.set.contains(p))?;
         Some((feed_chain(f.id), 0))
     }
 
@@ -175,7 +179,12 @@ impl Nftables {
             .chain(self.decided.keys())
             .copied()
             .chain(self.lists.own.keys().map(|(_, p)| p.net()).filter_map(host))
-            .chain(self.lists.feeds.iter().flat_map(|f| f.set.iter().map(Prefix::net).filter_map(host)));
+            .chain(
+                self.lists
+                    .feeds
+                    .iter()
+                    .flat_map(|f| f.set.iter().map(Prefix::net).filter_map(host)),
+            );
         let mut out: BTreeSet<IpAddr> = candidates.filter(under).collect();
         out.extend(exact);
         out.into_iter().collect()

@@ -9,13 +9,7 @@ use anyhow::{Context as _, Result, bail};
 use filter_common::{Action, ListEntry, Reason, Table};
 use ipnet::IpNet;
 
-use super::{
-    Nftables, counters,
-    lists::Own,
-    netlink::Op,
-    ruleset::feed_chain,
-    sets::Kind,
-};
+use super::{Nftables, counters, lists::Own, netlink::Op, ruleset::feed_chain, sets::Kind};
 use crate::datapath::{FeedChange, ListKind, NetworkVerdict, Prefix, PrefixSet};
 
 /// The set kind of an operator's list.

@@ -132,8 +132,7 @@ impl Nftables {
         ) else {
             return 0;
         };
-        out
-            .split("counter packets ")
+        out.split("counter packets ")
             .nth(1)
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|n| n.parse().ok())
@@ -197,7 +196,10 @@ impl Nftables {
             )?);
         }
         for (ip, n) in self.decide_hits()? {
-            if self.decided_chain(ip).is_some_and(|c| action_of(c).is_some()) {
+            if self
+                .decided_chain(ip)
+                .is_some_and(|c| action_of(c).is_some())
+            {
                 *out.entry(ip).or_default() += n;
             }
         }

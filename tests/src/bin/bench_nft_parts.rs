@@ -27,7 +27,8 @@ const SYN25: &str = "meta l4proto tcp tcp dport 25 tcp flags & (syn | ack) == sy
 const INGRESS: &str = "meta protocol ip tcp flags & (syn | ack) == syn tcp dport 25 goto s4\nmeta protocol ip6 tcp flags & (syn | ack) == syn tcp dport 25 goto s6\ncounter";
 /// The backend's refusing chain: the heartbeat check, the outcome counter, the drop.
 const REFUSE: &str = "chain stale { accept }\nchain d { meta l4proto != @alive goto stale\ncounter name \"c\" drop }";
-const ALIVE: &str = "counter c { }\nset alive { type inet_proto; flags timeout; elements = { tcp timeout 1h } }";
+const ALIVE: &str =
+    "counter c { }\nset alive { type inet_proto; flags timeout; elements = { tcp timeout 1h } }";
 
 /// A variant: its name, whether its SYNs pass, and its table's declarations and ingress rules
 /// (`{E}` stands for the sources as set elements, `{V}` as verdict map elements).
@@ -183,11 +184,21 @@ fn main() {
                 expand(var.ingress)
             );
             // `nft -f` wants a statement ended (newline) before a closing brace.
-            run_in(&wire.server, "nft", &["-f", "-"], &script.replace(" }", "\n}"));
+            run_in(
+                &wire.server,
+                "nft",
+                &["-f", "-"],
+                &script.replace(" }", "\n}"),
+            );
             let f = if var.passes { &passes } else { &drops };
             flood.send(f, f.len() as u64, cpu);
             ns[i].push(flood.send(f, SYNS, cpu).ns_per_frame());
-            run_in(&wire.server, "nft", &["delete", "table", "netdev", "probe"], "");
+            run_in(
+                &wire.server,
+                "nft",
+                &["delete", "table", "netdev", "probe"],
+                "",
+            );
         }
     }
     let median = |v: &mut Vec<f64>| {
