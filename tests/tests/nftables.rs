@@ -227,6 +227,46 @@ fn verdicts_with_expiry_and_precedence() {
     assert!(b.nft.verdict_remove(ip(c)).unwrap());
 }
 
+/// The decision map (one lookup for a source an exact element decides, the precedence
+/// resolved by the daemon) and the cache of unknown reported sources follow every change
+/// that can alter a decision.
+#[test]
+fn decisions_follow_list_changes() {
+    let mut b = Bed::new("nd");
+    let c = CLIENT_V6[0];
+    let ip: IpAddr = c.parse().unwrap();
+    // Unknown and reported (so cached): a deny prefix over it refuses it at once.
+    b.wire.assert_connects(c, smtp6());
+    b.wire.assert_connects(c, smtp6());
+    let prefix = net("2001:db8:1::/64");
+    b.nft.list_insert(ListKind::Deny, prefix, manual()).unwrap();
+    b.wire.assert_refused(c, smtp6());
+    // Its pass verdict does not beat the deny prefix; once the prefix goes, it decides.
+    b.nft
+        .verdict_set(ip, PeerVerdict::new(Action::Pass, Reason::Reputation, 0))
+        .unwrap();
+    b.wire.assert_refused(c, smtp6());
+    assert!(b.nft.list_remove(ListKind::Deny, prefix).unwrap());
+    b.wire.assert_connects(c, smtp6());
+    assert!(b.nft.verdict_get(ip).unwrap().unwrap().hits >= 1);
+    // A drop feed's host entry beats the verdict, an allow prefix beats the feed.
+    let host = match ip {
+        IpAddr::V6(a) => PrefixSet::from_unsorted(Vec::new(), vec![(a.to_bits(), 128)]),
+        IpAddr::V4(_) => unreachable!(),
+    };
+    b.nft.feed_load("drop", Table::Deny, host).unwrap();
+    b.wire.assert_refused(c, smtp6());
+    let wide = net("2001:db8::/32");
+    b.nft.list_insert(ListKind::Allow, wide, manual()).unwrap();
+    b.wire.assert_connects(c, smtp6());
+    assert!(b.nft.list_remove(ListKind::Allow, wide).unwrap());
+    b.wire.assert_refused(c, smtp6());
+    assert!(b.nft.feed_hits("drop").unwrap() >= 2);
+    b.nft.feed_drop("drop").unwrap();
+    b.wire.assert_connects(c, smtp6());
+    assert!(b.count(Counter::DroppedDeny) >= 2);
+}
+
 #[test]
 fn explained_refusals_let_one_syn_through_per_window() {
     let mut b = Bed::new("ne");

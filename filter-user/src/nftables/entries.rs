@@ -70,17 +70,19 @@ impl Nftables {
             expires_ns: entry.expires_ns,
             action: Action::Drop,
         };
-        let ops = self.lists.own_set(own_kind(kind), net, own);
+        let mut ops = self.lists.own_set(own_kind(kind), net, own);
+        ops.extend(self.list_changed(&[&one(net)]));
         self.write_between(ops)
             .with_context(|| format!("adding {net} to the {kind:?} list (is the set full?)"))
     }
 
     /// Removes exactly this prefix; `false` if it was not there.
     pub fn list_remove(&mut self, kind: ListKind, net: IpNet) -> Result<bool> {
-        match self.lists.own_remove(own_kind(kind), net) {
-            Some(ops) => self.write_between(ops).map(|()| true),
-            None => Ok(false),
-        }
+        let Some(mut ops) = self.lists.own_remove(own_kind(kind), net) else {
+            return Ok(false);
+        };
+        ops.extend(self.list_changed(&[&one(net)]));
+        self.write_between(ops).map(|()| true)
     }
 
     /// The entries of one's own in a list, with their reasons (what the daemon reconciles).
@@ -118,6 +120,17 @@ impl Nftables {
                 }
             }
         }
+        // An exact entry that decides in the decision map counts its SYNs there.
+        let chain = match kind {
+            Kind::OwnAllow => "to_allow",
+            Kind::OwnDeny => "to_deny",
+            _ => return Ok(out),
+        };
+        for (ip, n) in self.decide_hits()? {
+            if self.decided_chain(ip) == Some(chain) {
+                *out.entry(Prefix::new(IpNet::from(ip))).or_default() += n;
+            }
+        }
         Ok(out)
     }
 
@@ -146,9 +159,12 @@ impl Nftables {
         change.writes += adds.iter().map(op_len).sum::<usize>();
         self.write_between(adds)
             .with_context(|| format!("feed {name}: writing {} additions", added.len()))?;
-        let dels = self.lists.feed_writes(i, &gone, false);
+        let mut dels = self.lists.feed_writes(i, &gone, false);
         change.writes += dels.iter().map(op_len).sum::<usize>();
         self.lists.feeds[i].set = set;
+        // The decisions the feed's change moves go with its removals (the additions are in
+        // the table by then).
+        dels.extend(self.list_changed(&[&added, &gone]));
         self.write_between(dels)
             .with_context(|| format!("feed {name}: writing {} removals", gone.len()))?;
         Ok(change)
@@ -202,7 +218,7 @@ impl Nftables {
         reason: Reason,
         expires_ns: u64,
     ) -> Result<()> {
-        let ops = self.lists.own_set(
+        let mut ops = self.lists.own_set(
             Kind::Network,
             net,
             Own {
@@ -211,15 +227,17 @@ impl Nftables {
                 action,
             },
         );
+        ops.extend(self.flush_known());
         self.write_between(ops)
     }
 
     /// Removes a network's verdict; `false` if it had none.
     pub fn network_verdict_remove(&mut self, net: IpNet) -> Result<bool> {
-        match self.lists.own_remove(Kind::Network, net) {
-            Some(ops) => self.write_between(ops).map(|()| true),
-            None => Ok(false),
-        }
+        let Some(mut ops) = self.lists.own_remove(Kind::Network, net) else {
+            return Ok(false);
+        };
+        ops.extend(self.flush_known());
+        self.write_between(ops).map(|()| true)
     }
 
     /// Every network verdict (expired ones included), with hits.
@@ -257,6 +275,14 @@ impl Nftables {
             .map(|f| f.set.len())
             .sum();
         (own + feeds) as u64
+    }
+}
+
+/// A set of one prefix.
+fn one(net: IpNet) -> PrefixSet {
+    match Prefix::new(net) {
+        Prefix::V4(a, l) => PrefixSet::from_unsorted(vec![PrefixSet::pack_v4(a, l)], Vec::new()),
+        Prefix::V6(a, l) => PrefixSet::from_unsorted(Vec::new(), vec![(a, l)]),
     }
 }
 

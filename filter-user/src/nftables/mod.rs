@@ -6,6 +6,8 @@
 //! - [`ruleset`]: the rules, chains, counters and set declarations (an `nft` script), applied
 //!   by [`nft`];
 //! - [`sets`]: which set an entry goes into, and its key;
+//! - [`decide`]: the decision maps, one lookup for every source an exact element decides,
+//!   the precedence resolved here;
 //! - [`netlink`]: element writes as nf_tables transactions over netlink;
 //! - [`lists`]: own entries and feeds as elements; this file's siblings [`verdicts`] and
 //!   [`entries`] hold the handle's methods for verdicts and for lists, feeds and network
@@ -27,6 +29,7 @@
 
 pub mod backend;
 pub mod counters;
+mod decide;
 mod entries;
 pub mod events;
 pub mod lists;
@@ -92,6 +95,8 @@ pub struct Nftables {
     applied: Option<Shape>,
     lists: Lists,
     verdicts: HashMap<IpAddr, PeerVerdict>,
+    /// What each decision map element holds (see [`decide`]).
+    decided: HashMap<IpAddr, decide::Decision>,
     /// The runtime config last applied (what the eBPF datapath keeps in its config map).
     config: DatapathConfig,
     /// Whether the kernel knows `NFT_MSG_DESTROYSETELEM` (Linux 6.3+).
@@ -137,6 +142,7 @@ impl Nftables {
             applied: None,
             lists: Lists::default(),
             verdicts: HashMap::new(),
+            decided: HashMap::new(),
             // SAFETY: plain integers (an `aya::Pod`): all zero is what an eBPF datapath's
             // config map holds before its first write, and screens no port.
             config: unsafe { std::mem::zeroed() },

@@ -8,14 +8,21 @@
 //! ```text
 //! ingress:  TCP SYN without ACK to a screened port ─► subject4 | subject6
 //!           else count passed_not_subject
-//! subject4/6 (a lookup per length in use, longest first; the first hit decides):
+//! subject4/6:
+//!   1. @decide4/6 (one lookup): a source one exact element decides, precedence resolved
+//!      by the daemon (decide.rs) ─► its chain: v_pass | v_limit | v_drop | v_explain |
+//!      to_allow | to_deny | feed_N
+//!   2. @known4/6 (one lookup): unknown and already reported ─► count unknown, accept
+//!   3. the walk, for sources a prefix decides (a lookup per length in use, longest first;
+//!      the first hit decides):
 //!           allow sets ─► to_allow   allow feeds ─► feed_N ─► to_allow
 //!           deny sets ─► to_deny     drop feeds ─► feed_N ─► feed_drop
 //!           limit feeds ─► feed_N ─► bucket (per-source token bucket) ─► over_rate
 //!           @verdict4/6 ─► v_pass | v_limit ─► bucket | v_drop | v_explain
 //!           network verdict sets ─► v_drop …
-//! unknown_peer: seen within the dedup window ─► unknown, accept
-//!               else add to @seen (and @holding), NFLOG ─► events_emitted ─► first_contact
+//!   4. unknown_peer: held ─► held; seen within the dedup window ─► back into @known,
+//!      unknown, accept; else add to @seen (and @holding, or @known), NFLOG
+//!      ─► events_emitted ─► first_contact
 //! every chain that drops (to_deny, feed_drop, over_rate, v_drop, held) first checks @alive:
 //!           no live element ─► stale: passed_stale, accept (the daemon is dead or hung)
 //!
@@ -31,7 +38,7 @@ use std::{
 
 use filter_common::Counter;
 
-use super::sets::{ALIVE, Family, Kind, verdict_set};
+use super::sets::{ALIVE, Family, Kind, decide_set, verdict_set};
 
 /// Everything the script depends on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,6 +83,18 @@ fn seen(f: Family, s: &Shape) -> String {
     format!("seen{}_{}", f.digit(), s.dedup.as_millis())
 }
 
+/// The cache of sources known to be unknown and already reported (see [`known_refill`]).
+fn known(f: Family, s: &Shape) -> String {
+    format!("known{}_{}", f.digit(), s.dedup.as_millis())
+}
+
+/// How long a source refilled into the known cache stays there (one from a first contact
+/// stays as long as its report): short, since it may outlive the report by that much, and
+/// long enough that the walk it saves is paid once in a while.
+pub fn known_refill(dedup: Duration) -> Duration {
+    (dedup / 8).clamp(Duration::from_millis(1), Duration::from_secs(10))
+}
+
 fn holding(f: Family, hold: Duration) -> String {
     format!("holding{}_{}", f.digit(), hold.as_millis())
 }
@@ -95,10 +114,15 @@ fn meter(f: Family, s: &Shape) -> String {
 
 /// The dynamic sets holding per-source state of one family: reported, held, explained.
 pub fn source_sets(s: &Shape, f: Family) -> Vec<String> {
-    let mut v = vec![seen(f, s)];
+    let mut v = vec![seen(f, s), known(f, s)];
     v.extend(s.hold.map(|h| holding(f, h)));
     v.extend(explained_set(s, f));
     v
+}
+
+/// The cache of unknown, reported sources of one family, flushed whenever a list changes.
+pub fn known_set(s: &Shape, f: Family) -> String {
+    known(f, s)
 }
 
 /// The set of sources whose refusal was explained within the explain window.
@@ -118,6 +142,7 @@ impl Shape {
         let mut v = Vec::new();
         for f in Family::ALL {
             v.push((seen(f, self), f, self.dedup));
+            v.push((known(f, self), f, self.dedup));
             v.push((meter(f, self), f, self.meter_timeout()));
             if let Some(h) = self.hold {
                 v.push((holding(f, h), f, h));
@@ -244,6 +269,15 @@ fn declare_sets(s: &mut String, next: &Shape) {
             f.addr_type(),
             next.verdicts
         );
+        // One element per source some exact element decides (a verdict, a /32 or /128
+        // entry of a list or a feed): at most the verdicts and every list's exact entries.
+        let _ = writeln!(
+            s,
+            "add map netdev {t} {} {{ type {} : verdict; flags timeout; counter; size {}; }}",
+            decide_set(f),
+            f.addr_type(),
+            next.verdicts.saturating_add(next.lists.saturating_mul(5))
+        );
     }
     for ((kind, f), lens) in &next.lengths {
         for len in lens {
@@ -310,7 +344,14 @@ fn write_rules(s: &mut String, n: &Shape) {
     }
     rule("stale", "counter name \"passed_stale\" accept");
     for f in Family::ALL {
-        let chain = format!("subject{}", f.digit());
+        let (chain, p) = (format!("subject{}", f.digit()), f.proto());
+        // The decision of a source an exact element decides, then the cache of unknown
+        // reported sources: one lookup for either, before the walk of the prefix sets.
+        rule(&chain, &format!("{p} saddr vmap @{}", decide_set(f)));
+        rule(
+            &chain,
+            &format!("{p} saddr @{} counter name \"unknown\" accept", known(f, n)),
+        );
         for kind in Kind::ALL {
             if kind == Kind::Network {
                 rule(
@@ -403,20 +444,25 @@ fn unknown_rules(rule: &mut impl FnMut(&str, &str), n: &Shape) {
                 &format!("meta protocol {p} {p} saddr @{} goto held", holding(f, h)),
             );
         }
+        // Reported before the cache was last flushed (or after its hold): cached again.
         rule(
             "unknown_peer",
             &format!(
-                "meta protocol {p} {p} saddr @{} counter name \"unknown\" accept",
-                seen(f, n)
+                "meta protocol {p} {p} saddr @{} add @{} {{ {p} saddr timeout {}ms }} counter name \"unknown\" accept",
+                seen(f, n),
+                known(f, n),
+                known_refill(n.dedup).as_millis()
             ),
         );
     }
     for f in Family::ALL {
         let p = f.proto();
-        let hold = n
-            .hold
-            .map(|h| format!(" add @{} {{ {p} saddr }}", holding(f, h)))
-            .unwrap_or_default();
+        // A held peer is not cached as unknown (its SYNs are dropped until the hold ends);
+        // another is, for as long as its report.
+        let hold = match n.hold {
+            Some(h) => format!(" add @{} {{ {p} saddr }}", holding(f, h)),
+            None => format!(" add @{} {{ {p} saddr }}", known(f, n)),
+        };
         rule(
             "unknown_peer",
             &format!(

@@ -173,6 +173,11 @@ pub fn verdict_set(family: Family) -> String {
     format!("verdict{}", family.digit())
 }
 
+/// The map of one family deciding, in one lookup, every source an exact element decides.
+pub fn decide_set(family: Family) -> String {
+    format!("decide{}", family.digit())
+}
+
 /// The set whose one element is the daemon's heartbeat.
 pub const ALIVE: &str = "alive";
 /// The key of that element: `tcp` (every subject SYN's `meta l4proto`).

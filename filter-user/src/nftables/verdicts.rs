@@ -14,7 +14,7 @@ use super::{
     lists::{timeout_ms, verdict_chain},
     netlink::{Elem, Op},
     ruleset::{self, V_DROP, V_EXPLAIN, V_LIMIT, V_PASS},
-    sets::{Family, addr_key, verdict_set},
+    sets::{Family, addr_key, decide_set, verdict_set},
 };
 
 /// The action a verdict map's chain stands for.
@@ -56,12 +56,29 @@ impl Nftables {
             ops.push(Op::Destroy(s, vec![Elem::key(key.clone())]));
         }
         ops.push(Op::Add(set, vec![elem]));
-        self.write(ops)
-            .with_context(|| format!("writing the verdict for {ip} (is the verdict map full?)"))?;
+        if let Some(a) = &self.applied {
+            ops.push(Op::Destroy(ruleset::known_set(a, f), vec![Elem::key(key)]));
+        }
         let mut stored = v;
         stored.hits = 0;
         self.verdicts.insert(ip, stored);
-        Ok(())
+        ops.extend(self.redecide([ip], true));
+        self.write(ops)
+            .with_context(|| format!("writing the verdict for {ip} (is the verdict map full?)"))
+    }
+
+    /// The SYNs `ip`'s verdict decided: in its decision element, or (while a list prefix
+    /// that covers it is in the bookkeeping) in the verdict map's.
+    fn verdict_hits(&self, ip: IpAddr) -> u64 {
+        let decided = self
+            .decided_chain(ip)
+            .is_some_and(|c| action_of(c).is_some());
+        let d = if decided {
+            self.element_hits(&decide_set(Family::of(ip)), ip)
+        } else {
+            0
+        };
+        d + self.element_hits(&verdict_set(Family::of(ip)), ip)
     }
 
     /// `ip`'s verdict (expired or not), with the SYNs it decided.
@@ -69,7 +86,7 @@ impl Nftables {
         let Some(mut v) = self.verdicts.get(&ip).copied() else {
             return Ok(None);
         };
-        v.hits = self.verdict_hits(ip).unwrap_or(0);
+        v.hits = self.verdict_hits(ip);
         Ok(Some(v))
     }
 
@@ -105,23 +122,21 @@ impl Nftables {
         Ok(true)
     }
 
-    /// The hits of `ip`'s verdict element (0 once it expired).
-    fn verdict_hits(&self, ip: IpAddr) -> Result<u64> {
-        let set = verdict_set(Family::of(ip));
+    /// The hits of `ip`'s element in `set` (0 once it expired, or if it has none).
+    fn element_hits(&self, set: &str, ip: IpAddr) -> u64 {
         let elem = format!("{{ {ip} }}");
         // `nft -j get element` answers in text on nftables 1.0.6: read the counter there.
         let Ok(out) = ruleset::query(
             &self.netns,
-            &["get", "element", "netdev", &self.shape.table, &set, &elem],
+            &["get", "element", "netdev", &self.shape.table, set, &elem],
         ) else {
-            return Ok(0);
+            return 0;
         };
-        Ok(out
-            .split("counter packets ")
+        out.split("counter packets ")
             .nth(1)
             .and_then(|rest| rest.split_whitespace().next())
             .and_then(|n| n.parse().ok())
-            .unwrap_or(0))
+            .unwrap_or(0)
     }
 
     /// Removes `ip`'s verdict; `false` if it had none. It stays reported (its next SYN is not
@@ -131,7 +146,9 @@ impl Nftables {
             return Ok(false);
         }
         let set = verdict_set(Family::of(ip));
-        self.write(vec![Op::Destroy(set, vec![Elem::key(addr_key(ip))])])?;
+        let mut ops = vec![Op::Destroy(set, vec![Elem::key(addr_key(ip))])];
+        ops.extend(self.redecide([ip], false));
+        self.write(ops)?;
         Ok(true)
     }
 
@@ -162,6 +179,7 @@ impl Nftables {
         for ip in ips {
             n += usize::from(self.verdicts.remove(ip).is_some());
         }
+        ops.extend(self.redecide(ips.iter().copied(), false));
         self.write(ops)?;
         Ok(n)
     }
@@ -176,6 +194,14 @@ impl Nftables {
                 &verdict_set(f),
                 true,
             )?);
+        }
+        for (ip, n) in self.decide_hits()? {
+            if self
+                .decided_chain(ip)
+                .is_some_and(|c| action_of(c).is_some())
+            {
+                *out.entry(ip).or_default() += n;
+            }
         }
         Ok(out)
     }

@@ -1,0 +1,216 @@
+//! The decision maps (`decide4`, `decide6`): for every source whose decision one exact
+//! element makes — its verdict, or a /32 or /128 entry of a list or a feed — the chain that
+//! decision goes to, *with the precedence already resolved here*, so its SYNs cost one
+//! lookup instead of one per table and prefix length in use.
+//!
+//! A source goes into the map only when no prefix of a table looked up before its deciding
+//! element covers it (an allow /64 over a verdict, a deny /48 over an allow feed's /128...);
+//! such a source is left to the walk of the prefix sets, which decides it as before. So an
+//! element's timeout is that of its deciding element, and when a covering prefix expires in
+//! the kernel the walk still answers right (only slower). Every write that can change a
+//! source's resolution re-resolves the sources it covers, in the same transaction.
+//!
+//! The other half: the cache of unknown, reported sources (`known4/6`, filled by the rules)
+//! is flushed with every list change, since any prefix may now cover one of them; a verdict
+//! write removes its source from it.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
+
+use anyhow::Result;
+use ipnet::IpNet;
+
+use super::{
+    Nftables,
+    lists::{timeout_ms, verdict_chain},
+    netlink::{Elem, Op},
+    ruleset::{self, feed_chain},
+    sets::{Family, Kind, addr_key, decide_set},
+};
+use crate::datapath::{Prefix, PrefixSet};
+
+/// The list kinds looked up before a source's verdict, in the rules' order.
+const BEFORE_VERDICT: [Kind; 5] = [
+    Kind::OwnAllow,
+    Kind::FeedAllow,
+    Kind::OwnDeny,
+    Kind::FeedDeny,
+    Kind::FeedLimit,
+];
+
+/// What a decision element holds: its chain, and the deciding element's expiry (0: never).
+pub type Decision = (String, u64);
+
+type Lengths = BTreeMap<(Kind, Family), BTreeSet<u8>>;
+
+impl Nftables {
+    /// Whether a list of `kind` (own entries or a feed) holds exactly `p`; the chain it
+    /// sends `p`'s SYNs to, with its expiry.
+    fn exact(&self, kind: Kind, p: Prefix) -> Option<Decision> {
+        if let Some(o) = self.lists.own.get(&(kind, p)) {
+            let chain = if kind == Kind::OwnAllow {
+                "to_allow"
+            } else {
+                "to_deny"
+            };
+            return Some((chain.to_owned(), o.expires_ns));
+        }
+        let f = self
+            .lists
+            .feeds
+            .iter()
+            .find(|f| f.kind == kind && f.set.contains(p))?;
+        Some((feed_chain(f.id), 0))
+    }
+
+    /// What decides `ip`'s SYNs if one exact element does (`None`: a prefix, or nothing).
+    fn resolve(&self, ip: IpAddr, lengths: &Lengths) -> Option<Decision> {
+        let f = Family::of(ip);
+        for kind in BEFORE_VERDICT {
+            let Some(lens) = lengths.get(&(kind, f)) else {
+                continue;
+            };
+            for len in lens.iter().rev() {
+                let p = Prefix::new(IpNet::new(ip, *len).expect("length in range"));
+                if let Some(d) = self.exact(kind, p) {
+                    // The longest covering prefix of the first table that has one decides.
+                    return (*len == f.bits()).then_some(d);
+                }
+            }
+        }
+        let v = self.verdicts.get(&ip)?;
+        Some((
+            verdict_chain(v.action(), v.is_explained()).to_owned(),
+            v.expires_ns,
+        ))
+    }
+
+    /// The writes that bring these sources' decision elements to what they resolve to now
+    /// (after the bookkeeping changed); `force` rewrites an unchanged one (a new verdict
+    /// restarts its counter and timeout).
+    pub(super) fn redecide(
+        &mut self,
+        ips: impl IntoIterator<Item = IpAddr>,
+        force: bool,
+    ) -> Vec<Op> {
+        let lengths = self.lists.lengths();
+        let mut gone: BTreeMap<String, Vec<Elem>> = BTreeMap::new();
+        let mut new: BTreeMap<String, Vec<Elem>> = BTreeMap::new();
+        for ip in ips {
+            let want = self.resolve(ip, &lengths);
+            let had = self.decided.get(&ip);
+            if had == want.as_ref() && !force {
+                continue;
+            }
+            let set = decide_set(Family::of(ip));
+            if had.is_some() {
+                gone.entry(set.clone())
+                    .or_default()
+                    .push(Elem::key(addr_key(ip)));
+            }
+            match want {
+                Some((chain, expires_ns)) => {
+                    let mut e = Elem::key(addr_key(ip));
+                    e.goto = Some(chain.clone());
+                    e.timeout_ms = timeout_ms(expires_ns);
+                    new.entry(set).or_default().push(e);
+                    self.decided.insert(ip, (chain, expires_ns));
+                }
+                None => {
+                    self.decided.remove(&ip);
+                }
+            }
+        }
+        let mut ops: Vec<Op> = gone.into_iter().map(|(s, e)| Op::Destroy(s, e)).collect();
+        ops.extend(new.into_iter().map(|(s, e)| Op::Add(s, e)));
+        ops
+    }
+
+    /// The writes that follow a change of these list prefixes (after the bookkeeping took
+    /// it): the sources they cover re-resolved, and the cache of unknown sources emptied.
+    pub(super) fn list_changed(&mut self, changed: &[&PrefixSet]) -> Vec<Op> {
+        let ips: BTreeSet<IpAddr> = changed.iter().flat_map(|c| self.covered(c)).collect();
+        let mut ops = self.redecide(ips, false);
+        ops.extend(self.flush_known());
+        ops
+    }
+
+    /// Empties both families' caches of unknown sources.
+    pub(super) fn flush_known(&self) -> Vec<Op> {
+        let Some(a) = &self.applied else {
+            return Vec::new();
+        };
+        Family::ALL
+            .iter()
+            .map(|f| Op::Flush(ruleset::known_set(a, *f)))
+            .collect()
+    }
+
+    /// Every source a decision element could be about that a prefix of `changed` covers.
+    fn covered(&self, changed: &PrefixSet) -> Vec<IpAddr> {
+        let mut exact = Vec::new();
+        let mut shorter: BTreeMap<Family, BTreeSet<u8>> = BTreeMap::new();
+        for p in changed.iter() {
+            let net = p.net();
+            if net.prefix_len() == net.max_prefix_len() {
+                exact.push(net.addr());
+            } else {
+                shorter
+                    .entry(Family::of(net.addr()))
+                    .or_default()
+                    .insert(net.prefix_len());
+            }
+        }
+        if shorter.is_empty() {
+            return exact;
+        }
+        let under = |ip: &IpAddr| {
+            shorter.get(&Family::of(*ip)).is_some_and(|lens| {
+                lens.iter().any(|l| {
+                    changed.contains(Prefix::new(IpNet::new(*ip, *l).expect("length in range")))
+                })
+            })
+        };
+        let candidates = self
+            .verdicts
+            .keys()
+            .chain(self.decided.keys())
+            .copied()
+            .chain(self.lists.own.keys().map(|(_, p)| p.net()).filter_map(host))
+            .chain(
+                self.lists
+                    .feeds
+                    .iter()
+                    .flat_map(|f| f.set.iter().map(Prefix::net).filter_map(host)),
+            );
+        let mut out: BTreeSet<IpAddr> = candidates.filter(under).collect();
+        out.extend(exact);
+        out.into_iter().collect()
+    }
+
+    /// The SYNs each decision element decided (one `nft -j` read per family).
+    pub(super) fn decide_hits(&self) -> Result<std::collections::HashMap<IpAddr, u64>> {
+        let mut out = std::collections::HashMap::new();
+        for f in Family::ALL {
+            out.extend(super::counters::element_hits(
+                &self.netns,
+                &self.shape.table,
+                &decide_set(f),
+                true,
+            )?);
+        }
+        Ok(out)
+    }
+
+    /// The chain `ip`'s decision element sends to, if it has one.
+    pub(super) fn decided_chain(&self, ip: IpAddr) -> Option<&str> {
+        self.decided.get(&ip).map(|(c, _)| c.as_str())
+    }
+}
+
+/// The address of a host prefix (/32, /128).
+fn host(net: IpNet) -> Option<IpAddr> {
+    (net.prefix_len() == net.max_prefix_len()).then(|| net.addr())
+}
