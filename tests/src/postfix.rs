@@ -182,10 +182,7 @@ impl Postfix {
             .output()
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default();
-        let postfix: Vec<&str> = procs
-            .lines()
-            .filter(|l| l.contains("postfix"))
-            .collect();
+        let postfix: Vec<&str> = procs.lines().filter(|l| l.contains("postfix")).collect();
         format!(
             "master's output:\n{}\nPostfix processes:\n{}",
             self.proc.log(),
