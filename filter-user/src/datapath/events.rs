@@ -2,7 +2,12 @@
 //! this module reads the raw records and hands out typed [`NewPeer`]s, to the daemon and to
 //! the kernel tests alike.
 
-use std::{io, net::IpAddr};
+use std::{
+    io,
+    net::IpAddr,
+    os::fd::{AsFd, AsRawFd},
+    time::Duration,
+};
 
 use anyhow::Result;
 use aya::{
@@ -10,6 +15,10 @@ use aya::{
     maps::{MapData, RingBuf},
 };
 use filter_common::{EventWhy, FAMILY_V4, NewPeerEvent, map_names};
+use nix::sys::{
+    time::TimeSpec,
+    timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags},
+};
 use tokio::io::{Interest, unix::AsyncFd};
 
 /// A source the datapath has no decision for, as it saw it.
@@ -77,40 +86,52 @@ impl Events {
         out
     }
 
-    /// The ring as an async source: [`AsyncEvents::next_batch`] waits for the kernel's wakeup.
+    /// The ring as an async source: [`AsyncEvents::next_batch`] waits for the kernel's wakeup
+    /// or the drain timer.
     pub fn into_async(self) -> io::Result<AsyncEvents> {
         // SAFETY: the ring owns its map fd, which stays open and unchanged while the AsyncFd
         // owns the ring.
-        let fd = unsafe { AsyncFd::register_with_interest(self, Interest::READABLE) }?;
-        Ok(AsyncEvents(fd))
+        let ring = unsafe { AsyncFd::register_with_interest(self, Interest::READABLE) }?;
+        // SAFETY: the timer owns its fd, which stays open while the AsyncFd owns the timer.
+        let drain = unsafe {
+            AsyncFd::register_with_interest(DrainTimer::every(DRAIN_EVERY)?, Interest::READABLE)
+        }?;
+        Ok(AsyncEvents { ring, drain })
     }
 }
 
-impl std::os::fd::AsRawFd for Events {
+impl AsRawFd for Events {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.ring.as_raw_fd()
     }
 }
 
 /// The event ring, polled by tokio.
-pub struct AsyncEvents(AsyncFd<Events>);
+pub struct AsyncEvents {
+    ring: AsyncFd<Events>,
+    drain: AsyncFd<DrainTimer>,
+}
 
 impl AsyncEvents {
     /// Waits until events arrive and returns all of them (never an empty batch twice in a
     /// row without a wakeup in between). The datapath wakes the reader only every so many
     /// records, so the ring is also drained every [`DRAIN_EVERY`]: a lone new sender's
-    /// event waits at most that long.
+    /// event waits at most that long. Cancel-safe: nothing is taken from the ring but what
+    /// is returned.
     pub async fn next_batch(&mut self) -> io::Result<Vec<NewPeer>> {
         loop {
-            match tokio::time::timeout(DRAIN_EVERY, self.0.readable_mut()).await {
-                Ok(guard) => {
+            tokio::select! {
+                guard = self.ring.readable_mut() => {
                     let mut guard = guard?;
                     let batch = guard.get_inner_mut().drain();
                     guard.clear_ready();
                     return Ok(batch);
                 }
-                Err(_) => {
-                    let batch = self.0.get_mut().drain();
+                tick = self.drain.readable() => {
+                    let mut tick = tick?;
+                    // Reads the expirations, so the timer is readable again only at the next.
+                    let _ = tick.try_io(|t| t.get_ref().0.wait().map_err(io::Error::from));
+                    let batch = self.ring.get_mut().drain();
                     if !batch.is_empty() {
                         return Ok(batch);
                     }
@@ -121,7 +142,32 @@ impl AsyncEvents {
 }
 
 /// How often the ring is drained without a wakeup from the datapath.
-const DRAIN_EVERY: std::time::Duration = std::time::Duration::from_millis(50);
+const DRAIN_EVERY: Duration = Duration::from_millis(50);
+
+/// The drain's clock: a periodic timerfd. One wakeup per period while idle; tokio's timer
+/// wheel would add a second one most periods (a deadline past the next 64 ms boundary is
+/// cascaded there first), and a new timer for every pass of the daemon's main loop.
+struct DrainTimer(TimerFd);
+
+impl DrainTimer {
+    fn every(period: Duration) -> io::Result<Self> {
+        let timer = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )?;
+        timer.set(
+            Expiration::Interval(TimeSpec::from_duration(period)),
+            TimerSetTimeFlags::empty(),
+        )?;
+        Ok(Self(timer))
+    }
+}
+
+impl AsRawFd for DrainTimer {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.as_fd().as_raw_fd()
+    }
+}
 
 #[cfg(test)]
 mod tests {
