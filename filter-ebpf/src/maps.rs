@@ -28,18 +28,16 @@ pub static HITS: PerCpuArray<u64> = PerCpuArray::with_max_entries(default_sizes:
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(default_sizes::EVENTS_BYTES, 0);
 
-/// This CPU's new-peer event budget and wakeup pacing (see `slow::emit`).
+/// This CPU's new-peer event budget (see `slow::emit`).
 #[map(name = "EVENT_BUDGET")]
 pub static EVENT_BUDGET: PerCpuArray<EventBudget> = PerCpuArray::with_max_entries(1, 0);
 
-/// One CPU's event state: a token bucket for first SYNs and one for the rest (retransmits,
-/// returning sources), and records since its last wakeup of the reader.
+/// One CPU's event budget: a token bucket for first SYNs and one for the rest
+/// (retransmits, returning sources).
 #[repr(C)]
 pub struct EventBudget {
     pub first: Bucket,
     pub again: Bucket,
-    /// Records written without waking the reader.
-    pub unwoken: u64,
 }
 
 /// A token bucket kept as credit time.

@@ -8,15 +8,11 @@
 //! comes back here: an entry's or a verdict's expiry, the next explained refusal, the end of the
 //! hold and dedup windows. The cached path never reads the clock for anything else.
 
-use aya_ebpf::{
-    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
-    cty::c_void,
-    helpers::bpf_loop,
-};
+use aya_ebpf::{bindings::BPF_NOEXIST, cty::c_void, helpers::bpf_loop};
 use filter_common::{
     Action, Counter, DatapathConfig, Decision, EventWhy, FLAG_EXPLAIN, FLAG_HOLD, ListIndex,
     ListKey, ListValue, NEVER, NewPeerEvent, PEER_EXPLAIN, PEER_VERDICT, Peer, Reason, Table,
-    default_sizes, earliest, live, seconds_up,
+    earliest, live, seconds_up,
 };
 
 use crate::{
@@ -376,9 +372,10 @@ enum Emitted {
 /// ring buffer is full (each counted): the source is then not reported, and its next SYN
 /// tries again. First SYNs and the rest (retransmits, returning sources) have a bucket each,
 /// so a flood of one-SYN spoofed sources cannot spend what real senders' retransmits need.
-/// The reader is not woken per record (a wakeup costs more than the rest of the SYN): every
-/// [`WAKE_EVERY`]th record of a CPU, or once the ring is a quarter full, wakes it; the daemon
-/// also drains the ring on a short timer.
+/// The record is submitted with no flag: the kernel wakes the reader only when this is the
+/// first record it has not read (it had caught up, so it waits), never per record while it
+/// is behind — a flood costs no wakeup per SYN (a wakeup costs more than the rest of the
+/// SYN), and a lone new sender's report wakes the daemon at once, with no timer polling.
 #[inline(always)]
 fn emit<F: Family>(
     addr: F::Addr,
@@ -413,23 +410,10 @@ fn emit<F: Family>(
         now,
         why,
     ));
-    budget.unwoken += 1;
-    let wake = budget.unwoken >= WAKE_EVERY
-        || maps::EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= default_sizes::EVENTS_BYTES as u64 / 4;
-    if wake {
-        budget.unwoken = 0;
-    }
-    slot.submit(if wake {
-        BPF_RB_FORCE_WAKEUP
-    } else {
-        BPF_RB_NO_WAKEUP
-    } as u64);
+    slot.submit(0);
     count(Counter::EventsEmitted);
     Emitted::Now
 }
-
-/// Records a CPU writes before it wakes the reader regardless of the fill level.
-const WAKE_EVERY: u64 = 64;
 
 /// Takes one event from the token bucket (`rate` per second, up to a second's worth
 /// banked); `rate` 0 = unlimited.
