@@ -66,11 +66,19 @@ fn repo() -> PathBuf {
         .to_path_buf()
 }
 
-/// The commit measured (`-dirty` with uncommitted changes).
+/// The commit measured (`-dirty` with uncommitted changes), as it was when this process first
+/// asked: each benchmark asks as it starts, so a commit made while it runs (they take up to
+/// 45 minutes) is not named for code that was built before it.
 pub fn commit() -> String {
-    let head = output("git", &["rev-parse", "--short", "HEAD"]);
-    let dirty = !output("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty();
-    if dirty { format!("{head}-dirty") } else { head }
+    static AT_START: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    AT_START
+        .get_or_init(|| {
+            let head = output("git", &["rev-parse", "--short", "HEAD"]);
+            let dirty =
+                !output("git", &["status", "--porcelain", "--untracked-files=no"]).is_empty();
+            if dirty { format!("{head}-dirty") } else { head }
+        })
+        .clone()
 }
 
 /// Appends a run to BENCHMARKS.md, under `## {section}`'s runs: a `### Run` heading with the

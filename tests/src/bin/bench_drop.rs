@@ -344,6 +344,8 @@ impl Bench {
 }
 
 fn main() {
+    // The commit measured is the one this run starts from.
+    let _ = mxscreen_tests::bench::commit();
     let quick = std::env::args().any(|a| a == "--quick");
     let random_only = std::env::args().any(|a| a == "--random");
     let p = if quick { QUICK } else { FULL };

@@ -402,6 +402,8 @@ fn throughput(bed: &Bed, p: &Params) -> f64 {
 }
 
 fn main() {
+    // The commit measured is the one this run starts from.
+    let _ = mxscreen_tests::bench::commit();
     let quick = std::env::args().any(|a| a == "--quick");
     let p = if quick { QUICK } else { FULL };
     let mut bed = Bed::new(&p);

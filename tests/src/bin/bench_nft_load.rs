@@ -322,6 +322,8 @@ fn interval(prefixes: &[(u128, u8)]) -> (Duration, i64) {
 }
 
 fn main() {
+    // The commit measured is the one this run starts from.
+    let _ = mxscreen_tests::bench::commit();
     let quick = std::env::args().any(|a| a == "--quick");
     let p = if quick { QUICK } else { FULL };
     let prefixes = feed(p.feed);
