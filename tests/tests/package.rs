@@ -259,44 +259,61 @@ fn effective_caps(pid: u32) -> Vec<String> {
     caps
 }
 
-#[test]
-fn daemon_works_with_exactly_the_units_capabilities_and_needs_each() {
-    let caps = unit_capabilities();
-    let wire = Wire::new("pc");
-    let _listener = wire
+/// A wire whose server listens on port 25 and runs the daemon under setpriv with exactly
+/// `caps` (checked), `datapath` lines added. No lookups here: every peer of the wire is
+/// allowed until blocked by hand, and first contacts pass (no DNS answers here, and these
+/// tests are about capabilities).
+fn with_capabilities(
+    tag: &str,
+    datapath: &str,
+    caps: &[String],
+) -> (Wire, std::net::TcpListener, MxDaemon) {
+    let wire = Wire::new(tag);
+    let listener = wire
         .server
         .enter(|| std::net::TcpListener::bind(format!("{SERVER_V4}:25")).unwrap());
     let spec = Spec {
-        // No lookups here: every peer of the wire is allowed until blocked by hand.
         sections: "[resolver]\nnameservers = [\"127.0.0.1\"]\n\n[lists]\nallow = []\n\n[rdns]\nenabled = false\n"
             .into(),
-        // First contacts pass: no DNS answers here, and this test is about capabilities.
-        // The eBPF backend asked for by name: `auto` would screen with nftables without
-        // CAP_BPF (see the next test).
-        datapath: "backend = \"ebpf\"\nmode = \"xdp\"\nfirst_contact = \"pass\"\n".into(),
-        wrapper: setpriv(&caps),
+        datapath: format!("{datapath}\nfirst_contact = \"pass\"\n"),
+        wrapper: setpriv(caps),
         ..Default::default()
     };
-    let mut d = MxDaemon::start(&wire.server, SERVER_IFACE, spec.clone());
-    let mut want = caps.clone();
+    let d = MxDaemon::start(&wire.server, SERVER_IFACE, spec);
+    let mut want = caps.to_vec();
     want.sort();
     assert_eq!(effective_caps(d.pid()), want);
+    (wire, listener, d)
+}
+
+/// A peer connects, is blocked by hand and refused, is unblocked and connects again.
+fn blocks_and_unblocks(wire: &Wire, d: &MxDaemon) {
     let smtp: SocketAddr = format!("{SERVER_V4}:25").parse().unwrap();
     let peer = CLIENT_V4[0];
     wire.connect(peer, smtp, Duration::from_secs(5)).unwrap();
+    d.cli_ok(&["block", peer, "--reason", "capability test"]);
+    assert!(
+        wire.connect(peer, smtp, Duration::from_millis(800))
+            .is_err(),
+        "blocked under these capabilities"
+    );
+    d.cli_ok(&["unblock", peer]);
+    wire.connect(peer, smtp, Duration::from_secs(5)).unwrap();
+}
+
+#[test]
+fn daemon_works_with_exactly_the_units_capabilities_and_needs_each() {
+    let caps = unit_capabilities();
+    // The eBPF backend asked for by name: `auto` would screen with nftables without CAP_BPF
+    // (see the next test).
+    let (wire, _listener, mut d) =
+        with_capabilities("pc", "backend = \"ebpf\"\nmode = \"xdp\"", &caps);
     assert_eq!(
         thread_nice(d.pid(), "mxscreen-mta"),
         Some(-10),
         "the MTA sockets' thread raises its priority with the unit's CAP_SYS_NICE"
     );
-    d.cli_ok(&["block", peer, "--reason", "capability test"]);
-    assert!(
-        wire.connect(peer, smtp, Duration::from_millis(800))
-            .is_err(),
-        "blocked under the unit's capabilities"
-    );
-    d.cli_ok(&["unblock", peer]);
-    wire.connect(peer, smtp, Duration::from_secs(5)).unwrap();
+    blocks_and_unblocks(&wire, &d);
     let from = d.log_text().len();
     d.signal(nix::sys::signal::Signal::SIGHUP);
     d.wait_log("config reloaded", from, Duration::from_secs(10));
@@ -335,21 +352,7 @@ fn without_cap_bpf_the_unit_screens_with_nftables() {
         .into_iter()
         .filter(|c| !["bpf", "perfmon"].contains(&c.as_str()))
         .collect();
-    let wire = Wire::new("pn");
-    let _listener = wire
-        .server
-        .enter(|| std::net::TcpListener::bind(format!("{SERVER_V4}:25")).unwrap());
-    let spec = Spec {
-        sections: "[resolver]\nnameservers = [\"127.0.0.1\"]\n\n[lists]\nallow = []\n\n[rdns]\nenabled = false\n"
-            .into(),
-        datapath: "first_contact = \"pass\"\n".into(),
-        wrapper: setpriv(&caps),
-        ..Default::default()
-    };
-    let mut d = MxDaemon::start(&wire.server, SERVER_IFACE, spec);
-    let mut want = caps.clone();
-    want.sort();
-    assert_eq!(effective_caps(d.pid()), want);
+    let (wire, _listener, mut d) = with_capabilities("pn", "", &caps);
     let status = d.cli_ok(&["status"]);
     assert!(
         status
@@ -358,17 +361,7 @@ fn without_cap_bpf_the_unit_screens_with_nftables() {
                 && l.contains("nftables (auto: eBPF could not be used:")),
         "{status}"
     );
-    let smtp: SocketAddr = format!("{SERVER_V4}:25").parse().unwrap();
-    let peer = CLIENT_V4[0];
-    wire.connect(peer, smtp, Duration::from_secs(5)).unwrap();
-    d.cli_ok(&["block", peer, "--reason", "capability test"]);
-    assert!(
-        wire.connect(peer, smtp, Duration::from_millis(800))
-            .is_err(),
-        "blocked with CAP_NET_ADMIN alone"
-    );
-    d.cli_ok(&["unblock", peer]);
-    wire.connect(peer, smtp, Duration::from_secs(5)).unwrap();
+    blocks_and_unblocks(&wire, &d);
     d.stop();
     let tables =
         ok(Command::new("ip").args(["netns", "exec", &wire.server.name, "nft", "list", "tables"]));
