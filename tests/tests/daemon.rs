@@ -90,6 +90,14 @@ impl Backend {
         }
     }
 
+    /// The test bed, its namespaces tagged apart per backend (`tag`, `tag` + `n`).
+    fn bed(self, tag: &str) -> Bed {
+        match self {
+            Self::Ebpf => bed(tag),
+            Self::Nftables => bed(&format!("{tag}n")),
+        }
+    }
+
     /// [`spec`] with `datapath.backend` set to this backend.
     fn spec(self, b: &Bed, zone: &str) -> Spec {
         let mut s = spec(b, zone);
@@ -136,11 +144,7 @@ fn nftables_enforces_verdicts_the_daemon_resolves() {
 }
 
 fn resolved_into_verdicts(backend: Backend) {
-    let b = bed(if backend == Backend::Ebpf {
-        "dv"
-    } else {
-        "dvn"
-    });
+    let b = backend.bed("dv");
     let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, backend.spec(&b, "bl.test"));
     screens_with(&d, backend);
     // First contact passes (first_contact = pass) and is reported; the DNSBL lists it.
@@ -190,11 +194,7 @@ fn nftables_block_unblock_allow_round_trip_and_survive_restart() {
 }
 
 fn block_round_trip(backend: Backend) {
-    let b = bed(if backend == Backend::Ebpf {
-        "dm"
-    } else {
-        "dmn"
-    });
+    let b = backend.bed("dm");
     let mut d = MxDaemon::start(&b.wire.server, SERVER_IFACE, backend.spec(&b, "bl.test"));
     screens_with(&d, backend);
     b.connects(CLEAN, smtp4());
@@ -786,11 +786,7 @@ fn nftables_observe_mode_resolves_and_counts_but_never_drops() {
 }
 
 fn observe_mode(backend: Backend) {
-    let b = bed(if backend == Backend::Ebpf {
-        "do"
-    } else {
-        "don"
-    });
+    let b = backend.bed("do");
     let s = Spec {
         args: vec!["--observe".into()],
         ..backend.spec(&b, "bl.test")
