@@ -42,9 +42,72 @@ pub fn run_in(ns: &NetNs, cmd: &str, args: &[&str], stdin: &str) {
 /// An nftables table on `iface`'s ingress hook (netdev family, before the IP stack) dropping
 /// TCP SYNs to port 25 from the addresses of a set.
 pub fn nft_up(ns: &NetNs, iface: &str, sources: &[IpAddr]) {
+    nft_up_promising(ns, iface, sources, Promises::NONE);
+}
+
+/// What the hand-written rule is given of what mxscreen's backend promises, each alone on
+/// the one rule and one set: what each promise costs by itself, measured the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Promises {
+    /// The set has timeouts (expiry as element timeouts: a resizable hash, not the fixed one).
+    pub timeouts: bool,
+    /// The rule counts what it drops in a named counter (the outcome counters).
+    pub counter: bool,
+    /// The rule drops only while a liveness element is there (the fail-open).
+    pub alive: bool,
+    /// Each element counts its hits (a per-element counter: the verdicts' hits).
+    pub hits: bool,
+}
+
+impl Promises {
+    pub const NONE: Self = Self {
+        timeouts: false,
+        counter: false,
+        alive: false,
+        hits: false,
+    };
+    /// What the backend promises on a dropped SYN, but its hit counts.
+    pub const ALL: Self = Self {
+        timeouts: true,
+        counter: true,
+        alive: true,
+        hits: false,
+    };
+
+    pub fn name(self) -> String {
+        let mut v = Vec::new();
+        if self.timeouts {
+            v.push("timeouts");
+        }
+        if self.counter {
+            v.push("a named counter");
+        }
+        if self.alive {
+            v.push("a liveness check");
+        }
+        if self.hits {
+            v.push("a counter per element");
+        }
+        v.join(", ")
+    }
+}
+
+/// [`nft_up`], its rule and set given `p`.
+pub fn nft_up_promising(ns: &NetNs, iface: &str, sources: &[IpAddr], p: Promises) {
     let elements: Vec<String> = sources.iter().map(ToString::to_string).collect();
+    let mut flags = if p.timeouts { " flags timeout;" } else { "" }.to_owned();
+    if p.hits {
+        flags.push_str(" counter;");
+    }
+    let alive = if p.alive { " meta l4proto @alive" } else { "" };
+    let counter = if p.counter {
+        " counter name \"dropped\""
+    } else {
+        ""
+    };
     let script = format!(
-        "table netdev mxbench {{\n  set listed {{ type ipv6_addr; size 65536; elements = {{ {} }} }}\n  chain ingress {{ type filter hook ingress device \"{iface}\" priority -500; policy accept;\n    meta l4proto tcp tcp dport 25 tcp flags & (syn | ack) == syn ip6 saddr @listed drop\n  }}\n}}\n",
+        "table netdev mxbench {{\n  counter dropped {{ }}\n  set alive {{ type inet_proto; flags timeout; elements = {{ tcp timeout 1h }} }}\n  set listed {{ type ipv6_addr; size {};{flags} elements = {{ {} }} }}\n  chain ingress {{ type filter hook ingress device \"{iface}\" priority -500; policy accept;\n    meta l4proto tcp tcp dport 25 tcp flags & (syn | ack) == syn ip6 saddr @listed{alive}{counter} drop\n  }}\n}}\n",
+        sources.len().max(65536),
         elements.join(", ")
     );
     run_in(ns, "nft", &["-f", "-"], &script);

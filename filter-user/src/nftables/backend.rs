@@ -152,7 +152,7 @@ impl DatapathRead for NftDatapath {
         Ok(self.nft().verdict_held(ip).map(peer_of))
     }
     /// Without hits: the main loop reads the verdict it replaces on every write, and a hit
-    /// count costs an `nft` run (`list` reads them all at once).
+    /// count costs a netlink round trip (`list` reads them all at once).
     fn verdict_get(&self, ip: IpAddr) -> Result<Option<PeerVerdict>> {
         Ok(self.nft().verdict_held(ip))
     }

@@ -190,7 +190,7 @@ impl Nftables {
         out.into_iter().collect()
     }
 
-    /// The SYNs each decision element decided (one `nft -j` read per family).
+    /// The SYNs each decision element decided (one netlink dump per family).
     pub(super) fn decide_hits(&self) -> Result<std::collections::HashMap<IpAddr, u64>> {
         let mut out = std::collections::HashMap::new();
         for f in Family::ALL {
@@ -198,7 +198,6 @@ impl Nftables {
                 &self.netns,
                 &self.shape.table,
                 &decide_set(f),
-                true,
             )?);
         }
         Ok(out)

@@ -96,7 +96,7 @@ impl Nftables {
             .collect()
     }
 
-    /// Hits of every own entry of `kind`, by prefix (one `nft -j` read per length in use).
+    /// Hits of every own entry of `kind`, by prefix (one netlink dump per length in use).
     pub(super) fn own_hits(&self, kind: Kind) -> Result<HashMap<Prefix, u64>> {
         let mut out = HashMap::new();
         let Some(applied) = &self.applied else {
@@ -107,12 +107,7 @@ impl Nftables {
                 continue;
             }
             for len in lens {
-                let hits = counters::element_hits(
-                    &self.netns,
-                    &applied.table,
-                    &k.set(*f, *len),
-                    k.is_map(),
-                )?;
+                let hits = counters::element_hits(&self.netns, &applied.table, &k.set(*f, *len))?;
                 for (addr, n) in hits {
                     if let Ok(net) = IpNet::new(addr, *len) {
                         out.insert(Prefix::new(net), n);

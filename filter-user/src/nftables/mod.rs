@@ -34,6 +34,7 @@ mod entries;
 pub mod events;
 pub mod lists;
 pub mod netlink;
+mod netns;
 mod nft;
 pub mod ruleset;
 pub mod sets;

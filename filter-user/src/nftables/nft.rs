@@ -1,6 +1,6 @@
 //! Running the `nft` program in the table's network namespace: the ruleset is written as one
-//! `nft -f -` transaction, and counters are read with `nft -j` (neither happens per SYN or
-//! per verdict).
+//! `nft -f -` transaction (when the config or the prefix lengths change, never per SYN or
+//! per verdict). Elements and counters go over netlink ([`super::netlink`]).
 
 use std::{
     io::Write as _,
@@ -36,7 +36,7 @@ fn nft(netns: &OwnedFd, args: &[&str], stdin: Option<&str>) -> Result<String> {
     // A thread in another namespace (a test's, for a moment) puts the child in the table's.
     // Only then: setns needs CAP_SYS_ADMIN, which a container (Docker with NET_ADMIN added)
     // may not give, though the daemon there is in the table's namespace all along.
-    if !in_namespace(netns) {
+    if !super::netns::in_namespace(netns) {
         // SAFETY: setns is async-signal-safe; it puts the child in the table's namespace.
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
@@ -66,16 +66,4 @@ fn nft(netns: &OwnedFd, args: &[&str], stdin: Option<&str>) -> Result<String> {
         );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Whether the calling thread is in the network namespace `netns` (same inode on nsfs).
-fn in_namespace(netns: &OwnedFd) -> bool {
-    use std::os::unix::fs::MetadataExt as _;
-    let Ok(here) = std::fs::metadata("/proc/thread-self/ns/net") else {
-        return false;
-    };
-    let there = netns
-        .try_clone()
-        .and_then(|fd| std::fs::File::from(fd).metadata());
-    there.is_ok_and(|t| t.dev() == here.dev() && t.ino() == here.ino())
 }

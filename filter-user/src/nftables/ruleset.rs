@@ -6,25 +6,30 @@
 //! The path of a SYN (`ingress`, on the screened interfaces, netdev family):
 //!
 //! ```text
-//! ingress:  TCP SYN without ACK to a screened port ─► subject4 | subject6
-//!           else count passed_not_subject
+//! ingress:  TCP SYN without ACK to a screened port, per family:
+//!   1. @decide4/6 (one lookup, in the same rule): a source one exact element decides,
+//!      precedence resolved by the daemon (decide.rs) ─► its chain: v_pass | v_limit |
+//!      v_drop | v_explain | to_allow | to_deny | feed_N
+//!   2. else ─► subject4 | subject6
+//!           not subject: count passed_not_subject
 //! subject4/6:
-//!   1. @decide4/6 (one lookup): a source one exact element decides, precedence resolved
-//!      by the daemon (decide.rs) ─► its chain: v_pass | v_limit | v_drop | v_explain |
-//!      to_allow | to_deny | feed_N
-//!   2. @known4/6 (one lookup): unknown and already reported ─► count unknown, accept
-//!   3. the walk, for sources a prefix decides (a lookup per length in use, longest first;
+//!   1. @known4/6 (one lookup): unknown and already reported ─► count unknown, accept
+//!   2. the walk, for sources a prefix decides (a lookup per length in use, longest first;
 //!      the first hit decides):
 //!           allow sets ─► to_allow   allow feeds ─► feed_N ─► to_allow
 //!           deny sets ─► to_deny     drop feeds ─► feed_N ─► feed_drop
 //!           limit feeds ─► feed_N ─► bucket (per-source token bucket) ─► over_rate
 //!           @verdict4/6 ─► v_pass | v_limit ─► bucket | v_drop | v_explain
 //!           network verdict sets ─► v_drop …
-//!   4. unknown_peer: held ─► held; seen within the dedup window ─► back into @known,
+//!   3. unknown_peer: held ─► held; seen within the dedup window ─► back into @known,
 //!      unknown, accept; else add to @seen (and @holding, or @known), NFLOG
 //!      ─► events_emitted ─► first_contact
-//! every chain that drops (to_deny, feed_drop, over_rate, v_drop, held) first checks @alive:
-//!           no live element ─► stale: passed_stale, accept (the daemon is dead or hung)
+//! every chain that drops (to_deny, feed_drop, over_rate, v_drop, held) drops in one rule
+//! that also checks @alive and counts; without a live element ─► stale: passed_stale,
+//! accept (the daemon is dead or hung)
+//!
+//! Each SYN meets as few rules and jumps as it can: every one costs (`bench_drop --nft`
+//! measures the hand-written one-rule set given each promise beside the backend).
 //!
 //! Fragments: a non-first fragment has no TCP header, so it never matches the ingress rule
 //! (it passes, counted passed_not_subject); a first fragment carrying a SYN is screened.
@@ -183,9 +188,6 @@ const CHAINS: &[&str] = &[
     "held",
 ];
 
-/// The chains that drop (in observe mode: count and pass), each behind the heartbeat check.
-const REFUSING: [&str; 5] = ["to_deny", "feed_drop", "over_rate", V_DROP, "held"];
-
 /// The script taking the table from `prev` (what was applied last; `None` for a table that
 /// is not there) to `next`, as one transaction.
 pub fn script(prev: Option<&Shape>, next: &Shape) -> String {
@@ -238,10 +240,19 @@ pub fn script(prev: Option<&Shape>, next: &Shape) -> String {
         };
         if let Some(dport) = dport {
             for f in Family::ALL {
+                let (p, subject) = (
+                    f.proto(),
+                    format!(
+                        "meta protocol {} tcp flags & (syn | ack) == syn tcp dport {dport}",
+                        f.proto()
+                    ),
+                );
+                // The decision in the rule that matches the subject: a decided source (most
+                // SYNs of a flood) meets one rule and one jump; the others match again.
                 let _ = writeln!(
                     s,
-                    "add rule netdev {t} ingress meta protocol {} tcp flags & (syn | ack) == syn tcp dport {dport} goto subject{}",
-                    f.proto(),
+                    "add rule netdev {t} ingress {subject} {p} saddr vmap @{}\nadd rule netdev {t} ingress {subject} goto subject{}",
+                    decide_set(f),
                     f.digit()
                 );
             }
@@ -338,16 +349,26 @@ fn write_rules(s: &mut String, n: &Shape) {
         let _ = writeln!(s, "add rule netdev {t} {chain} {body}");
     };
     let refuse = n.refuse();
-    // Every refusing chain first checks the heartbeat: no live element, no drop.
-    for chain in REFUSING {
-        rule(chain, &format!("meta l4proto != @{ALIVE} goto stale"));
-    }
+    // A refusing chain drops (and counts) only while the heartbeat's element lives; else its
+    // second rule passes the SYN as stale. One rule, not a check and then a drop: each rule
+    // a SYN meets costs.
+    let mut refusing = |chain: &str, counter: &str| {
+        rule(
+            chain,
+            &format!("meta l4proto @{ALIVE} counter name \"{counter}\" {refuse}"),
+        );
+        rule(chain, "goto stale");
+    };
+    refusing("to_deny", "dropped_deny");
+    refusing("feed_drop", "dropped_feed");
+    refusing("over_rate", "limited");
+    refusing(V_DROP, "dropped_verdict");
+    refusing("held", "held");
     rule("stale", "counter name \"passed_stale\" accept");
     for f in Family::ALL {
         let (chain, p) = (format!("subject{}", f.digit()), f.proto());
-        // The decision of a source an exact element decides, then the cache of unknown
-        // reported sources: one lookup for either, before the walk of the prefix sets.
-        rule(&chain, &format!("{p} saddr vmap @{}", decide_set(f)));
+        // The cache of unknown reported sources (the decision map was looked up in the
+        // ingress rule): one lookup, before the walk of the prefix sets.
         rule(
             &chain,
             &format!("{p} saddr @{} counter name \"unknown\" accept", known(f, n)),
@@ -375,14 +396,6 @@ fn write_rules(s: &mut String, n: &Shape) {
         rule(&chain, "goto unknown_peer");
     }
     rule("to_allow", "counter name \"passed_allow\" accept");
-    rule(
-        "to_deny",
-        &format!("counter name \"dropped_deny\" {refuse}"),
-    );
-    rule(
-        "feed_drop",
-        &format!("counter name \"dropped_feed\" {refuse}"),
-    );
     for (id, kind) in &n.feeds {
         let next = match kind {
             Kind::FeedAllow => "to_allow",
@@ -407,13 +420,8 @@ fn write_rules(s: &mut String, n: &Shape) {
         );
     }
     rule("bucket", "counter name \"passed_limit\" accept");
-    rule("over_rate", &format!("counter name \"limited\" {refuse}"));
     rule(V_PASS, "counter name \"passed_verdict\" accept");
     rule(V_LIMIT, "goto bucket");
-    rule(
-        V_DROP,
-        &format!("counter name \"dropped_verdict\" {refuse}"),
-    );
     if let Some(every) = n.explain {
         for f in Family::ALL {
             let (p, e) = (f.proto(), explained(f, every));
@@ -435,7 +443,6 @@ fn write_rules(s: &mut String, n: &Shape) {
 
 /// An unknown source: reported once per dedup window (NFLOG), passed, or held.
 fn unknown_rules(rule: &mut impl FnMut(&str, &str), n: &Shape) {
-    let refuse = n.refuse();
     for f in Family::ALL {
         let p = f.proto();
         if let Some(h) = n.hold {
@@ -482,7 +489,6 @@ fn unknown_rules(rule: &mut impl FnMut(&str, &str), n: &Shape) {
     } else {
         rule("first_contact", "counter name \"unknown\" accept");
     }
-    rule("held", &format!("counter name \"held\" {refuse}"));
 }
 
 pub use super::nft::{apply, query};

@@ -124,18 +124,9 @@ impl Nftables {
 
     /// The hits of `ip`'s element in `set` (0 once it expired, or if it has none).
     fn element_hits(&self, set: &str, ip: IpAddr) -> u64 {
-        let elem = format!("{{ {ip} }}");
-        // `nft -j get element` answers in text on nftables 1.0.6: read the counter there.
-        let Ok(out) = ruleset::query(
-            &self.netns,
-            &["get", "element", "netdev", &self.shape.table, set, &elem],
-        ) else {
-            return 0;
-        };
-        out.split("counter packets ")
-            .nth(1)
-            .and_then(|rest| rest.split_whitespace().next())
-            .and_then(|n| n.parse().ok())
+        counters::one_element_hits(&self.netns, &self.shape.table, set, ip)
+            .ok()
+            .flatten()
             .unwrap_or(0)
     }
 
@@ -184,7 +175,7 @@ impl Nftables {
         Ok(n)
     }
 
-    /// The per-element hit counters of both verdict maps (one `nft -j` read of each).
+    /// The per-element hit counters of both verdict maps (one netlink dump of each).
     pub fn verdict_hit_counts(&self) -> Result<std::collections::HashMap<IpAddr, u64>> {
         let mut out = std::collections::HashMap::new();
         for f in Family::ALL {
@@ -192,7 +183,6 @@ impl Nftables {
                 &self.netns,
                 &self.shape.table,
                 &verdict_set(f),
-                true,
             )?);
         }
         for (ip, n) in self.decide_hits()? {

@@ -24,6 +24,11 @@
 //! Last, the random-source class: every SYN from a new random source (a spoofed flood),
 //! mxscreen in XDP beside the bare LRU-insert program (bench-ebpf), by BPF run time.
 //!
+//! `--nft` runs only the nftables rows (the hand-written set, alone and given each promise
+//! of mxscreen's backend, and the backend's classes) at the full run's table sizes, with
+//! fewer SYNs, and records nothing: the loop for working on the backend
+//! (`cargo run --release -p mxscreen-tests --bin bench_drop -- --nft`).
+//!
 //! Prints the tables; without `--quick` also appends them to BENCHMARKS.md. `--random` runs
 //! only the random-source class (nothing recorded), with a breakdown of where its time goes:
 //! the same flood through mxscreen with no list entries, and with no event budget left
@@ -42,7 +47,10 @@ use mxscreen_tests::{
     flood::{Flood, pin, softirqd_ns, thread_cpu_ns},
     netns::{SERVER_IFACE, SERVER_V6, Wire},
     packets::Frame,
-    receivers::{Class, Mx, MxNft, ipset_down, ipset_up, nft_down, nft_interval_up, nft_up},
+    receivers::{
+        Class, Mx, MxNft, Promises, ipset_down, ipset_up, nft_down, nft_interval_up, nft_up,
+        nft_up_promising,
+    },
     reference::{Program, Reference, TcProgram},
 };
 
@@ -57,6 +65,14 @@ struct Params {
 const FULL: Params = Params {
     sources: 16_384,
     syns: 1_000_000,
+    rounds: 7,
+    feed: 1_000_000,
+};
+/// `--nft`: the nftables rows only, at the full run's table sizes (where the caches miss as
+/// they do in a full run), with fewer SYNs and rounds: a loop for working on the backend.
+const NFT_ONLY: Params = Params {
+    sources: 16_384,
+    syns: 300_000,
     rounds: 7,
     feed: 1_000_000,
 };
@@ -300,7 +316,11 @@ impl Bench {
     fn nft_classes(&mut self) -> Vec<(Class, Cost)> {
         self.nft.attach(SERVER_IFACE);
         let mut out = Vec::new();
-        for class in Class::ALL {
+        let only = std::env::var("MXB_CLASS").ok();
+        for class in Class::ALL
+            .into_iter()
+            .filter(|c| only.as_deref().is_none_or(|o| c.name().starts_with(o)))
+        {
             let f = frames(&class_sources(class, self.p.sources), !class.drops());
             for chunk in f.warm.chunks(4096) {
                 self.flood.send(chunk, chunk.len() as u64, self.cpu);
@@ -348,7 +368,12 @@ fn main() {
     let _ = mxscreen_tests::bench::commit();
     let quick = std::env::args().any(|a| a == "--quick");
     let random_only = std::env::args().any(|a| a == "--random");
-    let p = if quick { QUICK } else { FULL };
+    let nft_only = std::env::args().any(|a| a == "--nft");
+    let p = match (quick, nft_only) {
+        (true, _) => QUICK,
+        (false, true) => NFT_ONLY,
+        _ => FULL,
+    };
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cpu = cpus - 1;
     let t = Instant::now();
@@ -414,6 +439,10 @@ fn main() {
                 r.prog.push(prog);
             }
         };
+        if nft_only {
+            nft_rows(&mut b, &mut row);
+            continue;
+        }
         let bd = b.with_reference(Program::HashDrop, |b| {
             b.measure_prog(&b.drop_frames, &b.reference.ebpf)
         });
@@ -443,6 +472,7 @@ fn main() {
         let v = b.measure(&b.pass_frames);
         nft_down(&b.wire.server);
         row(NFT_PASS.into(), false, false, not_bpf(v));
+        promise_rows(&mut b, &mut row);
         nft_interval_up(&b.wire.server, SERVER_IFACE, &b.listed, b.p.feed);
         let v = b.measure(&b.drop_frames);
         nft_down(&b.wire.server);
@@ -477,6 +507,10 @@ fn main() {
             }
         }
     }
+    if nft_only {
+        println!("{}", nft_table(&rows));
+        return;
+    }
     let last = *floors.last().expect("a round");
     let random = random_sources(&mut b);
     let mixed = mixed_runs(&mut b, last);
@@ -488,6 +522,102 @@ fn main() {
             "Drop (`cargo xtask bench drop`)",
             "cargo xtask bench drop",
             &table,
+        );
+    }
+}
+
+/// `--nft`'s round: the hand-written set (dropping its sources, passing another) and every
+/// class through mxscreen's nftables backend.
+fn nft_rows(b: &mut Bench, row: &mut impl FnMut(String, bool, bool, Cost)) {
+    let not_bpf = |cpu| Cost {
+        cpu,
+        prog: f64::NAN,
+    };
+    nft_up(&b.wire.server, SERVER_IFACE, &b.listed);
+    let d = b.measure(&b.drop_frames);
+    let p = b.measure(&b.pass_frames);
+    nft_down(&b.wire.server);
+    row(NFT_DROP.into(), false, true, not_bpf(d));
+    row(NFT_PASS.into(), false, false, not_bpf(p));
+    promise_rows(b, row);
+    for (class, cost) in b.nft_classes() {
+        row(
+            format!("{NFT_MX} {}", class.name()),
+            false,
+            class.drops(),
+            cost,
+        );
+    }
+}
+
+/// The hand-written set given, one at a time and then all together, what the backend
+/// promises on every dropped SYN (timeouts, a named counter, a liveness check): what the
+/// promises themselves cost, beside what the backend costs.
+fn promise_rows(b: &mut Bench, row: &mut impl FnMut(String, bool, bool, Cost)) {
+    let each = [
+        Promises {
+            timeouts: true,
+            ..Promises::NONE
+        },
+        Promises {
+            counter: true,
+            ..Promises::NONE
+        },
+        Promises {
+            alive: true,
+            ..Promises::NONE
+        },
+        Promises::ALL,
+        Promises {
+            hits: true,
+            ..Promises::ALL
+        },
+    ];
+    for p in each {
+        nft_up_promising(&b.wire.server, SERVER_IFACE, &b.listed, p);
+        let d = b.measure(&b.drop_frames);
+        nft_down(&b.wire.server);
+        row(
+            format!("{NFT_PROMISING} {}", p.name()),
+            false,
+            true,
+            Cost {
+                cpu: d,
+                prog: f64::NAN,
+            },
+        );
+    }
+    // The same, its set holding every class's sources (as the backend's decision map does).
+    let every: Vec<IpAddr> = Class::ALL
+        .iter()
+        .flat_map(|c| class_sources(*c, b.p.sources))
+        .collect();
+    for p in [
+        Promises::NONE,
+        Promises {
+            hits: true,
+            ..Promises::ALL
+        },
+    ] {
+        nft_up_promising(&b.wire.server, SERVER_IFACE, &every, p);
+        let d = b.measure(&b.drop_frames);
+        nft_down(&b.wire.server);
+        let with = if p == Promises::NONE {
+            "nothing more".to_owned()
+        } else {
+            p.name()
+        };
+        row(
+            format!(
+                "{NFT_PROMISING} {with}, every class's sources in it ({})",
+                every.len()
+            ),
+            false,
+            true,
+            Cost {
+                cpu: d,
+                prog: f64::NAN,
+            },
         );
     }
 }
@@ -628,6 +758,7 @@ const BARE_DROP: &str = "bare one-hash-lookup XDP program, listed source: drop";
 const BARE_PASS: &str = "bare one-hash-lookup XDP program, listed source: pass";
 const NFT_DROP: &str = "nftables netdev ingress, set of the sources";
 const NFT_PASS: &str = "nftables netdev ingress, source not in the set: pass";
+const NFT_PROMISING: &str = "nftables netdev ingress, set of the sources, with";
 const NFT_MX: &str = "mxscreen nftables backend,";
 
 /// One receiver's mixed run.
@@ -852,7 +983,10 @@ fn nft_table(rows: &[Row]) -> String {
     let mut t = String::from(
         "\nmxscreen's nftables backend against the hand-written set (`nftables netdev ingress`, one rule, one set lookup): its cost over the tc floor divided by the set's, per round (median [min … max]) and of the medians.\n\n| class | SYNs | over the tc floor | hand-written set, same SYNs | × hand-written (per round) | × hand-written (medians) |\n|---|---|---:|---:|---:|---:|\n",
     );
-    for r in rows.iter().filter(|r| r.name.starts_with(NFT_MX)) {
+    for r in rows
+        .iter()
+        .filter(|r| r.name.starts_with(NFT_MX) || r.name.starts_with(NFT_PROMISING))
+    {
         let hw = if r.drops { hd } else { hp };
         let per_round = Samples(
             r.over
@@ -864,7 +998,14 @@ fn nft_table(rows: &[Row]) -> String {
         );
         t.push_str(&format!(
             "| {} | {} | {} | {} | {:.2} [{:.2} … {:.2}] | {:.2} |\n",
-            r.name.trim_start_matches(NFT_MX).trim(),
+            r.name
+                .strip_prefix(NFT_MX)
+                .map(str::trim)
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!(
+                    "hand-written set, with {}",
+                    r.name.trim_start_matches(NFT_PROMISING).trim()
+                )),
             if r.drops { "dropped" } else { "passed" },
             r.over.show(true),
             hw.over.show(true),

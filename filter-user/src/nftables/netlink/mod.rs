@@ -9,11 +9,11 @@ use std::{io, os::fd::AsRawFd as _};
 
 use anyhow::{Context as _, Result, bail};
 use netlink_packet_core::{
-    DefaultNla, Emitable as _, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_REQUEST, NetlinkBuffer,
-    NetlinkMessage, NetlinkPayload, Nla,
+    DefaultNla, Emitable as _, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, NetlinkBuffer,
+    NetlinkMessage, Nla,
 };
 use netlink_packet_netfilter::{
-    NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
+    NetfilterHeader, NetfilterMessage, NetfilterProtoFamily,
     nftables::{
         DataAttribute, ListAttribute, NfTablesMessage, SetElementAttribute, SetElementList,
         SetElementMessage, Verdict, VerdictAttribute,
@@ -21,6 +21,8 @@ use netlink_packet_netfilter::{
     none::ControlMessage,
 };
 use netlink_sys::{Socket, constants::NETLINK_NETFILTER};
+
+mod read;
 
 /// `NFNL_SUBSYS_NFTABLES`: the batch messages name the subsystem they wrap.
 const SUBSYS_NFTABLES: u16 = 10;
@@ -319,103 +321,6 @@ impl Netlink {
         }
         let _ = self.sock.set_non_blocking(false);
     }
-
-    /// Every element of set `set` (a dump).
-    pub fn dump(&mut self, set: &str) -> Result<Vec<Dumped>> {
-        let mut m = nft_message(
-            NfTablesMessage::GetSetElement(SetElementMessage {
-                attributes: vec![
-                    SetElementList::Table(self.table.clone()),
-                    SetElementList::Set(set.to_owned()),
-                ],
-            }),
-            NLM_F_DUMP | NLM_F_ACK,
-        );
-        m.header.sequence_number = self.seq;
-        self.seq = self.seq.wrapping_add(1);
-        m.finalize();
-        let mut buf = vec![0; m.buffer_len()];
-        m.serialize(&mut buf);
-        self.sock.send(&buf, 0).context("asking for set elements")?;
-        let mut out = Vec::new();
-        let mut rbuf = vec![0u8; 256 * 1024];
-        loop {
-            let n = self
-                .sock
-                .recv(&mut &mut rbuf[..], 0)
-                .context("reading set elements")?;
-            let mut off = 0;
-            while off + 16 <= n {
-                let nl =
-                    NetlinkBuffer::new_checked(&rbuf[off..n]).context("a set element reply")?;
-                let len = nl.length() as usize;
-                match nl.message_type() {
-                    NLMSG_DONE => return Ok(out),
-                    NLMSG_ERROR => {
-                        let code =
-                            i32::from_ne_bytes(nl.payload()[..4].try_into().expect("4 bytes"));
-                        if code != 0 {
-                            return Err(io::Error::from_raw_os_error(-code))
-                                .with_context(|| format!("reading set {set}"));
-                        }
-                    }
-                    _ => {
-                        let msg =
-                            NetlinkMessage::<NetfilterMessage>::deserialize(&rbuf[off..off + len])
-                                .context("decoding set elements")?;
-                        collect(msg, &mut out);
-                    }
-                }
-                off += len.max(16).next_multiple_of(4);
-            }
-        }
-    }
-}
-
-/// The elements of one dump message.
-fn collect(msg: NetlinkMessage<NetfilterMessage>, out: &mut Vec<Dumped>) {
-    let NetlinkPayload::InnerMessage(NetfilterMessage {
-        inner: NetfilterMessageInner::NfTables(NfTablesMessage::NewSetElement(m)),
-        ..
-    }) = msg.payload
-    else {
-        return;
-    };
-    for list in m.attributes {
-        let SetElementList::Elements(elems) = list else {
-            continue;
-        };
-        for e in elems {
-            let ListAttribute::Element(attrs) = e else {
-                continue;
-            };
-            out.extend(dumped(attrs));
-        }
-    }
-}
-
-fn dumped(attrs: Vec<SetElementAttribute>) -> Option<Dumped> {
-    let mut d = Dumped {
-        key: Vec::new(),
-        chain: None,
-        expires_ms: None,
-        userdata: Vec::new(),
-    };
-    for a in attrs {
-        match a {
-            SetElementAttribute::Key(DataAttribute::Value(k)) => d.key = k,
-            SetElementAttribute::Data(DataAttribute::Verdict(v)) => {
-                d.chain = v.into_iter().find_map(|v| match v {
-                    VerdictAttribute::Chain(c) => Some(c),
-                    _ => None,
-                });
-            }
-            SetElementAttribute::Expiration(ms) => d.expires_ms = Some(ms),
-            SetElementAttribute::UserData(u) => d.userdata = u,
-            _ => {}
-        }
-    }
-    (!d.key.is_empty()).then_some(d)
 }
 
 fn setsockopt_int(sock: &Socket, opt: libc::c_int, value: usize) -> io::Result<()> {

@@ -1,0 +1,278 @@
+//! Reading the table back over netlink: set elements (with their per-element counters) and
+//! the named counters, as dumps (or one element as a get). Raw attribute walks where the
+//! crate decodes no `counter` expression or object.
+
+use std::io;
+
+use anyhow::{Context as _, Result};
+use netlink_packet_core::{
+    DefaultNla, NLA_TYPE_MASK, NLM_F_ACK, NLM_F_DUMP, NetlinkBuffer, NetlinkMessage,
+    NetlinkPayload, NlaBuffer,
+};
+use netlink_packet_netfilter::{
+    NetfilterMessage, NetfilterMessageInner,
+    nftables::{
+        DataAttribute, ListAttribute, NfTablesMessage, SetElementAttribute, SetElementList,
+        SetElementMessage, VerdictAttribute,
+    },
+};
+
+use super::{Dumped, Elem, NLMSG_DONE, NLMSG_ERROR, Netlink, nft_message};
+
+impl Netlink {
+    /// Every element of set `set` (a dump).
+    pub fn dump(&mut self, set: &str) -> Result<Vec<Dumped>> {
+        let m = nft_message(
+            NfTablesMessage::GetSetElement(SetElementMessage {
+                attributes: vec![
+                    SetElementList::Table(self.table.clone()),
+                    SetElementList::Set(set.to_owned()),
+                ],
+            }),
+            NLM_F_DUMP | NLM_F_ACK,
+        );
+        let mut out = Vec::new();
+        self.dump_raw(m, &mut |msg| {
+            let msg = NetlinkMessage::<NetfilterMessage>::deserialize(msg)
+                .context("decoding set elements")?;
+            collect(msg, &mut out);
+            Ok(())
+        })
+        .with_context(|| format!("reading set {set}"))?;
+        Ok(out)
+    }
+
+    /// The packets each element of `set` counted (its per-element `counter`), by key: a
+    /// dump read raw, since the crate decodes no `counter` expression.
+    pub fn element_packets(&mut self, set: &str) -> Result<Vec<(Vec<u8>, u64)>> {
+        self.element_counts(set, None)
+            .with_context(|| format!("reading the counters of set {set}"))
+    }
+
+    /// The packets the element `key` of `set` counted (`None`: no such element).
+    pub fn one_element_packets(&mut self, set: &str, key: &[u8]) -> Result<Option<u64>> {
+        match self.element_counts(set, Some(key)) {
+            Ok(v) => Ok(v.first().map(|e| e.1)),
+            Err(e) if super::super::errno(&e) == Some(libc::ENOENT) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading an element of set {set}")),
+        }
+    }
+
+    /// A dump of `set`'s elements, or (with `key`) a get of that one, as (key, packets).
+    fn element_counts(&mut self, set: &str, key: Option<&[u8]>) -> Result<Vec<(Vec<u8>, u64)>> {
+        let mut attributes = vec![
+            SetElementList::Table(self.table.clone()),
+            SetElementList::Set(set.to_owned()),
+        ];
+        if let Some(k) = key {
+            attributes.push(SetElementList::Elements(vec![ListAttribute::Element(
+                Elem::key(k.to_vec()).attributes(false),
+            )]));
+        }
+        let flags = if key.is_some() { NLM_F_ACK } else { NLM_F_DUMP };
+        let m = nft_message(
+            NfTablesMessage::GetSetElement(SetElementMessage { attributes }),
+            flags,
+        );
+        let mut out = Vec::new();
+        self.dump_raw(m, &mut |msg| {
+            for list in attrs(nfgen_payload(msg)).filter(|a| a.0 == SETELEM_LIST_ELEMENTS) {
+                for (_, elem) in attrs(list.1) {
+                    let (mut key, mut packets) = (None, 0);
+                    for (kind, v) in attrs(elem) {
+                        match kind {
+                            SET_ELEM_KEY => {
+                                key = attrs(v).find(|a| a.0 == DATA_VALUE).map(|a| a.1.to_vec());
+                            }
+                            SET_ELEM_EXPR => packets += counter_packets(v),
+                            SET_ELEM_EXPRESSIONS => {
+                                packets += attrs(v).map(|(_, e)| counter_packets(e)).sum::<u64>();
+                            }
+                            _ => {}
+                        }
+                    }
+                    out.extend(key.map(|k| (k, packets)));
+                }
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Every named counter of the table: name → packets (one dump, however many elements
+    /// the table's sets hold; `nft list counters` reads every set's elements first).
+    pub fn named_counters(&mut self) -> Result<Vec<(String, u64)>> {
+        let mut table = self.table.clone().into_bytes();
+        table.push(0);
+        let m = nft_message(
+            NfTablesMessage::Other {
+                message_type: MSG_GETOBJ,
+                attributes: vec![
+                    DefaultNla::new(OBJ_TABLE, table),
+                    DefaultNla::new(OBJ_TYPE, OBJECT_COUNTER.to_be_bytes().to_vec()),
+                ],
+            },
+            NLM_F_DUMP,
+        );
+        let mut out = Vec::new();
+        self.dump_raw(m, &mut |msg| {
+            let (mut name, mut packets) = (None, 0);
+            for (kind, v) in attrs(nfgen_payload(msg)) {
+                match kind {
+                    OBJ_NAME => name = Some(c_string(v)),
+                    OBJ_DATA => packets = be_u64(attrs(v).find(|a| a.0 == COUNTER_PACKETS)),
+                    _ => {}
+                }
+            }
+            out.extend(name.map(|n| (n, packets)));
+            Ok(())
+        })
+        .context("reading the table's counters")?;
+        Ok(out)
+    }
+
+    /// Sends the request `m` and hands each reply message (whole, header included) to
+    /// `each`, until a dump is done (`NLMSG_DONE`) or a plain get is acked.
+    fn dump_raw(
+        &mut self,
+        mut m: NetlinkMessage<NetfilterMessage>,
+        each: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        m.header.sequence_number = self.seq;
+        self.seq = self.seq.wrapping_add(1);
+        m.finalize();
+        let mut buf = vec![0; m.buffer_len()];
+        m.serialize(&mut buf);
+        self.sock.send(&buf, 0).context("sending a dump request")?;
+        let mut rbuf = vec![0u8; 256 * 1024];
+        loop {
+            let n = self
+                .sock
+                .recv(&mut &mut rbuf[..], 0)
+                .context("reading a dump")?;
+            let mut off = 0;
+            while off + 16 <= n {
+                let nl = NetlinkBuffer::new_checked(&rbuf[off..n]).context("a dump reply")?;
+                let len = nl.length() as usize;
+                match nl.message_type() {
+                    NLMSG_DONE => return Ok(()),
+                    NLMSG_ERROR => {
+                        let code =
+                            i32::from_ne_bytes(nl.payload()[..4].try_into().expect("4 bytes"));
+                        if code != 0 {
+                            return Err(io::Error::from_raw_os_error(-code).into());
+                        }
+                        return Ok(());
+                    }
+                    _ => each(&rbuf[off..off + len])?,
+                }
+                off += len.max(16).next_multiple_of(4);
+            }
+        }
+    }
+}
+
+/// `NFT_MSG_GETOBJ` and the object attributes read back (`NFTA_OBJ_*`), the counter object's
+/// type, and `NFTA_COUNTER_PACKETS`.
+const MSG_GETOBJ: u8 = 19;
+const OBJ_TABLE: u16 = 1;
+const OBJ_NAME: u16 = 2;
+const OBJ_TYPE: u16 = 3;
+const OBJ_DATA: u16 = 4;
+const OBJECT_COUNTER: u32 = 1;
+const COUNTER_PACKETS: u16 = 2;
+/// `NFTA_SET_ELEM_LIST_ELEMENTS`, `NFTA_SET_ELEM_KEY`, `NFTA_SET_ELEM_EXPR`,
+/// `NFTA_SET_ELEM_EXPRESSIONS`, `NFTA_DATA_VALUE`, `NFTA_EXPR_NAME`, `NFTA_EXPR_DATA`.
+const SETELEM_LIST_ELEMENTS: u16 = 3;
+const SET_ELEM_KEY: u16 = 1;
+const SET_ELEM_EXPR: u16 = 7;
+const SET_ELEM_EXPRESSIONS: u16 = 10;
+const DATA_VALUE: u16 = 1;
+const EXPR_NAME: u16 = 1;
+const EXPR_DATA: u16 = 2;
+
+/// The attributes of a netfilter message, past its netlink and nfgenmsg headers.
+fn nfgen_payload(msg: &[u8]) -> &[u8] {
+    msg.get(16 + 4..).unwrap_or_default()
+}
+
+/// The attributes in `buf`: (type without the nested/byte-order flags, value). A malformed
+/// attribute ends the walk.
+fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        let nla = NlaBuffer::new_checked(buf).ok()?;
+        let len = usize::from(nla.length());
+        let (kind, value) = (nla.kind() & NLA_TYPE_MASK, buf.get(4..len)?);
+        buf = buf.get(len.next_multiple_of(4)..).unwrap_or_default();
+        Some((kind, value))
+    })
+}
+
+/// The packets of an expression, if it is a `counter` (else 0).
+fn counter_packets(expr: &[u8]) -> u64 {
+    let mut is_counter = false;
+    let mut packets = 0;
+    for (kind, v) in attrs(expr) {
+        match kind {
+            EXPR_NAME => is_counter = c_string(v) == "counter",
+            EXPR_DATA => packets = be_u64(attrs(v).find(|a| a.0 == COUNTER_PACKETS)),
+            _ => {}
+        }
+    }
+    if is_counter { packets } else { 0 }
+}
+
+fn be_u64(attr: Option<(u16, &[u8])>) -> u64 {
+    attr.and_then(|(_, v)| v.try_into().ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+fn c_string(v: &[u8]) -> String {
+    String::from_utf8_lossy(v.split(|b| *b == 0).next().unwrap_or_default()).into_owned()
+}
+
+/// The elements of one dump message.
+fn collect(msg: NetlinkMessage<NetfilterMessage>, out: &mut Vec<Dumped>) {
+    let NetlinkPayload::InnerMessage(NetfilterMessage {
+        inner: NetfilterMessageInner::NfTables(NfTablesMessage::NewSetElement(m)),
+        ..
+    }) = msg.payload
+    else {
+        return;
+    };
+    for list in m.attributes {
+        let SetElementList::Elements(elems) = list else {
+            continue;
+        };
+        for e in elems {
+            let ListAttribute::Element(attrs) = e else {
+                continue;
+            };
+            out.extend(dumped(attrs));
+        }
+    }
+}
+
+fn dumped(attrs: Vec<SetElementAttribute>) -> Option<Dumped> {
+    let mut d = Dumped {
+        key: Vec::new(),
+        chain: None,
+        expires_ms: None,
+        userdata: Vec::new(),
+    };
+    for a in attrs {
+        match a {
+            SetElementAttribute::Key(DataAttribute::Value(k)) => d.key = k,
+            SetElementAttribute::Data(DataAttribute::Verdict(v)) => {
+                d.chain = v.into_iter().find_map(|v| match v {
+                    VerdictAttribute::Chain(c) => Some(c),
+                    _ => None,
+                });
+            }
+            SetElementAttribute::Expiration(ms) => d.expires_ms = Some(ms),
+            SetElementAttribute::UserData(u) => d.userdata = u,
+            _ => {}
+        }
+    }
+    (!d.key.is_empty()).then_some(d)
+}
