@@ -319,6 +319,19 @@ fn limit_class_is_a_token_bucket_per_source() {
     b.wire.assert_refused(a, smtp4());
     assert_eq!(b.count(Counter::PassedLimit), 2);
     assert!(b.count(Counter::Limited) >= 1);
+    // Its hits: the SYNs over the rate (counted by its decision element, which holds its
+    // bucket) and the ones it passed.
+    let hits = b.nft.verdict_get(a.parse().unwrap()).unwrap().unwrap().hits;
+    assert!(hits >= 3, "{hits} hits");
+    // A new rate or burst is a new bucket for every limited source, at once.
+    let mut c5 = config();
+    c5.set_limit(1, 5);
+    b.nft.set_config(&c5).unwrap();
+    for _ in 0..5 {
+        b.wire.assert_connects(a, smtp4());
+    }
+    b.wire.assert_refused(a, smtp4());
+    b.nft.set_config(&config()).unwrap();
     // A limit feed: the same bucket, whatever the reputation says; per source.
     let feed = PrefixSet::from_unsorted(
         vec![PrefixSet::pack_v4(u32::from_be_bytes([192, 0, 2, 0]), 24)],

@@ -25,8 +25,8 @@ use ipnet::IpNet;
 use super::{
     Nftables,
     lists::{timeout_ms, verdict_chain},
-    netlink::{Elem, Op},
-    ruleset::{self, feed_chain},
+    netlink::{Elem, Op, Stateful},
+    ruleset::{self, OVER_RATE, V_LIMIT, feed_chain},
     sets::{Family, Kind, addr_key, decide_set},
 };
 use crate::datapath::{Prefix, PrefixSet};
@@ -112,8 +112,7 @@ impl Nftables {
             }
             match want {
                 Some((chain, expires_ns)) => {
-                    let mut e = Elem::key(addr_key(ip));
-                    e.goto = Some(chain.clone());
+                    let mut e = self.decision_elem(ip, &chain);
                     e.timeout_ms = timeout_ms(expires_ns);
                     new.entry(set).or_default().push(e);
                     self.decided.insert(ip, (chain, expires_ns));
@@ -126,6 +125,38 @@ impl Nftables {
         let mut ops: Vec<Op> = gone.into_iter().map(|(s, e)| Op::Destroy(s, e)).collect();
         ops.extend(new.into_iter().map(|(s, e)| Op::Add(s, e)));
         ops
+    }
+
+    /// The element deciding `ip` with `chain`: it counts its hits, and a limit verdict's
+    /// carries the source's token bucket, so the one lookup decides a source over its rate
+    /// (to `over_rate`); under it the lookup does not match, and the walk finds the verdict
+    /// and passes the SYN through the meter as before (`bucket`), at most `limit_rate` a
+    /// minute per source.
+    fn decision_elem(&self, ip: IpAddr, chain: &str) -> Elem {
+        let mut e = Elem::key(addr_key(ip));
+        e.stateful.push(Stateful::Counter);
+        if chain == V_LIMIT {
+            e.goto = Some(OVER_RATE.to_owned());
+            e.stateful.push(Stateful::LimitOver {
+                per_minute: self.shape.limit_per_minute,
+                burst: u32::try_from(self.shape.limit_burst).unwrap_or(u32::MAX),
+            });
+        } else {
+            e.goto = Some(chain.to_owned());
+        }
+        e
+    }
+
+    /// Rewrites the limit verdicts' decision elements (their buckets carry the rate and
+    /// burst, which just changed).
+    pub(super) fn limits_changed(&mut self) -> Vec<Op> {
+        let limited: Vec<IpAddr> = self
+            .decided
+            .iter()
+            .filter(|(_, (c, _))| c == V_LIMIT)
+            .map(|(ip, _)| *ip)
+            .collect();
+        self.redecide(limited, true)
     }
 
     /// The writes that follow a change of these list prefixes (after the bookkeeping took

@@ -183,9 +183,15 @@ impl Nftables {
         // datapath: without it the explain chain drops like the drop chain.
         self.shape.explain = (cfg.explain_window_ns != 0 && cfg.flags & FLAG_EXPLAIN != 0)
             .then(|| Duration::from_nanos(cfg.explain_window_ns));
+        let limit = (self.shape.limit_per_minute, self.shape.limit_burst);
         self.shape.limit_per_minute = (60_000_000_000 / interval).max(1);
         self.shape.limit_burst = cfg.limit_tolerance_ns / interval + 1;
         self.sync_rules()?;
+        if limit != (self.shape.limit_per_minute, self.shape.limit_burst) {
+            let ops = self.limits_changed();
+            self.write(ops)
+                .context("rewriting the limit verdicts' token buckets")?;
+        }
         let mut alive = Elem::key(vec![ALIVE_KEY]);
         if cfg.stale_after_ns != 0 {
             alive.timeout_ms = Some((cfg.stale_after_ns / 1_000_000).max(1));

@@ -76,6 +76,8 @@ pub const V_PASS: &str = "v_pass";
 pub const V_LIMIT: &str = "v_limit";
 pub const V_DROP: &str = "v_drop";
 pub const V_EXPLAIN: &str = "v_explain";
+/// The chain of a SYN over its source's rate (a limit verdict's decision element goes there).
+pub const OVER_RATE: &str = "over_rate";
 
 /// A feed's chain (and the named counter of its hits).
 pub fn feed_chain(id: u32) -> String {
@@ -178,7 +180,7 @@ const CHAINS: &[&str] = &[
     "to_deny",
     "feed_drop",
     "bucket",
-    "over_rate",
+    OVER_RATE,
     V_PASS,
     V_LIMIT,
     V_DROP,
@@ -282,9 +284,11 @@ fn declare_sets(s: &mut String, next: &Shape) {
         );
         // One element per source some exact element decides (a verdict, a /32 or /128
         // entry of a list or a feed): at most the verdicts and every list's exact entries.
+        // No set-wide counter: each element carries its own, and a limit verdict's its
+        // token bucket too (decide.rs).
         let _ = writeln!(
             s,
-            "add map netdev {t} {} {{ type {} : verdict; flags timeout; counter; size {}; }}",
+            "add map netdev {t} {} {{ type {} : verdict; flags timeout; size {}; }}",
             decide_set(f),
             f.addr_type(),
             next.verdicts.saturating_add(next.lists.saturating_mul(5))
@@ -361,7 +365,7 @@ fn write_rules(s: &mut String, n: &Shape) {
     };
     refusing("to_deny", "dropped_deny");
     refusing("feed_drop", "dropped_feed");
-    refusing("over_rate", "limited");
+    refusing(OVER_RATE, "limited");
     refusing(V_DROP, "dropped_verdict");
     refusing("held", "held");
     rule("stale", "counter name \"passed_stale\" accept");

@@ -152,6 +152,7 @@ impl Writer {
                             goto: Some("feed_1".into()),
                             timeout_ms: None,
                             userdata: Vec::new(),
+                            stateful: Vec::new(),
                         })
                         .collect();
                     by_len.push(Op::Add(format!("feed6_{len}"), elems));
@@ -193,6 +194,7 @@ impl Writer {
                     goto: Some("v_drop".into()),
                     timeout_ms: Some(3_600_000),
                     userdata: vec![3],
+                    stateful: Vec::new(),
                 };
                 // As the backend writes one: the old element (if any) out, the new one in.
                 let ops = [

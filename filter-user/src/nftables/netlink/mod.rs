@@ -9,7 +9,7 @@ use std::{io, os::fd::AsRawFd as _};
 
 use anyhow::{Context as _, Result, bail};
 use netlink_packet_core::{
-    DefaultNla, Emitable as _, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, NetlinkBuffer,
+    DefaultNla, Emitable as _, NLA_F_NESTED, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, NetlinkBuffer,
     NetlinkMessage, Nla,
 };
 use netlink_packet_netfilter::{
@@ -49,6 +49,77 @@ pub struct Elem {
     pub timeout_ms: Option<u64>,
     /// Bytes kept with the element for whoever reads it back (a verdict's reason).
     pub userdata: Vec<u8>,
+    /// Its own stateful expressions, evaluated when a lookup finds it (for a set that
+    /// declares none of its own).
+    pub stateful: Vec<Stateful>,
+}
+
+/// A stateful expression an element carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stateful {
+    /// Counts the SYNs that found it.
+    Counter,
+    /// A token bucket of `per_minute` with `burst`, matching over its rate
+    /// (`limit rate over N/minute burst B packets`): under it, the lookup does not match.
+    LimitOver { per_minute: u64, burst: u32 },
+}
+
+/// `NFTA_SET_ELEM_EXPRESSIONS`, `NFTA_LIST_ELEM`, `NFTA_EXPR_NAME`/`DATA`, the counter's and
+/// the limit's attributes, `NFT_LIMIT_PKTS` and `NFT_LIMIT_F_INV`.
+const SET_ELEM_EXPR: u16 = 7;
+const SET_ELEM_EXPRESSIONS: u16 = 11;
+const LIST_ELEM: u16 = 1;
+const EXPR_NAME: u16 = 1;
+const EXPR_DATA: u16 = 2;
+const COUNTER_BYTES: u16 = 1;
+const COUNTER_PACKETS: u16 = 2;
+const LIMIT_RATE: u16 = 1;
+const LIMIT_UNIT: u16 = 2;
+const LIMIT_BURST: u16 = 3;
+const LIMIT_TYPE: u16 = 4;
+const LIMIT_FLAGS: u16 = 5;
+const LIMIT_PKTS: u32 = 0;
+const LIMIT_F_INV: u32 = 1;
+
+/// One attribute, header and padding included (`nested` sets `NLA_F_NESTED`).
+fn nla(kind: u16, nested: bool, value: &[u8]) -> Vec<u8> {
+    let len = 4 + value.len();
+    let kind = if nested { kind | NLA_F_NESTED } else { kind };
+    let mut out = Vec::with_capacity(len.next_multiple_of(4));
+    out.extend_from_slice(&(len as u16).to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(value);
+    out.resize(len.next_multiple_of(4), 0);
+    out
+}
+
+impl Stateful {
+    /// The expression as a list element of `NFTA_SET_ELEM_EXPRESSIONS`.
+    fn encode(self) -> Vec<u8> {
+        let (name, data): (&[u8], Vec<u8>) = match self {
+            Stateful::Counter => (
+                b"counter\0",
+                [
+                    nla(COUNTER_BYTES, false, &0u64.to_be_bytes()),
+                    nla(COUNTER_PACKETS, false, &0u64.to_be_bytes()),
+                ]
+                .concat(),
+            ),
+            Stateful::LimitOver { per_minute, burst } => (
+                b"limit\0",
+                [
+                    nla(LIMIT_RATE, false, &per_minute.to_be_bytes()),
+                    nla(LIMIT_UNIT, false, &60u64.to_be_bytes()),
+                    nla(LIMIT_BURST, false, &burst.to_be_bytes()),
+                    nla(LIMIT_TYPE, false, &LIMIT_PKTS.to_be_bytes()),
+                    nla(LIMIT_FLAGS, false, &LIMIT_F_INV.to_be_bytes()),
+                ]
+                .concat(),
+            ),
+        };
+        let expr = [nla(EXPR_NAME, false, name), nla(EXPR_DATA, true, &data)].concat();
+        nla(LIST_ELEM, true, &expr)
+    }
 }
 
 impl Elem {
@@ -58,10 +129,12 @@ impl Elem {
             goto: None,
             timeout_ms: None,
             userdata: Vec::new(),
+            stateful: Vec::new(),
         }
     }
 
-    fn attributes(&self, with_timeout: bool) -> Vec<SetElementAttribute> {
+    /// Its attributes: all of them when `adding`, else its key (and data) only.
+    fn attributes(&self, adding: bool) -> Vec<SetElementAttribute> {
         let mut a = vec![SetElementAttribute::Key(DataAttribute::Value(
             self.key.clone(),
         ))];
@@ -71,14 +144,28 @@ impl Elem {
                 VerdictAttribute::Chain(chain.clone()),
             ])));
         }
-        if with_timeout && !self.userdata.is_empty() {
+        if adding && !self.userdata.is_empty() {
             a.push(SetElementAttribute::UserData(self.userdata.clone()));
         }
-        if let (true, Some(ms)) = (with_timeout, self.timeout_ms) {
+        if let (true, Some(ms)) = (adding, self.timeout_ms) {
             // Timeout and expiration together: an element that already exists gets its
             // timer restarted (Linux 6.10+; older kernels keep the first one).
             a.push(SetElementAttribute::Timeout(ms.max(1)));
             a.push(SetElementAttribute::Expiration(ms.max(1)));
+        }
+        if adding && self.stateful.len() == 1 {
+            // One expression goes as NFTA_SET_ELEM_EXPR (what nft sends).
+            let one = self.stateful[0].encode();
+            a.push(SetElementAttribute::Other(DefaultNla::new(
+                SET_ELEM_EXPR | NLA_F_NESTED,
+                one[4..].to_vec(),
+            )));
+        } else if adding && !self.stateful.is_empty() {
+            let list: Vec<u8> = self.stateful.iter().flat_map(|e| e.encode()).collect();
+            a.push(SetElementAttribute::Other(DefaultNla::new(
+                SET_ELEM_EXPRESSIONS | NLA_F_NESTED,
+                list,
+            )));
         }
         a
     }
@@ -298,9 +385,13 @@ impl Netlink {
                     let code = i32::from_ne_bytes(nl.payload()[..4].try_into().expect("4 bytes"));
                     if code != 0 {
                         let err = io::Error::from_raw_os_error(-code);
+                        let why = extack_message(&buf[off..off + len]);
                         // Drain what else the kernel sends for this transaction.
                         self.drain(last_seq);
-                        return Err(err).context("the kernel refused an nftables transaction");
+                        return Err(err).context(match why {
+                            Some(m) => format!("the kernel refused an nftables transaction: {m}"),
+                            None => "the kernel refused an nftables transaction".to_owned(),
+                        });
                     }
                     got += 1;
                 }
@@ -321,6 +412,20 @@ impl Netlink {
         }
         let _ = self.sock.set_non_blocking(false);
     }
+}
+
+/// The kernel's own words in an error (extended ack, `NLMSGERR_ATTR_MSG`), if it gave any:
+/// the TLVs follow the error code and the refused message's header (acks are capped).
+fn extack_message(msg: &[u8]) -> Option<String> {
+    const NLM_F_ACK_TLVS: u16 = 0x200;
+    const ATTR_MSG: u16 = 1;
+    let flags = u16::from_ne_bytes(msg.get(6..8)?.try_into().ok()?);
+    if flags & NLM_F_ACK_TLVS == 0 {
+        return None;
+    }
+    read::attrs(msg.get(16 + 4 + 16..)?)
+        .find(|a| a.0 == ATTR_MSG)
+        .map(|(_, v)| read::c_string(v))
 }
 
 fn setsockopt_int(sock: &Socket, opt: libc::c_int, value: usize) -> io::Result<()> {

@@ -186,7 +186,7 @@ const COUNTER_PACKETS: u16 = 2;
 const SETELEM_LIST_ELEMENTS: u16 = 3;
 const SET_ELEM_KEY: u16 = 1;
 const SET_ELEM_EXPR: u16 = 7;
-const SET_ELEM_EXPRESSIONS: u16 = 10;
+const SET_ELEM_EXPRESSIONS: u16 = 11;
 const DATA_VALUE: u16 = 1;
 const EXPR_NAME: u16 = 1;
 const EXPR_DATA: u16 = 2;
@@ -198,7 +198,7 @@ fn nfgen_payload(msg: &[u8]) -> &[u8] {
 
 /// The attributes in `buf`: (type without the nested/byte-order flags, value). A malformed
 /// attribute ends the walk.
-fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+pub(super) fn attrs(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     std::iter::from_fn(move || {
         let nla = NlaBuffer::new_checked(buf).ok()?;
         let len = usize::from(nla.length());
@@ -227,7 +227,7 @@ fn be_u64(attr: Option<(u16, &[u8])>) -> u64 {
         .map_or(0, u64::from_be_bytes)
 }
 
-fn c_string(v: &[u8]) -> String {
+pub(super) fn c_string(v: &[u8]) -> String {
     String::from_utf8_lossy(v.split(|b| *b == 0).next().unwrap_or_default()).into_owned()
 }
 
