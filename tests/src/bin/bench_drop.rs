@@ -455,10 +455,7 @@ fn main() {
             cpu,
             prog: f64::NAN,
         };
-        nft_up(&b.wire.server, SERVER_IFACE, &b.listed);
-        let v = b.measure(&b.drop_frames);
-        nft_down(&b.wire.server);
-        row(NFT_DROP.into(), false, true, not_bpf(v));
+        nft_rows(&mut b, &mut row);
         ipset_up(&b.wire.server, SERVER_IFACE, &b.listed);
         let v = b.measure(&b.drop_frames);
         ipset_down(&b.wire.server);
@@ -468,11 +465,6 @@ fn main() {
             true,
             not_bpf(v),
         );
-        nft_up(&b.wire.server, SERVER_IFACE, &b.listed);
-        let v = b.measure(&b.pass_frames);
-        nft_down(&b.wire.server);
-        row(NFT_PASS.into(), false, false, not_bpf(v));
-        promise_rows(&mut b, &mut row);
         nft_interval_up(&b.wire.server, SERVER_IFACE, &b.listed, b.p.feed);
         let v = b.measure(&b.drop_frames);
         nft_down(&b.wire.server);
@@ -485,14 +477,6 @@ fn main() {
             true,
             not_bpf(v),
         );
-        for (class, cost) in b.nft_classes() {
-            row(
-                format!("{NFT_MX} {}", class.name()),
-                false,
-                class.drops(),
-                cost,
-            );
-        }
         for (mode, label, xdp) in [
             (AttachMode::Xdp, "XDP", true),
             (AttachMode::Tc, "tc", false),
@@ -526,8 +510,9 @@ fn main() {
     }
 }
 
-/// `--nft`'s round: the hand-written set (dropping its sources, passing another) and every
-/// class through mxscreen's nftables backend.
+/// The nftables rows of a round (all of `--nft`'s): the hand-written set (dropping its
+/// sources, passing another, given the promises) and every class through mxscreen's
+/// nftables backend.
 fn nft_rows(b: &mut Bench, row: &mut impl FnMut(String, bool, bool, Cost)) {
     let not_bpf = |cpu| Cost {
         cpu,

@@ -377,15 +377,12 @@ impl Netlink {
                 .sock
                 .recv(&mut &mut buf[..], 0)
                 .context("reading nftables acks")?;
-            let mut off = 0;
-            while off + 16 <= n {
-                let nl = NetlinkBuffer::new_checked(&buf[off..n]).context("an nftables reply")?;
-                let len = nl.length() as usize;
-                if nl.message_type() == NLMSG_ERROR {
-                    let code = i32::from_ne_bytes(nl.payload()[..4].try_into().expect("4 bytes"));
+            for (kind, msg) in replies(&buf[..n]) {
+                if kind == NLMSG_ERROR {
+                    let code = error_code(msg);
                     if code != 0 {
                         let err = io::Error::from_raw_os_error(-code);
-                        let why = extack_message(&buf[off..off + len]);
+                        let why = extack_message(msg);
                         // Drain what else the kernel sends for this transaction.
                         self.drain(last_seq);
                         return Err(err).context(match why {
@@ -395,7 +392,6 @@ impl Netlink {
                     }
                     got += 1;
                 }
-                off += len.max(16).next_multiple_of(4);
             }
         }
         Ok(())
@@ -412,6 +408,25 @@ impl Netlink {
         }
         let _ = self.sock.set_non_blocking(false);
     }
+}
+
+/// The messages in what one `recv` read: (type, the whole message). A truncated one ends it.
+fn replies(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    let mut off = 0;
+    std::iter::from_fn(move || {
+        let nl = NetlinkBuffer::new_checked(buf.get(off..)?).ok()?;
+        let len = (nl.length() as usize).max(16);
+        let msg = buf.get(off..off + len)?;
+        off += len.next_multiple_of(4);
+        Some((nl.message_type(), msg))
+    })
+}
+
+/// The error code of an `NLMSG_ERROR` message (0: an ack).
+fn error_code(msg: &[u8]) -> i32 {
+    msg.get(16..20)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, i32::from_ne_bytes)
 }
 
 /// The kernel's own words in an error (extended ack, `NLMSGERR_ATTR_MSG`), if it gave any:

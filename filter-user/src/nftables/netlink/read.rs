@@ -6,8 +6,7 @@ use std::io;
 
 use anyhow::{Context as _, Result};
 use netlink_packet_core::{
-    DefaultNla, NLA_TYPE_MASK, NLM_F_ACK, NLM_F_DUMP, NetlinkBuffer, NetlinkMessage,
-    NetlinkPayload, NlaBuffer,
+    DefaultNla, NLA_TYPE_MASK, NLM_F_ACK, NLM_F_DUMP, NetlinkMessage, NetlinkPayload, NlaBuffer,
 };
 use netlink_packet_netfilter::{
     NetfilterMessage, NetfilterMessageInner,
@@ -17,7 +16,7 @@ use netlink_packet_netfilter::{
     },
 };
 
-use super::{Dumped, Elem, NLMSG_DONE, NLMSG_ERROR, Netlink, nft_message};
+use super::{Dumped, Elem, NLMSG_DONE, NLMSG_ERROR, Netlink, error_code, nft_message, replies};
 
 impl Netlink {
     /// Every element of set `set` (a dump).
@@ -150,23 +149,18 @@ impl Netlink {
                 .sock
                 .recv(&mut &mut rbuf[..], 0)
                 .context("reading a dump")?;
-            let mut off = 0;
-            while off + 16 <= n {
-                let nl = NetlinkBuffer::new_checked(&rbuf[off..n]).context("a dump reply")?;
-                let len = nl.length() as usize;
-                match nl.message_type() {
+            for (kind, msg) in replies(&rbuf[..n]) {
+                match kind {
                     NLMSG_DONE => return Ok(()),
                     NLMSG_ERROR => {
-                        let code =
-                            i32::from_ne_bytes(nl.payload()[..4].try_into().expect("4 bytes"));
+                        let code = error_code(msg);
                         if code != 0 {
                             return Err(io::Error::from_raw_os_error(-code).into());
                         }
                         return Ok(());
                     }
-                    _ => each(&rbuf[off..off + len])?,
+                    _ => each(msg)?,
                 }
-                off += len.max(16).next_multiple_of(4);
             }
         }
     }
