@@ -617,3 +617,37 @@ fn a_killed_owner_fails_open_within_five_seconds() {
     );
     eprintln!("passing again {:?} after kill -9", killed.elapsed());
 }
+
+/// A daemon that died with list entries and no verdicts left its table behind: the next
+/// start finds it by name (not by listing it, which prints every element) and replaces it,
+/// so the entries it held are gone with it.
+#[test]
+fn a_table_left_without_verdicts_is_replaced_at_start() {
+    let mut b = Bed::new("nr");
+    // A /32: in the decision map too, which the ingress rule looks up whatever the lists.
+    let host = format!("{}/32", CLIENT_V4[0]);
+    b.nft
+        .list_insert(ListKind::Deny, net(&host), manual())
+        .unwrap();
+    b.wire.assert_refused(CLIENT_V4[0], smtp4());
+    let Bed {
+        wire,
+        nft,
+        log,
+        _listeners,
+    } = b;
+    // Gone without removing its table, as after kill -9; its NFLOG group is free again.
+    std::mem::forget(nft);
+    drop(log);
+    let opts = Options {
+        sizes: MapSizes::small(),
+        ..Options::default()
+    };
+    let (mut again, _log) = wire
+        .server
+        .enter(|| Nftables::open(&opts))
+        .unwrap_or_else(|e| panic!("reopen the nftables backend: {e:#}"));
+    again.set_config(&config()).unwrap();
+    again.attach(&[SERVER_IFACE.to_owned()]).unwrap();
+    wire.assert_connects(CLIENT_V4[0], smtp4());
+}

@@ -289,8 +289,12 @@ fn unsupported(e: &anyhow::Error) -> bool {
     matches!(errno(e), Some(libc::EOPNOTSUPP | libc::EINVAL))
 }
 
+/// Whether the netdev table `table` exists: `nft list tables` names them, where `list table`
+/// would print every element of every set first (a million-prefix feed's too).
 fn table_exists(netns: &OwnedFd, table: &str) -> bool {
-    ruleset::query(netns, &["list", "table", "netdev", table]).is_ok()
+    let line = format!("table netdev {table}");
+    ruleset::query(netns, &["list", "tables", "netdev"])
+        .is_ok_and(|out| out.lines().any(|l| l.trim() == line))
 }
 
 /// The live verdicts of a table a previous run left (none if there is no such table).
