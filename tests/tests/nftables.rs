@@ -57,6 +57,22 @@ fn config() -> DatapathConfig {
     c
 }
 
+/// The backend opened in the wire's server namespace with `sizes`, the tests' config applied,
+/// screening the server's interface.
+fn open_backend(wire: &Wire, sizes: MapSizes) -> (Nftables, NfLog) {
+    let opts = Options {
+        sizes,
+        ..Options::default()
+    };
+    let (mut nft, log) = wire
+        .server
+        .enter(|| Nftables::open(&opts))
+        .unwrap_or_else(|e| panic!("open the nftables backend: {e:#}"));
+    nft.set_config(&config()).unwrap();
+    nft.attach(&[SERVER_IFACE.to_owned()]).unwrap();
+    (nft, log)
+}
+
 impl Bed {
     fn new(tag: &str) -> Self {
         Self::with_sizes(tag, MapSizes::small())
@@ -75,16 +91,7 @@ impl Bed {
             .map(|a| TcpListener::bind(a).expect("listen"))
             .collect()
         });
-        let opts = Options {
-            sizes,
-            ..Options::default()
-        };
-        let (mut nft, log) = wire
-            .server
-            .enter(|| Nftables::open(&opts))
-            .unwrap_or_else(|e| panic!("open the nftables backend: {e:#}"));
-        nft.set_config(&config()).unwrap();
-        nft.attach(&[SERVER_IFACE.to_owned()]).unwrap();
+        let (nft, log) = open_backend(&wire, sizes);
         // Neighbours resolved first (through a port never screened), so that a refused SYN
         // is one that was sent and dropped, not one still waiting for neighbour discovery.
         for src in CLIENT_V4.iter().chain(&CLIENT_V6) {
@@ -639,15 +646,6 @@ fn a_table_left_without_verdicts_is_replaced_at_start() {
     // Gone without removing its table, as after kill -9; its NFLOG group is free again.
     std::mem::forget(nft);
     drop(log);
-    let opts = Options {
-        sizes: MapSizes::small(),
-        ..Options::default()
-    };
-    let (mut again, _log) = wire
-        .server
-        .enter(|| Nftables::open(&opts))
-        .unwrap_or_else(|e| panic!("reopen the nftables backend: {e:#}"));
-    again.set_config(&config()).unwrap();
-    again.attach(&[SERVER_IFACE.to_owned()]).unwrap();
+    let _again = open_backend(&wire, MapSizes::small());
     wire.assert_connects(CLIENT_V4[0], smtp4());
 }
