@@ -57,6 +57,9 @@ pub struct Promises {
     pub alive: bool,
     /// Each element counts its hits (a per-element counter: the verdicts' hits).
     pub hits: bool,
+    /// The rule accepts the sources it finds instead of dropping them (what a pass class's
+    /// SYN costs the same rule).
+    pub accept: bool,
 }
 
 impl Promises {
@@ -65,6 +68,7 @@ impl Promises {
         counter: false,
         alive: false,
         hits: false,
+        accept: false,
     };
     /// What the backend promises on a dropped SYN, but its hit counts.
     pub const ALL: Self = Self {
@@ -72,6 +76,7 @@ impl Promises {
         counter: true,
         alive: true,
         hits: false,
+        accept: false,
     };
 
     pub fn name(self) -> String {
@@ -105,8 +110,9 @@ pub fn nft_up_promising(ns: &NetNs, iface: &str, sources: &[IpAddr], p: Promises
     } else {
         ""
     };
+    let verdict = if p.accept { "accept" } else { "drop" };
     let script = format!(
-        "table netdev mxbench {{\n  counter dropped {{ }}\n  set alive {{ type inet_proto; flags timeout; elements = {{ tcp timeout 1h }} }}\n  set listed {{ type ipv6_addr; size {};{flags} elements = {{ {} }} }}\n  chain ingress {{ type filter hook ingress device \"{iface}\" priority -500; policy accept;\n    meta l4proto tcp tcp dport 25 tcp flags & (syn | ack) == syn ip6 saddr @listed{alive}{counter} drop\n  }}\n}}\n",
+        "table netdev mxbench {{\n  counter dropped {{ }}\n  set alive {{ type inet_proto; flags timeout; elements = {{ tcp timeout 1h }} }}\n  set listed {{ type ipv6_addr; size {};{flags} elements = {{ {} }} }}\n  chain ingress {{ type filter hook ingress device \"{iface}\" priority -500; policy accept;\n    meta l4proto tcp tcp dport 25 tcp flags & (syn | ack) == syn ip6 saddr @listed{alive}{counter} {verdict}\n  }}\n}}\n",
         sources.len().max(65536),
         elements.join(", ")
     );
@@ -339,25 +345,40 @@ impl MxNft {
         cfg.set_limit(1, 1);
         cfg.dedup_window_ns = 3_600_000_000_000;
         nft.set_config(&cfg).unwrap();
-        let verdicts = [
-            (Class::VerdictDrop, Action::Drop),
-            (Class::VerdictLimit, Action::Limit),
-            (Class::VerdictPass, Action::Pass),
-        ];
-        for (class, action) in verdicts {
-            for ip in sources(class) {
+        // One source of each class in turn, as entries arrive in a live table: its decision
+        // map chains each bucket's elements newest first, so a class written after the others
+        // would find its elements first in every chain and look cheaper than it is (the
+        // verdicts, written first, cost 60–140 ns more than the list entries written after).
+        let written = [
+            Class::VerdictDrop,
+            Class::VerdictLimit,
+            Class::VerdictPass,
+            Class::Deny,
+            Class::Allow,
+        ]
+        .map(|c| (c, sources(c)));
+        let manual = ListEntry::new(Reason::Manual, 0);
+        for i in 0..written[0].1.len() {
+            for (class, ips) in &written {
+                let ip = ips[i];
+                let action = match class {
+                    Class::VerdictDrop => Action::Drop,
+                    Class::VerdictLimit => Action::Limit,
+                    Class::VerdictPass => Action::Pass,
+                    Class::Deny => {
+                        nft.list_insert(datapath::ListKind::Deny, ip.into(), manual)
+                            .unwrap();
+                        continue;
+                    }
+                    _ => {
+                        nft.list_insert(datapath::ListKind::Allow, ip.into(), manual)
+                            .unwrap();
+                        continue;
+                    }
+                };
                 nft.verdict_set(ip, PeerVerdict::new(action, Reason::Reputation, 0))
                     .unwrap();
             }
-        }
-        let manual = ListEntry::new(Reason::Manual, 0);
-        for ip in sources(Class::Deny) {
-            nft.list_insert(datapath::ListKind::Deny, ip.into(), manual)
-                .unwrap();
-        }
-        for ip in sources(Class::Allow) {
-            nft.list_insert(datapath::ListKind::Allow, ip.into(), manual)
-                .unwrap();
         }
         nft.feed_load("bench", Table::Deny, feed(&sources(Class::Feed), feed_size))
             .unwrap();

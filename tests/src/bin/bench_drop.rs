@@ -185,6 +185,9 @@ struct Bench {
     listed: Vec<IpAddr>,
     drop_frames: Frames,
     pass_frames: Frames,
+    /// The dropped class's sources, sent on to another host: what a set accepting them
+    /// passes (measured over the pass floor, as the pass classes).
+    accept_frames: Frames,
     reference: Reference,
     mx: Mx,
     nft: MxNft,
@@ -395,6 +398,7 @@ fn main() {
     let mut b = Bench {
         drop_frames: frames(&listed, false),
         pass_frames: frames(&unknown, true),
+        accept_frames: frames(&listed, true),
         listed,
         reference,
         mx,
@@ -522,8 +526,16 @@ fn nft_rows(b: &mut Bench, row: &mut impl FnMut(String, bool, bool, Cost)) {
     let d = b.measure(&b.drop_frames);
     let p = b.measure(&b.pass_frames);
     nft_down(&b.wire.server);
+    let accepting = Promises {
+        accept: true,
+        ..Promises::NONE
+    };
+    nft_up_promising(&b.wire.server, SERVER_IFACE, &b.listed, accepting);
+    let a = b.measure(&b.accept_frames);
+    nft_down(&b.wire.server);
     row(NFT_DROP.into(), false, true, not_bpf(d));
     row(NFT_PASS.into(), false, false, not_bpf(p));
+    row(NFT_ACCEPT.into(), false, false, not_bpf(a));
     promise_rows(b, row);
     for (class, cost) in b.nft_classes() {
         row(
@@ -573,32 +585,48 @@ fn promise_rows(b: &mut Bench, row: &mut impl FnMut(String, bool, bool, Cost)) {
         );
     }
     // The same, its set holding every class's sources (as the backend's decision map does).
-    let every: Vec<IpAddr> = Class::ALL
+    // Interleaved, one source of each class in turn, as the backend's are written (MxNft).
+    let by_class: Vec<Vec<IpAddr>> = Class::ALL
         .iter()
-        .flat_map(|c| class_sources(*c, b.p.sources))
+        .map(|c| class_sources(*c, b.p.sources))
         .collect();
+    let every: Vec<IpAddr> = (0..b.p.sources as usize)
+        .flat_map(|i| by_class.iter().map(move |c| c[i]))
+        .collect();
+    // The last two are the like-for-like rule of the backend's classes: every promise, every
+    // class's sources, dropping (drop classes) or accepting (pass classes) what it finds.
+    let like = Promises {
+        hits: true,
+        ..Promises::ALL
+    };
     for p in [
         Promises::NONE,
+        like,
         Promises {
-            hits: true,
-            ..Promises::ALL
+            accept: true,
+            ..like
         },
     ] {
         nft_up_promising(&b.wire.server, SERVER_IFACE, &every, p);
-        let d = b.measure(&b.drop_frames);
+        let d = b.measure(if p.accept {
+            &b.accept_frames
+        } else {
+            &b.drop_frames
+        });
         nft_down(&b.wire.server);
         let with = if p == Promises::NONE {
             "nothing more".to_owned()
         } else {
             p.name()
         };
+        let accepting = if p.accept { ", accepting them" } else { "" };
         row(
             format!(
-                "{NFT_PROMISING} {with}, every class's sources in it ({})",
+                "{NFT_PROMISING} {with}, {EVERY} ({}){accepting}",
                 every.len()
             ),
             false,
-            true,
+            !p.accept,
             Cost {
                 cpu: d,
                 prog: f64::NAN,
@@ -743,6 +771,9 @@ const BARE_DROP: &str = "bare one-hash-lookup XDP program, listed source: drop";
 const BARE_PASS: &str = "bare one-hash-lookup XDP program, listed source: pass";
 const NFT_DROP: &str = "nftables netdev ingress, set of the sources";
 const NFT_PASS: &str = "nftables netdev ingress, source not in the set: pass";
+const NFT_ACCEPT: &str = "nftables netdev ingress, set of the sources, accepting them";
+/// The promise rows whose set holds every class's sources, as the backend's decision map.
+const EVERY: &str = "every class's sources in it";
 const NFT_PROMISING: &str = "nftables netdev ingress, set of the sources, with";
 const NFT_MX: &str = "mxscreen nftables backend,";
 
@@ -958,15 +989,34 @@ fn tables(p: &Params, floors: &[Floors], rows: &[Row], mixed: &[Mixed]) -> Strin
 }
 
 /// mxscreen's nftables backend against the hand-written nftables set, class by class: the
-/// over-floor cost over the set's (drop classes against the set dropping its sources, pass
-/// classes against it passing a source it does not hold), per round and its median.
+/// over-floor cost over the set's, per round and its median — drop classes against the set
+/// dropping its sources, pass classes against it passing a source it does not hold (the
+/// issue's measure); then of the medians, pass classes against the set finding the source
+/// and accepting it (as the XDP classes are measured against a bare program that finds
+/// every source), and every class against the same one rule given what the backend keeps
+/// (its promises, hit counts, every class's sources in one set): what the backend's
+/// structure costs beyond them.
 fn nft_table(rows: &[Row]) -> String {
     let find = |name: &str| rows.iter().find(|r| r.name == name);
     let (Some(hd), Some(hp)) = (find(NFT_DROP), find(NFT_PASS)) else {
         return String::new();
     };
+    let ha = find(NFT_ACCEPT);
+    let like = |drops: bool| {
+        rows.iter().find(|r| {
+            r.name.starts_with(NFT_PROMISING)
+                && r.name.contains(EVERY)
+                && r.name.contains("a counter per element")
+                && r.drops == drops
+        })
+    };
+    let ratio = |r: &Row, of: Option<&Row>| {
+        of.map_or("—".to_owned(), |o| {
+            format!("{:.2}", r.over.median() / o.over.median())
+        })
+    };
     let mut t = String::from(
-        "\nmxscreen's nftables backend against the hand-written set (`nftables netdev ingress`, one rule, one set lookup): its cost over the tc floor divided by the set's, per round (median [min … max]) and of the medians.\n\n| class | SYNs | over the tc floor | hand-written set, same SYNs | × hand-written (per round) | × hand-written (medians) |\n|---|---|---:|---:|---:|---:|\n",
+        "\nmxscreen's nftables backend against the hand-written set (`nftables netdev ingress`, one rule, one set lookup): its cost over the tc floor divided by the set's, per round (median [min … max]) and of the medians — drop classes against the set dropping its sources, pass classes against it passing a source it does not hold; then (medians) pass classes against the set finding the source and accepting it, and every class against the same rule given every promise, hit counts and every class's sources in its set (dropping or accepting): the like-for-like rule.\n\n| class | SYNs | over the tc floor | hand-written set, same SYNs | × hand-written (per round) | × hand-written (medians) | × the set finding it (medians) | × like-for-like rule (medians) |\n|---|---|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows
         .iter()
@@ -981,8 +1031,9 @@ fn nft_table(rows: &[Row]) -> String {
                 .map(|(a, b)| a / b)
                 .collect(),
         );
+        let mx = r.name.starts_with(NFT_MX);
         t.push_str(&format!(
-            "| {} | {} | {} | {} | {:.2} [{:.2} … {:.2}] | {:.2} |\n",
+            "| {} | {} | {} | {} | {:.2} [{:.2} … {:.2}] | {:.2} | {} | {} |\n",
             r.name
                 .strip_prefix(NFT_MX)
                 .map(str::trim)
@@ -997,7 +1048,13 @@ fn nft_table(rows: &[Row]) -> String {
             per_round.median(),
             per_round.min(),
             per_round.max(),
-            r.over.median() / hw.over.median()
+            r.over.median() / hw.over.median(),
+            ratio(r, if r.drops { Some(hd) } else { ha }),
+            if mx {
+                ratio(r, like(r.drops))
+            } else {
+                "—".to_owned()
+            },
         ));
     }
     t
