@@ -193,6 +193,16 @@ impl MxDaemon {
         );
     }
 
+    /// Stops (SIGSTOP) or resumes (SIGCONT) the daemon: a hung daemon, and its recovery.
+    pub fn freeze(&self, frozen: bool) {
+        let sig = if frozen {
+            nix::sys::signal::Signal::SIGSTOP
+        } else {
+            nix::sys::signal::Signal::SIGCONT
+        };
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid() as i32), sig).unwrap();
+    }
+
     /// `kill -9`: no cleanup at all.
     pub fn kill9(&mut self) {
         let mut child = self.child.take().expect("running");

@@ -113,17 +113,23 @@ impl Backend {
         if self == Self::Ebpf {
             return b.connects(src, dst);
         }
-        let deadline = Instant::now() + Duration::from_secs(8);
-        while b
-            .wire
-            .connect(src, dst, Duration::from_millis(800))
-            .is_err()
-        {
-            assert!(
-                Instant::now() < deadline,
-                "{src} -> {dst}: still refused 8 s after the daemon died"
-            );
-        }
+        flows_within(b, src, dst, Duration::from_secs(8), "the daemon died");
+    }
+}
+
+/// Mail from `src` flows again within `within` of now (`since`: what happened now).
+#[track_caller]
+fn flows_within(b: &Bed, src: &str, dst: SocketAddr, within: Duration, since: &str) {
+    let deadline = Instant::now() + within;
+    while b
+        .wire
+        .connect(src, dst, Duration::from_millis(800))
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{src} -> {dst}: still refused {within:?} after {since}"
+        );
     }
 }
 
@@ -224,6 +230,28 @@ fn block_round_trip(backend: Backend) {
     d.kill9();
     backend.flows_after_kill(&b, CLEAN, smtp4());
     d.restart();
+    b.refused(CLEAN, smtp4());
+
+    // Hung (SIGSTOP): a pause shorter than the heartbeat's 5 s still refuses (a busy moment
+    // must not open the gate); then its last beat goes stale and every SYN passes (eBPF:
+    // the program's stale check; nftables: the liveness element times out). Resumed
+    // (SIGCONT): its next beat, within a second, refuses again.
+    d.freeze(true);
+    let stopped = Instant::now();
+    b.refused(CLEAN, smtp4());
+    flows_within(&b, CLEAN, smtp4(), Duration::from_secs(8), "SIGSTOP");
+    eprintln!(
+        "{} passes {:?} after SIGSTOP",
+        backend.name(),
+        stopped.elapsed()
+    );
+    d.freeze(false);
+    let resumed = Instant::now();
+    while b
+        .wire
+        .connect(CLEAN, smtp4(), REFUSED_WITHIN)
+        .is_ok_and(|()| resumed.elapsed() < Duration::from_secs(6))
+    {}
     b.refused(CLEAN, smtp4());
 
     assert!(
