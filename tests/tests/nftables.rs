@@ -380,6 +380,15 @@ fn feeds_load_replace_and_drop() {
     b.wire.assert_refused(c, smtp6());
     assert!(b.count(Counter::DroppedFeed) >= 2);
     assert!(b.nft.feed_hits("drop").unwrap() >= 2);
+    // The /32 decides in the decision map, its SYNs counted per feed (just above), not per
+    // element: no per-CPU counter for each of a big feed's addresses.
+    let table = b.nft_list();
+    let decide = table
+        .split("map decide4 {")
+        .nth(1)
+        .and_then(|m| m.split("\n\t}").next())
+        .unwrap_or_default();
+    assert!(decide.contains(&format!("{a} : goto feed_")), "{table}");
     assert_eq!(
         b.nft.feeds_listing(Table::Deny, net("2001:db8:1::/64")),
         vec!["drop".to_owned()]

@@ -127,14 +127,22 @@ impl Nftables {
         ops
     }
 
-    /// The element deciding `ip` with `chain`: it counts its hits, and a limit verdict's
-    /// carries the source's token bucket, so the one lookup decides a source over its rate
-    /// (to `over_rate`); under it the lookup does not match, and the walk finds the verdict
-    /// and passes the SYN through the meter as before (`bucket`), at most `limit_rate` a
-    /// minute per source.
+    /// The element deciding `ip` with `chain`: it counts its hits (a verdict's or an own
+    /// entry's, which `check`, `list` and the balancer read), and a limit verdict's carries
+    /// the source's token bucket, so the one lookup decides a source over its rate (to
+    /// `over_rate`); under it the lookup does not match, and the walk finds the verdict and
+    /// passes the SYN through the meter as before (`bucket`), at most `limit_rate` a minute
+    /// per source.
+    ///
+    /// A feed's entry has no counter of its own: its SYNs are counted per feed, in its
+    /// chain's named counter, and nothing reads an entry's. One would cost a per-CPU
+    /// allocation (16 bytes a CPU: 1 GiB for a million-/32 feed on 64 CPUs) and a cache
+    /// miss on every SYN it decides.
     fn decision_elem(&self, ip: IpAddr, chain: &str) -> Elem {
         let mut e = Elem::key(addr_key(ip));
-        e.stateful.push(Stateful::Counter);
+        if !ruleset::is_feed_chain(chain) {
+            e.stateful.push(Stateful::Counter);
+        }
         if chain == V_LIMIT {
             e.goto = Some(OVER_RATE.to_owned());
             e.stateful.push(Stateful::LimitOver {

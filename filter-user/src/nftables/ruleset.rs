@@ -81,8 +81,17 @@ pub const OVER_RATE: &str = "over_rate";
 
 /// A feed's chain (and the named counter of its hits).
 pub fn feed_chain(id: u32) -> String {
-    format!("feed_{id}")
+    format!("{FEED_CHAIN}{id}")
 }
+
+/// Whether `chain` is a feed's ([`feed_chain`]; not `feed_drop`, where they all go on).
+pub fn is_feed_chain(chain: &str) -> bool {
+    chain
+        .strip_prefix(FEED_CHAIN)
+        .is_some_and(|id| id.parse::<u32>().is_ok())
+}
+
+const FEED_CHAIN: &str = "feed_";
 
 /// The dynamic sets' names carry their timeout, so a new window is a new set (an existing
 /// set's timeout cannot change) and the old one goes with the rules that used it.
@@ -496,3 +505,23 @@ fn unknown_rules(rule: &mut impl FnMut(&str, &str), n: &Shape) {
 }
 
 pub use super::nft::{apply, query};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feed_chains_are_told_from_the_others() {
+        assert!(is_feed_chain(&feed_chain(7)));
+        for c in [
+            "feed_drop",
+            "feed_",
+            "feed_7x",
+            "to_deny",
+            V_DROP,
+            OVER_RATE,
+        ] {
+            assert!(!is_feed_chain(c), "{c}");
+        }
+    }
+}
