@@ -138,11 +138,12 @@ impl Nftables {
     /// chain's named counter, and nothing reads an entry's. One would cost a per-CPU
     /// allocation (16 bytes a CPU: 1 GiB for a million-/32 feed on 64 CPUs) and a cache
     /// miss on every SYN it decides.
+    ///
+    /// The kernel runs an element's expressions in order and stops at the first that does
+    /// not match: the bucket goes before the counter, so a SYN under the rate (which the
+    /// walk then counts in the verdict map's element) is not counted here as well.
     fn decision_elem(&self, ip: IpAddr, chain: &str) -> Elem {
         let mut e = Elem::key(addr_key(ip));
-        if !ruleset::is_feed_chain(chain) {
-            e.stateful.push(Stateful::Counter);
-        }
         if chain == V_LIMIT {
             e.goto = Some(OVER_RATE.to_owned());
             e.stateful.push(Stateful::LimitOver {
@@ -151,6 +152,9 @@ impl Nftables {
             });
         } else {
             e.goto = Some(chain.to_owned());
+        }
+        if !ruleset::is_feed_chain(chain) {
+            e.stateful.push(Stateful::Counter);
         }
         e
     }
