@@ -4,6 +4,11 @@
 
 use std::{
     net::{SocketAddr, TcpListener},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::JoinHandle,
     time::Duration,
 };
 
@@ -21,7 +26,52 @@ pub struct Bed {
     pub wire: Wire,
     _rbl: Rbldnsd,
     pub rbl_addr: SocketAddr,
-    _listeners: Vec<TcpListener>,
+    _listeners: Accepting,
+}
+
+/// Listeners that accept and close every connection, as an MTA does. A listener nobody
+/// accepts on fills its accept queue (128 connections), and then the kernel drops further
+/// SYNs: a loop that connects until the daemon refuses would see the queue, not the daemon.
+pub struct Accepting {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Accepting {
+    pub fn new(listeners: Vec<TcpListener>) -> Self {
+        for l in &listeners {
+            l.set_nonblocking(true).expect("nonblocking listener");
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                let mut idle = true;
+                for l in &listeners {
+                    while let Ok((conn, _)) = l.accept() {
+                        drop(conn);
+                        idle = false;
+                    }
+                }
+                if idle {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        });
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Accepting {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 pub fn smtp4() -> SocketAddr {
@@ -47,7 +97,7 @@ impl Bed {
                 .iter()
                 .map(|a| TcpListener::bind(a).expect("listen"))
                 .collect();
-            (rbl, listeners)
+            (rbl, Accepting::new(listeners))
         });
         Self {
             rbl_addr: rbl.addr,

@@ -251,8 +251,15 @@ fn block_round_trip(backend: Backend) {
         .wire
         .connect(CLEAN, smtp4(), REFUSED_WITHIN)
         .is_ok_and(|()| resumed.elapsed() < Duration::from_secs(6))
-    {}
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     b.refused(CLEAN, smtp4());
+    eprintln!(
+        "{} refuses again {:?} after SIGCONT",
+        backend.name(),
+        resumed.elapsed()
+    );
 
     assert!(
         d.cli_ok(&["unblock", CLEAN])
