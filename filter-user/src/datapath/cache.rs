@@ -15,12 +15,15 @@ use std::{
     net::IpAddr,
     os::fd::{AsFd as _, AsRawFd as _},
     ptr::NonNull,
-    sync::atomic::{AtomicU64, Ordering, fence},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering, fence},
+    },
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, bail};
-use aya::maps::{Array, IterableMap as _, Map, MapData};
+use aya::maps::{Array, IterableMap as _, MapData};
 use filter_common::{
     CacheCtl, CacheSlot, SealKey, SlotState, cache_index, cache_key_v4, cache_key_v6, cacheable_v6,
     has_bucket,
@@ -127,36 +130,27 @@ impl Drop for Mapping {
 }
 
 /// The slot array, for reading (the owner and [`super::MapsReader`] alike) and emptying.
+///
+/// Clones share one mapping: the kernel maps an array's every page at `mmap` time, so each
+/// mapping of its own would add the whole array (16 MiB by default) to the daemon's RSS
+/// again, though the memory is the kernel's one copy.
+#[derive(Clone)]
 pub(super) struct Slots {
-    slots: Array<MapData, CacheSlot>,
-    mapping: Mapping,
+    mapping: Arc<Mapping>,
     shift: u32,
     seal_key: SealKey,
 }
 
 impl Slots {
-    fn new(slots: Array<MapData, CacheSlot>, seal_key: SealKey) -> Result<Self> {
+    /// Maps `slots`; the mapping holds the map in the kernel, so the handle may go.
+    fn new(slots: &Array<MapData, CacheSlot>, seal_key: SealKey) -> Result<Self> {
         let shift = CacheCtl::new(slots.len(), 0, seal_key).shift;
-        let mapping = Mapping::new(slots.map(), slots.len())?;
+        let mapping = Arc::new(Mapping::new(slots.map(), slots.len())?);
         Ok(Self {
-            slots,
             mapping,
             shift,
             seal_key,
         })
-    }
-
-    /// A handle of its own on the same slots (a duplicated descriptor and mapping).
-    pub(super) fn try_clone(&self) -> Result<Self> {
-        let fd = self
-            .slots
-            .map()
-            .fd()
-            .as_fd()
-            .try_clone_to_owned()
-            .context("duplicating the decision cache's descriptor")?;
-        let slots = Array::try_from(Map::Array(MapData::from_fd(fd)?))?;
-        Self::new(slots, self.seal_key)
     }
 
     /// Hits of `ip`'s verdict held in its slot, not yet in its entry.
@@ -248,7 +242,7 @@ impl Cache {
         let seal_key = fresh_seal_key()?;
         let current = CacheCtl::new(slots.len(), 1, seal_key);
         let mut cache = Self {
-            slots: Slots::new(slots, seal_key)?,
+            slots: Slots::new(&slots, seal_key)?,
             ctl,
             current,
         };

@@ -97,7 +97,7 @@ impl DatapathMaps {
                 },
                 hits,
                 // The cache's owner handle (below) evicts; this one reads pending hits.
-                cache: cache.slots.try_clone()?,
+                cache: cache.slots.clone(),
             },
             lists: Lists::new(),
             hits: Hits::new(hit_slots),

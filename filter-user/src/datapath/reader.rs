@@ -69,7 +69,7 @@ impl MapsReader {
                 filter: dup(self.lists.filter.map())?,
             },
             hits: dup(self.hits.map())?,
-            cache: self.cache.try_clone()?,
+            cache: self.cache.clone(),
         })
     }
 
