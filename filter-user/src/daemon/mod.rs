@@ -209,6 +209,11 @@ impl Daemon {
         state: State,
         ifaces: &[String],
     ) -> Result<(Self, Inputs)> {
+        // Feeds are read off the main loop from now, while the kernel verifies the program,
+        // and written once the daemon is ready (the config and manual entries before them,
+        // from the first SYN).
+        let mut feeds = Feeds::default();
+        feeds.configure(cfg.lists.feed.clone());
         let opened = program::open(&cfg, ifaces)?;
         let maps = opened.datapath;
         let events = opened.events;
@@ -237,7 +242,7 @@ impl Daemon {
             backend: opened.status,
             maps,
             engine,
-            feeds: Feeds::default(),
+            feeds,
             lists: ListOwner::new(state),
             verdicts: VerdictWriter::new(evidence, rotation, decisions),
             fleet: FleetBridge::new(fleet),
@@ -256,7 +261,7 @@ impl Daemon {
     }
 
     /// Writes the config and the lists (enforced from then on), opens the MTA's side door,
-    /// and gets ready: feeds, the rotating networks of the pinned verdicts, the fleet's
+    /// and gets ready: the rotating networks of the pinned verdicts, the fleet's
     /// shared state, the census.
     async fn start_screening(
         &mut self,
@@ -272,9 +277,6 @@ impl Daemon {
             peers,
             self.mta_asks.clone(),
         )?;
-        // Feeds are read off the main loop and written as they arrive; the config and manual
-        // entries are enforced from the first SYN.
-        self.feeds.configure(self.cfg.lists.feed.clone());
         self.verdicts
             .learn_rotation(self.maps.as_mut(), self.cfg.policy.observe)?;
         // The fleet's shared state is loaded before "ready" (bounded: a bus that cannot be

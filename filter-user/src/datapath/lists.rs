@@ -10,15 +10,16 @@
 //! words of the list filter (`LIST_FILTER`) that changed, and a new generation makes the
 //! datapath decide again for every source.
 
-use std::collections::{BTreeSet, HashMap as StdHashMap};
+use std::{collections::HashMap as StdHashMap, os::fd::AsFd as _};
 
 use anyhow::{Context as _, Result};
-use aya::maps::{Array, MapData};
+use aya::maps::{Array, IterableMap, MapData};
 use filter_common::{
     LIST_FILTER_BITS, ListIndex, ListKey, ListValue, Reason, Table, V4_LENGTHS, V6_LENGTHS,
 };
 
 use super::{
+    batch,
     prefix::{Prefix, PrefixSet},
     typed::{Hash, removed},
 };
@@ -63,8 +64,10 @@ pub(super) struct Lists {
     /// Keys in the maps per bit of the list filter (a count that reaches the maximum stays
     /// there: its bit stays set, which costs a probe, never a match).
     filter: Vec<u8>,
-    /// Filter words to write: a bit came into or went out of use.
-    filter_stale: BTreeSet<u32>,
+    /// Filter words to write (a bit came into or went out of use), one bit per word: a
+    /// million-entry feed marks a word a key, and a set of word numbers cost a tree insert
+    /// each.
+    filter_stale: Vec<u64>,
     /// Entries written entry by entry (operators, config, host, prefix verdicts).
     pub(super) own: StdHashMap<(Table, Prefix), ListValue>,
     pub(super) feeds: Vec<FeedTable>,
@@ -100,7 +103,7 @@ impl Lists {
             index_stale: true,
             // The filter map is fresh too (never pinned): all clear, as no key is there.
             filter: vec![0; LIST_FILTER_BITS as usize],
-            filter_stale: BTreeSet::new(),
+            filter_stale: vec![0; (LIST_FILTER_BITS as usize / 64).div_ceil(64)],
             own: StdHashMap::new(),
             feeds: Vec::new(),
         }
@@ -176,17 +179,9 @@ impl Lists {
             (false, n) => n.saturating_sub(1),
         };
         if was_zero != (*n == 0) {
-            self.filter_stale.insert(bit / 64);
+            let w = bit / 64;
+            self.filter_stale[w as usize / 64] |= 1 << (w % 64);
         }
-    }
-
-    /// The list filter's word `w` as the counts make it.
-    fn filter_word(&self, w: u32) -> u64 {
-        let start = w as usize * 64;
-        self.filter[start..start + 64]
-            .iter()
-            .enumerate()
-            .fold(0, |word, (i, n)| word | u64::from(*n != 0) << i)
     }
 
     /// The lengths a table uses in one family, longest first.
@@ -207,11 +202,31 @@ impl Lists {
     /// `LIST_FILTER` where a bit did. Called before the keys are written: a new key's length
     /// and bit are there before it (a key going leaves them with it, which is going anyway).
     pub(super) fn write_index(&mut self, maps: &mut ListMaps) -> Result<()> {
-        for w in std::mem::take(&mut self.filter_stale) {
-            let word = self.filter_word(w);
-            maps.filter
-                .set(w, word, 0)
-                .context("writing the list filter")?;
+        // In one batch: a million-entry feed changes most of the filter's 65,536 words.
+        let mut words = Vec::new();
+        for (i, bits) in self.filter_stale.iter_mut().enumerate() {
+            let stale = std::mem::take(bits);
+            words.extend(
+                (0..64)
+                    .filter(|b| stale & 1 << b != 0)
+                    .map(|b| i as u32 * 64 + b),
+            );
+        }
+        let values: Vec<u64> = words
+            .iter()
+            .map(|w| filter_word(&self.filter, *w))
+            .collect();
+        match batch::update(IterableMap::map(&maps.filter).fd().as_fd(), &words, &values) {
+            Ok(r) => {
+                r.context("writing the list filter")?;
+            }
+            Err(batch::Unsupported) => {
+                for (w, v) in words.iter().zip(&values) {
+                    maps.filter
+                        .set(*w, v, 0)
+                        .context("writing the list filter")?;
+                }
+            }
         }
         if !self.index_stale {
             return Ok(());
@@ -259,6 +274,15 @@ impl Lists {
         let sum = |c: &[u32]| c.iter().map(|n| u64::from(*n)).sum::<u64>();
         sum(&self.count4[t]) + sum(&self.count6[t])
     }
+}
+
+/// The list filter's word `w` as the counts (`filter`, one a bit) make it.
+fn filter_word(filter: &[u8], w: u32) -> u64 {
+    let start = w as usize * 64;
+    filter[start..start + 64]
+        .iter()
+        .enumerate()
+        .fold(0, |word, (i, n)| word | u64::from(*n != 0) << i)
 }
 
 impl ListMaps {
