@@ -17,8 +17,9 @@ use mxscreen::{
     datapath::{ListKind, MapSizes, PrefixSet, clock},
     nftables::{Nftables, Options, events::NfLog},
 };
-use mxscreen_tests::netns::{
-    CLIENT_V4, CLIENT_V6, NetNs, SERVER_IFACE, SERVER_V4, SERVER_V6, Wire,
+use mxscreen_tests::{
+    bed::Accepting,
+    netns::{CLIENT_V4, CLIENT_V6, NetNs, SERVER_IFACE, SERVER_V4, SERVER_V6, Wire},
 };
 
 fn manual() -> ListEntry {
@@ -44,7 +45,7 @@ struct Bed {
     wire: Wire,
     nft: Nftables,
     log: NfLog,
-    _listeners: Vec<TcpListener>,
+    _listeners: Accepting,
 }
 
 /// The config the tests start from: port 25, no hold, a 1 h dedup window, 1/min burst 2,
@@ -91,6 +92,7 @@ impl Bed {
             .map(|a| TcpListener::bind(a).expect("listen"))
             .collect()
         });
+        let listeners = Accepting::new(listeners);
         let (nft, log) = open_backend(&wire, sizes);
         // Neighbours resolved first (through a port never screened), so that a refused SYN
         // is one that was sent and dropped, not one still waiting for neighbour discovery.
