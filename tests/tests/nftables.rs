@@ -334,6 +334,28 @@ fn limit_class_is_a_token_bucket_per_source() {
     let hits = b.nft.verdict_get(a.parse().unwrap()).unwrap().unwrap().hits;
     let decided = b.count(Counter::PassedLimit) + b.count(Counter::Limited);
     assert_eq!(hits, decided, "{hits} hits of {decided} SYNs");
+    // So the limit verdict's element has a counter; a drop verdict's has none (its decision
+    // element counts every SYN it decides): one per-CPU counter a verdict, not two.
+    let dropped = "198.51.100.7";
+    b.nft
+        .verdict_set(
+            dropped.parse().unwrap(),
+            PeerVerdict::new(Action::Drop, Reason::Reputation, 0),
+        )
+        .unwrap();
+    let table = b.nft_list();
+    assert!(
+        element(&table, "verdict4", a).contains(" counter packets "),
+        "{table}"
+    );
+    assert!(
+        !element(&table, "verdict4", dropped).contains("counter"),
+        "{table}"
+    );
+    assert!(
+        element(&table, "decide4", dropped).contains(" counter packets "),
+        "{table}"
+    );
     // A new rate or burst is a new bucket for every limited source, at once.
     let mut c5 = config();
     c5.set_limit(1, 5);
@@ -387,12 +409,10 @@ fn feeds_load_replace_and_drop() {
     // The /32 decides in the decision map, its SYNs counted per feed (just above), not per
     // element: no per-CPU counter for each of a big feed's addresses.
     let table = b.nft_list();
-    let decide = table
-        .split("map decide4 {")
-        .nth(1)
-        .and_then(|m| m.split("\n\t}").next())
-        .unwrap_or_default();
-    assert!(decide.contains(&format!("{a} : goto feed_")), "{table}");
+    assert!(
+        element(&table, "decide4", a).ends_with(&format!("{a} : goto feed_1")),
+        "{table}"
+    );
     assert_eq!(
         b.nft.feeds_listing(Table::Deny, net("2001:db8:1::/64")),
         vec!["drop".to_owned()]
@@ -564,6 +584,21 @@ fn a_stale_heartbeat_passes_everything_and_the_table_goes_at_exit() {
         "another table was touched:\n{rules}"
     );
     wire.assert_connects(a, smtp4());
+}
+
+/// The element of `addr` in the map `map` of an `nft list ruleset` (empty: none).
+fn element<'a>(ruleset: &'a str, map: &str, addr: &str) -> &'a str {
+    let body = ruleset
+        .split(&format!("map {map} {{"))
+        .nth(1)
+        .and_then(|m| m.split("\n\t}").next())
+        .unwrap_or_default();
+    let elements = body.split_once("elements = {").map_or("", |e| e.1);
+    elements
+        .split(',')
+        .map(|e| e.trim().trim_end_matches('}').trim())
+        .find(|e| e.starts_with(&format!("{addr} ")))
+        .unwrap_or_default()
 }
 
 fn list_ruleset(ns: &NetNs) -> String {

@@ -284,9 +284,11 @@ fn declare_sets(s: &mut String, next: &Shape) {
         "add set netdev {t} {ALIVE} {{ type inet_proto; flags timeout; }}"
     );
     for f in Family::ALL {
+        // No set-wide counter: a verdict's element carries one only where its decision
+        // element does not count its SYNs (verdicts.rs).
         let _ = writeln!(
             s,
-            "add map netdev {t} {} {{ type {} : verdict; flags timeout; counter; size {}; }}",
+            "add map netdev {t} {} {{ type {} : verdict; flags timeout; size {}; }}",
             verdict_set(f),
             f.addr_type(),
             next.verdicts

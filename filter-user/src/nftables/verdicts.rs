@@ -2,7 +2,8 @@
 //! to its action's chain, with the verdict's expiry as the element's timeout (the kernel
 //! forgets it then) and its reason in the element's user data (so a daemon that restarts
 //! after a crash takes the verdicts back, [`super::Nftables::open`]). The handle keeps what it
-//! wrote, so reads cost no round trip; hits are read from the element's counter on demand.
+//! wrote, so reads cost no round trip; hits are read on demand from the counters of the
+//! source's decision element and, where it has one, its verdict element.
 
 use std::net::IpAddr;
 
@@ -12,7 +13,7 @@ use filter_common::{Action, PeerVerdict};
 use super::{
     Nftables, counters,
     lists::{timeout_ms, verdict_chain},
-    netlink::{Elem, Op},
+    netlink::{Elem, Op, Stateful},
     ruleset::{self, V_DROP, V_EXPLAIN, V_LIMIT, V_PASS},
     sets::{Family, addr_key, decide_set, verdict_set},
 };
@@ -55,7 +56,6 @@ impl Nftables {
         {
             ops.push(Op::Destroy(s, vec![Elem::key(key.clone())]));
         }
-        ops.push(Op::Add(set, vec![elem]));
         if let Some(a) = &self.applied {
             ops.push(Op::Destroy(ruleset::known_set(a, f), vec![Elem::key(key)]));
         }
@@ -63,6 +63,15 @@ impl Nftables {
         stored.hits = 0;
         self.verdicts.insert(ip, stored);
         ops.extend(self.redecide([ip], true));
+        // The verdict's element counts only the SYNs its decision element does not see: a
+        // limit verdict's under its rate, and all of a source no decision element decides (a
+        // covering prefix decides it, until that prefix expires in the kernel and the walk
+        // reaches the verdict). A counter is per CPU (16 bytes a CPU), and one per verdict
+        // is enough for the rest.
+        if v.action() == Action::Limit || self.decided_chain(ip).is_none() {
+            elem.stateful.push(Stateful::Counter);
+        }
+        ops.push(Op::Add(set, vec![elem]));
         self.write(ops)
             .with_context(|| format!("writing the verdict for {ip} (is the verdict map full?)"))
     }
