@@ -162,13 +162,41 @@ pub fn delete<K: Pod>(fd: BorrowedFd<'_>, keys: &[K]) -> Result<io::Result<usize
 
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 
+/// Writes of at least this many entries go from two threads.
+const TWO_WRITERS_FROM: usize = 65_536;
+
 /// Writes `keys[i] = values[i]` (insert or replace) in chunks; returns how many were written.
-pub fn update<K: Pod, V: Pod>(
+/// A large write goes from two threads, half each: a hash map locks per bucket, so the
+/// kernel's inserts (most of a million-entry feed's load) run side by side.
+pub fn update<K: Pod + Sync, V: Pod + Sync>(
     fd: BorrowedFd<'_>,
     keys: &[K],
     values: &[V],
 ) -> Result<io::Result<usize>, Unsupported> {
     assert_eq!(keys.len(), values.len(), "one value per key");
+    if keys.len() < TWO_WRITERS_FROM {
+        return update_chunks(fd, keys, values);
+    }
+    let ((k1, k2), (v1, v2)) = (
+        keys.split_at(keys.len() / 2),
+        values.split_at(keys.len() / 2),
+    );
+    std::thread::scope(|s| {
+        let second = s.spawn(|| update_chunks(fd, k2, v2));
+        let first = update_chunks(fd, k1, v1);
+        match (first, second.join().expect("batch writer panicked")) {
+            (Ok(a), Ok(b)) => Ok(a.and_then(|a| Ok(a + b?))),
+            // The caller writes every entry one by one (a rewrite is harmless).
+            _ => Err(Unsupported),
+        }
+    })
+}
+
+fn update_chunks<K: Pod, V: Pod>(
+    fd: BorrowedFd<'_>,
+    keys: &[K],
+    values: &[V],
+) -> Result<io::Result<usize>, Unsupported> {
     let mut written = 0;
     for (ks, vs) in keys.chunks(CHUNK).zip(values.chunks(CHUNK)) {
         let mut attr = BatchAttr {

@@ -65,9 +65,6 @@ impl Pending {
     }
 }
 
-/// Loads of at least this many entries are written from two threads.
-const PARALLEL_FROM: usize = 65_536;
-
 fn put<K: Pod + Sync>(
     map: &mut Hash<K, ListValue>,
     keys: &[K],
@@ -76,27 +73,7 @@ fn put<K: Pod + Sync>(
     if keys.is_empty() {
         return Ok(());
     }
-    let fd = map.map().fd().as_fd();
-    // A big load is written from two threads: the hash's buckets lock separately, and most
-    // of a million-entry feed's time is the kernel's insert.
-    let written = if keys.len() >= PARALLEL_FROM {
-        let ((k1, k2), (v1, v2)) = (
-            keys.split_at(keys.len() / 2),
-            values.split_at(keys.len() / 2),
-        );
-        std::thread::scope(|s| {
-            let second = s.spawn(|| batch::update(fd, k2, v2));
-            let first = batch::update(fd, k1, v1);
-            match (first, second.join().expect("batch writer panicked")) {
-                (Ok(a), Ok(b)) => Ok(a.and_then(|a| Ok(a + b?))),
-                // Both halves are written again one by one (a rewrite is harmless).
-                _ => Err(batch::Unsupported),
-            }
-        })
-    } else {
-        batch::update(fd, keys, values)
-    };
-    match written {
+    match batch::update(map.map().fd().as_fd(), keys, values) {
         Ok(r) => {
             r.context("writing list entries in batches (is the map full?)")?;
         }
