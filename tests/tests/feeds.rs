@@ -254,7 +254,7 @@ fn a_million_line_feed_is_loaded_and_enforced() {
     let path = dir.path().join("million.txt");
     std::fs::write(&path, million_line_feed(FEED_LISTED)).unwrap();
     let spec = Spec {
-        datapath: FIRST_CONTACT_PASS.into(),
+        datapath: datapath("ebpf"),
         sections: sections(b.rbl_addr, &feed_section("big", &path, "cidr", "drop")),
         ..Default::default()
     };
@@ -266,4 +266,30 @@ fn a_million_line_feed_is_loaded_and_enforced() {
     });
     b.refused(FEED_LISTED, smtp4());
     b.connects(CLEAN, smtp4());
+    // The peak RSS the README promises depends on the decision cache's slot array (16 MiB
+    // by default) being mapped once: the kernel maps an array's every page at mmap, so each
+    // handle mapping it again counted it in full (four mappings, 140 MiB at this feed).
+    let maps = std::fs::read_to_string(format!("/proc/{}/maps", d.pid())).unwrap();
+    let big = large_bpf_map_mappings(&maps);
+    assert_eq!(
+        big.len(),
+        1,
+        "one writable mapping of a BPF map of 1 MiB or more (the decision cache's slots), \
+         not {big:?}:\n{maps}"
+    );
+}
+
+/// The sizes of the writable shared mappings of BPF maps of 1 MiB or more in a
+/// `/proc/PID/maps` text (the ring buffer's are smaller, or read-only).
+fn large_bpf_map_mappings(maps: &str) -> Vec<u64> {
+    maps.lines()
+        .filter(|l| l.ends_with("anon_inode:bpf-map"))
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (range, perms) = (f.next()?, f.next()?);
+            let (from, to) = range.split_once('-')?;
+            let len = u64::from_str_radix(to, 16).ok()? - u64::from_str_radix(from, 16).ok()?;
+            (perms.starts_with("rw") && len >= 1 << 20).then_some(len)
+        })
+        .collect()
 }
