@@ -9,7 +9,7 @@ mod harness;
 mod lint_beside;
 mod suites;
 
-use std::{ffi::OsString, path::PathBuf};
+use std::{ffi::OsString, path::PathBuf, time::Instant};
 
 use anyhow::{Context as _, Result, bail};
 use harness::{Built, Sink, Tally};
@@ -46,7 +46,7 @@ pub fn run(filter: Option<&str>, allow_skips: bool) -> Result<()> {
 }
 
 /// The run as a list of timed steps: setup, the debug build, then the two lanes of suites
-/// side by side ([`Lane`]), the second starting with the release build.
+/// side by side ([`Lane`]), the second making the release build beside its first suites.
 fn run_steps(
     suites: &[&'static Suite],
     lint: bool,
@@ -89,8 +89,10 @@ struct LaneRun {
     report: Report,
 }
 
-/// Runs `suites` one after the other (after the release build, if one of them needs it),
-/// their rows in the time table marked with `mark`.
+/// Runs `suites` one after the other, their rows in the time table marked with `mark`. If
+/// one of them needs the release build, it is made beside the suites before that one, which
+/// do not need it (most of their time is spent waiting on daemons, DNS servers and MTAs, not
+/// on the CPU), and that suite waits for it.
 fn run_lane(
     suites: &[&'static Suite],
     mark: &str,
@@ -100,40 +102,49 @@ fn run_lane(
 ) -> Result<LaneRun> {
     let mut timings = Timings::new();
     let mut report = Report::default();
-    // The package is built from the release binary, which the benchmarks run too.
-    let deb = if suites.iter().any(|s| s.release) {
-        Some(timings.time(
-            format!("build: mxscreen (release), .deb{mark}"),
-            crate::deb::build,
-        )?)
-    } else {
-        None
-    };
-    for suite in suites {
-        let mut out = Sink::new(live);
-        out.line(format!("\n=== suite {} ===", suite.name));
-        let t = timings.time(format!("suite {}{mark}", suite.name), || {
-            run_suite(suite, built, deb.as_ref(), &mut out)
+    std::thread::scope(|scope| {
+        // The package is built from the release binary, which the benchmarks run too.
+        let mut release = suites.iter().any(|s| s.release).then(|| {
+            scope.spawn(|| {
+                let t = Instant::now();
+                (crate::deb::build(), t.elapsed())
+            })
         });
-        out.flush();
-        let t = t?;
-        if t.failed > 0 {
-            timings.failed_last();
-            report.failed_suites.push(suite.name);
+        let mut deb = None;
+        for suite in suites {
+            if suite.release
+                && let Some(build) = release.take()
+            {
+                let (made, took) = build.join().expect("the release build panicked");
+                let name = format!("build: mxscreen (release), .deb{mark}");
+                timings.record(name, took, made.is_ok());
+                deb = Some(made?);
+            }
+            let mut out = Sink::new(live);
+            out.line(format!("\n=== suite {} ===", suite.name));
+            let t = timings.time(format!("suite {}{mark}", suite.name), || {
+                run_suite(suite, built, deb.as_ref(), &mut out)
+            });
+            out.flush();
+            let t = t?;
+            if t.failed > 0 {
+                timings.failed_last();
+                report.failed_suites.push(suite.name);
+            }
+            // A skipped test is a test that cannot fail: it fails the run, locally as in CI,
+            // unless the developer asked for that with --allow-skips.
+            if t.ignored > 0 && !allow_skips {
+                eprintln!(
+                    "suite {}: {} ignored test(s); a skipped test fails the run (--allow-skips to accept)",
+                    suite.name, t.ignored
+                );
+                timings.failed_last();
+                report.failed_suites.push(suite.name);
+            }
+            report.total.add(t);
         }
-        // A skipped test is a test that cannot fail: it fails the run, locally as in CI,
-        // unless the developer asked for that with --allow-skips.
-        if t.ignored > 0 && !allow_skips {
-            eprintln!(
-                "suite {}: {} ignored test(s); a skipped test fails the run (--allow-skips to accept)",
-                suite.name, t.ignored
-            );
-            timings.failed_last();
-            report.failed_suites.push(suite.name);
-        }
-        report.total.add(t);
-    }
-    Ok(LaneRun { timings, report })
+        Ok(LaneRun { timings, report })
+    })
 }
 
 /// A copy of this very xtask binary for the package suite. `cargo test` relinks

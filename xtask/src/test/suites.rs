@@ -36,8 +36,8 @@ pub struct Suite {
 /// A run has two lanes of suites, side by side: most suites wait on the kernel, DNS servers
 /// and MTAs rather than on the CPU, and their harnesses share nothing (each test has its own
 /// namespaces, pin directory, ports and daemon), so two at a time take little longer than
-/// one. `Beside` starts with the release build (its suites need it) while `First` runs the
-/// debug suites; e2e is in `Beside` so that the two lanes take about as long.
+/// one. `Beside` holds e2e and the suites that need the release build, which is made beside
+/// e2e (e2e does not need it); the two lanes take about as long.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lane {
     First,
