@@ -181,12 +181,27 @@ fn resolved_into_verdicts(backend: Backend) {
         assert!(line.contains(field), "{field} missing in {line}");
     }
     assert!(d.counter("dropped_verdict") >= 2);
-    // `check` shows what the daemon holds.
-    let out = d.cli_ok(&["check", LISTED, "--config", d.config.to_str().unwrap()]);
+    // `check` shows what the daemon holds, and which of it decides the SYNs.
+    let check = || d.cli_ok(&["check", LISTED, "--config", d.config.to_str().unwrap()]);
+    let out = check();
     assert!(
-        out.contains("daemon holds:") && out.contains("verdict"),
+        out.contains("daemon holds:")
+            && out.contains(&format!(
+                "in force: its SYNs are dropped (verdict {LISTED}/32, reputation)"
+            )),
         "{out}"
     );
+    // An allow entry outranks the verdict, which stays: `check` says the allow decides, and
+    // so does the wire.
+    d.cli_ok(&["allow", LISTED]);
+    let out = check();
+    assert!(
+        out.contains(&format!(
+            "in force: its SYNs are passed (allowed {LISTED}/32, manual)"
+        )) && out.contains("verdict "),
+        "{out}"
+    );
+    b.connects(LISTED, smtp4());
 }
 
 #[test]

@@ -139,7 +139,11 @@ fn feed_loaded_replaced_and_named(backend: &str) {
     );
     let check = d.cli_ok(&["check", FEED_LISTED, "--config", d.config.to_str().unwrap()]);
     assert!(
-        check.contains("daemon holds:") && check.contains("feed local-drop"),
+        check.contains("daemon holds:")
+            && check.contains("feed local-drop")
+            && check.contains(&format!(
+                "in force: its SYNs are dropped (blocked {FEED_LISTED}/32, feed)"
+            )),
         "{check}"
     );
 

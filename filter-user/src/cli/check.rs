@@ -3,6 +3,7 @@
 use std::{net::IpAddr, path::PathBuf};
 
 use anyhow::Result;
+use filter_common::Action;
 
 use super::{
     connect::Connect,
@@ -10,7 +11,10 @@ use super::{
 };
 use crate::{
     config::Config,
-    control::{client::ClientError, protocol::LookupReply},
+    control::{
+        client::ClientError,
+        protocol::{ListedEntry, LookupReply},
+    },
     duration, reputation,
 };
 
@@ -87,17 +91,18 @@ pub fn main(a: Args) -> Result<()> {
     out!("{}", report.to_text())?;
     match daemon {
         Ok(l) => {
-            let rows: Vec<String> = [
-                l.allowed,
-                l.blocked,
-                l.limited,
-                l.verdict,
-                l.network_verdict,
+            // In the datapath's order of precedence: the first one decides the SYNs.
+            let held: Vec<&ListedEntry> = [
+                &l.allowed,
+                &l.blocked,
+                &l.limited,
+                &l.verdict,
+                &l.network_verdict,
             ]
-            .iter()
+            .into_iter()
             .flatten()
-            .map(super::list::row)
             .collect();
+            let rows: Vec<String> = held.iter().map(|e| super::list::row(e)).collect();
             if rows.is_empty() {
                 outln!(
                     "daemon: holds nothing for {} (unknown: resolved at its next SYN, which first_contact = \"hold\" drops meanwhile and \"pass\" lets through)",
@@ -110,6 +115,8 @@ pub fn main(a: Args) -> Result<()> {
                 }
                 if l.observe {
                     outln!("  (observe mode: counted, never enforced)")?;
+                } else if let Some(first) = held.first() {
+                    outln!("  {}", in_force(first))?;
                 }
             }
             let now = crate::state::unix_now();
@@ -128,6 +135,22 @@ pub fn main(a: Args) -> Result<()> {
         Err(e) => outln!("daemon: {e}")?,
     }
     Ok(())
+}
+
+/// What the datapath does with the address's SYNs: what the entry that takes precedence
+/// says (the rows above it, if any, do not match).
+fn in_force(e: &ListedEntry) -> String {
+    let does = match e.action {
+        Action::Pass => "passed",
+        Action::Limit => "rate-limited",
+        Action::Drop => "dropped",
+    };
+    format!(
+        "in force: its SYNs are {does} ({} {}, {})",
+        e.list.name(),
+        e.net,
+        e.source.name()
+    )
 }
 
 /// When the dropped peer's next connection is let through to be told why.
