@@ -1,6 +1,6 @@
-//! `cargo xtask test`: sets the machine up, builds once, then runs every suite — unit tests,
-//! then the suites that touch the kernel, DNS servers and the MTA, in two lanes side by side
-//! ([`suites::Lane`]) — and
+//! `cargo xtask test`: sets the machine up, builds once, then runs every suite — the suites
+//! that touch the kernel, DNS servers and the MTA, and the unit tests, in two lanes side by
+//! side ([`suites::Lane`]) — and
 //! reports every failure together at the end instead of stopping at the first, with a table
 //! of where the time went. A whole run also lints, beside the builds and suites
 //! ([`lint_beside`]); `cargo xtask test SUITE` leaves that to `cargo xtask lint`.
