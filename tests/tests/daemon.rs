@@ -201,6 +201,15 @@ fn resolved_into_verdicts(backend: Backend) {
         )) && out.contains("verdict "),
         "{out}"
     );
+    let json: serde_json::Value = serde_json::from_str(&d.cli_ok(&[
+        "check",
+        LISTED,
+        "--json",
+        "--config",
+        d.config.to_str().unwrap(),
+    ]))
+    .unwrap();
+    assert_eq!(json["daemon"]["in_force"]["list"], "allowed", "{json}");
     b.connects(LISTED, smtp4());
 }
 

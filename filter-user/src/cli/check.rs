@@ -34,7 +34,8 @@ pub struct Args {
     /// The address to check (an IPv4-mapped one is checked as its IPv4 form).
     #[arg(value_parser = crate::net::parse_ip)]
     ip: IpAddr,
-    /// One JSON object: ip, action, score, ttl_secs, evidence[], warnings[], daemon.
+    /// One JSON object: ip, action, score, ttl_secs, evidence[], warnings[], daemon (what
+    /// the running daemon holds; daemon.in_force: the entry that decides its SYNs).
     #[arg(long)]
     json: bool,
     /// Config file (default: /etc/mxscreen/mxscreen.toml if it exists, else built-in defaults).
@@ -82,7 +83,11 @@ pub fn main(a: Args) -> Result<()> {
     if a.json {
         let mut v = report.to_json();
         v["daemon"] = match &daemon {
-            Ok(l) => serde_json::to_value(l)?,
+            Ok(l) => {
+                let mut d = serde_json::to_value(l)?;
+                d["in_force"] = serde_json::to_value(in_force_entry(l))?;
+                d
+            }
             Err(e) => serde_json::json!({ "error": e }),
         };
         outln!("{}", serde_json::to_string_pretty(&v)?)?;
@@ -91,18 +96,7 @@ pub fn main(a: Args) -> Result<()> {
     out!("{}", report.to_text())?;
     match daemon {
         Ok(l) => {
-            // In the datapath's order of precedence: the first one decides the SYNs.
-            let held: Vec<&ListedEntry> = [
-                &l.allowed,
-                &l.blocked,
-                &l.limited,
-                &l.verdict,
-                &l.network_verdict,
-            ]
-            .into_iter()
-            .flatten()
-            .collect();
-            let rows: Vec<String> = held.iter().map(|e| super::list::row(e)).collect();
+            let rows: Vec<String> = held(&l).map(super::list::row).collect();
             if rows.is_empty() {
                 outln!(
                     "daemon: holds nothing for {} (unknown: resolved at its next SYN, which first_contact = \"hold\" drops meanwhile and \"pass\" lets through)",
@@ -115,8 +109,8 @@ pub fn main(a: Args) -> Result<()> {
                 }
                 if l.observe {
                     outln!("  (observe mode: counted, never enforced)")?;
-                } else if let Some(first) = held.first() {
-                    outln!("  {}", in_force(first))?;
+                } else if let Some(e) = in_force_entry(&l) {
+                    outln!("  {}", in_force(e))?;
                 }
             }
             let now = crate::state::unix_now();
@@ -137,8 +131,26 @@ pub fn main(a: Args) -> Result<()> {
     Ok(())
 }
 
-/// What the datapath does with the address's SYNs: what the entry that takes precedence
-/// says (the rows above it, if any, do not match).
+/// What the daemon holds for the address, in the datapath's order of precedence (allow,
+/// deny, limit feeds, its verdict, its network's): the first one decides its SYNs.
+fn held(l: &LookupReply) -> impl Iterator<Item = &ListedEntry> {
+    [
+        &l.allowed,
+        &l.blocked,
+        &l.limited,
+        &l.verdict,
+        &l.network_verdict,
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// The entry that decides the address's SYNs (`None`: none, or observe mode).
+fn in_force_entry(l: &LookupReply) -> Option<&ListedEntry> {
+    held(l).next().filter(|_| !l.observe)
+}
+
+/// What the datapath does with the address's SYNs, by the entry that decides them.
 fn in_force(e: &ListedEntry) -> String {
     let does = match e.action {
         Action::Pass => "passed",
