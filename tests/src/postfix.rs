@@ -76,7 +76,7 @@ impl Postfix {
     /// README's port-25 smtpd) and [`SUBMISSION_PORT`] (IPv4 and IPv6) in `ns`; `run` is the
     /// test daemon's socket directory, seen as /run/mxscreen. Returns once both accept.
     pub fn start(ns: &NetNs, port: u16, domain: &str, run: &Path) -> Self {
-        Self::launch_started(ns, port, domain, Some(run), "", master_cf(port), true)
+        Self::started(|| Self::launch(ns, port, domain, Some(run), "", master_cf(port), true))
     }
 
     /// [`Postfix::start`] with `main_extra` appended to main.cf (later settings win) and
@@ -91,26 +91,18 @@ impl Postfix {
         services: &str,
     ) -> Self {
         let master = format!("{services}{DELIVERY}");
-        Self::launch_started(ns, port, domain, run, main_extra, master, false)
+        Self::started(|| Self::launch(ns, port, domain, run, main_extra, master.clone(), false))
     }
 
-    /// [`Postfix::launch`], once more if the master has not started its services within
+    /// Runs `launch`, once more if the master has not started its services within
     /// [`STARTED_WITHIN`]. Now and then (seen in CI's import suite, under load) a master
     /// binds its listeners, so the port accepts, and then neither logs "daemon started" nor
     /// spawns a single process (no postlogd, qmgr or postscreen) for as long as the test
     /// waits. That is Postfix's start on this testbed, not what a test checks; a second
     /// start that hangs too still fails the test, saying so.
-    fn launch_started(
-        ns: &NetNs,
-        port: u16,
-        domain: &str,
-        run: Option<&Path>,
-        main_extra: &str,
-        master: String,
-        sasl: bool,
-    ) -> Self {
+    fn started(mut launch: impl FnMut() -> Self) -> Self {
         for attempt in 1..=2 {
-            let p = Self::launch(ns, port, domain, run, main_extra, master.clone(), sasl);
+            let p = launch();
             let deadline = Instant::now() + STARTED_WITHIN;
             while !p.maillog().contains("daemon started") && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(50));
