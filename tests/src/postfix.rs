@@ -104,10 +104,14 @@ impl Postfix {
         for attempt in 1..=2 {
             let p = launch();
             let deadline = Instant::now() + STARTED_WITHIN;
-            while !p.maillog().contains("daemon started") && Instant::now() < deadline {
+            let up = loop {
+                let up = p.maillog().contains("daemon started");
+                if up || Instant::now() >= deadline {
+                    break up;
+                }
                 std::thread::sleep(Duration::from_millis(50));
-            }
-            if p.maillog().contains("daemon started") {
+            };
+            if up {
                 return p;
             }
             eprintln!(
