@@ -236,6 +236,46 @@ fn verdicts_with_expiry_and_precedence() {
     assert!(b.nft.verdict_remove(ip(c)).unwrap());
 }
 
+/// A verdict's hits survive a prefix taking its source out of the decision map, and count
+/// on: a temporary allow /24 over a drop verdict decides the source's SYNs while it lasts;
+/// once the kernel expires it (before the daemon next looks at its lists), the walk reaches
+/// the verdict again, and its element in the verdict map counts those SYNs.
+#[test]
+fn a_verdict_keeps_counting_when_a_prefix_decides_its_source_for_a_while() {
+    let mut b = Bed::new("nc");
+    let a = CLIENT_V4[0];
+    let ip: IpAddr = a.parse().unwrap();
+    let hits = |b: &Bed| b.nft.verdict_get(ip).unwrap().unwrap().hits;
+    b.nft
+        .verdict_set(ip, PeerVerdict::new(Action::Drop, Reason::Reputation, 0))
+        .unwrap();
+    b.wire.assert_refused(a, smtp4());
+    let refused = hits(&b);
+    assert!(refused >= 1, "the drop verdict counted {refused}");
+    let soon = clock::expiry_after(Duration::from_secs(1));
+    b.nft
+        .list_insert(
+            ListKind::Allow,
+            net("192.0.2.0/24"),
+            ListEntry::new(Reason::Manual, soon),
+        )
+        .unwrap();
+    assert_eq!(hits(&b), refused, "hits lost when the allow /24 took over");
+    b.wire.assert_connects(a, smtp4());
+    assert_eq!(
+        hits(&b),
+        refused,
+        "the allow's SYN counted as the verdict's"
+    );
+    std::thread::sleep(Duration::from_millis(1300));
+    b.wire.assert_refused(a, smtp4());
+    let after = hits(&b);
+    assert!(
+        after > refused,
+        "the SYNs refused after the allow expired were not counted: {refused} then {after}"
+    );
+}
+
 /// The decision map (one lookup for a source an exact element decides, the precedence
 /// resolved by the daemon) and the cache of unknown reported sources follow every change
 /// that can alter a decision.
@@ -364,6 +404,13 @@ fn limit_class_is_a_token_bucket_per_source() {
         b.wire.assert_connects(a, smtp4());
     }
     b.wire.assert_refused(a, smtp4());
+    // Rewriting its decision element for the new bucket lost none of its hits.
+    let hits = b.nft.verdict_get(a.parse().unwrap()).unwrap().unwrap().hits;
+    let decided = b.count(Counter::PassedLimit) + b.count(Counter::Limited);
+    assert_eq!(
+        hits, decided,
+        "after the new bucket: {hits} hits of {decided} SYNs"
+    );
     b.nft.set_config(&config()).unwrap();
     // A limit feed: the same bucket, whatever the reputation says; per source.
     let feed = PrefixSet::from_unsorted(

@@ -15,21 +15,23 @@
 //! write removes its source from it.
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::IpAddr,
+    time::Duration,
 };
 
 use anyhow::Result;
 use ipnet::IpNet;
 
 use super::{
-    Nftables,
+    Nftables, counters,
     lists::{timeout_ms, verdict_chain},
     netlink::{Elem, Op, Stateful},
     ruleset::{self, OVER_RATE, V_LIMIT, feed_chain},
-    sets::{Family, Kind, addr_key, decide_set},
+    sets::{Family, Kind, addr_key, decide_set, verdict_set},
+    verdicts::verdict_elem,
 };
-use crate::datapath::{Prefix, PrefixSet};
+use crate::datapath::{Prefix, PrefixSet, clock};
 
 /// The list kinds looked up before a source's verdict, in the rules' order.
 const BEFORE_VERDICT: [Kind; 5] = [
@@ -42,6 +44,17 @@ const BEFORE_VERDICT: [Kind; 5] = [
 
 /// What a decision element holds: its chain, and the deciding element's expiry (0: never).
 pub type Decision = (String, u64);
+
+/// Which decision elements [`Nftables::redecide`] writes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Rewrite {
+    /// Those whose decision changed.
+    Changed,
+    /// Every one (their expressions changed: a new token bucket), hits carried over.
+    All,
+    /// Every one, for a new verdict: its hits start again.
+    NewVerdict,
+}
 
 type Lengths = BTreeMap<(Kind, Family), BTreeSet<u8>>;
 
@@ -88,24 +101,41 @@ impl Nftables {
     }
 
     /// The writes that bring these sources' decision elements to what they resolve to now
-    /// (after the bookkeeping changed); `force` rewrites an unchanged one (a new verdict
-    /// restarts its counter and timeout).
+    /// (after the bookkeeping changed), rewriting unchanged ones too as `rewrite` says.
+    ///
+    /// A verdict's SYNs are counted by its decision element while it has one, else by its
+    /// element in the verdict map. When a rewrite destroys a live verdict's decision element,
+    /// what it counted is kept in `carried` (unless the verdict is new), and a verdict element
+    /// written without a counter (`uncounted`) is written again with one.
     pub(super) fn redecide(
         &mut self,
         ips: impl IntoIterator<Item = IpAddr>,
-        force: bool,
+        rewrite: Rewrite,
     ) -> Vec<Op> {
         let lengths = self.lists.lengths();
+        let plan: Vec<(IpAddr, Option<Decision>)> = ips
+            .into_iter()
+            .filter_map(|ip| {
+                let want = self.resolve(ip, &lengths);
+                let changed = self.decided.get(&ip) != want.as_ref();
+                (changed || rewrite != Rewrite::Changed).then_some((ip, want))
+            })
+            .collect();
+        if rewrite != Rewrite::NewVerdict {
+            let losing: Vec<IpAddr> = plan
+                .iter()
+                .map(|(ip, _)| *ip)
+                .filter(|ip| self.decided_by_verdict(*ip) && self.verdicts.contains_key(ip))
+                .collect();
+            for (ip, n) in self.decision_hits_of(&losing) {
+                *self.carried.entry(ip).or_default() += n;
+            }
+        }
         let mut gone: BTreeMap<String, Vec<Elem>> = BTreeMap::new();
         let mut new: BTreeMap<String, Vec<Elem>> = BTreeMap::new();
-        for ip in ips {
-            let want = self.resolve(ip, &lengths);
-            let had = self.decided.get(&ip);
-            if had == want.as_ref() && !force {
-                continue;
-            }
+        for (ip, want) in plan {
             let set = decide_set(Family::of(ip));
-            if had.is_some() {
+            if self.decided.contains_key(&ip) {
                 gone.entry(set.clone())
                     .or_default()
                     .push(Elem::key(addr_key(ip)));
@@ -121,10 +151,54 @@ impl Nftables {
                     self.decided.remove(&ip);
                 }
             }
+            // Its verdict's SYNs no longer meet that verdict's decision element: its element
+            // in the verdict map counts them from now on.
+            if !self.decided_by_verdict(ip)
+                && self.uncounted.remove(&ip)
+                && let Some(v) = self.verdicts.get(&ip)
+                && clock::remaining(v.expires_ns) != Some(Duration::ZERO)
+            {
+                let set = verdict_set(Family::of(ip));
+                gone.entry(set.clone())
+                    .or_default()
+                    .push(Elem::key(addr_key(ip)));
+                new.entry(set).or_default().push(verdict_elem(ip, v, true));
+            }
         }
         let mut ops: Vec<Op> = gone.into_iter().map(|(s, e)| Op::Destroy(s, e)).collect();
         ops.extend(new.into_iter().map(|(s, e)| Op::Add(s, e)));
         ops
+    }
+
+    /// The SYNs these sources' decision elements decided so far: an element read each for a
+    /// few, a dump of the decision maps for many (a wide prefix over many verdicts). A failed
+    /// read counts nothing: hits are reports, never decisions.
+    fn decision_hits_of(&self, ips: &[IpAddr]) -> HashMap<IpAddr, u64> {
+        const ONE_BY_ONE: usize = 64;
+        if ips.is_empty() {
+            return HashMap::new();
+        }
+        if ips.len() <= ONE_BY_ONE {
+            return ips
+                .iter()
+                .filter_map(|ip| {
+                    let set = decide_set(Family::of(*ip));
+                    let n = counters::one_element_hits(&self.netns, &self.shape.table, &set, *ip);
+                    Some((*ip, n.ok().flatten()?))
+                })
+                .collect();
+        }
+        match self.decide_hits() {
+            Ok(mut all) => {
+                let wanted: HashSet<&IpAddr> = ips.iter().collect();
+                all.retain(|ip, _| wanted.contains(ip));
+                all
+            }
+            Err(e) => {
+                tracing::debug!(error = %format!("{e:#}"), "reading the decision maps' hits");
+                HashMap::new()
+            }
+        }
     }
 
     /// The element deciding `ip` with `chain`: it counts its hits (a verdict's or an own
@@ -168,14 +242,14 @@ impl Nftables {
             .filter(|(_, (c, _))| c == V_LIMIT)
             .map(|(ip, _)| *ip)
             .collect();
-        self.redecide(limited, true)
+        self.redecide(limited, Rewrite::All)
     }
 
     /// The writes that follow a change of these list prefixes (after the bookkeeping took
     /// it): the sources they cover re-resolved, and the cache of unknown sources emptied.
     pub(super) fn list_changed(&mut self, changed: &[&PrefixSet]) -> Vec<Op> {
         let ips: BTreeSet<IpAddr> = changed.iter().flat_map(|c| self.covered(c)).collect();
-        let mut ops = self.redecide(ips, false);
+        let mut ops = self.redecide(ips, Rewrite::Changed);
         ops.extend(self.flush_known());
         ops
     }
@@ -234,10 +308,10 @@ impl Nftables {
     }
 
     /// The SYNs each decision element decided (one netlink dump per family).
-    pub(super) fn decide_hits(&self) -> Result<std::collections::HashMap<IpAddr, u64>> {
-        let mut out = std::collections::HashMap::new();
+    pub(super) fn decide_hits(&self) -> Result<HashMap<IpAddr, u64>> {
+        let mut out = HashMap::new();
         for f in Family::ALL {
-            out.extend(super::counters::element_hits(
+            out.extend(counters::element_hits(
                 &self.netns,
                 &self.shape.table,
                 &decide_set(f),

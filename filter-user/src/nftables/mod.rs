@@ -42,7 +42,7 @@ mod tables;
 mod verdicts;
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     fs::File,
     net::IpAddr,
     os::fd::OwnedFd,
@@ -98,6 +98,13 @@ pub struct Nftables {
     verdicts: HashMap<IpAddr, PeerVerdict>,
     /// What each decision map element holds (see [`decide`]).
     decided: HashMap<IpAddr, decide::Decision>,
+    /// The verdicts whose element has no hit counter, because their decision element
+    /// counted for them when they were written; `decide` gives one back a counter when the
+    /// source loses that element.
+    uncounted: HashSet<IpAddr>,
+    /// What decision elements of live verdicts counted before a rewrite destroyed them (a
+    /// covering prefix arrived, a new token bucket): part of those verdicts' hits.
+    carried: HashMap<IpAddr, u64>,
     /// The runtime config last applied (what the eBPF datapath keeps in its config map).
     config: DatapathConfig,
     /// Whether the kernel knows `NFT_MSG_DESTROYSETELEM` (Linux 6.3+).
@@ -144,6 +151,8 @@ impl Nftables {
             lists: Lists::default(),
             verdicts: HashMap::new(),
             decided: HashMap::new(),
+            uncounted: HashSet::new(),
+            carried: HashMap::new(),
             // SAFETY: plain integers (an `aya::Pod`): all zero is what an eBPF datapath's
             // config map holds before its first write, and screens no port.
             config: unsafe { std::mem::zeroed() },

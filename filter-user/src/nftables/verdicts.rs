@@ -12,6 +12,7 @@ use filter_common::{Action, PeerVerdict};
 
 use super::{
     Nftables, counters,
+    decide::Rewrite,
     lists::{timeout_ms, verdict_chain},
     netlink::{Elem, Op, Stateful},
     ruleset::{self, V_DROP, V_EXPLAIN, V_LIMIT, V_PASS},
@@ -42,10 +43,6 @@ impl Nftables {
         let f = Family::of(ip);
         let set = verdict_set(f);
         let key = addr_key(ip);
-        let mut elem = Elem::key(key.clone());
-        elem.goto = Some(verdict_chain(v.action(), v.is_explained()).to_owned());
-        elem.timeout_ms = timeout_ms(v.expires_ns);
-        elem.userdata = vec![v.reason];
         let mut ops = vec![Op::Destroy(set.clone(), vec![Elem::key(key.clone())])];
         let explained = self
             .applied
@@ -62,32 +59,37 @@ impl Nftables {
         let mut stored = v;
         stored.hits = 0;
         self.verdicts.insert(ip, stored);
-        ops.extend(self.redecide([ip], true));
-        // The verdict's element counts only the SYNs its decision element does not see: a
-        // limit verdict's under its rate, and all of a source no decision element decides (a
-        // covering prefix decides it, until that prefix expires in the kernel and the walk
-        // reaches the verdict). A counter is per CPU (16 bytes a CPU), and one per verdict
-        // is enough for the rest.
-        if v.action() == Action::Limit || self.decided_chain(ip).is_none() {
-            elem.stateful.push(Stateful::Counter);
+        // A fresh element is written below, and a new verdict's hits start at 0.
+        self.uncounted.remove(&ip);
+        self.carried.remove(&ip);
+        ops.extend(self.redecide([ip], Rewrite::NewVerdict));
+        let counted = v.action() == Action::Limit || !self.decided_by_verdict(ip);
+        if !counted {
+            self.uncounted.insert(ip);
         }
-        ops.push(Op::Add(set, vec![elem]));
+        ops.push(Op::Add(set, vec![verdict_elem(ip, &v, counted)]));
         self.write(ops)
             .with_context(|| format!("writing the verdict for {ip} (is the verdict map full?)"))
     }
 
-    /// The SYNs `ip`'s verdict decided: in its decision element, or (while a list prefix
-    /// that covers it is in the bookkeeping) in the verdict map's.
+    /// Whether `ip`'s decision element is its verdict's (not a list's or a feed's, and not
+    /// missing because a prefix decides it).
+    pub(super) fn decided_by_verdict(&self, ip: IpAddr) -> bool {
+        self.decided_chain(ip)
+            .is_some_and(|c| action_of(c).is_some())
+    }
+
+    /// The SYNs `ip`'s verdict decided: in its decision element, in the verdict map's (while
+    /// a list prefix that covers it is in the bookkeeping), and in decision elements of it
+    /// that were rewritten or removed since it was set.
     fn verdict_hits(&self, ip: IpAddr) -> u64 {
-        let decided = self
-            .decided_chain(ip)
-            .is_some_and(|c| action_of(c).is_some());
-        let d = if decided {
+        let d = if self.decided_by_verdict(ip) {
             self.element_hits(&decide_set(Family::of(ip)), ip)
         } else {
             0
         };
         d + self.element_hits(&verdict_set(Family::of(ip)), ip)
+            + self.carried.get(&ip).copied().unwrap_or(0)
     }
 
     /// `ip`'s verdict (expired or not), with the SYNs it decided.
@@ -145,9 +147,11 @@ impl Nftables {
         if self.verdicts.remove(&ip).is_none() {
             return Ok(false);
         }
+        self.uncounted.remove(&ip);
+        self.carried.remove(&ip);
         let set = verdict_set(Family::of(ip));
         let mut ops = vec![Op::Destroy(set, vec![Elem::key(addr_key(ip))])];
-        ops.extend(self.redecide([ip], false));
+        ops.extend(self.redecide([ip], Rewrite::Changed));
         self.write(ops)?;
         Ok(true)
     }
@@ -178,8 +182,10 @@ impl Nftables {
         }
         for ip in ips {
             n += usize::from(self.verdicts.remove(ip).is_some());
+            self.uncounted.remove(ip);
+            self.carried.remove(ip);
         }
-        ops.extend(self.redecide(ips.iter().copied(), false));
+        ops.extend(self.redecide(ips.iter().copied(), Rewrite::Changed));
         self.write(ops)?;
         Ok(n)
     }
@@ -195,13 +201,32 @@ impl Nftables {
             )?);
         }
         for (ip, n) in self.decide_hits()? {
-            if self
-                .decided_chain(ip)
-                .is_some_and(|c| action_of(c).is_some())
-            {
+            if self.decided_by_verdict(ip) {
                 *out.entry(ip).or_default() += n;
             }
         }
+        for (ip, n) in &self.carried {
+            *out.entry(*ip).or_default() += n;
+        }
         Ok(out)
     }
+}
+
+/// `ip`'s element in its verdict map: its action's chain, its expiry as the element's timeout
+/// and its reason as user data.
+///
+/// `counted` gives it a hit counter. It counts only the SYNs the source's decision element
+/// does not see: a limit verdict's under its rate, and all of a source no decision element of
+/// its verdict decides (a covering prefix or a list's /32 decides it, until that expires in
+/// the kernel and the walk reaches the verdict). A counter is per CPU (16 bytes a CPU), so a
+/// verdict whose decision element counts for it has none: see `Nftables::uncounted`.
+pub(super) fn verdict_elem(ip: IpAddr, v: &PeerVerdict, counted: bool) -> Elem {
+    let mut elem = Elem::key(addr_key(ip));
+    elem.goto = Some(verdict_chain(v.action(), v.is_explained()).to_owned());
+    elem.timeout_ms = timeout_ms(v.expires_ns);
+    elem.userdata = vec![v.reason];
+    if counted {
+        elem.stateful.push(Stateful::Counter);
+    }
+    elem
 }
