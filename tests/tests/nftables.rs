@@ -236,12 +236,13 @@ fn verdicts_with_expiry_and_precedence() {
     assert!(b.nft.verdict_remove(ip(c)).unwrap());
 }
 
-/// A verdict's hits survive a prefix taking its source out of the decision map, and count
-/// on: a temporary allow /24 over a drop verdict decides the source's SYNs while it lasts;
-/// once the kernel expires it (before the daemon next looks at its lists), the walk reaches
-/// the verdict again, and its element in the verdict map counts those SYNs.
+/// Hits survive the decision element that counted them being rewritten or destroyed, and
+/// count on: a temporary allow /24 over a drop verdict decides the source's SYNs while it
+/// lasts; once the kernel expires it (before the daemon next looks at its lists), the walk
+/// reaches the verdict again, and its element in the verdict map counts those SYNs. Then an
+/// own /32 deny entry's, across a new verdict of its source.
 #[test]
-fn a_verdict_keeps_counting_when_a_prefix_decides_its_source_for_a_while() {
+fn hits_survive_decision_elements_being_rewritten() {
     let mut b = Bed::new("nc");
     let a = CLIENT_V4[0];
     let ip: IpAddr = a.parse().unwrap();
@@ -274,6 +275,35 @@ fn a_verdict_keeps_counting_when_a_prefix_decides_its_source_for_a_while() {
         after > refused,
         "the SYNs refused after the allow expired were not counted: {refused} then {after}"
     );
+    // An own /32 deny entry decides in the decision map too (once the expired allow is out
+    // of the bookkeeping): a new verdict of its source rewrites that element, and the entry
+    // keeps its hits.
+    assert!(
+        b.nft
+            .list_remove(ListKind::Allow, net("192.0.2.0/24"))
+            .unwrap()
+    );
+    b.nft.list_insert(ListKind::Deny, net(a), manual()).unwrap();
+    b.wire.assert_refused(a, smtp4());
+    let denied = |b: &Bed| {
+        b.nft
+            .list_exact(ListKind::Deny, net(a))
+            .unwrap()
+            .unwrap()
+            .hits
+    };
+    let before = denied(&b);
+    assert!(before >= 1, "the deny entry counted {before}");
+    b.nft
+        .verdict_set(ip, PeerVerdict::new(Action::Pass, Reason::Reputation, 0))
+        .unwrap();
+    assert_eq!(
+        denied(&b),
+        before,
+        "the deny entry's hits, after a new verdict"
+    );
+    b.wire.assert_refused(a, smtp4());
+    assert!(denied(&b) > before);
 }
 
 /// The decision map (one lookup for a source an exact element decides, the precedence

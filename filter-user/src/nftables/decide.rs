@@ -27,9 +27,9 @@ use super::{
     Nftables, counters,
     lists::{timeout_ms, verdict_chain},
     netlink::{Elem, Op, Stateful},
-    ruleset::{self, OVER_RATE, V_LIMIT, feed_chain},
+    ruleset::{self, OVER_RATE, TO_ALLOW, TO_DENY, V_LIMIT, feed_chain},
     sets::{Family, Kind, addr_key, decide_set, verdict_set},
-    verdicts::verdict_elem,
+    verdicts::{action_of, verdict_elem},
 };
 use crate::datapath::{Prefix, PrefixSet, clock};
 
@@ -44,6 +44,14 @@ const BEFORE_VERDICT: [Kind; 5] = [
 
 /// What a decision element holds: its chain, and the deciding element's expiry (0: never).
 pub type Decision = (String, u64);
+
+/// Whose hits a source's decision element counts: its verdict's, or its own /32 or /128
+/// entry's in a list of `Kind` (a feed's entries count per feed, not in the element).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(super) enum Counted {
+    Verdict,
+    Own(Kind),
+}
 
 /// Which decision elements [`Nftables::redecide`] writes.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -64,9 +72,9 @@ impl Nftables {
     fn exact(&self, kind: Kind, p: Prefix) -> Option<Decision> {
         if let Some(o) = self.lists.own.get(&(kind, p)) {
             let chain = if kind == Kind::OwnAllow {
-                "to_allow"
+                TO_ALLOW
             } else {
-                "to_deny"
+                TO_DENY
             };
             return Some((chain.to_owned(), o.expires_ns));
         }
@@ -121,15 +129,16 @@ impl Nftables {
                 (changed || rewrite != Rewrite::Changed).then_some((ip, want))
             })
             .collect();
-        if rewrite != Rewrite::NewVerdict {
-            let losing: Vec<IpAddr> = plan
-                .iter()
-                .map(|(ip, _)| *ip)
-                .filter(|ip| self.decided_by_verdict(*ip) && self.verdicts.contains_key(ip))
-                .collect();
-            for (ip, n) in self.decision_hits_of(&losing) {
-                *self.carried.entry(ip).or_default() += n;
-            }
+        // Whose hits the decision elements about to be destroyed counted (a new verdict's
+        // start again).
+        let losing: HashMap<IpAddr, Counted> = plan
+            .iter()
+            .filter_map(|(ip, _)| Some((*ip, self.counts_for(*ip)?)))
+            .filter(|(_, c)| !(rewrite == Rewrite::NewVerdict && matches!(c, Counted::Verdict)))
+            .collect();
+        let ips: Vec<IpAddr> = losing.keys().copied().collect();
+        for (ip, n) in self.decision_hits_of(&ips) {
+            *self.carried.entry((ip, losing[&ip])).or_default() += n;
         }
         let mut gone: BTreeMap<String, Vec<Elem>> = BTreeMap::new();
         let mut new: BTreeMap<String, Vec<Elem>> = BTreeMap::new();
@@ -168,6 +177,30 @@ impl Nftables {
         let mut ops: Vec<Op> = gone.into_iter().map(|(s, e)| Op::Destroy(s, e)).collect();
         ops.extend(new.into_iter().map(|(s, e)| Op::Add(s, e)));
         ops
+    }
+
+    /// Whose hits `ip`'s decision element counts, if it has one and that entry or verdict
+    /// is still in the bookkeeping.
+    pub(super) fn counts_for(&self, ip: IpAddr) -> Option<Counted> {
+        let chain = self.decided_chain(ip)?;
+        if action_of(chain).is_some() {
+            return self.verdicts.contains_key(&ip).then_some(Counted::Verdict);
+        }
+        let kind = match chain {
+            TO_ALLOW => Kind::OwnAllow,
+            TO_DENY => Kind::OwnDeny,
+            _ => return None,
+        };
+        let host = Prefix::new(IpNet::from(ip));
+        self.lists
+            .own
+            .contains_key(&(kind, host))
+            .then_some(Counted::Own(kind))
+    }
+
+    /// What decision elements of `ip` counted for `whose` before rewrites destroyed them.
+    pub(super) fn carried(&self, ip: IpAddr, whose: Counted) -> u64 {
+        self.carried.get(&(ip, whose)).copied().unwrap_or(0)
     }
 
     /// The SYNs these sources' decision elements decided so far: an element read each for a

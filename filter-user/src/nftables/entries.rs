@@ -9,7 +9,9 @@ use anyhow::{Context as _, Result, bail};
 use filter_common::{Action, ListEntry, Reason, Table};
 use ipnet::IpNet;
 
-use super::{Nftables, counters, lists::Own, netlink::Op, ruleset::feed_chain, sets::Kind};
+use super::{
+    Nftables, counters, decide::Counted, lists::Own, netlink::Op, ruleset::feed_chain, sets::Kind,
+};
 use crate::datapath::{FeedChange, ListKind, NetworkVerdict, Prefix, PrefixSet};
 
 /// The set kind of an operator's list.
@@ -72,6 +74,9 @@ impl Nftables {
         };
         let mut ops = self.lists.own_set(own_kind(kind), net, own);
         ops.extend(self.list_changed(&[&one(net)]));
+        // A new entry's hits start at 0, as its element's counter does.
+        self.carried
+            .remove(&(net.addr(), Counted::Own(own_kind(kind))));
         self.write_between(ops)
             .with_context(|| format!("adding {net} to the {kind:?} list (is the set full?)"))
     }
@@ -82,6 +87,8 @@ impl Nftables {
             return Ok(false);
         };
         ops.extend(self.list_changed(&[&one(net)]));
+        self.carried
+            .remove(&(net.addr(), Counted::Own(own_kind(kind))));
         self.write_between(ops).map(|()| true)
     }
 
@@ -115,15 +122,20 @@ impl Nftables {
                 }
             }
         }
-        // An exact entry that decides in the decision map counts its SYNs there.
-        let chain = match kind {
-            Kind::OwnAllow => "to_allow",
-            Kind::OwnDeny => "to_deny",
-            _ => return Ok(out),
-        };
+        // An exact entry that decides in the decision map counts its SYNs there (and in the
+        // decision elements of it that rewrites destroyed).
+        if !matches!(kind, Kind::OwnAllow | Kind::OwnDeny) {
+            return Ok(out);
+        }
+        let whose = Counted::Own(kind);
         for (ip, n) in self.decide_hits()? {
-            if self.decided_chain(ip) == Some(chain) {
+            if self.counts_for(ip) == Some(whose) {
                 *out.entry(Prefix::new(IpNet::from(ip))).or_default() += n;
+            }
+        }
+        for ((ip, w), n) in &self.carried {
+            if *w == whose {
+                *out.entry(Prefix::new(IpNet::from(*ip))).or_default() += n;
             }
         }
         Ok(out)

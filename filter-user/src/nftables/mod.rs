@@ -102,9 +102,10 @@ pub struct Nftables {
     /// counted for them when they were written; `decide` gives one back a counter when the
     /// source loses that element.
     uncounted: HashSet<IpAddr>,
-    /// What decision elements of live verdicts counted before a rewrite destroyed them (a
-    /// covering prefix arrived, a new token bucket): part of those verdicts' hits.
-    carried: HashMap<IpAddr, u64>,
+    /// What decision elements counted for a live verdict or own entry before a rewrite
+    /// destroyed them (a covering prefix arrived, a new token bucket, a new verdict under a
+    /// deny entry): part of those hits.
+    carried: HashMap<(IpAddr, decide::Counted), u64>,
     /// The runtime config last applied (what the eBPF datapath keeps in its config map).
     config: DatapathConfig,
     /// Whether the kernel knows `NFT_MSG_DESTROYSETELEM` (Linux 6.3+).

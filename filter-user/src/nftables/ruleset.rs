@@ -76,6 +76,9 @@ pub const V_PASS: &str = "v_pass";
 pub const V_LIMIT: &str = "v_limit";
 pub const V_DROP: &str = "v_drop";
 pub const V_EXPLAIN: &str = "v_explain";
+/// The chains of an allowed and a denied source (own entries, and allow feeds after counting).
+pub const TO_ALLOW: &str = "to_allow";
+pub const TO_DENY: &str = "to_deny";
 /// The chain of a SYN over its source's rate (a limit verdict's decision element goes there).
 pub const OVER_RATE: &str = "over_rate";
 
@@ -185,8 +188,8 @@ const CHAINS: &[&str] = &[
     "stale",
     "subject4",
     "subject6",
-    "to_allow",
-    "to_deny",
+    TO_ALLOW,
+    TO_DENY,
     "feed_drop",
     "bucket",
     OVER_RATE,
@@ -374,7 +377,7 @@ fn write_rules(s: &mut String, n: &Shape) {
         );
         rule(chain, "goto stale");
     };
-    refusing("to_deny", "dropped_deny");
+    refusing(TO_DENY, "dropped_deny");
     refusing("feed_drop", "dropped_feed");
     refusing(OVER_RATE, "limited");
     refusing(V_DROP, "dropped_verdict");
@@ -401,8 +404,8 @@ fn write_rules(s: &mut String, n: &Shape) {
             for len in lens.iter().rev() {
                 let set = kind.set(f, *len);
                 let body = match kind {
-                    Kind::OwnAllow => format!("{} @{set} goto to_allow", f.source(*len)),
-                    Kind::OwnDeny => format!("{} @{set} goto to_deny", f.source(*len)),
+                    Kind::OwnAllow => format!("{} @{set} goto {TO_ALLOW}", f.source(*len)),
+                    Kind::OwnDeny => format!("{} @{set} goto {TO_DENY}", f.source(*len)),
                     _ => format!("{} vmap @{set}", f.source(*len)),
                 };
                 rule(&chain, &body);
@@ -410,10 +413,10 @@ fn write_rules(s: &mut String, n: &Shape) {
         }
         rule(&chain, "goto unknown_peer");
     }
-    rule("to_allow", "counter name \"passed_allow\" accept");
+    rule(TO_ALLOW, "counter name \"passed_allow\" accept");
     for (id, kind) in &n.feeds {
         let next = match kind {
-            Kind::FeedAllow => "to_allow",
+            Kind::FeedAllow => TO_ALLOW,
             Kind::FeedLimit => "bucket",
             _ => "feed_drop",
         };
@@ -515,14 +518,7 @@ mod tests {
     #[test]
     fn feed_chains_are_told_from_the_others() {
         assert!(is_feed_chain(&feed_chain(7)));
-        for c in [
-            "feed_drop",
-            "feed_",
-            "feed_7x",
-            "to_deny",
-            V_DROP,
-            OVER_RATE,
-        ] {
+        for c in ["feed_drop", "feed_", "feed_7x", TO_DENY, V_DROP, OVER_RATE] {
             assert!(!is_feed_chain(c), "{c}");
         }
     }

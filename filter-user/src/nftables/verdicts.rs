@@ -12,7 +12,7 @@ use filter_common::{Action, PeerVerdict};
 
 use super::{
     Nftables, counters,
-    decide::Rewrite,
+    decide::{Counted, Rewrite},
     lists::{timeout_ms, verdict_chain},
     netlink::{Elem, Op, Stateful},
     ruleset::{self, V_DROP, V_EXPLAIN, V_LIMIT, V_PASS},
@@ -61,7 +61,7 @@ impl Nftables {
         self.verdicts.insert(ip, stored);
         // A fresh element is written below, and a new verdict's hits start at 0.
         self.uncounted.remove(&ip);
-        self.carried.remove(&ip);
+        self.carried.remove(&(ip, Counted::Verdict));
         ops.extend(self.redecide([ip], Rewrite::NewVerdict));
         let counted = v.action() == Action::Limit || !self.decided_by_verdict(ip);
         if !counted {
@@ -88,8 +88,7 @@ impl Nftables {
         } else {
             0
         };
-        d + self.element_hits(&verdict_set(Family::of(ip)), ip)
-            + self.carried.get(&ip).copied().unwrap_or(0)
+        d + self.element_hits(&verdict_set(Family::of(ip)), ip) + self.carried(ip, Counted::Verdict)
     }
 
     /// `ip`'s verdict (expired or not), with the SYNs it decided.
@@ -148,7 +147,7 @@ impl Nftables {
             return Ok(false);
         }
         self.uncounted.remove(&ip);
-        self.carried.remove(&ip);
+        self.carried.remove(&(ip, Counted::Verdict));
         let set = verdict_set(Family::of(ip));
         let mut ops = vec![Op::Destroy(set, vec![Elem::key(addr_key(ip))])];
         ops.extend(self.redecide([ip], Rewrite::Changed));
@@ -183,7 +182,7 @@ impl Nftables {
         for ip in ips {
             n += usize::from(self.verdicts.remove(ip).is_some());
             self.uncounted.remove(ip);
-            self.carried.remove(ip);
+            self.carried.remove(&(*ip, Counted::Verdict));
         }
         ops.extend(self.redecide(ips.iter().copied(), Rewrite::Changed));
         self.write(ops)?;
@@ -205,8 +204,10 @@ impl Nftables {
                 *out.entry(ip).or_default() += n;
             }
         }
-        for (ip, n) in &self.carried {
-            *out.entry(*ip).or_default() += n;
+        for ((ip, whose), n) in &self.carried {
+            if *whose == Counted::Verdict {
+                *out.entry(*ip).or_default() += n;
+            }
         }
         Ok(out)
     }
