@@ -285,6 +285,38 @@ fn block_round_trip(backend: Backend) {
         resumed.elapsed()
     );
 
+    // A firewall reload (`nft flush ruleset`, the first line of nftables.conf) deletes the
+    // nftables table: the daemon writes it again at its next heartbeat, the block with it.
+    if backend == Backend::Nftables {
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &b.wire.server.name,
+                "nft",
+                "flush",
+                "ruleset",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let flushed = Instant::now();
+        while b
+            .wire
+            .connect(CLEAN, smtp4(), REFUSED_WITHIN)
+            .is_ok_and(|()| flushed.elapsed() < Duration::from_secs(5))
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        b.refused(CLEAN, smtp4());
+        eprintln!(
+            "nftables refuses again {:?} after the flush",
+            flushed.elapsed()
+        );
+        let log = d.log_text();
+        assert!(log.contains("writing it again"), "{log}");
+    }
+
     assert!(
         d.cli_ok(&["unblock", CLEAN])
             .starts_with(&format!("unblocked {CLEAN}/32"))

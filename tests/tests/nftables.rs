@@ -306,6 +306,63 @@ fn hits_survive_decision_elements_being_rewritten() {
     assert!(denied(&b) > before);
 }
 
+/// `nft flush ruleset` (how most firewalls load: a reload of nftables.service) deletes the
+/// table with the rest: every SYN passes then, and the next heartbeat writes the table again
+/// from what the handle keeps — verdicts, own entries, feeds — which decide as before.
+#[test]
+fn a_flushed_ruleset_is_written_again_at_the_next_heartbeat() {
+    let mut b = Bed::new("nr");
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let (verdict, fed) = (CLIENT_V4[0], CLIENT_V4[1]);
+    let (denied, allowed) = (CLIENT_V6[0], CLIENT_V6[1]);
+    let drop = PeerVerdict::new(Action::Drop, Reason::Reputation, 0);
+    b.nft.verdict_set(ip(verdict), drop).unwrap();
+    b.nft.verdict_set(ip(allowed), drop).unwrap();
+    b.nft
+        .list_insert(ListKind::Deny, net(denied), manual())
+        .unwrap();
+    b.nft
+        .list_insert(ListKind::Allow, net(allowed), manual())
+        .unwrap();
+    let feed = PrefixSet::from_unsorted(
+        vec![PrefixSet::pack_v4(u32::from_be_bytes([192, 0, 2, 3]), 32)],
+        Vec::new(),
+    );
+    b.nft.feed_load("drop", Table::Deny, feed).unwrap();
+    let screened = |b: &Bed| {
+        b.wire.assert_refused(verdict, smtp4());
+        b.wire.assert_refused(fed, smtp4());
+        b.wire.assert_refused(denied, smtp6());
+        b.wire.assert_connects(allowed, smtp6());
+    };
+    screened(&b);
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &b.wire.server.name,
+            "nft",
+            "flush",
+            "ruleset",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert!(!b.nft_list().contains("table netdev mxscreen"));
+    b.wire.assert_connects(verdict, smtp4());
+    // The heartbeat (the daemon's, every second) finds the table gone and writes it again.
+    b.nft.set_config(&config()).unwrap();
+    screened(&b);
+    assert!(b.count(Counter::DroppedVerdict) >= 1);
+    assert!(b.count(Counter::DroppedDeny) >= 1);
+    assert!(b.count(Counter::DroppedFeed) >= 1);
+    assert!(b.nft.verdict_get(ip(verdict)).unwrap().unwrap().hits >= 1);
+    assert!(b.nft.feed_hits("drop").unwrap() >= 1);
+    // And it is the table the handle owns: removing a verdict still takes effect.
+    assert!(b.nft.verdict_remove(ip(verdict)).unwrap());
+    b.wire.assert_connects(verdict, smtp4());
+}
+
 /// The decision map (one lookup for a source an exact element decides, the precedence
 /// resolved by the daemon) and the cache of unknown reported sources follow every change
 /// that can alter a decision.

@@ -32,6 +32,15 @@ fn feed_kind(table: Table) -> Result<Kind> {
     })
 }
 
+/// The table of a feed's entries (what [`feed_kind`] made of it).
+pub(super) fn feed_table(kind: Kind) -> Table {
+    match kind {
+        Kind::FeedAllow => Table::Allow,
+        Kind::FeedLimit => Table::Limit,
+        _ => Table::Deny,
+    }
+}
+
 impl Nftables {
     /// Writes element changes between two rule rewrites: sets for new lengths before, rules
     /// of emptied lengths after.
@@ -182,12 +191,7 @@ impl Nftables {
         let Some(i) = self.lists.feeds.iter().position(|f| f.name == name) else {
             return Ok(FeedChange::default());
         };
-        let kind = self.lists.feeds[i].kind;
-        let table = match kind {
-            Kind::FeedAllow => Table::Allow,
-            Kind::FeedLimit => Table::Limit,
-            _ => Table::Deny,
-        };
+        let table = feed_table(self.lists.feeds[i].kind);
         let change = self.feed_load(name, table, PrefixSet::default())?;
         self.lists.feeds.remove(i);
         self.sync_rules()?;

@@ -15,6 +15,8 @@
 //! - [`counters`]: the named outcome counters and per-element hits;
 //! - [`events`]: new peers reported over NFLOG;
 //! - [`tables`]: reads of the list tables by table (longest match, exact prefix, all);
+//! - [`rebuild`]: the table written again after something else deleted it (`nft flush
+//!   ruleset`);
 //! - [`backend`]: the handle as the daemon's datapath (`crate::datapath::backend`).
 //!
 //! Why the netdev family's ingress hook and not prerouting: it is the earliest hook nftables
@@ -25,7 +27,8 @@
 //! Fail-open: the rules drop nothing unless the set `alive` holds its one element, which the
 //! daemon rewrites every second with a 5 s timeout ([`Nftables::set_config`], called by the
 //! heartbeat): within 5 s of a `kill -9` or a hang every SYN passes (`passed_stale`). A clean
-//! exit (or dropping the handle) deletes the table.
+//! exit (or dropping the handle) deletes the table. A table deleted by someone else is
+//! written again at the next heartbeat ([`rebuild`]).
 
 pub mod backend;
 pub mod counters;
@@ -36,6 +39,7 @@ pub mod lists;
 pub mod netlink;
 mod netns;
 mod nft;
+mod rebuild;
 pub mod ruleset;
 pub mod sets;
 mod tables;
@@ -160,9 +164,7 @@ impl Nftables {
             destroy: true,
         };
         me.sync_rules()?;
-        for (ip, v) in adopted {
-            me.verdict_set(ip, v)?;
-        }
+        me.verdicts_restore(adopted)?;
         Ok((me, nflog))
     }
 
@@ -202,6 +204,25 @@ impl Nftables {
             self.write(ops)
                 .context("rewriting the limit verdicts' token buckets")?;
         }
+        match self.beat(cfg) {
+            Err(e)
+                if errno(&e) == Some(libc::ENOENT)
+                    && !table_exists(&self.netns, &self.shape.table) =>
+            {
+                tracing::warn!(
+                    table = %self.shape.table,
+                    "the nftables table was deleted by someone else (`nft flush ruleset`, a firewall reload?): writing it again"
+                );
+                self.rebuild()
+                    .context("writing the deleted nftables table again")?;
+                self.beat(cfg)
+            }
+            r => r,
+        }
+    }
+
+    /// Refreshes the liveness element (see the module's comment on fail-open).
+    fn beat(&mut self, cfg: &DatapathConfig) -> Result<()> {
         let mut alive = Elem::key(vec![ALIVE_KEY]);
         if cfg.stale_after_ns != 0 {
             alive.timeout_ms = Some((cfg.stale_after_ns / 1_000_000).max(1));

@@ -5,7 +5,7 @@
 //! wrote, so reads cost no round trip; hits are read on demand from the counters of the
 //! source's decision element and, where it has one, its verdict element.
 
-use std::net::IpAddr;
+use std::{collections::BTreeMap, net::IpAddr};
 
 use anyhow::{Context as _, Result};
 use filter_common::{Action, PeerVerdict};
@@ -70,6 +70,34 @@ impl Nftables {
         ops.push(Op::Add(set, vec![verdict_elem(ip, &v, counted)]));
         self.write(ops)
             .with_context(|| format!("writing the verdict for {ip} (is the verdict map full?)"))
+    }
+
+    /// Sets many verdicts at once, in one write (a daemon taking back the verdicts of the
+    /// table it found, or writing the table again): as [`Nftables::verdict_set`] each, for
+    /// sources that hold no verdict in the kernel yet.
+    pub(super) fn verdicts_restore(&mut self, all: Vec<(IpAddr, PeerVerdict)>) -> Result<()> {
+        for (ip, v) in &all {
+            let mut stored = *v;
+            stored.hits = 0;
+            self.verdicts.insert(*ip, stored);
+            self.uncounted.remove(ip);
+            self.carried.remove(&(*ip, Counted::Verdict));
+        }
+        let mut ops = self.redecide(all.iter().map(|(ip, _)| *ip), Rewrite::NewVerdict);
+        let mut elems: BTreeMap<String, Vec<Elem>> = BTreeMap::new();
+        for (ip, v) in &all {
+            let counted = v.action() == Action::Limit || !self.decided_by_verdict(*ip);
+            if !counted {
+                self.uncounted.insert(*ip);
+            }
+            elems
+                .entry(verdict_set(Family::of(*ip)))
+                .or_default()
+                .push(verdict_elem(*ip, v, counted));
+        }
+        ops.extend(elems.into_iter().map(|(s, e)| Op::Add(s, e)));
+        self.write(ops)
+            .with_context(|| format!("writing {} verdicts (is the verdict map full?)", all.len()))
     }
 
     /// Whether `ip`'s decision element is its verdict's (not a list's or a feed's, and not

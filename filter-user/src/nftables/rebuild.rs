@@ -1,0 +1,48 @@
+//! Writing the table again from the handle's bookkeeping, after something else deleted it.
+//!
+//! `nft flush ruleset` deletes every table, mxscreen's too, and it is how most firewalls
+//! load: the first line of Debian's `/etc/nftables.conf`, run by `systemctl reload
+//! nftables`; firewalld and scripts built on `iptables-nft-restore` do the same. The eBPF
+//! datapath's links are out of their reach; the table is not. Without it every SYN passes
+//! (fail-open), so nothing breaks, but nothing is screened either until the daemon writes the
+//! table again — which it does at the next heartbeat, within a second, from what it keeps:
+//! own entries, network verdicts, feeds, verdicts and the rules they need.
+//!
+//! What the kernel alone held is gone with it: the outcome counters and hits restart at 0,
+//! and every source not decided by an element is a first contact again (reported anew).
+
+use anyhow::{Context as _, Result};
+use filter_common::ListEntry;
+
+use super::{Nftables, entries::feed_table, lists::Lists, sets::Kind};
+use crate::datapath::ListKind;
+
+impl Nftables {
+    /// Writes the whole table again (it is gone: see the module's comment).
+    pub(super) fn rebuild(&mut self) -> Result<()> {
+        let Lists { own, feeds, .. } = std::mem::take(&mut self.lists);
+        let verdicts = std::mem::take(&mut self.verdicts);
+        self.decided.clear();
+        self.uncounted.clear();
+        self.carried.clear();
+        self.applied = None;
+        self.sync_rules().context("writing the rules again")?;
+        for ((kind, p), o) in own {
+            let entry = ListEntry::new(o.reason, o.expires_ns);
+            match kind {
+                Kind::OwnAllow => self.list_insert(ListKind::Allow, p.net(), entry),
+                Kind::OwnDeny => self.list_insert(ListKind::Deny, p.net(), entry),
+                Kind::Network => {
+                    self.network_verdict_set(p.net(), o.action, o.reason, o.expires_ns)
+                }
+                _ => continue,
+            }
+            .with_context(|| format!("writing {} again", p.net()))?;
+        }
+        for f in feeds {
+            self.feed_load(&f.name, feed_table(f.kind), f.set)?;
+        }
+        self.verdicts_restore(verdicts.into_iter().collect())
+            .context("writing the verdicts again")
+    }
+}
