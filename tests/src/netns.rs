@@ -157,7 +157,24 @@ impl Wire {
     }
 
     fn with_server(tag: &str, server: NetNs) -> Self {
-        let client = NetNs::new(&format!("{tag}c"));
+        let wire = Self {
+            client: NetNs::new(&format!("{tag}c")),
+            server,
+        };
+        wire.plug();
+        wire
+    }
+
+    /// Deletes the veth pair: the server's interface is gone.
+    pub fn unplug(&self) {
+        self.client.ip(&["link", "del", "vc"]);
+    }
+
+    /// Makes the veth pair (again, after [`Wire::unplug`]: the server's interface is then
+    /// another interface of the same name, as after `ifdown`/`ifup` of a VLAN), with the
+    /// addresses, up.
+    pub fn plug(&self) {
+        let (client, server) = (&self.client, &self.server);
         client.ip(&[
             "link",
             "add",
@@ -193,7 +210,6 @@ impl Wire {
         ]);
         client.ip(&["link", "set", "vc", "up"]);
         server.ip(&["link", "set", SERVER_IFACE, "up"]);
-        Self { client, server }
     }
 
     /// Gives the client one more source address (IPv4 /24 or IPv6 /64 of the wire).

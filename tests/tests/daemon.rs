@@ -214,6 +214,61 @@ fn resolved_into_verdicts(backend: Backend) {
 }
 
 #[test]
+fn an_interface_deleted_and_made_again_is_screened_again() {
+    interface_made_again(Backend::Ebpf);
+}
+
+#[test]
+fn nftables_an_interface_deleted_and_made_again_is_screened_again() {
+    interface_made_again(Backend::Nftables);
+}
+
+/// A screened interface deleted (`status` says so, and that nothing is screened there) and
+/// made again under its name (a VLAN's `ifdown`/`ifup`, a container's veth): within a
+/// heartbeat or two the daemon screens it again, with what it held.
+fn interface_made_again(backend: Backend) {
+    let b = backend.bed("di");
+    let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, backend.spec(&b, "bl.test"));
+    d.cli_ok(&["block", CLEAN]);
+    b.refused(CLEAN, smtp4());
+    let status =
+        || -> serde_json::Value { serde_json::from_str(&d.cli_ok(&["status", "--json"])).unwrap() };
+    b.wire.unplug();
+    d.wait_for(
+        "the interface reported gone",
+        Duration::from_secs(5),
+        || status()["interfaces"][0]["down"].is_string(),
+    );
+    let s = status();
+    assert!(
+        s["warnings"].as_array().unwrap().iter().any(|w| w
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{SERVER_IFACE}: nothing is screened there"))),
+        "{s}"
+    );
+    b.wire.plug();
+    for a in [CLEAN, LATER_LISTED] {
+        b.wire.add_client_addr(a);
+    }
+    let again = if backend == Backend::Ebpf {
+        "attached again"
+    } else {
+        "hooked again"
+    };
+    d.wait_for(
+        "the interface screened again",
+        Duration::from_secs(5),
+        || d.log_text().contains(again),
+    );
+    assert!(status()["interfaces"][0]["down"].is_null());
+    // Neighbours first (a port never screened), so a timeout below is a dropped SYN.
+    b.connects(CLEAN, other4());
+    b.refused(CLEAN, smtp4());
+    b.connects(LATER_LISTED, smtp4());
+}
+
+#[test]
 fn manual_block_unblock_allow_round_trip_and_survive_restart() {
     block_round_trip(Backend::Ebpf);
 }

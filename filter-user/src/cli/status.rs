@@ -75,7 +75,10 @@ fn text(s: &StatusReply) -> String {
     line("ports", format!("{:?}", s.ports));
     line("backend", backend(&s.backend));
     for i in &s.interfaces {
-        line("interface", format!("{} ({})", i.name, i.mode));
+        match &i.down {
+            None => line("interface", format!("{} ({})", i.name, i.mode)),
+            Some(why) => line("interface", format!("{}: NOT SCREENED: {why}", i.name)),
+        }
     }
     for p in &s.programs {
         line("program", format!("{} id {}", p.name, p.id));

@@ -372,6 +372,9 @@ impl BackendStatus {
 pub struct InterfaceStatus {
     pub name: String,
     pub mode: AttachedMode,
+    /// Why nothing is screened there now (the interface is gone); absent while screening.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down: Option<String>,
 }
 
 /// A loaded program and its kernel id (for `bpftool prog show id N`).

@@ -60,6 +60,7 @@ impl Daemon {
             .program
             .interfaces()
             .into_iter()
+            .filter(|i| i.down.is_none())
             .map(|i| (i.name, i.mode))
             .collect();
         f.backend = (self.backend.name.clone(), self.backend.ebpf_error.clone());

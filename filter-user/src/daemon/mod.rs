@@ -320,6 +320,7 @@ impl Daemon {
                     let _ = reply.send(self.handle(req));
                 }
                 _ = beat.tick() => {
+                    self.program.follow_interfaces(self.cfg.datapath.mode);
                     if let Err(e) = self.beat() {
                         tracing::warn!(error = %format!("{e:#}"), "heartbeat to the datapath failed");
                     }
@@ -364,7 +365,10 @@ impl Daemon {
             .program
             .interfaces()
             .iter()
-            .map(|a| format!("{} ({})", a.name, a.mode))
+            .map(|a| match &a.down {
+                None => format!("{} ({})", a.name, a.mode),
+                Some(why) => format!("{} (not screened: {why})", a.name),
+            })
             .collect();
         format!(
             "screening ports {:?} on {}{}",

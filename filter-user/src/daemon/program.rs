@@ -14,17 +14,40 @@ use crate::{
     config::Config,
     control::protocol::{BackendStatus, InterfaceStatus, ProgramStatus},
     datapath::{
-        self, Attached, BackendChoice, Datapath, DatapathMaps, Events, LoadOptions, NewPeer,
-        attach::AttachedMode, events::AsyncEvents,
+        self, AttachMode, Attached, BackendChoice, Datapath, DatapathMaps, Events, LoadOptions,
+        NewPeer,
+        attach::{AttachedMode, ifindex_of},
+        events::AsyncEvents,
     },
     nftables::{self, Nftables, backend::NftDatapath, events::AsyncNfLog},
 };
 
 /// What screens, and where.
 pub enum Program {
-    Ebpf { ebpf: Ebpf, attached: Vec<Attached> },
-    Nftables(NftDatapath),
+    Ebpf {
+        ebpf: Ebpf,
+        attached: Vec<Attached>,
+        /// Interfaces it was attached to that went away: attached again when they are back.
+        gone: Vec<Gone>,
+    },
+    Nftables {
+        dp: NftDatapath,
+        /// Each screened interface's index when last seen (0: gone).
+        seen: Vec<(String, u32)>,
+    },
 }
+
+/// An interface the program was attached to, deleted since (or deleted and made again: a
+/// new interface of the same name, which a program attached to the old one is not on).
+pub struct Gone {
+    iface: String,
+    mode: AttachedMode,
+    /// Why the last attempt to attach again failed (logged once).
+    failed: Option<String>,
+}
+
+/// What `status` says of an interface that is gone.
+const GONE: &str = "the interface is gone; screened again when it is back";
 
 /// New peers as the backend reports them: the eBPF ring buffer, or nftables' NFLOG group.
 pub enum PeerEvents {
@@ -87,6 +110,7 @@ fn open_ebpf(cfg: &Config, ifaces: &[String]) -> Result<Opened> {
     let mut program = Program::Ebpf {
         ebpf,
         attached: Vec::new(),
+        gone: Vec::new(),
     };
     program.attach_all(ifaces, cfg)?;
     Ok(Opened {
@@ -106,9 +130,12 @@ fn open_nftables(cfg: &Config, ifaces: &[String]) -> Result<Opened> {
     let events = nflog
         .into_async()
         .context("polling the NFLOG group of new peers")?;
-    let mut program = Program::Nftables(NftDatapath::new(nft));
+    let mut program = Program::Nftables {
+        dp: NftDatapath::new(nft),
+        seen: Vec::new(),
+    };
     program.attach_all(ifaces, cfg)?;
-    let Program::Nftables(dp) = &program else {
+    let Program::Nftables { dp, .. } = &program else {
         unreachable!("made above");
     };
     Ok(Opened {
@@ -126,7 +153,7 @@ impl Program {
             tracing::info!(%iface, %mode, ports = ?cfg.datapath.ports, observe = cfg.policy.observe, first_contact = %cfg.datapath.first_contact.name(), "attached");
         };
         match self {
-            Self::Ebpf { ebpf, attached } => {
+            Self::Ebpf { ebpf, attached, .. } => {
                 for iface in ifaces {
                     match datapath::attach(ebpf, iface, cfg.datapath.mode) {
                         Ok(a) => {
@@ -140,21 +167,91 @@ impl Program {
                     }
                 }
             }
-            Self::Nftables(nft) => {
-                nft.attach(ifaces)?;
+            Self::Nftables { dp, seen } => {
+                dp.attach(ifaces)?;
                 for iface in ifaces {
                     log(iface, AttachedMode::Nftables);
+                    seen.push((iface.clone(), ifindex_of(iface)));
                 }
             }
         }
         Ok(())
     }
 
+    /// Follows the screened interfaces (called every second): one deleted is reported gone;
+    /// one back (made again under its name: a VLAN's `ifdown`/`ifup`, a hot-plugged NIC, a
+    /// container's veth) is screened again. An eBPF link goes with its interface; nftables
+    /// hooks by name, but older kernels (6.18 does not) drop a deleted device's hook (or
+    /// the whole base chain with its last device), so its rules are hooked again too.
+    pub fn follow_interfaces(&mut self, mode: AttachMode) {
+        match self {
+            Self::Ebpf {
+                ebpf,
+                attached,
+                gone,
+            } => {
+                let (kept, lost): (Vec<_>, Vec<_>) = std::mem::take(attached)
+                    .into_iter()
+                    .partition(|a| ifindex_of(&a.iface) == a.ifindex);
+                *attached = kept;
+                for a in lost {
+                    tracing::warn!(iface = %a.iface, "the interface went away: nothing is screened on it until it is back");
+                    gone.push(Gone {
+                        iface: a.iface.clone(),
+                        mode: a.mode,
+                        failed: None,
+                    });
+                    // Its link went with the interface; closing it is all that is left.
+                    let _ = a.detach(ebpf);
+                }
+                gone.retain_mut(|g| {
+                    if ifindex_of(&g.iface) == 0 {
+                        return true;
+                    }
+                    match datapath::attach(ebpf, &g.iface, mode) {
+                        Ok(a) => {
+                            tracing::info!(iface = %a.iface, mode = %a.mode, "the interface is back: attached again");
+                            attached.push(a);
+                            false
+                        }
+                        Err(e) => {
+                            let why = format!("{e:#}");
+                            if g.failed.as_ref() != Some(&why) {
+                                tracing::warn!(iface = %g.iface, error = %why, "the interface is back, but attaching to it failed; trying again every second");
+                                g.failed = Some(why);
+                            }
+                            true
+                        }
+                    }
+                });
+            }
+            Self::Nftables { dp, seen } => {
+                let mut back = false;
+                for (iface, was) in seen.iter_mut() {
+                    let now = ifindex_of(iface);
+                    if now == *was {
+                        continue;
+                    }
+                    if now == 0 {
+                        tracing::warn!(%iface, "the interface went away: nothing is screened on it until it is back");
+                    } else {
+                        tracing::info!(%iface, "the interface is back: hooked again");
+                        back = true;
+                    }
+                    *was = now;
+                }
+                if back && let Err(e) = dp.rehook() {
+                    tracing::warn!(error = %format!("{e:#}"), "hooking the nftables rules to the interfaces again failed");
+                }
+            }
+        }
+    }
+
     /// Stops screening: every interface detached (in reverse order of attachment); the
     /// nftables table removed.
     pub fn detach_all(&mut self) {
         match self {
-            Self::Ebpf { ebpf, attached } => {
+            Self::Ebpf { ebpf, attached, .. } => {
                 while let Some(a) = attached.pop() {
                     let iface = a.iface.clone();
                     if let Err(e) = a.detach(ebpf) {
@@ -162,30 +259,37 @@ impl Program {
                     }
                 }
             }
-            Self::Nftables(nft) => {
-                if let Err(e) = nft.remove_table() {
+            Self::Nftables { dp, .. } => {
+                if let Err(e) = dp.remove_table() {
                     tracing::warn!(error = %format!("{e:#}"), "could not delete the nftables table");
                 }
             }
         }
     }
 
-    /// Where it screens, in order of attachment.
+    /// Where it screens, in order of attachment, then the interfaces that are gone.
     pub fn interfaces(&self) -> Vec<InterfaceStatus> {
+        let down = || Some(GONE.to_owned());
         match self {
-            Self::Ebpf { attached, .. } => attached
+            Self::Ebpf { attached, gone, .. } => attached
                 .iter()
                 .map(|a| InterfaceStatus {
                     name: a.iface.clone(),
                     mode: a.mode,
+                    down: None,
                 })
+                .chain(gone.iter().map(|g| InterfaceStatus {
+                    name: g.iface.clone(),
+                    mode: g.mode,
+                    down: down(),
+                }))
                 .collect(),
-            Self::Nftables(nft) => nft
-                .devices()
-                .into_iter()
-                .map(|name| InterfaceStatus {
-                    name,
+            Self::Nftables { seen, .. } => seen
+                .iter()
+                .map(|(name, ifindex)| InterfaceStatus {
+                    name: name.clone(),
                     mode: AttachedMode::Nftables,
+                    down: (*ifindex == 0).then(down).flatten(),
                 })
                 .collect(),
         }

@@ -79,6 +79,9 @@ enum Link {
 pub struct Attached {
     pub iface: String,
     pub mode: AttachedMode,
+    /// The interface's index when attached: the same name under another index is another
+    /// interface (deleted and made again), which the program is not on.
+    pub ifindex: u32,
     link: Link,
 }
 
@@ -106,11 +109,22 @@ fn tc(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier> {
     Ok(p.try_into()?)
 }
 
+/// The kernel's index of interface `iface`; 0 when there is none of that name.
+pub fn ifindex_of(iface: &str) -> u32 {
+    let Ok(name) = std::ffi::CString::new(iface) else {
+        return 0;
+    };
+    // SAFETY: a NUL-terminated string that outlives the call.
+    unsafe { libc::if_nametoindex(name.as_ptr()) }
+}
+
 /// Attaches to `iface` in `mode` (see [`AttachMode`]).
 pub fn attach(ebpf: &mut Ebpf, iface: &str, mode: AttachMode) -> Result<Attached> {
+    let ifindex = ifindex_of(iface);
     let attached = |mode, link| Attached {
         iface: iface.to_owned(),
         mode,
+        ifindex,
         link,
     };
     match mode {

@@ -68,9 +68,9 @@ impl NftDatapath {
         self.nft().attach(devices)
     }
 
-    /// The interfaces screened now.
-    pub fn devices(&self) -> Vec<String> {
-        self.nft().devices().to_vec()
+    /// Hooks the rules to the interfaces again (one was deleted and made again).
+    pub fn rehook(&mut self) -> Result<()> {
+        self.nft().rehook()
     }
 }
 

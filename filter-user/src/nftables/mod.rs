@@ -175,9 +175,25 @@ impl Nftables {
             .with_context(|| format!("screening {} with nftables", devices.join(", ")))
     }
 
-    /// The interfaces screened now.
-    pub fn devices(&self) -> &[String] {
-        &self.shape.devices
+    /// Hooks the rules to the screened interfaces again, after one was deleted and made
+    /// again: older kernels (6.18 does not) drop a deleted device's hook, or delete the base
+    /// chain with its last device. The base chain, whatever is left of it, is made again.
+    pub fn rehook(&mut self) -> Result<()> {
+        let t = &self.shape.table;
+        // Fails when the kernel deleted the chain already: then there is nothing to remove.
+        let _ = ruleset::apply(
+            &self.netns,
+            &format!(
+                "flush chain netdev {t} ingress
+delete chain netdev {t} ingress
+"
+            ),
+        );
+        if let Some(a) = &mut self.applied {
+            a.devices.clear();
+        }
+        self.sync_rules()
+            .with_context(|| format!("hooking {} again", self.shape.devices.join(", ")))
     }
 
     /// Applies the runtime config (what the eBPF datapath reads from its config map) and
