@@ -129,6 +129,62 @@ fn a_reloaded_feed_writes_only_the_difference() {
     }
 }
 
+/// A feed large enough to be written and removed from two threads (65,536 entries or more):
+/// replaced by a disjoint one and then removed, it leaves exactly what it should in the
+/// maps, and each source is decided by the current load.
+#[test]
+fn a_large_feed_is_replaced_and_removed_whole() {
+    const N: u32 = 80_000;
+    let mut dp = TestDatapath::with_sizes(mxscreen::datapath::MapSizes {
+        deny: 2 * N + 1_000,
+        ..mxscreen::datapath::MapSizes::small()
+    });
+    let hosts = |first: u32| {
+        PrefixSet::from_unsorted(
+            (0..N).map(|i| PrefixSet::pack_v4(first + i, 32)).collect(),
+            Vec::new(),
+        )
+    };
+    let (one, other) = (0x0a00_0000u32, 0x0b00_0000u32);
+    let ip = |a: u32| IpAddr::V4(Ipv4Addr::from(a));
+    dp.maps.feed_load("f", Table::Deny, hosts(one)).unwrap();
+    assert_eq!(dp.maps.table_len(Table::Deny), u64::from(N));
+    let change = dp.maps.feed_load("f", Table::Deny, hosts(other)).unwrap();
+    assert_eq!((change.added, change.removed), (N as usize, N as usize));
+    assert_eq!(dp.maps.table_len(Table::Deny), u64::from(N));
+    assert_eq!(
+        dp.maps.table_entries(Table::Deny).unwrap().len(),
+        N as usize
+    );
+    // (The first load's sources are unknown again: passed, reported once by either entry.)
+    let passes = |dp: &TestDatapath, entry, src| {
+        assert_eq!(
+            dp.run(entry, &Frame::syn(src).build()),
+            Outcome::Pass,
+            "{entry:?} {src}"
+        );
+    };
+    for entry in ENTRIES {
+        for i in [0, N / 2 - 1, N / 2, N - 1] {
+            passes(&dp, entry, ip(one + i));
+            expect(
+                &dp,
+                entry,
+                ip(other + i),
+                Outcome::Drop,
+                &[("dropped_feed", 1)],
+            );
+        }
+    }
+    assert_eq!(dp.maps.feed_drop("f").unwrap().removed, N as usize);
+    assert_eq!(dp.maps.table_len(Table::Deny), 0);
+    // Read from the kernel's maps, not the bookkeeping.
+    assert_eq!(dp.maps.table_entries(Table::Deny).unwrap().len(), 0);
+    for entry in ENTRIES {
+        passes(&dp, entry, ip(other + N / 2));
+    }
+}
+
 /// A load the lists cannot hold beside what they hold is refused before anything is written:
 /// the feed's last load is still enforced, whole.
 #[test]

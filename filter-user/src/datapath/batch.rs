@@ -7,6 +7,7 @@
 use std::{
     io,
     mem::size_of,
+    ops::Range,
     os::fd::{AsRawFd as _, BorrowedFd},
 };
 
@@ -130,7 +131,15 @@ pub fn lookup_chunks<K: Pod, V: Pod>(
 }
 
 /// Deletes `keys` (a missing key is skipped, not an error); returns how many were deleted.
-pub fn delete<K: Pod>(fd: BorrowedFd<'_>, keys: &[K]) -> Result<io::Result<usize>, Unsupported> {
+/// A large delete goes from two threads, as a large write does ([`update`]).
+pub fn delete<K: Pod + Sync>(
+    fd: BorrowedFd<'_>,
+    keys: &[K],
+) -> Result<io::Result<usize>, Unsupported> {
+    halves(keys.len(), |r| delete_chunks(fd, &keys[r]))
+}
+
+fn delete_chunks<K: Pod>(fd: BorrowedFd<'_>, keys: &[K]) -> Result<io::Result<usize>, Unsupported> {
     let mut deleted = 0;
     for chunk in keys.chunks(CHUNK) {
         let mut attr = BatchAttr {
@@ -148,7 +157,7 @@ pub fn delete<K: Pod>(fd: BorrowedFd<'_>, keys: &[K]) -> Result<io::Result<usize
                 deleted += attr.count as usize;
                 let rest = &chunk[(attr.count as usize + 1).min(chunk.len())..];
                 if !rest.is_empty() {
-                    match delete(fd, rest) {
+                    match delete_chunks(fd, rest) {
                         Ok(Ok(n)) => deleted += n,
                         other => return other,
                     }
@@ -162,31 +171,39 @@ pub fn delete<K: Pod>(fd: BorrowedFd<'_>, keys: &[K]) -> Result<io::Result<usize
 
 const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 
-/// Writes of at least this many entries go from two threads.
+/// Writes and deletes of at least this many entries go from two threads.
 const TWO_WRITERS_FROM: usize = 65_536;
 
 /// Writes `keys[i] = values[i]` (insert or replace) in chunks; returns how many were written.
-/// A large write goes from two threads, half each: a hash map locks per bucket, so the
-/// kernel's inserts (most of a million-entry feed's load) run side by side.
+/// A large write goes from two threads, half each ([`halves`]).
 pub fn update<K: Pod + Sync, V: Pod + Sync>(
     fd: BorrowedFd<'_>,
     keys: &[K],
     values: &[V],
 ) -> Result<io::Result<usize>, Unsupported> {
     assert_eq!(keys.len(), values.len(), "one value per key");
-    if keys.len() < TWO_WRITERS_FROM {
-        return update_chunks(fd, keys, values);
+    halves(keys.len(), |r| {
+        update_chunks(fd, &keys[r.clone()], &values[r])
+    })
+}
+
+/// Runs `op` over the items `0..len`: at once, or for a large batch over each half from a
+/// thread of its own. A hash map locks per bucket, so the kernel's inserts and deletes (most
+/// of a million-entry feed's load, replacement or removal) run side by side. Either half
+/// unsupported: the caller goes one by one (a rewrite or a second delete is harmless).
+fn halves(
+    len: usize,
+    op: impl Fn(Range<usize>) -> Result<io::Result<usize>, Unsupported> + Sync,
+) -> Result<io::Result<usize>, Unsupported> {
+    if len < TWO_WRITERS_FROM {
+        return op(0..len);
     }
-    let ((k1, k2), (v1, v2)) = (
-        keys.split_at(keys.len() / 2),
-        values.split_at(keys.len() / 2),
-    );
+    let mid = len / 2;
     std::thread::scope(|s| {
-        let second = s.spawn(|| update_chunks(fd, k2, v2));
-        let first = update_chunks(fd, k1, v1);
+        let second = s.spawn(|| op(mid..len));
+        let first = op(0..mid);
         match (first, second.join().expect("batch writer panicked")) {
             (Ok(a), Ok(b)) => Ok(a.and_then(|a| Ok(a + b?))),
-            // The caller writes every entry one by one (a rewrite is harmless).
             _ => Err(Unsupported),
         }
     })

@@ -86,7 +86,7 @@ fn put<K: Pod + Sync>(
     Ok(())
 }
 
-fn delete<K: Pod>(map: &mut Hash<K, ListValue>, keys: &[K]) -> Result<()> {
+fn delete<K: Pod + Sync>(map: &mut Hash<K, ListValue>, keys: &[K]) -> Result<()> {
     if keys.is_empty() {
         return Ok(());
     }

@@ -32,7 +32,7 @@ fn update<K: Pod>(
     Ok(true)
 }
 
-fn remove_all<K: Pod>(map: &mut Hash<K, Peer>, keys: &[K]) -> Result<usize> {
+fn remove_all<K: Pod + Sync>(map: &mut Hash<K, Peer>, keys: &[K]) -> Result<usize> {
     if keys.is_empty() {
         return Ok(0);
     }
