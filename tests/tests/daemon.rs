@@ -11,6 +11,7 @@ use mxscreen_tests::{
     bed::{Bed, REFUSED_WITHIN, other4, smtp4, smtp6},
     daemon::{MxDaemon, Spec, as_nobody, mxscreen_bin, text},
     dns::{RblZone, listing},
+    metrics::{samples, scrape},
     netns::{SERVER_IFACE, SERVER_V4},
 };
 
@@ -228,18 +229,36 @@ fn nftables_an_interface_deleted_and_made_again_is_screened_again() {
 /// heartbeat or two the daemon screens it again, with what it held.
 fn interface_made_again(backend: Backend) {
     let b = backend.bed("di");
-    let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, backend.spec(&b, "bl.test"));
+    let mut spec = backend.spec(&b, "bl.test");
+    spec.sections
+        .push_str("\n[metrics]\nlisten = \"127.0.0.1:9725\"\n");
+    let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, spec);
+    // `mxscreen_attached_info` of the interface: 1 screened, 0 gone.
+    let attached = || {
+        let text = scrape(&b.wire.server, "127.0.0.1:9725".parse().unwrap());
+        let series: Vec<(String, f64)> = samples(&text)
+            .into_iter()
+            .filter(|(k, _)| {
+                k.starts_with(&format!(
+                    "mxscreen_attached_info{{interface=\"{SERVER_IFACE}\""
+                ))
+            })
+            .collect();
+        assert_eq!(series.len(), 1, "{text}");
+        series[0].1
+    };
+    assert_eq!(attached(), 1.0);
     d.cli_ok(&["block", CLEAN]);
     b.refused(CLEAN, smtp4());
     let status =
         || -> serde_json::Value { serde_json::from_str(&d.cli_ok(&["status", "--json"])).unwrap() };
     b.wire.unplug();
-    d.wait_for(
-        "the interface reported gone",
-        Duration::from_secs(5),
-        || status()["interfaces"][0]["down"].is_string(),
-    );
+    // The metrics first: `status` would publish them itself.
+    d.wait_for("attached_info 0", Duration::from_secs(5), || {
+        attached() == 0.0
+    });
     let s = status();
+    assert!(s["interfaces"][0]["down"].is_string(), "{s}");
     assert!(
         s["warnings"].as_array().unwrap().iter().any(|w| w
             .as_str()
@@ -256,11 +275,10 @@ fn interface_made_again(backend: Backend) {
     } else {
         "hooked again"
     };
-    d.wait_for(
-        "the interface screened again",
-        Duration::from_secs(5),
-        || d.log_text().contains(again),
-    );
+    d.wait_for("attached_info 1 again", Duration::from_secs(5), || {
+        attached() == 1.0
+    });
+    assert!(d.log_text().contains(again));
     assert!(status()["interfaces"][0]["down"].is_null());
     // Neighbours first (a port never screened), so a timeout below is a dropped SYN.
     b.connects(CLEAN, other4());
@@ -1316,10 +1334,7 @@ fn a_balancer_in_front_is_noticed_in_status_metrics_and_log() {
             .any(|l| l.starts_with("warning") && l.contains(&warning)),
         "{status}"
     );
-    let samples = mxscreen_tests::metrics::samples(&mxscreen_tests::metrics::scrape(
-        &b.wire.server,
-        metrics.parse().unwrap(),
-    ));
+    let samples = samples(&scrape(&b.wire.server, metrics.parse().unwrap()));
     assert_eq!(
         samples.get("mxscreen_balancer_suspected{check=\"one_source\"}"),
         Some(&1.0),

@@ -60,8 +60,7 @@ impl Daemon {
             .program
             .interfaces()
             .into_iter()
-            .filter(|i| i.down.is_none())
-            .map(|i| (i.name, i.mode))
+            .map(|i| (i.name, i.mode, i.down.is_none()))
             .collect();
         f.backend = (self.backend.name.clone(), self.backend.ebpf_error.clone());
     }

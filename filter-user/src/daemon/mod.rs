@@ -320,7 +320,9 @@ impl Daemon {
                     let _ = reply.send(self.handle(req));
                 }
                 _ = beat.tick() => {
-                    self.program.follow_interfaces(self.cfg.datapath.mode);
+                    if self.program.follow_interfaces(self.cfg.datapath.mode) {
+                        self.publish();
+                    }
                     if let Err(e) = self.beat() {
                         tracing::warn!(error = %format!("{e:#}"), "heartbeat to the datapath failed");
                     }

@@ -183,7 +183,8 @@ impl Program {
     /// container's veth) is screened again. An eBPF link goes with its interface; nftables
     /// hooks by name, but older kernels (6.18 does not) drop a deleted device's hook (or
     /// the whole base chain with its last device), so its rules are hooked again too.
-    pub fn follow_interfaces(&mut self, mode: AttachMode) {
+    /// Returns whether an interface went or came back.
+    pub fn follow_interfaces(&mut self, mode: AttachMode) -> bool {
         match self {
             Self::Ebpf {
                 ebpf,
@@ -194,6 +195,7 @@ impl Program {
                     .into_iter()
                     .partition(|a| ifindex_of(&a.iface) == a.ifindex);
                 *attached = kept;
+                let mut changed = !lost.is_empty();
                 for a in lost {
                     tracing::warn!(iface = %a.iface, "the interface went away: nothing is screened on it until it is back");
                     gone.push(Gone {
@@ -212,6 +214,7 @@ impl Program {
                         Ok(a) => {
                             tracing::info!(iface = %a.iface, mode = %a.mode, "the interface is back: attached again");
                             attached.push(a);
+                            changed = true;
                             false
                         }
                         Err(e) => {
@@ -224,8 +227,10 @@ impl Program {
                         }
                     }
                 });
+                changed
             }
             Self::Nftables { dp, seen } => {
+                let mut changed = false;
                 let mut back = false;
                 for (iface, was) in seen.iter_mut() {
                     let now = ifindex_of(iface);
@@ -239,10 +244,12 @@ impl Program {
                         back = true;
                     }
                     *was = now;
+                    changed = true;
                 }
                 if back && let Err(e) = dp.rehook() {
                     tracing::warn!(error = %format!("{e:#}"), "hooking the nftables rules to the interfaces again failed");
                 }
+                changed
             }
         }
     }
@@ -281,7 +288,12 @@ impl Program {
                 .chain(gone.iter().map(|g| InterfaceStatus {
                     name: g.iface.clone(),
                     mode: g.mode,
-                    down: down(),
+                    down: match &g.failed {
+                        None => down(),
+                        Some(why) => Some(format!(
+                            "the interface is back, but attaching to it failed (trying again every second): {why}"
+                        )),
+                    },
                 }))
                 .collect(),
             Self::Nftables { seen, .. } => seen

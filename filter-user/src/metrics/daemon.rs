@@ -34,7 +34,8 @@ pub struct Facts {
     pub census: Census,
     pub capacity: MapSizes,
     pub observe: bool,
-    pub interfaces: Vec<(String, AttachedMode)>,
+    /// Each interface with its attach mode and whether it is screened now (not gone).
+    pub interfaces: Vec<(String, AttachedMode, bool)>,
     /// Which backend screens (`ebpf`, `nftables`) and, when `auto` fell back to nftables,
     /// why eBPF was not used.
     pub backend: (String, Option<String>),
@@ -192,7 +193,9 @@ impl Families for DaemonFamilies {
         }
         gauge!(OBSERVE).set(if f.observe { 1.0 } else { 0.0 });
         let (backend, ebpf_error) = &f.backend;
-        for (iface, mode) in &f.interfaces {
+        // 0 while an interface is gone (`status`: NOT SCREENED): a scrape keeps every series
+        // it saw, so a vanished one would read 1 for ever.
+        for (iface, mode, screened) in &f.interfaces {
             let mut labels = vec![
                 ("interface", iface.clone()),
                 ("mode", mode.name().to_owned()),
@@ -201,7 +204,7 @@ impl Families for DaemonFamilies {
             if let Some(why) = ebpf_error {
                 labels.push(("ebpf_error", why.clone()));
             }
-            gauge!(ATTACHED, &labels).set(1.0);
+            gauge!(ATTACHED, &labels).set(if *screened { 1.0 } else { 0.0 });
         }
         counter!(RELOADS, "result" => "success").absolute(f.reloads.succeeded);
         counter!(RELOADS, "result" => "failure").absolute(f.reloads.failed);
@@ -232,7 +235,10 @@ mod tests {
         facts
             .census
             .replace(None, &PeerVerdict::new(Action::Drop, Reason::Manual, 0));
-        facts.interfaces = vec![("eth0".into(), AttachedMode::Tc)];
+        facts.interfaces = vec![
+            ("eth0".into(), AttachedMode::Tc, true),
+            ("eth1".into(), AttachedMode::Tc, false),
+        ];
         facts.backend = ("ebpf".into(), None);
         let text = render(&[&DaemonFamilies(Arc::new(Mutex::new(facts)))]);
         for line in [
@@ -242,6 +248,7 @@ mod tests {
             "mxscreen_verdicts_cached_by_source{source=\"manual\"} 1",
             "mxscreen_map_capacity_entries{map=\"verdicts\"} 524288",
             "mxscreen_attached_info{interface=\"eth0\",mode=\"tc\",backend=\"ebpf\"} 1",
+            "mxscreen_attached_info{interface=\"eth1\",mode=\"tc\",backend=\"ebpf\"} 0",
             "# TYPE mxscreen_config_reloads_total counter",
             "mxscreen_config_reloads_total{result=\"failure\"} 0",
             "mxscreen_config_last_reload_successful 1",

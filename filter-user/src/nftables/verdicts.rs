@@ -41,9 +41,8 @@ impl Nftables {
     /// Sets `ip`'s verdict, replacing any (a reputation `drop` explains its next SYN again).
     pub fn verdict_set(&mut self, ip: IpAddr, v: PeerVerdict) -> Result<()> {
         let f = Family::of(ip);
-        let set = verdict_set(f);
         let key = addr_key(ip);
-        let mut ops = vec![Op::Destroy(set.clone(), vec![Elem::key(key.clone())])];
+        let mut ops = vec![Op::Destroy(verdict_set(f), vec![Elem::key(key.clone())])];
         let explained = self
             .applied
             .as_ref()
@@ -56,18 +55,7 @@ impl Nftables {
         if let Some(a) = &self.applied {
             ops.push(Op::Destroy(ruleset::known_set(a, f), vec![Elem::key(key)]));
         }
-        let mut stored = v;
-        stored.hits = 0;
-        self.verdicts.insert(ip, stored);
-        // A fresh element is written below, and a new verdict's hits start at 0.
-        self.uncounted.remove(&ip);
-        self.carried.remove(&(ip, Counted::Verdict));
-        ops.extend(self.redecide([ip], Rewrite::NewVerdict));
-        let counted = v.action() == Action::Limit || !self.decided_by_verdict(ip);
-        if !counted {
-            self.uncounted.insert(ip);
-        }
-        ops.push(Op::Add(set, vec![verdict_elem(ip, &v, counted)]));
+        ops.extend(self.verdicts_written(&[(ip, v)]));
         self.write(ops)
             .with_context(|| format!("writing the verdict for {ip} (is the verdict map full?)"))
     }
@@ -76,7 +64,15 @@ impl Nftables {
     /// table it found, or writing the table again): as [`Nftables::verdict_set`] each, for
     /// sources that hold no verdict in the kernel yet.
     pub(super) fn verdicts_restore(&mut self, all: Vec<(IpAddr, PeerVerdict)>) -> Result<()> {
-        for (ip, v) in &all {
+        let ops = self.verdicts_written(&all);
+        self.write(ops)
+            .with_context(|| format!("writing {} verdicts (is the verdict map full?)", all.len()))
+    }
+
+    /// Takes these verdicts into the bookkeeping (their hits start at 0) and returns the
+    /// writes of their decision and verdict elements (the old ones already gone).
+    fn verdicts_written(&mut self, all: &[(IpAddr, PeerVerdict)]) -> Vec<Op> {
+        for (ip, v) in all {
             let mut stored = *v;
             stored.hits = 0;
             self.verdicts.insert(*ip, stored);
@@ -85,7 +81,7 @@ impl Nftables {
         }
         let mut ops = self.redecide(all.iter().map(|(ip, _)| *ip), Rewrite::NewVerdict);
         let mut elems: BTreeMap<String, Vec<Elem>> = BTreeMap::new();
-        for (ip, v) in &all {
+        for (ip, v) in all {
             let counted = v.action() == Action::Limit || !self.decided_by_verdict(*ip);
             if !counted {
                 self.uncounted.insert(*ip);
@@ -96,8 +92,7 @@ impl Nftables {
                 .push(verdict_elem(*ip, v, counted));
         }
         ops.extend(elems.into_iter().map(|(s, e)| Op::Add(s, e)));
-        self.write(ops)
-            .with_context(|| format!("writing {} verdicts (is the verdict map full?)", all.len()))
+        ops
     }
 
     /// Whether `ip`'s decision element is its verdict's (not a list's or a feed's, and not
