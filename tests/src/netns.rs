@@ -22,8 +22,8 @@ pub struct NetNs {
     holder: Option<std::process::Child>,
 }
 
-/// Runs a command and panics with its stderr if it fails.
-pub fn run(cmd: &str, args: &[&str]) {
+/// Runs a command and panics with its stderr if it fails; its stdout.
+pub fn run(cmd: &str, args: &[&str]) -> String {
     let out = Command::new(cmd)
         .args(args)
         .output()
@@ -34,6 +34,7 @@ pub fn run(cmd: &str, args: &[&str]) {
         args.join(" "),
         String::from_utf8_lossy(&out.stderr).trim()
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 impl NetNs {
@@ -105,6 +106,13 @@ impl NetNs {
         let mut all = vec!["-n", &self.name];
         all.extend_from_slice(args);
         run("ip", &all);
+    }
+
+    /// `nft ARGS...` in the namespace (`nft flush ruleset`, `nft list ruleset`); its output.
+    pub fn nft(&self, args: &[&str]) -> String {
+        let mut all = vec!["netns", "exec", &self.name, "nft"];
+        all.extend_from_slice(args);
+        run("ip", &all)
     }
 
     /// Runs `f` with this thread inside the namespace (only the network namespace: pins and

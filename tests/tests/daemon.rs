@@ -361,18 +361,7 @@ fn block_round_trip(backend: Backend) {
     // A firewall reload (`nft flush ruleset`, the first line of nftables.conf) deletes the
     // nftables table: the daemon writes it again at its next heartbeat, the block with it.
     if backend == Backend::Nftables {
-        let out = std::process::Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &b.wire.server.name,
-                "nft",
-                "flush",
-                "ruleset",
-            ])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", text(&out));
+        b.wire.server.nft(&["flush", "ruleset"]);
         let flushed = Instant::now();
         while b
             .wire

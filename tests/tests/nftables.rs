@@ -117,18 +117,7 @@ impl Bed {
     }
 
     fn nft_list(&self) -> String {
-        let out = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.wire.server.name,
-                "nft",
-                "list",
-                "ruleset",
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.wire.server.nft(&["list", "ruleset"])
     }
 }
 
@@ -336,18 +325,7 @@ fn a_flushed_ruleset_is_written_again_at_the_next_heartbeat() {
         b.wire.assert_connects(allowed, smtp6());
     };
     screened(&b);
-    let out = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &b.wire.server.name,
-            "nft",
-            "flush",
-            "ruleset",
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    b.wire.server.nft(&["flush", "ruleset"]);
     assert!(!b.nft_list().contains("table netdev mxscreen"));
     b.wire.assert_connects(verdict, smtp4());
     // The heartbeat (the daemon's, every second) finds the table gone and writes it again.
@@ -736,11 +714,7 @@ fn element<'a>(ruleset: &'a str, map: &str, addr: &str) -> &'a str {
 }
 
 fn list_ruleset(ns: &NetNs) -> String {
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns.name, "nft", "list", "ruleset"])
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    ns.nft(&["list", "ruleset"])
 }
 
 #[test]
