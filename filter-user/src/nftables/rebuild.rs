@@ -2,8 +2,8 @@
 //!
 //! `nft flush ruleset` deletes every table, mxscreen's too, and it is how most firewalls
 //! load: the first line of Debian's `/etc/nftables.conf`, run by `systemctl reload
-//! nftables`; firewalld and scripts built on `iptables-nft-restore` do the same. The eBPF
-//! datapath's links are out of their reach; the table is not. Without it every SYN passes
+//! nftables`, and of many a hand-written script. The eBPF datapath's links are out of its
+//! reach; the table is not. Without it every SYN passes
 //! (fail-open), so nothing breaks, but nothing is screened either until the daemon writes the
 //! table again — which it does at the next heartbeat, within a second, from what it keeps:
 //! own entries, network verdicts, feeds, verdicts and the rules they need.
@@ -18,7 +18,8 @@ use super::{Nftables, entries::feed_table, lists::Lists, sets::Kind};
 use crate::datapath::ListKind;
 
 impl Nftables {
-    /// Writes the whole table again (it is gone: see the module's comment).
+    /// Writes the whole table again (it is gone: see the module's comment). A write that
+    /// fails is logged and the others go on, so one bad entry costs no more than itself.
     pub(super) fn rebuild(&mut self) -> Result<()> {
         let Lists { own, feeds, .. } = std::mem::take(&mut self.lists);
         let verdicts = std::mem::take(&mut self.verdicts);
@@ -27,22 +28,32 @@ impl Nftables {
         self.carried.clear();
         self.applied = None;
         self.sync_rules().context("writing the rules again")?;
+        let mut failed = 0;
+        let mut check = |what: &dyn std::fmt::Display, r: Result<()>| {
+            if let Err(e) = r {
+                tracing::warn!(error = %format!("{e:#}"), "writing {what} again into the nftables table failed");
+                failed += 1;
+            }
+        };
         for ((kind, p), o) in own {
             let entry = ListEntry::new(o.reason, o.expires_ns);
-            match kind {
+            let r = match kind {
                 Kind::OwnAllow => self.list_insert(ListKind::Allow, p.net(), entry),
                 Kind::OwnDeny => self.list_insert(ListKind::Deny, p.net(), entry),
                 Kind::Network => {
                     self.network_verdict_set(p.net(), o.action, o.reason, o.expires_ns)
                 }
                 _ => continue,
-            }
-            .with_context(|| format!("writing {} again", p.net()))?;
+            };
+            check(&p.net(), r);
         }
         for f in feeds {
-            self.feed_load(&f.name, feed_table(f.kind), f.set)?;
+            let r = self.feed_load(&f.name, feed_table(f.kind), f.set).map(drop);
+            check(&format_args!("feed {}", f.name), r);
         }
-        self.verdicts_restore(verdicts.into_iter().collect())
-            .context("writing the verdicts again")
+        let r = self.verdicts_restore(verdicts.into_iter().collect());
+        check(&"the verdicts", r);
+        anyhow::ensure!(failed == 0, "{failed} writes failed (logged above)");
+        Ok(())
     }
 }
