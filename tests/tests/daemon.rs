@@ -377,6 +377,12 @@ fn block_round_trip(backend: Backend) {
         );
         let log = d.log_text();
         assert!(log.contains("writing it again"), "{log}");
+        let status = d.cli_ok(&["status"]);
+        assert!(
+            status.lines().any(|l| l.starts_with("warning")
+                && l.contains("the nftables table was deleted by someone else 1 time(s)")),
+            "{status}"
+        );
     }
 
     assert!(

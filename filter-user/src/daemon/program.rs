@@ -307,6 +307,32 @@ impl Program {
         }
     }
 
+    /// What `status` warns of: interfaces that are gone; a nftables table someone else
+    /// deleted (written again, but nothing was screened meanwhile, and it may happen again).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w: Vec<String> = self
+            .interfaces()
+            .into_iter()
+            .filter_map(|i| {
+                Some(format!(
+                    "{}: nothing is screened there: {}",
+                    i.name, i.down?
+                ))
+            })
+            .collect();
+        if let Self::Nftables { dp, .. } = self
+            && let (n @ 1.., at) = dp.rebuilt()
+        {
+            let ago = crate::duration::format(std::time::Duration::from_secs(
+                crate::state::unix_now().saturating_sub(at),
+            ));
+            w.push(format!(
+                "the nftables table was deleted by someone else {n} time(s), last {ago} ago, and written again at once; nothing was screened until then. A firewall reload running `nft flush ruleset`? (It has no other cost: mxscreen needs no exception in it.)"
+            ));
+        }
+        w
+    }
+
     /// The eBPF entry points loaded, with their kernel ids (none for nftables).
     pub fn programs(&self) -> Vec<ProgramStatus> {
         let Self::Ebpf { ebpf, .. } = self else {

@@ -103,11 +103,7 @@ impl Daemon {
             ));
         }
         w.extend(super::balancer::warnings(&self.balancer.status()));
-        for i in self.program.interfaces() {
-            if let Some(why) = i.down {
-                w.push(format!("{}: nothing is screened there: {why}", i.name));
-            }
-        }
+        w.extend(self.program.warnings());
         for (source, c) in self.engine.canary().iter().filter(|(_, c)| !c.ok) {
             w.push(format!(
                 "resolver canary failed for {source}: {}; its answers do not count (nobody is limited or dropped on them) until it passes again",

@@ -68,6 +68,11 @@ impl NftDatapath {
         self.nft().attach(devices)
     }
 
+    /// How often the table was written again after someone else deleted it, and when last.
+    pub fn rebuilt(&self) -> (u32, u64) {
+        self.nft().rebuilt()
+    }
+
     /// Hooks the rules to the interfaces again (one was deleted and made again).
     pub fn rehook(&mut self) -> Result<()> {
         self.nft().rehook()

@@ -114,6 +114,9 @@ pub struct Nftables {
     config: DatapathConfig,
     /// Whether the kernel knows `NFT_MSG_DESTROYSETELEM` (Linux 6.3+).
     destroy: bool,
+    /// How often the table was written again after someone else deleted it, and when last
+    /// (Unix seconds): `status` warns of it.
+    rebuilt: (u32, u64),
 }
 
 impl Nftables {
@@ -162,6 +165,7 @@ impl Nftables {
             // config map holds before its first write, and screens no port.
             config: unsafe { std::mem::zeroed() },
             destroy: true,
+            rebuilt: (0, 0),
         };
         me.sync_rules()?;
         me.verdicts_restore(adopted)?;
@@ -229,12 +233,19 @@ delete chain netdev {t} ingress
                     table = %self.shape.table,
                     "the nftables table was deleted by someone else (`nft flush ruleset`, a firewall reload?): writing it again"
                 );
+                self.rebuilt = (self.rebuilt.0 + 1, crate::state::unix_now());
                 self.rebuild()
                     .context("writing the deleted nftables table again")?;
                 self.beat(cfg)
             }
             r => r,
         }
+    }
+
+    /// How often the table was written again after someone else deleted it, and when last
+    /// (Unix seconds; 0: never).
+    pub fn rebuilt(&self) -> (u32, u64) {
+        self.rebuilt
     }
 
     /// Refreshes the liveness element (see the module's comment on fail-open).
