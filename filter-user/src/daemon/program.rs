@@ -323,9 +323,7 @@ impl Program {
         if let Self::Nftables { dp, .. } = self
             && let (n @ 1.., at) = dp.rebuilt()
         {
-            let ago = crate::duration::format(std::time::Duration::from_secs(
-                crate::state::unix_now().saturating_sub(at),
-            ));
+            let ago = crate::duration::format(at.elapsed().unwrap_or_default());
             w.push(format!(
                 "the nftables table was deleted by someone else {n} time(s), last {ago} ago, and written again at once; nothing was screened until then. A firewall reload running `nft flush ruleset`? (It has no other cost: mxscreen needs no exception in it.)"
             ));

@@ -69,7 +69,7 @@ impl NftDatapath {
     }
 
     /// How often the table was written again after someone else deleted it, and when last.
-    pub fn rebuilt(&self) -> (u32, u64) {
+    pub fn rebuilt(&self) -> (u32, std::time::SystemTime) {
         self.nft().rebuilt()
     }
 

@@ -50,7 +50,7 @@ use std::{
     fs::File,
     net::IpAddr,
     os::fd::OwnedFd,
-    time::Duration,
+    time::{Duration, SystemTime},
 };
 
 use anyhow::{Context as _, Result};
@@ -114,9 +114,9 @@ pub struct Nftables {
     config: DatapathConfig,
     /// Whether the kernel knows `NFT_MSG_DESTROYSETELEM` (Linux 6.3+).
     destroy: bool,
-    /// How often the table was written again after someone else deleted it, and when last
-    /// (Unix seconds): `status` warns of it.
-    rebuilt: (u32, u64),
+    /// How often the table was written again after someone else deleted it, and when last:
+    /// `status` warns of it.
+    rebuilt: (u32, SystemTime),
 }
 
 impl Nftables {
@@ -165,7 +165,7 @@ impl Nftables {
             // config map holds before its first write, and screens no port.
             config: unsafe { std::mem::zeroed() },
             destroy: true,
-            rebuilt: (0, 0),
+            rebuilt: (0, SystemTime::UNIX_EPOCH),
         };
         me.sync_rules()?;
         me.verdicts_restore(adopted)?;
@@ -233,7 +233,7 @@ delete chain netdev {t} ingress
                     table = %self.shape.table,
                     "the nftables table was deleted by someone else (`nft flush ruleset`, a firewall reload?): writing it again"
                 );
-                self.rebuilt = (self.rebuilt.0 + 1, crate::state::unix_now());
+                self.rebuilt = (self.rebuilt.0 + 1, SystemTime::now());
                 self.rebuild()
                     .context("writing the deleted nftables table again")?;
                 self.beat(cfg)
@@ -242,9 +242,8 @@ delete chain netdev {t} ingress
         }
     }
 
-    /// How often the table was written again after someone else deleted it, and when last
-    /// (Unix seconds; 0: never).
-    pub fn rebuilt(&self) -> (u32, u64) {
+    /// How often the table was written again after someone else deleted it, and when last.
+    pub fn rebuilt(&self) -> (u32, SystemTime) {
         self.rebuilt
     }
 
