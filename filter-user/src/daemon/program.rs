@@ -49,6 +49,11 @@ pub struct Gone {
 /// What `status` says of an interface that is gone.
 const GONE: &str = "the interface is gone; screened again when it is back";
 
+/// Logs that `iface`, screened until now, is gone (both backends).
+fn went_away(iface: &str) {
+    tracing::warn!(%iface, "the interface went away: nothing is screened on it until it is back");
+}
+
 /// New peers as the backend reports them: the eBPF ring buffer, or nftables' NFLOG group.
 pub enum PeerEvents {
     Ring(AsyncEvents),
@@ -197,7 +202,7 @@ impl Program {
                 *attached = kept;
                 let mut changed = !lost.is_empty();
                 for a in lost {
-                    tracing::warn!(iface = %a.iface, "the interface went away: nothing is screened on it until it is back");
+                    went_away(&a.iface);
                     gone.push(Gone {
                         iface: a.iface.clone(),
                         mode: a.mode,
@@ -238,7 +243,7 @@ impl Program {
                         continue;
                     }
                     if now == 0 {
-                        tracing::warn!(%iface, "the interface went away: nothing is screened on it until it is back");
+                        went_away(iface);
                     } else {
                         tracing::info!(%iface, "the interface is back: hooked again");
                         back = true;
@@ -276,7 +281,6 @@ impl Program {
 
     /// Where it screens, in order of attachment, then the interfaces that are gone.
     pub fn interfaces(&self) -> Vec<InterfaceStatus> {
-        let down = || Some(GONE.to_owned());
         match self {
             Self::Ebpf { attached, gone, .. } => attached
                 .iter()
@@ -288,12 +292,12 @@ impl Program {
                 .chain(gone.iter().map(|g| InterfaceStatus {
                     name: g.iface.clone(),
                     mode: g.mode,
-                    down: match &g.failed {
-                        None => down(),
-                        Some(why) => Some(format!(
+                    down: Some(match &g.failed {
+                        None => GONE.to_owned(),
+                        Some(why) => format!(
                             "the interface is back, but attaching to it failed (trying again every second): {why}"
-                        )),
-                    },
+                        ),
+                    }),
                 }))
                 .collect(),
             Self::Nftables { seen, .. } => seen
@@ -301,7 +305,7 @@ impl Program {
                 .map(|(name, ifindex)| InterfaceStatus {
                     name: name.clone(),
                     mode: AttachedMode::Nftables,
-                    down: (*ifindex == 0).then(down).flatten(),
+                    down: (*ifindex == 0).then(|| GONE.to_owned()),
                 })
                 .collect(),
         }
