@@ -325,17 +325,36 @@ fn a_flushed_ruleset_is_written_again_at_the_next_heartbeat() {
         b.wire.assert_connects(allowed, smtp6());
     };
     screened(&b);
+    // A heartbeat (the daemon's, every second) reads the named counters.
+    b.nft.set_config(&config()).unwrap();
+    let outcomes = [
+        Counter::DroppedVerdict,
+        Counter::DroppedDeny,
+        Counter::DroppedFeed,
+    ];
+    let counted = outcomes.map(|c| b.count(c));
+    let fed = b.nft.feed_hits("drop").unwrap();
+    assert!(
+        counted.iter().all(|n| *n >= 1) && fed >= 1,
+        "{counted:?} {fed}"
+    );
     b.wire.server.nft(&["flush", "ruleset"]);
     assert!(!b.nft_list().contains("table netdev mxscreen"));
     b.wire.assert_connects(verdict, smtp4());
-    // The heartbeat (the daemon's, every second) finds the table gone and writes it again.
+    // The next heartbeat finds the table gone and writes it again.
     b.nft.set_config(&config()).unwrap();
+    // Its named counters start from what the last heartbeat read: `stats` counts on.
+    for (c, n) in outcomes.iter().zip(counted) {
+        assert_eq!(b.count(*c), n, "{c:?} after the table was written again");
+    }
+    assert_eq!(b.nft.feed_hits("drop").unwrap(), fed);
     screened(&b);
-    assert!(b.count(Counter::DroppedVerdict) >= 1);
-    assert!(b.count(Counter::DroppedDeny) >= 1);
-    assert!(b.count(Counter::DroppedFeed) >= 1);
+    for (c, n) in outcomes.iter().zip(counted) {
+        assert!(b.count(*c) > n, "{c:?} counts on from {n}");
+    }
+    assert!(b.nft.feed_hits("drop").unwrap() > fed);
+    // A source's hits (its element's counter) count again from 0.
     assert!(b.nft.verdict_get(ip(verdict)).unwrap().unwrap().hits >= 1);
-    assert!(b.nft.feed_hits("drop").unwrap() >= 1);
     // And it is the table the handle owns: removing a verdict still takes effect.
     assert!(b.nft.verdict_remove(ip(verdict)).unwrap());
     b.wire.assert_connects(verdict, smtp4());
@@ -793,6 +812,8 @@ fn a_table_left_without_verdicts_is_replaced_at_start() {
         .list_insert(ListKind::Deny, net(&host), manual())
         .unwrap();
     b.wire.assert_refused(CLIENT_V4[0], smtp4());
+    let denied = b.count(Counter::DroppedDeny);
+    assert!(denied >= 1);
     let Bed {
         wire,
         nft,
@@ -802,6 +823,11 @@ fn a_table_left_without_verdicts_is_replaced_at_start() {
     // Gone without removing its table, as after kill -9; its NFLOG group is free again.
     std::mem::forget(nft);
     drop(log);
-    let _again = open_backend(&wire, MapSizes::small());
+    let (again, _log) = open_backend(&wire, MapSizes::small());
     wire.assert_connects(CLIENT_V4[0], smtp4());
+    // The outcome counters go on from the table left, as the eBPF datapath's pinned ones do.
+    assert_eq!(
+        again.counters().unwrap()[Counter::DroppedDeny as usize],
+        denied
+    );
 }

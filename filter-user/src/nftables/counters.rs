@@ -17,6 +17,7 @@ pub fn named(netns: &OwnedFd, table: &str) -> Result<HashMap<String, u64>> {
         Ok(Netlink::open(table)?
             .named_counters()?
             .into_iter()
+            .map(|(name, t)| (name, t.packets))
             .collect())
     })
 }

@@ -28,7 +28,7 @@ use super::{
     lists::{timeout_ms, verdict_chain},
     netlink::{Elem, Op, Stateful},
     ruleset::{self, OVER_RATE, TO_ALLOW, TO_DENY, V_LIMIT, feed_chain},
-    sets::{Family, Kind, addr_key, decide_set, verdict_set},
+    sets::{Family, Kind, addr_key, decide_set, known_set, verdict_set},
     verdicts::{action_of, verdict_elem},
 };
 use crate::datapath::{Prefix, PrefixSet, clock};
@@ -294,7 +294,7 @@ impl Nftables {
         };
         Family::ALL
             .iter()
-            .map(|f| Op::Flush(ruleset::known_set(a, *f)))
+            .map(|f| Op::Flush(known_set(a, *f)))
             .collect()
     }
 

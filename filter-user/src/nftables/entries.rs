@@ -64,11 +64,7 @@ impl Nftables {
         // The union of before and after, so no element is written to a set without a rule.
         self.shape.lengths = wanted;
         self.shape.feeds = all_feeds;
-        if self.applied.as_ref() != Some(&self.shape) {
-            let script = super::ruleset::script(self.applied.as_ref(), &self.shape);
-            super::ruleset::apply(&self.netns, &script)?;
-            self.applied = Some(self.shape.clone());
-        }
+        self.apply_shape()?;
         self.write(ops)?;
         self.sync_rules()
     }

@@ -82,6 +82,25 @@ impl Lists {
         out
     }
 
+    /// Lists holding nothing that number the feeds as these do (a feed's id names its chain
+    /// and counter): what a table written again starts from, each feed then loaded anew.
+    pub fn emptied(&self) -> Self {
+        Self {
+            feeds: self
+                .feeds
+                .iter()
+                .map(|f| Feed {
+                    id: f.id,
+                    name: f.name.clone(),
+                    kind: f.kind,
+                    set: PrefixSet::default(),
+                })
+                .collect(),
+            next_feed: self.next_feed,
+            ..Self::default()
+        }
+    }
+
     /// Feeds by id with their kind (what the rules give a chain each).
     pub fn feed_kinds(&self) -> BTreeMap<u32, Kind> {
         self.feeds.iter().map(|f| (f.id, f.kind)).collect()

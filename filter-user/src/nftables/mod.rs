@@ -62,7 +62,7 @@ use filter_common::{
 use self::{
     events::NfLog,
     lists::Lists,
-    netlink::{Elem, Netlink, Op},
+    netlink::{Elem, Netlink, Op, Tally},
     ruleset::Shape,
     sets::{ALIVE, ALIVE_KEY, Family, key_addr, verdict_set},
 };
@@ -117,6 +117,12 @@ pub struct Nftables {
     /// How often the table was written again after someone else deleted it, and when last:
     /// `status` warns of it.
     rebuilt: (u32, SystemTime),
+    /// The named counters as the last heartbeat read them: what a table written again
+    /// starts its counters from ([`rebuild`]).
+    tallies: HashMap<String, Tally>,
+    /// What the named counters start from when the rules next create them (a rebuild's, a
+    /// crashed run's outcome counters); empty otherwise.
+    seeds: HashMap<String, Tally>,
 }
 
 impl Nftables {
@@ -131,6 +137,7 @@ impl Nftables {
         let nflog = NfLog::bind(opts.log_group)?;
         let mut nl = Netlink::open(&opts.table)?;
         let adopted = adopt(&mut nl)?;
+        let seeds = adopt_outcomes(&mut nl)?;
         if !adopted.is_empty() || table_exists(&netns, &opts.table) {
             ruleset::apply(&netns, &format!("delete table netdev {}\n", opts.table))
                 .context("removing the table a previous run left")?;
@@ -166,8 +173,11 @@ impl Nftables {
             config: unsafe { std::mem::zeroed() },
             destroy: true,
             rebuilt: (0, SystemTime::UNIX_EPOCH),
+            tallies: HashMap::new(),
+            seeds,
         };
         me.sync_rules()?;
+        me.seeds.clear();
         me.verdicts_restore(adopted)?;
         Ok((me, nflog))
     }
@@ -239,7 +249,14 @@ delete chain netdev {t} ingress
                 self.beat(cfg)
             }
             r => r,
+        }?;
+        // One dump of the table's few counter objects, whatever its sets hold. Failing, a
+        // rebuild starts from an older reading: nothing to fail the heartbeat for.
+        match self.nl.named_counters() {
+            Ok(named) => self.tallies = named.into_iter().collect(),
+            Err(e) => tracing::debug!(error = %format!("{e:#}"), "reading the named counters"),
         }
+        Ok(())
     }
 
     /// How often the table was written again after someone else deleted it, and when last.
@@ -267,10 +284,16 @@ delete chain netdev {t} ingress
     fn sync_rules(&mut self) -> Result<()> {
         self.shape.lengths = self.lists.lengths();
         self.shape.feeds = self.lists.feed_kinds();
+        self.apply_shape()
+    }
+
+    /// Takes the rules from what they were last made from to [`Nftables::shape`], if that
+    /// changed; named counters created on the way start from their [`Nftables::seeds`].
+    fn apply_shape(&mut self) -> Result<()> {
         if self.applied.as_ref() == Some(&self.shape) {
             return Ok(());
         }
-        let script = ruleset::script(self.applied.as_ref(), &self.shape);
+        let script = ruleset::script(self.applied.as_ref(), &self.shape, &self.seeds);
         ruleset::apply(&self.netns, &script)?;
         self.applied = Some(self.shape.clone());
         Ok(())
@@ -355,6 +378,21 @@ fn table_exists(netns: &OwnedFd, table: &str) -> bool {
 }
 
 /// The live verdicts of a table a previous run left (none if there is no such table).
+/// The outcome counters of a table a previous run left, which the new table's start from (as
+/// the eBPF datapath's pinned counters go on). Not its feeds' counters: the new run numbers
+/// its feeds afresh.
+fn adopt_outcomes(nl: &mut Netlink) -> Result<HashMap<String, Tally>> {
+    let named = match nl.named_counters() {
+        Ok(n) => n,
+        Err(e) if errno(&e) == Some(libc::ENOENT) => return Ok(HashMap::new()),
+        Err(e) => return Err(e).context("reading the outcome counters of the table left"),
+    };
+    Ok(named
+        .into_iter()
+        .filter(|(name, _)| Counter::ALL.iter().any(|c| c.name() == name))
+        .collect())
+}
+
 fn adopt(nl: &mut Netlink) -> Result<Vec<(IpAddr, PeerVerdict)>> {
     let mut out = Vec::new();
     for f in Family::ALL {

@@ -8,8 +8,11 @@
 //! table again — which it does at the next heartbeat, within a second, from what it keeps:
 //! own entries, network verdicts, feeds, verdicts and the rules they need.
 //!
-//! What the kernel alone held is gone with it: the outcome counters and hits restart at 0,
-//! and every source not decided by an element is a first contact again (reported anew).
+//! What the kernel alone held is gone with it. The named counters (outcomes, feeds' hits)
+//! start again from what the last heartbeat read of them, so `stats` and the metrics go on
+//! counting, short of at most a second's SYNs; a source's hits (its element's counter, read
+//! only when asked for) restart at 0; and every source not decided by an element is a first
+//! contact again (reported anew).
 
 use anyhow::{Context as _, Result};
 use filter_common::ListEntry;
@@ -21,7 +24,16 @@ impl Nftables {
     /// Writes the whole table again (it is gone: see the module's comment). A write that
     /// fails is logged and the others go on, so one bad entry costs no more than itself.
     pub(super) fn rebuild(&mut self) -> Result<()> {
-        let Lists { own, feeds, .. } = std::mem::take(&mut self.lists);
+        self.seeds = self.tallies.clone();
+        let r = self.write_again();
+        self.seeds.clear();
+        r
+    }
+
+    fn write_again(&mut self) -> Result<()> {
+        // The feeds keep their ids, so each counter starts from its own tally.
+        let emptied = self.lists.emptied();
+        let Lists { own, feeds, .. } = std::mem::replace(&mut self.lists, emptied);
         let verdicts = std::mem::take(&mut self.verdicts);
         self.decided.clear();
         self.uncounted.clear();

@@ -36,14 +36,20 @@
 //! ```
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     fmt::Write as _,
     time::Duration,
 };
 
 use filter_common::Counter;
 
-use super::sets::{ALIVE, Family, Kind, decide_set, verdict_set};
+use super::{
+    netlink::Tally,
+    sets::{
+        ALIVE, Family, Kind, decide_set, explained, holding, known_refill, known_set, meter, seen,
+        verdict_set,
+    },
+};
 
 /// Everything the script depends on.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,59 +102,6 @@ pub fn is_feed_chain(chain: &str) -> bool {
 
 const FEED_CHAIN: &str = "feed_";
 
-/// The dynamic sets' names carry their timeout, so a new window is a new set (an existing
-/// set's timeout cannot change) and the old one goes with the rules that used it.
-fn seen(f: Family, s: &Shape) -> String {
-    format!("seen{}_{}", f.digit(), s.dedup.as_millis())
-}
-
-/// The cache of sources known to be unknown and already reported (see [`known_refill`]).
-fn known(f: Family, s: &Shape) -> String {
-    format!("known{}_{}", f.digit(), s.dedup.as_millis())
-}
-
-/// How long a source refilled into the known cache stays there (one from a first contact
-/// stays as long as its report): short, since it may outlive the report by that much, and
-/// long enough that the walk it saves is paid once in a while.
-pub fn known_refill(dedup: Duration) -> Duration {
-    (dedup / 8).clamp(Duration::from_millis(1), Duration::from_secs(10))
-}
-
-fn holding(f: Family, hold: Duration) -> String {
-    format!("holding{}_{}", f.digit(), hold.as_millis())
-}
-
-fn explained(f: Family, every: Duration) -> String {
-    format!("explained{}_{}", f.digit(), every.as_millis())
-}
-
-fn meter(f: Family, s: &Shape) -> String {
-    format!(
-        "meter{}_{}_{}",
-        f.digit(),
-        s.limit_per_minute,
-        s.limit_burst
-    )
-}
-
-/// The dynamic sets holding per-source state of one family: reported, held, explained.
-pub fn source_sets(s: &Shape, f: Family) -> Vec<String> {
-    let mut v = vec![seen(f, s), known(f, s)];
-    v.extend(s.hold.map(|h| holding(f, h)));
-    v.extend(explained_set(s, f));
-    v
-}
-
-/// The cache of unknown, reported sources of one family, flushed whenever a list changes.
-pub fn known_set(s: &Shape, f: Family) -> String {
-    known(f, s)
-}
-
-/// The set of sources whose refusal was explained within the explain window.
-pub fn explained_set(s: &Shape, f: Family) -> Option<String> {
-    s.explain.map(|e| explained(f, e))
-}
-
 impl Shape {
     /// How long an idle source's token bucket is kept: long enough to refill.
     fn meter_timeout(&self) -> Duration {
@@ -161,7 +114,7 @@ impl Shape {
         let mut v = Vec::new();
         for f in Family::ALL {
             v.push((seen(f, self), f, self.dedup));
-            v.push((known(f, self), f, self.dedup));
+            v.push((known_set(self, f), f, self.dedup));
             v.push((meter(f, self), f, self.meter_timeout()));
             if let Some(h) = self.hold {
                 v.push((holding(f, h), f, h));
@@ -203,16 +156,28 @@ const CHAINS: &[&str] = &[
 ];
 
 /// The script taking the table from `prev` (what was applied last; `None` for a table that
-/// is not there) to `next`, as one transaction.
-pub fn script(prev: Option<&Shape>, next: &Shape) -> String {
+/// is not there) to `next`, as one transaction. A named counter it creates starts from its
+/// entry in `seeds`, if any (`add` leaves an existing one as it is).
+pub fn script(prev: Option<&Shape>, next: &Shape, seeds: &HashMap<String, Tally>) -> String {
     let t = &next.table;
     let mut s = String::new();
     let _ = writeln!(s, "add table netdev {t}");
-    for c in Counter::ALL {
-        let _ = writeln!(s, "add counter netdev {t} {}", c.name());
-    }
-    for id in next.feeds.keys() {
-        let _ = writeln!(s, "add counter netdev {t} {}", feed_chain(*id));
+    let names = Counter::ALL
+        .iter()
+        .map(|c| c.name().to_owned())
+        .chain(next.feeds.keys().map(|id| feed_chain(*id)));
+    for name in names {
+        match seeds.get(&name) {
+            Some(Tally { packets, bytes }) => {
+                let _ = writeln!(
+                    s,
+                    "add counter netdev {t} {name} {{ packets {packets} bytes {bytes} }}"
+                );
+            }
+            None => {
+                let _ = writeln!(s, "add counter netdev {t} {name}");
+            }
+        }
     }
     declare_sets(&mut s, next);
     for c in CHAINS
@@ -389,7 +354,10 @@ fn write_rules(s: &mut String, n: &Shape) {
         // ingress rule): one lookup, before the walk of the prefix sets.
         rule(
             &chain,
-            &format!("{p} saddr @{} counter name \"unknown\" accept", known(f, n)),
+            &format!(
+                "{p} saddr @{} counter name \"unknown\" accept",
+                known_set(n, f)
+            ),
         );
         for kind in Kind::ALL {
             if kind == Kind::Network {
@@ -475,7 +443,7 @@ fn unknown_rules(rule: &mut impl FnMut(&str, &str), n: &Shape) {
             &format!(
                 "meta protocol {p} {p} saddr @{} add @{} {{ {p} saddr timeout {}ms }} counter name \"unknown\" accept",
                 seen(f, n),
-                known(f, n),
+                known_set(n, f),
                 known_refill(n.dedup).as_millis()
             ),
         );
@@ -486,7 +454,7 @@ fn unknown_rules(rule: &mut impl FnMut(&str, &str), n: &Shape) {
         // another is, for as long as its report.
         let hold = match n.hold {
             Some(h) => format!(" add @{} {{ {p} saddr }}", holding(f, h)),
-            None => format!(" add @{} {{ {p} saddr }}", known(f, n)),
+            None => format!(" add @{} {{ {p} saddr }}", known_set(n, f)),
         };
         rule(
             "unknown_peer",

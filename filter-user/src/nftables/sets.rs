@@ -1,5 +1,6 @@
 //! The sets of the table and what their elements look like: which set a prefix goes into, its
-//! key, and the chains a verdict map's elements send packets to.
+//! key, the chains a verdict map's elements send packets to, and the names of the dynamic
+//! sets the rules fill with per-source state.
 //!
 //! Prefixes are kept as the eBPF datapath keeps them: one hash set per table, family and
 //! prefix length in use, keyed by the masked address, and one rule per set that masks the
@@ -8,9 +9,14 @@
 //! about 2·log2(n) nodes, each a cache miss, and refuses overlapping prefixes, which feeds and
 //! operators' entries have (BENCHMARKS.md, "nftables backend").
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    time::Duration,
+};
 
 use ipnet::IpNet;
+
+use super::ruleset::Shape;
 
 /// An address family, as the ruleset spells it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -176,6 +182,55 @@ pub fn verdict_set(family: Family) -> String {
 /// The map of one family deciding, in one lookup, every source an exact element decides.
 pub fn decide_set(family: Family) -> String {
     format!("decide{}", family.digit())
+}
+
+/// The dynamic sets' names carry their timeout, so a new window is a new set (an existing
+/// set's timeout cannot change) and the old one goes with the rules that used it.
+pub fn seen(f: Family, s: &Shape) -> String {
+    format!("seen{}_{}", f.digit(), s.dedup.as_millis())
+}
+
+/// How long a source refilled into the known cache stays there (one from a first contact
+/// stays as long as its report): short, since it may outlive the report by that much, and
+/// long enough that the walk it saves is paid once in a while.
+pub fn known_refill(dedup: Duration) -> Duration {
+    (dedup / 8).clamp(Duration::from_millis(1), Duration::from_secs(10))
+}
+
+pub fn holding(f: Family, hold: Duration) -> String {
+    format!("holding{}_{}", f.digit(), hold.as_millis())
+}
+
+pub fn explained(f: Family, every: Duration) -> String {
+    format!("explained{}_{}", f.digit(), every.as_millis())
+}
+
+pub fn meter(f: Family, s: &Shape) -> String {
+    format!(
+        "meter{}_{}_{}",
+        f.digit(),
+        s.limit_per_minute,
+        s.limit_burst
+    )
+}
+
+/// The dynamic sets holding per-source state of one family: reported, held, explained.
+pub fn source_sets(s: &Shape, f: Family) -> Vec<String> {
+    let mut v = vec![seen(f, s), known_set(s, f)];
+    v.extend(s.hold.map(|h| holding(f, h)));
+    v.extend(explained_set(s, f));
+    v
+}
+
+/// The cache of sources known to be unknown and already reported, of one family (see
+/// [`known_refill`]), flushed whenever a list changes.
+pub fn known_set(s: &Shape, f: Family) -> String {
+    format!("known{}_{}", f.digit(), s.dedup.as_millis())
+}
+
+/// The set of sources whose refusal was explained within the explain window.
+pub fn explained_set(s: &Shape, f: Family) -> Option<String> {
+    s.explain.map(|e| explained(f, e))
 }
 
 /// The set whose one element is the daemon's heartbeat.

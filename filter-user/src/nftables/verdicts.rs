@@ -15,8 +15,8 @@ use super::{
     decide::{Counted, Rewrite},
     lists::{timeout_ms, verdict_chain},
     netlink::{Elem, Op, Stateful},
-    ruleset::{self, V_DROP, V_EXPLAIN, V_LIMIT, V_PASS},
-    sets::{Family, addr_key, decide_set, verdict_set},
+    ruleset::{V_DROP, V_EXPLAIN, V_LIMIT, V_PASS},
+    sets::{Family, addr_key, decide_set, explained_set, known_set, source_sets, verdict_set},
 };
 
 /// The action a verdict map's chain stands for.
@@ -34,7 +34,7 @@ impl Nftables {
     fn source_sets(&self, f: Family) -> Vec<String> {
         self.applied
             .as_ref()
-            .map(|a| ruleset::source_sets(a, f))
+            .map(|a| source_sets(a, f))
             .unwrap_or_default()
     }
 
@@ -43,17 +43,14 @@ impl Nftables {
         let f = Family::of(ip);
         let key = addr_key(ip);
         let mut ops = vec![Op::Destroy(verdict_set(f), vec![Elem::key(key.clone())])];
-        let explained = self
-            .applied
-            .as_ref()
-            .and_then(|a| ruleset::explained_set(a, f));
+        let explained = self.applied.as_ref().and_then(|a| explained_set(a, f));
         if v.is_explained()
             && let Some(s) = explained
         {
             ops.push(Op::Destroy(s, vec![Elem::key(key.clone())]));
         }
         if let Some(a) = &self.applied {
-            ops.push(Op::Destroy(ruleset::known_set(a, f), vec![Elem::key(key)]));
+            ops.push(Op::Destroy(known_set(a, f), vec![Elem::key(key)]));
         }
         ops.extend(self.verdicts_written(&[(ip, v)]));
         self.write(ops)
@@ -138,7 +135,7 @@ impl Nftables {
         let Some(set) = self
             .applied
             .as_ref()
-            .and_then(|a| ruleset::explained_set(a, Family::of(ip)))
+            .and_then(|a| explained_set(a, Family::of(ip)))
         else {
             return Ok(false);
         };

@@ -196,6 +196,13 @@ pub struct Dumped {
     pub userdata: Vec<u8>,
 }
 
+/// What a named counter counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
 /// A netlink socket to nf_tables in the network namespace it was opened in.
 pub struct Netlink {
     sock: Socket,

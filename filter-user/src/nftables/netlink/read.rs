@@ -16,7 +16,10 @@ use netlink_packet_netfilter::{
     },
 };
 
-use super::{Dumped, Elem, NLMSG_DONE, NLMSG_ERROR, Netlink, error_code, nft_message, replies};
+use super::{
+    COUNTER_BYTES, COUNTER_PACKETS, Dumped, Elem, NLMSG_DONE, NLMSG_ERROR, Netlink, Tally,
+    error_code, nft_message, replies,
+};
 
 impl Netlink {
     /// Every element of set `set` (a dump).
@@ -98,9 +101,9 @@ impl Netlink {
         Ok(out)
     }
 
-    /// Every named counter of the table: name → packets (one dump, however many elements
-    /// the table's sets hold; `nft list counters` reads every set's elements first).
-    pub fn named_counters(&mut self) -> Result<Vec<(String, u64)>> {
+    /// Every named counter of the table: name → what it counted (one dump, however many
+    /// elements the table's sets hold; `nft list counters` reads every set's elements first).
+    pub fn named_counters(&mut self) -> Result<Vec<(String, Tally)>> {
         let mut table = self.table.clone().into_bytes();
         table.push(0);
         let m = nft_message(
@@ -115,15 +118,20 @@ impl Netlink {
         );
         let mut out = Vec::new();
         self.dump_raw(m, &mut |msg| {
-            let (mut name, mut packets) = (None, 0);
+            let (mut name, mut tally) = (None, Tally::default());
             for (kind, v) in attrs(nfgen_payload(msg)) {
                 match kind {
                     OBJ_NAME => name = Some(c_string(v)),
-                    OBJ_DATA => packets = be_u64(attrs(v).find(|a| a.0 == COUNTER_PACKETS)),
+                    OBJ_DATA => {
+                        tally = Tally {
+                            packets: be_u64(attrs(v).find(|a| a.0 == COUNTER_PACKETS)),
+                            bytes: be_u64(attrs(v).find(|a| a.0 == COUNTER_BYTES)),
+                        }
+                    }
                     _ => {}
                 }
             }
-            out.extend(name.map(|n| (n, packets)));
+            out.extend(name.map(|n| (n, tally)));
             Ok(())
         })
         .context("reading the table's counters")?;
@@ -166,15 +174,14 @@ impl Netlink {
     }
 }
 
-/// `NFT_MSG_GETOBJ` and the object attributes read back (`NFTA_OBJ_*`), the counter object's
-/// type, and `NFTA_COUNTER_PACKETS`.
+/// `NFT_MSG_GETOBJ` and the object attributes read back (`NFTA_OBJ_*`), and the counter
+/// object's type.
 const MSG_GETOBJ: u8 = 19;
 const OBJ_TABLE: u16 = 1;
 const OBJ_NAME: u16 = 2;
 const OBJ_TYPE: u16 = 3;
 const OBJ_DATA: u16 = 4;
 const OBJECT_COUNTER: u32 = 1;
-const COUNTER_PACKETS: u16 = 2;
 /// `NFTA_SET_ELEM_LIST_ELEMENTS`, `NFTA_SET_ELEM_KEY`, `NFTA_SET_ELEM_EXPR`,
 /// `NFTA_SET_ELEM_EXPRESSIONS`, `NFTA_DATA_VALUE`, `NFTA_EXPR_NAME`, `NFTA_EXPR_DATA`.
 const SETELEM_LIST_ELEMENTS: u16 = 3;
