@@ -649,6 +649,46 @@ fn a_fifo_state_file_is_refused() {
     assert!(last.contains("is not a regular file"), "{err}");
 }
 
+/// Started without the privileges either backend needs (a user with no capabilities, in a
+/// network namespace of its own), `mxscreen run` exits at once with one line giving each
+/// backend's reason and what it needs.
+#[test]
+fn a_start_without_privileges_says_what_each_backend_needs() {
+    let ns = mxscreen_tests::netns::NetNs::new("dp");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let config = dir.path().join("mxscreen.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[state]\nfile = {:?}\n[control]\nsocket = {:?}\n[query]\nsocket = \"\"\n",
+            dir.path().join("state.json").display().to_string(),
+            dir.path().join("c.sock").display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = ns.enter(|| {
+        as_nobody(
+            &mxscreen_bin(),
+            &["run", "--config", config.to_str().unwrap(), "-i", "lo"],
+        )
+    });
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("mxscreen: the eBPF datapath could not be used")
+            && last.contains("CAP_BPF")
+            && last.contains("nor nftables")
+            && last.contains("needs CAP_NET_ADMIN"),
+        "{err}"
+    );
+}
+
 #[test]
 fn corrupt_state_file_is_moved_aside_and_reported() {
     let b = bed("dc");

@@ -64,7 +64,8 @@ fn send_config(
 
 impl NfLog {
     /// Binds NFLOG group `group` in the calling thread's network namespace. Fails if another
-    /// process holds the group (EBUSY): two daemons in one namespace.
+    /// process holds the group (EBUSY: two daemons in one namespace) or without CAP_NET_ADMIN
+    /// (EPERM).
     pub fn bind(group: u16) -> Result<Self> {
         let mut sock = Socket::new(NETLINK_NETFILTER).context("opening an NFLOG socket")?;
         sock.bind_auto().context("binding an NFLOG socket")?;
@@ -79,8 +80,14 @@ impl NfLog {
                 ConfigNla::QThresh(1),
             ],
         )
-        .with_context(|| {
-            format!("binding NFLOG group {group} (is another mxscreen running here?)")
+        .map_err(|e| {
+            // The two ways it fails in practice, each with what to do about it.
+            let hint = match super::errno(&e) {
+                Some(libc::EPERM) => " (it needs CAP_NET_ADMIN in this network namespace)",
+                Some(libc::EBUSY) => " (is another mxscreen running here?)",
+                _ => "",
+            };
+            e.context(format!("binding NFLOG group {group}{hint}"))
         })?;
         // A burst of new peers must not be lost to a small buffer; beyond it, the socket
         // drops reports (ENOBUFS, counted by the caller), never packets.
