@@ -214,10 +214,44 @@ impl Postfix {
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
             .unwrap_or_default();
         let postfix: Vec<&str> = procs.lines().filter(|l| l.contains("postfix")).collect();
+        // Where each one waits (the kernel's view), for a master that stalled: the syscall
+        // and its arguments, the wait channel, the kernel stack and the open files.
+        let waits: Vec<String> = postfix
+            .iter()
+            .filter_map(|l| l.split_whitespace().next())
+            .map(|pid| {
+                let read = |f: &str| {
+                    fs::read_to_string(format!("/proc/{pid}/{f}"))
+                        .unwrap_or_else(|e| format!("({e})"))
+                };
+                let fds = fs::read_dir(format!("/proc/{pid}/fd"))
+                    .map(|d| {
+                        d.filter_map(|e| {
+                            let e = e.ok()?;
+                            let to = fs::read_link(e.path()).ok()?;
+                            Some(format!(
+                                "{}->{}",
+                                e.file_name().to_string_lossy(),
+                                to.display()
+                            ))
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                    })
+                    .unwrap_or_default();
+                format!(
+                    "{pid}: syscall {} wchan {}\n{}fds: {fds}",
+                    read("syscall").trim(),
+                    read("wchan").trim(),
+                    read("stack")
+                )
+            })
+            .collect();
         format!(
-            "master's output:\n{}\nPostfix processes:\n{}",
+            "master's output:\n{}\nPostfix processes:\n{}\n{}",
             self.proc.log(),
-            postfix.join("\n")
+            postfix.join("\n"),
+            waits.join("\n")
         )
     }
 }
