@@ -1435,6 +1435,59 @@ fn an_mta_asking_about_peers_the_datapath_never_saw_is_noticed() {
     );
 }
 
+/// Under `first_contact = "pass"` the MTA asks about a new peer while its verdict is still
+/// being resolved (here: a DNS server that never answers). The datapath saw its SYN, so those
+/// questions are not about unseen addresses, on either backend: the eBPF datapath keeps the
+/// peer's first contact, the nftables backend the report it logged.
+#[test]
+fn questions_about_a_peer_being_resolved_are_not_about_an_unseen_one() {
+    asked_while_resolving(Backend::Ebpf);
+}
+
+#[test]
+fn nftables_questions_about_a_peer_being_resolved_are_not_about_an_unseen_one() {
+    asked_while_resolving(Backend::Nftables);
+}
+
+fn asked_while_resolving(backend: Backend) {
+    let b = backend.bed("dw");
+    // Bound, never read: every lookup waits out the resolver's timeout.
+    let silent = b
+        .wire
+        .server
+        .enter(|| std::net::UdpSocket::bind("127.0.0.1:0"))
+        .unwrap();
+    let mut spec = backend.spec(&b, "bl.test");
+    spec.sections = sections(silent.local_addr().unwrap(), "bl.test")
+        .replace("timeout = \"1s\"", "timeout = \"10s\"");
+    spec.env = balancer_spec(&b, false).env;
+    let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, spec);
+    screens_with(&d, backend);
+    b.connects(CLEAN, smtp4());
+    // The report reaches the daemon's main loop within milliseconds; the verdict not for
+    // 10 s.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        d.verdict(CLEAN),
+        None,
+        "resolved already: the DNS server answered?"
+    );
+    // 45 questions at once (each waits `query.wait_max` for the verdict): however a window
+    // boundary splits them, one side has the watch's 20.
+    std::thread::scope(|s| {
+        for _ in 0..45 {
+            s.spawn(|| d.query(CLEAN));
+        }
+    });
+    d.wait_for(
+        "a window deciding on the MTA's questions",
+        BALANCER_WINDOW * 4,
+        || !balancer_check(&d, "unseen_peers")["since"].is_null(),
+    );
+    let check = balancer_check(&d, "unseen_peers");
+    assert_eq!(check["suspected"], false, "{check}");
+}
+
 /// A verdict outlives a change of listing (it holds until it expires, across restarts); a
 /// sender delisted since need not wait: `forget` removes its verdict and its next SYN is
 /// evaluated afresh, `recheck --now` evaluates at once and prints the new verdict. Manual

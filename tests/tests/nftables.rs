@@ -629,6 +629,32 @@ fn new_peers_are_reported_once_per_dedup_window() {
     assert!(b.log.drain().is_err());
 }
 
+/// What the handle holds of a source (`peer`): a reported one without a verdict is seen from
+/// its report (the table keeps no first contact of its own), one with a verdict by it; a
+/// source forgotten is unknown again.
+#[test]
+fn a_reported_source_is_seen_before_and_after_its_verdict() {
+    let mut b = Bed::new("np");
+    let a = CLIENT_V4[0];
+    let ip: IpAddr = a.parse().unwrap();
+    b.wire.assert_connects(a, smtp4());
+    std::thread::sleep(Duration::from_millis(100));
+    let peers = b.log.drain().unwrap();
+    assert!(b.nft.peer(ip).is_none(), "nothing until the daemon is told");
+    b.nft.peers_reported(&peers);
+    let p = b.nft.peer(ip).expect("reported");
+    assert!(p.verdict().is_none());
+    assert_eq!(p.seen().map(|s| s.first_seen_ns), Some(peers[0].at_ns));
+    assert!(b.nft.peer(CLIENT_V6[1].parse().unwrap()).is_none());
+    b.nft
+        .verdict_set(ip, PeerVerdict::new(Action::Pass, Reason::Reputation, 0))
+        .unwrap();
+    let p = b.nft.peer(ip).unwrap();
+    assert!(p.verdict().is_some() && p.seen().is_some());
+    b.nft.verdicts_remove(&[ip]).unwrap();
+    assert!(b.nft.peer(ip).is_none(), "forgotten");
+}
+
 #[test]
 fn hold_drops_an_unknown_peer_until_its_verdict() {
     let mut b = Bed::new("nh");

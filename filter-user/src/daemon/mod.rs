@@ -304,8 +304,10 @@ impl Daemon {
         loop {
             tokio::select! {
                 batch = inputs.events.next_batch() => {
-                    for peer in batch? {
-                        self.on_new_peer(&peer);
+                    let batch = batch?;
+                    self.maps.peers_reported(&batch);
+                    for peer in &batch {
+                        self.on_new_peer(peer);
                     }
                 }
                 Some(v) = inputs.verdicts.recv() => self.on_verdict(&v),

@@ -16,7 +16,7 @@ use anyhow::Result;
 use filter_common::{Action, Counter, DatapathConfig, ListEntry, Peer, PeerVerdict, Reason, Table};
 use ipnet::IpNet;
 
-use super::{DatapathMaps, FeedChange, ListKind, MapsReader, NetworkVerdict, PrefixSet};
+use super::{DatapathMaps, FeedChange, ListKind, MapsReader, NetworkVerdict, NewPeer, PrefixSet};
 
 /// A batch of verdicts, as a walk of a million of them hands them over.
 pub type Chunk = Vec<(IpAddr, PeerVerdict)>;
@@ -58,6 +58,10 @@ pub trait Datapath: DatapathRead {
     fn backend(&self) -> Backend;
     /// A reader of its own, for a thread or task off the main loop.
     fn reader(&self) -> Result<Box<dyn DatapathRead>>;
+    /// The daemon was told of these new peers. The eBPF datapath recorded their first
+    /// contact itself, in their per-source entries; a backend that keeps none (nftables)
+    /// keeps it here, so that [`DatapathRead::peer`] tells a source whose SYN it saw.
+    fn peers_reported(&mut self, _peers: &[NewPeer]) {}
     /// Applies the runtime config and beats the heartbeat (drops stop when it stops).
     fn set_config(&mut self, cfg: &DatapathConfig) -> Result<()>;
     /// Ends every cached decision (the eBPF decision cache; nothing for nftables).

@@ -22,7 +22,7 @@ use ipnet::IpNet;
 
 use super::{Nftables, counters};
 use crate::datapath::{
-    FeedChange, ListKind, NetworkVerdict, PrefixSet,
+    FeedChange, ListKind, NetworkVerdict, NewPeer, PrefixSet,
     backend::{Backend, Chunk, Counters, Datapath, DatapathRead},
 };
 
@@ -84,15 +84,6 @@ fn lock(m: &Mutex<Nftables>) -> MutexGuard<'_, Nftables> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A peer as the table knows it: its verdict, and (since the table keeps no per-source first
-/// contact) marked seen.
-fn peer_of(v: PeerVerdict) -> Peer {
-    let mut p = Peer::empty();
-    p.set_verdict(&v);
-    p.first_seen_ns = 1;
-    p
-}
-
 /// The verdicts, one chunk, with the hits `hits` gives.
 fn verdicts_chunk(nft: &Nftables, hits: bool) -> Result<Chunk> {
     let counts = if hits {
@@ -121,7 +112,7 @@ impl DatapathRead for NftReader {
         )?))
     }
     fn peer(&self, ip: IpAddr) -> Result<Option<Peer>> {
-        Ok(lock(&self.shared).verdict_held(ip).map(peer_of))
+        Ok(lock(&self.shared).peer(ip))
     }
     fn list_match(&self, kind: ListKind, ip: IpAddr) -> Result<Option<ListEntry>> {
         Ok(lock(&self.shared)
@@ -154,7 +145,7 @@ impl DatapathRead for NftDatapath {
         self.nft().counters()
     }
     fn peer(&self, ip: IpAddr) -> Result<Option<Peer>> {
-        Ok(self.nft().verdict_held(ip).map(peer_of))
+        Ok(self.nft().peer(ip))
     }
     /// Without hits: the main loop reads the verdict it replaces on every write, and a hit
     /// count costs a netlink round trip (`list` reads them all at once).
@@ -203,6 +194,9 @@ impl Datapath for NftDatapath {
     fn new_generation(&mut self) -> Result<()> {
         // Nothing is cached apart from what the rules look up.
         Ok(())
+    }
+    fn peers_reported(&mut self, peers: &[NewPeer]) {
+        self.nft().peers_reported(peers);
     }
     fn verdict_set(&mut self, ip: IpAddr, v: PeerVerdict) -> Result<()> {
         self.nft().verdict_set(ip, v)

@@ -40,6 +40,7 @@ pub mod netlink;
 mod netns;
 mod nft;
 mod rebuild;
+mod reported;
 pub mod ruleset;
 pub mod sets;
 mod tables;
@@ -120,6 +121,8 @@ pub struct Nftables {
     /// The named counters as the last heartbeat read them: what a table written again
     /// starts its counters from ([`rebuild`]).
     tallies: HashMap<String, Tally>,
+    /// Reported sources without a verdict yet ([`reported`]).
+    reported: reported::Reported,
     /// What the named counters start from when the rules next create them (a rebuild's, a
     /// crashed run's outcome counters); empty otherwise.
     seeds: HashMap<String, Tally>,
@@ -175,6 +178,7 @@ impl Nftables {
             rebuilt: (0, SystemTime::UNIX_EPOCH),
             tallies: HashMap::new(),
             seeds,
+            reported: reported::Reported::new(opts.sizes.peers),
         };
         me.sync_rules()?;
         me.seeds.clear();

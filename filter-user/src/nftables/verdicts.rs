@@ -8,7 +8,7 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use anyhow::{Context as _, Result};
-use filter_common::{Action, PeerVerdict};
+use filter_common::{Action, Peer, PeerVerdict, Seen};
 
 use super::{
     Nftables, counters,
@@ -18,6 +18,7 @@ use super::{
     ruleset::{V_DROP, V_EXPLAIN, V_LIMIT, V_PASS},
     sets::{Family, addr_key, decide_set, explained_set, known_set, source_sets, verdict_set},
 };
+use crate::datapath::NewPeer;
 
 /// The action a verdict map's chain stands for.
 pub fn action_of(chain: &str) -> Option<Action> {
@@ -73,6 +74,8 @@ impl Nftables {
             let mut stored = *v;
             stored.hits = 0;
             self.verdicts.insert(*ip, stored);
+            // Seen by its verdict from now on (reported.rs).
+            self.reported.remove(*ip);
             self.uncounted.remove(ip);
             self.carried.remove(&(*ip, Counted::Verdict));
         }
@@ -120,9 +123,42 @@ impl Nftables {
         Ok(Some(v))
     }
 
-    /// `ip`'s verdict as written (expired or not), without hits (no `nft` run).
+    /// `ip`'s verdict as written (expired or not), without hits (no netlink read).
     pub fn verdict_held(&self, ip: IpAddr) -> Option<PeerVerdict> {
         self.verdicts.get(&ip).copied()
+    }
+
+    /// What is held for `ip`: its verdict as written (expired or not), without hits (no
+    /// netlink read), and the report of a source without one ([`super::reported`]). A
+    /// source with a verdict counts as seen, whether or not a report of it is held: the
+    /// table keeps no first contact a restart or an old report could be told by.
+    pub fn peer(&self, ip: IpAddr) -> Option<Peer> {
+        let verdict = self.verdicts.get(&ip);
+        let seen = self.reported.get(ip);
+        if verdict.is_none() && seen.is_none() {
+            return None;
+        }
+        let mut p = Peer::empty();
+        if let Some(v) = verdict {
+            p.set_verdict(v);
+        }
+        let seen = seen.unwrap_or(Seen {
+            first_seen_ns: 1,
+            last_event_ns: 0,
+        });
+        p.first_seen_ns = seen.first_seen_ns;
+        p.last_event_ns = seen.last_event_ns;
+        Some(p)
+    }
+
+    /// The daemon was told of these new peers (NFLOG): those without a verdict are held as
+    /// seen until theirs is written ([`super::reported`]).
+    pub fn peers_reported(&mut self, peers: &[NewPeer]) {
+        for p in peers {
+            if !self.verdicts.contains_key(&p.ip) {
+                self.reported.note(p.ip, p.at_ns);
+            }
+        }
     }
 
     /// The MTA refused `ip` with its explained `drop` (that was its explanation): it goes
@@ -201,6 +237,7 @@ impl Nftables {
         }
         for ip in ips {
             n += usize::from(self.verdicts.remove(ip).is_some());
+            self.reported.remove(*ip);
             self.uncounted.remove(ip);
             self.carried.remove(&(*ip, Counted::Verdict));
         }
