@@ -110,7 +110,7 @@ impl Daemon {
         }
         let live = self
             .maps
-            .verdict_get(ip)
+            .verdict_without_hits(ip)
             .ok()
             .flatten()
             .is_some_and(|v| clock::remaining(v.expires_ns).is_none_or(|left| !left.is_zero()));

@@ -132,7 +132,7 @@ impl Daemon {
         };
         if list == ListKind::Deny
             && net.prefix_len() == net.max_prefix_len()
-            && let Some(v) = self.maps.verdict_get(net.addr())?
+            && let Some(v) = self.maps.verdict_without_hits(net.addr())?
             && v.action() != Action::Pass
             && clock::remaining(v.expires_ns).is_none_or(|d| !d.is_zero())
         {

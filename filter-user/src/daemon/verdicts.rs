@@ -68,7 +68,7 @@ impl VerdictWriter {
         entry.flags = explain_flags(v.action, v.reason, v.forward_confirmed(), explain_to);
         // What it replaces, for the census (a failed read only makes the count approximate
         // until the next sweep).
-        let previous = maps.verdict_get(v.ip).ok().flatten();
+        let previous = maps.verdict_without_hits(v.ip).ok().flatten();
         if let Err(e) = maps.verdict_set(v.ip, entry) {
             tracing::warn!(ip = %v.ip, error = %e, "could not store verdict");
             return None;
@@ -129,7 +129,7 @@ impl VerdictWriter {
         let mut ips = Vec::new();
         if net.prefix_len() == net.max_prefix_len() {
             if maps
-                .verdict_get(net.addr())?
+                .verdict_without_hits(net.addr())?
                 .is_some_and(|v| forgettable(v.reason()))
             {
                 ips.push(net.addr());

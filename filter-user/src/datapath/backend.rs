@@ -37,6 +37,11 @@ pub trait DatapathRead: Send + Sync {
     fn verdict_get(&self, ip: IpAddr) -> Result<Option<PeerVerdict>> {
         Ok(self.peer(ip)?.and_then(|p| p.verdict()))
     }
+    /// As [`DatapathRead::verdict_get`], where its hits are not needed (the main loop reads
+    /// the verdict each write replaces): whatever is cheapest to read.
+    fn verdict_without_hits(&self, ip: IpAddr) -> Result<Option<PeerVerdict>> {
+        self.verdict_get(ip)
+    }
     /// The longest prefix of a list covering `ip`, live or not (own entries and feeds').
     fn list_match(&self, kind: ListKind, ip: IpAddr) -> Result<Option<ListEntry>>;
     /// Exactly this prefix of a list, with its hits.

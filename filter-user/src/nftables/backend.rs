@@ -114,6 +114,12 @@ impl DatapathRead for NftReader {
     fn peer(&self, ip: IpAddr) -> Result<Option<Peer>> {
         Ok(lock(&self.shared).peer(ip))
     }
+    fn verdict_get(&self, ip: IpAddr) -> Result<Option<PeerVerdict>> {
+        lock(&self.shared).verdict_get(ip)
+    }
+    fn verdict_without_hits(&self, ip: IpAddr) -> Result<Option<PeerVerdict>> {
+        Ok(lock(&self.shared).verdict_held(ip))
+    }
     fn list_match(&self, kind: ListKind, ip: IpAddr) -> Result<Option<ListEntry>> {
         Ok(lock(&self.shared)
             .list_lookup_unhit(kind.into(), ip)
@@ -147,9 +153,13 @@ impl DatapathRead for NftDatapath {
     fn peer(&self, ip: IpAddr) -> Result<Option<Peer>> {
         Ok(self.nft().peer(ip))
     }
-    /// Without hits: the main loop reads the verdict it replaces on every write, and a hit
-    /// count costs a netlink round trip (`list` reads them all at once).
+    /// With its hits: a netlink round trip (`check`).
     fn verdict_get(&self, ip: IpAddr) -> Result<Option<PeerVerdict>> {
+        self.nft().verdict_get(ip)
+    }
+    /// The verdict as held, no netlink read: the main loop reads the verdict it replaces on
+    /// every write.
+    fn verdict_without_hits(&self, ip: IpAddr) -> Result<Option<PeerVerdict>> {
         Ok(self.nft().verdict_held(ip))
     }
     fn list_match(&self, kind: ListKind, ip: IpAddr) -> Result<Option<ListEntry>> {
