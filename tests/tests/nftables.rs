@@ -10,11 +10,12 @@ use std::{
 };
 
 use filter_common::{
-    Action, Counter, DatapathConfig, FLAG_HOLD, FLAG_OBSERVE, ListEntry, PeerVerdict, Reason, Table,
+    Action, Counter, DatapathConfig, EventWhy, FLAG_HOLD, FLAG_OBSERVE, ListEntry, PeerVerdict,
+    Reason, Table,
 };
 use ipnet::IpNet;
 use mxscreen::{
-    datapath::{ListKind, MapSizes, PrefixSet, clock},
+    datapath::{ListKind, MapSizes, NewPeer, PrefixSet, clock},
     nftables::{Nftables, Options, events::NfLog},
 };
 use mxscreen_tests::{
@@ -680,6 +681,116 @@ fn hold_drops_an_unknown_peer_until_its_verdict() {
     b.wire.assert_refused(c, smtp4());
     std::thread::sleep(Duration::from_millis(3100));
     b.wire.assert_connects(c, smtp4());
+}
+
+/// Raw SYNs to port 25 from `sources` (sent at once, as a flood's), and what the table
+/// counted and reported meanwhile: (events emitted, over budget, held, reports).
+fn syns_from(b: &mut Bed, flood: &Flood, sources: &[IpAddr]) -> (u64, u64, u64, Vec<NewPeer>) {
+    let counts = |b: &Bed| {
+        [
+            Counter::EventsEmitted,
+            Counter::EventsOverBudget,
+            Counter::Held,
+            Counter::Unknown,
+        ]
+        .map(|c| b.count(c))
+    };
+    let before = counts(b);
+    let frames: Vec<Vec<u8>> = sources.iter().map(|ip| Frame::syn(*ip).build()).collect();
+    flood.send(&frames, frames.len() as u64, 0);
+    // Every SYN is either held or passed as unknown (or a softirq deferred to ksoftirqd is
+    // late).
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let after = loop {
+        let after = counts(b);
+        let decided = after[2] + after[3] - before[2] - before[3];
+        if decided >= sources.len() as u64 || Instant::now() >= deadline {
+            break after;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(100));
+    let reports = b.log.drain().unwrap_or_default();
+    (
+        after[0] - before[0],
+        after[1] - before[1],
+        after[2] - before[2],
+        reports,
+    )
+}
+
+fn documentation_sources(n: u8) -> Vec<IpAddr> {
+    (1..=n).map(|i| IpAddr::from([198, 51, 100, i])).collect()
+}
+
+/// Reports say why (a first SYN, or a source again), and are spent from a budget with a
+/// bucket for first SYNs and one for the rest, as the eBPF datapath's: a flood of new
+/// sources spends the first, and a held real sender's retransmit is still reported, from the
+/// second. A source over the budget is held all the same.
+#[test]
+fn a_first_syn_flood_cannot_spend_the_budget_of_retransmits() {
+    let mut b = Bed::new("nb");
+    let mut cfg = config();
+    cfg.flags |= FLAG_HOLD;
+    cfg.hold_window_ns = 3_000_000_000;
+    cfg.events_per_s = 3;
+    b.nft.set_config(&cfg).unwrap();
+    let flood = Flood::new(&b.wire.client, "vc");
+    let real = IpAddr::from([203, 0, 113, 7]);
+    let (emitted, over, held, reports) = syns_from(&mut b, &flood, &[real]);
+    assert_eq!((emitted, over, held), (1, 0, 1));
+    assert_eq!((reports[0].ip, reports[0].why), (real, EventWhy::First));
+    // Past AGAIN_AFTER (0.8 s), and the first bucket full again: a flood of 20 new sources.
+    std::thread::sleep(Duration::from_millis(1000));
+    let sources = documentation_sources(20);
+    let (emitted, over, held, reports) = syns_from(&mut b, &flood, &sources);
+    assert!((3..=4).contains(&emitted), "{emitted} of 20 reported");
+    assert_eq!(
+        (over, held),
+        (20 - emitted, 20),
+        "over the budget, and held"
+    );
+    assert_eq!(reports.len() as u64, emitted);
+    assert!(
+        reports.iter().all(|r| r.why == EventWhy::First),
+        "{reports:?}"
+    );
+    // The real sender's retransmit: reported again, from the bucket the flood did not spend.
+    let (emitted, over, held, reports) = syns_from(&mut b, &flood, &[real]);
+    assert_eq!((emitted, over, held), (1, 0, 1));
+    assert_eq!((reports[0].ip, reports[0].why), (real, EventWhy::Again));
+    // Again within AGAIN_AFTER: held, not reported.
+    assert_eq!(syns_from(&mut b, &flood, &[real]).0, 0);
+}
+
+/// Without `hold`, a source over the budget passes unreported, and its next SYN is reported
+/// as a real sender's (from the second bucket); a reported one is not reported again.
+#[test]
+fn a_source_over_the_budget_is_reported_at_its_next_syn() {
+    let mut b = Bed::new("nu");
+    let mut cfg = config();
+    cfg.events_per_s = 3;
+    b.nft.set_config(&cfg).unwrap();
+    let flood = Flood::new(&b.wire.client, "vc");
+    let sources = documentation_sources(20);
+    let (emitted, over, held, reports) = syns_from(&mut b, &flood, &sources);
+    assert!((3..=4).contains(&emitted), "{emitted} of 20 reported");
+    assert_eq!((over, held), (20 - emitted, 0));
+    assert!(
+        reports.iter().all(|r| r.why == EventWhy::First),
+        "{reports:?}"
+    );
+    let first: Vec<IpAddr> = reports.iter().map(|r| r.ip).collect();
+    std::thread::sleep(Duration::from_millis(1100));
+    let (again, over, _, reports) = syns_from(&mut b, &flood, &sources);
+    assert!((3..=4).contains(&again), "{again} reported again");
+    assert_eq!(over, 20 - emitted - again);
+    assert!(
+        reports
+            .iter()
+            .all(|r| r.why == EventWhy::Again && !first.contains(&r.ip)),
+        "{reports:?}"
+    );
 }
 
 #[test]

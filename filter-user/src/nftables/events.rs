@@ -25,6 +25,7 @@ use netlink_packet_netfilter::{
 use netlink_sys::{Socket, constants::NETLINK_NETFILTER};
 use tokio::io::{Interest, unix::AsyncFd};
 
+use super::unknown::FIRST;
 use crate::datapath::{NewPeer, clock};
 
 /// Bytes of each logged SYN copied to the daemon: the IP header, extension headers and
@@ -185,10 +186,14 @@ fn peer(msg: NetlinkMessage<NetfilterMessage>) -> Option<NewPeer> {
     };
     let mut ifindex = 0;
     let mut payload = None;
+    // A report without a prefix this build writes (a table of an older build, adopted):
+    // a real sender's, as all reports were before the prefixes.
+    let mut why = EventWhy::Again;
     for nla in nlas {
         match nla {
             PacketNla::IfIndexInDev(i) => ifindex = i,
             PacketNla::Payload(p) => payload = Some(p),
+            PacketNla::Prefix(p) if p.as_bytes() == FIRST.as_bytes() => why = EventWhy::First,
             _ => {}
         }
     }
@@ -198,9 +203,7 @@ fn peer(msg: NetlinkMessage<NetfilterMessage>) -> Option<NewPeer> {
         dst_port,
         ifindex,
         at_ns: clock::now_ns(),
-        // nftables logs a source once per dedup window and cannot tell a retransmit from a
-        // first SYN: its events go to the engine's proven-real class, as before the classes.
-        why: EventWhy::Again,
+        why,
     })
 }
 

@@ -4,7 +4,8 @@
 //! but netfilter can (CAP_NET_ADMIN in the MTA's network namespace).
 //!
 //! - [`ruleset`]: the rules, chains, counters and set declarations (an `nft` script), applied
-//!   by [`nft`];
+//!   by [`nft`]; [`unknown`] the rules of a source nothing decides (reports, their budget,
+//!   hold);
 //! - [`sets`]: which set an entry goes into, and its key;
 //! - [`decide`]: the decision maps, one lookup for every source an exact element decides,
 //!   the precedence resolved here;
@@ -15,6 +16,7 @@
 //! - [`counters`]: the named outcome counters and per-element hits;
 //! - [`events`]: new peers reported over NFLOG;
 //! - [`tables`]: reads of the list tables by table (longest match, exact prefix, all);
+//! - [`reported`]: the reported sources still without a verdict;
 //! - [`rebuild`]: the table written again after something else deleted it (`nft flush
 //!   ruleset`);
 //! - [`backend`]: the handle as the daemon's datapath (`crate::datapath::backend`).
@@ -44,6 +46,7 @@ mod reported;
 pub mod ruleset;
 pub mod sets;
 mod tables;
+mod unknown;
 mod verdicts;
 
 use std::{
@@ -152,6 +155,7 @@ impl Nftables {
             observe: false,
             hold: None,
             dedup: Duration::from_secs(30),
+            events_per_s: 0,
             explain: None,
             limit_per_minute: 60,
             limit_burst: 1,
@@ -225,6 +229,7 @@ delete chain netdev {t} ingress
         self.shape.hold = (cfg.flags & FLAG_HOLD != 0 && cfg.hold_window_ns != 0)
             .then(|| Duration::from_nanos(cfg.hold_window_ns));
         self.shape.dedup = Duration::from_nanos(cfg.dedup_window_ns.max(1_000_000));
+        self.shape.events_per_s = cfg.events_per_s;
         // Explained only while an MTA asks (the daemon's FLAG_EXPLAIN), as in the eBPF
         // datapath: without it the explain chain drops like the drop chain.
         self.shape.explain = (cfg.explain_window_ns != 0 && cfg.flags & FLAG_EXPLAIN != 0)

@@ -21,9 +21,14 @@
 //!           limit feeds ─► feed_N ─► bucket (per-source token bucket) ─► over_rate
 //!           @verdict4/6 ─► v_pass | v_limit ─► bucket | v_drop | v_explain
 //!           network verdict sets ─► v_drop …
-//!   3. unknown_peer: held ─► held; seen within the dedup window ─► back into @known,
-//!      unknown, accept; else add to @seen (and @holding, or @known), NFLOG
-//!      ─► events_emitted ─► first_contact
+//!   3. unknown_peer: held (or, without hold, over the budget before: @tried) ─►
+//!      report_again; seen within the dedup window ─► back into @known, unknown, accept;
+//!      over the first SYNs' budget ─► over_budget: into @holding (or @tried),
+//!      events_over_budget ─► first_contact; else add to @seen (and @holding and @recent,
+//!      or @known), NFLOG "first" ─► events_emitted ─► first_contact
+//!   report_again: reported within 0.8 s (@recent) ─► first_contact; over the second
+//!      budget ─► events_over_budget ─► first_contact; else as above, NFLOG "again"
+//!   first_contact: held (hold) | unknown, accept
 //! every chain that drops (to_deny, feed_drop, over_rate, v_drop, held) drops in one rule
 //! that also checks @alive and counts; without a live element ─► stale: passed_stale,
 //! accept (the daemon is dead or hung)
@@ -46,8 +51,8 @@ use filter_common::Counter;
 use super::{
     netlink::Tally,
     sets::{
-        ALIVE, Family, Kind, decide_set, explained, holding, known_refill, known_set, meter, seen,
-        verdict_set,
+        AGAIN_AFTER, ALIVE, Family, Kind, decide_set, explained, holding, known_set, meter, recent,
+        seen, tried, verdict_set,
     },
 };
 
@@ -62,6 +67,8 @@ pub struct Shape {
     /// `first_contact = "hold"`: how long an unknown peer's SYNs are dropped.
     pub hold: Option<Duration>,
     pub dedup: Duration,
+    /// New-peer reports a second, first SYNs and the rest each (0: unlimited).
+    pub events_per_s: u32,
     /// A reputation drop lets one SYN through per this window (`None`: never).
     pub explain: Option<Duration>,
     pub limit_per_minute: u64,
@@ -118,6 +125,9 @@ impl Shape {
             v.push((meter(f, self), f, self.meter_timeout()));
             if let Some(h) = self.hold {
                 v.push((holding(f, h), f, h));
+                v.push((recent(f), f, AGAIN_AFTER));
+            } else if self.events_per_s != 0 {
+                v.push((tried(f, self), f, self.dedup));
             }
             if let Some(e) = self.explain {
                 v.push((explained(f, e), f, e));
@@ -151,6 +161,8 @@ const CHAINS: &[&str] = &[
     V_DROP,
     V_EXPLAIN,
     "unknown_peer",
+    "over_budget",
+    "report_again",
     "first_contact",
     "held",
 ];
@@ -424,57 +436,7 @@ fn write_rules(s: &mut String, n: &Shape) {
         }
     }
     rule(V_EXPLAIN, &format!("goto {V_DROP}"));
-    unknown_rules(&mut rule, n);
-}
-
-/// An unknown source: reported once per dedup window (NFLOG), passed, or held.
-fn unknown_rules(rule: &mut impl FnMut(&str, &str), n: &Shape) {
-    for f in Family::ALL {
-        let p = f.proto();
-        if let Some(h) = n.hold {
-            rule(
-                "unknown_peer",
-                &format!("meta protocol {p} {p} saddr @{} goto held", holding(f, h)),
-            );
-        }
-        // Reported before the cache was last flushed (or after its hold): cached again.
-        rule(
-            "unknown_peer",
-            &format!(
-                "meta protocol {p} {p} saddr @{} add @{} {{ {p} saddr timeout {}ms }} counter name \"unknown\" accept",
-                seen(f, n),
-                known_set(n, f),
-                known_refill(n.dedup).as_millis()
-            ),
-        );
-    }
-    for f in Family::ALL {
-        let p = f.proto();
-        // A held peer is not cached as unknown (its SYNs are dropped until the hold ends);
-        // another is, for as long as its report.
-        let hold = match n.hold {
-            Some(h) => format!(" add @{} {{ {p} saddr }}", holding(f, h)),
-            None => format!(" add @{} {{ {p} saddr }}", known_set(n, f)),
-        };
-        rule(
-            "unknown_peer",
-            &format!(
-                "meta protocol {p} add @{} {{ {p} saddr }}{hold} log group {} snaplen 128 counter name \"events_emitted\" goto first_contact",
-                seen(f, n),
-                n.log_group
-            ),
-        );
-    }
-    // The dynamic set is full: nothing more can be reported, and an unreported peer passes.
-    rule(
-        "unknown_peer",
-        "counter name \"events_lost\" counter name \"unknown\" accept",
-    );
-    if n.hold.is_some() {
-        rule("first_contact", "goto held");
-    } else {
-        rule("first_contact", "counter name \"unknown\" accept");
-    }
+    super::unknown::rules(&mut rule, n);
 }
 
 pub use super::nft::{apply, query};

@@ -214,10 +214,30 @@ pub fn meter(f: Family, s: &Shape) -> String {
     )
 }
 
-/// The dynamic sets holding per-source state of one family: reported, held, explained.
+/// How soon after its last report a held source's SYN is reported again (the eBPF datapath's
+/// `AGAIN_AFTER_NS`): below TCP's first retransmit (1 s), so the retransmit is reported.
+pub const AGAIN_AFTER: Duration = Duration::from_millis(800);
+
+/// Held sources reported within [`AGAIN_AFTER`].
+pub fn recent(f: Family) -> String {
+    format!("recent{}", f.digit())
+}
+
+/// Sources over the event budget at their first SYN, without `hold` (held ones are in the
+/// holding set): their next SYN within the dedup window is reported as a real sender's.
+pub fn tried(f: Family, s: &Shape) -> String {
+    format!("tried{}_{}", f.digit(), s.dedup.as_millis())
+}
+
+/// The dynamic sets holding per-source state of one family: reported, held, over the
+/// budget, explained.
 pub fn source_sets(s: &Shape, f: Family) -> Vec<String> {
     let mut v = vec![seen(f, s), known_set(s, f)];
-    v.extend(s.hold.map(|h| holding(f, h)));
+    if let Some(h) = s.hold {
+        v.extend([holding(f, h), recent(f)]);
+    } else if s.events_per_s != 0 {
+        v.push(tried(f, s));
+    }
     v.extend(explained_set(s, f));
     v
 }
