@@ -1678,7 +1678,16 @@ fn senders_during_flood(
 /// evaluations stay within the budget.
 #[test]
 fn a_spoofed_flood_spends_no_budget_real_senders_need() {
-    let b = bed("dF");
+    spoofed_flood(Backend::Ebpf);
+}
+
+#[test]
+fn nftables_a_spoofed_flood_spends_no_budget_real_senders_need() {
+    spoofed_flood(Backend::Nftables);
+}
+
+fn spoofed_flood(backend: Backend) {
+    let b = backend.bed("dF");
     b.wire.add_client_addr(CLEAN_V6);
     // Only the resolver and the zone, as a new user writes it, and two things this bed
     // lacks: reverse zones (rDNS off) and an MTA asking (explanations off).
@@ -1690,10 +1699,12 @@ fn a_spoofed_flood_spends_no_budget_real_senders_need() {
         &b.wire.server,
         SERVER_IFACE,
         Spec {
+            datapath: format!("backend = \"{}\"", backend.name()),
             sections,
             ..Default::default()
         },
     );
+    screens_with(&d, backend);
     let under = senders_during_flood(
         &b,
         &d,

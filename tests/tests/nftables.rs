@@ -763,6 +763,33 @@ fn a_first_syn_flood_cannot_spend_the_budget_of_retransmits() {
     assert_eq!(syns_from(&mut b, &flood, &[real]).0, 0);
 }
 
+/// A flood of more new sources than the report set holds (4,096 with the tests' sizes)
+/// cannot fill it: only the budget's few are marked reported, so a new real sender after it
+/// is still reported (where every flooded source used to be marked, and a full set passed
+/// new senders unreported for the dedup window).
+#[test]
+fn a_flood_of_new_sources_leaves_room_to_report_a_real_sender() {
+    let mut b = Bed::new("nf");
+    let mut cfg = config();
+    cfg.events_per_s = 100;
+    b.nft.set_config(&cfg).unwrap();
+    let flood = Flood::new(&b.wire.client, "vc");
+    let spoofed: Vec<IpAddr> = (1..=5000u128)
+        .map(|i| IpAddr::from(std::net::Ipv6Addr::from(0x2001_0db8_0005_u128 << 80 | i)))
+        .collect();
+    let (emitted, over, _, _) = syns_from(&mut b, &flood, &spoofed);
+    assert!(
+        emitted < 200 && over > 4800,
+        "{emitted} reported, {over} over"
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    let real = IpAddr::from([203, 0, 113, 9]);
+    let (emitted, _, _, reports) = syns_from(&mut b, &flood, &[real]);
+    assert_eq!(emitted, 1);
+    assert_eq!((reports[0].ip, reports[0].why), (real, EventWhy::First));
+    assert_eq!(b.count(Counter::EventsLost), 0);
+}
+
 /// Without `hold`, a source over the budget passes unreported, and its next SYN is reported
 /// as a real sender's (from the second bucket); a reported one is not reported again.
 #[test]
