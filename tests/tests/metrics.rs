@@ -62,7 +62,18 @@ fn value(m: &BTreeMap<String, f64>, series: &str) -> f64 {
 
 #[test]
 fn metrics_match_stats_and_status_and_pass_promtool() {
-    let wire = Wire::new("mx");
+    metrics_match("ebpf");
+}
+
+/// The same scrape, with the nftables backend screening: its counters (named counters),
+/// sets and verdicts behind the same series.
+#[test]
+fn nftables_metrics_match_stats_and_status_and_pass_promtool() {
+    metrics_match("nftables");
+}
+
+fn metrics_match(backend: &str) {
+    let wire = Wire::new(&format!("mx{}", &backend[..1]));
     for a in [LISTED, CLEAN] {
         wire.add_client_addr(a);
     }
@@ -78,7 +89,7 @@ fn metrics_match_stats_and_status_and_pass_promtool() {
     let spec = Spec {
         // First contacts pass: the scrape is checked against a listed peer's first
         // connection reaching the listener (the default, hold, is tested in daemon and e2e).
-        datapath: "first_contact = \"pass\"".into(),
+        datapath: format!("first_contact = \"pass\"\nbackend = \"{backend}\""),
         sections: format!(
             "[resolver]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\n\n[rdns]\nenabled = false\n\n[policy]\nexplain_every = \"0s\"\n\n[lists]\nallow = []\n\n[[dnsbl]]\nzone = \"bl.test\"\nweight = 10\n\n[metrics]\nlisten = \"{METRICS}\"\n",
             rbl.addr
@@ -234,7 +245,7 @@ fn metrics_match_stats_and_status_and_pass_promtool() {
         value(
             &after,
             &format!(
-                "mxscreen_attached_info{{interface=\"{SERVER_IFACE}\",mode=\"{mode}\",backend=\"ebpf\"}}"
+                "mxscreen_attached_info{{interface=\"{SERVER_IFACE}\",mode=\"{mode}\",backend=\"{backend}\"}}"
             )
         ),
         1.0
