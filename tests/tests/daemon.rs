@@ -1501,8 +1501,18 @@ fn asked_while_resolving(backend: Backend) {
 /// entries are untouched, and the answer says which still decide.
 #[test]
 fn forget_lets_a_delisted_sender_be_evaluated_afresh() {
-    let b = bed("df");
-    let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, spec(&b, "bl.test"));
+    forget_and_evaluate_afresh(Backend::Ebpf);
+}
+
+#[test]
+fn nftables_forget_lets_a_delisted_sender_be_evaluated_afresh() {
+    forget_and_evaluate_afresh(Backend::Nftables);
+}
+
+fn forget_and_evaluate_afresh(backend: Backend) {
+    let b = backend.bed("df");
+    let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, backend.spec(&b, "bl.test"));
+    screens_with(&d, backend);
     b.connects(LISTED, smtp4());
     assert_eq!(d.wait_verdict(LISTED, VERDICT_WITHIN), "drop");
     b.connects(LATER_LISTED, smtp4());
