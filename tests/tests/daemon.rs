@@ -1345,6 +1345,15 @@ fn log_lines(d: &MxDaemon, needle: &str) -> usize {
 /// SYNs from the built-in private ranges (a balancer on a private address) are noticed too.
 #[test]
 fn a_balancer_in_front_is_noticed_in_status_metrics_and_log() {
+    balancer_noticed(Backend::Ebpf);
+}
+
+#[test]
+fn nftables_a_balancer_in_front_is_noticed_in_status_metrics_and_log() {
+    balancer_noticed(Backend::Nftables);
+}
+
+fn balancer_noticed(backend: Backend) {
     const BALANCER: &str = "198.51.100.7";
     const OTHERS: [&str; 4] = [
         "198.51.100.11",
@@ -1353,11 +1362,13 @@ fn a_balancer_in_front_is_noticed_in_status_metrics_and_log() {
         "198.51.100.14",
     ];
     const PRIVATE: &str = "10.20.30.40";
-    let b = bed("db");
+    let b = backend.bed("db");
     let metrics = format!("{SERVER_V4}:9725");
     let mut spec = balancer_spec(&b, true);
+    spec.datapath = backend.spec(&b, "bl.test").datapath;
     spec.sections += &format!("\n[metrics]\nlisten = \"{metrics}\"\n");
     let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, spec);
+    screens_with(&d, backend);
     // The balancer's first SYN makes it a peer with a (pass) verdict, as any sender.
     syn_burst(&b, &[BALANCER], 1);
     assert_eq!(d.wait_verdict(BALANCER, VERDICT_WITHIN), "pass");
@@ -1410,8 +1421,20 @@ fn a_balancer_in_front_is_noticed_in_status_metrics_and_log() {
 /// count; questions about unseen ones, once they are most of a window's, are noticed.
 #[test]
 fn an_mta_asking_about_peers_the_datapath_never_saw_is_noticed() {
-    let b = bed("dp");
-    let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, balancer_spec(&b, false));
+    unseen_noticed(Backend::Ebpf);
+}
+
+#[test]
+fn nftables_an_mta_asking_about_peers_the_datapath_never_saw_is_noticed() {
+    unseen_noticed(Backend::Nftables);
+}
+
+fn unseen_noticed(backend: Backend) {
+    let b = backend.bed("dp");
+    let mut spec = balancer_spec(&b, false);
+    spec.datapath = backend.spec(&b, "bl.test").datapath;
+    let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, spec);
+    screens_with(&d, backend);
     // A peer that connected: asked about as often as an MTA would, never suspicious.
     b.connects(CLEAN, smtp4());
     assert_eq!(d.wait_verdict(CLEAN, VERDICT_WITHIN), "pass");
