@@ -630,6 +630,32 @@ fn new_peers_are_reported_once_per_dedup_window() {
     assert!(b.log.drain().is_err());
 }
 
+/// The screened ports are the config's, changed at run time (SIGHUP rewrites the config):
+/// a denied source is refused on each screened port and reaches every other.
+#[test]
+fn screened_ports_follow_the_config() {
+    let mut b = Bed::new("nP");
+    let a = CLIENT_V6[0];
+    b.nft.list_insert(ListKind::Deny, net(a), manual()).unwrap();
+    let other = || -> SocketAddr { format!("[{SERVER_V6}]:2525").parse().unwrap() };
+    b.wire.assert_refused(a, smtp6());
+    b.wire.assert_connects(a, other());
+    let mut cfg = config();
+    cfg.set_ports(&[25, 2525]);
+    b.nft.set_config(&cfg).unwrap();
+    b.wire.assert_refused(a, smtp6());
+    b.wire.assert_refused(a, other());
+    cfg.set_ports(&[2525]);
+    b.nft.set_config(&cfg).unwrap();
+    b.wire.assert_connects(a, smtp6());
+    b.wire.assert_refused(a, other());
+    // No port: nothing is screened.
+    cfg.set_ports(&[]);
+    b.nft.set_config(&cfg).unwrap();
+    b.wire.assert_connects(a, smtp6());
+    b.wire.assert_connects(a, other());
+}
+
 /// What the handle holds of a source (`peer`): a reported one without a verdict is seen from
 /// its report (the table keeps no first contact of its own), one with a verdict by it; a
 /// source forgotten is unknown again.
