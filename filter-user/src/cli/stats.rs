@@ -28,7 +28,9 @@ pub struct Args {
 }
 
 fn print(s: &StatsReply, prev: Option<&StatsReply>, secs: f64) -> Result<()> {
-    outln!("datapath (SYN screening; counters since the maps were created):")?;
+    outln!(
+        "datapath (SYN screening; counters since the maps, or the nftables table, were created):"
+    )?;
     for (name, v) in &s.datapath {
         let rate = prev
             .and_then(|p| p.datapath.iter().find(|(n, _)| n == name))

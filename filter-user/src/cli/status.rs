@@ -255,6 +255,8 @@ fn backend(b: &crate::control::protocol::BackendStatus) -> String {
             "{} ({}: eBPF could not be used: {why})",
             b.name, b.requested
         ),
+        // As configured: the name says it all.
+        None if b.requested == b.name => b.name.clone(),
         None => format!("{} ({})", b.name, b.requested),
     }
 }
