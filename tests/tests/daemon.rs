@@ -1602,6 +1602,65 @@ fn forget_and_evaluate_afresh(backend: Backend) {
     );
 }
 
+/// IPv6 rotation (README, *IPv6 networks that rotate*): two addresses of one /64, listed
+/// and dropped, earn the network a verdict, so a third address of it, never seen, is refused
+/// at its first SYN (first contact passes otherwise); `check` names the addresses that
+/// earned it; `forget` of the network lets the third in again.
+#[test]
+fn a_rotating_ipv6_network_is_refused_as_a_whole() {
+    rotating_network(Backend::Ebpf);
+}
+
+#[test]
+fn nftables_a_rotating_ipv6_network_is_refused_as_a_whole() {
+    rotating_network(Backend::Nftables);
+}
+
+fn rotating_network(backend: Backend) {
+    const A: &str = "2001:db8:1::a1";
+    const B: &str = "2001:db8:1::b2";
+    const NEW: &str = "2001:db8:1::c3";
+    let tag = if backend == Backend::Ebpf {
+        "dR"
+    } else {
+        "dRn"
+    };
+    let b = Bed::new(
+        tag,
+        &[A, B, NEW],
+        &[RblZone::new(
+            "bl.test",
+            Duration::from_secs(900),
+            vec![
+                listing(A, "127.0.0.2", "rotating"),
+                listing(B, "127.0.0.2", "rotating"),
+            ],
+        )],
+    );
+    let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, backend.spec(&b, "bl.test"));
+    screens_with(&d, backend);
+    for ip in [A, B] {
+        b.connects(ip, smtp6());
+        assert_eq!(d.wait_verdict(ip, VERDICT_WITHIN), "drop");
+    }
+    d.wait_for("the network verdict", VERDICT_WITHIN, || {
+        d.log_text()
+            .contains("rotation: 2 addresses of 2001:db8:1::/64 hold drop verdicts")
+    });
+    b.refused(NEW, smtp6());
+    let out = d.cli_ok(&["check", NEW, "--config", d.config.to_str().unwrap()]);
+    assert!(
+        out.contains("2001:db8:1::/64") && out.contains(A) && out.contains(B),
+        "{out}"
+    );
+    let out = d.cli_ok(&["forget", "2001:db8:1::/64"]);
+    assert!(
+        out.starts_with("forgot 2 verdicts inside 2001:db8:1::/64"),
+        "{out}"
+    );
+    b.connects(NEW, smtp6());
+}
+
 /// The defaults' `resolver.max_lookups_per_sec`: evaluations started per second.
 const BUDGET: u64 = 200;
 const CLEAN_V6: &str = "2001:db8:1::21";
