@@ -1,7 +1,7 @@
 //! The nftables backend in a network namespace: a veth pair between a client and a server
 //! namespace, the backend's table on the server's interface, real TCP handshakes from the
 //! client. Each promise of the README's datapath section, against real SYNs. Needs root and
-//! the `nft` program; run by `cargo xtask test nftables`.
+//! the `nft` program; run by `cargo xtask test netns`.
 
 use std::{
     net::{IpAddr, SocketAddr, TcpListener},
