@@ -64,7 +64,7 @@ impl Nftables {
         // The union of before and after, so no element is written to a set without a rule.
         self.shape.lengths = wanted;
         self.shape.feeds = all_feeds;
-        self.apply_shape()?;
+        self.apply_shape(&HashMap::new())?;
         self.write(ops)?;
         self.sync_rules()
     }

@@ -126,9 +126,6 @@ pub struct Nftables {
     tallies: HashMap<String, Tally>,
     /// Reported sources without a verdict yet ([`reported`]).
     reported: reported::Reported,
-    /// What the named counters start from when the rules next create them (a rebuild's, a
-    /// crashed run's outcome counters); empty otherwise.
-    seeds: HashMap<String, Tally>,
 }
 
 impl Nftables {
@@ -181,11 +178,9 @@ impl Nftables {
             destroy: true,
             rebuilt: (0, SystemTime::UNIX_EPOCH),
             tallies: HashMap::new(),
-            seeds,
             reported: reported::Reported::new(opts.sizes.peers),
         };
-        me.sync_rules()?;
-        me.seeds.clear();
+        me.sync_rules_seeded(&seeds)?;
         me.verdicts_restore(adopted)?;
         Ok((me, nflog))
     }
@@ -291,18 +286,24 @@ delete chain netdev {t} ingress
 
     /// Rewrites the rules if what they are made from changed.
     fn sync_rules(&mut self) -> Result<()> {
+        self.sync_rules_seeded(&HashMap::new())
+    }
+
+    /// [`Nftables::sync_rules`], the named counters it creates starting from `seeds` (a
+    /// rebuild's last reading, a crashed run's outcome counters).
+    fn sync_rules_seeded(&mut self, seeds: &HashMap<String, Tally>) -> Result<()> {
         self.shape.lengths = self.lists.lengths();
         self.shape.feeds = self.lists.feed_kinds();
-        self.apply_shape()
+        self.apply_shape(seeds)
     }
 
     /// Takes the rules from what they were last made from to [`Nftables::shape`], if that
-    /// changed; named counters created on the way start from their [`Nftables::seeds`].
-    fn apply_shape(&mut self) -> Result<()> {
+    /// changed; named counters created on the way start from `seeds`.
+    fn apply_shape(&mut self, seeds: &HashMap<String, Tally>) -> Result<()> {
         if self.applied.as_ref() == Some(&self.shape) {
             return Ok(());
         }
-        let script = ruleset::script(self.applied.as_ref(), &self.shape, &self.seeds);
+        let script = ruleset::script(self.applied.as_ref(), &self.shape, seeds);
         ruleset::apply(&self.netns, &script)?;
         self.applied = Some(self.shape.clone());
         Ok(())
@@ -386,7 +387,6 @@ fn table_exists(netns: &OwnedFd, table: &str) -> bool {
         .is_ok_and(|out| out.lines().any(|l| l.trim() == line))
 }
 
-/// The live verdicts of a table a previous run left (none if there is no such table).
 /// The outcome counters of a table a previous run left, which the new table's start from (as
 /// the eBPF datapath's pinned counters go on). Not its feeds' counters: the new run numbers
 /// its feeds afresh.
@@ -402,6 +402,7 @@ fn adopt_outcomes(nl: &mut Netlink) -> Result<HashMap<String, Tally>> {
         .collect())
 }
 
+/// The live verdicts of a table a previous run left (none if there is no such table).
 fn adopt(nl: &mut Netlink) -> Result<Vec<(IpAddr, PeerVerdict)>> {
     let mut out = Vec::new();
     for f in Family::ALL {

@@ -24,14 +24,8 @@ impl Nftables {
     /// Writes the whole table again (it is gone: see the module's comment). A write that
     /// fails is logged and the others go on, so one bad entry costs no more than itself.
     pub(super) fn rebuild(&mut self) -> Result<()> {
-        self.seeds = self.tallies.clone();
-        let r = self.write_again();
-        self.seeds.clear();
-        r
-    }
-
-    fn write_again(&mut self) -> Result<()> {
-        // The feeds keep their ids, so each counter starts from its own tally.
+        // The feeds keep their ids (every feed's chain and counter is made by the first
+        // rewrite below), so each counter starts from its own reading.
         let emptied = self.lists.emptied();
         let Lists { own, feeds, .. } = std::mem::replace(&mut self.lists, emptied);
         let verdicts = std::mem::take(&mut self.verdicts);
@@ -39,7 +33,9 @@ impl Nftables {
         self.uncounted.clear();
         self.carried.clear();
         self.applied = None;
-        self.sync_rules().context("writing the rules again")?;
+        let tallies = self.tallies.clone();
+        self.sync_rules_seeded(&tallies)
+            .context("writing the rules again")?;
         let mut failed = 0;
         let mut check = |what: &dyn std::fmt::Display, r: Result<()>| {
             if let Err(e) = r {

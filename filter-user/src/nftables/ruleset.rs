@@ -51,8 +51,8 @@ use filter_common::Counter;
 use super::{
     netlink::Tally,
     sets::{
-        AGAIN_AFTER, ALIVE, Family, Kind, decide_set, explained, holding, known_set, meter, recent,
-        seen, tried, verdict_set,
+        ALIVE, Family, Kind, decide_set, explained, known_set, meter, source_sets_timed,
+        verdict_set,
     },
 };
 
@@ -120,18 +120,12 @@ impl Shape {
     fn dynamic_sets(&self) -> Vec<(String, Family, Duration)> {
         let mut v = Vec::new();
         for f in Family::ALL {
-            v.push((seen(f, self), f, self.dedup));
-            v.push((known_set(self, f), f, self.dedup));
             v.push((meter(f, self), f, self.meter_timeout()));
-            if let Some(h) = self.hold {
-                v.push((holding(f, h), f, h));
-                v.push((recent(f), f, AGAIN_AFTER));
-            } else if self.events_per_s != 0 {
-                v.push((tried(f, self), f, self.dedup));
-            }
-            if let Some(e) = self.explain {
-                v.push((explained(f, e), f, e));
-            }
+            v.extend(
+                source_sets_timed(self, f)
+                    .into_iter()
+                    .map(|(name, timeout)| (name, f, timeout)),
+            );
         }
         v
     }

@@ -229,17 +229,26 @@ pub fn tried(f: Family, s: &Shape) -> String {
     format!("tried{}_{}", f.digit(), s.dedup.as_millis())
 }
 
-/// The dynamic sets holding per-source state of one family: reported, held, over the
-/// budget, explained.
-pub fn source_sets(s: &Shape, f: Family) -> Vec<String> {
-    let mut v = vec![seen(f, s), known_set(s, f)];
+/// The dynamic sets holding per-source reports of one family, with their timeouts:
+/// reported, cached as unknown, held and reported just now (or over the budget), explained.
+/// (The token buckets' meter is per source too, but outlives a forgotten source.)
+pub fn source_sets_timed(s: &Shape, f: Family) -> Vec<(String, Duration)> {
+    let mut v = vec![(seen(f, s), s.dedup), (known_set(s, f), s.dedup)];
     if let Some(h) = s.hold {
-        v.extend([holding(f, h), recent(f)]);
+        v.extend([(holding(f, h), h), (recent(f), AGAIN_AFTER)]);
     } else if s.events_per_s != 0 {
-        v.push(tried(f, s));
+        v.push((tried(f, s), s.dedup));
     }
-    v.extend(explained_set(s, f));
+    v.extend(s.explain.map(|e| (explained(f, e), e)));
     v
+}
+
+/// The names of [`source_sets_timed`].
+pub fn source_sets(s: &Shape, f: Family) -> Vec<String> {
+    source_sets_timed(s, f)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect()
 }
 
 /// The cache of sources known to be unknown and already reported, of one family (see
