@@ -119,6 +119,32 @@ impl Bed {
         self.nft.counters().unwrap()[c as usize]
     }
 
+    /// Sends `frames` raw from the client (as a flood's) and returns how much each of
+    /// `counters` grew, once every frame landed in one of the first `landing` of them (each
+    /// frame counts in one: held or passed, refused or not subject) or 2 s passed (a softirq
+    /// deferred to ksoftirqd is late).
+    fn sent<const N: usize>(
+        &self,
+        flood: &Flood,
+        frames: &[Vec<u8>],
+        counters: [Counter; N],
+        landing: usize,
+    ) -> [u64; N] {
+        let before = counters.map(|c| self.count(c));
+        flood.send(frames, frames.len() as u64, 0);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let after = counters.map(|c| self.count(c));
+            let grew: [u64; N] = std::array::from_fn(|i| after[i] - before[i]);
+            if grew[..landing].iter().sum::<u64>() >= frames.len() as u64
+                || Instant::now() >= deadline
+            {
+                return grew;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn nft_list(&self) -> String {
         self.wire.server.nft(&["list", "ruleset"])
     }
@@ -712,37 +738,21 @@ fn hold_drops_an_unknown_peer_until_its_verdict() {
 /// Raw SYNs to port 25 from `sources` (sent at once, as a flood's), and what the table
 /// counted and reported meanwhile: (events emitted, over budget, held, reports).
 fn syns_from(b: &mut Bed, flood: &Flood, sources: &[IpAddr]) -> (u64, u64, u64, Vec<NewPeer>) {
-    let counts = |b: &Bed| {
+    let frames: Vec<Vec<u8>> = sources.iter().map(|ip| Frame::syn(*ip).build()).collect();
+    let [held, _, emitted, over] = b.sent(
+        flood,
+        &frames,
         [
-            Counter::EventsEmitted,
-            Counter::EventsOverBudget,
             Counter::Held,
             Counter::Unknown,
-        ]
-        .map(|c| b.count(c))
-    };
-    let before = counts(b);
-    let frames: Vec<Vec<u8>> = sources.iter().map(|ip| Frame::syn(*ip).build()).collect();
-    flood.send(&frames, frames.len() as u64, 0);
-    // Every SYN is either held or passed as unknown (or a softirq deferred to ksoftirqd is
-    // late).
-    let deadline = Instant::now() + Duration::from_secs(2);
-    let after = loop {
-        let after = counts(b);
-        let decided = after[2] + after[3] - before[2] - before[3];
-        if decided >= sources.len() as u64 || Instant::now() >= deadline {
-            break after;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+            Counter::EventsEmitted,
+            Counter::EventsOverBudget,
+        ],
+        2,
+    );
     std::thread::sleep(Duration::from_millis(100));
     let reports = b.log.drain().unwrap_or_default();
-    (
-        after[0] - before[0],
-        after[1] - before[1],
-        after[2] - before[2],
-        reports,
-    )
+    (emitted, over, held, reports)
 }
 
 fn documentation_sources(n: u8) -> Vec<IpAddr> {
@@ -947,21 +957,13 @@ fn tagged_optioned_and_fragmented_syns() {
     // (refused, not subject) of one frame per denied source, as `frame` makes it.
     let sent = |b: &Bed, frame: &dyn Fn(IpAddr) -> Frame| {
         let frames: Vec<Vec<u8>> = denied.iter().map(|ip| frame(*ip).build()).collect();
-        let counts =
-            |b: &Bed| [Counter::DroppedDeny, Counter::PassedNotSubject].map(|c| b.count(c));
-        let before = counts(b);
-        let n = frames.len() as u64;
-        flood.send(&frames, n, 0);
-        // Each frame lands in one of the two (or a softirq deferred to ksoftirqd is late).
-        let deadline = Instant::now() + Duration::from_secs(2);
-        loop {
-            let after = counts(b);
-            let delta = (after[0] - before[0], after[1] - before[1]);
-            if delta.0 + delta.1 >= n || Instant::now() >= deadline {
-                break delta;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let [refused, not_subject] = b.sent(
+            &flood,
+            &frames,
+            [Counter::DroppedDeny, Counter::PassedNotSubject],
+            2,
+        );
+        (refused, not_subject)
     };
     let (refused, not_subject) = ((2, 0), (0, 2));
     for tags in [0, 1, 2] {
