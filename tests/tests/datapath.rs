@@ -5,8 +5,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use filter_common::{
-    Action, Counter, FLAG_EXPLAIN, FLAG_HOLD, FLAG_OBSERVE, ListEntry, PeerVerdict, Reason,
-    VERDICT_EXPLAIN,
+    Action, Counter, EventWhy, FLAG_EXPLAIN, FLAG_HOLD, FLAG_OBSERVE, ListEntry, PeerVerdict,
+    Reason, VERDICT_EXPLAIN,
 };
 use ipnet::IpNet;
 use mxscreen::datapath::{ListKind, clock};
@@ -81,7 +81,7 @@ fn unknown_syn_passes_and_reports_the_peer_once() {
             let events = dp.drain_events();
             assert_eq!(events.len(), 1, "{entry:?} {src}");
             let ev = events[0];
-            assert_eq!((ev.ip, ev.dst_port), (src, 25));
+            assert_eq!((ev.ip, ev.dst_port, ev.why), (src, 25, EventWhy::First));
             assert!(ev.at_ns > 0 && ev.at_ns <= clock::now_ns());
             let seen = dp.maps.seen_get(src).unwrap().expect("seen entry");
             assert_eq!(seen.last_event_ns, ev.at_ns);
@@ -94,6 +94,10 @@ fn unknown_syn_passes_and_reports_the_peer_once() {
                 Outcome::Pass,
                 &[("unknown", 1), ("events_emitted", 1)],
             );
+            // As a returning sender (not a first SYN, which a spoofed flood is made of).
+            let events = dp.drain_events();
+            assert_eq!(events.len(), 1, "{entry:?} {src}");
+            assert_eq!(events[0].why, EventWhy::Back, "{entry:?} {src}");
         }
     }
 }

@@ -856,6 +856,63 @@ fn a_source_over_the_budget_is_reported_at_its_next_syn() {
     );
 }
 
+/// A source reported before and again after the dedup window is back (the eBPF datapath's
+/// `EventWhy::Back`, a real sender to the engine): reported from the second bucket, which a
+/// flood of first SYNs does not spend, and passed, not held (its hold was at its first SYN).
+#[test]
+fn a_returning_source_is_reported_back_from_the_budget_of_real_senders() {
+    let mut b = Bed::new("nr");
+    let mut cfg = config();
+    cfg.flags |= FLAG_HOLD;
+    cfg.hold_window_ns = 500_000_000;
+    cfg.dedup_window_ns = 1_000_000_000;
+    cfg.events_per_s = 3;
+    b.nft.set_config(&cfg).unwrap();
+    let flood = Flood::new(&b.wire.client, "vc");
+    let real = IpAddr::from([203, 0, 113, 7]);
+    let (emitted, _, held, reports) = syns_from(&mut b, &flood, &[real]);
+    assert_eq!((emitted, held), (1, 1));
+    assert_eq!((reports[0].ip, reports[0].why), (real, EventWhy::First));
+    // Past the hold and the dedup window; then a flood of new sources spends the first bucket.
+    std::thread::sleep(Duration::from_millis(1200));
+    let (emitted, over, _, reports) = syns_from(&mut b, &flood, &documentation_sources(20));
+    assert!((3..=4).contains(&emitted), "{emitted} of 20 reported");
+    assert_eq!(over, 20 - emitted);
+    assert!(
+        reports.iter().all(|r| r.why == EventWhy::First),
+        "{reports:?}"
+    );
+    let [held, unknown, emitted, over] = b.sent(
+        &flood,
+        &[Frame::syn(real).build()],
+        [
+            Counter::Held,
+            Counter::Unknown,
+            Counter::EventsEmitted,
+            Counter::EventsOverBudget,
+        ],
+        2,
+    );
+    assert_eq!((held, unknown, emitted, over), (0, 1, 1, 0));
+    std::thread::sleep(Duration::from_millis(100));
+    let reports = b.log.drain().unwrap_or_default();
+    assert_eq!(
+        reports.iter().map(|r| (r.ip, r.why)).collect::<Vec<_>>(),
+        [(real, EventWhy::Back)]
+    );
+    // Within the window again: passed, not reported.
+    let (emitted, over, held, reports) = syns_from(&mut b, &flood, &[real]);
+    assert_eq!((emitted, over, held, reports.len()), (0, 0, 0, 0));
+    // A new budget replaces the bucket the two chains share; none leaves none.
+    cfg.events_per_s = 5;
+    b.nft.set_config(&cfg).unwrap();
+    let rules = b.nft_list();
+    assert!(rules.contains("limit reports_again_5 {") && !rules.contains("reports_again_3"));
+    cfg.events_per_s = 0;
+    b.nft.set_config(&cfg).unwrap();
+    assert!(!b.nft_list().contains("reports_again_"));
+}
+
 #[test]
 fn observe_counts_everything_and_drops_nothing() {
     let mut b = Bed::new("no");

@@ -25,7 +25,7 @@ use netlink_packet_netfilter::{
 use netlink_sys::{Socket, constants::NETLINK_NETFILTER};
 use tokio::io::{Interest, unix::AsyncFd};
 
-use super::unknown::FIRST;
+use super::unknown::{BACK, FIRST};
 use crate::datapath::{NewPeer, clock};
 
 /// Bytes of each logged SYN copied to the daemon: the IP header, extension headers and
@@ -194,6 +194,7 @@ fn peer(msg: NetlinkMessage<NetfilterMessage>) -> Option<NewPeer> {
             PacketNla::IfIndexInDev(i) => ifindex = i,
             PacketNla::Payload(p) => payload = Some(p),
             PacketNla::Prefix(p) if p.as_bytes() == FIRST.as_bytes() => why = EventWhy::First,
+            PacketNla::Prefix(p) if p.as_bytes() == BACK.as_bytes() => why = EventWhy::Back,
             _ => {}
         }
     }

@@ -23,11 +23,15 @@
 //!           network verdict sets ─► v_drop …
 //!   3. unknown_peer: held (or, without hold, over the budget before: @tried) ─►
 //!      report_again; seen within the dedup window ─► back into @known, unknown, accept;
+//!      reported before (@returning) ─► report_back;
 //!      over the first SYNs' budget ─► over_budget: into @holding (or @tried),
 //!      events_over_budget ─► first_contact; else add to @seen (and @holding and @recent,
-//!      or @known), NFLOG "first" ─► events_emitted ─► first_contact
+//!      or @known), NFLOG "first" ─► events_emitted ─► reported
 //!   report_again: reported within 0.8 s (@recent) ─► first_contact; over the second
 //!      budget ─► events_over_budget ─► first_contact; else as above, NFLOG "again"
+//!   report_back: over the second budget ─► events_over_budget, unknown, accept; else into
+//!      @seen and @known, NFLOG "back" ─► events_emitted, unknown, accept (not held)
+//!   reported: into @returning ─► first_contact
 //!   first_contact: held (hold) | unknown, accept
 //! every chain that drops (to_deny, feed_drop, over_rate, v_drop, held) drops in one rule
 //! that also checks @alive and counts; without a live element ─► stale: passed_stale,
@@ -54,6 +58,7 @@ use super::{
         ALIVE, Family, Kind, decide_set, explained, known_set, meter, source_sets_timed,
         verdict_set,
     },
+    unknown,
 };
 
 /// Everything the script depends on.
@@ -154,10 +159,6 @@ const CHAINS: &[&str] = &[
     V_LIMIT,
     V_DROP,
     V_EXPLAIN,
-    "unknown_peer",
-    "over_budget",
-    "report_again",
-    "first_contact",
     "held",
 ];
 
@@ -186,8 +187,10 @@ pub fn script(prev: Option<&Shape>, next: &Shape, seeds: &HashMap<String, Tally>
         }
     }
     declare_sets(&mut s, next);
+    unknown::declare(&mut s, next);
     for c in CHAINS
         .iter()
+        .chain(unknown::CHAINS)
         .map(|c| c.to_string())
         .chain(next.feeds.keys().map(|id| feed_chain(*id)))
     {
@@ -330,6 +333,7 @@ fn retire(s: &mut String, prev: &Shape, next: &Shape) {
             "flush chain netdev {t} {c}\ndelete chain netdev {t} {c}\ndelete counter netdev {t} {c}"
         );
     }
+    unknown::retire(s, prev, next);
 }
 
 fn write_rules(s: &mut String, n: &Shape) {
@@ -430,7 +434,7 @@ fn write_rules(s: &mut String, n: &Shape) {
         }
     }
     rule(V_EXPLAIN, &format!("goto {V_DROP}"));
-    super::unknown::rules(&mut rule, n);
+    unknown::rules(&mut rule, n);
 }
 
 pub use super::nft::{apply, query};

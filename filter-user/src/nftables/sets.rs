@@ -229,11 +229,28 @@ pub fn tried(f: Family, s: &Shape) -> String {
     format!("tried{}_{}", f.digit(), s.dedup.as_millis())
 }
 
+/// How long a reported source is remembered as one: its next report after the dedup window
+/// says it is back (a sender with a real TCP stack, which the engine evaluates from the
+/// budget of retransmits, not of first SYNs). The eBPF datapath remembers a source until its
+/// table is full; a dynamic set cannot evict, so it forgets instead: a day covers MTAs'
+/// retries, and a flood of spoofed sources that fills the set is out of it a day later.
+pub const REMEMBERED: Duration = Duration::from_secs(24 * 3600);
+
+/// Sources reported within [`REMEMBERED`].
+pub fn returning(f: Family) -> String {
+    format!("returning{}", f.digit())
+}
+
 /// The dynamic sets holding per-source reports of one family, with their timeouts:
-/// reported, cached as unknown, held and reported just now (or over the budget), explained.
-/// (The token buckets' meter is per source too, but outlives a forgotten source.)
+/// reported, cached as unknown, reported before, held and reported just now (or over the
+/// budget), explained. (The token buckets' meter is per source too, but outlives a forgotten
+/// source.)
 pub fn source_sets_timed(s: &Shape, f: Family) -> Vec<(String, Duration)> {
-    let mut v = vec![(seen(f, s), s.dedup), (known_set(s, f), s.dedup)];
+    let mut v = vec![
+        (seen(f, s), s.dedup),
+        (known_set(s, f), s.dedup),
+        (returning(f), REMEMBERED),
+    ];
     if let Some(h) = s.hold {
         v.extend([(holding(f, h), h), (recent(f), AGAIN_AFTER)]);
     } else if s.events_per_s != 0 {

@@ -1,19 +1,60 @@
-//! The rules of a source nothing decides (chains `unknown_peer`, `over_budget`,
-//! `report_again`, `first_contact`; see the path of a SYN in [`super::ruleset`]): reported
-//! to the daemon over NFLOG, passed or held, within a budget of reports.
+//! The rules of a source nothing decides (chains [`CHAINS`]; see the path of a SYN in
+//! [`super::ruleset`]): reported to the daemon over NFLOG, passed or held, within a budget of
+//! reports.
+
+use std::{fmt::Write as _, time::Duration};
 
 use super::{
     ruleset::Shape,
-    sets::{Family, holding, known_refill, known_set, recent, seen, tried},
+    sets::{Family, holding, known_refill, known_set, recent, returning, seen, tried},
 };
+
+/// The chains of these rules.
+pub const CHAINS: &[&str] = &[
+    "unknown_peer",
+    "over_budget",
+    "report_again",
+    "report_back",
+    "reported",
+    "first_contact",
+];
+
+/// The budget of reports of sources seen before (a retransmit, a source over the first
+/// SYNs' budget, a returning one): a named limit, as two chains spend from it (each `limit`
+/// statement is a bucket of its own). Its name carries the rate: a new rate, a new object.
+fn again_budget(n: &Shape) -> Option<String> {
+    (n.events_per_s != 0).then(|| format!("reports_again_{}", n.events_per_s))
+}
+
+/// Declares the named limit (before the rules that use it; `add` leaves an existing one).
+pub fn declare(s: &mut String, n: &Shape) {
+    if let Some(name) = again_budget(n) {
+        let _ = writeln!(
+            s,
+            "add limit netdev {} {name} {{ rate over {r}/second burst {r} packets; }}",
+            n.table,
+            r = n.events_per_s
+        );
+    }
+}
+
+/// Deletes the named limit `prev` used and `next` does not (once the chains are flushed).
+pub fn retire(s: &mut String, prev: &Shape, next: &Shape) {
+    if let Some(old) = again_budget(prev).filter(|o| Some(o) != again_budget(next).as_ref()) {
+        let _ = writeln!(s, "delete limit netdev {} {old}", next.table);
+    }
+}
 
 /// An unknown source: reported once per dedup window (NFLOG), passed, or held; a held one
 /// reported again at its retransmit. As the eBPF datapath: each report says why (the log
-/// prefix [`FIRST`] or [`AGAIN`]), and reports are spent from a budget of
+/// prefix [`FIRST`], [`AGAIN`] or [`BACK`]), and reports are spent from a budget of
 /// `events_per_s`, one bucket for first SYNs and one for the rest, so a flood of one-SYN
 /// spoofed sources cannot spend what real senders' retransmits need. A source over the
 /// budget is not marked reported (its next SYN reports it, as a real sender's) and is held
-/// if `hold` says so. The limits are the table's, not per CPU as the eBPF datapath's.
+/// if `hold` says so. A source reported before (within [`super::sets::REMEMBERED`]) and
+/// again after the dedup window is back: reported from the second bucket and passed, not
+/// held (as the eBPF datapath holds a source only within the hold window of its first SYN).
+/// The limits are the table's, not per CPU as the eBPF datapath's.
 pub fn rules(rule: &mut impl FnMut(&str, &str), n: &Shape) {
     let budget = (n.events_per_s != 0).then(|| {
         format!(
@@ -21,11 +62,12 @@ pub fn rules(rule: &mut impl FnMut(&str, &str), n: &Shape) {
             r = n.events_per_s
         )
     });
+    let again = again_budget(n).map(|l| format!("limit name \"{l}\""));
     // What a report adds, per family: reported; and held (and reported just now) or, without
     // hold, cached as unknown for as long as its report.
-    let marks = |f: Family| {
+    let marks = |f: Family, hold: Option<Duration>| {
         let p = f.proto();
-        let then = match n.hold {
+        let then = match hold {
             Some(h) => format!(
                 " add @{} {{ {p} saddr }} add @{} {{ {p} saddr }}",
                 holding(f, h),
@@ -35,11 +77,11 @@ pub fn rules(rule: &mut impl FnMut(&str, &str), n: &Shape) {
         };
         format!("add @{} {{ {p} saddr }}{then}", seen(f, n))
     };
-    let report = |f: Family, why: &str| {
+    let report = |f: Family, why: &str, hold: Option<Duration>, then: &str| {
         format!(
-            "meta protocol {p} {marks} log prefix \"{why}\" group {g} snaplen 128 counter name \"events_emitted\" goto first_contact",
+            "meta protocol {p} {marks} log prefix \"{why}\" group {g} snaplen 128 counter name \"events_emitted\" {then}",
             p = f.proto(),
-            marks = marks(f),
+            marks = marks(f, hold),
             g = n.log_group
         )
     };
@@ -68,6 +110,13 @@ pub fn rules(rule: &mut impl FnMut(&str, &str), n: &Shape) {
                 known_refill(n.dedup).as_millis()
             ),
         );
+        rule(
+            "unknown_peer",
+            &format!(
+                "meta protocol {p} {p} saddr @{} goto report_back",
+                returning(f)
+            ),
+        );
     }
     if let Some(b) = &budget {
         rule("unknown_peer", &format!("{b} goto over_budget"));
@@ -88,7 +137,7 @@ pub fn rules(rule: &mut impl FnMut(&str, &str), n: &Shape) {
         );
     }
     for f in Family::ALL {
-        rule("unknown_peer", &report(f, FIRST));
+        rule("unknown_peer", &report(f, FIRST, n.hold, "goto reported"));
     }
     rule("unknown_peer", lost);
     // A source seen before, again: a held one reported within AGAIN_AFTER stays held; the
@@ -105,16 +154,45 @@ pub fn rules(rule: &mut impl FnMut(&str, &str), n: &Shape) {
             );
         }
     }
-    if let Some(b) = &budget {
+    if let Some(b) = &again {
         rule(
             "report_again",
             &format!("{b} counter name \"events_over_budget\" goto first_contact"),
         );
     }
     for f in Family::ALL {
-        rule("report_again", &report(f, AGAIN));
+        rule("report_again", &report(f, AGAIN, n.hold, "goto reported"));
     }
     rule("report_again", lost);
+    // Back: passed, and reported from the second bucket; over it, its next SYN tries again.
+    if let Some(b) = &again {
+        rule(
+            "report_back",
+            &format!("{b} counter name \"events_over_budget\" counter name \"unknown\" accept"),
+        );
+    }
+    for f in Family::ALL {
+        // Remembered for another REMEMBERED (it is in the set: no full set refuses this).
+        let then = format!(
+            "update @{} {{ {p} saddr }} counter name \"unknown\" accept",
+            returning(f),
+            p = f.proto()
+        );
+        rule("report_back", &report(f, BACK, None, &then));
+    }
+    rule("report_back", lost);
+    // Remembered as reported; a full set (a flood reported) forgets, and it goes on.
+    for f in Family::ALL {
+        let p = f.proto();
+        rule(
+            "reported",
+            &format!(
+                "meta protocol {p} update @{} {{ {p} saddr }} goto first_contact",
+                returning(f)
+            ),
+        );
+    }
+    rule("reported", "goto first_contact");
     if n.hold.is_some() {
         rule("first_contact", "goto held");
     } else {
@@ -122,7 +200,8 @@ pub fn rules(rule: &mut impl FnMut(&str, &str), n: &Shape) {
     }
 }
 
-/// The NFLOG prefixes of a first SYN's report and of a source's again (`events.rs` reads
-/// them back as the report's why).
+/// The NFLOG prefixes of a first SYN's report, of a source's again and of a returning
+/// source's (`events.rs` reads them back as the report's why).
 pub const FIRST: &str = "first";
 pub const AGAIN: &str = "again";
+pub const BACK: &str = "back";
