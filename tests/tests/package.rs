@@ -98,6 +98,10 @@ fn package_ships_binary_unit_conffile_docs_man_pages_and_completions() {
     let info = ok(Command::new("dpkg-deb").arg("-I").arg(deb()));
     assert!(info.contains("Package: mxscreen"), "{info}");
     assert!(info.contains("procps"), "ExecReload's /bin/kill: {info}");
+    assert!(
+        info.lines().any(|l| l.trim() == "Recommends: nftables"),
+        "the nftables backend's nft: {info}"
+    );
     let ctrl = tempfile::tempdir().unwrap();
     ok(Command::new("dpkg-deb")
         .arg("-e")
