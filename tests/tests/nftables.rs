@@ -856,6 +856,62 @@ fn a_source_over_the_budget_is_reported_at_its_next_syn() {
     );
 }
 
+/// The new sources of a spoofed flood over the budget fill the holding set (4,096 with the
+/// tests' sizes, 256 Ki by default: a flood of ~87,000 SYNs a second within `hold_max`). A
+/// new source then is one the set cannot remember: held, its next SYN would be a first
+/// contact again and held again for as long as the flood lasts. It passes instead (fail
+/// open: no hold beyond `hold_max`).
+#[test]
+fn a_source_the_full_holding_set_cannot_remember_passes() {
+    let mut b = Bed::new("nh");
+    let mut cfg = config();
+    cfg.flags |= FLAG_HOLD;
+    cfg.hold_window_ns = 10_000_000_000;
+    cfg.events_per_s = 2;
+    b.nft.set_config(&cfg).unwrap();
+    let flood = Flood::new(&b.wire.client, "vc");
+    let spoofed: Vec<IpAddr> = (1..=5000u128)
+        .map(|i| IpAddr::from(std::net::Ipv6Addr::from(0x2001_0db8_0006_u128 << 80 | i)))
+        .collect();
+    let (emitted, over, held, _) = syns_from(&mut b, &flood, &spoofed);
+    assert!(
+        emitted < 10 && over > 4990,
+        "{emitted} reported, {over} over"
+    );
+    assert_eq!(held, 4096, "the holding set's size");
+    // A new source of the same family (an IPv6 one: the flood's), over the budget.
+    let real = IpAddr::from(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0x7, 0, 0, 0, 0, 11));
+    let (emitted, over, held, _) = syns_from(&mut b, &flood, &[real]);
+    assert_eq!((emitted, over, held), (0, 1, 0));
+}
+
+/// A source held over the budget and never reported (both buckets spent) is held within
+/// `hold_max` of its first SYN, as in the eBPF datapath: once its hold is over its next SYN
+/// passes, reported as a real sender's from the second bucket, and is not held again.
+#[test]
+fn a_source_never_reported_is_held_no_longer_than_its_hold() {
+    let mut b = Bed::new("nl");
+    let mut cfg = config();
+    cfg.flags |= FLAG_HOLD;
+    cfg.hold_window_ns = 600_000_000;
+    cfg.events_per_s = 3;
+    b.nft.set_config(&cfg).unwrap();
+    let flood = Flood::new(&b.wire.client, "vc");
+    let (emitted, _, _, _) = syns_from(&mut b, &flood, &documentation_sources(20));
+    assert!((3..=4).contains(&emitted), "{emitted} of 20 reported");
+    let real = IpAddr::from([203, 0, 113, 12]);
+    let (emitted, over, held, _) = syns_from(&mut b, &flood, &[real]);
+    assert_eq!((emitted, over, held), (0, 1, 1));
+    // Past its hold (the first bucket refilled meanwhile: it would be a new first contact).
+    std::thread::sleep(Duration::from_millis(800));
+    let (emitted, over, held, reports) = syns_from(&mut b, &flood, &[real]);
+    assert_eq!((emitted, over, held), (1, 0, 0));
+    assert_eq!((reports[0].ip, reports[0].why), (real, EventWhy::Again));
+    // Reported: passed within the dedup window, neither held nor reported again.
+    let (emitted, over, held, _) = syns_from(&mut b, &flood, &[real]);
+    assert_eq!((emitted, over, held), (0, 0, 0));
+}
+
 /// A source reported before and again after the dedup window is back (the eBPF datapath's
 /// `EventWhy::Back`, a real sender to the engine): reported from the second bucket, which a
 /// flood of first SYNs does not spend, and passed, not held (its hold was at its first SYN).

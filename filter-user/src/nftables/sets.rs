@@ -223,8 +223,8 @@ pub fn recent(f: Family) -> String {
     format!("recent{}", f.digit())
 }
 
-/// Sources over the event budget at their first SYN, without `hold` (held ones are in the
-/// holding set): their next SYN within the dedup window is reported as a real sender's.
+/// Sources over the event budget at their first SYN: their next SYN within the dedup window
+/// (without `hold`; with it, once their hold is over) is reported as a real sender's.
 pub fn tried(f: Family, s: &Shape) -> String {
     format!("tried{}_{}", f.digit(), s.dedup.as_millis())
 }
@@ -253,7 +253,8 @@ pub fn source_sets_timed(s: &Shape, f: Family) -> Vec<(String, Duration)> {
     ];
     if let Some(h) = s.hold {
         v.extend([(holding(f, h), h), (recent(f), AGAIN_AFTER)]);
-    } else if s.events_per_s != 0 {
+    }
+    if s.events_per_s != 0 {
         v.push((tried(f, s), s.dedup));
     }
     v.extend(s.explain.map(|e| (explained(f, e), e)));

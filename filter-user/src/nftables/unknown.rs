@@ -14,8 +14,10 @@ pub const CHAINS: &[&str] = &[
     "unknown_peer",
     "over_budget",
     "report_again",
+    "hold_over",
     "report_back",
     "reported",
+    "reported_pass",
     "first_contact",
 ];
 
@@ -87,9 +89,24 @@ pub fn rules(rule: &mut impl FnMut(&str, &str), n: &Shape) {
     };
     // Fail open: a dynamic set full (nothing more can be reported) passes the source.
     let lost = "counter name \"events_lost\" counter name \"unknown\" accept";
+    let pass = "counter name \"unknown\" accept";
+    // A report that passes the source (a returning one, or one whose hold is over): from
+    // the second bucket; over it, passed (its next SYN tries again).
+    let report_unheld = |rule: &mut dyn FnMut(&str, &str), chain: &str, why: &str| {
+        if let Some(b) = &again {
+            rule(
+                chain,
+                &format!("{b} counter name \"events_over_budget\" {pass}"),
+            );
+        }
+        for f in Family::ALL {
+            rule(chain, &report(f, why, None, "goto reported_pass"));
+        }
+        rule(chain, lost);
+    };
     for f in Family::ALL {
         let p = f.proto();
-        // Seen before: held now, or over the budget at its first SYN.
+        // Seen before: held now, or (without hold) over the budget at its first SYN.
         let before = match n.hold {
             Some(h) => Some(holding(f, h)),
             None => budget.as_ref().map(|_| tried(f, n)),
@@ -104,7 +121,7 @@ pub fn rules(rule: &mut impl FnMut(&str, &str), n: &Shape) {
         rule(
             "unknown_peer",
             &format!(
-                "meta protocol {p} {p} saddr @{} add @{} {{ {p} saddr timeout {}ms }} counter name \"unknown\" accept",
+                "meta protocol {p} {p} saddr @{} add @{} {{ {p} saddr timeout {}ms }} {pass}",
                 seen(f, n),
                 known_set(n, f),
                 known_refill(n.dedup).as_millis()
@@ -117,23 +134,40 @@ pub fn rules(rule: &mut impl FnMut(&str, &str), n: &Shape) {
                 returning(f)
             ),
         );
+        // Held over the budget and never reported, its hold now over: not held again (a
+        // source is held within hold_max of its first SYN, as in the eBPF datapath).
+        if n.hold.is_some() && budget.is_some() {
+            rule(
+                "unknown_peer",
+                &format!(
+                    "meta protocol {p} {p} saddr @{} goto hold_over",
+                    tried(f, n)
+                ),
+            );
+        }
     }
     if let Some(b) = &budget {
         rule("unknown_peer", &format!("{b} goto over_budget"));
+        // Remembered (held, and tried for after the hold), or passed: a source the full sets
+        // cannot remember could not be told from a new one at its next SYN, and would be
+        // held at every SYN for as long as a flood keeps them full.
         for f in Family::ALL {
             let p = f.proto();
-            let set = match n.hold {
-                Some(h) => holding(f, h),
-                None => tried(f, n),
-            };
+            let held = n
+                .hold
+                .map(|h| format!("add @{} {{ {p} saddr }} ", holding(f, h)))
+                .unwrap_or_default();
             rule(
                 "over_budget",
-                &format!("meta protocol {p} add @{set} {{ {p} saddr }}"),
+                &format!(
+                    "meta protocol {p} {held}add @{} {{ {p} saddr }} counter name \"events_over_budget\" goto first_contact",
+                    tried(f, n)
+                ),
             );
         }
         rule(
             "over_budget",
-            "counter name \"events_over_budget\" goto first_contact",
+            &format!("counter name \"events_over_budget\" {pass}"),
         );
     }
     for f in Family::ALL {
@@ -153,50 +187,39 @@ pub fn rules(rule: &mut impl FnMut(&str, &str), n: &Shape) {
                 ),
             );
         }
+        if let Some(b) = &again {
+            rule(
+                "report_again",
+                &format!("{b} counter name \"events_over_budget\" goto first_contact"),
+            );
+        }
+        for f in Family::ALL {
+            rule("report_again", &report(f, AGAIN, n.hold, "goto reported"));
+        }
+        rule("report_again", lost);
+        report_unheld(rule, "hold_over", AGAIN);
+    } else {
+        report_unheld(rule, "report_again", AGAIN);
     }
-    if let Some(b) = &again {
-        rule(
-            "report_again",
-            &format!("{b} counter name \"events_over_budget\" goto first_contact"),
-        );
-    }
-    for f in Family::ALL {
-        rule("report_again", &report(f, AGAIN, n.hold, "goto reported"));
-    }
-    rule("report_again", lost);
-    // Back: passed, and reported from the second bucket; over it, its next SYN tries again.
-    if let Some(b) = &again {
-        rule(
-            "report_back",
-            &format!("{b} counter name \"events_over_budget\" counter name \"unknown\" accept"),
-        );
-    }
-    for f in Family::ALL {
-        // Remembered for another REMEMBERED (it is in the set: no full set refuses this).
-        let then = format!(
-            "update @{} {{ {p} saddr }} counter name \"unknown\" accept",
-            returning(f),
-            p = f.proto()
-        );
-        rule("report_back", &report(f, BACK, None, &then));
-    }
-    rule("report_back", lost);
+    report_unheld(rule, "report_back", BACK);
     // Remembered as reported; a full set (a flood reported) forgets, and it goes on.
-    for f in Family::ALL {
-        let p = f.proto();
-        rule(
-            "reported",
-            &format!(
-                "meta protocol {p} update @{} {{ {p} saddr }} goto first_contact",
-                returning(f)
-            ),
-        );
+    for (chain, then) in [("reported", "goto first_contact"), ("reported_pass", pass)] {
+        for f in Family::ALL {
+            let p = f.proto();
+            rule(
+                chain,
+                &format!(
+                    "meta protocol {p} update @{} {{ {p} saddr }} {then}",
+                    returning(f)
+                ),
+            );
+        }
+        rule(chain, then);
     }
-    rule("reported", "goto first_contact");
     if n.hold.is_some() {
         rule("first_contact", "goto held");
     } else {
-        rule("first_contact", "counter name \"unknown\" accept");
+        rule("first_contact", pass);
     }
 }
 
