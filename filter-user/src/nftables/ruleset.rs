@@ -23,13 +23,14 @@
 //!           network verdict sets ─► v_drop …
 //!   3. unknown_peer: held (or, without hold, over the budget before: @tried) ─►
 //!      report_again; seen within the dedup window ─► back into @known, unknown, accept;
-//!      reported before (@returning) ─► report_back; with hold, over the budget before
+//!      reported before (@returning) ─► report_back; with hold, held over both budgets
 //!      and its hold over (@tried) ─► hold_over; over the first SYNs' budget ─►
-//!      over_budget: into @holding and @tried, events_over_budget ─► first_contact (a set
-//!      full: unknown, accept); else add to @seen (and @holding and @recent, or @known),
-//!      NFLOG "first" ─► events_emitted ─► reported
+//!      over_budget: into @holding (or @tried), events_over_budget ─► first_contact (the
+//!      set full: unknown, accept); else add to @seen (and @holding and @recent, or
+//!      @known), NFLOG "first" ─► events_emitted ─► reported
 //!   report_again (hold): reported within 0.8 s (@recent) ─► first_contact; over the
-//!      second budget ─► events_over_budget ─► first_contact; else as above, NFLOG "again"
+//!      second budget ─► again_over_budget: into @tried, events_over_budget ─►
+//!      first_contact (the set full: unknown, accept); else as above, NFLOG "again"
 //!   report_again (no hold), hold_over, report_back: over the second budget ─►
 //!      events_over_budget, unknown, accept; else into @seen and @known, NFLOG "again"
 //!      (or "back") ─► events_emitted ─► reported_pass (never held)

@@ -14,6 +14,7 @@ pub const CHAINS: &[&str] = &[
     "unknown_peer",
     "over_budget",
     "report_again",
+    "again_over_budget",
     "hold_over",
     "report_back",
     "reported",
@@ -148,27 +149,14 @@ pub fn rules(rule: &mut impl FnMut(&str, &str), n: &Shape) {
     }
     if let Some(b) = &budget {
         rule("unknown_peer", &format!("{b} goto over_budget"));
-        // Remembered (held, and tried for after the hold), or passed: a source the full sets
+        // Remembered (held, or without hold tried), or passed: a source the full sets
         // cannot remember could not be told from a new one at its next SYN, and would be
         // held at every SYN for as long as a flood keeps them full.
-        for f in Family::ALL {
-            let p = f.proto();
-            let held = n
-                .hold
-                .map(|h| format!("add @{} {{ {p} saddr }} ", holding(f, h)))
-                .unwrap_or_default();
-            rule(
-                "over_budget",
-                &format!(
-                    "meta protocol {p} {held}add @{} {{ {p} saddr }} counter name \"events_over_budget\" goto first_contact",
-                    tried(f, n)
-                ),
-            );
-        }
-        rule(
-            "over_budget",
-            &format!("counter name \"events_over_budget\" {pass}"),
-        );
+        let set = |f: Family| match n.hold {
+            Some(h) => holding(f, h),
+            None => tried(f, n),
+        };
+        remember_or_pass(rule, "over_budget", set);
     }
     for f in Family::ALL {
         rule("unknown_peer", &report(f, FIRST, n.hold, "goto reported"));
@@ -187,11 +175,12 @@ pub fn rules(rule: &mut impl FnMut(&str, &str), n: &Shape) {
                 ),
             );
         }
+        // Over the second budget too: still held, and tried, so that once its hold is over
+        // it passes (hold_over), never reported or not. Only sources that send again pay
+        // for this set (a spoofed flood's first SYNs do not).
         if let Some(b) = &again {
-            rule(
-                "report_again",
-                &format!("{b} counter name \"events_over_budget\" goto first_contact"),
-            );
+            rule("report_again", &format!("{b} goto again_over_budget"));
+            remember_or_pass(rule, "again_over_budget", |f| tried(f, n));
         }
         for f in Family::ALL {
             rule("report_again", &report(f, AGAIN, n.hold, "goto reported"));
@@ -228,3 +217,23 @@ pub fn rules(rule: &mut impl FnMut(&str, &str), n: &Shape) {
 pub const FIRST: &str = "first";
 pub const AGAIN: &str = "again";
 pub const BACK: &str = "back";
+
+/// A source over a budget: into its family's `set` (so its next SYN is told from a new
+/// source's), counted, and on to `first_contact`; a set too full to take it passes it (fail
+/// open: nothing would bound its hold).
+fn remember_or_pass(rule: &mut dyn FnMut(&str, &str), chain: &str, set: impl Fn(Family) -> String) {
+    for f in Family::ALL {
+        let p = f.proto();
+        rule(
+            chain,
+            &format!(
+                "meta protocol {p} add @{} {{ {p} saddr }} counter name \"events_over_budget\" goto first_contact",
+                set(f)
+            ),
+        );
+    }
+    rule(
+        chain,
+        "counter name \"events_over_budget\" counter name \"unknown\" accept",
+    );
+}
