@@ -409,6 +409,21 @@ struct Container {
 
 impl Container {
     fn boot(root: &Path, netns: &str, deb: &Path) -> Self {
+        // What the unit keeps must be in the container's bounding set, and nspawn's own
+        // seccomp filter refuses bpf(2) unless told otherwise.
+        Self::boot_with(
+            root,
+            netns,
+            deb,
+            &[
+                "--capability=CAP_BPF,CAP_PERFMON,CAP_NET_ADMIN",
+                "--system-call-filter=bpf",
+            ],
+        )
+    }
+
+    /// [`Container::boot`] with `sandbox` (nspawn's capability and system call options).
+    fn boot_with(root: &Path, netns: &str, deb: &Path, sandbox: &[&str]) -> Self {
         let log = tempfile::NamedTempFile::new().unwrap();
         let nspawn = Command::new("systemd-nspawn")
             .arg("-D")
@@ -421,12 +436,7 @@ impl Container {
                 "--boot",
             ])
             .arg(format!("--network-namespace-path=/run/netns/{netns}"))
-            // What the unit keeps must be in the container's bounding set, and nspawn's own
-            // seccomp filter refuses bpf(2) unless told otherwise.
-            .args([
-                "--capability=CAP_BPF,CAP_PERFMON,CAP_NET_ADMIN",
-                "--system-call-filter=bpf",
-            ])
+            .args(sandbox)
             .arg(format!("--bind-ro={}:/root/mxscreen.deb", deb.display()))
             .stdin(std::process::Stdio::null())
             .stdout(log.reopen().unwrap())
@@ -668,6 +678,74 @@ fn install_reload_upgrade_stop_and_purge_in_a_debian_container() {
     ] {
         c.sh(&format!("test ! -e {gone}"));
     }
+}
+
+/// A container where BPF cannot load, as Docker's and unprivileged LXC's: of the unit's
+/// capabilities only CAP_NET_ADMIN in its bounding set, nspawn's own seccomp filter (which
+/// refuses bpf(2), as Docker's default profile does), no BPF filesystem. The package
+/// installed as the README says (`apt install ./mxscreen_….deb`, which brings the nftables
+/// it recommends), the unit starts at boot under its whole sandbox with the packaged config,
+/// screens with nftables and says why; a new peer is reported over NFLOG and becomes a
+/// verdict; a stop deletes the table.
+#[test]
+fn the_unit_screens_with_nftables_in_a_container_without_bpf() {
+    let overlay = Overlay::over(&debian_root());
+    let root = overlay.root();
+    ok(Command::new("systemd-nspawn")
+        .arg("-D")
+        .arg(&root)
+        .args(["--quiet", "--pipe", "--register=no", "--keep-unit"])
+        .arg(format!("--bind-ro={}:/root/mxscreen.deb", deb().display()))
+        .arg("--setenv=DEBIAN_FRONTEND=noninteractive")
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "apt-get update -q && apt-get install -y -q /root/mxscreen.deb",
+        ]));
+    assert!(
+        installed(&root, "nftables"),
+        "apt installs what the package recommends"
+    );
+    let wire = Wire::new("pq");
+    wire.server
+        .ip(&["route", "add", "default", "via", CLIENT_V4[0]]);
+    let c = Container::boot_with(
+        &root,
+        &wire.server.name,
+        &deb(),
+        &["--capability=CAP_NET_ADMIN"],
+    );
+    c.wait("systemctl is-active mxscreen", Duration::from_secs(20));
+    let status = c.sh("mxscreen status");
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("backend:")
+                && l.contains("nftables (auto: eBPF could not be used:")),
+        "{status}"
+    );
+    assert!(!attached(&wire), "no XDP program where BPF cannot load");
+    let tables = c.sh("nft list tables");
+    assert!(tables.contains("mxscreen"), "{tables}");
+
+    // A new peer is reported (NFLOG, under the unit's address families and system call
+    // filter) and becomes a verdict (a tempfail one: no resolver reachable here).
+    let smtp: SocketAddr = format!("{SERVER_V4}:25").parse().unwrap();
+    let peer = CLIENT_V4[0];
+    let _ = wire.connect(peer, smtp, Duration::from_secs(2));
+    c.wait(
+        &format!(
+            "journalctl -u mxscreen -o cat --no-pager MXSCREEN_IP={peer} | grep -q mxscreen-verdict"
+        ),
+        Duration::from_secs(20),
+    );
+    c.sh("systemctl stop mxscreen");
+    let tables = c.sh("nft list tables");
+    assert!(
+        !tables.contains("mxscreen"),
+        "the table outlived a stop: {tables}"
+    );
 }
 
 /// The same Debian 12 root with Postfix installed, as on a Postfix MX: built once from
