@@ -176,8 +176,8 @@ pub fn rules(rule: &mut impl FnMut(&str, &str), n: &Shape) {
             );
         }
         // Over the second budget too: still held, and tried, so that once its hold is over
-        // it passes (hold_over), never reported or not. Only sources that send again pay
-        // for this set (a spoofed flood's first SYNs do not).
+        // it passes (hold_over) rather than being held again as a new source. Only sources
+        // that send again pay for this set (a spoofed flood's first SYNs do not).
         if let Some(b) = &again {
             rule("report_again", &format!("{b} goto again_over_budget"));
             remember_or_pass(rule, "again_over_budget", |f| tried(f, n));
