@@ -347,6 +347,19 @@ fn daemon_works_with_exactly_the_units_capabilities_and_needs_each() {
     }
 }
 
+/// Asserts that `status` says the daemon screens with nftables because eBPF could not be
+/// used (`auto`), and why.
+#[track_caller]
+fn fell_back_to_nftables(status: &str) {
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("backend:")
+                && l.contains("nftables (auto: eBPF could not be used:")),
+        "{status}"
+    );
+}
+
 /// A host that forbids BPF: the unit's capabilities without CAP_BPF and CAP_PERFMON, every
 /// datapath key at its default. `auto` screens with nftables (CAP_NET_ADMIN is all it needs)
 /// and says why; blocks hold and go, and the table goes at a clean exit.
@@ -357,14 +370,7 @@ fn without_cap_bpf_the_unit_screens_with_nftables() {
         .filter(|c| !["bpf", "perfmon"].contains(&c.as_str()))
         .collect();
     let (wire, _listener, mut d) = with_capabilities("pn", "", &caps);
-    let status = d.cli_ok(&["status"]);
-    assert!(
-        status
-            .lines()
-            .any(|l| l.starts_with("backend:")
-                && l.contains("nftables (auto: eBPF could not be used:")),
-        "{status}"
-    );
+    fell_back_to_nftables(&d.cli_ok(&["status"]));
     blocks_and_unblocks(&wire, &d);
     d.stop();
     let tables =
@@ -717,14 +723,7 @@ fn the_unit_screens_with_nftables_in_a_container_without_bpf() {
         &["--capability=CAP_NET_ADMIN"],
     );
     c.wait("systemctl is-active mxscreen", Duration::from_secs(20));
-    let status = c.sh("mxscreen status");
-    assert!(
-        status
-            .lines()
-            .any(|l| l.starts_with("backend:")
-                && l.contains("nftables (auto: eBPF could not be used:")),
-        "{status}"
-    );
+    fell_back_to_nftables(&c.sh("mxscreen status"));
     assert!(!attached(&wire), "no XDP program where BPF cannot load");
     let tables = c.sh("nft list tables");
     assert!(tables.contains("mxscreen"), "{tables}");
