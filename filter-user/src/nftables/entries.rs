@@ -77,11 +77,17 @@ impl Nftables {
             expires_ns: entry.expires_ns,
             action: Action::Drop,
         };
-        let mut ops = self.lists.own_set(own_kind(kind), net, own);
+        let k = own_kind(kind);
+        let held = self.lists.own.get(&(k, Prefix::new(net))).copied();
+        if held == Some(own) {
+            return Ok(());
+        }
+        let mut ops = self.lists.own_set(k, net, own);
         ops.extend(self.list_changed(&[&one(net)]));
         // A new entry's hits start at 0, as its element's counter does.
-        self.carried
-            .remove(&(net.addr(), Counted::Own(own_kind(kind))));
+        if held.is_none() {
+            self.carried.remove(&(net.addr(), Counted::Own(k)));
+        }
         self.write_between(ops)
             .with_context(|| format!("adding {net} to the {kind:?} list (is the set full?)"))
     }
@@ -225,15 +231,15 @@ impl Nftables {
         reason: Reason,
         expires_ns: u64,
     ) -> Result<()> {
-        let mut ops = self.lists.own_set(
-            Kind::Network,
-            net,
-            Own {
-                reason,
-                expires_ns,
-                action,
-            },
-        );
+        let own = Own {
+            reason,
+            expires_ns,
+            action,
+        };
+        if self.lists.own.get(&(Kind::Network, Prefix::new(net))) == Some(&own) {
+            return Ok(());
+        }
+        let mut ops = self.lists.own_set(Kind::Network, net, own);
         ops.extend(self.flush_known());
         self.write_between(ops)
     }

@@ -116,7 +116,9 @@ impl Lists {
         e
     }
 
-    /// Sets an own entry; the writes that make the table hold it.
+    /// Sets an own entry; the writes that make the table hold it. (The callers leave an
+    /// entry that would not change alone: a rewrite restarts its element's hit counter, and
+    /// the daemon sets every entry again at each reload.)
     pub fn own_set(&mut self, kind: Kind, net: IpNet, o: Own) -> Vec<Op> {
         let p = Prefix::new(net);
         let set = kind.set(family(p), p.prefix_len());
