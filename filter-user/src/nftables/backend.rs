@@ -2,11 +2,11 @@
 //! mutex the main loop takes for its writes, readers off the loop for their reads), since its
 //! state is in memory, not in kernel maps a reader could open for itself.
 //!
-//! What the table does not keep, the readers do without: a source's first contact and last
-//! report are in the kernel's dynamic sets, not per source, so [`DatapathRead::peer`] holds
-//! the verdict only, taken for seen (the balancer watch's count of questions about unseen
-//! addresses needs the eBPF datapath). Hits cost an `nft` run each read, so the questions the
-//! MTA asks read none; `list`, `check`, `stats` and the balancer watch read them.
+//! What the table does not keep, the handle keeps for the readers: a source's first contact
+//! and last report are in the kernel's dynamic sets, so [`DatapathRead::peer`] answers from
+//! the reported sources the handle remembers (`reported.rs`) and the verdicts. Hits cost a
+//! netlink dump each read, so the questions the MTA asks read none; `list`, `check`, `stats`
+//! and the balancer watch read them.
 
 use std::{
     net::IpAddr,
@@ -34,9 +34,10 @@ pub struct NftDatapath {
 /// A reader's handle.
 pub struct NftReader {
     shared: Arc<Mutex<Nftables>>,
-    /// For the counters, read with `nft` without holding the handle.
+    /// For the counters, read over netlink without holding the handle.
     netns: OwnedFd,
     table: String,
+    outcomes: counters::Outcomes,
 }
 
 impl NftDatapath {
@@ -106,10 +107,7 @@ impl DatapathRead for NftReader {
         Ok(lock(&self.shared).config())
     }
     fn counters(&self) -> Result<Counters> {
-        Ok(counters::outcomes(&counters::named(
-            &self.netns,
-            &self.table,
-        )?))
+        self.outcomes.read(&self.netns, &self.table)
     }
     fn peer(&self, ip: IpAddr) -> Result<Option<Peer>> {
         Ok(lock(&self.shared).peer(ip))
@@ -196,6 +194,7 @@ impl Datapath for NftDatapath {
                 .try_clone()
                 .context("duplicating the network namespace descriptor")?,
             table: nft.shape.table.clone(),
+            outcomes: nft.outcomes.clone(),
         }))
     }
     fn set_config(&mut self, cfg: &DatapathConfig) -> Result<()> {

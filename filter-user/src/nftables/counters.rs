@@ -4,7 +4,12 @@
 //! metrics scrapes, not per SYN). Not through `nft`: it reads every element of every set
 //! before it lists anything (15 s and 700 MiB with a million-prefix feed loaded).
 
-use std::{collections::HashMap, net::IpAddr, os::fd::OwnedFd};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    os::fd::OwnedFd,
+    sync::{Arc, Mutex, PoisonError},
+};
 
 use anyhow::Result;
 use filter_common::Counter;
@@ -20,6 +25,25 @@ pub fn named(netns: &OwnedFd, table: &str) -> Result<HashMap<String, u64>> {
             .map(|(name, t)| (name, t.packets))
             .collect())
     })
+}
+
+/// The outcome counters as `stats` and the metrics read them: never lower than a reading
+/// before. A table written again after someone deleted it starts its counters from the last
+/// heartbeat's reading ([`super::rebuild`]), up to a second's SYNs short of what a scrape may
+/// have read since, and a counter going down reads to Prometheus as a reset (its whole total
+/// in one `increase()`). Shared by the handle and its readers.
+#[derive(Clone, Default)]
+pub struct Outcomes(Arc<Mutex<[u64; Counter::COUNT as usize]>>);
+
+impl Outcomes {
+    pub fn read(&self, netns: &OwnedFd, table: &str) -> Result<[u64; Counter::COUNT as usize]> {
+        let now = outcomes(&named(netns, table)?);
+        let mut high = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        for (h, n) in high.iter_mut().zip(now) {
+            *h = (*h).max(n);
+        }
+        Ok(*high)
+    }
 }
 
 /// The outcome counters, indexed by [`Counter`] (missing ones read 0).

@@ -124,6 +124,8 @@ pub struct Nftables {
     /// The named counters as the last heartbeat read them: what a table written again
     /// starts its counters from ([`rebuild`]).
     tallies: HashMap<String, Tally>,
+    /// The outcome counters as read, never lower than before (shared with the readers).
+    outcomes: counters::Outcomes,
     /// Reported sources without a verdict yet ([`reported`]).
     reported: reported::Reported,
 }
@@ -178,6 +180,7 @@ impl Nftables {
             destroy: true,
             rebuilt: (0, SystemTime::UNIX_EPOCH),
             tallies: HashMap::new(),
+            outcomes: counters::Outcomes::default(),
             reported: reported::Reported::new(opts.sizes.peers),
         };
         me.sync_rules_seeded(&seeds)?;
@@ -196,6 +199,12 @@ impl Nftables {
     /// again: older kernels (6.18 does not) drop a deleted device's hook, or delete the base
     /// chain with its last device. The base chain, whatever is left of it, is made again.
     pub fn rehook(&mut self) -> Result<()> {
+        // Gone with someone's `nft flush ruleset` as well: the next heartbeat writes all of it
+        // again, elements included (the script below would make only an empty table).
+        anyhow::ensure!(
+            table_exists(&self.netns, &self.shape.table),
+            "the nftables table is gone: the next heartbeat writes it again"
+        );
         let t = &self.shape.table;
         // Fails when the kernel deleted the chain already: then there is nothing to remove.
         let _ = ruleset::apply(
@@ -232,28 +241,34 @@ delete chain netdev {t} ingress
         let limit = (self.shape.limit_per_minute, self.shape.limit_burst);
         self.shape.limit_per_minute = (60_000_000_000 / interval).max(1);
         self.shape.limit_burst = cfg.limit_tolerance_ns / interval + 1;
-        self.sync_rules()?;
-        if limit != (self.shape.limit_per_minute, self.shape.limit_burst) {
-            let ops = self.limits_changed();
-            self.write(ops)
-                .context("rewriting the limit verdicts' token buckets")?;
-        }
-        match self.beat(cfg) {
-            Err(e)
-                if errno(&e) == Some(libc::ENOENT)
-                    && !table_exists(&self.netns, &self.shape.table) =>
-            {
-                tracing::warn!(
-                    table = %self.shape.table,
-                    "the nftables table was deleted by someone else (`nft flush ruleset`, a firewall reload?): writing it again"
-                );
-                self.rebuilt = (self.rebuilt.0 + 1, SystemTime::now());
-                self.rebuild()
-                    .context("writing the deleted nftables table again")?;
-                self.beat(cfg)
+        let limit_changed = limit != (self.shape.limit_per_minute, self.shape.limit_burst);
+        // Any of these fails if someone deleted the table since the last beat: the rules'
+        // script (it does not make the table again, `ruleset::script`), the limit elements'
+        // rewrite, the heartbeat. Then the whole table is written again, in the new shape.
+        let written = self
+            .sync_rules()
+            .and_then(|()| {
+                if !limit_changed {
+                    return Ok(());
+                }
+                let ops = self.limits_changed();
+                self.write(ops)
+                    .context("rewriting the limit verdicts' token buckets")
+            })
+            .and_then(|()| self.beat(cfg));
+        if let Err(e) = written {
+            if table_exists(&self.netns, &self.shape.table) {
+                return Err(e);
             }
-            r => r,
-        }?;
+            tracing::warn!(
+                table = %self.shape.table,
+                "the nftables table was deleted by someone else (`nft flush ruleset`, a firewall reload?): writing it again"
+            );
+            self.rebuilt = (self.rebuilt.0 + 1, SystemTime::now());
+            self.rebuild()
+                .context("writing the deleted nftables table again")?;
+            self.beat(cfg)?;
+        }
         // One dump of the table's few counter objects, whatever its sets hold. Failing, a
         // rebuild starts from an older reading: nothing to fail the heartbeat for.
         match self.nl.named_counters() {
@@ -339,10 +354,7 @@ delete chain netdev {t} ingress
 
     /// Every outcome counter, indexed by [`Counter`] (named as the eBPF datapath's).
     pub fn counters(&self) -> Result<[u64; Counter::COUNT as usize]> {
-        Ok(counters::outcomes(&counters::named(
-            &self.netns,
-            &self.shape.table,
-        )?))
+        self.outcomes.read(&self.netns, &self.shape.table)
     }
 
     /// Deletes the table: nothing of mxscreen's is left in netfilter.

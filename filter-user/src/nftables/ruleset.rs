@@ -168,10 +168,16 @@ const CHAINS: &[&str] = &[
 /// The script taking the table from `prev` (what was applied last; `None` for a table that
 /// is not there) to `next`, as one transaction. A named counter it creates starts from its
 /// entry in `seeds`, if any (`add` leaves an existing one as it is).
+///
+/// Only a script from `None` makes the table: one from a `prev` fails as a whole if the
+/// table is gone (someone's `nft flush ruleset`), so the daemon finds out and writes all of
+/// it again ([`super::Nftables::rebuild`]) rather than a table of rules without elements.
 pub fn script(prev: Option<&Shape>, next: &Shape, seeds: &HashMap<String, Tally>) -> String {
     let t = &next.table;
     let mut s = String::new();
-    let _ = writeln!(s, "add table netdev {t}");
+    if prev.is_none() {
+        let _ = writeln!(s, "add table netdev {t}");
+    }
     let names = Counter::ALL
         .iter()
         .map(|c| c.name().to_owned())
