@@ -389,6 +389,74 @@ fn a_flushed_ruleset_is_written_again_at_the_next_heartbeat() {
     b.wire.assert_connects(verdict, smtp4());
 }
 
+/// Whatever meets the deleted table first — a config change that rewrites the rules, or an
+/// interface coming back (rehooked) — the table comes back whole, its verdicts with it: not
+/// a table of rules without elements, nor a heartbeat stuck on a script that cannot apply.
+#[test]
+fn a_flushed_ruleset_is_written_again_whatever_meets_it_first() {
+    let mut b = Bed::new("nw");
+    let blocked = CLIENT_V4[0];
+    let drop = PeerVerdict::new(Action::Drop, Reason::Reputation, 0);
+    b.nft.verdict_set(blocked.parse().unwrap(), drop).unwrap();
+    b.wire.assert_refused(blocked, smtp4());
+
+    // A config that changes the rules (another screened port), in the second after a flush.
+    b.wire.server.nft(&["flush", "ruleset"]);
+    let mut two_ports = config();
+    two_ports.set_ports(&[25, 2525]);
+    b.nft
+        .set_config(&two_ports)
+        .unwrap_or_else(|e| panic!("the heartbeat after a flush, with new rules: {e:#}"));
+    b.wire.assert_refused(blocked, smtp4());
+    b.wire
+        .assert_refused(blocked, format!("{SERVER_V4}:2525").parse().unwrap());
+    // And the beats after it go on.
+    b.nft.set_config(&two_ports).unwrap();
+
+    // An interface back (rehooked) in the second after a flush: the rehook refuses to make
+    // an empty table, and the heartbeat writes the whole one again.
+    b.wire.server.nft(&["flush", "ruleset"]);
+    assert!(b.nft.rehook().is_err(), "rehooking a deleted table");
+    assert!(!b.nft_list().contains("table netdev mxscreen"));
+    b.nft.set_config(&config()).unwrap();
+    b.wire.assert_refused(blocked, smtp4());
+}
+
+/// The daemon sets every own entry again at each reload: one set again as it was keeps its
+/// hits (as the eBPF datapath's do), an exact address and a prefix alike.
+#[test]
+fn an_entry_set_again_unchanged_keeps_its_hits() {
+    let mut b = Bed::new("nk");
+    let (exact, in_prefix) = (CLIENT_V6[0], CLIENT_V4[0]);
+    let prefix: IpNet = format!("{in_prefix}/24").parse().unwrap();
+    b.nft
+        .list_insert(ListKind::Deny, net(exact), manual())
+        .unwrap();
+    b.nft
+        .list_insert(ListKind::Deny, prefix.trunc(), manual())
+        .unwrap();
+    b.wire.assert_refused(exact, smtp6());
+    b.wire.assert_refused(in_prefix, smtp4());
+    let hits = |b: &Bed, ip: &str| {
+        b.nft
+            .list_match(ListKind::Deny, ip.parse().unwrap())
+            .unwrap()
+            .expect("listed")
+            .hits
+    };
+    let before = [hits(&b, exact), hits(&b, in_prefix)];
+    assert!(before.iter().all(|n| *n >= 1), "{before:?}");
+    b.nft
+        .list_insert(ListKind::Deny, net(exact), manual())
+        .unwrap();
+    b.nft
+        .list_insert(ListKind::Deny, prefix.trunc(), manual())
+        .unwrap();
+    assert_eq!([hits(&b, exact), hits(&b, in_prefix)], before);
+    b.wire.assert_refused(exact, smtp6());
+    b.wire.assert_refused(in_prefix, smtp4());
+}
+
 /// The decision map (one lookup for a source an exact element decides, the precedence
 /// resolved by the daemon) and the cache of unknown reported sources follow every change
 /// that can alter a decision.
