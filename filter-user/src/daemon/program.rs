@@ -87,8 +87,10 @@ pub fn open(cfg: &Config, ifaces: &[String]) -> Result<Opened> {
         BackendChoice::Nftables => open_nftables(cfg, ifaces)?,
         BackendChoice::Auto => match open_ebpf(cfg, ifaces) {
             Ok(o) => o,
+            Err(e) if datapath::is_missing_interface(&e) => return Err(e),
             Err(e) => {
-                let why = format!("{e:#}").replace('\n', " ");
+                let why = one_line(&format!("{e:#}"));
+                tracing::debug!(error = %format!("{e:#}"), "the eBPF datapath's whole error");
                 tracing::warn!(error = %why, "the eBPF datapath could not be used; screening with nftables");
                 let mut o = open_nftables(cfg, ifaces).with_context(|| {
                     format!("the eBPF datapath could not be used ({why}), nor nftables")
@@ -101,6 +103,21 @@ pub fn open(cfg: &Config, ifaces: &[String]) -> Result<Opened> {
     opened.status.requested = choice.name().to_owned();
     tracing::info!(backend = %opened.status.name, requested = %opened.status.requested, "screening");
     Ok(opened)
+}
+
+/// Longest [`one_line`] error, in characters.
+const ONE_LINE_MAX: usize = 300;
+
+/// An error as one line for `status`, its JSON and a metric's label: whitespace runs (a
+/// verifier log's newlines) made one space, and cut after [`ONE_LINE_MAX`] characters — a
+/// verifier log can run to megabytes, and the kernel's errno comes first.
+fn one_line(error: &str) -> String {
+    let words: Vec<&str> = error.split_whitespace().collect();
+    let line = words.join(" ");
+    match line.char_indices().nth(ONE_LINE_MAX) {
+        Some((cut, _)) => format!("{} …", &line[..cut]),
+        None => line,
+    }
 }
 
 fn open_ebpf(cfg: &Config, ifaces: &[String]) -> Result<Opened> {
@@ -351,5 +368,27 @@ impl Program {
             }
         }
         programs
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_one_line() {
+        assert_eq!(
+            one_line(
+                "loading: the BPF_PROG_LOAD syscall returned Operation not permitted (os error 1).\n  Verifier output:\n"
+            ),
+            "loading: the BPF_PROG_LOAD syscall returned Operation not permitted (os error 1). Verifier output:"
+        );
+        let log = format!(
+            "EACCES (os error 13). Verifier output: {}",
+            "0: (b7) r0 = 0\n".repeat(100_000)
+        );
+        let short = one_line(&log);
+        assert!(short.starts_with("EACCES (os error 13). Verifier output: 0: (b7) r0 = 0 0:"));
+        assert!(short.ends_with(" …") && short.chars().count() == ONE_LINE_MAX + 2);
     }
 }
