@@ -4,7 +4,7 @@
 //! the `nft` program; run by `cargo xtask test netns`.
 
 use std::{
-    net::{IpAddr, SocketAddr, TcpListener},
+    net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener},
     process::Command,
     time::{Duration, Instant},
 };
@@ -422,6 +422,54 @@ fn a_flushed_ruleset_is_written_again_whatever_meets_it_first() {
     b.wire.assert_refused(blocked, smtp4());
 }
 
+/// A verdict map holds `datapath.maps.verdicts` elements a family and, unlike the eBPF
+/// datapath's LRU map, refuses one over its size: a new source's verdict into a full map
+/// makes room (pass verdicts first, then those expiring soonest) instead of failing, as every
+/// new verdict did while the daemon's bookkeeping held it as written.
+#[test]
+fn a_full_verdict_map_makes_room_for_new_verdicts() {
+    let size = 256;
+    let mut b = Bed::with_sizes(
+        "nv",
+        MapSizes {
+            peers: size,
+            ..MapSizes::small()
+        },
+    );
+    let blocked: IpAddr = CLIENT_V6[0].parse().unwrap();
+    let drop = PeerVerdict::new(Action::Drop, Reason::Reputation, 0);
+    b.nft.verdict_set(blocked, drop).unwrap();
+    let pass = PeerVerdict::new(Action::Pass, Reason::Reputation, 0);
+    let filler = |i: u32| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xf, 0, 0, 0, 0, i as u16 + 1));
+    for i in 0..size - 1 {
+        b.nft.verdict_set(filler(i), pass).unwrap();
+    }
+    // Full: one more source's verdict makes room, and the two after it go in as well.
+    for i in size - 1..size + 2 {
+        b.nft
+            .verdict_set(filler(i), pass)
+            .unwrap_or_else(|e| panic!("a verdict into the full map: {e:#}"));
+    }
+    let held = b.nft.verdicts();
+    let evicted = (size / 64) as usize;
+    assert_eq!(held.len(), size as usize - evicted + 3);
+    assert!(
+        held.iter().any(|(ip, _)| *ip == blocked),
+        "the drop verdict stays"
+    );
+    assert!(
+        held.iter().any(|(ip, _)| *ip == filler(size + 1)),
+        "the newest verdict is in"
+    );
+    b.wire.assert_refused(CLIENT_V6[0], smtp6());
+    // The kernel holds what the bookkeeping does.
+    let map = b
+        .wire
+        .server
+        .nft(&["list", "map", "netdev", "mxscreen", "verdict6"]);
+    assert_eq!(map.matches("2001:db8:").count(), held.len(), "{map}");
+}
+
 /// The daemon sets every own entry again at each reload: one set again as it was keeps its
 /// hits (as the eBPF datapath's do), an exact address and a prefix alike.
 #[test]
@@ -609,10 +657,7 @@ fn limit_class_is_a_token_bucket_per_source() {
 fn feeds_load_replace_and_drop() {
     let mut b = Bed::new("nf");
     let (a, c) = (CLIENT_V4[0], CLIENT_V6[1]);
-    let v6: u128 = "2001:db8:1::"
-        .parse::<std::net::Ipv6Addr>()
-        .unwrap()
-        .to_bits();
+    let v6: u128 = "2001:db8:1::".parse::<Ipv6Addr>().unwrap().to_bits();
     let set = |v4: Vec<(u32, u8)>, v6: Vec<(u128, u8)>| {
         PrefixSet::from_unsorted(
             v4.into_iter()
@@ -675,10 +720,7 @@ fn feeds_load_replace_and_drop() {
 #[test]
 fn a_million_prefix_feed_loads_in_batches() {
     let base = 0x2001_0db8_8000_0000_0000_0000_0000_0000u128;
-    let listed: u128 = "2001:db8:1::"
-        .parse::<std::net::Ipv6Addr>()
-        .unwrap()
-        .to_bits();
+    let listed: u128 = "2001:db8:1::".parse::<Ipv6Addr>().unwrap().to_bits();
     let mut v6: Vec<(u128, u8)> = (0..999_999u128).map(|i| (base | (i << 64), 64)).collect();
     v6.push((listed, 64));
     let feed = PrefixSet::from_unsorted(Vec::new(), v6);
@@ -879,7 +921,7 @@ fn a_flood_of_new_sources_leaves_room_to_report_a_real_sender() {
     b.nft.set_config(&cfg).unwrap();
     let flood = Flood::new(&b.wire.client, "vc");
     let spoofed: Vec<IpAddr> = (1..=5000u128)
-        .map(|i| IpAddr::from(std::net::Ipv6Addr::from(0x2001_0db8_0005_u128 << 80 | i)))
+        .map(|i| IpAddr::from(Ipv6Addr::from(0x2001_0db8_0005_u128 << 80 | i)))
         .collect();
     let (emitted, over, _, _) = syns_from(&mut b, &flood, &spoofed);
     assert!(
@@ -939,7 +981,7 @@ fn a_source_the_full_holding_set_cannot_remember_passes() {
     b.nft.set_config(&cfg).unwrap();
     let flood = Flood::new(&b.wire.client, "vc");
     let spoofed: Vec<IpAddr> = (1..=5000u128)
-        .map(|i| IpAddr::from(std::net::Ipv6Addr::from(0x2001_0db8_0006_u128 << 80 | i)))
+        .map(|i| IpAddr::from(Ipv6Addr::from(0x2001_0db8_0006_u128 << 80 | i)))
         .collect();
     let (emitted, over, held, _) = syns_from(&mut b, &flood, &spoofed);
     assert!(
@@ -948,7 +990,7 @@ fn a_source_the_full_holding_set_cannot_remember_passes() {
     );
     assert_eq!(held, 4096, "the holding set's size");
     // A new source of the same family (an IPv6 one: the flood's), over the budget.
-    let real = IpAddr::from(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0x7, 0, 0, 0, 0, 11));
+    let real = IpAddr::from(Ipv6Addr::new(0x2001, 0xdb8, 0x7, 0, 0, 0, 0, 11));
     let (emitted, over, held, _) = syns_from(&mut b, &flood, &[real]);
     assert_eq!((emitted, over, held), (0, 1, 0));
 }

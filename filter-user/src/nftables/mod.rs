@@ -104,6 +104,9 @@ pub struct Nftables {
     applied: Option<Shape>,
     lists: Lists,
     verdicts: HashMap<IpAddr, PeerVerdict>,
+    /// How many of `verdicts` each family's verdict map holds (IPv4, IPv6): a map is full at
+    /// `shape.verdicts` ([`verdicts`]' eviction).
+    verdict_count: [usize; 2],
     /// What each decision map element holds (see [`decide`]).
     decided: HashMap<IpAddr, decide::Decision>,
     /// The verdicts whose element has no hit counter, because their decision element
@@ -171,6 +174,7 @@ impl Nftables {
             applied: None,
             lists: Lists::default(),
             verdicts: HashMap::new(),
+            verdict_count: [0; 2],
             decided: HashMap::new(),
             uncounted: HashSet::new(),
             carried: HashMap::new(),

@@ -29,6 +29,7 @@ impl Nftables {
         let emptied = self.lists.emptied();
         let Lists { own, feeds, .. } = std::mem::replace(&mut self.lists, emptied);
         let verdicts = std::mem::take(&mut self.verdicts);
+        self.verdict_count = [0; 2];
         self.decided.clear();
         self.uncounted.clear();
         self.carried.clear();

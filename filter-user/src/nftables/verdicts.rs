@@ -20,6 +20,14 @@ use super::{
 };
 use crate::datapath::NewPeer;
 
+/// A family's index in [`Nftables::verdict_count`].
+fn slot(f: Family) -> usize {
+    match f {
+        Family::V4 => 0,
+        Family::V6 => 1,
+    }
+}
+
 /// The action a verdict map's chain stands for.
 pub fn action_of(chain: &str) -> Option<Action> {
     match chain {
@@ -40,10 +48,15 @@ impl Nftables {
     }
 
     /// Sets `ip`'s verdict, replacing any (a reputation `drop` explains its next SYN again).
+    /// A new source's verdict into a full map makes room first ([`Nftables::make_room`]).
     pub fn verdict_set(&mut self, ip: IpAddr, v: PeerVerdict) -> Result<()> {
         let f = Family::of(ip);
         let key = addr_key(ip);
-        let mut ops = vec![Op::Destroy(verdict_set(f), vec![Elem::key(key.clone())])];
+        let mut ops = Vec::new();
+        if !self.verdicts.contains_key(&ip) && self.verdict_count[slot(f)] >= self.full_at() {
+            ops = self.make_room(f);
+        }
+        ops.push(Op::Destroy(verdict_set(f), vec![Elem::key(key.clone())]));
         let explained = self.applied.as_ref().and_then(|a| explained_set(a, f));
         if v.is_explained()
             && let Some(s) = explained
@@ -73,7 +86,9 @@ impl Nftables {
         for (ip, v) in all {
             let mut stored = *v;
             stored.hits = 0;
-            self.verdicts.insert(*ip, stored);
+            if self.verdicts.insert(*ip, stored).is_none() {
+                self.verdict_count[slot(Family::of(*ip))] += 1;
+            }
             // Seen by its verdict from now on (reported.rs).
             self.reported.remove(*ip);
             self.uncounted.remove(ip);
@@ -199,16 +214,74 @@ impl Nftables {
     /// Removes `ip`'s verdict; `false` if it had none. It stays reported (its next SYN is not
     /// reported again within the dedup window).
     pub fn verdict_remove(&mut self, ip: IpAddr) -> Result<bool> {
-        if self.verdicts.remove(&ip).is_none() {
+        let Some(ops) = self.verdicts_gone(&[ip]) else {
             return Ok(false);
-        }
-        self.uncounted.remove(&ip);
-        self.carried.remove(&(ip, Counted::Verdict));
-        let set = verdict_set(Family::of(ip));
-        let mut ops = vec![Op::Destroy(set, vec![Elem::key(addr_key(ip))])];
-        ops.extend(self.redecide([ip], Rewrite::Changed));
+        };
         self.write(ops)?;
         Ok(true)
+    }
+
+    /// Takes these sources' verdicts out of the bookkeeping; the writes that take them out
+    /// of the table (`None`: none of them had one).
+    fn verdicts_gone(&mut self, ips: &[IpAddr]) -> Option<Vec<Op>> {
+        let mut ops = Vec::new();
+        for ip in ips {
+            if self.verdicts.remove(ip).is_none() {
+                continue;
+            }
+            self.verdict_count[slot(Family::of(*ip))] -= 1;
+            self.uncounted.remove(ip);
+            self.carried.remove(&(*ip, Counted::Verdict));
+            ops.push(Op::Destroy(
+                verdict_set(Family::of(*ip)),
+                vec![Elem::key(addr_key(*ip))],
+            ));
+        }
+        if ops.is_empty() {
+            return None;
+        }
+        ops.extend(self.redecide(ips.iter().copied(), Rewrite::Changed));
+        Some(ops)
+    }
+
+    /// How many verdicts of one family the verdict map holds.
+    fn full_at(&self) -> usize {
+        self.shape.verdicts as usize
+    }
+
+    /// Room in `f`'s full verdict map for new verdicts: the eBPF datapath's per-source map is
+    /// an LRU that evicts by itself, a verdict map refuses an element over its size. The
+    /// 1/64 of the family's verdicts that matter least go, in the transaction of the new one:
+    /// pass verdicts before the others (a source that loses one is evaluated again at its
+    /// next SYN), then the soonest to expire. Once per 1/64 of the map's size, a walk of
+    /// its verdicts.
+    fn make_room(&mut self, f: Family) -> Vec<Op> {
+        let mut candidates: Vec<(bool, u64, IpAddr)> = self
+            .verdicts
+            .iter()
+            .filter(|(ip, _)| Family::of(**ip) == f)
+            .map(|(ip, v)| {
+                let expires = if v.expires_ns == filter_common::NEVER {
+                    u64::MAX
+                } else {
+                    v.expires_ns
+                };
+                (v.action() != Action::Pass, expires, *ip)
+            })
+            .collect();
+        let n = (self.full_at() / 64).max(1).min(candidates.len());
+        if n == 0 {
+            return Vec::new();
+        }
+        candidates.select_nth_unstable(n - 1);
+        let ips: Vec<IpAddr> = candidates[..n].iter().map(|(_, _, ip)| *ip).collect();
+        tracing::info!(
+            family = f.digit(),
+            evicted = n,
+            size = self.full_at(),
+            "the nftables verdict map is full: its pass verdicts and those expiring soonest make room (datapath.maps.verdicts)"
+        );
+        self.verdicts_gone(&ips).unwrap_or_default()
     }
 
     /// Every verdict written (expired ones included until removed), without hits.
@@ -236,7 +309,10 @@ impl Nftables {
             }
         }
         for ip in ips {
-            n += usize::from(self.verdicts.remove(ip).is_some());
+            if self.verdicts.remove(ip).is_some() {
+                n += 1;
+                self.verdict_count[slot(Family::of(*ip))] -= 1;
+            }
             self.reported.remove(*ip);
             self.uncounted.remove(ip);
             self.carried.remove(&(*ip, Counted::Verdict));
