@@ -477,12 +477,13 @@ fn an_entry_set_again_unchanged_keeps_its_hits() {
     let mut b = Bed::new("nk");
     let (exact, in_prefix) = (CLIENT_V6[0], CLIENT_V4[0]);
     let prefix: IpNet = format!("{in_prefix}/24").parse().unwrap();
-    b.nft
-        .list_insert(ListKind::Deny, net(exact), manual())
-        .unwrap();
-    b.nft
-        .list_insert(ListKind::Deny, prefix.trunc(), manual())
-        .unwrap();
+    // What a reload does: both entries set as they are.
+    let deny_both = |b: &mut Bed| {
+        for n in [net(exact), prefix.trunc()] {
+            b.nft.list_insert(ListKind::Deny, n, manual()).unwrap();
+        }
+    };
+    deny_both(&mut b);
     b.wire.assert_refused(exact, smtp6());
     b.wire.assert_refused(in_prefix, smtp4());
     let hits = |b: &Bed, ip: &str| {
@@ -494,12 +495,7 @@ fn an_entry_set_again_unchanged_keeps_its_hits() {
     };
     let before = [hits(&b, exact), hits(&b, in_prefix)];
     assert!(before.iter().all(|n| *n >= 1), "{before:?}");
-    b.nft
-        .list_insert(ListKind::Deny, net(exact), manual())
-        .unwrap();
-    b.nft
-        .list_insert(ListKind::Deny, prefix.trunc(), manual())
-        .unwrap();
+    deny_both(&mut b);
     assert_eq!([hits(&b, exact), hits(&b, in_prefix)], before);
     b.wire.assert_refused(exact, smtp6());
     b.wire.assert_refused(in_prefix, smtp4());
