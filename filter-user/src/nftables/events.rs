@@ -91,7 +91,9 @@ impl NfLog {
             e.context(format!("binding NFLOG group {group}{hint}"))
         })?;
         // A burst of new peers must not be lost to a small buffer; beyond it, the socket
-        // drops reports (ENOBUFS, counted by the caller), never packets.
+        // drops reports (ENOBUFS: logged, not counted in events_lost, since the kernel does
+        // not say how many), never packets. Without CAP_NET_ADMIN in the initial namespace
+        // (an unprivileged container) the kernel refuses FORCE and the default size stays.
         let size: libc::c_int = 4 * 1024 * 1024;
         // SAFETY: setsockopt with a c_int.
         unsafe {
