@@ -193,17 +193,7 @@ pub fn rules(rule: &mut impl FnMut(&str, &str), n: &Shape) {
     report_unheld(rule, "report_back", BACK);
     // Remembered as reported; a full set (a flood reported) forgets, and it goes on.
     for (chain, then) in [("reported", "goto first_contact"), ("reported_pass", pass)] {
-        for f in Family::ALL {
-            let p = f.proto();
-            rule(
-                chain,
-                &format!(
-                    "meta protocol {p} update @{} {{ {p} saddr }} {then}",
-                    returning(f)
-                ),
-            );
-        }
-        rule(chain, then);
+        into_set(rule, chain, "update", returning, then, then);
     }
     if n.hold.is_some() {
         rule("first_contact", "goto held");
@@ -222,18 +212,34 @@ pub const BACK: &str = "back";
 /// source's), counted, and on to `first_contact`; a set too full to take it passes it (fail
 /// open: nothing would bound its hold).
 fn remember_or_pass(rule: &mut dyn FnMut(&str, &str), chain: &str, set: impl Fn(Family) -> String) {
+    into_set(
+        rule,
+        chain,
+        "add",
+        set,
+        "counter name \"events_over_budget\" goto first_contact",
+        "counter name \"events_over_budget\" counter name \"unknown\" accept",
+    );
+}
+
+/// In `chain`, a rule per family that puts the source into that family's `set` (`op`:
+/// `add`, or `update`, which also refreshes its timeout) and goes on with `then`; and a last
+/// rule, `otherwise`, for a source the full set cannot take (a rule whose set statement
+/// fails goes no further, so the next rule meets the SYN).
+fn into_set(
+    rule: &mut dyn FnMut(&str, &str),
+    chain: &str,
+    op: &str,
+    set: impl Fn(Family) -> String,
+    then: &str,
+    otherwise: &str,
+) {
     for f in Family::ALL {
         let p = f.proto();
         rule(
             chain,
-            &format!(
-                "meta protocol {p} add @{} {{ {p} saddr }} counter name \"events_over_budget\" goto first_contact",
-                set(f)
-            ),
+            &format!("meta protocol {p} {op} @{} {{ {p} saddr }} {then}", set(f)),
         );
     }
-    rule(
-        chain,
-        "counter name \"events_over_budget\" counter name \"unknown\" accept",
-    );
+    rule(chain, otherwise);
 }
