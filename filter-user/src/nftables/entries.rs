@@ -78,14 +78,13 @@ impl Nftables {
             action: Action::Drop,
         };
         let k = own_kind(kind);
-        let held = self.lists.own.get(&(k, Prefix::new(net))).copied();
-        if held == Some(own) {
+        let new = !self.lists.own.contains_key(&(k, Prefix::new(net)));
+        let Some(mut ops) = self.lists.own_set(k, net, own) else {
             return Ok(());
-        }
-        let mut ops = self.lists.own_set(k, net, own);
+        };
         ops.extend(self.list_changed(&[&one(net)]));
         // A new entry's hits start at 0, as its element's counter does.
-        if held.is_none() {
+        if new {
             self.carried.remove(&(net.addr(), Counted::Own(k)));
         }
         self.write_between(ops)
@@ -236,10 +235,9 @@ impl Nftables {
             expires_ns,
             action,
         };
-        if self.lists.own.get(&(Kind::Network, Prefix::new(net))) == Some(&own) {
+        let Some(mut ops) = self.lists.own_set(Kind::Network, net, own) else {
             return Ok(());
-        }
-        let mut ops = self.lists.own_set(Kind::Network, net, own);
+        };
         ops.extend(self.flush_known());
         self.write_between(ops)
     }

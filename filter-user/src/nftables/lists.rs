@@ -116,22 +116,23 @@ impl Lists {
         e
     }
 
-    /// Sets an own entry; the writes that make the table hold it. (The callers leave an
-    /// entry that would not change alone: a rewrite restarts its element's hit counter, and
-    /// the daemon sets every entry again at each reload.)
-    pub fn own_set(&mut self, kind: Kind, net: IpNet, o: Own) -> Vec<Op> {
+    /// Sets an own entry; the writes that make the table hold it, `None` for an entry set
+    /// again as it was (left alone: a rewrite restarts its element's hit counter, and the
+    /// daemon sets every entry again at each reload).
+    pub fn own_set(&mut self, kind: Kind, net: IpNet, o: Own) -> Option<Vec<Op>> {
         let p = Prefix::new(net);
         let set = kind.set(family(p), p.prefix_len());
         let elem = Self::own_elem(kind, p, &o);
         match self.own.insert((kind, p), o) {
+            Some(old) if old == o => None,
             // Replaced: the old element goes first (its data or expiry may differ).
-            Some(_) => vec![
+            Some(_) => Some(vec![
                 Op::Destroy(set.clone(), vec![Elem::key(elem.key.clone())]),
                 Op::Add(set, vec![elem]),
-            ],
+            ]),
             None => {
                 self.counted(kind, p, true);
-                vec![Op::Add(set, vec![elem])]
+                Some(vec![Op::Add(set, vec![elem])])
             }
         }
     }
