@@ -89,8 +89,9 @@ pub fn open(cfg: &Config, ifaces: &[String]) -> Result<Opened> {
             Ok(o) => o,
             Err(e) if datapath::is_missing_interface(&e) => return Err(e),
             Err(e) => {
-                let why = one_line(&format!("{e:#}"));
-                tracing::debug!(error = %format!("{e:#}"), "the eBPF datapath's whole error");
+                let whole = format!("{e:#}");
+                let why = one_line(&whole);
+                tracing::debug!(error = %whole, "the eBPF datapath's whole error");
                 tracing::warn!(error = %why, "the eBPF datapath could not be used; screening with nftables");
                 let mut o = open_nftables(cfg, ifaces).with_context(|| {
                     format!("the eBPF datapath could not be used ({why}), nor nftables")
