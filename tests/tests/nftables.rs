@@ -61,6 +61,16 @@ fn config() -> DatapathConfig {
     c
 }
 
+/// The tests' config holding an unknown peer's SYNs for `hold_ns`, with a budget of
+/// `events_per_s` reports a second (0: unlimited).
+fn holding(hold_ns: u64, events_per_s: u32) -> DatapathConfig {
+    let mut c = config();
+    c.flags |= FLAG_HOLD;
+    c.hold_window_ns = hold_ns;
+    c.events_per_s = events_per_s;
+    c
+}
+
 /// The backend opened in the wire's server namespace with `sizes`, the tests' config applied,
 /// screening the server's interface.
 fn open_backend(wire: &Wire, sizes: MapSizes) -> (Nftables, NfLog) {
@@ -817,9 +827,7 @@ fn a_reported_source_is_seen_before_and_after_its_verdict() {
 #[test]
 fn hold_drops_an_unknown_peer_until_its_verdict() {
     let mut b = Bed::new("nh");
-    let mut cfg = config();
-    cfg.flags |= FLAG_HOLD;
-    cfg.hold_window_ns = 3_000_000_000;
+    let cfg = holding(3_000_000_000, 0);
     b.nft.set_config(&cfg).unwrap();
     let (a, c) = (CLIENT_V4[0], CLIENT_V4[1]);
     b.wire.assert_refused(a, smtp4());
@@ -872,10 +880,7 @@ fn documentation_sources(n: u8) -> Vec<IpAddr> {
 #[test]
 fn a_first_syn_flood_cannot_spend_the_budget_of_retransmits() {
     let mut b = Bed::new("nb");
-    let mut cfg = config();
-    cfg.flags |= FLAG_HOLD;
-    cfg.hold_window_ns = 3_000_000_000;
-    cfg.events_per_s = 3;
+    let cfg = holding(3_000_000_000, 3);
     b.nft.set_config(&cfg).unwrap();
     let flood = Flood::new(&b.wire.client, "vc");
     let real = IpAddr::from([203, 0, 113, 7]);
@@ -970,10 +975,7 @@ fn a_source_over_the_budget_is_reported_at_its_next_syn() {
 #[test]
 fn a_source_the_full_holding_set_cannot_remember_passes() {
     let mut b = Bed::new("nh");
-    let mut cfg = config();
-    cfg.flags |= FLAG_HOLD;
-    cfg.hold_window_ns = 10_000_000_000;
-    cfg.events_per_s = 2;
+    let cfg = holding(10_000_000_000, 2);
     b.nft.set_config(&cfg).unwrap();
     let flood = Flood::new(&b.wire.client, "vc");
     let spoofed: Vec<IpAddr> = (1..=5000u128)
@@ -997,10 +999,7 @@ fn a_source_the_full_holding_set_cannot_remember_passes() {
 #[test]
 fn a_source_never_reported_is_held_no_longer_than_its_hold() {
     let mut b = Bed::new("nl");
-    let mut cfg = config();
-    cfg.flags |= FLAG_HOLD;
-    cfg.hold_window_ns = 2_500_000_000;
-    cfg.events_per_s = 3;
+    let cfg = holding(2_500_000_000, 3);
     b.nft.set_config(&cfg).unwrap();
     let flood = Flood::new(&b.wire.client, "vc");
     let real = IpAddr::from([203, 0, 113, 12]);
@@ -1036,11 +1035,8 @@ fn a_source_never_reported_is_held_no_longer_than_its_hold() {
 #[test]
 fn a_returning_source_is_reported_back_from_the_budget_of_real_senders() {
     let mut b = Bed::new("nr");
-    let mut cfg = config();
-    cfg.flags |= FLAG_HOLD;
-    cfg.hold_window_ns = 500_000_000;
+    let mut cfg = holding(500_000_000, 3);
     cfg.dedup_window_ns = 1_000_000_000;
-    cfg.events_per_s = 3;
     b.nft.set_config(&cfg).unwrap();
     let flood = Flood::new(&b.wire.client, "vc");
     let real = IpAddr::from([203, 0, 113, 7]);
