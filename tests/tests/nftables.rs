@@ -869,6 +869,17 @@ fn syns_from(b: &mut Bed, flood: &Flood, sources: &[IpAddr]) -> (u64, u64, u64, 
     (emitted, over, held, reports)
 }
 
+/// `n` IPv6 sources of a spoofed flood, 2001:db8:BLOCK::1 on.
+fn spoofed_v6(block: u16, n: u32) -> Vec<IpAddr> {
+    (1..=u128::from(n))
+        .map(|i| {
+            IpAddr::from(Ipv6Addr::from(
+                (0x2001_0db8_u128 << 96 | u128::from(block) << 80) | i,
+            ))
+        })
+        .collect()
+}
+
 fn documentation_sources(n: u8) -> Vec<IpAddr> {
     (1..=n).map(|i| IpAddr::from([198, 51, 100, i])).collect()
 }
@@ -921,9 +932,7 @@ fn a_flood_of_new_sources_leaves_room_to_report_a_real_sender() {
     cfg.events_per_s = 100;
     b.nft.set_config(&cfg).unwrap();
     let flood = Flood::new(&b.wire.client, "vc");
-    let spoofed: Vec<IpAddr> = (1..=5000u128)
-        .map(|i| IpAddr::from(Ipv6Addr::from(0x2001_0db8_0005_u128 << 80 | i)))
-        .collect();
+    let spoofed = spoofed_v6(5, 5000);
     let (emitted, over, _, _) = syns_from(&mut b, &flood, &spoofed);
     assert!(
         emitted < 200 && over > 4800,
@@ -978,9 +987,7 @@ fn a_source_the_full_holding_set_cannot_remember_passes() {
     let cfg = holding(10_000_000_000, 2);
     b.nft.set_config(&cfg).unwrap();
     let flood = Flood::new(&b.wire.client, "vc");
-    let spoofed: Vec<IpAddr> = (1..=5000u128)
-        .map(|i| IpAddr::from(Ipv6Addr::from(0x2001_0db8_0006_u128 << 80 | i)))
-        .collect();
+    let spoofed = spoofed_v6(6, 5000);
     let (emitted, over, held, _) = syns_from(&mut b, &flood, &spoofed);
     assert!(
         emitted < 10 && over > 4990,
