@@ -430,6 +430,18 @@ fn a_flushed_ruleset_is_written_again_whatever_meets_it_first() {
     assert!(!b.nft_list().contains("table netdev mxscreen"));
     b.nft.set_config(&config()).unwrap();
     b.wire.assert_refused(blocked, smtp4());
+
+    // SYNs refused after a heartbeat's reading and read by `stats` (or a scrape): the
+    // rebuilt table's counter starts from that heartbeat's reading, and reads no lower.
+    b.nft.set_config(&config()).unwrap();
+    b.wire.assert_refused(blocked, smtp4());
+    let read = b.count(Counter::DroppedVerdict);
+    b.wire.server.nft(&["flush", "ruleset"]);
+    b.nft.set_config(&config()).unwrap();
+    assert!(
+        b.count(Counter::DroppedVerdict) >= read,
+        "dropped_verdict went back from {read}"
+    );
 }
 
 /// A verdict map holds `datapath.maps.verdicts` elements a family and, unlike the eBPF
