@@ -696,55 +696,6 @@ fn a_start_without_privileges_says_what_each_backend_needs() {
     );
 }
 
-/// With `backend = "auto"`, an interface that does not exist (a typo, a VLAN not made yet)
-/// is an error, as with eBPF alone: nftables would hook the name and wait for it, leaving a
-/// host that loads BPF on the nftables backend for a typo.
-#[test]
-fn a_missing_interface_is_an_error_not_a_reason_for_nftables() {
-    let ns = mxscreen_tests::netns::NetNs::new("dm");
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("mxscreen.toml");
-    let pins = format!("/sys/fs/bpf/mxscreen-test-{}", ns.name);
-    std::fs::write(
-        &config,
-        format!(
-            "[state]\nfile = {:?}\n[control]\nsocket = {:?}\n[query]\nsocket = \"\"\n[datapath]\npin_dir = {pins:?}\n",
-            dir.path().join("state.json").display().to_string(),
-            dir.path().join("c.sock").display().to_string(),
-        ),
-    )
-    .unwrap();
-    let mut child = ns.enter(|| {
-        std::process::Command::new(mxscreen_bin())
-            .args(["run", "--config", config.to_str().unwrap(), "-i", "nosuch0"])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap()
-    });
-    // It exits at once; one that screens instead runs until stopped.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let out = child.wait_with_output().unwrap();
-    let _ = std::fs::remove_dir_all(&pins);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
-    let last = err.lines().last().unwrap_or_default();
-    assert_eq!(
-        last, "mxscreen: nosuch0: no such interface (see `ip link`)",
-        "{err}"
-    );
-    assert!(!err.contains("nftables"), "{err}");
-    assert_eq!(
-        ns.nft(&["list", "tables"]).trim(),
-        "",
-        "no nftables table left"
-    );
-}
-
 #[test]
 fn corrupt_state_file_is_moved_aside_and_reported() {
     let b = bed("dc");

@@ -87,7 +87,6 @@ pub fn open(cfg: &Config, ifaces: &[String]) -> Result<Opened> {
         BackendChoice::Nftables => open_nftables(cfg, ifaces)?,
         BackendChoice::Auto => match open_ebpf(cfg, ifaces) {
             Ok(o) => o,
-            Err(e) if datapath::is_missing_interface(&e) => return Err(e),
             Err(e) => {
                 let whole = format!("{e:#}");
                 let why = one_line(&whole);

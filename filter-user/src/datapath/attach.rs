@@ -240,43 +240,21 @@ fn errno(e: &ProgramError) -> Option<i32> {
 /// The error tagged with `AttachError` so `auto` knows not to fall back.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-struct FinalAttachError(String, Missing);
-
-/// Whether a [`FinalAttachError`] says the interface does not exist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Missing {
-    Yes,
-    No,
-}
+struct FinalAttachError(String);
 
 fn is_final(e: &anyhow::Error) -> bool {
     e.downcast_ref::<FinalAttachError>().is_some()
 }
 
-/// Whether `e` says a screened interface does not exist. No other backend can screen it
-/// either, so `backend = "auto"` does not fall back to nftables on it (which would hook the
-/// name and wait for it, leaving a host that can load BPF on nftables for a typo).
-pub fn is_missing_interface(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        c.downcast_ref::<FinalAttachError>()
-            .is_some_and(|f| f.1 == Missing::Yes)
-    })
-}
-
 /// Turns the kernel's answer into a sentence naming the interface and what to do.
 fn explain(iface: &str, what: &str, e: ProgramError) -> anyhow::Error {
     if let ProgramError::UnknownInterface { .. } = e {
-        return FinalAttachError(
-            format!("{iface}: no such interface (see `ip link`)"),
-            Missing::Yes,
-        )
-        .into();
+        return FinalAttachError(format!("{iface}: no such interface (see `ip link`)")).into();
     }
     match errno(&e) {
-        Some(libc::EPERM) | Some(libc::EACCES) => FinalAttachError(
-            format!("{iface}: {what}: permission denied: run as root (CAP_BPF and CAP_NET_ADMIN)"),
-            Missing::No,
-        )
+        Some(libc::EPERM) | Some(libc::EACCES) => FinalAttachError(format!(
+            "{iface}: {what}: permission denied: run as root (CAP_BPF and CAP_NET_ADMIN)"
+        ))
         .into(),
         Some(libc::EBUSY) | Some(libc::EEXIST) => anyhow!(
             "{iface}: {what}: another program is already attached (see `bpftool net show dev {iface}`)"
@@ -287,9 +265,7 @@ fn explain(iface: &str, what: &str, e: ProgramError) -> anyhow::Error {
                 chain(&e)
             )
         }
-        Some(libc::ENODEV) => {
-            FinalAttachError(format!("{iface}: no such interface"), Missing::Yes).into()
-        }
+        Some(libc::ENODEV) => FinalAttachError(format!("{iface}: no such interface")).into(),
         _ => anyhow!("{iface}: {what}: {}", chain(&e)),
     }
 }

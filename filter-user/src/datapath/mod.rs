@@ -48,7 +48,7 @@ pub mod reader;
 pub mod sizes;
 mod typed;
 
-pub use attach::{AttachMode, Attached, attach, is_missing_interface};
+pub use attach::{AttachMode, Attached, attach};
 pub use backend::{Backend, BackendChoice, Datapath, DatapathRead};
 pub use census::Census;
 pub use events::{Events, NewPeer};
