@@ -1,5 +1,6 @@
 //! mxscreen userspace: loader for the datapath, reputation engine, daemon and CLI.
 
+pub mod atomic_file;
 pub mod cli;
 pub mod config;
 pub mod control;

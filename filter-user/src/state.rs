@@ -8,8 +8,7 @@
 //! nothing, and a later successful write never carries a change the operator was told failed.
 
 use std::{
-    fs::{self, File},
-    io::Write as _,
+    fs,
     path::{Path, PathBuf},
     time::{SystemTime, UNIX_EPOCH},
 };
@@ -18,7 +17,7 @@ use anyhow::{Context as _, Result};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::datapath::ListKind;
+use crate::{atomic_file, datapath::ListKind};
 
 /// Default path (`state.file`).
 pub const DEFAULT_STATE_FILE: &str = "/var/lib/mxscreen/state.json";
@@ -204,28 +203,12 @@ impl State {
 
     /// Writes `entries` atomically as the whole state.
     fn save(&self, entries: &[ManualEntry]) -> Result<()> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let tmp = self
-            .path
-            .with_extension(format!("json.tmp-{}", std::process::id()));
-        let body = serde_json::to_vec_pretty(&OnDiskRef {
+        let mut body = serde_json::to_vec_pretty(&OnDiskRef {
             version: VERSION,
             entries,
         })?;
-        let write = || -> std::io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&body)?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-            fs::rename(&tmp, &self.path)?;
-            // The rename is durable only once the directory is synced too.
-            File::open(dir)?.sync_all()
-        };
-        write()
-            .inspect_err(|_| {
-                let _ = fs::remove_file(&tmp);
-            })
+        body.push(b'\n');
+        atomic_file::write(&self.path, &body)
             .with_context(|| format!("writing state file {}", self.path.display()))
     }
 }

@@ -439,7 +439,8 @@ fn operator_commands_act_on_the_next_syn(attach: Attach) {
 
 /// `kill -9` of the daemon: the kernel detaches the program with it, so clean mail still
 /// flows (everything does: fail-open). Restart: the pinned verdicts and the state file's
-/// blocks are enforced again before any new lookup.
+/// blocks are enforced again before any new lookup. So are they after a clean stop (the
+/// nftables table is deleted at exit: its verdicts are saved and taken back).
 fn kill9_fails_open_and_restart_restores_blocks(attach: Attach) {
     let b = bed("ek", attach);
     let mut d = b.daemon(Tweaks::first_contact_pass());
@@ -463,6 +464,28 @@ fn kill9_fails_open_and_restart_restores_blocks(attach: Attach) {
     refused_smtp(&b, SBL, "after-restart");
     assert_eq!(b.exim.lines_since(mark, SBL), Vec::<String>::new());
     accepted(&b, CLEAN, "after-restart-clean");
+
+    // A clean stop and start: the first SYN meets the verdict, no lookup first (with
+    // first_contact = "pass" a source without one would be let through), and its hits are
+    // kept.
+    let before = verdict_entry(&d, SBL);
+    assert!(before["hits"].as_u64().unwrap() >= 2, "{before}");
+    d.stop();
+    accepted(&b, CLEAN_B, "stopped");
+    d.restart();
+    refused(&b, SBL);
+    refused(&b, CLEAN_B);
+    let after = verdict_entry(&d, SBL);
+    assert_eq!(after["action"], "drop", "{after}");
+    let expires = |e: &serde_json::Value| e["expires"].as_u64().expect("the verdict expires");
+    assert!(
+        expires(&after).abs_diff(expires(&before)) <= 2,
+        "the same expiry: {before} {after}"
+    );
+    assert!(
+        after["hits"].as_u64() >= before["hits"].as_u64(),
+        "hits kept: {before} {after}"
+    );
 }
 
 /// `--observe`: every decision is made, logged and counted, nothing is refused.

@@ -146,6 +146,7 @@ fn open_ebpf(cfg: &Config, ifaces: &[String]) -> Result<Opened> {
 fn open_nftables(cfg: &Config, ifaces: &[String]) -> Result<Opened> {
     let (nft, nflog) = Nftables::open(&nftables::Options {
         sizes: cfg.datapath.maps,
+        state_file: Some(cfg.state.file.clone()),
         ..nftables::Options::default()
     })
     .context("setting up the nftables table")?;

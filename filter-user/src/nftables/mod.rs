@@ -19,6 +19,7 @@
 //! - [`reported`]: the reported sources still without a verdict;
 //! - [`rebuild`]: the table written again after something else deleted it (`nft flush
 //!   ruleset`);
+//! - [`saved`]: the verdicts a clean exit saves, for the next start to take back;
 //! - [`backend`]: the handle as the daemon's datapath (`crate::datapath::backend`).
 //!
 //! Why the netdev family's ingress hook and not prerouting: it is the earliest hook nftables
@@ -29,8 +30,8 @@
 //! Fail-open: the rules drop nothing unless the set `alive` holds its one element, which the
 //! daemon rewrites every second with a 5 s timeout ([`Nftables::set_config`], called by the
 //! heartbeat): within 5 s of a `kill -9` or a hang every SYN passes (`passed_stale`). A clean
-//! exit (or dropping the handle) deletes the table. A table deleted by someone else is
-//! written again at the next heartbeat ([`rebuild`]).
+//! exit (or dropping the handle) deletes the table, its verdicts saved first ([`saved`]). A
+//! table deleted by someone else is written again at the next heartbeat ([`rebuild`]).
 
 pub mod backend;
 pub mod counters;
@@ -44,6 +45,7 @@ mod nft;
 mod rebuild;
 mod reported;
 pub mod ruleset;
+mod saved;
 pub mod sets;
 mod tables;
 mod unknown;
@@ -54,6 +56,7 @@ use std::{
     fs::File,
     net::IpAddr,
     os::fd::OwnedFd,
+    path::PathBuf,
     time::{Duration, SystemTime},
 };
 
@@ -83,6 +86,9 @@ pub struct Options {
     pub table: String,
     pub sizes: MapSizes,
     pub log_group: u16,
+    /// The state file (`state.file`): a clean exit saves the verdicts beside it, for the next
+    /// start to take back ([`saved`]). None: they go with the table.
+    pub state_file: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -91,6 +97,7 @@ impl Default for Options {
             table: TABLE.to_owned(),
             sizes: MapSizes::default(),
             log_group: LOG_GROUP,
+            state_file: None,
         }
     }
 }
@@ -131,13 +138,16 @@ pub struct Nftables {
     outcomes: counters::Outcomes,
     /// Reported sources without a verdict yet ([`reported`]).
     reported: reported::Reported,
+    /// Where a clean exit saves the verdicts ([`saved`]).
+    saved: Option<PathBuf>,
 }
 
 impl Nftables {
     /// Creates the table in the calling thread's network namespace, with no interface
     /// screened yet and a config that screens no port. A table left by a daemon that did not
     /// exit cleanly is replaced; the verdicts it held are kept (as pinned maps keep them for
-    /// the eBPF datapath). Also binds the NFLOG group of new-peer reports.
+    /// the eBPF datapath); else those a clean exit saved are taken back ([`saved`]). Also
+    /// binds the NFLOG group of new-peer reports.
     pub fn open(opts: &Options) -> Result<(Self, NfLog)> {
         let netns: OwnedFd = File::open("/proc/thread-self/ns/net")
             .context("opening the network namespace")?
@@ -146,10 +156,19 @@ impl Nftables {
         let mut nl = Netlink::open(&opts.table)?;
         let adopted = adopt(&mut nl)?;
         let seeds = adopt_outcomes(&mut nl)?;
-        if !adopted.is_empty() || table_exists(&netns, &opts.table) {
+        let left = !adopted.is_empty() || table_exists(&netns, &opts.table);
+        if left {
             ruleset::apply(&netns, &format!("delete table netdev {}\n", opts.table))
                 .context("removing the table a previous run left")?;
         }
+        let saved_path = opts.state_file.as_deref().map(saved::path_for);
+        // Read (and spent) either way: a table left behind is fresher.
+        let saved = saved_path.as_deref().map_or_else(Vec::new, |p| {
+            saved::take(p).unwrap_or_else(|e| {
+                tracing::warn!(error = %format!("{e:#}"), "the verdicts saved at the last exit are lost: their sources are evaluated again");
+                Vec::new()
+            })
+        });
         let shape = Shape {
             table: opts.table.clone(),
             devices: Vec::new(),
@@ -186,9 +205,13 @@ impl Nftables {
             tallies: HashMap::new(),
             outcomes: counters::Outcomes::default(),
             reported: reported::Reported::new(opts.sizes.peers),
+            saved: saved_path,
         };
         me.sync_rules_seeded(&seeds)?;
         me.verdicts_restore(adopted)?;
+        if !left {
+            me.take_back_saved(saved);
+        }
         Ok((me, nflog))
     }
 
@@ -366,7 +389,11 @@ delete chain netdev {t} ingress
         self.delete_table()
     }
 
+    /// Deletes the table, the verdicts saved first ([`saved`]).
     pub(super) fn delete_table(&mut self) -> Result<()> {
+        if self.applied.is_some() {
+            self.save_verdicts();
+        }
         if self.applied.take().is_some() {
             ruleset::apply(
                 &self.netns,

@@ -21,7 +21,7 @@ use super::{
 use crate::datapath::NewPeer;
 
 /// A family's index in [`Nftables::verdict_count`].
-fn slot(f: Family) -> usize {
+pub(super) fn slot(f: Family) -> usize {
     match f {
         Family::V4 => 0,
         Family::V6 => 1,
@@ -245,7 +245,7 @@ impl Nftables {
     }
 
     /// How many verdicts of one family the verdict map holds.
-    fn full_at(&self) -> usize {
+    pub(super) fn full_at(&self) -> usize {
         self.shape.verdicts as usize
     }
 
