@@ -1349,3 +1349,34 @@ fn a_table_left_without_verdicts_is_replaced_at_start() {
         denied
     );
 }
+
+/// A crashed run's table, once its heartbeat is stale, passes every SYN but holds its sets:
+/// a start of the eBPF datapath removes it; a table still beating is another daemon's and
+/// stays.
+#[test]
+fn a_dead_table_left_behind_is_removed_and_a_live_one_kept() {
+    use mxscreen::nftables::{LeftBehind, TABLE, remove_left_behind};
+    let b = Bed::new("nl");
+    let left = |wire: &Wire| wire.server.enter(|| remove_left_behind(TABLE)).unwrap();
+    let Bed {
+        wire,
+        mut nft,
+        log,
+        _listeners,
+    } = b;
+    let mut cfg = config();
+    cfg.stale_after_ns = 1_000_000_000;
+    nft.set_config(&cfg).unwrap();
+    nft.list_insert(ListKind::Deny, net(CLIENT_V4[0]), manual())
+        .unwrap();
+    // Gone without removing its table, as after kill -9.
+    std::mem::forget(nft);
+    drop(log);
+    assert_eq!(left(&wire), LeftBehind::Live);
+    assert!(list_ruleset(&wire.server).contains("table netdev mxscreen"));
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(left(&wire), LeftBehind::Removed);
+    let rules = list_ruleset(&wire.server);
+    assert!(!rules.contains("mxscreen"), "{rules}");
+    assert_eq!(left(&wire), LeftBehind::Nothing);
+}

@@ -135,6 +135,26 @@ fn open_ebpf(cfg: &Config, ifaces: &[String]) -> Result<Opened> {
         gone: Vec::new(),
     };
     program.attach_all(ifaces, cfg)?;
+    // A crashed nftables run's table (a backend switched, or `auto` that fell back before)
+    // passes every SYN but holds its sets' memory; a live one is another daemon's.
+    match nftables::remove_left_behind(nftables::TABLE) {
+        Ok(nftables::LeftBehind::Nothing) => {}
+        Ok(nftables::LeftBehind::Removed) => {
+            tracing::info!(
+                table = nftables::TABLE,
+                "removed the nftables table a crashed run of the nftables backend left"
+            );
+        }
+        Ok(nftables::LeftBehind::Live) => {
+            tracing::warn!(
+                table = nftables::TABLE,
+                "another mxscreen screens this network namespace with nftables"
+            );
+        }
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "could not remove the nftables table a previous run left")
+        }
+    }
     Ok(Opened {
         datapath: Box::new(maps),
         program,

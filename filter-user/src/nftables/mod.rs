@@ -430,6 +430,55 @@ fn table_exists(netns: &OwnedFd, table: &str) -> bool {
         .is_ok_and(|out| out.lines().any(|l| l.trim() == line))
 }
 
+/// What [`remove_left_behind`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeftBehind {
+    /// No table of that name.
+    Nothing,
+    /// A table whose liveness element had expired (a crashed run's): deleted.
+    Removed,
+    /// A table whose liveness element is fresh: another daemon's, left alone.
+    Live,
+}
+
+/// Deletes the table a crashed run left in the calling thread's network namespace, once its
+/// liveness element has expired: it passes every SYN then, but holds its verdicts and feeds
+/// in kernel memory (a million-prefix feed: ~67 MiB) until a start of this backend replaces
+/// it. Called when the eBPF datapath screens instead. Needs `nft` only to delete.
+pub fn remove_left_behind(table: &str) -> Result<LeftBehind> {
+    // Asking would load the modules (nfnetlink, nf_tables) on a host that has not.
+    if nf_tables_not_loaded() {
+        return Ok(LeftBehind::Nothing);
+    }
+    let mut nl = Netlink::open(table)?;
+    match nl.dump(ALIVE) {
+        Err(e) if errno(&e) == Some(libc::ENOENT) => return Ok(LeftBehind::Nothing),
+        Err(e) => return Err(e).context("reading the liveness of the nftables table left"),
+        Ok(alive) if !alive.is_empty() => return Ok(LeftBehind::Live),
+        Ok(_) => {}
+    }
+    let netns: OwnedFd = File::open("/proc/thread-self/ns/net")
+        .context("opening the network namespace")?
+        .into();
+    ruleset::apply(&netns, &format!("delete table netdev {table}\n"))
+        .context("removing the nftables table a previous run left")?;
+    Ok(LeftBehind::Removed)
+}
+
+/// Whether nf_tables is a module that is not loaded (then no table exists). Built into the
+/// kernel it has no `/sys/module` entry: `modules.builtin` tells; when neither can be read,
+/// it is taken as loaded.
+fn nf_tables_not_loaded() -> bool {
+    if std::path::Path::new("/sys/module/nf_tables").exists() {
+        return false;
+    }
+    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return false;
+    };
+    std::fs::read_to_string(format!("/lib/modules/{}/modules.builtin", release.trim()))
+        .is_ok_and(|b| !b.lines().any(|l| l.ends_with("/nf_tables.ko")))
+}
+
 /// The outcome counters of a table a previous run left, which the new table's start from (as
 /// the eBPF datapath's pinned counters go on). Not its feeds' counters: the new run numbers
 /// its feeds afresh.
