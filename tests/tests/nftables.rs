@@ -332,6 +332,11 @@ fn hits_survive_decision_elements_being_rewritten() {
     );
     b.wire.assert_refused(a, smtp4());
     assert!(denied(&b) > before);
+    // One entry's hits (`check`: an element read or two) are what the listing of them all
+    // (`list`: the decision maps dumped) says.
+    let listed = b.nft.table_entries(Table::Deny).unwrap();
+    let one = listed.iter().find(|(n, _)| *n == net(a)).unwrap().1.hits;
+    assert_eq!(one, denied(&b));
 }
 
 /// `nft flush ruleset` (how most firewalls load: a reload of nftables.service) deletes the

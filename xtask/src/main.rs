@@ -75,10 +75,11 @@ enum Command {
     /// up only what building needs (and cargo-deb).
     Deb,
     /// Run a benchmark and print its table: `datapath`, `resolve`, `daemon`, `fleet`,
-    /// `feeds`, `mta-dns`, `drop` or `mta`. `drop` and `mta` also append their run to BENCHMARKS.md,
-    /// except with `--quick` (a smoke run of a minute or two, as CI does).
+    /// `feeds`, `feed-writes`, `mta-dns`, `drop`, `mta`, `nft-load` or `nft-table`. `drop`
+    /// and `mta` also append their run to BENCHMARKS.md, except with `--quick` (a smoke run
+    /// of a minute or two, as CI does).
     Bench {
-        #[arg(value_parser = ["datapath", "resolve", "daemon", "fleet", "feeds", "mta-dns", "drop", "mta"])]
+        #[arg(value_parser = ["datapath", "resolve", "daemon", "fleet", "feeds", "feed-writes", "mta-dns", "drop", "mta", "nft-load", "nft-table"])]
         name: String,
         /// A short run that checks the harness and records nothing (drop, mta).
         #[arg(long)]

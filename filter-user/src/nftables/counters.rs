@@ -14,7 +14,11 @@ use std::{
 use anyhow::Result;
 use filter_common::Counter;
 
-use super::{netlink::Netlink, netns};
+use super::{
+    netlink::Netlink,
+    netns,
+    sets::{addr_key, key_addr},
+};
 
 /// Every named counter of the table: name → packets.
 pub fn named(netns: &OwnedFd, table: &str) -> Result<HashMap<String, u64>> {
@@ -55,14 +59,36 @@ pub fn outcomes(named: &HashMap<String, u64>) -> [u64; Counter::COUNT as usize] 
     out
 }
 
-/// The hits of every element of a set with counters: key (an address, or a prefix's network)
-/// → packets.
+/// The hits of every element of a small set with counters (a dump: its cost is the square
+/// of the set's size, see [`Netlink::element_packets`]): key (an address, or a prefix's
+/// network) → packets.
 pub fn element_hits(netns: &OwnedFd, table: &str, set: &str) -> Result<HashMap<IpAddr, u64>> {
     netns::within(netns, || {
         Ok(Netlink::open(table)?
             .element_packets(set)?
             .into_iter()
-            .filter_map(|(key, n)| Some((address(&key)?, n)))
+            .filter_map(|(key, n)| Some((key_addr(&key)?, n)))
+            .collect())
+    })
+}
+
+/// The hits of these addresses' elements in `set`, whatever its size (those it does not
+/// hold are left out).
+pub fn elements_hits(
+    netns: &OwnedFd,
+    table: &str,
+    set: &str,
+    ips: &[IpAddr],
+) -> Result<HashMap<IpAddr, u64>> {
+    if ips.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let keys: Vec<Vec<u8>> = ips.iter().map(|ip| addr_key(*ip)).collect();
+    netns::within(netns, || {
+        Ok(Netlink::open(table)?
+            .elements_packets(set, &keys)?
+            .into_iter()
+            .filter_map(|(key, n)| Some((key_addr(&key)?, n)))
             .collect())
     })
 }
@@ -74,33 +100,5 @@ pub fn one_element_hits(
     set: &str,
     ip: IpAddr,
 ) -> Result<Option<u64>> {
-    let key = match ip {
-        IpAddr::V4(a) => a.octets().to_vec(),
-        IpAddr::V6(a) => a.octets().to_vec(),
-    };
-    netns::within(netns, || {
-        Netlink::open(table)?.one_element_packets(set, &key)
-    })
-}
-
-/// A set key as an address (4 or 16 bytes, network order).
-fn address(key: &[u8]) -> Option<IpAddr> {
-    match key.len() {
-        4 => Some(IpAddr::from(<[u8; 4]>::try_from(key).ok()?)),
-        16 => Some(IpAddr::from(<[u8; 16]>::try_from(key).ok()?)),
-        _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_are_addresses() {
-        assert_eq!(address(&[192, 0, 2, 1]), Some("192.0.2.1".parse().unwrap()));
-        let v6: std::net::Ipv6Addr = "2001:db8::1".parse().unwrap();
-        assert_eq!(address(&v6.octets()), Some(IpAddr::V6(v6)));
-        assert_eq!(address(&[1, 2, 3]), None);
-    }
+    Ok(elements_hits(netns, table, set, &[ip])?.get(&ip).copied())
 }

@@ -15,7 +15,7 @@
 //! write removes its source from it.
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
     time::Duration,
 };
@@ -203,35 +203,13 @@ impl Nftables {
         self.carried.get(&(ip, whose)).copied().unwrap_or(0)
     }
 
-    /// The SYNs these sources' decision elements decided so far: an element read each for a
-    /// few, a dump of the decision maps for many (a wide prefix over many verdicts). A failed
-    /// read counts nothing: hits are reports, never decisions.
+    /// The SYNs these sources' decision elements decided so far. A failed read counts
+    /// nothing: hits are reports, never decisions.
     fn decision_hits_of(&self, ips: &[IpAddr]) -> HashMap<IpAddr, u64> {
-        const ONE_BY_ONE: usize = 64;
-        if ips.is_empty() {
-            return HashMap::new();
-        }
-        if ips.len() <= ONE_BY_ONE {
-            return ips
-                .iter()
-                .filter_map(|ip| {
-                    let set = decide_set(Family::of(*ip));
-                    let n = counters::one_element_hits(&self.netns, &self.shape.table, &set, *ip);
-                    Some((*ip, n.ok().flatten()?))
-                })
-                .collect();
-        }
-        match self.decide_hits() {
-            Ok(mut all) => {
-                let wanted: HashSet<&IpAddr> = ips.iter().collect();
-                all.retain(|ip, _| wanted.contains(ip));
-                all
-            }
-            Err(e) => {
-                tracing::debug!(error = %format!("{e:#}"), "reading the decision maps' hits");
-                HashMap::new()
-            }
-        }
+        self.decide_hits_of(ips).unwrap_or_else(|e| {
+            tracing::debug!(error = %format!("{e:#}"), "reading the decision maps' hits");
+            HashMap::new()
+        })
     }
 
     /// The element deciding `ip` with `chain`: it counts its hits (a verdict's or an own
@@ -340,14 +318,21 @@ impl Nftables {
         out.into_iter().collect()
     }
 
-    /// The SYNs each decision element decided (one netlink dump per family).
-    pub(super) fn decide_hits(&self) -> Result<HashMap<IpAddr, u64>> {
+    /// The SYNs the decision elements of these sources decided, whatever the maps' size (a
+    /// million-/32 feed decides in them too): gets of those elements, never a dump.
+    pub(super) fn decide_hits_of(&self, ips: &[IpAddr]) -> Result<HashMap<IpAddr, u64>> {
         let mut out = HashMap::new();
         for f in Family::ALL {
-            out.extend(counters::element_hits(
+            let of: Vec<IpAddr> = ips
+                .iter()
+                .copied()
+                .filter(|ip| Family::of(*ip) == f)
+                .collect();
+            out.extend(counters::elements_hits(
                 &self.netns,
                 &self.shape.table,
                 &decide_set(f),
+                &of,
             )?);
         }
         Ok(out)
@@ -360,6 +345,6 @@ impl Nftables {
 }
 
 /// The address of a host prefix (/32, /128).
-fn host(net: IpNet) -> Option<IpAddr> {
+pub(super) fn host(net: IpNet) -> Option<IpAddr> {
     (net.prefix_len() == net.max_prefix_len()).then(|| net.addr())
 }

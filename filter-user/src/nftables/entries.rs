@@ -10,7 +10,12 @@ use filter_common::{Action, ListEntry, Reason, Table};
 use ipnet::IpNet;
 
 use super::{
-    Nftables, counters, decide::Counted, lists::Own, netlink::Op, ruleset::feed_chain, sets::Kind,
+    Nftables, counters,
+    decide::{Counted, host},
+    lists::Own,
+    netlink::Op,
+    ruleset::feed_chain,
+    sets::{Family, Kind, decide_set},
 };
 use crate::datapath::{FeedChange, ListKind, NetworkVerdict, Prefix, PrefixSet};
 
@@ -113,10 +118,13 @@ impl Nftables {
             .collect()
     }
 
-    /// Hits of every own entry of `kind`, by prefix (one netlink dump per length in use).
+    /// Hits of every own entry of `kind`, by prefix (a dump of each of its sets, which hold
+    /// only the operator's entries; gets of its hosts' decision elements).
     pub(super) fn own_hits(&self, kind: Kind) -> Result<HashMap<Prefix, u64>> {
         let mut out = HashMap::new();
-        let Some(applied) = &self.applied else {
+        // A feed's sets count nothing per element (its hits are its chain's counter): no
+        // read of what may be a million elements.
+        let Some(applied) = self.applied.as_ref().filter(|_| kind.counts()) else {
             return Ok(out);
         };
         for ((k, f), lens) in &applied.lengths {
@@ -138,10 +146,16 @@ impl Nftables {
             return Ok(out);
         }
         let whose = Counted::Own(kind);
-        for (ip, n) in self.decide_hits()? {
-            if self.counts_for(ip) == Some(whose) {
-                *out.entry(Prefix::new(IpNet::from(ip))).or_default() += n;
-            }
+        let decided: Vec<IpAddr> = self
+            .lists
+            .own
+            .keys()
+            .filter(|(k, _)| *k == kind)
+            .filter_map(|(_, p)| host(p.net()))
+            .filter(|ip| self.counts_for(*ip) == Some(whose))
+            .collect();
+        for (ip, n) in self.decide_hits_of(&decided)? {
+            *out.entry(Prefix::new(IpNet::from(ip))).or_default() += n;
         }
         for ((ip, w), n) in &self.carried {
             if *w == whose {
@@ -149,6 +163,36 @@ impl Nftables {
             }
         }
         Ok(out)
+    }
+
+    /// Hits of the own entry `p` of `kind` alone: an element read or two, where
+    /// [`Nftables::own_hits`] dumps the decision maps (with a million-/32 feed, a million
+    /// elements read while the handle is held). A failed read counts nothing.
+    pub(super) fn own_hits_of(&self, kind: Kind, p: Prefix) -> u64 {
+        let Some(applied) = &self.applied else {
+            return 0;
+        };
+        let net = p.net();
+        let (f, len) = (Family::of(net.addr()), net.prefix_len());
+        let mut n = 0;
+        if kind.counts()
+            && applied
+                .lengths
+                .get(&(kind, f))
+                .is_some_and(|l| l.contains(&len))
+        {
+            n += self.element_hits(&kind.set(f, len), net.network());
+        }
+        if matches!(kind, Kind::OwnAllow | Kind::OwnDeny)
+            && let Some(ip) = host(net)
+        {
+            let whose = Counted::Own(kind);
+            if self.counts_for(ip) == Some(whose) {
+                n += self.element_hits(&decide_set(f), ip);
+            }
+            n += self.carried(ip, whose);
+        }
+        n
     }
 
     /// The longest prefix in the list that covers `ip` (own entries and feeds' alike, as

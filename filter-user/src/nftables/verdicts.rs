@@ -204,7 +204,7 @@ impl Nftables {
     }
 
     /// The hits of `ip`'s element in `set` (0 once it expired, or if it has none).
-    fn element_hits(&self, set: &str, ip: IpAddr) -> u64 {
+    pub(super) fn element_hits(&self, set: &str, ip: IpAddr) -> u64 {
         counters::one_element_hits(&self.netns, &self.shape.table, set, ip)
             .ok()
             .flatten()
@@ -322,20 +322,33 @@ impl Nftables {
         Ok(n)
     }
 
-    /// The per-element hit counters of both verdict maps (one netlink dump of each).
+    /// Every verdict's hits: the counters of its elements (the verdict map's, where it has
+    /// one, and its decision element's) and what rewritten elements counted before. Gets of
+    /// those elements only: a dump of a map costs the square of its size.
     pub fn verdict_hit_counts(&self) -> Result<std::collections::HashMap<IpAddr, u64>> {
         let mut out = std::collections::HashMap::new();
         for f in Family::ALL {
-            out.extend(counters::element_hits(
+            let counted: Vec<IpAddr> = self
+                .verdicts
+                .keys()
+                .filter(|ip| Family::of(**ip) == f && !self.uncounted.contains(ip))
+                .copied()
+                .collect();
+            out.extend(counters::elements_hits(
                 &self.netns,
                 &self.shape.table,
                 &verdict_set(f),
+                &counted,
             )?);
         }
-        for (ip, n) in self.decide_hits()? {
-            if self.decided_by_verdict(ip) {
-                *out.entry(ip).or_default() += n;
-            }
+        let decided: Vec<IpAddr> = self
+            .verdicts
+            .keys()
+            .filter(|ip| self.decided_by_verdict(**ip))
+            .copied()
+            .collect();
+        for (ip, n) in self.decide_hits_of(&decided)? {
+            *out.entry(ip).or_default() += n;
         }
         for ((ip, whose), n) in &self.carried {
             if *whose == Counted::Verdict {

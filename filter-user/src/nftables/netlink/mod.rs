@@ -260,19 +260,7 @@ impl Netlink {
 
     /// The largest transaction the send buffer takes (the kernel may give less than asked).
     fn transaction_bytes(&self) -> usize {
-        let mut v: libc::c_int = 0;
-        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-        // SAFETY: getsockopt into a c_int of the given size.
-        let r = unsafe {
-            libc::getsockopt(
-                self.sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_SNDBUF,
-                (&raw mut v).cast(),
-                &raw mut len,
-            )
-        };
-        let sndbuf = if r == 0 { v.max(0) as usize } else { 212_992 };
+        let sndbuf = getsockopt_int(&self.sock, libc::SO_SNDBUF).unwrap_or(212_992);
         // The kernel doubles what it is asked for and keeps the rest for its bookkeeping.
         (sndbuf / 2).clamp(MESSAGE_BYTES * 2, TRANSACTION_BYTES)
     }
@@ -448,6 +436,27 @@ fn extack_message(msg: &[u8]) -> Option<String> {
     read::attrs(msg.get(16 + 4 + 16..)?)
         .find(|a| a.0 == ATTR_MSG)
         .map(|(_, v)| read::c_string(v))
+}
+
+/// A socket option's integer value (`SOL_SOCKET`).
+fn getsockopt_int(sock: &Socket, opt: libc::c_int) -> io::Result<usize> {
+    let mut v: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt into a c_int of the given size.
+    let r = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            opt,
+            (&raw mut v).cast(),
+            &raw mut len,
+        )
+    };
+    if r == 0 {
+        Ok(v.max(0) as usize)
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 fn setsockopt_int(sock: &Socket, opt: libc::c_int, value: usize) -> io::Result<()> {

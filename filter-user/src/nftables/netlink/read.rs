@@ -2,7 +2,7 @@
 //! the named counters, as dumps (or one element as a get). Raw attribute walks where the
 //! crate decodes no `counter` expression or object.
 
-use std::io;
+use std::{collections::HashMap, io};
 
 use anyhow::{Context as _, Result};
 use netlink_packet_core::{
@@ -18,7 +18,7 @@ use netlink_packet_netfilter::{
 
 use super::{
     COUNTER_BYTES, COUNTER_PACKETS, Dumped, Elem, NLMSG_DONE, NLMSG_ERROR, Netlink, Tally,
-    error_code, nft_message, replies,
+    error_code, getsockopt_int, nft_message, replies,
 };
 
 impl Netlink {
@@ -45,38 +45,83 @@ impl Netlink {
     }
 
     /// The packets each element of `set` counted (its per-element `counter`), by key: a
-    /// dump read raw, since the crate decodes no `counter` expression.
+    /// dump read raw, since the crate decodes no `counter` expression. Only for small sets:
+    /// the kernel walks the set from its start again for every message a dump fills, so a
+    /// dump costs the square of the set's size (a million elements: about 50 s).
     pub fn element_packets(&mut self, set: &str) -> Result<Vec<(Vec<u8>, u64)>> {
-        self.element_counts(set, None)
-            .with_context(|| format!("reading the counters of set {set}"))
+        let mut out = Vec::new();
+        self.element_counts(set, None, &mut out)
+            .with_context(|| format!("reading the counters of set {set}"))?;
+        Ok(out)
     }
 
-    /// The packets the element `key` of `set` counted (`None`: no such element).
-    pub fn one_element_packets(&mut self, set: &str, key: &[u8]) -> Result<Option<u64>> {
-        match self.element_counts(set, Some(key)) {
-            Ok(v) => Ok(v.first().map(|e| e.1)),
-            Err(e) if super::super::errno(&e) == Some(libc::ENOENT) => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading an element of set {set}")),
+    /// The packets the elements `keys` of `set` counted, by key, whatever the set's size:
+    /// gets of many elements a request, as many as their answers fit the receive buffer
+    /// (the kernel drops what does not fit). A key the set does not hold (expired since) is
+    /// left out: the kernel stops a request at the first such key, and the rest are asked
+    /// again.
+    pub fn elements_packets(
+        &mut self,
+        set: &str,
+        keys: &[Vec<u8>],
+    ) -> Result<HashMap<Vec<u8>, u64>> {
+        let per_request = self.gets_per_request();
+        let mut out = Vec::with_capacity(keys.len());
+        let mut rest = keys;
+        while !rest.is_empty() {
+            let batch = &rest[..rest.len().min(per_request)];
+            let before = out.len();
+            match self.element_counts(set, Some(batch), &mut out) {
+                Ok(()) => rest = &rest[batch.len()..],
+                // One answer per element found, in order: the missing one is next.
+                Err(e) if super::super::errno(&e) == Some(libc::ENOENT) => {
+                    rest = &rest[(out.len() - before + 1).min(rest.len())..];
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("reading elements of set {set}"));
+                }
+            }
         }
+        Ok(out.into_iter().collect())
     }
 
-    /// A dump of `set`'s elements, or (with `key`) a get of that one, as (key, packets).
-    fn element_counts(&mut self, set: &str, key: Option<&[u8]>) -> Result<Vec<(Vec<u8>, u64)>> {
+    /// How many elements one get asks for: each answer is a message of its own, of up to a
+    /// page (8 KiB with the kernel's overhead), and the receive buffer (forced to 8 MiB where
+    /// the capability allows, 208 KiB by default in a container) must hold them all, with
+    /// room to spare for the acknowledgement.
+    fn gets_per_request(&self) -> usize {
+        let rcvbuf = getsockopt_int(&self.sock, libc::SO_RCVBUF).unwrap_or(212_992);
+        (rcvbuf / (16 * 1024)).clamp(4, 1024)
+    }
+
+    /// A dump of `set`'s elements, or (with `keys`) a get of those, as (key, packets) into
+    /// `out`: on an error, what was read before it is there.
+    fn element_counts(
+        &mut self,
+        set: &str,
+        keys: Option<&[Vec<u8>]>,
+        out: &mut Vec<(Vec<u8>, u64)>,
+    ) -> Result<()> {
         let mut attributes = vec![
             SetElementList::Table(self.table.clone()),
             SetElementList::Set(set.to_owned()),
         ];
-        if let Some(k) = key {
-            attributes.push(SetElementList::Elements(vec![ListAttribute::Element(
-                Elem::key(k.to_vec()).attributes(false),
-            )]));
+        if let Some(keys) = keys {
+            attributes.push(SetElementList::Elements(
+                keys.iter()
+                    .map(|k| ListAttribute::Element(Elem::key(k.clone()).attributes(false)))
+                    .collect(),
+            ));
         }
-        let flags = if key.is_some() { NLM_F_ACK } else { NLM_F_DUMP };
+        let flags = if keys.is_some() {
+            NLM_F_ACK
+        } else {
+            NLM_F_DUMP
+        };
         let m = nft_message(
             NfTablesMessage::GetSetElement(SetElementMessage { attributes }),
             flags,
         );
-        let mut out = Vec::new();
         self.dump_raw(m, &mut |msg| {
             for list in attrs(nfgen_payload(msg)).filter(|a| a.0 == SETELEM_LIST_ELEMENTS) {
                 for (_, elem) in attrs(list.1) {
@@ -97,8 +142,7 @@ impl Netlink {
                 }
             }
             Ok(())
-        })?;
-        Ok(out)
+        })
     }
 
     /// Every named counter of the table: name → what it counted (one dump, however many

@@ -1,0 +1,120 @@
+//! What the nftables backend's reads and writes cost as its table grows: the backend on a
+//! veth in a namespace of its own, holding 2,000 verdicts and an own /32 entry, then a
+//! million-/32 IPv4 drop feed besides. Each state: a verdict write (a new source), the
+//! verdicts' hits (`list --verdicts`, the balancer watch, the verdicts saved at exit), one
+//! entry's hits (`check`) and a table's entries with their hits (`list --blocked`); the
+//! median and spread of five of each. `cargo xtask bench nft-table` (`--quick`: a
+//! 100,000-/32 feed).
+
+use std::{
+    net::{IpAddr, Ipv4Addr},
+    time::{Duration, Instant},
+};
+
+use filter_common::{Action, DatapathConfig, ListEntry, PeerVerdict, Reason, Table};
+use mxscreen::{
+    datapath::{ListKind, MapSizes, PrefixSet},
+    nftables::{Nftables, Options},
+};
+use mxscreen_tests::netns::{SERVER_IFACE, Wire};
+
+const ROUNDS: usize = 5;
+
+/// Median [min … max] of `f` run [`ROUNDS`] times.
+fn timed(mut f: impl FnMut(usize)) -> String {
+    let mut t: Vec<Duration> = (0..ROUNDS)
+        .map(|i| {
+            let at = Instant::now();
+            f(i);
+            at.elapsed()
+        })
+        .collect();
+    t.sort();
+    format!(
+        "{:.1?} [{:.1?} … {:.1?}]",
+        t[ROUNDS / 2],
+        t[0],
+        t[ROUNDS - 1]
+    )
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let feed_len: u32 = if quick { 100_000 } else { 1_000_000 };
+    let wire = Wire::new("bt");
+    let (mut nft, _log) = wire
+        .server
+        .enter(|| {
+            Nftables::open(&Options {
+                sizes: MapSizes::default(),
+                ..Options::default()
+            })
+        })
+        .expect("open the nftables backend");
+    let mut cfg = DatapathConfig::empty();
+    cfg.set_ports(&[25]);
+    nft.set_config(&cfg).unwrap();
+    nft.attach(&[SERVER_IFACE.to_owned()]).unwrap();
+    let verdict = |i: u32| {
+        let action = if i.is_multiple_of(3) {
+            Action::Limit
+        } else {
+            Action::Drop
+        };
+        (
+            IpAddr::V4(Ipv4Addr::from(0x0b00_0000 + i)),
+            PeerVerdict::new(action, Reason::Reputation, 0),
+        )
+    };
+    for i in 0..2_000 {
+        let (ip, v) = verdict(i);
+        nft.verdict_set(ip, v).unwrap();
+    }
+    let own: IpAddr = "192.0.2.1".parse().unwrap();
+    nft.list_insert(
+        ListKind::Deny,
+        own.into(),
+        ListEntry::new(Reason::Manual, 0),
+    )
+    .unwrap();
+    let mut next = 2_000;
+    let mut rows = Vec::new();
+    for state in ["2,000 verdicts, an own entry", "and a feed of /32s"] {
+        if state.starts_with("and") {
+            let v4 = (0..feed_len)
+                .map(|i| (u64::from(0x0a00_0000 + i) << 8) | 32)
+                .collect();
+            let at = Instant::now();
+            nft.feed_load("big", Table::Deny, PrefixSet::from_unsorted(v4, Vec::new()))
+                .unwrap();
+            eprintln!("{feed_len} /32s loaded in {:.1?}", at.elapsed());
+        }
+        let write = timed(|_| {
+            let (ip, v) = verdict(next);
+            next += 1;
+            nft.verdict_set(ip, v).unwrap();
+        });
+        let hits = timed(|_| {
+            nft.verdict_hit_counts().unwrap();
+        });
+        let check = timed(|_| {
+            nft.list_exact(ListKind::Deny, own.into()).unwrap();
+        });
+        let list = timed(|_| {
+            nft.table_entries(Table::Deny).unwrap();
+        });
+        let state = if state.starts_with("and") {
+            format!("{state} ({feed_len})")
+        } else {
+            state.to_owned()
+        };
+        rows.push(format!("| {state} | {write} | {hits} | {check} | {list} |"));
+    }
+    println!(
+        "| the table holds | a verdict written | every verdict's hits | one entry's hits (`check`) | the deny table with hits (`list`) |"
+    );
+    println!("|---|---:|---:|---:|---:|");
+    for r in rows {
+        println!("{r}");
+    }
+}
