@@ -963,6 +963,35 @@ fn a_flood_of_new_sources_leaves_room_to_report_a_real_sender() {
     assert_eq!(b.count(Counter::EventsLost), 0);
 }
 
+/// Reports the NFLOG socket had no room for (the daemon busy, a flood of new sources) are
+/// counted in `events_lost`, as a full event ring is on eBPF: what the kernel dropped, so
+/// every report the rules sent is either read or counted lost.
+#[test]
+fn reports_a_full_socket_lost_are_counted() {
+    let mut b = Bed::with_sizes("nw", MapSizes::default());
+    let flood = Flood::new(&b.wire.client, "vc");
+    let sources = spoofed_v6(7, 20_000);
+    let frames: Vec<Vec<u8>> = sources.iter().map(|ip| Frame::syn(*ip).build()).collect();
+    // Not read meanwhile: the socket fills.
+    let [_, emitted] = b.sent(
+        &flood,
+        &frames,
+        [Counter::Unknown, Counter::EventsEmitted],
+        1,
+    );
+    assert_eq!(emitted, 20_000, "every source reported by the rules");
+    let mut read = 0;
+    while let Ok(r) = b.log.drain() {
+        read += r.len() as u64;
+    }
+    let lost = b.count(Counter::EventsLost);
+    assert!(
+        lost > 0,
+        "the socket never filled: {read} of {emitted} read"
+    );
+    assert_eq!(read + lost, emitted, "{read} read, {lost} lost");
+}
+
 /// Without `hold`, a source over the budget passes unreported, and its next SYN is reported
 /// as a real sender's (from the second bucket); a reported one is not reported again.
 #[test]

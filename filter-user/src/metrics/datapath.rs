@@ -17,7 +17,7 @@ impl Families for DatapathFamilies {
         describe_counter!(
             PACKETS,
             Unit::Count,
-            "Packets by the outcome the XDP/tc program (or the nftables table) counted, summed over CPUs, since the maps (or the table) were created (`mxscreen stats`). events_emitted, events_lost and events_over_budget count the packets that reported an unknown peer, found the event ring (or the report set) full, or found the event budget spent."
+            "Packets by the outcome the XDP/tc program (or the nftables table) counted, summed over CPUs, since the maps (or the table) were created (`mxscreen stats`). events_emitted, events_lost and events_over_budget count the packets that reported an unknown peer, found the event ring (or the report set, or the NFLOG socket) full, or found the event budget spent."
         );
     }
 

@@ -8,7 +8,10 @@ use std::{
     collections::HashMap,
     net::IpAddr,
     os::fd::OwnedFd,
-    sync::{Arc, Mutex, PoisonError},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use anyhow::Result;
@@ -36,13 +39,26 @@ pub fn named(netns: &OwnedFd, table: &str) -> Result<HashMap<String, u64>> {
 /// heartbeat's reading ([`super::rebuild`]), up to a second's SYNs short of what a scrape may
 /// have read since, and a counter going down reads to Prometheus as a reset (its whole total
 /// in one `increase()`). Shared by the handle and its readers.
+///
+/// `events_lost` also counts the reports the NFLOG socket lost when it was full (the
+/// kernel's count, which [`super::events::NfLog`] keeps here): each is a new peer the
+/// daemon never heard of, as a report the rules could not remember is.
 #[derive(Clone, Default)]
-pub struct Outcomes(Arc<Mutex<[u64; Counter::COUNT as usize]>>);
+pub struct Outcomes {
+    high: Arc<Mutex<[u64; Counter::COUNT as usize]>>,
+    socket_lost: Arc<AtomicU64>,
+}
 
 impl Outcomes {
+    /// Where the NFLOG socket keeps the reports it lost.
+    pub fn socket_lost(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.socket_lost)
+    }
+
     pub fn read(&self, netns: &OwnedFd, table: &str) -> Result<[u64; Counter::COUNT as usize]> {
-        let now = outcomes(&named(netns, table)?);
-        let mut high = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut now = outcomes(&named(netns, table)?);
+        now[Counter::EventsLost as usize] += self.socket_lost.load(Ordering::Relaxed);
+        let mut high = self.high.lock().unwrap_or_else(PoisonError::into_inner);
         for (h, n) in high.iter_mut().zip(now) {
             *h = (*h).max(n);
         }

@@ -13,6 +13,10 @@ use std::{
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::{AsRawFd, RawFd},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use anyhow::{Context as _, Result};
@@ -28,6 +32,11 @@ use tokio::io::{Interest, unix::AsyncFd};
 use super::unknown::{BACK, FIRST};
 use crate::datapath::{NewPeer, clock};
 
+/// `SO_MEMINFO`'s array length and the index of its drop count (`SK_MEMINFO_VARS`,
+/// `SK_MEMINFO_DROPS` in linux/sock_diag.h).
+const SK_MEMINFO_VARS: usize = 9;
+const SK_MEMINFO_DROPS: usize = 8;
+
 /// Bytes of each logged SYN copied to the daemon: the IP header, extension headers and
 /// the TCP ports fit.
 pub const SNAPLEN: u32 = 128;
@@ -36,6 +45,9 @@ pub const SNAPLEN: u32 = 128;
 pub struct NfLog {
     sock: Socket,
     buf: Vec<u8>,
+    /// Reports the kernel dropped on a full socket, as it counts them (`SO_MEMINFO`'s
+    /// drops): part of `events_lost` (`counters::Outcomes`).
+    lost: Arc<AtomicU64>,
 }
 
 fn send_config(
@@ -64,10 +76,10 @@ fn send_config(
 }
 
 impl NfLog {
-    /// Binds NFLOG group `group` in the calling thread's network namespace. Fails if another
-    /// process holds the group (EBUSY: two daemons in one namespace) or without CAP_NET_ADMIN
-    /// (EPERM).
-    pub fn bind(group: u16) -> Result<Self> {
+    /// Binds NFLOG group `group` in the calling thread's network namespace, counting the
+    /// reports a full socket loses into `lost`. Fails if another process holds the group
+    /// (EBUSY: two daemons in one namespace) or without CAP_NET_ADMIN (EPERM).
+    pub fn bind(group: u16, lost: Arc<AtomicU64>) -> Result<Self> {
         let mut sock = Socket::new(NETLINK_NETFILTER).context("opening an NFLOG socket")?;
         sock.bind_auto().context("binding an NFLOG socket")?;
         send_config(
@@ -91,8 +103,8 @@ impl NfLog {
             e.context(format!("binding NFLOG group {group}{hint}"))
         })?;
         // A burst of new peers must not be lost to a small buffer; beyond it, the socket
-        // drops reports (ENOBUFS: logged, not counted in events_lost, since the kernel does
-        // not say how many), never packets. Without CAP_NET_ADMIN in the initial namespace
+        // drops reports (ENOBUFS once, and the kernel counts each in the socket's drops:
+        // `events_lost`), never packets. Without CAP_NET_ADMIN in the initial namespace
         // (an unprivileged container) the kernel refuses FORCE and the default size stays.
         let size: libc::c_int = 4 * 1024 * 1024;
         // SAFETY: setsockopt with a c_int.
@@ -109,7 +121,26 @@ impl NfLog {
         Ok(Self {
             sock,
             buf: vec![0; 256 * 1024],
+            lost,
         })
+    }
+
+    /// The reports the kernel dropped on this socket so far (`SK_MEMINFO_DROPS`).
+    fn drops(&self) -> Option<u64> {
+        let mut mem = [0u32; SK_MEMINFO_VARS];
+        let mut len = size_of_val(&mem) as libc::socklen_t;
+        // SAFETY: getsockopt into an array of the given size; the kernel writes at most that.
+        let r = unsafe {
+            libc::getsockopt(
+                self.sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_MEMINFO,
+                mem.as_mut_ptr().cast(),
+                &raw mut len,
+            )
+        };
+        (r == 0 && len as usize >= (SK_MEMINFO_DROPS + 1) * 4)
+            .then(|| u64::from(mem[SK_MEMINFO_DROPS]))
     }
 
     /// Every report waiting now; `Err(WouldBlock)` when there is none.
@@ -119,9 +150,12 @@ impl NfLog {
             let n = match self.sock.recv(&mut &mut self.buf[..], 0) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                // Reports were lost to a full socket; the next ones are read as usual.
+                // Reports were lost to a full socket (counted below); the next ones are read
+                // as usual.
                 Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                    tracing::warn!("NFLOG socket overflowed: some new peers were not reported");
+                    tracing::warn!(
+                        "NFLOG socket overflowed: some new peers were not reported (events_lost)"
+                    );
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -139,6 +173,9 @@ impl NfLog {
                 }
                 off += len.next_multiple_of(4);
             }
+        }
+        if let Some(n) = self.drops() {
+            self.lost.store(n, Ordering::Relaxed);
         }
         if out.is_empty() {
             return Err(io::ErrorKind::WouldBlock.into());

@@ -152,7 +152,8 @@ impl Nftables {
         let netns: OwnedFd = File::open("/proc/thread-self/ns/net")
             .context("opening the network namespace")?
             .into();
-        let nflog = NfLog::bind(opts.log_group)?;
+        let outcomes = counters::Outcomes::default();
+        let nflog = NfLog::bind(opts.log_group, outcomes.socket_lost())?;
         let mut nl = Netlink::open(&opts.table)?;
         let adopted = adopt(&mut nl)?;
         let seeds = adopt_outcomes(&mut nl)?;
@@ -203,7 +204,7 @@ impl Nftables {
             destroy: true,
             rebuilt: (0, SystemTime::UNIX_EPOCH),
             tallies: HashMap::new(),
-            outcomes: counters::Outcomes::default(),
+            outcomes,
             reported: reported::Reported::new(opts.sizes.peers),
             saved: saved_path,
         };
