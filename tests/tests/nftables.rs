@@ -220,6 +220,33 @@ fn blocks_unblocks_and_allows_real_connections() {
     assert!(b.count(Counter::PassedNotSubject) > 0);
 }
 
+/// Verdicts held back (the daemon's way: a burst of them costs one transaction's commit)
+/// read as set at once and reach the kernel at the flush, or with the next write of any
+/// kind, in the order they were set.
+#[test]
+fn verdicts_held_back_reach_the_kernel_at_the_flush() {
+    let mut b = Bed::new("nh");
+    let (a, c) = (CLIENT_V4[0], CLIENT_V4[1]);
+    let drop = PeerVerdict::new(Action::Drop, Reason::Reputation, 0);
+    let pass = PeerVerdict::new(Action::Pass, Reason::Reputation, 0);
+    b.nft.verdict_set_later(a.parse().unwrap(), drop).unwrap();
+    assert_eq!(
+        b.nft.verdict_held(a.parse().unwrap()).map(|v| v.action()),
+        Some(Action::Drop)
+    );
+    b.wire.assert_connects(a, smtp4());
+    b.nft.flush_later().unwrap();
+    b.wire.assert_refused(a, smtp4());
+    // A later verdict of the same source wins; another write takes the held ones first.
+    b.nft.verdict_set_later(a.parse().unwrap(), pass).unwrap();
+    b.nft.verdict_set_later(c.parse().unwrap(), drop).unwrap();
+    b.nft
+        .list_insert(ListKind::Deny, net("198.51.100.0/24"), manual())
+        .unwrap();
+    b.wire.assert_connects(a, smtp4());
+    b.wire.assert_refused(c, smtp4());
+}
+
 #[test]
 fn verdicts_with_expiry_and_precedence() {
     let mut b = Bed::new("nv");

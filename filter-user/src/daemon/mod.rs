@@ -89,6 +89,10 @@ use crate::{
 /// cost (batched reads; its CPU time is in BENCHMARKS.md, "Daemon"), hence once a minute.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
+/// The most verdicts the main loop takes from the engine before it turns to its other
+/// inputs (and the datapath writes them: nftables in one transaction).
+const VERDICT_BURST: usize = 256;
+
 /// Command-line overrides of the config file.
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
@@ -299,6 +303,8 @@ impl Daemon {
         let mut sighup = signal(SignalKind::hangup())?;
         let mut sweep = tokio::time::interval(SWEEP_EVERY);
         let mut beat = tokio::time::interval(reactor::BEAT_EVERY);
+        // The fleet's shared verdicts, taken in before "ready", are in the kernel by now.
+        self.maps.flush()?;
         tracing::info!(socket = %self.cfg.control.socket.display(), state = %self.cfg.state.file.display(), "ready");
         systemd::ready(&self.status_line());
         loop {
@@ -310,7 +316,15 @@ impl Daemon {
                         self.on_new_peer(peer);
                     }
                 }
-                Some(v) = inputs.verdicts.recv() => self.on_verdict(&v),
+                Some(v) = inputs.verdicts.recv() => {
+                    self.on_verdict(&v);
+                    // The verdicts ready by now go with it: nftables writes them in one
+                    // transaction, whose commit costs what one verdict's would.
+                    for _ in 1..VERDICT_BURST {
+                        let Ok(v) = inputs.verdicts.try_recv() else { break };
+                        self.on_verdict(&v);
+                    }
+                }
                 Some(ev) = inputs.fleet.recv() => self.on_fleet(ev),
                 Some(news) = inputs.mta_news.recv() => self.on_mta_news(news),
                 read = self.feeds.next() => {
@@ -341,6 +355,11 @@ impl Daemon {
                 }
                 _ = sigint.recv() => return Ok(()),
                 _ = sigterm.recv() => return Ok(()),
+            }
+            // What the datapath held back (nftables: verdicts) goes to the kernel before the
+            // next input.
+            if let Err(e) = self.maps.flush() {
+                tracing::warn!(error = %format!("{e:#}"), "writing verdicts to the datapath failed");
             }
         }
     }

@@ -72,7 +72,14 @@ pub trait Datapath: DatapathRead {
     /// Ends every cached decision (the eBPF decision cache; nothing for nftables).
     fn new_generation(&mut self) -> Result<()>;
 
+    /// Sets `ip`'s verdict. A backend may hold the kernel write back until [`Datapath::flush`]
+    /// (nftables: many verdicts in one transaction); what it holds reads as written.
     fn verdict_set(&mut self, ip: IpAddr, v: PeerVerdict) -> Result<()>;
+    /// Writes what [`Datapath::verdict_set`] held back (the main loop calls it after each
+    /// input it handled). The eBPF datapath writes at once and holds nothing.
+    fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
     /// Removes `ip`'s verdict; `false` if it had none.
     fn verdict_remove(&mut self, ip: IpAddr) -> Result<bool>;
     /// Forgets these sources altogether (their next SYN is a first contact); how many had

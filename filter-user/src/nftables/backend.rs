@@ -207,8 +207,14 @@ impl Datapath for NftDatapath {
     fn peers_reported(&mut self, peers: &[NewPeer]) {
         self.nft().peers_reported(peers);
     }
+    /// Held back until [`Datapath::flush`]: a transaction's commit costs in proportion to the
+    /// table (the kernel's loop check, `Nftables::verdict_set_later`), so the verdicts of a
+    /// burst go in one.
     fn verdict_set(&mut self, ip: IpAddr, v: PeerVerdict) -> Result<()> {
-        self.nft().verdict_set(ip, v)
+        self.nft().verdict_set_later(ip, v)
+    }
+    fn flush(&mut self) -> Result<()> {
+        self.nft().flush_later()
     }
     fn verdict_remove(&mut self, ip: IpAddr) -> Result<bool> {
         self.nft().verdict_remove(ip)

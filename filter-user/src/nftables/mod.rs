@@ -140,6 +140,9 @@ pub struct Nftables {
     reported: reported::Reported,
     /// Where a clean exit saves the verdicts ([`saved`]).
     saved: Option<PathBuf>,
+    /// Verdicts in the bookkeeping whose kernel writes are held back
+    /// ([`Nftables::verdict_set_later`]).
+    later: Vec<Vec<Op>>,
 }
 
 impl Nftables {
@@ -207,6 +210,7 @@ impl Nftables {
             outcomes,
             reported: reported::Reported::new(opts.sizes.peers),
             saved: saved_path,
+            later: Vec::new(),
         };
         me.sync_rules_seeded(&seeds)?;
         me.verdicts_restore(adopted)?;
@@ -352,9 +356,16 @@ delete chain netdev {t} ingress
         Ok(())
     }
 
+    /// Applies element writes, after the verdicts held back (in a transaction of their own,
+    /// so that one failing does not take the other with it).
+    fn write(&mut self, ops: Vec<Op>) -> Result<()> {
+        self.flush_later()?;
+        self.write_now(ops)
+    }
+
     /// Applies element writes; on a kernel without `DESTROYSETELEM` (before 6.3) deletes
     /// element by element, ignoring the missing ones, then applies the rest.
-    fn write(&mut self, ops: Vec<Op>) -> Result<()> {
+    fn write_now(&mut self, ops: Vec<Op>) -> Result<()> {
         if self.destroy {
             match self.nl.apply(&ops) {
                 Err(e) if unsupported(&e) && ops.iter().any(|o| matches!(o, Op::Destroy(..))) => {

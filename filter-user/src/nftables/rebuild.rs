@@ -29,6 +29,8 @@ impl Nftables {
         let emptied = self.lists.emptied();
         let Lists { own, feeds, .. } = std::mem::replace(&mut self.lists, emptied);
         let verdicts = std::mem::take(&mut self.verdicts);
+        // Held-back writes of verdicts the rewrite below writes anyway.
+        self.later.clear();
         self.verdict_count = [0; 2];
         self.decided.clear();
         self.uncounted.clear();

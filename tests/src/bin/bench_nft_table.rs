@@ -1,7 +1,8 @@
 //! What the nftables backend's reads and writes cost as its table grows: the backend on a
 //! veth in a namespace of its own, holding 2,000 verdicts and an own /32 entry, then a
-//! million-/32 IPv4 drop feed besides. Each state: a verdict write (a new source), the
-//! verdicts' hits (`list --verdicts`, the balancer watch, the verdicts saved at exit), one
+//! million-/32 IPv4 drop feed besides. Each state: a verdict write (a new source), 100
+//! verdicts held back and written in one transaction (what the daemon does with a burst),
+//! the verdicts' hits (`list --verdicts`, the balancer watch, the verdicts saved at exit), one
 //! entry's hits (`check`) and a table's entries with their hits (`list --blocked`); the
 //! median and spread of five of each. `cargo xtask bench nft-table` (`--quick`: a
 //! 100,000-/32 feed).
@@ -94,6 +95,14 @@ fn main() {
             next += 1;
             nft.verdict_set(ip, v).unwrap();
         });
+        let burst = timed(|_| {
+            for _ in 0..100 {
+                let (ip, v) = verdict(next);
+                next += 1;
+                nft.verdict_set_later(ip, v).unwrap();
+            }
+            nft.flush_later().unwrap();
+        });
         let hits = timed(|_| {
             nft.verdict_hit_counts().unwrap();
         });
@@ -108,12 +117,14 @@ fn main() {
         } else {
             state.to_owned()
         };
-        rows.push(format!("| {state} | {write} | {hits} | {check} | {list} |"));
+        rows.push(format!(
+            "| {state} | {write} | {burst} | {hits} | {check} | {list} |"
+        ));
     }
     println!(
-        "| the table holds | a verdict written | every verdict's hits | one entry's hits (`check`) | the deny table with hits (`list`) |"
+        "| the table holds | a verdict written | 100 verdicts in one transaction (the daemon's bursts) | every verdict's hits | one entry's hits (`check`) | the deny table with hits (`list`) |"
     );
-    println!("|---|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|");
     for r in rows {
         println!("{r}");
     }
