@@ -357,9 +357,12 @@ delete chain netdev {t} ingress
     }
 
     /// Applies element writes, after the verdicts held back (in a transaction of their own,
-    /// so that one failing does not take the other with it).
+    /// so that one failing does not take the other with it: theirs is logged, as the main
+    /// loop's flush would).
     fn write(&mut self, ops: Vec<Op>) -> Result<()> {
-        self.flush_later()?;
+        if let Err(e) = self.flush_later() {
+            tracing::warn!(error = %format!("{e:#}"), "writing verdicts to the nftables table failed");
+        }
         self.write_now(ops)
     }
 
