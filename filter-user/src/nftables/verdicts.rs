@@ -325,8 +325,9 @@ impl Nftables {
     /// Forgets these sources altogether — verdict, report and hold — so their next SYN is a
     /// first contact; returns how many had a verdict.
     pub fn verdicts_remove(&mut self, ips: &[IpAddr]) -> Result<usize> {
-        let mut ops = Vec::new();
-        let mut n = 0;
+        let before = self.verdicts.len();
+        let mut ops = self.verdicts_gone(ips).unwrap_or_default();
+        let n = before - self.verdicts.len();
         for f in Family::ALL {
             let keys: Vec<Elem> = ips
                 .iter()
@@ -336,21 +337,13 @@ impl Nftables {
             if keys.is_empty() {
                 continue;
             }
-            ops.push(Op::Destroy(verdict_set(f), keys.clone()));
             for s in self.source_sets(f) {
                 ops.push(Op::Destroy(s, keys.clone()));
             }
         }
         for ip in ips {
-            if self.verdicts.remove(ip).is_some() {
-                n += 1;
-                self.verdict_count[slot(Family::of(*ip))] -= 1;
-            }
             self.reported.remove(*ip);
-            self.uncounted.remove(ip);
-            self.carried.remove(&(*ip, Counted::Verdict));
         }
-        ops.extend(self.redecide(ips.iter().copied(), Rewrite::Changed));
         self.write(ops)?;
         Ok(n)
     }
