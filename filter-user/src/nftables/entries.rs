@@ -3,7 +3,10 @@
 //! prefix length rewrites the rules first (so the set exists and is looked up before its
 //! first element arrives); one that empties a length's set drops its rule after.
 
-use std::{collections::HashMap, net::IpAddr};
+use std::{
+    collections::{BTreeMap, HashMap},
+    net::IpAddr,
+};
 
 use anyhow::{Context as _, Result, bail};
 use filter_common::{Action, ListEntry, Reason, Table};
@@ -15,7 +18,7 @@ use super::{
     lists::Own,
     netlink::Op,
     ruleset::feed_chain,
-    sets::{Family, Kind, decide_set},
+    sets::{Family, Kind},
 };
 use crate::datapath::{FeedChange, ListKind, NetworkVerdict, Prefix, PrefixSet};
 
@@ -118,25 +121,48 @@ impl Nftables {
             .collect()
     }
 
-    /// Hits of every own entry of `kind`, by prefix (a dump of each of its sets, which hold
-    /// only the operator's entries; gets of its hosts' decision elements).
+    /// Hits of every own entry of `kind`, by prefix.
     pub(super) fn own_hits(&self, kind: Kind) -> Result<HashMap<Prefix, u64>> {
+        let all: Vec<Prefix> = self
+            .lists
+            .own
+            .keys()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, p)| *p)
+            .collect();
+        self.own_hits_of(kind, &all)
+    }
+
+    /// Hits of the own entries `prefixes` of `kind`, by prefix: their elements' counters,
+    /// their hosts' decision elements' and what rewritten ones counted before. Gets of those
+    /// elements only, whatever the sets' size (a dump costs the square of it). A feed's sets
+    /// count nothing per element (its hits are its chain's counter): nothing is read.
+    pub(super) fn own_hits_of(
+        &self,
+        kind: Kind,
+        prefixes: &[Prefix],
+    ) -> Result<HashMap<Prefix, u64>> {
         let mut out = HashMap::new();
-        // A feed's sets count nothing per element (its hits are its chain's counter): no
-        // read of what may be a million elements.
         let Some(applied) = self.applied.as_ref().filter(|_| kind.counts()) else {
             return Ok(out);
         };
-        for ((k, f), lens) in &applied.lengths {
-            if *k != kind {
-                continue;
+        let mut by_set: BTreeMap<(Family, u8), Vec<IpAddr>> = BTreeMap::new();
+        for p in prefixes {
+            let net = p.net();
+            let (f, len) = (Family::of(net.addr()), net.prefix_len());
+            if applied
+                .lengths
+                .get(&(kind, f))
+                .is_some_and(|l| l.contains(&len))
+            {
+                by_set.entry((f, len)).or_default().push(net.network());
             }
-            for len in lens {
-                let hits = counters::element_hits(&self.netns, &applied.table, &k.set(*f, *len))?;
-                for (addr, n) in hits {
-                    if let Ok(net) = IpNet::new(addr, *len) {
-                        out.insert(Prefix::new(net), n);
-                    }
+        }
+        for ((f, len), keys) in by_set {
+            let set = kind.set(f, len);
+            for (addr, n) in counters::elements_hits(&self.netns, &applied.table, &set, &keys)? {
+                if let Ok(net) = IpNet::new(addr, len) {
+                    out.insert(Prefix::new(net), n);
                 }
             }
         }
@@ -146,53 +172,22 @@ impl Nftables {
             return Ok(out);
         }
         let whose = Counted::Own(kind);
-        let decided: Vec<IpAddr> = self
-            .lists
-            .own
-            .keys()
-            .filter(|(k, _)| *k == kind)
-            .filter_map(|(_, p)| host(p.net()))
+        let hosts: Vec<IpAddr> = prefixes.iter().filter_map(|p| host(p.net())).collect();
+        let decided: Vec<IpAddr> = hosts
+            .iter()
+            .copied()
             .filter(|ip| self.counts_for(*ip) == Some(whose))
             .collect();
         for (ip, n) in self.decide_hits_of(&decided)? {
             *out.entry(Prefix::new(IpNet::from(ip))).or_default() += n;
         }
-        for ((ip, w), n) in &self.carried {
-            if *w == whose {
-                *out.entry(Prefix::new(IpNet::from(*ip))).or_default() += n;
+        for ip in hosts {
+            let n = self.carried(ip, whose);
+            if n != 0 {
+                *out.entry(Prefix::new(IpNet::from(ip))).or_default() += n;
             }
         }
         Ok(out)
-    }
-
-    /// Hits of the own entry `p` of `kind` alone: an element read or two, where
-    /// [`Nftables::own_hits`] dumps the decision maps (with a million-/32 feed, a million
-    /// elements read while the handle is held). A failed read counts nothing.
-    pub(super) fn own_hits_of(&self, kind: Kind, p: Prefix) -> u64 {
-        let Some(applied) = &self.applied else {
-            return 0;
-        };
-        let net = p.net();
-        let (f, len) = (Family::of(net.addr()), net.prefix_len());
-        let mut n = 0;
-        if kind.counts()
-            && applied
-                .lengths
-                .get(&(kind, f))
-                .is_some_and(|l| l.contains(&len))
-        {
-            n += self.element_hits(&kind.set(f, len), net.network());
-        }
-        if matches!(kind, Kind::OwnAllow | Kind::OwnDeny)
-            && let Some(ip) = host(net)
-        {
-            let whose = Counted::Own(kind);
-            if self.counts_for(ip) == Some(whose) {
-                n += self.element_hits(&decide_set(f), ip);
-            }
-            n += self.carried(ip, whose);
-        }
-        n
     }
 
     /// The longest prefix in the list that covers `ip` (own entries and feeds' alike, as

@@ -64,7 +64,7 @@ impl Nftables {
         Ok(match found {
             Found::Own(k, p, mut e) => {
                 if hits {
-                    e.hits = self.own_hits_of(k, p);
+                    e.hits = self.own_hits_of(k, &[p])?.get(&p).copied().unwrap_or(0);
                 }
                 (p.net(), e)
             }

@@ -237,7 +237,7 @@ impl Nftables {
     }
 
     /// The hits of `ip`'s element in `set` (0 once it expired, or if it has none).
-    pub(super) fn element_hits(&self, set: &str, ip: IpAddr) -> u64 {
+    fn element_hits(&self, set: &str, ip: IpAddr) -> u64 {
         counters::one_element_hits(&self.netns, &self.shape.table, set, ip)
             .ok()
             .flatten()
