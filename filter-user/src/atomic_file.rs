@@ -1,11 +1,12 @@
 //! Files the daemon writes whole and must never leave half-written: a temp file beside the
 //! target, fsync, rename over it, fsync of the directory (the rename is durable only then).
-//! A crash at any point leaves the old file or the new one, never a mix.
+//! A crash at any point leaves the old file or the new one, never a mix. One that cannot be
+//! read is moved aside, never written over.
 
 use std::{
     fs::{self, File},
     io::Write as _,
-    path::Path,
+    path::{Path, PathBuf},
 };
 
 /// Writes `body` as the whole of `path` (its directory created if missing). On error the
@@ -29,6 +30,16 @@ pub fn write(path: &Path, body: &[u8]) -> std::io::Result<()> {
     write().inspect_err(|_| {
         let _ = fs::remove_file(&tmp);
     })
+}
+
+/// Moves `path` aside, to `<path>.corrupt-<at_unix>`, and returns where: a file the daemon
+/// cannot read is kept for the operator, never written over.
+pub fn move_aside(path: &Path, at_unix: u64) -> std::io::Result<PathBuf> {
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(format!(".corrupt-{at_unix}"));
+    let aside = PathBuf::from(aside);
+    fs::rename(path, &aside)?;
+    Ok(aside)
 }
 
 #[cfg(test)]

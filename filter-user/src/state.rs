@@ -10,7 +10,6 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    time::{SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context as _, Result};
@@ -62,11 +61,7 @@ pub struct State {
 }
 
 /// Now, in Unix seconds.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
+pub use crate::datapath::clock::unix_now;
 
 /// `entries` with those kept in an IPv4-mapped form (`::ffff:192.0.2.25/128`, written before
 /// mxscreen read such addresses as IPv4; they never matched a sender) in the IPv4 form they
@@ -112,8 +107,7 @@ impl State {
                     Ok(d) => format!("unknown version {}", d.version),
                     Err(e) => e.to_string(),
                 };
-                let aside = path.with_extension(format!("json.corrupt-{}", unix_now()));
-                fs::rename(path, &aside).with_context(|| {
+                let aside = atomic_file::move_aside(path, unix_now()).with_context(|| {
                     format!(
                         "state file {} is corrupt ({why}) and could not be moved aside",
                         path.display()

@@ -11,13 +11,13 @@ use filter_common::{Action, ListEntry, PeerVerdict, Reason, Table};
 use ipnet::IpNet;
 use tokio::sync::mpsc;
 
-use super::{Daemon, fleet::SharedOrigins, reactor::unix_expiry};
+use super::{Daemon, fleet::SharedOrigins};
 use crate::{
     control::{
         protocol::{Body, ListName, ListWhat, ListedEntry, LookupReply, Reply, Source},
         server::Answer,
     },
-    datapath::{ListKind, NetworkVerdict, clock, explain::next_explained},
+    datapath::{ListKind, NetworkVerdict, clock, clock::unix_expiry, explain::next_explained},
     state::unix_now,
 };
 

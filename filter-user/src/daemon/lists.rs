@@ -9,13 +9,10 @@ use anyhow::{Result, bail};
 use filter_common::{ListEntry, Reason};
 use ipnet::IpNet;
 
-use super::{
-    protect::{self, Protected},
-    reactor::boot_expiry,
-};
+use super::protect::{self, Protected};
 use crate::{
     config::Config,
-    datapath::{Datapath, ListKind},
+    datapath::{Datapath, ListKind, clock::boot_expiry},
     fleet::wire::SharedManual,
     state::{ManualEntry, State, unix_now},
 };

@@ -15,7 +15,6 @@ use crate::{
     fleet::FleetEvent,
     query::asks::MtaNews,
     reputation::{Class, Submit, Verdict},
-    state::unix_now,
 };
 
 /// How often the main loop refreshes the heartbeat in the datapath's config.
@@ -45,19 +44,6 @@ fn seen_at(peer: &NewPeer) -> tokio::time::Instant {
     let age = Duration::from_nanos(clock::now_ns().saturating_sub(peer.at_ns));
     let now = tokio::time::Instant::now();
     now.checked_sub(age).unwrap_or(now)
-}
-
-/// Datapath-clock expiry for a wall-clock one (Unix seconds); 0 = never.
-pub(super) fn boot_expiry(expires_unix: Option<u64>) -> u64 {
-    match expires_unix {
-        None => 0,
-        Some(t) => clock::expiry_after(Duration::from_secs(t.saturating_sub(unix_now()))),
-    }
-}
-
-/// Wall-clock expiry (Unix seconds) of a datapath-clock one; `None` = never.
-pub(super) fn unix_expiry(expires_ns: u64) -> Option<u64> {
-    clock::remaining(expires_ns).map(|left| unix_now() + left.as_secs())
 }
 
 impl Daemon {

@@ -18,7 +18,7 @@ use std::{
     io,
     os::fd::{AsRawFd as _, OwnedFd},
     sync::OnceLock,
-    time::Duration,
+    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context as _, Result, bail};
@@ -42,6 +42,26 @@ pub fn expiry_after(ttl: Duration) -> u64 {
 /// Time left until an expiry; `None` for [`NEVER`]; zero once passed.
 pub fn remaining(expires_ns: u64) -> Option<Duration> {
     (expires_ns != NEVER).then(|| Duration::from_nanos(expires_ns.saturating_sub(now_ns())))
+}
+
+/// Now on the wall clock, in Unix seconds.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Datapath-clock expiry for a wall-clock one (Unix seconds); `None`: [`NEVER`].
+pub fn boot_expiry(expires_unix: Option<u64>) -> u64 {
+    match expires_unix {
+        None => NEVER,
+        Some(t) => expiry_after(Duration::from_secs(t.saturating_sub(unix_now()))),
+    }
+}
+
+/// Wall-clock expiry (Unix seconds) of a datapath-clock one; `None`: never.
+pub fn unix_expiry(expires_ns: u64) -> Option<u64> {
+    remaining(expires_ns).map(|left| unix_now() + left.as_secs())
 }
 
 /// How far ahead of the sampled coarse clock the datapath's estimate is set: the coarse

@@ -15,11 +15,10 @@
 use std::{
     net::IpAddr,
     path::{Path, PathBuf},
-    time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use anyhow::{Context as _, Result};
-use filter_common::{Action, NEVER, PeerVerdict, Reason, VERDICT_EXPLAIN};
+use filter_common::{Action, PeerVerdict, Reason, VERDICT_EXPLAIN, live};
 use serde::{Deserialize, Serialize};
 
 use super::{Nftables, decide::Counted, sets::Family, verdicts::slot};
@@ -64,23 +63,17 @@ pub type WithHits = (IpAddr, PeerVerdict, u64);
 
 /// Writes `verdicts` (expired ones left out) as the whole file.
 pub fn save(path: &Path, verdicts: &[WithHits]) -> Result<()> {
-    let now = SystemTime::now();
+    let now = clock::now_ns();
     let verdicts = verdicts
         .iter()
-        .filter_map(|(ip, v, hits)| {
-            let expires = match clock::remaining(v.expires_ns) {
-                None => None,
-                Some(left) if left.is_zero() => return None,
-                Some(left) => Some(unix_secs(now + left).max(1)),
-            };
-            Some(Saved {
-                ip: *ip,
-                action: v.action(),
-                reason: Reason::from_u8(v.reason),
-                expires,
-                explain: v.is_explained(),
-                hits: *hits,
-            })
+        .filter(|(_, v, _)| live(v.expires_ns, now))
+        .map(|(ip, v, hits)| Saved {
+            ip: *ip,
+            action: v.action(),
+            reason: Reason::from_u8(v.reason),
+            expires: clock::unix_expiry(v.expires_ns),
+            explain: v.is_explained(),
+            hits: *hits,
         })
         .collect();
     let body = serde_json::to_vec(&OnDisk {
@@ -110,14 +103,12 @@ pub fn take(path: &Path) -> Result<Vec<WithHits>> {
             d
         }
         Err(e) => {
-            let mut aside = path.as_os_str().to_owned();
-            aside.push(format!(".corrupt-{}", unix_secs(SystemTime::now())));
-            let moved = std::fs::rename(path, &aside);
+            let moved = atomic_file::move_aside(path, clock::unix_now());
             return Err(e).with_context(|| match moved {
-                Ok(()) => format!(
+                Ok(aside) => format!(
                     "{} does not parse (moved to {})",
                     path.display(),
-                    Path::new(&aside).display()
+                    aside.display()
                 ),
                 Err(m) => format!(
                     "{} does not parse (and moving it aside failed: {m})",
@@ -126,21 +117,17 @@ pub fn take(path: &Path) -> Result<Vec<WithHits>> {
             });
         }
     };
-    let now = unix_secs(SystemTime::now());
+    let now = clock::unix_now();
     Ok(disk
         .verdicts
         .into_iter()
-        .filter_map(|s| {
-            let expires_ns = match s.expires {
-                None => NEVER,
-                Some(at) if at <= now => return None,
-                Some(at) => clock::expiry_after(Duration::from_secs(at - now)),
-            };
-            let mut v = PeerVerdict::new(s.action, s.reason, expires_ns);
+        .filter(|s| s.expires.is_none_or(|at| at > now))
+        .map(|s| {
+            let mut v = PeerVerdict::new(s.action, s.reason, clock::boot_expiry(s.expires));
             if s.explain && s.action == Action::Drop {
                 v.flags |= VERDICT_EXPLAIN;
             }
-            Some((s.ip, v, s.hits))
+            (s.ip, v, s.hits)
         })
         .collect())
 }
@@ -208,12 +195,12 @@ impl Nftables {
     }
 }
 
-fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use filter_common::NEVER;
+
     use super::*;
 
     #[test]
