@@ -22,6 +22,16 @@ pub const fn earliest(a: u64, b: u64) -> u64 {
     }
 }
 
+/// An expiry as a sort key: the later the larger, [`NEVER`] after every time.
+#[inline(always)]
+pub const fn sort_key(expires_ns: u64) -> u64 {
+    if expires_ns == NEVER {
+        u64::MAX
+    } else {
+        expires_ns
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -34,5 +44,6 @@ mod tests {
         assert_eq!(earliest(5, NEVER), 5);
         assert_eq!(earliest(NEVER, NEVER), NEVER);
         assert_eq!(earliest(7, 5), 5);
+        assert!(sort_key(NEVER) > sort_key(u64::MAX - 1) && sort_key(5) < sort_key(7));
     }
 }

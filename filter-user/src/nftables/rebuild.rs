@@ -14,13 +14,27 @@
 //! only when asked for) restart at 0; and every source not decided by an element is a first
 //! contact again (reported anew).
 
+use std::{collections::HashMap, net::IpAddr};
+
 use anyhow::{Context as _, Result};
-use filter_common::ListEntry;
+use filter_common::{ListEntry, PeerVerdict};
 
 use super::{Nftables, entries::feed_table, lists::Lists, sets::Kind};
 use crate::datapath::ListKind;
 
 impl Nftables {
+    /// Empties the bookkeeping of the table's verdicts and decision elements (the table holds
+    /// none of them: deleted, or a write of them failed whole) and returns the verdicts.
+    /// Held-back writes go too: whoever writes the verdicts again writes them.
+    pub(super) fn forget_elements(&mut self) -> HashMap<IpAddr, PeerVerdict> {
+        self.later.clear();
+        self.verdict_count = [0; 2];
+        self.decided.clear();
+        self.uncounted.clear();
+        self.carried.clear();
+        std::mem::take(&mut self.verdicts)
+    }
+
     /// Writes the whole table again (it is gone: see the module's comment). A write that
     /// fails is logged and the others go on, so one bad entry costs no more than itself.
     pub(super) fn rebuild(&mut self) -> Result<()> {
@@ -28,13 +42,7 @@ impl Nftables {
         // rewrite below), so each counter starts from its own reading.
         let emptied = self.lists.emptied();
         let Lists { own, feeds, .. } = std::mem::replace(&mut self.lists, emptied);
-        let verdicts = std::mem::take(&mut self.verdicts);
-        // Held-back writes of verdicts the rewrite below writes anyway.
-        self.later.clear();
-        self.verdict_count = [0; 2];
-        self.decided.clear();
-        self.uncounted.clear();
-        self.carried.clear();
+        let verdicts = self.forget_elements();
         self.applied = None;
         let tallies = self.tallies.clone();
         self.sync_rules_seeded(&tallies)

@@ -18,7 +18,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use filter_common::{Action, PeerVerdict, Reason, VERDICT_EXPLAIN, live};
+use filter_common::{Action, PeerVerdict, Reason, VERDICT_EXPLAIN, expiry::sort_key, live};
 use serde::{Deserialize, Serialize};
 
 use super::{Nftables, decide::Counted, sets::Family, verdicts::slot};
@@ -161,7 +161,7 @@ impl Nftables {
     /// logged and leaves no verdict behind: their sources are evaluated again.
     pub(super) fn take_back_saved(&mut self, mut saved: Vec<WithHits>) {
         // Never-expiring first, then the latest to expire.
-        saved.sort_by_key(|(_, v, _)| std::cmp::Reverse(v.expires_ns.wrapping_sub(1)));
+        saved.sort_by_key(|(_, v, _)| std::cmp::Reverse(sort_key(v.expires_ns)));
         let mut room = [self.full_at(); 2];
         saved.retain(|(ip, ..)| {
             let left = &mut room[slot(Family::of(*ip))];
@@ -176,11 +176,7 @@ impl Nftables {
         let verdicts = saved.iter().map(|(ip, v, _)| (*ip, *v)).collect();
         if let Err(e) = self.verdicts_restore(verdicts) {
             tracing::warn!(error = %format!("{e:#}"), "could not take back the verdicts saved at the last exit: their sources are evaluated again");
-            self.verdicts.clear();
-            self.verdict_count = [0; 2];
-            self.decided.clear();
-            self.uncounted.clear();
-            self.carried.clear();
+            self.forget_elements();
             return;
         }
         for (ip, _, hits) in saved {

@@ -8,7 +8,7 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use anyhow::{Context as _, Result};
-use filter_common::{Action, Peer, PeerVerdict, Seen};
+use filter_common::{Action, Peer, PeerVerdict, Seen, expiry::sort_key};
 
 use super::{
     Nftables, counters,
@@ -293,14 +293,7 @@ impl Nftables {
             .verdicts
             .iter()
             .filter(|(ip, _)| Family::of(**ip) == f)
-            .map(|(ip, v)| {
-                let expires = if v.expires_ns == filter_common::NEVER {
-                    u64::MAX
-                } else {
-                    v.expires_ns
-                };
-                (v.action() != Action::Pass, expires, *ip)
-            })
+            .map(|(ip, v)| (v.action() != Action::Pass, sort_key(v.expires_ns), *ip))
             .collect();
         let n = (self.full_at() / 64).max(1).min(candidates.len());
         if n == 0 {
