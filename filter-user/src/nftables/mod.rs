@@ -53,7 +53,6 @@ mod verdicts;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    fs::File,
     net::IpAddr,
     os::fd::OwnedFd,
     path::PathBuf,
@@ -152,9 +151,7 @@ impl Nftables {
     /// the eBPF datapath); else those a clean exit saved are taken back ([`saved`]). Also
     /// binds the NFLOG group of new-peer reports.
     pub fn open(opts: &Options) -> Result<(Self, NfLog)> {
-        let netns: OwnedFd = File::open("/proc/thread-self/ns/net")
-            .context("opening the network namespace")?
-            .into();
+        let netns = netns::current()?;
         let outcomes = counters::Outcomes::default();
         let nflog = NfLog::bind(opts.log_group, outcomes.socket_lost())?;
         let mut nl = Netlink::open(&opts.table)?;
@@ -406,16 +403,15 @@ delete chain netdev {t} ingress
 
     /// Deletes the table, the verdicts saved first ([`saved`]).
     pub(super) fn delete_table(&mut self) -> Result<()> {
-        if self.applied.is_some() {
-            self.save_verdicts();
+        if self.applied.is_none() {
+            return Ok(());
         }
-        if self.applied.take().is_some() {
-            ruleset::apply(
-                &self.netns,
-                &format!("delete table netdev {}\n", self.shape.table),
-            )?;
-        }
-        Ok(())
+        self.save_verdicts();
+        self.applied = None;
+        ruleset::apply(
+            &self.netns,
+            &format!("delete table netdev {}\n", self.shape.table),
+        )
     }
 }
 
@@ -472,11 +468,11 @@ pub fn remove_left_behind(table: &str) -> Result<LeftBehind> {
         Ok(alive) if !alive.is_empty() => return Ok(LeftBehind::Live),
         Ok(_) => {}
     }
-    let netns: OwnedFd = File::open("/proc/thread-self/ns/net")
-        .context("opening the network namespace")?
-        .into();
-    ruleset::apply(&netns, &format!("delete table netdev {table}\n"))
-        .context("removing the nftables table a previous run left")?;
+    ruleset::apply(
+        &netns::current()?,
+        &format!("delete table netdev {table}\n"),
+    )
+    .context("removing the nftables table a previous run left")?;
     Ok(LeftBehind::Removed)
 }
 

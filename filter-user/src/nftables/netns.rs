@@ -5,6 +5,16 @@ use std::os::fd::{AsRawFd as _, OwnedFd};
 
 use anyhow::{Context as _, Result};
 
+/// The calling thread's network namespace.
+const HERE: &str = "/proc/thread-self/ns/net";
+
+/// The calling thread's network namespace, held open.
+pub fn current() -> Result<OwnedFd> {
+    Ok(std::fs::File::open(HERE)
+        .context("opening the network namespace")?
+        .into())
+}
+
 /// Runs `f` in the network namespace `netns`: on this thread if it is there already, else on a
 /// thread of its own that joins it first. Only the latter needs CAP_SYS_ADMIN (setns), which a
 /// container (Docker with NET_ADMIN added) may not give, though the daemon there is in the
@@ -32,7 +42,7 @@ pub fn within<T: Send>(netns: &OwnedFd, f: impl FnOnce() -> Result<T> + Send) ->
 /// Whether the calling thread is in the network namespace `netns` (same inode on nsfs).
 pub fn in_namespace(netns: &OwnedFd) -> bool {
     use std::os::unix::fs::MetadataExt as _;
-    let Ok(here) = std::fs::metadata("/proc/thread-self/ns/net") else {
+    let Ok(here) = std::fs::metadata(HERE) else {
         return false;
     };
     let there = netns
