@@ -155,6 +155,20 @@ impl Bed {
         }
     }
 
+    /// The backend gone without removing its table, as after kill -9 (its NFLOG group free
+    /// again); the wire and the listeners stay.
+    fn killed(self) -> (Wire, Accepting) {
+        let Bed {
+            wire,
+            nft,
+            log,
+            _listeners,
+        } = self;
+        std::mem::forget(nft);
+        drop(log);
+        (wire, _listeners)
+    }
+
     fn nft_list(&self) -> String {
         self.wire.server.nft(&["list", "ruleset"])
     }
@@ -1393,15 +1407,7 @@ fn a_table_left_without_verdicts_is_replaced_at_start() {
     b.wire.assert_refused(CLIENT_V4[0], smtp4());
     let denied = b.count(Counter::DroppedDeny);
     assert!(denied >= 1);
-    let Bed {
-        wire,
-        nft,
-        log,
-        _listeners,
-    } = b;
-    // Gone without removing its table, as after kill -9; its NFLOG group is free again.
-    std::mem::forget(nft);
-    drop(log);
+    let (wire, _listeners) = b.killed();
     let (again, _log) = open_backend(&wire, MapSizes::small());
     wire.assert_connects(CLIENT_V4[0], smtp4());
     // The outcome counters go on from the table left, as the eBPF datapath's pinned ones do.
@@ -1417,22 +1423,15 @@ fn a_table_left_without_verdicts_is_replaced_at_start() {
 #[test]
 fn a_dead_table_left_behind_is_removed_and_a_live_one_kept() {
     use mxscreen::nftables::{LeftBehind, TABLE, remove_left_behind};
-    let b = Bed::new("nl");
+    let mut b = Bed::new("nl");
     let left = |wire: &Wire| wire.server.enter(|| remove_left_behind(TABLE)).unwrap();
-    let Bed {
-        wire,
-        mut nft,
-        log,
-        _listeners,
-    } = b;
     let mut cfg = config();
     cfg.stale_after_ns = 1_000_000_000;
-    nft.set_config(&cfg).unwrap();
-    nft.list_insert(ListKind::Deny, net(CLIENT_V4[0]), manual())
+    b.nft.set_config(&cfg).unwrap();
+    b.nft
+        .list_insert(ListKind::Deny, net(CLIENT_V4[0]), manual())
         .unwrap();
-    // Gone without removing its table, as after kill -9.
-    std::mem::forget(nft);
-    drop(log);
+    let (wire, _listeners) = b.killed();
     assert_eq!(left(&wire), LeftBehind::Live);
     assert!(list_ruleset(&wire.server).contains("table netdev mxscreen"));
     std::thread::sleep(Duration::from_millis(1200));
