@@ -1440,3 +1440,70 @@ fn a_dead_table_left_behind_is_removed_and_a_live_one_kept() {
     assert!(!rules.contains("mxscreen"), "{rules}");
     assert_eq!(left(&wire), LeftBehind::Nothing);
 }
+
+/// A write the kernel refuses (here: a set at its size, ENFILE) changes nothing: the entry
+/// is not listed, its source is not refused, a later rewrite of the table does not write it,
+/// and a feed refused whole is not registered; the entries written before stay.
+#[test]
+fn a_write_the_kernel_refuses_changes_nothing() {
+    let mut b = Bed::with_sizes(
+        "nr",
+        MapSizes {
+            deny: 2,
+            allow: 2,
+            ..MapSizes::small()
+        },
+    );
+    // Each list's sets hold deny + allow elements: four /32s fit, the fifth does not.
+    let held: Vec<IpNet> = (1..=4)
+        .map(|i| net(&format!("198.51.100.{i}/32")))
+        .collect();
+    for n in &held {
+        b.nft.list_insert(ListKind::Deny, *n, manual()).unwrap();
+    }
+    let refused: IpNet = format!("{}/32", CLIENT_V4[0]).parse().unwrap();
+    let e = b
+        .nft
+        .list_insert(ListKind::Deny, refused, manual())
+        .expect_err("a fifth /32 into a set of four");
+    assert!(format!("{e:#}").contains("is the set full?"), "{e:#}");
+    let own: Vec<IpNet> = b
+        .nft
+        .list_own(ListKind::Deny)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(own.len(), 4, "{own:?}");
+    assert!(!own.contains(&refused), "{own:?}");
+    assert_eq!(
+        b.nft.list_match(ListKind::Deny, refused.addr()).unwrap(),
+        None
+    );
+    b.wire.assert_connects(CLIENT_V4[0], smtp4());
+    // A feed too big for the sets is refused whole, and not kept as a feed without entries.
+    let feed: Vec<u64> = (0..8u32)
+        .map(|i| PrefixSet::pack_v4(0xcb00_7100 + (i << 8), 24))
+        .collect();
+    let feed = PrefixSet::from_unsorted(feed, Vec::new());
+    b.nft
+        .feed_load("big", Table::Deny, feed)
+        .expect_err("eight /24s into a set of four");
+    // Written again from the bookkeeping (someone's `nft flush ruleset`): the four, not the
+    // refused one.
+    b.wire.server.nft(&["flush", "ruleset"]);
+    b.nft.set_config(&config()).unwrap();
+    let set = b
+        .wire
+        .server
+        .nft(&["list", "set", "netdev", "mxscreen", "deny4_32"]);
+    assert_eq!(set.matches("198.51.100.").count(), 4, "{set}");
+    assert!(!set.contains(CLIENT_V4[0]), "{set}");
+    b.wire.assert_connects(CLIENT_V4[0], smtp4());
+    assert!(!b.nft_list().contains("chain feed_1"), "{}", b.nft_list());
+    // Removing one makes room: the refused entry goes in now, and is enforced.
+    assert!(b.nft.list_remove(ListKind::Deny, held[0]).unwrap());
+    b.nft
+        .list_insert(ListKind::Deny, refused, manual())
+        .unwrap();
+    b.wire.assert_refused(CLIENT_V4[0], smtp4());
+}

@@ -100,6 +100,14 @@ impl PrefixSet {
         v4.chain(self.v6.iter().map(|(a, l)| Prefix::V6(*a, *l)))
     }
 
+    /// Every prefix of either set.
+    pub fn union(&self, other: &Self) -> Self {
+        Self::from_unsorted(
+            [self.v4.as_slice(), &other.v4].concat(),
+            [self.v6.as_slice(), &other.v6].concat(),
+        )
+    }
+
     /// What `new` has that `self` lacks, and what `self` has that `new` lacks.
     pub fn diff(&self, new: &Self) -> (PrefixSet, PrefixSet) {
         let (mut added, mut removed) = (Self::default(), Self::default());

@@ -256,13 +256,21 @@ impl Nftables {
         self.redecide(limited, Rewrite::All)
     }
 
-    /// The writes that follow a change of these list prefixes (after the bookkeeping took
-    /// it): the sources they cover re-resolved, and the cache of unknown sources emptied.
-    pub(super) fn list_changed(&mut self, changed: &[&PrefixSet]) -> Vec<Op> {
-        let ips: BTreeSet<IpAddr> = changed.iter().flat_map(|c| self.covered(c)).collect();
-        let mut ops = self.redecide(ips, Rewrite::Changed);
+    /// The writes that follow a change of list prefixes (after the bookkeeping took it):
+    /// the sources they cover (`ips`, [`Nftables::covered_by`]) re-resolved, and the cache
+    /// of unknown sources emptied.
+    pub(super) fn list_changed(&mut self, ips: &[IpAddr]) -> Vec<Op> {
+        let mut ops = self.redecide(ips.iter().copied(), Rewrite::Changed);
         ops.extend(self.flush_known());
         ops
+    }
+
+    /// Every source a decision element could be about that a prefix of `changed` covers:
+    /// the same before and after the bookkeeping takes the change (a host entry covers
+    /// itself either way).
+    pub(super) fn covered_by(&self, changed: &[&PrefixSet]) -> Vec<IpAddr> {
+        let ips: BTreeSet<IpAddr> = changed.iter().flat_map(|c| self.covered(c)).collect();
+        ips.into_iter().collect()
     }
 
     /// Empties both families' caches of unknown sources.

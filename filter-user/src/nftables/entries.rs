@@ -86,28 +86,44 @@ impl Nftables {
             action: Action::Drop,
         };
         let k = own_kind(kind);
-        let new = !self.lists.own.contains_key(&(k, Prefix::new(net)));
+        let p = Prefix::new(net);
+        if self.lists.own.get(&(k, p)) == Some(&own) {
+            return Ok(());
+        }
+        let new = !self.lists.own.contains_key(&(k, p));
+        let ips = self.covered_by(&[&one(net)]);
+        let undo = self.undo_point(Some((k, p)), &ips);
         let Some(mut ops) = self.lists.own_set(k, net, own) else {
             return Ok(());
         };
-        ops.extend(self.list_changed(&[&one(net)]));
+        ops.extend(self.list_changed(&ips));
         // A new entry's hits start at 0, as its element's counter does.
         if new {
             self.carried.remove(&(net.addr(), Counted::Own(k)));
         }
-        self.write_between(ops)
+        let written = self.write_between(ops);
+        self.undone_if_failed(undo, written)
             .with_context(|| format!("adding {net} to the {kind:?} list (is the set full?)"))
     }
 
     /// Removes exactly this prefix; `false` if it was not there.
     pub fn list_remove(&mut self, kind: ListKind, net: IpNet) -> Result<bool> {
-        let Some(mut ops) = self.lists.own_remove(own_kind(kind), net) else {
+        let k = own_kind(kind);
+        let p = Prefix::new(net);
+        if !self.lists.own.contains_key(&(k, p)) {
+            return Ok(false);
+        }
+        let ips = self.covered_by(&[&one(net)]);
+        let undo = self.undo_point(Some((k, p)), &ips);
+        let Some(mut ops) = self.lists.own_remove(k, net) else {
             return Ok(false);
         };
-        ops.extend(self.list_changed(&[&one(net)]));
-        self.carried
-            .remove(&(net.addr(), Counted::Own(own_kind(kind))));
-        self.write_between(ops).map(|()| true)
+        ops.extend(self.list_changed(&ips));
+        self.carried.remove(&(net.addr(), Counted::Own(k)));
+        let written = self.write_between(ops);
+        self.undone_if_failed(undo, written)
+            .with_context(|| format!("removing {net} from the {kind:?} list"))
+            .map(|()| true)
     }
 
     /// The entries of one's own in a list, with their reasons (what the daemon reconciles).
@@ -206,22 +222,34 @@ impl Nftables {
         {
             change.writes += self.feed_drop(name)?.writes;
         }
+        let undo = self.undo_feed_point(name);
         let i = self.lists.feed_index(name, kind);
         let (added, gone) = self.lists.feeds[i].set.diff(&set);
-        self.lists.fits(i, &added, self.shape.lists)?;
+        let fits = self.lists.fits(i, &added, self.shape.lists);
+        // Refused whole: a feed registered for it is forgotten again.
+        self.undone_if_failed(undo, fits)?;
         change.added = added.len();
         change.removed = gone.len();
+        let undo = self.undo_feed_point(name);
         let adds = self.lists.feed_writes(i, &added, true);
         change.writes += adds.iter().map(op_len).sum::<usize>();
-        self.write_between(adds)
+        let written = self.write_between(adds);
+        self.undone_if_failed(undo, written)
             .with_context(|| format!("feed {name}: writing {} additions", added.len()))?;
+        let ips = self.covered_by(&[&added, &gone]);
+        let undo = self.undo_point(None, &ips);
         let mut dels = self.lists.feed_writes(i, &gone, false);
         change.writes += dels.iter().map(op_len).sum::<usize>();
-        self.lists.feeds[i].set = set;
+        let old = std::mem::replace(&mut self.lists.feeds[i].set, set);
         // The decisions the feed's change moves go with its removals (the additions are in
         // the table by then).
-        dels.extend(self.list_changed(&[&added, &gone]));
-        self.write_between(dels)
+        dels.extend(self.list_changed(&ips));
+        let written = self.write_between(dels);
+        if written.is_err() {
+            // The additions are in the table, the removals not: the feed lists both.
+            self.lists.feeds[i].set = old.union(&added);
+        }
+        self.undone_if_failed(undo, written)
             .with_context(|| format!("feed {name}: writing {} removals", gone.len()))?;
         Ok(change)
     }
@@ -274,20 +302,28 @@ impl Nftables {
             expires_ns,
             action,
         };
+        let p = Prefix::new(net);
+        let undo = self.undo_point(Some((Kind::Network, p)), &[]);
         let Some(mut ops) = self.lists.own_set(Kind::Network, net, own) else {
             return Ok(());
         };
         ops.extend(self.flush_known());
-        self.write_between(ops)
+        let written = self.write_between(ops);
+        self.undone_if_failed(undo, written)
+            .with_context(|| format!("writing the network verdict of {net} (is the set full?)"))
     }
 
     /// Removes a network's verdict; `false` if it had none.
     pub fn network_verdict_remove(&mut self, net: IpNet) -> Result<bool> {
+        let undo = self.undo_point(Some((Kind::Network, Prefix::new(net))), &[]);
         let Some(mut ops) = self.lists.own_remove(Kind::Network, net) else {
             return Ok(false);
         };
         ops.extend(self.flush_known());
-        self.write_between(ops).map(|()| true)
+        let written = self.write_between(ops);
+        self.undone_if_failed(undo, written)
+            .with_context(|| format!("removing the network verdict of {net}"))
+            .map(|()| true)
     }
 
     /// Every network verdict (expired ones included), with hits.

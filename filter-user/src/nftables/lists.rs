@@ -40,7 +40,7 @@ pub struct Lists {
     pub own: HashMap<(Kind, Prefix), Own>,
     pub feeds: Vec<Feed>,
     /// Elements per set: the lengths in use.
-    count: HashMap<(Kind, Family, u8), u64>,
+    pub count: HashMap<(Kind, Family, u8), u64>,
     next_feed: u32,
 }
 

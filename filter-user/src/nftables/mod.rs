@@ -48,6 +48,7 @@ pub mod ruleset;
 mod saved;
 pub mod sets;
 mod tables;
+mod undo;
 mod unknown;
 mod verdicts;
 
