@@ -1507,3 +1507,57 @@ fn a_write_the_kernel_refuses_changes_nothing() {
         .unwrap();
     b.wire.assert_refused(CLIENT_V4[0], smtp4());
 }
+
+/// A crashed run's verdicts are taken back whole by the next start, read from the table it
+/// left: every one (thousands: a dump of many messages), with its action, reason, explain
+/// flag and expiry.
+#[test]
+fn a_crashed_runs_verdicts_are_taken_back_whole() {
+    let sizes = MapSizes {
+        peers: 8192,
+        ..MapSizes::small()
+    };
+    let mut b = Bed::with_sizes("na", sizes);
+    let in_an_hour = clock::expiry_after(Duration::from_secs(3600));
+    let kinds = [
+        PeerVerdict::new(Action::Drop, Reason::Reputation, in_an_hour),
+        PeerVerdict::new(Action::Limit, Reason::Manual, in_an_hour),
+        PeerVerdict::new(Action::Pass, Reason::Tempfail, 0),
+        {
+            let mut v = PeerVerdict::new(Action::Drop, Reason::Reputation, in_an_hour);
+            v.flags |= filter_common::VERDICT_EXPLAIN;
+            v
+        },
+    ];
+    let n: u16 = 6000;
+    let source = |i: u16| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xad, 0, 0, 0, 0, i + 1));
+    for i in 0..n {
+        b.nft
+            .verdict_set_later(source(i), kinds[usize::from(i) % kinds.len()])
+            .unwrap();
+    }
+    b.nft.flush_later().unwrap();
+    let (wire, _listeners) = b.killed();
+    let (again, _log) = open_backend(&wire, sizes);
+    let back: std::collections::HashMap<IpAddr, PeerVerdict> =
+        again.verdicts().into_iter().collect();
+    assert_eq!(back.len(), usize::from(n));
+    for i in 0..n {
+        let want = kinds[usize::from(i) % kinds.len()];
+        let got = back[&source(i)];
+        assert_eq!(
+            (got.action(), got.reason(), got.is_explained()),
+            (want.action(), want.reason(), want.is_explained()),
+            "{}",
+            source(i)
+        );
+        if want.expires_ns == 0 {
+            assert_eq!(got.expires_ns, 0);
+        } else {
+            assert!(
+                got.expires_ns.abs_diff(want.expires_ns) < 5_000_000_000,
+                "{got:?}"
+            );
+        }
+    }
+}

@@ -336,6 +336,15 @@ impl Netlink {
         let mut all = Vec::with_capacity(msgs.len() + 2);
         all.push(batch(ControlMessage::BatchBegin));
         all.extend(msgs);
+        // One ack, for the last message: the kernel reports every message that fails (and a
+        // failed commit, on the batch's first message) before it, ack or not. An ack for each
+        // message filled the receive buffer of a large transaction (a burst of verdicts is
+        // five messages each; an ack costs ~1 KiB of buffer): the kernel then drops acks and
+        // the socket reports ENOBUFS for a transaction that was committed.
+        let n = all.len();
+        for m in &mut all[1..n - 1] {
+            m.header.flags &= !NLM_F_ACK;
+        }
         all.push(batch(ControlMessage::BatchEnd));
         let first = self.seq;
         let mut buf = Vec::new();
@@ -357,10 +366,8 @@ impl Netlink {
                 buf.len()
             );
         }
-        // Acks come for every element message (not for the batch markers).
-        let want = all.len() - 2;
         let last = first.wrapping_add(all.len() as u32 - 1);
-        self.acks(want, last)
+        self.acks(1, last)
     }
 
     /// Reads acks until `want` came or an error did.
