@@ -743,7 +743,8 @@ fn the_unit_screens_with_nftables_in_a_container_without_bpf() {
     let tables = c.sh("nft list tables");
     assert!(
         !tables.contains("mxscreen"),
-        "the table outlived a stop: {tables}"
+        "the table outlived a stop: {tables}\nthe unit's log:\n{}",
+        c.sh("journalctl -u mxscreen -o short-monotonic --no-pager | tail -n 60")
     );
 }
 
