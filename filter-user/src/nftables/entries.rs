@@ -222,15 +222,16 @@ impl Nftables {
         {
             change.writes += self.feed_drop(name)?.writes;
         }
+        // Taken before the feed is registered: a new feed refused whole (too big), or whose
+        // additions the kernel refuses, is forgotten again.
         let undo = self.undo_feed_point(name);
         let i = self.lists.feed_index(name, kind);
         let (added, gone) = self.lists.feeds[i].set.diff(&set);
-        let fits = self.lists.fits(i, &added, self.shape.lists);
-        // Refused whole: a feed registered for it is forgotten again.
-        self.undone_if_failed(undo, fits)?;
+        if let Err(e) = self.lists.fits(i, &added, self.shape.lists) {
+            return self.undone_if_failed(undo, Err(e));
+        }
         change.added = added.len();
         change.removed = gone.len();
-        let undo = self.undo_feed_point(name);
         let adds = self.lists.feed_writes(i, &added, true);
         change.writes += adds.iter().map(op_len).sum::<usize>();
         let written = self.write_between(adds);

@@ -65,7 +65,8 @@ impl Nftables {
         }
     }
 
-    /// An undo point for the first write of a feed: forgetting the feed `name` registered.
+    /// An undo point for a feed's load, before `name` is registered: forgetting it again if
+    /// it is new.
     pub(super) fn undo_feed_point(&self, name: &str) -> Undo {
         let mut u = self.undo_point(None, &[]);
         if !self.lists.feeds.iter().any(|f| f.name == name) {
@@ -76,7 +77,7 @@ impl Nftables {
 
     /// `written` as it is; when it failed, the bookkeeping put back to `undo` first (and the
     /// rules to the lengths in use again: the write may have added sets for new ones).
-    pub(super) fn undone_if_failed(&mut self, undo: Undo, written: Result<()>) -> Result<()> {
+    pub(super) fn undone_if_failed<T>(&mut self, undo: Undo, written: Result<T>) -> Result<T> {
         if written.is_ok() {
             return written;
         }
