@@ -367,14 +367,14 @@ impl Netlink {
             );
         }
         let last = first.wrapping_add(all.len() as u32 - 1);
-        self.acks(1, last)
+        self.ack(last)
     }
 
-    /// Reads acks until `want` came or an error did.
-    fn acks(&mut self, want: usize, last_seq: u32) -> Result<()> {
-        let mut got = 0;
+    /// Reads the transaction's one ack, or the first error before it.
+    fn ack(&mut self, last_seq: u32) -> Result<()> {
+        let mut acked = false;
         let mut buf = vec![0u8; 64 * 1024];
-        while got < want {
+        while !acked {
             let n = self
                 .sock
                 .recv(&mut &mut buf[..], 0)
@@ -392,7 +392,7 @@ impl Netlink {
                             None => "the kernel refused an nftables transaction".to_owned(),
                         });
                     }
-                    got += 1;
+                    acked = true;
                 }
             }
         }
