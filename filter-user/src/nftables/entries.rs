@@ -110,9 +110,6 @@ impl Nftables {
     pub fn list_remove(&mut self, kind: ListKind, net: IpNet) -> Result<bool> {
         let k = own_kind(kind);
         let p = Prefix::new(net);
-        if !self.lists.own.contains_key(&(k, p)) {
-            return Ok(false);
-        }
         let ips = self.covered_by(&[&one(net)]);
         let undo = self.undo_point(Some((k, p)), &ips);
         let Some(mut ops) = self.lists.own_remove(k, net) else {
