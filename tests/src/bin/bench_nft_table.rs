@@ -16,7 +16,7 @@ use std::{
 use filter_common::{Action, DatapathConfig, ListEntry, PeerVerdict, Reason, Table};
 use mxscreen::{
     datapath::{ListKind, MapSizes, PrefixSet},
-    nftables::{Nftables, Options},
+    nftables::{Nftables, Options, events::NfLog},
 };
 use mxscreen_tests::netns::{SERVER_IFACE, Wire};
 
@@ -40,22 +40,32 @@ fn timed(mut f: impl FnMut(usize)) -> String {
     )
 }
 
-fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    let feed_len: u32 = if quick { 100_000 } else { 1_000_000 };
-    let wire = Wire::new("bt");
-    let (mut nft, log) = wire
-        .server
+/// The backend opened in the server's namespace with the default sizes (what a start does
+/// before its config: timed alone after a crash).
+fn open(wire: &Wire) -> (Nftables, NfLog) {
+    wire.server
         .enter(|| {
             Nftables::open(&Options {
                 sizes: MapSizes::default(),
                 ..Options::default()
             })
         })
-        .expect("open the nftables backend");
+        .expect("open the nftables backend")
+}
+
+/// Screens port 25 (no interface attached yet).
+fn screen_port_25(nft: &mut Nftables) {
     let mut cfg = DatapathConfig::empty();
     cfg.set_ports(&[25]);
     nft.set_config(&cfg).unwrap();
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let feed_len: u32 = if quick { 100_000 } else { 1_000_000 };
+    let wire = Wire::new("bt");
+    let (mut nft, log) = open(&wire);
+    screen_port_25(&mut nft);
     nft.attach(&[SERVER_IFACE.to_owned()]).unwrap();
     let verdict = |i: u32| {
         let action = if i.is_multiple_of(3) {
@@ -149,20 +159,8 @@ fn main() {
 /// (as kill -9 leaves it): it reads the verdicts back from the table, replaces the table and
 /// writes them again.
 fn start_after_a_crash(wire: &Wire, n: u32) -> Duration {
-    let open = || {
-        wire.server
-            .enter(|| {
-                Nftables::open(&Options {
-                    sizes: MapSizes::default(),
-                    ..Options::default()
-                })
-            })
-            .expect("open the nftables backend")
-    };
-    let (mut nft, log) = open();
-    let mut cfg = DatapathConfig::empty();
-    cfg.set_ports(&[25]);
-    nft.set_config(&cfg).unwrap();
+    let (mut nft, log) = open(wire);
+    screen_port_25(&mut nft);
     for i in 0..n {
         let ip = IpAddr::V4(Ipv4Addr::from(0x0c00_0000 + i));
         nft.verdict_set_later(ip, PeerVerdict::new(Action::Drop, Reason::Reputation, 0))
@@ -176,7 +174,7 @@ fn start_after_a_crash(wire: &Wire, n: u32) -> Duration {
     std::mem::forget(nft);
     drop(log);
     let at = Instant::now();
-    let (again, _log) = open();
+    let (again, _log) = open(wire);
     let took = at.elapsed();
     assert_eq!(
         again.verdicts().len(),
