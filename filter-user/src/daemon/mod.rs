@@ -185,23 +185,38 @@ pub async fn run(opts: RunOptions) -> Result<()> {
     let state = State::load(&cfg.state.file)?;
     // Bind the socket before touching the kernel: a second daemon stops here, harmlessly.
     let mut socket = ControlSocket::bind(&cfg.control.socket).await?;
-    let (mut d, mut inputs) = Daemon::load(cfg, origin, state, &ifaces)?;
-    // Bound before attaching, like the control socket: a taken port stops the start here.
+    let (mut d, inputs) = Daemon::load(cfg, origin, state, &ifaces)?;
+    let served = screen_until_stopped(&mut d, inputs, &mut socket, &opts).await;
+    // Whatever ended it, a signal or an error: nothing is left screening (the nftables table
+    // is deleted, its verdicts saved; an error exit used to leave it to expire by the
+    // liveness element, while readers still held the handle).
+    systemd::stopping();
+    d.program.detach_all();
+    drop(socket);
+    // An error is printed once, by the caller, as the process's last word.
+    tracing::info!(error = served.is_err(), "detached; exiting");
+    served
+}
+
+/// Everything between opening the backend and a stop: the metrics endpoint, the lists and the
+/// MTA's side door, then the main loop until SIGINT or SIGTERM (`Ok`) or an error.
+async fn screen_until_stopped(
+    d: &mut Daemon,
+    mut inputs: Inputs,
+    socket: &mut ControlSocket,
+    opts: &RunOptions,
+) -> Result<()> {
+    // Bound before screening, like the control socket: a taken port stops the start here.
     let _metrics = match d.cfg.metrics.listen {
         Some(addr) => Some(metrics::start(addr, d.metric_families()?).await?),
         None => None,
     };
-    let mta_door = d.start_screening(&mut inputs.fleet).await?;
+    let _mta_door = d.start_screening(&mut inputs.fleet).await?;
     let (calls_tx, calls) = mpsc::channel(64);
     let server = socket.serve(calls_tx);
-    d.serve(inputs, calls, &opts).await?;
-    systemd::stopping();
+    let served = d.serve(inputs, calls, opts).await;
     server.abort();
-    drop(mta_door);
-    d.program.detach_all();
-    drop(socket);
-    tracing::info!("detached; exiting");
-    Ok(())
+    served
 }
 
 impl Daemon {
