@@ -306,12 +306,17 @@ fn declare_sets(s: &mut String, next: &Shape) {
                     f.addr_type()
                 )
             };
+            // A feed's map has no `size`: without timeouts a sized set is the kernel's
+            // fixed hash, whose bucket array is allocated whole for `size` elements (16 MiB
+            // at the default 1,114,112) however few it holds, and a feed uses a map per
+            // prefix length (FireHOL level 1 and Spamhaus DROP took 330 MiB). Unsized, it
+            // is a resizable hash grown with its elements; `Lists::fits` bounds it.
             let extra = if kind.counts() {
-                " flags timeout; counter;"
+                format!(" flags timeout; counter; size {};", next.lists)
             } else {
-                ""
+                String::new()
             };
-            let _ = writeln!(s, "add {what}{extra} size {}; }}", next.lists);
+            let _ = writeln!(s, "add {what}{extra} }}");
         }
     }
     for (name, f, timeout) in next.dynamic_sets() {
@@ -326,9 +331,17 @@ fn declare_sets(s: &mut String, next: &Shape) {
 }
 
 /// Deletes what `prev` had and `next` has not (after every chain was flushed above, nothing
-/// refers to them any more): dynamic sets of old windows, feeds' chains and counters.
+/// refers to them any more): dynamic sets of old windows, the sets of prefix lengths no
+/// longer in use (emptied by the writes before), feeds' chains and counters.
 fn retire(s: &mut String, prev: &Shape, next: &Shape) {
     let t = &next.table;
+    for ((kind, f), lens) in &prev.lengths {
+        let kept = next.lengths.get(&(*kind, *f));
+        for len in lens.iter().filter(|l| kept.is_none_or(|k| !k.contains(l))) {
+            let what = if kind.is_map() { "map" } else { "set" };
+            let _ = writeln!(s, "delete {what} netdev {t} {}", kind.set(*f, *len));
+        }
+    }
     let keep: BTreeSet<String> = next.dynamic_sets().into_iter().map(|d| d.0).collect();
     for (name, _, _) in prev.dynamic_sets() {
         if !keep.contains(&name) {

@@ -60,7 +60,7 @@ fn verdict_sources(n: usize) -> Vec<Ipv6Addr> {
         .collect()
 }
 
-/// The table every way writes into.
+/// The table every way writes into (the feed's maps unsized, as the backend declares them).
 fn table(ns: &NetNs, interval: bool) {
     let mut s = format!(
         "table netdev {TABLE} {{\n  chain feed_1 {{ drop; }}\n  chain v_drop {{ drop; }}\n  map verdict6 {{ type ipv6_addr : verdict; flags timeout; counter; size 1048576; }}\n"
@@ -69,10 +69,7 @@ fn table(ns: &NetNs, interval: bool) {
         s.push_str("  set feed6 { type ipv6_addr; flags interval; size 2097152; }\n");
     } else {
         for len in [56, 64] {
-            let _ = writeln!(
-                s,
-                "  map feed6_{len} {{ type ipv6_addr : verdict; size 1114112; }}"
-            );
+            let _ = writeln!(s, "  map feed6_{len} {{ type ipv6_addr : verdict; }}");
         }
     }
     s.push_str("}\n");
@@ -92,6 +89,23 @@ fn kernel_kib() -> u64 {
                 .unwrap_or(0)
         })
         .sum()
+}
+
+/// Kernel memory once it stopped moving: a namespace deleted before (the previous way's) is
+/// freed by the kernel in the background for seconds, and what it frees would be counted
+/// against the next load. Waits until two readings 300 ms apart differ by less than 1 MiB
+/// (at most 20 s).
+fn settled_kib() -> u64 {
+    let mut last = kernel_kib();
+    for _ in 0..66 {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = kernel_kib();
+        if now.abs_diff(last) < 1024 {
+            return now;
+        }
+        last = now;
+    }
+    last
 }
 
 /// CPU ns of this process and its waited-for children (user and kernel).
@@ -273,12 +287,11 @@ struct Result1 {
 
 fn measure(way: Way, p: &Params, prefixes: &[(u128, u8)], tag: &str) -> Result1 {
     let mut w = Writer::new(way, tag);
-    std::thread::sleep(Duration::from_millis(300));
-    let (m0, c0, t0) = (kernel_kib(), cpu_ns(), Instant::now());
+    let m0 = settled_kib();
+    let (c0, t0) = (cpu_ns(), Instant::now());
     w.load_feed(prefixes);
     let (load, load_cpu) = (t0.elapsed(), cpu_ns() - c0);
-    std::thread::sleep(Duration::from_millis(300));
-    let mem = kernel_kib() as i64 - m0 as i64;
+    let mem = settled_kib() as i64 - m0 as i64;
     let sources = verdict_sources(p.verdicts);
     let mut lat = Vec::with_capacity(sources.len());
     let (c0, start) = (cpu_ns(), Instant::now());
@@ -315,12 +328,58 @@ fn interval(prefixes: &[(u128, u8)]) -> (Duration, i64) {
         let _ = write!(s, "{}/{l}, ", Ipv6Addr::from(*a));
     }
     s.push_str("}\n");
-    std::thread::sleep(Duration::from_millis(300));
-    let (m0, t0) = (kernel_kib(), Instant::now());
+    let (m0, t0) = (settled_kib(), Instant::now());
     run_in(&ns, "nft", &["-f", "-"], &s);
     let took = t0.elapsed();
-    std::thread::sleep(Duration::from_millis(300));
-    (took, kernel_kib() as i64 - m0 as i64)
+    (took, settled_kib() as i64 - m0 as i64)
+}
+
+/// Lengths of a feed spread as real ones are (FireHOL level 1 and Spamhaus DROP use 19):
+/// IPv4 /13 to /32.
+const SPREAD_LENGTHS: std::ops::RangeInclusive<u8> = 13..=32;
+/// Prefixes per length: 6,000 in all, about those two feeds' size.
+const SPREAD_EACH: u32 = 300;
+
+/// A feed of [`SPREAD_EACH`] prefixes per length in [`SPREAD_LENGTHS`], one map per length
+/// declared `decl` (`""`, or the lists' size as the backend declared them before), loaded
+/// over netlink: its load time and kernel memory.
+fn spread(decl: &str, tag: &str) -> (Duration, i64) {
+    let ns = NetNs::new(tag);
+    let mut s = format!("table netdev {TABLE} {{\n  chain feed_1 {{ drop; }}\n");
+    for len in SPREAD_LENGTHS {
+        let _ = writeln!(
+            s,
+            "  map feed4_{len} {{ type ipv4_addr : verdict; {decl} }}"
+        );
+    }
+    s.push_str("}\n");
+    // From before the maps are made: a sized one allocates its buckets then.
+    let m0 = settled_kib();
+    run_in(&ns, "nft", &["-f", "-"], &s);
+    let mut nl = ns.enter(|| Netlink::open(TABLE)).unwrap();
+    let ops: Vec<Op> = SPREAD_LENGTHS
+        .map(|len| {
+            // Spread over the address space, host bits clear (a set: no key twice).
+            let keys: std::collections::BTreeSet<u32> = (0..SPREAD_EACH)
+                .map(|i| i.wrapping_mul(0x9e37_79b9) & (u32::MAX << (32 - u32::from(len))))
+                .collect();
+            let elems = keys
+                .into_iter()
+                .map(|a| Elem {
+                    key: a.to_be_bytes().to_vec(),
+                    goto: Some("feed_1".into()),
+                    timeout_ms: None,
+                    userdata: Vec::new(),
+                    stateful: Vec::new(),
+                })
+                .collect();
+            Op::Add(format!("feed4_{len}"), elems)
+        })
+        .collect();
+    let t0 = Instant::now();
+    nl.apply(&ops).unwrap();
+    let took = t0.elapsed();
+    (took, settled_kib() as i64 - m0 as i64)
 }
 
 fn main() {
@@ -340,7 +399,7 @@ fn main() {
     }
     let (ilen, imem) = interval(&prefixes);
     let mut t = format!(
-        "A {}-prefix feed (/56s and /64s) into one verdict map per length, then {} verdicts written one at a time, one per millisecond, each with a timeout, into a verdict map with timeouts and counters: per way, in a namespace of its own. CPU: this process and its children, kernel time included. Kernel memory: Slab + Percpu + VmallocUsed of /proc/meminfo after the load, less before (machine-wide: a few MiB of noise).\n\n| way | feed load | its CPU | kernel memory | CPU per verdict write | write latency p50 / p99 | verdicts per second reached |\n|---|---:|---:|---:|---:|---:|---:|\n",
+        "A {}-prefix feed (/56s and /64s) into one verdict map per length, then {} verdicts written one at a time, one per millisecond, each with a timeout, into a verdict map with timeouts and counters: per way, in a namespace of its own. CPU: this process and its children, kernel time included. Kernel memory: Slab + Percpu + VmallocUsed of /proc/meminfo after the load, less before, each read once it stopped moving (machine-wide: a few MiB of noise).\n\n| way | feed load | its CPU | kernel memory | CPU per verdict write | write latency p50 / p99 | verdicts per second reached |\n|---|---:|---:|---:|---:|---:|---:|\n",
         p.feed, p.verdicts
     );
     for r in &rows {
@@ -362,6 +421,33 @@ fn main() {
         "\nThe same feed as one interval set (an rbtree, `flags interval`), loaded by `nft -f`: {ilen:.2?}, {:.0} MiB of kernel memory.",
         imem as f64 / 1024.0
     );
+    let n = SPREAD_EACH as usize * SPREAD_LENGTHS.count();
+    let _ = writeln!(
+        t,
+        "\nA feed spread over {} prefix lengths (IPv4 /{}–/{}, {n} prefixes: real feeds' shape), a map per length, loaded over netlink:\n\n| the feed's maps | load | kernel memory |\n|---|---:|---:|",
+        SPREAD_LENGTHS.count(),
+        SPREAD_LENGTHS.start(),
+        SPREAD_LENGTHS.end()
+    );
+    for (name, decl, tag) in [
+        (
+            "unsized: the resizable hash, grown with its elements (the backend's)",
+            "",
+            "nls",
+        ),
+        (
+            "sized for the lists (`size 1114112`): the fixed hash, its buckets allocated whole",
+            "size 1114112;",
+            "nlz",
+        ),
+    ] {
+        let (took, mem) = spread(decl, tag);
+        let _ = writeln!(
+            t,
+            "| {name} | {took:.2?} | {:.1} MiB |",
+            mem as f64 / 1024.0
+        );
+    }
     println!("{t}");
     if !quick {
         record(

@@ -2,12 +2,16 @@
 //! of mxscreen's nftables backend costs per SYN, against the hand-written one-rule set of
 //! `bench drop` (BENCHMARKS.md, "nftables backend"). Each variant is a table of its own on
 //! the server's netdev ingress, built up one part at a time, flooded with SYNs from 4,096
-//! sources (all in the table: dropped; or, for the pass variants, none of them in the
-//! decision map and all in the cache of unknown sources), 5 interleaved rounds; prints ns of
+//! sources spread over 2001:db8::/32 (all in the table: dropped; or, for the pass variants,
+//! none of them in the decision map and all in the cache of unknown sources; or, for the
+//! walk, in none of its maps), 5 interleaved rounds; prints ns of
 //! the sending CPU per SYN, median [min … max], and the median over the first variant's
 //! (an nftables drop of every SYN to port 25: the hook, the rule and the drop).
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::{
+    fmt::Write as _,
+    net::{IpAddr, Ipv6Addr},
+};
 
 use mxscreen_tests::{
     flood::Flood,
@@ -129,7 +133,51 @@ const VARIANTS: &[Variant] = &[
         decls: "counter unknown { }\nmap l { type ipv6_addr : verdict; flags timeout; counter; size 65536; }\nset known { type ipv6_addr; flags dynamic,timeout; timeout 1h; size 65536; elements = { E } }\nchain s4 { }\nchain s6 { ip6 saddr vmap @l\nip6 saddr @known counter name \"unknown\" accept }",
         ingress: "INGRESS",
     },
+    Variant {
+        name: "pass: the walk of 20 feed maps (a prefix length each), every lookup a miss: unsized (the backend's)",
+        passes: true,
+        decls: "WALK_UNSIZED",
+        ingress: "WALK_RULES",
+    },
+    Variant {
+        name: "pass: the same walk, the maps sized for the lists (`size 1114112`: the fixed hash)",
+        passes: true,
+        decls: "WALK_SIZED",
+        ingress: "WALK_RULES",
+    },
 ];
+
+/// The prefix lengths of the walk variants: lengths where the sources differ (each source its
+/// own key, so each lookup its own bucket, as a flood of new sources meets the walk).
+const WALK_LENGTHS: std::ops::Range<u32> = 40..60;
+
+/// The walk variants' maps, declared `decl`, each holding 100 prefixes none of the sources
+/// is in.
+fn walk_decls(decl: &str) -> String {
+    let mut s = String::new();
+    for len in WALK_LENGTHS {
+        let elems: Vec<String> = (0..100u32)
+            .map(|i| format!("2001:db8:ff{len:02x}:{i:x}:: : accept"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "map w{len} {{ type ipv6_addr : verdict; {decl} elements = {{ {} }} }}",
+            elems.join(", ")
+        );
+    }
+    s
+}
+
+/// The walk variants' rules: a masked lookup per length, as the backend's subject chain.
+fn walk_rules() -> String {
+    let mut s = String::new();
+    for len in WALK_LENGTHS {
+        let mask = Ipv6Addr::from(u128::MAX << (128 - len));
+        let _ = writeln!(s, "SYN25 ip6 saddr & {mask} vmap @w{len}");
+    }
+    s.push_str("SYN25 accept");
+    s
+}
 
 fn main() {
     let cpu = std::thread::available_parallelism().map_or(1, |n| n.get()) - 1;
@@ -137,7 +185,11 @@ fn main() {
     wire.server
         .ip(&["link", "set", SERVER_IFACE, "address", "02:00:00:00:00:02"]);
     let sources: Vec<IpAddr> = (0..SOURCES)
-        .map(|i| IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xa0, 0, 0, 0, 0, i + 1)))
+        .map(|i| {
+            // Spread over 2001:db8::/32 (an odd multiplier: distinct), as new sources are.
+            let x = u128::from(i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
+            IpAddr::V6(Ipv6Addr::from((0x2001_0db8u128 << 96) | (x >> 32)))
+        })
         .collect();
     let elements: Vec<String> = sources.iter().map(ToString::to_string).collect();
     let elements = elements.join(", ");
@@ -167,7 +219,10 @@ fn main() {
     let (drops, passes) = (frames(false), frames(true));
     let flood = Flood::new(&wire.client, "vc");
     let expand = |s: &str| {
-        s.replace("ALIVE", ALIVE)
+        s.replace("WALK_UNSIZED", &walk_decls(""))
+            .replace("WALK_SIZED", &walk_decls("size 1114112;"))
+            .replace("WALK_RULES", &walk_rules())
+            .replace("ALIVE", ALIVE)
             .replace("REFUSE", REFUSE)
             .replace("INGRESS", INGRESS)
             .replace("SYN25", SYN25)
