@@ -285,7 +285,7 @@ struct Result1 {
     rate: f64,
 }
 
-fn measure(way: Way, p: &Params, prefixes: &[(u128, u8)], tag: &str) -> Result1 {
+fn measure(way: Way, p: &Params, prefixes: &[(u128, u8)], tag: &str) -> (Result1, Writer) {
     let mut w = Writer::new(way, tag);
     let m0 = settled_kib();
     let (c0, t0) = (cpu_ns(), Instant::now());
@@ -307,7 +307,7 @@ fn measure(way: Way, p: &Params, prefixes: &[(u128, u8)], tag: &str) -> Result1 
     let elapsed = start.elapsed();
     let cpu = cpu_ns() - c0;
     lat.sort();
-    Result1 {
+    let r = Result1 {
         name: way.name(),
         load,
         load_cpu: Duration::from_nanos(load_cpu),
@@ -316,11 +316,12 @@ fn measure(way: Way, p: &Params, prefixes: &[(u128, u8)], tag: &str) -> Result1 
         p50: lat[lat.len() / 2],
         p99: lat[lat.len() * 99 / 100],
         rate: sources.len() as f64 / elapsed.as_secs_f64(),
-    }
+    };
+    (r, w)
 }
 
 /// The feed as one interval set, loaded by `nft -f`: time and memory.
-fn interval(prefixes: &[(u128, u8)]) -> (Duration, i64) {
+fn interval(prefixes: &[(u128, u8)]) -> (Duration, i64, NetNs) {
     let ns = NetNs::new("nli");
     table(&ns, true);
     let mut s = format!("add element netdev {TABLE} feed6 {{ ");
@@ -331,7 +332,7 @@ fn interval(prefixes: &[(u128, u8)]) -> (Duration, i64) {
     let (m0, t0) = (settled_kib(), Instant::now());
     run_in(&ns, "nft", &["-f", "-"], &s);
     let took = t0.elapsed();
-    (took, settled_kib() as i64 - m0 as i64)
+    (took, settled_kib() as i64 - m0 as i64, ns)
 }
 
 /// Lengths of a feed spread as real ones are (FireHOL level 1 and Spamhaus DROP use 19):
@@ -343,7 +344,7 @@ const SPREAD_EACH: u32 = 300;
 /// A feed of [`SPREAD_EACH`] prefixes per length in [`SPREAD_LENGTHS`], one map per length
 /// declared `decl` (`""`, or the lists' size as the backend declared them before), loaded
 /// over netlink: its load time and kernel memory.
-fn spread(decl: &str, tag: &str) -> (Duration, i64) {
+fn spread(decl: &str, tag: &str) -> (Duration, i64, NetNs) {
     let ns = NetNs::new(tag);
     let mut s = format!("table netdev {TABLE} {{\n  chain feed_1 {{ drop; }}\n");
     for len in SPREAD_LENGTHS {
@@ -379,7 +380,7 @@ fn spread(decl: &str, tag: &str) -> (Duration, i64) {
     let t0 = Instant::now();
     nl.apply(&ops).unwrap();
     let took = t0.elapsed();
-    (took, settled_kib() as i64 - m0 as i64)
+    (took, settled_kib() as i64 - m0 as i64, ns)
 }
 
 fn main() {
@@ -389,15 +390,21 @@ fn main() {
     let p = if quick { QUICK } else { FULL };
     let prefixes = feed(p.feed);
     let mut rows = Vec::new();
+    // Every namespace lives to the end: one deleted frees its table in the background, for
+    // seconds, and that would be counted against the next measurement's memory.
+    let mut kept: Vec<NetNs> = Vec::new();
     for (way, tag) in [
         (Way::Netlink, "nln"),
         (Way::NftText, "nlt"),
         (Way::NftJson, "nlj"),
     ] {
         eprintln!("{}", way.name());
-        rows.push(measure(way, &p, &prefixes, tag));
+        let (row, writer) = measure(way, &p, &prefixes, tag);
+        rows.push(row);
+        kept.push(writer.ns);
     }
-    let (ilen, imem) = interval(&prefixes);
+    let (ilen, imem, ins) = interval(&prefixes);
+    kept.push(ins);
     let mut t = format!(
         "A {}-prefix feed (/56s and /64s) into one verdict map per length, then {} verdicts written one at a time, one per millisecond, each with a timeout, into a verdict map with timeouts and counters: per way, in a namespace of its own. CPU: this process and its children, kernel time included. Kernel memory: Slab + Percpu + VmallocUsed of /proc/meminfo after the load, less before, each read once it stopped moving (machine-wide: a few MiB of noise).\n\n| way | feed load | its CPU | kernel memory | CPU per verdict write | write latency p50 / p99 | verdicts per second reached |\n|---|---:|---:|---:|---:|---:|---:|\n",
         p.feed, p.verdicts
@@ -441,7 +448,8 @@ fn main() {
             "nlz",
         ),
     ] {
-        let (took, mem) = spread(decl, tag);
+        let (took, mem, sns) = spread(decl, tag);
+        kept.push(sns);
         let _ = writeln!(
             t,
             "| {name} | {took:.2?} | {:.1} MiB |",
