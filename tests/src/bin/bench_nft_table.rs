@@ -1,6 +1,7 @@
 //! What the nftables backend's reads and writes cost as its table grows: the backend on a
-//! veth in a namespace of its own, holding 2,000 verdicts and an own /32 entry, then a
-//! million-/32 IPv4 drop feed besides. Each state: a verdict write (a new source), 100
+//! veth in a namespace of its own, holding 2,000 verdicts and an own /32 entry, then a drop
+//! feed spread over 20 prefix lengths (6,000 prefixes, the shape of real feeds) besides, then
+//! a million-/32 IPv4 drop feed besides. Each state: a verdict write (a new source), 100
 //! verdicts held back and written in one transaction (what the daemon does with a burst),
 //! the verdicts' hits (`list --verdicts`, the balancer watch, the verdicts saved at exit), one
 //! entry's hits (`check`) and a table's entries with their hits (`list --blocked`); the
@@ -91,8 +92,30 @@ fn main() {
     .unwrap();
     let mut next = 2_000;
     let mut rows = Vec::new();
-    for state in ["2,000 verdicts, an own entry", "and a feed of /32s"] {
-        if state.starts_with("and") {
+    for state in [
+        "2,000 verdicts, an own entry",
+        "and a feed spread over 20 prefix lengths (6,000 prefixes, real feeds' shape)",
+        "and a feed of /32s",
+    ] {
+        if state.contains("spread") {
+            // IPv4 /13 to /32, 300 each, spread over the address space (FireHOL level 1
+            // and Spamhaus DROP use 19 lengths).
+            let v4: std::collections::BTreeSet<u64> = (13..=32u32)
+                .flat_map(|len| {
+                    (0..300u32).map(move |i| {
+                        let net = i.wrapping_mul(0x9e37_79b9) & (u32::MAX << (32 - len));
+                        (u64::from(net) << 8) | u64::from(len)
+                    })
+                })
+                .collect();
+            nft.feed_load(
+                "spread",
+                Table::Deny,
+                PrefixSet::from_unsorted(v4.into_iter().collect(), Vec::new()),
+            )
+            .unwrap();
+        }
+        if state.contains("/32s") {
             let v4 = (0..feed_len)
                 .map(|i| (u64::from(0x0a00_0000 + i) << 8) | 32)
                 .collect();
@@ -123,7 +146,7 @@ fn main() {
         let list = timed(|_| {
             nft.table_entries(Table::Deny).unwrap();
         });
-        let state = if state.starts_with("and") {
+        let state = if state.contains("/32s") {
             format!("{state} ({feed_len})")
         } else {
             state.to_owned()
