@@ -759,7 +759,7 @@ fn feeds_load_replace_and_drop() {
     let map = b
         .wire
         .server
-        .nft(&["list", "map", "netdev", "mxscreen", "feed_deny4_24"]);
+        .nft(&["-t", "list", "map", "netdev", "mxscreen", "feed_deny4_24"]);
     assert!(!map.contains("size"), "{map}");
     // An allow entry beats the feed.
     b.nft
@@ -815,6 +815,13 @@ fn a_million_prefix_feed_loads_in_batches() {
     let change = b.nft.feed_load("big", Table::Deny, feed).unwrap();
     eprintln!("a million prefixes loaded in {:.1?}", t.elapsed());
     assert_eq!(change.added, 1_000_000);
+    // A map made holding this many is the fixed hash (sized), where its buckets cost less
+    // than the resizable hash's larger elements (`ruleset::SIZED_FROM`).
+    let map = b
+        .wire
+        .server
+        .nft(&["-t", "list", "map", "netdev", "mxscreen", "feed_deny6_64"]);
+    assert!(map.contains("size 1114112"), "{map}");
     b.wire.assert_refused(CLIENT_V6[0], smtp6());
     b.wire.assert_connects(CLIENT_V4[0], smtp4());
 }

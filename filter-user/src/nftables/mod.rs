@@ -53,7 +53,7 @@ mod unknown;
 mod verdicts;
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
     net::IpAddr,
     os::fd::OwnedFd,
     path::PathBuf,
@@ -187,6 +187,7 @@ impl Nftables {
             lists: opts.sizes.lists(),
             lengths: BTreeMap::new(),
             feeds: BTreeMap::new(),
+            sized: BTreeSet::new(),
         };
         let mut me = Self {
             netns,
@@ -345,6 +346,11 @@ delete chain netdev {t} ingress
     /// Takes the rules from what they were last made from to [`Nftables::shape`], if that
     /// changed; named counters created on the way start from `seeds`.
     fn apply_shape(&mut self, seeds: &HashMap<String, Tally>) -> Result<()> {
+        self.shape.sized = ruleset::sized_maps(
+            self.applied.as_ref(),
+            &self.shape.lengths,
+            &self.lists.count,
+        );
         if self.applied.as_ref() == Some(&self.shape) {
             return Ok(());
         }

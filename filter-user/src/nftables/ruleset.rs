@@ -90,6 +90,44 @@ pub struct Shape {
     pub lengths: BTreeMap<(Kind, Family), BTreeSet<u8>>,
     /// Feeds by id, with the kind of their entries.
     pub feeds: BTreeMap<u32, Kind>,
+    /// The feed maps declared sized ([`sized_maps`]); every other feed map is unsized.
+    pub sized: BTreeSet<(Kind, Family, u8)>,
+}
+
+/// A feed's map made holding at least this many prefixes is declared sized, the kernel's
+/// fixed hash: its 16 MiB of buckets (for `lists` elements) then cost less than the
+/// resizable hash's larger elements, and a commit's loop check walks it faster (BENCHMARKS.md,
+/// "A feed's maps, unsized"). Below, unsized: a feed spread over many lengths would
+/// otherwise take 16 MiB for each.
+pub const SIZED_FROM: u64 = 262_144;
+
+/// Which feed maps of `lengths` are declared sized: a map keeps what it was made as for its
+/// life (`prev`, the shape applied last, says which are made), and one made now is sized if
+/// its length holds [`SIZED_FROM`] prefixes or more by `count` (the writes it is made for are
+/// in the bookkeeping already).
+pub fn sized_maps(
+    prev: Option<&Shape>,
+    lengths: &BTreeMap<(Kind, Family), BTreeSet<u8>>,
+    count: &HashMap<(Kind, Family, u8), u64>,
+) -> BTreeSet<(Kind, Family, u8)> {
+    let made = |k: Kind, f: Family, len: u8| {
+        prev.is_some_and(|p| p.lengths.get(&(k, f)).is_some_and(|l| l.contains(&len)))
+    };
+    let mut sized = BTreeSet::new();
+    for ((kind, f), lens) in lengths.iter().filter(|((k, _), _)| !k.counts()) {
+        for &len in lens {
+            let key = (*kind, *f, len);
+            let yes = if made(*kind, *f, len) {
+                prev.is_some_and(|p| p.sized.contains(&key))
+            } else {
+                count.get(&key).copied().unwrap_or(0) >= SIZED_FROM
+            };
+            if yes {
+                sized.insert(key);
+            }
+        }
+    }
+    sized
 }
 
 /// The chains verdict maps send packets to.
@@ -306,13 +344,16 @@ fn declare_sets(s: &mut String, next: &Shape) {
                     f.addr_type()
                 )
             };
-            // A feed's map has no `size`: without timeouts a sized set is the kernel's
-            // fixed hash, whose bucket array is allocated whole for `size` elements (16 MiB
-            // at the default 1,114,112) however few it holds, and a feed uses a map per
-            // prefix length (FireHOL level 1 and Spamhaus DROP took 330 MiB). Unsized, it
-            // is a resizable hash grown with its elements; `Lists::fits` bounds it.
+            // A feed's map has no `size` unless [`sized_maps`] chose it: without timeouts a
+            // sized set is the kernel's fixed hash, whose bucket array is allocated whole
+            // for `size` elements (16 MiB at the default 1,114,112) however few it holds,
+            // and a feed uses a map per prefix length (FireHOL level 1 and Spamhaus DROP
+            // took 330 MiB). Unsized, it is a resizable hash grown with its elements;
+            // `Lists::fits` bounds it.
             let extra = if kind.counts() {
                 format!(" flags timeout; counter; size {};", next.lists)
+            } else if next.sized.contains(&(*kind, *f, *len)) {
+                format!(" size {};", next.lists)
             } else {
                 String::new()
             };
@@ -464,6 +505,65 @@ pub use super::nft::{apply, query};
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_feed_map_is_sized_only_if_made_holding_many_and_stays_as_made() {
+        let (big, small) = (
+            (Kind::FeedDeny, Family::V4, 32),
+            (Kind::FeedDeny, Family::V4, 24),
+        );
+        let own = (Kind::OwnDeny, Family::V4, 32);
+        let lengths: BTreeMap<(Kind, Family), BTreeSet<u8>> = [
+            ((Kind::FeedDeny, Family::V4), BTreeSet::from([32, 24])),
+            ((Kind::OwnDeny, Family::V4), BTreeSet::from([32])),
+        ]
+        .into();
+        let mut count = HashMap::from([
+            (big, SIZED_FROM),
+            (small, SIZED_FROM - 1),
+            (own, SIZED_FROM),
+        ]);
+        let made = sized_maps(None, &lengths, &count);
+        // Own entries' sets have timeouts (the resizable hash whatever their size): not here.
+        assert_eq!(made, BTreeSet::from([big]));
+        // Made: each stays as it was made, whatever it holds now.
+        let mut prev = shape_for_test();
+        prev.lengths = lengths.clone();
+        prev.sized = made;
+        count.insert(big, 1);
+        count.insert(small, 10 * SIZED_FROM);
+        assert_eq!(
+            sized_maps(Some(&prev), &lengths, &count),
+            BTreeSet::from([big])
+        );
+        // A length out of use and back is made again: by what it holds then.
+        prev.lengths.clear();
+        assert_eq!(
+            sized_maps(Some(&prev), &lengths, &count),
+            BTreeSet::from([small])
+        );
+    }
+
+    fn shape_for_test() -> Shape {
+        Shape {
+            table: "t".into(),
+            devices: Vec::new(),
+            ports: Vec::new(),
+            observe: false,
+            hold: None,
+            dedup: Duration::from_secs(30),
+            events_per_s: 0,
+            explain: None,
+            limit_per_minute: 60,
+            limit_burst: 1,
+            log_group: 1,
+            verdicts: 1,
+            lists: 1,
+            lengths: BTreeMap::new(),
+            feeds: BTreeMap::new(),
+            sized: BTreeSet::new(),
+        }
+    }
 
     #[test]
     fn feed_chains_are_told_from_the_others() {
