@@ -65,7 +65,7 @@ use super::{
 };
 
 /// Everything the script depends on.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Shape {
     pub table: String,
     /// Interfaces whose ingress is screened (none: the table holds no hook yet).
@@ -527,7 +527,7 @@ mod tests {
         // Own entries' sets have timeouts (the resizable hash whatever their size): not here.
         assert_eq!(made, BTreeSet::from([big]));
         // Made: each stays as it was made, whatever it holds now.
-        let mut prev = shape_for_test();
+        let mut prev = Shape::default();
         prev.lengths = lengths.clone();
         prev.sized = made;
         count.insert(big, 1);
@@ -542,27 +542,6 @@ mod tests {
             sized_maps(Some(&prev), &lengths, &count),
             BTreeSet::from([small])
         );
-    }
-
-    fn shape_for_test() -> Shape {
-        Shape {
-            table: "t".into(),
-            devices: Vec::new(),
-            ports: Vec::new(),
-            observe: false,
-            hold: None,
-            dedup: Duration::from_secs(30),
-            events_per_s: 0,
-            explain: None,
-            limit_per_minute: 60,
-            limit_burst: 1,
-            log_group: 1,
-            verdicts: 1,
-            lists: 1,
-            lengths: BTreeMap::new(),
-            feeds: BTreeMap::new(),
-            sized: BTreeSet::new(),
-        }
     }
 
     #[test]

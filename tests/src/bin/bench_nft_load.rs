@@ -60,6 +60,13 @@ fn verdict_sources(n: usize) -> Vec<Ipv6Addr> {
         .collect()
 }
 
+/// A feed's element: `key` to the feed's chain.
+fn to_feed(key: Vec<u8>) -> Elem {
+    let mut e = Elem::key(key);
+    e.goto = Some("feed_1".into());
+    e
+}
+
 /// The table every way writes into (the feed's maps unsized, as the backend declares them).
 fn table(ns: &NetNs, interval: bool) {
     let mut s = format!(
@@ -161,13 +168,7 @@ impl Writer {
                     let elems = prefixes
                         .iter()
                         .filter(|p| p.1 == len)
-                        .map(|(a, _)| Elem {
-                            key: a.to_be_bytes().to_vec(),
-                            goto: Some("feed_1".into()),
-                            timeout_ms: None,
-                            userdata: Vec::new(),
-                            stateful: Vec::new(),
-                        })
+                        .map(|(a, _)| to_feed(a.to_be_bytes().to_vec()))
                         .collect();
                     by_len.push(Op::Add(format!("feed6_{len}"), elems));
                 }
@@ -366,13 +367,7 @@ fn spread(decl: &str, tag: &str) -> (Duration, i64, NetNs) {
                 .collect();
             let elems = keys
                 .into_iter()
-                .map(|a| Elem {
-                    key: a.to_be_bytes().to_vec(),
-                    goto: Some("feed_1".into()),
-                    timeout_ms: None,
-                    userdata: Vec::new(),
-                    stateful: Vec::new(),
-                })
+                .map(|a| to_feed(a.to_be_bytes().to_vec()))
                 .collect();
             Op::Add(format!("feed4_{len}"), elems)
         })
