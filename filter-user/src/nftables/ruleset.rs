@@ -527,9 +527,11 @@ mod tests {
         // Own entries' sets have timeouts (the resizable hash whatever their size): not here.
         assert_eq!(made, BTreeSet::from([big]));
         // Made: each stays as it was made, whatever it holds now.
-        let mut prev = Shape::default();
-        prev.lengths = lengths.clone();
-        prev.sized = made;
+        let mut prev = Shape {
+            lengths: lengths.clone(),
+            sized: made,
+            ..Shape::default()
+        };
         count.insert(big, 1);
         count.insert(small, 10 * SIZED_FROM);
         assert_eq!(
