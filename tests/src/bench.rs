@@ -137,6 +137,26 @@ fn ticks_per_sec() -> u64 {
     (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as u64
 }
 
+/// The prefix lengths of a feed spread as real ones are (FireHOL level 1 and Spamhaus DROP
+/// use 19): IPv4 /13 to /32.
+pub const SPREAD_LENGTHS: std::ops::RangeInclusive<u8> = 13..=32;
+
+/// A feed of real feeds' shape for the nftables benches: up to 300 IPv4 prefixes of each
+/// length in [`SPREAD_LENGTHS`] (about 6,000 in all, those two feeds' size), spread over the
+/// address space, host bits clear, as (network, length), no prefix twice.
+pub fn spread_feed_v4() -> std::collections::BTreeSet<(u32, u8)> {
+    SPREAD_LENGTHS
+        .flat_map(|len| {
+            (0..300u32).map(move |i| {
+                (
+                    i.wrapping_mul(0x9e37_79b9) & (u32::MAX << (32 - u32::from(len))),
+                    len,
+                )
+            })
+        })
+        .collect()
+}
+
 /// The children of `pid` still alive.
 pub fn children(pid: u32) -> usize {
     std::fs::read_dir("/proc")

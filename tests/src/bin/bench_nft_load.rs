@@ -22,7 +22,11 @@ use std::{
 };
 
 use mxscreen::nftables::netlink::{Elem, Netlink, Op};
-use mxscreen_tests::{bench::record, netns::NetNs, receivers::run_in};
+use mxscreen_tests::{
+    bench::{SPREAD_LENGTHS, record, spread_feed_v4},
+    netns::NetNs,
+    receivers::run_in,
+};
 
 const TABLE: &str = "mxbench";
 
@@ -336,14 +340,7 @@ fn interval(prefixes: &[(u128, u8)]) -> (Duration, i64, NetNs) {
     (took, settled_kib() as i64 - m0 as i64, ns)
 }
 
-/// Lengths of a feed spread as real ones are (FireHOL level 1 and Spamhaus DROP use 19):
-/// IPv4 /13 to /32.
-const SPREAD_LENGTHS: std::ops::RangeInclusive<u8> = 13..=32;
-/// Prefixes per length: 6,000 in all, about those two feeds' size.
-const SPREAD_EACH: u32 = 300;
-
-/// A feed of [`SPREAD_EACH`] prefixes per length in [`SPREAD_LENGTHS`], one map per length
-/// declared `decl` (`""`, or the lists' size as the backend declared them before), loaded
+/// The feed of [`spread_feed_v4`], one map per length declared `decl` (`""`, or the lists' size as the backend declared them before), loaded
 /// over netlink: its load time and kernel memory.
 fn spread(decl: &str, tag: &str) -> (Duration, i64, NetNs) {
     let ns = NetNs::new(tag);
@@ -359,15 +356,13 @@ fn spread(decl: &str, tag: &str) -> (Duration, i64, NetNs) {
     let m0 = settled_kib();
     run_in(&ns, "nft", &["-f", "-"], &s);
     let mut nl = ns.enter(|| Netlink::open(TABLE)).unwrap();
+    let feed = spread_feed_v4();
     let ops: Vec<Op> = SPREAD_LENGTHS
         .map(|len| {
-            // Spread over the address space, host bits clear (a set: no key twice).
-            let keys: std::collections::BTreeSet<u32> = (0..SPREAD_EACH)
-                .map(|i| i.wrapping_mul(0x9e37_79b9) & (u32::MAX << (32 - u32::from(len))))
-                .collect();
-            let elems = keys
-                .into_iter()
-                .map(|a| to_feed(a.to_be_bytes().to_vec()))
+            let elems = feed
+                .iter()
+                .filter(|p| p.1 == len)
+                .map(|(a, _)| to_feed(a.to_be_bytes().to_vec()))
                 .collect();
             Op::Add(format!("feed4_{len}"), elems)
         })
@@ -423,7 +418,7 @@ fn main() {
         "\nThe same feed as one interval set (an rbtree, `flags interval`), loaded by `nft -f`: {ilen:.2?}, {:.0} MiB of kernel memory.",
         imem as f64 / 1024.0
     );
-    let n = SPREAD_EACH as usize * SPREAD_LENGTHS.count();
+    let n = spread_feed_v4().len();
     let _ = writeln!(
         t,
         "\nA feed spread over {} prefix lengths (IPv4 /{}–/{}, {n} prefixes: real feeds' shape), a map per length, loaded over netlink:\n\n| the feed's maps | load | kernel memory |\n|---|---:|---:|",

@@ -19,7 +19,10 @@ use mxscreen::{
     datapath::{ListKind, MapSizes, PrefixSet},
     nftables::{Nftables, Options, events::NfLog},
 };
-use mxscreen_tests::netns::{SERVER_IFACE, Wire};
+use mxscreen_tests::{
+    bench::spread_feed_v4,
+    netns::{SERVER_IFACE, Wire},
+};
 
 const ROUNDS: usize = 5;
 
@@ -98,20 +101,14 @@ fn main() {
         "and a feed of /32s",
     ] {
         if state.contains("spread") {
-            // IPv4 /13 to /32, 300 each, spread over the address space (FireHOL level 1
-            // and Spamhaus DROP use 19 lengths).
-            let v4: std::collections::BTreeSet<u64> = (13..=32u32)
-                .flat_map(|len| {
-                    (0..300u32).map(move |i| {
-                        let net = i.wrapping_mul(0x9e37_79b9) & (u32::MAX << (32 - len));
-                        (u64::from(net) << 8) | u64::from(len)
-                    })
-                })
+            let v4 = spread_feed_v4()
+                .into_iter()
+                .map(|(net, len)| PrefixSet::pack_v4(net, len))
                 .collect();
             nft.feed_load(
                 "spread",
                 Table::Deny,
-                PrefixSet::from_unsorted(v4.into_iter().collect(), Vec::new()),
+                PrefixSet::from_unsorted(v4, Vec::new()),
             )
             .unwrap();
         }
