@@ -119,6 +119,18 @@ pub fn nft_up_promising(ns: &NetNs, iface: &str, sources: &[IpAddr], p: Promises
     run_in(ns, "nft", &["-f", "-"], &script);
 }
 
+/// A hand-written nftables rule that remembers the source of every TCP SYN to port 25 in a
+/// dynamic set of `size` sources with a timeout (as any filter keeping per-source state
+/// must, to forget them) and passes the SYN: the least a filter learning new peers does for
+/// each SYN of a spoofed flood, the counterpart of the bare LRU-insert XDP program. A set
+/// full takes no more; the SYN passes all the same.
+pub fn nft_remember_up(ns: &NetNs, iface: &str, size: u32) {
+    let script = format!(
+        "table netdev mxbench {{\n  set seen {{ type ipv6_addr; size {size}; flags dynamic,timeout; timeout 1h; }}\n  chain ingress {{ type filter hook ingress device \"{iface}\" priority -500; policy accept;\n    meta l4proto tcp tcp dport 25 tcp flags & (syn | ack) == syn add @seen {{ ip6 saddr }} accept\n  }}\n}}\n"
+    );
+    run_in(ns, "nft", &["-f", "-"], &script);
+}
+
 pub fn nft_down(ns: &NetNs) {
     run_in(ns, "nft", &["delete", "table", "netdev", "mxbench"], "");
 }
@@ -396,6 +408,43 @@ impl MxNft {
     /// A named outcome counter.
     pub fn counter(&self, c: filter_common::Counter) -> u64 {
         self.nft.counters().unwrap()[c as usize]
+    }
+
+    /// Forgets every source the rules learnt (the dynamic sets of reported, held, tried,
+    /// returning and known sources, the explained ones and the token buckets' meters), so
+    /// that a flood of new sources meets the table as it was before the first: the sets are
+    /// those `nft list sets` names (declarations only, no elements), the per-source ones by
+    /// their stems (`sets.rs`).
+    pub fn forget_sources(&self, ns: &NetNs) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "nft", "list", "sets", "netdev"])
+            .output()
+            .expect("nft list sets");
+        let listing = String::from_utf8_lossy(&out.stdout);
+        let stems = [
+            "seen",
+            "known",
+            "holding",
+            "recent",
+            "tried",
+            "returning",
+            "explained",
+            "meter",
+        ];
+        let mut script = String::new();
+        for name in listing
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("set "))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|n| stems.iter().any(|s| n.starts_with(s)))
+        {
+            script.push_str(&format!(
+                "flush set netdev {} {name}\n",
+                mxscreen::nftables::TABLE
+            ));
+        }
+        assert!(!script.is_empty(), "no per-source set in: {listing}");
+        run_in(ns, "nft", &["-f", "-"], &script);
     }
 
     /// Discards the new-peer reports waiting.

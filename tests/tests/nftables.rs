@@ -614,6 +614,47 @@ fn decisions_follow_list_changes() {
     assert!(b.count(Counter::DroppedDeny) >= 2);
 }
 
+/// A source with two exact elements: a temporary /128 allow entry decides it while it lasts
+/// (its decision element expires with it); once the kernel expires the entry, before the
+/// daemon next looks at its lists, the source's drop verdict decides. Its SYNs reach the
+/// verdict through the whole walk, where the exact set sends them: every other source's
+/// walk skips the exact sets and the verdict map. A source whose one exact element decides
+/// it is not in that set.
+#[test]
+fn an_exact_element_outliving_the_deciding_one_decides_next() {
+    let mut b = Bed::new("nx");
+    let c = CLIENT_V6[0];
+    let ip: IpAddr = c.parse().unwrap();
+    let exact = |b: &Bed| {
+        b.wire
+            .server
+            .nft(&["list", "set", "netdev", mxscreen::nftables::TABLE, "exact6"])
+    };
+    b.nft
+        .verdict_set(ip, PeerVerdict::new(Action::Drop, Reason::Reputation, 0))
+        .unwrap();
+    b.wire.assert_refused(c, smtp6());
+    assert!(!exact(&b).contains(c), "one exact element: {}", exact(&b));
+    let soon = clock::expiry_after(Duration::from_secs(2));
+    b.nft
+        .list_insert(
+            ListKind::Allow,
+            net(c),
+            ListEntry::new(Reason::Manual, soon),
+        )
+        .unwrap();
+    assert!(exact(&b).contains(c), "two exact elements: {}", exact(&b));
+    b.wire.assert_connects(c, smtp6());
+    let dropped = b.count(Counter::DroppedVerdict);
+    std::thread::sleep(Duration::from_millis(2300));
+    b.wire.assert_refused(c, smtp6());
+    assert!(b.count(Counter::DroppedVerdict) > dropped);
+    // The daemon's own removal of the entry: the verdict decides alone again.
+    b.nft.list_remove(ListKind::Allow, net(c)).unwrap();
+    assert!(!exact(&b).contains(c), "{}", exact(&b));
+    b.wire.assert_refused(c, smtp6());
+}
+
 #[test]
 fn explained_refusals_let_one_syn_through_per_window() {
     let mut b = Bed::new("ne");

@@ -28,7 +28,7 @@ use super::{
     lists::{timeout_ms, verdict_chain},
     netlink::{Elem, Op, Stateful},
     ruleset::{self, OVER_RATE, TO_ALLOW, TO_DENY, V_LIMIT, feed_chain},
-    sets::{Family, Kind, addr_key, decide_set, known_set, verdict_set},
+    sets::{Family, Kind, addr_key, decide_set, exact_set, known_set, verdict_set},
     verdicts::{action_of, verdict_elem},
 };
 use crate::datapath::{Prefix, PrefixSet, clock};
@@ -121,10 +121,15 @@ impl Nftables {
         rewrite: Rewrite,
     ) -> Vec<Op> {
         let lengths = self.lists.lengths();
+        let mut walks = Vec::new();
         let plan: Vec<(IpAddr, Option<Decision>)> = ips
             .into_iter()
             .filter_map(|ip| {
                 let want = self.resolve(ip, &lengths);
+                let walk = self.walk_expiry(ip, want.as_ref());
+                if self.walked.get(&ip) != walk.as_ref() {
+                    walks.push((ip, walk));
+                }
                 let changed = self.decided.get(&ip) != want.as_ref();
                 (changed || rewrite != Rewrite::Changed).then_some((ip, want))
             })
@@ -174,9 +179,53 @@ impl Nftables {
                 new.entry(set).or_default().push(verdict_elem(ip, v, true));
             }
         }
+        for (ip, walk) in walks {
+            let set = exact_set(Family::of(ip));
+            if self.walked.remove(&ip).is_some() {
+                gone.entry(set.clone())
+                    .or_default()
+                    .push(Elem::key(addr_key(ip)));
+            }
+            if let Some(expires_ns) = walk {
+                let mut e = Elem::key(addr_key(ip));
+                e.timeout_ms = timeout_ms(expires_ns);
+                new.entry(set).or_default().push(e);
+                self.walked.insert(ip, expires_ns);
+            }
+        }
         let mut ops: Vec<Op> = gone.into_iter().map(|(s, e)| Op::Destroy(s, e)).collect();
         ops.extend(new.into_iter().map(|(s, e)| Op::Add(s, e)));
         ops
+    }
+
+    /// Whether `ip`'s SYNs must take the whole walk, given its decision element `want`, and
+    /// until when (0: never): `Some` if it has an exact element (its verdict, a /32 or /128
+    /// entry of a list or a feed) that `want` may not decide — it has none (a shorter prefix
+    /// outranks it, and that prefix may expire in the kernel first), a limit verdict's (under
+    /// the rate the element does not match), or one of several (the deciding one may expire
+    /// first) — until the last of them expires. See [`exact_set`].
+    fn walk_expiry(&self, ip: IpAddr, want: Option<&Decision>) -> Option<u64> {
+        let host = Prefix::new(IpNet::from(ip));
+        let verdict = self.verdicts.get(&ip).map(|v| v.expires_ns);
+        let own = [Kind::OwnAllow, Kind::OwnDeny]
+            .into_iter()
+            .filter_map(|k| self.lists.own.get(&(k, host)).map(|o| o.expires_ns));
+        let feeds = self
+            .lists
+            .feeds
+            .iter()
+            .filter(|f| f.set.contains(host))
+            .map(|_| 0);
+        let expiries: Vec<u64> = verdict.into_iter().chain(own).chain(feeds).collect();
+        let decides_alone = expiries.len() == 1 && want.is_some_and(|(chain, _)| chain != V_LIMIT);
+        if expiries.is_empty() || decides_alone {
+            return None;
+        }
+        Some(if expiries.contains(&0) {
+            0
+        } else {
+            expiries.into_iter().max().unwrap_or(0)
+        })
     }
 
     /// Whose hits `ip`'s decision element counts, if it has one and that entry or verdict

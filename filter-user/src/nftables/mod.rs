@@ -116,6 +116,9 @@ pub struct Nftables {
     verdict_count: [usize; 2],
     /// What each decision map element holds (see [`decide`]).
     decided: HashMap<IpAddr, decide::Decision>,
+    /// The sources in the exact set (see [`sets::exact_set`]), with the expiry of their
+    /// element there (0: never).
+    walked: HashMap<IpAddr, u64>,
     /// The verdicts whose element has no hit counter, because their decision element
     /// counted for them when they were written; `decide` gives one back a counter when the
     /// source loses that element.
@@ -198,6 +201,7 @@ impl Nftables {
             verdicts: HashMap::new(),
             verdict_count: [0; 2],
             decided: HashMap::new(),
+            walked: HashMap::new(),
             uncounted: HashSet::new(),
             carried: HashMap::new(),
             // SAFETY: plain integers (an `aya::Pod`): all zero is what an eBPF datapath's

@@ -30,6 +30,7 @@ impl Nftables {
         self.later.clear();
         self.verdict_count = [0; 2];
         self.decided.clear();
+        self.walked.clear();
         self.uncounted.clear();
         self.carried.clear();
         std::mem::take(&mut self.verdicts)

@@ -14,14 +14,16 @@
 //!           not subject: count passed_not_subject
 //! subject4/6:
 //!   1. @known4/6 (one lookup): unknown and already reported ─► count unknown, accept
-//!   2. the walk, for sources a prefix decides (a lookup per length in use, longest first;
-//!      the first hit decides):
+//!   2. @exact4/6 (one lookup): a source with an exact element (a /32 or /128 entry, a
+//!      verdict) its decision element may not decide ─► walk4/6, the whole walk below
+//!   3. the walk, for sources a prefix decides (a lookup per length in use, longest first;
+//!      the first hit decides); without the exact sets and @verdict4/6 but in walk4/6:
 //!           allow sets ─► to_allow   allow feeds ─► feed_N ─► to_allow
 //!           deny sets ─► to_deny     drop feeds ─► feed_N ─► feed_drop
 //!           limit feeds ─► feed_N ─► bucket (per-source token bucket) ─► over_rate
 //!           @verdict4/6 ─► v_pass | v_limit ─► bucket | v_drop | v_explain
 //!           network verdict sets ─► v_drop …
-//!   3. unknown_peer: held (or, without hold, over the budget before: @tried) ─►
+//!   4. unknown_peer: held (or, without hold, over the budget before: @tried) ─►
 //!      report_again; seen within the dedup window ─► back into @known, unknown, accept;
 //!      reported before (@returning) ─► report_back; with hold, held over both budgets
 //!      and its hold over (@tried) ─► hold_over; over the first SYNs' budget ─►
@@ -58,8 +60,8 @@ use filter_common::Counter;
 use super::{
     netlink::Tally,
     sets::{
-        ALIVE, Family, Kind, decide_set, explained, known_set, meter, source_sets_timed,
-        verdict_set,
+        ALIVE, Family, Kind, decide_set, exact_set, explained, known_set, meter, source_sets_timed,
+        verdict_set, walk_chain,
     },
     unknown,
 };
@@ -191,6 +193,8 @@ const CHAINS: &[&str] = &[
     "stale",
     "subject4",
     "subject6",
+    walk_chain(Family::V4),
+    walk_chain(Family::V6),
     TO_ALLOW,
     TO_DENY,
     "feed_drop",
@@ -328,6 +332,14 @@ fn declare_sets(s: &mut String, next: &Shape) {
             f.addr_type(),
             next.verdicts.saturating_add(next.lists.saturating_mul(5))
         );
+        // At most every source the decision map could hold.
+        let _ = writeln!(
+            s,
+            "add set netdev {t} {} {{ type {}; flags timeout; size {}; }}",
+            exact_set(f),
+            f.addr_type(),
+            next.verdicts.saturating_add(next.lists.saturating_mul(5))
+        );
     }
     for ((kind, f), lens) in &next.lengths {
         for len in lens {
@@ -432,27 +444,15 @@ fn write_rules(s: &mut String, n: &Shape) {
                 known_set(n, f)
             ),
         );
-        for kind in Kind::ALL {
-            if kind == Kind::Network {
-                rule(
-                    &chain,
-                    &format!("{} saddr vmap @{}", f.proto(), verdict_set(f)),
-                );
-            }
-            let Some(lens) = n.lengths.get(&(kind, f)) else {
-                continue;
-            };
-            for len in lens.iter().rev() {
-                let set = kind.set(f, *len);
-                let body = match kind {
-                    Kind::OwnAllow => format!("{} @{set} goto {TO_ALLOW}", f.source(*len)),
-                    Kind::OwnDeny => format!("{} @{set} goto {TO_DENY}", f.source(*len)),
-                    _ => format!("{} vmap @{set}", f.source(*len)),
-                };
-                rule(&chain, &body);
-            }
-        }
-        rule(&chain, "goto unknown_peer");
+        // A source with an exact element its decision element may not decide takes the
+        // whole walk; the others skip the exact sets and the verdict map, which cannot
+        // hold them (sets.rs, `exact_set`).
+        rule(
+            &chain,
+            &format!("{p} saddr @{} goto {}", exact_set(f), walk_chain(f)),
+        );
+        walk(&mut rule, &chain, f, n, false);
+        walk(&mut rule, walk_chain(f), f, n, true);
     }
     rule(TO_ALLOW, "counter name \"passed_allow\" accept");
     for (id, kind) in &n.feeds {
@@ -498,6 +498,35 @@ fn write_rules(s: &mut String, n: &Shape) {
     }
     rule(V_EXPLAIN, &format!("goto {V_DROP}"));
     unknown::rules(&mut rule, n);
+}
+
+/// The walk of family `f`'s prefix sets in `chain`, in the datapath's precedence (the first
+/// hit decides), and on to the unknown sources' rules: with the exact sets (full-length
+/// prefixes of the lists and feeds) and the verdict map if `exact`, else without them.
+fn walk(rule: &mut impl FnMut(&str, &str), chain: &str, f: Family, n: &Shape, exact: bool) {
+    for kind in Kind::ALL {
+        if kind == Kind::Network && exact {
+            rule(
+                chain,
+                &format!("{} saddr vmap @{}", f.proto(), verdict_set(f)),
+            );
+        }
+        let Some(lens) = n.lengths.get(&(kind, f)) else {
+            continue;
+        };
+        // Network verdicts never decide in the decision map: all of their lengths, always.
+        let skip = |len: u8| !exact && kind != Kind::Network && len == f.bits();
+        for len in lens.iter().rev().filter(|l| !skip(**l)) {
+            let set = kind.set(f, *len);
+            let body = match kind {
+                Kind::OwnAllow => format!("{} @{set} goto {TO_ALLOW}", f.source(*len)),
+                Kind::OwnDeny => format!("{} @{set} goto {TO_DENY}", f.source(*len)),
+                _ => format!("{} vmap @{set}", f.source(*len)),
+            };
+            rule(chain, &body);
+        }
+    }
+    rule(chain, "goto unknown_peer");
 }
 
 pub use super::nft::{apply, query};

@@ -184,6 +184,25 @@ pub fn decide_set(family: Family) -> String {
     format!("decide{}", family.digit())
 }
 
+/// The set of one family's sources that have an exact element (a /32 or /128 entry, or a
+/// verdict) which their decision element may not decide: none (a shorter prefix of a table
+/// looked up before outranks it, and may expire first), a limit verdict's (under its rate the
+/// element does not match), or one of several (the deciding one may expire first). Only
+/// their SYNs take the whole walk (`walk4/6`); every other source's walk skips the exact
+/// sets and the verdict map, which cannot hold it: for a new source's first SYN, one small
+/// lookup instead of one per exact set (`decide.rs`).
+pub fn exact_set(family: Family) -> String {
+    format!("exact{}", family.digit())
+}
+
+/// The chain of the whole walk, for the sources of [`exact_set`].
+pub const fn walk_chain(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "walk4",
+        Family::V6 => "walk6",
+    }
+}
+
 /// The dynamic sets' names carry their timeout, so a new window is a new set (an existing
 /// set's timeout cannot change) and the old one goes with the rules that used it.
 pub fn seen(f: Family, s: &Shape) -> String {

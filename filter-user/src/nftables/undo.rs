@@ -4,10 +4,10 @@
 //! source resolves to depends on everything else listed). A transaction the kernel refuses
 //! — a set at its size (ENFILE), no memory — changes nothing in the kernel, so what the
 //! write changed in the bookkeeping goes back: the entry, the elements per set, and the
-//! decision elements, hit counters carried and uncounted verdicts of the sources it covers.
-//! So `list`, `check` and a later rewrite of the table never show or write an entry the
-//! caller was told was not added, and the caller's error means "nothing changed", as it
-//! does on the eBPF datapath.
+//! decision elements, exact-set elements, hit counters carried and uncounted verdicts of the
+//! sources it covers. So `list`, `check` and a later rewrite of the table never show or
+//! write an entry the caller was told was not added, and the caller's error means "nothing
+//! changed", as it does on the eBPF datapath.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -31,8 +31,9 @@ pub(super) struct Undo {
     count: HashMap<(Kind, Family, u8), u64>,
     /// A feed registered by this write (its name), to forget again.
     new_feed: Option<String>,
-    /// Each covered source's decision element and whether its verdict's element counts.
-    sources: Vec<(IpAddr, Option<Decision>, bool)>,
+    /// Each covered source's decision element, whether its verdict's element counts, and
+    /// its element in the exact set (its expiry).
+    sources: Vec<(IpAddr, Option<Decision>, bool, Option<u64>)>,
     /// What the covered sources' destroyed decision elements had counted.
     carried: Vec<((IpAddr, Counted), u64)>,
 }
@@ -53,6 +54,7 @@ impl Nftables {
                         *ip,
                         self.decided.get(ip).cloned(),
                         self.uncounted.contains(ip),
+                        self.walked.get(ip).copied(),
                     )
                 })
                 .collect(),
@@ -101,10 +103,14 @@ impl Nftables {
         let ips: HashSet<IpAddr> = sources.iter().map(|(ip, ..)| *ip).collect();
         self.carried.retain(|(ip, _), _| !ips.contains(ip));
         self.carried.extend(carried);
-        for (ip, decided, uncounted) in sources {
+        for (ip, decided, uncounted, walked) in sources {
             match decided {
                 Some(d) => self.decided.insert(ip, d),
                 None => self.decided.remove(&ip),
+            };
+            match walked {
+                Some(w) => self.walked.insert(ip, w),
+                None => self.walked.remove(&ip),
             };
             if uncounted {
                 self.uncounted.insert(ip);

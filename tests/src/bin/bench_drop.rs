@@ -29,11 +29,15 @@
 //! fewer SYNs, and records nothing: the loop for working on the backend
 //! (`cargo run --release -p mxscreen-tests --bin bench_drop -- --nft`).
 //!
+//! Then the same class through nftables: the hand-written rule remembering every new source
+//! in a dynamic set, and mxscreen's nftables backend with the daemon's defaults for new
+//! peers, by the sending CPU's time.
+//!
 //! Prints the tables; without `--quick` also appends them to BENCHMARKS.md. `--random` runs
 //! only the random-source class (nothing recorded), with a breakdown of where its time goes:
 //! the same flood through mxscreen with no list entries, and with no event budget left
 //! (`cargo run --release -p mxscreen-tests --bin bench_drop -- --quick --random`: xtask passes
-//! only `--quick`).
+//! only `--quick`); `--random --nft`, only its nftables rows.
 
 use std::{
     net::{IpAddr, Ipv6Addr, SocketAddr, TcpListener},
@@ -48,8 +52,8 @@ use mxscreen_tests::{
     netns::{SERVER_IFACE, SERVER_V6, Wire},
     packets::Frame,
     receivers::{
-        Class, Mx, MxNft, Promises, ipset_down, ipset_up, nft_down, nft_interval_up, nft_up,
-        nft_up_promising,
+        Class, Mx, MxNft, Promises, ipset_down, ipset_up, nft_down, nft_interval_up,
+        nft_remember_up, nft_up, nft_up_promising,
     },
     reference::{Program, Reference, TcProgram},
 };
@@ -411,7 +415,10 @@ fn main() {
     };
     eprintln!("set up in {:.1?}", t.elapsed());
     if random_only {
-        println!("{}", random_breakdown(&mut b));
+        if !nft_only {
+            println!("{}", random_breakdown(&mut b));
+        }
+        println!("{}", random_nft(&mut b));
         return;
     }
 
@@ -500,7 +507,7 @@ fn main() {
         return;
     }
     let last = *floors.last().expect("a round");
-    let random = random_sources(&mut b);
+    let random = random_sources(&mut b) + &random_nft(&mut b);
     let mixed = mixed_runs(&mut b, last);
     let mut table = tables(&b.p, &floors, &rows, &mixed);
     table.push_str(&random);
@@ -637,6 +644,12 @@ fn promise_rows(b: &mut Bench, row: &mut impl FnMut(String, bool, bool, Cost)) {
 
 /// `n` frames from distinct random sources in 2001:db8::/32 (fixed seed `seed`).
 fn random_frames(n: u64, seed: u64) -> Vec<Vec<u8>> {
+    random_frames_to(n, seed, false)
+}
+
+/// [`random_frames`], addressed to another host's MAC if `to_other_host` (what a receiver
+/// passes, the stack discards at once: measured by CPU time, the receiver alone counts).
+fn random_frames_to(n: u64, seed: u64, to_other_host: bool) -> Vec<Vec<u8>> {
     let mut x = seed | 1;
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
@@ -650,7 +663,11 @@ fn random_frames(n: u64, seed: u64) -> Vec<Vec<u8>> {
         }
         let a = (0x2001_0db8u128 << 96) | (low & ((1u128 << 96) - 1));
         if seen.insert(a) {
-            out.push(Frame::syn(IpAddr::V6(Ipv6Addr::from(a))).build());
+            let mut f = Frame::syn(IpAddr::V6(Ipv6Addr::from(a))).build();
+            if to_other_host {
+                f[..6].copy_from_slice(&OTHER_HOST);
+            }
+            out.push(f);
         }
     }
     out
@@ -716,6 +733,110 @@ fn random_sources(b: &mut Bench) -> String {
         mx.show(false),
         m / l,
     ) + &format!("<!-- medians: mx {m:.0} lru {l:.0} drop-all {d:.0} -->\n")
+}
+
+/// The random-source class through nftables: the tc pass floor, the hand-written rule
+/// remembering every new source (a dynamic set), and mxscreen's nftables backend with the
+/// daemon's defaults for new peers (`first_contact = "hold"`, its event budget), each on a
+/// flood of sources it has never seen, interleaved; ns of the sending CPU per SYN (no BPF
+/// program to time), over the tc pass floor. The SYNs go to another host's MAC: whatever a
+/// receiver passes, the stack discards at once.
+fn random_nft(b: &mut Bench) -> String {
+    let n = b.p.syns / 4;
+    let mut cfg = b.nft.nft.config();
+    let defaults = mxscreen::config::Config::default().kernel();
+    cfg.flags = defaults.flags;
+    cfg.hold_window_ns = defaults.hold_window_ns;
+    cfg.dedup_window_ns = defaults.dedup_window_ns;
+    cfg.events_per_s = defaults.events_per_s;
+    let names = [
+        "tc pass-all (floor)",
+        "nftables netdev ingress, every new source into a dynamic set",
+        "mxscreen nftables backend, random sources",
+    ];
+    let mut s: Vec<Samples> = names.iter().map(|_| Samples::default()).collect();
+    for round in 0..random_rounds(&b.p) {
+        let seed = 0x5eed_2000 + round as u64 * 3;
+        let f = random_frames_to(n, seed, true);
+        let link = b
+            .wire
+            .server
+            .enter(|| b.reference.attach_tc(TcProgram::PassAll, SERVER_IFACE));
+        s[0].push(b.flood.send(&f, n, b.cpu).ns_per_frame());
+        b.reference.detach_tc(TcProgram::PassAll, link);
+        let f = random_frames_to(n, seed + 1, true);
+        nft_remember_up(&b.wire.server, SERVER_IFACE, MapSizes::default().peers);
+        s[1].push(b.flood.send(&f, n, b.cpu).ns_per_frame());
+        nft_down(&b.wire.server);
+        let f = random_frames_to(n, seed + 2, true);
+        s[2].push(random_nft_mx(b, &cfg, &f, round == 0));
+    }
+    let floor = s[0].median();
+    let over = |x: &Samples| x.median() - floor;
+    let mut out = format!(
+        "\nRandom-source class through nftables: {n} IPv6 SYNs per run, each from a new random source in 2001:db8::/32, {} interleaved runs; ns of the sending CPU per SYN, median [min … max], and the median over the tc pass floor's. mxscreen's backend with the daemon's defaults for new peers (hold, {} reports/s) and every class's entries loaded.\n\n| receiver | ns per SYN | over the tc pass floor | × the hand-written rule |\n|---|---:|---:|---:|\n",
+        s[0].0.len(),
+        cfg.events_per_s
+    );
+    for (i, (name, x)) in names.iter().zip(&s).enumerate() {
+        let (o, r) = if i == 0 {
+            (String::new(), String::new())
+        } else {
+            (
+                format!("{:+.1}", over(x)),
+                format!("{:.2}", over(x) / over(&s[1])),
+            )
+        };
+        out.push_str(&format!("| {name} | {} | {o} | {r} |\n", x.show(false)));
+    }
+    out
+}
+
+/// One flood of `frames` through mxscreen's nftables backend with `cfg`, its per-source
+/// sets emptied first (every source new to it), the bench's config restored after; ns of
+/// the sending CPU per SYN. `tell`: print what the table decided (stderr).
+fn random_nft_mx(
+    b: &mut Bench,
+    cfg: &filter_common::DatapathConfig,
+    frames: &[Vec<u8>],
+    tell: bool,
+) -> f64 {
+    let before = b.nft.nft.config();
+    b.nft.nft.set_config(cfg).unwrap();
+    b.nft.forget_sources(&b.wire.server);
+    b.nft.attach(SERVER_IFACE);
+    // As in nft_classes: the rewrite's deferred work out of the measurement.
+    std::thread::sleep(Duration::from_secs(2));
+    b.nft.drain();
+    let counted = [
+        Counter::Held,
+        Counter::Unknown,
+        Counter::EventsEmitted,
+        Counter::EventsOverBudget,
+        Counter::EventsLost,
+        Counter::PassedStale,
+    ];
+    let c0: Vec<u64> = counted.iter().map(|c| b.nft.counter(*c)).collect();
+    let ns = b
+        .flood
+        .send(frames, frames.len() as u64, b.cpu)
+        .ns_per_frame();
+    if tell {
+        let moved: Vec<String> = counted
+            .iter()
+            .zip(&c0)
+            .map(|(c, v)| format!("{c:?} {}", b.nft.counter(*c) - v))
+            .collect();
+        eprintln!(
+            "nftables random sources, {} SYNs: {}",
+            frames.len(),
+            moved.join(", ")
+        );
+    }
+    b.nft.drain();
+    b.nft.detach();
+    b.nft.nft.set_config(&before).unwrap();
+    ns
 }
 
 /// `--random`: the random-source class and where its time goes — the same floods through
