@@ -416,11 +416,7 @@ impl MxNft {
     /// those `nft list sets` names (declarations only, no elements), the per-source ones by
     /// their stems (`sets.rs`).
     pub fn forget_sources(&self, ns: &NetNs) {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &ns.name, "nft", "list", "sets", "netdev"])
-            .output()
-            .expect("nft list sets");
-        let listing = String::from_utf8_lossy(&out.stdout);
+        let listing = ns.nft(&["list", "sets", "netdev"]);
         let stems = [
             "seen",
             "known",

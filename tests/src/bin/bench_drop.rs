@@ -117,17 +117,17 @@ struct Frames {
     flood: Vec<Vec<u8>>,
 }
 
+/// A SYN from `source`, to the server's MAC or, if `to_other_host`, to [`OTHER_HOST`].
+fn syn(source: IpAddr, to_other_host: bool) -> Vec<u8> {
+    let mut f = Frame::syn(source).build();
+    if to_other_host {
+        f[..6].copy_from_slice(&OTHER_HOST);
+    }
+    f
+}
+
 fn frames(sources: &[IpAddr], to_other_host: bool) -> Frames {
-    let warm: Vec<Vec<u8>> = sources
-        .iter()
-        .map(|s| {
-            let mut f = Frame::syn(*s).build();
-            if to_other_host {
-                f[..6].copy_from_slice(&OTHER_HOST);
-            }
-            f
-        })
-        .collect();
+    let warm: Vec<Vec<u8>> = sources.iter().map(|s| syn(*s, to_other_host)).collect();
     let mut flood = warm.clone();
     // Fisher-Yates with a fixed xorshift.
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
@@ -236,14 +236,19 @@ impl Bench {
         r
     }
 
-    fn tc_floor(&mut self, prog: TcProgram, frames: &Frames) -> Cost {
+    /// [`Self::with_reference`] for a reference program at tc ingress.
+    fn with_tc<R>(&mut self, prog: TcProgram, f: impl FnOnce(&Self) -> R) -> R {
         let link = self
             .wire
             .server
             .enter(|| self.reference.attach_tc(prog, SERVER_IFACE));
-        let r = self.measure_prog(frames, &self.reference.ebpf);
+        let r = f(self);
         self.reference.detach_tc(prog, link);
         r
+    }
+
+    fn tc_floor(&mut self, prog: TcProgram, frames: &Frames) -> Cost {
+        self.with_tc(prog, |b| b.measure_prog(frames, &b.reference.ebpf))
     }
 
     fn floors(&mut self) -> Floors {
@@ -663,11 +668,7 @@ fn random_frames_to(n: u64, seed: u64, to_other_host: bool) -> Vec<Vec<u8>> {
         }
         let a = (0x2001_0db8u128 << 96) | (low & ((1u128 << 96) - 1));
         if seen.insert(a) {
-            let mut f = Frame::syn(IpAddr::V6(Ipv6Addr::from(a))).build();
-            if to_other_host {
-                f[..6].copy_from_slice(&OTHER_HOST);
-            }
-            out.push(f);
+            out.push(syn(IpAddr::V6(Ipv6Addr::from(a)), to_other_host));
         }
     }
     out
@@ -758,12 +759,9 @@ fn random_nft(b: &mut Bench) -> String {
     for round in 0..random_rounds(&b.p) {
         let seed = 0x5eed_2000 + round as u64 * 3;
         let f = random_frames_to(n, seed, true);
-        let link = b
-            .wire
-            .server
-            .enter(|| b.reference.attach_tc(TcProgram::PassAll, SERVER_IFACE));
-        s[0].push(b.flood.send(&f, n, b.cpu).ns_per_frame());
-        b.reference.detach_tc(TcProgram::PassAll, link);
+        s[0].push(b.with_tc(TcProgram::PassAll, |b| {
+            b.flood.send(&f, n, b.cpu).ns_per_frame()
+        }));
         let f = random_frames_to(n, seed + 1, true);
         nft_remember_up(&b.wire.server, SERVER_IFACE, MapSizes::default().peers);
         s[1].push(b.flood.send(&f, n, b.cpu).ns_per_frame());

@@ -340,8 +340,9 @@ fn interval(prefixes: &[(u128, u8)]) -> (Duration, i64, NetNs) {
     (took, settled_kib() as i64 - m0 as i64, ns)
 }
 
-/// The feed of [`spread_feed_v4`], one map per length declared `decl` (`""`, or the lists' size as the backend declared them before), loaded
-/// over netlink: its load time and kernel memory.
+/// The feed of [`spread_feed_v4`], one map per length declared `decl` (`""`, or the lists'
+/// size as the backend declared them before), loaded over netlink: its load time and kernel
+/// memory.
 fn spread(decl: &str, tag: &str) -> (Duration, i64, NetNs) {
     let ns = NetNs::new(tag);
     let mut s = format!("table netdev {TABLE} {{\n  chain feed_1 {{ drop; }}\n");
