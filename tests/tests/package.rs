@@ -185,6 +185,9 @@ fn unit_is_hardened_to_at_most_3_0() {
         ("Type", "notify"),
         ("ExecStart", "/usr/sbin/mxscreen run"),
         ("ExecReload", "/bin/kill -HUP $MAINPID"),
+        // SIGTERM to the daemon alone: systemd's to the whole unit killed the `nft` that
+        // deletes the nftables table at a stop, now and then.
+        ("KillMode", "mixed"),
         ("Restart", "on-failure"),
         ("RuntimeDirectory", "mxscreen"),
         ("StateDirectory", "mxscreen"),

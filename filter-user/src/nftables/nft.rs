@@ -59,9 +59,11 @@ fn nft(netns: &OwnedFd, args: &[&str], stdin: Option<&str>) -> Result<String> {
     }
     let out = child.wait_with_output().context("waiting for nft")?;
     if !out.status.success() {
+        // The status too: an nft killed by a signal says nothing on stderr.
         bail!(
-            "nft {}: {}",
+            "nft {} ({}): {}",
             args.join(" "),
+            out.status,
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
