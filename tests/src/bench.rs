@@ -1,7 +1,7 @@
 //! What every benchmark shares: medians and spreads over interleaved rounds, and recording a
 //! run in BENCHMARKS.md (date, kernel, commit, command, table).
 
-use std::{fs::OpenOptions, io::Write as _, path::PathBuf, process::Command};
+use std::{fs::OpenOptions, io::Write as _, path::PathBuf, process::Command, time::Duration};
 
 /// Samples of one measurement over rounds.
 #[derive(Clone, Debug, Default)]
@@ -197,4 +197,36 @@ impl ProgramTime {
                 (t + i.run_time().as_nanos() as u64, n + i.run_count())
             })
     }
+}
+
+/// Kernel memory in KiB: slab, per-CPU and vmalloc (where rhashtable buckets go).
+pub fn kernel_kib() -> u64 {
+    let m = std::fs::read_to_string("/proc/meminfo").unwrap();
+    ["Slab:", "Percpu:", "VmallocUsed:"]
+        .iter()
+        .map(|k| {
+            m.lines()
+                .find(|l| l.starts_with(k))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// Kernel memory once it stopped moving: a namespace deleted before (the previous way's) is
+/// freed by the kernel in the background for seconds, and what it frees would be counted
+/// against the next load. Waits until two readings 300 ms apart differ by less than 1 MiB
+/// (at most 20 s).
+pub fn settled_kib() -> u64 {
+    let mut last = kernel_kib();
+    for _ in 0..66 {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = kernel_kib();
+        if now.abs_diff(last) < 1024 {
+            return now;
+        }
+        last = now;
+    }
+    last
 }

@@ -655,6 +655,79 @@ fn an_exact_element_outliving_the_deciding_one_decides_next() {
     b.wire.assert_refused(c, smtp6());
 }
 
+/// A feed's /128 entry is written in the feed's own map only for a source that takes the whole
+/// walk (the exact set): every other one's decision element decides it, and its walk skips
+/// that map, so a host-heavy feed (FireHOL's are) is held once, not twice. The element comes
+/// as its source enters the exact set and goes as it leaves, and the whole walk still finds
+/// it once the kernel expires what decided before.
+#[test]
+fn a_feeds_host_entry_is_in_its_map_only_while_its_source_takes_the_whole_walk() {
+    let mut b = Bed::new("nh");
+    let (c, d) = (CLIENT_V6[0], CLIENT_V6[1]);
+    let host = |a: &str| (a.parse::<Ipv6Addr>().unwrap().to_bits(), 128);
+    let feed = PrefixSet::from_unsorted(Vec::new(), vec![host(c), host(d)]);
+    b.nft.feed_load("drop", Table::Deny, feed.clone()).unwrap();
+    let listed = |b: &Bed, what: &str, set: &str| {
+        b.wire
+            .server
+            .nft(&["list", what, "netdev", mxscreen::nftables::TABLE, set])
+    };
+    let map = |b: &Bed| listed(b, "map", "feed_deny6_128");
+    // Declared (the length is in use), empty: both decide in the decision map.
+    assert!(!map(&b).contains(c) && !map(&b).contains(d), "{}", map(&b));
+    assert!(
+        listed(&b, "map", "decide6").contains(c),
+        "{}",
+        listed(&b, "map", "decide6")
+    );
+    b.wire.assert_refused(c, smtp6());
+    b.wire.assert_refused(d, smtp6());
+    // An allow prefix over `c` for two seconds: `c` is left to the walk, its feed entry
+    // written for it; `d` unchanged.
+    let soon = clock::expiry_after(Duration::from_secs(2));
+    let wide = net("2001:db8:1::/64");
+    b.nft
+        .list_insert(ListKind::Allow, wide, ListEntry::new(Reason::Manual, soon))
+        .unwrap();
+    assert!(
+        listed(&b, "set", "exact6").contains(c),
+        "{}",
+        listed(&b, "set", "exact6")
+    );
+    assert!(map(&b).contains(c), "{}", map(&b));
+    b.wire.assert_connects(c, smtp6());
+    // The kernel expires the prefix before the daemon looks: the walk finds the feed's entry.
+    std::thread::sleep(Duration::from_millis(2300));
+    b.wire.assert_refused(c, smtp6());
+    // The daemon's removal: `c` decides in the decision map again, its entry leaves the map.
+    assert!(b.nft.list_remove(ListKind::Allow, wide).unwrap());
+    assert!(!map(&b).contains(c), "{}", map(&b));
+    b.wire.assert_refused(c, smtp6());
+    // A verdict beside the feed's entry (two exact elements): in the map while it lasts; the
+    // feed, looked up first, decides.
+    let ip: IpAddr = d.parse().unwrap();
+    b.nft
+        .verdict_set(ip, PeerVerdict::new(Action::Pass, Reason::Reputation, 0))
+        .unwrap();
+    assert!(map(&b).contains(d), "{}", map(&b));
+    b.wire.assert_refused(d, smtp6());
+    // The feed reloaded without `d` while `d` takes the walk: its entry goes with it, the
+    // verdict decides.
+    let without_d = PrefixSet::from_unsorted(Vec::new(), vec![host(c)]);
+    b.nft.feed_load("drop", Table::Deny, without_d).unwrap();
+    assert!(!map(&b).contains(d), "{}", map(&b));
+    b.wire.assert_connects(d, smtp6());
+    // And back: the entry returns (the source takes the walk again); the verdict's removal
+    // takes it out once more.
+    b.nft.feed_load("drop", Table::Deny, feed).unwrap();
+    assert!(map(&b).contains(d), "{}", map(&b));
+    b.wire.assert_refused(d, smtp6());
+    assert!(b.nft.verdict_remove(ip).unwrap());
+    assert!(!map(&b).contains(d), "{}", map(&b));
+    b.wire.assert_refused(d, smtp6());
+    assert!(b.nft.feed_hits("drop").unwrap() >= 5);
+}
+
 #[test]
 fn explained_refusals_let_one_syn_through_per_window() {
     let mut b = Bed::new("ne");

@@ -181,7 +181,8 @@ impl Nftables {
         }
         for (ip, walk) in walks {
             let set = exact_set(Family::of(ip));
-            if self.walked.remove(&ip).is_some() {
+            let was = self.walked.remove(&ip).is_some();
+            if was {
                 gone.entry(set.clone())
                     .or_default()
                     .push(Elem::key(addr_key(ip)));
@@ -191,6 +192,20 @@ impl Nftables {
                 e.timeout_ms = timeout_ms(expires_ns);
                 new.entry(set).or_default().push(e);
                 self.walked.insert(ip, expires_ns);
+            }
+            // Its full-length feed elements, which only the whole walk looks up, are in the
+            // table while it takes that walk (`Lists::feed_writes`): written as it enters
+            // (destroyed first, so a stray one cannot fail the transaction), destroyed as it
+            // leaves. The feeds' bookkeeping is the change's already.
+            if was != walk.is_some() {
+                for (set, e) in self.lists.host_elems(ip) {
+                    gone.entry(set.clone())
+                        .or_default()
+                        .push(Elem::key(e.key.clone()));
+                    if !was {
+                        new.entry(set).or_default().push(e);
+                    }
+                }
             }
         }
         let mut ops: Vec<Op> = gone.into_iter().map(|(s, e)| Op::Destroy(s, e)).collect();

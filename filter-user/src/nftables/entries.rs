@@ -229,19 +229,26 @@ impl Nftables {
         }
         change.added = added.len();
         change.removed = gone.len();
-        let adds = self.lists.feed_writes(i, &added, true);
+        let adds = self.lists.feed_writes(i, &added, true, &self.walked);
         change.writes += adds.iter().map(op_len).sum::<usize>();
         let written = self.write_between(adds);
         self.undone_if_failed(undo, written)
             .with_context(|| format!("feed {name}: writing {} additions", added.len()))?;
         let ips = self.covered_by(&[&added, &gone]);
         let undo = self.undo_point(None, &ips);
-        let mut dels = self.lists.feed_writes(i, &gone, false);
+        let mut dels = self.lists.feed_writes(i, &gone, false, &self.walked);
         change.writes += dels.iter().map(op_len).sum::<usize>();
         let old = std::mem::replace(&mut self.lists.feeds[i].set, set);
         // The decisions the feed's change moves go with its removals (the additions are in
-        // the table by then).
-        dels.extend(self.list_changed(&ips));
+        // the table by then). They are the load's writes too: a host entry's is its decision
+        // element (`Lists::feed_writes`).
+        let decided = self.list_changed(&ips);
+        change.writes += decided
+            .iter()
+            .filter(|op| !matches!(op, Op::Flush(_)))
+            .map(op_len)
+            .sum::<usize>();
+        dels.extend(decided);
         let written = self.write_between(dels);
         if written.is_err() {
             // The additions are in the table, the removals not: the feed lists both.

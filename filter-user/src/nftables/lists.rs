@@ -2,15 +2,22 @@
 //! network verdicts), each an element with its expiry and a counter of its own, and feeds,
 //! whose prefixes point to their feed's chain (one counter per feed). A prefix listed by two
 //! feeds of one kind points to the first loaded; when that one drops it, it is pointed to the
-//! next. This file computes the element writes; [`super::Nftables`] applies them, after the
-//! rules have a set for every length in use.
+//! next. A feed's /32 and /128 prefixes are in their length's map only for the sources of
+//! the exact set, the one walk that looks them up (every other one's decision element decides
+//! it): a feed of host addresses is held once, in the decision map. This file computes the
+//! element writes; [`super::Nftables`] applies them, after the rules have a set for every
+//! length in use.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    net::IpAddr,
+};
 
 use filter_common::{Action, Reason};
 use ipnet::IpNet;
 
 use super::{
+    decide::host,
     netlink::{Elem, Op},
     ruleset::{V_DROP, V_EXPLAIN, V_LIMIT, V_PASS, feed_chain},
     sets::{Family, Kind, key},
@@ -202,20 +209,50 @@ impl Lists {
 
     /// The writes that take feed `i` from listing the prefixes `ps` to not (`has` false) or
     /// the other way round; the feed's set itself is not changed.
-    pub fn feed_writes(&mut self, i: usize, ps: &PrefixSet, has: bool) -> Vec<Op> {
+    ///
+    /// A full-length prefix (/32, /128) is counted (its length is in use, its set declared)
+    /// but written only for a source of `walked`, the exact set: every other source's
+    /// decision element decides it and its walk skips the full-length sets, so the element
+    /// would only take memory and make every commit's loop check longer (a million-/32
+    /// feed was held twice). [`Lists::host_elems`] writes and removes a source's as it
+    /// enters and leaves the exact set.
+    pub fn feed_writes(
+        &mut self,
+        i: usize,
+        ps: &PrefixSet,
+        has: bool,
+        walked: &HashMap<IpAddr, u64>,
+    ) -> Vec<Op> {
         let kind = self.feeds[i].kind;
         let mut adds: BTreeMap<String, Vec<Elem>> = BTreeMap::new();
         let mut dels: BTreeMap<String, Vec<Elem>> = BTreeMap::new();
+        let mut destroys: BTreeMap<String, Vec<Elem>> = BTreeMap::new();
         for p in ps.iter() {
             let before = self.owner(kind, p, i, !has);
             let after = self.owner(kind, p, i, has);
             if before == after {
                 continue;
             }
+            match (before, after) {
+                (None, Some(_)) => self.counted(kind, p, true),
+                (Some(_), None) => self.counted(kind, p, false),
+                _ => {}
+            }
+            let host = host(p.net());
+            if host.is_some_and(|ip| !walked.contains_key(&ip)) {
+                continue;
+            }
             let set = kind.set(family(p), p.prefix_len());
             let k = key(p.net());
             if before.is_some() {
-                dels.entry(set.clone())
+                // A host element is there only by the exact set's bookkeeping: destroyed, so
+                // a slip in it costs an element, never the whole transaction.
+                let gone = if host.is_some() {
+                    &mut destroys
+                } else {
+                    &mut dels
+                };
+                gone.entry(set.clone())
                     .or_default()
                     .push(Elem::key(k.clone()));
             }
@@ -224,14 +261,30 @@ impl Lists {
                 e.goto = Some(feed_chain(id));
                 adds.entry(set).or_default().push(e);
             }
-            match (before, after) {
-                (None, Some(_)) => self.counted(kind, p, true),
-                (Some(_), None) => self.counted(kind, p, false),
-                _ => {}
-            }
         }
         let mut ops: Vec<Op> = dels.into_iter().map(|(s, e)| Op::Delete(s, e)).collect();
+        ops.extend(destroys.into_iter().map(|(s, e)| Op::Destroy(s, e)));
         ops.extend(adds.into_iter().map(|(s, e)| Op::Add(s, e)));
         ops
+    }
+
+    /// The full-length feed elements of `ip`, by set: one per kind some feed lists it in,
+    /// pointing to the first loaded's chain. They are in the table while `ip` is in the
+    /// exact set (the only walk that looks them up), and only then ([`Lists::feed_writes`]).
+    pub fn host_elems(&self, ip: IpAddr) -> Vec<(String, Elem)> {
+        let p = Prefix::new(IpNet::from(ip));
+        Kind::ALL
+            .into_iter()
+            .filter(|k| !k.counts())
+            .filter_map(|kind| {
+                let f = self
+                    .feeds
+                    .iter()
+                    .find(|f| f.kind == kind && f.set.contains(p))?;
+                let mut e = Elem::key(key(p.net()));
+                e.goto = Some(feed_chain(f.id));
+                Some((kind.set(family(p), p.prefix_len()), e))
+            })
+            .collect()
     }
 }

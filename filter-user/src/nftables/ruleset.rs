@@ -17,7 +17,8 @@
 //!   2. @exact4/6 (one lookup): a source with an exact element (a /32 or /128 entry, a
 //!      verdict) its decision element may not decide ─► walk4/6, the whole walk below
 //!   3. the walk, for sources a prefix decides (a lookup per length in use, longest first;
-//!      the first hit decides); without the exact sets and @verdict4/6 but in walk4/6:
+//!      the first hit decides); without the exact sets and @verdict4/6 but in walk4/6 (a
+//!      feed's /32 and /128 elements are written only for the sources of @exact4/6):
 //!           allow sets ─► to_allow   allow feeds ─► feed_N ─► to_allow
 //!           deny sets ─► to_deny     drop feeds ─► feed_N ─► feed_drop
 //!           limit feeds ─► feed_N ─► bucket (per-source token bucket) ─► over_rate
@@ -122,7 +123,9 @@ pub fn sized_maps(
             let yes = if made(*kind, *f, len) {
                 prev.is_some_and(|p| p.sized.contains(&key))
             } else {
-                count.get(&key).copied().unwrap_or(0) >= SIZED_FROM
+                // A full-length map holds only the exact set's sources however many its
+                // feeds list (`Lists::feed_writes`): never worth the fixed hash's buckets.
+                len != f.bits() && count.get(&key).copied().unwrap_or(0) >= SIZED_FROM
             };
             if yes {
                 sized.insert(key);
@@ -538,12 +541,14 @@ mod tests {
     #[test]
     fn a_feed_map_is_sized_only_if_made_holding_many_and_stays_as_made() {
         let (big, small) = (
-            (Kind::FeedDeny, Family::V4, 32),
             (Kind::FeedDeny, Family::V4, 24),
+            (Kind::FeedDeny, Family::V4, 16),
         );
         let own = (Kind::OwnDeny, Family::V4, 32);
+        // Full length: the map holds only the exact set's sources, however many are listed.
+        let hosts = (Kind::FeedDeny, Family::V4, 32);
         let lengths: BTreeMap<(Kind, Family), BTreeSet<u8>> = [
-            ((Kind::FeedDeny, Family::V4), BTreeSet::from([32, 24])),
+            ((Kind::FeedDeny, Family::V4), BTreeSet::from([32, 24, 16])),
             ((Kind::OwnDeny, Family::V4), BTreeSet::from([32])),
         ]
         .into();
@@ -551,6 +556,7 @@ mod tests {
             (big, SIZED_FROM),
             (small, SIZED_FROM - 1),
             (own, SIZED_FROM),
+            (hosts, 10 * SIZED_FROM),
         ]);
         let made = sized_maps(None, &lengths, &count);
         // Own entries' sets have timeouts (the resizable hash whatever their size): not here.

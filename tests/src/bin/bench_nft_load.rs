@@ -23,7 +23,7 @@ use std::{
 
 use mxscreen::nftables::netlink::{Elem, Netlink, Op};
 use mxscreen_tests::{
-    bench::{SPREAD_LENGTHS, record, spread_feed_v4},
+    bench::{SPREAD_LENGTHS, record, settled_kib, spread_feed_v4},
     netns::NetNs,
     receivers::run_in,
 };
@@ -85,38 +85,6 @@ fn table(ns: &NetNs, interval: bool) {
     }
     s.push_str("}\n");
     run_in(ns, "nft", &["-f", "-"], &s);
-}
-
-/// Kernel memory in KiB: slab, per-CPU and vmalloc (where rhashtable buckets go).
-fn kernel_kib() -> u64 {
-    let m = std::fs::read_to_string("/proc/meminfo").unwrap();
-    ["Slab:", "Percpu:", "VmallocUsed:"]
-        .iter()
-        .map(|k| {
-            m.lines()
-                .find(|l| l.starts_with(k))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        })
-        .sum()
-}
-
-/// Kernel memory once it stopped moving: a namespace deleted before (the previous way's) is
-/// freed by the kernel in the background for seconds, and what it frees would be counted
-/// against the next load. Waits until two readings 300 ms apart differ by less than 1 MiB
-/// (at most 20 s).
-fn settled_kib() -> u64 {
-    let mut last = kernel_kib();
-    for _ in 0..66 {
-        std::thread::sleep(Duration::from_millis(300));
-        let now = kernel_kib();
-        if now.abs_diff(last) < 1024 {
-            return now;
-        }
-        last = now;
-    }
-    last
 }
 
 /// CPU ns of this process and its waited-for children (user and kernel).

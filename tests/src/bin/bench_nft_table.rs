@@ -1,7 +1,7 @@
 //! What the nftables backend's reads and writes cost as its table grows: the backend on a
 //! veth in a namespace of its own, holding 2,000 verdicts and an own /32 entry, then a drop
 //! feed spread over 20 prefix lengths (6,000 prefixes, the shape of real feeds) besides, then
-//! a million-/32 IPv4 drop feed besides. Each state: a verdict write (a new source), 100
+//! a million-/32 IPv4 drop feed besides (its load time and kernel memory). Each state: a verdict write (a new source), 100
 //! verdicts held back and written in one transaction (what the daemon does with a burst),
 //! the verdicts' hits (`list --verdicts`, the balancer watch, the verdicts saved at exit), one
 //! entry's hits (`check`) and a table's entries with their hits (`list --blocked`); the
@@ -20,7 +20,7 @@ use mxscreen::{
     nftables::{Nftables, Options, events::NfLog},
 };
 use mxscreen_tests::{
-    bench::spread_feed_v4,
+    bench::{settled_kib, spread_feed_v4},
     netns::{SERVER_IFACE, Wire},
 };
 
@@ -95,6 +95,7 @@ fn main() {
     .unwrap();
     let mut next = 2_000;
     let mut rows = Vec::new();
+    let mut feed = String::new();
     for state in [
         "2,000 verdicts, an own entry",
         "and a feed spread over 20 prefix lengths (6,000 prefixes, real feeds' shape)",
@@ -116,10 +117,14 @@ fn main() {
             let v4 = (0..feed_len)
                 .map(|i| (u64::from(0x0a00_0000 + i) << 8) | 32)
                 .collect();
-            let at = Instant::now();
+            let (m0, at) = (settled_kib(), Instant::now());
             nft.feed_load("big", Table::Deny, PrefixSet::from_unsorted(v4, Vec::new()))
                 .unwrap();
-            eprintln!("{feed_len} /32s loaded in {:.1?}", at.elapsed());
+            let took = at.elapsed();
+            let mib = (settled_kib() as f64 - m0 as f64) / 1024.0;
+            feed = format!(
+                "The feed of {feed_len} /32s loaded in {took:.1?}, taking {mib:.0} MiB of kernel memory (Slab + Percpu + VmallocUsed of /proc/meminfo, each read once it stopped moving)."
+            );
         }
         let write = timed(|_| {
             let (ip, v) = verdict(next);
@@ -162,6 +167,7 @@ fn main() {
     for r in rows {
         println!("{r}");
     }
+    println!("\n{feed}");
     let counts: &[u32] = if quick {
         &[2_000, 65_536]
     } else {
