@@ -728,6 +728,169 @@ fn a_feeds_host_entry_is_in_its_map_only_while_its_source_takes_the_whole_walk()
     assert!(b.nft.feed_hits("drop").unwrap() >= 5);
 }
 
+/// The elements of one of the table's sets or maps as `(key, goto target)`; none if the set
+/// is not declared (its length not in use).
+fn elements(b: &Bed, what: &str, name: &str) -> Vec<(String, Option<String>)> {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &b.wire.server.name,
+            "nft",
+            "-j",
+            "list",
+            what,
+        ])
+        .args(["netdev", mxscreen::nftables::TABLE, name])
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return Vec::new();
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let val = |k: &serde_json::Value| {
+        k.as_str()
+            .or_else(|| k["elem"]["val"].as_str())
+            .unwrap_or_else(|| panic!("{k}"))
+            .to_owned()
+    };
+    v["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|o| o[what]["elem"].as_array())
+        .flatten()
+        .map(|e| match e.as_array() {
+            Some(pair) => (
+                val(&pair[0]),
+                pair[1]["goto"]["target"].as_str().map(str::to_owned),
+            ),
+            None => (val(e), None),
+        })
+        .collect()
+}
+
+/// Feeds' host entries against the exact set through a long mixed run of the writes that
+/// move them (feed loads, reloads and drops of two drop feeds and an allow feed, allow
+/// prefixes and hosts, verdicts of every action, the table written again after a firewall
+/// reload deleted it): after each, every feed's /32 map holds
+/// exactly the exact set's sources a feed of its kind lists, each pointing to the first
+/// loaded feed that lists it.
+#[test]
+fn feeds_host_maps_follow_the_exact_set_through_every_write() {
+    let mut b = Bed::new("nw");
+    let hosts: Vec<String> = (1..=8).map(|i| format!("198.51.100.{i}")).collect();
+    let quads = ["198.51.100.0/30", "198.51.100.4/30"];
+    // (name, table, id, hosts listed), in load order, as the backend numbers and ranks them.
+    let mut feeds: Vec<(&str, Table, u32, Vec<String>)> = Vec::new();
+    let mut next_id = 0;
+    let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
+    // Steps after which some source's host entry was in a map: the run must reach them.
+    let mut held = 0;
+    let mut roll = |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    for step in 0..300 {
+        let host = hosts[roll(8) as usize].clone();
+        match roll(9) {
+            op @ 0..=2 => {
+                let (name, table) =
+                    [("a", Table::Deny), ("b", Table::Deny), ("c", Table::Allow)][op as usize];
+                let listed: Vec<String> = hosts.iter().filter(|_| roll(2) == 0).cloned().collect();
+                let mut v4: Vec<u64> = listed
+                    .iter()
+                    .map(|h| {
+                        PrefixSet::pack_v4(u32::from(h.parse::<std::net::Ipv4Addr>().unwrap()), 32)
+                    })
+                    .collect();
+                if roll(4) == 0 {
+                    v4.push(PrefixSet::pack_v4(
+                        u32::from_be_bytes([198, 51, 100, 0]),
+                        30,
+                    ));
+                }
+                b.nft
+                    .feed_load(name, table, PrefixSet::from_unsorted(v4, Vec::new()))
+                    .unwrap();
+                match feeds.iter_mut().find(|f| f.0 == name) {
+                    Some(f) => f.3 = listed,
+                    None => {
+                        next_id += 1;
+                        feeds.push((name, table, next_id, listed));
+                    }
+                }
+            }
+            3 => {
+                let n = if roll(2) == 0 {
+                    net(&host)
+                } else {
+                    net(quads[roll(2) as usize])
+                };
+                b.nft.list_insert(ListKind::Allow, n, manual()).unwrap();
+            }
+            4 => {
+                let n = if roll(2) == 0 {
+                    net(&host)
+                } else {
+                    net(quads[roll(2) as usize])
+                };
+                b.nft.list_remove(ListKind::Allow, n).unwrap();
+            }
+            5 => {
+                let action = [Action::Drop, Action::Pass, Action::Limit][roll(3) as usize];
+                b.nft
+                    .verdict_set(
+                        host.parse().unwrap(),
+                        PeerVerdict::new(action, Reason::Reputation, 0),
+                    )
+                    .unwrap();
+            }
+            6 => {
+                b.nft.verdict_remove(host.parse().unwrap()).unwrap();
+            }
+            7 => {
+                let name = ["a", "b", "c"][roll(3) as usize];
+                b.nft.feed_drop(name).unwrap();
+                feeds.retain(|f| f.0 != name);
+            }
+            _ => {
+                // A firewall reload: the next heartbeat writes the table again whole (the
+                // feeds keep their ids and order).
+                b.wire.server.nft(&["flush", "ruleset"]);
+                b.nft.set_config(&config()).unwrap();
+            }
+        }
+        let exact: Vec<String> = elements(&b, "set", "exact4")
+            .into_iter()
+            .map(|e| e.0)
+            .collect();
+        for (table, map) in [
+            (Table::Deny, "feed_deny4_32"),
+            (Table::Allow, "feed_allow4_32"),
+        ] {
+            let mut want: Vec<(String, Option<String>)> = exact
+                .iter()
+                .filter_map(|h| {
+                    let f = feeds.iter().find(|f| f.1 == table && f.3.contains(h))?;
+                    Some((h.clone(), Some(format!("feed_{}", f.2))))
+                })
+                .collect();
+            let mut got = elements(&b, "map", map);
+            want.sort();
+            got.sort();
+            assert_eq!(
+                got, want,
+                "step {step}: {map} against the exact set {exact:?}"
+            );
+            held += usize::from(!got.is_empty());
+        }
+    }
+    assert!(held >= 50, "only {held} steps had a host entry in a map");
+}
+
 #[test]
 fn explained_refusals_let_one_syn_through_per_window() {
     let mut b = Bed::new("ne");
