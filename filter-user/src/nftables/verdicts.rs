@@ -61,7 +61,7 @@ impl Nftables {
     ///
     /// Why: a transaction that adds an element sending SYNs to a chain (every verdict's
     /// does) makes the kernel check the whole table for loops at commit, walking every
-    /// element of every verdict map the rules use — 0.24 ms with 2,000 verdicts, 0.3 s
+    /// element of every verdict map the rules use — 0.24 ms with 2,000 verdicts, 0.2 s
     /// with a million-/32 feed (`cargo xtask bench nft-table`). Written one by one, a burst
     /// of verdicts would queue behind that many commits; held back, a burst costs one.
     pub fn verdict_set_later(&mut self, ip: IpAddr, v: PeerVerdict) -> Result<()> {
