@@ -745,6 +745,12 @@ fn elements(b: &Bed, what: &str, name: &str) -> Vec<(String, Option<String>)> {
         .output()
         .unwrap();
     if !out.status.success() {
+        // Not declared is empty; any other failure (no nft, a bad listing) is the test's.
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("No such file or directory"),
+            "nft list {what} {name}: {err}"
+        );
         return Vec::new();
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
