@@ -141,7 +141,7 @@ impl DatapathConfig {
         let per_minute = if per_minute == 0 { 1 } else { per_minute } as u64;
         let burst = if burst == 0 { 1 } else { burst } as u64;
         self.limit_interval_ns = 60_000_000_000 / per_minute;
-        self.limit_tolerance_ns = (burst - 1) * self.limit_interval_ns;
+        self.limit_tolerance_ns = (burst - 1).saturating_mul(self.limit_interval_ns);
     }
 
     /// Whether decisions cached under `self` may differ under `other`: the windows and the

@@ -315,6 +315,17 @@ fn block_round_trip(backend: Backend) {
     );
     b.refused(CLEAN, smtp4());
     b.connects(CLEAN, other4());
+    // An expiry past what an entry can hold is refused in one line, the daemon unharmed (it
+    // once overflowed adding it to the clock, and a debug build panicked).
+    for huge in ["18446744073709551615s", "99999999999d"] {
+        let out = d.cli(&["block", "203.0.113.3", "--for", huge]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("longer than an entry can last"),
+            "block --for {huge}: {err}"
+        );
+    }
+    d.cli_ok(&["status"]);
     let list = d.cli_ok(&["list", "--blocked"]);
     assert!(
         list.contains(&format!("{CLEAN}/32"))

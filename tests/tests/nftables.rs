@@ -10,8 +10,8 @@ use std::{
 };
 
 use filter_common::{
-    Action, Counter, DatapathConfig, EventWhy, FLAG_HOLD, FLAG_OBSERVE, ListEntry, PeerVerdict,
-    Reason, Table,
+    Action, Counter, DatapathConfig, EventWhy, FLAG_EXPLAIN, FLAG_HOLD, FLAG_OBSERVE, ListEntry,
+    PeerVerdict, Reason, Table,
 };
 use ipnet::IpNet;
 use mxscreen::{
@@ -914,12 +914,24 @@ fn explained_refusals_let_one_syn_through_per_window() {
     b.wire.assert_refused(c, smtp6());
     assert_eq!(b.count(Counter::Explained), 0);
     // An MTA asks: the first SYN after the verdict goes through, the next is dropped.
-    cfg.flags |= filter_common::FLAG_EXPLAIN;
+    cfg.flags |= FLAG_EXPLAIN;
     b.nft.set_config(&cfg).unwrap();
     b.nft.verdict_set(c.parse().unwrap(), explained()).unwrap();
+    // When the next one is explained (what `check` says): its next SYN, until one goes
+    // through; then a window from now (the kernel's element, which the rule itself added).
+    let next_at = |b: &Bed| {
+        let v = b.nft.verdict_get(c.parse().unwrap()).unwrap().unwrap();
+        v.explain_at_ns
+    };
+    assert_eq!(next_at(&b), 0, "its next SYN is explained");
     b.wire.assert_connects(c, smtp6());
     b.wire.assert_refused(c, smtp6());
     assert_eq!(b.count(Counter::Explained), 1);
+    let left = Duration::from_nanos(next_at(&b).saturating_sub(clock::now_ns()));
+    assert!(
+        left > Duration::from_secs(3_500) && left <= Duration::from_secs(3_600),
+        "the next explained SYN in {left:?}, for a window of 1 h"
+    );
     // A new verdict explains again; one not marked for explaining (a sender without
     // FCrDNS) and a manual drop never do.
     b.nft.verdict_set(c.parse().unwrap(), explained()).unwrap();
@@ -1162,6 +1174,52 @@ fn screened_ports_follow_the_config() {
     b.nft.set_config(&cfg).unwrap();
     b.wire.assert_connects(a, smtp6());
     b.wire.assert_connects(a, other());
+}
+
+/// A second backend in a namespace where one runs is refused before it touches the table,
+/// and says why: the kernel's EPERM for a held NFLOG group reads like a missing capability.
+#[test]
+fn a_second_backend_in_one_namespace_is_refused_saying_why() {
+    let mut b = Bed::new("n2");
+    let a = CLIENT_V6[0];
+    b.nft.list_insert(ListKind::Deny, net(a), manual()).unwrap();
+    let second = b.wire.server.enter(|| Nftables::open(&Options::default()));
+    let Err(e) = second else {
+        panic!("a second backend opened in the same namespace");
+    };
+    let e = format!("{e:#}");
+    assert!(
+        e.contains("another process holds it") && !e.contains("CAP_NET_ADMIN"),
+        "{e}"
+    );
+    b.wire.assert_refused(a, smtp6());
+}
+
+/// Windows of days and a token bucket that refills over days: `nft` refuses a timeout written
+/// as 10^8 ms or more (27.8 h), which once failed the rules' script at every heartbeat, so
+/// nothing was refused while `status` said enforcing. The rules load, and refuse.
+#[test]
+fn windows_of_days_load_and_the_rules_go_on_refusing() {
+    let mut b = Bed::new("nW");
+    let a = CLIENT_V6[0];
+    b.nft.list_insert(ListKind::Deny, net(a), manual()).unwrap();
+    let mut cfg = holding(3_000_000_000, 100);
+    const DAY_NS: u64 = 86_400_000_000_000;
+    cfg.dedup_window_ns = 2 * DAY_NS;
+    cfg.explain_window_ns = 3 * DAY_NS;
+    cfg.flags |= FLAG_EXPLAIN;
+    // One SYN a minute, bursts of 2,000: an idle bucket is kept 2,000 minutes.
+    cfg.set_limit(1, 2_000);
+    b.nft
+        .set_config(&cfg)
+        .unwrap_or_else(|e| panic!("a config with windows of days: {e:#}"));
+    let rules = b.nft_list();
+    for set in ["seen6_172800000", "explained6_259200000"] {
+        assert!(rules.contains(set), "no {set} in\n{rules}");
+    }
+    assert!(rules.contains("timeout 2d"), "{rules}");
+    b.wire.assert_refused(a, smtp6());
+    assert!(b.count(Counter::DroppedDeny) > 0);
 }
 
 /// What the handle holds of a source (`peer`): a reported one without a verdict is seen from

@@ -145,9 +145,14 @@ fn held(l: &LookupReply) -> impl Iterator<Item = &ListedEntry> {
     .flatten()
 }
 
-/// The entry that decides the address's SYNs (`None`: none, or observe mode).
+/// The entry that decides the address's SYNs (`None`: none, or observe mode): the first
+/// one still in force. An expired one is still listed until the daemon's next sweep (up to a
+/// minute), but the datapath has stopped applying it: the one after it decides.
 fn in_force_entry(l: &LookupReply) -> Option<&ListedEntry> {
-    held(l).next().filter(|_| !l.observe)
+    let now = crate::state::unix_now();
+    held(l)
+        .find(|e| e.expires.is_none_or(|t| t > now))
+        .filter(|_| !l.observe)
 }
 
 /// What the datapath does with the address's SYNs, by the entry that decides them.
@@ -180,6 +185,39 @@ fn explained_line(at: u64, now: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::protocol::{ListName, Source};
+
+    fn entry(list: ListName, action: Action, expires: Option<u64>) -> ListedEntry {
+        ListedEntry {
+            list,
+            net: "203.0.113.21/32".parse().unwrap(),
+            action,
+            source: Source::Manual,
+            reason: None,
+            created: None,
+            expires,
+            hits: 0,
+            origin: None,
+            feed: None,
+        }
+    }
+
+    /// An allow that has expired (listed until the sweep) no longer decides: the verdict
+    /// behind it does.
+    #[test]
+    fn an_expired_entry_is_not_the_one_in_force() {
+        let now = crate::state::unix_now();
+        let mut l = LookupReply {
+            allowed: Some(entry(ListName::Allowed, Action::Pass, Some(now - 1))),
+            verdict: Some(entry(ListName::Verdict, Action::Drop, Some(now + 600))),
+            ..LookupReply::default()
+        };
+        assert_eq!(in_force_entry(&l).map(|e| e.action), Some(Action::Drop));
+        l.allowed.as_mut().unwrap().expires = Some(now + 60);
+        assert_eq!(in_force_entry(&l).map(|e| e.action), Some(Action::Pass));
+        l.observe = true;
+        assert!(in_force_entry(&l).is_none());
+    }
 
     #[test]
     fn says_when_the_next_explained_connection_is_due() {

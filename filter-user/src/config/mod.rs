@@ -350,6 +350,12 @@ mod tests {
             "policy.tempfail_ttl",
         ),
         ("[policy]\nlimit_rate = 0\n", 2, "policy.limit_rate"),
+        (
+            "[policy]\nlimit_burst = 4294967295\n",
+            2,
+            "policy.limit_burst",
+        ),
+        ("[datapath]\nhold_max = \"0s\"\n", 2, "datapath.hold_max"),
         ("[resolver]\nmax_inflight = 0\n", 2, "resolver.max_inflight"),
         ("[resolver]\ntimeout = \"0s\"\n", 2, "resolver.timeout"),
         ("[rdns]\nmax_ptr_names = 0\n", 2, "rdns.max_ptr_names"),

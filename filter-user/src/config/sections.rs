@@ -43,7 +43,8 @@ pub struct DatapathSection {
     /// while it is resolved, so no mail is ever delayed, and every new sender's first
     /// connection reaches the MTA, listed or not.
     pub first_contact: FirstContact,
-    /// Longest hold of an unknown peer with first_contact = "hold", at most 30s. Default 3s:
+    /// Longest hold of an unknown peer with first_contact = "hold", above 0s and at most
+    /// 30s. Default 3s:
     /// covers TCP's first SYN retransmit (1 s) and a slow DNSBL answer, and never more.
     #[serde(with = "duration")]
     pub hold_max: Duration,
@@ -103,6 +104,13 @@ impl DatapathSection {
             return bad(
                 "hold_max",
                 "more than 30s would make clean senders give up; use at most 30s".into(),
+            );
+        }
+        if self.first_contact == FirstContact::Hold && self.hold_max.is_zero() {
+            return bad(
+                "hold_max",
+                "0s holds nothing; set datapath.first_contact = \"pass\" not to hold new peers"
+                    .into(),
             );
         }
         if self.dedup_window.is_zero() {

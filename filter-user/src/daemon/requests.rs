@@ -9,6 +9,11 @@ use filter_common::Action;
 use ipnet::IpNet;
 
 use super::{Daemon, protect};
+
+/// The longest `--for` a manual entry takes. Its expiry is kept in nanoseconds in the
+/// datapath and as an element timeout in nftables: a bound well inside both, and past any
+/// block an operator means to come back to.
+const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 86_400);
 use crate::{
     control::{
         protocol::{Body, Reply, Request},
@@ -68,13 +73,22 @@ impl Daemon {
         reason: Option<String>,
         force: bool,
     ) -> Result<String> {
+        if let Some(t) = ttl_secs
+            && t > MAX_TTL.as_secs()
+        {
+            anyhow::bail!(
+                "--for {} is longer than an entry can last ({}); leave --for out for an entry that stays until removed",
+                duration::format(Duration::from_secs(t)),
+                duration::format(MAX_TTL)
+            );
+        }
         let now = unix_now();
         let entry = ManualEntry {
             list,
             net,
             reason: reason.clone(),
             created: now,
-            expires: ttl_secs.map(|t| now + t),
+            expires: ttl_secs.map(|t| now.saturating_add(t)),
             origin: None,
         };
         self.lists.add(self.maps.as_mut(), &self.cfg, &entry)?;

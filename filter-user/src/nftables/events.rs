@@ -75,10 +75,27 @@ fn send_config(
     Ok(())
 }
 
+/// Whether this process holds CAP_NET_ADMIN (its effective set, `CapEff` in
+/// /proc/self/status; a capability over its own user namespace's network namespaces).
+fn has_net_admin() -> bool {
+    const CAP_NET_ADMIN: u32 = 12;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let hex = s
+                .lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))?
+                .trim()
+                .to_owned();
+            u64::from_str_radix(&hex, 16).ok()
+        })
+        .is_some_and(|caps| caps >> CAP_NET_ADMIN & 1 == 1)
+}
+
 impl NfLog {
     /// Binds NFLOG group `group` in the calling thread's network namespace, counting the
     /// reports a full socket loses into `lost`. Fails if another process holds the group
-    /// (EBUSY: two daemons in one namespace) or without CAP_NET_ADMIN (EPERM).
+    /// (two daemons in one namespace) or without CAP_NET_ADMIN (EPERM both).
     pub fn bind(group: u16, lost: Arc<AtomicU64>) -> Result<Self> {
         let mut sock = Socket::new(NETLINK_NETFILTER).context("opening an NFLOG socket")?;
         sock.bind_auto().context("binding an NFLOG socket")?;
@@ -95,9 +112,15 @@ impl NfLog {
         )
         .map_err(|e| {
             // The two ways it fails in practice, each with what to do about it.
+            // The kernel answers EPERM both to a process without the capability and to one
+            // asking for a group another socket holds: told apart by what this one may do.
             let hint = match super::errno(&e) {
-                Some(libc::EPERM) => " (it needs CAP_NET_ADMIN in this network namespace)",
-                Some(libc::EBUSY) => " (is another mxscreen running here?)",
+                Some(libc::EPERM) if !has_net_admin() => {
+                    " (it needs CAP_NET_ADMIN in this network namespace)"
+                }
+                Some(libc::EPERM | libc::EBUSY) => {
+                    " (another process holds it: is another mxscreen running in this network namespace?)"
+                }
                 _ => "",
             };
             e.context(format!("binding NFLOG group {group}{hint}"))

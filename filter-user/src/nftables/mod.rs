@@ -293,7 +293,14 @@ delete chain netdev {t} ingress
             .and_then(|()| self.beat(cfg));
         if let Err(e) = written {
             if table_exists(&self.netns, &self.shape.table) {
-                return Err(e);
+                // The kernel refused the new rules (or a write): it still holds the last
+                // ones it took, whole (a script is one transaction). They go on screening:
+                // a refused config must never fail open the way a dead daemon does.
+                let beat = self
+                    .beat(cfg)
+                    .err()
+                    .map_or(String::new(), |b| format!("; {b:#}"));
+                return Err(e.context(format!("applying the config to the nftables table (the rules it holds stay in force){beat}")));
             }
             tracing::warn!(
                 table = %self.shape.table,

@@ -61,8 +61,8 @@ use filter_common::Counter;
 use super::{
     netlink::Tally,
     sets::{
-        ALIVE, Family, Kind, decide_set, exact_set, explained, known_set, meter, source_sets_timed,
-        verdict_set, walk_chain,
+        ALIVE, Family, Kind, decide_set, exact_set, explained, known_set, meter, nft_time,
+        source_sets_timed, verdict_set, walk_chain,
     },
     unknown,
 };
@@ -378,9 +378,9 @@ fn declare_sets(s: &mut String, next: &Shape) {
     for (name, f, timeout) in next.dynamic_sets() {
         let _ = writeln!(
             s,
-            "add set netdev {t} {name} {{ type {}; flags dynamic,timeout; timeout {}ms; size {}; }}",
+            "add set netdev {t} {name} {{ type {}; flags dynamic,timeout; timeout {}; size {}; }}",
             f.addr_type(),
-            timeout.as_millis(),
+            nft_time(timeout),
             next.verdicts
         );
     }

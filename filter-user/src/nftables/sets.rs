@@ -203,6 +203,31 @@ pub const fn walk_chain(family: Family) -> &'static str {
     }
 }
 
+/// `d` as an `nft` script writes a timeout: days, hours, minutes, seconds and milliseconds
+/// (`1d3h46m40s`). Never a bare count of milliseconds: `nft` refuses any one number of 10^8
+/// or more (`value too large`), so `100000000ms` (27.8 h) fails where the same time in
+/// units loads, and a rules script that fails stops the heartbeat with it.
+pub fn nft_time(d: Duration) -> String {
+    let ms = d.as_millis().max(1);
+    let mut out = String::new();
+    let mut rest = ms;
+    for (unit, per) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if rest >= per {
+            out.push_str(&format!("{}{unit}", rest / per));
+            rest %= per;
+        }
+    }
+    if rest != 0 {
+        out.push_str(&format!("{rest}ms"));
+    }
+    out
+}
+
 /// The dynamic sets' names carry their timeout, so a new window is a new set (an existing
 /// set's timeout cannot change) and the old one goes with the rules that used it.
 pub fn seen(f: Family, s: &Shape) -> String {
@@ -306,6 +331,22 @@ pub const ALIVE_KEY: u8 = 6;
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_timeout_is_written_in_units_nft_reads_whatever_its_length() {
+        for (ms, want) in [
+            (0, "1ms"),
+            (999, "999ms"),
+            (1_000, "1s"),
+            (30_000, "30s"),
+            (99_999_999, "1d3h46m39s999ms"),
+            (100_000_000, "1d3h46m40s"),
+            (172_800_000, "2d"),
+            (86_400_000 * 1000 + 61_001, "1000d1m1s1ms"),
+        ] {
+            assert_eq!(nft_time(Duration::from_millis(ms)), want, "{ms} ms");
+        }
+    }
+
     use super::*;
 
     #[test]

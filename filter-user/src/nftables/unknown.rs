@@ -6,7 +6,7 @@ use std::{fmt::Write as _, time::Duration};
 
 use super::{
     ruleset::Shape,
-    sets::{Family, holding, known_refill, known_set, recent, returning, seen, tried},
+    sets::{Family, holding, known_refill, known_set, nft_time, recent, returning, seen, tried},
 };
 
 /// The chains of these rules.
@@ -122,10 +122,10 @@ pub fn rules(rule: &mut impl FnMut(&str, &str), n: &Shape) {
         rule(
             "unknown_peer",
             &format!(
-                "meta protocol {p} {p} saddr @{} add @{} {{ {p} saddr timeout {}ms }} {pass}",
+                "meta protocol {p} {p} saddr @{} add @{} {{ {p} saddr timeout {} }} {pass}",
                 seen(f, n),
                 known_set(n, f),
-                known_refill(n.dedup).as_millis()
+                nft_time(known_refill(n.dedup))
             ),
         );
         rule(

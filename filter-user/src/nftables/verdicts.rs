@@ -14,11 +14,12 @@ use super::{
     Nftables, counters,
     decide::{Counted, Rewrite},
     lists::{timeout_ms, verdict_chain},
-    netlink::{Elem, Op, Stateful},
+    netlink::{Elem, Netlink, Op, Stateful},
+    netns,
     ruleset::{V_DROP, V_EXPLAIN, V_LIMIT, V_PASS},
     sets::{Family, addr_key, decide_set, explained_set, known_set, source_sets, verdict_set},
 };
-use crate::datapath::NewPeer;
+use crate::datapath::{NewPeer, clock};
 
 /// A family's index in [`Nftables::verdict_count`].
 pub(super) fn slot(f: Family) -> usize {
@@ -162,13 +163,39 @@ impl Nftables {
         d + self.element_hits(&verdict_set(Family::of(ip)), ip) + self.carried(ip, Counted::Verdict)
     }
 
-    /// `ip`'s verdict (expired or not), with the SYNs it decided.
+    /// `ip`'s verdict (expired or not), with the SYNs it decided and, for an explained drop,
+    /// when its next SYN is let through to be explained.
     pub fn verdict_get(&self, ip: IpAddr) -> Result<Option<PeerVerdict>> {
         let Some(mut v) = self.verdicts.get(&ip).copied() else {
             return Ok(None);
         };
         v.hits = self.verdict_hits(ip);
+        v.explain_at_ns = self.explained_at(ip, &v);
         Ok(Some(v))
+    }
+
+    /// When `ip`'s next SYN is explained (the eBPF datapath's `explain_at_ns`; 0: its next
+    /// one): while the explained set holds it, its SYNs are dropped, and the set's element
+    /// is written by the kernel too (the rule that lets one through adds it), so only the
+    /// kernel knows how long it has left.
+    fn explained_at(&self, ip: IpAddr, v: &PeerVerdict) -> u64 {
+        let Some(set) = (self.applied.as_ref())
+            .filter(|_| v.is_explained())
+            .and_then(|a| explained_set(a, Family::of(ip)))
+        else {
+            return 0;
+        };
+        let left = netns::within(&self.netns, || {
+            Netlink::open(&self.shape.table)?.element_expiry(&set, &addr_key(ip))
+        });
+        match left {
+            Ok(Some(Some(ms))) => clock::now_ns().saturating_add(ms.saturating_mul(1_000_000)),
+            Ok(_) => 0,
+            Err(e) => {
+                tracing::debug!(%ip, error = %format!("{e:#}"), "reading the explained set");
+                0
+            }
+        }
     }
 
     /// `ip`'s verdict as written (expired or not), without hits (no netlink read).

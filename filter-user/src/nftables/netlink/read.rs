@@ -91,6 +91,17 @@ impl Netlink {
         (rcvbuf / (16 * 1024)).clamp(4, 1024)
     }
 
+    /// How long the element `key` of `set` has left, in milliseconds: `None` if the set does
+    /// not hold it (or no longer: it expired), `Some(None)` if it never expires. One get.
+    pub fn element_expiry(&mut self, set: &str, key: &[u8]) -> Result<Option<Option<u64>>> {
+        let mut out = Vec::new();
+        match self.element_gets(set, Some(&[key.to_vec()]), &mut |d, _| out.push(d)) {
+            Ok(()) => Ok(out.pop().map(|d| d.expires_ms)),
+            Err(e) if super::super::errno(&e) == Some(libc::ENOENT) => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading an element of set {set}")),
+        }
+    }
+
     /// A dump of `set`'s elements, or (with `keys`) a get of those, as (key, packets) into
     /// `out`: on an error, what was read before it is there.
     fn element_counts(
@@ -98,6 +109,17 @@ impl Netlink {
         set: &str,
         keys: Option<&[Vec<u8>]>,
         out: &mut Vec<(Vec<u8>, u64)>,
+    ) -> Result<()> {
+        self.element_gets(set, keys, &mut |d, packets| out.push((d.key, packets)))
+    }
+
+    /// A dump of `set`'s elements, or (with `keys`) a get of those, each element read (and
+    /// the packets its counters counted) handed to `each`.
+    fn element_gets(
+        &mut self,
+        set: &str,
+        keys: Option<&[Vec<u8>]>,
+        each: &mut dyn FnMut(Dumped, u64),
     ) -> Result<()> {
         let mut attributes = vec![
             SetElementList::Table(self.table.clone()),
@@ -120,7 +142,11 @@ impl Netlink {
             flags,
         );
         self.dump_raw(m, &mut |msg| {
-            out.extend(elements(msg).filter_map(|(d, packets)| Some((d?.key, packets))));
+            for (d, packets) in elements(msg) {
+                if let Some(d) = d {
+                    each(d, packets);
+                }
+            }
             Ok(())
         })
     }

@@ -10,6 +10,11 @@ use serde::{Deserialize, Serialize};
 use super::feeds::{FeedConfig, validate_feeds};
 use crate::{duration, invalid_key::InvalidKey};
 
+/// The largest `limit_burst`: past it a bucket never empties in practice, and the burst must
+/// fit what both datapaths keep (the eBPF one as nanoseconds of tolerance, nftables as a
+/// 32-bit packet count).
+const MAX_LIMIT_BURST: u32 = 1_000_000;
+
 /// `[rdns]`: reverse DNS and forward-confirmed reverse DNS (FCrDNS).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, DocumentedFields)]
 #[serde(default, deny_unknown_fields)]
@@ -87,8 +92,8 @@ pub struct PolicyConfig {
     /// connection every ten seconds, the kernel form of the connect-time delays Exim
     /// operators use against bots (real MTAs retry; bots move on).
     pub limit_rate: u32,
-    /// ... with bursts of up to this many SYNs. Default `3`: a real MTA delivering a few
-    /// queued messages gets through at once.
+    /// ... with bursts of up to this many SYNs (1 to 1000000). Default `3`: a real MTA
+    /// delivering a few queued messages gets through at once.
     pub limit_burst: u32,
     /// Decide, resolve, log and count, but never drop or limit (also `mxscreen run
     /// --observe`). Default `false`. The way to try a policy first, as Exim admins use
@@ -293,6 +298,12 @@ impl PolicyConfig {
         }
         if self.limit_burst == 0 {
             return Err(InvalidKey::new("policy.limit_burst", "must be at least 1"));
+        }
+        if self.limit_burst > MAX_LIMIT_BURST {
+            return Err(InvalidKey::new(
+                "policy.limit_burst",
+                format!("at most {MAX_LIMIT_BURST} SYNs: a larger burst is no limit"),
+            ));
         }
         if self.limit_threshold <= 0 {
             return Err(InvalidKey::new(
