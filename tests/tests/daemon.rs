@@ -885,6 +885,22 @@ fn too_wide_blocks_need_force() {
     b.connects(CLEAN, smtp4());
 }
 
+/// Writes `config` to the daemon's file, sends SIGHUP and returns `status` once it tells
+/// of a reload.
+fn reloaded_with(d: &MxDaemon, config: &str) -> String {
+    std::fs::write(&d.config, config).unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    let started = Instant::now();
+    loop {
+        let s = d.cli_ok(&["status"]);
+        if s.contains("reload") {
+            return s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A reload that fails is shown by `status` (when, and why) until one succeeds.
 #[test]
 fn status_shows_a_failed_reload() {
@@ -893,17 +909,7 @@ fn status_shows_a_failed_reload() {
     let good = std::fs::read_to_string(&d.config).unwrap();
     let bad = good.replace("[policy]\n", "[policy]\nlimit_rate = 0\n");
     assert_ne!(bad, good);
-    std::fs::write(&d.config, bad).unwrap();
-    d.signal(nix::sys::signal::Signal::SIGHUP);
-    let started = Instant::now();
-    let status = loop {
-        let s = d.cli_ok(&["status"]);
-        if s.contains("reload") {
-            break s;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "{s}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let status = reloaded_with(&d, &bad);
     assert!(
         status.contains("the last reload")
             && status.contains("failed")
@@ -930,6 +936,49 @@ fn status_shows_a_failed_reload() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(!d.cli_ok(&["status"]).contains("the last reload"));
+}
+
+/// A config that validates but cannot be applied (more list entries than the maps hold)
+/// changes nothing: the reload is shown failed and the running config, entries and all,
+/// stays in force.
+#[test]
+fn a_reload_that_cannot_be_applied_keeps_the_running_config() {
+    reload_beyond_the_maps(Backend::Ebpf);
+}
+
+#[test]
+fn nftables_a_reload_that_cannot_be_applied_keeps_the_running_config() {
+    reload_beyond_the_maps(Backend::Nftables);
+}
+
+fn reload_beyond_the_maps(backend: Backend) {
+    let b = backend.bed("dk");
+    let mut s = backend.spec(&b, "bl.test");
+    s.datapath.push_str("\nmaps = { deny = 16, allow = 16 }");
+    s.sections = s.sections.replace(
+        "[lists]\nallow_defaults = false\n",
+        &format!("[lists]\nallow_defaults = false\ndeny = [\"{CLEAN}\"]\n"),
+    );
+    let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, s);
+    b.refused(CLEAN, smtp4());
+    let good = std::fs::read_to_string(&d.config).unwrap();
+    let many: Vec<String> = (1..=40).map(|i| format!("\"203.0.113.{i}\"")).collect();
+    let too_many = good.replace(
+        &format!("deny = [\"{CLEAN}\"]"),
+        &format!("deny = [{}]", many.join(", ")),
+    );
+    assert_ne!(too_many, good);
+    let status = reloaded_with(&d, &too_many);
+    assert!(
+        status.contains("the last reload") && status.contains("failed"),
+        "{status}"
+    );
+    let blocked = d.cli_ok(&["list", "--blocked"]);
+    assert!(
+        blocked.contains(&format!("{CLEAN}/32")) && !blocked.contains("203.0.113."),
+        "{blocked}"
+    );
+    b.refused(CLEAN, smtp4());
 }
 
 /// A DNSBL cannot forge the verdict log line: a TXT record written to read as more fields

@@ -26,6 +26,23 @@ fn try_reload(d: &mut Daemon, opts: &RunOptions) -> Result<()> {
         ..opts.clone()
     };
     let (new, _) = read_config(&opts)?;
+    let old = d.cfg.clone();
+    switch_to(d, new).map_err(|e| {
+        // A file that validates can still fail to apply (a list over its map's size, a
+        // kernel that refuses a write): the running config goes back in, as promised.
+        match switch_to(d, old) {
+            Ok(()) => e,
+            Err(back) => e.context(format!(
+                "and putting the running config back failed too: {back:#}"
+            )),
+        }
+    })?;
+    tracing::info!(zones = d.cfg.dnsbl.len(), ports = ?d.cfg.datapath.ports, observe = d.cfg.policy.observe, "config reloaded");
+    Ok(())
+}
+
+/// Makes `new` the running config: the engine's, the daemon's and the datapath's.
+fn switch_to(d: &mut Daemon, new: Config) -> Result<()> {
     d.engine.reload(new.reputation()).map_err(|e| anyhow!(e))?;
     let old = std::mem::replace(&mut d.cfg, new);
     let restart = restart_only_changes(&old, &d.cfg);
@@ -51,9 +68,7 @@ fn try_reload(d: &mut Daemon, opts: &RunOptions) -> Result<()> {
         tracing::warn!(keys = %restart.join(", "), "changed in the config but only applied at restart");
     }
     d.apply()
-        .map_err(|e| e.context("applying the reloaded config"))?;
-    tracing::info!(zones = d.cfg.dnsbl.len(), ports = ?d.cfg.datapath.ports, observe = d.cfg.policy.observe, "config reloaded");
-    Ok(())
+        .map_err(|e| e.context("applying the reloaded config"))
 }
 
 /// The keys SIGHUP cannot apply, as the warning names them (the README's *Signals*

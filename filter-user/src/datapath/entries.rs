@@ -50,7 +50,8 @@ impl DatapathMaps {
     ) -> Result<()> {
         let p = Prefix::new(net);
         let before = self.lists.resolved(table, p, None);
-        let slot = match self.lists.own.get(&(table, p)) {
+        let was = self.lists.own.get(&(table, p)).copied();
+        let slot = match was {
             Some(v) => v.slot,
             None => self.hits.alloc(&mut self.maps.hits)?,
         };
@@ -58,7 +59,12 @@ impl DatapathMaps {
         value.action = action;
         self.lists.own.insert((table, p), value);
         let after = self.lists.resolved(table, p, None);
-        self.commit(table, p, before, after)
+        self.commit(table, p, before, after).inspect_err(|_| {
+            self.put_back(table, p, was, (before, after));
+            if was.is_none() {
+                self.hits.release(slot);
+            }
+        })
     }
 
     pub(super) fn entry_remove(&mut self, table: Table, net: IpNet) -> Result<bool> {
@@ -67,10 +73,30 @@ impl DatapathMaps {
         let Some(old) = self.lists.own.remove(&(table, p)) else {
             return Ok(false);
         };
-        self.hits.release(old.slot);
         let after = self.lists.resolved(table, p, None);
-        self.commit(table, p, before, after)?;
+        self.commit(table, p, before, after)
+            .inspect_err(|_| self.put_back(table, p, Some(old), (before, after)))?;
+        self.hits.release(old.slot);
         Ok(true)
+    }
+
+    /// After a write the kernel refused (a full map): the bookkeeping of `p` back to what the
+    /// map still holds, its own entry `was` and the length counts, so that `list` never shows
+    /// an entry the caller was told was not added, and a later removal does not fail on a key
+    /// that was never written (as `nftables/undo.rs` does for that backend).
+    fn put_back(
+        &mut self,
+        table: Table,
+        p: Prefix,
+        was: Option<ListValue>,
+        (before, after): (Option<ListValue>, Option<ListValue>),
+    ) {
+        match was {
+            Some(v) => self.lists.own.insert((table, p), v),
+            None => self.lists.own.remove(&(table, p)),
+        };
+        // The write this returns is the one the kernel never left: nothing to apply.
+        let _ = self.lists.transition(table, p, after, before);
     }
 
     fn commit(
