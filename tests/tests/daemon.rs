@@ -885,6 +885,58 @@ fn too_wide_blocks_need_force() {
     b.connects(CLEAN, smtp4());
 }
 
+/// An entry that expired counts as absent in the datapath's walk, so the shorter live prefix
+/// under it decides: and so it does for `check` and the MTA's query socket (which once
+/// stopped at the expired one, telling the MTA `block` for a sender the kernel let through,
+/// and the reverse), and for `unblock`'s advice.
+#[test]
+fn an_expired_entry_gives_way_to_the_shorter_prefix_under_it() {
+    expired_longest(Backend::Ebpf);
+}
+
+#[test]
+fn nftables_an_expired_entry_gives_way_to_the_shorter_prefix_under_it() {
+    expired_longest(Backend::Nftables);
+}
+
+fn expired_longest(backend: Backend) {
+    let b = backend.bed("dz");
+    let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, backend.spec(&b, "bl.test"));
+    let config = d.config.to_str().unwrap().to_owned();
+    let check = || d.cli_ok(&["check", CLEAN, "--config", &config]);
+    // Deny: a /32 block expires under a /24 one.
+    d.cli_ok(&["block", "192.0.2.0/24"]);
+    d.cli_ok(&["block", CLEAN, "--for", "2s"]);
+    std::thread::sleep(Duration::from_secs(3));
+    b.refused(CLEAN, smtp4());
+    let q = d.query(CLEAN);
+    assert!(
+        q.starts_with("action=block") && q.contains("source=manual"),
+        "{q}"
+    );
+    let c = check();
+    assert!(
+        c.contains("in force: its SYNs are dropped (blocked 192.0.2.0/24, manual)"),
+        "{c}"
+    );
+    // Allow: a /32 allow expires under a /28 one, over the blocks.
+    d.cli_ok(&["allow", "192.0.2.16/28"]);
+    d.cli_ok(&["allow", CLEAN, "--for", "2s"]);
+    std::thread::sleep(Duration::from_secs(3));
+    b.connects(CLEAN, smtp4());
+    let q = d.query(CLEAN);
+    assert!(q.starts_with("action=allow"), "{q}");
+    let c = check();
+    assert!(
+        c.contains("in force: its SYNs are passed (allowed 192.0.2.16/28, manual)"),
+        "{c}"
+    );
+    // The advice for a /32 the /24 covers names the /24.
+    let out = d.cli(&["unblock", "192.0.2.99"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("it is covered by 192.0.2.0/24"), "{err}");
+}
+
 /// Writes `config` to the daemon's file, sends SIGHUP and returns `status` once it tells
 /// of a reload.
 fn reloaded_with(d: &MxDaemon, config: &str) -> String {

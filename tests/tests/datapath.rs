@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use filter_common::{
     Action, Counter, EventWhy, FLAG_EXPLAIN, FLAG_HOLD, FLAG_OBSERVE, ListEntry, PeerVerdict,
-    Reason, VERDICT_EXPLAIN,
+    Reason, Table, VERDICT_EXPLAIN,
 };
 use ipnet::IpNet;
 use mxscreen::datapath::{ListKind, clock};
@@ -120,12 +120,7 @@ fn allow_list_wins_over_deny_list_and_verdicts() {
                 .unwrap();
             let syn = Frame::syn(src).vlans(tags).build();
             expect(&dp, entry, &syn, Outcome::Pass, &[("passed_allow", 1)]);
-            let hits = dp
-                .maps
-                .list_match(ListKind::Allow, src)
-                .unwrap()
-                .unwrap()
-                .hits;
+            let hits = dp.maps.list_match(Table::Allow, src).unwrap().unwrap().hits;
             assert_eq!(hits, 1, "allow entry counts its hits");
         }
     }
@@ -159,11 +154,7 @@ fn deny_list_drops_whole_prefixes_and_counts_hits() {
                 &[("dropped_deny", 1)],
             );
             assert_eq!(
-                dp.maps
-                    .list_match(ListKind::Deny, src)
-                    .unwrap()
-                    .unwrap()
-                    .hits,
+                dp.maps.list_match(Table::Deny, src).unwrap().unwrap().hits,
                 2
             );
             // Removing the prefix restores the peer (now unknown: passed and reported).

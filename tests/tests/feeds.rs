@@ -178,6 +178,56 @@ fn feed_loaded_replaced_and_named(backend: &str) {
     b.refused(FEED_LATER, smtp4());
 }
 
+/// What a feed lists is what the MTA is told, in the datapath's precedence: a drop feed's
+/// entry `block`, a limit feed's `limit` (the query socket once skipped limit feeds and
+/// answered `pass`), both `source=feed`; and `unblock` of a feed's address says a feed lists
+/// it rather than pointing at a wider prefix that does not exist.
+#[test]
+fn feeds_entries_are_what_the_mta_is_told() {
+    feeds_told("ebpf");
+}
+
+#[test]
+fn nftables_feeds_entries_are_what_the_mta_is_told() {
+    feeds_told("nftables");
+}
+
+fn feeds_told(backend: &str) {
+    let b = Bed::new(
+        if backend == "ebpf" { "ft" } else { "ftn" },
+        &[FEED_LISTED, FEED_LATER, CLEAN],
+        &[RblZone::new("bl.test", Duration::from_secs(900), vec![])],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (drop, limit) = (dir.path().join("drop.txt"), dir.path().join("limit.txt"));
+    std::fs::write(&drop, format!("{FEED_LISTED}\n")).unwrap();
+    std::fs::write(&limit, format!("{FEED_LATER}/32\n")).unwrap();
+    let feeds = feed_section("dropped", &drop, "cidr", "drop")
+        + &feed_section("limited", &limit, "cidr", "limit");
+    let spec = Spec {
+        datapath: datapath(backend),
+        sections: sections(b.rbl_addr, &feeds),
+        ..Default::default()
+    };
+    let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, spec);
+    d.wait_for("feeds loaded", LOADED_WITHIN, || {
+        entries(&d, "dropped") == 1 && entries(&d, "limited") == 1
+    });
+    let q = d.query(FEED_LISTED);
+    assert!(
+        q.starts_with("action=block") && q.contains("source=feed"),
+        "{q}"
+    );
+    let q = d.query(FEED_LATER);
+    assert!(
+        q.starts_with("action=limit") && q.contains("source=feed"),
+        "{q}"
+    );
+    let out = d.cli(&["unblock", FEED_LISTED]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("a feed lists it"), "{err}");
+}
+
 /// IPv6 senders rotate inside their /64: two addresses of one network with drop verdicts
 /// give the network a drop verdict, so a third, never seen, is refused at its first SYN;
 /// one listed address alone takes nobody with it, and an address's own verdict stays.

@@ -80,7 +80,7 @@ fn a_feed_drops_what_it_lists_and_counts_it_apart() {
                 expect(&dp, entry, src, Outcome::Drop, &[("dropped_feed", 1)]);
             }
             assert_eq!(dp.maps.feed_hits("drop").unwrap(), 3);
-            let e = dp.maps.list_match(ListKind::Deny, src).unwrap().unwrap();
+            let e = dp.maps.list_match(Table::Deny, src).unwrap().unwrap();
             assert_eq!((e.reason(), e.hits), (Reason::Feed, 3));
             assert_eq!(
                 dp.maps.feeds_listing(Table::Deny, net(cover(src))),
@@ -242,14 +242,14 @@ fn feeds_and_manual_entries_share_prefixes() {
                 .list_insert(ListKind::Deny, p, manual(past))
                 .unwrap();
             // The manual entry shows (its reason), but never expires while the feed lists it.
-            let e = dp.maps.list_match(ListKind::Deny, src).unwrap().unwrap();
+            let e = dp.maps.list_match(Table::Deny, src).unwrap().unwrap();
             assert_eq!((e.reason(), e.expires_ns), (Reason::Manual, 0));
             expect(&dp, entry, src, Outcome::Drop, &[("dropped_deny", 1)]);
             // Unblocked by hand: the feed's entry is back.
             assert!(dp.maps.list_remove(ListKind::Deny, p).unwrap());
             assert_eq!(
                 dp.maps
-                    .list_match(ListKind::Deny, src)
+                    .list_match(Table::Deny, src)
                     .unwrap()
                     .unwrap()
                     .reason(),
@@ -436,11 +436,7 @@ fn list_hits_add_up_over_cpus() {
     }
     let want = 5 * cpus.len().min(2) as u64;
     assert_eq!(
-        dp.maps
-            .list_match(ListKind::Deny, V4)
-            .unwrap()
-            .unwrap()
-            .hits,
+        dp.maps.list_match(Table::Deny, V4).unwrap().unwrap().hits,
         want
     );
 }

@@ -211,7 +211,7 @@ fn blocks_unblocks_and_allows_real_connections() {
     assert!(b.count(Counter::PassedAllow) >= 1);
     let allowed = b
         .nft
-        .list_match(ListKind::Allow, blocked6.parse().unwrap())
+        .list_match(Table::Allow, blocked6.parse().unwrap())
         .unwrap()
         .unwrap();
     assert!(
@@ -561,7 +561,7 @@ fn an_entry_set_again_unchanged_keeps_its_hits() {
     b.wire.assert_refused(in_prefix, smtp4());
     let hits = |b: &Bed, ip: &str| {
         b.nft
-            .list_match(ListKind::Deny, ip.parse().unwrap())
+            .list_match(Table::Deny, ip.parse().unwrap())
             .unwrap()
             .expect("listed")
             .hits
@@ -1856,10 +1856,7 @@ fn a_write_the_kernel_refuses_changes_nothing() {
         .collect();
     assert_eq!(own.len(), 4, "{own:?}");
     assert!(!own.contains(&refused), "{own:?}");
-    assert_eq!(
-        b.nft.list_match(ListKind::Deny, refused.addr()).unwrap(),
-        None
-    );
+    assert_eq!(b.nft.list_match(Table::Deny, refused.addr()).unwrap(), None);
     b.wire.assert_connects(CLIENT_V4[0], smtp4());
     // A feed too big for the sets is refused whole, and not kept as a feed without entries.
     let feed: Vec<u64> = (0..8u32)

@@ -142,17 +142,20 @@ impl ListOwner {
                 "{net} is {verb} by the config (or is the host's own address), not by hand: change the config and reload (SIGHUP)"
             ));
         }
-        let mut hint = String::new();
-        if net.prefix_len() == net.max_prefix_len() && maps.list_match(list, net.addr())?.is_some()
-        {
-            let covering = self
-                .state
-                .entries()
-                .iter()
-                .find(|e| e.list == list && e.net.contains(&net.addr()))
-                .map_or_else(|| "a wider prefix".into(), |e| e.net.to_string());
-            hint = format!(" (it is covered by {covering}; `mxscreen {cmd}` that prefix)");
-        }
+        // What does list it, if anything: the entry whose prefix covers it, by its source.
+        let hint = match maps.list_lookup(list.into(), net.addr())? {
+            Some((covering, e)) if covering.contains(&net) => match e.reason() {
+                Reason::Feed => match list {
+                    ListKind::Deny => " (a feed lists it: take it out of the feed's file, or `mxscreen allow` it to let it through)".to_owned(),
+                    ListKind::Allow => " (an allow feed lists it: take it out of the feed's file)".to_owned(),
+                },
+                Reason::Config => format!(
+                    " (it is covered by {covering} in the config: change the config and reload)"
+                ),
+                _ => format!(" (it is covered by {covering}; `mxscreen {cmd}` that prefix)"),
+            },
+            _ => String::new(),
+        };
         Ok(anyhow::anyhow!("{net} is not {verb} by hand{hint}"))
     }
 

@@ -42,8 +42,9 @@ pub trait DatapathRead: Send + Sync {
     fn verdict_without_hits(&self, ip: IpAddr) -> Result<Option<PeerVerdict>> {
         self.verdict_get(ip)
     }
-    /// The longest prefix of a list covering `ip`, live or not (own entries and feeds').
-    fn list_match(&self, kind: ListKind, ip: IpAddr) -> Result<Option<ListEntry>>;
+    /// The longest live prefix of a table covering `ip` (own entries and feeds'; an expired
+    /// one counts as absent, as in the datapath's walk).
+    fn list_match(&self, table: Table, ip: IpAddr) -> Result<Option<ListEntry>>;
     /// Exactly this prefix of a list, with its hits.
     fn list_exact(&self, kind: ListKind, net: IpNet) -> Result<Option<ListEntry>>;
     /// Every verdict (expired ones included) with its hits, a chunk at a time while `each`
@@ -94,7 +95,8 @@ pub trait Datapath: DatapathRead {
     fn list_remove(&mut self, kind: ListKind, net: IpNet) -> Result<bool>;
     /// The entries of one's own in a list, with their reasons.
     fn list_own(&self, kind: ListKind) -> Vec<(IpNet, Reason)>;
-    /// The longest prefix of `table` covering `ip`, live or not, and its entry.
+    /// The longest live prefix of `table` covering `ip` (an expired one counts as absent, as in
+    /// the datapath's walk), and its entry.
     fn list_lookup(&self, table: Table, ip: IpAddr) -> Result<Option<(IpNet, ListEntry)>>;
     /// Every prefix in a table (own entries and feeds'), with its entry.
     fn table_entries(&self, table: Table) -> Result<Vec<(IpNet, ListEntry)>>;
@@ -183,8 +185,8 @@ impl DatapathRead for MapsReader {
     fn peer(&self, ip: IpAddr) -> Result<Option<Peer>> {
         MapsReader::peer(self, ip)
     }
-    fn list_match(&self, kind: ListKind, ip: IpAddr) -> Result<Option<ListEntry>> {
-        MapsReader::list_match(self, kind, ip)
+    fn list_match(&self, table: Table, ip: IpAddr) -> Result<Option<ListEntry>> {
+        MapsReader::list_match(self, table, ip)
     }
     fn list_exact(&self, kind: ListKind, net: IpNet) -> Result<Option<ListEntry>> {
         MapsReader::list_exact(self, kind, net)
@@ -211,8 +213,8 @@ impl DatapathRead for DatapathMaps {
     fn peer(&self, ip: IpAddr) -> Result<Option<Peer>> {
         self.maps.peer(ip)
     }
-    fn list_match(&self, kind: ListKind, ip: IpAddr) -> Result<Option<ListEntry>> {
-        self.maps.list_match(kind, ip)
+    fn list_match(&self, table: Table, ip: IpAddr) -> Result<Option<ListEntry>> {
+        self.maps.list_match(table, ip)
     }
     fn list_exact(&self, kind: ListKind, net: IpNet) -> Result<Option<ListEntry>> {
         self.maps.list_exact(kind, net)

@@ -19,12 +19,13 @@ use std::{
 use anyhow::{Context as _, Result};
 use aya::maps::{Array, IterableMap as _, Map, MapData, MapError, PerCpuArray};
 use filter_common::{
-    Counter, DatapathConfig, ListEntry, ListValue, Peer, PeerVerdict, Reason, Seen, Table,
+    Counter, DatapathConfig, ListEntry, ListValue, Peer, PeerVerdict, Reason, Seen, Table, live,
 };
 use ipnet::IpNet;
 
 use super::{
     cache::{self, Slots},
+    clock,
     lists::{ListKind, ListMaps, key4, key6},
     prefix::Prefix,
     typed::{Peers, PerFamily, all, chunks, found, sum_counters},
@@ -185,13 +186,15 @@ impl MapsReader {
     }
 
     /// The longest prefix in the list that covers `ip`, as the datapath would find it.
-    pub fn list_match(&self, kind: ListKind, ip: IpAddr) -> Result<Option<ListEntry>> {
-        Ok(self.list_lookup(kind.into(), ip)?.map(|(_, e)| e))
+    pub fn list_match(&self, table: Table, ip: IpAddr) -> Result<Option<ListEntry>> {
+        Ok(self.list_lookup(table, ip)?.map(|(_, e)| e))
     }
 
-    /// The longest prefix of `table` covering `ip`, live or not, and its entry: the lengths in
-    /// use come from the kernel's index, longest first, as the datapath's walk meets them.
+    /// The longest live prefix of `table` covering `ip`, and its entry: the lengths in use
+    /// come from the kernel's index, longest first, as the datapath's walk meets them, and
+    /// as there an expired entry counts as absent (a shorter one decides).
     pub fn list_lookup(&self, table: Table, ip: IpAddr) -> Result<Option<(IpNet, ListEntry)>> {
+        let now = clock::now_ns();
         let index = self
             .lists
             .index
@@ -210,7 +213,10 @@ impl MapsReader {
                 Prefix::V6(a, l) => found(self.lists.v6.get(&key6(table, a, l), 0))?,
             };
             if let Some(v) = v {
-                return Ok(Some((p.net(), self.entry_of(&v)?)));
+                let e = self.entry_of(&v)?;
+                if live(e.expires_ns, now) {
+                    return Ok(Some((p.net(), e)));
+                }
             }
         }
         Ok(None)

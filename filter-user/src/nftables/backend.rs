@@ -118,9 +118,9 @@ impl DatapathRead for NftReader {
     fn verdict_without_hits(&self, ip: IpAddr) -> Result<Option<PeerVerdict>> {
         Ok(lock(&self.shared).verdict_held(ip))
     }
-    fn list_match(&self, kind: ListKind, ip: IpAddr) -> Result<Option<ListEntry>> {
+    fn list_match(&self, table: Table, ip: IpAddr) -> Result<Option<ListEntry>> {
         Ok(lock(&self.shared)
-            .list_lookup_unhit(kind.into(), ip)
+            .list_lookup_unhit(table, ip)
             .map(|(_, e)| e))
     }
     fn list_exact(&self, kind: ListKind, net: IpNet) -> Result<Option<ListEntry>> {
@@ -160,8 +160,8 @@ impl DatapathRead for NftDatapath {
     fn verdict_without_hits(&self, ip: IpAddr) -> Result<Option<PeerVerdict>> {
         Ok(self.nft().verdict_held(ip))
     }
-    fn list_match(&self, kind: ListKind, ip: IpAddr) -> Result<Option<ListEntry>> {
-        self.nft().list_match(kind, ip)
+    fn list_match(&self, table: Table, ip: IpAddr) -> Result<Option<ListEntry>> {
+        self.nft().list_match(table, ip)
     }
     fn list_exact(&self, kind: ListKind, net: IpNet) -> Result<Option<ListEntry>> {
         self.nft().list_exact(kind, net)

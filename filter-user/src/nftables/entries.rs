@@ -203,10 +203,10 @@ impl Nftables {
         Ok(out)
     }
 
-    /// The longest prefix in the list that covers `ip` (own entries and feeds' alike, as
-    /// the eBPF datapath's walk), live or not, with its hits.
-    pub fn list_match(&self, kind: ListKind, ip: IpAddr) -> Result<Option<ListEntry>> {
-        Ok(self.list_lookup(kind.into(), ip)?.map(|(_, e)| e))
+    /// The longest live prefix in the list that covers `ip` (own entries and feeds' alike,
+    /// as the eBPF datapath's walk), with its hits.
+    pub fn list_match(&self, table: Table, ip: IpAddr) -> Result<Option<ListEntry>> {
+        Ok(self.list_lookup(table, ip)?.map(|(_, e)| e))
     }
 
     /// Makes feed `name` hold exactly `set` in `table`: additions written first, removals

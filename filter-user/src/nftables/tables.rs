@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 
 use anyhow::Result;
-use filter_common::{ListEntry, Reason, Table};
+use filter_common::{ListEntry, Reason, Table, live};
 use ipnet::IpNet;
 
 use super::{
@@ -14,7 +14,7 @@ use super::{
     ruleset::feed_chain,
     sets::{Family, Kind},
 };
-use crate::datapath::{ListKind, Prefix};
+use crate::datapath::{ListKind, Prefix, clock};
 
 /// The set kinds a table's entries are in: own entries' first.
 pub(super) fn kinds(table: Table) -> &'static [Kind] {
@@ -33,10 +33,14 @@ enum Found {
 }
 
 impl Nftables {
-    /// The entry of exactly `p` in `table`, own entries first.
-    fn find(&self, table: Table, p: Prefix) -> Option<Found> {
+    /// The entry of exactly `p` in `table`, own entries first; with `live_at`, an own entry
+    /// expired by then counts as absent (the kernel has dropped its element, and a feed's
+    /// for the same prefix decides).
+    fn find(&self, table: Table, p: Prefix, live_at: Option<u64>) -> Option<Found> {
         for k in kinds(table) {
-            if let Some(o) = self.lists.own.get(&(*k, p)) {
+            if let Some(o) = self.lists.own.get(&(*k, p))
+                && live_at.is_none_or(|now| live(o.expires_ns, now))
+            {
                 return Some(Found::Own(*k, p, ListEntry::new(o.reason, o.expires_ns)));
             }
             if let Some(i) = self
@@ -51,11 +55,13 @@ impl Nftables {
         None
     }
 
-    /// The longest prefix of `table` covering `ip`.
+    /// The longest live prefix of `table` covering `ip`: as the kernel's walk, an expired
+    /// one counts as absent and a shorter one decides.
     fn longest(&self, table: Table, ip: IpAddr) -> Option<Found> {
+        let now = clock::now_ns();
         (0..=Family::of(ip).bits()).rev().find_map(|len| {
             let p = Prefix::new(IpNet::new(ip, len).expect("length in range"));
-            self.find(table, p)
+            self.find(table, p, Some(now))
         })
     }
 
@@ -78,7 +84,7 @@ impl Nftables {
         })
     }
 
-    /// The longest prefix of `table` covering `ip`, live or not, with its hits.
+    /// The longest live prefix of `table` covering `ip`, with its hits.
     pub fn list_lookup(&self, table: Table, ip: IpAddr) -> Result<Option<(IpNet, ListEntry)>> {
         self.longest(table, ip)
             .map(|f| self.entry(f, true))
@@ -94,7 +100,7 @@ impl Nftables {
 
     /// Exactly this prefix of a list, with its hits.
     pub fn list_exact(&self, kind: ListKind, net: IpNet) -> Result<Option<ListEntry>> {
-        self.find(kind.into(), Prefix::new(net))
+        self.find(kind.into(), Prefix::new(net), None)
             .map(|f| self.entry(f, true).map(|(_, e)| e))
             .transpose()
     }

@@ -15,7 +15,7 @@ use std::{
 };
 
 use anyhow::Result;
-use filter_common::{FLAG_EXPLAIN, FLAG_OBSERVE, ListEntry, Peer, live};
+use filter_common::{FLAG_EXPLAIN, FLAG_OBSERVE, ListEntry, Peer, Table, live};
 
 use super::{
     answer::{Answer, Told},
@@ -23,7 +23,7 @@ use super::{
     evidence::EvidenceCache,
 };
 use crate::{
-    datapath::{DatapathRead, ListKind, clock, explain::next_explained},
+    datapath::{DatapathRead, clock, explain::next_explained},
     reputation::names::canonical,
 };
 
@@ -128,16 +128,15 @@ impl Oracle {
         if self.asks.explaining(now) {
             cfg.flags |= FLAG_EXPLAIN;
         }
-        let live_entry = |kind| -> Result<Option<ListEntry>> {
-            Ok(self
-                .maps
-                .list_match(kind, ip)?
-                .filter(|e| live(e.expires_ns, now)))
-        };
-        let mut a = if let Some(e) = live_entry(ListKind::Allow)? {
+        // In the datapath's precedence: allow, deny, limit feeds, the source's verdict, its
+        // network's.
+        let entry = |table| self.maps.list_match(table, ip);
+        let mut a = if let Some(e) = entry(Table::Allow)? {
             listed(Told::Allow, &e)
-        } else if let Some(e) = live_entry(ListKind::Deny)? {
+        } else if let Some(e) = entry(Table::Deny)? {
             listed(Told::Block, &e)
+        } else if let Some(e) = entry(Table::Limit)? {
+            listed(Told::Limit, &e)
         } else if let Some(v) = self
             .peer_asked_about(ip, first)?
             .and_then(|p| p.verdict())
@@ -170,6 +169,9 @@ impl Oracle {
                 None => {}
             }
             a
+        } else if let Some(e) = entry(Table::PrefixVerdict)? {
+            // Its IPv6 network's verdict (a rotating sender's /64): always a drop.
+            listed(Told::Drop, &e)
         } else {
             return Ok(None);
         };
