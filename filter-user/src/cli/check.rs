@@ -13,7 +13,7 @@ use crate::{
     config::Config,
     control::{
         client::ClientError,
-        protocol::{ListedEntry, LookupReply},
+        protocol::{ListName, ListedEntry, LookupReply},
     },
     duration, reputation,
 };
@@ -114,12 +114,17 @@ pub fn main(a: Args) -> Result<()> {
                 }
             }
             let now = crate::state::unix_now();
-            if let Some(at) = l.explain_next {
-                outln!("  {}", explained_line(at, now))?;
-            } else if l.explainable == Some(false) {
-                outln!(
+            // Explanations are a drop verdict's: not when something before it decides (an
+            // allow, a limit feed), nor in observe mode (nothing is dropped).
+            let verdict_decides = in_force_entry(&l)
+                .is_some_and(|e| e.list == ListName::Verdict && e.action == Action::Drop);
+            match (verdict_decides, l.explain_next, l.explainable) {
+                (false, ..) => {}
+                (true, Some(at), _) => outln!("  {}", explained_line(at, now))?,
+                (true, None, Some(false)) => outln!(
                     "  not explained: no forward-confirmed rDNS (policy.explain_to = \"fcrdns\"): every SYN is dropped in the kernel"
-                )?;
+                )?,
+                (true, None, _) => {}
             }
             outln!(
                 "explained refusals: {}",
@@ -185,7 +190,7 @@ fn explained_line(at: u64, now: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::protocol::{ListName, Source};
+    use crate::control::protocol::Source;
 
     fn entry(list: ListName, action: Action, expires: Option<u64>) -> ListedEntry {
         ListedEntry {

@@ -49,10 +49,13 @@ fn switch_to(d: &mut Daemon, new: Config) -> Result<()> {
     keep_restart_only(&mut d.cfg, &old);
     d.mta_asks
         .set_window(d.cfg.policy.explain_every.as_nanos() as u64);
-    d.verdicts.configure_rotation(
+    let rotation = (
         d.cfg.policy.v6_rotation_prefix,
         d.cfg.policy.v6_rotation_after,
     );
+    d.verdicts
+        .configure_rotation(d.maps.as_mut(), rotation, d.cfg.policy.observe)
+        .map_err(|e| e.context("applying the IPv6 rotation settings"))?;
     for name in d.feeds.configure(d.cfg.lists.feed.clone()) {
         match d.maps.feed_drop(&name) {
             Ok(change) => {

@@ -44,12 +44,14 @@ impl Rotation {
         }
     }
 
-    /// Takes new settings; what was learnt under other ones is forgotten (the networks'
-    /// verdicts expire on their own).
-    pub fn configure(&mut self, prefix: u8, after: u32) {
-        if (prefix, after as usize) != (self.prefix, self.after) {
+    /// Takes new settings, forgetting what was learnt under other ones; `true` if they
+    /// changed (the caller removes the networks' verdicts and learns again).
+    pub fn configure(&mut self, prefix: u8, after: u32) -> bool {
+        let changed = (prefix, after as usize) != (self.prefix, self.after);
+        if changed {
             *self = Self::new(prefix, after);
         }
+        changed
     }
 
     /// A verdict was stored for `ip`. Returns the network's verdict to set when this one

@@ -51,8 +51,25 @@ impl VerdictWriter {
     }
 
     /// New rotation settings (a reload).
-    pub fn configure_rotation(&mut self, prefix: u8, after: u32) {
-        self.rotation.configure(prefix, after);
+    pub fn configure_rotation(
+        &mut self,
+        maps: &mut dyn Datapath,
+        (prefix, after): (u8, u32),
+        observe: bool,
+    ) -> Result<()> {
+        if !self.rotation.configure(prefix, after) {
+            return Ok(());
+        }
+        // New settings: what the old ones earned goes (networks of another size, or any at
+        // all once rotation is off: left alone they dropped whole networks for up to
+        // `ttl_max`, unexplained), and the networks are learnt again from the verdicts
+        // held, as at a start.
+        for n in maps.network_verdicts()? {
+            if forgettable(n.reason) {
+                maps.network_verdict_remove(n.net)?;
+            }
+        }
+        self.learn_rotation(maps, observe)
     }
 
     /// A verdict from the engine: into the map, its evidence kept, the network's verdict if

@@ -49,6 +49,9 @@ use crate::{
 /// many events; one read after the last is enough.
 const SETTLE: Duration = Duration::from_millis(200);
 
+/// When a read the datapath refused to load is read again (see [`Feeds::apply`]).
+const LOAD_RETRY: Duration = Duration::from_secs(60);
+
 /// The table a feed's action fills.
 pub const fn table(action: FeedAction) -> Table {
     match action {
@@ -301,6 +304,14 @@ impl Feeds {
         let change = match maps.feed_load(&name, table(cfg.action), parsed.set) {
             Ok(c) => c,
             Err(e) => {
+                // The last load stays (a refused write changes nothing). Read again later,
+                // unchanged file or not: the refusal may pass (a firewall reload deleted the
+                // table mid-write, memory came back), and `status` says why until then.
+                self.known[index].problem = Some(format!(
+                    "not loaded: {e:#}; keeping the last load, reading it again in {}",
+                    crate::duration::format(LOAD_RETRY)
+                ));
+                self.due.insert(index, Instant::now() + LOAD_RETRY);
                 self.tell(&name, Err(format!("{name}: not loaded: {e:#}")));
                 return Err(e);
             }
