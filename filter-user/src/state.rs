@@ -10,6 +10,7 @@
 use std::{
     fs,
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use anyhow::{Context as _, Result};
@@ -21,6 +22,26 @@ use crate::{atomic_file, datapath::ListKind};
 /// Default path (`state.file`).
 pub const DEFAULT_STATE_FILE: &str = "/var/lib/mxscreen/state.json";
 const VERSION: u32 = 1;
+
+/// The longest time a manual entry is made for (`--for`, `ttl_secs`). Its expiry is kept
+/// in nanoseconds in the datapath and as an element timeout in nftables: a bound well inside
+/// both, and past any block an operator means to come back to.
+pub const MAX_ENTRY_TTL: Duration = Duration::from_secs(36_500 * 86_400);
+
+/// Whether a manual entry can be made for `ttl`: above zero, at most [`MAX_ENTRY_TTL`].
+pub fn check_entry_ttl(ttl: Duration) -> Result<(), String> {
+    if ttl.is_zero() {
+        return Err("an entry for 0s would be gone at once; leave --for out for one that stays until removed".into());
+    }
+    if ttl > MAX_ENTRY_TTL {
+        return Err(format!(
+            "--for {} is longer than an entry can last ({}, 100 years); leave --for out for one that stays until removed",
+            crate::duration::format(ttl),
+            crate::duration::format(MAX_ENTRY_TTL)
+        ));
+    }
+    Ok(())
+}
 
 /// One manual entry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -209,6 +230,22 @@ impl State {
 
 #[cfg(test)]
 mod tests {
+    /// A manual entry's time: above zero, at most 100 years; the raw protocol's own values
+    /// too (`ttl_secs` of u64::MAX once overflowed the daemon's clock).
+    #[test]
+    fn an_entrys_time_is_bounded() {
+        use super::{Duration, MAX_ENTRY_TTL, check_entry_ttl};
+        assert!(check_entry_ttl(Duration::from_secs(1)).is_ok());
+        assert!(check_entry_ttl(MAX_ENTRY_TTL).is_ok());
+        for bad in [
+            Duration::ZERO,
+            MAX_ENTRY_TTL + Duration::from_secs(1),
+            Duration::from_secs(u64::MAX),
+        ] {
+            assert!(check_entry_ttl(bad).is_err(), "{bad:?}");
+        }
+    }
+
     use super::*;
 
     fn entry(net: &str, expires: Option<u64>) -> ManualEntry {

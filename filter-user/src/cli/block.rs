@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Result;
 use ipnet::IpNet;
 
-use super::{connect::Connect, out::outln, parse_duration};
+use super::{connect::Connect, out::outln};
 use crate::{control::protocol::ttl_secs, net::parse_net};
 
 /// Drop SYNs to the screened ports from an address or prefix, now and across restarts.
@@ -49,12 +49,19 @@ pub struct EntryArgs {
     /// Address or CIDR prefix.
     #[arg(value_parser = parse_net)]
     pub net: IpNet,
-    /// How long (e.g. 90s, 10m, 24h, 7d); default: until removed.
-    #[arg(long = "for", value_parser = parse_duration)]
+    /// How long (e.g. 90s, 10m, 24h, 7d; at most 36500d); default: until removed.
+    #[arg(long = "for", value_parser = entry_ttl)]
     pub duration: Option<Duration>,
     /// Free text kept with the entry and shown by `list`.
     #[arg(long)]
     pub reason: Option<String>,
+}
+
+/// `--for`: a duration a manual entry can be made for.
+fn entry_ttl(s: &str) -> Result<Duration, String> {
+    let d = crate::duration::parse(s).map_err(|e| e.to_string())?;
+    crate::state::check_entry_ttl(d)?;
+    Ok(d)
 }
 
 pub fn block(a: BlockArgs) -> Result<()> {

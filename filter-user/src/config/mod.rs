@@ -130,7 +130,8 @@ impl Config {
         }
     }
 
-    /// Every section's checks, in file order; the first failure is reported.
+    /// Every section's checks, in file order; the first failure is reported. Then what
+    /// `run` would otherwise find only at start: lists the maps cannot hold.
     pub fn validate(&self) -> Result<(), InvalidKey> {
         self.datapath.validate()?;
         self.resolver.validate()?;
@@ -142,7 +143,33 @@ impl Config {
         self.state.validate()?;
         self.query.validate()?;
         self.policy_service.validate()?;
-        self.fleet.validate()
+        self.fleet.validate()?;
+        self.lists_fit()
+    }
+
+    /// Whether the config's own list entries fit the list maps (one a family, sized by
+    /// `datapath.maps.deny` and `allow` together); the host's own addresses, manual entries
+    /// and feeds come on top, and are refused when they come.
+    fn lists_fit(&self) -> Result<(), InvalidKey> {
+        let room = self.datapath.maps.lists() as usize;
+        let nets = self
+            .lists
+            .allow_list()
+            .into_iter()
+            .chain(self.lists.deny.iter().copied());
+        let (v4, v6) = nets.fold((0, 0), |(v4, v6), n| match n {
+            ipnet::IpNet::V4(_) => (v4 + 1, v6),
+            ipnet::IpNet::V6(_) => (v4, v6 + 1),
+        });
+        if let Some(n) = [v4, v6].into_iter().find(|n| *n > room) {
+            return Err(InvalidKey::new(
+                "lists.deny",
+                format!(
+                    "{n} entries of one family with lists.allow (and its built-in ranges) do not fit the list maps' {room} (datapath.maps.deny + allow): raise those"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// The runtime config the kernel program reads: `[datapath]` and the datapath side of
@@ -182,6 +209,22 @@ impl Config {
             lists: self.lists.clone(),
         }
     }
+}
+
+/// A Unix socket's path must fit `sun_path` (108 bytes with its NUL): a longer one binds
+/// nowhere, and would fail only at `run`.
+pub(crate) fn check_socket_path(key: &str, path: &Path) -> Result<(), InvalidKey> {
+    const SUN_PATH: usize = 108;
+    let len = path.as_os_str().len();
+    if len >= SUN_PATH {
+        return Err(InvalidKey::new(
+            key,
+            format!(
+                "{path:?} is {len} bytes; a Unix socket's path must be under {SUN_PATH}: use a shorter one"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -356,6 +399,16 @@ mod tests {
             "policy.limit_burst",
         ),
         ("[datapath]\nhold_max = \"0s\"\n", 2, "datapath.hold_max"),
+        (
+            "[query]\nsocket = \"/run/mxscreen/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.sock\"\n",
+            2,
+            "query.socket",
+        ),
+        (
+            "[datapath]\nmaps = { deny = 1, allow = 1 }\n[lists]\ndeny = [\"192.0.2.1\", \"192.0.2.2\", \"192.0.2.3\"]\nallow_defaults = false\n",
+            4,
+            "lists.deny",
+        ),
         ("[resolver]\nmax_inflight = 0\n", 2, "resolver.max_inflight"),
         ("[resolver]\ntimeout = \"0s\"\n", 2, "resolver.timeout"),
         ("[rdns]\nmax_ptr_names = 0\n", 2, "rdns.max_ptr_names"),

@@ -59,6 +59,7 @@ impl QuerySection {
                 ),
             ));
         }
+        super::check_socket_path("query.socket", &self.socket)?;
         if self.wait_max > std::time::Duration::from_secs(30) {
             return Err(InvalidKey::new(
                 "query.wait_max",
@@ -105,6 +106,9 @@ impl PolicyServiceSection {
                 "policy_service.limit_action",
                 "must be one Postfix action on one line, such as DUNNO or SLEEP 10",
             ));
+        }
+        if let Listen::Unix(path) = &self.listen {
+            super::check_socket_path("policy_service.listen", path)?;
         }
         check_group("policy_service.group", &self.group)
     }

@@ -179,6 +179,7 @@ impl ControlSection {
                 "must not be empty; the default is /run/mxscreen/control.sock",
             ));
         }
+        super::check_socket_path("control.socket", &self.socket)?;
         if self.widest_block_v4 > 32 {
             return Err(InvalidKey::new(
                 "control.widest_block_v4",

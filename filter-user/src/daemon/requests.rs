@@ -9,11 +9,6 @@ use filter_common::Action;
 use ipnet::IpNet;
 
 use super::{Daemon, protect};
-
-/// The longest `--for` a manual entry takes. Its expiry is kept in nanoseconds in the
-/// datapath and as an element timeout in nftables: a bound well inside both, and past any
-/// block an operator means to come back to.
-const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 86_400);
 use crate::{
     control::{
         protocol::{Body, Reply, Request},
@@ -73,14 +68,9 @@ impl Daemon {
         reason: Option<String>,
         force: bool,
     ) -> Result<String> {
-        if let Some(t) = ttl_secs
-            && t > MAX_TTL.as_secs()
-        {
-            anyhow::bail!(
-                "--for {} is longer than an entry can last ({}); leave --for out for an entry that stays until removed",
-                duration::format(Duration::from_secs(t)),
-                duration::format(MAX_TTL)
-            );
+        // The CLI checks it too; another client may not.
+        if let Some(t) = ttl_secs {
+            crate::state::check_entry_ttl(Duration::from_secs(t)).map_err(anyhow::Error::msg)?;
         }
         let now = unix_now();
         let entry = ManualEntry {

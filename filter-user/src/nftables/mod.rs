@@ -61,17 +61,14 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use filter_common::{
-    Counter, DatapathConfig, FLAG_EXPLAIN, FLAG_HOLD, FLAG_OBSERVE, PeerVerdict, Reason,
-    VERDICT_EXPLAIN,
-};
+use filter_common::{Counter, DatapathConfig, FLAG_EXPLAIN, FLAG_HOLD, FLAG_OBSERVE, PeerVerdict};
 
 use self::{
     events::NfLog,
     lists::Lists,
     netlink::{Elem, Netlink, Op, Tally},
     ruleset::Shape,
-    sets::{ALIVE, ALIVE_KEY, Family, key_addr, verdict_set},
+    sets::{ALIVE, ALIVE_KEY},
 };
 use crate::datapath::MapSizes;
 
@@ -159,7 +156,7 @@ impl Nftables {
         let outcomes = counters::Outcomes::default();
         let nflog = NfLog::bind(opts.log_group, outcomes.socket_lost())?;
         let mut nl = Netlink::open(&opts.table)?;
-        let adopted = adopt(&mut nl)?;
+        let adopted = saved::adopt(&mut nl)?;
         let seeds = adopt_outcomes(&mut nl)?;
         let left = !adopted.is_empty() || table_exists(&netns, &opts.table);
         if left {
@@ -521,37 +518,4 @@ fn adopt_outcomes(nl: &mut Netlink) -> Result<HashMap<String, Tally>> {
         .into_iter()
         .filter(|(name, _)| Counter::ALL.iter().any(|c| c.name() == name))
         .collect())
-}
-
-/// The live verdicts of a table a previous run left (none if there is no such table).
-fn adopt(nl: &mut Netlink) -> Result<Vec<(IpAddr, PeerVerdict)>> {
-    let mut out = Vec::new();
-    for f in Family::ALL {
-        let elems = match nl.dump(&verdict_set(f)) {
-            Ok(e) => e,
-            Err(e) if errno(&e) == Some(libc::ENOENT) => continue,
-            Err(e) => return Err(e),
-        };
-        for d in elems {
-            let (Some(ip), Some(chain)) = (key_addr(&d.key), d.chain.as_deref()) else {
-                continue;
-            };
-            let reason = d
-                .userdata
-                .first()
-                .map_or(Reason::Unspecified, |r| Reason::from_u8(*r));
-            let Some(action) = verdicts::action_of(chain) else {
-                continue;
-            };
-            let expires = d.expires_ms.map_or(0, |ms| {
-                crate::datapath::clock::expiry_after(Duration::from_millis(ms))
-            });
-            let mut v = PeerVerdict::new(action, reason, expires);
-            if chain == ruleset::V_EXPLAIN {
-                v.flags |= VERDICT_EXPLAIN;
-            }
-            out.push((ip, v));
-        }
-    }
-    Ok(out)
 }

@@ -21,7 +21,15 @@ use anyhow::{Context as _, Result};
 use filter_common::{Action, PeerVerdict, Reason, VERDICT_EXPLAIN, expiry::sort_key, live};
 use serde::{Deserialize, Serialize};
 
-use super::{Nftables, decide::Counted, sets::Family, verdicts::slot};
+use super::{
+    Nftables,
+    decide::Counted,
+    errno,
+    netlink::Netlink,
+    ruleset,
+    sets::{Family, key_addr, verdict_set},
+    verdicts::{self, slot},
+};
 use crate::{atomic_file, datapath::clock};
 
 /// The file's name in the state directory (the directory of `state.file`).
@@ -118,10 +126,15 @@ pub fn take(path: &Path) -> Result<Vec<WithHits>> {
         }
     };
     let now = clock::unix_now();
-    Ok(disk
+    // One verdict a source: a file edited by hand may list one twice, and a transaction
+    // adding an element twice is refused whole (every verdict lost). The last one written
+    // wins, as a later `verdict_set` would.
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<WithHits> = disk
         .verdicts
         .into_iter()
-        .filter(|s| s.expires.is_none_or(|at| at > now))
+        .rev()
+        .filter(|s| s.expires.is_none_or(|at| at > now) && seen.insert(s.ip))
         .map(|s| {
             let mut v = PeerVerdict::new(s.action, s.reason, clock::boot_expiry(s.expires));
             if s.explain && s.action == Action::Drop {
@@ -129,7 +142,50 @@ pub fn take(path: &Path) -> Result<Vec<WithHits>> {
             }
             (s.ip, v, s.hits)
         })
-        .collect())
+        .collect();
+    out.reverse();
+    Ok(out)
+}
+
+/// The live verdicts of a table a crashed run left (none if there is no such table): one
+/// dump per family of its verdict maps, the reason in each element's user data. Their hits
+/// start from 0 (README, *Persistence*).
+pub(super) fn adopt(nl: &mut Netlink) -> Result<Vec<(IpAddr, PeerVerdict)>> {
+    let mut out = Vec::new();
+    for f in Family::ALL {
+        let elems = match nl.dump(&verdict_set(f)) {
+            Ok(e) => e,
+            Err(e) if errno(&e) == Some(libc::ENOENT) => continue,
+            Err(e) => return Err(e),
+        };
+        for d in elems {
+            let (Some(ip), Some(chain)) = (key_addr(&d.key), d.chain.as_deref()) else {
+                continue;
+            };
+            let reason = d
+                .userdata
+                .first()
+                .map_or(Reason::Unspecified, |r| Reason::from_u8(*r));
+            let Some(action) = verdicts::action_of(chain) else {
+                continue;
+            };
+            let expires = d.expires_ms.map_or(0, |ms| {
+                clock::expiry_after(std::time::Duration::from_millis(ms))
+            });
+            let mut v = PeerVerdict::new(action, reason, expires);
+            if chain == ruleset::V_EXPLAIN {
+                v.flags |= VERDICT_EXPLAIN;
+            }
+            out.push((ip, v));
+        }
+    }
+    if !out.is_empty() {
+        tracing::info!(
+            verdicts = out.len(),
+            "taking back the verdicts of the table a crashed run left"
+        );
+    }
+    Ok(out)
 }
 
 impl Nftables {
@@ -241,6 +297,26 @@ mod tests {
         assert_eq!((ip, v.expires_ns), (b, NEVER));
         assert!(v.is_explained());
         assert!(take(&path).unwrap().is_empty(), "read once");
+    }
+
+    /// A source listed twice (a file edited by hand) comes back once, as its last entry:
+    /// twice, the kernel refused the whole transaction and every verdict was lost.
+    #[test]
+    fn a_source_listed_twice_comes_back_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = path_for(&dir.path().join("state.json"));
+        let live = clock::expiry_after(Duration::from_secs(3600));
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let drop = PeerVerdict::new(Action::Drop, Reason::Reputation, live);
+        let pass = PeerVerdict::new(Action::Pass, Reason::Reputation, live);
+        save(&path, &[(a, drop, 1), (b, drop, 2), (a, pass, 3)]).unwrap();
+        let back = take(&path).unwrap();
+        let got: Vec<(IpAddr, Action, u64)> = back
+            .iter()
+            .map(|(ip, v, h)| (*ip, v.action(), *h))
+            .collect();
+        assert_eq!(got, [(b, Action::Drop, 2), (a, Action::Pass, 3)]);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::{
     access,
     codes::parse_postscreen_filter,
     draft::{Draft, Notes, Setting, quote},
-    maincf::{self, MainCf},
+    maincf::{self, MainCf, Unresolved},
     zones::{self, Item},
 };
 use crate::duration;
@@ -88,16 +88,30 @@ pub fn import(files: &[(String, String)]) -> Draft {
 
 /// The value of `name`, expanded, with unknown references noted; its default if not set.
 pub(super) fn param(cf: &MainCf, name: &str, notes: &mut Notes) -> (String, String) {
-    let mut unknown = Vec::new();
-    let (value, at) = match cf.expanded(name, &default_of, &mut unknown) {
+    let mut unresolved = Unresolved::default();
+    let (value, at) = match cf.expanded(name, &default_of, &mut unresolved) {
         Some(v) => (v, cf.get(name).map_or_else(String::new, |s| s.at.clone())),
         None => (default_of(name).unwrap_or_default(), String::new()),
     };
-    for u in unknown {
+    for u in unresolved.unknown {
         notes.push(
             &at,
             format!("{name}: ${u}"),
             "refers to a parameter set nowhere in the files read: it expanded to nothing",
+        );
+    }
+    for chain in unresolved.loops {
+        notes.push(
+            &at,
+            format!("{name}: {chain}"),
+            "a parameter that refers to itself (Postfix refuses such a main.cf): expanded to nothing",
+        );
+    }
+    if unresolved.too_many {
+        notes.push(
+            &at,
+            format!("{name}: $references"),
+            "expands to more references than a main.cf could mean: the rest expanded to nothing",
         );
     }
     (value, at)
