@@ -39,10 +39,13 @@ pub fn protected_set(config_allow: &[IpNet]) -> Vec<Protected> {
         }
     }
     for net in config_allow {
-        out.push(Protected {
-            net: net.trunc(),
-            why: Source::Config,
-        });
+        // The built-in ranges hold loopback too: one entry a prefix.
+        if out.iter().all(|p| p.net != net.trunc()) {
+            out.push(Protected {
+                net: net.trunc(),
+                why: Source::Config,
+            });
+        }
     }
     out
 }
