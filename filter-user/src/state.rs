@@ -79,6 +79,8 @@ struct OnDiskRef<'a> {
 pub struct State {
     path: PathBuf,
     entries: Vec<ManualEntry>,
+    /// Where a file that did not parse at load was moved (`status` says so until a restart).
+    moved_aside: Option<PathBuf>,
 }
 
 /// Now, in Unix seconds.
@@ -109,6 +111,7 @@ impl State {
         let mut state = Self {
             path: path.to_path_buf(),
             entries: Vec::new(),
+            moved_aside: None,
         };
         match fs::metadata(path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(state),
@@ -138,9 +141,15 @@ impl State {
                     file = %path.display(), moved_to = %aside.display(), error = %why,
                     "state file is corrupt; moved aside, starting without manual entries"
                 );
+                state.moved_aside = Some(aside);
             }
         }
         Ok(state)
+    }
+
+    /// Where the file was moved at load because it did not parse, if it was.
+    pub fn moved_aside(&self) -> Option<&Path> {
+        self.moved_aside.as_deref()
     }
 
     pub fn entries(&self) -> &[ManualEntry] {

@@ -723,6 +723,14 @@ fn corrupt_state_file_is_moved_aside_and_reported() {
         .filter(|n| n.starts_with("state.json.corrupt-"))
         .collect();
     assert_eq!(moved.len(), 1, "{moved:?}");
+    // `status` says so too: an operator who reads only it must learn the blocks are gone.
+    let status = d.cli_ok(&["status"]);
+    assert!(
+        status.lines().any(|l| l.starts_with("warning")
+            && l.contains("the state file did not parse")
+            && l.contains(&moved[0])),
+        "{status}"
+    );
     // Without the state file the manual block is gone (the operator restores it from the
     // moved file); the daemon runs and enforces the rest.
     b.connects(CLEAN, smtp4());

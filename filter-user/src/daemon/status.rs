@@ -102,6 +102,12 @@ impl Daemon {
                 "the last reload ({ago} ago) failed and the previous config is still running: {error}"
             ));
         }
+        if let Some(aside) = self.lists.state().moved_aside() {
+            w.push(format!(
+                "the state file did not parse at start and was moved to {}: the manual blocks and allows in it are not applied (restore them from it, then restart)",
+                aside.display()
+            ));
+        }
         w.extend(super::balancer::warnings(&self.balancer.status()));
         w.extend(self.program.warnings());
         for (source, c) in self.engine.canary().iter().filter(|(_, c)| !c.ok) {
