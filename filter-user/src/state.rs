@@ -239,11 +239,12 @@ impl State {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     /// A manual entry's time: above zero, at most 100 years; the raw protocol's own values
     /// too (`ttl_secs` of u64::MAX once overflowed the daemon's clock).
     #[test]
     fn an_entrys_time_is_bounded() {
-        use super::{Duration, MAX_ENTRY_TTL, check_entry_ttl};
         assert!(check_entry_ttl(Duration::from_secs(1)).is_ok());
         assert!(check_entry_ttl(MAX_ENTRY_TTL).is_ok());
         for bad in [
@@ -254,8 +255,6 @@ mod tests {
             assert!(check_entry_ttl(bad).is_err(), "{bad:?}");
         }
     }
-
-    use super::*;
 
     fn entry(net: &str, expires: Option<u64>) -> ManualEntry {
         ManualEntry {

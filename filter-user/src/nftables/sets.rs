@@ -204,28 +204,13 @@ pub const fn walk_chain(family: Family) -> &'static str {
 }
 
 /// `d` as an `nft` script writes a timeout: days, hours, minutes, seconds and milliseconds
-/// (`1d3h46m40s`). Never a bare count of milliseconds: `nft` refuses any one number of 10^8
-/// or more (`value too large`), so `100000000ms` (27.8 h) fails where the same time in
-/// units loads, and a rules script that fails stops the heartbeat with it.
+/// (`1d3h46m40s`), as [`crate::duration::format`] writes the config's durations. Never a
+/// bare count of milliseconds: `nft` refuses any one number of 10^8 or more (`value too
+/// large`), so `100000000ms` (27.8 h) fails where the same time in units loads, and a rules
+/// script that fails stops the heartbeat with it.
 pub fn nft_time(d: Duration) -> String {
-    let ms = d.as_millis().max(1);
-    let mut out = String::new();
-    let mut rest = ms;
-    for (unit, per) in [
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1_000),
-    ] {
-        if rest >= per {
-            out.push_str(&format!("{}{unit}", rest / per));
-            rest %= per;
-        }
-    }
-    if rest != 0 {
-        out.push_str(&format!("{rest}ms"));
-    }
-    out
+    // A timeout is at least a millisecond (`format` writes zero as `0s`).
+    crate::duration::format(d.max(Duration::from_millis(1)))
 }
 
 /// The dynamic sets' names carry their timeout, so a new window is a new set (an existing
@@ -331,6 +316,8 @@ pub const ALIVE_KEY: u8 = 6;
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn a_timeout_is_written_in_units_nft_reads_whatever_its_length() {
         for (ms, want) in [
@@ -346,8 +333,6 @@ mod tests {
             assert_eq!(nft_time(Duration::from_millis(ms)), want, "{ms} ms");
         }
     }
-
-    use super::*;
 
     #[test]
     fn masks_and_sources() {
