@@ -1290,6 +1290,7 @@ fn query_socket_answers_the_mta_in_one_line() {
         (b"192.0.2.0/24\n", "not an IP address"),
         (b"", "not an IP address"),
         (&[b'7'; 5000], "line too long"),
+        (&[b'7'; 257], "line too long"),
     ] {
         let a = mxscreen_tests::daemon::query_socket(&d.query_socket, bad);
         assert!(
@@ -1297,6 +1298,11 @@ fn query_socket_answers_the_mta_in_one_line() {
             "{a}"
         );
     }
+    // The longest line: 256 bytes without its newline (white space around an address is
+    // trimmed).
+    let longest = format!("{CLEAN:>256}\n");
+    let a = mxscreen_tests::daemon::query_socket(&d.query_socket, longest.as_bytes());
+    assert!(a.starts_with("action=pass "), "{a}");
     // An IPv4-mapped address gets the IPv4 answer, on both sockets (the countdowns aside:
     // a second may tick between two answers).
     let timeless = |a: String| -> Vec<String> {
@@ -1335,6 +1341,15 @@ fn query_socket_answers_the_mta_in_one_line() {
     );
     assert_eq!(
         policy_request(&mut p, &to_postmaster).as_deref(),
+        Some("action=DUNNO\n\n")
+    );
+    // An authenticated client is the site's own user, never refused, wherever the service
+    // sits among the restrictions.
+    let authenticated = format!(
+        "request=smtpd_access_policy\nprotocol_state=RCPT\nclient_address={LISTED}\nclient_name=unknown\nsasl_method=plain\nsasl_username=roadwarrior\nrecipient=someone@example.net\n\n"
+    );
+    assert_eq!(
+        policy_request(&mut p, &authenticated).as_deref(),
         Some("action=DUNNO\n\n")
     );
     assert_eq!(

@@ -4,10 +4,13 @@
 //! handshakes from a client namespace, a real rbldnsd. Run in the `daemon` suite.
 //!
 //! - [`shared`]: every real feed file in `../shared/data/feeds/` loads with its exact entries;
-//! - [`mangled`]: a feed a downloader mangled never opens or closes the gate by surprise.
+//! - [`mangled`]: a feed a downloader mangled never opens or closes the gate by surprise;
+//! - [`moved`]: a feed inotify cannot see change is polled; an empty first load is shown.
 
 #[path = "feeds/mangled.rs"]
 mod mangled;
+#[path = "feeds/moved.rs"]
+mod moved;
 #[path = "feeds/shared.rs"]
 mod shared;
 

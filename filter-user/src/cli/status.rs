@@ -169,10 +169,16 @@ fn feed(f: &FeedStatus) -> String {
         out.push_str(&format!("{} entries refused as too wide, ", f.refused));
     }
     out.push_str(&format!("{} hits, {}", f.hits, f.path));
+    if let Some(w) = &f.warning {
+        out.push_str(&format!("; {w}"));
+    }
     if let Some(p) = &f.problem {
-        out.push_str(&format!(
-            "; last read not loaded: {p} (entries of the last load kept)"
-        ));
+        let kept = if f.last_load.is_some() {
+            "entries of the last load kept"
+        } else {
+            "nothing loaded yet"
+        };
+        out.push_str(&format!("; last read not loaded: {p} ({kept})"));
     }
     out
 }

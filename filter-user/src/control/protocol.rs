@@ -343,6 +343,10 @@ pub struct FeedStatus {
     /// emptied or truncated download), the last load's entries staying in force; `None` when
     /// it was loaded.
     pub problem: Option<String>,
+    /// What is wrong with a load that was taken: it holds no entries (every line malformed,
+    /// an empty file). `None` when the last load has entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
     /// SYNs its entries decided.
     pub hits: u64,
 }

@@ -76,7 +76,7 @@ use crate::{
     fleet::{Fleet, FleetEvent},
     metrics::{
         self, BalancerFamilies, DaemonFamilies, DatapathFamilies, EngineFamilies, Facts, Families,
-        FleetFamilies, MtaFamilies, SharedFacts,
+        FeedFamilies, FleetFamilies, MtaFamilies, SharedFacts,
     },
     query::{EvidenceCache, MtaAsks, asks::MtaNews},
     reputation::{Engine, Verdict},
@@ -387,6 +387,7 @@ impl Daemon {
             Box::new(EngineFamilies(self.engine.clone())),
             Box::new(BalancerFamilies(self.balancer.shared())),
             Box::new(MtaFamilies(self.mta_asks.clone())),
+            Box::new(FeedFamilies(self.feeds.published())),
         ];
         if let Some(status) = self.fleet.status_watch() {
             families.push(Box::new(FleetFamilies {

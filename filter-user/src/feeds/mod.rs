@@ -27,6 +27,7 @@ mod watch;
 use std::{
     collections::BTreeMap,
     path::PathBuf,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -69,6 +70,8 @@ struct Known {
     malformed: u64,
     refused: u64,
     problem: Option<String>,
+    /// A load taken with no entries: [`FeedStatus::warning`].
+    warning: Option<String>,
     /// Reads started; a result from an older one is dropped.
     reads: u64,
     /// The next read is loaded even if the guard would hold it (`feed reload --force`).
@@ -91,6 +94,10 @@ pub struct Read {
     took: Duration,
 }
 
+/// Each feed as of its last read, for a metrics scrape (which never waits for the daemon's
+/// loop); `hits` is left 0 there, since it is read from the maps.
+pub type Published = Arc<Mutex<Vec<FeedStatus>>>;
+
 /// The feeds the daemon loads and watches.
 pub struct Feeds {
     configs: Vec<FeedConfig>,
@@ -103,6 +110,7 @@ pub struct Feeds {
     reads_tx: UnboundedSender<Read>,
     /// `feed reload` requests waiting for their feed's next read, by feed name.
     waiters: Vec<(String, Waiter)>,
+    published: Published,
 }
 
 impl Default for Feeds {
@@ -119,6 +127,7 @@ impl Default for Feeds {
             reads,
             reads_tx,
             waiters: Vec::new(),
+            published: Published::default(),
         }
     }
 }
@@ -151,19 +160,21 @@ impl Feeds {
             configs,
             known,
             waiters,
+            published: self.published.clone(),
             ..Self::default()
         };
+        self.publish();
         let files: Vec<PathBuf> = self.configs.iter().map(|c| c.path.clone()).collect();
         if !files.is_empty() {
             match Watch::start(files, self.changes_tx.clone()) {
                 Ok((watch, failed)) => {
                     for (dir, why) in failed {
-                        tracing::warn!(dir = %dir.display(), error = %why, "cannot watch a feed directory; its feeds load at start and on SIGHUP only");
+                        tracing::warn!(dir = %dir.display(), error = %why, "cannot watch a feed directory; its feeds are read when the poll finds them changed (every {})", crate::duration::format(watch::POLL));
                     }
                     self._watch = Some(watch);
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot watch feed files; feeds load at start and on SIGHUP only")
+                    tracing::warn!(error = %e, "cannot watch feed files; they are read when the poll finds them changed (every {})", crate::duration::format(watch::POLL))
                 }
             }
         }
@@ -298,8 +309,11 @@ impl Feeds {
             return Ok(());
         }
         let entries = parsed.set.len() as u64;
-        if entries == 0 {
-            tracing::warn!(feed = %name, path = %path.display(), lines = parsed.lines, "the feed has no entries");
+        // Taken (a first load, or forced) yet empty: it drops, limits or allows no one, which
+        // `status` and the metrics say, not only the log.
+        let warning = (entries == 0).then(|| empty_load(&parsed));
+        if let Some(w) = &warning {
+            tracing::warn!(feed = %name, path = %path.display(), lines = parsed.lines, "the feed {w}");
         }
         let change = match maps.feed_load(&name, table(cfg.action), parsed.set) {
             Ok(c) => c,
@@ -322,6 +336,7 @@ impl Feeds {
             malformed: parsed.malformed,
             refused: parsed.refused,
             problem: None,
+            warning,
             reads: self.known[index].reads,
             force: false,
         };
@@ -376,15 +391,30 @@ impl Feeds {
         self.tell(&name, Err(format!("{name}: not loaded: {why}")));
     }
 
-    /// Tells whoever waits for feed `name`'s read how it went.
+    /// Tells whoever waits for feed `name`'s read how it went, and the metrics what it
+    /// changed (every read's outcome ends here).
     fn tell(&mut self, name: &str, outcome: Outcome) {
         for (_, tell) in self.waiters.extract_if(.., |(n, _)| n == name) {
             tell(outcome.clone());
         }
+        self.publish();
     }
 
     /// Each feed as `status` shows it.
     pub fn status(&self, maps: &dyn Datapath) -> Vec<FeedStatus> {
+        self.statuses(|name| maps.feed_hits(name).unwrap_or(0))
+    }
+
+    /// What a metrics scrape reads; see [`Published`].
+    pub fn published(&self) -> Published {
+        self.published.clone()
+    }
+
+    fn publish(&self) {
+        *self.published.lock().unwrap_or_else(|e| e.into_inner()) = self.statuses(|_| 0);
+    }
+
+    fn statuses(&self, hits: impl Fn(&str) -> u64) -> Vec<FeedStatus> {
         self.configs
             .iter()
             .zip(&self.known)
@@ -398,9 +428,23 @@ impl Feeds {
                 errors: k.malformed,
                 refused: k.refused,
                 problem: k.problem.clone(),
-                hits: maps.feed_hits(&c.name).unwrap_or(0),
+                warning: k.warning.clone(),
+                hits: hits(&c.name),
             })
             .collect()
+    }
+}
+
+/// What `status` says of a load with no entries, and why it has none.
+fn empty_load(parsed: &Parsed) -> String {
+    match (parsed.malformed, parsed.refused) {
+        (0, 0) => "was loaded with no entries (an empty file)".to_owned(),
+        (m, 0) => format!(
+            "was loaded with no entries: all {m} lines malformed (an error page or another file saved as the list?)"
+        ),
+        (m, r) => format!(
+            "was loaded with no entries: {m} lines malformed, {r} entries refused as too wide"
+        ),
     }
 }
 

@@ -18,6 +18,7 @@
 //! - [`datapath`]: the kernel program's outcome counters;
 //! - [`daemon`]: what the daemon publishes: cached verdicts, map fill, reloads, build info;
 //! - [`engine`]: the reputation engine's budget, evaluations and DNS answers, per zone;
+//! - [`feeds`]: each blocklist feed's entries, last load and trouble;
 //! - [`fleet`]: the fleet link, when `[fleet]` is on;
 //! - [`balancer`]: what the balancer watch suspects;
 //! - [`server`]: the HTTP endpoint.
@@ -26,6 +27,7 @@ pub mod balancer;
 pub mod daemon;
 pub mod datapath;
 pub mod engine;
+pub mod feeds;
 pub mod fleet;
 pub mod mta;
 mod server;
@@ -40,6 +42,7 @@ pub use self::{
     daemon::{DaemonFamilies, Facts, SharedFacts},
     datapath::DatapathFamilies,
     engine::EngineFamilies,
+    feeds::FeedFamilies,
     fleet::FleetFamilies,
     mta::MtaFamilies,
     server::Endpoint,

@@ -8,6 +8,7 @@
 //! | `block` | `554 5.7.1 Service unavailable; Client host [IP] blocked by local policy` |
 //! | `limit` | `policy_service.limit_action` (`DUNNO` by default) |
 //! | `pass`, `allow`, `unknown` | `DUNNO` |
+//! | anything, for an authenticated client (`sasl_username`) | `DUNNO` |
 
 pub mod action;
 pub mod codec;

@@ -113,6 +113,12 @@ pub async fn respond(request: &PolicyRequest, service: &Service) -> Result<Strin
         // Mail from the host itself (no client address) is not ours to judge.
         return Ok("DUNNO".into());
     };
+    // An authenticated client (submission, or AUTH on port 25) is the site's own user: the
+    // Exim hookup never refuses one, and neither does this, whatever the order of the
+    // restrictions it sits in (`permit_sasl_authenticated` after it, or at CONNECT).
+    if request.get("sasl_username").is_some_and(|u| !u.is_empty()) {
+        return Ok("DUNNO".into());
+    }
     let answer = service.oracle.answer(ip).await;
     Ok(action_for(
         &answer,

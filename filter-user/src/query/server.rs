@@ -47,7 +47,8 @@ pub async fn serve(listener: UnixListener, oracle: Arc<Oracle>) {
 async fn connection(stream: UnixStream, oracle: &Oracle) {
     let (read, mut write) = stream.into_split();
     let mut line = Vec::with_capacity(64);
-    let mut reader = BufReader::new(read).take(MAX_LINE as u64 + 1);
+    // The line, its newline, and one byte more to tell a line too long.
+    let mut reader = BufReader::new(read).take(MAX_LINE as u64 + 2);
     let answer = match tokio::time::timeout(READ_TIMEOUT, reader.read_until(b'\n', &mut line)).await
     {
         Err(_) => return,
@@ -61,9 +62,10 @@ async fn connection(stream: UnixStream, oracle: &Oracle) {
     let _ = write.shutdown().await;
 }
 
-/// The answer to one request line (with or without its newline).
+/// The answer to one request line (with or without its newline, which [`MAX_LINE`] does not
+/// count).
 pub async fn answer_for(line: &[u8], oracle: &Oracle) -> Answer {
-    if line.len() > MAX_LINE {
+    if line.strip_suffix(b"\n").unwrap_or(line).len() > MAX_LINE {
         return Answer::error(format!("line too long: at most {MAX_LINE} bytes"));
     }
     match parse_address(line) {
