@@ -86,17 +86,33 @@ pub struct State {
 /// Now, in Unix seconds.
 pub use crate::datapath::clock::unix_now;
 
-/// `entries` with those kept in an IPv4-mapped form (`::ffff:192.0.2.25/128`, written before
-/// mxscreen read such addresses as IPv4; they never matched a sender) in the IPv4 form they
-/// meant ([`crate::net::unmap`]); one that duplicates an entry already there is dropped.
-fn unmapped(entries: Vec<ManualEntry>) -> Vec<ManualEntry> {
-    let is_mapped = |e: &ManualEntry| crate::net::unmap(e.net).is_ok_and(|n| n != e.net);
-    let (mapped, mut out): (Vec<_>, Vec<_>) = entries.into_iter().partition(is_mapped);
-    for mut e in mapped {
-        e.net = crate::net::unmap(e.net).unwrap_or(e.net);
-        if !out.iter().any(|o| o.list == e.list && o.net == e.net) {
-            out.push(e);
+/// `entries` as `block` and `allow` would have written them: an IPv4-mapped prefix
+/// (`::ffff:192.0.2.25/128`, written before mxscreen read such addresses as IPv4; they never
+/// matched a sender) in the IPv4 form it meant ([`crate::net::unmap`]), host bits cleared
+/// (`192.0.2.1/24`, from a hand edit, is the /24 that `unblock 192.0.2.0/24` names), and
+/// each prefix once per list: of two, the one made last. What changed is logged.
+fn normalized(entries: Vec<ManualEntry>) -> Vec<ManualEntry> {
+    let read = entries.len();
+    let mut out: Vec<ManualEntry> = Vec::with_capacity(read);
+    let mut rewritten = 0;
+    for mut e in entries {
+        let net = crate::net::unmap(e.net).unwrap_or(e.net).trunc();
+        if net != e.net {
+            rewritten += 1;
+            e.net = net;
         }
+        match out.iter_mut().find(|o| o.list == e.list && o.net == e.net) {
+            Some(o) if e.created >= o.created => *o = e,
+            Some(_) => {}
+            None => out.push(e),
+        }
+    }
+    if rewritten > 0 || out.len() < read {
+        tracing::warn!(
+            rewritten,
+            duplicates = read - out.len(),
+            "state file: entries rewritten in their canonical form (IPv4-mapped, host bits) or listed twice; the file is written so at the next change"
+        );
     }
     out
 }
@@ -125,7 +141,7 @@ impl State {
         let text = fs::read_to_string(path)
             .with_context(|| format!("reading state file {}", path.display()))?;
         match serde_json::from_str::<OnDisk>(&text) {
-            Ok(d) if d.version == VERSION => state.entries = unmapped(d.entries),
+            Ok(d) if d.version == VERSION => state.entries = normalized(d.entries),
             parsed => {
                 let why = match parsed {
                     Ok(d) => format!("unknown version {}", d.version),
@@ -318,6 +334,50 @@ mod tests {
             .collect();
         nets.sort();
         assert_eq!(nets, ["192.0.2.25/32", "192.0.2.7/32", "2001:db8::/32"]);
+    }
+
+    /// A hand-edited file: host bits are cleared, a prefix listed twice in one list is
+    /// kept once (the one made last), and the same prefix in both lists stays in both.
+    #[test]
+    fn hand_edits_load_as_block_would_have_written_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let e = |list: &str, net: &str, created: u64| {
+            format!(r#"{{"list":"{list}","net":"{net}","created":{created}}}"#)
+        };
+        let entries = [
+            e("deny", "192.0.2.1/24", 1),
+            e("deny", "192.0.2.0/24", 5),
+            e("deny", "192.0.2.0/24", 3),
+            e("allow", "192.0.2.0/24", 2),
+            e("deny", "2001:db8::1/32", 4),
+        ];
+        std::fs::write(
+            &path,
+            format!(
+                r#"{{"version":{VERSION},"entries":[{}]}}"#,
+                entries.join(",")
+            ),
+        )
+        .unwrap();
+        let s = State::load(&path).unwrap();
+        let got: Vec<(ListKind, String, u64)> = s
+            .entries()
+            .iter()
+            .map(|e| (e.list, e.net.to_string(), e.created))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (ListKind::Deny, "192.0.2.0/24".to_owned(), 5),
+                (ListKind::Allow, "192.0.2.0/24".to_owned(), 2),
+                (ListKind::Deny, "2001:db8::/32".to_owned(), 4),
+            ]
+        );
+        assert!(
+            s.get(ListKind::Deny, "192.0.2.0/24".parse().unwrap())
+                .is_some()
+        );
     }
 
     /// A failed write changes nothing, and the next successful write does not carry it.
