@@ -352,7 +352,7 @@ mod tests {
             e("allow", "192.0.2.0/24", 2),
             e("deny", "2001:db8::1/32", 4),
         ];
-        std::fs::write(
+        fs::write(
             &path,
             format!(
                 r#"{{"version":{VERSION},"entries":[{}]}}"#,
