@@ -203,10 +203,13 @@ fn feeds_told(backend: &str) {
     );
     let dir = tempfile::tempdir().unwrap();
     let (drop, limit) = (dir.path().join("drop.txt"), dir.path().join("limit.txt"));
+    let allow = dir.path().join("allow.txt");
     std::fs::write(&drop, format!("{FEED_LISTED}\n")).unwrap();
     std::fs::write(&limit, format!("{FEED_LATER}/32\n")).unwrap();
+    std::fs::write(&allow, format!("{CLEAN}/31\n")).unwrap();
     let feeds = feed_section("dropped", &drop, "cidr", "drop")
-        + &feed_section("limited", &limit, "cidr", "limit");
+        + &feed_section("limited", &limit, "cidr", "limit")
+        + &feed_section("allowed", &allow, "cidr", "allow");
     let spec = Spec {
         datapath: datapath(backend),
         sections: sections(b.rbl_addr, &feeds),
@@ -214,7 +217,7 @@ fn feeds_told(backend: &str) {
     };
     let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, spec);
     d.wait_for("feeds loaded", LOADED_WITHIN, || {
-        entries(&d, "dropped") == 1 && entries(&d, "limited") == 1
+        entries(&d, "dropped") == 1 && entries(&d, "limited") == 1 && entries(&d, "allowed") == 1
     });
     let q = d.query(FEED_LISTED);
     assert!(
@@ -229,6 +232,38 @@ fn feeds_told(backend: &str) {
     let out = d.cli(&["unblock", FEED_LISTED]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("a feed lists it"), "{err}");
+    // A manual change a feed overrides says so: an unblock that leaves the source refused,
+    // a block that leaves it passing.
+    d.cli_ok(&["block", FEED_LISTED]);
+    let out = d.cli_ok(&["unblock", FEED_LISTED]);
+    assert!(
+        out.contains(&format!(
+            "note: feed dropped lists {FEED_LISTED}/32: it is still dropped here"
+        )),
+        "{out}"
+    );
+    d.cli_ok(&["block", FEED_LATER]);
+    let out = d.cli_ok(&["unblock", FEED_LATER]);
+    assert!(
+        out.contains(&format!(
+            "note: limit feed limited lists {FEED_LATER}/32: it is still rate-limited here"
+        )),
+        "{out}"
+    );
+    let out = d.cli_ok(&["block", CLEAN]);
+    let covering = format!("{CLEAN}/31")
+        .parse::<ipnet::IpNet>()
+        .unwrap()
+        .trunc();
+    assert!(
+        out.contains(&format!(
+            "note: allow feed allowed lists {covering}, and allow wins: it still passes here"
+        )),
+        "{out}"
+    );
+    b.connects(CLEAN, smtp4());
+    let out = d.cli_ok(&["unblock", CLEAN]);
+    assert_eq!(out.trim(), format!("unblocked {CLEAN}/32"));
 }
 
 /// A read the maps cannot hold is not loaded, and `status` says so (it once showed the feed

@@ -6,7 +6,7 @@
 //! the config and the unchanged state call for, so file, memory and map still agree.
 
 use anyhow::{Result, bail};
-use filter_common::{ListEntry, Reason};
+use filter_common::{ListEntry, Reason, Table};
 use ipnet::IpNet;
 
 use super::protect::{self, Protected};
@@ -157,6 +157,36 @@ impl ListOwner {
             _ => String::new(),
         };
         Ok(anyhow::anyhow!("{net} is not {verb} by hand{hint}"))
+    }
+
+    /// After a manual change at `net`: what in `table` still decides its sources, the
+    /// change notwithstanding, as a note for the command's reply — a feed, the config or a
+    /// wider manual entry whose prefix covers it. `None` when nothing does.
+    pub fn still_decided(maps: &dyn Datapath, table: Table, net: IpNet) -> Result<Option<String>> {
+        let Some((covering, e)) = maps.list_lookup(table, net.addr())? else {
+            return Ok(None);
+        };
+        if !covering.contains(&net) {
+            return Ok(None);
+        }
+        let by = match e.reason() {
+            Reason::Feed => {
+                let feeds = maps.feeds_listing(table, covering);
+                let what = match table {
+                    Table::Allow => "allow feed",
+                    Table::Deny | Table::PrefixVerdict => "feed",
+                    Table::Limit => "limit feed",
+                };
+                format!("{what} {} lists {covering}", feeds.join(", "))
+            }
+            Reason::Config => format!("the config lists {covering}"),
+            _ => format!("the manual entry {covering} covers it"),
+        };
+        Ok(Some(match table {
+            Table::Allow => format!("{by}, and allow wins: it still passes here"),
+            Table::Deny | Table::PrefixVerdict => format!("{by}: it is still dropped here"),
+            Table::Limit => format!("{by}: it is still rate-limited here"),
+        }))
     }
 
     /// Puts back in the map what `want` calls for at one prefix: the undo of a map change

@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use anyhow::Result;
-use filter_common::Action;
+use filter_common::{Action, Table};
 use ipnet::IpNet;
 
-use super::{Daemon, protect};
+use super::{Daemon, lists::ListOwner, protect};
 use crate::{
     control::{
         protocol::{Body, Reply, Request},
@@ -115,6 +115,9 @@ impl Daemon {
         if !kept.is_empty() {
             message.push_str(&format!("; still allowed inside it: {}", kept.join(", ")));
         }
+        if let Some(note) = ListOwner::still_decided(self.maps.as_ref(), Table::Allow, net)? {
+            message.push_str(&format!("; note: {note}"));
+        }
         Ok(message)
     }
 
@@ -134,7 +137,17 @@ impl Daemon {
             ListKind::Deny => format!("unblocked {net}"),
             ListKind::Allow => format!("removed {net} from the allow list"),
         };
-        if list == ListKind::Deny
+        // What still refuses it: a feed, the config or a wider block (the first found).
+        let still = match list {
+            ListKind::Deny => [Table::Deny, Table::Limit]
+                .into_iter()
+                .find_map(|t| ListOwner::still_decided(self.maps.as_ref(), t, net).transpose())
+                .transpose()?,
+            ListKind::Allow => None,
+        };
+        if let Some(note) = still {
+            message.push_str(&format!("; note: {note}"));
+        } else if list == ListKind::Deny
             && net.prefix_len() == net.max_prefix_len()
             && let Some(v) = self.maps.verdict_without_hits(net.addr())?
             && v.action() != Action::Pass
