@@ -22,8 +22,11 @@ use crate::query::Oracle;
 /// How long a Postfix connection may sit idle before it is closed (Postfix's own
 /// `smtpd_policy_service_max_idle` is 300 s; it reconnects when it needs to).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(330);
-/// Connections served at once (each smtpd process holds one).
-pub const MAX_CONNECTIONS: usize = 512;
+/// Connections served at once: each smtpd process holds one, and a busy Postfix runs
+/// hundreds (`default_process_limit`); one more waits until one closes, and Postfix's
+/// `smtpd_policy_service_timeout` runs meanwhile. An idle one costs a task and a file (the
+/// unit's `LimitNOFILE` is above this).
+pub const MAX_CONNECTIONS: usize = 4096;
 
 /// A bound policy socket.
 pub enum PolicyListener {
