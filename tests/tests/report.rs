@@ -237,3 +237,144 @@ fn report_refuses_bad_input_clearly() {
     let out = run(&["--mta-log", empty.to_str().unwrap()]);
     assert!(text(&out).contains("none logged yet"), "{}", text(&out));
 }
+
+/// `date -u` of Unix time `t` shifted by `offset` seconds, in `format`.
+fn date(t: u64, offset: i64, format: &str) -> String {
+    let out = Command::new("date")
+        .args(["-u", "-d", &format!("@{}", t as i64 + offset), format])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// The MTA's lines as Exim and Postfix write them, however they are configured, credited to
+/// the right peer at the right time, and the mail enforcing would not refuse kept apart:
+/// - the peer is the address after the HELO, even a HELO that is an address literal;
+/// - Exim stamps with milliseconds (`+millisec`) and a zone (`log_timezone`) are read, and
+///   stamps without a zone are the host's local time (here TZ is ten hours west of UTC:
+///   read as UTC, they would fall before `--since 1h`);
+/// - authenticated mail and mail on port 587 (not in `datapath.ports`) is counted apart;
+/// - a Postfix message whose `client=` line is in `mail.log.1` and whose `qmgr` line is in
+///   `mail.log` is one message.
+#[test]
+fn report_reads_each_stamp_and_peer_form_and_keeps_unscreened_mail_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (helo_peer, literal, roadwarrior, stamped) =
+        ("192.0.2.11", "198.51.100.21", "192.0.2.30", "192.0.2.40");
+    let decisions: String = [helo_peer, literal, roadwarrior, stamped]
+        .iter()
+        .map(|ip| {
+            let d = mxscreen::report::log::Decision {
+                at: now - 900,
+                ip: ip.parse().unwrap(),
+                action: "drop".into(),
+                reason: "reputation".into(),
+                score: 10,
+                evidence: vec!["dnsbl:zen.spamhaus.org=listed(+10)".into()],
+                observe: true,
+            };
+            format!("{}\n", serde_json::to_string(&d).unwrap())
+        })
+        .collect();
+    std::fs::write(dir.path().join("decisions.jsonl"), decisions).unwrap();
+
+    // Ten hours west of UTC, as a POSIX TZ (no tz database needed).
+    const WEST: i64 = -36_000;
+    let local = |ago: u64| date(now - ago, WEST, "+%Y-%m-%d %H:%M:%S");
+    let utc = |ago: u64| date(now - ago, 0, "+%Y-%m-%d %H:%M:%S");
+    let plus_one = |ago: u64| date(now - ago, 3600, "+%Y-%m-%d %H:%M:%S");
+    let mainlog = dir.path().join("mainlog");
+    let exim = [
+        format!(
+            "{} 1tAAAA-000001-AB <= a@b.example H=([{literal}]) [{helo_peer}]:58889 P=esmtp S=1",
+            local(600)
+        ),
+        format!(
+            "{} H=([{literal}]) [{helo_peer}]:58889 F=<a@b.example> rejected RCPT <c@d.example>: listed",
+            local(590)
+        ),
+        format!(
+            "{} +0000 1tAAAA-000002-AB <= a@b.example H=(x) [{stamped}]:1 P=esmtp S=1",
+            utc(580)
+        ),
+        format!(
+            "{}.227 1tAAAA-000003-AB <= a@b.example H=mx.b.example (x) [{stamped}]:1 P=esmtps S=1",
+            local(570)
+        ),
+        format!(
+            "{}.227 +0100 [4242] 1tAAAA-000004-AB <= a@b.example H=mx.b.example [{stamped}]:1 P=esmtp S=1",
+            plus_one(560)
+        ),
+        format!(
+            "{} 1tAAAA-000005-AB <= rw@example.org H=(laptop) [{roadwarrior}]:5000 I=[192.0.2.2]:587 P=esmtpsa A=plain:roadwarrior S=1",
+            local(550)
+        ),
+    ];
+    std::fs::write(&mainlog, exim.join("\n") + "\n").unwrap();
+    let rfc = |ago: u64| date(now - ago, 0, "+%Y-%m-%dT%H:%M:%S+00:00");
+    let rotated = dir.path().join("mail.log.1");
+    let current = dir.path().join("mail.log");
+    std::fs::write(
+        &rotated,
+        format!(
+            "{} mx postfix/submission/smtpd[1]: 4F1A2B3C4D: client=unknown[{roadwarrior}], sasl_method=PLAIN, sasl_username=roadwarrior\n\
+             {} mx postfix/smtpd[2]: 5A5A5A5A5A: client=unknown[{stamped}]\n",
+            rfc(500),
+            rfc(499)
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &current,
+        format!(
+            "{} mx postfix/qmgr[9]: 4F1A2B3C4D: from=<rw@example.org>, size=1, nrcpt=1 (queue active)\n\
+             {} mx postfix/qmgr[9]: 5A5A5A5A5A: from=<a@b.example>, size=1, nrcpt=1 (queue active)\n",
+            rfc(498),
+            rfc(497)
+        ),
+    )
+    .unwrap();
+
+    let out = Command::new(mxscreen_bin())
+        .args(["report", "--json", "--since", "1h", "--config"])
+        .arg(&config)
+        .args(["--mta-log"])
+        .arg(&mainlog)
+        .args(["--mta-log"])
+        .arg(&rotated)
+        .args(["--mta-log"])
+        .arg(&current)
+        .env("TZ", "<-10>10")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["mta_events"], 8, "{r:#}");
+    let p = peer(&r, "accepted", helo_peer).unwrap_or_else(|| panic!("{r:#}"));
+    assert_eq!(
+        (&p["accepted"], &p["refused"]["RCPT"]),
+        (&1.into(), &1.into()),
+        "{r:#}"
+    );
+    let p = peer(&r, "not_accepted", literal).unwrap_or_else(|| panic!("{r:#}"));
+    assert_eq!(
+        p["refused"],
+        serde_json::json!({}),
+        "the HELO is not the peer: {r:#}"
+    );
+    let p = peer(&r, "accepted", stamped).unwrap_or_else(|| panic!("{r:#}"));
+    assert_eq!(p["accepted"], 4, "{r:#}");
+    let p = peer(&r, "not_accepted", roadwarrior).unwrap_or_else(|| panic!("{r:#}"));
+    assert_eq!(
+        (&p["accepted"], &p["accepted_unscreened"]),
+        (&0.into(), &2.into()),
+        "{r:#}"
+    );
+    assert_eq!(r["would_drop"]["accepted_messages"], 5, "{r:#}");
+    assert_eq!(r["would_drop"]["accepted_unscreened_messages"], 2, "{r:#}");
+}

@@ -19,12 +19,14 @@ use crate::{
 /// (observe mode's too) joined with the MTA's log — peers that would have been dropped or
 /// limited, their connections, how many the MTA refused anyway, and first the list that
 /// matters: those whose mail the MTA accepted, with their evidence. Read it before turning
-/// observe mode off.
+/// observe mode off. Mail enforcing would not refuse — from authenticated clients, or on a
+/// port the config's datapath.ports leaves out — is counted apart (accepted_unscreened).
 ///
 /// The decisions come from the decision log beside the state file (state.file's directory),
 /// which the daemon keeps across restarts (16 MiB, one rotation). The MTA's log: each
 /// --mta-log FILE (Exim's mainlog or Postfix's mail log, traditional or RFC 3339 syslog
-/// stamps; a .gz file is decompressed); by default /var/log/exim4/mainlog and
+/// stamps, read in the host's time zone where they carry no offset; a .gz file is
+/// decompressed; name rotations oldest first); by default /var/log/exim4/mainlog and
 /// /var/log/mail.log that exist, with their rotations (.1, .2.gz, ...) written in the period,
 /// else the journal's mail facility. Needs no running daemon, but root (the state directory
 /// is private to it).
@@ -32,7 +34,7 @@ use crate::{
 /// Examples:
 ///   mxscreen report
 ///   mxscreen report --since 24h --mta-log /var/log/exim4/mainlog
-///   mxscreen report --mta-log /var/log/mail.log --mta-log /var/log/mail.log.1 --json
+///   mxscreen report --mta-log /var/log/mail.log.1 --mta-log /var/log/mail.log --json
 #[derive(clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -46,8 +48,8 @@ pub struct Args {
     /// unreadable_decisions, would_drop, would_limit, accepted[], not_accepted[].
     #[arg(long)]
     json: bool,
-    /// Config file, for state.file (default: /etc/mxscreen/mxscreen.toml if it exists, else
-    /// built-in defaults).
+    /// Config file, for state.file and datapath.ports (default: /etc/mxscreen/mxscreen.toml
+    /// if it exists, else built-in defaults).
     #[arg(long, short)]
     config: Option<PathBuf>,
 }
@@ -69,7 +71,7 @@ pub fn main(a: Args) -> Result<()> {
         a.mta_log.into_iter().map(Source::File).collect()
     };
     let mut join = Join::new(&read.decisions, since);
-    sources::read_all(&sources, since, now, &mut join)?;
+    sources::read_all(&sources, since, now, &cfg.datapath.ports, &mut join)?;
     let report = join.finish(
         now,
         DecisionsRead {

@@ -39,8 +39,11 @@ pub struct PeerReport {
     pub connections: u64,
     /// Refusals the MTA logged, by stage (`RCPT`, `connection`, `DATA`, …).
     pub refused: BTreeMap<String, u64>,
-    /// Messages the MTA accepted from it.
+    /// Messages the MTA accepted from it that enforcing would have refused.
     pub accepted: u64,
+    /// Messages the MTA accepted from it that enforcing would not have refused: from an
+    /// authenticated client, or on a port mxscreen does not screen.
+    pub accepted_unscreened: u64,
 }
 
 impl PeerReport {
@@ -58,6 +61,7 @@ impl PeerReport {
             connections: 0,
             refused: BTreeMap::new(),
             accepted: 0,
+            accepted_unscreened: 0,
         }
     }
 
@@ -89,6 +93,9 @@ pub struct Totals {
     pub accepted_messages: u64,
     /// Peers among them with at least one accepted message.
     pub peers_with_accepted_mail: usize,
+    /// Messages accepted from them that enforcing would not have refused (authenticated,
+    /// or on an unscreened port): not in `accepted_messages`.
+    pub accepted_unscreened_messages: u64,
 }
 
 impl Totals {
@@ -98,6 +105,7 @@ impl Totals {
         self.refused_by_mta += p.refused_total();
         self.accepted_messages += p.accepted;
         self.peers_with_accepted_mail += usize::from(p.accepted > 0);
+        self.accepted_unscreened_messages += p.accepted_unscreened;
     }
 }
 
@@ -120,10 +128,12 @@ pub struct Report {
     pub unreadable_decisions: usize,
     pub would_drop: Totals,
     pub would_limit: Totals,
-    /// Peers enforcing would drop or limit whose mail the MTA accepted, most messages first:
-    /// the list to read before turning observe mode off.
+    /// Peers enforcing would drop or limit whose mail the MTA accepted (on a screened port,
+    /// unauthenticated), most messages first: the list to read before turning observe mode
+    /// off.
     pub accepted: Vec<PeerReport>,
-    /// The other peers enforcing would drop or limit: the MTA accepted nothing from them.
+    /// The other peers enforcing would drop or limit: the MTA accepted nothing from them
+    /// that enforcing would have refused.
     pub not_accepted: Vec<PeerReport>,
 }
 
@@ -171,6 +181,7 @@ impl Join {
             MtaEvent::Connected => p.connections += 1,
             MtaEvent::Refused { stage } => *p.refused.entry(stage.clone()).or_default() += 1,
             MtaEvent::Accepted => p.accepted += 1,
+            MtaEvent::AcceptedUnscreened => p.accepted_unscreened += 1,
         }
     }
 
@@ -249,6 +260,7 @@ mod tests {
             event(103, "192.0.2.21", MtaEvent::Connected),
             event(104, "192.0.2.21", rcpt()),
             event(105, "192.0.2.10", MtaEvent::Accepted),
+            event(105, "192.0.2.21", MtaEvent::AcceptedUnscreened),
             event(106, "192.0.2.30", MtaEvent::Connected),
         ] {
             join.add(&e);
@@ -260,7 +272,7 @@ mod tests {
         };
         let r = join.finish(200, read, vec!["mainlog".into()]);
         assert_eq!(
-            r.mta_events, 7,
+            r.mta_events, 8,
             "the event before the period is not counted"
         );
         assert_eq!(r.accepted.len(), 1);
@@ -274,6 +286,14 @@ mod tests {
             r.not_accepted[0].refused,
             BTreeMap::from([("RCPT".into(), 1)])
         );
+        // Its authenticated message is no mail enforcing would turn away.
+        assert_eq!(
+            (
+                r.not_accepted[0].accepted,
+                r.not_accepted[0].accepted_unscreened
+            ),
+            (0, 1)
+        );
         assert_eq!(
             r.would_drop,
             Totals {
@@ -282,6 +302,7 @@ mod tests {
                 refused_by_mta: 1,
                 accepted_messages: 2,
                 peers_with_accepted_mail: 1,
+                accepted_unscreened_messages: 1,
             }
         );
         assert_eq!((r.would_limit.peers, r.would_limit.connections), (1, 1));

@@ -1,10 +1,16 @@
-//! Reading an MTA's log into per-peer events: Exim's mainlog and Postfix's mail log (syslog
-//! lines, traditional or RFC 3339 stamps). Only what the report joins on is kept — the peer's
-//! address, the time and whether the MTA saw a connection, refused something (and at which
-//! stage) or accepted a message. Lines that are none of these are skipped, never an error:
-//! a mail log is mostly lines the report does not need.
+//! Reading an MTA's log into per-peer events: Exim's mainlog ([`super::exim_log`]) and
+//! Postfix's mail log (syslog lines, traditional or RFC 3339 stamps: [`super::stamps`]). Only
+//! what the report joins on is kept — the peer's address, the time and whether the MTA saw a
+//! connection, refused something (and at which stage) or accepted a message, and whether
+//! enforcing would have screened that message at all. Lines that are none of these are
+//! skipped, never an error: a mail log is mostly lines the report does not need.
 
 use std::{collections::HashMap, net::IpAddr};
+
+use super::{
+    exim_log, stamps,
+    time::{Local, Zone},
+};
 
 /// What the MTA did with a peer, as one log line says it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,6 +21,10 @@ pub enum MtaEvent {
     Refused { stage: String },
     /// The MTA accepted a message from the peer (Exim `<=`, Postfix `qmgr ... from=`).
     Accepted,
+    /// The MTA accepted a message that enforcing would not have refused: from an
+    /// authenticated client (Exim `A=`, Postfix `sasl_username=`) or on a port mxscreen does
+    /// not screen (Exim `I=[ip]:587`).
+    AcceptedUnscreened,
 }
 
 /// One event from the log: when (seconds since the Unix epoch, UTC), from whom, what.
@@ -25,15 +35,22 @@ pub struct LogEvent {
     pub event: MtaEvent,
 }
 
-/// Reads lines of either MTA's log. Postfix names the client on the `smtpd ... client=` line
-/// and the acceptance on a later `qmgr ... from=` line with only the queue id, so the reader
-/// remembers queue ids until their `from=` line (or forgets the oldest past a bound).
+/// Reads lines of either MTA's log, one reader for all of them in order (rotations oldest
+/// first): Postfix names the client on the `smtpd ... client=` line and the acceptance on a
+/// later `qmgr ... from=` line with only the queue id, which may be in the next file after a
+/// rotation; the reader remembers queue ids until their `from=` line (or forgets the oldest
+/// past a bound).
 pub struct MtaLogReader {
     /// Year for syslog stamps without one (`Dec  5 07:12:01`).
     year: i64,
     /// Latest time a stamp can be (Unix s); a later one is read as of the year before.
     latest: u64,
-    queued: HashMap<String, IpAddr>,
+    /// Stamps without an offset are read in this zone.
+    local: Local,
+    /// The ports mxscreen screens (`datapath.ports`).
+    ports: Vec<u16>,
+    /// Queue id → the client, and whether it authenticated.
+    queued: HashMap<String, (IpAddr, bool)>,
     /// Connections postscreen passed on to smtpd, per peer, not yet met by smtpd's `connect
     /// from` line: that line is the same connection, already counted at postscreen's
     /// `CONNECT`.
@@ -45,44 +62,60 @@ pub struct MtaLogReader {
 const QUEUED_MAX: usize = 100_000;
 
 impl MtaLogReader {
-    pub fn new(year: i64) -> Self {
+    /// A reader of stamps of `year` where they carry none, in `zone` where they carry no
+    /// offset, for a host screening `ports`.
+    pub fn new(year: i64, zone: Zone, ports: Vec<u16>) -> Self {
         Self {
             year,
             latest: u64::MAX,
+            local: Local::new(zone),
+            ports,
             queued: HashMap::new(),
             handed_on: HashMap::new(),
         }
     }
 
     /// A reader for a log read at `now` (Unix s): stamps without a year are of the last 12
-    /// months (a day of slack for clocks and time zones).
-    pub fn at(now: u64) -> Self {
+    /// months (a day of slack for clocks and time zones), stamps without an offset in `zone`
+    /// (the host's, [`Zone::Host`], for a log written on this host).
+    pub fn at(now: u64, zone: Zone, ports: Vec<u16>) -> Self {
         Self {
             latest: now + 86_400,
-            ..Self::new(super::time::civil(now).0)
+            ..Self::new(super::time::civil(now).0, zone, ports)
         }
     }
 
     /// The event one line records, if it records one the report uses.
     pub fn read_line(&mut self, line: &str) -> Option<LogEvent> {
-        if let Some((at, rest)) = exim_stamp(line) {
-            return exim_event(rest).map(|(peer, event)| LogEvent { at, peer, event });
+        if let Some((stamp, rest)) = stamps::exim(line) {
+            let (peer, event) = exim_log::event(rest, &self.ports)?;
+            let at = self.unix(stamp)?;
+            return Some(LogEvent { at, peer, event });
         }
-        let (mut at, rest) = syslog_stamp(line, self.year)?;
+        let (stamp, rest) = stamps::syslog(line, self.year)?;
+        let mut at = self.unix(stamp)?;
         if at > self.latest
-            && let Some((last_year, _)) = syslog_stamp(line, self.year - 1)
+            && let Some((last_year, _)) = stamps::syslog(line, self.year - 1)
         {
             // A stamp without a year past now is from last year (December read in January).
-            at = last_year;
+            at = self.unix(last_year)?;
         }
         let (program, message) = syslog_program(rest)?;
         let (peer, event) = if program.starts_with("exim") {
             // Exim logging to syslog (`log_file_path = syslog`): its line without its stamp.
-            exim_event(message)?
+            exim_log::event(message, &self.ports)?
         } else {
             self.postfix_event(program, message)?
         };
         Some(LogEvent { at, peer, event })
+    }
+
+    /// A stamp as Unix seconds: by its offset, else in the reader's zone.
+    fn unix(&mut self, s: stamps::Stamp) -> Option<u64> {
+        match s.offset {
+            Some(offset) => u64::try_from(s.naive - offset).ok(),
+            None => self.local.unix(s.naive),
+        }
     }
 
     fn postfix_event(&mut self, program: &str, message: &str) -> Option<(IpAddr, MtaEvent)> {
@@ -113,6 +146,14 @@ impl MtaLogReader {
             return None;
         }
         if let Some(rest) = message.strip_prefix("CONNECT from ") {
+            // `CONNECT from [192.0.2.1]:51000 to [192.0.2.2]:25`: a port mxscreen does not
+            // screen is no connection enforcing would refuse.
+            let port = rest
+                .rsplit_once("]:")
+                .and_then(|(_, p)| p.parse::<u16>().ok());
+            if port.is_some_and(|p| !self.ports.contains(&p)) {
+                return None;
+            }
             return Some((bracketed(rest)?, MtaEvent::Connected));
         }
         if let Some(reject) = message.split_once("reject: ").map(|(_, r)| r) {
@@ -129,78 +170,33 @@ impl MtaLogReader {
         }
         let (queue_id, rest) = message.split_once(": ")?;
         if service == "smtpd" {
-            let peer = postfix_client(rest.strip_prefix("client=")?)?;
+            let client = rest.strip_prefix("client=")?;
+            let peer = postfix_client(client)?;
+            // `client=x[192.0.2.1], sasl_method=PLAIN, sasl_username=roadwarrior`: an
+            // authenticated client, which enforcing does not refuse.
+            let authenticated = client.contains(", sasl_username=");
             if self.queued.len() >= QUEUED_MAX {
                 self.queued.clear();
             }
-            self.queued.insert(queue_id.to_owned(), peer);
+            self.queued
+                .insert(queue_id.to_owned(), (peer, authenticated));
             return None;
         }
         if service == "qmgr" && rest.starts_with("from=") {
-            return Some((self.queued.remove(queue_id)?, MtaEvent::Accepted));
+            let (peer, authenticated) = self.queued.remove(queue_id)?;
+            let event = if authenticated {
+                MtaEvent::AcceptedUnscreened
+            } else {
+                MtaEvent::Accepted
+            };
+            return Some((peer, event));
         }
         None
     }
 }
 
-/// `2026-12-05 07:12:01 ` (Exim's default stamp), then an optional `[pid] ` (`+pid`).
-fn exim_stamp(line: &str) -> Option<(u64, &str)> {
-    let date = line.get(..10)?;
-    let time = line.get(11..19)?;
-    if line.as_bytes().get(10) != Some(&b' ') {
-        return None;
-    }
-    let mut parts = date.split('-').map(|p| p.parse::<i64>().ok());
-    let (y, m, d) = (parts.next()??, parts.next()??, parts.next()??);
-    let at = unix_time(y, m, d, time)?;
-    let mut rest = line.get(19..)?.trim_start();
-    if let Some(after) = rest.strip_prefix('[')
-        && let Some((pid, tail)) = after.split_once("] ")
-        && pid.bytes().all(|b| b.is_ascii_digit())
-    {
-        rest = tail;
-    }
-    Some((at, rest))
-}
-
-fn exim_event(rest: &str) -> Option<(IpAddr, MtaEvent)> {
-    if let Some(from) = rest.strip_prefix("SMTP connection from ") {
-        // The opening line (`+smtp_connection`) has the count; the closing one (`... closed
-        // by QUIT`, `... lost`) starts the same way and is not a second connection.
-        if !from.contains("(TCP/IP connection count") {
-            return None;
-        }
-        return Some((bracketed(from)?, MtaEvent::Connected));
-    }
-    // `1tAbCd-000123-AB <= a@b H=name (helo) [192.0.2.1]:51234 P=esmtp ...`; local
-    // submissions (`U=` without `H=`) name no peer and are skipped.
-    let mut words = rest.splitn(3, ' ');
-    if let (Some(_id), Some("<="), Some(tail)) = (words.next(), words.next(), words.next()) {
-        let host = tail.split_once(" H=")?.1;
-        return Some((bracketed(host)?, MtaEvent::Accepted));
-    }
-    // `H=(helo) [192.0.2.1] F=<a@b> rejected RCPT <c@d>: ...`,
-    // `H=[192.0.2.1] rejected connection in "connect" ACL`, `... rejected after DATA: ...`.
-    let host = rest
-        .strip_prefix("H=")
-        .or_else(|| rest.split_once(" H=").map(|(_, h)| h))?;
-    let peer = bracketed(host)?;
-    let (_, after) = rest.split_once(" rejected ")?;
-    let stage = match after.split_once(' ') {
-        Some(("after", tail)) => tail.split([' ', ':']).next().unwrap_or(tail),
-        Some((word, _)) => word,
-        None => after,
-    };
-    Some((
-        peer,
-        MtaEvent::Refused {
-            stage: stage.trim_end_matches(':').to_owned(),
-        },
-    ))
-}
-
 /// The first `[address]` in `text` (Exim's `[192.0.2.1]:port`, Postfix's `[2001:db8::1]`).
-fn bracketed(text: &str) -> Option<IpAddr> {
+pub(super) fn bracketed(text: &str) -> Option<IpAddr> {
     let (_, open) = text.split_once('[')?;
     let (inside, _) = open.split_once(']')?;
     inside.strip_prefix("IPv6:").unwrap_or(inside).parse().ok()
@@ -216,69 +212,10 @@ fn postfix_client(text: &str) -> Option<IpAddr> {
     bracketed(word)
 }
 
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
-
-/// `Dec  5 07:12:01 host ` (traditional syslog, year supplied) or
-/// `2026-12-05T07:12:01.123456+00:00 host ` (RFC 3339, offset applied).
-fn syslog_stamp(line: &str, year: i64) -> Option<(u64, &str)> {
-    let (stamp, rest) = if line.as_bytes().get(4) == Some(&b'-') {
-        let (stamp, rest) = line.split_once(' ')?;
-        (rfc3339(stamp)?, rest)
-    } else {
-        let month = MONTHS.iter().position(|m| line.get(..3) == Some(m))? as i64 + 1;
-        let day = line.get(4..6)?.trim().parse().ok()?;
-        (
-            unix_time(year, month, day, line.get(7..15)?)?,
-            line.get(16..)?,
-        )
-    };
-    let (_host, rest) = rest.split_once(' ')?;
-    Some((stamp, rest))
-}
-
-fn rfc3339(stamp: &str) -> Option<u64> {
-    let mut parts = stamp.get(..10)?.split('-').map(|p| p.parse::<i64>().ok());
-    let (y, m, d) = (parts.next()??, parts.next()??, parts.next()??);
-    let at = unix_time(y, m, d, stamp.get(11..19)?)? as i64;
-    let zone = stamp
-        .get(19..)?
-        .trim_start_matches(|c: char| c == '.' || c.is_ascii_digit());
-    let offset = match zone {
-        "Z" | "" => 0,
-        _ => {
-            let sign = if zone.starts_with('-') { -1 } else { 1 };
-            // `+01:00` (RFC 3339), or `+0100` (journalctl's `short-iso` on older systemd).
-            let hm = zone.get(1..)?;
-            let (h, m) = hm.split_once(':').or_else(|| hm.split_at_checked(2))?;
-            sign * (h.parse::<i64>().ok()? * 3600 + m.parse::<i64>().ok()? * 60)
-        }
-    };
-    u64::try_from(at - offset).ok()
-}
-
 /// `postfix/smtpd[1234]: message` → (`postfix/smtpd`, `message`).
 fn syslog_program(rest: &str) -> Option<(&str, &str)> {
     let (tag, message) = rest.split_once(": ")?;
     Some((tag.split('[').next()?, message))
-}
-
-/// Seconds since the epoch of a UTC date and `HH:MM:SS` (days from civil, Howard Hinnant).
-fn unix_time(y: i64, m: i64, d: i64, hms: &str) -> Option<u64> {
-    let mut t = hms.split(':').map(|p| p.parse::<i64>().ok());
-    let (h, min, s) = (t.next()??, t.next()??, t.next()??);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || h > 23 || min > 59 || s > 60 {
-        return None;
-    }
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days * 86_400 + h * 3600 + min * 60 + s).ok()
 }
 
 #[cfg(test)]
@@ -290,7 +227,7 @@ mod tests {
     }
 
     fn read(lines: &[&str]) -> Vec<(IpAddr, MtaEvent)> {
-        let mut reader = MtaLogReader::new(2026);
+        let mut reader = MtaLogReader::new(2026, Zone::Fixed(0), vec![25]);
         lines
             .iter()
             .filter_map(|l| reader.read_line(l))
@@ -393,7 +330,7 @@ mod tests {
 
     #[test]
     fn stamps_are_utc_seconds() {
-        let mut reader = MtaLogReader::new(2026);
+        let mut reader = MtaLogReader::new(2026, Zone::Fixed(0), vec![25]);
         let exim =
             "2026-12-05 07:12:01 SMTP connection from [192.0.2.10]:1 (TCP/IP connection count = 1)";
         let syslog = "Dec  5 07:12:01 mx postfix/smtpd[1]: connect from x[192.0.2.10]";
@@ -410,7 +347,7 @@ mod tests {
     fn a_stamp_without_a_year_is_of_the_last_twelve_months() {
         let line = "Dec 31 23:59:00 mx postfix/smtpd[1]: connect from x[192.0.2.10]";
         // Read on 2027-01-01T00:10:00Z: last December's line.
-        let mut reader = MtaLogReader::at(1_798_762_200);
+        let mut reader = MtaLogReader::at(1_798_762_200, Zone::Fixed(0), vec![25]);
         assert_eq!(reader.read_line(line).unwrap().at, 1_798_761_540);
     }
 
@@ -424,5 +361,47 @@ mod tests {
             "\u{1F600}\u{1F600}\u{1F600}",
         ]);
         assert!(got.is_empty());
+    }
+
+    /// Exim with `log_timezone = true`, `+millisec`, or both: every line read, the offset
+    /// applied.
+    #[test]
+    fn exim_stamps_with_zone_and_milliseconds() {
+        let mut reader = MtaLogReader::new(2026, Zone::Fixed(0), vec![25]);
+        let tail = " H=(x) [192.0.2.10]:1 rejected connection in \"connect\" ACL";
+        for (stamp, at) in [
+            ("2026-12-05 07:12:01 +0000", 1_796_454_721),
+            ("2026-12-05 07:12:01.227", 1_796_454_721),
+            ("2026-12-05 08:12:01.227 +0100", 1_796_454_721),
+            ("2026-12-05 02:12:01 -0500 [77]", 1_796_454_721),
+        ] {
+            let line = format!("{stamp}{tail}");
+            assert_eq!(reader.read_line(&line).map(|e| e.at), Some(at), "{line}");
+        }
+    }
+
+    /// Stamps without an offset are the writer's local time: read in the reader's zone.
+    #[test]
+    fn naive_stamps_are_local_time() {
+        let mut reader = MtaLogReader::new(2026, Zone::Fixed(3600), vec![25]);
+        for line in [
+            "2026-12-05 08:12:01 SMTP connection from [192.0.2.10]:1 (TCP/IP connection count = 1)",
+            "Dec  5 08:12:01 mx postfix/smtpd[1]: connect from x[192.0.2.10]",
+            "2026-12-05 07:12:01 +0000 SMTP connection from [192.0.2.10]:1 (TCP/IP connection count = 1)",
+        ] {
+            assert_eq!(reader.read_line(line).unwrap().at, 1_796_454_721, "{line}");
+        }
+    }
+
+    /// Authenticated Postfix clients (submission) are accepted apart: enforcing never
+    /// refuses them. So are postscreen connections to a port mxscreen does not screen.
+    #[test]
+    fn postfix_authenticated_mail_is_apart() {
+        let got = read(&[
+            "Dec  5 07:12:02 mx postfix/submission/smtpd[1234]: 4F1A2B3C4D: client=unknown[192.0.2.30], sasl_method=PLAIN, sasl_username=roadwarrior",
+            "Dec  5 07:12:02 mx postfix/qmgr[99]: 4F1A2B3C4D: from=<rw@example.org>, size=412, nrcpt=1 (queue active)",
+            "Dec  5 07:12:04 mx postfix/postscreen[77]: CONNECT from [198.51.100.7]:51000 to [192.0.2.1]:2525",
+        ]);
+        assert_eq!(got, vec![(ip("192.0.2.30"), MtaEvent::AcceptedUnscreened)]);
     }
 }

@@ -62,7 +62,10 @@ pub fn text(r: &Report) -> String {
         "\nAccepted mail from peers enforcing would drop or limit (read before enforcing):"
     );
     peers(&mut s, &r.accepted, true);
-    let _ = writeln!(s, "\nPeers the MTA accepted no mail from:");
+    let _ = writeln!(
+        s,
+        "\nPeers the MTA accepted no mail from that enforcing would refuse:"
+    );
     peers(&mut s, &r.not_accepted, false);
     s
 }
@@ -80,6 +83,13 @@ fn totals(s: &mut String, verb: &str, t: &Totals) {
         t.peers_with_accepted_mail,
         plural(t.peers_with_accepted_mail, "peer", "peers"),
     );
+    if t.accepted_unscreened_messages > 0 {
+        let _ = writeln!(
+            s,
+            "    (and {} more accepted from authenticated clients or on unscreened ports, which enforcing would not refuse)",
+            t.accepted_unscreened_messages
+        );
+    }
 }
 
 fn peers(s: &mut String, list: &[PeerReport], evidence: bool) {
@@ -93,9 +103,17 @@ fn peers(s: &mut String, list: &[PeerReport], evidence: bool) {
         } else {
             format!("{} ({})", p.refused_total(), refused.join(", "))
         };
+        let unscreened = if p.accepted_unscreened > 0 {
+            format!(
+                " (+{} authenticated or on an unscreened port)",
+                p.accepted_unscreened
+            )
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             s,
-            "  {}  {} ({}, score {}{})  accepted {}, connections {}, refused {}",
+            "  {}  {} ({}, score {}{})  accepted {}{unscreened}, connections {}, refused {}",
             p.ip,
             p.action,
             p.reason,

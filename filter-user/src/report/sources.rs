@@ -17,7 +17,7 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{join::Join, mta_log::MtaLogReader};
+use super::{join::Join, mta_log::MtaLogReader, time::Zone};
 
 /// The usual Debian paths, in the order they are read.
 pub const DEFAULT_FILES: [&str; 2] = ["/var/log/exim4/mainlog", "/var/log/mail.log"];
@@ -79,10 +79,19 @@ fn with_rotations(path: &Path, since: u64) -> Vec<PathBuf> {
     out
 }
 
-/// Reads every source's events at or after `since` into `join`.
-pub fn read_all(sources: &[Source], since: u64, now: u64, join: &mut Join) -> Result<()> {
+/// Reads every source's events at or after `since` into `join`, for a host screening
+/// `ports`. One reader reads them all, in order: a Postfix message's `client=` line may be
+/// in a rotation and its `qmgr from=` line in the next file (so name rotations oldest first).
+pub fn read_all(
+    sources: &[Source],
+    since: u64,
+    now: u64,
+    ports: &[u16],
+    join: &mut Join,
+) -> Result<()> {
+    // The logs are this host's: stamps without an offset are in its zone.
+    let reader = &mut MtaLogReader::at(now, Zone::Host, ports.to_vec());
     for source in sources {
-        let reader = MtaLogReader::at(now);
         match source {
             Source::File(path) if path.extension().is_some_and(|e| e == "gz") => {
                 // Opened here first, so an unreadable file gets the same error as any other.
@@ -117,7 +126,12 @@ pub fn read_all(sources: &[Source], since: u64, now: u64, join: &mut Join) -> Re
 
 /// Reads the output of `cmd` (`what` names it in errors); a failed run is an error with
 /// what the command said.
-fn read_command(mut cmd: Command, what: &str, reader: MtaLogReader, join: &mut Join) -> Result<()> {
+fn read_command(
+    mut cmd: Command,
+    what: &str,
+    reader: &mut MtaLogReader,
+    join: &mut Join,
+) -> Result<()> {
     let program = cmd.get_program().to_string_lossy().into_owned();
     let mut child = cmd
         .stdin(Stdio::null())
@@ -141,7 +155,7 @@ fn read_command(mut cmd: Command, what: &str, reader: MtaLogReader, join: &mut J
 }
 
 /// Lines of any encoding (a log may hold a client's raw bytes): read lossily, never refused.
-fn read_lines(from: impl Read, mut reader: MtaLogReader, join: &mut Join) -> Result<()> {
+fn read_lines(from: impl Read, reader: &mut MtaLogReader, join: &mut Join) -> Result<()> {
     let mut lines = BufReader::new(from);
     let mut line = Vec::new();
     loop {
@@ -208,7 +222,7 @@ mod tests {
         };
         let mut join = Join::new(&[decision], 1_796_454_000);
         let gz = Source::File(dir.path().join("mainlog.2.gz"));
-        read_all(&[gz], 1_796_454_000, 1_796_460_000, &mut join).unwrap();
+        read_all(&[gz], 1_796_454_000, 1_796_460_000, &[25], &mut join).unwrap();
         let read = DecisionsRead {
             decision_log: String::new(),
             unreadable: 0,
@@ -217,10 +231,48 @@ mod tests {
         let r = join.finish(1_796_460_000, read, Vec::new());
         assert_eq!(r.accepted.first().map(|p| p.accepted), Some(3));
         let bad = Source::File(dir.path().join("missing.gz"));
-        let err = read_all(&[bad], 0, 0, &mut Join::new(&[], 0)).unwrap_err();
+        let err = read_all(&[bad], 0, 0, &[25], &mut Join::new(&[], 0)).unwrap_err();
         assert!(
             format!("{err:#}").contains("cannot read the MTA log"),
             "{err:#}"
         );
+    }
+
+    /// A Postfix message whose `client=` line is in the rotation and whose `qmgr from=` line
+    /// is in the current file is one accepted message.
+    #[test]
+    fn a_message_split_by_rotation_is_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("mail.log.1");
+        let new = dir.path().join("mail.log");
+        fs::write(
+            &old,
+            "2026-12-05T07:12:02+00:00 mx postfix/smtpd[1]: 4F1A2B3C4D: client=x[192.0.2.20]\n",
+        )
+        .unwrap();
+        fs::write(
+            &new,
+            "2026-12-05T07:12:03+00:00 mx postfix/qmgr[9]: 4F1A2B3C4D: from=<a@b.example>, size=1, nrcpt=1 (queue active)\n",
+        )
+        .unwrap();
+        let decision = Decision {
+            at: 1_796_454_000,
+            ip: "192.0.2.20".parse().unwrap(),
+            action: "drop".into(),
+            reason: "reputation".into(),
+            score: 10,
+            evidence: Vec::new(),
+            observe: true,
+        };
+        let mut join = Join::new(&[decision], 1_796_454_000);
+        let files = [Source::File(old), Source::File(new)];
+        read_all(&files, 1_796_454_000, 1_796_460_000, &[25], &mut join).unwrap();
+        let read = DecisionsRead {
+            decision_log: String::new(),
+            unreadable: 0,
+            oldest: None,
+        };
+        let r = join.finish(1_796_460_000, read, Vec::new());
+        assert_eq!(r.accepted.first().map(|p| p.accepted), Some(1));
     }
 }

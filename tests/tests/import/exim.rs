@@ -1,8 +1,8 @@
 //! The Exim half of the import test: a Debian-style configuration (macros in the main
 //! section, `.ifdef` blocks, a connect ACL that delays end-user space, a RCPT ACL with a DNSWL
-//! exemption, per-code lists and a bitmask), and the real Exim asked about every host with
-//! `exim4 -bh`, which runs the ACLs of an SMTP session from that address, DNS lookups
-//! included, without a network connection.
+//! exemption, a deny that exempts partners, per-code lists and a bitmask), and the real Exim
+//! asked about every host with `exim4 -bh`, which runs the ACLs of an SMTP session from that
+//! address, DNS lookups included, without a network connection.
 
 use std::{collections::HashMap, io::Write as _, path::Path, process::Stdio};
 
@@ -28,7 +28,8 @@ MAIN_ACL_CHECK_RCPT = acl_check_rcpt
 
 primary_hostname = mx.example.org
 domainlist local_domains = example.org
-hostlist relay_from_hosts = 127.0.0.1 : ::1
+hostlist relay_from_hosts = 127.0.0.1 : ::::1
+hostlist partners = 198.51.100.16 : 203.0.113.0/28
 log_file_path = {d}/exim-log/%slog
 spool_directory = {d}/exim-spool
 acl_smtp_connect = acl_check_connect
@@ -52,7 +53,7 @@ acl_check_rcpt:
   # DNSWL medium and high trust (the third bit): skip the blocklists.
   accept  dnslists = list.dnswl.org&0.0.0.2
   .ifdef CHECK_RCPT_IP_DNSBLS
-  deny    !hosts = +relay_from_hosts
+  deny    !hosts = +relay_from_hosts : +partners
           !authenticated = *
           message = $sender_host_address is listed at $dnslist_domain ($dnslist_value: $dnslist_text)
           dnslists = CHECK_RCPT_IP_DNSBLS
@@ -124,8 +125,16 @@ pub fn compare(w: &World) {
         .collect::<Vec<_>>()
         .join(" ");
     assert!(
-        header.contains("exim4.conf:21) runs in another ACL"),
+        header.contains("exim4.conf:22) runs in another ACL"),
         "the import should name the delay its allowlist cancels:\n{toml}"
+    );
+    // The partners the deny exempts are allowed (198.51.100.16 and 203.0.113.5 are listed
+    // by its lists: Exim passes them, and so must mxscreen).
+    assert!(
+        header.contains(
+            "exempts 198.51.100.16/32, 203.0.113.0/28 from this statement: in lists.allow"
+        ),
+        "the import should allow the partners the deny exempts:\n{toml}"
     );
     let decided: HashMap<&str, Decided> = mxscreen(w, &path).into_iter().collect();
     let mut seen = HashMap::new();

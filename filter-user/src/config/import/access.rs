@@ -94,6 +94,9 @@ fn mynetworks(cf: &MainCf, at: &str, entries: &mut Vec<Entry>, notes: &mut Notes
     };
     let (value, _) = param(cf, "mynetworks", notes);
     for item in maincf::items(&value) {
+        if host_bits(item) {
+            notes.push(&setting.at, format!("mynetworks: {item}"), "a prefix with host bits set: Postfix fails the lookup (\"non-null host address bits\") and postscreen ignores the rest of its access list; translated as the prefix, fix it in main.cf");
+        }
         match net(item) {
             Some(net) => entries.push(Entry {
                 net,
@@ -127,6 +130,12 @@ fn net(text: &str) -> Option<IpNet> {
             .map(|n| n.trunc());
     }
     Some(net.trunc())
+}
+
+/// Whether a cidr table's `address/len` has bits set past `len` (`192.0.2.1/24`).
+fn host_bits(pattern: &str) -> bool {
+    let text = pattern.trim_start_matches('!').replace(['[', ']'], "");
+    text.parse::<IpNet>().is_ok_and(|n| n != n.trunc())
 }
 
 /// One `type:table` of the access list.
@@ -187,6 +196,12 @@ fn table(item: &str, at: &str, enforced: bool, entries: &mut Vec<Entry>, d: &mut
                 continue;
             }
         };
+        if host_bits(pattern) {
+            // Not copied as a feed either: the feed would read the prefix.
+            plain = false;
+            d.notes.push(&line_at, t, "a prefix with host bits set: Postfix skips this rule (\"non-null host address bits\"); skipped here too");
+            continue;
+        }
         match net(pattern.trim_start_matches('!')) {
             Some(net) if !pattern.starts_with('!') => entries.push(Entry { net, permit, at: line_at, in_feed: false }),
             _ => d.notes.push(&line_at, t, "not an address or prefix mxscreen can list (negations and if/endif blocks are not read); skipped"),

@@ -16,6 +16,7 @@ use super::{
     dnslists::{self, DnsList, Entry},
     draft::{Draft, Setting},
     exim::{self, Statement},
+    hostlist,
     zones::{self, Item},
 };
 
@@ -85,7 +86,7 @@ pub fn import(files: &[(String, String)]) -> Draft {
     let mut listed = Vec::new();
     for (acl, (_, statements)) in run_order(&cfg, &mut d).into_iter().enumerate() {
         for (index, s) in statements.iter().enumerate() {
-            statement(s, acl, index, &mut listed, &mut d);
+            statement(s, &cfg, (acl, index), &mut listed, &mut d);
         }
     }
     if listed.is_empty() {
@@ -117,7 +118,14 @@ fn run_order(cfg: &exim::Exim, d: &mut Draft) -> Vec<(String, Vec<Statement>)> {
 }
 
 /// Reads one statement's dnslists items into `listed`, or notes why it is not translated.
-fn statement(s: &Statement, acl: usize, index: usize, listed: &mut Vec<Listed>, d: &mut Draft) {
+/// `place` is the statement's ACL (in run order) and its index there.
+fn statement(
+    s: &Statement,
+    cfg: &exim::Exim,
+    (acl, index): (usize, usize),
+    listed: &mut Vec<Listed>,
+    d: &mut Draft,
+) {
     let lists: Vec<_> = s
         .conditions
         .iter()
@@ -137,19 +145,28 @@ fn statement(s: &Statement, acl: usize, index: usize, listed: &mut Vec<Listed>, 
             "a statement that needs several lists at once, or a host not listed, is no sum of weights",
         );
     }
+    let mut exemptions = Vec::new();
     for c in s
         .conditions
         .iter()
         .filter(|c| c.name != "dnslists" && !MODIFIERS.contains(&c.name.as_str()))
     {
-        if !seen_at_connect(c) {
+        let written = format!(
+            "{}{} = {}",
+            if c.negated { "!" } else { "" },
+            c.name,
+            c.value
+        );
+        if c.name == "hosts" {
+            match hostlist::exempted(c, cfg) {
+                Ok(e) => exemptions.push((written, e)),
+                Err(why) => return skip(d, &format!("it also needs `{written}`: {why}")),
+            }
+        } else if !holds_at_connect(c) {
             return skip(
                 d,
                 &format!(
-                    "it also needs `{}{} = {}`, which mxscreen cannot see before the connection",
-                    if c.negated { "!" } else { "" },
-                    c.name,
-                    c.value
+                    "it also needs `{written}`, which mxscreen cannot see before the connection"
                 ),
             );
         }
@@ -163,6 +180,9 @@ fn statement(s: &Statement, acl: usize, index: usize, listed: &mut Vec<Listed>, 
         "accept" => Effect::Allow,
         other => return skip(d, &format!("`{other}` has no counterpart in mxscreen")),
     };
+    for (written, e) in exemptions {
+        exempt(s, &written, e, effect, d);
+    }
     for entry in dnslists::parse(&lists[0].value) {
         match entry {
             Entry::List(list) if list.key.is_some() => d.notes.push(&s.at, &list.text, "looks up another key than the client's address (a domain, an MX or NS address); not translated"),
@@ -178,16 +198,52 @@ fn statement(s: &Statement, acl: usize, index: usize, listed: &mut Vec<Listed>, 
     }
 }
 
-/// Conditions that hold for every connection mxscreen screens: the usual exemptions of
-/// relay hosts and authenticated clients (mxscreen's lists.allow is the place for the
-/// former; port 25 senders do not authenticate), and the local-domains restriction.
-fn seen_at_connect(c: &exim::Condition) -> bool {
+/// Conditions other than `hosts` that hold for every connection mxscreen screens: the
+/// exemption of authenticated clients (port 25 senders do not authenticate) and the
+/// local-domains restriction.
+fn holds_at_connect(c: &exim::Condition) -> bool {
     let v = c.value.replace(' ', "");
     match c.name.as_str() {
         "authenticated" => c.negated && v == "*",
-        "hosts" => (c.negated && v.starts_with('+')) || (!c.negated && v.starts_with("!+")),
         "domains" => !c.negated && v == "+local_domains",
         _ => false,
+    }
+}
+
+/// Keeps the hosts a statement exempts (`written`, its `hosts` condition) from what it does:
+/// a statement that could drop or limit them puts them in `lists.allow` (broader than Exim:
+/// an allow passes every check, and said so); an allowlist or a logging statement counts
+/// for them too, which drops nobody.
+fn exempt(s: &Statement, written: &str, e: hostlist::Exempted, effect: Effect, d: &mut Draft) {
+    for (item, why) in &e.relays_unresolved {
+        d.notes.push(&s.at, format!("{written}: {item}"), &format!("{why}: the relays' exemption is ignored, as for every MX connection; put relays that send on a screened port in lists.allow"));
+    }
+    if e.nets.is_empty() {
+        return;
+    }
+    let names: Vec<String> = e.nets.iter().map(|(n, _)| n.to_string()).collect();
+    match effect {
+        Effect::Drop | Effect::Limit => {
+            for (net, via) in e.nets {
+                let net = net.to_string();
+                if !d.allow.iter().any(|(n, _)| *n == net) {
+                    d.allow.push((
+                        net,
+                        format!("{}: {via}, exempted by `{} {written}`", s.at, s.verb),
+                    ));
+                }
+            }
+            d.notes.push(&s.at, format!("{} {written}", s.verb), &format!("exempts {} from this statement: in lists.allow, so that they are never dropped; there an allow passes every check, not only this statement's lists", names.join(", ")));
+        }
+        Effect::Allow => d.notes.push(
+            &s.at,
+            format!("{} {written}", s.verb),
+            &format!(
+                "exempts {} from this allowlist: here it counts for them too",
+                names.join(", ")
+            ),
+        ),
+        Effect::Log => {}
     }
 }
 
@@ -241,7 +297,7 @@ fn weigh(listed: Vec<Listed>, d: &mut Draft) {
             }
         })
         .collect();
-    d.zones = zones::build(items, &mut d.notes);
+    d.zones = zones::build(items, "exim", &mut d.notes);
     d.policy.push(Setting {
         key: "drop_threshold",
         value: drop.to_string(),
@@ -341,5 +397,45 @@ mod tests {
                 .any(|n| n.contains("accept dnslists wl.example") && n.contains("comes first")),
             "{notes:#?}"
         );
+    }
+
+    /// The hosts a statement exempts are never dropped by it: addresses and hostlists of
+    /// them go to lists.allow (said so), anything else leaves the statement untranslated.
+    #[test]
+    fn exempted_hosts_are_allowed_or_the_statement_is_left_out() {
+        let (d, cfg) = import_text(
+            "hostlist relay_from_hosts = 127.0.0.1\nhostlist partners = 192.0.2.0/24 : 198.51.100.7\n\
+             acl_smtp_rcpt = acl_check_rcpt\nbegin acl\nacl_check_rcpt:\n  \
+             deny  !hosts = +relay_from_hosts : +partners\n        dnslists = zen.spamhaus.org\n  \
+             deny  hosts = !+relay_from_hosts : !192.0.2.0/24\n        dnslists = bl.spamcop.net\n  \
+             deny  !hosts = +partners\n        dnslists = b.barracudacentral.org\n  \
+             deny  !hosts = +relay_from_hosts : mx.partner.example\n        dnslists = psbl.surriel.com\n  \
+             deny  !hosts = +relay_from_hosts\n        dnslists = dnsbl.sorbs.net\n  accept\n",
+        );
+        let allow: Vec<String> = cfg.lists.allow.iter().map(ToString::to_string).collect();
+        assert_eq!(allow, ["192.0.2.0/24", "198.51.100.7/32"]);
+        let zones: Vec<&str> = cfg.dnsbl.iter().map(|z| z.zone.as_str()).collect();
+        assert_eq!(
+            zones,
+            [
+                "zen.spamhaus.org",
+                "bl.spamcop.net",
+                "b.barracudacentral.org",
+                "dnsbl.sorbs.net"
+            ]
+        );
+        let notes: Vec<&String> = d.notes.iter().collect();
+        for needle in [
+            "exim.conf:6: deny !hosts = +relay_from_hosts : +partners: exempts 192.0.2.0/24, 198.51.100.7/32",
+            "exim.conf:8: deny hosts = !+relay_from_hosts : !192.0.2.0/24: exempts 192.0.2.0/24",
+            "exim.conf:10: deny !hosts = +partners: exempts",
+            "exim.conf:12: deny dnslists = psbl.surriel.com: it also needs `!hosts = +relay_from_hosts : mx.partner.example`: `mx.partner.example` is a host name",
+        ] {
+            assert!(
+                notes.iter().any(|n| n.contains(needle)),
+                "{needle} not in {notes:#?}"
+            );
+        }
+        assert_eq!(notes.len(), 4, "{notes:#?}");
     }
 }

@@ -5,7 +5,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::codes::Codes;
+use super::{codes::Codes, exim};
 
 /// One list item.
 #[derive(Clone, Debug, PartialEq)]
@@ -36,22 +36,15 @@ pub enum Entry {
 
 /// The items of a `dnslists` value.
 pub fn parse(value: &str) -> Vec<Entry> {
-    let (sep, list) = match value.trim().strip_prefix('<') {
-        Some(rest) if !rest.is_empty() => {
-            let c = rest.chars().next().expect("not empty");
-            (c, &rest[c.len_utf8()..])
-        }
-        _ => (':', value),
-    };
-    list.split(sep)
-        .map(str::trim)
+    exim::list(value)
+        .into_iter()
         .filter(|s| !s.is_empty())
-        .filter_map(|item| match item {
+        .filter_map(|item| match item.as_str() {
             "+exclude_unknown" => None,
-            "+include_unknown" | "+defer_unknown" => Some(Entry::Unknown(item.to_owned())),
-            _ => Some(match list_item(item) {
+            "+include_unknown" | "+defer_unknown" => Some(Entry::Unknown(item)),
+            _ => Some(match list_item(&item) {
                 Ok(l) => Entry::List(l),
-                Err(why) => Entry::Bad(item.to_owned(), why),
+                Err(why) => Entry::Bad(item, why),
             }),
         })
         .collect()

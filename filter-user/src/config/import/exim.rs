@@ -51,6 +51,49 @@ impl Exim {
             .find(|(n, _, _)| n == name)
             .map(|(_, v, at)| (v.as_str(), at.as_str()))
     }
+
+    /// The value of `hostlist NAME = ...` and where it is set.
+    pub fn hostlist(&self, name: &str) -> Option<(&str, &str)> {
+        self.options
+            .iter()
+            .rev()
+            .find(|(n, _, _)| {
+                let mut words = n.split_whitespace();
+                words.next() == Some("hostlist") && words.next() == Some(name)
+            })
+            .map(|(_, v, at)| (v.as_str(), at.as_str()))
+    }
+}
+
+/// The items of an Exim list (spec "List construction"): `:`-separated unless it starts
+/// with `<X` naming another separator; a doubled separator is one literal character (IPv6
+/// in a colon list: `::::1`); items trimmed, empty ones kept (in a host list, an empty item
+/// is a local caller, no IP host).
+pub fn list(value: &str) -> Vec<String> {
+    let value = value.trim();
+    let (sep, body) = match value.strip_prefix('<') {
+        Some(rest) if !rest.is_empty() => {
+            let c = rest.chars().next().expect("not empty");
+            (c, &rest[c.len_utf8()..])
+        }
+        _ => (':', value),
+    };
+    let mut items = Vec::new();
+    let mut item = String::new();
+    let mut chars = body.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != sep {
+            item.push(c);
+        } else if chars.peek() == Some(&sep) {
+            chars.next();
+            item.push(sep);
+        } else {
+            items.push(item.trim().to_owned());
+            item.clear();
+        }
+    }
+    items.push(item.trim().to_owned());
+    items
 }
 
 /// The reading state across files: macros, conditional skips, the section.

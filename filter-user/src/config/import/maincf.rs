@@ -81,6 +81,11 @@ impl MainCf {
         }
     }
 
+    /// Sets `name` whatever was read (a master.cf `-o` override).
+    pub fn set(&mut self, name: &str, setting: Setting) {
+        self.params.insert(name.to_owned(), setting);
+    }
+
     pub fn get(&self, name: &str) -> Option<&Setting> {
         self.params.get(name)
     }

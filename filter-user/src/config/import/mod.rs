@@ -4,9 +4,9 @@
 //! the same DNS questions and weighs their answers as the source did (the notes and the
 //! header's "how mxscreen differs" say where that cannot hold).
 //!
-//! - [`postscreen`] (with [`maincf`], Postfix's main.cf syntax, and [`access`], the access
-//!   list) and [`acl`] (with [`exim`], Exim's config syntax, and [`dnslists`]) read a
-//!   source into a [`draft::Draft`];
+//! - [`postscreen`] (with [`maincf`], Postfix's main.cf syntax, [`mastercf`], the overrides
+//!   of postscreen's service, and [`access`], the access list) and [`acl`] (with [`exim`], Exim's config syntax, [`dnslists`], and
+//!   [`hostlist`], the hosts a statement exempts) read a source into a [`draft::Draft`];
 //! - [`codes`]: answer-code sets, postscreen's filters and Exim's codes and bitmasks alike;
 //! - [`zones`]: what a source says per zone as `[[dnsbl]]` tables.
 
@@ -16,7 +16,9 @@ mod codes;
 mod dnslists;
 mod draft;
 mod exim;
+mod hostlist;
 mod maincf;
+mod mastercf;
 mod postscreen;
 mod zones;
 

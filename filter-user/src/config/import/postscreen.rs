@@ -8,7 +8,9 @@
 //! - `postscreen_dnsbl_action = ignore` → `policy.observe`;
 //! - `postscreen_dnsbl_min_ttl`, `_max_ttl` (`postscreen_dnsbl_ttl` before 3.1) → verdict
 //!   lives;
-//! - `postscreen_access_list` → `lists.allow`/`lists.deny` or feeds ([`super::access`]).
+//! - `postscreen_access_list` → `lists.allow`/`lists.deny` or feeds ([`super::access`]);
+//! - a master.cf's `-o` overrides of the port-25 postscreen, in place of main.cf's values
+//!   ([`super::mastercf`]).
 
 use std::time::Duration;
 
@@ -17,6 +19,7 @@ use super::{
     codes::parse_postscreen_filter,
     draft::{Draft, Notes, Setting, quote},
     maincf::{self, MainCf, Unresolved},
+    mastercf,
     zones::{self, Item},
 };
 use crate::duration;
@@ -53,16 +56,23 @@ const DIFFERENCES: &[&str] = &[
 
 /// Translates the postscreen settings of `files` (name and text, later ones overriding).
 pub fn import(files: &[(String, String)]) -> Draft {
-    let mut cf = MainCf::default();
-    for (name, text) in files {
-        cf.read(name, text);
-    }
     let mut d = Draft {
         kind: "postscreen",
         files: files.iter().map(|(n, _)| n.clone()).collect(),
         differences: DIFFERENCES.iter().map(|s| (*s).to_owned()).collect(),
         ..Draft::default()
     };
+    // A master.cf's overrides win over main.cf, wherever it stands among the files.
+    let (master, main): (Vec<_>, Vec<_>) = files
+        .iter()
+        .partition(|(_, text)| mastercf::is_master_cf(text));
+    let mut cf = MainCf::default();
+    for (name, text) in main {
+        cf.read(name, text);
+    }
+    for (name, text) in master {
+        mastercf::apply(name, text, &mut cf, &mut d.notes);
+    }
     let items = sites(&cf, &mut d.notes);
     if items.is_empty() {
         d.notes.push(
@@ -71,7 +81,7 @@ pub fn import(files: &[(String, String)]) -> Draft {
             "not set, or empty: postscreen queries no DNSBL",
         );
     }
-    d.zones = zones::build(items, &mut d.notes);
+    d.zones = zones::build(items, "postscreen", &mut d.notes);
     policy(&cf, &mut d);
     access::translate(&cf, &mut d);
     for (name, off) in OTHER_TESTS {
@@ -397,7 +407,7 @@ mod tests {
         let mixed = dir.path().join("mixed.cidr");
         std::fs::write(
             &mixed,
-            "198.51.100.7 reject\n198.51.100.0/24 permit\n203.0.113.0/24 reject\n",
+            "198.51.100.7 reject\n198.51.100.0/24 permit\n203.0.113.0/24 reject\n192.0.2.1/24 permit\n",
         )
         .unwrap();
         let (d, cfg) = import_text(&format!(
@@ -427,6 +437,64 @@ mod tests {
         assert!(
             notes.iter().any(|n| n.contains("hash:/etc/postfix/x")),
             "{notes:#?}"
+        );
+        // Host bits set: Postfix skips the rule, and says so; so does the import.
+        assert!(
+            notes
+                .iter()
+                .any(|n| n
+                    .contains("mixed.cidr:4: 192.0.2.1/24 permit: a prefix with host bits set")),
+            "{notes:#?}"
+        );
+    }
+
+    /// master.cf's overrides of the port-25 postscreen are what its clients get: honoured,
+    /// each named; those of a postscreen on another port are named, not translated.
+    #[test]
+    fn master_cf_overrides_of_the_port_25_postscreen() {
+        let master = "smtp      inet  n       -       y       -       1       postscreen\n  \
+                      -o postscreen_dnsbl_threshold=8\n  -o postscreen_dnsbl_sites=zen.spamhaus.org*8\n\
+                      2525      inet  n       -       y       -       1       postscreen\n  \
+                      -o postscreen_dnsbl_action=ignore\n\
+                      smtpd     pass  -       -       y       -       -       smtpd\n";
+        let d = import(&[
+            ("main.cf".into(), "postscreen_dnsbl_sites = bl.example*2\npostscreen_dnsbl_threshold = 2\npostscreen_dnsbl_action = enforce\n".into()),
+            ("master.cf".into(), master.into()),
+        ]);
+        let cfg = Config::from_toml_str(&d.render(), "imported").unwrap();
+        assert_eq!(cfg.policy.drop_threshold, 8);
+        let zones: Vec<(&str, i32)> = cfg
+            .dnsbl
+            .iter()
+            .map(|z| (z.zone.as_str(), z.weight))
+            .collect();
+        assert_eq!(zones, [("zen.spamhaus.org", 8)]);
+        assert!(!cfg.policy.observe);
+        let notes: Vec<&String> = d.notes.iter().collect();
+        for needle in [
+            "master.cf:2: smtp -o postscreen_dnsbl_threshold=8: an override of the port-25 postscreen",
+            "master.cf:3: smtp -o postscreen_dnsbl_sites=zen.spamhaus.org*8: an override",
+            "master.cf:5: 2525 -o postscreen_dnsbl_action=ignore: an override of a postscreen on another port",
+        ] {
+            assert!(
+                notes.iter().any(|n| n.contains(needle)),
+                "{needle} not in {notes:#?}"
+            );
+        }
+        // No postscreen on port 25: said.
+        let d = import(&[
+            (
+                "main.cf".into(),
+                "postscreen_dnsbl_sites = bl.example\n".into(),
+            ),
+            ("master.cf".into(), "smtp inet n - y - - smtpd\n".into()),
+        ]);
+        assert!(
+            d.notes
+                .iter()
+                .any(|n| n.contains("runs no postscreen on port 25")),
+            "{:?}",
+            d.notes
         );
     }
 }

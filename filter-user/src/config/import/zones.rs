@@ -50,8 +50,9 @@ pub struct Class {
     pub label: String,
 }
 
-/// Groups `items` by zone (in the order zones first appear) and builds each zone's table.
-pub fn build(items: Vec<Item>, notes: &mut Notes) -> Vec<Zone> {
+/// Groups `items` by zone (in the order zones first appear) and builds each zone's table;
+/// `source` (`postscreen`, `exim`) names the config read in notes.
+pub fn build(items: Vec<Item>, source: &str, notes: &mut Notes) -> Vec<Zone> {
     let mut order: Vec<String> = Vec::new();
     for i in &items {
         if !order.contains(&i.zone) {
@@ -62,7 +63,7 @@ pub fn build(items: Vec<Item>, notes: &mut Notes) -> Vec<Zone> {
         .into_iter()
         .filter_map(|zone| {
             let mine: Vec<Item> = items.iter().filter(|i| i.zone == zone).cloned().collect();
-            zone_table(zone, mine, notes)
+            zone_table(zone, mine, source, notes)
         })
         .collect()
 }
@@ -100,7 +101,7 @@ fn size(c: &[Codes]) -> u64 {
     c.iter().map(|c| c.size()).sum()
 }
 
-fn zone_table(name: String, items: Vec<Item>, notes: &mut Notes) -> Option<Zone> {
+fn zone_table(name: String, items: Vec<Item>, source: &str, notes: &mut Notes) -> Option<Zone> {
     let mut any: Option<Item> = None;
     let mut filtered: Vec<(Item, Vec<Codes>)> = Vec::new();
     for item in merged(items) {
@@ -178,7 +179,7 @@ fn zone_table(name: String, items: Vec<Item>, notes: &mut Notes) -> Option<Zone>
             sources,
         });
     }
-    note_overlaps(&filtered, notes);
+    note_overlaps(any.as_ref(), &filtered, source, notes);
     filtered.sort_by_key(|(_, c)| size(c));
     let mut classes = Vec::new();
     let mut all = Vec::new();
@@ -233,22 +234,56 @@ fn merged(items: Vec<Item>) -> Vec<Item> {
     out
 }
 
-/// Notes where one answer code would weigh differently: filters that overlap without one
-/// containing the other, and (for answers carrying several codes) nested filters.
-fn note_overlaps(filtered: &[(Item, Vec<Codes>)], notes: &mut Notes) {
+/// Notes where an answer weighs otherwise than in postscreen. mxscreen adds the weight of
+/// each class an answer's codes hit, once per class; the classes fold in the weight of
+/// every entry whose filter holds theirs, so that one code weighs as in postscreen. An
+/// answer carrying codes of two classes inside one entry (an entry without a filter holds
+/// all of them, and the codes of none) then counts that entry once per class, where
+/// postscreen counts it once: the model cannot say "once per answer" for a class in a class.
+/// Filters that overlap without one holding the other are named too (a code in both takes
+/// the class written first).
+fn note_overlaps(
+    any: Option<&Item>,
+    filtered: &[(Item, Vec<Codes>)],
+    source: &str,
+    notes: &mut Notes,
+) {
     for (i, (a, ca)) in filtered.iter().enumerate() {
         for (b, cb) in &filtered[i + 1..] {
-            if !overlaps(ca, cb) {
-                continue;
-            }
-            let what = format!("{}: {} and {}", a.zone, a.label, b.label);
-            let at = format!("{}, {}", a.at, b.at);
-            if within(ca, cb) || within(cb, ca) {
-                notes.push(&at, what, "nested filters: one answer code weighs as both entries together, as in postscreen, but an answer carrying a code of each counts the wider entry twice");
-            } else {
-                notes.push(&at, what, "filters that overlap without one containing the other: a code in both takes the narrower class's weight only (postscreen adds both)");
+            if overlaps(ca, cb) && !within(ca, cb) && !within(cb, ca) {
+                let what = format!("{}: {} and {}", a.zone, a.label, b.label);
+                let at = format!("{}, {}", a.at, b.at);
+                notes.push(&at, what, &format!("filters that overlap without one containing the other: a code in both takes the narrower class's weight only ({source} adds both)"));
             }
         }
+    }
+    let mut wider: Vec<(&Item, Vec<&str>)> = Vec::new();
+    if let Some(a) = any {
+        let mut inner: Vec<&str> = filtered.iter().map(|(i, _)| i.label.as_str()).collect();
+        inner.push("any code outside them");
+        wider.push((a, inner));
+    }
+    for (a, ca) in filtered {
+        let inner: Vec<&str> = filtered
+            .iter()
+            .filter(|(_, cb)| within(cb, ca) && !within(ca, cb))
+            .map(|(b, _)| b.label.as_str())
+            .collect();
+        if !inner.is_empty() {
+            wider.push((a, inner));
+        }
+    }
+    for (outer, inner) in wider.into_iter().filter(|(o, _)| o.weight != 0) {
+        let w = outer.weight;
+        let effect = if w > 0 {
+            format!(
+                "scores more here than in {source}, and may be dropped where {source} lets it through"
+            )
+        } else {
+            format!("scores less here than in {source}")
+        };
+        let holds = inner.join("; ");
+        notes.push(&outer.at, format!("{}: {}", outer.zone, outer.text), &format!("an answer carrying codes of two of the classes it holds ({holds}) counts its weight {w} once for each here, once in {source}: such an answer {effect}"));
     }
 }
 
@@ -282,13 +317,18 @@ mod tests {
     #[test]
     fn one_entry_is_a_plain_table() {
         let mut notes = Notes::default();
-        let z = build(vec![item("bl.spamcop.net", None, 2, 1)], &mut notes);
+        let z = build(
+            vec![item("bl.spamcop.net", None, 2, 1)],
+            "postscreen",
+            &mut notes,
+        );
         assert_eq!(
             (z[0].weight, z[0].codes.len(), z[0].classes.len()),
             (2, 0, 0)
         );
         let z = build(
             vec![item("b.barracudacentral.org", Some("127.0.0.2"), 7, 1)],
+            "postscreen",
             &mut notes,
         );
         assert_eq!(z[0].codes, vec!["127.0.0.2".parse().unwrap()]);
@@ -305,6 +345,7 @@ mod tests {
                 item("zen", Some("127.0.0.3"), 4, 3),
                 item("zen", Some("127.0.0.2"), 3, 4),
             ],
+            "postscreen",
             &mut notes,
         );
         assert_eq!(z.len(), 1);
@@ -330,6 +371,7 @@ mod tests {
                 item("zen", Some("127.0.0.[2..11]"), 2, 2),
                 item("zen", Some("127.0.0.2"), 4, 3),
             ],
+            "postscreen",
             &mut notes,
         );
         assert_eq!(z[0].weight, 1);
@@ -338,7 +380,35 @@ mod tests {
             [("127.0.0.2".into(), 7), ("127.0.0.2-127.0.0.11".into(), 3)]
         );
         assert!(z[0].codes.is_empty());
-        assert_eq!(notes.len(), 1, "{notes:?}");
+        // Both wider entries can count twice for one answer (127.0.0.2 and 127.0.0.3).
+        assert_eq!(notes.len(), 2, "{notes:?}");
+    }
+
+    /// postscreen counts each entry once per answer: an entry without a filter adds its
+    /// weight once, however many classes an answer hits. mxscreen cannot say that; the
+    /// note names the entry and which way the score goes.
+    #[test]
+    fn an_entry_without_a_filter_counts_once_per_class_and_says_so() {
+        let mut notes = Notes::default();
+        let z = build(
+            vec![
+                item("zen.x.test", None, 2, 1),
+                item("zen.x.test", Some("127.0.0.[10;11]"), -2, 1),
+            ],
+            "postscreen",
+            &mut notes,
+        );
+        // One code scores as in postscreen: 127.0.0.10 2 - 2, 127.0.0.4 2.
+        assert_eq!(z[0].weight, 2);
+        assert_eq!(classes(&z[0]), [("127.0.0.10/31".into(), 0)]);
+        // 127.0.0.4 and 127.0.0.10 in one answer: 2 + 0 here, 2 - 2 in postscreen.
+        let notes: Vec<&String> = notes.iter().collect();
+        assert_eq!(notes.len(), 1, "{notes:#?}");
+        assert!(
+            notes[0].starts_with("main.cf:1: zen.x.test: zen.x.test=any*2: an answer carrying codes of two of the classes it holds (127.0.0.[10;11]; any code outside them) counts its weight 2")
+                && notes[0].contains("may be dropped where postscreen lets it through"),
+            "{notes:#?}"
+        );
     }
 
     #[test]
@@ -350,6 +420,7 @@ mod tests {
                 item("wl", Some("127.0.0.18"), -1, 2),
                 item("bogus", Some("10.0.0.1"), 3, 3),
             ],
+            "postscreen",
             &mut notes,
         );
         assert_eq!(z.len(), 1);
