@@ -18,6 +18,9 @@ use mxscreen_tests::{
 };
 use serde_json::Value;
 
+#[path = "fleet/guards.rs"]
+mod guards;
+
 const LISTED: [&str; 3] = ["192.0.2.20", "192.0.2.23", "192.0.2.24"];
 /// Listed peers the MTA asks about as they connect, one repetition of the race each.
 const ASKED: [&str; 6] = [

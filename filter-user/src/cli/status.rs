@@ -133,6 +133,18 @@ fn fleet(f: &FleetStatus, line: &mut impl FnMut(&str, String)) {
     {
         line("fleet error", e.clone());
     }
+    if let Some(at) = f.name_clash_at {
+        let ago = duration::format(std::time::Duration::from_secs(
+            unix_now().saturating_sub(at).max(1),
+        ));
+        line(
+            "fleet warning",
+            format!(
+                "another host uses the fleet name {} ({} messages, the last {ago} ago): set a distinct fleet.name on each host",
+                f.host, f.name_clashes
+            ),
+        );
+    }
     line(
         "fleet shared",
         format!(

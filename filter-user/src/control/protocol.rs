@@ -276,8 +276,10 @@ pub enum FleetLink {
     Down,
 }
 
-/// The fleet link and what went over it (counters since the daemon started).
+/// The fleet link and what went over it (counters since the daemon started; a field an
+/// older daemon does not send is its default).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct FleetStatus {
     /// This host's name in the fleet.
     pub host: String,
@@ -305,6 +307,16 @@ pub struct FleetStatus {
     /// Shared entries this host refused (a block covering a protected address, a block
     /// wider than `control.widest_block_*` made without --force).
     pub refused: u64,
+    /// Messages from another process using this host's fleet name (two hosts with one
+    /// name: set a distinct `fleet.name` on each).
+    pub name_clashes: u64,
+    /// Unix seconds of the latest of them.
+    pub name_clash_at: Option<u64>,
+    /// Times this host found Redis emptied under it (its marker key gone) and filled it
+    /// again.
+    pub refills: u64,
+    /// Times the fleet task failed (a bug, logged) and was restarted.
+    pub task_restarts: u64,
 }
 
 /// How SIGHUP reloads went.

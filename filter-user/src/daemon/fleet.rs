@@ -15,7 +15,7 @@ use crate::{
     control::protocol::FleetStatus,
     datapath::{Datapath, clock},
     fleet::{self, Fleet, wire::SharedVerdict},
-    reputation::{ExplainTo, Verdict},
+    reputation::{PolicyConfig, Verdict},
     state::ManualEntry,
 };
 
@@ -97,12 +97,12 @@ impl FleetBridge {
         self.fleet.verdict_made(v);
     }
 
-    pub fn manual_set(&self, e: &ManualEntry, force: bool) {
-        self.fleet.manual_set(e, force);
+    pub fn manual_set(&self, e: &ManualEntry, force: bool) -> Option<fleet::ChangeOutcome> {
+        self.fleet.manual_set(e, force)
     }
 
-    pub fn manual_removed(&self, e: &ManualEntry) {
-        self.fleet.manual_removed(e);
+    pub fn manual_removed(&self, e: &ManualEntry) -> Option<fleet::ChangeOutcome> {
+        self.fleet.manual_removed(e)
     }
 
     /// The link's state and counters, with the refusals; `None` when the fleet is off.
@@ -159,28 +159,31 @@ impl FleetBridge {
     }
 
     /// A verdict another host made: into the verdict map, unless it covers a protected
-    /// address or has expired on its way.
+    /// address or has expired on its way; kept no longer than this host keeps a verdict of
+    /// its own ([`PolicyConfig::longest_verdict`]).
     pub fn apply_verdict(
         &mut self,
         maps: &mut dyn Datapath,
         protected: &[Protected],
         v: &SharedVerdict,
-        explain_to: ExplainTo,
+        policy: &PolicyConfig,
     ) {
         if protect::fully_protected(protected, &IpNet::from(v.ip)).is_some() {
             tracing::debug!(ip = %v.ip, host = %v.host, "shared verdict for a protected address ignored");
             return;
         }
-        let Some(left) = fleet::remaining(v.expires_ms) else {
+        let until = v.kept_until(policy.longest_verdict(), fleet::wire::now_ms());
+        let Some(left) = fleet::remaining(until) else {
             return;
         };
+        let explain_to = policy.explain_to;
         let mut entry = PeerVerdict::new(v.action, v.source, clock::expiry_after(left));
         entry.flags = super::verdicts::explain_flags(v.action, v.source, v.fcrdns, explain_to);
         if let Err(e) = maps.verdict_set(v.ip, entry) {
             tracing::warn!(ip = %v.ip, error = %e, "could not store a shared verdict");
             return;
         }
-        Arc::make_mut(&mut self.origins).insert(v.ip, &v.host, v.expires_ms);
+        Arc::make_mut(&mut self.origins).insert(v.ip, &v.host, until);
         tracing::debug!(
             target: "mxscreen::fleet",
             action = v.action.name(),

@@ -51,8 +51,7 @@ impl Daemon {
         let gone = self.forget_verdicts(net)?;
         let mut message = describe(net, &gone);
         if self.fleet.name().is_some() {
-            let p = &self.cfg.policy;
-            let lifetime = p.ttl_max.max(p.pass_ttl).max(p.tempfail_ttl);
+            let lifetime = self.cfg.policy.longest_verdict();
             if self.fleet.forget(net, gone.ips.clone(), lifetime) {
                 message.push_str("; on every host of the fleet too");
             } else {

@@ -161,13 +161,12 @@ impl Daemon {
                 }
             }
             FleetEvent::Verdicts(verdicts) => {
-                let explain_to = self.cfg.policy.explain_to;
                 for v in verdicts {
                     self.fleet.apply_verdict(
                         self.maps.as_mut(),
                         self.lists.protected(),
                         &v,
-                        explain_to,
+                        &self.cfg.policy,
                     );
                 }
             }

@@ -70,7 +70,7 @@ impl Link {
         let Some(ttl) = r.ttl(now_ms()) else {
             return Ok(());
         };
-        let body = r.encode();
+        let body = r.encode(Some(&self.sender));
         let mut pipe = redis::pipe();
         pipe.cmd("SET")
             .arg(self.keys.of(&r))
@@ -91,10 +91,10 @@ impl Link {
         answer::<()>(pipe.query_async(conn)).await
     }
 
-    /// A forget from another host (published, or found on joining): noted, and the daemon
-    /// told to remove its copies when it is news.
-    pub(super) async fn forget_received(&mut self, f: SharedForget) {
-        if f.host != self.me && self.forgets.note(&f) {
+    /// A forget from another host (published, or found on joining; `ours`: this host's
+    /// own): noted, and the daemon told to remove its copies when it is news.
+    pub(super) async fn forget_received(&mut self, f: SharedForget, ours: bool) {
+        if !ours && self.forgets.note(&f) {
             tracing::info!(net = %f.net, host = %f.host, "fleet: verdicts forgotten by another host");
             self.send(FleetEvent::Forget(f)).await;
         }

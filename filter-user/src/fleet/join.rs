@@ -12,15 +12,28 @@
 //! The subscription is already open, so a change published meanwhile arrives afterwards and
 //! meets the same rule.
 //!
+//! A joined host leaves a marker key in Redis (`PREFIX:host:NAME`, without expiry, so no
+//! `volatile-*` eviction takes it) and checks it is still there every
+//! [`MARKER_CHECK_EVERY`]: a Redis emptied without the connection dropping (`FLUSHALL`, a
+//! failover that keeps the connection) is joined again, and so filled again, within that.
+//!
 //! [`SET_IF_NEWER`]: super::reconcile::SET_IF_NEWER
+
+use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
 
 use super::{
     FleetEvent,
-    link::{Link, LinkError, answer, set_if_newer},
+    link::{Link, LinkError, answer},
+    offer::{set_if_newer, stored},
     wire::{Record, SharedManual, SharedVerdict, now_ms},
 };
+
+/// How often a joined host checks its marker key. One `EXISTS` per host every 5 s is
+/// nothing for Redis, and a Redis that lost its data holds the hosts' manual entries again
+/// within seconds — before a host restarting meanwhile is likely to need them.
+pub(super) const MARKER_CHECK_EVERY: Duration = Duration::from_secs(5);
 
 /// Keys asked per SCAN step and per MGET; records per event to the daemon.
 const BATCH: usize = 512;
@@ -33,7 +46,7 @@ pub(super) async fn join(
     let ours: Vec<SharedManual> = link.mirror.all().cloned().collect();
     let mut offered = 0;
     for chunk in ours.chunks(BATCH) {
-        offered += set_if_newer(conn, &link.keys, chunk).await?;
+        offered += stored(&set_if_newer(conn, &link.keys, &link.sender, chunk).await?);
     }
     for (f, removed) in std::mem::take(&mut link.forgets_out) {
         link.push_forget(conn, f, &removed).await?;
@@ -107,7 +120,38 @@ pub(super) async fn join(
         link.send(FleetEvent::Verdicts(std::mem::replace(&mut verdicts, rest)))
             .await;
     }
-    Ok(())
+    let marker = format!("{} {}", link.sender.instance, now_ms());
+    answer::<()>(
+        redis::cmd("SET")
+            .arg(link.keys.marker(&link.me))
+            .arg(marker)
+            .query_async(conn),
+    )
+    .await
+}
+
+impl Link {
+    /// Joins again when this host's marker key is gone: Redis lost the fleet's data.
+    pub(super) async fn check_marker(
+        &mut self,
+        conn: &mut MultiplexedConnection,
+    ) -> Result<(), LinkError> {
+        let held: bool = answer(
+            redis::cmd("EXISTS")
+                .arg(self.keys.marker(&self.me))
+                .query_async(conn),
+        )
+        .await?;
+        if !held {
+            tracing::warn!(
+                key = %self.keys.marker(&self.me),
+                "Redis lost the fleet's data (this host's marker key is gone: FLUSHALL, or a failover to an empty server); offering it what this host holds again"
+            );
+            self.status.send_modify(|st| st.refills += 1);
+            join(self, conn).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Every forget the fleet holds, noted (and told to the daemon when news) before any
@@ -131,7 +175,8 @@ async fn load_forgets(link: &mut Link, conn: &mut MultiplexedConnection) -> Resu
                 answer(redis::cmd("MGET").arg(&keys).query_async(conn)).await?;
             for (key, value) in keys.iter().zip(values) {
                 if let Some(Record::Forget(f)) = value.and_then(|b| link.checked(&b, key)) {
-                    link.forget_received(f).await;
+                    let ours = f.host == link.me;
+                    link.forget_received(f, ours).await;
                 }
             }
         }

@@ -5,27 +5,24 @@
 //! keeps the daemon screening alone: claims are answered "evaluate here" at once, verdicts
 //! wait in a bounded outbox, manual changes in the mirror.
 
-use std::{collections::VecDeque, time::Duration};
+use std::{collections::VecDeque, panic::AssertUnwindSafe, time::Duration};
 
-use futures::StreamExt as _;
+use futures::{FutureExt as _, StreamExt as _};
 use redis::{AsyncConnectionConfig, Client, aio::MultiplexedConnection};
 use tokio::{
-    sync::{mpsc, watch},
+    sync::mpsc,
     time::{Instant, sleep, sleep_until, timeout},
 };
 
 use super::{
-    Command, FleetEvent,
+    Command, FleetEvent, ManualChange,
     claims::{CLAIM_WAIT, Claims},
     forget::Forgets,
-    join,
-    reconcile::{Mirror, SET_IF_NEWER},
-    wire::{Keys, Record, SharedForget, SharedManual, SharedVerdict, decode, now_ms},
+    join::{self, MARKER_CHECK_EVERY},
+    reconcile::Mirror,
+    wire::{Keys, Record, Sender, SharedForget, SharedVerdict, now_ms},
 };
-use crate::{
-    config::fleet::Endpoint,
-    control::protocol::{FleetLink, FleetStatus},
-};
+use crate::{config::fleet::Endpoint, control::protocol::FleetLink};
 
 /// Connecting (TCP, TLS, AUTH, SUBSCRIBE) and each command must answer within these.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -44,6 +41,8 @@ pub(super) struct Link {
     pub endpoint: Endpoint,
     pub password: Option<String>,
     pub me: String,
+    /// This process, as it signs what it writes: `me` and a number drawn at start.
+    pub sender: Sender,
     pub keys: Keys,
     pub mirror: Mirror,
     pub outbox: VecDeque<SharedVerdict>,
@@ -52,11 +51,13 @@ pub(super) struct Link {
     pub forgets_out: Vec<(SharedForget, Vec<std::net::IpAddr>)>,
     pub claims: Claims,
     pub events: mpsc::Sender<FleetEvent>,
-    pub status: watch::Sender<FleetStatus>,
+    pub status: super::StatusTx,
     pub cmds: mpsc::Receiver<Command>,
-    pub manual: mpsc::UnboundedReceiver<SharedManual>,
+    pub manual: mpsc::UnboundedReceiver<ManualChange>,
     /// Whether the daemon has been told the link is down (once per outage).
     pub told_down: bool,
+    /// When another host using this host's name was last logged.
+    pub clash_logged: Option<Instant>,
 }
 
 /// A live link: the command connection and the subscription's messages.
@@ -150,8 +151,35 @@ async fn connect(
 }
 
 impl Link {
+    /// Serves the link until the daemon goes away. A panic in it (a bug: nothing on the
+    /// bus may cause one) is logged, shown (`status`: down, with the error; the metrics
+    /// alike), and the link is served again after the backoff, as after any failure:
+    /// the host screens alone meanwhile, and rejoins.
     pub async fn run(mut self) {
         let mut backoff = BACKOFF_FIRST;
+        loop {
+            let Err(panic) = AssertUnwindSafe(self.serve(&mut backoff))
+                .catch_unwind()
+                .await
+            else {
+                return; // the daemon is gone
+            };
+            let why = format!(
+                "the fleet task failed ({}); it was restarted",
+                panic_message(panic.as_ref())
+            );
+            tracing::error!(error = %why, "fleet task failed; restarting it");
+            self.status.send_modify(|st| st.task_restarts += 1);
+            self.down(why).await;
+            if !self.apart(&mut backoff).await {
+                return;
+            }
+        }
+    }
+
+    /// Connects, joins and serves the link, again after each failure; returns when the
+    /// daemon goes away.
+    async fn serve(&mut self, backoff: &mut Duration) {
         loop {
             let attempt = connect(
                 self.endpoint.clone(),
@@ -166,29 +194,37 @@ impl Link {
                         Some(c) => self.offline(c).await,
                         None => return,
                     },
-                    Some(m) = self.manual.recv() => { self.mirror.offer(&m); }
+                    Some(m) = self.manual.recv() => self.manual_apart(m).await,
                 }
             };
             let why = match connected {
-                Ok(session) => match self.session(session, &mut backoff).await {
+                Ok(session) => match self.session(session, backoff).await {
                     Ok(()) => return, // the daemon is gone
                     Err(e) => e,
                 },
                 Err(e) => e,
             };
             self.down(why).await;
-            let pause = sleep(backoff);
-            backoff = (backoff * 2).min(BACKOFF_MAX);
-            tokio::pin!(pause);
-            loop {
-                tokio::select! {
-                    () = &mut pause => break,
-                    c = self.cmds.recv() => match c {
-                        Some(c) => self.offline(c).await,
-                        None => return,
-                    },
-                    Some(m) = self.manual.recv() => { self.mirror.offer(&m); }
-                }
+            if !self.apart(backoff).await {
+                return;
+            }
+        }
+    }
+
+    /// Waits out the backoff (doubling it), serving the daemon's commands as while apart;
+    /// `false` when the daemon went away meanwhile.
+    async fn apart(&mut self, backoff: &mut Duration) -> bool {
+        let pause = sleep(*backoff);
+        *backoff = (*backoff * 2).min(BACKOFF_MAX);
+        tokio::pin!(pause);
+        loop {
+            tokio::select! {
+                () = &mut pause => return true,
+                c = self.cmds.recv() => match c {
+                    Some(c) => self.offline(c).await,
+                    None => return false,
+                },
+                Some(m) = self.manual.recv() => self.manual_apart(m).await,
             }
         }
     }
@@ -207,6 +243,8 @@ impl Link {
         tracing::info!(host = %self.me, manual = self.mirror.len(), "fleet link up; shared state loaded");
         self.send(FleetEvent::Synced).await;
         let mut ping = tokio::time::interval(PING_EVERY);
+        let mut marker = tokio::time::interval(MARKER_CHECK_EVERY);
+        marker.reset(); // joined just now: the first check one interval from now
         loop {
             let deadline = self.claims.next_deadline();
             tokio::select! {
@@ -219,6 +257,7 @@ impl Link {
                     None => return Ok(()),
                 },
                 Some(m) = self.manual.recv() => self.push_manual(&mut s.conn, m).await?,
+                _ = marker.tick() => self.check_marker(&mut s.conn).await?,
                 () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     for ip in self.claims.due(Instant::now()) {
                         self.status.send_modify(|st| st.claims_timed_out += 1);
@@ -351,7 +390,7 @@ impl Link {
         let Some(ttl) = r.ttl(now_ms()).filter(|_| !r.expired(now_ms())) else {
             return Ok(());
         };
-        let body = r.encode();
+        let body = r.encode(Some(&self.sender));
         let mut pipe = redis::pipe();
         pipe.cmd("SET")
             .arg(self.keys.of(&r))
@@ -368,95 +407,35 @@ impl Link {
         Ok(())
     }
 
-    /// A manual change made here: into the mirror, then into Redis unless Redis holds a
-    /// later change of the key.
-    async fn push_manual(
-        &mut self,
-        conn: &mut MultiplexedConnection,
-        m: SharedManual,
-    ) -> Result<(), LinkError> {
-        self.mirror.offer(&m);
-        let stored = set_if_newer(conn, &self.keys, &[m]).await?;
-        self.status.send_modify(|st| st.manual_sent += stored);
-        Ok(())
-    }
-
-    /// A change published by another host.
-    async fn on_message(&mut self, payload: &[u8]) {
-        let Some(record) = self.checked(payload, "") else {
-            return;
-        };
-        match record {
-            Record::Verdict(v)
-                if v.host != self.me
-                    && !Record::Verdict(v.clone()).expired(now_ms())
-                    && !self.forgets.voids(&v) =>
-            {
-                self.claims.settled(v.ip);
-                self.status.send_modify(|st| st.verdicts_received += 1);
-                self.send(FleetEvent::Verdicts(vec![v])).await;
-            }
-            Record::Manual(m) if m.host != self.me && self.mirror.offer(&m) => {
-                self.status.send_modify(|st| st.manual_received += 1);
-                self.send(FleetEvent::Manual(vec![m])).await;
-            }
-            Record::Forget(f) => self.forget_received(f).await,
-            _ => {}
-        }
-    }
-
-    /// Decodes a record from the bus, an IPv4-mapped address in it as its IPv4 form; a
-    /// malformed one (or one stored under another key than its own, when `key` is given)
-    /// is logged, counted and `None`.
-    pub(super) fn checked(&self, bytes: &[u8], key: &str) -> Option<Record> {
-        let result = decode(bytes).and_then(|r| {
-            if key.is_empty() || self.keys.of(&r) == key {
-                r.unmapped()
-            } else {
-                Err(super::wire::Malformed(format!(
-                    "stored under {key}, not its own key"
-                )))
-            }
-        });
-        match result {
-            Ok(r) => Some(r),
-            Err(e) => {
-                self.status.send_modify(|st| st.malformed += 1);
-                let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(120)]).into_owned();
-                tracing::warn!(key, error = %e, record = %shown, "ignoring a malformed fleet entry");
-                None
-            }
-        }
-    }
-
     pub(super) async fn send(&self, ev: FleetEvent) {
         // The daemon gone means shutdown; the command channel closing ends this task.
         let _ = self.events.send(ev).await;
     }
 }
 
-/// Offers manual records to Redis with [`SET_IF_NEWER`] (pipelined); returns how many
-/// were stored (and published).
-pub(super) async fn set_if_newer(
-    conn: &mut MultiplexedConnection,
-    keys: &Keys,
-    records: &[SharedManual],
-) -> Result<u64, LinkError> {
-    let now = now_ms();
-    let mut pipe = redis::pipe();
-    for m in records {
-        let r = Record::Manual(m.clone());
-        let ttl = r.ttl(now).map_or(0, |t| t.as_millis() as u64);
-        pipe.cmd("EVAL")
-            .arg(SET_IF_NEWER)
-            .arg(2)
-            .arg(keys.of(&r))
-            .arg(keys.channel())
-            .arg(r.encode())
-            .arg(m.changed_ms)
-            .arg(&m.host)
-            .arg(ttl);
+/// What a panic carried, for the log and `status`.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_is_told_by_its_message() {
+        let p =
+            std::panic::catch_unwind(|| panic!("attempt to multiply with overflow")).unwrap_err();
+        assert_eq!(
+            panic_message(p.as_ref()),
+            "attempt to multiply with overflow"
+        );
+        let n = 7;
+        let p = std::panic::catch_unwind(|| panic!("{n} left")).unwrap_err();
+        assert_eq!(panic_message(p.as_ref()), "7 left");
     }
-    let stored: Vec<i64> = answer(pipe.query_async(conn)).await?;
-    Ok(stored.iter().filter(|s| **s == 1).count() as u64)
 }

@@ -12,21 +12,30 @@
 //! - [`reconcile`]: the rule for changes made while apart (latest change wins, tombstones);
 //! - [`claims`]: one evaluation per new peer per fleet;
 //! - [`forget`]: `mxscreen forget` on every host and in Redis (tombstones for verdicts);
-//! - [`join`]: what a (re)joining host exchanges; [`link`]: connection, backoff, the loop.
+//! - [`join`]: what a (re)joining host exchanges; [`link`]: connection, backoff, the loop;
+//! - [`offer`]: manual changes offered to Redis, and a change that lost to a later one;
+//! - [`receive`]: what arrives from the bus, and another host using this host's name.
 
 pub mod claims;
 pub mod forget;
 mod join;
 mod link;
+mod offer;
+mod receive;
 pub mod reconcile;
 pub mod wire;
 
-use std::{collections::VecDeque, net::IpAddr, time::Duration};
+use std::{
+    collections::VecDeque,
+    hash::{BuildHasher as _, RandomState},
+    net::IpAddr,
+    time::Duration,
+};
 
 use anyhow::{Context as _, Result, bail};
 use filter_common::Reason;
 use tokio::{
-    sync::{mpsc, watch},
+    sync::{mpsc, oneshot, watch},
     task::JoinHandle,
 };
 
@@ -35,14 +44,14 @@ use self::{
     forget::Forgets,
     link::Link,
     reconcile::Mirror,
-    wire::{Keys, SharedForget, SharedManual, SharedVerdict, now_ms},
+    wire::{Keys, Record, Sender, SharedForget, SharedManual, SharedVerdict, now_ms},
 };
 use crate::{
     config::{
         FleetSection,
         fleet::{check_name, redacted},
     },
-    control::protocol::FleetStatus,
+    control::protocol::{FleetLink, FleetStatus},
     reputation::{Engine, Submit, Verdict},
     state::ManualEntry,
 };
@@ -80,6 +89,43 @@ enum Command {
     Forget(SharedForget, Vec<IpAddr>),
 }
 
+/// A manual change made here, and where to say what became of it: `None` once shared (or
+/// kept to share on rejoining), else why the fleet did not take it (see [`offer`]).
+#[derive(Debug)]
+struct ManualChange {
+    record: SharedManual,
+    reply: Option<oneshot::Sender<Option<String>>>,
+}
+
+/// What became of a manual change offered to the fleet (see [`ManualChange`]); the sender
+/// dropped without a word means nothing to add (the link went down: it is shared on
+/// rejoining).
+pub type ChangeOutcome = oneshot::Receiver<Option<String>>;
+
+/// The status watch as the fleet task holds it. However the task ends (a panic past its
+/// own recovery, an abort), this is dropped with it and shows the link down: a dead task
+/// must never show as a live link, in `status` or in the metrics.
+struct StatusTx(watch::Sender<FleetStatus>);
+
+impl std::ops::Deref for StatusTx {
+    type Target = watch::Sender<FleetStatus>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl Drop for StatusTx {
+    fn drop(&mut self) {
+        self.0.send_modify(|st| {
+            st.link = FleetLink::Down;
+            st.since = now_ms() / 1000;
+            st.last_error =
+                Some("the fleet task has stopped (see the log); restart mxscreen".into());
+        });
+    }
+}
+
 /// Aborts the task when the handle goes away.
 struct AbortOnDrop(JoinHandle<()>);
 
@@ -93,7 +139,7 @@ impl Drop for AbortOnDrop {
 pub struct Fleet {
     me: Option<String>,
     cmds: Option<mpsc::Sender<Command>>,
-    manual: Option<mpsc::UnboundedSender<SharedManual>>,
+    manual: Option<mpsc::UnboundedSender<ManualChange>>,
     status: Option<watch::Receiver<FleetStatus>>,
     /// Keeps the event channel open when off, so the daemon's receiver just waits.
     _events: Option<mpsc::Sender<FleetEvent>>,
@@ -134,7 +180,17 @@ impl Fleet {
         let keys = Keys::new(&cfg.prefix);
         let mut mirror = Mirror::new(keys.clone());
         for e in local {
-            mirror.offer(&SharedManual::from_entry(e, &me));
+            let m = SharedManual::from_entry(e, &me);
+            // As from the bus: a state file written before the checks may hold an entry
+            // no host would take (an expiry beyond any entry's), which must not be offered.
+            match Record::Manual(m.clone()).check(now_ms()) {
+                Ok(()) => {
+                    mirror.offer(&m);
+                }
+                Err(why) => {
+                    tracing::warn!(net = %e.net, list = ?e.list, error = %why, "a manual entry of the state file is not shared with the fleet");
+                }
+            }
         }
         let (status_tx, status) = watch::channel(FleetStatus {
             host: me.clone(),
@@ -147,6 +203,11 @@ impl Fleet {
             endpoint,
             password,
             me: me.clone(),
+            sender: Sender {
+                host: me.clone(),
+                // A number of its own per start (std's randomly keyed hasher, no RNG crate).
+                instance: RandomState::new().hash_one(std::process::id()),
+            },
             keys,
             mirror,
             outbox: VecDeque::new(),
@@ -154,10 +215,11 @@ impl Fleet {
             forgets_out: Vec::new(),
             claims: Claims::default(),
             events: events_tx,
-            status: status_tx,
+            status: StatusTx(status_tx),
             cmds,
             manual,
             told_down: false,
+            clash_logged: None,
         };
         let task = tokio::spawn(link.run());
         tracing::info!(host = %me, redis = %redacted(cfg.redis.as_deref().unwrap_or_default()), "fleet: joining");
@@ -249,28 +311,34 @@ impl Fleet {
         cmds.try_send(Command::Forget(f, removed)).is_ok()
     }
 
-    /// Shares a manual entry made here (`force`: a block made with --force).
-    pub fn manual_set(&self, e: &ManualEntry, force: bool) {
-        self.manual_change(e, false, force);
+    /// Shares a manual entry made here (`force`: a block made with --force); `None` when
+    /// the fleet is off.
+    pub fn manual_set(&self, e: &ManualEntry, force: bool) -> Option<ChangeOutcome> {
+        self.manual_change(e, false, force)
     }
 
-    /// Shares the removal of a manual entry made here.
-    pub fn manual_removed(&self, e: &ManualEntry) {
-        self.manual_change(e, true, false);
+    /// Shares the removal of a manual entry made here; `None` when the fleet is off.
+    pub fn manual_removed(&self, e: &ManualEntry) -> Option<ChangeOutcome> {
+        self.manual_change(e, true, false)
     }
 
-    fn manual_change(&self, e: &ManualEntry, removed: bool, force: bool) {
+    fn manual_change(&self, e: &ManualEntry, removed: bool, force: bool) -> Option<ChangeOutcome> {
         let (Some(me), Some(tx)) = (&self.me, &self.manual) else {
-            return;
+            return None;
         };
-        let m = SharedManual {
+        let record = SharedManual {
             host: me.clone(),
             changed_ms: now_ms(),
             removed,
             force,
             ..SharedManual::from_entry(e, me)
         };
-        let _ = tx.send(m);
+        let (reply, outcome) = oneshot::channel();
+        let _ = tx.send(ManualChange {
+            record,
+            reply: Some(reply),
+        });
+        Some(outcome)
     }
 }
 
@@ -342,4 +410,24 @@ pub fn remaining(expires_ms: u64) -> Option<Duration> {
         .checked_sub(now_ms())
         .filter(|ms| *ms > 0)
         .map(Duration::from_millis)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stopped_fleet_task_shows_as_down() {
+        let up = FleetStatus {
+            link: FleetLink::Up,
+            ..Default::default()
+        };
+        let (tx, rx) = watch::channel(up);
+        let tx = StatusTx(tx);
+        assert_eq!(rx.borrow().link, FleetLink::Up);
+        drop(tx);
+        let s = rx.borrow().clone();
+        assert_eq!(s.link, FleetLink::Down);
+        assert!(s.last_error.unwrap().contains("the fleet task has stopped"));
+    }
 }

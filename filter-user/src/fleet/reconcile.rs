@@ -17,7 +17,10 @@
 
 use std::collections::HashMap;
 
+use ipnet::IpNet;
+
 use super::wire::{Keys, SharedManual};
+use crate::datapath::ListKind;
 
 /// Whether change `a` is later than change `b` of the same key.
 pub fn later(a: &SharedManual, b: &SharedManual) -> bool {
@@ -26,9 +29,12 @@ pub fn later(a: &SharedManual, b: &SharedManual) -> bool {
 
 /// Stores a manual record unless Redis holds a later change of its key, and publishes it
 /// when stored. KEYS: the entry's key, the change channel. ARGV: the record, its
-/// changed_ms, its host, the key's TTL in ms (0 = none). Returns 1 if stored. An existing
-/// value that does not parse loses (it is overwritten). Host names compare byte by byte,
-/// as in [`later`], not by the server's locale.
+/// changed_ms, its host, the key's TTL in ms (0 = none), the latest changed_ms the writer
+/// accepts (`wire::latest_past`). Returns 1 if stored, else the value held. An existing
+/// value that does not parse loses (it is overwritten), and so does one whose change is
+/// further ahead of the writer's clock than a host accepts (`wire::MAX_AHEAD`): the hosts
+/// ignore it as malformed, so it must not keep their changes out of Redis either. Host
+/// names compare byte by byte, as in [`later`], not by the server's locale.
 pub const SET_IF_NEWER: &str = r#"
 local function later(a_ms, a_host, b_ms, b_host)
   if a_ms ~= b_ms then return a_ms > b_ms end
@@ -42,8 +48,9 @@ local cur = redis.call('GET', KEYS[1])
 if cur then
   local ok, c = pcall(cjson.decode, cur)
   if ok and type(c) == 'table' and type(c.changed_ms) == 'number' and type(c.host) == 'string'
+     and c.changed_ms <= tonumber(ARGV[5])
      and not later(tonumber(ARGV[2]), ARGV[3], c.changed_ms, c.host) then
-    return 0
+    return cur
   end
 end
 if tonumber(ARGV[4]) > 0 then
@@ -84,13 +91,18 @@ impl Mirror {
         }
     }
 
+    /// The change held for a key.
+    pub fn held(&self, list: ListKind, net: IpNet) -> Option<&SharedManual> {
+        self.entries.get(&self.keys.manual(list, net))
+    }
+
     /// Forgets expired entries and tombstones past their lifetime.
     pub fn prune(&mut self, now_ms: u64) {
         self.entries.retain(|_, m| {
             if m.removed {
                 m.tombstone_until() > now_ms
             } else {
-                m.expires.is_none_or(|e| e * 1000 > now_ms)
+                m.expires_ms().is_none_or(|e| e > now_ms)
             }
         });
     }
@@ -111,7 +123,6 @@ impl Mirror {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datapath::ListKind;
 
     fn change(ms: u64, host: &str, removed: bool) -> SharedManual {
         SharedManual {
@@ -175,5 +186,21 @@ mod tests {
         assert_eq!(m.len(), 1, "the entry expired");
         m.prune(1000 + super::super::wire::TOMBSTONE_TTL.as_millis() as u64);
         assert_eq!(m.len(), 0, "the tombstone lived its lifetime");
+    }
+
+    /// QA: `"expires":20000000000000000` (seconds) overflowed `e * 1000` here and killed
+    /// the fleet task. The bus refuses such a record now; the arithmetic holds regardless.
+    #[test]
+    fn prune_survives_any_expiry() {
+        let mut m = Mirror::new(Keys::new("mx"));
+        let mut far = change(1000, "mx1", false);
+        far.expires = Some(20_000_000_000_000_000);
+        m.offer(&far);
+        let mut tomb = far.clone();
+        tomb.removed = true;
+        tomb.net = "203.0.113.8/32".parse().unwrap();
+        m.offer(&tomb);
+        m.prune(u64::MAX - 1);
+        assert_eq!(m.len(), 1, "the entry lives on, the tombstone is pruned");
     }
 }

@@ -17,6 +17,9 @@ const RECEIVED: &str = "mxscreen_fleet_entries_received_total";
 const CLAIMS: &str = "mxscreen_fleet_claims_total";
 const MALFORMED: &str = "mxscreen_fleet_malformed_entries_total";
 const REFUSED: &str = "mxscreen_fleet_refused_entries_total";
+const NAME_CLASHES: &str = "mxscreen_fleet_name_clash_messages_total";
+const REFILLS: &str = "mxscreen_fleet_refills_total";
+const TASK_RESTARTS: &str = "mxscreen_fleet_task_restarts_total";
 
 /// The fleet's status watch, and the daemon's facts for what it refused.
 pub struct FleetFamilies {
@@ -57,6 +60,20 @@ impl Families for FleetFamilies {
             REFUSED,
             "Shared entries this host refused (a block of a protected or too wide prefix)."
         );
+        describe_counter!(
+            NAME_CLASHES,
+            "Messages from another process using this host's fleet name (set a distinct \
+             fleet.name on each host)."
+        );
+        describe_counter!(
+            REFILLS,
+            "Times Redis was found emptied under the link (the host's marker key gone) and \
+             filled again."
+        );
+        describe_counter!(
+            TASK_RESTARTS,
+            "Times the fleet task failed (a bug, logged) and was restarted."
+        );
     }
 
     fn update(&self) -> Result<()> {
@@ -72,6 +89,9 @@ impl Families for FleetFamilies {
         counter!(CLAIMS, "outcome" => "lost").absolute(s.claims_lost);
         counter!(CLAIMS, "outcome" => "timed_out").absolute(s.claims_timed_out);
         counter!(MALFORMED).absolute(s.malformed);
+        counter!(NAME_CLASHES).absolute(s.name_clashes);
+        counter!(REFILLS).absolute(s.refills);
+        counter!(TASK_RESTARTS).absolute(s.task_restarts);
         let refused = self
             .facts
             .lock()

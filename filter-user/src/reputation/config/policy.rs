@@ -127,6 +127,14 @@ pub struct PolicyConfig {
     pub v6_rotation_after: u32,
 }
 
+impl PolicyConfig {
+    /// The longest a verdict made here lives, of any kind: how long a `forget` is
+    /// remembered, and the most a verdict shared by another host is kept here.
+    pub fn longest_verdict(&self) -> Duration {
+        self.ttl_max.max(self.pass_ttl).max(self.tempfail_ttl)
+    }
+}
+
 impl Default for PolicyConfig {
     fn default() -> Self {
         Self {
