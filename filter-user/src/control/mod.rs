@@ -5,8 +5,10 @@
 //! - [`server`]: the daemon side (socket mode 0600, root peers only, removed on shutdown).
 //! - [`client`]: the CLI side (one method per request; checks the socket before connecting).
 //! - [`watch`]: the status parts the balancer watch and the MTA's questions fill.
+//! - [`fleet_status`]: the status part the fleet task fills.
 
 pub mod client;
+pub mod fleet_status;
 pub mod frame;
 pub mod protocol;
 pub mod server;
