@@ -27,6 +27,7 @@ use aya_ebpf::{
 };
 
 use crate::{
+    parse::{MAX_VLAN_TAGS, Packet, Parsed, READ_MAX, parse},
     screen::{Fate, screen},
     slow::Ingress,
 };
@@ -34,8 +35,9 @@ use crate::{
 /// tc "continue": TC_ACT_UNSPEC for clsact, TCX_NEXT for tcx. Unlike TC_ACT_OK it lets any
 /// later tc program see the packet too, and passes it if there is none.
 const TC_NEXT: i32 = -1;
-/// Bytes of headers the tc program wants in the linear part of the skb: Ethernet + two VLAN
-/// tags + the longest IPv6 chain we walk + TCP flags fits easily.
+/// Bytes of headers the tc program wants in the linear part of the skb at first: Ethernet,
+/// two VLAN tags, IPv4 with options or IPv6 with a few extension headers, and TCP with
+/// options fit. A longer chain (up to [`parse::READ_MAX`]) is pulled when the walk needs it.
 const TC_PULL_LEN: u32 = 256;
 
 /// An XDP frame's interface.
@@ -64,7 +66,9 @@ impl Ingress for TcIngress {
 
 #[xdp]
 pub fn mxscreen_xdp(ctx: XdpContext) -> u32 {
-    match screen(ctx.data(), ctx.data_end(), XdpIngress(ctx.ctx)) {
+    // XDP sees the frame as it came: every VLAN tag is in it.
+    let parsed = parse(&Packet::new(ctx.data(), ctx.data_end()), MAX_VLAN_TAGS);
+    match screen(parsed, XdpIngress(ctx.ctx)) {
         Fate::Pass => xdp_action::XDP_PASS,
         Fate::Drop => xdp_action::XDP_DROP,
     }
@@ -72,13 +76,30 @@ pub fn mxscreen_xdp(ctx: XdpContext) -> u32 {
 
 #[classifier]
 pub fn mxscreen_tc(ctx: TcContext) -> i32 {
+    // The kernel has taken the outer VLAN tag off into the skb by now (skb_vlan_untag), so
+    // the frame may carry one tag fewer in its data.
+    // SAFETY: the kernel's __sk_buff for this run.
+    let untagged = unsafe { (*ctx.skb.skb).vlan_present } != 0;
+    let tags = MAX_VLAN_TAGS - usize::from(untagged);
     // The skb may keep headers in paged fragments; direct packet access only sees the linear
     // part. Pull what we need when it is short (a no-op cost on the usual linear skb).
+    let linear = |ctx: &TcContext| (ctx.data_end() - ctx.data()) as u32;
     let want = ctx.len().min(TC_PULL_LEN);
-    if ((ctx.data_end() - ctx.data()) as u32) < want {
+    if linear(&ctx) < want {
         let _ = ctx.pull_data(want);
     }
-    match screen(ctx.data(), ctx.data_end(), TcIngress(ctx.skb.skb)) {
+    let mut parsed = parse(&Packet::new(ctx.data(), ctx.data_end()), tags);
+    // A header chain going on past the first pull (IPv6 extension headers beyond 256 bytes
+    // of a paged skb, as a NIC that copies only the first bytes into the head leaves it):
+    // pull what the walk can read and walk again, so a deny list is not passed by a long
+    // chain. Only such frames pay for it.
+    if matches!(parsed, Parsed::Malformed) {
+        let all = ctx.len().min(READ_MAX as u32);
+        if linear(&ctx) < all && ctx.pull_data(all).is_ok() {
+            parsed = parse(&Packet::new(ctx.data(), ctx.data_end()), tags);
+        }
+    }
+    match screen(parsed, TcIngress(ctx.skb.skb)) {
         Fate::Pass => TC_NEXT,
         Fate::Drop => TC_ACT_SHOT,
     }

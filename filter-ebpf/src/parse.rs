@@ -1,6 +1,13 @@
 //! Header walk from Ethernet to the TCP flags, bounded and verifier-friendly: every read is
 //! checked against the end of the packet, every variable offset is clamped, every loop has
 //! a fixed bound. Anything the walk does not understand is *not* subject to screening.
+//!
+//! Fragments: a later fragment (a non-zero offset) has no TCP header and is passed, counted
+//! `fragment`. A first fragment, or an IPv6 atomic one (a fragment header with offset 0 and
+//! no more to come: a whole packet), is walked like an unfragmented packet: its TCP header is
+//! all the screening needs, so fragmenting a SYN does not get it past a deny list. A first
+//! fragment too short to hold the whole TCP header (the tiny-fragment trick; no real stack
+//! sends one) cannot be told a SYN: counted `fragment` and passed.
 
 use core::mem::size_of;
 
@@ -10,7 +17,7 @@ const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
 const ETH_P_8021AD: u16 = 0x88a8;
 /// 802.1ad (QinQ) plus 802.1Q: the outer and inner tag.
-const MAX_VLAN_TAGS: usize = 2;
+pub const MAX_VLAN_TAGS: usize = 2;
 
 const IPPROTO_TCP: u8 = 6;
 const IPV6_HOPOPTS: u8 = 0;
@@ -23,6 +30,16 @@ const MAX_IPV6_EXT: usize = 6;
 /// No header chain we screen ends beyond this offset. Keeps every variable offset bounded for
 /// the verifier; a SYN buried deeper is counted as malformed and passed.
 const MAX_L4_OFFSET: usize = 1024;
+/// The farthest byte the walk reads: a TCP header (up to 60 bytes) at [`MAX_L4_OFFSET`].
+/// What the tc program pulls into the linear part of a paged skb whose headers go on past
+/// its first pull.
+pub const READ_MAX: usize = MAX_L4_OFFSET + 64;
+/// IPv4 flags and fragment offset: More Fragments, and the offset (8-octet units).
+const IPV4_MF: u16 = 0x2000;
+const IPV4_OFFSET: u16 = 0x1fff;
+/// IPv6 fragment header, bytes 2-3: the offset (8-octet units, the top 13 bits) and M.
+const IPV6_FRAG_OFFSET: u16 = 0xfff8;
+const IPV6_FRAG_MORE: u16 = 0x0001;
 
 const TCP_FLAG_SYN: u8 = 0x02;
 const TCP_FLAG_ACK: u8 = 0x10;
@@ -63,7 +80,7 @@ impl Packet {
 
     #[inline(always)]
     fn read<T: Copy>(&self, off: usize) -> Option<T> {
-        if off > MAX_L4_OFFSET + 64 {
+        if off > READ_MAX {
             return None;
         }
         let start = self.data + off;
@@ -90,15 +107,17 @@ impl Packet {
     }
 }
 
-/// Walks Ethernet → (VLAN tags) → IPv4/IPv6 (→ extension headers) → TCP.
+/// Walks Ethernet → (VLAN tags) → IPv4/IPv6 (→ extension headers) → TCP. `tags` is how
+/// many VLAN tags the frame may still carry in its data: [`MAX_VLAN_TAGS`], less one the
+/// kernel already took off into the skb (tc), so a third tag is passed on every path.
 #[inline(always)]
-pub fn parse(pkt: &Packet) -> Parsed {
+pub fn parse(pkt: &Packet, tags: usize) -> Parsed {
     let Some(mut proto) = pkt.be16_at(12) else {
         return Parsed::Malformed;
     };
     let mut off = ETH_HLEN;
-    for _ in 0..MAX_VLAN_TAGS {
-        if proto != ETH_P_8021Q && proto != ETH_P_8021AD {
+    for i in 0..MAX_VLAN_TAGS {
+        if i >= tags || (proto != ETH_P_8021Q && proto != ETH_P_8021AD) {
             break;
         }
         // A tag is TCI (2 bytes) then the encapsulated ethertype.
@@ -128,9 +147,8 @@ fn parse_ipv4(pkt: &Packet, off: usize) -> Parsed {
         return Parsed::Malformed;
     }
     let frag = u16::from_be_bytes([h[6], h[7]]);
-    // MF set or a non-zero offset: a fragment. Only the first carries the TCP header, and
-    // the stack reassembles before TCP sees anything, so fragments are passed and counted.
-    if frag & 0x3fff != 0 {
+    // A later fragment carries no TCP header (see the module comment).
+    if frag & IPV4_OFFSET != 0 {
         return Parsed::Fragment;
     }
     // The whole IPv4 header, options included, must be present. For TCP the read of the
@@ -142,7 +160,18 @@ fn parse_ipv4(pkt: &Packet, off: usize) -> Parsed {
         return Parsed::Other;
     }
     // Inside the 20 bytes read above.
-    parse_tcp(pkt, off + ihl, Source::V4(pkt.at(off + 12)))
+    let tcp = parse_tcp(pkt, off + ihl, Source::V4(pkt.at(off + 12)));
+    in_first_fragment(tcp, frag & IPV4_MF != 0)
+}
+
+/// What a walk to the TCP header found, in a first fragment when `first`: a TCP header cut
+/// short there is the fragment's end, not a malformed packet (see the module comment).
+#[inline(always)]
+fn in_first_fragment(tcp: Parsed, first: bool) -> Parsed {
+    match tcp {
+        Parsed::Malformed if first => Parsed::Fragment,
+        found => found,
+    }
 }
 
 #[inline(always)]
@@ -157,10 +186,29 @@ fn parse_ipv6(pkt: &Packet, off: usize) -> Parsed {
     let src = pkt.at(off + 8);
     let mut next = h[6];
     let mut l4 = off + 40;
+    // A fragment header said more fragments follow: this is a first fragment.
+    let mut first = false;
     for _ in 0..MAX_IPV6_EXT {
         match next {
-            IPPROTO_TCP => return parse_tcp(pkt, l4, Source::V6(src)),
-            IPV6_FRAGMENT => return Parsed::Fragment,
+            IPPROTO_TCP => {
+                return in_first_fragment(parse_tcp(pkt, l4, Source::V6(src)), first);
+            }
+            IPV6_FRAGMENT => {
+                // Next header, reserved, then the offset and M (8 bytes in all).
+                let Some(f) = pkt.read::<[u8; 4]>(l4) else {
+                    return Parsed::Malformed;
+                };
+                let offset_m = u16::from_be_bytes([f[2], f[3]]);
+                if offset_m & IPV6_FRAG_OFFSET != 0 {
+                    return Parsed::Fragment;
+                }
+                first |= offset_m & IPV6_FRAG_MORE != 0;
+                next = f[0];
+                l4 += 8;
+                if l4 > MAX_L4_OFFSET {
+                    return Parsed::Malformed;
+                }
+            }
             IPV6_HOPOPTS | IPV6_ROUTING | IPV6_DSTOPTS | IPV6_AH => {
                 let Some([nh, len]) = pkt.read::<[u8; 2]>(l4) else {
                     return Parsed::Malformed;
@@ -183,7 +231,7 @@ fn parse_ipv6(pkt: &Packet, off: usize) -> Parsed {
         }
     }
     if next == IPPROTO_TCP {
-        return parse_tcp(pkt, l4, Source::V6(src));
+        return in_first_fragment(parse_tcp(pkt, l4, Source::V6(src)), first);
     }
     Parsed::Malformed
 }

@@ -19,7 +19,7 @@ use crate::{
     decision::act,
     family::{Family, V4, V6},
     maps::{self, count},
-    parse::{Packet, Parsed, Source, parse},
+    parse::{Parsed, Source},
     slow::{self, Ingress},
 };
 
@@ -30,10 +30,11 @@ pub enum Fate {
     Drop,
 }
 
-/// Screens one frame. Never drops anything that is not a SYN to a configured port.
+/// Screens one frame, as its header walk found it ([`crate::parse::parse`]). Never drops
+/// anything that is not a SYN to a configured port.
 #[inline(always)]
-pub fn screen<I: Ingress>(data: usize, data_end: usize, ingress: I) -> Fate {
-    let (src, dst_port) = match parse(&Packet::new(data, data_end)) {
+pub fn screen<I: Ingress>(parsed: Parsed, ingress: I) -> Fate {
+    let (src, dst_port) = match parsed {
         Parsed::Syn { src, dst_port } => (src, dst_port),
         Parsed::Other => return pass(Counter::PassedNotSubject),
         Parsed::Fragment => return pass(Counter::Fragment),

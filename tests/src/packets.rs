@@ -32,6 +32,20 @@ pub enum L4 {
     Icmp,
 }
 
+/// Which fragment of a packet a test frame is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fragment {
+    /// Not fragmented.
+    Whole,
+    /// The first: IPv4 MF set; IPv6 a fragment header with M set, both at offset 0.
+    First,
+    /// A later one, at offset 24 (3 units) with no more to come, whose data is the segment
+    /// the frame describes: bytes that look like a TCP header but are not one.
+    Later,
+    /// IPv6 only: a fragment header with offset 0 and M clear (RFC 6946), a whole packet.
+    Atomic,
+}
+
 /// Description of one test frame; [`Frame::build`] turns it into bytes.
 #[derive(Clone, Debug)]
 pub struct Frame {
@@ -42,8 +56,7 @@ pub struct Frame {
     /// IPv4: add 8 bytes of options (IHL 7). IPv6: add hop-by-hop, routing and destination
     /// options headers.
     pub options: bool,
-    /// Mark as a fragment: IPv4 MF set; IPv6 a fragment header.
-    pub fragment: bool,
+    pub fragment: Fragment,
 }
 
 impl Frame {
@@ -58,7 +71,7 @@ impl Frame {
             l4: L4::Tcp { dst_port, flags },
             vlans: 0,
             options: false,
-            fragment: false,
+            fragment: Fragment::Whole,
         }
     }
 
@@ -72,8 +85,13 @@ impl Frame {
         self
     }
 
-    pub fn fragment(mut self) -> Self {
-        self.fragment = true;
+    /// The first fragment of the packet (see [`Fragment`]).
+    pub fn fragment(self) -> Self {
+        self.fragmented(Fragment::First)
+    }
+
+    pub fn fragmented(mut self, f: Fragment) -> Self {
+        self.fragment = f;
         self
     }
 
@@ -150,8 +168,12 @@ impl Frame {
                     // Two NOPs, then a 6-byte experimental option: 8 bytes, IHL 7.
                     h.options = Ipv4Options::from([1, 1, 0x9e, 6, 0, 0, 0, 0]);
                 }
-                if self.fragment {
-                    h.more_fragments = true;
+                match self.fragment {
+                    Fragment::Whole | Fragment::Atomic => {}
+                    Fragment::First => h.more_fragments = true,
+                    Fragment::Later => {
+                        h.fragment_offset = etherparse::IpFragOffset::try_new(3).unwrap();
+                    }
                 }
                 IpHeaders::Ipv4(h, Ipv4Extensions::default())
             }
@@ -174,11 +196,17 @@ impl Frame {
                     });
                     ext.destination_options = Some(Ipv6RawExtHeader::new_raw(proto, &pad).unwrap());
                 }
-                if self.fragment {
+                let (offset, more) = match self.fragment {
+                    Fragment::Whole => (None, false),
+                    Fragment::First => (Some(0), true),
+                    Fragment::Later => (Some(3), false),
+                    Fragment::Atomic => (Some(0), false),
+                };
+                if let Some(offset) = offset {
                     ext.fragment = Some(Ipv6FragmentHeader::new(
                         proto,
-                        etherparse::IpFragOffset::ZERO,
-                        true,
+                        etherparse::IpFragOffset::try_new(offset).unwrap(),
+                        more,
                         7,
                     ));
                 }

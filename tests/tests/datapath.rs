@@ -12,7 +12,7 @@ use ipnet::IpNet;
 use mxscreen::datapath::{ListKind, clock};
 use mxscreen_tests::{
     kernel::{ENTRIES, Entry, Outcome, TestDatapath, delta, is_einval},
-    packets::{self, Frame, L4, Tcp},
+    packets::{self, Fragment, Frame, L4, Tcp},
 };
 
 const V4: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7));
@@ -680,25 +680,52 @@ fn vlan_tags_ip_options_and_extension_headers_are_walked() {
     }
 }
 
+/// A later fragment has no TCP header: passed and counted, even when its data looks like a
+/// SYN to port 25. A first fragment (and an IPv6 atomic one, a whole packet) carries the
+/// TCP header and is screened like an unfragmented packet, so fragmenting a SYN does not get
+/// it past a deny list; one cut before its TCP header ends cannot be told a SYN and passes.
 #[test]
-fn fragments_pass_and_are_counted() {
+fn fragments_are_screened_by_their_tcp_header_or_passed() {
     for entry in ENTRIES {
         for src in SOURCES {
             let mut dp = TestDatapath::new();
             dp.maps
                 .list_insert(ListKind::Deny, host(src), list_entry(0))
                 .unwrap();
+            let mut kinds = vec![Fragment::First];
+            if src.is_ipv6() {
+                kinds.push(Fragment::Atomic);
+            }
+            for kind in kinds {
+                for tags in [0, 1, 2] {
+                    expect(
+                        &dp,
+                        entry,
+                        &Frame::syn(src).fragmented(kind).vlans(tags).build(),
+                        Outcome::Drop,
+                        &[("dropped_deny", 1)],
+                    );
+                }
+            }
+            for tags in [0, 1] {
+                expect(
+                    &dp,
+                    entry,
+                    &Frame::syn(src)
+                        .fragmented(Fragment::Later)
+                        .vlans(tags)
+                        .build(),
+                    Outcome::Pass,
+                    &[("fragment", 1)],
+                );
+            }
+            // The first fragment cut 8 bytes into its TCP header (the flags are beyond).
+            let first = Frame::syn(src).fragment().build();
+            let tcp_at = first.len() - 20;
             expect(
                 &dp,
                 entry,
-                &Frame::syn(src).fragment().build(),
-                Outcome::Pass,
-                &[("fragment", 1)],
-            );
-            expect(
-                &dp,
-                entry,
-                &Frame::syn(src).fragment().vlans(1).build(),
+                &packets::truncate_consistently(&first, tcp_at + 8),
                 Outcome::Pass,
                 &[("fragment", 1)],
             );

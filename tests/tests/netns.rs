@@ -196,3 +196,88 @@ fn attach_errors_name_the_interface_and_the_reason() {
         "{msg}"
     );
 }
+
+/// What tc sees of a frame is what XDP sees, where the kernel hands it over differently:
+///
+/// - a SYN behind an IPv6 header chain that goes on past the tc program's first pull (a
+///   304-byte destination options header) in a paged skb — a frame over a page that
+///   AF_PACKET gives 14 linear bytes, as a NIC that copies only the first bytes of a frame
+///   into the head does — is read whole and refused, not passed as malformed;
+/// - a frame with three VLAN tags, whose outer tag the kernel has taken off into the skb
+///   before tc runs, is passed as XDP passes it (a third tag is not parsed), not refused.
+#[test]
+fn tc_reads_a_long_chain_of_a_paged_skb_and_counts_a_tag_the_kernel_took_off() {
+    use filter_common::Counter;
+    use mxscreen_tests::{flood::Flood, packets::Frame};
+
+    let wire = Wire::new("tp");
+    for (ns, iface) in [(&wire.server, SERVER_IFACE), (&wire.client, "vc")] {
+        ns.ip(&["link", "set", "dev", iface, "mtu", "9000"]);
+    }
+    let mut ebpf = datapath::load(&LoadOptions {
+        sizes: MapSizes::small(),
+        pin_dir: None,
+    })
+    .unwrap_or_else(|e| panic!("load: {e:#}"));
+    let mut maps = DatapathMaps::take(&mut ebpf).unwrap();
+    let mut cfg = maps.config().unwrap();
+    cfg.set_ports(&[25]);
+    maps.set_config(&cfg).unwrap();
+    let attached = wire
+        .server
+        .enter(|| datapath::attach(&mut ebpf, SERVER_IFACE, AttachMode::Tc))
+        .unwrap_or_else(|e| panic!("attach tc: {e:#}"));
+    assert_eq!(attached.mode, AttachedMode::Tc);
+    let (v4, v6): (IpAddr, IpAddr) = (CLIENT_V4[0].parse().unwrap(), CLIENT_V6[0].parse().unwrap());
+    for ip in [v4, v6] {
+        maps.list_insert(ListKind::Deny, IpNet::from(ip), manual())
+            .unwrap();
+    }
+    let reader = maps.reader().unwrap();
+    let count = |c: Counter| reader.counters().unwrap()[c as usize];
+    let flood = Flood::new(&wire.client, "vc");
+    let send = |frame: Vec<u8>, grows: Counter| {
+        let before = count(grows);
+        flood.send(&[frame], 1, 0);
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while count(grows) == before && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        count(grows) - before
+    };
+
+    // Ethernet (14), IPv6 (40), then the destination options header goes in front of TCP.
+    let mut long = Frame::syn(v6).build();
+    let tcp = long.split_off(14 + 40);
+    // Two unknown options the receiver skips (type 0x1e: the top bits 00), 150 and 152
+    // bytes, after next header and length: 304 bytes, 38 units of 8.
+    let mut dstopts = vec![6u8, (304 / 8 - 1) as u8, 0x1e, 148];
+    dstopts.extend([0u8; 148]);
+    dstopts.extend([0x1e, 150]);
+    dstopts.extend([0u8; 150]);
+    assert_eq!(dstopts.len(), 304);
+    long[14 + 6] = 60;
+    let payload = vec![b'x'; 4200];
+    let plen = (dstopts.len() + tcp.len() + payload.len()) as u16;
+    long[14 + 4..14 + 6].copy_from_slice(&plen.to_be_bytes());
+    long.extend(dstopts);
+    long.extend(tcp);
+    long.extend(payload);
+    assert_eq!(
+        send(long, Counter::DroppedDeny),
+        1,
+        "a SYN behind a 304-byte header chain in a paged skb was not refused; counters {:?}",
+        reader.counters().unwrap()
+    );
+
+    // 802.1ad, then two 802.1Q tags, then IPv4: a third tag before the ethertype.
+    let mut tagged = Frame::syn(v4).vlans(2).build();
+    tagged.splice(20..20, [0x81, 0x00, 0x00, 0x0a]);
+    assert_eq!(
+        send(tagged, Counter::PassedNotSubject),
+        1,
+        "three VLAN tags: counters {:?}",
+        reader.counters().unwrap()
+    );
+    attached.detach(&mut ebpf).unwrap();
+}

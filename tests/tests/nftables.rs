@@ -22,7 +22,7 @@ use mxscreen_tests::{
     bed::Accepting,
     flood::Flood,
     netns::{CLIENT_V4, CLIENT_V6, NetNs, SERVER_IFACE, SERVER_V4, SERVER_V6, Wire},
-    packets::{Frame, Tcp},
+    packets::{Fragment, Frame, Tcp},
 };
 
 fn manual() -> ListEntry {
@@ -1630,7 +1630,8 @@ fn element<'a>(ruleset: &'a str, map: &str, addr: &str) -> &'a str {
 ///   the README says to screen the outer VLAN's interface for QinQ, where the kernel has
 ///   taken the inner tag off too).
 /// - IPv4 options and IPv6 extension headers: the kernel finds the TCP header past them.
-/// - A first fragment carrying a SYN is screened (README); SYN-ACKs and ACKs never are.
+/// - A first fragment carrying a SYN is screened (README), and so is an IPv6 atomic one; a
+///   later fragment never is, whatever its data looks like; SYN-ACKs and ACKs never are.
 #[test]
 fn tagged_optioned_and_fragmented_syns() {
     let mut b = Bed::new("nv");
@@ -1677,6 +1678,23 @@ fn tagged_optioned_and_fragmented_syns() {
             sent(&b, &|ip| Frame::syn(ip).vlans(tags).fragment()),
             screened,
             &what("SYN in a first fragment"),
+        );
+        counted(
+            sent(&b, &|ip| {
+                Frame::syn(ip).vlans(tags).fragmented(Fragment::Atomic)
+            }),
+            screened,
+            &what("SYN in an IPv6 atomic fragment (IPv4: whole)"),
+        );
+        // The kernel's fast payload read takes a later IPv4 fragment's data for a TCP
+        // header: without the rule's offset check this one, other ports' data that looks
+        // like a SYN to port 25, was refused.
+        counted(
+            sent(&b, &|ip| {
+                Frame::syn(ip).vlans(tags).fragmented(Fragment::Later)
+            }),
+            not_subject,
+            &what("a later fragment whose data looks like a SYN"),
         );
         counted(
             sent(&b, &|ip| Frame::tcp(ip, 2525, Tcp::Syn).vlans(tags)),

@@ -73,6 +73,15 @@ impl Daemon {
     /// in its class; released if held and the engine turns it away.
     pub fn on_new_peer(&mut self, peer: &NewPeer) {
         let ip = peer.ip;
+        // An IPv4-mapped IPv6 source never reaches a socket (the IPv6 stack discards it,
+        // RFC 4291 2.5.5.2), and its verdict would be written for the IPv4 address, not the
+        // key the datapath looks up: evaluating it spends DNS queries on nothing.
+        if let IpAddr::V6(v6) = ip
+            && v6.to_ipv4_mapped().is_some()
+        {
+            tracing::debug!(%ip, "new peer with an IPv4-mapped IPv6 source; not evaluated");
+            return;
+        }
         if self.fleet.claim(ip) {
             tracing::debug!(%ip, "new peer; claiming it for the fleet");
             return;

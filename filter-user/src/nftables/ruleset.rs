@@ -46,8 +46,11 @@
 //! Each SYN meets as few rules and jumps as it can: every one costs (`bench_drop --nft`
 //! measures the hand-written one-rule set given each promise beside the backend).
 //!
-//! Fragments: a non-first fragment has no TCP header, so it never matches the ingress rule
-//! (it passes, counted passed_not_subject); a first fragment carrying a SYN is screened.
+//! Fragments: a non-first fragment has no TCP header, and never matches the ingress rule
+//! (it passes, counted passed_not_subject): for IPv4 the rule says so (`ip frag-off & 0x1fff
+//! == 0`), because the kernel's fast payload read takes a non-first IPv4 fragment's data
+//! for a TCP header (an IPv6 one it does not). A first fragment whose TCP header is whole
+//! and says SYN is screened; one too short to hold the flags never matches.
 //! ```
 
 use std::{
@@ -285,8 +288,9 @@ pub fn script(prev: Option<&Shape>, next: &Shape, seeds: &HashMap<String, Tally>
                 let (p, subject) = (
                     f.proto(),
                     format!(
-                        "meta protocol {} tcp flags & (syn | ack) == syn tcp dport {dport}",
-                        f.proto()
+                        "meta protocol {}{} tcp flags & (syn | ack) == syn tcp dport {dport}",
+                        f.proto(),
+                        f.not_a_later_fragment()
                     ),
                 );
                 // The decision in the rule that matches the subject: a decided source (most

@@ -51,6 +51,17 @@ impl Family {
         }
     }
 
+    /// What keeps a non-first fragment out of the subject rule: for IPv4, a fragment
+    /// offset of 0 (the kernel's fast payload read would take a later fragment's data for a
+    /// TCP header, `nft_payload_fast_eval` checking no offset); IPv6 needs nothing (its
+    /// header walk gives a later fragment no transport header to read).
+    pub const fn not_a_later_fragment(self) -> &'static str {
+        match self {
+            Self::V4 => " ip frag-off & 0x1fff == 0",
+            Self::V6 => "",
+        }
+    }
+
     /// The key type of its address sets.
     pub const fn addr_type(self) -> &'static str {
         match self {
