@@ -513,6 +513,42 @@ fn legacy_tc_filter_fails_open_when_the_daemon_dies() {
     b.refused(CLEAN, smtp4());
 }
 
+/// The nftables backend killed, the eBPF one started at once (a crash and a restart on the
+/// other backend): the killed run's table is still beating at that start, so it is left;
+/// once its heartbeat has run out it is removed, not kept for good.
+#[test]
+fn a_table_left_beating_by_a_killed_nftables_run_is_removed_once_it_stops() {
+    let b = bed("dn");
+    let mut s = spec(&b, "bl.test");
+    s.datapath = format!("backend = \"nftables\"\n{FIRST_CONTACT_PASS}");
+    let mut d = MxDaemon::start(&b.wire.server, SERVER_IFACE, s);
+    d.cli_ok(&["block", CLEAN]);
+    b.refused(CLEAN, smtp4());
+    let tables = || b.wire.server.nft(&["list", "tables"]);
+    d.kill9();
+    let config = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(
+        &d.config,
+        config.replace("backend = \"nftables\"", "backend = \"ebpf\""),
+    )
+    .unwrap();
+    let from = d.log_text().len();
+    d.restart();
+    b.refused(CLEAN, smtp4());
+    assert!(
+        d.log_text()[from..].contains("nftables table in this network namespace is beating"),
+        "{}",
+        d.log_text()
+    );
+    d.wait_log(
+        "removed the nftables table a run killed just before this start left",
+        from,
+        Duration::from_secs(10),
+    );
+    assert!(!tables().contains("mxscreen"), "{}", tables());
+    b.refused(CLEAN, smtp4());
+}
+
 /// A tmpfs of its own for the state file, unmounted on drop.
 struct SmallFs(tempfile::TempDir);
 

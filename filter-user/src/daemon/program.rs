@@ -146,10 +146,13 @@ fn open_ebpf(cfg: &Config, ifaces: &[String]) -> Result<Opened> {
             );
         }
         Ok(nftables::LeftBehind::Live) => {
+            // Another daemon's, or one killed less than a liveness window ago (a crash and
+            // a restart on the other backend): which, the window tells.
             tracing::warn!(
                 table = nftables::TABLE,
-                "another mxscreen screens this network namespace with nftables"
+                "an mxscreen nftables table in this network namespace is beating: another daemon's, or one killed moments ago; looking again once its heartbeat would have run out"
             );
+            look_again_later();
         }
         Err(e) => {
             tracing::warn!(error = %format!("{e:#}"), "could not remove the nftables table a previous run left")
@@ -411,5 +414,34 @@ mod tests {
         let short = one_line(&log);
         assert!(short.starts_with("EACCES (os error 13). Verifier output: 0: (b7) r0 = 0 0:"));
         assert!(short.ends_with(" …") && short.chars().count() == ONE_LINE_MAX + 2);
+    }
+}
+
+/// The second look at a beating nftables table (see [`open`]), once a dead run's heartbeat
+/// has run out: removed then if it was a dead run's, left (and said so) if another daemon's.
+/// On a thread of its own: nothing waits for it.
+fn look_again_later() {
+    let look = || {
+        std::thread::sleep(super::reactor::STALE_AFTER + std::time::Duration::from_secs(1));
+        match nftables::remove_left_behind(nftables::TABLE) {
+            Ok(nftables::LeftBehind::Removed) => tracing::info!(
+                table = nftables::TABLE,
+                "removed the nftables table a run killed just before this start left"
+            ),
+            Ok(nftables::LeftBehind::Live) => tracing::warn!(
+                table = nftables::TABLE,
+                "another mxscreen screens this network namespace with nftables"
+            ),
+            Ok(nftables::LeftBehind::Nothing) => {}
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "could not remove the nftables table a previous run left")
+            }
+        }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("mxscreen-nft-left".into())
+        .spawn(look)
+    {
+        tracing::warn!(error = %e, "cannot look at the nftables table again");
     }
 }
