@@ -395,28 +395,6 @@ impl Program {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn errors_are_one_line() {
-        assert_eq!(
-            one_line(
-                "loading: the BPF_PROG_LOAD syscall returned Operation not permitted (os error 1).\n  Verifier output:\n"
-            ),
-            "loading: the BPF_PROG_LOAD syscall returned Operation not permitted (os error 1). Verifier output:"
-        );
-        let log = format!(
-            "EACCES (os error 13). Verifier output: {}",
-            "0: (b7) r0 = 0\n".repeat(100_000)
-        );
-        let short = one_line(&log);
-        assert!(short.starts_with("EACCES (os error 13). Verifier output: 0: (b7) r0 = 0 0:"));
-        assert!(short.ends_with(" …") && short.chars().count() == ONE_LINE_MAX + 2);
-    }
-}
-
 /// The second look at a beating nftables table (see [`open`]), once a dead run's heartbeat
 /// has run out: removed then if it was a dead run's, left (and said so) if another daemon's.
 /// On a thread of its own: nothing waits for it.
@@ -443,5 +421,27 @@ fn look_again_later() {
         .spawn(look)
     {
         tracing::warn!(error = %e, "cannot look at the nftables table again");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_one_line() {
+        assert_eq!(
+            one_line(
+                "loading: the BPF_PROG_LOAD syscall returned Operation not permitted (os error 1).\n  Verifier output:\n"
+            ),
+            "loading: the BPF_PROG_LOAD syscall returned Operation not permitted (os error 1). Verifier output:"
+        );
+        let log = format!(
+            "EACCES (os error 13). Verifier output: {}",
+            "0: (b7) r0 = 0\n".repeat(100_000)
+        );
+        let short = one_line(&log);
+        assert!(short.starts_with("EACCES (os error 13). Verifier output: 0: (b7) r0 = 0 0:"));
+        assert!(short.ends_with(" …") && short.chars().count() == ONE_LINE_MAX + 2);
     }
 }
