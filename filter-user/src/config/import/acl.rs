@@ -10,7 +10,10 @@
 //! - `accept dnslists = ...`: an allowlist weighing minus every other listing together, so
 //!   a listed host always passes (where Exim's statement order says otherwise, a note says);
 //! - statements with conditions mxscreen cannot see at connect time (senders, recipients,
-//!   verify, `condition = ${...}`...) are not translated, and a note says so.
+//!   verify, `condition = ${...}`...) are not translated, and a note says so;
+//! - hosts a statement exempts (`!hosts = +partners`), or an `accept hosts = ...` lets
+//!   through ahead of a statement that drops or limits, go in `lists.allow` (noted), so a
+//!   host Exim accepts is never dropped.
 
 use super::{
     dnslists::{self, DnsList, Entry},
@@ -87,6 +90,19 @@ pub fn import(files: &[(String, String)]) -> Draft {
     for (acl, (_, statements)) in run_order(&cfg, &mut d).into_iter().enumerate() {
         for (index, s) in statements.iter().enumerate() {
             statement(s, &cfg, (acl, index), &mut listed, &mut d);
+        }
+        // An `accept hosts = ...` ends the ACL for those hosts: a statement after it that
+        // drops or limits never sees them.
+        for (index, s) in statements.iter().enumerate() {
+            let Some(hosts) = accepts_hosts(s) else {
+                continue;
+            };
+            let shields = listed.iter().any(|l| {
+                l.acl == acl && l.index > index && matches!(l.effect, Effect::Drop | Effect::Limit)
+            });
+            if shields {
+                accepted_ahead(s, hosts, &cfg, &mut d);
+            }
         }
     }
     if listed.is_empty() {
@@ -198,6 +214,47 @@ fn statement(
     }
 }
 
+/// The `hosts` condition of an `accept` whose only condition it is (modifiers aside), for
+/// hosts listed plainly: what Exim accepts at once, whoever else the ACL refuses.
+fn accepts_hosts(s: &Statement) -> Option<&exim::Condition> {
+    if s.verb != "accept" {
+        return None;
+    }
+    let mut conditions = s
+        .conditions
+        .iter()
+        .filter(|c| !MODIFIERS.contains(&c.name.as_str()));
+    match (conditions.next(), conditions.next()) {
+        (Some(c), None) if c.name == "hosts" && !c.negated => Some(c),
+        _ => None,
+    }
+}
+
+/// The hosts an `accept hosts = ...` lets through ahead of a statement that would drop or
+/// limit them: in `lists.allow` (as an exemption), or a note when they cannot be told by
+/// address.
+fn accepted_ahead(s: &Statement, hosts: &exim::Condition, cfg: &exim::Exim, d: &mut Draft) {
+    let written = format!("hosts = {}", hosts.value);
+    // `accept hosts = a : b` lets a and b through as `!hosts = a : b` exempts them.
+    let as_exemption = exim::Condition {
+        negated: true,
+        ..hosts.clone()
+    };
+    match hostlist::exempted(&as_exemption, cfg) {
+        Ok(e) => {
+            let names = allow_nets(s, &written, e, d);
+            if !names.is_empty() {
+                d.notes.push(&s.at, format!("accept {written}"), &format!("accepts {} before the dnslists statements after it: in lists.allow, so that they are never dropped; there an allow passes every check", names.join(", ")));
+            }
+        }
+        Err(why) => d.notes.push(
+            &s.at,
+            format!("accept {written}"),
+            &format!("{why}; Exim accepts those hosts before the dnslists statements after it, mxscreen does not: put them in lists.allow"),
+        ),
+    }
+}
+
 /// Conditions other than `hosts` that hold for every connection mxscreen screens: the
 /// exemption of authenticated clients (port 25 senders do not authenticate) and the
 /// local-domains restriction.
@@ -224,15 +281,7 @@ fn exempt(s: &Statement, written: &str, e: hostlist::Exempted, effect: Effect, d
     let names: Vec<String> = e.nets.iter().map(|(n, _)| n.to_string()).collect();
     match effect {
         Effect::Drop | Effect::Limit => {
-            for (net, via) in e.nets {
-                let net = net.to_string();
-                if !d.allow.iter().any(|(n, _)| *n == net) {
-                    d.allow.push((
-                        net,
-                        format!("{}: {via}, exempted by `{} {written}`", s.at, s.verb),
-                    ));
-                }
-            }
+            allow_nets(s, written, e, d);
             d.notes.push(&s.at, format!("{} {written}", s.verb), &format!("exempts {} from this statement: in lists.allow, so that they are never dropped; there an allow passes every check, not only this statement's lists", names.join(", ")));
         }
         Effect::Allow => d.notes.push(
@@ -245,6 +294,23 @@ fn exempt(s: &Statement, written: &str, e: hostlist::Exempted, effect: Effect, d
         ),
         Effect::Log => {}
     }
+}
+
+/// Puts the addresses and prefixes of `e` in `lists.allow`, each once, saying which
+/// statement let them through; returns them as written.
+fn allow_nets(s: &Statement, written: &str, e: hostlist::Exempted, d: &mut Draft) -> Vec<String> {
+    let mut names = Vec::new();
+    for (net, via) in e.nets {
+        let net = net.to_string();
+        names.push(net.clone());
+        if !d.allow.iter().any(|(n, _)| *n == net) {
+            d.allow.push((
+                net,
+                format!("{}: {via}, exempted by `{} {written}`", s.at, s.verb),
+            ));
+        }
+    }
+    names
 }
 
 /// Weighs the listings (see the module comment), notes where Exim's order gives another
@@ -437,5 +503,41 @@ mod tests {
             );
         }
         assert_eq!(notes.len(), 4, "{notes:#?}");
+    }
+
+    /// `accept hosts = ...` ahead of the dnslists statements lets those hosts through
+    /// before any list is looked up: they are allowed; after them, or in another ACL, it
+    /// changes nothing; a host name among them is noted.
+    #[test]
+    fn hosts_accepted_ahead_of_the_lists_are_allowed() {
+        let (d, cfg) = import_text(
+            "hostlist partners = 192.0.2.0/24 : 198.51.100.7
+             acl_smtp_connect = acl_check_connect
+acl_smtp_rcpt = acl_check_rcpt
+begin acl
+             acl_check_connect:
+  accept hosts = 203.0.113.9
+             acl_check_rcpt:
+  accept hosts = +partners
+  accept hosts = mx.partner.example
+               accept authenticated = *
+  deny dnslists = zen.spamhaus.org
+               accept hosts = 203.0.113.5
+  accept
+",
+        );
+        let allow: Vec<String> = cfg.lists.allow.iter().map(ToString::to_string).collect();
+        assert_eq!(allow, ["192.0.2.0/24", "198.51.100.7/32"]);
+        let notes: Vec<&String> = d.notes.iter().collect();
+        for needle in [
+            "exim.conf:8: accept hosts = +partners: accepts 192.0.2.0/24, 198.51.100.7/32 before the dnslists statements",
+            "exim.conf:9: accept hosts = mx.partner.example: `mx.partner.example` is a host name",
+        ] {
+            assert!(
+                notes.iter().any(|n| n.contains(needle)),
+                "{needle} not in {notes:#?}"
+            );
+        }
+        assert_eq!(notes.len(), 2, "{notes:#?}");
     }
 }
