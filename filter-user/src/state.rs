@@ -23,10 +23,11 @@ use crate::{atomic_file, datapath::ListKind};
 pub const DEFAULT_STATE_FILE: &str = "/var/lib/mxscreen/state.json";
 const VERSION: u32 = 1;
 
-/// The longest time a manual entry is made for (`--for`, `ttl_secs`). Its expiry is kept
-/// in nanoseconds in the datapath and as an element timeout in nftables: a bound well inside
-/// both, and past any block an operator means to come back to.
-pub const MAX_ENTRY_TTL: Duration = Duration::from_secs(36_500 * 86_400);
+/// The longest time a manual entry is made for (`--for`, `ttl_secs`): the bound of every
+/// duration ([`crate::duration::MAX`]). Its expiry is kept in nanoseconds in the datapath and
+/// as an element timeout in nftables: a bound well inside both, and past any block an
+/// operator means to come back to.
+pub const MAX_ENTRY_TTL: Duration = crate::duration::MAX;
 
 /// Whether a manual entry can be made for `ttl`: above zero, at most [`MAX_ENTRY_TTL`].
 pub fn check_entry_ttl(ttl: Duration) -> Result<(), String> {

@@ -4,7 +4,11 @@
 use std::net::IpAddr;
 
 use super::Config;
-use crate::reputation::config::public_resolvers;
+use crate::{
+    datapath::FirstContact,
+    duration,
+    reputation::{config::public_resolvers, dnsbl::TXT_WAIT},
+};
 
 /// Ports where mail clients log in to send (submission, submissions): screening them
 /// refuses road-warriors on shared or listed addresses before they can authenticate.
@@ -55,12 +59,38 @@ impl Config {
                 "[[dnsbl]] has blocklists but no allowlist zone (a negative weight, e.g. list.dnswl.org): large providers' shared senders that show up on a blocklist have nothing to outweigh it".into(),
             );
         }
+        out.extend(self.hold_warning());
         if !self.lists.allow_defaults {
             out.push(
                 "lists.allow_defaults = false: loopback, RFC 1918, CGNAT, link-local and ULA sources are screened too; your internal relays and clients get \"no PTR\" and may be limited".into(),
             );
         }
         out
+    }
+}
+
+impl Config {
+    /// When `first_contact = "hold"` and the resolver's worst case (every try of a query
+    /// timing out, plus a listing's TXT reason) is longer than `datapath.hold_max`: a list
+    /// that stops answering then lets every held first SYN through before its verdict. Also
+    /// logged by `run` at start.
+    pub fn hold_warning(&self) -> Option<String> {
+        let asks = !self.dnsbl.is_empty() || self.rdns.enabled;
+        let r = &self.resolver;
+        let worst = r.evaluation_worst_case();
+        if self.datapath.first_contact != FirstContact::Hold || !asks {
+            return None;
+        }
+        (worst > self.datapath.hold_max).then(|| {
+            format!(
+                "resolver.timeout ({}) × {} tries (1 + resolver.attempts), plus up to {} for a listing's TXT reason, is {}: longer than datapath.hold_max ({}), so while a list or resolver does not answer, held first SYNs are let through before their verdict; lower resolver.timeout or resolver.attempts, or raise datapath.hold_max",
+                duration::format(r.timeout),
+                r.attempts.saturating_add(1),
+                duration::format(TXT_WAIT),
+                duration::format(worst),
+                duration::format(self.datapath.hold_max),
+            )
+        })
     }
 }
 
@@ -104,5 +134,19 @@ mod tests {
         assert!(w.len() == 1 && w[0].contains("allowlist"), "{w:?}");
         let w = warnings("[lists]\nallow_defaults = false\n", "");
         assert!(w.len() == 1 && w[0].contains("allow_defaults"), "{w:?}");
+    }
+
+    /// The defaults fit `hold_max`; a resolver that can take longer is warned about while
+    /// first SYNs are held, not when they pass.
+    #[test]
+    fn a_resolver_slower_than_hold_max_is_warned_about() {
+        let slow = "[resolver]\ntimeout = \"2s\"\nattempts = 1\n";
+        let w = warnings(slow, "");
+        assert!(
+            w.len() == 1 && w[0].contains("datapath.hold_max (3s)") && w[0].contains("is 4s300ms"),
+            "{w:?}"
+        );
+        assert!(warnings(&format!("{slow}[datapath]\nhold_max = \"5s\"\n"), "").is_empty());
+        assert!(warnings(&format!("{slow}[datapath]\nfirst_contact = \"pass\"\n"), "").is_empty());
     }
 }

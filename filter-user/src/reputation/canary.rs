@@ -231,10 +231,12 @@ pub fn spawn(engine: Engine) -> tokio::task::JoinHandle<()> {
             } else {
                 engine.canary_round().await;
             }
-            let next = tokio::time::Instant::now() + every;
+            // `None` (past the clock's range): never due, only a reload starts a round.
+            let next = tokio::time::Instant::now().checked_add(every);
             loop {
                 tokio::time::sleep(CONFIG_RECHECK).await;
-                let due = !every.is_zero() && tokio::time::Instant::now() >= next;
+                let due =
+                    !every.is_zero() && next.is_some_and(|n| tokio::time::Instant::now() >= n);
                 if due || engine.config() != cfg {
                     break;
                 }

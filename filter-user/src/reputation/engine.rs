@@ -361,7 +361,8 @@ async fn evaluate(ev: &Evaluator, counters: &Counters, ip: IpAddr) -> Verdict {
     } else {
         let rdns = async {
             if cfg.rdns.enabled {
-                rdns::check(&ev.dns, ip, &cfg.rdns, counters).await
+                let budget = cfg.resolver.query_worst_case();
+                rdns::check(&ev.dns, ip, &cfg.rdns, budget, counters).await
             } else {
                 Vec::new()
             }

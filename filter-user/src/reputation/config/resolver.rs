@@ -10,7 +10,7 @@ use std::{
 use documented::DocumentedFields;
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
-use crate::{duration, invalid_key::InvalidKey};
+use crate::{duration, invalid_key::InvalidKey, reputation::dnsbl::TXT_WAIT};
 
 /// `[resolver]`: how the engine talks DNS, and how much of it it may do.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, DocumentedFields)]
@@ -21,9 +21,12 @@ pub struct ResolverConfig {
     /// Point this at a recursive resolver of your own (unbound on the MX): DNSBLs refuse
     /// queries that arrive through public resolvers such as 8.8.8.8 (the engine warns).
     pub nameservers: Vec<Nameserver>,
-    /// How long one query may take. Default `2s`: DNSBL mirrors and a local resolver answer in
-    /// milliseconds; a peer's SYN is retransmitted after 1 s and 3 s, so a verdict that takes
-    /// longer than that is late anyway, and it becomes a short-lived tempfail pass.
+    /// How long one try of a query may take. Default `1s`: DNSBL mirrors and a local resolver
+    /// answer in milliseconds, and a cold lookup through a recursive resolver well within a
+    /// second. With `attempts` a query's worst case is 2 s, plus up to 300 ms for a
+    /// listing's TXT reason: within `datapath.hold_max` (3 s), so a held first SYN gets its
+    /// verdict even while a list times out (`config check` warns when the sum is longer).
+    /// A query that fails becomes a short-lived tempfail pass.
     #[serde(with = "duration")]
     pub timeout: Duration,
     /// Retries after a failed attempt (timeout, SERVFAIL). Default `1`: rides over a lost UDP
@@ -67,7 +70,7 @@ impl Default for ResolverConfig {
     fn default() -> Self {
         Self {
             nameservers: Vec::new(),
-            timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
             attempts: 1,
             max_inflight: 64,
             max_lookups_per_sec: 200,
@@ -153,6 +156,19 @@ pub fn public_resolvers(ips: impl IntoIterator<Item = IpAddr>) -> Vec<IpAddr> {
 }
 
 impl ResolverConfig {
+    /// The longest one query takes to fail: `1 + attempts` tries of `timeout` each.
+    pub fn query_worst_case(&self) -> Duration {
+        let tries = u32::try_from(self.attempts.saturating_add(1)).unwrap_or(u32::MAX);
+        self.timeout.saturating_mul(tries)
+    }
+
+    /// The longest one evaluation waits for DNS: a query's worst case (a DNSBL's A query;
+    /// rDNS's forward lookups share the PTR's, see `rdns::check`), plus a listing's TXT
+    /// reason ([`TXT_WAIT`]).
+    pub fn evaluation_worst_case(&self) -> Duration {
+        self.query_worst_case().saturating_add(TXT_WAIT)
+    }
+
     pub fn validate(&self) -> Result<(), InvalidKey> {
         if self.timeout.is_zero() || self.timeout > Duration::from_secs(30) {
             return Err(InvalidKey::new(
