@@ -1138,4 +1138,16 @@ async fn reload_replaces_lists_and_keeps_counters() {
     bad.policy.limit_threshold = 0;
     assert!(engine.reload(bad).is_err());
     assert_eq!(engine.config(), cfg);
+    // A zone the reload removes leaves the stats (and so status, JSON and the metrics);
+    // the one kept keeps its counters.
+    engine
+        .reload(config(rbl.addr, vec![zen("zen.test")]))
+        .expect("reload");
+    let stats = engine.stats();
+    assert_eq!(
+        stats.zones.keys().collect::<Vec<_>>(),
+        ["zen.test"],
+        "{stats:#?}"
+    );
+    assert_eq!(stats.zones["zen.test"].listed, 2);
 }

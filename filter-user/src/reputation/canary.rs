@@ -49,6 +49,34 @@ pub struct CanaryStatus {
     pub detail: String,
     /// Unix seconds of the check.
     pub checked_at: u64,
+    /// For an allowlist zone, its strongest (most negative) weight; 0 for other sources.
+    /// While an allowlist fails, every sender counts as if it were on it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub allowlist_weight: i32,
+}
+
+fn is_zero(w: &i32) -> bool {
+    *w == 0
+}
+
+impl CanaryStatus {
+    /// What a failure means for screening, for the log and `status`. A failing blocklist
+    /// only stops counting; a failing allowlist cannot say whom it would allowlist, so
+    /// every sender is given its benefit (policy: a failed lookup is read at its most
+    /// lenient), which turns off drops and limits on the other lists for anyone it could
+    /// outweigh: the operator must read that as screening off, not as one list off.
+    pub fn consequence(&self, source: &str) -> String {
+        if self.allowlist_weight < 0 {
+            format!(
+                "{source} is an allowlist and cannot be read, so every sender counts as if it were on it ({} points): nobody is dropped or limited unless the other lists outweigh that, until it passes again",
+                self.allowlist_weight
+            )
+        } else {
+            format!(
+                "{source}'s answers do not count (nobody is limited or dropped on them) until it passes again"
+            )
+        }
+    }
 }
 
 /// A source's last result (`None`: not checked, or the canary is off for it).
@@ -69,26 +97,29 @@ impl CanaryCell {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
-    /// Records a result; logs the first one and every change.
-    fn set(&self, source: &str, result: Result<(), String>) {
+    /// Records a result (`allowlist_weight`: see [`CanaryStatus`]); logs the first one and
+    /// every change.
+    fn set(&self, source: &str, allowlist_weight: i32, result: Result<(), String>) {
         let mut cell = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let was = cell.as_ref().map(|s| s.ok);
-        let ok = result.is_ok();
-        let detail = result.err().unwrap_or_default();
-        match (was, ok) {
+        let status = CanaryStatus {
+            ok: result.is_ok(),
+            detail: result.err().unwrap_or_default(),
+            checked_at: unix_now(),
+            allowlist_weight,
+        };
+        match (was, status.ok) {
             (Some(true) | None, false) => warn!(
                 source,
-                "resolver canary failed: {detail}; {source}'s answers do not count (nobody is limited or dropped on them) until it passes again"
+                "resolver canary failed: {}; {}",
+                status.detail,
+                status.consequence(source)
             ),
             (Some(false), true) => info!(source, "resolver canary passes again"),
             (None, true) => info!(source, "resolver canary passes"),
             _ => {}
         }
-        *cell = Some(CanaryStatus {
-            ok,
-            detail,
-            checked_at: unix_now(),
-        });
+        *cell = Some(status);
     }
 }
 
@@ -123,13 +154,14 @@ pub async fn round(dns: &Dns, zones: &[Zone], cfg: &ReputationConfig, counters: 
     };
     let (results, ptr) = futures::join!(zone_checks, ptr_check);
     for (z, r) in checked.zip(results) {
-        z.counters.canary.set(&z.display, r);
+        let allowlist_weight = z.weight_range().0.min(0);
+        z.counters.canary.set(&z.display, allowlist_weight, r);
     }
     for z in zones.iter().filter(|z| !z.cfg.canary) {
         z.counters.canary.clear();
     }
     match ptr {
-        Some(r) => counters.rdns_canary.set(RDNS_SOURCE, r),
+        Some(r) => counters.rdns_canary.set(RDNS_SOURCE, 0, r),
         None => counters.rdns_canary.clear(),
     }
 }
@@ -243,4 +275,26 @@ pub fn spawn(engine: Engine) -> tokio::task::JoinHandle<()> {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failing allowlist is said to turn drops and limits off, not to be one list off.
+    #[test]
+    fn a_failing_allowlist_says_nobody_is_dropped() {
+        let mut s = CanaryStatus::default();
+        let block = s.consequence("bl.test");
+        assert!(block.contains("bl.test's answers do not count"), "{block}");
+        s.allowlist_weight = -15;
+        let allow = s.consequence("wl.test");
+        assert!(
+            allow.contains("wl.test is an allowlist")
+                && allow.contains("nobody is dropped or limited")
+                && allow.contains("-15"),
+            "{allow}"
+        );
+        assert!(!allow.contains("answers do not count"), "{allow}");
+    }
 }

@@ -220,6 +220,8 @@ impl<'a> Query<'a> {
             match classify(code, &zone.cfg.error_codes) {
                 CodeClass::Error => {
                     c.error_codes.inc();
+                    c.last_error_code
+                        .store(u32::from(code), std::sync::atomic::Ordering::Relaxed);
                     let meaning = error_code_meaning(code);
                     let msg = format!(
                         "{} answered {code} ({meaning}): its answers are not used; query it \

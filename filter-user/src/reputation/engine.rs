@@ -278,15 +278,20 @@ fn build(
         warn!("{msg}");
         warnings.push(msg);
     }
-    let zones = {
+    let zones: Vec<Zone> = {
         let mut zc = zone_counters.lock().unwrap_or_else(|e| e.into_inner());
-        cfg.dnsbl
+        let zones: Vec<Zone> = cfg
+            .dnsbl
             .iter()
             .map(|z| {
                 let counters = zc.entry(z.display_name()).or_default().clone();
                 Zone::new(z.clone(), counters)
             })
-            .collect()
+            .collect();
+        // A zone the config no longer has leaves `status`, `stats` and the metrics; its
+        // counters start again from zero if it comes back.
+        zc.retain(|name, _| zones.iter().any(|z| z.display == *name));
+        zones
     };
     Ok((Evaluator { cfg, dns, zones }, warnings))
 }

@@ -89,13 +89,47 @@ impl FromStr for Nameserver {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if let Ok(ip) = s.parse::<IpAddr>() {
-            return Ok(Nameserver(SocketAddr::new(ip, 53)));
-        }
-        s.parse::<SocketAddr>().map(Nameserver).map_err(|_| {
-            format!("invalid nameserver {s:?}: write \"ip\", \"ip:port\" or \"[ipv6]:port\"")
-        })
+        let addr = if let Ok(ip) = s.parse::<IpAddr>() {
+            // "::1:53" is the address ::1:53, and reads as ::1 port 53: refuse the guess.
+            if let Some((head, port)) = s.rsplit_once(':')
+                && ip.is_ipv6()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && head.parse::<Ipv6Addr>().is_ok()
+            {
+                return Err(format!(
+                    "nameserver {s:?} is ambiguous: write \"[{head}]:{port}\" for {head} port {port}, or \"[{s}]\" for the address {s}"
+                ));
+            }
+            SocketAddr::new(ip, 53)
+        } else if let Some(v6) = s
+            .strip_prefix('[')
+            .and_then(|r| r.strip_suffix(']'))
+            .and_then(|r| r.parse::<Ipv6Addr>().ok())
+        {
+            SocketAddr::new(IpAddr::V6(v6), 53)
+        } else {
+            s.parse::<SocketAddr>().map_err(|_| {
+                format!("invalid nameserver {s:?}: write \"ip\", \"ip:port\" or \"[ipv6]:port\"")
+            })?
+        };
+        usable(addr).map_err(|why| format!("nameserver {s:?} {why}"))?;
+        Ok(Nameserver(addr))
     }
+}
+
+/// Why no resolver can answer at `addr`, if none can.
+fn usable(addr: SocketAddr) -> Result<(), &'static str> {
+    let ip = addr.ip();
+    if addr.port() == 0 {
+        return Err("has port 0, where nothing answers: leave the port out for 53");
+    }
+    if ip.is_unspecified() {
+        return Err("is the unspecified address: name the resolver's own, e.g. 127.0.0.1");
+    }
+    if ip.is_multicast() || ip == IpAddr::V4(Ipv4Addr::BROADCAST) {
+        return Err("is a multicast or broadcast address: name one resolver");
+    }
+    Ok(())
 }
 
 impl fmt::Display for Nameserver {
@@ -201,5 +235,32 @@ impl ResolverConfig {
             return Err(InvalidKey::new("resolver.cache_size", "at most 1048576"));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nameservers_that_cannot_answer_are_refused() {
+        let ns = |s: &str| s.parse::<Nameserver>().map(|n| n.0);
+        assert_eq!(ns("127.0.0.1"), Ok("127.0.0.1:53".parse().unwrap()));
+        assert_eq!(ns("127.0.0.1:5353"), Ok("127.0.0.1:5353".parse().unwrap()));
+        assert_eq!(ns("[::1]:53"), Ok("[::1]:53".parse().unwrap()));
+        assert_eq!(ns("[::1:53]"), Ok("[::1:53]:53".parse().unwrap()));
+        assert_eq!(ns("2001:db8::53"), Ok("[2001:db8::53]:53".parse().unwrap()));
+        let e = ns("::1:53").unwrap_err();
+        assert!(e.contains("\"[::1]:53\"") && e.contains("ambiguous"), "{e}");
+        for bad in [
+            "127.0.0.1:0",
+            "0.0.0.0",
+            "[::]:53",
+            "224.0.0.251",
+            "255.255.255.255",
+            "[ff02::fb]:53",
+        ] {
+            assert!(ns(bad).is_err(), "{bad}");
+        }
     }
 }
