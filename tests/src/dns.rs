@@ -518,11 +518,12 @@ pub enum Mode {
     },
     /// Never answer (a resolver that times out).
     Blackhole,
-    /// Relay at once, except queries of `rtype`, never answered (a list whose TXT records
-    /// time out while its A records answer).
+    /// Relay at once, except the queries `when` picks (by name, lower-case and fully
+    /// qualified, and type), never answered: a list whose TXT records time out while its A
+    /// records answer, one zone that times out beside others that answer.
     Swallow {
         upstream: SocketAddr,
-        rtype: RecordType,
+        when: fn(&str, RecordType) -> bool,
     },
     /// Relay at once and change each answer with `f` before passing it on: the answers of a
     /// misbehaving resolver, which no real server gives (NXDOMAIN with records, TTLs with
@@ -573,17 +574,17 @@ impl Forwarder {
                         continue;
                     };
                     let packet = buf[..n].to_vec();
-                    let mut qtype = None;
+                    let mut asked = None;
                     if let Ok(msg) = Message::from_vec(&packet)
                         && let Some(q) = msg.queries.first()
                     {
-                        qtype = Some(q.query_type());
                         let name = q.name().to_ascii().to_ascii_lowercase();
                         let name = if name.ends_with('.') {
                             name
                         } else {
                             format!("{name}.")
                         };
+                        asked = Some((name.clone(), q.query_type()));
                         seen.lock().unwrap().push(SeenQuery {
                             name,
                             rtype: q.query_type(),
@@ -592,7 +593,9 @@ impl Forwarder {
                     }
                     let (upstream, delay) = match mode {
                         Mode::Forward { upstream, delay } => (upstream, delay),
-                        Mode::Swallow { upstream, rtype } if qtype != Some(rtype) => {
+                        Mode::Swallow { upstream, when }
+                            if !asked.as_ref().is_some_and(|(n, t)| when(n, *t)) =>
+                        {
                             (upstream, Duration::ZERO)
                         }
                         Mode::Tamper { upstream, .. } => (upstream, Duration::ZERO),

@@ -589,7 +589,7 @@ async fn an_unanswered_txt_does_not_delay_the_verdict() {
     let rbl = Rbldnsd::start(&[zen_data()]);
     let fwd = Forwarder::start(Mode::Swallow {
         upstream: rbl.addr,
-        rtype: RecordType::TXT,
+        when: |_, rtype| rtype == RecordType::TXT,
     });
     let mut cfg = config(fwd.addr, vec![zen("zen.test")]);
     cfg.resolver.attempts = 1;
@@ -637,6 +637,52 @@ async fn odd_answers_are_read_as_the_rfcs_say() {
     let e = evidence(&v, "dnsbl:zen.test", Finding::Listed);
     assert_eq!(e.ttl, Some(Duration::ZERO), "{v:#?}");
     assert_eq!(v.ttl, PolicyConfig::default().ttl_min, "{v:#?}");
+}
+
+/// A zone that times out delays no drop the other answers already make (it could only add
+/// weight); while an allowlist is the one out, the verdict waits for it.
+#[tokio::test]
+async fn a_dead_blocklist_delays_no_drop() {
+    let rbl = Rbldnsd::start(&[zen_data()]);
+    let fwd = Forwarder::start(Mode::Swallow {
+        upstream: rbl.addr,
+        when: |name, _| name.ends_with(".dead.test."),
+    });
+    let mut cfg = config(
+        fwd.addr,
+        vec![zen("zen.test"), DnsblConfig::new("dead.test", 5)],
+    );
+    cfg.resolver.timeout = Duration::from_secs(1);
+    cfg.resolver.attempts = 1;
+    let engine = Engine::new(cfg.clone()).expect("engine");
+    let started = Instant::now();
+    let v = engine.evaluate(ip("192.0.2.2")).await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(700), "took {took:?}: {v:#?}");
+    assert_eq!(
+        (v.action, v.score, v.reason, v.ttl),
+        (
+            Action::Drop,
+            10,
+            Reason::Reputation,
+            Duration::from_secs(1200)
+        ),
+        "{v:#?}"
+    );
+    evidence(&v, "dnsbl:dead.test", Finding::NotAwaited);
+
+    // The dead zone is an allowlist: it could outweigh the listing, so it is waited for.
+    cfg.dnsbl[1].weight = -15;
+    let engine = Engine::new(cfg).expect("engine");
+    let started = Instant::now();
+    let v = engine.evaluate(ip("192.0.2.2")).await;
+    assert!(started.elapsed() >= Duration::from_secs(1), "{v:#?}");
+    assert_eq!(
+        (v.action, v.reason),
+        (Action::Pass, Reason::Tempfail),
+        "{v:#?}"
+    );
+    evidence(&v, "dnsbl:dead.test", Finding::DnsTempfail);
 }
 
 /// With two nameservers, one dead, no query waits for the dead one's timeout.

@@ -8,7 +8,6 @@ use std::{
 };
 
 use filter_common::{Action, Reason};
-use futures::future::join_all;
 use tokio::{
     sync::{Semaphore, mpsc},
     task::JoinHandle,
@@ -19,9 +18,10 @@ use super::{
     budget::{Class, Queue, Submit, TokenBucket, take_token},
     canary::{self, CanaryStatus},
     config::{ReputationConfig, ResolverConfig},
-    dnsbl::{self, Zone},
+    dnsbl::Zone,
+    gather::{Gathered, gather},
     names::canonical,
-    policy, rdns,
+    policy,
     resolver::{Dns, ResolverError},
     stats::{Counters, Stats, ZoneCounters},
     verdict::{Evidence, Finding, Verdict},
@@ -364,21 +364,7 @@ async fn evaluate(ev: &Evaluator, counters: &Counters, ip: IpAddr) -> Verdict {
             elapsed: started.elapsed(),
         }
     } else {
-        let rdns = async {
-            if cfg.rdns.enabled {
-                let budget = cfg.resolver.query_worst_case();
-                rdns::check(&ev.dns, ip, &cfg.rdns, budget, counters).await
-            } else {
-                Vec::new()
-            }
-        };
-        let zones = join_all(ev.zones.iter().map(|z| dnsbl::check(&ev.dns, ip, z)));
-        let (mut evidence, zone_results) = futures::join!(rdns, zones);
-        let mut warnings = Vec::new();
-        for r in zone_results {
-            evidence.extend(r.evidence);
-            warnings.extend(r.warnings);
-        }
+        let Gathered { evidence, warnings } = gather(&ev.dns, &ev.zones, cfg, counters, ip).await;
         let d = policy::decide(&evidence, policy);
         Verdict {
             ip,

@@ -21,6 +21,7 @@ pub mod codes;
 pub mod config;
 pub mod dnsbl;
 pub mod engine;
+pub mod gather;
 pub mod names;
 pub mod policy;
 pub mod quota;
