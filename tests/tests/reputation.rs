@@ -709,6 +709,19 @@ async fn a_dead_nameserver_costs_no_timeout() {
             "{addr} took {took:?}: {v:#?}"
         );
     }
+    // The canary asks each alone: the dead one shows, and only it.
+    engine.canary_round().await;
+    let canary = engine.canary();
+    let dead = &canary[&format!("nameserver {}", dead.addr)];
+    assert!(
+        !dead.ok && dead.detail.contains("does not answer"),
+        "{canary:#?}"
+    );
+    assert!(
+        canary[&format!("nameserver {}", rbl.addr)].ok,
+        "{canary:#?}"
+    );
+    assert!(canary["zen.test"].ok, "{canary:#?}");
 }
 
 #[tokio::test]

@@ -27,6 +27,7 @@ use super::{
     dnsbl::Zone,
     engine::Engine,
     names::{dnsbl_name, ptr_name},
+    nameservers::{self, Probe},
     quota::{self, unix_now},
     resolver::{Dns, Outcome},
     stats::{Counters, RDNS_ZONE},
@@ -66,7 +67,11 @@ impl CanaryStatus {
     /// lenient), which turns off drops and limits on the other lists for anyone it could
     /// outweigh: the operator must read that as screening off, not as one list off.
     pub fn consequence(&self, source: &str) -> String {
-        if self.allowlist_weight < 0 {
+        if source.starts_with(nameservers::SOURCE_PREFIX) {
+            format!(
+                "every query also goes to another nameserver, so none waits for {source}, but with one more down every query would wait out resolver.timeout: fix it or remove it from resolver.nameservers"
+            )
+        } else if self.allowlist_weight < 0 {
             format!(
                 "{source} is an allowlist and cannot be read, so every sender counts as if it were on it ({} points): nobody is dropped or limited unless the other lists outweigh that, until it passes again",
                 self.allowlist_weight
@@ -93,13 +98,13 @@ impl CanaryCell {
         self.get().filter(|s| !s.ok).map(|s| s.detail)
     }
 
-    fn clear(&self) {
+    pub(super) fn clear(&self) {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// Records a result (`allowlist_weight`: see [`CanaryStatus`]); logs the first one and
     /// every change.
-    fn set(&self, source: &str, allowlist_weight: i32, result: Result<(), String>) {
+    pub(super) fn set(&self, source: &str, allowlist_weight: i32, result: Result<(), String>) {
         let mut cell = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let was = cell.as_ref().map(|s| s.ok);
         let status = CanaryStatus {
@@ -142,8 +147,17 @@ fn not_counted(source: impl Into<String>, detail: String) -> Evidence {
         .detail(format!("not asked: the resolver canary fails ({detail})"))
 }
 
-/// One round: every zone's test points and the PTR, asked together; results recorded.
-pub async fn round(dns: &Dns, zones: &[Zone], cfg: &ReputationConfig, counters: &Counters) {
+/// One round: every zone's test points, the PTR and each nameserver alone (when there are
+/// several), asked together; results recorded.
+pub async fn round(
+    dns: &Dns,
+    zones: &[Zone],
+    probes: &[Probe],
+    cfg: &ReputationConfig,
+    counters: &Counters,
+) {
+    let server_checks =
+        futures::future::join_all(probes.iter().map(|p| nameservers::ask(p, zones, cfg)));
     let checked = zones.iter().filter(|z| z.cfg.canary);
     let zone_checks = futures::future::join_all(checked.clone().map(|z| probe_zone(dns, z)));
     let ptr_check = async {
@@ -152,7 +166,13 @@ pub async fn round(dns: &Dns, zones: &[Zone], cfg: &ReputationConfig, counters: 
             None => None,
         }
     };
-    let (results, ptr) = futures::join!(zone_checks, ptr_check);
+    let (results, ptr, servers) = futures::join!(zone_checks, ptr_check, server_checks);
+    for (p, r) in probes.iter().zip(servers) {
+        match r {
+            Some(r) => p.cell.set(&p.source, 0, r),
+            None => p.cell.clear(),
+        }
+    }
     for (z, r) in checked.zip(results) {
         let allowlist_weight = z.weight_range().0.min(0);
         z.counters.canary.set(&z.display, allowlist_weight, r);
@@ -167,18 +187,30 @@ pub async fn round(dns: &Dns, zones: &[Zone], cfg: &ReputationConfig, counters: 
 }
 
 /// Forgets every result (the canary was turned off).
-pub fn clear(zones: &[Zone], counters: &Counters) {
+pub fn clear(zones: &[Zone], probes: &[Probe], counters: &Counters) {
     for z in zones {
         z.counters.canary.clear();
+    }
+    for p in probes {
+        p.cell.clear();
     }
     counters.rdns_canary.clear();
 }
 
 /// The last results of the zones in use and of rDNS, by source.
-pub fn statuses(zones: &[Zone], counters: &Counters) -> BTreeMap<String, CanaryStatus> {
+pub fn statuses(
+    zones: &[Zone],
+    probes: &[Probe],
+    counters: &Counters,
+) -> BTreeMap<String, CanaryStatus> {
     let mut out: BTreeMap<String, CanaryStatus> = zones
         .iter()
         .filter_map(|z| Some((z.display.clone(), z.counters.canary.get()?)))
+        .chain(
+            probes
+                .iter()
+                .filter_map(|p| Some((p.source.clone(), p.cell.get()?))),
+        )
         .collect();
     if let Some(s) = counters.rdns_canary.get() {
         out.insert(RDNS_SOURCE.to_owned(), s);
@@ -296,5 +328,10 @@ mod tests {
             "{allow}"
         );
         assert!(!allow.contains("answers do not count"), "{allow}");
+        let dead = CanaryStatus::default().consequence("nameserver 127.0.1.9");
+        assert!(
+            dead.contains("another nameserver") && dead.contains("resolver.nameservers"),
+            "{dead}"
+        );
     }
 }

@@ -21,6 +21,7 @@ use super::{
     dnsbl::Zone,
     gather::{Gathered, gather},
     names::canonical,
+    nameservers::{self, Probe},
     policy,
     resolver::{Dns, ResolverError},
     stats::{Counters, Stats, ZoneCounters},
@@ -41,6 +42,8 @@ struct Evaluator {
     cfg: ReputationConfig,
     dns: Dns,
     zones: Vec<Zone>,
+    /// Each nameserver alone, for the canary (when there are several).
+    probes: Vec<Probe>,
 }
 
 struct Shared {
@@ -217,17 +220,26 @@ impl Engine {
     /// runs [`canary::spawn`]).
     pub async fn canary_round(&self) {
         let ev = self.evaluator();
-        canary::round(&ev.dns, &ev.zones, &ev.cfg, &self.shared.counters).await;
+        canary::round(
+            &ev.dns,
+            &ev.zones,
+            &ev.probes,
+            &ev.cfg,
+            &self.shared.counters,
+        )
+        .await;
     }
 
     /// Forgets the canary's results (it was turned off): every source counts again.
     pub fn canary_off(&self) {
-        canary::clear(&self.evaluator().zones, &self.shared.counters);
+        let ev = self.evaluator();
+        canary::clear(&ev.zones, &ev.probes, &self.shared.counters);
     }
 
     /// The canary's last results for the zones in use and rDNS, by display name.
     pub fn canary(&self) -> BTreeMap<String, CanaryStatus> {
-        canary::statuses(&self.evaluator().zones, &self.shared.counters)
+        let ev = self.evaluator();
+        canary::statuses(&ev.zones, &ev.probes, &self.shared.counters)
     }
 
     /// A snapshot of the counters.
@@ -293,7 +305,16 @@ fn build(
         zc.retain(|name, _| zones.iter().any(|z| z.display == *name));
         zones
     };
-    Ok((Evaluator { cfg, dns, zones }, warnings))
+    let probes = nameservers::probes(&cfg.resolver);
+    Ok((
+        Evaluator {
+            cfg,
+            dns,
+            zones,
+            probes,
+        },
+        warnings,
+    ))
 }
 
 /// Drains the queue: one token and one in-flight permit per evaluation.

@@ -23,6 +23,7 @@ pub mod dnsbl;
 pub mod engine;
 pub mod gather;
 pub mod names;
+pub mod nameservers;
 pub mod policy;
 pub mod quota;
 pub mod rdns;
