@@ -671,6 +671,17 @@ async fn a_dead_blocklist_delays_no_drop() {
     );
     evidence(&v, "dnsbl:dead.test", Finding::NotAwaited);
 
+    // rDNS is waited for: it says whether the drop is explained (FCrDNS).
+    let mut with_rdns = cfg.clone();
+    with_rdns.rdns.enabled = true; // rbldnsd refuses PTR queries: a quick failure.
+    let v = Engine::new(with_rdns)
+        .expect("engine")
+        .evaluate(ip("192.0.2.2"))
+        .await;
+    assert_eq!(v.action, Action::Drop, "{v:#?}");
+    evidence(&v, "rdns", Finding::DnsTempfail);
+    evidence(&v, "dnsbl:dead.test", Finding::NotAwaited);
+
     // The dead zone is an allowlist: it could outweigh the listing, so it is waited for.
     cfg.dnsbl[1].weight = -15;
     let engine = Engine::new(cfg).expect("engine");

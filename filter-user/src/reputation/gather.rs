@@ -1,10 +1,12 @@
 //! One evaluation's lookups, gathered as they come in: rDNS and every zone asked at once, and
-//! the gathering ended as soon as the answers in make a `drop` that no lookup still out
-//! could change. A lookup still out that can only add weight (a blocklist, rDNS) cannot turn
-//! a drop into anything else, so a zone that times out delays no drop past the answers that
-//! decide it (a held SYN is released at `datapath.hold_max`). It still delays a pass or a
-//! limit, which its answer could change; and while an allowlist (a negative weight) is
-//! still out, nothing is decided early.
+//! the gathering ended as soon as the answers in make a `drop` that no zone still out could
+//! change. A blocklist still out can only add weight and cannot turn a drop into anything
+//! else, so a zone that times out delays no drop past the answers that decide it (a held
+//! SYN is released at `datapath.hold_max`). It still delays a pass or a limit, which its
+//! answer could change; and while an allowlist (a negative weight) is still out, nothing
+//! is decided early. rDNS is always waited for (within one query's time, see `rdns`): it
+//! says whether a dropped sender is a mail server whose refusal is explained
+//! (`policy.explain_to = "fcrdns"`).
 use std::{future::Future, net::IpAddr, pin::Pin};
 
 use filter_common::Action;
@@ -73,16 +75,11 @@ pub async fn gather(
         if pending.is_empty() {
             break;
         }
-        let only_add = zones
-            .iter()
-            .zip(&slots[1..])
-            .all(|(z, r)| r.is_some() || z.weight_range().0 >= 0)
-            && (slots[0].is_some()
-                || cfg
-                    .rdns
-                    .missing_ptr_weight
-                    .min(cfg.rdns.fcrdns_mismatch_weight)
-                    >= 0);
+        let only_add = slots[0].is_some()
+            && zones
+                .iter()
+                .zip(&slots[1..])
+                .all(|(z, r)| r.is_some() || z.weight_range().0 >= 0);
         if only_add && policy::decide(&evidence(&slots), &cfg.policy).action == Action::Drop {
             let not_awaited = |source: String| ZoneResult {
                 evidence: vec![Evidence::new(source, Finding::NotAwaited, 0).detail(
@@ -90,9 +87,6 @@ pub async fn gather(
                 )],
                 warnings: Vec::new(),
             };
-            if slots[0].is_none() {
-                slots[0] = Some(not_awaited("rdns".to_owned()));
-            }
             for (z, r) in zones.iter().zip(&mut slots[1..]) {
                 if r.is_none() {
                     *r = Some(not_awaited(z.source()));

@@ -105,9 +105,9 @@ pub enum Finding {
     /// Not asked: the resolver canary fails for this source, so its answers would not
     /// count (see `reputation::canary`). Never adds weight.
     CanaryFailed,
-    /// Not waited for: the other answers already made the verdict a drop that this source
-    /// (a blocklist or rDNS: weights that only add) could only confirm (see
-    /// `reputation::gather`). Never adds weight.
+    /// Not waited for: the other answers already made the verdict a drop that this
+    /// blocklist zone (its weights only add) could only confirm (see `reputation::gather`).
+    /// Never adds weight.
     NotAwaited,
 }
 
