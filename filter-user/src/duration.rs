@@ -24,6 +24,17 @@ pub struct ParseDurationError {
     why: &'static str,
 }
 
+/// Why a duration past [`MAX`] is refused.
+const TOO_LONG: &str = "longer than 36500d (100 years), the most any duration may be";
+
+impl ParseDurationError {
+    /// Whether the duration was well written but longer than [`MAX`] (a caller may say
+    /// what the bound is for in its own words).
+    pub fn too_long(&self) -> bool {
+        self.why == TOO_LONG
+    }
+}
+
 /// Parses `"90s"`, `"10m"`, `"1h30m"`, `"250ms"`...
 pub fn parse(input: &str) -> Result<Duration, ParseDurationError> {
     let err = |why| ParseDurationError {
@@ -78,9 +89,7 @@ pub fn parse(input: &str) -> Result<Duration, ParseDurationError> {
         total = total.checked_add(part).ok_or_else(|| err("too large"))?;
     }
     if total > MAX {
-        return Err(err(
-            "longer than 36500d (100 years), the most any duration may be",
-        ));
+        return Err(err(TOO_LONG));
     }
     Ok(total)
 }
@@ -170,8 +179,9 @@ mod tests {
         );
         assert_eq!(parse("36500d"), Ok(MAX));
         assert_eq!(nanos(MAX), 36_500 * 86_400 * 1_000_000_000);
-        let msg = parse("213504d").unwrap_err().to_string();
-        assert!(msg.contains("36500d"), "{msg}");
+        let e = parse("213504d").unwrap_err();
+        assert!(e.too_long() && e.to_string().contains("36500d"), "{e}");
+        assert!(!parse("10").unwrap_err().too_long());
     }
 
     #[test]

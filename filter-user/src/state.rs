@@ -35,13 +35,17 @@ pub fn check_entry_ttl(ttl: Duration) -> Result<(), String> {
         return Err("an entry for 0s would be gone at once; leave --for out for one that stays until removed".into());
     }
     if ttl > MAX_ENTRY_TTL {
-        return Err(format!(
-            "--for {} is longer than an entry can last ({}, 100 years); leave --for out for one that stays until removed",
-            crate::duration::format(ttl),
-            crate::duration::format(MAX_ENTRY_TTL)
-        ));
+        return Err(entry_too_long(&crate::duration::format(ttl)));
     }
     Ok(())
+}
+
+/// Why `--for` as written (`shown`) cannot be: longer than [`MAX_ENTRY_TTL`].
+pub fn entry_too_long(shown: &str) -> String {
+    format!(
+        "--for {shown} is longer than an entry can last ({}, 100 years); leave --for out for one that stays until removed",
+        crate::duration::format(MAX_ENTRY_TTL)
+    )
 }
 
 /// One manual entry.
