@@ -8,6 +8,12 @@ use std::{fmt, time::Duration};
 
 use serde::{Deserialize, Deserializer, Serializer, de};
 
+/// The longest duration a config or command holds: 36500 days (100 years), past any interval
+/// or expiry an operator means. Every duration ends up as nanoseconds in the datapath (`u64`:
+/// 584 years) or as an offset from an `Instant`; this bound keeps both far from overflow, so
+/// a value that parses can be used everywhere without a wrap or a panic.
+pub const MAX: Duration = Duration::from_secs(36_500 * 86_400);
+
 /// Why a duration string did not parse. The message says what was expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -16,6 +22,17 @@ use serde::{Deserialize, Deserializer, Serializer, de};
 pub struct ParseDurationError {
     input: String,
     why: &'static str,
+}
+
+/// Why a duration past [`MAX`] is refused.
+const TOO_LONG: &str = "longer than 36500d (100 years), the most any duration may be";
+
+impl ParseDurationError {
+    /// Whether the duration was well written but longer than [`MAX`] (a caller may say
+    /// what the bound is for in its own words).
+    pub fn too_long(&self) -> bool {
+        self.why == TOO_LONG
+    }
 }
 
 /// Parses `"90s"`, `"10m"`, `"1h30m"`, `"250ms"`...
@@ -71,7 +88,16 @@ pub fn parse(input: &str) -> Result<Duration, ParseDurationError> {
         };
         total = total.checked_add(part).ok_or_else(|| err("too large"))?;
     }
+    if total > MAX {
+        return Err(err(TOO_LONG));
+    }
     Ok(total)
+}
+
+/// `d` in nanoseconds, as the datapath keeps windows and expiries (saturating; any parsed
+/// duration, at most [`MAX`], fits).
+pub fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Formats a duration the way [`parse`] reads it, largest units first (`"1h30m"`, `"250ms"`).
@@ -132,7 +158,18 @@ mod tests {
 
     #[test]
     fn refuses_what_it_cannot_read() {
-        for bad in ["", "10", "m", "10x", "-5s", "1.5h", "99999999999999999999s"] {
+        for bad in [
+            "",
+            "10",
+            "m",
+            "10x",
+            "-5s",
+            "1.5h",
+            "99999999999999999999s",
+            "18446744073709551615s",
+            "213504d",
+            "36500d1s",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?} should not parse");
         }
         let msg = parse("10").unwrap_err().to_string();
@@ -140,6 +177,11 @@ mod tests {
             msg.contains("missing unit") && msg.contains("\"90s\""),
             "{msg}"
         );
+        assert_eq!(parse("36500d"), Ok(MAX));
+        assert_eq!(nanos(MAX), 36_500 * 86_400 * 1_000_000_000);
+        let e = parse("213504d").unwrap_err();
+        assert!(e.too_long() && e.to_string().contains("36500d"), "{e}");
+        assert!(!parse("10").unwrap_err().too_long());
     }
 
     #[test]

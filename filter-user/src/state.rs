@@ -23,10 +23,11 @@ use crate::{atomic_file, datapath::ListKind};
 pub const DEFAULT_STATE_FILE: &str = "/var/lib/mxscreen/state.json";
 const VERSION: u32 = 1;
 
-/// The longest time a manual entry is made for (`--for`, `ttl_secs`). Its expiry is kept
-/// in nanoseconds in the datapath and as an element timeout in nftables: a bound well inside
-/// both, and past any block an operator means to come back to.
-pub const MAX_ENTRY_TTL: Duration = Duration::from_secs(36_500 * 86_400);
+/// The longest time a manual entry is made for (`--for`, `ttl_secs`): the bound of every
+/// duration ([`crate::duration::MAX`]). Its expiry is kept in nanoseconds in the datapath and
+/// as an element timeout in nftables: a bound well inside both, and past any block an
+/// operator means to come back to.
+pub const MAX_ENTRY_TTL: Duration = crate::duration::MAX;
 
 /// Whether a manual entry can be made for `ttl`: above zero, at most [`MAX_ENTRY_TTL`].
 pub fn check_entry_ttl(ttl: Duration) -> Result<(), String> {
@@ -34,13 +35,17 @@ pub fn check_entry_ttl(ttl: Duration) -> Result<(), String> {
         return Err("an entry for 0s would be gone at once; leave --for out for one that stays until removed".into());
     }
     if ttl > MAX_ENTRY_TTL {
-        return Err(format!(
-            "--for {} is longer than an entry can last ({}, 100 years); leave --for out for one that stays until removed",
-            crate::duration::format(ttl),
-            crate::duration::format(MAX_ENTRY_TTL)
-        ));
+        return Err(entry_too_long(&crate::duration::format(ttl)));
     }
     Ok(())
+}
+
+/// Why `--for` as written (`shown`) cannot be: longer than [`MAX_ENTRY_TTL`].
+pub fn entry_too_long(shown: &str) -> String {
+    format!(
+        "--for {shown} is longer than an entry can last ({}, 100 years); leave --for out for one that stays until removed",
+        crate::duration::format(MAX_ENTRY_TTL)
+    )
 }
 
 /// One manual entry.

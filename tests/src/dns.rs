@@ -518,6 +518,20 @@ pub enum Mode {
     },
     /// Never answer (a resolver that times out).
     Blackhole,
+    /// Relay at once, except the queries `when` picks (by name, lower-case and fully
+    /// qualified, and type), never answered: a list whose TXT records time out while its A
+    /// records answer, one zone that times out beside others that answer.
+    Swallow {
+        upstream: SocketAddr,
+        when: fn(&str, RecordType) -> bool,
+    },
+    /// Relay at once and change each answer with `f` before passing it on: the answers of a
+    /// misbehaving resolver, which no real server gives (NXDOMAIN with records, TTLs with
+    /// the top bit set).
+    Tamper {
+        upstream: SocketAddr,
+        f: fn(&mut Message),
+    },
 }
 
 /// A UDP front that records every query (before relaying it), tracks how many are
@@ -560,6 +574,7 @@ impl Forwarder {
                         continue;
                     };
                     let packet = buf[..n].to_vec();
+                    let mut asked = None;
                     if let Ok(msg) = Message::from_vec(&packet)
                         && let Some(q) = msg.queries.first()
                     {
@@ -569,21 +584,36 @@ impl Forwarder {
                         } else {
                             format!("{name}.")
                         };
+                        asked = Some((name.clone(), q.query_type()));
                         seen.lock().unwrap().push(SeenQuery {
                             name,
                             rtype: q.query_type(),
                             at: Instant::now(),
                         });
                     }
-                    let Mode::Forward { upstream, delay } = mode else {
-                        continue;
+                    let (upstream, delay) = match mode {
+                        Mode::Forward { upstream, delay } => (upstream, delay),
+                        Mode::Swallow { upstream, when }
+                            if !asked.as_ref().is_some_and(|(n, t)| when(n, *t)) =>
+                        {
+                            (upstream, Duration::ZERO)
+                        }
+                        Mode::Tamper { upstream, .. } => (upstream, Duration::ZERO),
+                        _ => continue,
+                    };
+                    let tamper = match mode {
+                        Mode::Tamper { f, .. } => Some(f),
+                        _ => None,
                     };
                     let now = outstanding.fetch_add(1, Ordering::SeqCst) + 1;
                     max_outstanding.fetch_max(now, Ordering::SeqCst);
                     let (sock, outstanding) = (sock.clone(), outstanding.clone());
                     thread::spawn(move || {
                         thread::sleep(delay);
-                        let answer = relay(upstream, &packet);
+                        let answer = relay(upstream, &packet).map(|a| match tamper {
+                            Some(f) => tampered(&a, f),
+                            None => a,
+                        });
                         // Counted as answered before the client can see the answer, so the
                         // client's next query never overlaps this one in the count.
                         outstanding.fetch_sub(1, Ordering::SeqCst);
@@ -629,6 +659,15 @@ impl Forwarder {
     pub fn outstanding(&self) -> usize {
         self.outstanding.load(Ordering::SeqCst)
     }
+}
+
+/// `answer` changed by `f` (as it came, if it does not parse).
+fn tampered(answer: &[u8], f: fn(&mut Message)) -> Vec<u8> {
+    let Ok(mut msg) = Message::from_vec(answer) else {
+        return answer.to_vec();
+    };
+    f(&mut msg);
+    msg.to_vec().unwrap_or_else(|_| answer.to_vec())
 }
 
 fn relay(upstream: SocketAddr, packet: &[u8]) -> Option<Vec<u8>> {

@@ -220,6 +220,7 @@ fn allow_adds_to_the_builtin_ranges_and_config_check_warns_of_traps() {
     let dir = tempfile::tempdir().unwrap();
     let base = format!(
         "[resolver]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\n\n[rdns]\nenabled = false\n\n\
+         [policy]\nexplain_to = \"all\"\n\n\
          [[dnsbl]]\nzone = \"bl.test\"\nweight = 10\n\n[[dnsbl]]\nzone = \"wl.test\"\nweight = -10\ncanary = false\n\n",
         b.rbl_addr
     );

@@ -11,6 +11,7 @@ use std::{
 };
 
 use filter_common::{Action, Reason};
+use hickory_proto::{op::ResponseCode, rr::RecordType};
 use mxscreen::reputation::{
     Class, CodeWeight, DnsblConfig, Engine, Evidence, Finding, ListsConfig, Nameserver,
     PolicyConfig, RdnsConfig, ReputationConfig, ResolverConfig, Submit, Verdict, check,
@@ -415,6 +416,15 @@ impl RdnsWorld {
                     "64 PTR p4.mx.test.",
                     "64 PTR p5.mx.test.",
                     "65 PTR v6only.mx.test.",
+                    // Names no host has, which the sender controls: looked up as they are.
+                    "66 PTR mail\\032srv.mx.test.",
+                    "67 PTR m\\195\\164il.mx.test.",
+                    "68 PTR ctl\\010x.mx.test.",
+                    // More names than max_ptr_names: the first in name order confirms.
+                    "69 PTR z1.mx.test.",
+                    "69 PTR z2.mx.test.",
+                    "69 PTR z3.mx.test.",
+                    "69 PTR a69.mx.test.",
                 ],
             ),
             AuthZone::new(
@@ -432,6 +442,10 @@ impl RdnsWorld {
                     "v6only AAAA 2001:db8::65",
                     "v6 AAAA 2001:db8::60",
                     "v6 A 192.0.2.60",
+                    "a69 A 192.0.2.69",
+                    "z1 A 192.0.2.1",
+                    "z2 A 192.0.2.1",
+                    "z3 A 192.0.2.1",
                 ],
             ),
             AuthZone::new(
@@ -568,6 +582,159 @@ async fn resolver_timeout_is_a_dns_failure() {
     );
 }
 
+/// A listing's TXT reason only explains: a list whose TXT query is never answered must not
+/// hold the verdict past its A answer (a held SYN is released at `datapath.hold_max`).
+#[tokio::test]
+async fn an_unanswered_txt_does_not_delay_the_verdict() {
+    let rbl = Rbldnsd::start(&[zen_data()]);
+    let fwd = Forwarder::start(Mode::Swallow {
+        upstream: rbl.addr,
+        when: |_, rtype| rtype == RecordType::TXT,
+    });
+    let mut cfg = config(fwd.addr, vec![zen("zen.test")]);
+    cfg.resolver.attempts = 1;
+    let engine = Engine::new(cfg).expect("engine");
+    let started = Instant::now();
+    let v = engine.evaluate(ip("192.0.2.2")).await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(1), "took {took:?}: {v:#?}");
+    assert_eq!(
+        (v.action, v.score, v.reason),
+        (Action::Drop, 10, Reason::Reputation),
+        "{v:#?}"
+    );
+    let e = evidence(&v, "dnsbl:zen.test", Finding::Listed);
+    assert_eq!(e.detail, "127.0.0.2 (SBL)", "shown without its text");
+    assert!(
+        fwd.queries().iter().any(|q| q.rtype == RecordType::TXT),
+        "the TXT was asked: {:?}",
+        fwd.queries()
+    );
+}
+
+/// Through a misbehaving resolver: an NXDOMAIN that carries an A record is no listing, and a
+/// TTL with the top bit set is 0 (RFC 2181 section 8), not a day.
+#[tokio::test]
+async fn odd_answers_are_read_as_the_rfcs_say() {
+    let rbl = Rbldnsd::start(&[zen_data()]);
+    let nxdomain = Forwarder::start(Mode::Tamper {
+        upstream: rbl.addr,
+        f: |m| m.metadata.response_code = ResponseCode::NXDomain,
+    });
+    let engine = Engine::new(config(nxdomain.addr, vec![zen("zen.test")])).expect("engine");
+    let v = engine.evaluate(ip("192.0.2.2")).await;
+    assert_eq!((v.action, v.score), (Action::Pass, 0), "{v:#?}");
+    assert_eq!(
+        evidence(&v, "dnsbl:zen.test", Finding::NotListed).detail,
+        "NXDOMAIN"
+    );
+    let top_bit = Forwarder::start(Mode::Tamper {
+        upstream: rbl.addr,
+        f: |m| m.answers.iter_mut().for_each(|r| r.ttl = u32::MAX),
+    });
+    let engine = Engine::new(config(top_bit.addr, vec![zen("zen.test")])).expect("engine");
+    let v = engine.evaluate(ip("192.0.2.2")).await;
+    let e = evidence(&v, "dnsbl:zen.test", Finding::Listed);
+    assert_eq!(e.ttl, Some(Duration::ZERO), "{v:#?}");
+    assert_eq!(v.ttl, PolicyConfig::default().ttl_min, "{v:#?}");
+}
+
+/// A zone that times out delays no drop the other answers already make (it could only add
+/// weight); while an allowlist is the one out, the verdict waits for it.
+#[tokio::test]
+async fn a_dead_blocklist_delays_no_drop() {
+    let rbl = Rbldnsd::start(&[zen_data()]);
+    let fwd = Forwarder::start(Mode::Swallow {
+        upstream: rbl.addr,
+        when: |name, _| name.ends_with(".dead.test."),
+    });
+    let mut cfg = config(
+        fwd.addr,
+        vec![zen("zen.test"), DnsblConfig::new("dead.test", 5)],
+    );
+    cfg.resolver.timeout = Duration::from_secs(1);
+    cfg.resolver.attempts = 1;
+    let engine = Engine::new(cfg.clone()).expect("engine");
+    let started = Instant::now();
+    let v = engine.evaluate(ip("192.0.2.2")).await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(700), "took {took:?}: {v:#?}");
+    assert_eq!(
+        (v.action, v.score, v.reason, v.ttl),
+        (
+            Action::Drop,
+            10,
+            Reason::Reputation,
+            Duration::from_secs(1200)
+        ),
+        "{v:#?}"
+    );
+    evidence(&v, "dnsbl:dead.test", Finding::NotAwaited);
+
+    // rDNS is waited for: it says whether the drop is explained (FCrDNS).
+    let mut with_rdns = cfg.clone();
+    with_rdns.rdns.enabled = true; // rbldnsd refuses PTR queries: a quick failure.
+    let v = Engine::new(with_rdns)
+        .expect("engine")
+        .evaluate(ip("192.0.2.2"))
+        .await;
+    assert_eq!(v.action, Action::Drop, "{v:#?}");
+    evidence(&v, "rdns", Finding::DnsTempfail);
+    evidence(&v, "dnsbl:dead.test", Finding::NotAwaited);
+
+    // The dead zone is an allowlist: it could outweigh the listing, so it is waited for.
+    cfg.dnsbl[1].weight = -15;
+    let engine = Engine::new(cfg).expect("engine");
+    let started = Instant::now();
+    let v = engine.evaluate(ip("192.0.2.2")).await;
+    assert!(started.elapsed() >= Duration::from_secs(1), "{v:#?}");
+    assert_eq!(
+        (v.action, v.reason),
+        (Action::Pass, Reason::Tempfail),
+        "{v:#?}"
+    );
+    evidence(&v, "dnsbl:dead.test", Finding::DnsTempfail);
+}
+
+/// With two nameservers, one dead, no query waits for the dead one's timeout.
+#[tokio::test]
+async fn a_dead_nameserver_costs_no_timeout() {
+    let dead = Forwarder::start(Mode::Blackhole);
+    let rbl = Rbldnsd::start(&[zen_data()]);
+    let mut cfg = config(dead.addr, vec![zen("zen.test")]);
+    cfg.resolver.nameservers.push(Nameserver(rbl.addr));
+    cfg.resolver.timeout = Duration::from_secs(1);
+    let engine = Engine::new(cfg).expect("engine");
+    for addr in [
+        "192.0.2.2",
+        "192.0.2.200",
+        "192.0.2.4",
+        "192.0.2.201",
+        "192.0.2.9",
+    ] {
+        let started = Instant::now();
+        let v = engine.evaluate(ip(addr)).await;
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(700) && v.reason != Reason::Tempfail,
+            "{addr} took {took:?}: {v:#?}"
+        );
+    }
+    // The canary asks each alone: the dead one shows, and only it.
+    engine.canary_round().await;
+    let canary = engine.canary();
+    let dead = &canary[&format!("nameserver {}", dead.addr)];
+    assert!(
+        !dead.ok && dead.detail.contains("does not answer"),
+        "{canary:#?}"
+    );
+    assert!(
+        canary[&format!("nameserver {}", rbl.addr)].ok,
+        "{canary:#?}"
+    );
+    assert!(canary["zen.test"].ok, "{canary:#?}");
+}
+
 #[tokio::test]
 async fn fcrdns_match_and_mismatch() {
     let world = RdnsWorld::start();
@@ -645,6 +812,38 @@ async fn fcrdns_match_and_mismatch() {
         (3, 4),
         "{stats:#?}"
     );
+}
+
+/// A PTR name with a space, UTF-8 or a control character is asked as it is: no host has it,
+/// so it is a mismatch, never a DNS failure the sender could choose to avoid the weight.
+#[tokio::test]
+async fn malformed_ptr_names_are_mismatches() {
+    let world = RdnsWorld::start();
+    let engine = Engine::new(world.config(world.unbound.addr)).expect("engine");
+    for addr in ["192.0.2.66", "192.0.2.67", "192.0.2.68"] {
+        let v = engine.evaluate(ip(addr)).await;
+        evidence(&v, "rdns", Finding::Ptr);
+        let e = evidence(&v, "fcrdns", Finding::FcrdnsMismatch);
+        assert_eq!((e.weight, v.score), (3, 3), "{addr}: {v:#?}");
+    }
+}
+
+/// With more PTR names than max_ptr_names, the ones checked are the first in name order,
+/// whatever order the resolver answers in.
+#[tokio::test]
+async fn fcrdns_checks_the_same_ptr_names_every_time() {
+    let world = RdnsWorld::start();
+    let mut cfg = world.config(world.unbound.addr);
+    cfg.rdns.max_ptr_names = 1;
+    let engine = Engine::new(cfg).expect("engine");
+    for _ in 0..12 {
+        let v = engine.evaluate(ip("192.0.2.69")).await;
+        assert_eq!(
+            evidence(&v, "fcrdns", Finding::FcrdnsMatch).detail,
+            "a69.mx.test. -> 192.0.2.69",
+            "{v:#?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -1009,4 +1208,16 @@ async fn reload_replaces_lists_and_keeps_counters() {
     bad.policy.limit_threshold = 0;
     assert!(engine.reload(bad).is_err());
     assert_eq!(engine.config(), cfg);
+    // A zone the reload removes leaves the stats (and so status, JSON and the metrics);
+    // the one kept keeps its counters.
+    engine
+        .reload(config(rbl.addr, vec![zen("zen.test")]))
+        .expect("reload");
+    let stats = engine.stats();
+    assert_eq!(
+        stats.zones.keys().collect::<Vec<_>>(),
+        ["zen.test"],
+        "{stats:#?}"
+    );
+    assert_eq!(stats.zones["zen.test"].listed, 2);
 }

@@ -59,7 +59,13 @@ pub struct EntryArgs {
 
 /// `--for`: a duration a manual entry can be made for.
 fn entry_ttl(s: &str) -> Result<Duration, String> {
-    let d = crate::duration::parse(s).map_err(|e| e.to_string())?;
+    let d = crate::duration::parse(s).map_err(|e| {
+        if e.too_long() {
+            crate::state::entry_too_long(s)
+        } else {
+            e.to_string()
+        }
+    })?;
     crate::state::check_entry_ttl(d)?;
     Ok(d)
 }

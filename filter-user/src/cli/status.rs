@@ -251,7 +251,13 @@ fn resolver(r: &ResolverStatus, line: &mut impl FnMut(&str, String)) {
         let parts: Vec<String> = r
             .canary
             .iter()
-            .map(|(s, c)| format!("{s} {}", if c.ok { "ok" } else { "FAILED" }))
+            .map(|(s, c)| match (c.ok, c.allowlist_weight < 0) {
+                (true, _) => format!("{s} ok"),
+                (false, false) => format!("{s} FAILED"),
+                (false, true) => {
+                    format!("{s} FAILED (an allowlist: no drop or limit it could outweigh)")
+                }
+            })
             .collect();
         line("canary", parts.join(", "));
     }

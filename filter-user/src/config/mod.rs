@@ -32,6 +32,7 @@ pub use self::{
 };
 use crate::{
     datapath::FirstContact,
+    duration,
     invalid_key::InvalidKey,
     reputation::config::{
         DnsblConfig, ListsConfig, PolicyConfig, RdnsConfig, ReputationConfig, ResolverConfig,
@@ -180,8 +181,8 @@ impl Config {
         let ok = c.set_ports(&d.ports);
         debug_assert!(ok, "validated");
         c.set_limit(self.policy.limit_rate, self.policy.limit_burst);
-        c.dedup_window_ns = d.dedup_window.as_nanos() as u64;
-        c.hold_window_ns = d.hold_max.as_nanos() as u64;
+        c.dedup_window_ns = duration::nanos(d.dedup_window);
+        c.hold_window_ns = duration::nanos(d.hold_max);
         // Events past a few times what the engine can evaluate would only be turned away:
         // the datapath stops writing them (per CPU) and the sources report again at their
         // next SYN. Retransmits and returning senders still get through the budget.
@@ -189,7 +190,7 @@ impl Config {
             .resolver
             .max_lookups_per_sec
             .saturating_mul(EVENTS_PER_LOOKUP);
-        c.explain_window_ns = self.policy.explain_every.as_nanos() as u64;
+        c.explain_window_ns = duration::nanos(self.policy.explain_every);
         if d.first_contact == FirstContact::Hold {
             c.flags |= FLAG_HOLD;
         }
@@ -366,6 +367,27 @@ mod tests {
         );
         let msg = err("[[dnsbl]]\nzone = \"a.example\"\n");
         assert!(msg.contains("weight"), "{msg}");
+        // No duration past 36500d: each becomes nanoseconds or an Instant offset.
+        for (text, key) in [
+            (
+                "[resolver]\ncanary_every = \"18446744073709551615s\"\n",
+                "resolver.canary_every",
+            ),
+            (
+                "[policy]\nexplain_every = \"213504d\"\n",
+                "policy.explain_every",
+            ),
+            (
+                "[datapath]\ndedup_window = \"36501d\"\n",
+                "datapath.dedup_window",
+            ),
+        ] {
+            let msg = err(text);
+            assert!(
+                msg.starts_with("test.toml:2:") && msg.contains(key) && msg.contains("36500d"),
+                "{msg}"
+            );
+        }
         let msg = err("[datapath]\nmode = \"fast\"\n");
         assert!(msg.starts_with("test.toml:2:8: datapath.mode: "), "{msg}");
     }

@@ -4,7 +4,15 @@
 use std::net::IpAddr;
 
 use super::Config;
-use crate::reputation::config::public_resolvers;
+use crate::{
+    datapath::FirstContact,
+    duration,
+    reputation::{
+        codes,
+        config::{ExplainTo, public_resolvers},
+        dnsbl::TXT_WAIT,
+    },
+};
 
 /// Ports where mail clients log in to send (submission, submissions): screening them
 /// refuses road-warriors on shared or listed addresses before they can authenticate.
@@ -55,12 +63,89 @@ impl Config {
                 "[[dnsbl]] has blocklists but no allowlist zone (a negative weight, e.g. list.dnswl.org): large providers' shared senders that show up on a blocklist have nothing to outweigh it".into(),
             );
         }
+        out.extend(self.hold_warning());
+        out.extend(self.dnsbl_warnings());
+        if self.policy.explain_to == ExplainTo::Fcrdns
+            && !self.rdns.enabled
+            && !self.policy.explain_every.is_zero()
+        {
+            out.push(
+                "policy.explain_to = \"fcrdns\" with rdns.enabled = false: no sender is forward-confirmed, so no refusal is ever explained; set explain_to = \"all\", turn rdns on, or explain_every = \"0s\"".into(),
+            );
+        }
+        out.extend(self.short_ttl_warning());
         if !self.lists.allow_defaults {
             out.push(
                 "lists.allow_defaults = false: loopback, RFC 1918, CGNAT, link-local and ULA sources are screened too; your internal relays and clients get \"no PTR\" and may be limited".into(),
             );
         }
         out
+    }
+}
+
+impl Config {
+    /// When `first_contact = "hold"` and the resolver's worst case (every try of a query
+    /// timing out, plus a listing's TXT reason) is longer than `datapath.hold_max`: a list
+    /// that stops answering then lets every held first SYN through before its verdict. Also
+    /// logged by `run` at start.
+    pub fn hold_warning(&self) -> Option<String> {
+        let asks = !self.dnsbl.is_empty() || self.rdns.enabled;
+        let r = &self.resolver;
+        let worst = r.evaluation_worst_case();
+        if self.datapath.first_contact != FirstContact::Hold || !asks {
+            return None;
+        }
+        (worst > self.datapath.hold_max).then(|| {
+            format!(
+                "resolver.timeout ({}) × {} tries (1 + resolver.attempts), plus up to {} for a listing's TXT reason, is {}: longer than datapath.hold_max ({}), so while a list or resolver does not answer, held first SYNs are let through before their verdict; lower resolver.timeout or resolver.attempts, or raise datapath.hold_max",
+                duration::format(r.timeout),
+                r.attempts.saturating_add(1),
+                duration::format(TXT_WAIT),
+                duration::format(worst),
+                duration::format(self.datapath.hold_max),
+            )
+        })
+    }
+}
+
+impl Config {
+    /// `[[dnsbl.code_weights]]` classes the zone's own `codes` leave out: their answers are
+    /// ignored before any class is looked at, so the class never weighs.
+    fn dnsbl_warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, z) in self.dnsbl.iter().enumerate() {
+            for (j, cw) in z.code_weights.iter().enumerate() {
+                if !z.codes.is_empty() && !codes::overlap(&cw.codes, &z.codes) {
+                    out.push(format!(
+                        "dnsbl[{i}].code_weights[{j}] ({}) has no code the zone's codes let through: its answers are ignored and it never weighs; add them to dnsbl[{i}].codes",
+                        cw.codes.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    /// A verdict that expires before `datapath.dedup_window` has passed: the peer's SYNs
+    /// within the window are not reported again, so it goes unscreened until the window
+    /// ends.
+    fn short_ttl_warning(&self) -> Option<String> {
+        let p = &self.policy;
+        let window = self.datapath.dedup_window;
+        let (key, ttl) = [
+            ("policy.tempfail_ttl", p.tempfail_ttl),
+            ("policy.ttl_min", p.ttl_min),
+            ("policy.pass_ttl", p.pass_ttl),
+        ]
+        .into_iter()
+        .min_by_key(|(_, ttl)| *ttl)?;
+        (ttl < window).then(|| {
+            format!(
+                "{key} ({}) is shorter than datapath.dedup_window ({}): a peer whose verdict expires is not reported again until the window ends, and passes unscreened meanwhile; raise {key} or lower dedup_window",
+                duration::format(ttl),
+                duration::format(window)
+            )
+        })
     }
 }
 
@@ -104,5 +189,45 @@ mod tests {
         assert!(w.len() == 1 && w[0].contains("allowlist"), "{w:?}");
         let w = warnings("[lists]\nallow_defaults = false\n", "");
         assert!(w.len() == 1 && w[0].contains("allow_defaults"), "{w:?}");
+    }
+
+    #[test]
+    fn settings_that_do_nothing_are_warned_about() {
+        let w = warnings(
+            "[[dnsbl]]\nzone = \"bl.test\"\nweight = 10\ncodes = [\"127.0.0.2-127.0.0.11\"]\n[[dnsbl.code_weights]]\ncodes = [\"127.0.0.20\"]\nweight = 5\n[[dnsbl]]\nzone = \"wl.test\"\nweight = -5\n",
+            "",
+        );
+        assert!(
+            w.len() == 1 && w[0].contains("dnsbl[0].code_weights[0] (127.0.0.20)"),
+            "{w:?}"
+        );
+        let w = warnings("[rdns]\nenabled = false\n", "");
+        assert!(w.len() == 1 && w[0].contains("explain_to"), "{w:?}");
+        assert!(
+            warnings(
+                "[rdns]\nenabled = false\n[policy]\nexplain_to = \"all\"\n",
+                ""
+            )
+            .is_empty()
+        );
+        let w = warnings("[datapath]\ndedup_window = \"5m\"\n", "");
+        assert!(
+            w.len() == 1 && w[0].contains("policy.tempfail_ttl (2m)") && w[0].contains("(5m)"),
+            "{w:?}"
+        );
+    }
+
+    /// The defaults fit `hold_max`; a resolver that can take longer is warned about while
+    /// first SYNs are held, not when they pass.
+    #[test]
+    fn a_resolver_slower_than_hold_max_is_warned_about() {
+        let slow = "[resolver]\ntimeout = \"2s\"\nattempts = 1\n";
+        let w = warnings(slow, "");
+        assert!(
+            w.len() == 1 && w[0].contains("datapath.hold_max (3s)") && w[0].contains("is 4s300ms"),
+            "{w:?}"
+        );
+        assert!(warnings(&format!("{slow}[datapath]\nhold_max = \"5s\"\n"), "").is_empty());
+        assert!(warnings(&format!("{slow}[datapath]\nfirst_contact = \"pass\"\n"), "").is_empty());
     }
 }

@@ -181,6 +181,9 @@ pub async fn run(opts: RunOptions) -> Result<()> {
         Some(p) => tracing::info!(config = %p.display(), "config loaded"),
         None => tracing::info!("no config file; running with built-in defaults"),
     }
+    if let Some(w) = cfg.hold_warning() {
+        tracing::warn!("{w}");
+    }
     let ifaces = screened_interfaces(&cfg)?;
     let state = State::load(&cfg.state.file)?;
     // Bind the socket before touching the kernel: a second daemon stops here, harmlessly.
@@ -244,7 +247,7 @@ impl Daemon {
         let (fleet, fleet_events) = Fleet::start(&cfg.fleet, state.entries())?;
         let rotation = Rotation::new(cfg.policy.v6_rotation_prefix, cfg.policy.v6_rotation_after);
         let (mta_news_tx, mta_news) = mpsc::channel(MTA_NEWS);
-        let explain_ns = cfg.policy.explain_every.as_nanos() as u64;
+        let explain_ns = crate::duration::nanos(cfg.policy.explain_every);
         let mta_asks = Arc::new(MtaAsks::new(mta_news_tx, explain_ns));
         // The decision log for `mxscreen report`, beside the state file.
         let decisions = crate::report::Recorder::start(

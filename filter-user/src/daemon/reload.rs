@@ -48,7 +48,7 @@ fn switch_to(d: &mut Daemon, new: Config) -> Result<()> {
     let restart = restart_only_changes(&old, &d.cfg);
     keep_restart_only(&mut d.cfg, &old);
     d.mta_asks
-        .set_window(d.cfg.policy.explain_every.as_nanos() as u64);
+        .set_window(crate::duration::nanos(d.cfg.policy.explain_every));
     let rotation = (
         d.cfg.policy.v6_rotation_prefix,
         d.cfg.policy.v6_rotation_after,

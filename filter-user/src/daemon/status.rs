@@ -12,7 +12,7 @@ use crate::{
     },
     datapath::clock,
     duration,
-    reputation::{Stats, quota},
+    reputation::{Stats, codes, quota},
     state::unix_now,
 };
 
@@ -112,8 +112,9 @@ impl Daemon {
         w.extend(self.program.warnings());
         for (source, c) in self.engine.canary().iter().filter(|(_, c)| !c.ok) {
             w.push(format!(
-                "resolver canary failed for {source}: {}; its answers do not count (nobody is limited or dropped on them) until it passes again",
-                c.detail
+                "resolver canary failed for {source}: {}; {}",
+                c.detail,
+                c.consequence(source)
             ));
         }
         for (zone, z) in &stats.zones {
@@ -121,9 +122,10 @@ impl Daemon {
                 w.push(quota::message(zone, z.queries_today, z.daily_query_quota));
             }
             if z.error_codes > 0 {
-                w.push(format!(
-                    "{zone} refused {} queries with error codes (127.255.255.x): those peers were not screened by it; check resolver.nameservers",
-                    z.error_codes
+                w.push(codes::refusal_warning(
+                    zone,
+                    z.error_codes,
+                    z.last_error_code,
                 ));
             }
         }

@@ -32,10 +32,11 @@ pub mod fleet;
 pub mod mta;
 mod server;
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 use anyhow::{Context as _, Result};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
 
 pub use self::{
     balancer::BalancerFamilies,
@@ -80,11 +81,23 @@ impl Scraper {
     }
 }
 
-/// The recorder every scrape renders from, with the DNS latency buckets.
+/// How long a counter or gauge series is kept without being set. Every scrape sets each one
+/// the daemon still has (see [`Families::update`]), so one left unset is gone from its
+/// source: a zone or a feed a reload removed, an interface detached. The time only has to
+/// outlast two scrapes overlapping.
+const UNSET_SERIES_KEPT: Duration = Duration::from_secs(2);
+
+/// The recorder every scrape renders from, with the DNS latency buckets; counter and gauge
+/// series no scrape sets any more are dropped (histograms are recorded as lookups happen,
+/// not at scrapes, and stay).
 fn builder() -> PrometheusBuilder {
     PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Full(DNS_LOOKUP_SECONDS.to_owned()), DNS_BUCKETS)
         .expect("the bucket list is not empty")
+        .idle_timeout(
+            MetricKindMask::COUNTER | MetricKindMask::GAUGE,
+            Some(UNSET_SERIES_KEPT),
+        )
 }
 
 /// Installs the process-wide recorder, describes every family and serves `GET /metrics` on
@@ -116,5 +129,32 @@ pub(crate) mod testing {
             }
         });
         handle.render()
+    }
+
+    /// A series no scrape sets any more (a zone a reload removed) leaves the output; the
+    /// ones still set stay, however long between scrapes.
+    #[test]
+    fn series_no_longer_set_are_dropped() {
+        let recorder = builder().build_recorder();
+        let handle = recorder.handle();
+        let scrape = |zones: &[&str]| {
+            ::metrics::with_local_recorder(&recorder, || {
+                for z in zones {
+                    ::metrics::gauge!("zone_gauge", "zone" => z.to_string()).set(1.0);
+                    ::metrics::counter!("zone_total", "zone" => z.to_string()).absolute(3);
+                }
+            });
+            handle.render()
+        };
+        let first = scrape(&["a.test", "b.test"]);
+        assert!(first.contains("zone=\"b.test\""), "{first}");
+        std::thread::sleep(UNSET_SERIES_KEPT + Duration::from_millis(200));
+        let later = scrape(&["a.test"]);
+        assert!(
+            later.contains("zone_gauge{zone=\"a.test\"}")
+                && later.contains("zone_total{zone=\"a.test\"}"),
+            "{later}"
+        );
+        assert!(!later.contains("b.test"), "{later}");
     }
 }

@@ -27,6 +27,7 @@ use super::{
     dnsbl::Zone,
     engine::Engine,
     names::{dnsbl_name, ptr_name},
+    nameservers::{self, Probe},
     quota::{self, unix_now},
     resolver::{Dns, Outcome},
     stats::{Counters, RDNS_ZONE},
@@ -49,6 +50,38 @@ pub struct CanaryStatus {
     pub detail: String,
     /// Unix seconds of the check.
     pub checked_at: u64,
+    /// For an allowlist zone, its strongest (most negative) weight; 0 for other sources.
+    /// While an allowlist fails, every sender counts as if it were on it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub allowlist_weight: i32,
+}
+
+fn is_zero(w: &i32) -> bool {
+    *w == 0
+}
+
+impl CanaryStatus {
+    /// What a failure means for screening, for the log and `status`. A failing blocklist
+    /// only stops counting; a failing allowlist cannot say whom it would allowlist, so
+    /// every sender is given its benefit (policy: a failed lookup is read at its most
+    /// lenient), which turns off drops and limits on the other lists for anyone it could
+    /// outweigh: the operator must read that as screening off, not as one list off.
+    pub fn consequence(&self, source: &str) -> String {
+        if source.starts_with(nameservers::SOURCE_PREFIX) {
+            format!(
+                "every query also goes to another nameserver, so none waits for {source}, but with one more down every query would wait out resolver.timeout: fix it or remove it from resolver.nameservers"
+            )
+        } else if self.allowlist_weight < 0 {
+            format!(
+                "{source} is an allowlist and cannot be read, so every sender counts as if it were on it ({} points): nobody is dropped or limited unless the other lists outweigh that, until it passes again",
+                self.allowlist_weight
+            )
+        } else {
+            format!(
+                "{source}'s answers do not count (nobody is limited or dropped on them) until it passes again"
+            )
+        }
+    }
 }
 
 /// A source's last result (`None`: not checked, or the canary is off for it).
@@ -65,30 +98,33 @@ impl CanaryCell {
         self.get().filter(|s| !s.ok).map(|s| s.detail)
     }
 
-    fn clear(&self) {
+    pub(super) fn clear(&self) {
         *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
-    /// Records a result; logs the first one and every change.
-    fn set(&self, source: &str, result: Result<(), String>) {
+    /// Records a result (`allowlist_weight`: see [`CanaryStatus`]); logs the first one and
+    /// every change.
+    pub(super) fn set(&self, source: &str, allowlist_weight: i32, result: Result<(), String>) {
         let mut cell = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let was = cell.as_ref().map(|s| s.ok);
-        let ok = result.is_ok();
-        let detail = result.err().unwrap_or_default();
-        match (was, ok) {
+        let status = CanaryStatus {
+            ok: result.is_ok(),
+            detail: result.err().unwrap_or_default(),
+            checked_at: unix_now(),
+            allowlist_weight,
+        };
+        match (was, status.ok) {
             (Some(true) | None, false) => warn!(
                 source,
-                "resolver canary failed: {detail}; {source}'s answers do not count (nobody is limited or dropped on them) until it passes again"
+                "resolver canary failed: {}; {}",
+                status.detail,
+                status.consequence(source)
             ),
             (Some(false), true) => info!(source, "resolver canary passes again"),
             (None, true) => info!(source, "resolver canary passes"),
             _ => {}
         }
-        *cell = Some(CanaryStatus {
-            ok,
-            detail,
-            checked_at: unix_now(),
-        });
+        *cell = Some(status);
     }
 }
 
@@ -111,8 +147,17 @@ fn not_counted(source: impl Into<String>, detail: String) -> Evidence {
         .detail(format!("not asked: the resolver canary fails ({detail})"))
 }
 
-/// One round: every zone's test points and the PTR, asked together; results recorded.
-pub async fn round(dns: &Dns, zones: &[Zone], cfg: &ReputationConfig, counters: &Counters) {
+/// One round: every zone's test points, the PTR and each nameserver alone (when there are
+/// several), asked together; results recorded.
+pub async fn round(
+    dns: &Dns,
+    zones: &[Zone],
+    probes: &[Probe],
+    cfg: &ReputationConfig,
+    counters: &Counters,
+) {
+    let server_checks =
+        futures::future::join_all(probes.iter().map(|p| nameservers::ask(p, zones, cfg)));
     let checked = zones.iter().filter(|z| z.cfg.canary);
     let zone_checks = futures::future::join_all(checked.clone().map(|z| probe_zone(dns, z)));
     let ptr_check = async {
@@ -121,32 +166,51 @@ pub async fn round(dns: &Dns, zones: &[Zone], cfg: &ReputationConfig, counters: 
             None => None,
         }
     };
-    let (results, ptr) = futures::join!(zone_checks, ptr_check);
+    let (results, ptr, servers) = futures::join!(zone_checks, ptr_check, server_checks);
+    for (p, r) in probes.iter().zip(servers) {
+        match r {
+            Some(r) => p.cell.set(&p.source, 0, r),
+            None => p.cell.clear(),
+        }
+    }
     for (z, r) in checked.zip(results) {
-        z.counters.canary.set(&z.display, r);
+        let allowlist_weight = z.weight_range().0.min(0);
+        z.counters.canary.set(&z.display, allowlist_weight, r);
     }
     for z in zones.iter().filter(|z| !z.cfg.canary) {
         z.counters.canary.clear();
     }
     match ptr {
-        Some(r) => counters.rdns_canary.set(RDNS_SOURCE, r),
+        Some(r) => counters.rdns_canary.set(RDNS_SOURCE, 0, r),
         None => counters.rdns_canary.clear(),
     }
 }
 
 /// Forgets every result (the canary was turned off).
-pub fn clear(zones: &[Zone], counters: &Counters) {
+pub fn clear(zones: &[Zone], probes: &[Probe], counters: &Counters) {
     for z in zones {
         z.counters.canary.clear();
+    }
+    for p in probes {
+        p.cell.clear();
     }
     counters.rdns_canary.clear();
 }
 
 /// The last results of the zones in use and of rDNS, by source.
-pub fn statuses(zones: &[Zone], counters: &Counters) -> BTreeMap<String, CanaryStatus> {
+pub fn statuses(
+    zones: &[Zone],
+    probes: &[Probe],
+    counters: &Counters,
+) -> BTreeMap<String, CanaryStatus> {
     let mut out: BTreeMap<String, CanaryStatus> = zones
         .iter()
         .filter_map(|z| Some((z.display.clone(), z.counters.canary.get()?)))
+        .chain(
+            probes
+                .iter()
+                .filter_map(|p| Some((p.source.clone(), p.cell.get()?))),
+        )
         .collect();
     if let Some(s) = counters.rdns_canary.get() {
         out.insert(RDNS_SOURCE.to_owned(), s);
@@ -231,14 +295,43 @@ pub fn spawn(engine: Engine) -> tokio::task::JoinHandle<()> {
             } else {
                 engine.canary_round().await;
             }
-            let next = tokio::time::Instant::now() + every;
+            // `None` (past the clock's range): never due, only a reload starts a round.
+            let next = tokio::time::Instant::now().checked_add(every);
             loop {
                 tokio::time::sleep(CONFIG_RECHECK).await;
-                let due = !every.is_zero() && tokio::time::Instant::now() >= next;
+                let due =
+                    !every.is_zero() && next.is_some_and(|n| tokio::time::Instant::now() >= n);
                 if due || engine.config() != cfg {
                     break;
                 }
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A failing allowlist is said to turn drops and limits off, not to be one list off.
+    #[test]
+    fn a_failing_allowlist_says_nobody_is_dropped() {
+        let mut s = CanaryStatus::default();
+        let block = s.consequence("bl.test");
+        assert!(block.contains("bl.test's answers do not count"), "{block}");
+        s.allowlist_weight = -15;
+        let allow = s.consequence("wl.test");
+        assert!(
+            allow.contains("wl.test is an allowlist")
+                && allow.contains("nobody is dropped or limited")
+                && allow.contains("-15"),
+            "{allow}"
+        );
+        assert!(!allow.contains("answers do not count"), "{allow}");
+        let dead = CanaryStatus::default().consequence("nameserver 127.0.1.9");
+        assert!(
+            dead.contains("another nameserver") && dead.contains("resolver.nameservers"),
+            "{dead}"
+        );
+    }
 }

@@ -177,6 +177,96 @@ pub fn error_code_meaning(code: Ipv4Addr) -> &'static str {
     }
 }
 
+/// What to do about a zone's error codes, by the last one: each code has its own cause.
+fn error_code_advice(code: Ipv4Addr) -> &'static str {
+    match code.octets() {
+        [127, 255, 255, 252] => "check the zone's name ([[dnsbl]] zone) for a typing error",
+        [127, 255, 255, 254] => {
+            "query it through a recursive resolver of your own, not a public one (resolver.nameservers)"
+        }
+        [127, 255, 255, 255] => {
+            "the queries are over the list's free-use quota: lower them or get a subscription"
+        }
+        _ => {
+            "check that resolver.nameservers is a recursive resolver of your own and that the queries are within the list's usage terms"
+        }
+    }
+}
+
+/// `status`'s line about a zone that answered `count` queries with error codes, the last
+/// being `last` (`None` from a daemon that did not keep it).
+pub fn refusal_warning(zone: &str, count: u64, last: Option<Ipv4Addr>) -> String {
+    let (which, advice) = match last {
+        Some(code) => (
+            format!("the last {code}: {}", error_code_meaning(code)),
+            error_code_advice(code),
+        ),
+        None => (
+            "error codes".to_owned(),
+            error_code_advice(Ipv4Addr::UNSPECIFIED),
+        ),
+    };
+    format!(
+        "{zone} refused {count} queries ({which}): those peers were not screened by it; {advice}"
+    )
+}
+
+impl CodeSpec {
+    /// The codes of this spec inside 127.0.0.0/8, as inclusive ranges (a pattern's free
+    /// octets expanded; within 127/8 at most 65536 ranges). Empty: it can never match an
+    /// answer that counts.
+    pub fn loopback_ranges(&self) -> Vec<(u32, u32)> {
+        let (lo8, hi8) = (
+            u32::from(LOOPBACK_V4.network()),
+            u32::from(LOOPBACK_V4.broadcast()),
+        );
+        let clip = |lo: u32, hi: u32| (lo <= hi8 && hi >= lo8).then(|| (lo.max(lo8), hi.min(hi8)));
+        match *self {
+            CodeSpec::Net(n) => clip(n.network().into(), n.broadcast().into())
+                .into_iter()
+                .collect(),
+            CodeSpec::Range(lo, hi) => clip(lo.into(), hi.into()).into_iter().collect(),
+            CodeSpec::Pattern(p) => {
+                if p[0].is_some_and(|o| o != 127) {
+                    return Vec::new();
+                }
+                // Trailing free octets are one range; the others are expanded.
+                let fixed = p
+                    .iter()
+                    .rposition(Option::is_some)
+                    .map_or(1, |i| i + 1)
+                    .max(1);
+                let mut prefixes: Vec<u32> = vec![127];
+                for octet in &p[1..fixed] {
+                    prefixes = prefixes
+                        .iter()
+                        .flat_map(|&v| match octet {
+                            Some(o) => vec![v << 8 | u32::from(*o)],
+                            None => (0..=255u32).map(|o| v << 8 | o).collect(),
+                        })
+                        .collect();
+                }
+                let free = 8 * (4 - fixed as u32);
+                prefixes
+                    .into_iter()
+                    .map(|v| {
+                        let lo = v.checked_shl(free).unwrap_or(0);
+                        (lo, lo | ((1u64 << free) - 1) as u32)
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
+/// Whether some code matches both a spec of `a` and one of `b` (within 127/8).
+pub fn overlap(a: &[CodeSpec], b: &[CodeSpec]) -> bool {
+    let b: Vec<(u32, u32)> = b.iter().flat_map(CodeSpec::loopback_ranges).collect();
+    a.iter()
+        .flat_map(CodeSpec::loopback_ranges)
+        .any(|(lo, hi)| b.iter().any(|&(l, h)| lo <= h && l <= hi))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -225,6 +315,47 @@ mod tests {
         ] {
             assert!(bad.parse::<CodeSpec>().is_err(), "{bad:?} should not parse");
         }
+    }
+
+    #[test]
+    fn specs_are_placed_in_loopback() {
+        let spec = |s: &str| s.parse::<CodeSpec>().unwrap();
+        assert!(spec("10.0.0.1").loopback_ranges().is_empty());
+        assert!(spec("128.0.0.0/8").loopback_ranges().is_empty());
+        assert!(spec("10.*.*.*").loopback_ranges().is_empty());
+        assert_eq!(spec("*.*.*.*").loopback_ranges().len(), 1);
+        assert_eq!(spec("127.0.*.3").loopback_ranges().len(), 256);
+        assert_eq!(
+            spec("0.0.0.0/0").loopback_ranges(),
+            vec![(0x7f00_0000, 0x7fff_ffff)]
+        );
+        let specs = |s: &[&str]| s.iter().map(|s| spec(s)).collect::<Vec<_>>();
+        assert!(overlap(&specs(&["127.0.*.3"]), &specs(&["127.0.0.0/16"])));
+        assert!(overlap(
+            &specs(&["127.0.0.4-127.0.0.7"]),
+            &specs(&["127.0.0.2-127.0.0.11"])
+        ));
+        assert!(!overlap(
+            &specs(&["127.0.0.20"]),
+            &specs(&["127.0.0.2-127.0.0.11"])
+        ));
+        assert!(!overlap(&specs(&["127.1.*.3"]), &specs(&["127.0.0.0/16"])));
+    }
+
+    #[test]
+    fn refusal_warnings_name_the_cause_of_their_code() {
+        let w = refusal_warning("bl.test", 3, Some(ip("127.255.255.252")));
+        assert!(
+            w.contains("typing error") && !w.contains("nameservers"),
+            "{w}"
+        );
+        let w = refusal_warning("wl.test", 1, Some(ip("127.0.0.255")));
+        assert!(
+            w.contains("127.0.0.255") && !w.contains("127.255.255.x"),
+            "{w}"
+        );
+        let w = refusal_warning("bl.test", 1, Some(ip("127.255.255.254")));
+        assert!(w.contains("resolver.nameservers"), "{w}");
     }
 
     #[test]

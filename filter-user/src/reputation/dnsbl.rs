@@ -1,5 +1,6 @@
 //! DNSBL/DNSWL lookups (RFC 5782): one A query per zone, the answer codes sorted into
-//! listings, refusals and garbage, and the TXT reason fetched for a listing.
+//! listings, refusals and garbage, and the TXT reason fetched for a listing (waited for at
+//! most [`TXT_WAIT`]: it is for people, and the verdict must not wait on it).
 use std::{
     net::{IpAddr, Ipv4Addr},
     sync::Arc,
@@ -18,6 +19,13 @@ use super::{
     stats::ZoneCounters,
     verdict::{Evidence, Finding, Listing},
 };
+
+/// How long a listing's TXT reason may delay the verdict once the A answer is in. The text
+/// only explains (logs, `check`, the MTA's 5xx); a list whose TXT is slow or never answered
+/// must not hold the verdict past `datapath.hold_max`, which would let the held SYN of a
+/// listed sender through. A resolver that has the A answer usually has the TXT within a
+/// round trip to the list; past this the listing is shown without its text.
+pub const TXT_WAIT: Duration = Duration::from_millis(300);
 
 /// A `[[dnsbl]]` entry ready to query.
 #[derive(Debug)]
@@ -106,7 +114,8 @@ pub struct ZoneResult {
     pub warnings: Vec<String>,
 }
 
-/// Queries `zone` about `ip`: the A query, its codes sorted, and for a listing its TXT reason.
+/// Queries `zone` about `ip`: the A query, its codes sorted, and for a listing its TXT reason
+/// (within [`TXT_WAIT`]).
 pub async fn check(dns: &Dns, ip: IpAddr, zone: &Zone) -> ZoneResult {
     if let Some(failing) = canary::zone_failing(zone) {
         return ZoneResult {
@@ -130,7 +139,9 @@ pub async fn check(dns: &Dns, ip: IpAddr, zone: &Zone) -> ZoneResult {
     let mut evidence = sorted.evidence;
     if !sorted.listed.is_empty() {
         zone.counters.listed.inc();
-        let txt = q.reason(dns).await;
+        let txt = tokio::time::timeout(TXT_WAIT, q.reason(dns))
+            .await
+            .unwrap_or_default();
         evidence.extend(q.listings(sorted.listed, ttl, &txt));
     }
     ZoneResult {
@@ -209,6 +220,8 @@ impl<'a> Query<'a> {
             match classify(code, &zone.cfg.error_codes) {
                 CodeClass::Error => {
                     c.error_codes.inc();
+                    c.last_error_code
+                        .store(u32::from(code), std::sync::atomic::Ordering::Relaxed);
                     let meaning = error_code_meaning(code);
                     let msg = format!(
                         "{} answered {code} ({meaning}): its answers are not used; query it \

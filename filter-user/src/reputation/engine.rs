@@ -8,7 +8,6 @@ use std::{
 };
 
 use filter_common::{Action, Reason};
-use futures::future::join_all;
 use tokio::{
     sync::{Semaphore, mpsc},
     task::JoinHandle,
@@ -19,9 +18,11 @@ use super::{
     budget::{Class, Queue, Submit, TokenBucket, take_token},
     canary::{self, CanaryStatus},
     config::{ReputationConfig, ResolverConfig},
-    dnsbl::{self, Zone},
+    dnsbl::Zone,
+    gather::{Gathered, gather},
     names::canonical,
-    policy, rdns,
+    nameservers::{self, Probe},
+    policy,
     resolver::{Dns, ResolverError},
     stats::{Counters, Stats, ZoneCounters},
     verdict::{Evidence, Finding, Verdict},
@@ -41,6 +42,8 @@ struct Evaluator {
     cfg: ReputationConfig,
     dns: Dns,
     zones: Vec<Zone>,
+    /// Each nameserver alone, for the canary (when there are several).
+    probes: Vec<Probe>,
 }
 
 struct Shared {
@@ -217,17 +220,26 @@ impl Engine {
     /// runs [`canary::spawn`]).
     pub async fn canary_round(&self) {
         let ev = self.evaluator();
-        canary::round(&ev.dns, &ev.zones, &ev.cfg, &self.shared.counters).await;
+        canary::round(
+            &ev.dns,
+            &ev.zones,
+            &ev.probes,
+            &ev.cfg,
+            &self.shared.counters,
+        )
+        .await;
     }
 
     /// Forgets the canary's results (it was turned off): every source counts again.
     pub fn canary_off(&self) {
-        canary::clear(&self.evaluator().zones, &self.shared.counters);
+        let ev = self.evaluator();
+        canary::clear(&ev.zones, &ev.probes, &self.shared.counters);
     }
 
     /// The canary's last results for the zones in use and rDNS, by display name.
     pub fn canary(&self) -> BTreeMap<String, CanaryStatus> {
-        canary::statuses(&self.evaluator().zones, &self.shared.counters)
+        let ev = self.evaluator();
+        canary::statuses(&ev.zones, &ev.probes, &self.shared.counters)
     }
 
     /// A snapshot of the counters.
@@ -278,17 +290,31 @@ fn build(
         warn!("{msg}");
         warnings.push(msg);
     }
-    let zones = {
+    let zones: Vec<Zone> = {
         let mut zc = zone_counters.lock().unwrap_or_else(|e| e.into_inner());
-        cfg.dnsbl
+        let zones: Vec<Zone> = cfg
+            .dnsbl
             .iter()
             .map(|z| {
                 let counters = zc.entry(z.display_name()).or_default().clone();
                 Zone::new(z.clone(), counters)
             })
-            .collect()
+            .collect();
+        // A zone the config no longer has leaves `status`, `stats` and the metrics; its
+        // counters start again from zero if it comes back.
+        zc.retain(|name, _| zones.iter().any(|z| z.display == *name));
+        zones
     };
-    Ok((Evaluator { cfg, dns, zones }, warnings))
+    let probes = nameservers::probes(&cfg.resolver);
+    Ok((
+        Evaluator {
+            cfg,
+            dns,
+            zones,
+            probes,
+        },
+        warnings,
+    ))
 }
 
 /// Drains the queue: one token and one in-flight permit per evaluation.
@@ -359,20 +385,7 @@ async fn evaluate(ev: &Evaluator, counters: &Counters, ip: IpAddr) -> Verdict {
             elapsed: started.elapsed(),
         }
     } else {
-        let rdns = async {
-            if cfg.rdns.enabled {
-                rdns::check(&ev.dns, ip, &cfg.rdns, counters).await
-            } else {
-                Vec::new()
-            }
-        };
-        let zones = join_all(ev.zones.iter().map(|z| dnsbl::check(&ev.dns, ip, z)));
-        let (mut evidence, zone_results) = futures::join!(rdns, zones);
-        let mut warnings = Vec::new();
-        for r in zone_results {
-            evidence.extend(r.evidence);
-            warnings.extend(r.warnings);
-        }
+        let Gathered { evidence, warnings } = gather(&ev.dns, &ev.zones, cfg, counters, ip).await;
         let d = policy::decide(&evidence, policy);
         Verdict {
             ip,

@@ -18,16 +18,36 @@ use super::{
     verdict::{Evidence, Finding},
 };
 
-/// Looks up the PTR of `ip` and forward-confirms up to `max_ptr_names` of its names.
-pub async fn check(dns: &Dns, ip: IpAddr, cfg: &RdnsConfig, counters: &Counters) -> Vec<Evidence> {
+/// Looks up the PTR of `ip` and forward-confirms up to `max_ptr_names` of its names, all
+/// within `budget` (one query's worst case: the forward lookups come after the PTR, and
+/// rDNS must not take two queries' time while a held SYN waits for the verdict).
+pub async fn check(
+    dns: &Dns,
+    ip: IpAddr,
+    cfg: &RdnsConfig,
+    budget: Duration,
+    counters: &Counters,
+) -> Vec<Evidence> {
     if let Some(failing) = canary::rdns_failing(counters, cfg) {
         return vec![failing];
     }
+    let started = tokio::time::Instant::now();
     let (ptr_ev, names) = match ptr(dns, ip, cfg, counters).await {
         Ok(found) => found,
         Err(no_name) => return vec![no_name],
     };
-    vec![ptr_ev, fcrdns(dns, ip, names, cfg, counters).await]
+    let deadline = started.checked_add(budget).unwrap_or(started);
+    let forward =
+        match tokio::time::timeout_at(deadline, fcrdns(dns, ip, names, cfg, counters)).await {
+            Ok(ev) => ev,
+            Err(_) => {
+                counters.rdns_tempfail.inc();
+                Evidence::new("fcrdns", Finding::DnsTempfail, 0)
+                    .detail("timeout: the forward lookups did not finish within the PTR's time")
+                    .unknown(0, cfg.fcrdns_mismatch_weight)
+            }
+        };
+    vec![ptr_ev, forward]
 }
 
 /// The PTR query: its evidence and names, or the evidence of none (a definite negative,
@@ -94,15 +114,16 @@ async fn fcrdns(
     counters: &Counters,
 ) -> Evidence {
     let total = names.len();
+    // The same names every time, whatever order the resolver answers in (many rotate
+    // RRsets): the verdict must not depend on which names a round robin put first.
+    names.sort();
     names.truncate(cfg.max_ptr_names);
     let checked = if total > names.len() {
         format!(" (checked {} of {total} PTR names)", names.len())
     } else {
         String::new()
     };
-    let checks = names
-        .iter()
-        .map(|name| forward_matches(dns, ip, name.to_string()));
+    let checks = names.iter().map(|name| forward_matches(dns, ip, name));
     let results = join_all(checks).await;
     let mut found = Forward::default();
     for (name, r) in names.iter().zip(results) {
@@ -157,26 +178,24 @@ fn min_opt(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
     }
 }
 
-/// Whether `name` has an address of `ip`'s family equal to `ip`. `Err` when unknown.
+/// Whether `name` has an address of `ip`'s family equal to `ip`. `Err` when unknown. The
+/// name is asked exactly as the PTR gave it: a name with odd bytes (spaces, UTF-8, control
+/// characters) belongs to no host and comes back NXDOMAIN, a mismatch, never a failure the
+/// sender could choose to dodge the weight with.
 async fn forward_matches(
     dns: &Dns,
     ip: IpAddr,
-    name: String,
+    name: &Name,
 ) -> Result<(bool, Option<Duration>), String> {
-    let fqdn = if name.ends_with('.') {
-        name
-    } else {
-        format!("{name}.")
-    };
     if let Some(v4) = is_v4(ip) {
-        match dns.a(RDNS_ZONE, &fqdn).await {
+        match dns.a(RDNS_ZONE, name).await {
             Outcome::Answer(addrs, ttl) => Ok((addrs.contains(&v4), Some(ttl))),
             Outcome::Negative { ttl, .. } => Ok((false, ttl)),
             Outcome::TempFail(e) => Err(e),
         }
     } else {
         let v6 = is_v6(ip).expect("not IPv4, so IPv6");
-        match dns.aaaa(RDNS_ZONE, &fqdn).await {
+        match dns.aaaa(RDNS_ZONE, name).await {
             Outcome::Answer(addrs, ttl) => Ok((addrs.contains(&v6), Some(ttl))),
             Outcome::Negative { ttl, .. } => Ok((false, ttl)),
             Outcome::TempFail(e) => Err(e),

@@ -115,10 +115,11 @@ impl CheckReport {
             }
             let _ = writeln!(
                 out,
-                "  {:src_w$}  {:res_w$}  {:>+6}  {lookup}",
+                "  {:src_w$}  {:res_w$}  {:>+6}  {}",
                 e.source,
                 e.result.name(),
-                e.weight
+                e.weight,
+                escaped(&lookup)
             );
         }
         let _ = writeln!(
@@ -127,10 +128,25 @@ impl CheckReport {
             "", "", v.score
         );
         for w in &self.warnings {
-            let _ = writeln!(out, "warning: {w}");
+            let _ = writeln!(out, "warning: {}", escaped(w));
         }
         out
     }
+}
+
+/// Text from DNS (names, errors quoting them) on one line: control characters escaped
+/// (`\n`, `\u{1b}`), so an answer can neither fake a line of the report nor drive the
+/// terminal.
+fn escaped(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -154,6 +170,22 @@ mod tests {
             warnings: Vec::new(),
             observe,
         }
+    }
+
+    /// DNS data reaches the text report on one line, its control characters escaped.
+    #[test]
+    fn dns_text_cannot_break_the_report() {
+        let mut r = report(Action::Pass, Reason::Reputation, false);
+        r.verdict.evidence.push(
+            crate::reputation::Evidence::new("rdns", crate::reputation::Finding::Ptr, 0)
+                .query("2.2.0.192.in-addr.arpa. PTR")
+                .detail("evil\nwarning: fake\u{1b}[31m"),
+        );
+        r.warnings.push("zone\r\nline".into());
+        let text = r.to_text();
+        assert_eq!(text.lines().count(), 5, "{text}");
+        assert!(text.contains("evil\\nwarning: fake\\u{1b}[31m"), "{text}");
+        assert!(text.contains("zone\\r\\nline"), "{text}");
     }
 
     /// One word with the logs (`source=`); a static list's answer has no expiry; observe

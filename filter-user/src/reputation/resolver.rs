@@ -84,8 +84,19 @@ impl Dns {
         opts.timeout = cfg.timeout;
         opts.attempts = cfg.attempts;
         opts.cache_size = cfg.cache_size;
-        // One server at a time: asking two in parallel doubles the load on the lists.
-        opts.num_concurrent_reqs = 1;
+        if cfg.cache_size == 0 {
+            // Nothing is cached, so hickory's clamp of TTLs to a day only hides what the
+            // server said: keep the TTLs as sent, for `rfc2181_ttl` to read.
+            let sent = Some(Duration::from_secs(u32::MAX.into()));
+            opts.positive_max_ttl = sent;
+            opts.negative_max_ttl = sent;
+        }
+        // Two servers at once (when there are two): hickory gives each try of a query one
+        // `timeout` in all, so with one server at a time a dead first server costs that
+        // whole try, and its penalty decays, so it keeps coming first. Asking two at once
+        // costs the second resolver the query (each caches, so a list sees at most twice
+        // the queries), and a dead server costs nothing.
+        opts.num_concurrent_reqs = 2;
         // Everything we ask is a fully qualified name; /etc/hosts must not answer PTRs.
         opts.ndots = 0;
         opts.use_hosts_file = ResolveHosts::Never;
@@ -111,10 +122,15 @@ impl Dns {
     }
 
     /// One question; its time goes into the latency histogram under `zone`.
-    async fn lookup(&self, zone: &str, name: &str, rtype: RecordType) -> Outcome<(RData, u32)> {
-        let name = match Name::from_ascii(name) {
+    async fn lookup(
+        &self,
+        zone: &str,
+        name: impl QueryName,
+        rtype: RecordType,
+    ) -> Outcome<(RData, u32)> {
+        let name = match name.query_name() {
             Ok(n) => n,
-            Err(e) => return Outcome::TempFail(format!("invalid name {name}: {e}")),
+            Err(e) => return Outcome::TempFail(e),
         };
         self.counters.queries_sent.inc();
         let started = Instant::now();
@@ -122,12 +138,20 @@ impl Dns {
         metrics::histogram!(DNS_LOOKUP_SECONDS, "zone" => zone.to_owned())
             .record(started.elapsed().as_secs_f64());
         match result {
+            // An NXDOMAIN that also carries records (a misbehaving resolver): the name does
+            // not exist, whatever the records say.
+            Ok(lookup) if lookup.message().metadata.response_code == ResponseCode::NXDomain => {
+                Outcome::Negative {
+                    nxdomain: true,
+                    ttl: None,
+                }
+            }
             Ok(lookup) => {
                 let records: Vec<_> = lookup
                     .answers()
                     .iter()
                     .filter(|r| r.record_type() == rtype)
-                    .map(|r| (r.data.clone(), r.ttl))
+                    .map(|r| (r.data.clone(), rfc2181_ttl(r.ttl)))
                     .collect();
                 match records.iter().map(|r| r.1).min() {
                     Some(ttl) => Outcome::Answer(records, Duration::from_secs(ttl.into())),
@@ -143,7 +167,7 @@ impl Dns {
 
     /// PTR names of `ip` (already in reverse-name form: `name`). `zone` labels the
     /// lookup's time in the latency histogram (a DNSBL zone, or `rdns`), here and below.
-    pub async fn ptr(&self, zone: &str, name: &str) -> Outcome<Name> {
+    pub async fn ptr(&self, zone: &str, name: impl QueryName) -> Outcome<Name> {
         map(
             self.lookup(zone, name, RecordType::PTR).await,
             |d| match d {
@@ -153,14 +177,14 @@ impl Dns {
         )
     }
 
-    pub async fn a(&self, zone: &str, name: &str) -> Outcome<Ipv4Addr> {
+    pub async fn a(&self, zone: &str, name: impl QueryName) -> Outcome<Ipv4Addr> {
         map(self.lookup(zone, name, RecordType::A).await, |d| match d {
             RData::A(a) => Some(a.0),
             _ => None,
         })
     }
 
-    pub async fn aaaa(&self, zone: &str, name: &str) -> Outcome<Ipv6Addr> {
+    pub async fn aaaa(&self, zone: &str, name: impl QueryName) -> Outcome<Ipv6Addr> {
         map(
             self.lookup(zone, name, RecordType::AAAA).await,
             |d| match d {
@@ -171,7 +195,7 @@ impl Dns {
     }
 
     /// TXT strings, each record's character-strings joined.
-    pub async fn txt(&self, zone: &str, name: &str) -> Outcome<String> {
+    pub async fn txt(&self, zone: &str, name: impl QueryName) -> Outcome<String> {
         map(
             self.lookup(zone, name, RecordType::TXT).await,
             |d| match d {
@@ -185,6 +209,38 @@ impl Dns {
             },
         )
     }
+}
+
+/// A name to ask about: one the engine wrote (`&str`, e.g. a DNSBL query name, parsed here)
+/// or one DNS gave it (a PTR's target, asked exactly as it came: its labels may hold any
+/// byte, which text would not carry through).
+pub trait QueryName {
+    fn query_name(self) -> Result<Name, String>;
+}
+
+impl QueryName for &str {
+    fn query_name(self) -> Result<Name, String> {
+        Name::from_ascii(self).map_err(|e| format!("invalid name {self}: {e}"))
+    }
+}
+
+impl QueryName for &String {
+    fn query_name(self) -> Result<Name, String> {
+        self.as_str().query_name()
+    }
+}
+
+impl QueryName for &Name {
+    fn query_name(self) -> Result<Name, String> {
+        let mut name = self.clone();
+        name.set_fqdn(true);
+        Ok(name)
+    }
+}
+
+/// A TTL as RFC 2181 section 8 reads it: a value with the top bit set is treated as zero.
+fn rfc2181_ttl(ttl: u32) -> u32 {
+    if ttl & 0x8000_0000 != 0 { 0 } else { ttl }
 }
 
 fn map<T>(o: Outcome<(RData, u32)>, f: impl Fn(RData) -> Option<T>) -> Outcome<T> {
@@ -219,7 +275,7 @@ fn classify_error(e: NetError) -> Outcome<(RData, u32)> {
         {
             Outcome::Negative {
                 nxdomain: response_code == ResponseCode::NXDomain,
-                ttl: negative_ttl.map(|t| Duration::from_secs(t.into())),
+                ttl: negative_ttl.map(|t| Duration::from_secs(rfc2181_ttl(t).into())),
             }
         }
         NetError::Dns(DnsError::ResponseCode(code)) => Outcome::TempFail(rcode_name(code)),

@@ -2,9 +2,10 @@
 //! per zone the error codes that mean a list is refusing us.
 use std::{
     collections::BTreeMap,
+    net::Ipv4Addr,
     sync::{
         Mutex,
-        atomic::{AtomicU64, Ordering::Relaxed},
+        atomic::{AtomicU32, AtomicU64, Ordering::Relaxed},
     },
     time::{Duration, Instant},
 };
@@ -74,6 +75,8 @@ pub struct ZoneCounters {
     pub code_ignored: Counter,
     pub tempfail: Counter,
     pub error_codes: Counter,
+    /// The last error code answered (0: none yet), so `status` can say what it means.
+    pub last_error_code: AtomicU32,
     pub outside_loopback: Counter,
     /// Error-code warnings not logged because one was logged less than a minute ago.
     pub warnings_suppressed: Counter,
@@ -108,6 +111,10 @@ impl ZoneCounters {
             code_ignored: self.code_ignored.get(),
             tempfail: self.tempfail.get(),
             error_codes: self.error_codes.get(),
+            last_error_code: match self.last_error_code.load(Relaxed) {
+                0 => None,
+                code => Some(Ipv4Addr::from(code)),
+            },
             outside_loopback: self.outside_loopback.get(),
             warnings_suppressed: self.warnings_suppressed.get(),
             queries_today: self.today.today(),
@@ -168,6 +175,9 @@ pub struct ZoneStats {
     /// 127.255.255.x answers (and the zone's own error codes): the list refused to answer.
     /// Non-zero means fix the resolver setup or the query volume.
     pub error_codes: u64,
+    /// The last of those codes, which says why (see `codes::refusal_warning`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error_code: Option<Ipv4Addr>,
     /// Answers outside 127/8 (a resolver rewriting NXDOMAIN).
     pub outside_loopback: u64,
     pub warnings_suppressed: u64,

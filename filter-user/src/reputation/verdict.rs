@@ -105,6 +105,10 @@ pub enum Finding {
     /// Not asked: the resolver canary fails for this source, so its answers would not
     /// count (see `reputation::canary`). Never adds weight.
     CanaryFailed,
+    /// Not waited for: the other answers already made the verdict a drop that this
+    /// blocklist zone (its weights only add) could only confirm (see `reputation::gather`).
+    /// Never adds weight.
+    NotAwaited,
 }
 
 impl Finding {
@@ -123,6 +127,7 @@ impl Finding {
             Finding::ErrorCode => "error_code",
             Finding::OutsideLoopback => "outside_loopback",
             Finding::CanaryFailed => "canary_failed",
+            Finding::NotAwaited => "not_awaited",
         }
     }
 

@@ -6,7 +6,14 @@ use std::collections::HashSet;
 use documented::DocumentedFields;
 use serde::{Deserialize, Serialize};
 
-use crate::{invalid_key::InvalidKey, reputation::codes::CodeSpec};
+use crate::{
+    invalid_key::InvalidKey,
+    reputation::codes::{CodeSpec, LOOPBACK_V4},
+};
+
+/// The longest zone name (text, without the trailing dot): an IPv6 query name is 32 nibble
+/// labels (64 octets on the wire) before the zone, and a DNS name holds 255 octets.
+const MAX_ZONE_LEN: usize = 255 - 64 - 2;
 
 /// One `[[dnsbl]]` entry: a DNSBL (positive weight) or DNSWL (negative weight) zone.
 ///
@@ -200,7 +207,6 @@ pub fn validate_dnsbls(zones: &[DnsblConfig]) -> Result<(), InvalidKey> {
     let mut seen = HashSet::new();
     let mut names = HashSet::new();
     for (i, z) in zones.iter().enumerate() {
-        validate_name(i, z, &mut names)?;
         let key = format!("dnsbl[{i}].zone");
         let name = z.zone.trim_end_matches('.').to_ascii_lowercase();
         if name.is_empty() {
@@ -224,6 +230,25 @@ pub fn validate_dnsbls(zones: &[DnsblConfig]) -> Result<(), InvalidKey> {
                 format!("{:?} is not a DNS name: {e}", z.zone),
             ));
         }
+        if name.contains('*') {
+            return Err(InvalidKey::new(
+                key,
+                format!(
+                    "{:?} is a wildcard, not a zone: write the list's zone itself",
+                    z.zone
+                ),
+            ));
+        }
+        if name.len() > MAX_ZONE_LEN {
+            return Err(InvalidKey::new(
+                key,
+                format!(
+                    "{:?} is {} characters: an IPv6 query under it (32 nibble labels before the zone) would pass DNS's 255 octets; at most {MAX_ZONE_LEN}",
+                    z.zone,
+                    name.len()
+                ),
+            ));
+        }
         if !seen.insert(name) {
             // postscreen and Exim configs list a zone once per code group; here a zone is
             // queried once and its groups are weighed inside it.
@@ -238,6 +263,9 @@ pub fn validate_dnsbls(zones: &[DnsblConfig]) -> Result<(), InvalidKey> {
                 ),
             ));
         }
+        // After the zone check: a zone written twice (in another case, with a trailing dot)
+        // is that, not a clash of display names.
+        validate_name(i, z, &mut names)?;
         for (j, cw) in z.code_weights.iter().enumerate() {
             if cw.codes.is_empty() {
                 return Err(InvalidKey::new(
@@ -245,9 +273,25 @@ pub fn validate_dnsbls(zones: &[DnsblConfig]) -> Result<(), InvalidKey> {
                     "must name at least one code",
                 ));
             }
+            in_loopback(&format!("dnsbl[{i}].code_weights[{j}].codes"), &cw.codes)?;
         }
+        in_loopback(&format!("dnsbl[{i}].codes"), &z.codes)?;
     }
     Ok(())
+}
+
+/// Listing codes are in 127.0.0.0/8 (RFC 5782): a spec wholly outside it can never match an
+/// answer that counts.
+fn in_loopback(key: &str, specs: &[CodeSpec]) -> Result<(), InvalidKey> {
+    match specs.iter().find(|s| s.loopback_ranges().is_empty()) {
+        Some(s) => Err(InvalidKey::new(
+            key,
+            format!(
+                "{s} is outside {LOOPBACK_V4}, where every DNSBL answer is (RFC 5782): it can never match; an answer outside it is never a listing"
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The display name of `dnsbl[i]`: safe, and unique among `names` (metric labels and the
@@ -308,5 +352,50 @@ mod tests {
             ..DnsblConfig::new("bl.example", 5)
         };
         assert!(validate_dnsbls(&[bad]).is_err());
+    }
+
+    #[test]
+    fn zones_that_cannot_work_are_refused() {
+        let err = |z: DnsblConfig| validate_dnsbls(&[z]).unwrap_err().to_string();
+        let e = err(DnsblConfig::new("*.bl.test", 10));
+        assert!(e.contains("wildcard"), "{e}");
+        let labels = |n: usize| vec!["a".repeat(60); n].join(".");
+        let long = format!("{}.test", labels(4));
+        assert!(long.len() > MAX_ZONE_LEN && long.len() < 253);
+        let e = err(DnsblConfig::new(&long, 10));
+        assert!(e.contains("IPv6") && e.contains("189"), "{e}");
+        let fits = format!("{}.test", labels(3));
+        assert!(
+            validate_dnsbls(&[DnsblConfig::new(&fits, 10)]).is_ok(),
+            "{fits}"
+        );
+        let e = err(DnsblConfig {
+            codes: vec!["127.0.0.2".parse().unwrap(), "10.0.0.2".parse().unwrap()],
+            ..DnsblConfig::new("bl.test", 10)
+        });
+        assert!(
+            e.contains("dnsbl[0].codes") && e.contains("10.0.0.2"),
+            "{e}"
+        );
+        let e = err(DnsblConfig {
+            code_weights: vec![CodeWeight {
+                codes: vec!["192.0.2.0/24".parse().unwrap()],
+                weight: 5,
+                label: String::new(),
+            }],
+            ..DnsblConfig::new("bl.test", 10)
+        });
+        assert!(e.contains("dnsbl[0].code_weights[0].codes"), "{e}");
+        // The same zone twice is named as such, not as a display-name clash.
+        let e = validate_dnsbls(&[
+            DnsblConfig::new("bl.test", 10),
+            DnsblConfig::new("BL.test.", 5),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("listed twice") && !e.contains("display name"),
+            "{e}"
+        );
     }
 }

@@ -271,9 +271,13 @@ impl ListsConfig {
 }
 
 impl RdnsConfig {
-    /// The canary PTR's address, if the PTR canary is on.
+    /// The canary PTR's address, if the PTR canary is on. An IPv4-mapped address
+    /// (`::ffff:192.0.2.1`) is the IPv4 one: its PTR is under in-addr.arpa, not ip6.arpa.
     pub fn canary_addr(&self) -> Option<std::net::IpAddr> {
-        self.canary_ptr.parse().ok()
+        self.canary_ptr
+            .parse()
+            .ok()
+            .map(crate::reputation::names::canonical)
     }
 
     pub fn validate(&self) -> Result<(), InvalidKey> {
@@ -393,6 +397,20 @@ mod tests {
         l.allow_defaults = false;
         assert!(!l.allowed().any(|n| n.contains(&private)));
         assert_eq!(l.allow_list(), vec![partner]);
+    }
+
+    #[test]
+    fn a_mapped_canary_ptr_is_asked_as_ipv4() {
+        let r = RdnsConfig {
+            canary_ptr: "::ffff:192.0.2.1".into(),
+            ..RdnsConfig::default()
+        };
+        assert_eq!(r.canary_addr(), Some("192.0.2.1".parse().unwrap()));
+        let r = RdnsConfig {
+            canary_ptr: "2001:db8::1".into(),
+            ..RdnsConfig::default()
+        };
+        assert_eq!(r.canary_addr(), Some("2001:db8::1".parse().unwrap()));
     }
 
     #[test]

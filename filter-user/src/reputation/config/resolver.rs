@@ -10,7 +10,7 @@ use std::{
 use documented::DocumentedFields;
 use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
 
-use crate::{duration, invalid_key::InvalidKey};
+use crate::{duration, invalid_key::InvalidKey, reputation::dnsbl::TXT_WAIT};
 
 /// `[resolver]`: how the engine talks DNS, and how much of it it may do.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, DocumentedFields)]
@@ -21,9 +21,12 @@ pub struct ResolverConfig {
     /// Point this at a recursive resolver of your own (unbound on the MX): DNSBLs refuse
     /// queries that arrive through public resolvers such as 8.8.8.8 (the engine warns).
     pub nameservers: Vec<Nameserver>,
-    /// How long one query may take. Default `2s`: DNSBL mirrors and a local resolver answer in
-    /// milliseconds; a peer's SYN is retransmitted after 1 s and 3 s, so a verdict that takes
-    /// longer than that is late anyway, and it becomes a short-lived tempfail pass.
+    /// How long one try of a query may take. Default `1s`: DNSBL mirrors and a local resolver
+    /// answer in milliseconds, and a cold lookup through a recursive resolver well within a
+    /// second. With `attempts` a query's worst case is 2 s, plus up to 300 ms for a
+    /// listing's TXT reason: within `datapath.hold_max` (3 s), so a held first SYN gets its
+    /// verdict even while a list times out (`config check` warns when the sum is longer).
+    /// A query that fails becomes a short-lived tempfail pass.
     #[serde(with = "duration")]
     pub timeout: Duration,
     /// Retries after a failed attempt (timeout, SERVFAIL). Default `1`: rides over a lost UDP
@@ -67,7 +70,7 @@ impl Default for ResolverConfig {
     fn default() -> Self {
         Self {
             nameservers: Vec::new(),
-            timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(1),
             attempts: 1,
             max_inflight: 64,
             max_lookups_per_sec: 200,
@@ -86,13 +89,47 @@ impl FromStr for Nameserver {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if let Ok(ip) = s.parse::<IpAddr>() {
-            return Ok(Nameserver(SocketAddr::new(ip, 53)));
-        }
-        s.parse::<SocketAddr>().map(Nameserver).map_err(|_| {
-            format!("invalid nameserver {s:?}: write \"ip\", \"ip:port\" or \"[ipv6]:port\"")
-        })
+        let addr = if let Ok(ip) = s.parse::<IpAddr>() {
+            // "::1:53" is the address ::1:53, and reads as ::1 port 53: refuse the guess.
+            if let Some((head, port)) = s.rsplit_once(':')
+                && ip.is_ipv6()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && head.parse::<Ipv6Addr>().is_ok()
+            {
+                return Err(format!(
+                    "nameserver {s:?} is ambiguous: write \"[{head}]:{port}\" for {head} port {port}, or \"[{s}]\" for the address {s}"
+                ));
+            }
+            SocketAddr::new(ip, 53)
+        } else if let Some(v6) = s
+            .strip_prefix('[')
+            .and_then(|r| r.strip_suffix(']'))
+            .and_then(|r| r.parse::<Ipv6Addr>().ok())
+        {
+            SocketAddr::new(IpAddr::V6(v6), 53)
+        } else {
+            s.parse::<SocketAddr>().map_err(|_| {
+                format!("invalid nameserver {s:?}: write \"ip\", \"ip:port\" or \"[ipv6]:port\"")
+            })?
+        };
+        usable(addr).map_err(|why| format!("nameserver {s:?} {why}"))?;
+        Ok(Nameserver(addr))
     }
+}
+
+/// Why no resolver can answer at `addr`, if none can.
+fn usable(addr: SocketAddr) -> Result<(), &'static str> {
+    let ip = addr.ip();
+    if addr.port() == 0 {
+        return Err("has port 0, where nothing answers: leave the port out for 53");
+    }
+    if ip.is_unspecified() {
+        return Err("is the unspecified address: name the resolver's own, e.g. 127.0.0.1");
+    }
+    if ip.is_multicast() || ip == IpAddr::V4(Ipv4Addr::BROADCAST) {
+        return Err("is a multicast or broadcast address: name one resolver");
+    }
+    Ok(())
 }
 
 impl fmt::Display for Nameserver {
@@ -153,6 +190,19 @@ pub fn public_resolvers(ips: impl IntoIterator<Item = IpAddr>) -> Vec<IpAddr> {
 }
 
 impl ResolverConfig {
+    /// The longest one query takes to fail: `1 + attempts` tries of `timeout` each.
+    pub fn query_worst_case(&self) -> Duration {
+        let tries = u32::try_from(self.attempts.saturating_add(1)).unwrap_or(u32::MAX);
+        self.timeout.saturating_mul(tries)
+    }
+
+    /// The longest one evaluation waits for DNS: a query's worst case (a DNSBL's A query;
+    /// rDNS's forward lookups share the PTR's, see `rdns::check`), plus a listing's TXT
+    /// reason ([`TXT_WAIT`]).
+    pub fn evaluation_worst_case(&self) -> Duration {
+        self.query_worst_case().saturating_add(TXT_WAIT)
+    }
+
     pub fn validate(&self) -> Result<(), InvalidKey> {
         if self.timeout.is_zero() || self.timeout > Duration::from_secs(30) {
             return Err(InvalidKey::new(
@@ -185,5 +235,32 @@ impl ResolverConfig {
             return Err(InvalidKey::new("resolver.cache_size", "at most 1048576"));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nameservers_that_cannot_answer_are_refused() {
+        let ns = |s: &str| s.parse::<Nameserver>().map(|n| n.0);
+        assert_eq!(ns("127.0.0.1"), Ok("127.0.0.1:53".parse().unwrap()));
+        assert_eq!(ns("127.0.0.1:5353"), Ok("127.0.0.1:5353".parse().unwrap()));
+        assert_eq!(ns("[::1]:53"), Ok("[::1]:53".parse().unwrap()));
+        assert_eq!(ns("[::1:53]"), Ok("[::1:53]:53".parse().unwrap()));
+        assert_eq!(ns("2001:db8::53"), Ok("[2001:db8::53]:53".parse().unwrap()));
+        let e = ns("::1:53").unwrap_err();
+        assert!(e.contains("\"[::1]:53\"") && e.contains("ambiguous"), "{e}");
+        for bad in [
+            "127.0.0.1:0",
+            "0.0.0.0",
+            "[::]:53",
+            "224.0.0.251",
+            "255.255.255.255",
+            "[ff02::fb]:53",
+        ] {
+            assert!(ns(bad).is_err(), "{bad}");
+        }
     }
 }
