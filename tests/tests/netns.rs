@@ -43,6 +43,28 @@ fn assert_refused(wire: &Wire, src: &str, dst: SocketAddr) {
     }
 }
 
+/// The datapath loaded with small maps, screening port 25, attached to the server's end of
+/// `wire` in `mode`.
+fn screening_port_25(
+    wire: &Wire,
+    mode: AttachMode,
+) -> (aya::Ebpf, DatapathMaps, datapath::attach::Attached) {
+    let mut ebpf = datapath::load(&LoadOptions {
+        sizes: MapSizes::small(),
+        pin_dir: None,
+    })
+    .unwrap_or_else(|e| panic!("load: {e:#}"));
+    let mut maps = DatapathMaps::take(&mut ebpf).unwrap();
+    let mut cfg = maps.config().unwrap();
+    cfg.set_ports(&[25]);
+    maps.set_config(&cfg).unwrap();
+    let attached = wire
+        .server
+        .enter(|| datapath::attach(&mut ebpf, SERVER_IFACE, mode))
+        .unwrap_or_else(|e| panic!("attach {mode:?}: {e:#}"));
+    (ebpf, maps, attached)
+}
+
 fn scenario(mode: AttachMode, want: AttachedMode) {
     let wire = Wire::new(match mode {
         AttachMode::Auto => "au",
@@ -61,19 +83,7 @@ fn scenario(mode: AttachMode, want: AttachedMode) {
             .collect()
     });
 
-    let mut ebpf = datapath::load(&LoadOptions {
-        sizes: MapSizes::small(),
-        pin_dir: None,
-    })
-    .unwrap_or_else(|e| panic!("load: {e:#}"));
-    let mut maps = DatapathMaps::take(&mut ebpf).unwrap();
-    let mut cfg = maps.config().unwrap();
-    cfg.set_ports(&[25]);
-    maps.set_config(&cfg).unwrap();
-    let attached = wire
-        .server
-        .enter(|| datapath::attach(&mut ebpf, SERVER_IFACE, mode))
-        .unwrap_or_else(|e| panic!("attach {mode:?}: {e:#}"));
+    let (mut ebpf, mut maps, attached) = screening_port_25(&wire, mode);
     assert_eq!(attached.mode, want, "{mode:?} attached as");
 
     let (blocked4, clean4) = (CLIENT_V4[0], CLIENT_V4[1]);
@@ -214,19 +224,7 @@ fn tc_reads_a_long_chain_of_a_paged_skb_and_counts_a_tag_the_kernel_took_off() {
     for (ns, iface) in [(&wire.server, SERVER_IFACE), (&wire.client, "vc")] {
         ns.ip(&["link", "set", "dev", iface, "mtu", "9000"]);
     }
-    let mut ebpf = datapath::load(&LoadOptions {
-        sizes: MapSizes::small(),
-        pin_dir: None,
-    })
-    .unwrap_or_else(|e| panic!("load: {e:#}"));
-    let mut maps = DatapathMaps::take(&mut ebpf).unwrap();
-    let mut cfg = maps.config().unwrap();
-    cfg.set_ports(&[25]);
-    maps.set_config(&cfg).unwrap();
-    let attached = wire
-        .server
-        .enter(|| datapath::attach(&mut ebpf, SERVER_IFACE, AttachMode::Tc))
-        .unwrap_or_else(|e| panic!("attach tc: {e:#}"));
+    let (mut ebpf, mut maps, attached) = screening_port_25(&wire, AttachMode::Tc);
     assert_eq!(attached.mode, AttachedMode::Tc);
     let (v4, v6): (IpAddr, IpAddr) = (CLIENT_V4[0].parse().unwrap(), CLIENT_V6[0].parse().unwrap());
     for ip in [v4, v6] {

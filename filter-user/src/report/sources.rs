@@ -202,6 +202,28 @@ mod tests {
         assert_eq!(names, ["mainlog.2.gz", "mainlog.1", "mainlog"]);
     }
 
+    /// An observe-mode drop verdict for `ip`, made before the logs' lines.
+    fn observed_drop(ip: &str) -> Decision {
+        Decision {
+            at: 1_796_454_000,
+            ip: ip.parse().unwrap(),
+            action: "drop".into(),
+            reason: "reputation".into(),
+            score: 10,
+            evidence: Vec::new(),
+            observe: true,
+        }
+    }
+
+    /// What the decisions' reading tells the report when it is not the point of a test.
+    fn no_decision_log() -> DecisionsRead {
+        DecisionsRead {
+            decision_log: String::new(),
+            unreadable: 0,
+            oldest: None,
+        }
+    }
+
     /// A rotated, compressed log reads like the plain one.
     #[test]
     fn gzip_compressed_logs_are_read() {
@@ -211,23 +233,11 @@ mod tests {
         fs::write(&path, line.repeat(3)).unwrap();
         let status = Command::new("gzip").arg(&path).status().unwrap();
         assert!(status.success());
-        let decision = Decision {
-            at: 1_796_454_000,
-            ip: "192.0.2.20".parse().unwrap(),
-            action: "drop".into(),
-            reason: "reputation".into(),
-            score: 10,
-            evidence: Vec::new(),
-            observe: true,
-        };
+        let decision = observed_drop("192.0.2.20");
         let mut join = Join::new(&[decision], 1_796_454_000);
         let gz = Source::File(dir.path().join("mainlog.2.gz"));
         read_all(&[gz], 1_796_454_000, 1_796_460_000, &[25], &mut join).unwrap();
-        let read = DecisionsRead {
-            decision_log: String::new(),
-            unreadable: 0,
-            oldest: None,
-        };
+        let read = no_decision_log();
         let r = join.finish(1_796_460_000, read, Vec::new());
         assert_eq!(r.accepted.first().map(|p| p.accepted), Some(3));
         let bad = Source::File(dir.path().join("missing.gz"));
@@ -255,23 +265,11 @@ mod tests {
             "2026-12-05T07:12:03+00:00 mx postfix/qmgr[9]: 4F1A2B3C4D: from=<a@b.example>, size=1, nrcpt=1 (queue active)\n",
         )
         .unwrap();
-        let decision = Decision {
-            at: 1_796_454_000,
-            ip: "192.0.2.20".parse().unwrap(),
-            action: "drop".into(),
-            reason: "reputation".into(),
-            score: 10,
-            evidence: Vec::new(),
-            observe: true,
-        };
+        let decision = observed_drop("192.0.2.20");
         let mut join = Join::new(&[decision], 1_796_454_000);
         let files = [Source::File(old), Source::File(new)];
         read_all(&files, 1_796_454_000, 1_796_460_000, &[25], &mut join).unwrap();
-        let read = DecisionsRead {
-            decision_log: String::new(),
-            unreadable: 0,
-            oldest: None,
-        };
+        let read = no_decision_log();
         let r = join.finish(1_796_460_000, read, Vec::new());
         assert_eq!(r.accepted.first().map(|p| p.accepted), Some(1));
     }
