@@ -639,9 +639,21 @@ async fn odd_answers_are_read_as_the_rfcs_say() {
     assert_eq!(v.ttl, PolicyConfig::default().ttl_min, "{v:#?}");
 }
 
-/// A zone that times out delays no drop the other answers already make (it could only add
-/// weight); while an allowlist is the one out, the verdict waits for it.
-#[tokio::test]
+/// One verdict the way the daemon gets it (the budgeted queue), and how long it took.
+async fn queued_verdict(cfg: ReputationConfig, peer: IpAddr) -> (Verdict, Duration) {
+    let (engine, mut verdicts) = Engine::spawn(cfg).expect("engine");
+    let started = Instant::now();
+    assert_eq!(engine.submit(peer), Submit::Queued);
+    let v = recv(&mut verdicts, 1, Duration::from_secs(10))
+        .await
+        .remove(0);
+    (v, started.elapsed())
+}
+
+/// In the daemon, a zone that times out delays no drop the other answers already make (it
+/// could only add weight); while an allowlist is the one out, the verdict waits for it.
+/// `check` waits for every answer: it shows each lookup, and holds no SYN meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_blocklist_delays_no_drop() {
     let rbl = Rbldnsd::start(&[zen_data()]);
     let fwd = Forwarder::start(Mode::Swallow {
@@ -654,10 +666,7 @@ async fn a_dead_blocklist_delays_no_drop() {
     );
     cfg.resolver.timeout = Duration::from_secs(1);
     cfg.resolver.attempts = 1;
-    let engine = Engine::new(cfg.clone()).expect("engine");
-    let started = Instant::now();
-    let v = engine.evaluate(ip("192.0.2.2")).await;
-    let took = started.elapsed();
+    let (v, took) = queued_verdict(cfg.clone(), ip("192.0.2.2")).await;
     assert!(took < Duration::from_millis(700), "took {took:?}: {v:#?}");
     assert_eq!(
         (v.action, v.score, v.reason, v.ttl),
@@ -671,23 +680,28 @@ async fn a_dead_blocklist_delays_no_drop() {
     );
     evidence(&v, "dnsbl:dead.test", Finding::NotAwaited);
 
-    // rDNS is waited for: it says whether the drop is explained (FCrDNS).
-    let mut with_rdns = cfg.clone();
-    with_rdns.rdns.enabled = true; // rbldnsd refuses PTR queries: a quick failure.
-    let v = Engine::new(with_rdns)
+    // `check` asks every zone to the end, the dead one too, and says so.
+    let started = Instant::now();
+    let v = Engine::new(cfg.clone())
         .expect("engine")
         .evaluate(ip("192.0.2.2"))
         .await;
+    assert!(started.elapsed() >= Duration::from_secs(1), "{v:#?}");
+    assert_eq!(v.action, Action::Drop, "{v:#?}");
+    evidence(&v, "dnsbl:dead.test", Finding::DnsTempfail);
+
+    // rDNS is waited for: it says whether the drop is explained (FCrDNS).
+    let mut with_rdns = cfg.clone();
+    with_rdns.rdns.enabled = true; // rbldnsd refuses PTR queries: a quick failure.
+    let (v, _) = queued_verdict(with_rdns, ip("192.0.2.2")).await;
     assert_eq!(v.action, Action::Drop, "{v:#?}");
     evidence(&v, "rdns", Finding::DnsTempfail);
     evidence(&v, "dnsbl:dead.test", Finding::NotAwaited);
 
     // The dead zone is an allowlist: it could outweigh the listing, so it is waited for.
     cfg.dnsbl[1].weight = -15;
-    let engine = Engine::new(cfg).expect("engine");
-    let started = Instant::now();
-    let v = engine.evaluate(ip("192.0.2.2")).await;
-    assert!(started.elapsed() >= Duration::from_secs(1), "{v:#?}");
+    let (v, took) = queued_verdict(cfg, ip("192.0.2.2")).await;
+    assert!(took >= Duration::from_secs(1), "{v:#?}");
     assert_eq!(
         (v.action, v.reason),
         (Action::Pass, Reason::Tempfail),

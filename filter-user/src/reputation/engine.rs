@@ -19,7 +19,7 @@ use super::{
     canary::{self, CanaryStatus},
     config::{ReputationConfig, ResolverConfig},
     dnsbl::Zone,
-    gather::{Gathered, gather},
+    gather::{Gathered, Until, gather},
     names::canonical,
     nameservers::{self, Probe},
     policy,
@@ -191,9 +191,17 @@ impl Engine {
             .clone()
     }
 
-    /// Evaluates one address now, outside the budget (for `check` and tests).
+    /// Evaluates one address now, outside the budget (for `check`, `forget --now` and
+    /// tests), waiting for every answer: an explanation shows each lookup, and nothing is
+    /// held meanwhile.
     pub async fn evaluate(&self, ip: IpAddr) -> Verdict {
-        evaluate(&self.evaluator(), &self.shared.counters, ip).await
+        evaluate(
+            &self.evaluator(),
+            &self.shared.counters,
+            ip,
+            Until::EveryAnswer,
+        )
+        .await
     }
 
     /// Hands a proven-real peer (the MTA asked about it, an operator or the fleet wants it
@@ -342,7 +350,7 @@ async fn dispatch(shared: Arc<Shared>, tx: mpsc::Sender<Verdict>) {
         let shared = shared.clone();
         let tx = tx.clone();
         tokio::spawn(async move {
-            let verdict = evaluate(&evaluator, &shared.counters, ip).await;
+            let verdict = evaluate(&evaluator, &shared.counters, ip, Until::DropCertain).await;
             shared.queue.done(ip);
             // Waiting here (channel full) holds the permit: a slow consumer slows intake
             // instead of growing a backlog.
@@ -352,7 +360,7 @@ async fn dispatch(shared: Arc<Shared>, tx: mpsc::Sender<Verdict>) {
     }
 }
 
-async fn evaluate(ev: &Evaluator, counters: &Counters, ip: IpAddr) -> Verdict {
+async fn evaluate(ev: &Evaluator, counters: &Counters, ip: IpAddr, until: Until) -> Verdict {
     let started = Instant::now();
     let ip = canonical(ip);
     let cfg = &ev.cfg;
@@ -385,7 +393,8 @@ async fn evaluate(ev: &Evaluator, counters: &Counters, ip: IpAddr) -> Verdict {
             elapsed: started.elapsed(),
         }
     } else {
-        let Gathered { evidence, warnings } = gather(&ev.dns, &ev.zones, cfg, counters, ip).await;
+        let Gathered { evidence, warnings } =
+            gather(&ev.dns, &ev.zones, cfg, counters, ip, until).await;
         let d = policy::decide(&evidence, policy);
         Verdict {
             ip,

@@ -6,7 +6,8 @@
 //! answer could change; and while an allowlist (a negative weight) is still out, nothing
 //! is decided early. rDNS is always waited for (within one query's time, see `rdns`): it
 //! says whether a dropped sender is a mail server whose refusal is explained
-//! (`policy.explain_to = "fcrdns"`).
+//! (`policy.explain_to = "fcrdns"`). Only the daemon's evaluations end early
+//! ([`Until::DropCertain`]); `check` gathers every answer, to show each.
 use std::{future::Future, net::IpAddr, pin::Pin};
 
 use filter_common::Action;
@@ -27,6 +28,16 @@ pub struct Gathered {
     pub warnings: Vec<String>,
 }
 
+/// How long an evaluation gathers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Until {
+    /// Every source has answered (or timed out): `check`, which shows each lookup.
+    EveryAnswer,
+    /// Also stop once the answers in make a certain drop: the daemon's evaluations, whose
+    /// first SYN may be held (see the module comment).
+    DropCertain,
+}
+
 /// A lookup still out: rDNS (`None`) or the zone at an index.
 type Pending<'a> = Pin<Box<dyn Future<Output = (Option<usize>, ZoneResult)> + Send + 'a>>;
 
@@ -38,6 +49,7 @@ pub async fn gather(
     cfg: &ReputationConfig,
     counters: &Counters,
     ip: IpAddr,
+    until: Until,
 ) -> Gathered {
     let mut pending: FuturesUnordered<Pending<'_>> = FuturesUnordered::new();
     if cfg.rdns.enabled {
@@ -74,6 +86,9 @@ pub async fn gather(
         slots[slot(source)] = Some(result);
         if pending.is_empty() {
             break;
+        }
+        if until == Until::EveryAnswer {
+            continue;
         }
         let only_add = slots[0].is_some()
             && zones
