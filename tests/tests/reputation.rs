@@ -593,11 +593,14 @@ async fn an_unanswered_txt_does_not_delay_the_verdict() {
     });
     let mut cfg = config(fwd.addr, vec![zen("zen.test")]);
     cfg.resolver.attempts = 1;
+    // Waiting for the TXT would take its two 5 s tries: a verdict well inside that did not
+    // wait (the bound tells the two behaviours apart; it is no speed target).
+    cfg.resolver.timeout = Duration::from_secs(5);
     let engine = Engine::new(cfg).expect("engine");
     let started = Instant::now();
     let v = engine.evaluate(ip("192.0.2.2")).await;
     let took = started.elapsed();
-    assert!(took < Duration::from_secs(1), "took {took:?}: {v:#?}");
+    assert!(took < Duration::from_secs(5), "took {took:?}: {v:#?}");
     assert_eq!(
         (v.action, v.score, v.reason),
         (Action::Drop, 10, Reason::Reputation),
@@ -664,10 +667,12 @@ async fn a_dead_blocklist_delays_no_drop() {
         fwd.addr,
         vec![zen("zen.test"), DnsblConfig::new("dead.test", 5)],
     );
-    cfg.resolver.timeout = Duration::from_secs(1);
+    // Waiting for the dead zone takes its two 3 s tries: a verdict well inside that did not
+    // wait (the bounds tell the two behaviours apart; they are no speed target).
+    cfg.resolver.timeout = Duration::from_secs(3);
     cfg.resolver.attempts = 1;
     let (v, took) = queued_verdict(cfg.clone(), ip("192.0.2.2")).await;
-    assert!(took < Duration::from_millis(700), "took {took:?}: {v:#?}");
+    assert!(took < Duration::from_secs(3), "took {took:?}: {v:#?}");
     assert_eq!(
         (v.action, v.score, v.reason, v.ttl),
         (
@@ -686,7 +691,7 @@ async fn a_dead_blocklist_delays_no_drop() {
         .expect("engine")
         .evaluate(ip("192.0.2.2"))
         .await;
-    assert!(started.elapsed() >= Duration::from_secs(1), "{v:#?}");
+    assert!(started.elapsed() >= Duration::from_secs(3), "{v:#?}");
     assert_eq!(v.action, Action::Drop, "{v:#?}");
     evidence(&v, "dnsbl:dead.test", Finding::DnsTempfail);
 
@@ -701,7 +706,7 @@ async fn a_dead_blocklist_delays_no_drop() {
     // The dead zone is an allowlist: it could outweigh the listing, so it is waited for.
     cfg.dnsbl[1].weight = -15;
     let (v, took) = queued_verdict(cfg, ip("192.0.2.2")).await;
-    assert!(took >= Duration::from_secs(1), "{v:#?}");
+    assert!(took >= Duration::from_secs(3), "{v:#?}");
     assert_eq!(
         (v.action, v.reason),
         (Action::Pass, Reason::Tempfail),
@@ -717,7 +722,9 @@ async fn a_dead_nameserver_costs_no_timeout() {
     let rbl = Rbldnsd::start(&[zen_data()]);
     let mut cfg = config(dead.addr, vec![zen("zen.test")]);
     cfg.resolver.nameservers.push(Nameserver(rbl.addr));
-    cfg.resolver.timeout = Duration::from_secs(1);
+    // A query that waited for the dead one would take its 3 s timeout: one well inside that
+    // did not (the bound tells the two behaviours apart; it is no speed target).
+    cfg.resolver.timeout = Duration::from_secs(3);
     let engine = Engine::new(cfg).expect("engine");
     for addr in [
         "192.0.2.2",
@@ -730,7 +737,7 @@ async fn a_dead_nameserver_costs_no_timeout() {
         let v = engine.evaluate(ip(addr)).await;
         let took = started.elapsed();
         assert!(
-            took < Duration::from_millis(700) && v.reason != Reason::Tempfail,
+            took < Duration::from_millis(1500) && v.reason != Reason::Tempfail,
             "{addr} took {took:?}: {v:#?}"
         );
     }
