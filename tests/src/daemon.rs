@@ -246,9 +246,13 @@ impl MxDaemon {
         panic!("log never showed {needle:?}:\n{}", self.log_text());
     }
 
-    /// Runs `mxscreen ARGS --socket <ours>` (as root, from the host namespace).
+    /// Runs `mxscreen ARGS --socket <ours>` as root, in the daemon's network namespace: on
+    /// the daemon's host, as an operator runs it, where `check` reaches the nameservers the
+    /// daemon's config names (from outside, each of its lookups would wait out the timeout).
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(mxscreen_bin())
+        Command::new("nsenter")
+            .arg(format!("--net={}", self.ns_file.display()))
+            .arg(mxscreen_bin())
             .args(args)
             .arg("--socket")
             .arg(&self.socket)

@@ -235,15 +235,29 @@ pub fn tallied(cmd: &mut Command, out: &mut Sink) -> Result<Tally> {
     Ok(t)
 }
 
+/// How many of a harness's tests run at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Threads {
+    /// One per CPU (libtest's default): tests that keep the CPU busy.
+    EachCpu,
+    /// A fixed number, whatever the CPUs. Most kernel, daemon and MTA tests spend their time
+    /// waiting (a dropped SYN's retransmit, a daemon's timeout, a DNS server, an MTA), each
+    /// in namespaces, with a daemon, ports and a pin directory of its own: two at a time take
+    /// about half as long (the daemon suite 285 -> 150 s, e2e 530 -> 270 s here) for little
+    /// CPU. Not more: their timed bounds (a hold is one SYN retransmit, fail-open within 5 s)
+    /// are set for a machine that is not oversubscribed, and a run has two lanes already.
+    AtOnce(usize),
+}
+
 impl Harness {
-    /// The command that runs this harness as `cargo test` would (`--test-threads=1` unless
-    /// `parallel`), with `env` added.
-    pub fn command(&self, parallel: bool, env: &[(&str, OsString)]) -> Command {
+    /// The command that runs this harness as `cargo test` would, `threads` of its tests at
+    /// once, with `env` added.
+    pub fn command(&self, threads: Threads, env: &[(&str, OsString)]) -> Command {
         let mut cmd = Command::new(&self.exe);
         cmd.current_dir(&self.dir)
             .env("CARGO", crate::util::cargo_path());
-        if !parallel {
-            cmd.arg("--test-threads=1");
+        if let Threads::AtOnce(n) = threads {
+            cmd.arg(format!("--test-threads={n}"));
         }
         for (k, v) in env {
             cmd.env(k, v);

@@ -175,7 +175,7 @@ fn run_suite(suite: &Suite, built: &Built, deb: Option<&PathBuf>, out: &mut Sink
             h.target,
             h.exe.display()
         ));
-        t.add(harness::tallied(&mut h.command(suite.parallel, &env), out)?);
+        t.add(harness::tallied(&mut h.command(suite.threads, &env), out)?);
     }
     match suite.runs {
         Runs::Unit => t.add(harness::doc_tests(out)?),

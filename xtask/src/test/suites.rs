@@ -2,7 +2,7 @@
 
 use anyhow::{Result, bail};
 
-use super::harness::Harness;
+use super::harness::{Harness, Threads};
 
 /// The package holding the kernel, DNS, daemon and end-to-end suites (tests/tests/*.rs).
 pub const TESTS_PACKAGE: &str = "mxscreen-tests";
@@ -24,8 +24,8 @@ pub struct Suite {
     /// The name `cargo xtask test NAME` selects it by.
     pub name: &'static str,
     pub runs: Runs,
-    /// Whether its tests may run in parallel (kernel/namespace suites do not).
-    pub parallel: bool,
+    /// How many of its tests run at once.
+    pub threads: Threads,
     /// Whether it needs the release build: the Debian package (its path in `MXSCREEN_DEB`)
     /// and target/release/mxscreen.
     pub release: bool,
@@ -50,21 +50,21 @@ pub const SUITES: &[Suite] = &[
     Suite {
         name: "datapath",
         runs: Runs::Tests(&["datapath", "lists", "cache"]),
-        parallel: true,
+        threads: Threads::EachCpu,
         lane: Lane::First,
         release: false,
     },
     Suite {
         name: "netns",
         runs: Runs::Tests(&["netns", "nftables"]),
-        parallel: false,
+        threads: Threads::AtOnce(2),
         lane: Lane::First,
         release: false,
     },
     Suite {
         name: "daemon",
         runs: Runs::Tests(&["daemon", "feeds", "deploy"]),
-        parallel: false,
+        threads: Threads::AtOnce(2),
         lane: Lane::First,
         release: false,
     },
@@ -75,49 +75,49 @@ pub const SUITES: &[Suite] = &[
     Suite {
         name: "unit",
         runs: Runs::Unit,
-        parallel: true,
+        threads: Threads::EachCpu,
         lane: Lane::First,
         release: false,
     },
     Suite {
         name: "e2e",
         runs: Runs::Tests(&["e2e", "import", "report"]),
-        parallel: false,
+        threads: Threads::AtOnce(2),
         lane: Lane::Beside,
         release: false,
     },
     Suite {
         name: "reputation",
         runs: Runs::Tests(&["reputation"]),
-        parallel: false,
+        threads: Threads::AtOnce(1),
         lane: Lane::Beside,
         release: false,
     },
     Suite {
         name: "metrics",
         runs: Runs::Tests(&["metrics"]),
-        parallel: false,
+        threads: Threads::AtOnce(1),
         lane: Lane::Beside,
         release: false,
     },
     Suite {
         name: "fleet",
         runs: Runs::Tests(&["fleet"]),
-        parallel: false,
+        threads: Threads::AtOnce(1),
         lane: Lane::Beside,
         release: false,
     },
     Suite {
         name: "package",
         runs: Runs::Tests(&["package"]),
-        parallel: false,
+        threads: Threads::AtOnce(1),
         lane: Lane::Beside,
         release: true,
     },
     Suite {
         name: "bench",
         runs: Runs::Benches(&["drop", "mta", "feeds"]),
-        parallel: false,
+        threads: Threads::AtOnce(1),
         lane: Lane::Beside,
         release: true,
     },
