@@ -1018,7 +1018,7 @@ fn status_shows_a_failed_reload() {
         json["reload"]["error"].as_str().unwrap().contains(":"),
         "{json:#}"
     );
-    std::fs::write(&d.config, good).unwrap();
+    std::fs::write(&d.config, &good).unwrap();
     d.signal(nix::sys::signal::Signal::SIGHUP);
     let started = Instant::now();
     loop {
@@ -1032,6 +1032,33 @@ fn status_shows_a_failed_reload() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(!d.cli_ok(&["status"]).contains("the last reload"));
+
+    // A key only a restart applies: named in status (text and JSON) until the file says
+    // what runs again.
+    let moved = good.replace("[state]\nfile = \"", "[state]\nfile = \"/nonexistent");
+    assert_ne!(moved, good);
+    let started = Instant::now();
+    let pending = |d: &MxDaemon, ok: u64| loop {
+        let json: serde_json::Value =
+            serde_json::from_str(&d.cli_ok(&["status", "--json"])).unwrap();
+        if json["reload"]["ok"] == ok {
+            break json["reload"]["restart_pending"].clone();
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{json:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::fs::write(&d.config, &moved).unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    assert_eq!(pending(&d, 2), serde_json::json!(["state.file"]));
+    let status = d.cli_ok(&["status"]);
+    assert!(
+        status.contains("applied only at a restart") && status.contains("state.file"),
+        "{status}"
+    );
+    std::fs::write(&d.config, &good).unwrap();
+    d.signal(nix::sys::signal::Signal::SIGHUP);
+    assert_eq!(pending(&d, 3), serde_json::json!([]));
+    assert!(!d.cli_ok(&["status"]).contains("applied only at a restart"));
 }
 
 /// A config that validates but cannot be applied (more list entries than the maps hold)

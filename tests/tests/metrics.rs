@@ -278,6 +278,8 @@ fn metrics_match(backend: &str) {
         1.0
     );
     assert_eq!(value(&m, "mxscreen_config_last_reload_successful"), 0.0);
+    // The reload that worked changed no key only a restart applies.
+    assert_eq!(value(&m, "mxscreen_config_restart_pending_keys"), 0.0);
 
     // Only GET /metrics.
     assert_eq!(http(&wire.server, metrics_addr(), "GET", "/").0, 404);

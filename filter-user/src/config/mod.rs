@@ -145,7 +145,41 @@ impl Config {
         self.query.validate()?;
         self.policy_service.validate()?;
         self.fleet.validate()?;
+        self.lists_as_meant()?;
         self.lists_fit()
+    }
+
+    /// `lists.allow` and `lists.deny` as the operator means them. A prefix with host bits
+    /// set is a typo more often than not (`192.0.2.7/3` for `/32` would deny 192.0.0.0/3),
+    /// so it is refused, as Postfix refuses it in a cidr table. A deny entry may be no wider
+    /// than a block by hand without --force (`control.widest_block_*`): a catch-all there
+    /// drops every sender's mail.
+    fn lists_as_meant(&self) -> Result<(), InvalidKey> {
+        for (key, nets) in [
+            ("lists.allow", &self.lists.allow),
+            ("lists.deny", &self.lists.deny),
+        ] {
+            if let Some(n) = nets.iter().find(|n| n.addr() != n.network()) {
+                return Err(InvalidKey::new(
+                    key,
+                    format!(
+                        "{n} has host bits set: write its network ({}) or the address alone",
+                        n.trunc()
+                    ),
+                ));
+            }
+        }
+        for n in &self.lists.deny {
+            if let Some((widest, family)) = self.control.too_wide(n) {
+                return Err(InvalidKey::new(
+                    "lists.deny",
+                    format!(
+                        "{n} is wider than /{widest}, the widest prefix denied by hand (control.widest_block_{family}); lower that bound if you mean it"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Whether the config's own list entries fit the list maps (one a family, sized by
@@ -431,6 +465,14 @@ mod tests {
             4,
             "lists.deny",
         ),
+        ("[lists]\ndeny = [\"0.0.0.0/0\"]\n", 2, "lists.deny"),
+        ("[lists]\ndeny = [\"192.0.2.7/3\"]\n", 2, "lists.deny"),
+        ("[lists]\nallow = [\"192.0.2.7/24\"]\n", 2, "lists.allow"),
+        (
+            "[control]\nwidest_block_v6 = 48\n[lists]\ndeny = [\"2001:db8::/32\"]\n",
+            4,
+            "lists.deny",
+        ),
         ("[resolver]\nmax_inflight = 0\n", 2, "resolver.max_inflight"),
         ("[resolver]\ntimeout = \"0s\"\n", 2, "resolver.timeout"),
         ("[rdns]\nmax_ptr_names = 0\n", 2, "rdns.max_ptr_names"),
@@ -560,5 +602,32 @@ mod tests {
         )
         .unwrap();
         assert_eq!(cfg.reputation().public_nameservers().len(), 2);
+    }
+
+    /// A deny entry wider than a block by hand, or any list prefix with host bits, is
+    /// refused with what to write instead; lowering the bound lets a wide deny through.
+    #[test]
+    fn list_prefixes_are_taken_as_meant() {
+        let err = |text: &str| {
+            Config::from_toml_str(text, "t.toml")
+                .unwrap_err()
+                .to_string()
+        };
+        let msg = err("[lists]\ndeny = [\"192.0.2.7/3\"]\n");
+        assert!(
+            msg.contains("has host bits set") && msg.contains("192.0.0.0/3"),
+            "{msg}"
+        );
+        let msg = err("[lists]\ndeny = [\"10.0.0.0/8\"]\n");
+        assert!(
+            msg.contains("wider than /16") && msg.contains("control.widest_block_v4"),
+            "{msg}"
+        );
+        let cfg = Config::from_toml_str(
+            "[control]\nwidest_block_v4 = 8\n[lists]\ndeny = [\"10.0.0.0/8\", \"2001:db8::/32\"]\n",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(cfg.lists.deny.len(), 2);
     }
 }

@@ -8,6 +8,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use documented::DocumentedFields;
 use filter_common::MAX_PORTS;
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -154,10 +155,12 @@ fn check_ifname(name: &str) -> Result<(), &'static str> {
 pub struct ControlSection {
     /// Unix socket of the daemon (mode 0600, root only). Default /run/mxscreen/control.sock.
     pub socket: PathBuf,
-    /// Widest IPv4 prefix `block` accepts without --force. Default 16: a /16 is already
-    /// 65 536 addresses; a typo like `block 0.0.0.0/0` must not shut the MX.
+    /// Widest IPv4 prefix `block` accepts without --force, and `lists.deny` at all. Default
+    /// 16: a /16 is already 65 536 addresses; a typo like `block 0.0.0.0/0` must not shut
+    /// the MX.
     pub widest_block_v4: u8,
-    /// Widest IPv6 prefix `block` accepts without --force. Default 32 (one allocation).
+    /// Widest IPv6 prefix `block` accepts without --force, and `lists.deny` at all. Default
+    /// 32 (one allocation).
     pub widest_block_v6: u8,
 }
 
@@ -172,6 +175,17 @@ impl Default for ControlSection {
 }
 
 impl ControlSection {
+    /// The bound `net` exceeds, as (its length, the key's family suffix `v4`/`v6`), if it
+    /// is wider than `widest_block_v4`/`_v6`: what a block by hand may not be without
+    /// --force, and a `lists.deny` entry may not be at all.
+    pub fn too_wide(&self, net: &IpNet) -> Option<(u8, &'static str)> {
+        let (widest, family) = match net {
+            IpNet::V4(_) => (self.widest_block_v4, "v4"),
+            IpNet::V6(_) => (self.widest_block_v6, "v6"),
+        };
+        (net.prefix_len() < widest).then_some((widest, family))
+    }
+
     pub fn validate(&self) -> Result<(), InvalidKey> {
         if self.socket.as_os_str().is_empty() {
             return Err(InvalidKey::new(

@@ -279,6 +279,9 @@ pub struct ReloadStatus {
     pub failed: u64,
     /// Why the last reload failed; `None` if it succeeded.
     pub error: Option<String>,
+    /// Keys the file changed that only a restart applies (running as at start until then).
+    #[serde(default)]
+    pub restart_pending: Vec<String>,
 }
 
 /// One feed in `status`.

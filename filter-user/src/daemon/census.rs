@@ -40,7 +40,7 @@ impl Daemon {
     }
 
     /// A config reload's outcome (`Err` with why it failed), for `status` and the metrics.
-    pub(super) fn count_reload(&mut self, outcome: Result<(), String>) {
+    pub(super) fn count_reload(&mut self, outcome: Result<Vec<&'static str>, String>) {
         self.facts
             .lock()
             .unwrap_or_else(|e| e.into_inner())

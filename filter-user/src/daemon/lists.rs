@@ -143,8 +143,8 @@ impl ListOwner {
             ));
         }
         // What does list it, if anything: the entry whose prefix covers it, by its source.
-        let hint = match maps.list_lookup(list.into(), net.addr())? {
-            Some((covering, e)) if covering.contains(&net) => match e.reason() {
+        let hint = match covering(maps, list.into(), net)? {
+            Some((covering, e)) => match e.reason() {
                 Reason::Feed => match list {
                     ListKind::Deny => " (a feed lists it: take it out of the feed's file, or `mxscreen allow` it to let it through)".to_owned(),
                     ListKind::Allow => " (an allow feed lists it: take it out of the feed's file)".to_owned(),
@@ -163,12 +163,9 @@ impl ListOwner {
     /// change notwithstanding, as a note for the command's reply — a feed, the config or a
     /// wider manual entry whose prefix covers it. `None` when nothing does.
     pub fn still_decided(maps: &dyn Datapath, table: Table, net: IpNet) -> Result<Option<String>> {
-        let Some((covering, e)) = maps.list_lookup(table, net.addr())? else {
+        let Some((covering, e)) = covering(maps, table, net)? else {
             return Ok(None);
         };
-        if !covering.contains(&net) {
-            return Ok(None);
-        }
         let by = match e.reason() {
             Reason::Feed => {
                 let feeds = maps.feeds_listing(table, covering);
@@ -218,13 +215,7 @@ impl ListOwner {
                 p.net
             );
         }
-        let (w4, w6) = (cfg.control.widest_block_v4, cfg.control.widest_block_v6);
-        if !force && protect::too_wide(&net, w4, w6) {
-            let (widest, family) = if net.addr().is_ipv4() {
-                (w4, "v4")
-            } else {
-                (w6, "v6")
-            };
+        if let Some((widest, family)) = cfg.control.too_wide(&net).filter(|_| !force) {
             bail!(
                 "{net} is wider than /{widest} (control.widest_block_{family}); add --force if you mean it"
             );
@@ -305,4 +296,12 @@ impl ListOwner {
         }
         Ok(())
     }
+}
+
+/// The entry of `table` whose prefix covers all of `net` (the longest that covers its
+/// first address, if it covers the rest too), with that prefix.
+fn covering(maps: &dyn Datapath, table: Table, net: IpNet) -> Result<Option<(IpNet, ListEntry)>> {
+    Ok(maps
+        .list_lookup(table, net.addr())?
+        .filter(|(covering, _)| covering.contains(&net)))
 }

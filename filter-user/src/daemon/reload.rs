@@ -10,7 +10,8 @@ use crate::config::Config;
 /// SIGHUP: re-read the config; apply ports, limits, first contact, observe, zones, weights,
 /// thresholds, resolver, lists and feeds (each read again: an unchanged file writes nothing)
 /// live. What needs a restart ([`RESTART_ONLY`]) is named in a warning and kept as it runs.
-/// A bad config changes nothing. The outcome is recorded for `status` and the metrics.
+/// A bad config changes nothing. The outcome, and the restart-only keys the file changed,
+/// are recorded for `status` and the metrics.
 pub fn reload(d: &mut Daemon, opts: &RunOptions) {
     let result = try_reload(d, opts).map_err(|e| {
         let error = format!("{e:#}");
@@ -20,13 +21,16 @@ pub fn reload(d: &mut Daemon, opts: &RunOptions) {
     d.count_reload(result);
 }
 
-fn try_reload(d: &mut Daemon, opts: &RunOptions) -> Result<()> {
+/// Applies the file; returns the restart-only keys it changed (kept as they run).
+fn try_reload(d: &mut Daemon, opts: &RunOptions) -> Result<Vec<&'static str>> {
     let opts = RunOptions {
         config: opts.config.clone().or_else(|| d.config_path.clone()),
         ..opts.clone()
     };
     let (new, _) = read_config(&opts)?;
     let old = d.cfg.clone();
+    // The running config holds the restart-only keys as they were at start.
+    let pending = restart_only_changes(&old, &new);
     switch_to(d, new).map_err(|e| {
         // A file that validates can still fail to apply (a list over its map's size, a
         // kernel that refuses a write): the running config goes back in, as promised.
@@ -38,7 +42,7 @@ fn try_reload(d: &mut Daemon, opts: &RunOptions) -> Result<()> {
         }
     })?;
     tracing::info!(zones = d.cfg.dnsbl.len(), ports = ?d.cfg.datapath.ports, observe = d.cfg.policy.observe, "config reloaded");
-    Ok(())
+    Ok(pending)
 }
 
 /// Makes `new` the running config: the engine's, the daemon's and the datapath's.

@@ -91,16 +91,19 @@ impl Daemon {
     /// Setup warnings plus a line per zone that has answered with refusal codes.
     fn status_warnings(&self, stats: &Stats) -> Vec<String> {
         let mut w = self.engine.warnings();
-        if let Some(ReloadStatus {
-            at,
-            error: Some(error),
-            ..
-        }) = &self.reload_status()
-        {
-            let ago = duration::format(Duration::from_secs(unix_now().saturating_sub(*at)));
-            w.push(format!(
-                "the last reload ({ago} ago) failed and the previous config is still running: {error}"
-            ));
+        if let Some(r) = &self.reload_status() {
+            if let Some(error) = &r.error {
+                let ago = duration::format(Duration::from_secs(unix_now().saturating_sub(r.at)));
+                w.push(format!(
+                    "the last reload ({ago} ago) failed and the previous config is still running: {error}"
+                ));
+            }
+            if !r.restart_pending.is_empty() {
+                w.push(format!(
+                    "changed in the config file but applied only at a restart (running as at start until then): {}",
+                    r.restart_pending.join(", ")
+                ));
+            }
         }
         if let Some(aside) = self.lists.state().moved_aside() {
             w.push(format!(
@@ -144,6 +147,7 @@ impl Daemon {
             ok: r.succeeded,
             failed: r.failed,
             error: r.error.clone(),
+            restart_pending: r.restart_pending.iter().map(|k| (*k).to_owned()).collect(),
         })
     }
 }

@@ -25,6 +25,7 @@ pub const ATTACHED: &str = "mxscreen_attached_info";
 pub const RELOADS: &str = "mxscreen_config_reloads_total";
 pub const LAST_RELOAD_OK: &str = "mxscreen_config_last_reload_successful";
 pub const LAST_RELOAD_SUCCESS: &str = "mxscreen_config_last_reload_success_timestamp_seconds";
+pub const RESTART_PENDING: &str = "mxscreen_config_restart_pending_keys";
 pub const START_TIME: &str = "mxscreen_start_time_seconds";
 pub const BUILD_INFO: &str = "mxscreen_build_info";
 
@@ -73,6 +74,9 @@ pub struct Reloads {
     pub last_at: Option<SystemTime>,
     /// Why the last reload failed; `None` if it succeeded.
     pub error: Option<String>,
+    /// The keys the file changed that only a restart applies (they keep their running
+    /// values until then), as of the last successful reload.
+    pub restart_pending: Vec<&'static str>,
 }
 
 impl Reloads {
@@ -84,19 +88,21 @@ impl Reloads {
             last_success: now,
             last_at: None,
             error: None,
+            restart_pending: Vec::new(),
         }
     }
 
-    /// One reload's outcome: `Err` with why it failed.
-    pub fn record(&mut self, outcome: Result<(), String>) {
+    /// One reload's outcome: the keys waiting for a restart, or why it failed.
+    pub fn record(&mut self, outcome: Result<Vec<&'static str>, String>) {
         let now = SystemTime::now();
         self.last_at = Some(now);
         self.last_ok = outcome.is_ok();
         match outcome {
-            Ok(()) => {
+            Ok(pending) => {
                 self.succeeded += 1;
                 self.last_success = now;
                 self.error = None;
+                self.restart_pending = pending;
             }
             Err(e) => {
                 self.failed += 1;
@@ -172,6 +178,11 @@ impl Families for DaemonFamilies {
             Unit::Seconds,
             "Unix time the running config was applied: the start, then each successful reload."
         );
+        describe_gauge!(
+            RESTART_PENDING,
+            Unit::Count,
+            "Keys the config file changed that only a restart applies (`mxscreen status` names them); 0 when the daemon runs what the file says."
+        );
         describe_gauge!(START_TIME, Unit::Seconds, "Unix time the daemon started.");
         describe_gauge!(
             BUILD_INFO,
@@ -210,6 +221,7 @@ impl Families for DaemonFamilies {
         counter!(RELOADS, "result" => "failure").absolute(f.reloads.failed);
         gauge!(LAST_RELOAD_OK).set(if f.reloads.last_ok { 1.0 } else { 0.0 });
         gauge!(LAST_RELOAD_SUCCESS).set(unix_secs(f.reloads.last_success));
+        gauge!(RESTART_PENDING).set(f.reloads.restart_pending.len() as f64);
         gauge!(START_TIME).set(unix_secs(f.started));
         gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         Ok(())

@@ -10,6 +10,7 @@ use std::path::Path;
 use ipnet::IpNet;
 
 use super::{
+    super::sections::ControlSection,
     draft::{Draft, Feed, Notes},
     maincf::{self, MainCf},
     postscreen::param,
@@ -78,6 +79,14 @@ pub fn translate(cf: &MainCf, d: &mut Draft) {
                     } else {
                         &deny_at
                     }
+                ),
+            );
+        } else if let Some((widest, family)) = ControlSection::default().too_wide(&e.net) {
+            d.notes.push(
+                &e.at,
+                format!("reject {net}"),
+                &format!(
+                    "wider than /{widest}, the widest lists.deny takes (control.widest_block_{family}); not translated: add it by hand, with that bound lowered, if you mean it"
                 ),
             );
         } else if !d.deny.iter().any(|(n, _)| *n == net) {

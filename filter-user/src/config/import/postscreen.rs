@@ -407,7 +407,7 @@ mod tests {
         let mixed = dir.path().join("mixed.cidr");
         std::fs::write(
             &mixed,
-            "198.51.100.7 reject\n198.51.100.0/24 permit\n203.0.113.0/24 reject\n192.0.2.1/24 permit\n",
+            "198.51.100.7 reject\n198.51.100.0/24 permit\n203.0.113.0/24 reject\n192.0.2.1/24 permit\n20.0.0.0/8 reject\n",
         )
         .unwrap();
         let (d, cfg) = import_text(&format!(
@@ -444,6 +444,14 @@ mod tests {
                 .iter()
                 .any(|n| n
                     .contains("mixed.cidr:4: 192.0.2.1/24 permit: a prefix with host bits set")),
+            "{notes:#?}"
+        );
+        // Wider than lists.deny takes: left out, and said so (a valid config either way).
+        assert!(
+            notes
+                .iter()
+                .any(|n| n.contains("mixed.cidr:5: reject 20.0.0.0/8")
+                    && n.contains("wider than /16")),
             "{notes:#?}"
         );
     }

@@ -276,8 +276,25 @@ pub fn validate_dnsbls(zones: &[DnsblConfig]) -> Result<(), InvalidKey> {
             in_loopback(&format!("dnsbl[{i}].code_weights[{j}].codes"), &cw.codes)?;
         }
         in_loopback(&format!("dnsbl[{i}].codes"), &z.codes)?;
+        not_the_test_point(&format!("dnsbl[{i}].error_codes"), &z.error_codes)?;
     }
     Ok(())
+}
+
+/// RFC 5782's test point, which every list answers as listed: an error code covering it
+/// (`127.0.0.0/8`, `127.*.*.*`) would turn every listing into "query refused", and the zone
+/// would never list anyone (unnoticed with the canary off).
+fn not_the_test_point(key: &str, specs: &[CodeSpec]) -> Result<(), InvalidKey> {
+    let test_point = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    match specs.iter().find(|s| s.matches(test_point)) {
+        Some(s) => Err(InvalidKey::new(
+            key,
+            format!(
+                "{s} covers 127.0.0.2, the listing every DNSBL answers for its test point (RFC 5782): every listing would be taken for a refused query; error codes are the list's own (127.255.255.0/24 is built in)"
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Listing codes are in 127.0.0.0/8 (RFC 5782): a spec wholly outside it can never match an
@@ -386,6 +403,14 @@ mod tests {
             ..DnsblConfig::new("bl.test", 10)
         });
         assert!(e.contains("dnsbl[0].code_weights[0].codes"), "{e}");
+        let e = err(DnsblConfig {
+            error_codes: vec!["127.0.0.0/8".parse().unwrap()],
+            ..DnsblConfig::new("bl.test", 10)
+        });
+        assert!(
+            e.contains("dnsbl[0].error_codes") && e.contains("127.0.0.2"),
+            "{e}"
+        );
         // The same zone twice is named as such, not as a display-name clash.
         let e = validate_dnsbls(&[
             DnsblConfig::new("bl.test", 10),
