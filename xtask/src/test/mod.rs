@@ -7,9 +7,10 @@
 
 mod harness;
 mod lint_beside;
+mod release_beside;
 mod suites;
 
-use std::{ffi::OsString, path::PathBuf, time::Instant};
+use std::{ffi::OsString, path::PathBuf};
 
 use anyhow::{Context as _, Result, bail};
 use harness::{Built, Sink, Tally};
@@ -46,7 +47,8 @@ pub fn run(filter: Option<&str>, allow_skips: bool) -> Result<()> {
 }
 
 /// The run as a list of timed steps: setup, the debug build, then the two lanes of suites
-/// side by side ([`Lane`]), the second making the release build beside its first suites.
+/// side by side ([`Lane`]); the release build and the package, if a suite needs them, from
+/// the start beside all that ([`release_beside`]).
 fn run_steps(
     suites: &[&'static Suite],
     lint: bool,
@@ -55,15 +57,22 @@ fn run_steps(
 ) -> Result<()> {
     timings.time("setup", || setup(Needs::Tests))?;
     let lint = lint.then(lint_beside::LintBeside::start).transpose()?;
+    let release = suites
+        .iter()
+        .any(|s| s.release)
+        .then(release_beside::ReleaseBeside::start)
+        .transpose()?;
     let built = timings.time("build: tests and mxscreen (debug)", harness::build)?;
     suites::check_every_test_has_a_suite(&built.harnesses)?;
     let (first, beside): (Vec<&Suite>, Vec<&Suite>) =
         suites.iter().partition(|s| s.lane == Lane::First);
     // Two lanes at once print each suite's output as a block when it ends; one prints live.
     let live = first.is_empty() || beside.is_empty();
+    let release = release.as_ref();
+    let lane = |suites, mark| run_lane(suites, mark, &built, release, live, allow_skips);
     let (first, beside) = std::thread::scope(|scope| {
-        let other = scope.spawn(|| run_lane(&beside, " [lane 2]", &built, live, allow_skips));
-        let mine = run_lane(&first, "", &built, live, allow_skips);
+        let other = scope.spawn(|| lane(&beside, " [lane 2]"));
+        let mine = lane(&first, "");
         (mine, other.join().expect("a lane of suites panicked"))
     });
     let mut report = Report::default();
@@ -89,62 +98,54 @@ struct LaneRun {
     report: Report,
 }
 
-/// Runs `suites` one after the other, their rows in the time table marked with `mark`. If
-/// one of them needs the release build, it is made beside the suites before that one, which
-/// do not need it (most of their time is spent waiting on daemons, DNS servers and MTAs, not
-/// on the CPU), and that suite waits for it.
+/// Runs `suites` one after the other, their rows in the time table marked with `mark`. A
+/// suite that needs the release build and the package waits for `release` (made from the
+/// start of the run); the lane that sees it end records its time.
 fn run_lane(
     suites: &[&'static Suite],
     mark: &str,
     built: &Built,
+    release: Option<&release_beside::ReleaseBeside>,
     live: bool,
     allow_skips: bool,
 ) -> Result<LaneRun> {
     let mut timings = Timings::new();
     let mut report = Report::default();
-    std::thread::scope(|scope| {
-        // The package is built from the release binary, which the benchmarks run too.
-        let mut release = suites.iter().any(|s| s.release).then(|| {
-            scope.spawn(|| {
-                let t = Instant::now();
-                (crate::deb::build(), t.elapsed())
-            })
-        });
-        let mut deb = None;
-        for suite in suites {
-            if suite.release
-                && let Some(build) = release.take()
-            {
-                let (made, took) = build.join().expect("the release build panicked");
-                let name = format!("build: mxscreen (release), .deb{mark}");
+    let mut deb = None;
+    for suite in suites {
+        if suite.release && deb.is_none() {
+            let release = release.context("a suite needs the release build, none was started")?;
+            let (made, took) = release.wait();
+            if let Some(took) = took {
+                let name = "build: mxscreen (release), .deb (from the start, niced)";
                 timings.record(name, took, made.is_ok());
-                deb = Some(made?);
             }
-            let mut out = Sink::new(live);
-            out.line(format!("\n=== suite {} ===", suite.name));
-            let t = timings.time(format!("suite {}{mark}", suite.name), || {
-                run_suite(suite, built, deb.as_ref(), &mut out)
-            });
-            out.flush();
-            let t = t?;
-            if t.failed > 0 {
-                timings.failed_last();
-                report.failed_suites.push(suite.name);
-            }
-            // A skipped test is a test that cannot fail: it fails the run, locally as in CI,
-            // unless the developer asked for that with --allow-skips.
-            if t.ignored > 0 && !allow_skips {
-                eprintln!(
-                    "suite {}: {} ignored test(s); a skipped test fails the run (--allow-skips to accept)",
-                    suite.name, t.ignored
-                );
-                timings.failed_last();
-                report.failed_suites.push(suite.name);
-            }
-            report.total.add(t);
+            deb = Some(made?);
         }
-        Ok(LaneRun { timings, report })
-    })
+        let mut out = Sink::new(live);
+        out.line(format!("\n=== suite {} ===", suite.name));
+        let t = timings.time(format!("suite {}{mark}", suite.name), || {
+            run_suite(suite, built, deb.as_ref(), &mut out)
+        });
+        out.flush();
+        let t = t?;
+        if t.failed > 0 {
+            timings.failed_last();
+            report.failed_suites.push(suite.name);
+        }
+        // A skipped test is a test that cannot fail: it fails the run, locally as in CI,
+        // unless the developer asked for that with --allow-skips.
+        if t.ignored > 0 && !allow_skips {
+            eprintln!(
+                "suite {}: {} ignored test(s); a skipped test fails the run (--allow-skips to accept)",
+                suite.name, t.ignored
+            );
+            timings.failed_last();
+            report.failed_suites.push(suite.name);
+        }
+        report.total.add(t);
+    }
+    Ok(LaneRun { timings, report })
 }
 
 /// A copy of this very xtask binary for the package suite. `cargo test` relinks

@@ -37,9 +37,8 @@ pub struct Suite {
 /// and MTAs rather than on the CPU, and their harnesses share nothing (each test has its own
 /// namespaces, pin directory, ports and daemon), so two at a time take little longer than
 /// one. `Beside` holds e2e, the short reputation, metrics and fleet suites, and the suites
-/// that need the release build, which is made beside e2e (e2e does not need it); the two
-/// lanes take about as long (the first, with the daemon and feeds suites, was the longer by
-/// about three minutes with those three in it).
+/// that need the release build (made from the start of the run, see `release_beside`), so
+/// that they come last and the package is made by then.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lane {
     First,
