@@ -98,6 +98,25 @@ fn repeat_syns_are_decided_from_the_cache_and_every_hit_counts() {
             dp.expect_syn(entry, src, Outcome::Pass, "passed_verdict", 0);
             dp.expect_syn(entry, src, Outcome::Pass, "passed_verdict", 0);
             assert_eq!(dp.maps.verdict_get(src).unwrap().unwrap().hits, 10);
+            // A rewrite that ends up changing nothing else (an explanation noted for a
+            // verdict that has none) still carries the slot's hits into the entry.
+            dp.expect_syn(entry, src, Outcome::Pass, "passed_verdict", 0);
+            assert_eq!(slot_of(&dp, src).state().hits(), 3);
+            assert!(!dp.maps.explained_until(src, 0).unwrap());
+            assert_ne!(slot_of(&dp, src).key, key(src));
+            assert_eq!(dp.maps.verdict_get(src).unwrap().unwrap().hits, 11);
+            // One that does (an explained drop's next explanation) keeps them too.
+            let mut v = dp.maps.verdict_get(src).unwrap().unwrap();
+            v.action = Action::Drop as u8;
+            v.reason = Reason::Reputation as u8;
+            v.flags = filter_common::VERDICT_EXPLAIN;
+            v.explain_at_ns = u64::MAX / 2;
+            dp.maps.verdict_set(src, v).unwrap();
+            dp.expect_syn(entry, src, Outcome::Drop, "dropped_verdict", 1);
+            dp.expect_syn(entry, src, Outcome::Drop, "dropped_verdict", 0);
+            dp.expect_syn(entry, src, Outcome::Drop, "dropped_verdict", 0);
+            assert!(dp.maps.explained_until(src, u64::MAX / 2).unwrap());
+            assert_eq!(dp.maps.verdict_get(src).unwrap().unwrap().hits, 14);
         }
     }
 }

@@ -41,17 +41,13 @@ impl Daemon {
 
     pub(super) fn status(&mut self) -> Result<StatusReply> {
         self.take_census()?;
-        let sizes = self.cfg.datapath.maps;
-        let fill = |name: &str, entries: u64, per_family: u32| MapFill {
-            name: name.into(),
-            entries,
-            max_entries: per_family.saturating_mul(2),
-        };
-        let maps = vec![
-            fill("allow (v4+v6)", self.census.allow, sizes.allow),
-            fill("deny (v4+v6)", self.census.deny, sizes.deny),
-            fill("verdicts (v4+v6)", self.census.verdicts(), sizes.peers),
-        ];
+        let maps = (self.census.fill(&self.cfg.datapath.maps).into_iter())
+            .map(|(name, entries, max_entries)| MapFill {
+                name: format!("{name} (v4+v6)"),
+                entries,
+                max_entries: u32::try_from(max_entries).unwrap_or(u32::MAX),
+            })
+            .collect();
         let engine = self.engine.stats();
         Ok(StatusReply {
             version: env!("CARGO_PKG_VERSION").into(),

@@ -26,8 +26,17 @@ use anyhow::{Context as _, Result, bail};
 use aya::maps::{Array, IterableMap as _, MapData};
 use filter_common::{
     CacheCtl, CacheSlot, SealKey, SlotState, cache_index, cache_key_v4, cache_key_v6, cacheable_v6,
-    has_bucket,
+    has_bucket, is_verdict,
 };
+
+/// What emptying a source's slot hands back to its entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Handed {
+    /// The token bucket (TAT, ns) the slot kept, or 0.
+    pub tat_ns: u64,
+    /// The verdict hits the slot counted since its fill (not yet in the entry).
+    pub hits: u64,
+}
 
 /// The cache key of a source; `None` for an IPv4-mapped IPv6 source, which the datapath
 /// keeps out of the cache (it would share its IPv4 twin's key).
@@ -178,17 +187,17 @@ impl Slots {
         Ok(out)
     }
 
-    /// Empties slot `i` if it holds the source `k`, losing its pending hits: under the slot's
-    /// lock, taken and released as the datapath does. Returns the source's token bucket (TAT)
-    /// if the slot kept it, else 0.
-    fn empty(&self, i: u32, k: [u64; 2]) -> Result<u64> {
+    /// Empties slot `i` if it holds the source `k`: under the slot's lock, taken and released
+    /// as the datapath does, so the hits it counted are taken exactly once. Returns what the
+    /// slot held for the source's entry: its token bucket and its pending verdict hits.
+    fn empty(&self, i: u32, k: [u64; 2]) -> Result<Handed> {
         let m = &self.mapping;
         let named = |m: &Mapping| {
             m.word(i, KEY).load(Ordering::Relaxed) == k[0]
                 && m.word(i, KEY + 1).load(Ordering::Relaxed) == k[1]
         };
         if !named(m) {
-            return Ok(0);
+            return Ok(Handed::default());
         }
         let state = m.word(i, STATE);
         let deadline = Instant::now() + LOCK_WAIT;
@@ -209,7 +218,7 @@ impl Slots {
         if !named(m) {
             // Another source's by now: left as it was.
             state.store(from.0, Ordering::Release);
-            return Ok(0);
+            return Ok(Handed::default());
         }
         let meta = m.word(i, META).load(Ordering::Relaxed);
         let tat = m.word(i, TAT).load(Ordering::Relaxed);
@@ -217,10 +226,10 @@ impl Slots {
             m.word(i, w).store(0, Ordering::Relaxed);
         }
         state.store(from.refilled(0).0, Ordering::Release);
-        Ok(if has_bucket((meta >> 32) as u8) {
-            tat
-        } else {
-            0
+        let decision = (meta >> 32) as u8;
+        Ok(Handed {
+            tat_ns: if has_bucket(decision) { tat } else { 0 },
+            hits: if is_verdict(decision) { from.hits() } else { 0 },
         })
     }
 }
@@ -263,11 +272,13 @@ impl Cache {
         self.write()
     }
 
-    /// Empties `ip`'s slot if it holds `ip`, losing its pending hits (the caller is about to
-    /// write the verdict, hits included, from what it read with them). Returns the token
-    /// bucket (TAT, ns) the slot kept for `ip`, which the caller carries into the entry, or 0.
-    pub(super) fn evict(&mut self, ip: IpAddr) -> Result<u64> {
-        let Some(k) = key(ip) else { return Ok(0) };
+    /// Empties `ip`'s slot if it holds `ip`. Returns what the slot kept for `ip` — its token
+    /// bucket and the verdict hits it counted — which the caller carries into the entry it
+    /// is about to write.
+    pub(super) fn evict(&mut self, ip: IpAddr) -> Result<Handed> {
+        let Some(k) = key(ip) else {
+            return Ok(Handed::default());
+        };
         self.slots.empty(cache_index(k, self.slots.shift), k)
     }
 }

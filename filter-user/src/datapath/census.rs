@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use anyhow::Result;
 use filter_common::{Action, PeerVerdict, Reason};
 
-use super::Table;
+use super::{MapSizes, Table};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Census {
@@ -31,6 +31,18 @@ fn reason_slot(r: Reason) -> usize {
 }
 
 impl Census {
+    /// Each map's entries and capacity, both families: the verdicts against the peer maps;
+    /// the allow and the deny entries each against the list map they share (one per family,
+    /// `datapath.maps.deny + allow` entries), so a row shows the room left to both.
+    pub fn fill(&self, sizes: &MapSizes) -> [(&'static str, u64, u64); 3] {
+        let both = |per_family: u32| u64::from(per_family) * 2;
+        [
+            ("allow", self.allow, both(sizes.lists())),
+            ("deny", self.deny, both(sizes.lists())),
+            ("verdicts", self.verdicts(), both(sizes.peers)),
+        ]
+    }
+
     /// Counts the verdicts that are live at `now_ns` and returns the expired ones beside.
     /// (An unknown action byte counts as `pass`, the action the datapath applies.)
     pub fn count_verdicts(

@@ -14,6 +14,7 @@ use filter_common::{Peer, PeerVerdict};
 
 use super::{
     batch,
+    cache::Handed,
     maps::DatapathMaps,
     typed::{Hash, found, removed},
 };
@@ -53,18 +54,22 @@ impl DatapathMaps {
     /// emptied first and every slot's generation ended after, so no copy of the old entry
     /// outlives the write.
     fn rewrite(&mut self, ip: IpAddr, edit: impl FnOnce(&mut Peer) -> bool) -> Result<bool> {
-        // The token bucket the slot kept stays the source's.
-        let bucket = self.cache.evict(ip)?;
+        // The token bucket and the hits the slot kept stay the source's: written back even
+        // when `edit` changes nothing else, or they would be lost with the slot.
+        let handed = self.cache.evict(ip)?;
+        let mut edited = false;
         let edit = |p: &mut Peer| {
-            p.tat_ns = p.tat_ns.max(bucket);
-            edit(p)
+            p.tat_ns = p.tat_ns.max(handed.tat_ns);
+            p.hits = p.hits.saturating_add(handed.hits);
+            edited = edit(p);
+            edited || handed != Handed::default()
         };
-        let written = match ip {
+        match ip {
             IpAddr::V4(a) => update(&mut self.maps.peers.v4, a.octets(), edit),
             IpAddr::V6(a) => update(&mut self.maps.peers.v6, a.octets(), edit),
         }?;
         self.cache.invalidate()?;
-        Ok(written)
+        Ok(edited)
     }
 
     /// Sets `ip`'s verdict (its first contact, last report and token bucket stay).

@@ -123,17 +123,6 @@ fn unix_secs(t: SystemTime) -> f64 {
         .as_secs_f64()
 }
 
-/// What `status` calls each map (verdicts, allow, deny), with its entries and capacity
-/// (per family × 2).
-fn maps(f: &Facts) -> [(&'static str, u64, u64); 3] {
-    let both = |per_family: u32| u64::from(per_family) * 2;
-    [
-        ("verdicts", f.census.verdicts(), both(f.capacity.peers)),
-        ("allow", f.census.allow, both(f.capacity.allow)),
-        ("deny", f.census.deny, both(f.capacity.deny)),
-    ]
-}
-
 impl Families for DaemonFamilies {
     fn describe(&self) {
         describe_gauge!(
@@ -198,7 +187,7 @@ impl Families for DaemonFamilies {
         for (reason, n) in f.census.verdicts_by_reason() {
             gauge!(VERDICTS_BY_SOURCE, "source" => source_name(reason)).set(n as f64);
         }
-        for (map, entries, capacity) in maps(&f) {
+        for (map, entries, capacity) in f.census.fill(&f.capacity) {
             gauge!(MAP_ENTRIES, "map" => map).set(entries as f64);
             gauge!(MAP_CAPACITY, "map" => map).set(capacity as f64);
         }
