@@ -87,6 +87,23 @@ pub fn setup(needs: Needs) -> Result<()> {
     Ok(())
 }
 
+/// What only the test suites need on this machine, with the rest already set up for
+/// [`Needs::Build`]: their Debian packages and the unpacked Postfix. `cargo xtask test` runs
+/// it beside the debug build, which needs neither. Says what it installed.
+pub fn setup_suites() -> Result<()> {
+    let mut did = Vec::new();
+    if Apt::default().ensure(&Needs::Tests.debian_packages())? {
+        did.push("the suites' Debian packages");
+    }
+    if crate::postfix::unpack()? {
+        did.push("Postfix (unpacked)");
+    }
+    if !did.is_empty() {
+        eprintln!("setup: installed {}", did.join(", "));
+    }
+    Ok(())
+}
+
 /// Installs the Debian packages `needs` into the Debian root `root` (a container's file
 /// system), exactly as [`setup`] does on this machine; the toolchain belongs to whoever
 /// runs cargo, not to the root, and is left out. The package suite runs this in a root

@@ -10,14 +10,14 @@ mod lint_beside;
 mod release_beside;
 mod suites;
 
-use std::{ffi::OsString, path::PathBuf};
+use std::{ffi::OsString, path::PathBuf, time::Instant};
 
 use anyhow::{Context as _, Result, bail};
 use harness::{Built, Sink, Tally};
 use suites::{Lane, Runs, Suite};
 
 use crate::{
-    setup::{Needs, setup},
+    setup::{Needs, setup, setup_suites},
     timing::Timings,
     util::is_root,
 };
@@ -55,14 +55,27 @@ fn run_steps(
     allow_skips: bool,
     timings: &mut Timings,
 ) -> Result<()> {
-    timings.time("setup", || setup(Needs::Tests))?;
+    // What building needs first; cargo-deb comes with the niced package build (`xtask deb`
+    // sets up what it needs), and the suites' packages and Postfix beside the debug build:
+    // on a fresh machine, neither waits for the other.
+    timings.time("setup", || setup(Needs::Build))?;
     let lint = lint.then(lint_beside::LintBeside::start).transpose()?;
     let release = suites
         .iter()
         .any(|s| s.release)
         .then(release_beside::ReleaseBeside::start)
         .transpose()?;
-    let built = timings.time("build: tests and mxscreen (debug)", harness::build)?;
+    let built = std::thread::scope(|scope| {
+        let suites_setup = scope.spawn(|| {
+            let t = Instant::now();
+            (setup_suites(), t.elapsed())
+        });
+        let built = timings.time("build: tests and mxscreen (debug)", harness::build);
+        let (set_up, took) = suites_setup.join().expect("the suites' setup panicked");
+        let row = "setup: the suites' packages and Postfix (beside the debug build)";
+        timings.record(row, took, set_up.is_ok());
+        set_up.and(built)
+    })?;
     suites::check_every_test_has_a_suite(&built.harnesses)?;
     let (first, beside): (Vec<&Suite>, Vec<&Suite>) =
         suites.iter().partition(|s| s.lane == Lane::First);
