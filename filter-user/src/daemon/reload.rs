@@ -29,13 +29,11 @@ fn try_reload(d: &mut Daemon, opts: &RunOptions) -> Result<Vec<&'static str>> {
     };
     let (new, _) = read_config(&opts)?;
     let old = d.cfg.clone();
-    // The running config holds the restart-only keys as they were at start.
-    let pending = restart_only_changes(&old, &new);
-    switch_to(d, new).map_err(|e| {
+    let pending = switch_to(d, new).map_err(|e| {
         // A file that validates can still fail to apply (a list over its map's size, a
         // kernel that refuses a write): the running config goes back in, as promised.
         match switch_to(d, old) {
-            Ok(()) => e,
+            Ok(_) => e,
             Err(back) => e.context(format!(
                 "and putting the running config back failed too: {back:#}"
             )),
@@ -45,8 +43,10 @@ fn try_reload(d: &mut Daemon, opts: &RunOptions) -> Result<Vec<&'static str>> {
     Ok(pending)
 }
 
-/// Makes `new` the running config: the engine's, the daemon's and the datapath's.
-fn switch_to(d: &mut Daemon, new: Config) -> Result<()> {
+/// Makes `new` the running config: the engine's, the daemon's and the datapath's. Returns
+/// the restart-only keys `new` changes, kept as they run (the running config holds them as
+/// they were at start).
+fn switch_to(d: &mut Daemon, new: Config) -> Result<Vec<&'static str>> {
     d.engine.reload(new.reputation()).map_err(|e| anyhow!(e))?;
     let old = std::mem::replace(&mut d.cfg, new);
     let restart = restart_only_changes(&old, &d.cfg);
@@ -75,7 +75,8 @@ fn switch_to(d: &mut Daemon, new: Config) -> Result<()> {
         tracing::warn!(keys = %restart.join(", "), "changed in the config but only applied at restart");
     }
     d.apply()
-        .map_err(|e| e.context("applying the reloaded config"))
+        .map_err(|e| e.context("applying the reloaded config"))?;
+    Ok(restart)
 }
 
 /// The keys SIGHUP cannot apply, as the warning names them (the README's *Signals*

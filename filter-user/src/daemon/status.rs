@@ -41,7 +41,10 @@ impl Daemon {
 
     pub(super) fn status(&mut self) -> Result<StatusReply> {
         self.take_census()?;
-        let maps = (self.census.fill(&self.cfg.datapath.maps).into_iter())
+        let maps = self
+            .census
+            .fill(&self.cfg.datapath.maps)
+            .into_iter()
             .map(|(name, entries, max_entries)| MapFill {
                 name: format!("{name} (v4+v6)"),
                 entries,
