@@ -240,6 +240,14 @@ fn metrics_match(backend: &str) {
         );
     }
     assert_eq!(value(&after, "mxscreen_map_entries{map=\"deny\"}"), 1.0);
+    // allow and deny share one list map per family: both rows show its room.
+    let capacity = |map: &str| {
+        value(
+            &after,
+            &format!("mxscreen_map_capacity_entries{{map=\"{map}\"}}"),
+        )
+    };
+    assert_eq!(capacity("allow"), capacity("deny"));
     let mode = status["interfaces"][0]["mode"].as_str().unwrap();
     assert_eq!(
         value(
