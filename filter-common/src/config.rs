@@ -57,6 +57,13 @@ pub struct DatapathConfig {
     /// The same ports as a bitmap (bit `p % 64` of word `p / 64`): one load and a shift per
     /// SYN, whatever the number of ports. Written together with `ports` by `set_ports`.
     pub port_bits: [u64; PORT_WORDS],
+    /// The most new sources a tick (counted in [`crate::NewSources`], 2^30 ns) the seen maps
+    /// take while every source held stays in them for its whole hold window: half a map per
+    /// hold window (the kernel's LRU is approximate). Above it, this tick or the last,
+    /// nothing is held (counted as `unheld`): a held source the LRU forgot would be new again
+    /// at its retransmit, and held again, for as long as the flood lasts. `DatapathMaps`
+    /// fills it from the map's real size; 0 = no bound.
+    pub seen_new_per_tick_max: u64,
 }
 
 /// Words of [`DatapathConfig::port_bits`]: one bit per port.
@@ -91,6 +98,7 @@ impl DatapathConfig {
             tick_ns: 0,
             stale_jiffies: 0,
             port_bits: [0; PORT_WORDS],
+            seen_new_per_tick_max: 0,
         }
     }
 

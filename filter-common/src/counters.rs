@@ -49,11 +49,18 @@ pub enum Counter {
     /// ([`crate::DatapathConfig::events_per_s`]) was spent; the source is not marked as
     /// reported, so its next SYN tries again.
     EventsOverBudget = 18,
+    /// Decisions for an unknown source that passed it where `first_contact = "hold"` would
+    /// have held it, because the datapath could not have bounded the hold: new sources
+    /// arrive faster than the seen maps can remember a held one for its hold window
+    /// ([`crate::DatapathConfig::seen_new_per_tick_max`]; the pass is then cached as `unknown`
+    /// for the dedup window), or (with `events_lost`, at every SYN) nobody is reading the
+    /// reports. On top of `unknown`.
+    Unheld = 19,
 }
 
 impl Counter {
     /// Number of counters (size of the `COUNTERS` array).
-    pub const COUNT: u32 = 19;
+    pub const COUNT: u32 = 20;
 
     pub const ALL: [Counter; Self::COUNT as usize] = [
         Counter::PassedNotSubject,
@@ -75,6 +82,7 @@ impl Counter {
         Counter::DroppedFeed,
         Counter::SlowPath,
         Counter::EventsOverBudget,
+        Counter::Unheld,
     ];
 
     /// Stable snake_case name for stats output and metrics.
@@ -99,6 +107,7 @@ impl Counter {
             Counter::DroppedFeed => "dropped_feed",
             Counter::SlowPath => "slow_path",
             Counter::EventsOverBudget => "events_over_budget",
+            Counter::Unheld => "unheld",
         }
     }
 }

@@ -8,7 +8,8 @@
 //! - [`names`]: [`Action`] and [`Reason`];
 //! - [`config`]: [`DatapathConfig`], the runtime configuration;
 //! - [`peer`]: [`Peer`], everything known about one source (verdict, cached decision, first
-//!   contact, token bucket), and the [`PeerVerdict`] and [`Seen`] views of it;
+//!   contact, token bucket), the [`PeerVerdict`] and [`Seen`] views of it, and the count of
+//!   [`NewSources`] that bounds a hold;
 //! - [`lists`]: the prefix lists ([`Table`], [`ListKey`], [`ListValue`], [`ListIndex`]) and the
 //!   [`ListEntry`] view;
 //! - [`counters`]: the outcome [`Counter`]s;
@@ -42,7 +43,8 @@ pub use self::{
     },
     names::{Action, Reason},
     peer::{
-        Decision, PEER_EXPLAIN, PEER_VERDICT, Peer, PeerVerdict, Seen, VERDICT_EXPLAIN, seconds_up,
+        Decision, NewSources, PEER_EXPLAIN, PEER_VERDICT, Peer, PeerVerdict, Seen, VERDICT_EXPLAIN,
+        seconds_up,
     },
 };
 
@@ -70,9 +72,12 @@ pub mod map_names {
     pub const LISTS_V6: &str = "LISTS_V6";
     pub const PEERS_V4: &str = "PEERS_V4";
     pub const PEERS_V6: &str = "PEERS_V6";
+    pub const SEEN_V4: &str = "SEEN_V4";
+    pub const SEEN_V6: &str = "SEEN_V6";
+    pub const SEEN_RATE: &str = "SEEN_RATE";
 
     /// Every map, in a stable order (pinning, status and the name check walk this).
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 16] = [
         CACHE,
         CACHE_CTL,
         CONFIG,
@@ -86,6 +91,9 @@ pub mod map_names {
         LISTS_V6,
         PEERS_V4,
         PEERS_V6,
+        SEEN_V4,
+        SEEN_V6,
+        SEEN_RATE,
     ];
 }
 
@@ -101,8 +109,13 @@ pub mod program_names {
 /// Compile-time default map sizes. Userspace overrides them at load time from its config;
 /// these are what the object declares and what the tests load with.
 pub mod default_sizes {
-    /// Sources with a verdict or per-source state, per family.
+    /// Sources with a verdict from userspace, per family.
     pub const PEERS: u32 = 256 * 1024;
+    /// Sources the datapath keeps state for without a verdict (unknown, held, decided by a
+    /// list), per family. Half the verdicts' room (each is ~17 MiB of preallocated kernel
+    /// memory a family): it holds everything first contact needs of a busy MX, and bounds
+    /// the hold up to ~21,800 new sources a second at the default `hold_max` of 3 s.
+    pub const SEEN: u32 = 128 * 1024;
     /// Prefix-list entries per family (all tables; allocated on use).
     pub const LISTS: u32 = 1024 * 1024 + 64 * 1024;
     /// Per-CPU hit counters of list entries (each feed uses one for all its entries).
@@ -116,6 +129,7 @@ mod pod {
     // SAFETY: all of these are #[repr(C)], contain only integers and byte arrays, and spell
     // out their padding, so every bit pattern is valid and no byte is uninitialised.
     unsafe impl aya::Pod for super::Peer {}
+    unsafe impl aya::Pod for super::NewSources {}
     unsafe impl aya::Pod for super::CacheSlot {}
     unsafe impl aya::Pod for super::CacheCtl {}
     unsafe impl aya::Pod for super::ListKey<[u8; 4]> {}
@@ -147,8 +161,9 @@ mod tests {
         );
         assert_eq!(
             size_of::<DatapathConfig>(),
-            2 * MAX_PORTS + 4 + 4 + 7 * 8 + 4 + 4 + 4 * 8 + 8 * PORT_WORDS
+            2 * MAX_PORTS + 4 + 4 + 7 * 8 + 4 + 4 + 4 * 8 + 8 * PORT_WORDS + 8
         );
+        assert_eq!(size_of::<NewSources>(), 3 * 8);
         assert_eq!(size_of::<NewPeerEvent>(), 16 + 1 + 1 + 2 + 4 + 8);
     }
 

@@ -82,6 +82,48 @@ pub struct Seen {
 
 const NS_PER_S: u64 = 1_000_000_000;
 
+/// New sources the seen maps took, a tick (2^30 ns, 1.07 s: a shift, where a division by 1e9
+/// would cost every new source's SYN a divide) at a time: the value of `SEEN_RATE`, one
+/// element every CPU counts into. What bounds a hold
+/// ([`crate::DatapathConfig::seen_new_per_tick_max`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NewSources {
+    /// The tick of CLOCK_MONOTONIC_COARSE that `this` counts.
+    pub tick: u64,
+    /// New sources in `tick`.
+    pub this: u64,
+    /// New sources in the tick before it (0 if it saw none counted).
+    pub last: u64,
+}
+
+impl NewSources {
+    /// Nanoseconds of a tick, as a shift.
+    pub const TICK_SHIFT: u32 = 30;
+
+    /// The tick `now_ns` falls in.
+    pub const fn tick_of(now_ns: u64) -> u64 {
+        now_ns >> Self::TICK_SHIFT
+    }
+
+    /// New sources a tick as of `now_ns`: the busier of this tick and the last (a tick just
+    /// begun has counted little yet).
+    pub const fn per_tick(&self, now_ns: u64) -> u64 {
+        let t = Self::tick_of(now_ns);
+        if t == self.tick {
+            if self.this > self.last {
+                self.this
+            } else {
+                self.last
+            }
+        } else if t == self.tick + 1 {
+            self.this
+        } else {
+            0
+        }
+    }
+}
+
 /// Nanoseconds in whole seconds, rounded up (saturating at the u32 range, 136 years).
 pub const fn seconds_up(ns: u64) -> u32 {
     let s = ns.div_ceil(NS_PER_S);

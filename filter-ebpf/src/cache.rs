@@ -340,16 +340,25 @@ unsafe fn give_back(s: *mut CacheSlot, from: SlotState) {
     }
 }
 
-/// The entry of the source with cache key `key`, of either family.
+/// The entry of the source with cache key `key`, of either family: its verdict's, else the
+/// one the datapath keeps (a limit feed's source has its bucket there).
 #[inline(always)]
 fn entry_of(key: [u64; 2]) -> Option<*mut Peer> {
     match cache_key_as_v4(key) {
-        Some(a) => V4::peers().get_ptr_mut(a),
-        None => V6::peers().get_ptr_mut(cache_key_as_v6(key)),
+        Some(a) => V4::peers()
+            .get_ptr_mut(a)
+            .or_else(|| V4::seen().get_ptr_mut(a)),
+        None => {
+            let a = cache_key_as_v6(key);
+            V6::peers()
+                .get_ptr_mut(a)
+                .or_else(|| V6::seen().get_ptr_mut(a))
+        }
     }
 }
 
-/// A verdict hit the slot could not take, counted in the source's entry (if it has one).
+/// A verdict hit the slot could not take, counted in the source's verdict entry (if it still
+/// has one; only `PEERS` holds verdicts).
 #[inline(always)]
 fn hit_to_entry<F: Family>(addr: &F::Addr) {
     if let Some(p) = F::peers().get_ptr_mut(addr) {

@@ -13,7 +13,10 @@ pub trait Family {
     type Addr: Copy + 'static;
     /// `FAMILY_V4` or `FAMILY_V6`, as events carry it.
     const FAMILY: u8;
+    /// Sources with a verdict (created by userspace only).
     fn peers() -> &'static LruHashMap<Self::Addr, Peer>;
+    /// Sources without one the datapath keeps state for (created by the datapath only).
+    fn seen() -> &'static LruHashMap<Self::Addr, Peer>;
     fn lists() -> &'static HashMap<ListKey<Self::Addr>, ListValue>;
     /// The lengths table `table` uses: how many, and the array (longest first).
     fn lengths(index: &ListIndex, table: usize) -> (usize, &[u8]);
@@ -48,6 +51,11 @@ impl Family for V4 {
     #[inline(always)]
     fn peers() -> &'static LruHashMap<[u8; 4], Peer> {
         &maps::PEERS_V4
+    }
+
+    #[inline(always)]
+    fn seen() -> &'static LruHashMap<[u8; 4], Peer> {
+        &maps::SEEN_V4
     }
 
     #[inline(always)]
@@ -91,6 +99,11 @@ impl Family for V6 {
     #[inline(always)]
     fn peers() -> &'static LruHashMap<[u8; 16], Peer> {
         &maps::PEERS_V6
+    }
+
+    #[inline(always)]
+    fn seen() -> &'static LruHashMap<[u8; 16], Peer> {
+        &maps::SEEN_V6
     }
 
     #[inline(always)]

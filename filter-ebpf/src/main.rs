@@ -12,6 +12,7 @@
 
 mod atomic;
 mod cache;
+mod churn;
 mod clock;
 mod decision;
 mod family;

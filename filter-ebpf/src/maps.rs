@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use filter_common::{
     CacheCtl, CacheSlot, Counter, DatapathConfig, LIST_FILTER_WORDS, ListIndex, ListKey, ListValue,
-    Peer, default_sizes,
+    NewSources, Peer, default_sizes,
 };
 
 /// Runtime configuration, one element; all-zero means "screen nothing".
@@ -66,15 +66,31 @@ pub static LISTS_V4: HashMap<ListKey<[u8; 4]>, ListValue> =
 pub static LISTS_V6: HashMap<ListKey<[u8; 16]>, ListValue> =
     HashMap::with_max_entries(default_sizes::LISTS, BPF_F_NO_PREALLOC);
 
-// One entry per source: verdict, cached decision, first contact, token bucket. LRU: under a
-// flood of new sources the least recently seen go first instead of inserts failing; losing
-// one costs a re-lookup (a verdict) or a list walk (a cached decision).
+// One entry per source with a verdict: the verdict, the decision cached from it, its token
+// bucket. Only userspace creates them (the datapath writes into them in place), so no flood
+// of new sources can push a verdict out. LRU: more verdicts than room push out the least
+// recently seen, whose next SYN is then looked up again.
 #[map(name = "PEERS_V4")]
 pub static PEERS_V4: LruHashMap<[u8; 4], Peer> =
     LruHashMap::with_max_entries(default_sizes::PEERS, 0);
 #[map(name = "PEERS_V6")]
 pub static PEERS_V6: LruHashMap<[u8; 16], Peer> =
     LruHashMap::with_max_entries(default_sizes::PEERS, 0);
+
+// One entry per source without a verdict that the datapath keeps state for: unknown or held
+// (first contact, last report), decided by a list (the cached decision, a limit feed's token
+// bucket). Only the datapath creates them. LRU: a flood of new sources pushes out the least
+// recently seen; what bounds a hold then is `SEEN_RATE` (see `churn`).
+#[map(name = "SEEN_V4")]
+pub static SEEN_V4: LruHashMap<[u8; 4], Peer> =
+    LruHashMap::with_max_entries(default_sizes::SEEN, 0);
+#[map(name = "SEEN_V6")]
+pub static SEEN_V6: LruHashMap<[u8; 16], Peer> =
+    LruHashMap::with_max_entries(default_sizes::SEEN, 0);
+
+/// New sources the seen maps took, this second and the last (one element, every CPU).
+#[map(name = "SEEN_RATE")]
+pub static SEEN_RATE: Array<NewSources> = Array::with_max_entries(1, 0);
 
 /// The decision cache (see `filter_common::cache`). Mmapable only for the layout that brings:
 /// the values start on a page, so every 64-byte slot is exactly one cache line.

@@ -4,9 +4,10 @@
 //! For a subject SYN the source's slot in the decision cache is read first ([`crate::cache`]);
 //! when it holds this source's decision, whole, under the cache's current generation and
 //! before its deadline, that decision is applied. Otherwise the source's [`Peer`] entry is
-//! looked up; when it holds a decision made under the current generation of the lists
-//! (`DatapathConfig::list_gen`) that has not run out (`until_jiffies`), that decision is
-//! applied and copied into the cache slot. Otherwise [`crate::slow`] walks the lists and the
+//! looked up (its verdict's in `PEERS`, else the datapath's own in `SEEN`); when it holds a
+//! decision made under the current generation of the lists (`DatapathConfig::list_gen`) that
+//! has not run out (`until_jiffies`), that decision is applied and copied into the cache
+//! slot. Otherwise [`crate::slow`] walks the lists and the
 //! verdict in order of precedence (allow → deny → limit → the source's verdict → a prefix
 //! verdict → unknown), applies the result and caches it in the entry. Every path applies a
 //! decision through [`crate::decision::act`].
@@ -118,8 +119,10 @@ fn decide<F: Family, I: Ingress>(
         }
         holds_source = slot.names_source(&seen);
     }
+    // A verdict's entry first; without one, the entry the datapath keeps for the source.
     let peer = F::peers()
         .get_ptr_mut(addr)
+        .or_else(|| F::seen().get_ptr_mut(addr))
         .unwrap_or(core::ptr::null_mut());
     if !peer.is_null() {
         // SAFETY: a pointer into the map value, valid for this program run.

@@ -16,7 +16,7 @@ use filter_common::{
 };
 
 use crate::{
-    clock,
+    churn, clock,
     decision::{act, bump},
     family::Family,
     maps::{self, Bucket, count},
@@ -52,6 +52,7 @@ pub fn decide<F: Family, I: Ingress>(
     let list_gen = unsafe { core::ptr::read_volatile(&cfg.list_gen) };
     let mut fresh = Peer::empty();
     let p: &mut Peer = if peer.is_null() {
+        churn::count_new(now);
         &mut fresh
     } else {
         // SAFETY: a pointer into the map value, valid for this program run.
@@ -92,8 +93,10 @@ pub fn decide<F: Family, I: Ingress>(
         core::ptr::write_volatile(&mut p.list_gen, list_gen);
     }
     if peer.is_null() {
-        // Another CPU may have created it meanwhile, or userspace (a verdict): theirs stays.
-        let _ = F::peers().insert(addr, fresh, BPF_NOEXIST as u64);
+        // Into the datapath's own map: only userspace creates verdicts' entries, so a flood
+        // of new sources cannot push a verdict out. Another CPU may have created it
+        // meanwhile: theirs stays. (A verdict written meanwhile is looked up first.)
+        let _ = F::seen().insert(addr, fresh, BPF_NOEXIST as u64);
     }
     outcome
 }
@@ -285,7 +288,10 @@ fn unknown<F: Family>(
         p.first_seen_ns = now;
     }
     let hold_end = p.first_seen_ns.saturating_add(cfg.hold_window_ns);
-    let holding = cfg.flags & FLAG_HOLD != 0 && now < hold_end;
+    // Not while new sources come too fast for the seen maps to remember a held source until
+    // its hold ends: its hold could not be bounded (see `churn`). Fail open.
+    let hold_asked = cfg.flags & FLAG_HOLD != 0 && now < hold_end;
+    let holding = hold_asked && !churn::too_fast(cfg, now);
     let since = now.saturating_sub(p.last_event_ns);
     let why = if p.last_event_ns == 0 {
         if seen_before {
@@ -315,6 +321,9 @@ fn unknown<F: Family>(
     // when the ring is full: the daemon is gone or drowning, and holding would drop mail with
     // nobody coming to decide. Fail open.
     let held = holding && sent != Emitted::Lost;
+    if hold_asked && !held {
+        count(Counter::Unheld);
+    }
     let dedup_end = p.last_event_ns.saturating_add(cfg.dedup_window_ns);
     let again_at = p.last_event_ns.saturating_add(AGAIN_AFTER_NS);
     let lasts = if sent == Emitted::Lost {

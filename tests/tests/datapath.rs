@@ -9,7 +9,7 @@ use filter_common::{
     Reason, Table, VERDICT_EXPLAIN,
 };
 use ipnet::IpNet;
-use mxscreen::datapath::{ListKind, clock};
+use mxscreen::datapath::{ListKind, MapSizes, clock};
 use mxscreen_tests::{
     kernel::{ENTRIES, Entry, Outcome, TestDatapath, delta, is_einval},
     packets::{self, Fragment, Frame, L4, Tcp},
@@ -387,10 +387,15 @@ fn events_over_the_budget_are_counted_and_retried_at_the_next_syn() {
 #[test]
 fn hold_fails_open_when_the_event_ring_is_full() {
     for entry in ENTRIES {
-        let mut dp = TestDatapath::new();
+        // Seen maps that remember every peer of the test for its hold: what lets the peers go
+        // unheld here is the ring alone.
+        let mut dp = TestDatapath::with_sizes(MapSizes {
+            seen: 1 << 17,
+            ..MapSizes::small()
+        });
         dp.configure(|c| {
             c.flags |= FLAG_HOLD;
-            c.hold_window_ns = 60_000_000_000;
+            c.hold_window_ns = 5_000_000_000;
         });
         // Nobody reads the ring (as when the daemon is stuck): fill it with distinct peers.
         let mut lost = false;
@@ -407,7 +412,11 @@ fn hold_fails_open_when_the_event_ring_is_full() {
                     Outcome::Pass,
                     "{entry:?}: a peer nobody will judge must not be held"
                 );
-                assert_eq!(d, [("unknown", 1), ("events_lost", 1)], "{entry:?}");
+                assert_eq!(
+                    d,
+                    [("unknown", 1), ("events_lost", 1), ("unheld", 1)],
+                    "{entry:?}"
+                );
                 lost = true;
                 break;
             }
@@ -424,6 +433,102 @@ fn hold_fails_open_when_the_event_ring_is_full() {
             &dp,
             entry,
             &Frame::syn(V4).build(),
+            Outcome::Drop,
+            &[("held", 1), ("events_emitted", 1)],
+        );
+    }
+}
+
+/// `n` new IPv6 sources, none of them `V4`/`V6` or their neighbours.
+fn flood_sources(n: u32, block: u128) -> impl Iterator<Item = IpAddr> {
+    (0..n).map(move |i| {
+        IpAddr::V6(Ipv6Addr::from(
+            0x2001_0db8_0000_0000_0000_0000_0000_0000u128 | block << 80 | u128::from(i),
+        ))
+    })
+}
+
+/// Sends one SYN from each of `sources`; returns how many were held.
+fn syn_from_each(dp: &TestDatapath, entry: Entry, sources: impl Iterator<Item = IpAddr>) -> u64 {
+    let before = dp.counters()[Counter::Held as usize];
+    for src in sources {
+        dp.run(entry, &Frame::syn(src).build());
+    }
+    dp.counters()[Counter::Held as usize] - before
+}
+
+/// QA's finding (stop 43): unknown sources took entries in the LRU the verdicts live in, so
+/// a flood of new sources pushed verdicts out. Verdicts' entries are now made by userspace
+/// only; the datapath's own go into the seen maps, which a flood churns alone.
+#[test]
+fn a_flood_of_new_sources_pushes_out_no_verdict() {
+    for entry in ENTRIES {
+        let mut dp = TestDatapath::new();
+        for src in SOURCES {
+            dp.maps.verdict_set(src, verdict(Action::Drop, 0)).unwrap();
+        }
+        // Three times what the seen maps (and the verdicts' maps) hold, and the decision
+        // cache's slots: every source's slot is taken over, the lookup goes to the maps.
+        let n = 3 * MapSizes::small().seen.max(MapSizes::small().cache_slots());
+        dp.drain_events();
+        syn_from_each(&dp, entry, flood_sources(n, 0x77));
+        for src in SOURCES {
+            assert_eq!(
+                dp.maps.verdict_get(src).unwrap().map(|v| v.action()),
+                Some(Action::Drop),
+                "{entry:?}: {src}'s verdict was pushed out"
+            );
+            expect(
+                &dp,
+                entry,
+                &Frame::syn(src).build(),
+                Outcome::Drop,
+                &[("dropped_verdict", 1)],
+            );
+        }
+    }
+}
+
+/// A held source is remembered by its entry in the seen maps. While new sources come faster
+/// than half a seen map per hold window, an entry may be pushed out before its hold ends,
+/// and the source would be held again at every retransmit for as long as the flood lasts:
+/// so then nothing is held (counted as `unheld`), and holding resumes once the rate falls.
+#[test]
+fn nothing_is_held_while_new_sources_come_faster_than_the_seen_maps_remember() {
+    for entry in ENTRIES {
+        let mut dp = TestDatapath::new();
+        dp.configure(|c| {
+            c.flags |= FLAG_HOLD;
+            c.hold_window_ns = 2_000_000_000;
+        });
+        let bound = dp.maps.new_sources().unwrap().hold_bound;
+        // Half of the small maps' 4,096 entries per 2 s (counted in ticks of 1.07 s).
+        assert!((1020..=1024).contains(&bound), "{entry:?}: {bound}");
+        // Under the bound, every new source is held.
+        let calm = (bound / 2) as u32;
+        assert_eq!(
+            syn_from_each(&dp, entry, flood_sources(calm, 1)),
+            u64::from(calm),
+            "{entry:?}"
+        );
+        // Over it (within the same second or the next: the test runs them in well under
+        // one), first contact passes.
+        syn_from_each(&dp, entry, flood_sources(3 * bound as u32, 2));
+        let rate = dp.maps.new_sources().unwrap();
+        assert!(rate.unheld(), "{entry:?}: {rate:?}");
+        expect(
+            &dp,
+            entry,
+            &Frame::syn(V4).build(),
+            Outcome::Pass,
+            &[("unknown", 1), ("events_emitted", 1), ("unheld", 1)],
+        );
+        // Two ticks (2.15 s) later this tick and the last are calm again: held again.
+        std::thread::sleep(std::time::Duration::from_millis(2300));
+        expect(
+            &dp,
+            entry,
+            &Frame::syn(V6).build(),
             Outcome::Drop,
             &[("held", 1), ("events_emitted", 1)],
         );
@@ -822,9 +927,9 @@ fn truncated_frames_never_drop() {
 /// across many chunks, and skip keys that are already gone.
 #[test]
 fn verdicts_are_read_and_removed_in_bulk() {
-    let mut dp = TestDatapath::with_sizes(mxscreen::datapath::MapSizes {
+    let mut dp = TestDatapath::with_sizes(MapSizes {
         peers: 20_000,
-        ..mxscreen::datapath::MapSizes::small()
+        ..MapSizes::small()
     });
     let ips: Vec<IpAddr> = (0..10_000u32)
         .map(|i| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)))

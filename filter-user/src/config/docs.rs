@@ -172,6 +172,7 @@ mod tests {
             "dnsbl.code_weights.weight",
             "dnsbl.code_weights.label",
             "datapath.maps.verdicts",
+            "datapath.maps.seen",
             "datapath.maps.hit_counters",
             "policy.observe",
             "policy.v6_rotation_prefix",

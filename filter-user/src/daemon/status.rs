@@ -112,6 +112,14 @@ impl Daemon {
         }
         w.extend(super::balancer::warnings(&self.balancer.status()));
         w.extend(self.program.warnings());
+        if let Ok(Some(r)) = self.maps.new_sources()
+            && r.unheld()
+        {
+            w.push(format!(
+                "first contact is passing unheld: {} new sources a second, above the {} the datapath can remember for hold_max (a spoofed flood?); verdicts are kept, and holding resumes when the rate falls (raise datapath.maps.seen to hold through more)",
+                r.per_s, r.hold_bound
+            ));
+        }
         for (source, c) in self.engine.canary().iter().filter(|(_, c)| !c.ok) {
             w.push(format!(
                 "resolver canary failed for {source}: {}; {}",

@@ -56,6 +56,28 @@ pub trait DatapathRead: Send + Sync {
         &self,
         each: &mut dyn FnMut(Chunk) -> bool,
     ) -> Result<()>;
+    /// How fast new sources come, against what still lets the datapath hold first contact
+    /// (`None`: the backend does not count them; nftables' full sets refuse instead).
+    fn new_sources(&self) -> Result<Option<NewSourceRate>> {
+        Ok(None)
+    }
+}
+
+/// New sources a second as the eBPF datapath counts them, and the most under which it holds
+/// first contact (see `DatapathConfig::seen_new_per_tick_max`; both from its ticks of 1.07 s).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NewSourceRate {
+    pub per_s: u64,
+    /// 0: nothing to bound (`first_contact = "pass"`, or no hold window).
+    pub hold_bound: u64,
+}
+
+impl NewSourceRate {
+    /// Whether first contact passes unheld now, new sources coming too fast (as the
+    /// datapath compares them, give or take the conversion's rounding).
+    pub const fn unheld(&self) -> bool {
+        self.hold_bound != 0 && self.per_s > self.hold_bound
+    }
 }
 
 /// The owner's side (see the module documentation).
@@ -200,6 +222,9 @@ impl DatapathRead for MapsReader {
     ) -> Result<()> {
         MapsReader::for_each_verdict_chunk_without_pending_hits(self, each)
     }
+    fn new_sources(&self) -> Result<Option<NewSourceRate>> {
+        MapsReader::new_sources(self).map(Some)
+    }
 }
 
 /// The owner reads through the reader it holds.
@@ -227,6 +252,9 @@ impl DatapathRead for DatapathMaps {
         each: &mut dyn FnMut(Chunk) -> bool,
     ) -> Result<()> {
         self.maps.for_each_verdict_chunk_without_pending_hits(each)
+    }
+    fn new_sources(&self) -> Result<Option<NewSourceRate>> {
+        self.maps.new_sources().map(Some)
     }
 }
 

@@ -70,13 +70,16 @@ fn shapes(sizes: &MapSizes) -> [Shape; 4] {
     ]
 }
 
-/// Sizes of the maps that are not pinned.
-fn unpinned_sizes(sizes: &MapSizes) -> [(&'static str, u32); 4] {
+/// Sizes of the maps that are not pinned. (The seen maps are not: a restart forgets at most
+/// who is being held, and holds them once more.)
+fn unpinned_sizes(sizes: &MapSizes) -> [(&'static str, u32); 6] {
     [
         (m::CACHE, sizes.cache_slots()),
         (m::HITS, sizes.hit_counters),
         (m::LISTS_V4, sizes.lists()),
         (m::LISTS_V6, sizes.lists()),
+        (m::SEEN_V4, sizes.seen),
+        (m::SEEN_V6, sizes.seen),
     ]
 }
 
@@ -306,13 +309,14 @@ mod tests {
         names.extend(unpinned_sizes(&sizes).iter().map(|(n, _)| *n));
         for name in m::ALL {
             // The ring's and the list filter's sizes are fixed; the index, the cache's control
-            // word and the per-CPU event budget are one element.
+            // word, the per-CPU event budget and the count of new sources are one element.
             let fixed = [
                 m::EVENTS,
                 m::LIST_FILTER,
                 m::LIST_INDEX,
                 m::CACHE_CTL,
                 m::EVENT_BUDGET,
+                m::SEEN_RATE,
             ];
             if !fixed.contains(&name) {
                 assert!(names.contains(&name), "{name} is neither pinned nor sized");

@@ -15,9 +15,9 @@ use std::{ops::Deref, os::fd::AsFd as _};
 use anyhow::{Context as _, Result, anyhow};
 use aya::{
     Ebpf,
-    maps::{MapData, PerCpuArray},
+    maps::{IterableMap as _, MapData, PerCpuArray},
 };
-use filter_common::{DatapathConfig, map_names as m, program_names};
+use filter_common::{DatapathConfig, NewSources, map_names as m, program_names};
 
 use super::{
     cache::Cache,
@@ -25,7 +25,7 @@ use super::{
     hits::Hits,
     lists::{ListMaps, Lists},
     reader::MapsReader,
-    typed::{PerFamily, take},
+    typed::{Peers, PerFamily, take},
 };
 
 /// Every map except the event ring, owned by one handle: the maps themselves (read through
@@ -41,6 +41,8 @@ pub struct DatapathMaps {
     sampler: Sampler,
     /// The generation this handle last wrote (`DatapathConfig::list_gen`).
     list_gen: u32,
+    /// Entries of each family's seen map, as the kernel made it.
+    seen_entries: u32,
 }
 
 /// The owner reads as every reader does: `maps.verdict_get(ip)`, `maps.config()`, … are
@@ -50,6 +52,17 @@ impl Deref for DatapathMaps {
 
     fn deref(&self) -> &MapsReader {
         &self.maps
+    }
+}
+
+/// The most new sources a tick (`NewSources`, 2^30 ns) under which every held source stays in
+/// a seen map of `entries` for its whole hold window `hold_ns`: half the map per window, since
+/// the kernel's LRU is approximate (see `DatapathConfig::seen_new_per_tick_max`); 0 (no bound)
+/// without a window, else at least 1.
+fn hold_bound(entries: u32, hold_ns: u64) -> u64 {
+    match hold_ns {
+        0 => 0,
+        ns => (u64::from(entries / 2).saturating_mul(1 << NewSources::TICK_SHIFT) / ns).max(1),
     }
 }
 
@@ -81,6 +94,16 @@ impl DatapathMaps {
         let hits: PerCpuArray<MapData, u64> = take(ebpf, m::HITS)?;
         let hit_slots = hits.len();
         let cache = Cache::new(take(ebpf, m::CACHE)?, take(ebpf, m::CACHE_CTL)?)?;
+        let seen: Peers = PerFamily {
+            v4: take(ebpf, m::SEEN_V4)?,
+            v6: take(ebpf, m::SEEN_V6)?,
+        };
+        let seen_entries = seen
+            .v4
+            .map()
+            .info()
+            .context("reading the seen map's size")?
+            .max_entries();
         let mut maps = Self {
             maps: MapsReader {
                 config: take(ebpf, m::CONFIG)?,
@@ -89,6 +112,8 @@ impl DatapathMaps {
                     v4: take(ebpf, m::PEERS_V4)?,
                     v6: take(ebpf, m::PEERS_V6)?,
                 },
+                seen,
+                new_sources: take(ebpf, m::SEEN_RATE)?,
                 lists: ListMaps {
                     v4: take(ebpf, m::LISTS_V4)?,
                     v6: take(ebpf, m::LISTS_V6)?,
@@ -104,6 +129,7 @@ impl DatapathMaps {
             cache,
             sampler: Sampler::new(sampler),
             list_gen: 0,
+            seen_entries,
         };
         let old = maps.config()?.list_gen;
         maps.list_gen = if old == 0 {
@@ -130,6 +156,7 @@ impl DatapathMaps {
     fn write_config(&mut self, mut cfg: DatapathConfig) -> Result<()> {
         let cal = self.sampler.calibrate()?;
         cfg.list_gen = self.list_gen;
+        cfg.seen_new_per_tick_max = hold_bound(self.seen_entries, cfg.hold_window_ns);
         cfg.clock_jiffies = cal.jiffies;
         cfg.clock_ns = cal.ns;
         cfg.tick_ns = cal.tick_ns;

@@ -49,7 +49,7 @@ pub mod sizes;
 mod typed;
 
 pub use attach::{AttachMode, Attached, attach};
-pub use backend::{Backend, BackendChoice, Datapath, DatapathRead};
+pub use backend::{Backend, BackendChoice, Datapath, DatapathRead, NewSourceRate};
 pub use census::Census;
 pub use events::{Events, NewPeer};
 pub use feedsets::FeedChange;

@@ -1,10 +1,12 @@
-//! Verdicts and per-source state, in the per-source entries (`PEERS_V4`/`_V6`, value
-//! [`Peer`]). A verdict write reads the source's entry and writes it back whole with the new
-//! verdict and no cached decision: the kernel replaces the entry, so a decision the datapath
-//! cached from the old verdict cannot survive the write, and the decision cache's slot of the
-//! source is emptied and every slot's generation ended after it. (A hit or a report the
-//! datapath writes in between is lost; counters only.) Verdicts are read through
-//! [`super::MapsReader`], with the hits the decision cache holds for them added.
+//! Verdicts and per-source state, in the verdicts' entries (`PEERS_V4`/`_V6`, value
+//! [`Peer`]); a source without a verdict has its state in the datapath's own entry
+//! (`SEEN_V4`/`_V6`), which a verdict write moves into the verdict's. A verdict write reads
+//! the source's entry and writes it back whole with the new verdict and no cached decision:
+//! the kernel replaces the entry, so a decision the datapath cached from the old verdict
+//! cannot survive the write, and the decision cache's slot of the source is emptied and
+//! every slot's generation ended after it. (A hit or a report the datapath writes in between
+//! is lost; counters only.) Verdicts are read through [`super::MapsReader`], with the hits
+//! the decision cache holds for them added.
 
 use std::{net::IpAddr, os::fd::AsFd as _};
 
@@ -19,17 +21,33 @@ use super::{
     typed::{Hash, found, removed},
 };
 
-/// Reads, edits and writes back one entry; `edit` returns whether to write.
+/// Reads, edits and writes back one source's verdict entry (`peers`); `edit` returns whether
+/// to write. A source without one starts from the entry the datapath keeps for it (`seen`:
+/// its first contact, last report and token bucket carry over), which the write then
+/// removes: the datapath looks a verdict's entry up first, and one source has one entry.
 fn update<K: Pod>(
-    map: &mut Hash<K, Peer>,
+    peers: &mut Hash<K, Peer>,
+    seen: &mut Hash<K, Peer>,
     key: K,
     edit: impl FnOnce(&mut Peer) -> bool,
 ) -> Result<bool> {
-    let mut p = found(map.get(&key, 0))?.unwrap_or(Peer::empty());
+    let (mut p, from_seen) = match found(peers.get(&key, 0))? {
+        Some(p) => (p, false),
+        None => match found(seen.get(&key, 0))? {
+            Some(mut p) => {
+                p.forget_decision();
+                (p, true)
+            }
+            None => (Peer::empty(), false),
+        },
+    };
     if !edit(&mut p) {
         return Ok(false);
     }
-    map.insert(key, p, 0)?;
+    peers.insert(key, p, 0)?;
+    if from_seen {
+        removed(seen.remove(&key))?;
+    }
     Ok(true)
 }
 
@@ -64,9 +82,10 @@ impl DatapathMaps {
             edited = edit(p);
             edited || handed != Handed::default()
         };
+        let m = &mut self.maps;
         match ip {
-            IpAddr::V4(a) => update(&mut self.maps.peers.v4, a.octets(), edit),
-            IpAddr::V6(a) => update(&mut self.maps.peers.v6, a.octets(), edit),
+            IpAddr::V4(a) => update(&mut m.peers.v4, &mut m.seen.v4, a.octets(), edit),
+            IpAddr::V6(a) => update(&mut m.peers.v6, &mut m.seen.v6, a.octets(), edit),
         }?;
         self.cache.invalidate()?;
         Ok(edited)
@@ -120,6 +139,11 @@ impl DatapathMaps {
         }
         let peers = &mut self.maps.peers;
         let n = remove_all(&mut peers.v4, &v4)? + remove_all(&mut peers.v6, &v6)?;
+        // And whatever the datapath began keeping for them meanwhile (a verdict written
+        // while its SYN took the slow path): new again means new in both.
+        let seen = &mut self.maps.seen;
+        remove_all(&mut seen.v4, &v4)?;
+        remove_all(&mut seen.v6, &v6)?;
         if n != 0 {
             self.cache.invalidate()?;
         }

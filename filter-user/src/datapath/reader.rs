@@ -19,11 +19,13 @@ use std::{
 use anyhow::{Context as _, Result};
 use aya::maps::{Array, IterableMap as _, Map, MapData, MapError, PerCpuArray};
 use filter_common::{
-    Counter, DatapathConfig, ListEntry, ListValue, Peer, PeerVerdict, Reason, Seen, Table, live,
+    Counter, DatapathConfig, FLAG_HOLD, ListEntry, ListValue, NewSources, Peer, PeerVerdict,
+    Reason, Seen, Table, live,
 };
 use ipnet::IpNet;
 
 use super::{
+    backend::NewSourceRate,
     cache::{self, Slots},
     clock,
     lists::{ListKind, ListMaps, key4, key6},
@@ -35,7 +37,12 @@ use super::{
 pub struct MapsReader {
     pub(super) config: Array<MapData, DatapathConfig>,
     pub(super) counters: PerCpuArray<MapData, u64>,
+    /// Sources with a verdict (`PEERS_*`).
     pub(super) peers: Peers,
+    /// Sources without one the datapath keeps state for (`SEEN_*`).
+    pub(super) seen: Peers,
+    /// New sources a second, as the datapath counts them (`SEEN_RATE`).
+    pub(super) new_sources: Array<MapData, NewSources>,
     pub(super) lists: ListMaps,
     /// The per-CPU hit counters of list entries (see [`super::hits`]).
     pub(super) hits: PerCpuArray<MapData, u64>,
@@ -63,6 +70,11 @@ impl MapsReader {
                 v4: dup(self.peers.v4.map())?,
                 v6: dup(self.peers.v6.map())?,
             },
+            seen: PerFamily {
+                v4: dup(self.seen.v4.map())?,
+                v6: dup(self.seen.v6.map())?,
+            },
+            new_sources: dup(self.new_sources.map())?,
             lists: ListMaps {
                 v4: dup(self.lists.v4.map())?,
                 v6: dup(self.lists.v6.map())?,
@@ -85,13 +97,15 @@ impl MapsReader {
         sum_counters(&self.counters)
     }
 
-    /// Everything the datapath holds for one source (its verdict's hits include those its
-    /// decision-cache slot holds).
+    /// Everything the datapath holds for one source, as it looks it up: its verdict's entry,
+    /// else the one it keeps itself (a verdict's hits include those its decision-cache slot
+    /// holds).
     pub fn peer(&self, ip: IpAddr) -> Result<Option<Peer>> {
         let Some(mut p) = found(match ip {
             IpAddr::V4(a) => self.peers.v4.get(&a.octets(), 0),
             IpAddr::V6(a) => self.peers.v6.get(&a.octets(), 0),
         })?
+        .map_or_else(|| self.seen_entry(ip), |p| Ok(Some(p)))?
         else {
             return Ok(None);
         };
@@ -99,6 +113,34 @@ impl MapsReader {
             p.hits = p.hits.wrapping_add(self.cache.pending_hits(ip)?);
         }
         Ok(Some(p))
+    }
+
+    /// The entry the datapath keeps for a source without a verdict (`SEEN_*`).
+    pub(super) fn seen_entry(&self, ip: IpAddr) -> Result<Option<Peer>> {
+        found(match ip {
+            IpAddr::V4(a) => self.seen.v4.get(&a.octets(), 0),
+            IpAddr::V6(a) => self.seen.v6.get(&a.octets(), 0),
+        })
+    }
+
+    /// New sources a second the datapath's seen maps take now, and the most under which it
+    /// still holds first contact (both counted a tick of 2^30 ns at a time, shown a second).
+    pub fn new_sources(&self) -> Result<NewSourceRate> {
+        let counted = self
+            .new_sources
+            .get(&0, 0)
+            .context("reading the count of new sources")?;
+        let cfg = self.config()?;
+        let per_s =
+            |per_tick: u64| per_tick.saturating_mul(1_000_000_000) >> NewSources::TICK_SHIFT;
+        Ok(NewSourceRate {
+            per_s: per_s(counted.per_tick(clock::now_ns())),
+            hold_bound: if cfg.flags & FLAG_HOLD != 0 && cfg.seen_new_per_tick_max != 0 {
+                per_s(cfg.seen_new_per_tick_max).max(1)
+            } else {
+                0
+            },
+        })
     }
 
     pub fn verdict_get(&self, ip: IpAddr) -> Result<Option<PeerVerdict>> {

@@ -18,10 +18,10 @@ pub const MAX_HIT_COUNTERS: u32 = 1 << 20;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, DocumentedFields)]
 #[serde(default, deny_unknown_fields)]
 pub struct MapSizes {
-    /// Sources the datapath keeps an entry for, per address family: cached verdicts, the
-    /// decision cached for a listed or unknown source, first contact and token bucket (LRU,
-    /// preallocated: the least recently seen go first when full).
-    // The per-source maps (`PEERS_V4`/`_V6`); the config key keeps its first name.
+    /// Sources with a verdict, per address family: the verdict, the decision cached from it
+    /// and its token bucket (LRU, preallocated: past it, the least recently seen verdict goes
+    /// first, and its source is looked up again at its next SYN).
+    // The verdicts' maps (`PEERS_V4`/`_V6`); the config key keeps its first name.
     #[serde(rename = "verdicts")]
     #[documented_fields(rename = "verdicts")]
     pub peers: u32,
@@ -35,10 +35,14 @@ pub struct MapSizes {
     /// entry and every prefix verdict gets its own, a feed one for all its entries; entries
     /// beyond share an uncounted one.
     pub hit_counters: u32,
-    /// No longer used: unknown peers live in the per-source entries (`verdicts`). Accepted so
-    /// that older config files still load.
-    #[serde(default, skip_serializing)]
-    pub seen: Option<u32>,
+    /// Sources without a verdict the datapath keeps state for, per address family: unknown
+    /// and held ones (first contact, last report), and those a list decides (the cached
+    /// decision, a limit feed's token bucket). LRU, preallocated, apart from the verdicts so
+    /// that a flood of new sources never pushes a verdict out. It also bounds the hold: while
+    /// new sources come faster than half of it per `hold_max`, first contact passes
+    /// (counted as `unheld`), since a held source it forgot would be held again. The eBPF
+    /// datapath's: nftables' dynamic sets are allocated on use and keep `verdicts` of room.
+    pub seen: u32,
     /// No longer used: token buckets live in the per-source entries (`verdicts`). Accepted
     /// so that older config files still load.
     #[serde(default, skip_serializing)]
@@ -52,7 +56,7 @@ impl Default for MapSizes {
             deny: 1024 * 1024,
             allow: 64 * 1024,
             hit_counters: default_sizes::HITS,
-            seen: None,
+            seen: default_sizes::SEEN,
             buckets: None,
         }
     }
@@ -66,7 +70,7 @@ impl MapSizes {
             deny: 4096,
             allow: 1024,
             hit_counters: 1024,
-            seen: None,
+            seen: 4096,
             buckets: None,
         }
     }
@@ -89,6 +93,7 @@ impl MapSizes {
     pub fn validate(&self) -> Result<(), InvalidKey> {
         for (key, n) in [
             ("verdicts", self.peers),
+            ("seen", self.seen),
             ("deny", self.deny),
             ("allow", self.allow),
             ("hit_counters", self.hit_counters),

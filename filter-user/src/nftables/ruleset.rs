@@ -89,7 +89,9 @@ pub struct Shape {
     pub limit_burst: u64,
     /// The NFLOG group new peers are reported on.
     pub log_group: u16,
-    /// Elements each set may hold: source verdicts (and the dynamic sets), list sets.
+    /// Elements each set may hold: source verdicts and the dynamic sets (allocated on use,
+    /// unlike the eBPF datapath's preallocated seen maps, so they keep the verdicts' room;
+    /// a full one refuses, and the source passes), list sets.
     pub verdicts: u32,
     pub lists: u32,
     /// Prefix lengths in use per kind and family (longest first when written).

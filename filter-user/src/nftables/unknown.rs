@@ -88,8 +88,15 @@ pub fn rules(rule: &mut impl FnMut(&str, &str), n: &Shape) {
             g = n.log_group
         )
     };
-    // Fail open: a dynamic set full (nothing more can be reported) passes the source.
+    // Fail open: a dynamic set full (nothing more can be reported) passes the source. One
+    // that hold would have held is also `unheld`, as the eBPF datapath counts a source whose
+    // hold it could not bound.
     let lost = "counter name \"events_lost\" counter name \"unknown\" accept";
+    let lost_unheld = if n.hold.is_some() {
+        "counter name \"events_lost\" counter name \"unknown\" counter name \"unheld\" accept"
+    } else {
+        lost
+    };
     let pass = "counter name \"unknown\" accept";
     // A report that passes the source (a returning one, or one whose hold is over): from
     // the second bucket; over it, passed (its next SYN tries again).
@@ -156,12 +163,12 @@ pub fn rules(rule: &mut impl FnMut(&str, &str), n: &Shape) {
             Some(h) => holding(f, h),
             None => tried(f, n),
         };
-        remember_or_pass(rule, "over_budget", set);
+        remember_or_pass(rule, "over_budget", set, n.hold.is_some());
     }
     for f in Family::ALL {
         rule("unknown_peer", &report(f, FIRST, n.hold, "goto reported"));
     }
-    rule("unknown_peer", lost);
+    rule("unknown_peer", lost_unheld);
     // A source seen before, again: a held one reported within AGAIN_AFTER stays held; the
     // others are reported again from the second bucket.
     if n.hold.is_some() {
@@ -180,12 +187,12 @@ pub fn rules(rule: &mut impl FnMut(&str, &str), n: &Shape) {
         // that send again pay for this set (a spoofed flood's first SYNs do not).
         if let Some(b) = &again {
             rule("report_again", &format!("{b} goto again_over_budget"));
-            remember_or_pass(rule, "again_over_budget", |f| tried(f, n));
+            remember_or_pass(rule, "again_over_budget", |f| tried(f, n), true);
         }
         for f in Family::ALL {
             rule("report_again", &report(f, AGAIN, n.hold, "goto reported"));
         }
-        rule("report_again", lost);
+        rule("report_again", lost_unheld);
         report_unheld(rule, "hold_over", AGAIN);
     } else {
         report_unheld(rule, "report_again", AGAIN);
@@ -210,15 +217,21 @@ pub const BACK: &str = "back";
 
 /// A source over a budget: into its family's `set` (so its next SYN is told from a new
 /// source's), counted, and on to `first_contact`; a set too full to take it passes it (fail
-/// open: nothing would bound its hold).
-fn remember_or_pass(rule: &mut dyn FnMut(&str, &str), chain: &str, set: impl Fn(Family) -> String) {
+/// open: nothing would bound its hold), `unheld` if `held` says `first_contact` holds.
+fn remember_or_pass(
+    rule: &mut dyn FnMut(&str, &str),
+    chain: &str,
+    set: impl Fn(Family) -> String,
+    held: bool,
+) {
+    let unheld = if held { " counter name \"unheld\"" } else { "" };
     into_set(
         rule,
         chain,
         "add",
         set,
         "counter name \"events_over_budget\" goto first_contact",
-        "counter name \"events_over_budget\" counter name \"unknown\" accept",
+        &format!("counter name \"events_over_budget\" counter name \"unknown\"{unheld} accept"),
     );
 }
 
