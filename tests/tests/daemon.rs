@@ -2007,24 +2007,7 @@ fn nftables_a_flood_that_overruns_the_maps_keeps_verdicts_and_holds_nobody_for_l
 
 fn overrun_maps(backend: Backend) {
     let b = backend.bed("dO");
-    b.wire.add_client_addr(CLEAN_V6);
-    let sections = format!(
-        "[resolver]\nnameservers = [\"{}\"]\n\n[rdns]\nenabled = false\n\n[policy]\nexplain_every = \"0s\"\n\n[lists]\nallow = []\n\n[[dnsbl]]\nzone = \"bl.test\"\nweight = 10\n",
-        b.rbl_addr
-    );
-    let d = MxDaemon::start(
-        &b.wire.server,
-        SERVER_IFACE,
-        Spec {
-            datapath: format!(
-                "backend = \"{}\"\nmaps = {{ verdicts = 1024, seen = 1024 }}",
-                backend.name()
-            ),
-            sections,
-            ..Default::default()
-        },
-    );
-    screens_with(&d, backend);
+    let d = flood_daemon(&b, backend, "maps = { verdicts = 1024, seen = 1024 }");
     // Decided before the flood: held once, then its verdict.
     b.wire
         .connect(CLEAN, Bed::smtp_for(CLEAN), Duration::from_secs(4))
@@ -2071,11 +2054,12 @@ fn overrun_maps(backend: Backend) {
     assert!(s["datapath"]["unheld"].as_u64().unwrap_or(0) > 0, "{s}");
 }
 
-fn spoofed_flood(backend: Backend) {
-    let b = backend.bed("dF");
+/// The daemon the flood tests run on `b` (with `CLEAN_V6` added as a client address), under
+/// `backend`, with `datapath` lines added: only the resolver and the zone, as a new user
+/// writes it, and two things this bed lacks: reverse zones (rDNS off) and an MTA asking
+/// (explanations off).
+fn flood_daemon(b: &Bed, backend: Backend, datapath: &str) -> MxDaemon {
     b.wire.add_client_addr(CLEAN_V6);
-    // Only the resolver and the zone, as a new user writes it, and two things this bed
-    // lacks: reverse zones (rDNS off) and an MTA asking (explanations off).
     let sections = format!(
         "[resolver]\nnameservers = [\"{}\"]\n\n[rdns]\nenabled = false\n\n[policy]\nexplain_every = \"0s\"\n\n[lists]\nallow = []\n\n[[dnsbl]]\nzone = \"bl.test\"\nweight = 10\n",
         b.rbl_addr
@@ -2084,12 +2068,18 @@ fn spoofed_flood(backend: Backend) {
         &b.wire.server,
         SERVER_IFACE,
         Spec {
-            datapath: format!("backend = \"{}\"", backend.name()),
+            datapath: format!("backend = \"{}\"\n{datapath}", backend.name()),
             sections,
             ..Default::default()
         },
     );
     screens_with(&d, backend);
+    d
+}
+
+fn spoofed_flood(backend: Backend) {
+    let b = backend.bed("dF");
+    let d = flood_daemon(&b, backend, "");
     let under = senders_during_flood(
         &b,
         &d,
