@@ -772,6 +772,43 @@ fn corrupt_state_file_is_moved_aside_and_reported() {
     b.connects(CLEAN, smtp4());
 }
 
+/// QA (stop 43): with every control slot taken, one more command failed at once ("too many
+/// control connections"). It now waits up to `SLOT_WAIT` for a slot, and is told to try
+/// again only if none comes free.
+#[test]
+fn a_command_beyond_the_control_slots_waits_for_one() {
+    use mxscreen::control::server::{MAX_CONNECTIONS, SLOT_WAIT};
+    let b = bed("dw");
+    let d = MxDaemon::start(&b.wire.server, SERVER_IFACE, spec(&b, "bl.test"));
+    // Idle connections take every slot (the server closes them after its idle timeout,
+    // 10 s, longer than anything below).
+    let mut held: Vec<std::os::unix::net::UnixStream> = (0..MAX_CONNECTIONS)
+        .map(|_| std::os::unix::net::UnixStream::connect(&d.socket).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // Nothing comes free: told to try again after the wait, not before.
+    let t = Instant::now();
+    let out = d.cli(&["stats"]);
+    assert!(
+        !out.status.success() && text(&out).contains("try again"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        t.elapsed() >= SLOT_WAIT - Duration::from_millis(100),
+        "{:?}",
+        t.elapsed()
+    );
+    // One comes free a second into the wait: the command is served.
+    std::thread::scope(|s| {
+        let call = s.spawn(|| d.cli(&["stats"]));
+        std::thread::sleep(Duration::from_secs(1));
+        held.pop();
+        let out = call.join().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    });
+}
+
 #[test]
 fn control_socket_is_root_only() {
     let b = bed("dr");

@@ -40,9 +40,14 @@ pub enum Answer {
 /// A request and where its answer goes.
 pub type Call = (Request, oneshot::Sender<Answer>);
 
-/// Connections served at once; more are told so and closed. Operators run a command or two
-/// at a time; monitoring polls one.
+/// Connections served at once; more wait for a slot ([`SLOT_WAIT`]). Operators run a command
+/// or two at a time; monitoring polls one.
 pub const MAX_CONNECTIONS: usize = 32;
+/// Connections that may wait for a slot at once (a script firing commands in a burst); more
+/// are told to try again and closed at once, so waiting costs a bounded number of fds.
+pub const MAX_WAITING: usize = 64;
+/// How long a connection waits for a slot before it is told to try again.
+pub const SLOT_WAIT: Duration = Duration::from_secs(3);
 /// How long a connection may sit without sending a request (also between requests).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one reply frame may take to be read by the client.
@@ -74,6 +79,7 @@ impl ControlSocket {
     pub fn serve(&mut self, calls: mpsc::Sender<Call>) -> JoinHandle<()> {
         let listener = self.listener.take().expect("serve is called once");
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let waiting = Arc::new(Semaphore::new(MAX_WAITING));
         tokio::spawn(async move {
             let mut failures = RateLimitedLog::default();
             loop {
@@ -82,9 +88,19 @@ impl ControlSocket {
                         Ok(slot) => {
                             tokio::spawn(connection(stream, calls.clone(), slot));
                         }
-                        Err(_) => {
-                            tokio::spawn(refuse(stream));
-                        }
+                        Err(_) => match waiting.clone().try_acquire_owned() {
+                            Ok(turn) => {
+                                tokio::spawn(wait_for_slot(
+                                    stream,
+                                    calls.clone(),
+                                    slots.clone(),
+                                    turn,
+                                ));
+                            }
+                            Err(_) => {
+                                tokio::spawn(refuse(stream));
+                            }
+                        },
                     },
                     Err(e) => {
                         failures.warn(&e);
@@ -115,9 +131,25 @@ impl RateLimitedLog {
     }
 }
 
+/// Every slot is taken: waits up to [`SLOT_WAIT`] for one (holding a turn among the
+/// [`MAX_WAITING`]), then serves the connection, or tells it to try again.
+async fn wait_for_slot(
+    stream: UnixStream,
+    calls: mpsc::Sender<Call>,
+    slots: Arc<Semaphore>,
+    _turn: tokio::sync::OwnedSemaphorePermit,
+) {
+    match timeout(SLOT_WAIT, slots.acquire_owned()).await {
+        Ok(Ok(slot)) => connection(stream, calls, slot).await,
+        _ => refuse(stream).await,
+    }
+}
+
 async fn refuse(mut stream: UnixStream) {
-    let msg =
-        format!("too many control connections (at most {MAX_CONNECTIONS}); try again in a moment");
+    let msg = format!(
+        "too many control connections (at most {MAX_CONNECTIONS}, and {MAX_WAITING} waiting up to {}s); try again in a moment",
+        SLOT_WAIT.as_secs()
+    );
     let _ = timeout(
         Duration::from_secs(1),
         write_frame(&mut stream, &Reply::Error { message: msg }),

@@ -207,7 +207,7 @@ fn network_verdict(maps: &mut dyn Datapath, earned: &Earned, observe: bool) {
     if let Err(e) =
         maps.network_verdict_set(net, Action::Drop, Reason::Reputation, earned.expires_ns)
     {
-        tracing::warn!(%net, error = %e, "could not store the network's verdict");
+        tracing::warn!(%net, error = %format!("{e:#}"), "could not store the network's verdict");
         return;
     }
     let members: Vec<String> = earned.members.iter().map(ToString::to_string).collect();
