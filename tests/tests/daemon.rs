@@ -192,6 +192,12 @@ fn resolved_into_verdicts(backend: Backend) {
             )),
         "{out}"
     );
+    // Without `-c`, `check` explains by the config the daemon runs with (its zone lists
+    // LISTED), not by the default file's or the built-in defaults.
+    let by_daemon = d.cli_ok(&["check", LISTED]);
+    let headline = |s: &str| s.split(" (source").next().unwrap().to_owned();
+    assert_eq!(headline(&by_daemon), headline(&out), "{by_daemon}");
+    assert!(by_daemon.contains("bl.test"), "{by_daemon}");
     let check_json = || -> serde_json::Value {
         serde_json::from_str(&d.cli_ok(&[
             "check",
@@ -1978,7 +1984,8 @@ fn senders_during_flood(
         let took = t.elapsed();
         assert!(
             c.is_ok(),
-            "{rate}/s flood: clean {clean} did not connect within {clean_within:?}: {c:?}"
+            "{rate}/s flood: clean {clean} did not connect within {clean_within:?}: {c:?}\n{}",
+            flood_evidence(d, clean)
         );
         match listed_try.join().unwrap() {
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
@@ -1996,6 +2003,19 @@ fn senders_during_flood(
     assert_eq!(d.verdict(clean).as_deref(), Some("pass"));
     assert_eq!(d.verdict(listed).as_deref(), Some("drop"));
     clean_took
+}
+
+/// What a flood test that failed shows of the daemon: `clean`'s `check`, the stats and the
+/// log's last lines.
+fn flood_evidence(d: &MxDaemon, clean: &str) -> String {
+    let log = d.log_text();
+    let tail: Vec<&str> = log.lines().rev().take(40).collect();
+    format!(
+        "check {clean}: {}\nstats: {}\nlog (last 40 lines):\n{}",
+        text(&d.cli(&["check", clean])),
+        text(&d.cli(&["stats", "--json"])),
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    )
 }
 
 /// Issue 20: under the defaults (`first_contact = "hold"`, the default budget), a flood of
@@ -2067,7 +2087,8 @@ fn overrun_maps(backend: Backend) {
         );
         assert!(
             c.is_ok(),
-            "the new clean sender did not connect within 4.5 s: {c:?}"
+            "the new clean sender did not connect within 4.5 s: {c:?}\n{}",
+            flood_evidence(&d, CLEAN_V6)
         );
         let took = t.elapsed();
         // Still in the flood: the sender decided before it has its verdict, and (eBPF)

@@ -1,6 +1,9 @@
 //! `mxscreen check`.
 
-use std::{net::IpAddr, path::PathBuf};
+use std::{
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
 
 use anyhow::Result;
 use filter_common::Action;
@@ -13,7 +16,7 @@ use crate::{
     config::Config,
     control::{
         client::ClientError,
-        protocol::{ListName, ListedEntry, LookupReply},
+        protocol::{ConfigInUse, ListName, ListedEntry, LookupReply},
     },
     duration, reputation,
 };
@@ -38,10 +41,12 @@ pub struct Args {
     /// the running daemon holds; daemon.in_force: the entry that decides its SYNs).
     #[arg(long)]
     json: bool,
-    /// Config file (default: /etc/mxscreen/mxscreen.toml if it exists, else built-in defaults).
+    /// Config file (default: the one the running daemon was started with; without a daemon,
+    /// /etc/mxscreen/mxscreen.toml if it exists, else built-in defaults).
     #[arg(long, short)]
     config: Option<PathBuf>,
-    /// Control socket of a running daemon to ask as well.
+    /// Control socket of a running daemon to ask as well (default: control.socket of the
+    /// config).
     #[arg(long)]
     socket: Option<PathBuf>,
     /// Skip lists.allow (built-in ranges included) and lists.deny: evaluate the DNS path
@@ -52,7 +57,26 @@ pub struct Args {
 }
 
 pub fn main(a: Args) -> Result<()> {
-    let (cfg, _) = Config::resolve(a.config.as_deref())?;
+    let (cfg, cfg_file) = Config::resolve(a.config.as_deref())?;
+    // The daemon first: without `-c`, the config it runs with is the one to explain with.
+    let connect = Connect {
+        socket: a
+            .socket
+            .clone()
+            .or_else(|| Some(cfg.control.socket.clone())),
+        config: None,
+    };
+    let daemon: Result<LookupReply, String> =
+        connect
+            .call(|c| c.lookup(a.ip))
+            .map_err(|e| match e.downcast_ref::<ClientError>() {
+                Some(c) if c.is_not_running() => "not running".into(),
+                _ => format!("{e:#}"),
+            });
+    let (cfg, unread) = match (&a.config, &daemon) {
+        (None, Ok(l)) => the_daemons_config(l, (cfg, cfg_file)),
+        _ => (cfg, None),
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -63,17 +87,7 @@ pub fn main(a: Args) -> Result<()> {
         rcfg.lists.deny.clear();
     }
     let mut report = rt.block_on(reputation::check(rcfg, a.ip))?;
-    let connect = Connect {
-        socket: a.socket.or_else(|| Some(cfg.control.socket.clone())),
-        config: None,
-    };
-    let daemon: Result<LookupReply, String> =
-        connect
-            .call(|c| c.lookup(a.ip))
-            .map_err(|e| match e.downcast_ref::<ClientError>() {
-                Some(c) if c.is_not_running() => "not running".into(),
-                _ => format!("{e:#}"),
-            });
+    report.warnings.extend(unread);
     // Observe mode as the running daemon has it (`--observe` is not in the file), else as
     // the config says.
     report.observe = match &daemon {
@@ -134,6 +148,32 @@ pub fn main(a: Args) -> Result<()> {
         Err(e) => outln!("daemon: {e}")?,
     }
     Ok(())
+}
+
+/// The config of the daemon that answered (`l`), read from its file, in place of `own`
+/// (the default file's, or the built-in defaults): a daemon started with `-c` elsewhere
+/// screens by that file, and `check` explains what it would do. If that file cannot be read
+/// here (another user's, since changed), `own` and a warning that says so.
+fn the_daemons_config(l: &LookupReply, own: (Config, Option<PathBuf>)) -> (Config, Option<String>) {
+    let Some(ConfigInUse { file }) = &l.config else {
+        return (own.0, None);
+    };
+    let theirs = match file {
+        Some(f) => Config::load(Path::new(f)),
+        None => Ok(Config::default()),
+    };
+    match theirs {
+        Ok(c) => (c, None),
+        Err(e) => {
+            let mine = own
+                .1
+                .map_or("the built-in defaults".into(), |f| f.display().to_string());
+            let warning = format!(
+                "the running daemon's config cannot be read here ({e}): explained with {mine}"
+            );
+            (own.0, Some(warning))
+        }
+    }
 }
 
 /// What the daemon holds for the address, in the datapath's order of precedence (allow,
@@ -222,6 +262,34 @@ mod tests {
         assert_eq!(in_force_entry(&l).map(|e| e.action), Some(Action::Pass));
         l.observe = true;
         assert!(in_force_entry(&l).is_none());
+    }
+
+    /// The daemon's config file is explained with; one that cannot be read leaves the
+    /// caller's own, and a warning naming both.
+    #[test]
+    fn explains_by_the_running_daemons_config() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mx.toml");
+        std::fs::write(&file, "[policy]\nobserve = true\n").unwrap();
+        let reply = |f: &Path| LookupReply {
+            config: Some(ConfigInUse {
+                file: Some(f.display().to_string()),
+            }),
+            ..LookupReply::default()
+        };
+        let (c, warning) = the_daemons_config(&reply(&file), (Config::default(), None));
+        assert!(c.policy.observe && warning.is_none());
+        let gone = dir.path().join("gone.toml");
+        let (c, warning) = the_daemons_config(&reply(&gone), (Config::default(), None));
+        assert!(!c.policy.observe);
+        let warning = warning.unwrap();
+        assert!(
+            warning.contains("gone.toml") && warning.contains("the built-in defaults"),
+            "{warning}"
+        );
+        // An older daemon that does not say: the caller's own.
+        let (c, warning) = the_daemons_config(&LookupReply::default(), (Config::default(), None));
+        assert!(!c.policy.observe && warning.is_none());
     }
 
     #[test]

@@ -403,6 +403,16 @@ pub struct LookupReply {
     /// Explained refusals: on or off, and when the MTA last asked.
     #[serde(default)]
     pub explain: ExplainStatus,
+    /// The config the daemon runs with: what `check` explains with when not given `-c`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ConfigInUse>,
+}
+
+/// The config a running daemon was started (or last reloaded) with.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigInUse {
+    /// Its file; `None`: the built-in defaults.
+    pub file: Option<String>,
 }
 
 /// A reply of a known shape, taken out of a [`Body`]; `None` if the body is another kind.

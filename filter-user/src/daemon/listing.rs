@@ -14,7 +14,9 @@ use tokio::sync::mpsc;
 use super::{Daemon, fleet::SharedOrigins};
 use crate::{
     control::{
-        protocol::{Body, ListName, ListWhat, ListedEntry, LookupReply, Reply, Source},
+        protocol::{
+            Body, ConfigInUse, ListName, ListWhat, ListedEntry, LookupReply, Reply, Source,
+        },
         server::Answer,
     },
     datapath::{ListKind, NetworkVerdict, clock, clock::unix_expiry, explain::next_explained},
@@ -205,6 +207,9 @@ impl Daemon {
             ip: Some(ip),
             observe: self.cfg.policy.observe,
             explain: self.explain_status(),
+            config: Some(ConfigInUse {
+                file: self.config_path.as_ref().map(|p| p.display().to_string()),
+            }),
             ..Default::default()
         };
         for table in [Table::Allow, Table::Deny, Table::Limit] {
