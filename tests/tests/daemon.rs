@@ -2115,6 +2115,53 @@ fn overrun_maps(backend: Backend) {
     assert!(s["datapath"]["unheld"].as_u64().unwrap_or(0) > 0, "{s}");
 }
 
+/// Each family's verdicts have a map of their own: `status` shows each, and warns when one
+/// is nearly full while the other is empty (a sum of both read 50 %).
+#[test]
+fn status_warns_when_one_familys_verdict_map_is_nearly_full() {
+    verdict_map_fill(Backend::Ebpf);
+}
+
+#[test]
+fn nftables_status_warns_when_one_familys_verdict_map_is_nearly_full() {
+    verdict_map_fill(Backend::Nftables);
+}
+
+fn verdict_map_fill(backend: Backend) {
+    let b = backend.bed("dV");
+    let d = flood_daemon(&b, backend, "maps = { verdicts = 2 }");
+    b.wire
+        .connect(CLEAN_V6, Bed::smtp_for(CLEAN_V6), Duration::from_secs(4))
+        .expect("the clean sender connects");
+    let _ = b.wire.connect(
+        LISTED_V6,
+        Bed::smtp_for(LISTED_V6),
+        Duration::from_millis(300),
+    );
+    assert_eq!(d.wait_verdict(LISTED_V6, VERDICT_WITHIN), "drop");
+    let status: serde_json::Value = serde_json::from_str(&d.cli_ok(&["status", "--json"])).unwrap();
+    let row = |name: &str| {
+        let m = status["maps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} row: {status}"));
+        (
+            m["entries"].as_u64().unwrap(),
+            m["max_entries"].as_u64().unwrap(),
+        )
+    };
+    assert_eq!(row("verdicts v6"), (2, 2), "{status}");
+    assert_eq!(row("verdicts v4"), (0, 2), "{status}");
+    let warnings = status["warnings"].to_string();
+    assert!(
+        warnings.contains("the verdicts v6 map holds 2 of 2")
+            && !warnings.contains("verdicts v4 map"),
+        "{warnings}"
+    );
+}
+
 /// The daemon the flood tests run on `b` (with `CLEAN_V6` added as a client address), under
 /// `backend`, with `datapath` lines added: only the resolver and the zone, as a new user
 /// writes it, and two things this bed lacks: reverse zones (rDNS off) and an MTA asking

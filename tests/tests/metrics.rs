@@ -234,20 +234,28 @@ fn metrics_match(backend: &str) {
             "mxscreen_dns_lookup_duration_seconds_count{zone=\"bl.test\"}"
         ) >= zone["queries"].as_f64().unwrap()
     );
-    for m in status["maps"].as_array().unwrap() {
-        let map = m["name"].as_str().unwrap().split(' ').next().unwrap();
+    // A row per list (both families: they share a map per family) and per family's verdicts.
+    let rows = status["maps"].as_array().unwrap();
+    assert_eq!(rows.len(), 4, "{status}");
+    for m in rows {
+        let mut words = m["name"].as_str().unwrap().split(' ');
+        let map = words.next().unwrap();
+        let labels = match words.next() {
+            Some(f @ ("v4" | "v6")) => format!("map=\"{map}\",family=\"{f}\""),
+            _ => format!("map=\"{map}\""),
+        };
         assert_eq!(
-            value(&after, &format!("mxscreen_map_entries{{map=\"{map}\"}}")),
+            value(&after, &format!("mxscreen_map_entries{{{labels}}}")),
             m["entries"].as_f64().unwrap(),
-            "{map}"
+            "{labels}"
         );
         assert_eq!(
             value(
                 &after,
-                &format!("mxscreen_map_capacity_entries{{map=\"{map}\"}}")
+                &format!("mxscreen_map_capacity_entries{{{labels}}}")
             ),
             m["max_entries"].as_f64().unwrap(),
-            "{map}"
+            "{labels}"
         );
     }
     assert_eq!(value(&after, "mxscreen_map_entries{map=\"deny\"}"), 1.0);

@@ -5,6 +5,8 @@
 //! between by the daemon's own writes (verdicts, list changes). `stats` answers from a fresh
 //! walk and a scrape from the latest census, so right after a `stats` both say the same.
 
+use std::net::IpAddr;
+
 use anyhow::Result;
 use filter_common::PeerVerdict;
 
@@ -33,9 +35,14 @@ impl Daemon {
         Ok(())
     }
 
-    /// After writing `new` over `previous` in the verdict map.
-    pub(super) fn count_verdict(&mut self, previous: Option<&PeerVerdict>, new: &PeerVerdict) {
-        self.census.replace(previous, new);
+    /// After writing `new` for `ip` over `previous` in the verdict map.
+    pub(super) fn count_verdict(
+        &mut self,
+        ip: IpAddr,
+        previous: Option<&PeerVerdict>,
+        new: &PeerVerdict,
+    ) {
+        self.census.replace(ip, previous, new);
         self.publish();
     }
 

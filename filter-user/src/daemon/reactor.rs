@@ -151,7 +151,7 @@ impl Daemon {
         else {
             return;
         };
-        self.count_verdict(written.previous.as_ref(), &written.entry);
+        self.count_verdict(v.ip, written.previous.as_ref(), &written.entry);
         self.fleet.verdict_made(v);
     }
 

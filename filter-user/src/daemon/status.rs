@@ -41,12 +41,24 @@ impl Daemon {
 
     pub(super) fn status(&mut self) -> Result<StatusReply> {
         self.take_census()?;
-        let maps = self
+        // The lists share one map per family (their rows: both families); each family's
+        // verdicts have a map of their own (a row each: one can fill alone).
+        let sizes = &self.cfg.datapath.maps;
+        let lists = self
             .census
-            .fill(&self.cfg.datapath.maps)
+            .fill(sizes)
             .into_iter()
+            .filter(|(n, ..)| *n != "verdicts");
+        let maps = lists
+            .map(|(name, n, size)| (format!("{name} (v4+v6)"), n, size))
+            .chain(
+                self.census
+                    .verdict_fill(sizes)
+                    .into_iter()
+                    .map(|(name, n, size)| (name.to_owned(), n, size)),
+            )
             .map(|(name, entries, max_entries)| MapFill {
-                name: format!("{name} (v4+v6)"),
+                name,
                 entries,
                 max_entries: u32::try_from(max_entries).unwrap_or(u32::MAX),
             })
@@ -112,6 +124,15 @@ impl Daemon {
         }
         w.extend(super::balancer::warnings(&self.balancer.status()));
         w.extend(self.program.warnings());
+        for (map, n, size) in self.census.verdicts_near_full(&self.cfg.datapath.maps) {
+            w.push(format!(
+                "the {map} map holds {n} of {size}: a new verdict there {} (raise datapath.maps.verdicts)",
+                match self.backend.name.as_str() {
+                    "nftables" => "makes room by removing pass verdicts and those expiring soonest",
+                    _ => "pushes out the least recently used one",
+                }
+            ));
+        }
         if let Ok(Some(r)) = self.maps.new_sources()
             && r.unheld()
         {

@@ -16,6 +16,9 @@ pub struct Census {
     pub by_action: [u64; Action::ALL.len()],
     /// Live cached verdicts, indexed like [`Reason::ALL`].
     pub by_reason: [u64; Reason::ALL.len()],
+    /// Live cached verdicts, IPv4 then IPv6: each family has a verdict map of its own, and
+    /// one can fill while the other is empty.
+    pub by_family: [u64; 2],
     /// Allow-list prefixes (both families).
     pub allow: u64,
     /// Deny-list prefixes (both families).
@@ -43,6 +46,25 @@ impl Census {
         ]
     }
 
+    /// Each family's verdicts against its own verdict map (`datapath.maps.verdicts`).
+    pub fn verdict_fill(&self, sizes: &MapSizes) -> [(&'static str, u64, u64); 2] {
+        let size = u64::from(sizes.peers);
+        [
+            ("verdicts v4", self.by_family[0], size),
+            ("verdicts v6", self.by_family[1], size),
+        ]
+    }
+
+    /// The families whose verdict map is at least 90 % full, with their fill: a new verdict
+    /// there pushes
+    /// out the least recently used one (eBPF) or removes the least needed (nftables).
+    pub fn verdicts_near_full(&self, sizes: &MapSizes) -> Vec<(&'static str, u64, u64)> {
+        self.verdict_fill(sizes)
+            .into_iter()
+            .filter(|(_, n, size)| *size > 0 && n * 10 >= size * 9)
+            .collect()
+    }
+
     /// Counts the verdicts that are live at `now_ns` and returns the expired ones beside.
     /// (An unknown action byte counts as `pass`, the action the datapath applies.)
     pub fn count_verdicts(
@@ -52,13 +74,14 @@ impl Census {
     ) -> Result<Vec<IpAddr>> {
         self.by_action = Default::default();
         self.by_reason = Default::default();
+        self.by_family = Default::default();
         let mut expired = Vec::new();
         maps.for_each_verdict_chunk_without_pending_hits(&mut |chunk| {
             for (ip, v) in chunk {
                 if !filter_common::live(v.expires_ns, now_ns) {
                     expired.push(ip);
                 } else {
-                    self.add(&v);
+                    self.add(ip.is_ipv6(), &v);
                 }
             }
             true
@@ -77,22 +100,27 @@ impl Census {
         Ok(())
     }
 
-    /// A verdict written over `previous` (what the map held for that address, if anything).
-    /// Between two walks this keeps the counts exact except for what the kernel does on its
-    /// own: LRU evictions of a full map, and verdicts expiring (both settled by the next walk).
-    pub fn replace(&mut self, previous: Option<&PeerVerdict>, new: &PeerVerdict) {
+    /// A verdict for `ip` written over `previous` (what the map held for that address, if
+    /// anything). Between two walks this keeps the counts exact except for what the kernel
+    /// does on its own: LRU evictions of a full map, and verdicts expiring (both settled by
+    /// the next walk).
+    pub fn replace(&mut self, ip: IpAddr, previous: Option<&PeerVerdict>, new: &PeerVerdict) {
         if let Some(p) = previous {
-            let a = &mut self.by_action[action_slot(p.action())];
-            *a = a.saturating_sub(1);
-            let r = &mut self.by_reason[reason_slot(p.reason())];
-            *r = r.saturating_sub(1);
+            for n in [
+                &mut self.by_action[action_slot(p.action())],
+                &mut self.by_reason[reason_slot(p.reason())],
+                &mut self.by_family[usize::from(ip.is_ipv6())],
+            ] {
+                *n = n.saturating_sub(1);
+            }
         }
-        self.add(new);
+        self.add(ip.is_ipv6(), new);
     }
 
-    fn add(&mut self, v: &PeerVerdict) {
+    fn add(&mut self, v6: bool, v: &PeerVerdict) {
         self.by_action[action_slot(v.action())] += 1;
         self.by_reason[reason_slot(v.reason())] += 1;
+        self.by_family[usize::from(v6)] += 1;
     }
 
     /// Live cached verdicts.
@@ -126,9 +154,10 @@ mod tests {
         let mut c = Census::default();
         let limit = PeerVerdict::new(Action::Limit, Reason::Reputation, 0);
         let drop = PeerVerdict::new(Action::Drop, Reason::Manual, 0);
-        c.replace(None, &limit);
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        c.replace(v6, None, &limit);
         assert_eq!(c.verdicts(), 1);
-        c.replace(Some(&limit), &drop);
+        c.replace(v6, Some(&limit), &drop);
         assert_eq!(c.verdicts(), 1);
         let by_action: Vec<_> = c.verdicts_by_action().collect();
         assert_eq!(
@@ -137,8 +166,29 @@ mod tests {
         );
         assert_eq!(c.by_reason[reason_slot(Reason::Manual)], 1);
         assert_eq!(c.by_reason[reason_slot(Reason::Reputation)], 0);
+        assert_eq!(c.by_family, [0, 1]);
         // An entry the census never saw (written by another process) does not underflow.
-        c.replace(Some(&limit), &limit);
+        c.replace("192.0.2.1".parse().unwrap(), Some(&limit), &limit);
         assert_eq!(c.by_action, [0, 1, 1]);
+        assert_eq!(c.by_family, [1, 1]);
+    }
+
+    /// One family's map nearly full is said, whatever the other holds.
+    #[test]
+    fn a_familys_verdict_map_near_full_is_found_alone() {
+        let sizes = MapSizes {
+            peers: 100,
+            ..MapSizes::default()
+        };
+        let c = Census {
+            by_family: [3, 90],
+            ..Census::default()
+        };
+        assert_eq!(c.verdicts_near_full(&sizes), vec![("verdicts v6", 90, 100)]);
+        let c = Census {
+            by_family: [89, 0],
+            ..Census::default()
+        };
+        assert!(c.verdicts_near_full(&sizes).is_empty());
     }
 }

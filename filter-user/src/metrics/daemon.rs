@@ -187,9 +187,22 @@ impl Families for DaemonFamilies {
         for (reason, n) in f.census.verdicts_by_reason() {
             gauge!(VERDICTS_BY_SOURCE, "source" => source_name(reason)).set(n as f64);
         }
+        // The lists' shared map per family, both families in a series; the verdicts' map of
+        // each family a series of its own (one can fill alone), as `status` shows them.
         for (map, entries, capacity) in f.census.fill(&f.capacity) {
-            gauge!(MAP_ENTRIES, "map" => map).set(entries as f64);
-            gauge!(MAP_CAPACITY, "map" => map).set(capacity as f64);
+            if map != "verdicts" {
+                gauge!(MAP_ENTRIES, "map" => map).set(entries as f64);
+                gauge!(MAP_CAPACITY, "map" => map).set(capacity as f64);
+            }
+        }
+        for ((_, entries, capacity), family) in f
+            .census
+            .verdict_fill(&f.capacity)
+            .into_iter()
+            .zip(["v4", "v6"])
+        {
+            gauge!(MAP_ENTRIES, "map" => "verdicts", "family" => family).set(entries as f64);
+            gauge!(MAP_CAPACITY, "map" => "verdicts", "family" => family).set(capacity as f64);
         }
         gauge!(OBSERVE).set(if f.observe { 1.0 } else { 0.0 });
         let (backend, ebpf_error) = &f.backend;
@@ -233,9 +246,11 @@ mod tests {
     #[test]
     fn facts_render_as_families() {
         let mut facts = Facts::new(SystemTime::now());
-        facts
-            .census
-            .replace(None, &PeerVerdict::new(Action::Drop, Reason::Manual, 0));
+        facts.census.replace(
+            "2001:db8::1".parse().unwrap(),
+            None,
+            &PeerVerdict::new(Action::Drop, Reason::Manual, 0),
+        );
         facts.interfaces = vec![
             ("eth0".into(), AttachedMode::Tc, true),
             ("eth1".into(), AttachedMode::Tc, false),
@@ -247,7 +262,9 @@ mod tests {
             "mxscreen_verdicts_cached{action=\"drop\"} 1",
             "mxscreen_verdicts_cached{action=\"pass\"} 0",
             "mxscreen_verdicts_cached_by_source{source=\"manual\"} 1",
-            "mxscreen_map_capacity_entries{map=\"verdicts\"} 524288",
+            "mxscreen_map_capacity_entries{map=\"verdicts\",family=\"v6\"} 262144",
+            "mxscreen_map_entries{map=\"verdicts\",family=\"v6\"} 1",
+            "mxscreen_map_entries{map=\"verdicts\",family=\"v4\"} 0",
             "mxscreen_attached_info{interface=\"eth0\",mode=\"tc\",backend=\"ebpf\"} 1",
             "mxscreen_attached_info{interface=\"eth1\",mode=\"tc\",backend=\"ebpf\"} 0",
             "# TYPE mxscreen_config_reloads_total counter",
