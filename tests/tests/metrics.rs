@@ -21,6 +21,8 @@ use serde_json::Value;
 
 const LISTED: &str = "192.0.2.20";
 const CLEAN: &str = "192.0.2.21";
+/// Listed by the test's feed.
+const FED: &str = "203.0.113.9";
 const METRICS: &str = "127.0.0.1:9725";
 
 fn metrics_addr() -> SocketAddr {
@@ -74,9 +76,12 @@ fn nftables_metrics_match_stats_and_status_and_pass_promtool() {
 
 fn metrics_match(backend: &str) {
     let wire = Wire::new(&format!("mx{}", &backend[..1]));
-    for a in [LISTED, CLEAN] {
+    for a in [LISTED, CLEAN, FED] {
         wire.add_client_addr(a);
     }
+    let feed_dir = tempfile::tempdir().unwrap();
+    let feed = feed_dir.path().join("drop.txt");
+    std::fs::write(&feed, format!("{FED}\n")).unwrap();
     let (rbl, _listener) = wire.server.enter(|| {
         let rbl = Rbldnsd::start(&[RblZone::new(
             "bl.test",
@@ -91,8 +96,9 @@ fn metrics_match(backend: &str) {
         // connection reaching the listener (the default, hold, is tested in daemon and e2e).
         datapath: format!("first_contact = \"pass\"\nbackend = \"{backend}\""),
         sections: format!(
-            "[resolver]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\n\n[rdns]\nenabled = false\n\n[policy]\nexplain_every = \"0s\"\n\n[lists]\nallow = []\n\n[[dnsbl]]\nzone = \"bl.test\"\nweight = 10\n\n[metrics]\nlisten = \"{METRICS}\"\n",
-            rbl.addr
+            "[resolver]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\n\n[rdns]\nenabled = false\n\n[policy]\nexplain_every = \"0s\"\n\n[lists]\nallow = []\n\n[[dnsbl]]\nzone = \"bl.test\"\nweight = 10\n\n[[lists.feed]]\nname = \"local-drop\"\npath = {:?}\nformat = \"cidr\"\naction = \"drop\"\n\n[metrics]\nlisten = \"{METRICS}\"\n",
+            rbl.addr,
+            feed.display().to_string()
         ),
         ..Default::default()
     };
@@ -109,6 +115,10 @@ fn metrics_match(backend: &str) {
             .is_err()
     );
     d.cli_ok(&["block", "198.51.100.0/24", "--reason", "metrics test"]);
+    d.wait_for("the feed loaded", Duration::from_secs(5), || {
+        d.feed("local-drop")["entries"].as_u64() == Some(1)
+    });
+    assert!(wire.connect(FED, smtp, Duration::from_millis(800)).is_err());
 
     // Counters only grow: stats must lie between a scrape before and one after it. What
     // the census counts (verdicts, map fill) is refreshed by `stats` and read by a scrape.
@@ -258,7 +268,8 @@ fn metrics_match(backend: &str) {
             "{labels}"
         );
     }
-    assert_eq!(value(&after, "mxscreen_map_entries{map=\"deny\"}"), 1.0);
+    // The block and the feed's entry.
+    assert_eq!(value(&after, "mxscreen_map_entries{map=\"deny\"}"), 2.0);
     // allow and deny share one list map per family: both rows show its room.
     let capacity = |map: &str| {
         value(
@@ -278,6 +289,13 @@ fn metrics_match(backend: &str) {
         1.0
     );
     assert_eq!(value(&after, "mxscreen_observe_mode"), 0.0);
+    // The feed's hits, as `status` counted them (its census is the one the scrape reads).
+    let feed_hits = status["feeds"][0]["hits"].as_u64().unwrap();
+    assert!(feed_hits >= 1, "{status}");
+    assert_eq!(
+        value(&after, "mxscreen_feed_hits{feed=\"local-drop\"}"),
+        feed_hits as f64
+    );
     let version = status["version"].as_str().unwrap();
     assert_eq!(
         value(

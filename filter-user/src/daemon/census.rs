@@ -14,7 +14,8 @@ use super::Daemon;
 use crate::datapath::clock;
 
 impl Daemon {
-    /// Walks the verdicts: removes the expired ones and counts the rest; counts the lists.
+    /// Walks the verdicts: removes the expired ones and counts the rest; counts the lists
+    /// and the feeds' hits.
     pub(super) fn take_census(&mut self) -> Result<()> {
         let expired = self
             .census
@@ -24,6 +25,7 @@ impl Daemon {
             tracing::debug!(removed, "expired verdicts removed");
         }
         self.census.count_lists(self.maps.as_mut())?;
+        self.feeds.count_hits(self.maps.as_ref());
         self.publish();
         Ok(())
     }

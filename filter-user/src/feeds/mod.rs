@@ -76,6 +76,9 @@ struct Known {
     reads: u64,
     /// The next read is loaded even if the guard would hold it (`feed reload --force`).
     force: bool,
+    /// The SYNs its entries decided, as the maps counted them at the last census (what a
+    /// metrics scrape reads; `status` reads the maps).
+    hits: u64,
 }
 
 /// What `feed reload` is told once the read it asked for is done: a sentence, or why the
@@ -339,6 +342,7 @@ impl Feeds {
             warning,
             reads: self.known[index].reads,
             force: false,
+            hits: self.known[index].hits,
         };
         tracing::info!(
             feed = %name,
@@ -405,13 +409,28 @@ impl Feeds {
         self.statuses(|name| maps.feed_hits(name).unwrap_or(0))
     }
 
+    /// Reads each feed's hits from the maps for the metrics (the daemon's census: at the
+    /// minute sweep, `stats` and `status`). A feed whose hits cannot be read keeps its last.
+    pub fn count_hits(&mut self, maps: &dyn Datapath) {
+        for (c, k) in self.configs.iter().zip(&mut self.known) {
+            if let Ok(n) = maps.feed_hits(&c.name) {
+                k.hits = n;
+            }
+        }
+        self.publish();
+    }
+
     /// What a metrics scrape reads; see [`Published`].
     pub fn published(&self) -> Published {
         self.published.clone()
     }
 
     fn publish(&self) {
-        *self.published.lock().unwrap_or_else(|e| e.into_inner()) = self.statuses(|_| 0);
+        let published = self.statuses(|name| {
+            let i = self.configs.iter().position(|c| c.name == name);
+            i.map_or(0, |i| self.known[i].hits)
+        });
+        *self.published.lock().unwrap_or_else(|e| e.into_inner()) = published;
     }
 
     fn statuses(&self, hits: impl Fn(&str) -> u64) -> Vec<FeedStatus> {

@@ -1,9 +1,9 @@
 //! Each blocklist feed (`status`'s feed lines): its entries, when it last loaded, the lines
-//! its last load skipped, and whether something is wrong with it — the last read not loaded
-//! (file missing, held back by the guard, refused by the datapath) or the last load empty.
-//! Read from what the feeds publish at each read's outcome: a scrape never waits for the
-//! daemon's loop. A feed's hits are read from the maps, so only `status` has them; the
-//! datapath's `dropped_feed` counts every feed's drops.
+//! its last load skipped, whether something is wrong with it — the last read not loaded
+//! (file missing, held back by the guard, refused by the datapath) or the last load empty —
+//! and its hits. Read from what the feeds publish at each read's outcome and at each census
+//! (the minute sweep, `stats`, `status`): a scrape never waits for the daemon's loop, so a
+//! feed's hits are as of the last census, up to a minute old.
 
 use std::sync::{Arc, Mutex};
 
@@ -17,6 +17,7 @@ const ENTRIES: &str = "mxscreen_feed_entries";
 const LAST_LOAD: &str = "mxscreen_feed_last_load_timestamp_seconds";
 const SKIPPED: &str = "mxscreen_feed_lines_skipped";
 const PROBLEM: &str = "mxscreen_feed_problem";
+const HITS: &str = "mxscreen_feed_hits";
 
 /// The feeds' published state (`feeds::Published`: the feeds sit beside this module, not
 /// below it, so the type is spelled out).
@@ -44,6 +45,12 @@ impl Families for FeedFamilies {
             "1 while a feed's last read was not loaded (missing, unreadable, held back, refused) \
              or its last load holds no entries; 0 otherwise (status says why)."
         );
+        describe_gauge!(
+            HITS,
+            Unit::Count,
+            "SYNs a feed's entries decided, as the maps counted them at the daemon's last census \
+             (at most a minute old); what status shows as its hits."
+        );
     }
 
     fn update(&self) -> Result<()> {
@@ -54,6 +61,7 @@ impl Families for FeedFamilies {
                 .set(f.entries as f64);
             gauge!(LAST_LOAD, "feed" => feed.clone()).set(f.last_load.unwrap_or(0) as f64);
             gauge!(SKIPPED, "feed" => feed.clone()).set(f.errors as f64);
+            gauge!(HITS, "feed" => feed.clone()).set(f.hits as f64);
             let trouble = f.problem.is_some() || f.warning.is_some();
             gauge!(PROBLEM, "feed" => feed).set(if trouble { 1.0 } else { 0.0 });
         }
@@ -75,6 +83,7 @@ mod tests {
                 entries: 1669,
                 last_load: Some(1_700_000_000),
                 errors: 2,
+                hits: 42,
                 ..Default::default()
             },
             FeedStatus {
@@ -97,6 +106,7 @@ mod tests {
             r#"mxscreen_feed_last_load_timestamp_seconds{feed="drop"} 1700000000"#,
             r#"mxscreen_feed_lines_skipped{feed="drop"} 2"#,
             r#"mxscreen_feed_problem{feed="drop"} 0"#,
+            r#"mxscreen_feed_hits{feed="drop"} 42"#,
             r#"mxscreen_feed_last_load_timestamp_seconds{feed="edrop"} 0"#,
             r#"mxscreen_feed_problem{feed="edrop"} 1"#,
             r#"mxscreen_feed_problem{feed="partners"} 1"#,
