@@ -207,8 +207,12 @@ impl Daemon {
             ip: Some(ip),
             observe: self.cfg.policy.observe,
             explain: self.explain_status(),
+            // Absolute: `check` reads it from wherever it runs.
             config: Some(ConfigInUse {
-                file: self.config_path.as_ref().map(|p| p.display().to_string()),
+                file: self.config_path.as_ref().map(|p| {
+                    let p = std::path::absolute(p).unwrap_or_else(|_| p.clone());
+                    p.display().to_string()
+                }),
             }),
             ..Default::default()
         };
