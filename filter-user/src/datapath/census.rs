@@ -56,8 +56,8 @@ impl Census {
     }
 
     /// The families whose verdict map is at least 90 % full, with their fill: a new verdict
-    /// there pushes
-    /// out the least recently used one (eBPF) or removes the least needed (nftables).
+    /// there pushes out the least recently used one (eBPF) or removes the least needed
+    /// (nftables).
     pub fn verdicts_near_full(&self, sizes: &MapSizes) -> Vec<(&'static str, u64, u64)> {
         self.verdict_fill(sizes)
             .into_iter()
