@@ -143,8 +143,19 @@ pub fn bump(hits: &mut u64) {
 /// one interval further. The caller owns `tat_ns` while it runs: a cache slot's bucket is
 /// changed under the slot's lock; an entry's is changed in place (two CPUs deciding for one
 /// source from its entry at the same instant may let one SYN more through).
+///
+/// TAT is never further ahead than `tolerance` plus one interval (a bucket just emptied):
+/// under one config it cannot be, and after a faster `limit_rate` or a smaller burst the
+/// debt a source ran up at the old rate is cut to that, so the new rate frees it within one
+/// new interval (written back, so that the cut does not move with now).
 #[inline(always)]
 pub fn limit(tat_ns: &mut u64, cfg: &DatapathConfig, now: u64) -> (Counter, bool) {
+    let ceiling = now
+        .saturating_add(cfg.limit_tolerance_ns)
+        .saturating_add(cfg.limit_interval_ns);
+    if *tat_ns > ceiling {
+        *tat_ns = ceiling;
+    }
     let tat = if *tat_ns > now { *tat_ns } else { now };
     if tat - now > cfg.limit_tolerance_ns {
         return (Counter::Limited, true);

@@ -268,10 +268,13 @@ fn limit_verdict_is_a_token_bucket_per_source() {
                 Outcome::Pass,
                 &[("passed_limit", 1)],
             );
-            // A faster rate does not forgive the debt owed at the old one: still limited.
+            // A faster rate applies at once: the debt owed at the old one (three minutes) is
+            // cut to one new interval (1 ms, a bucket just emptied), so the source is limited
+            // for that, then passes.
             dp.configure(|c| c.set_limit(60_000, 1));
-            std::thread::sleep(std::time::Duration::from_millis(5));
             expect(&dp, entry, &syn, Outcome::Drop, &[("limited", 1)]);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            expect(&dp, entry, &syn, Outcome::Pass, &[("passed_limit", 1)]);
             // Refill: at 200/min (one per 300 ms), bursts of 2, a fresh source gets two, is
             // limited, and once one interval has passed (but not two) gets exactly one more.
             let fresh = if src.is_ipv4() { V4_FRESH } else { V6_FRESH };
