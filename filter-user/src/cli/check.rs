@@ -60,10 +60,7 @@ pub fn main(a: Args) -> Result<()> {
     let (cfg, cfg_file) = Config::resolve(a.config.as_deref())?;
     // The daemon first: without `-c`, the config it runs with is the one to explain with.
     let connect = Connect {
-        socket: a
-            .socket
-            .clone()
-            .or_else(|| Some(cfg.control.socket.clone())),
+        socket: a.socket.or_else(|| Some(cfg.control.socket.clone())),
         config: None,
     };
     let daemon: Result<LookupReply, String> =

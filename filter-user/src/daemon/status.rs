@@ -44,12 +44,10 @@ impl Daemon {
         // The lists share one map per family (their rows: both families); each family's
         // verdicts have a map of their own (a row each: one can fill alone).
         let sizes = &self.cfg.datapath.maps;
-        let lists = self
+        let maps = self
             .census
-            .fill(sizes)
+            .list_fill(sizes)
             .into_iter()
-            .filter(|(n, ..)| *n != "verdicts");
-        let maps = lists
             .map(|(name, n, size)| (format!("{name} (v4+v6)"), n, size))
             .chain(
                 self.census
@@ -77,7 +75,7 @@ impl Daemon {
             maps,
             warnings: self.status_warnings(&engine),
             reload: self.reload_status(),
-            feeds: self.feeds.status(self.maps.as_ref()),
+            feeds: self.feeds.status(),
             resolver: ResolverStatus {
                 nameservers: self.cfg.resolver.nameservers.clone(),
                 canary: self.engine.canary(),

@@ -34,16 +34,12 @@ fn reason_slot(r: Reason) -> usize {
 }
 
 impl Census {
-    /// Each map's entries and capacity, both families: the verdicts against the peer maps;
-    /// the allow and the deny entries each against the list map they share (one per family,
-    /// `datapath.maps.deny + allow` entries), so a row shows the room left to both.
-    pub fn fill(&self, sizes: &MapSizes) -> [(&'static str, u64, u64); 3] {
-        let both = |per_family: u32| u64::from(per_family) * 2;
-        [
-            ("allow", self.allow, both(sizes.lists())),
-            ("deny", self.deny, both(sizes.lists())),
-            ("verdicts", self.verdicts(), both(sizes.peers)),
-        ]
+    /// The lists' entries and capacity, both families: the allow and the deny entries each
+    /// against the list map they share (one per family, `datapath.maps.deny + allow`
+    /// entries), so a row shows the room left to both. (The verdicts: [`Self::verdict_fill`].)
+    pub fn list_fill(&self, sizes: &MapSizes) -> [(&'static str, u64, u64); 2] {
+        let both = u64::from(sizes.lists()) * 2;
+        [("allow", self.allow, both), ("deny", self.deny, both)]
     }
 
     /// Each family's verdicts against its own verdict map (`datapath.maps.verdicts`).
@@ -123,11 +119,6 @@ impl Census {
         self.by_family[usize::from(v6)] += 1;
     }
 
-    /// Live cached verdicts.
-    pub fn verdicts(&self) -> u64 {
-        self.by_action.iter().sum()
-    }
-
     /// `(action, count)` for every action.
     pub fn verdicts_by_action(&self) -> impl Iterator<Item = (Action, u64)> + '_ {
         Action::ALL
@@ -156,9 +147,9 @@ mod tests {
         let drop = PeerVerdict::new(Action::Drop, Reason::Manual, 0);
         let v6: IpAddr = "2001:db8::1".parse().unwrap();
         c.replace(v6, None, &limit);
-        assert_eq!(c.verdicts(), 1);
+        assert_eq!(c.by_action.iter().sum::<u64>(), 1);
         c.replace(v6, Some(&limit), &drop);
-        assert_eq!(c.verdicts(), 1);
+        assert_eq!(c.by_action.iter().sum::<u64>(), 1);
         let by_action: Vec<_> = c.verdicts_by_action().collect();
         assert_eq!(
             by_action,

@@ -76,8 +76,8 @@ struct Known {
     reads: u64,
     /// The next read is loaded even if the guard would hold it (`feed reload --force`).
     force: bool,
-    /// The SYNs its entries decided, as the maps counted them at the last census (what a
-    /// metrics scrape reads; `status` reads the maps).
+    /// The SYNs its entries decided, as the maps counted them at the last census (what
+    /// `status` and a metrics scrape show).
     hits: u64,
 }
 
@@ -404,13 +404,15 @@ impl Feeds {
         self.publish();
     }
 
-    /// Each feed as `status` shows it.
-    pub fn status(&self, maps: &dyn Datapath) -> Vec<FeedStatus> {
-        self.statuses(|name| maps.feed_hits(name).unwrap_or(0))
+    /// Each feed as `status` shows it, with the hits [`Self::count_hits`] last read (the
+    /// daemon's `status` takes its census first, so they are read once, now).
+    pub fn status(&self) -> Vec<FeedStatus> {
+        self.statuses()
     }
 
-    /// Reads each feed's hits from the maps for the metrics (the daemon's census: at the
-    /// minute sweep, `stats` and `status`). A feed whose hits cannot be read keeps its last.
+    /// Reads each feed's hits from the maps for `status` and the metrics (the daemon's
+    /// census: at the minute sweep, `stats` and `status`). A feed whose hits cannot be read
+    /// keeps its last.
     pub fn count_hits(&mut self, maps: &dyn Datapath) {
         for (c, k) in self.configs.iter().zip(&mut self.known) {
             if let Ok(n) = maps.feed_hits(&c.name) {
@@ -426,14 +428,10 @@ impl Feeds {
     }
 
     fn publish(&self) {
-        let published = self.statuses(|name| {
-            let i = self.configs.iter().position(|c| c.name == name);
-            i.map_or(0, |i| self.known[i].hits)
-        });
-        *self.published.lock().unwrap_or_else(|e| e.into_inner()) = published;
+        *self.published.lock().unwrap_or_else(|e| e.into_inner()) = self.statuses();
     }
 
-    fn statuses(&self, hits: impl Fn(&str) -> u64) -> Vec<FeedStatus> {
+    fn statuses(&self) -> Vec<FeedStatus> {
         self.configs
             .iter()
             .zip(&self.known)
@@ -448,7 +446,7 @@ impl Feeds {
                 refused: k.refused,
                 problem: k.problem.clone(),
                 warning: k.warning.clone(),
-                hits: hits(&c.name),
+                hits: k.hits,
             })
             .collect()
     }

@@ -189,11 +189,9 @@ impl Families for DaemonFamilies {
         }
         // The lists' shared map per family, both families in a series; the verdicts' map of
         // each family a series of its own (one can fill alone), as `status` shows them.
-        for (map, entries, capacity) in f.census.fill(&f.capacity) {
-            if map != "verdicts" {
-                gauge!(MAP_ENTRIES, "map" => map).set(entries as f64);
-                gauge!(MAP_CAPACITY, "map" => map).set(capacity as f64);
-            }
+        for (map, entries, capacity) in f.census.list_fill(&f.capacity) {
+            gauge!(MAP_ENTRIES, "map" => map).set(entries as f64);
+            gauge!(MAP_CAPACITY, "map" => map).set(capacity as f64);
         }
         for ((_, entries, capacity), family) in f
             .census
