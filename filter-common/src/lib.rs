@@ -38,8 +38,9 @@ pub use self::{
     event::{EventWhy, NewPeerEvent},
     expiry::{NEVER, earliest, live},
     lists::{
-        LIST_FILTER_BITS, LIST_FILTER_WORDS, Lengths, ListEntry, ListIndex, ListKey, ListValue,
-        Table, V4_LENGTHS, V6_LENGTHS, filter_bit_v4, filter_bit_v6,
+        FILTER_BLOCK_V4, FILTER_BLOCK_V6, LIST_FILTER_BITS, LIST_FILTER_WORDS, Lengths, ListEntry,
+        ListIndex, ListKey, ListValue, Table, V4_LENGTHS, V6_LENGTHS, filter_bit_v4, filter_bit_v6,
+        top_bits,
     },
     names::{Action, Reason},
     peer::{
@@ -143,6 +144,16 @@ mod pod {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The datapath makes a new source's entry by zeroing its words (no memset call):
+    /// that must be the empty entry.
+    #[test]
+    fn the_empty_entry_is_all_zero() {
+        let e = Peer::empty();
+        // SAFETY: `Peer` is plain integers with no implicit padding (the test below).
+        let bytes: [u8; size_of::<Peer>()] = unsafe { core::mem::transmute(e) };
+        assert!(bytes.iter().all(|b| *b == 0));
+    }
 
     #[test]
     fn layouts_have_no_implicit_padding() {

@@ -4,7 +4,7 @@
 use aya_ebpf::maps::{HashMap, LruHashMap};
 use filter_common::{
     FAMILY_V4, FAMILY_V6, ListIndex, ListKey, ListValue, Peer, cache_key_v4, cache_key_v6,
-    filter_bit_v4, filter_bit_v6,
+    filter_bit_v4, filter_bit_v6, top_bits,
 };
 
 use crate::maps;
@@ -31,18 +31,6 @@ pub trait Family {
 
 pub struct V4;
 pub struct V6;
-
-/// The top `len` bits of a 64-bit word set (`len` 0..=64).
-#[inline(always)]
-fn mask64(len: u8) -> u64 {
-    if len == 0 {
-        0
-    } else if len >= 64 {
-        u64::MAX
-    } else {
-        u64::MAX << (64 - len)
-    }
-}
 
 impl Family for V4 {
     type Addr = [u8; 4];
@@ -74,16 +62,16 @@ impl Family for V4 {
     #[inline(always)]
     fn masked(addr: [u8; 4], len: u8, table: u8) -> ([u8; 4], u32) {
         // The top 32 bits of the 64-bit mask are the 32-bit one.
-        let mask = (mask64(len.min(32)) >> 32) as u32;
+        let mask = (top_bits(len.min(32)) >> 32) as u32;
         let net = u32::from_be_bytes(addr) & mask;
         (net.to_be_bytes(), filter_bit_v4(table, len, net))
     }
 
     #[inline(always)]
     fn wide(addr: [u8; 4]) -> [u8; 16] {
-        let mut w = [0u8; 16];
-        w[..4].copy_from_slice(&addr);
-        w
+        // The address in the first four bytes, the rest zero: built as one integer, where a
+        // zeroed array would cost a call to a byte-by-byte memset (see `crate::zeroed`).
+        (u128::from(u32::from_be_bytes(addr)) << 96).to_be_bytes()
     }
 
     #[inline(always)]
@@ -125,8 +113,8 @@ impl Family for V6 {
         let mut lo = [0u8; 8];
         hi.copy_from_slice(&addr[..8]);
         lo.copy_from_slice(&addr[8..]);
-        let hi = u64::from_be_bytes(hi) & mask64(len);
-        let lo = u64::from_be_bytes(lo) & mask64(len.saturating_sub(64));
+        let hi = u64::from_be_bytes(hi) & top_bits(len);
+        let lo = u64::from_be_bytes(lo) & top_bits(len.saturating_sub(64));
         let mut out = [0u8; 16];
         out[..8].copy_from_slice(&hi.to_be_bytes());
         out[8..].copy_from_slice(&lo.to_be_bytes());

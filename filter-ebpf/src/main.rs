@@ -20,6 +20,7 @@ mod maps;
 mod parse;
 mod screen;
 mod slow;
+mod zeroed;
 
 use aya_ebpf::{
     bindings::{__sk_buff, TC_ACT_SHOT, xdp_action, xdp_md},

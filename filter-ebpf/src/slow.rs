@@ -8,6 +8,8 @@
 //! comes back here: an entry's or a verdict's expiry, the next explained refusal, the end of the
 //! hold and dedup windows. The cached path never reads the clock for anything else.
 
+use core::mem::MaybeUninit;
+
 use aya_ebpf::{bindings::BPF_NOEXIST, cty::c_void, helpers::bpf_loop};
 use filter_common::{
     Action, Counter, DatapathConfig, Decision, EventWhy, FLAG_EXPLAIN, FLAG_HOLD, ListIndex,
@@ -20,6 +22,7 @@ use crate::{
     decision::{act, bump},
     family::Family,
     maps::{self, Bucket, count},
+    zeroed::zeroed,
 };
 
 /// Where a frame came in, read only when a new-peer event needs it (reading an XDP frame's
@@ -50,10 +53,12 @@ pub fn decide<F: Family, I: Ingress>(
     // its writes, so what we cache below is then already stale, never wrongly fresh.
     // SAFETY: a field of the config map value, valid for this run.
     let list_gen = unsafe { core::ptr::read_volatile(&cfg.list_gen) };
-    let mut fresh = Peer::empty();
+    // A new source's entry, made here and inserted at the end. All zero is `Peer::empty()`,
+    // written without a byte-by-byte memset.
+    let mut fresh = MaybeUninit::<Peer>::uninit();
     let p: &mut Peer = if peer.is_null() {
         churn::count_new(now);
-        &mut fresh
+        zeroed(&mut fresh)
     } else {
         // SAFETY: a pointer into the map value, valid for this program run.
         unsafe { &mut *peer }
@@ -96,6 +101,8 @@ pub fn decide<F: Family, I: Ingress>(
         // Into the datapath's own map: only userspace creates verdicts' entries, so a flood
         // of new sources cannot push a verdict out. Another CPU may have created it
         // meanwhile: theirs stays. (A verdict written meanwhile is looked up first.)
+        // SAFETY: zeroed and filled above (`peer` is null).
+        let fresh = unsafe { fresh.assume_init_ref() };
         let _ = F::seen().insert(addr, fresh, BPF_NOEXIST as u64);
     }
     outcome
@@ -130,21 +137,20 @@ fn find<F: Family>(index: &ListIndex, table: Table, addr: F::Addr, now: u64) -> 
     if count == 0 {
         return None;
     }
-    let mut probe = Probe {
-        addr,
-        table: table as u8,
-        found: 0,
-        _pad: [0; 6],
-        now,
-        value: ListValue::new(Reason::Unspecified, 0, 0),
-    };
+    // Zeroed a word at a time (no byte-by-byte memset of its padding and value); `value` is
+    // read only once `found` says it was written.
+    let mut probe = MaybeUninit::<Probe<F::Addr>>::uninit();
+    let probe = zeroed(&mut probe);
+    probe.addr = addr;
+    probe.table = table as u8;
+    probe.now = now;
     // SAFETY: the callback is a static function taking (index, ctx), and ctx points at
     // `probe`, which outlives the call.
     unsafe {
         bpf_loop(
             count as u32,
             probe_one::<F> as *const () as *mut c_void,
-            (&mut probe as *mut Probe<F::Addr>).cast(),
+            (probe as *mut Probe<F::Addr>).cast(),
             0,
         )
     };

@@ -441,20 +441,23 @@ fn list_hits_add_up_over_cpus() {
     );
 }
 
-/// A deny entry for one address of `src`'s family, far from the test sources, whose
-/// list-filter bit is `bit` (searched).
+/// A deny entry for one address of `src`'s family other than `src`, whose list-filter bit
+/// is `bit` (searched: a bit is shared by keys whose block, the /24 or /56, hashes to the
+/// same word, so the search runs through the whole space, not one block).
 fn sharing_bit(src: IpAddr, bit: u32) -> IpNet {
-    (0u32..)
+    (1u32..)
         .find_map(|i| match src {
-            IpAddr::V4(_) => {
-                let a = Ipv4Addr::from(0x0a00_0000 | (i & 0x00ff_ffff));
+            IpAddr::V4(s) => {
+                // An odd multiplier walks every address, neighbours far apart.
+                let a = Ipv4Addr::from(i.wrapping_mul(0x9e37_79b1));
                 let k = ListKey::new(Table::Deny, 32, a.octets());
-                (k.filter_bit() == bit).then(|| IpNet::from(IpAddr::V4(a)))
+                (k.filter_bit() == bit && a != s).then(|| IpNet::from(IpAddr::V4(a)))
             }
-            IpAddr::V6(_) => {
-                let a = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, (i >> 16) as u16, i as u16);
+            IpAddr::V6(s) => {
+                // 2001:db8:…/32 with `i` as the next 32 bits (its /56 the top 24 of them).
+                let a = Ipv6Addr::from(0x2001_0db8u128 << 96 | u128::from(i) << 64 | 1);
                 let k = ListKey::new(Table::Deny, 128, a.octets());
-                (k.filter_bit() == bit).then(|| IpNet::from(IpAddr::V6(a)))
+                (k.filter_bit() == bit && a != s).then(|| IpNet::from(IpAddr::V6(a)))
             }
         })
         .unwrap()
