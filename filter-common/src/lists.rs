@@ -215,26 +215,14 @@ const fn filter_hash(tag: u64, hi: u64, lo: u64, bits: u32) -> u64 {
     fmix(h ^ lo) >> (64 - bits)
 }
 
-/// The filter bit of a key: its word by the block (`block_tag`, `block_hi`, `block_lo`: the
-/// family, the block's length and the network cut there), its bit in the word by the key
-/// (`tag`: family, table, length; `hi`, `lo`: the network). Networks are read as
+/// The filter bit of a key: its word by the block (`block_tag`: the family and the block's
+/// length; `block_net`: the network cut there, at most 64 bits), its bit in the word by the
+/// key (`tag`: family, table, length; `hi`, `lo`: the network). Networks are read as
 /// big-endian words, so the datapath (key bytes) and userspace (host integers) feed it the
 /// same numbers.
 #[inline(always)]
-const fn filter_bit(
-    block_tag: u64,
-    block_hi: u64,
-    block_lo: u64,
-    tag: u64,
-    hi: u64,
-    lo: u64,
-) -> u32 {
-    let word = filter_hash(
-        block_tag,
-        block_hi,
-        block_lo,
-        LIST_FILTER_WORDS.trailing_zeros(),
-    );
+const fn filter_bit(block_tag: u64, block_net: u64, tag: u64, hi: u64, lo: u64) -> u32 {
+    let word = filter_hash(block_tag, block_net, 0, LIST_FILTER_WORDS.trailing_zeros());
     let bit = filter_hash(tag, hi, lo, 6);
     (word << 6 | bit) as u32
 }
@@ -260,11 +248,9 @@ pub const fn filter_bit_v4(table: u8, len: u8, net: u32) -> u32 {
     } else {
         FILTER_BLOCK_V4
     };
-    let block_net = net as u64 & top_bits(block) >> 32;
     filter_bit(
         4 << 16 | block as u64,
-        0,
-        block_net,
+        net as u64 & top_bits(block) >> 32,
         4 << 16 | (table as u64) << 8 | len as u64,
         0,
         net as u64,
@@ -284,7 +270,6 @@ pub const fn filter_bit_v6(table: u8, len: u8, hi: u64, lo: u64) -> u32 {
     filter_bit(
         6 << 16 | block as u64,
         hi & top_bits(block),
-        0,
         6 << 16 | (table as u64) << 8 | len as u64,
         hi,
         lo,
