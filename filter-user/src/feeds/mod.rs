@@ -404,12 +404,6 @@ impl Feeds {
         self.publish();
     }
 
-    /// Each feed as `status` shows it, with the hits [`Self::count_hits`] last read (the
-    /// daemon's `status` takes its census first, so they are read once, now).
-    pub fn status(&self) -> Vec<FeedStatus> {
-        self.statuses()
-    }
-
     /// Reads each feed's hits from the maps for `status` and the metrics (the daemon's
     /// census: at the minute sweep, `stats` and `status`). A feed whose hits cannot be read
     /// keeps its last.
@@ -428,10 +422,12 @@ impl Feeds {
     }
 
     fn publish(&self) {
-        *self.published.lock().unwrap_or_else(|e| e.into_inner()) = self.statuses();
+        *self.published.lock().unwrap_or_else(|e| e.into_inner()) = self.status();
     }
 
-    fn statuses(&self) -> Vec<FeedStatus> {
+    /// Each feed as `status` shows it, with the hits [`Self::count_hits`] last read (the
+    /// daemon's `status` takes its census first, so they are read once, now).
+    pub fn status(&self) -> Vec<FeedStatus> {
         self.configs
             .iter()
             .zip(&self.known)
